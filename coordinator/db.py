@@ -1,0 +1,162 @@
+"""The coordinator's database: engine, ORM models and schema creation.
+
+SQLite is the default backend, PostgreSQL the one for larger deployments. Both run the
+same models; only full-text search differs, so its DDL lives here next to the tables it
+shadows: an FTS5 table on SQLite, a generated ``tsvector`` column on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    DDL,
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+FTS_TABLE = "records_fts"
+"""SQLite FTS5 table mirroring ``records``; column order matches ``FTS_WEIGHTS``."""
+
+FTS_COLUMNS = ("title", "keywords", "subjects", "columns", "description")
+FTS_WEIGHTS = (10.0, 5.0, 5.0, 3.0, 1.0)
+"""bm25 weights per FTS column: a hit in the title says more than one in the description."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Node(Base):
+    """A platform node enrolled with the coordinator."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    platform: Mapped[str] = mapped_column(String)
+    software_version: Mapped[str] = mapped_column(String)
+    cert_fingerprint: Mapped[str] = mapped_column(String)
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Record(Base):
+    """One published catalog record (metadata only), owned by the node that synced it.
+
+    The full record is kept as JSON; the columns beside it are copies made for filtering
+    and listing without parsing JSON.
+    """
+
+    __tablename__ = "records"
+
+    record_id: Mapped[str] = mapped_column(String, primary_key=True)
+    node_name: Mapped[str] = mapped_column(ForeignKey("nodes.name", ondelete="CASCADE"), index=True)
+    record_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    title: Mapped[str] = mapped_column(String)
+    grade: Mapped[str] = mapped_column(String, index=True)
+    category: Mapped[str] = mapped_column(String, index=True)
+    platform: Mapped[str] = mapped_column(String, index=True)
+    stub: Mapped[bool] = mapped_column(Boolean)
+    record_count: Mapped[int | None] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    search_text: Mapped[str] = mapped_column(Text)
+    """Lower-cased searchable text; LIKE runs on it where the full-text index cannot help."""
+
+
+class TermKind(StrEnum):
+    """Facet kinds in ``record_terms``; a new facet is a new member, not a new table."""
+
+    SUBJECT = "subject"
+    KEYWORD = "keyword"
+    COLUMN = "column"
+
+
+class RecordTerm(Base):
+    """Exact-match facet values of a record, lower-cased so filters ignore case."""
+
+    __tablename__ = "record_terms"
+    __table_args__ = (Index("ix_record_terms_kind_value", "kind", "value_norm"),)
+
+    record_id: Mapped[str] = mapped_column(
+        ForeignKey("records.record_id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String, primary_key=True)
+    value_norm: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+# Trigram makes any 3+ character substring searchable, which is what Chinese text
+# (no spaces between words) needs; shorter query tokens fall back to LIKE.
+event.listen(
+    Base.metadata,
+    "after_create",
+    DDL(
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
+        f"record_id UNINDEXED, {', '.join(FTS_COLUMNS)}, tokenize='trigram')"
+    ).execute_if(dialect="sqlite"),
+)
+# A generated column stays in step with search_text without any code on the write path.
+event.listen(
+    Record.__table__,
+    "after_create",
+    DDL(
+        "ALTER TABLE records ADD COLUMN IF NOT EXISTS tsv tsvector "
+        "GENERATED ALWAYS AS (to_tsvector('simple', search_text)) STORED"
+    ).execute_if(dialect="postgresql"),
+)
+event.listen(
+    Record.__table__,
+    "after_create",
+    DDL("CREATE INDEX IF NOT EXISTS ix_records_tsv ON records USING GIN (tsv)").execute_if(
+        dialect="postgresql"
+    ),
+)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    # The gRPC server calls in from several threads; the pool hands each its own connection.
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets searches read while a node's sync writes.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    return engine
+
+
+class Database:
+    """The coordinator's state store; creates its tables on first use."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = (
+            _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url)
+        )
+        self.dialect: str = self.engine.dialect.name
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed if the block succeeds, rolled back if it raises."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        """Release pooled connections (tests drop their schema afterwards)."""
+        self.engine.dispose()

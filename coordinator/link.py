@@ -1,0 +1,83 @@
+"""The coordinator's side of the node link: registration, task streams, catalog sync."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+import grpc
+
+from coordinator import catalog, registry
+from coordinator.db import Database
+from coordinator.sessions import NodeSessions
+from protos.scifed.v1 import federation_pb2 as pb
+from protos.scifed.v1 import federation_pb2_grpc as pbg
+from scifed import __version__
+from scifed.errors import UserError
+from scifed.tls import peer_identity
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class NodeLinkServicer(pbg.NodeLinkServicer):
+    def __init__(self, db: Database, sessions: NodeSessions, heartbeat_seconds: float) -> None:
+        self.db = db
+        self.sessions = sessions
+        self.heartbeat_seconds = heartbeat_seconds
+
+    def Register(self, request, context):
+        ident = peer_identity(context)
+        registry.upsert_node(self.db, name=ident.name, platform=request.platform,
+                             software_version=request.software_version,
+                             cert_fingerprint=ident.fingerprint_sha256)
+        registry.touch(self.db, ident.name, now_ms())
+        return pb.RegisterReply(node_name=ident.name,
+                                heartbeat_seconds=max(1, round(self.heartbeat_seconds)),
+                                coordinator_version=__version__)
+
+    def SyncCatalog(self, request, context):
+        name = peer_identity(context).name
+        try:
+            records = [json.loads(r) for r in request.records_json]
+            indexed, removed = catalog.sync_records(self.db, name, records)
+        except json.JSONDecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"record is not JSON: {exc}")
+        except UserError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.SyncCatalogReply(indexed=indexed, removed=removed)
+
+    def TaskStream(self, request_iterator, context):
+        name = peer_identity(context).name
+        if name not in registry.node_names(self.db):
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "call Register first")
+        session = self.sessions.open(name)
+        registry.mark_connected(self.db, name, True, now_ms())
+
+        def read_up() -> None:
+            try:
+                for msg in request_iterator:
+                    if msg.HasField("heartbeat"):
+                        registry.touch(self.db, name, now_ms())
+                        session.outbox.put(pb.CoordinatorMessage(
+                            ack=pb.HeartbeatAck(server_unix_ms=now_ms())))
+                    elif msg.HasField("result"):
+                        self.sessions.deliver(session, msg.result)
+            except grpc.RpcError:
+                pass  # the stream ended; the finally below records it
+            finally:
+                session.closed.set()
+
+        threading.Thread(target=read_up, daemon=True, name=f"up-{name}").start()
+        try:
+            while context.is_active() and not session.closed.is_set():
+                try:
+                    yield session.outbox.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+        finally:
+            if self.sessions.close(session):
+                registry.mark_connected(self.db, name, False, now_ms())

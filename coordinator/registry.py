@@ -1,0 +1,99 @@
+"""Node registry: who is enrolled, who is connected, and when each was last heard from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+
+from coordinator.db import Database, Node, Record
+from scifed.errors import UserError
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    platform: str
+    online: bool
+    last_seen_ms: int | None
+    datasets: int
+    software_version: str
+
+
+def upsert_node(
+    db: Database, *, name: str, platform: str, software_version: str, cert_fingerprint: str
+) -> None:
+    """Enrol a node, or refresh what it reports about itself; connection state is kept."""
+    with db.session() as session:
+        node = session.get(Node, name)
+        if node is None:
+            session.add(
+                Node(
+                    name=name,
+                    platform=platform,
+                    software_version=software_version,
+                    cert_fingerprint=cert_fingerprint,
+                    connected=False,
+                )
+            )
+        else:
+            node.platform = platform
+            node.software_version = software_version
+            node.cert_fingerprint = cert_fingerprint
+
+
+def _update_node(db: Database, name: str, **values: object) -> None:
+    with db.session() as session:
+        result = session.execute(update(Node).where(Node.name == name).values(**values))
+        if result.rowcount == 0:
+            raise UserError(f"node {name!r} is not enrolled with this coordinator")
+
+
+def mark_connected(db: Database, name: str, connected: bool, now_ms: int) -> None:
+    """Record a node's task stream opening or closing; either event means it was seen."""
+    _update_node(db, name, connected=connected, last_seen_ms=now_ms)
+
+
+def touch(db: Database, name: str, now_ms: int) -> None:
+    """Heartbeat: the node is alive as of ``now_ms``."""
+    _update_node(db, name, last_seen_ms=now_ms)
+
+
+def reset_connections(db: Database) -> None:
+    """At coordinator start no stream can be open yet, whatever the last run recorded."""
+    with db.session() as session:
+        session.execute(update(Node).values(connected=False))
+
+
+def list_nodes(db: Database, *, now_ms: int, offline_after_ms: int) -> list[NodeStatus]:
+    """Every enrolled node, by name. Online means connected and heard from recently: a
+    stream can stay open on a half-dead TCP connection, so heartbeats decide."""
+    datasets = (
+        select(Record.node_name, func.count().label("n")).group_by(Record.node_name).subquery()
+    )
+    stmt = (
+        select(Node, func.coalesce(datasets.c.n, 0))
+        .outerjoin(datasets, datasets.c.node_name == Node.name)
+        .order_by(Node.name)
+    )
+    with db.session() as session:
+        rows = session.execute(stmt).all()
+    return [
+        NodeStatus(
+            name=node.name,
+            platform=node.platform,
+            online=node.connected
+            and node.last_seen_ms is not None
+            and now_ms - node.last_seen_ms <= offline_after_ms,
+            last_seen_ms=node.last_seen_ms,
+            datasets=count,
+            software_version=node.software_version,
+        )
+        for node, count in rows
+    ]
+
+
+def node_names(db: Database) -> list[str]:
+    """Names of all enrolled nodes, sorted."""
+    with db.session() as session:
+        return list(session.scalars(select(Node.name).order_by(Node.name)))

@@ -1,0 +1,77 @@
+"""`scifed coordinator serve`: one mTLS gRPC port for nodes, researchers and operators."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+
+from coordinator import registry
+from coordinator.api import CoordinatorApiServicer
+from coordinator.db import Database
+from coordinator.link import NodeLinkServicer
+from coordinator.sessions import NodeSessions
+from protos.scifed.v1 import coordinator_pb2_grpc as api_pbg
+from protos.scifed.v1 import federation_pb2_grpc as link_pbg
+from scifed.config import CoordinatorConfig
+from scifed.errors import UserError
+from scifed.tls import SERVER_OPTIONS, AuthInterceptor, RevocationList, server_credentials
+
+log = logging.getLogger("scifed.coordinator")
+
+ANY_USER = ("researcher", "operator")
+# Which certificate role may call which RPC; anything not listed is refused.
+ROLE_RULES: dict[str, tuple[str, ...]] = {
+    "/scifed.v1.NodeLink/Register": ("node",),
+    "/scifed.v1.NodeLink/TaskStream": ("node",),
+    "/scifed.v1.NodeLink/SyncCatalog": ("node",),
+    "/scifed.v1.CoordinatorApi/WhoAmI": ("node", *ANY_USER),
+    "/scifed.v1.CoordinatorApi/SearchCatalog": ANY_USER,
+    "/scifed.v1.CoordinatorApi/GetRecord": ANY_USER,
+    "/scifed.v1.CoordinatorApi/ListNodes": ("operator",),
+}
+
+
+class CoordinatorProcess:
+    def __init__(self, cfg: CoordinatorConfig) -> None:
+        self.cfg = cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(cfg.database_url)
+        registry.reset_connections(self.db)
+        self.sessions = NodeSessions()
+        revocations = RevocationList(cfg.tls.crl, cfg.tls.ca)
+        revocations.serials()  # a broken CRL stops the start, not the first call
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=cfg.max_workers),
+            interceptors=[AuthInterceptor(ROLE_RULES, revocations)],
+            options=SERVER_OPTIONS)
+        link_pbg.add_NodeLinkServicer_to_server(
+            NodeLinkServicer(self.db, self.sessions, cfg.heartbeat_seconds), self.server)
+        api_pbg.add_CoordinatorApiServicer_to_server(
+            CoordinatorApiServicer(self.db, cfg.offline_after_seconds), self.server)
+        try:
+            self.port = self.server.add_secure_port(cfg.listen,
+                                                    server_credentials(cfg.tls.files()))
+        except RuntimeError as exc:
+            raise UserError(f"cannot listen on {cfg.listen}: {exc}") from None
+
+    def start(self) -> None:
+        self.server.start()
+        log.info("coordinator listening on %s", self.cfg.listen)
+
+    def stop(self) -> None:
+        self.server.stop(grace=2).wait()
+
+
+def serve(cfg: CoordinatorConfig) -> None:
+    proc = CoordinatorProcess(cfg)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    proc.start()
+    done.wait()
+    log.info("coordinator stopping")
+    proc.stop()

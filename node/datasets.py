@@ -1,0 +1,117 @@
+"""Dataset registration at the node: check the file, profile it, validate the metadata,
+build the catalog record, store it, and ask the link to republish the catalog.
+
+Every check runs before anything is written, so a refused registration changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from scifed.record import CatalogRecord, build_record, load_metadata, published_form
+
+from node.profiling import profile_file
+from node.store import DatasetRow, NodeStore
+from scifed.errors import UserError
+
+
+class NotFound(UserError):
+    """The named dataset is not registered at this node."""
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not slug:
+        raise UserError(f"cannot derive a dataset id from '{name}'; pass --id")
+    return slug[:63]
+
+
+class DatasetRegistry:
+    def __init__(self, store: NodeStore, *, node_name: str, platform: str, data_dir: Path,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.node_name = node_name
+        self.platform = platform
+        self.data_dir = Path(data_dir).resolve()
+        self.on_change = on_change
+
+    def resolve_path(self, path: str) -> Path:
+        """The data file, which must resolve (symlinks included) inside the data directory."""
+        if not path:
+            raise UserError("no data file given")
+        p = Path(path)
+        full = (p if p.is_absolute() else self.data_dir / p).resolve()
+        if not full.is_relative_to(self.data_dir):
+            raise UserError(f"{path}: outside the node's data directory {self.data_dir}; "
+                            "copy or link the file inside it first")
+        if not full.is_file():
+            raise UserError(f"{path}: no such file in the node's data directory")
+        return full
+
+    def _build(self, path: Path, meta_yaml: str, meta_name: str, slug: str) -> CatalogRecord:
+        meta = load_metadata(meta_yaml, meta_name)
+        profile = profile_file(path)
+        return build_record(meta, profile, node_id=self.node_name,
+                            platform_id=self.platform, slug=slug)
+
+    def add(self, path: str, meta_yaml: str, meta_name: str, slug: str = "") -> DatasetRow:
+        full = self.resolve_path(path)
+        slug = slugify(slug or full.stem)
+        if self.store.get_dataset(slug):
+            raise UserError(f"dataset '{slug}' is already registered; use "
+                            "`scifed node dataset update` or choose another --id")
+        record = self._build(full, meta_yaml, meta_name, slug)
+        rel = str(full.relative_to(self.data_dir))
+        self.store.insert_dataset(record.id, slug, rel, record.model_dump(mode="json"),
+                                  meta_yaml)
+        self.on_change()
+        return self.get(record.id)
+
+    def update(self, key: str, meta_yaml: str = "", meta_name: str = "",
+               refresh_data: bool = False) -> DatasetRow:
+        row = self.get(key)
+        full = self.resolve_path(row.path)
+        if not meta_yaml and not refresh_data:
+            raise UserError("nothing to update: give --meta FILE and/or --refresh-data")
+        text = meta_yaml or row.meta_yaml
+        name = meta_name if meta_yaml else f"stored metadata of {row.slug}"
+        record = self._build(full, text, name, row.slug)
+        if not refresh_data:
+            # The officer changed only the description: the file must still be the one
+            # that was registered, else the record would describe other data.
+            if record.distributions[0].sha256 != row.record["distributions"][0]["sha256"]:
+                raise UserError(f"{row.path} changed since it was registered; "
+                                "pass --refresh-data to re-read it")
+        self.store.update_dataset(row.dataset_id, row.path, record.model_dump(mode="json"), text)
+        self.on_change()
+        return self.get(row.dataset_id)
+
+    def remove(self, key: str) -> str:
+        row = self.get(key)
+        self.store.delete_dataset(row.dataset_id)
+        self.on_change()
+        return row.dataset_id
+
+    def get(self, key: str) -> DatasetRow:
+        row = self.store.get_dataset(key)
+        if row is None:
+            raise NotFound(f"no dataset '{key}' at node {self.node_name}")
+        return row
+
+    def list(self) -> list[DatasetRow]:
+        return self.store.list_datasets()
+
+    def published_records(self) -> list[dict]:
+        """What the coordinator may see: each record in its published form, G6 never."""
+        out = []
+        for row in self.list():
+            form = published_form(CatalogRecord.model_validate(row.record))
+            if form is not None:
+                out.append(form)
+        return out
+
+    def data_path(self, key: str) -> Path:
+        """Local path of a dataset's file, for in-node computation only."""
+        return self.resolve_path(self.get(key).path)

@@ -1,0 +1,164 @@
+"""The node's outbound link to the coordinator.
+
+The node dials out (its platform opens no inbound port): it registers, publishes its
+catalog, and keeps a task stream open that carries heartbeats and results up and tasks
+down. When the coordinator goes away it reconnects with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from protos.scifed.v1 import federation_pb2 as pb
+from protos.scifed.v1 import federation_pb2_grpc as pbg
+from scifed import __version__
+from scifed.config import NodeConfig
+from scifed.errors import UserError
+from scifed.tls import secure_channel
+
+log = logging.getLogger("scifed.node.link")
+
+TaskHandler = Callable[[bytes], bytes]
+
+
+class CoordinatorLink:
+    def __init__(self, cfg: NodeConfig, published: Callable[[], list[dict]],
+                 handlers: dict[str, TaskHandler] | None = None) -> None:
+        self.cfg = cfg
+        self._published = published
+        self.handlers = handlers or {}
+        self.connected = False
+        self.last_contact_ms = 0
+        self.published_count = 0
+        self._stop = threading.Event()
+        self._sync_needed = threading.Event()
+        self._outbox: queue.Queue[pb.NodeMessage] = queue.Queue()
+        self._stub: pbg.NodeLinkStub | None = None
+        self._call = None
+        self._registered = False
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        for target in (self._run, self._syncer):
+            t = threading.Thread(target=target, daemon=True, name=f"link-{target.__name__}")
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sync_needed.set()
+        if self._call is not None:
+            self._call.cancel()
+
+    def request_sync(self) -> None:
+        """Republish the catalog as soon as the coordinator is reachable."""
+        self._sync_needed.set()
+
+    # -- internals -----------------------------------------------------------------
+    def _touch(self) -> None:
+        self.last_contact_ms = int(time.time() * 1000)
+
+    def _sync(self) -> None:
+        records = self._published()
+        reply = self._stub.SyncCatalog(
+            pb.SyncCatalogRequest(records_json=[json.dumps(r) for r in records]), timeout=30)
+        self.published_count = reply.indexed
+        self._touch()
+        log.info("catalog published: %d records (%d withdrawn)", reply.indexed, reply.removed)
+
+    def _syncer(self) -> None:
+        while not self._stop.is_set():
+            self._sync_needed.wait()
+            if self._stop.is_set():
+                return
+            self._sync_needed.clear()
+            if not self.connected:
+                continue  # the next connection publishes everything anyway
+            try:
+                self._sync()
+            except (grpc.RpcError, UserError) as exc:
+                log.warning("catalog publication failed, will retry: %s", _msg(exc))
+                time.sleep(1.0)
+                self._sync_needed.set()
+
+    def _outgoing(self, heartbeat_s: float) -> Iterator[pb.NodeMessage]:
+        next_beat = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + heartbeat_s
+                yield pb.NodeMessage(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000)))
+            try:
+                yield self._outbox.get(timeout=max(0.0, min(0.5, next_beat - now)))
+            except queue.Empty:
+                continue
+
+    def _handle_task(self, task: pb.Task) -> None:
+        handler = self.handlers.get(task.kind)
+        if handler is None:
+            result = pb.TaskResult(task_id=task.task_id, ok=False,
+                                   error=f"node {self.cfg.name} does not run '{task.kind}' tasks")
+        else:
+            try:
+                result = pb.TaskResult(task_id=task.task_id, ok=True, payload=handler(task.payload))
+            except UserError as exc:
+                result = pb.TaskResult(task_id=task.task_id, ok=False, error=str(exc))
+            except Exception:  # a bug must not kill the link; the reason stays in our log
+                log.exception("task %s (%s) failed", task.task_id, task.kind)
+                result = pb.TaskResult(task_id=task.task_id, ok=False,
+                                       error=f"internal error at node {self.cfg.name}")
+        self._outbox.put(pb.NodeMessage(result=result))
+
+    def _session(self) -> None:
+        channel = secure_channel(self.cfg.coordinator, self.cfg.tls.files())
+        try:
+            self._stub = pbg.NodeLinkStub(channel)
+            reply = self._stub.Register(
+                pb.RegisterRequest(platform=self.cfg.platform, software_version=__version__),
+                timeout=10)
+            self._touch()
+            self._registered = True
+            self._sync()
+            self.connected = True
+            log.info("connected to coordinator %s as %s", self.cfg.coordinator, reply.node_name)
+            self._call = self._stub.TaskStream(self._outgoing(reply.heartbeat_seconds))
+            for msg in self._call:
+                self._touch()
+                if msg.HasField("task"):
+                    threading.Thread(target=self._handle_task, args=(msg.task,),
+                                     daemon=True).start()
+        finally:
+            self.connected = False
+            self._call = None
+            channel.close()
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            self._registered = False
+            try:
+                self._session()
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("coordinator link down: %s", _msg(exc))
+            except UserError as exc:
+                log.error("coordinator link: %s", exc)
+            if self._registered:
+                delay = 0.5  # the coordinator was up a moment ago: retry quickly
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.cfg.reconnect_max_seconds)
+
+
+def _msg(exc: Exception) -> str:
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "details"):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)

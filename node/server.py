@@ -1,0 +1,70 @@
+"""`scifed node serve`: the node process — admin API on a Unix socket, outbound link."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+
+from node.admin import NodeAdminServicer
+from node.datasets import DatasetRegistry
+from node.link import CoordinatorLink
+from node.store import NodeStore
+from protos.scifed.v1 import node_admin_pb2_grpc as admin_pbg
+from scifed.config import NodeConfig
+from scifed.errors import UserError
+
+log = logging.getLogger("scifed.node")
+
+
+class NodeProcess:
+    """Everything a node runs, wired together; `start()` returns once it is serving."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        if not cfg.data_dir.is_dir():
+            raise UserError(f"data_dir {cfg.data_dir} does not exist")
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = NodeStore(cfg.state_dir / "node.db")
+        self.registry = DatasetRegistry(self.store, node_name=cfg.name, platform=cfg.platform,
+                                        data_dir=cfg.data_dir)
+        self.link = CoordinatorLink(cfg, self.registry.published_records)
+        self.registry.on_change = self.link.request_sync
+        self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        admin_pbg.add_NodeAdminServicer_to_server(NodeAdminServicer(self.registry, self.link),
+                                                  self.admin)
+
+    def start(self) -> None:
+        sock = self.cfg.socket_path
+        sock.parent.mkdir(parents=True, exist_ok=True)
+        if sock.exists():
+            sock.unlink()
+        # Only the officer's account may talk to the admin API: the socket is 0600.
+        old = os.umask(0o177)
+        try:
+            self.admin.add_insecure_port(f"unix:{sock}")
+            self.admin.start()
+        finally:
+            os.umask(old)
+        self.link.start()
+        log.info("node %s serving admin API on %s", self.cfg.name, sock)
+
+    def stop(self) -> None:
+        self.link.stop()
+        self.admin.stop(grace=2).wait()
+        self.cfg.socket_path.unlink(missing_ok=True)
+
+
+def serve(cfg: NodeConfig) -> None:
+    proc = NodeProcess(cfg)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    proc.start()
+    done.wait()
+    log.info("node %s stopping", cfg.name)
+    proc.stop()

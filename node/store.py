@@ -1,0 +1,107 @@
+"""The node's own state in SQLite: registered datasets and their catalog records.
+
+Raw data stays in the files under the data directory; this database holds only the
+path, the catalog record and bookkeeping. One connection per call keeps it safe to
+use from the gRPC worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset_id  TEXT PRIMARY KEY,
+    slug        TEXT NOT NULL UNIQUE,
+    path        TEXT NOT NULL,
+    record_json TEXT NOT NULL,
+    meta_yaml   TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    dataset_id: str
+    slug: str
+    path: str
+    record: dict
+    meta_yaml: str
+    created_ms: int
+    updated_ms: int
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class NodeStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+        finally:
+            con.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A transaction: committed on success, rolled back on any error."""
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    @staticmethod
+    def _row(r: sqlite3.Row) -> DatasetRow:
+        return DatasetRow(r["dataset_id"], r["slug"], r["path"], json.loads(r["record_json"]),
+                          r["meta_yaml"],
+                          r["created_ms"], r["updated_ms"])
+
+    def insert_dataset(self, dataset_id: str, slug: str, path: str, record: dict,
+                       meta_yaml: str) -> None:
+        t = now_ms()
+        with self.tx() as con:
+            con.execute("INSERT INTO datasets VALUES (?,?,?,?,?,?,?)",
+                        (dataset_id, slug, path, json.dumps(record), meta_yaml, t, t))
+
+    def update_dataset(self, dataset_id: str, path: str, record: dict, meta_yaml: str) -> None:
+        with self.tx() as con:
+            con.execute("UPDATE datasets SET path=?, record_json=?, meta_yaml=?, updated_ms=? "
+                        "WHERE dataset_id=?",
+                        (path, json.dumps(record), meta_yaml, now_ms(), dataset_id))
+
+    def delete_dataset(self, dataset_id: str) -> bool:
+        with self.tx() as con:
+            return con.execute("DELETE FROM datasets WHERE dataset_id=?",
+                               (dataset_id,)).rowcount > 0
+
+    def get_dataset(self, key: str) -> DatasetRow | None:
+        """By full id (`urn:sdn:...`) or by the short slug the officer typed."""
+        with self.tx() as con:
+            r = con.execute("SELECT * FROM datasets WHERE dataset_id=? OR slug=?",
+                            (key, key)).fetchone()
+        return self._row(r) if r else None
+
+    def list_datasets(self) -> list[DatasetRow]:
+        with self.tx() as con:
+            rows = con.execute("SELECT * FROM datasets ORDER BY slug").fetchall()
+        return [self._row(r) for r in rows]

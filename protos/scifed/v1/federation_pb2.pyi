@@ -1,0 +1,89 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("platform", "software_version")
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    platform: str
+    software_version: str
+    def __init__(self, platform: _Optional[str] = ..., software_version: _Optional[str] = ...) -> None: ...
+
+class RegisterReply(_message.Message):
+    __slots__ = ("node_name", "heartbeat_seconds", "coordinator_version")
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    node_name: str
+    heartbeat_seconds: int
+    coordinator_version: str
+    def __init__(self, node_name: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., coordinator_version: _Optional[str] = ...) -> None: ...
+
+class NodeMessage(_message.Message):
+    __slots__ = ("heartbeat", "result")
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    heartbeat: Heartbeat
+    result: TaskResult
+    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("sent_unix_ms",)
+    SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    sent_unix_ms: int
+    def __init__(self, sent_unix_ms: _Optional[int] = ...) -> None: ...
+
+class CoordinatorMessage(_message.Message):
+    __slots__ = ("task", "ack")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    ack: HeartbeatAck
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ("server_unix_ms",)
+    SERVER_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    server_unix_ms: int
+    def __init__(self, server_unix_ms: _Optional[int] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("task_id", "kind", "payload")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    kind: str
+    payload: bytes
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("task_id", "ok", "error", "payload")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    ok: bool
+    error: str
+    payload: bytes
+    def __init__(self, task_id: _Optional[str] = ..., ok: bool = ..., error: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class SyncCatalogRequest(_message.Message):
+    __slots__ = ("records_json",)
+    RECORDS_JSON_FIELD_NUMBER: _ClassVar[int]
+    records_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, records_json: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SyncCatalogReply(_message.Message):
+    __slots__ = ("indexed", "removed")
+    INDEXED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    indexed: int
+    removed: int
+    def __init__(self, indexed: _Optional[int] = ..., removed: _Optional[int] = ...) -> None: ...

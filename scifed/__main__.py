@@ -1,0 +1,3 @@
+from scifed.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""The `scifed` command: one entry point for officers, operators and researchers."""
+
+from __future__ import annotations
+
+import typer
+
+from coordinator.cli import (
+    ca_app,
+    catalog_app,
+    coordinator_app,
+    nodes_app,
+    operator_app,
+    researcher_app,
+)
+from node.cli import app as node_app
+
+app = typer.Typer(help="scifed — federated sharing of scientific data.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(ca_app, name="ca")
+app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(node_app, name="node")
+app.add_typer(researcher_app, name="researcher")
+app.add_typer(operator_app, name="operator")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(nodes_app, name="nodes")
+
+
+@app.command()
+def demo(out: str = typer.Option("demo-out", help="Working directory for the demo"),
+         keep: bool = typer.Option(False, help="Keep the federation running until Ctrl-C")) -> None:
+    """Start a coordinator and three nodes on loopback with real data, and search them."""
+    from scifed.demo import run
+
+    run(out, keep=keep)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,5 @@
+"""Errors shared by node, coordinator and client."""
+
+
+class UserError(Exception):
+    """A user mistake: one clear message, nothing changed."""

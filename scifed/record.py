@@ -1,0 +1,914 @@
+"""Catalog records: what a data officer declares and what a node publishes (governance §1).
+
+`MetadataInput` is the officer's metadata YAML, checked against the grading rules before
+anything is stored. `CatalogRecord` adds what only the node can know (row count, column
+profile, file digest) and is validated again wherever a record crosses a boundary.
+`published_form` decides how much of a record may leave the node.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal, Protocol, Self
+
+import pydantic
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    NonNegativeInt,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from scifed.errors import UserError
+from scifed.grading import (
+    VALID_PAIRS,
+    Category,
+    DeliveryMethod,
+    Grade,
+    PICategory,
+    PIStatus,
+    allowed_categories,
+    default_delivery_methods,
+    forbidden_delivery_methods,
+    grade_rank,
+    holds_personal_info,
+    pi_floor,
+    publication_mode,
+    requires_approvals,
+    requires_grade_assessment,
+)
+
+DatasetType = Literal[
+    "observational", "experimental", "simulation", "survey", "derived", "synthetic", "annotation"
+]
+Role = Literal["id", "feature", "target", "partition", "time", "weight", "free_text", "other"]
+PIKind = Literal["none", "direct_identifier", "quasi_identifier", "sensitive_attribute"]
+TableSchemaType = Literal[
+    "string", "number", "integer", "boolean", "date", "datetime", "time", "year",
+    "yearmonth", "duration", "geopoint", "geojson", "object", "array", "list", "any",
+]
+SubjectCategory = Literal["personal", "organization", "public_affairs", "natural_object", "mixed"]
+LifecycleStage = Literal["planned", "collecting", "active", "archived", "scheduled_for_deletion"]
+# EU frequency authority codes (publications.europa.eu/resource/authority/frequency).
+UpdateFrequency = Literal[
+    "CONT", "DAILY", "WEEKLY", "MONTHLY", "QUARTERLY", "ANNUAL", "BIENNIAL", "IRREG", "NEVER",
+    "UNKNOWN",
+]
+CONDITION_CODES = (
+    "research_only", "non_commercial", "cite", "no_reidentification", "ethics_approval",
+    "dua_required", "no_onward_transfer", "domestic_only",
+)
+MORATORIUM = "publication_moratorium"
+STUB_KEYS = (
+    "id", "title", "node_id", "platform_id", "subjects", "security_grade", "sharing_category",
+)
+
+
+# -- value checks ---------------------------------------------------------------------
+
+
+def _matching(pattern: str, what: str) -> AfterValidator:
+    """A regex check whose error says what was expected, not which regex failed."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _orcid(value: str) -> str:
+    """Accept a bare ORCID iD or its URL; keep the bare iD after checking its check digit."""
+    bare = value.removeprefix("https://orcid.org/")
+    if not re.fullmatch(r"\d{4}-\d{4}-\d{4}-\d{3}[\dX]", bare):
+        raise ValueError(f"{value!r} is not an ORCID iD such as 0000-0002-1825-0097")
+    total = 0
+    for digit in bare.replace("-", "")[:-1]:
+        total = (total + int(digit)) * 2
+    check = (12 - total % 11) % 11
+    if bare[-1] != ("X" if check == 10 else str(check)):
+        raise ValueError(f"{value!r} has a wrong check digit (ISO 7064 MOD 11-2)")
+    return bare
+
+
+def _license(value: str) -> str:
+    """SPDX id, URL, or a licence registered in the network (governance §1.3 #37)."""
+    if value.startswith("LicenseRef-"):
+        if re.fullmatch(r"LicenseRef-SDN-[A-Za-z0-9.-]+", value):
+            return value
+        raise ValueError(f"{value!r}: only LicenseRef-SDN-* licences are registered in the network")
+    if re.fullmatch(r"https?://\S+|[A-Za-z0-9][A-Za-z0-9.+-]*", value):
+        return value
+    raise ValueError(
+        f"{value!r} is not an SPDX licence id (such as CC-BY-4.0 or CC0-1.0), "
+        "a URL, or LicenseRef-SDN-*"
+    )
+
+
+def _condition_code(value: str) -> str:
+    if value in CONDITION_CODES:
+        return value
+    if value.startswith(f"{MORATORIUM}:"):
+        try:
+            dt.date.fromisoformat(value.removeprefix(f"{MORATORIUM}:"))
+        except ValueError:
+            raise ValueError(f"{value!r}: write {MORATORIUM}:YYYY-MM-DD") from None
+        return value
+    codes = ", ".join((*CONDITION_CODES, f"{MORATORIUM}:<date>"))
+    raise ValueError(f"{value!r} is not a condition code; use one of {codes}")
+
+
+_ISO_POINT = re.compile(r"\d{4}(-\d{2}(-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2})?)?)?)?")
+
+
+def _interval_start(point: str) -> dt.date:
+    """The first day an ISO 8601 year, month, date or date-time stands for."""
+    padded = {4: f"{point}-01-01", 7: f"{point}-01"}.get(len(point), point)
+    return dt.datetime.fromisoformat(padded).date()
+
+
+def _interval(value: str) -> str:
+    """An ISO 8601 interval `start/end` whose start is not after its end."""
+    parts = value.split("/")
+    message = f"{value!r} is not an ISO 8601 interval such as 2007-11/2009-12"
+    if len(parts) != 2 or not all(_ISO_POINT.fullmatch(p) for p in parts):
+        raise ValueError(message)
+    try:
+        start, end = (_interval_start(p) for p in parts)
+    except ValueError:
+        raise ValueError(message) from None
+    if start > end:
+        raise ValueError(f"{value!r} ends before it starts")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{value!r} is not a valid regular expression: {exc}") from None
+    return value
+
+
+def _date_or_datetime(value: Any) -> dt.date | dt.datetime:
+    """One type with one error message, instead of pydantic's two union branches."""
+    if isinstance(value, dt.date):  # datetime is a date too
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not an ISO 8601 date or date-time")
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Email = Annotated[Text, _matching(r"[^@\s]+@[^@\s]+\.[^@\s]+", "an email address")]
+HttpUrl = Annotated[Text, _matching(r"https?://\S+", "an http(s) URL")]
+SemVer = Annotated[
+    Text,
+    _matching(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)", "a MAJOR.MINOR.PATCH version"),
+]
+Sha256 = Annotated[str, _matching(r"[0-9a-f]{64}", "a lower-case hex sha256 digest")]
+Orcid = Annotated[Text, AfterValidator(_orcid)]
+Uscc = Annotated[
+    Text,
+    _matching(
+        r"[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}", "a unified social credit code"
+    ),
+]
+LanguageTag = Annotated[Text, _matching(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", "a BCP 47 tag")]
+Timestamp = Annotated[
+    dt.date | dt.datetime,
+    pydantic.PlainValidator(_date_or_datetime, json_schema_input_type=dt.date | dt.datetime),
+    pydantic.PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json"),
+]
+
+
+class _Model(BaseModel):
+    """Closed shape: an unknown key is a typo the officer must hear about, not data to drop.
+
+    Numbers become strings where text is expected, because YAML reads a subject code such
+    as 180 as an integer.
+    """
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class _RuleViolations(ValueError):
+    """Several cross-field problems, each with its own field path, raised as one error."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+        self.problems = problems
+
+
+def _raise_if(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        raise _RuleViolations(problems)
+
+
+# -- parts of a record ----------------------------------------------------------------
+
+
+class LangStr(_Model):
+    """Text in Chinese and/or English; at least one must be given."""
+
+    zh: Annotated[str, StringConstraints(strip_whitespace=True)] | None = None
+    en: Annotated[str, StringConstraints(strip_whitespace=True)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_language(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            raise ValueError("write the text per language, as {zh: ..., en: ...}")
+        return data
+
+    @model_validator(mode="after")
+    def _one_language(self) -> Self:
+        self.zh, self.en = self.zh or None, self.en or None
+        if self.zh is None and self.en is None:
+            raise ValueError("give the text in zh or en (at least one, non-empty)")
+        return self
+
+    def text(self) -> str:
+        """The Chinese text when there is one, else the English."""
+        return self.zh or self.en or ""
+
+
+class Agent(_Model):
+    name: Text
+    orcid: Orcid | None = None
+    affiliation: Text | None = None
+    type: Literal["person", "organization"] = "person"
+
+    @model_validator(mode="after")
+    def _person_details(self) -> Self:
+        if self.type == "person" and self.affiliation is None:
+            raise _RuleViolations([("affiliation", "required for a person")])
+        if self.type == "organization" and self.orcid is not None:
+            raise _RuleViolations([("orcid", "ORCID iDs identify persons, not organizations")])
+        return self
+
+
+class Organization(_Model):
+    name: Text
+    uscc: Uscc | None = None
+
+
+class ContactPoint(_Model):
+    name: Text
+    email: Email
+    phone: Text | None = None
+
+
+class Officer(_Model):
+    name: Text
+    email: Email
+
+
+class Collection(_Model):
+    method: Text
+    instruments: Text | None = None
+    timeframe: Annotated[Text, AfterValidator(_interval)]
+
+
+class Classification(_Model):
+    discipline: Text
+    subject_category: SubjectCategory
+    domain: Text
+
+
+class PersonalInfo(_Model):
+    """PI profile under PIPL; every listed category is sensitive PI (PIPL Art. 28)."""
+
+    status: PIStatus
+    sensitive: bool = False
+    categories: list[PICategory] = []
+    subjects_count: NonNegativeInt | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems = []
+        if self.status == "none":
+            if self.sensitive:
+                problems.append(("sensitive", "must be false when status is none"))
+            if self.categories:
+                problems.append(("categories", "must be empty when status is none"))
+        elif self.categories and not self.sensitive:
+            listed = ", ".join(self.categories)
+            problems.append(
+                ("sensitive", f"must be true: {listed} is sensitive personal information "
+                 "(PIPL Art. 28)")
+            )
+        elif self.sensitive and not self.categories:
+            problems.append(("categories", "name the kinds of sensitive personal information"))
+        _raise_if(problems)
+        return self
+
+
+class ConditionOfUse(_Model):
+    code: Annotated[Text, AfterValidator(_condition_code)]
+    text: Text
+
+
+class GradeFactors(_Model):
+    """The GB/T 43697 grading factors, described in words."""
+
+    domain: Text | None = None
+    group: Text | None = None
+    region: Text | None = None
+    precision: Text | None = None
+    scale: Text | None = None
+    depth: Text | None = None
+    coverage: Text | None = None
+    importance: Text | None = None
+
+
+def _as_identifier(value: Any) -> Any:
+    """Accept "national security" for national_security: officers write these as words."""
+    return re.sub(r"[\s-]+", "_", value.strip().lower()) if isinstance(value, str) else value
+
+
+ImpactObject = Literal[
+    "national_security", "economic_operation", "social_order", "public_interest",
+    "organization_rights", "individual_rights",
+]
+ImpactDegree = Literal["especially_serious", "serious", "general"]
+
+
+class GradeAssessment(_Model):
+    """The GB/T 43697 grading record (impact on whom, and how badly)."""
+
+    factors: GradeFactors
+    impact_object: Annotated[ImpactObject, BeforeValidator(_as_identifier)]
+    impact_degree: Annotated[ImpactDegree, BeforeValidator(_as_identifier)]
+    rationale: Text
+    assessed_by: Text
+    assessed_on: dt.date
+    next_review: dt.date
+
+    @model_validator(mode="after")
+    def _review_after_assessment(self) -> Self:
+        if self.next_review <= self.assessed_on:
+            raise _RuleViolations([("next_review", "must be after assessed_on")])
+        return self
+
+
+class Approval(_Model):
+    type: Literal[
+        "ethics", "consent_basis", "PIA", "HGR_permit", "important_data_filing",
+        "export_assessment",
+    ]
+    ref: Text
+    date: dt.date
+    expires: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _expires_after_date(self) -> Self:
+        if self.expires is not None and self.expires <= self.date:
+            raise _RuleViolations([("expires", "must be after date")])
+        return self
+
+
+class DerivedFrom(_Model):
+    id_or_url: Text
+    relation: Text = "derived_from"
+
+
+class TemporalCoverage(_Model):
+    start: dt.date
+    end: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end is not None and self.end < self.start:
+            raise _RuleViolations([("end", "is before start")])
+        return self
+
+
+class SpatialCoverage(_Model):
+    place_name: Text
+    admin_code: Annotated[Text, _matching(r"\d{6}", "a 6-digit GB/T 2260 code")] | None = None
+    bbox_wkt: Text | None = None
+
+
+class Funding(_Model):
+    funder: Text
+    award_id: Text | None = None
+    programme: Text | None = None
+
+
+class Processing(_Model):
+    preprocessing: Text | None = None
+    imputation: Text | None = None
+    manipulation: Text | None = None
+
+
+class Annotation(_Model):
+    protocol: Text | None = None
+    platform: Text | None = None
+    per_item: Text | None = None
+    annotator_demographics: Text | None = None
+    tools: Text | None = None
+
+
+class AltIdentifier(_Model):
+    scheme: Literal["CSTR", "DOI", "local", "other"]
+    value: Text
+
+
+class Splits(_Model):
+    kind: Literal["none", "predefined", "by_partition"]
+    field: Text | None = None
+
+    @model_validator(mode="after")
+    def _field_for_split(self) -> Self:
+        if self.kind != "none" and self.field is None:
+            raise _RuleViolations([("field", f"required when kind is {self.kind}")])
+        return self
+
+
+class FederatedGroup(_Model):
+    group_id: Text
+    partition_attribute: Text
+    partition_value: Text
+
+
+class Constraints(_Model):
+    """Table Schema constraints: the validity contract of a column."""
+
+    required: bool | None = None
+    unique: bool | None = None
+    minimum: float | str | None = None
+    maximum: float | str | None = None
+    enum: list[str | int | float] | None = None
+    pattern: Annotated[str, AfterValidator(_regex)] | None = None
+
+
+class _ColumnDescription(_Model):
+    """What an officer may say about a column (governance §1.5)."""
+
+    title: LangStr | None = None
+    description: Text | None = None
+    unit: Text | None = None  # UCUM code
+    role: Role | None = None  # None: "target" if listed in targets, else "feature"
+    pi_kind: PIKind = "none"
+    pi_category: PICategory | None = None
+    field_grade: Grade | None = None
+    constraints: Constraints | None = None
+    missing_values: list[str] | None = None
+
+
+class FieldMeta(_ColumnDescription):
+    """A `fields:` entry of the metadata YAML."""
+
+    description: Text
+
+
+class Field(_ColumnDescription):
+    """A column of the record: the officer's description plus what the node measured."""
+
+    name: Text
+    type: TableSchemaType
+    role: Role
+    missing_count: NonNegativeInt
+    distinct_count: NonNegativeInt | None = None
+    min: float | str | None = None
+    max: float | str | None = None
+    mean: float | None = None
+    std: float | None = None
+
+
+class Distribution(_Model):
+    """A file of the dataset, described by digest; its location stays at the node."""
+
+    dist_id: Text
+    title: Text | None = None
+    media_type: Annotated[Text, _matching(r"[\w.+-]+/[\w.+-]+", "an IANA media type")]
+    byte_size: NonNegativeInt
+    sha256: Sha256
+    access_url: Annotated[
+        Text, _matching(r"(?!file:)[a-z][a-z0-9+.-]*://\S+", "a URL (never a file path)")
+    ]
+
+
+# -- the record -----------------------------------------------------------------------
+
+
+def _default_delivery(data: dict[str, Any]) -> list[DeliveryMethod]:
+    """All methods the cell allows; an invalid pair gets none (and its own error)."""
+    cell = (data.get("security_grade"), data.get("sharing_category"))
+    return default_delivery_methods(*cell) if cell in VALID_PAIRS else []
+
+
+class DatasetDescription(_Model):
+    """Dataset-level fields shared by the officer's input and the published record."""
+
+    title: LangStr
+    description: LangStr
+    keywords: Annotated[list[Text], pydantic.Field(min_length=3)]
+    subjects: Annotated[list[Text], pydantic.Field(min_length=1)]
+    dataset_type: DatasetType
+    creators: Annotated[list[Agent], pydantic.Field(min_length=1)]
+    publisher: Organization
+    contact_point: ContactPoint
+    data_officer: Officer
+    license: Annotated[Text, AfterValidator(_license)]
+    version: SemVer
+    issued: dt.date
+    modified: Timestamp
+    collection: Collection
+    classification: Classification
+    security_grade: Grade
+    sharing_category: Category
+    personal_info: PersonalInfo
+    lifecycle_stage: LifecycleStage
+    delivery_methods: list[DeliveryMethod] = pydantic.Field(default_factory=_default_delivery)
+
+    temporal_coverage: TemporalCoverage | None = None
+    spatial_coverage: SpatialCoverage | None = None
+    languages: list[LanguageTag] = []
+    funding: list[Funding] = []
+    processing: Processing | None = None
+    annotation: Annotation | None = None
+    update_frequency: UpdateFrequency | None = None
+    maintenance_plan: Text | None = None
+    rights_holder: Organization | None = None
+    embargo_until: dt.date | None = None
+    alt_identifiers: list[AltIdentifier] = []
+    landing_page: HttpUrl | None = None
+    intended_uses: Text | None = None
+    limitations: Text | None = None
+    biases: Text | None = None
+    social_impact: Text | None = None
+    targets: list[Text] = []
+    splits: Splits | None = None
+    federated_group: FederatedGroup | None = None
+
+    conditions_of_use: list[ConditionOfUse] = []
+    grade_assessment: GradeAssessment | None = None
+    approvals: list[Approval] = []
+    derived_from: list[DerivedFrom] = []
+
+
+def _governance_problems(
+    record: DatasetDescription, columns: Mapping[str, _ColumnDescription]
+) -> list[tuple[str, str]]:
+    """Cross-field rules of governance §1.3 and §2.3–2.6, as (field path, message) pairs."""
+    grade, category = record.security_grade, record.sharing_category
+    problems: list[tuple[str, str]] = []
+
+    if (grade, category) not in VALID_PAIRS:
+        allowed = " or ".join(allowed_categories(grade))
+        problems.append(
+            ("sharing_category", f"{category} is not allowed for {grade}; {grade} data may be "
+             f"{allowed} (governance §2.4)")
+        )
+    else:
+        defaults = ", ".join(default_delivery_methods(grade, category)) or "none"
+        for method in forbidden_delivery_methods(grade, category, record.delivery_methods):
+            problems.append(
+                ("delivery_methods", f"{method} is forbidden for {grade} {category} data; an "
+                 f"officer may only narrow the defaults ({defaults}) (governance §2.6)")
+            )
+
+    pi = record.personal_info
+    floor = pi_floor(pi.status, pi.sensitive, pi.categories)
+    if floor is not None and grade_rank(grade) < grade_rank(floor.grade):
+        problems.append(
+            ("security_grade", f"{grade} is below the floor {floor.grade} required by "
+             f"{floor.reason} (governance §2.3)")
+        )
+    for name, column in columns.items():
+        if column.field_grade is not None and grade_rank(column.field_grade) > grade_rank(grade):
+            problems.append(
+                ("security_grade", f"{grade} is below {column.field_grade}, the field_grade of "
+                 f"column {name}: a dataset takes its highest column grade (就高从严, "
+                 "governance §2.3)")
+            )
+
+    if category == "CONDITIONAL" and not record.conditions_of_use:
+        problems.append(
+            ("conditions_of_use", "required when sharing_category is CONDITIONAL "
+             "(governance §1.3 #34)")
+        )
+    assessment = record.grade_assessment
+    if requires_grade_assessment(grade):
+        if assessment is None:
+            problems.append(
+                ("grade_assessment", f"required for {grade}: G3 and above keep the GB/T 43697 "
+                 "grading record (governance §1.3 #31)")
+            )
+        elif assessment.next_review > assessment.assessed_on + dt.timedelta(days=366):
+            problems.append(
+                ("grade_assessment.next_review", f"must be within a year of assessed_on for "
+                 f"{grade} (governance §2.3, review at least yearly for G3 and above)")
+            )
+    if requires_approvals(grade, pi.status) and not record.approvals:
+        reason = (
+            f"personal_info.status is {pi.status}" if holds_personal_info(pi.status)
+            else f"security_grade is {grade}"
+        )
+        problems.append(
+            ("approvals", f"required because {reason}: record the legal basis and approvals "
+             "(governance §1.3 #40)")
+        )
+    if record.dataset_type == "derived" and not record.derived_from:
+        problems.append(
+            ("derived_from", "required when dataset_type is derived (governance §1.3 #15)")
+        )
+
+    for name, column in columns.items():
+        if column.role == "target" and name not in record.targets:
+            problems.append((f"fields.{name}.role", "is target, but the column is not in targets"))
+        elif name in record.targets and column.role not in (None, "target"):
+            problems.append(
+                (f"fields.{name}.role", f"is {column.role}, but the column is listed in targets")
+            )
+    return problems
+
+
+class MetadataInput(DatasetDescription):
+    """What a data officer writes in a dataset's metadata YAML."""
+
+    fields: dict[str, FieldMeta] = {}
+
+    @model_validator(mode="after")
+    def _governance(self) -> Self:
+        _raise_if(_governance_problems(self, self.fields))
+        return self
+
+
+def schema_hash(fields: Iterable[Field]) -> str:
+    """sha256 of the canonical column list (name, type, unit, enum).
+
+    Columns and enum values are sorted, so shards that list the same columns in another
+    order stay compatible: federated jobs address columns by name.
+    """
+    canonical = sorted(
+        (
+            {
+                "name": f.name,
+                "type": f.type,
+                "unit": f.unit,
+                "enum": (
+                    sorted(f.constraints.enum, key=json.dumps)
+                    if f.constraints is not None and f.constraints.enum is not None
+                    else None
+                ),
+            }
+            for f in fields
+        ),
+        key=lambda entry: entry["name"],
+    )
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_RECORD_ID = re.compile(
+    r"urn:sdn:(?P<node>[A-Za-z0-9][A-Za-z0-9._-]*):ds:[A-Za-z0-9][A-Za-z0-9._-]*"
+    r"|CSTR:\S+|doi:10\.\S+"
+)
+
+
+class CatalogRecord(DatasetDescription):
+    """A dataset's catalog record: the officer's metadata plus what the node measured."""
+
+    id: Annotated[Text, _matching(_RECORD_ID.pattern, "urn:sdn:{node}:ds:{slug}, CSTR:… or doi:…")]
+    node_id: Text
+    platform_id: Text
+    record_count: NonNegativeInt
+    fields: list[Field]
+    distributions: list[Distribution]
+    schema_hash: Sha256
+    stub: bool = False
+    quality: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        columns = {f.name: f for f in self.fields}
+        problems = _governance_problems(self, columns)
+        if len(columns) < len(self.fields):
+            problems.append(("fields", "column names must be unique"))
+        problems += [
+            ("targets", f"{name!r} is not a column of the dataset")
+            for name in self.targets
+            if name not in columns
+        ]
+        if self.schema_hash != schema_hash(self.fields):
+            problems.append(("schema_hash", "does not match the field list"))
+        match = _RECORD_ID.fullmatch(self.id)
+        if match and match["node"] and match["node"] != self.node_id:
+            problems.append(("id", f"names node {match['node']} but node_id is {self.node_id}"))
+        _raise_if(problems)
+        return self
+
+
+# -- error messages -------------------------------------------------------------------
+
+
+def _path(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown key (not a field of the dataset metadata; check the spelling)"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind == "too_short":
+        ctx = error["ctx"]
+        return f"needs at least {ctx['min_length']} items, got {ctx['actual_length']}"
+    if kind in ("literal_error", "enum"):
+        return f"{error['msg']}, got {error['input']!r}"
+    return error["msg"]
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """One `field.path: message` line per problem, without pydantic's URLs or types."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        if error["type"] == "default_factory_not_called":
+            continue  # a consequence of another error reported in the same list
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, _RuleViolations):
+            lines += [f"{_path([*error['loc'], path])}: {msg}" for path, msg in cause.problems]
+        else:
+            lines.append(f"{_path(error['loc'])}: {_message(error)}")
+    return lines
+
+
+def _report(subject: str, exc: ValidationError) -> str:
+    lines = validation_problems(exc)
+    noun = "problem" if len(lines) == 1 else "problems"
+    return f"{subject}: {len(lines)} {noun}\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# -- entry points ---------------------------------------------------------------------
+
+
+def load_metadata(text: str, source_name: str) -> MetadataInput:
+    """Parse and validate an officer's metadata YAML; any problem is one UserError."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{source_name}: not valid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source_name}: not valid YAML: {exc}") from None
+    if data is None:
+        raise UserError(f"{source_name}: empty; expected the dataset metadata as a YAML mapping")
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{source_name}: expected a YAML mapping of metadata fields, "
+            f"got a {type(data).__name__}"
+        )
+    try:
+        return MetadataInput.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_report(source_name, exc)) from None
+
+
+class ColumnStats(Protocol):
+    """One column of a data profile (`node.profiling.ColumnProfile`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def missing(self) -> int: ...
+    @property
+    def distinct(self) -> int | None: ...
+    @property
+    def min(self) -> float | str | None: ...
+    @property
+    def max(self) -> float | str | None: ...
+    @property
+    def mean(self) -> float | None: ...
+    @property
+    def std(self) -> float | None: ...
+
+
+class TableProfile(Protocol):
+    """What the node measured in a data file (`node.profiling.DataProfile`)."""
+
+    @property
+    def media_type(self) -> str: ...
+    @property
+    def byte_size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def row_count(self) -> int: ...
+    @property
+    def columns(self) -> Sequence[ColumnStats]: ...
+
+
+def _finite(value: float | str | None) -> float | str | None:
+    """NaN and infinity (e.g. the std of one value) are "unknown", not numbers to publish."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _field(column: ColumnStats, entry: FieldMeta | None, is_target: bool) -> Field:
+    described = entry.model_dump(exclude_none=True) if entry is not None else {}
+    described["role"] = described.get("role") or ("target" if is_target else "feature")
+    return Field(
+        name=column.name,
+        type=column.type,
+        **described,
+        missing_count=column.missing,
+        distinct_count=column.distinct,
+        min=_finite(column.min),
+        max=_finite(column.max),
+        mean=_finite(column.mean),
+        std=_finite(column.std),
+    )
+
+
+def build_record(
+    meta: MetadataInput, profile: TableProfile, *, node_id: str, platform_id: str, slug: str
+) -> CatalogRecord:
+    """Join the officer's metadata with the node's profile of the data file.
+
+    The metadata must describe the file it is registered with: a `fields:` entry, target
+    or split column that the data lacks is refused rather than published.
+    """
+    names = [column.name for column in profile.columns]
+    known = set(names)
+    problems = [
+        f"fields.{name}: no such column in the data (columns: {', '.join(names)})"
+        for name in meta.fields
+        if name not in known
+    ]
+    problems += [f"targets: {name!r} is not a column of the data" for name in meta.targets
+                 if name not in known]
+    if meta.splits is not None and meta.splits.field is not None and meta.splits.field not in known:
+        problems.append(f"splits.field: {meta.splits.field!r} is not a column of the data")
+    if problems:
+        lines = "\n".join(f"  {line}" for line in problems)
+        raise UserError(f"metadata of dataset {slug!r} does not match its data:\n{lines}")
+
+    record_id = f"urn:sdn:{node_id}:ds:{slug}"
+    try:
+        fields = [
+            _field(column, meta.fields.get(column.name), column.name in meta.targets)
+            for column in profile.columns
+        ]
+        return CatalogRecord(
+            **meta.model_dump(exclude={"fields"}),
+            id=record_id,
+            node_id=node_id,
+            platform_id=platform_id,
+            record_count=profile.row_count,
+            fields=fields,
+            distributions=[
+                Distribution(
+                    dist_id=f"{slug}-data",
+                    media_type=profile.media_type,
+                    byte_size=profile.byte_size,
+                    sha256=profile.sha256,
+                    access_url=f"sdn://{node_id}/datasets/{slug}",
+                )
+            ],
+            schema_hash=schema_hash(fields),
+        )
+    except ValidationError as exc:
+        raise UserError(_report(f"catalog record {record_id}", exc)) from None
+
+
+def published_form(record: CatalogRecord) -> dict[str, Any] | None:
+    """What the node sends to the coordinator (governance §1.6): nothing for G6, a stub
+    for CLOSED, no column dictionary for G5, the whole record otherwise."""
+    mode = publication_mode(record.security_grade, record.sharing_category)
+    if mode == "none":
+        return None
+    if mode == "stub":
+        return {**record.model_dump(mode="json", include=set(STUB_KEYS)), "stub": True}
+    if mode == "coarse":
+        return record.model_dump(mode="json", exclude={"fields"})
+    return record.model_dump(mode="json")

@@ -1,0 +1,454 @@
+"""Coordinator database: node registry and federated catalog index, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from coordinator import catalog, registry
+from coordinator.db import Database
+from scifed.errors import UserError
+
+PG_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Database]:
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'coord.db'}")
+        yield database
+        database.close()
+        return
+    try:
+        admin = psycopg.connect(PG_CONNINFO, connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
+    schema = f"scifed_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            database = Database(f"{PG_URL}?options=-csearch_path%3D{schema}")
+            yield database
+            database.close()
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def record(
+    rid: str,
+    node: str = "alpha",
+    *,
+    zh: str | None = None,
+    en: str | None = None,
+    grade: str = "G1",
+    category: str = "OPEN",
+    subjects: tuple[str, ...] = (),
+    keywords: tuple[str, ...] = (),
+    columns: tuple[str, ...] = (),
+    description: str | None = None,
+    platform: str = "zju-ecology",
+    **extra: Any,
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "id": rid,
+        "title": {"zh": zh, "en": en},
+        "keywords": list(keywords),
+        "subjects": list(subjects),
+        "node_id": node,
+        "platform_id": platform,
+        "security_grade": grade,
+        "sharing_category": category,
+        "stub": False,
+        **extra,
+    }
+    if description is not None:
+        rec["description"] = {"zh": None, "en": description}
+    if columns:
+        rec["fields"] = [{"name": c, "type": "number"} for c in columns]
+    return rec
+
+
+PENGUINS = record(
+    "alpha/penguins",
+    zh="帕尔默企鹅数据集",
+    en="Palmer penguins",
+    description="Size measurements of three penguin species in the Antarctic",
+    subjects=("Ecology",),
+    keywords=("penguins", "Antarctica"),
+    columns=("species", "island", "bill_length_mm"),
+    record_count=344,
+)
+SEA_ICE = record(
+    "alpha/seaice",
+    zh="南极海冰观测",
+    en="Antarctic sea ice extent",
+    grade="G2",
+    category="CONDITIONAL",
+    subjects=("Earth Science",),
+    keywords=("Sea Ice", "climate"),
+    columns=("date", "extent_km2"),
+)
+COHORT = record(
+    "beta/cohort",
+    "beta",
+    zh="肝癌队列临床数据",
+    en="Liver cancer cohort",
+    grade="G4",
+    category="CONDITIONAL",
+    subjects=("Medicine", "Biology"),
+    keywords=("oncology",),
+    columns=("age", "tumor_size_mm"),
+    platform="hz-med",
+)
+GENOME = record(
+    "beta/genome",
+    "beta",
+    en="Genome panel",
+    grade="G5",
+    category="CLOSED",
+    subjects=("Biology",),
+    platform="hz-med",
+    stub=True,
+)
+
+
+def enrol(db: Database, *names: str) -> None:
+    for name in names:
+        registry.upsert_node(
+            db,
+            name=name,
+            platform=f"platform-{name}",
+            software_version="0.1.0",
+            cert_fingerprint=f"sha256:{name}",
+        )
+
+
+@pytest.fixture
+def loaded(db: Database) -> Database:
+    enrol(db, "alpha", "beta")
+    assert catalog.sync_records(db, "alpha", [PENGUINS, SEA_ICE]) == (2, 0)
+    assert catalog.sync_records(db, "beta", [COHORT, GENOME]) == (2, 0)
+    return db
+
+
+def ids(db: Database, **kwargs: Any) -> set[str]:
+    return {hit.record_id for hit in catalog.search(db, **kwargs)}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("penguins", {"alpha/penguins"}),
+        ("PALMER", {"alpha/penguins"}),
+        ("pengu", {"alpha/penguins"}),  # prefix of the last word
+        ("antarctic", {"alpha/penguins", "alpha/seaice"}),  # title or description
+        ("liver cohort", {"beta/cohort"}),
+        ("penguins cohort", set()),  # every word must match
+        ("bill_length_mm", {"alpha/penguins"}),  # column names are indexed
+        ("oncology", {"beta/cohort"}),  # keywords are indexed
+        ("medicine", {"beta/cohort"}),  # subjects are indexed
+        ("", {"alpha/penguins", "alpha/seaice", "beta/cohort", "beta/genome"}),
+    ],
+)
+def test_search_free_text_english(loaded: Database, query: str, expected: set[str]) -> None:
+    assert ids(loaded, query=query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("企鹅", {"alpha/penguins"}),  # two characters: below the trigram length
+        ("帕尔默企鹅", {"alpha/penguins"}),
+        ("南极", {"alpha/seaice"}),
+        ("临床数据", {"beta/cohort"}),
+        ("海冰 extent", {"alpha/seaice"}),
+        ("企鹅 cohort", set()),
+    ],
+)
+def test_search_free_text_chinese(loaded: Database, query: str, expected: set[str]) -> None:
+    assert ids(loaded, query=query) == expected
+
+
+def test_search_hit_carries_listing_fields(loaded: Database) -> None:
+    [hit] = catalog.search(loaded, query="penguins")
+    assert (hit.record_id, hit.title, hit.node, hit.platform) == (
+        "alpha/penguins",
+        "帕尔默企鹅数据集",
+        "alpha",
+        "zju-ecology",
+    )
+    assert (hit.grade, hit.category, hit.subjects, hit.stub, hit.record_count) == (
+        "G1",
+        "OPEN",
+        ["Ecology"],
+        False,
+        344,
+    )
+    assert hit.score > 0
+    [stub] = catalog.search(loaded, categories=["CLOSED"])
+    assert stub.stub and stub.record_count is None and stub.title == "Genome panel"
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"subjects": ["ecology"]}, {"alpha/penguins"}),
+        ({"subjects": ["Ecology", "Medicine"]}, {"alpha/penguins", "beta/cohort"}),
+        ({"platforms": ["hz-med"]}, {"beta/cohort", "beta/genome"}),
+        ({"platforms": ["alpha"]}, {"alpha/penguins", "alpha/seaice"}),  # node name
+        (
+            {"platforms": ["alpha", "hz-med"]},
+            {"alpha/penguins", "alpha/seaice", "beta/cohort", "beta/genome"},
+        ),
+        ({"grades": ["G4"]}, {"beta/cohort"}),
+        ({"grades": ["G1", "G5"]}, {"alpha/penguins", "beta/genome"}),
+        ({"categories": ["CLOSED"]}, {"beta/genome"}),
+        ({"categories": ["CONDITIONAL"]}, {"alpha/seaice", "beta/cohort"}),
+        ({"keywords": ["sea ice"]}, {"alpha/seaice"}),
+        ({"keywords": ["sea"]}, set()),  # facets match whole values
+        ({"columns": ["TUMOR_SIZE_MM"]}, {"beta/cohort"}),
+        ({"columns": ["species", "extent_km2"]}, {"alpha/penguins", "alpha/seaice"}),
+    ],
+)
+def test_search_each_filter(loaded: Database, filters: dict, expected: set[str]) -> None:
+    assert ids(loaded, **filters) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"subjects": ["Biology"], "categories": ["CONDITIONAL"]}, {"beta/cohort"}),
+        ({"subjects": ["Biology"], "platforms": ["beta"], "grades": ["G5"]}, {"beta/genome"}),
+        ({"query": "antarctic", "grades": ["G2"], "platforms": ["alpha"]}, {"alpha/seaice"}),
+        ({"query": "antarctic", "columns": ["island"]}, {"alpha/penguins"}),
+        ({"query": "cohort", "grades": ["G1"]}, set()),
+        ({"query": "企鹅", "keywords": ["antarctica"]}, {"alpha/penguins"}),
+    ],
+)
+def test_search_combined_filters(loaded: Database, kwargs: dict, expected: set[str]) -> None:
+    assert ids(loaded, **kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        '"',
+        '""',
+        '"penguins',
+        "penguin*",
+        "*",
+        "NEAR(palmer penguins, 2)",
+        "-penguins",
+        "title:penguins",
+        "^palmer",
+        "palmer OR cohort",
+        "NOT AND OR",
+        "' OR 1=1 --",
+        "%",
+        "_",
+        "50%_off",
+        "\\",
+        ")(",
+        "{title description}: penguins",
+        "penguins & !cohort | x:*",
+        '企鹅"*',
+    ],
+)
+def test_search_query_syntax_is_never_interpreted(loaded: Database, query: str) -> None:
+    hits = catalog.search(loaded, query=query)
+    assert isinstance(hits, list)
+
+
+def test_search_special_characters_only_separate_words(loaded: Database) -> None:
+    assert ids(loaded, query='"penguins"') == {"alpha/penguins"}
+    assert ids(loaded, query="penguin*") == {"alpha/penguins"}
+    assert ids(loaded, query="NEAR(palmer penguins)") == set()  # "near" is just a word
+    assert ids(loaded, query="title:penguins") == set()  # so is "title"
+
+
+def test_search_limit(loaded: Database) -> None:
+    assert len(catalog.search(loaded, limit=1)) == 1
+    with pytest.raises(UserError, match="limit"):
+        catalog.search(loaded, limit=0)
+
+
+def test_resync_replaces_everything_the_node_published(loaded: Database) -> None:
+    renamed = {**PENGUINS, "title": {"zh": "企鹅形态测量", "en": "Penguin morphometrics"}}
+    assert catalog.sync_records(loaded, "alpha", [renamed]) == (1, 1)
+
+    assert catalog.get_record(loaded, "alpha/seaice") is None
+    assert ids(loaded, query="sea ice") == set()
+    assert ids(loaded, query="南极") == set()
+    assert ids(loaded, keywords=["sea ice"]) == set()
+    assert ids(loaded, query="palmer") == set()  # the old title is gone from the index
+    assert ids(loaded, query="morphometrics") == {"alpha/penguins"}
+    assert catalog.get_record(loaded, "alpha/penguins") == (renamed, "alpha")
+    assert ids(loaded, platforms=["beta"]) == {"beta/cohort", "beta/genome"}  # untouched
+
+    assert catalog.sync_records(loaded, "alpha", []) == (0, 1)
+    assert ids(loaded, platforms=["alpha"]) == set()
+    if loaded.dialect == "sqlite":  # the FTS5 mirror holds exactly the indexed records
+        with loaded.session() as session:
+            fts = session.execute(text("SELECT record_id FROM records_fts")).scalars().all()
+        assert sorted(fts) == ["beta/cohort", "beta/genome"]
+
+
+def test_get_record_returns_record_and_node(loaded: Database) -> None:
+    assert catalog.get_record(loaded, "beta/cohort") == (COHORT, "beta")
+    assert catalog.get_record(loaded, "nope") is None
+
+
+def test_node_cannot_publish_another_nodes_record_id(loaded: Database) -> None:
+    stolen = {**PENGUINS, "node_id": "beta", "title": {"zh": None, "en": "Stolen"}}
+    fresh = record("beta/new", "beta", en="Fresh dataset")
+    with pytest.raises(UserError, match=r"'alpha/penguins'.*already published by node 'alpha'"):
+        catalog.sync_records(loaded, "beta", [fresh, stolen])
+    assert catalog.get_record(loaded, "alpha/penguins") == (PENGUINS, "alpha")
+    assert ids(loaded, platforms=["beta"]) == {"beta/cohort", "beta/genome"}
+    assert ids(loaded, query="fresh") == set()
+
+
+def test_g6_record_is_refused_and_nothing_written(loaded: Database) -> None:
+    core = record("alpha/core", zh="核心数据", grade="G6", category="CLOSED")
+    new = record("alpha/new", en="New dataset")
+    with pytest.raises(UserError, match=r"'alpha/core'.*G6"):
+        catalog.sync_records(loaded, "alpha", [new, core])
+    assert ids(loaded, platforms=["alpha"]) == {"alpha/penguins", "alpha/seaice"}
+    assert catalog.get_record(loaded, "alpha/new") is None
+    assert catalog.get_record(loaded, "alpha/core") is None
+    assert ids(loaded, query="new dataset") == set()
+
+
+def _without(key: str) -> dict[str, Any]:
+    return {k: v for k, v in record("alpha/x", en="X").items() if k != key}
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (_without("id"), r"#2 from node 'alpha': missing 'id'"),
+        (_without("title"), r"'alpha/x'.*missing 'title'"),
+        (record("alpha/x", zh="", en=None), r"'alpha/x'.*missing 'title'"),
+        (_without("security_grade"), r"'alpha/x'.*missing 'security_grade'"),
+        (_without("sharing_category"), r"'alpha/x'.*missing 'sharing_category'"),
+        (record("alpha/x", en="X", grade="G7"), r"'alpha/x'.*security_grade"),
+        (record("alpha/x", en="X", category="SECRET"), r"'alpha/x'.*sharing_category"),
+        (record("alpha/x", "beta", en="X"), r"'alpha/x'.*node_id is 'beta'"),
+        ({**record("alpha/x", en="X"), "keywords": "oops"}, r"'alpha/x'.*'keywords'"),
+        (record("alpha/x", en="X", fields=[{"type": "x"}]), r"'alpha/x'.*'fields'"),
+        (record("alpha/x", en="X", record_count="many"), r"'alpha/x'.*'record_count'"),
+    ],
+)
+def test_invalid_record_refuses_the_whole_sync(loaded: Database, bad: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        catalog.sync_records(loaded, "alpha", [record("alpha/ok", en="Ok"), bad])
+    assert ids(loaded, platforms=["alpha"]) == {"alpha/penguins", "alpha/seaice"}
+
+
+def test_duplicate_id_and_unknown_node_are_refused(loaded: Database) -> None:
+    twice = record("alpha/x", en="X")
+    with pytest.raises(UserError, match="listed twice"):
+        catalog.sync_records(loaded, "alpha", [twice, twice])
+    with pytest.raises(UserError, match="'gamma' is not enrolled"):
+        catalog.sync_records(loaded, "gamma", [record("gamma/x", "gamma", en="X")])
+    assert ids(loaded, platforms=["alpha"]) == {"alpha/penguins", "alpha/seaice"}
+
+
+def test_record_without_platform_id_takes_its_nodes_platform(loaded: Database) -> None:
+    loose = {
+        k: v for k, v in record("beta/loose", "beta", en="Loose").items() if k != "platform_id"
+    }
+    catalog.sync_records(loaded, "beta", [loose])
+    assert ids(loaded, platforms=["platform-beta"]) == {"beta/loose"}
+
+
+def test_concurrent_syncs_from_many_nodes(db: Database) -> None:
+    names = [f"node{i}" for i in range(6)]
+    enrol(db, *names)
+
+    def sync(name: str) -> tuple[int, int]:
+        recs = [record(f"{name}/{j}", name, en=f"Dataset {j} of {name}") for j in range(20)]
+        catalog.sync_records(db, name, recs)
+        return catalog.sync_records(db, name, recs[:10])
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        assert list(pool.map(sync, names)) == [(10, 10)] * len(names)
+    assert [n.datasets for n in registry.list_nodes(db, now_ms=0, offline_after_ms=1)] == [10] * 6
+
+
+def test_registry_online_offline(db: Database) -> None:
+    enrol(db, "beta", "alpha")
+    assert registry.node_names(db) == ["alpha", "beta"]
+    assert [
+        (n.name, n.online, n.last_seen_ms)
+        for n in registry.list_nodes(db, now_ms=1_000, offline_after_ms=500)
+    ] == [("alpha", False, None), ("beta", False, None)]
+
+    registry.mark_connected(db, "alpha", True, 1_000)
+    registry.mark_connected(db, "beta", True, 1_000)
+    registry.touch(db, "beta", 1_800)
+
+    def online(now_ms: int) -> dict[str, bool]:
+        return {
+            n.name: n.online for n in registry.list_nodes(db, now_ms=now_ms, offline_after_ms=500)
+        }
+
+    assert online(1_500) == {"alpha": True, "beta": True}
+    assert online(2_000) == {"alpha": False, "beta": True}  # alpha's heartbeats stopped
+    registry.mark_connected(db, "beta", False, 2_100)
+    assert online(2_100) == {"alpha": False, "beta": False}  # stream closed
+
+    catalog.sync_records(db, "alpha", [PENGUINS, SEA_ICE])
+    [alpha, beta] = registry.list_nodes(db, now_ms=2_100, offline_after_ms=500)
+    assert (alpha.platform, alpha.datasets, alpha.software_version) == (
+        "platform-alpha",
+        2,
+        "0.1.0",
+    )
+    assert (beta.datasets, beta.last_seen_ms) == (0, 2_100)
+
+
+def test_reset_connections_and_reenrolment(db: Database) -> None:
+    enrol(db, "alpha", "beta")
+    registry.mark_connected(db, "alpha", True, 1_000)
+    registry.mark_connected(db, "beta", True, 1_000)
+    registry.upsert_node(
+        db, name="alpha", platform="new-platform", software_version="0.2.0", cert_fingerprint="x"
+    )
+    [alpha, _] = registry.list_nodes(db, now_ms=1_000, offline_after_ms=500)
+    assert (alpha.online, alpha.platform, alpha.software_version) == (True, "new-platform", "0.2.0")
+
+    registry.reset_connections(db)
+    assert not any(n.online for n in registry.list_nodes(db, now_ms=1_000, offline_after_ms=500))
+    with pytest.raises(UserError, match="'gamma' is not enrolled"):
+        registry.touch(db, "gamma", 1_000)
+    with pytest.raises(UserError, match="'gamma' is not enrolled"):
+        registry.mark_connected(db, "gamma", True, 1_000)
+
+
+def test_reopening_keeps_data_and_index(loaded: Database) -> None:
+    again = Database(loaded.engine.url.render_as_string(hide_password=False))
+    try:
+        assert ids(again, query="企鹅") == {"alpha/penguins"}
+        assert ids(again, query="palmer penguins") == {"alpha/penguins"}
+        assert catalog.sync_records(again, "alpha", [PENGUINS]) == (1, 1)
+    finally:
+        again.close()
+
+
+def test_sqlite_connection_settings(tmp_path: Any) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'coord.db'}")
+    try:
+        with database.session() as session:
+            assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert database.dialect == "sqlite"
+    finally:
+        database.close()

@@ -1,0 +1,291 @@
+"""Catalog records from the real penguins metadata and data: validation, build, publication."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from scifed import grading
+from scifed.errors import UserError
+from scifed.record import (
+    CatalogRecord,
+    build_record,
+    load_metadata,
+    published_form,
+    schema_hash,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+GRADE_ASSESSMENT = {
+    "factors": {"domain": "ecology", "scale": "three breeding seasons"},
+    "impact_object": "organization_rights",
+    "impact_degree": "general",
+    "rationale": "unpublished field data of the platform",
+    "assessed_by": "data officer",
+    "assessed_on": "2026-01-15",
+    "next_review": "2027-01-14",
+}
+APPROVALS = [{"type": "ethics", "ref": "IRB-1", "date": "2026-01-10"}]
+SENSITIVE_PI = {"status": "identifiable", "sensitive": True, "categories": ["medical_health"]}
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    name: str
+    type: str
+    missing: int
+    distinct: int | None
+    min: float | str | None
+    max: float | str | None
+    mean: float | None
+    std: float | None
+
+
+@dataclass(frozen=True)
+class DataProfile:
+    media_type: str
+    byte_size: int
+    sha256: str
+    row_count: int
+    columns: list[ColumnProfile]
+
+
+def pandas_profile(df: pd.DataFrame) -> DataProfile:
+    """The node's profile of a CSV, computed here with pandas on the same data."""
+    data = df.to_csv(index=False, na_rep="NA").encode()
+    columns = []
+    for name in df.columns:
+        series = df[name]
+        kind = {"i": "integer", "f": "number", "b": "boolean"}.get(series.dtype.kind, "string")
+        numeric = kind in ("integer", "number")
+        columns.append(
+            ColumnProfile(
+                name=name,
+                type=kind,
+                missing=int(series.isna().sum()),
+                distinct=int(series.nunique()),
+                min=float(series.min()) if numeric else None,
+                max=float(series.max()) if numeric else None,
+                mean=float(series.mean()) if numeric else None,
+                std=float(series.std()) if numeric else None,
+            )
+        )
+    return DataProfile("text/csv", len(data), hashlib.sha256(data).hexdigest(), len(df), columns)
+
+
+def meta_text(base: dict[str, Any], **changes: Any) -> str:
+    """The metadata YAML with some keys changed; a None value removes the key."""
+    merged = {k: v for k, v in {**base, **changes}.items() if v is not None}
+    return yaml.safe_dump(merged, allow_unicode=True, sort_keys=False)
+
+
+def penguins_record(meta: dict[str, Any], df: pd.DataFrame, **changes: Any) -> CatalogRecord:
+    parsed = load_metadata(meta_text(meta, **changes), "penguins.yaml")
+    return build_record(parsed, pandas_profile(df), node_id="alpha", platform_id="Alpha Lab",
+                        slug="penguins")
+
+
+def refusal(meta: dict[str, Any], **changes: Any) -> str:
+    with pytest.raises(UserError) as exc:
+        load_metadata(meta_text(meta, **changes), "bad.yaml")
+    return str(exc.value)
+
+
+def test_penguins_metadata_builds_a_record(penguins, penguins_meta):
+    record = penguins_record(penguins_meta, penguins)
+    assert record.id == "urn:sdn:alpha:ds:penguins"
+    assert (record.node_id, record.platform_id, record.record_count) == ("alpha", "Alpha Lab", 344)
+    assert [f.name for f in record.fields] == list(penguins.columns)
+    by_name = {f.name: f for f in record.fields}
+    assert by_name["species"].role == "target" and record.targets == ["species"]
+    assert by_name["island"].role == "partition"
+    assert (by_name["year"].role, by_name["year"].unit, by_name["year"].type) == (
+        "time", "a", "integer")
+    assert by_name["bill_length_mm"].unit == "mm" and by_name["body_mass_g"].unit == "g"
+    assert by_name["sex"].missing_count == 11 and by_name["body_mass_g"].missing_count == 2
+    assert by_name["body_mass_g"].mean == pytest.approx(4201.754, abs=1e-3)
+    assert record.delivery_methods == list(grading.DELIVERY_METHODS)  # G1 OPEN allows all
+    (dist,) = record.distributions
+    assert dist.sha256 == pandas_profile(penguins).sha256
+    assert dist.access_url == "sdn://alpha/datasets/penguins"
+    assert len(record.schema_hash) == 64
+    # A record survives its own JSON form, as the node stores and the coordinator reads it.
+    assert CatalogRecord.model_validate(record.model_dump(mode="json")) == record
+
+
+def test_columns_without_an_entry_are_plain_features(penguins, penguins_meta):
+    fields = {k: v for k, v in penguins_meta["fields"].items() if k != "sex"}
+    record = penguins_record(penguins_meta, penguins, fields=fields)
+    sex = next(f for f in record.fields if f.name == "sex")
+    assert (sex.role, sex.pi_kind, sex.description) == ("feature", "none", None)
+
+
+def test_contraception_example_is_valid_sensitive_metadata():
+    meta = load_metadata((REPO / "configs/datasets/contraception.yaml").read_text(),
+                         "contraception.yaml")
+    assert (meta.security_grade, meta.sharing_category) == ("G4", "CONDITIONAL")
+    assert meta.personal_info.sensitive and meta.personal_info.categories == ["medical_health"]
+    assert meta.delivery_methods == ["metadata_only", "in_node_service"]
+    assert meta.targets == ["use"] and meta.fields["woman"].pi_kind == "direct_identifier"
+
+
+def test_defaults_follow_the_cell_and_english_alone_is_a_title(penguins_meta):
+    meta = load_metadata(
+        meta_text(penguins_meta, title={"en": "Penguins"}, sharing_category="CLOSED",
+                  security_grade="G2"),
+        "m.yaml",
+    )
+    assert meta.title.zh is None and meta.title.text() == "Penguins"
+    assert meta.delivery_methods == ["metadata_only", "in_node_service"]
+
+
+BAD_METADATA = [
+    ("missing licence", {"license": None}, "license: required field is missing"),
+    ("unknown key", {"colour": "blue"}, "colour: unknown key"),
+    ("invalid pair", {"security_grade": "G3", "grade_assessment": GRADE_ASSESSMENT},
+     "sharing_category: OPEN is not allowed for G3"),
+    ("below the PI floor",
+     {"security_grade": "G2", "personal_info": SENSITIVE_PI, "approvals": APPROVALS},
+     "security_grade: G2 is below the floor G4 required by sensitive personal information "
+     "(governance §2.3)"),
+    ("forbidden delivery method",
+     {"sharing_category": "CLOSED", "delivery_methods": ["metadata_only", "download"]},
+     "delivery_methods: download is forbidden for G1 CLOSED data"),
+    ("CONDITIONAL without conditions", {"sharing_category": "CONDITIONAL"},
+     "conditions_of_use: required when sharing_category is CONDITIONAL"),
+    ("G3 without an assessment", {"security_grade": "G3", "sharing_category": "CLOSED"},
+     "grade_assessment: required for G3"),
+    ("PI without approvals",
+     {"security_grade": "G3", "sharing_category": "CLOSED", "grade_assessment": GRADE_ASSESSMENT,
+      "personal_info": {"status": "de_identified"}},
+     "approvals: required because personal_info.status is de_identified"),
+    ("derived without sources", {"dataset_type": "derived"}, "derived_from: required"),
+    ("column graded above the dataset",
+     {"fields": {"sex": {"description": "Sex", "field_grade": "G2"}}},
+     "security_grade: G1 is below G2, the field_grade of column sex"),
+    ("target declared with another role",
+     {"fields": {"species": {"description": "Species", "role": "feature"}}},
+     "fields.species.role: is feature, but the column is listed in targets"),
+    ("sensitive categories not flagged",
+     {"personal_info": {"status": "identifiable", "categories": ["genetic"]}},
+     "personal_info.sensitive: must be true"),
+    ("no title text", {"title": {"zh": "", "en": " "}}, "title: give the text in zh or en"),
+    ("too few keywords", {"keywords": ["penguins"]}, "keywords: needs at least 3 items, got 1"),
+    ("bad version", {"version": 1.0}, "version: '1.0' is not a MAJOR.MINOR.PATCH version"),
+    ("licence of no known form", {"license": "free for all"}, "license: 'free for all' is not"),
+    ("unregistered licence ref", {"license": "LicenseRef-mine"},
+     "license: 'LicenseRef-mine': only LicenseRef-SDN-*"),
+    ("ORCID check digit",
+     {"creators": [{"name": "K. Gorman", "affiliation": "LTER", "orcid": "0000-0002-0258-9265"}]},
+     "creators[0].orcid: '0000-0002-0258-9265' has a wrong check digit"),
+    ("unknown grade", {"security_grade": "G7"}, "security_grade: Input should be 'G1'"),
+    ("interval backwards", {"collection": {"method": "m", "timeframe": "2009/2007"}},
+     "collection.timeframe: '2009/2007' ends before it starts"),
+]
+
+
+@pytest.mark.parametrize("changes,expected", [c[1:] for c in BAD_METADATA],
+                         ids=[c[0] for c in BAD_METADATA])
+def test_each_bad_metadata_gives_one_message_naming_the_field(penguins_meta, changes, expected):
+    message = refusal(penguins_meta, **changes)
+    assert message.startswith("bad.yaml: 1 problem\n"), message
+    assert expected in message
+    assert "pydantic" not in message and "Traceback" not in message
+
+
+def test_all_problems_are_listed_one_per_line(penguins_meta):
+    message = refusal(penguins_meta, license=None, colour="blue", keywords=["a"])
+    assert message.splitlines() == [
+        "bad.yaml: 3 problems",
+        "  keywords: needs at least 3 items, got 1",
+        "  license: required field is missing",
+        "  colour: unknown key (not a field of the dataset metadata; check the spelling)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("title: {zh: x\n", "m.yaml: not valid YAML at line 2, column 1"),
+        ("- a\n- b\n", "m.yaml: expected a YAML mapping of metadata fields, got a list"),
+        ("", "m.yaml: empty"),
+    ],
+    ids=["malformed", "list", "empty"],
+)
+def test_unreadable_yaml_is_one_clear_message(text, expected):
+    with pytest.raises(UserError) as exc:
+        load_metadata(text, "m.yaml")
+    assert str(exc.value).startswith(expected)
+
+
+def test_metadata_must_match_the_data(penguins, penguins_meta):
+    fields = {**penguins_meta["fields"], "beak_colour": {"description": "Colour of the beak"}}
+    with pytest.raises(UserError) as exc:
+        penguins_record(penguins_meta, penguins, fields=fields)
+    assert "fields.beak_colour: no such column in the data" in str(exc.value)
+    with pytest.raises(UserError) as exc:
+        penguins_record(penguins_meta, penguins, targets=["weight"],
+                        fields={k: v for k, v in penguins_meta["fields"].items() if k != "species"})
+    assert "targets: 'weight' is not a column of the data" in str(exc.value)
+
+
+def test_publication_follows_grade_and_category(penguins, penguins_meta):
+    g6 = penguins_record(penguins_meta, penguins, security_grade="G6", sharing_category="CLOSED",
+                         grade_assessment=GRADE_ASSESSMENT, approvals=APPROVALS)
+    assert published_form(g6) is None
+
+    closed = penguins_record(penguins_meta, penguins, sharing_category="CLOSED")
+    stub = published_form(closed)
+    assert stub == {
+        "id": "urn:sdn:alpha:ds:penguins",
+        "title": penguins_meta["title"],
+        "node_id": "alpha",
+        "platform_id": "Alpha Lab",
+        "subjects": penguins_meta["subjects"],
+        "security_grade": "G1",
+        "sharing_category": "CLOSED",
+        "stub": True,
+    }
+
+    conditions = [{"code": "domestic_only", "text": "Network members in China only."}]
+    g5 = penguins_record(penguins_meta, penguins, security_grade="G5",
+                         sharing_category="CONDITIONAL", conditions_of_use=conditions,
+                         grade_assessment=GRADE_ASSESSMENT, approvals=APPROVALS)
+    coarse = published_form(g5)
+    assert "fields" not in coarse and coarse["stub"] is False
+    assert coarse["record_count"] == 344 and coarse["delivery_methods"] == [
+        "metadata_only", "in_node_service"]
+
+    full = published_form(penguins_record(penguins_meta, penguins))
+    assert full["fields"][0]["name"] == "species" and full["fields"][0]["type"] == "string"
+    assert {"id", "title", "description", "keywords", "subjects", "node_id", "platform_id",
+            "security_grade", "sharing_category", "fields", "record_count", "stub",
+            "quality"} <= set(full)
+    json.dumps(full)  # JSON-able as it is
+
+
+def test_schema_hash_is_stable_and_sensitive_to_types(penguins, penguins_meta):
+    record = penguins_record(penguins_meta, penguins)
+    again = penguins_record(penguins_meta, penguins[list(reversed(penguins.columns))])
+    assert again.schema_hash == record.schema_hash  # same columns, another order
+    shard = penguins_record(penguins_meta, penguins[penguins.island == "Dream"])
+    assert shard.schema_hash == record.schema_hash  # shards of one dataset are compatible
+    year_as_number = [
+        f.model_copy(update={"type": "number"}) if f.name == "year" else f for f in record.fields
+    ]
+    assert schema_hash(year_as_number) != record.schema_hash
+
+
+def test_a_tampered_record_is_refused(penguins, penguins_meta):
+    data = penguins_record(penguins_meta, penguins).model_dump(mode="json")
+    data["fields"][7]["type"] = "number"
+    with pytest.raises(ValueError, match="schema_hash: does not match the field list"):
+        CatalogRecord.model_validate(data)
+
