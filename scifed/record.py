@@ -69,6 +69,10 @@ CONDITION_CODES = (
     "dua_required", "no_onward_transfer", "domestic_only",
 )
 MORATORIUM = "publication_moratorium"
+# Per-column statistics are published only for data graded up to this level.
+STATS_PUBLIC_UP_TO = "G2"
+COLUMN_STATS = ("distinct_count", "min", "max", "mean", "std")
+
 STUB_KEYS = (
     "id", "title", "node_id", "platform_id", "subjects", "security_grade", "sharing_category",
 )
@@ -911,4 +915,11 @@ def published_form(record: CatalogRecord) -> dict[str, Any] | None:
         return {**record.model_dump(mode="json", include=set(STUB_KEYS)), "stub": True}
     if mode == "coarse":
         return record.model_dump(mode="json", exclude={"fields"})
-    return record.model_dump(mode="json")
+    form = record.model_dump(mode="json")
+    if grade_rank(record.security_grade) >= grade_rank(STATS_PUBLIC_UP_TO) + 1:
+        # Column extremes are single records' values and moments are unchecked
+        # aggregates: above G2 they would bypass the node's k / DP release rules.
+        for column in form["fields"]:
+            for key in COLUMN_STATS:
+                column[key] = None
+    return form

@@ -269,6 +269,21 @@ def test_publication_follows_grade_and_category(penguins, penguins_meta):
             "security_grade", "sharing_category", "fields", "record_count", "stub",
             "quality"} <= set(full)
     json.dumps(full)  # JSON-able as it is
+    mass = next(f for f in full["fields"] if f["name"] == "body_mass_g")
+    assert mass["min"] == 2700 and mass["max"] == 6300
+
+
+def test_column_statistics_are_not_published_above_g2(penguins, penguins_meta):
+    conditions = [{"code": "research_only", "text": "Research use only."}]
+    g3 = penguins_record(penguins_meta, penguins, security_grade="G3",
+                         sharing_category="CONDITIONAL", conditions_of_use=conditions,
+                         grade_assessment=GRADE_ASSESSMENT)
+    form = published_form(g3)
+    mass = next(f for f in form["fields"] if f["name"] == "body_mass_g")
+    assert (mass["type"], mass["missing_count"]) == ("number", 2)
+    assert all(mass[k] is None for k in ("min", "max", "mean", "std", "distinct_count"))
+    # The node keeps them for its own use.
+    assert next(f for f in g3.fields if f.name == "body_mass_g").max == 6300
 
 
 def test_schema_hash_is_stable_and_sensitive_to_types(penguins, penguins_meta):
