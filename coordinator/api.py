@@ -7,17 +7,21 @@ import json
 
 import grpc
 
-from coordinator import catalog, registry
+from coordinator import catalog, registry, studies
 from coordinator.db import Database
+from coordinator.jobs import JobRunner
 from coordinator.link import now_ms
 from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
+from protos.scifed.v1 import federation_pb2 as fpb
+from scifed.rpc import user_errors
 from scifed.tls import peer_identity
 
 
 class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
-    def __init__(self, db: Database, offline_after_seconds: float) -> None:
+    def __init__(self, db: Database, jobs: JobRunner, offline_after_seconds: float) -> None:
         self.db = db
+        self.jobs = jobs
         self.offline_after_ms = int(offline_after_seconds * 1000)
 
     def WhoAmI(self, request, context):
@@ -53,3 +57,50 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
                         last_seen_unix_ms=n.last_seen_ms or 0, datasets=n.datasets,
                         software_version=n.software_version or "")
             for n in nodes])
+
+    # -- studies (operator) -----------------------------------------------------------
+    @user_errors
+    def CreateStudy(self, request, context):
+        view = studies.create_study(self.db, name=request.name, purpose=request.purpose,
+                                    nodes=list(request.nodes), min_nodes=request.min_nodes,
+                                    created_by=peer_identity(context).name)
+        return studies.to_proto(view)
+
+    @user_errors
+    def AddResearcher(self, request, context):
+        return studies.to_proto(studies.add_researcher(self.db, request.study,
+                                                       request.researcher))
+
+    @user_errors
+    def ListStudies(self, request, context):
+        ident = peer_identity(context)
+        views = studies.list_studies(
+            self.db, researcher=ident.name if ident.role == "researcher" else None)
+        return fpb.ListInvitationsReply(studies=[studies.to_proto(v) for v in views])
+
+    # -- jobs (researcher) --------------------------------------------------------------
+    @user_errors
+    def SubmitJob(self, request, context):
+        ident = peer_identity(context)
+        job_id = self.jobs.submit(ident.name, request.spec_yaml, request.spec_name,
+                                  request.seal_claim_json)
+        return self._job(job_id, ident.name)
+
+    @user_errors
+    def GetJob(self, request, context):
+        return self._job(request.job_id, peer_identity(context).name)
+
+    @user_errors
+    def GetResult(self, request, context):
+        name = peer_identity(context).name
+        return pb.ResultReply(job_id=request.job_id,
+                              sealed=self.jobs.sealed_result(request.job_id, name))
+
+    def _job(self, job_id: str, researcher: str) -> pb.JobInfo:
+        v = self.jobs.get(job_id, researcher)
+        return pb.JobInfo(
+            job_id=v.job_id, study=v.study, type=v.job_type, status=v.status, phase=v.phase,
+            error=v.error, created_unix_ms=v.created_ms, updated_unix_ms=v.updated_ms,
+            contributors=v.contributors,
+            tasks=[pb.NodeTask(node=t.node, phase=t.phase, state=t.state, detail=t.detail,
+                               updated_unix_ms=t.updated_ms) for t in v.tasks])

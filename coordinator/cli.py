@@ -17,6 +17,9 @@ researcher_app = typer.Typer(help="Researcher identity.", no_args_is_help=True)
 operator_app = typer.Typer(help="Operator identity.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Search the federated catalog.", no_args_is_help=True)
 nodes_app = typer.Typer(help="The node registry (operator).", no_args_is_help=True)
+study_app = typer.Typer(help="Joint studies (operator creates; researchers list).",
+                        no_args_is_help=True)
+job_app = typer.Typer(help="Federated jobs (researcher).", no_args_is_help=True)
 
 CaDir = typer.Option(Path("ca"), "--ca-dir", envvar="SCIFED_CA_DIR", help="CA directory")
 IdentityOpt = typer.Option(Path("."), "--identity", "-i", envvar="SCIFED_IDENTITY",
@@ -113,7 +116,10 @@ def _init_identity(role: str, name: str, dir: Path, coordinator: str) -> None:
 
     if (dir / "client.yaml").exists():
         raise UserError(f"{dir / 'client.yaml'} already exists")
+    from scifed.sealing import ensure_seal_key
+
     csr = make_key_and_csr(dir, name=name, role=role)
+    ensure_seal_key(dir)  # results are sealed to it; it never leaves this directory
     write_config(dir / "client.yaml", ClientConfig(name=name, role=role,
                                                    coordinator=coordinator))
     console.print(f"{role} [bold]{name}[/] key and CSR in {dir}\n"
@@ -221,3 +227,158 @@ def nodes_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
     print_table("nodes", ["name", "platform", "status", "last seen", "datasets", "version"],
                 [(r.name, r.platform, "[green]online[/]" if r.online else "[red]offline[/]",
                   r.last_seen, r.datasets, r.version) for r in df.itertuples()])
+
+
+# -- studies ---------------------------------------------------------------------------
+def _print_study(st) -> None:
+    print_table(f"study {st.name} ({st.study_id})", ["field", "value"], [
+        ("purpose", st.purpose), ("status", st.status), ("min nodes", st.min_nodes),
+        ("key version", st.key_version), ("lead node", st.lead_node),
+        ("researchers", ", ".join(st.researchers)),
+        *[(f"node {m.node}", f"{m.state} {', '.join(m.datasets)}") for m in st.members]])
+
+
+@study_app.command("create")
+@handle_errors("the coordinator")
+def study_create(name: str, purpose: str = typer.Option(..., "--purpose"),
+                 nodes: str = typer.Option(..., "--nodes", help="Comma-separated node names"),
+                 min_nodes: int = typer.Option(0, "--min-nodes",
+                                               help="Default: every invited node"),
+                 identity: Path = IdentityOpt) -> None:
+    """Invite nodes to a joint study; it activates once enough of them accept."""
+    with _client(identity) as c:
+        st = c.create_study(name, purpose, [n.strip() for n in nodes.split(",")], min_nodes)
+    _print_study(st)
+
+
+@study_app.command("add-researcher")
+@handle_errors("the coordinator")
+def study_add_researcher(study: str, researcher: str, identity: Path = IdentityOpt) -> None:
+    """Let a researcher (by certificate name) submit jobs in the study."""
+    with _client(identity) as c:
+        st = c.add_researcher(study, researcher)
+    console.print(f"study {st.name}: researchers {', '.join(st.researchers)}")
+
+
+@study_app.command("list")
+@handle_errors("the coordinator")
+def study_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Studies (operators: all; researchers: their own)."""
+    from google.protobuf.json_format import MessageToDict
+
+    with _client(identity) as c:
+        sts = c.studies()
+    if as_json:
+        print_json([MessageToDict(s, preserving_proto_field_name=True) for s in sts])
+        return
+    print_table("studies", ["id", "name", "status", "accepted/min", "key", "researchers"],
+                [(s.study_id, s.name, s.status,
+                  f"{sum(m.state == 'accepted' for m in s.members)}/{s.min_nodes}",
+                  s.key_version, ", ".join(s.researchers)) for s in sts])
+
+
+@study_app.command("show")
+@handle_errors("the coordinator")
+def study_show(study: str, identity: Path = IdentityOpt) -> None:
+    """One study: members, their answers and datasets, key version."""
+    with _client(identity) as c:
+        _print_study(c.study(study))
+
+
+# -- jobs ------------------------------------------------------------------------------
+@job_app.command("submit")
+@handle_errors("the coordinator")
+def job_submit(spec: Path, identity: Path = IdentityOpt,
+               wait: bool = typer.Option(False, "--wait", help="Wait until it finishes")) -> None:
+    """Submit job.yaml; prints the job id."""
+    try:
+        text = spec.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {spec}: {exc.strerror}") from None
+    with _client(identity) as c:
+        job_id = c.submit(text, str(spec))
+        if wait:
+            info = c.wait(job_id)
+            if info.status == "failed":
+                raise UserError(f"job {job_id} failed: {info.error}")
+    typer.echo(job_id)
+
+
+def _job_dict(info) -> dict:
+    return {"job": info.job_id, "study": info.study, "type": info.type,
+            "status": info.status, "phase": info.phase, "error": info.error,
+            "contributors": list(info.contributors),
+            "tasks": [{"node": t.node, "phase": t.phase, "state": t.state,
+                       "detail": t.detail} for t in info.tasks]}
+
+
+def _print_job(info) -> None:
+    colour = {"done": "green", "failed": "red"}.get(info.status, "yellow")
+    console.print(f"job {info.job_id} ({info.type}, study {info.study}): "
+                  f"[{colour}]{info.status}[/] {info.phase}")
+    if info.error:
+        console.print(f"[red]reason:[/] {info.error}", highlight=False)
+    if info.tasks:
+        print_table("per node", ["node", "phase", "state", "detail"],
+                    [(t.node, t.phase, t.state, t.detail) for t in info.tasks])
+
+
+@job_app.command("status")
+@handle_errors("the coordinator")
+def job_status(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Where a job is, node by node."""
+    with _client(identity) as c:
+        info = c.job(job_id)
+    print_json(_job_dict(info)) if as_json else _print_job(info)
+
+
+@job_app.command("watch")
+@handle_errors("the coordinator")
+def job_watch(job_id: str, identity: Path = IdentityOpt) -> None:
+    """Follow a job live until it is done or failed."""
+    import time
+
+    from rich.live import Live
+
+    with _client(identity) as c, Live(console=console, refresh_per_second=4) as live:
+        while True:
+            info = c.job(job_id)
+            from rich.table import Table
+
+            table = Table(title=f"job {job_id}: {info.status} {info.phase}",
+                          title_justify="left")
+            for col in ("node", "phase", "state", "detail"):
+                table.add_column(col)
+            for t in info.tasks:
+                table.add_row(t.node, t.phase, t.state, t.detail)
+            live.update(table)
+            if info.status in ("done", "failed"):
+                break
+            time.sleep(0.3)
+    if info.status == "failed":
+        raise UserError(f"job {job_id} failed: {info.error}")
+
+
+@job_app.command("result")
+@handle_errors("the coordinator")
+def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt,
+               out: Path | None = typer.Option(None, "--out",
+                                               help="Write CSV tables, PNG plots, report")) -> None:
+    """Open the released result (sealed to you) and print or save it."""
+    from coordinator.results import StatsResult
+
+    with _client(identity) as c:
+        raw = c.result_json(job_id)
+    if as_json:
+        print_json(raw)
+        return
+    res = StatsResult.from_json(raw)
+    if out:
+        for p in res.write(out):
+            console.print(f"wrote {p}")
+        return
+    console.print(f"rows matched: {res.rows}; contributors: "
+                  f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}")
+    for name, df in res.tables().items():
+        print_table(name, [str(c) for c in df.columns],
+                    df.round(6).astype(object).where(df.notna(), "").values.tolist())

@@ -8,6 +8,7 @@ certificate `<name>.crt` issued by the federation CA, and `ca.crt`.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
 from scifed.config import load_config
 from scifed.errors import UserError
+from scifed.sealing import load_seal_key, make_claim, open_sealed, result_context
 from scifed.tls import TlsFiles, secure_channel
 
 
@@ -102,3 +104,60 @@ class Client:
               if n.last_seen_unix_ms else None,
               "datasets": n.datasets, "version": n.software_version} for n in r.nodes],
             columns=["name", "platform", "online", "last_seen", "datasets", "version"])
+
+    # -- studies -------------------------------------------------------------------------
+    def create_study(self, name: str, purpose: str, nodes: list[str], min_nodes: int = 0):
+        return self.stub.CreateStudy(pb.CreateStudyRequest(
+            name=name, purpose=purpose, nodes=nodes, min_nodes=min_nodes), timeout=self.timeout)
+
+    def add_researcher(self, study: str, researcher: str):
+        return self.stub.AddResearcher(pb.AddResearcherRequest(
+            study=study, researcher=researcher), timeout=self.timeout)
+
+    def studies(self) -> list:
+        return list(self.stub.ListStudies(pb.ListStudiesRequest(),
+                                          timeout=self.timeout).studies)
+
+    def study(self, key: str):
+        for st in self.studies():
+            if key in (st.study_id, st.name):
+                return st
+        raise UserError(f"no study '{key}' visible to you")
+
+    # -- jobs ----------------------------------------------------------------------------
+    def submit(self, spec_yaml: str, spec_name: str = "job.yaml") -> str:
+        """Submit a job (the text of a job.yaml); returns its id."""
+        ident = self.identity
+        claim = make_claim(ident.path, name=ident.cfg.name, role=ident.cfg.role,
+                           cert_path=ident.tls().cert, key_path=ident.tls().key)
+        info = self.stub.SubmitJob(pb.SubmitJobRequest(
+            spec_yaml=spec_yaml, spec_name=spec_name,
+            seal_claim_json=json.dumps(claim.to_dict())), timeout=self.timeout)
+        return info.job_id
+
+    def job(self, job_id: str):
+        return self.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)
+
+    def wait(self, job_id: str, timeout: float = 600, poll: float = 0.3):
+        """Block until the job is done or failed; returns its final JobInfo."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.job(job_id)
+            if info.status in ("done", "failed"):
+                return info
+            if time.monotonic() > deadline:
+                raise UserError(f"job {job_id} still {info.status} after {timeout:.0f}s")
+            time.sleep(poll)
+
+    def result_json(self, job_id: str) -> dict:
+        """The released result, opened with this researcher's seal key."""
+        sealed = self.stub.GetResult(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)
+        plain = open_sealed(load_seal_key(self.identity.path), sealed.sealed,
+                            context=result_context(job_id))
+        return json.loads(plain)
+
+    def result(self, job_id: str):
+        """The released result as pandas DataFrames (see `coordinator.results`)."""
+        from coordinator.results import StatsResult
+
+        return StatsResult.from_json(self.result_json(job_id))

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     Text,
     create_engine,
@@ -50,6 +51,8 @@ class Node(Base):
     cert_fingerprint: Mapped[str] = mapped_column(String)
     connected: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+    seal_claim: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The node's signed X25519 seal key; study keys are sealed to it by the lead node."""
 
 
 class Record(Base):
@@ -94,6 +97,92 @@ class RecordTerm(Base):
     )
     kind: Mapped[str] = mapped_column(String, primary_key=True)
     value_norm: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+class Study(Base):
+    """A joint study: invited nodes, the researchers working in it, its key version.
+
+    The coordinator holds only the study's public CKKS context; each member's copy of
+    the secret context is sealed to that member and stored here as opaque bytes.
+    """
+
+    __tablename__ = "studies"
+
+    study_id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    purpose: Mapped[str] = mapped_column(Text)
+    min_nodes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String)  # pending | keying | active
+    created_by: Mapped[str] = mapped_column(String)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    key_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    lead_node: Mapped[str | None] = mapped_column(String)
+    public_context: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class StudyMember(Base):
+    __tablename__ = "study_members"
+
+    study_id: Mapped[str] = mapped_column(
+        ForeignKey("studies.study_id", ondelete="CASCADE"), primary_key=True)
+    node_name: Mapped[str] = mapped_column(ForeignKey("nodes.name"), primary_key=True)
+    state: Mapped[str] = mapped_column(String)  # invited | accepted | declined
+    datasets: Mapped[list[str]] = mapped_column(JSON, default=list)
+    answered_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class StudyResearcher(Base):
+    __tablename__ = "study_researchers"
+
+    study_id: Mapped[str] = mapped_column(
+        ForeignKey("studies.study_id", ondelete="CASCADE"), primary_key=True)
+    researcher: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+class StudyKeyShare(Base):
+    """One member's sealed copy of one version of the study's secret context."""
+
+    __tablename__ = "study_key_shares"
+
+    study_id: Mapped[str] = mapped_column(
+        ForeignKey("studies.study_id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    node_name: Mapped[str] = mapped_column(String, primary_key=True)
+    sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Job(Base):
+    """A researcher's federated job; its result is stored sealed, never in clear."""
+
+    __tablename__ = "jobs"
+
+    job_id: Mapped[str] = mapped_column(String, primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"), index=True)
+    researcher: Mapped[str] = mapped_column(String, index=True)
+    job_type: Mapped[str] = mapped_column(String)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seal_claim: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String)  # submitted | running | done | failed
+    phase: Mapped[str] = mapped_column(String, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    contributors: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    sealed_result: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class JobTask(Base):
+    """Progress of one node in one phase of a job (what `scifed job watch` shows)."""
+
+    __tablename__ = "job_tasks"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    node_name: Mapped[str] = mapped_column(String, primary_key=True)
+    phase: Mapped[str] = mapped_column(String, primary_key=True)
+    state: Mapped[str] = mapped_column(String)  # pending | running | done | failed
+    detail: Mapped[str] = mapped_column(Text, default="")
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 # Trigram makes any 3+ character substring searchable, which is what Chinese text

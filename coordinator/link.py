@@ -9,13 +9,15 @@ import time
 
 import grpc
 
-from coordinator import catalog, registry
+from coordinator import catalog, registry, studies
 from coordinator.db import Database
 from coordinator.sessions import NodeSessions
+from coordinator.studies import StudyKeys
 from protos.scifed.v1 import federation_pb2 as pb
 from protos.scifed.v1 import federation_pb2_grpc as pbg
 from scifed import __version__
 from scifed.errors import UserError
+from scifed.sealing import SealKeyClaim, verify_claim
 from scifed.tls import peer_identity
 
 
@@ -24,16 +26,27 @@ def now_ms() -> int:
 
 
 class NodeLinkServicer(pbg.NodeLinkServicer):
-    def __init__(self, db: Database, sessions: NodeSessions, heartbeat_seconds: float) -> None:
+    def __init__(self, db: Database, sessions: NodeSessions, keys: StudyKeys, ca_pem: bytes,
+                 heartbeat_seconds: float) -> None:
         self.db = db
         self.sessions = sessions
+        self.keys = keys
+        self.ca_pem = ca_pem
         self.heartbeat_seconds = heartbeat_seconds
 
     def Register(self, request, context):
         ident = peer_identity(context)
+        claim = None
+        if request.seal_claim_json:
+            try:
+                parsed = SealKeyClaim.from_dict(json.loads(request.seal_claim_json))
+                verify_claim(parsed, self.ca_pem, expect_role="node", expect_name=ident.name)
+            except (ValueError, KeyError, TypeError, UserError) as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"seal key claim: {exc}")
+            claim = parsed.to_dict()
         registry.upsert_node(self.db, name=ident.name, platform=request.platform,
                              software_version=request.software_version,
-                             cert_fingerprint=ident.fingerprint_sha256)
+                             cert_fingerprint=ident.fingerprint_sha256, seal_claim=claim)
         registry.touch(self.db, ident.name, now_ms())
         return pb.RegisterReply(node_name=ident.name,
                                 heartbeat_seconds=max(1, round(self.heartbeat_seconds)),
@@ -56,6 +69,8 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "call Register first")
         session = self.sessions.open(name)
         registry.mark_connected(self.db, name, True, now_ms())
+        if self.keys.pending():
+            self.keys.rotate_pending()  # a study may have waited for this node to key it
 
         def read_up() -> None:
             try:
@@ -81,3 +96,28 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
         finally:
             if self.sessions.close(session):
                 registry.mark_connected(self.db, name, False, now_ms())
+
+    def ListInvitations(self, request, context):
+        name = peer_identity(context).name
+        return pb.ListInvitationsReply(studies=[
+            studies.to_proto(v) for v in studies.list_studies(self.db, node=name)])
+
+    def AnswerInvitation(self, request, context):
+        name = peer_identity(context).name
+        try:
+            view, rotate = studies.answer(self.db, request.study_id, name,
+                                          accept=request.accept, datasets=list(request.datasets))
+        except UserError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if rotate:
+            self.keys.rotate_pending()
+        return studies.to_proto(view)
+
+    def FetchStudyKey(self, request, context):
+        name = peer_identity(context).name
+        try:
+            version, public, sealed = studies.key_share(self.db, request.study_id, name)
+        except UserError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return pb.StudyKeyReply(key_version=version, public_context=public,
+                                sealed_secret=sealed)

@@ -21,7 +21,8 @@ class NodeStatus:
 
 
 def upsert_node(
-    db: Database, *, name: str, platform: str, software_version: str, cert_fingerprint: str
+    db: Database, *, name: str, platform: str, software_version: str, cert_fingerprint: str,
+    seal_claim: dict | None = None,
 ) -> None:
     """Enrol a node, or refresh what it reports about itself; connection state is kept."""
     with db.session() as session:
@@ -34,12 +35,14 @@ def upsert_node(
                     software_version=software_version,
                     cert_fingerprint=cert_fingerprint,
                     connected=False,
+                    seal_claim=seal_claim,
                 )
             )
         else:
             node.platform = platform
             node.software_version = software_version
             node.cert_fingerprint = cert_fingerprint
+            node.seal_claim = seal_claim
 
 
 def _update_node(db: Database, name: str, **values: object) -> None:

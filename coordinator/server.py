@@ -12,8 +12,10 @@ import grpc
 from coordinator import registry
 from coordinator.api import CoordinatorApiServicer
 from coordinator.db import Database
+from coordinator.jobs import JobRunner
 from coordinator.link import NodeLinkServicer
 from coordinator.sessions import NodeSessions
+from coordinator.studies import StudyKeys
 from protos.scifed.v1 import coordinator_pb2_grpc as api_pbg
 from protos.scifed.v1 import federation_pb2_grpc as link_pbg
 from scifed.config import CoordinatorConfig
@@ -32,6 +34,15 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
     "/scifed.v1.CoordinatorApi/SearchCatalog": ANY_USER,
     "/scifed.v1.CoordinatorApi/GetRecord": ANY_USER,
     "/scifed.v1.CoordinatorApi/ListNodes": ("operator",),
+    "/scifed.v1.NodeLink/ListInvitations": ("node",),
+    "/scifed.v1.NodeLink/AnswerInvitation": ("node",),
+    "/scifed.v1.NodeLink/FetchStudyKey": ("node",),
+    "/scifed.v1.CoordinatorApi/CreateStudy": ("operator",),
+    "/scifed.v1.CoordinatorApi/AddResearcher": ("operator",),
+    "/scifed.v1.CoordinatorApi/ListStudies": ANY_USER,
+    "/scifed.v1.CoordinatorApi/SubmitJob": ("researcher",),
+    "/scifed.v1.CoordinatorApi/GetJob": ("researcher",),
+    "/scifed.v1.CoordinatorApi/GetResult": ("researcher",),
 }
 
 
@@ -42,6 +53,10 @@ class CoordinatorProcess:
         self.db = Database(cfg.database_url)
         registry.reset_connections(self.db)
         self.sessions = NodeSessions()
+        ca_pem = cfg.tls.files().read()[0]
+        self.keys = StudyKeys(self.db, self.sessions, timeout=cfg.task_timeout_seconds)
+        self.jobs = JobRunner(self.db, self.sessions, ca_pem,
+                              task_timeout=cfg.task_timeout_seconds)
         revocations = RevocationList(cfg.tls.crl, cfg.tls.ca)
         revocations.serials()  # a broken CRL stops the start, not the first call
         self.server = grpc.server(
@@ -49,9 +64,10 @@ class CoordinatorProcess:
             interceptors=[AuthInterceptor(ROLE_RULES, revocations)],
             options=SERVER_OPTIONS)
         link_pbg.add_NodeLinkServicer_to_server(
-            NodeLinkServicer(self.db, self.sessions, cfg.heartbeat_seconds), self.server)
+            NodeLinkServicer(self.db, self.sessions, self.keys, ca_pem, cfg.heartbeat_seconds),
+            self.server)
         api_pbg.add_CoordinatorApiServicer_to_server(
-            CoordinatorApiServicer(self.db, cfg.offline_after_seconds), self.server)
+            CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds), self.server)
         try:
             self.port = self.server.add_secure_port(cfg.listen,
                                                     server_credentials(cfg.tls.files()))

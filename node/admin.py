@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 
-import grpc
-
-from node.datasets import DatasetRegistry, NotFound
+from node.datasets import DatasetRegistry
 from node.link import CoordinatorLink
 from node.store import DatasetRow
+from node.studies import NodeStudies
 from protos.scifed.v1 import node_admin_pb2 as pb
 from protos.scifed.v1 import node_admin_pb2_grpc as pbg
-from scifed.errors import UserError
 from scifed.grading import publication_mode
+from scifed.rpc import user_errors
 
 
 def summary(row: DatasetRow) -> pb.DatasetSummary:
@@ -29,24 +28,12 @@ def reply(row: DatasetRow) -> pb.DatasetReply:
     return pb.DatasetReply(summary=summary(row), record_json=json.dumps(row.record))
 
 
-def user_errors(method):
-    """Turn a user mistake into one gRPC status with its message; nothing else leaks."""
-
-    def run(self, request, context):
-        try:
-            return method(self, request, context)
-        except NotFound as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except UserError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-
-    return run
-
-
 class NodeAdminServicer(pbg.NodeAdminServicer):
-    def __init__(self, registry: DatasetRegistry, link: CoordinatorLink) -> None:
+    def __init__(self, registry: DatasetRegistry, link: CoordinatorLink,
+                 studies: NodeStudies) -> None:
         self.registry = registry
         self.link = link
+        self.studies = studies
 
     @user_errors
     def Status(self, request, context):
@@ -78,3 +65,11 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
     @user_errors
     def GetDataset(self, request, context):
         return reply(self.registry.get(request.dataset_id))
+
+    @user_errors
+    def ListStudies(self, request, context):
+        return self.studies.list()
+
+    @user_errors
+    def AnswerStudy(self, request, context):
+        return self.studies.answer(request.study_id, request.accept, list(request.datasets))

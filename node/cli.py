@@ -167,3 +167,59 @@ def dataset_show(dataset_id: str, config: Path = ConfigOpt,
     from scifed.record_view import print_record
 
     print_record(record)
+
+
+studies_app = typer.Typer(help="Answer study invitations.", no_args_is_help=True)
+app.add_typer(studies_app, name="studies")
+
+
+def _study_rows(studies, me: str):
+    for st in studies:
+        mine = next((m for m in st.members if m.node == me), None)
+        accepted = sum(m.state == "accepted" for m in st.members)
+        yield (st.study_id, st.name, st.purpose, st.status,
+               f"{accepted}/{st.min_nodes}", mine.state if mine else "",
+               ", ".join(mine.datasets) if mine else "")
+
+
+@studies_app.command("list")
+@handle_errors("the node")
+def studies_list(config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Studies this node is invited to, and its answers."""
+    from google.protobuf.json_format import MessageToDict
+
+    stub = admin_stub(config)
+    me = stub.Status(pb.StatusRequest(), timeout=10).node_name
+    reply = stub.ListStudies(pb.ListStudiesLocalRequest(), timeout=30)
+    if as_json:
+        print_json([MessageToDict(s, preserving_proto_field_name=True) for s in reply.studies])
+        return
+    print_table("studies", ["id", "name", "purpose", "status", "accepted/min", "this node",
+                            "datasets"], _study_rows(reply.studies, me))
+
+
+@studies_app.command("accept")
+@handle_errors("the node")
+def studies_accept(study_id: str,
+                   datasets: str = typer.Option(..., "--datasets",
+                                                help="Comma-separated dataset ids to contribute"),
+                   config: Path = ConfigOpt) -> None:
+    """Join a study, contributing the given datasets (they never leave the node)."""
+    from protos.scifed.v1 import federation_pb2 as fpb
+
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    st = admin_stub(config).AnswerStudy(fpb.AnswerInvitationRequest(
+        study_id=study_id, accept=True, datasets=names), timeout=60)
+    console.print(f"accepted study [bold]{st.name}[/] with {', '.join(names)}; "
+                  f"study status: {st.status}")
+
+
+@studies_app.command("decline")
+@handle_errors("the node")
+def studies_decline(study_id: str, config: Path = ConfigOpt) -> None:
+    """Decline (or leave) a study."""
+    from protos.scifed.v1 import federation_pb2 as fpb
+
+    st = admin_stub(config).AnswerStudy(fpb.AnswerInvitationRequest(
+        study_id=study_id, accept=False), timeout=60)
+    console.print(f"declined study [bold]{st.name}[/]; study status: {st.status}")

@@ -10,15 +10,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from scifed.record import CatalogRecord, build_record, load_metadata, published_form
-
 from node.profiling import profile_file
 from node.store import DatasetRow, NodeStore
-from scifed.errors import UserError
-
-
-class NotFound(UserError):
-    """The named dataset is not registered at this node."""
+from scifed.errors import NotFound, UserError
+from scifed.record import CatalogRecord, build_record, load_metadata, published_form
 
 
 def slugify(name: str) -> str:

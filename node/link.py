@@ -21,6 +21,7 @@ from protos.scifed.v1 import federation_pb2_grpc as pbg
 from scifed import __version__
 from scifed.config import NodeConfig
 from scifed.errors import UserError
+from scifed.sealing import make_claim
 from scifed.tls import secure_channel
 
 log = logging.getLogger("scifed.node.link")
@@ -32,6 +33,8 @@ class CoordinatorLink:
     def __init__(self, cfg: NodeConfig, published: Callable[[], list[dict]],
                  handlers: dict[str, TaskHandler] | None = None) -> None:
         self.cfg = cfg
+        self.seal_claim = make_claim(cfg.tls.key.parent, name=cfg.name, role="node",
+                                     cert_path=cfg.tls.cert, key_path=cfg.tls.key).to_dict()
         self._published = published
         self.handlers = handlers or {}
         self.connected = False
@@ -57,6 +60,15 @@ class CoordinatorLink:
         self._sync_needed.set()
         if self._call is not None:
             self._call.cancel()
+
+    def call(self, method: str, request, timeout: float = 30):
+        """A unary call to the coordinator over the live link."""
+        stub = self._stub
+        if stub is None or not self.connected:
+            raise UserError(f"node {self.cfg.name} is not connected to the coordinator "
+                            f"{self.cfg.coordinator}; try again when `scifed node status` "
+                            "says connected")
+        return getattr(stub, method)(request, timeout=timeout)
 
     def request_sync(self) -> None:
         """Republish the catalog as soon as the coordinator is reachable."""
@@ -122,7 +134,8 @@ class CoordinatorLink:
         try:
             self._stub = pbg.NodeLinkStub(channel)
             reply = self._stub.Register(
-                pb.RegisterRequest(platform=self.cfg.platform, software_version=__version__),
+                pb.RegisterRequest(platform=self.cfg.platform, software_version=__version__,
+                                   seal_claim_json=json.dumps(self.seal_claim)),
                 timeout=10)
             self._touch()
             self._registered = True

@@ -14,6 +14,8 @@ from node.admin import NodeAdminServicer
 from node.datasets import DatasetRegistry
 from node.link import CoordinatorLink
 from node.store import NodeStore
+from node.studies import NodeStudies
+from node.tasks import StatsTasks
 from protos.scifed.v1 import node_admin_pb2_grpc as admin_pbg
 from scifed.config import NodeConfig
 from scifed.errors import UserError
@@ -34,9 +36,11 @@ class NodeProcess:
                                         data_dir=cfg.data_dir)
         self.link = CoordinatorLink(cfg, self.registry.published_records)
         self.registry.on_change = self.link.request_sync
+        self.studies = NodeStudies(self.store, self.registry, self.link)
+        self.link.handlers.update(StatsTasks(self.studies, self.registry).handlers())
         self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        admin_pbg.add_NodeAdminServicer_to_server(NodeAdminServicer(self.registry, self.link),
-                                                  self.admin)
+        admin_pbg.add_NodeAdminServicer_to_server(
+            NodeAdminServicer(self.registry, self.link, self.studies), self.admin)
 
     def start(self) -> None:
         sock = self.cfg.socket_path

@@ -25,6 +25,22 @@ CREATE TABLE IF NOT EXISTS datasets (
     created_ms  INTEGER NOT NULL,
     updated_ms  INTEGER NOT NULL
 );
+-- Studies this node's officer answered, and the datasets it attached: the node checks
+-- every task against this, whatever the coordinator says.
+CREATE TABLE IF NOT EXISTS studies (
+    study_id    TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    accepted    INTEGER NOT NULL,
+    datasets    TEXT NOT NULL,
+    answered_ms INTEGER NOT NULL
+);
+-- This node's copies of study keys (CKKS secret contexts), by version.
+CREATE TABLE IF NOT EXISTS study_keys (
+    study_id    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    secret      BLOB NOT NULL,
+    PRIMARY KEY (study_id, version)
+);
 """
 
 
@@ -105,3 +121,26 @@ class NodeStore:
         with self.tx() as con:
             rows = con.execute("SELECT * FROM datasets ORDER BY slug").fetchall()
         return [self._row(r) for r in rows]
+
+    # -- studies -------------------------------------------------------------------------
+    def set_study(self, study_id: str, name: str, accepted: bool, datasets: list[str]) -> None:
+        with self.tx() as con:
+            con.execute("INSERT OR REPLACE INTO studies VALUES (?,?,?,?,?)",
+                        (study_id, name, int(accepted), json.dumps(datasets), now_ms()))
+
+    def study(self, study_id: str) -> tuple[str, bool, list[str]] | None:
+        """(name, accepted, attached dataset ids) as this node's officer answered."""
+        with self.tx() as con:
+            r = con.execute("SELECT * FROM studies WHERE study_id=?", (study_id,)).fetchone()
+        return (r["name"], bool(r["accepted"]), json.loads(r["datasets"])) if r else None
+
+    def put_study_key(self, study_id: str, version: int, secret: bytes) -> None:
+        with self.tx() as con:
+            con.execute("INSERT OR REPLACE INTO study_keys VALUES (?,?,?)",
+                        (study_id, version, secret))
+
+    def study_key(self, study_id: str, version: int) -> bytes | None:
+        with self.tx() as con:
+            r = con.execute("SELECT secret FROM study_keys WHERE study_id=? AND version=?",
+                            (study_id, version)).fetchone()
+        return r["secret"] if r else None

@@ -8,9 +8,11 @@ from coordinator.cli import (
     ca_app,
     catalog_app,
     coordinator_app,
+    job_app,
     nodes_app,
     operator_app,
     researcher_app,
+    study_app,
 )
 from node.cli import app as node_app
 
@@ -23,6 +25,8 @@ app.add_typer(researcher_app, name="researcher")
 app.add_typer(operator_app, name="operator")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(nodes_app, name="nodes")
+app.add_typer(study_app, name="study")
+app.add_typer(job_app, name="job")
 
 
 @app.command()

@@ -55,6 +55,9 @@ class CoordinatorConfig(_Strict):
     tls: TlsConfig
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     offline_after_seconds: float = Field(default=15.0, gt=0)
+    task_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="how long a job waits for a node to come online "
+        "and answer one task before counting it out")
     max_workers: int = Field(default=128, ge=8)
 
     @property

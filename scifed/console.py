@@ -35,7 +35,7 @@ def handle_errors(target: str = "the service") -> Callable:
             except UserError as exc:
                 fail(str(exc))
             except grpc.RpcError as exc:
-                from scifed.tls import rpc_error_message
+                from scifed.rpc import rpc_error_message
 
                 fail(rpc_error_message(exc, target))
 

@@ -84,6 +84,35 @@ POLICY_MATRIX: dict[tuple[Grade, Category], CellPolicy] = {
 }
 VALID_PAIRS: frozenset[tuple[Grade, Category]] = frozenset(POLICY_MATRIX)
 
+# Governance §2.6, aggregate statistics (AGG / AGG-k / AGG-DP / HE for counts and sums):
+# access, and the minimum count k of any released cell (1 = no threshold).
+_AGGREGATES: dict[tuple[Grade, Category], tuple[Access, int]] = {
+    ("G1", "OPEN"): (A, 1),
+    ("G1", "CONDITIONAL"): (A, 3),
+    ("G1", "CLOSED"): (R, 3),
+    ("G2", "OPEN"): (A, 5),
+    ("G2", "CONDITIONAL"): (A, 5),
+    ("G2", "CLOSED"): (R, 5),
+    ("G3", "CONDITIONAL"): (A, 10),
+    ("G3", "CLOSED"): (R, 10),
+    ("G4", "CONDITIONAL"): (R, 10),
+    ("G4", "CLOSED"): (R, 10),  # HE counts and sums only, with PIA and ethics on file
+    ("G5", "CONDITIONAL"): (R, 10),
+    ("G5", "CLOSED"): (X, 10),
+    ("G6", "CLOSED"): (X, 10),
+}
+
+
+def aggregate_access(grade: Grade, category: Category) -> Access:
+    """May federated statistics run on data of this cell: A, after approval, or never."""
+    return _AGGREGATES[(grade, category)][0]
+
+
+def min_cell_count(grade: Grade, category: Category) -> int:
+    """The k below which a released count (and what it implies) is suppressed."""
+    return _AGGREGATES[(grade, category)][1]
+
+
 SENSITIVE_PI_GRADE: Grade = "G4"
 PI_GRADE: Grade = "G3"
 GRADE_ASSESSMENT_FROM: Grade = "G3"

@@ -39,7 +39,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
 
 class LocalFederation:
     def __init__(self, root: Path, nodes: dict[str, str], *, heartbeat_seconds: float = 1.0,
-                 offline_after_seconds: float = 3.0) -> None:
+                 offline_after_seconds: float = 3.0, task_timeout_seconds: float = 30.0) -> None:
         """`nodes` maps node name to platform name."""
         self.root = Path(root).resolve()
         self.nodes = dict(nodes)
@@ -52,6 +52,7 @@ class LocalFederation:
         self.logs = self.root / "logs"
         self.heartbeat_seconds = heartbeat_seconds
         self.offline_after_seconds = offline_after_seconds
+        self.task_timeout_seconds = task_timeout_seconds
         self.procs: dict[str, subprocess.Popen] = {}
 
     # -- set-up: exactly the commands a deployment runs ------------------------------------
@@ -83,7 +84,8 @@ class LocalFederation:
                  str(self.ca_dir), "--listen", self.address)
         cfg = self.coord_dir / "coordinator.yaml"
         cfg.write_text(cfg.read_text() + f"heartbeat_seconds: {self.heartbeat_seconds}\n"
-                       f"offline_after_seconds: {self.offline_after_seconds}\n")
+                       f"offline_after_seconds: {self.offline_after_seconds}\n"
+                       f"task_timeout_seconds: {self.task_timeout_seconds}\n")
         for name, platform in self.nodes.items():
             self.cli("node", "init", "--name", name, "--platform", platform,
                      "--coordinator", self.address, "--dir", str(self.node_dir(name)))
@@ -155,3 +157,21 @@ class LocalFederation:
 
     def __exit__(self, *exc) -> None:
         self.stop_all()
+
+    # -- studies ---------------------------------------------------------------------------
+    def create_study(self, name: str, datasets: dict[str, str], *, purpose: str = "demo",
+                     researchers: tuple[str, ...] = ("alice",), min_nodes: int = 0,
+                     accept: bool = True, timeout: float = 60) -> str:
+        """Operator creates the study, each officer accepts with its dataset; returns the id
+        once the study's key is ready (when `accept`)."""
+        with self.operator() as op:
+            st = op.create_study(name, purpose, list(datasets), min_nodes)
+            for r in researchers:
+                op.add_researcher(name, r)
+            if not accept:
+                return st.study_id
+            for node, dataset in datasets.items():
+                self.node_cli(node, "studies", "accept", st.study_id, "--datasets", dataset)
+            wait_for(lambda: op.study(name).status == "active", timeout,
+                     f"study {name} to become active")
+        return st.study_id

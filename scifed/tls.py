@@ -150,15 +150,3 @@ def _wrap(handler: grpc.RpcMethodHandler, check: Callable) -> grpc.RpcMethodHand
     return factory(guard(getattr(handler, attr)),
                    request_deserializer=handler.request_deserializer,
                    response_serializer=handler.response_serializer)
-
-
-def rpc_error_message(exc: grpc.RpcError, target: str) -> str:
-    """One line a person can act on, for a failed call to `target`."""
-    code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return (f"cannot reach {target}: it is not running, or TLS failed "
-                f"(wrong CA or certificate?) [{details}]")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"{target} did not answer in time"
-    return details or f"{target} failed: {code}"

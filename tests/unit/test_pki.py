@@ -12,7 +12,6 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node.identity import ensure_x25519_key
 from scifed.errors import UserError
 from scifed.pki import (
     ROLES,
@@ -24,6 +23,7 @@ from scifed.pki import (
     revoke,
     sign_csr,
 )
+from scifed.sealing import ensure_seal_key
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def test_cert_without_identity_uri_rejected(ca_dir: Path) -> None:
 
 def test_private_keys_are_0600(ca_dir: Path, tmp_path: Path) -> None:
     make_key_and_csr(tmp_path / "n", name="n1", role="node")
-    ensure_x25519_key(tmp_path / "n")
+    ensure_seal_key(tmp_path / "n")
     for key in (
         ca_dir / "ca.key",
         ca_dir / "coordinator.key",
@@ -175,9 +175,9 @@ def test_private_keys_are_0600(ca_dir: Path, tmp_path: Path) -> None:
 
 
 def test_seal_key_created_once(tmp_path: Path) -> None:
-    public = ensure_x25519_key(tmp_path)
+    public = ensure_seal_key(tmp_path)
     assert len(public) == 32
-    assert ensure_x25519_key(tmp_path) == public
+    assert ensure_seal_key(tmp_path) == public
 
 
 # --- real mTLS with grpcio -------------------------------------------------------------

@@ -1,3 +1,4 @@
+from protos.scifed.v1 import federation_pb2 as _federation_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -105,3 +106,95 @@ class ListNodesReply(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class CreateStudyRequest(_message.Message):
+    __slots__ = ("name", "purpose", "nodes", "min_nodes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    MIN_NODES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    purpose: str
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    min_nodes: int
+    def __init__(self, name: _Optional[str] = ..., purpose: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., min_nodes: _Optional[int] = ...) -> None: ...
+
+class AddResearcherRequest(_message.Message):
+    __slots__ = ("study", "researcher")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    RESEARCHER_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    researcher: str
+    def __init__(self, study: _Optional[str] = ..., researcher: _Optional[str] = ...) -> None: ...
+
+class ListStudiesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListStudiesReply(_message.Message):
+    __slots__ = ("studies",)
+    STUDIES_FIELD_NUMBER: _ClassVar[int]
+    studies: _containers.RepeatedCompositeFieldContainer[_federation_pb2.StudyInfo]
+    def __init__(self, studies: _Optional[_Iterable[_Union[_federation_pb2.StudyInfo, _Mapping]]] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("spec_yaml", "spec_name", "seal_claim_json")
+    SPEC_YAML_FIELD_NUMBER: _ClassVar[int]
+    SPEC_NAME_FIELD_NUMBER: _ClassVar[int]
+    SEAL_CLAIM_JSON_FIELD_NUMBER: _ClassVar[int]
+    spec_yaml: str
+    spec_name: str
+    seal_claim_json: str
+    def __init__(self, spec_yaml: _Optional[str] = ..., spec_name: _Optional[str] = ..., seal_claim_json: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class NodeTask(_message.Message):
+    __slots__ = ("node", "phase", "state", "detail", "updated_unix_ms")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    phase: str
+    state: str
+    detail: str
+    updated_unix_ms: int
+    def __init__(self, node: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "study", "type", "status", "phase", "error", "tasks", "created_unix_ms", "updated_unix_ms", "contributors")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    study: str
+    type: str
+    status: str
+    phase: str
+    error: str
+    tasks: _containers.RepeatedCompositeFieldContainer[NodeTask]
+    created_unix_ms: int
+    updated_unix_ms: int
+    contributors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., study: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., created_unix_ms: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ResultReply(_message.Message):
+    __slots__ = ("job_id", "sealed")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    sealed: bytes
+    def __init__(self, job_id: _Optional[str] = ..., sealed: _Optional[bytes] = ...) -> None: ...

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from protos.scifed.v1 import coordinator_pb2 as protos_dot_scifed_dot_v1_dot_coordinator__pb2
+from protos.scifed.v1 import federation_pb2 as protos_dot_scifed_dot_v1_dot_federation__pb2
 
 GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
@@ -54,6 +55,36 @@ class CoordinatorApiStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListNodesReply.FromString,
                 _registered_method=True)
+        self.CreateStudy = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/CreateStudy',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.CreateStudyRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
+                _registered_method=True)
+        self.AddResearcher = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/AddResearcher',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AddResearcherRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
+                _registered_method=True)
+        self.ListStudies = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/ListStudies',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListStudiesRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListStudiesReply.FromString,
+                _registered_method=True)
+        self.SubmitJob = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/SubmitJob',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/GetJob',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.GetResult = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/GetResult',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ResultReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorApiServicer(object):
@@ -84,6 +115,44 @@ class CoordinatorApiServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateStudy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddResearcher(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStudies(self, request, context):
+        """Operators see every study, researchers the studies they are in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJob(self, request, context):
+        """Researchers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResult(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +175,36 @@ def add_CoordinatorApiServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListNodesRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListNodesReply.SerializeToString,
+            ),
+            'CreateStudy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateStudy,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.CreateStudyRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.SerializeToString,
+            ),
+            'AddResearcher': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddResearcher,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AddResearcherRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.SerializeToString,
+            ),
+            'ListStudies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStudies,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListStudiesRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListStudiesReply.SerializeToString,
+            ),
+            'SubmitJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJob,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.SubmitJobRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.SerializeToString,
+            ),
+            'GetResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResult,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ResultReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +315,168 @@ class CoordinatorApi(object):
             '/scifed.v1.CoordinatorApi/ListNodes',
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListNodesRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListNodesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateStudy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/CreateStudy',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.CreateStudyRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddResearcher(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/AddResearcher',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AddResearcherRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStudies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/ListStudies',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListStudiesRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListStudiesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/SubmitJob',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.SubmitJobRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/GetJob',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/GetResult',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.ResultReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,12 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("platform", "software_version")
+    __slots__ = ("platform", "software_version", "seal_claim_json")
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEAL_CLAIM_JSON_FIELD_NUMBER: _ClassVar[int]
     platform: str
     software_version: str
-    def __init__(self, platform: _Optional[str] = ..., software_version: _Optional[str] = ...) -> None: ...
+    seal_claim_json: str
+    def __init__(self, platform: _Optional[str] = ..., software_version: _Optional[str] = ..., seal_claim_json: _Optional[str] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
     __slots__ = ("node_name", "heartbeat_seconds", "coordinator_version")
@@ -87,3 +89,71 @@ class SyncCatalogReply(_message.Message):
     indexed: int
     removed: int
     def __init__(self, indexed: _Optional[int] = ..., removed: _Optional[int] = ...) -> None: ...
+
+class StudyMember(_message.Message):
+    __slots__ = ("node", "state", "datasets")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    state: str
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node: _Optional[str] = ..., state: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StudyInfo(_message.Message):
+    __slots__ = ("study_id", "name", "purpose", "status", "min_nodes", "members", "researchers", "key_version", "lead_node")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MIN_NODES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    RESEARCHERS_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEAD_NODE_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    name: str
+    purpose: str
+    status: str
+    min_nodes: int
+    members: _containers.RepeatedCompositeFieldContainer[StudyMember]
+    researchers: _containers.RepeatedScalarFieldContainer[str]
+    key_version: int
+    lead_node: str
+    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[str] = ..., status: _Optional[str] = ..., min_nodes: _Optional[int] = ..., members: _Optional[_Iterable[_Union[StudyMember, _Mapping]]] = ..., researchers: _Optional[_Iterable[str]] = ..., key_version: _Optional[int] = ..., lead_node: _Optional[str] = ...) -> None: ...
+
+class ListInvitationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListInvitationsReply(_message.Message):
+    __slots__ = ("studies",)
+    STUDIES_FIELD_NUMBER: _ClassVar[int]
+    studies: _containers.RepeatedCompositeFieldContainer[StudyInfo]
+    def __init__(self, studies: _Optional[_Iterable[_Union[StudyInfo, _Mapping]]] = ...) -> None: ...
+
+class AnswerInvitationRequest(_message.Message):
+    __slots__ = ("study_id", "accept", "datasets")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    accept: bool
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, study_id: _Optional[str] = ..., accept: bool = ..., datasets: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FetchStudyKeyRequest(_message.Message):
+    __slots__ = ("study_id",)
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
+
+class StudyKeyReply(_message.Message):
+    __slots__ = ("key_version", "public_context", "sealed_secret")
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SECRET_FIELD_NUMBER: _ClassVar[int]
+    key_version: int
+    public_context: bytes
+    sealed_secret: bytes
+    def __init__(self, key_version: _Optional[int] = ..., public_context: _Optional[bytes] = ..., sealed_secret: _Optional[bytes] = ...) -> None: ...

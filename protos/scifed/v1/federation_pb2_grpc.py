@@ -49,6 +49,21 @@ class NodeLinkStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.SyncCatalogRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.SyncCatalogReply.FromString,
                 _registered_method=True)
+        self.ListInvitations = channel.unary_unary(
+                '/scifed.v1.NodeLink/ListInvitations',
+                request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.ListInvitationsRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.ListInvitationsReply.FromString,
+                _registered_method=True)
+        self.AnswerInvitation = channel.unary_unary(
+                '/scifed.v1.NodeLink/AnswerInvitation',
+                request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
+                _registered_method=True)
+        self.FetchStudyKey = channel.unary_unary(
+                '/scifed.v1.NodeLink/FetchStudyKey',
+                request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.FetchStudyKeyRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyKeyReply.FromString,
+                _registered_method=True)
 
 
 class NodeLinkServicer(object):
@@ -75,6 +90,27 @@ class NodeLinkServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListInvitations(self, request, context):
+        """Studies this node is invited to or member of.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnswerInvitation(self, request, context):
+        """The officer's answer: accept with the datasets the node contributes, or decline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchStudyKey(self, request, context):
+        """This node's copy of the study key: the CKKS secret context sealed to its seal key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeLinkServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +128,21 @@ def add_NodeLinkServicer_to_server(servicer, server):
                     servicer.SyncCatalog,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.SyncCatalogRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.SyncCatalogReply.SerializeToString,
+            ),
+            'ListInvitations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInvitations,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.ListInvitationsRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.ListInvitationsReply.SerializeToString,
+            ),
+            'AnswerInvitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerInvitation,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.SerializeToString,
+            ),
+            'FetchStudyKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchStudyKey,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.FetchStudyKeyRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyKeyReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +226,87 @@ class NodeLink(object):
             '/scifed.v1.NodeLink/SyncCatalog',
             protos_dot_scifed_dot_v1_dot_federation__pb2.SyncCatalogRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_federation__pb2.SyncCatalogReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInvitations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeLink/ListInvitations',
+            protos_dot_scifed_dot_v1_dot_federation__pb2.ListInvitationsRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_federation__pb2.ListInvitationsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerInvitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeLink/AnswerInvitation',
+            protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchStudyKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeLink/FetchStudyKey',
+            protos_dot_scifed_dot_v1_dot_federation__pb2.FetchStudyKeyRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_federation__pb2.StudyKeyReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,35 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from protos.scifed.v1 import federation_pb2 as protos_dot_scifed_dot_v1_dot_federation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/scifed/v1/node_admin.proto\x12\tscifed.v1\"\x0f\n\rStatusRequest\"\x9d\x01\n\x0bStatusReply\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x1c\n\x14last_contact_unix_ms\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x06 \x01(\x05\x12\x11\n\tpublished\x18\x07 \x01(\x05\"[\n\x11\x41\x64\x64\x44\x61tasetRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tmeta_yaml\x18\x02 \x01(\t\x12\x11\n\tmeta_name\x18\x03 \x01(\t\x12\x12\n\ndataset_id\x18\x04 \x01(\t\"f\n\x14UpdateDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tmeta_yaml\x18\x02 \x01(\t\x12\x11\n\tmeta_name\x18\x03 \x01(\t\x12\x14\n\x0crefresh_data\x18\x04 \x01(\x08\" \n\nDatasetRef\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x8d\x01\n\x0e\x44\x61tasetSummary\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x14\n\x0crecord_count\x18\x05 \x01(\x03\x12\x13\n\x0bpublication\x18\x06 \x01(\t\x12\x0c\n\x04path\x18\x07 \x01(\t\"O\n\x0c\x44\x61tasetReply\x12*\n\x07summary\x18\x01 \x01(\x0b\x32\x19.scifed.v1.DatasetSummary\x12\x13\n\x0brecord_json\x18\x02 \x01(\t\"(\n\x12RemoveDatasetReply\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x15\n\x13ListDatasetsRequest\"@\n\x11ListDatasetsReply\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.scifed.v1.DatasetSummary2\xaa\x03\n\tNodeAdmin\x12:\n\x06Status\x12\x18.scifed.v1.StatusRequest\x1a\x16.scifed.v1.StatusReply\x12\x43\n\nAddDataset\x12\x1c.scifed.v1.AddDatasetRequest\x1a\x17.scifed.v1.DatasetReply\x12I\n\rUpdateDataset\x12\x1f.scifed.v1.UpdateDatasetRequest\x1a\x17.scifed.v1.DatasetReply\x12\x45\n\rRemoveDataset\x12\x15.scifed.v1.DatasetRef\x1a\x1d.scifed.v1.RemoveDatasetReply\x12L\n\x0cListDatasets\x12\x1e.scifed.v1.ListDatasetsRequest\x1a\x1c.scifed.v1.ListDatasetsReply\x12<\n\nGetDataset\x12\x15.scifed.v1.DatasetRef\x1a\x17.scifed.v1.DatasetReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/scifed/v1/node_admin.proto\x12\tscifed.v1\x1a!protos/scifed/v1/federation.proto\"\x19\n\x17ListStudiesLocalRequest\"\x0f\n\rStatusRequest\"\x9d\x01\n\x0bStatusReply\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x1c\n\x14last_contact_unix_ms\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x06 \x01(\x05\x12\x11\n\tpublished\x18\x07 \x01(\x05\"[\n\x11\x41\x64\x64\x44\x61tasetRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tmeta_yaml\x18\x02 \x01(\t\x12\x11\n\tmeta_name\x18\x03 \x01(\t\x12\x12\n\ndataset_id\x18\x04 \x01(\t\"f\n\x14UpdateDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tmeta_yaml\x18\x02 \x01(\t\x12\x11\n\tmeta_name\x18\x03 \x01(\t\x12\x14\n\x0crefresh_data\x18\x04 \x01(\x08\" \n\nDatasetRef\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x8d\x01\n\x0e\x44\x61tasetSummary\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x14\n\x0crecord_count\x18\x05 \x01(\x03\x12\x13\n\x0bpublication\x18\x06 \x01(\t\x12\x0c\n\x04path\x18\x07 \x01(\t\"O\n\x0c\x44\x61tasetReply\x12*\n\x07summary\x18\x01 \x01(\x0b\x32\x19.scifed.v1.DatasetSummary\x12\x13\n\x0brecord_json\x18\x02 \x01(\t\"(\n\x12RemoveDatasetReply\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x15\n\x13ListDatasetsRequest\"@\n\x11ListDatasetsReply\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.scifed.v1.DatasetSummary2\xc7\x04\n\tNodeAdmin\x12:\n\x06Status\x12\x18.scifed.v1.StatusRequest\x1a\x16.scifed.v1.StatusReply\x12\x43\n\nAddDataset\x12\x1c.scifed.v1.AddDatasetRequest\x1a\x17.scifed.v1.DatasetReply\x12I\n\rUpdateDataset\x12\x1f.scifed.v1.UpdateDatasetRequest\x1a\x17.scifed.v1.DatasetReply\x12\x45\n\rRemoveDataset\x12\x15.scifed.v1.DatasetRef\x1a\x1d.scifed.v1.RemoveDatasetReply\x12L\n\x0cListDatasets\x12\x1e.scifed.v1.ListDatasetsRequest\x1a\x1c.scifed.v1.ListDatasetsReply\x12<\n\nGetDataset\x12\x15.scifed.v1.DatasetRef\x1a\x17.scifed.v1.DatasetReply\x12R\n\x0bListStudies\x12\".scifed.v1.ListStudiesLocalRequest\x1a\x1f.scifed.v1.ListInvitationsReply\x12G\n\x0b\x41nswerStudy\x12\".scifed.v1.AnswerInvitationRequest\x1a\x14.scifed.v1.StudyInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.scifed.v1.node_admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATUSREQUEST']._serialized_start=48
-  _globals['_STATUSREQUEST']._serialized_end=63
-  _globals['_STATUSREPLY']._serialized_start=66
-  _globals['_STATUSREPLY']._serialized_end=223
-  _globals['_ADDDATASETREQUEST']._serialized_start=225
-  _globals['_ADDDATASETREQUEST']._serialized_end=316
-  _globals['_UPDATEDATASETREQUEST']._serialized_start=318
-  _globals['_UPDATEDATASETREQUEST']._serialized_end=420
-  _globals['_DATASETREF']._serialized_start=422
-  _globals['_DATASETREF']._serialized_end=454
-  _globals['_DATASETSUMMARY']._serialized_start=457
-  _globals['_DATASETSUMMARY']._serialized_end=598
-  _globals['_DATASETREPLY']._serialized_start=600
-  _globals['_DATASETREPLY']._serialized_end=679
-  _globals['_REMOVEDATASETREPLY']._serialized_start=681
-  _globals['_REMOVEDATASETREPLY']._serialized_end=721
-  _globals['_LISTDATASETSREQUEST']._serialized_start=723
-  _globals['_LISTDATASETSREQUEST']._serialized_end=744
-  _globals['_LISTDATASETSREPLY']._serialized_start=746
-  _globals['_LISTDATASETSREPLY']._serialized_end=810
-  _globals['_NODEADMIN']._serialized_start=813
-  _globals['_NODEADMIN']._serialized_end=1239
+  _globals['_LISTSTUDIESLOCALREQUEST']._serialized_start=83
+  _globals['_LISTSTUDIESLOCALREQUEST']._serialized_end=108
+  _globals['_STATUSREQUEST']._serialized_start=110
+  _globals['_STATUSREQUEST']._serialized_end=125
+  _globals['_STATUSREPLY']._serialized_start=128
+  _globals['_STATUSREPLY']._serialized_end=285
+  _globals['_ADDDATASETREQUEST']._serialized_start=287
+  _globals['_ADDDATASETREQUEST']._serialized_end=378
+  _globals['_UPDATEDATASETREQUEST']._serialized_start=380
+  _globals['_UPDATEDATASETREQUEST']._serialized_end=482
+  _globals['_DATASETREF']._serialized_start=484
+  _globals['_DATASETREF']._serialized_end=516
+  _globals['_DATASETSUMMARY']._serialized_start=519
+  _globals['_DATASETSUMMARY']._serialized_end=660
+  _globals['_DATASETREPLY']._serialized_start=662
+  _globals['_DATASETREPLY']._serialized_end=741
+  _globals['_REMOVEDATASETREPLY']._serialized_start=743
+  _globals['_REMOVEDATASETREPLY']._serialized_end=783
+  _globals['_LISTDATASETSREQUEST']._serialized_start=785
+  _globals['_LISTDATASETSREQUEST']._serialized_end=806
+  _globals['_LISTDATASETSREPLY']._serialized_start=808
+  _globals['_LISTDATASETSREPLY']._serialized_end=872
+  _globals['_NODEADMIN']._serialized_start=875
+  _globals['_NODEADMIN']._serialized_end=1458
 # @@protoc_insertion_point(module_scope)

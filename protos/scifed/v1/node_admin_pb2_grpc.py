@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from protos.scifed.v1 import federation_pb2 as protos_dot_scifed_dot_v1_dot_federation__pb2
 from protos.scifed.v1 import node_admin_pb2 as protos_dot_scifed_dot_v1_dot_node__admin__pb2
 
 GRPC_GENERATED_VERSION = '1.80.1'
@@ -64,6 +65,16 @@ class NodeAdminStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.DatasetRef.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.DatasetReply.FromString,
                 _registered_method=True)
+        self.ListStudies = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ListStudies',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ListStudiesLocalRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.ListInvitationsReply.FromString,
+                _registered_method=True)
+        self.AnswerStudy = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AnswerStudy',
+                request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
+                _registered_method=True)
 
 
 class NodeAdminServicer(object):
@@ -105,6 +116,18 @@ class NodeAdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStudies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnswerStudy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +160,16 @@ def add_NodeAdminServicer_to_server(servicer, server):
                     servicer.GetDataset,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.DatasetRef.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.DatasetReply.SerializeToString,
+            ),
+            'ListStudies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStudies,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ListStudiesLocalRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.ListInvitationsReply.SerializeToString,
+            ),
+            'AnswerStudy': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerStudy,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +334,60 @@ class NodeAdmin(object):
             '/scifed.v1.NodeAdmin/GetDataset',
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.DatasetRef.SerializeToString,
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.DatasetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStudies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ListStudies',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ListStudiesLocalRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_federation__pb2.ListInvitationsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerStudy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AnswerStudy',
+            protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,7 @@
+"""`make bench`: every benchmark, each printing its numbers beside a baseline measured
+in the same run."""
+
+from benchmarks import he_bench, stats_bench
+
+he_bench.main()
+stats_bench.main()

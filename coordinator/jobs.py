@@ -1,0 +1,314 @@
+"""The job scheduler: validate a researcher's job, fan tasks out to the study's nodes,
+sum their ciphertexts once the quorum has answered, and have a release node decrypt,
+check and seal the result to the researcher.
+
+The coordinator never sees a node's contribution or a result in clear: it moves
+ciphertexts, sealed blobs and (for multi-round jobs) state that members encrypt for
+each other under the study key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from coordinator import catalog, studies
+from coordinator.db import Database, Job, JobTask
+from coordinator.sessions import NodeOffline, NodeSessions
+from scifed.errors import NotFound, UserError
+from scifed.he import sum_ciphertexts
+from scifed.jobspec import JobSpec, datasets_by_node, load_job
+from scifed.sealing import SealKeyClaim, verify_claim
+
+log = logging.getLogger("scifed.coordinator.jobs")
+
+MAX_ROUNDS = 40  # a multi-round release (exact quantiles) needs ~8; more means a bug
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def b64d(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+class JobFailed(Exception):
+    """Ends a job with a reason the researcher sees."""
+
+
+@dataclass(frozen=True)
+class TaskView:
+    node: str
+    phase: str
+    state: str
+    detail: str
+    updated_ms: int
+
+
+@dataclass(frozen=True)
+class JobView:
+    job_id: str
+    study: str
+    job_type: str
+    status: str
+    phase: str
+    error: str
+    tasks: list[TaskView]
+    created_ms: int
+    updated_ms: int
+    contributors: list[str]
+
+
+def _slug(dataset: str) -> str:
+    return dataset.rsplit(":", 1)[-1]
+
+
+class JobRunner:
+    def __init__(self, db: Database, sessions: NodeSessions, ca_pem: bytes, *,
+                 task_timeout: float) -> None:
+        self.db = db
+        self.sessions = sessions
+        self.ca_pem = ca_pem
+        self.task_timeout = task_timeout
+        with db.session() as s:  # a job cut off by a restart cannot be resumed
+            for job in s.scalars(select(Job).where(Job.status.in_(("submitted", "running")))):
+                job.status, job.error = "failed", "the coordinator restarted during the job"
+
+    # -- submission ----------------------------------------------------------------------
+    def submit(self, researcher: str, spec_text: str, spec_name: str, claim_json: str) -> str:
+        """Validate everything the coordinator can check, persist, and start the job."""
+        spec = load_job(spec_text, spec_name or "job.yaml")
+        try:
+            claim = SealKeyClaim.from_dict(json.loads(claim_json))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"the request carries no valid seal key claim: {exc}") from None
+        verify_claim(claim, self.ca_pem, expect_role="researcher", expect_name=researcher)
+        study = studies.get_study(self.db, spec.study)
+        if researcher not in study.researchers:
+            raise UserError(f"you ({researcher}) are not a researcher of study '{study.name}'")
+        if study.status != "active":
+            need = study.min_nodes - len(study.accepted)
+            why = (f"waiting for {need} more node(s) to accept" if need > 0
+                   else "its key is being generated")
+            raise UserError(f"study '{study.name}' is not active yet ({why})")
+        targets = datasets_by_node(spec)
+        for node, dataset in targets.items():
+            state, attached = study.members.get(node, ("not invited", []))
+            if state != "accepted":
+                raise UserError(f"node {node} is not a member of study '{study.name}' "
+                                f"({state})")
+            if _slug(dataset) not in {_slug(d) for d in attached}:
+                raise UserError(f"dataset '{dataset}' is not attached to study "
+                                f"'{study.name}' by node {node} (attached: "
+                                f"{', '.join(attached) or 'none'})")
+            self._check_columns(spec, node, dataset)
+        if len(targets) < study.min_nodes:
+            raise UserError(f"the job names {len(targets)} node(s); study '{study.name}' "
+                            f"needs at least {study.min_nodes}")
+        job_id = f"job-{uuid.uuid4().hex[:12]}"
+        t = now_ms()
+        with self.db.session() as s:
+            s.add(Job(job_id=job_id, study_id=study.study_id, researcher=researcher,
+                      job_type=spec.type, spec=spec.model_dump(mode="json"),
+                      seal_claim=claim.to_dict(), status="submitted", phase="", error="",
+                      contributors=[], created_ms=t, updated_ms=t))
+        threading.Thread(target=self._run, args=(job_id,), daemon=True, name=job_id).start()
+        return job_id
+
+    def _check_columns(self, spec: JobSpec, node: str, dataset: str) -> None:
+        """Refuse unknown columns early where the catalog lists them (the node re-checks)."""
+        found = catalog.get_record(self.db, f"urn:sdn:{node}:ds:{_slug(dataset)}")
+        fields = (found[0].get("fields") if found else None) or []
+        if not fields:
+            return
+        types = {f["name"]: f["type"] for f in fields}
+        for col in spec.referenced_columns():
+            if col not in types:
+                raise UserError(f"unknown column '{col}' in dataset {dataset} at node {node} "
+                                f"(columns: {', '.join(types)})")
+
+    # -- queries ------------------------------------------------------------------------
+    def _job(self, s, job_id: str, researcher: str | None) -> Job:
+        job = s.get(Job, job_id)
+        if job is None or (researcher is not None and job.researcher != researcher):
+            raise NotFound(f"no job '{job_id}'")
+        return job
+
+    def get(self, job_id: str, researcher: str | None) -> JobView:
+        with self.db.session() as s:
+            job = self._job(s, job_id, researcher)
+            tasks = s.scalars(select(JobTask).where(JobTask.job_id == job_id)
+                              .order_by(JobTask.updated_ms)).all()
+            study = studies.get_study(self.db, job.study_id)
+            return JobView(job.job_id, study.name, job.job_type, job.status, job.phase,
+                           job.error, [TaskView(t.node_name, t.phase, t.state, t.detail,
+                                                t.updated_ms) for t in tasks],
+                           job.created_ms, job.updated_ms, list(job.contributors or []))
+
+    def sealed_result(self, job_id: str, researcher: str) -> bytes:
+        with self.db.session() as s:
+            job = self._job(s, job_id, researcher)
+            if job.status != "done":
+                raise UserError(f"job {job_id} has no result: it is {job.status}"
+                                + (f" ({job.error})" if job.error else ""))
+            return job.sealed_result
+
+    # -- running --------------------------------------------------------------------------
+    def _set(self, job_id: str, **values) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            for k, v in values.items():
+                setattr(job, k, v)
+            job.updated_ms = now_ms()
+
+    def _task(self, job_id: str, node: str, phase: str, state: str, detail: str = "") -> None:
+        with self.db.session() as s:
+            task = s.get(JobTask, (job_id, node, phase))
+            if task is None:
+                s.add(JobTask(job_id=job_id, node_name=node, phase=phase, state=state,
+                              detail=detail, updated_ms=now_ms()))
+            else:
+                task.state, task.detail, task.updated_ms = state, detail, now_ms()
+
+    def _send(self, node: str, kind: str, payload: dict):
+        """Send when the node is online, waiting for it up to the task timeout."""
+        deadline = time.monotonic() + self.task_timeout
+        while True:
+            try:
+                return self.sessions.send(node, kind, json.dumps(payload).encode())
+            except NodeOffline:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def fanout(self, job_id: str, phase: str, kind: str,
+               payloads: dict[str, dict]) -> tuple[dict[str, dict], dict[str, str]]:
+        """One task per node in parallel; (answers by node, failure reasons by node)."""
+        futures, failed = {}, {}
+        for node in payloads:
+            self._task(job_id, node, phase, "pending")
+        threads = {}
+
+        def send(node: str) -> None:
+            try:
+                futures[node] = self._send(node, kind, payloads[node])
+                self._task(job_id, node, phase, "running")
+            except NodeOffline:
+                failed[node] = f"node {node} offline past the {self.task_timeout:.0f}s timeout"
+
+        for node in payloads:
+            threads[node] = threading.Thread(target=send, args=(node,), daemon=True)
+            threads[node].start()
+        for t in threads.values():
+            t.join()
+        answers = {}
+        deadline = time.monotonic() + self.task_timeout
+        for node, fut in futures.items():
+            try:
+                res = fut.result(max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                failed[node] = f"node {node} did not answer within {self.task_timeout:.0f}s"
+                continue
+            except NodeOffline as exc:
+                failed[node] = str(exc)
+                continue
+            if res.ok:
+                answers[node] = json.loads(res.payload)
+            else:
+                failed[node] = f"node {node}: {res.error}"
+        for node in payloads:
+            if node in answers:
+                self._task(job_id, node, phase, "done")
+            else:
+                self._task(job_id, node, phase, "failed", failed[node])
+        return answers, failed
+
+    def _run(self, job_id: str) -> None:
+        try:
+            self._set(job_id, status="running")
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                spec = JobSpec.model_validate(job.spec)
+                claim = job.seal_claim
+            study = studies.get_study(self.db, job.study_id)
+            self._run_stats(job_id, spec, study, claim)
+        except JobFailed as exc:
+            self._set(job_id, status="failed", error=str(exc))
+        except UserError as exc:
+            self._set(job_id, status="failed", error=str(exc))
+        except Exception:
+            log.exception("job %s failed", job_id)
+            self._set(job_id, status="failed", error="internal error at the coordinator")
+
+    def _quorum(self, study, answers: dict, failed: dict[str, str]) -> None:
+        if len(answers) < study.min_nodes:
+            reasons = "; ".join(failed.values()) or "no node answered"
+            raise JobFailed(f"only {len(answers)} of the {study.min_nodes} nodes the study "
+                            f"needs answered: {reasons}")
+
+    def _sum(self, study, answers: dict[str, dict], key: str = "ciphertext") -> bytes:
+        pub = studies.get_study_public_context(self.db, study.study_id)
+        return sum_ciphertexts(pub, [b64d(a[key]) for a in answers.values()])
+
+    def _run_stats(self, job_id: str, spec: JobSpec, study, claim: dict) -> None:
+        targets = datasets_by_node(spec)
+        base = {"job_id": job_id, "study_id": study.study_id, "key_version": study.key_version,
+                "spec": spec.model_dump(mode="json")}
+        payloads = {n: {**base, "dataset": d} for n, d in targets.items()}
+        if spec.stats.group_counts:
+            # Each node's categories travel sealed under the study key; every node forms
+            # the union itself, so the coordinator never learns a category in clear.
+            self._set(job_id, phase="vocabulary")
+            answers, failed = self.fanout(job_id, "vocabulary", "stats.vocab", payloads)
+            self._quorum(study, answers, failed)
+            sealed_vocab = [answers[n]["vocabulary"] for n in sorted(answers)]
+            payloads = {n: {**p, "vocabularies": sealed_vocab} for n, p in payloads.items()
+                        if n in answers}
+        self._set(job_id, phase="compute")
+        answers, failed = self.fanout(job_id, "compute", "stats.compute", payloads)
+        self._quorum(study, answers, failed)
+        contributors = sorted(answers)
+        self._set(job_id, phase="aggregate", contributors=contributors)
+        aggregate = self._sum(study, answers)
+        k = max(int(a["k"]) for a in answers.values())
+        release_node = study.lead_node if study.lead_node in answers else contributors[0]
+        release = {**base, "vocabularies": payloads[release_node].get("vocabularies", []),
+                   "k": k, "contributors": contributors,
+                   "researcher_claim": claim, "aggregate": b64e(aggregate)}
+        for round_no in range(MAX_ROUNDS):
+            self._set(job_id, phase="release")
+            out, failed = self.fanout(job_id, "release", "stats.release",
+                                      {release_node: {**release, "dataset":
+                                                      targets[release_node]}})
+            if release_node not in out:
+                raise JobFailed(failed[release_node])
+            answer = out[release_node]
+            if "sealed" in answer:
+                self._set(job_id, status="done", phase="released",
+                          sealed_result=b64d(answer["sealed"]))
+                return
+            phase = f"quantiles round {round_no + 1}"
+            self._set(job_id, phase=phase)
+            counts, failed = self.fanout(
+                job_id, phase, "stats.count",
+                {n: {**base, "dataset": targets[n], "query": answer["query"]}
+                 for n in contributors})
+            if set(counts) != set(contributors):
+                raise JobFailed("a node dropped out during the quantile search: "
+                                + "; ".join(failed.values()))
+            release = {**release, "aggregate": b64e(self._sum(study, counts)),
+                       "state": answer["state"]}
+        raise JobFailed("the release did not finish within the round limit")

@@ -1,0 +1,253 @@
+"""Joint studies: invitations, acceptance, activation, and the study key's life cycle.
+
+A study becomes active once `min_nodes` invited nodes have accepted. The lead node then
+generates the CKKS key and seals a copy of the secret context to every member; the
+coordinator stores only the public context and the sealed copies. Any change in the
+accepted membership rotates the key (a new version), so a node that joins later cannot
+read what was encrypted before, and one that leaves cannot read what comes after.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from coordinator.db import Database, Node, Study, StudyKeyShare, StudyMember, StudyResearcher
+from coordinator.sessions import NodeSessions
+from scifed.errors import NotFound, UserError
+
+log = logging.getLogger("scifed.coordinator.studies")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class StudyView:
+    study_id: str
+    name: str
+    purpose: str
+    status: str
+    min_nodes: int
+    members: dict[str, tuple[str, list[str]]]  # node -> (state, datasets)
+    researchers: list[str]
+    key_version: int
+    lead_node: str | None
+    accepted: list[str] = field(default_factory=list)
+
+
+def _view(session, study: Study) -> StudyView:
+    members = session.scalars(select(StudyMember).where(
+        StudyMember.study_id == study.study_id).order_by(StudyMember.node_name)).all()
+    researchers = session.scalars(select(StudyResearcher.researcher).where(
+        StudyResearcher.study_id == study.study_id).order_by(StudyResearcher.researcher)).all()
+    return StudyView(
+        study.study_id, study.name, study.purpose, study.status, study.min_nodes,
+        {m.node_name: (m.state, list(m.datasets or [])) for m in members}, list(researchers),
+        study.key_version, study.lead_node,
+        [m.node_name for m in members if m.state == "accepted"])
+
+
+def _find(session, key: str) -> Study:
+    study = session.get(Study, key) or session.scalars(
+        select(Study).where(Study.name == key)).first()
+    if study is None:
+        raise NotFound(f"no study '{key}'")
+    return study
+
+
+def create_study(db: Database, *, name: str, purpose: str, nodes: list[str], min_nodes: int,
+                 created_by: str) -> StudyView:
+    nodes = list(dict.fromkeys(n.strip() for n in nodes if n.strip()))
+    if not name.strip():
+        raise UserError("a study needs a name")
+    if not purpose.strip():
+        raise UserError("a study needs a purpose (--purpose): officers decide on it")
+    if not nodes:
+        raise UserError("a study needs at least one node (--nodes A,B,C)")
+    min_nodes = min_nodes or len(nodes)
+    if not 1 <= min_nodes <= len(nodes):
+        raise UserError(f"--min-nodes {min_nodes}: must be between 1 and the "
+                        f"{len(nodes)} invited nodes")
+    with db.session() as s:
+        known = set(s.scalars(select(Node.name)).all())
+        unknown = [n for n in nodes if n not in known]
+        if unknown:
+            raise UserError(f"unknown node(s): {', '.join(unknown)} (see `scifed nodes list`)")
+        if s.scalars(select(Study).where(Study.name == name)).first():
+            raise UserError(f"a study named '{name}' already exists")
+        study = Study(study_id=f"st-{uuid.uuid4().hex[:12]}", name=name, purpose=purpose,
+                      min_nodes=min_nodes, status="pending", created_by=created_by,
+                      created_ms=now_ms(), key_version=0)
+        s.add(study)
+        s.flush()
+        for n in nodes:
+            s.add(StudyMember(study_id=study.study_id, node_name=n, state="invited",
+                              datasets=[]))
+        s.flush()
+        return _view(s, study)
+
+
+def add_researcher(db: Database, study: str, researcher: str) -> StudyView:
+    if not researcher.strip():
+        raise UserError("give the researcher's certificate name")
+    with db.session() as s:
+        st = _find(s, study)
+        if s.get(StudyResearcher, (st.study_id, researcher)) is None:
+            s.add(StudyResearcher(study_id=st.study_id, researcher=researcher))
+            s.flush()
+        return _view(s, st)
+
+
+def get_study(db: Database, key: str) -> StudyView:
+    with db.session() as s:
+        return _view(s, _find(s, key))
+
+
+def list_studies(db: Database, *, node: str | None = None,
+                 researcher: str | None = None) -> list[StudyView]:
+    with db.session() as s:
+        q = select(Study).order_by(Study.created_ms)
+        if node is not None:
+            q = q.join(StudyMember).where(StudyMember.node_name == node)
+        if researcher is not None:
+            q = q.join(StudyResearcher).where(StudyResearcher.researcher == researcher)
+        return [_view(s, st) for st in s.scalars(q).all()]
+
+
+def answer(db: Database, study: str, node: str, *, accept: bool,
+           datasets: list[str]) -> tuple[StudyView, bool]:
+    """Record a node's answer; True when the accepted membership changed (key to rotate)."""
+    if accept and not datasets:
+        raise UserError("accepting a study needs the datasets this node contributes")
+    with db.session() as s:
+        st = _find(s, study)
+        member = s.get(StudyMember, (st.study_id, node))
+        if member is None:
+            raise UserError(f"node {node} is not invited to study '{st.name}'")
+        was_member = member.state == "accepted"
+        member.state = "accepted" if accept else "declined"
+        member.datasets = sorted(set(datasets)) if accept else []
+        member.answered_ms = now_ms()
+        s.flush()
+        accepted = s.scalars(select(StudyMember.node_name).where(
+            StudyMember.study_id == st.study_id, StudyMember.state == "accepted")).all()
+        changed = was_member != accept
+        if changed and len(accepted) >= st.min_nodes:
+            st.status = "keying"
+        elif len(accepted) < st.min_nodes:
+            st.status = "pending"
+        s.flush()
+        return _view(s, st), changed and st.status == "keying"
+
+
+def key_share(db: Database, study: str, node: str) -> tuple[int, bytes, bytes]:
+    """(version, public context, this node's sealed secret) of the current key."""
+    with db.session() as s:
+        st = _find(s, study)
+        if st.status != "active" or st.public_context is None:
+            raise UserError(f"study '{st.name}' has no key yet (status {st.status})")
+        share = s.get(StudyKeyShare, (st.study_id, st.key_version, node))
+        if share is None:
+            raise UserError(f"node {node} holds no key of study '{st.name}'")
+        return st.key_version, st.public_context, share.sealed_secret
+
+
+class StudyKeys:
+    """Asks a lead node to (re)generate a study's key and stores what comes back."""
+
+    def __init__(self, db: Database, sessions: NodeSessions, timeout: float = 120) -> None:
+        self.db = db
+        self.sessions = sessions
+        self.timeout = timeout
+        self._lock = threading.Lock()
+
+    def pending(self) -> list[str]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Study.study_id).where(Study.status == "keying")).all())
+
+    def rotate_pending(self) -> None:
+        """Key every study waiting for one; called on activation and when a node connects."""
+        threading.Thread(target=self._rotate_all, daemon=True, name="study-keys").start()
+
+    def _rotate_all(self) -> None:
+        with self._lock:
+            for _ in range(3):  # membership may change while a key is being made
+                pending = self.pending()
+                if not pending:
+                    return
+                for study_id in pending:
+                    try:
+                        self._rotate(study_id)
+                    except Exception as exc:  # stays 'keying'; retried at the next connection
+                        log.warning("study %s: key generation postponed: %s", study_id, exc)
+                        return
+
+    def _rotate(self, study_id: str) -> None:
+        with self.db.session() as s:
+            st = s.get(Study, study_id)
+            accepted = s.scalars(select(StudyMember.node_name).where(
+                StudyMember.study_id == study_id, StudyMember.state == "accepted")
+                .order_by(StudyMember.answered_ms)).all()
+            claims = {n.name: n.seal_claim for n in s.scalars(
+                select(Node).where(Node.name.in_(accepted))).all()}
+            version = st.key_version + 1
+        missing = [n for n in accepted if not claims.get(n)]
+        if missing:
+            raise UserError(f"no seal key registered for {', '.join(missing)}")
+        online = set(self.sessions.connected())
+        lead = next((n for n in accepted if n in online), None)
+        if lead is None:
+            raise UserError("no accepted member is online to generate the key")
+        payload = json.dumps({"study_id": study_id, "version": version,
+                              "members": claims}).encode()
+        result = self.sessions.send(lead, "study.keygen", payload).result(self.timeout)
+        if not result.ok:
+            raise UserError(f"lead node {lead}: {result.error}")
+        out = json.loads(result.payload)
+        shares = {n: base64.b64decode(b) for n, b in out["shares"].items()}
+        if set(shares) != set(accepted):
+            raise UserError(f"lead node {lead} returned shares for {sorted(shares)}, "
+                            f"expected {sorted(accepted)}")
+        with self.db.session() as s:
+            st = s.get(Study, study_id)
+            now_accepted = s.scalars(select(StudyMember.node_name).where(
+                StudyMember.study_id == study_id, StudyMember.state == "accepted")).all()
+            if set(now_accepted) != set(accepted) or st.key_version >= version:
+                return  # membership moved on meanwhile: the next pass makes a new key
+            st.key_version = version
+            st.lead_node = lead
+            st.public_context = base64.b64decode(out["public_context"])
+            for node, blob in shares.items():
+                s.add(StudyKeyShare(study_id=study_id, version=version, node_name=node,
+                                    sealed_secret=blob))
+            st.status = "active"
+        log.info("study %s: key version %d generated by %s for %d members", study_id,
+                 version, lead, len(shares))
+
+
+def get_study_public_context(db: Database, study_id: str) -> bytes:
+    with db.session() as s:
+        st = _find(s, study_id)
+        if st.public_context is None:
+            raise UserError(f"study '{st.name}' has no key yet")
+        return st.public_context
+
+
+def to_proto(view: StudyView):
+    from protos.scifed.v1 import federation_pb2 as pb
+
+    return pb.StudyInfo(
+        study_id=view.study_id, name=view.name, purpose=view.purpose, status=view.status,
+        min_nodes=view.min_nodes, researchers=view.researchers,
+        key_version=view.key_version, lead_node=view.lead_node or "",
+        members=[pb.StudyMember(node=n, state=st, datasets=ds)
+                 for n, (st, ds) in view.members.items()])

@@ -1,0 +1,271 @@
+"""A small, safe row-filter language for jobs, compiled to a parameterised DuckDB predicate.
+
+A researcher's ``filter:`` runs inside a node against data the researcher cannot see, so
+it is never spliced into SQL as text. It is parsed with Python's own parser and only a
+closed set of node types is accepted: boolean logic, comparisons, membership in a literal
+list and null tests over known columns and constants. Every constant becomes a ``?``
+parameter and every column a quoted identifier, so no input can change the query's shape.
+
+Columns whose names are not Python identifiers are written in backticks, as in
+``pandas.DataFrame.query``: ```Culmen Length (mm)` > 40``.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from scifed.errors import UserError
+
+MAX_LENGTH = 2000
+MAX_DEPTH = 32
+
+_NUMERIC = {"integer", "number"}
+_TEXT_LIKE = {"string", "date", "datetime", "time"}  # compared with str constants
+_OPS = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_FORBIDDEN = {
+    ast.Call: "function calls are",
+    ast.Attribute: "attribute access is",
+    ast.Subscript: "subscripts are",
+    ast.BinOp: "arithmetic is",
+    ast.Lambda: "lambdas are",
+    ast.JoinedStr: "f-strings are",
+    ast.FormattedValue: "f-strings are",
+    ast.NamedExpr: "assignment expressions (:=) are",
+    ast.IfExp: "conditional expressions are",
+    ast.ListComp: "comprehensions are",
+    ast.SetComp: "comprehensions are",
+    ast.DictComp: "comprehensions are",
+    ast.GeneratorExp: "comprehensions are",
+    ast.Await: "await is",
+    ast.Starred: "starred expressions are",
+    ast.Dict: "dicts are",
+    ast.Set: "sets are",
+    ast.Slice: "slices are",
+}
+
+
+def compile_filter(expr: str, columns: dict[str, str]) -> tuple[str, list]:
+    """Compile ``expr`` to ``(sql, params)`` for ``WHERE {sql}`` with ``?`` parameters.
+
+    ``columns`` maps each column name to its Table Schema type; it decides which names
+    exist and which constants they may be compared with. Raises UserError naming the
+    first construct, column or value that is not allowed.
+    """
+    if not isinstance(expr, str) or not expr.strip():
+        raise UserError("filter: empty expression")
+    if len(expr) > MAX_LENGTH:
+        raise UserError(f"filter: longer than {MAX_LENGTH} characters")
+    text, quoted = _replace_backticks(expr)
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise UserError(f"filter: not a valid expression ({exc.msg})") from None
+    except (RecursionError, MemoryError):
+        raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels") from None
+    compiler = _Compiler(text.strip(), quoted, columns)
+    sql = compiler.condition(tree.body, 1)
+    return sql, compiler.params
+
+
+def _replace_backticks(expr: str) -> tuple[str, dict[str, str]]:
+    """Swap each `quoted name` for a placeholder identifier the parser accepts."""
+    prefix = "_bq"
+    while prefix in expr:
+        prefix += "_"
+    out: list[str] = []
+    quoted: dict[str, str] = {}
+    i, n = 0, len(expr)
+    while i < n:
+        ch = expr[i]
+        if ch in "'\"":  # copy a string literal verbatim, backticks inside included
+            end = _string_end(expr, i)
+            out.append(expr[i:end])
+            i = end
+        elif ch == "`":
+            close = expr.find("`", i + 1)
+            if close < 0:
+                raise UserError("filter: unterminated `quoted column name`")
+            name = expr[i + 1 : close]
+            if not name:
+                raise UserError("filter: empty `quoted column name`")
+            placeholder = f"{prefix}{len(quoted)}"
+            quoted[placeholder] = name
+            out.append(placeholder)
+            i = close + 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out), quoted
+
+
+def _string_end(text: str, start: int) -> int:
+    """Index just past the string literal opening at ``start`` (the parser checks the rest)."""
+    quote = text[start] * 3 if text.startswith(text[start] * 3, start) else text[start]
+    i = start + len(quote)
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text.startswith(quote, i):
+            return i + len(quote)
+        else:
+            i += 1
+    return len(text)
+
+
+@dataclass
+class _Compiler:
+    source: str
+    quoted: dict[str, str]
+    columns: dict[str, str]
+    params: list = field(default_factory=list)
+
+    def fail(self, what: str, node: ast.AST) -> UserError:
+        return UserError(f"filter: {what} ({self.snippet(node)})")
+
+    def snippet(self, node: ast.AST) -> str:
+        if isinstance(node, ast.Call):
+            return f"`{self.restore(ast.unparse(node.func))}(...)`"
+        text = self.restore(ast.get_source_segment(self.source, node) or ast.unparse(node))
+        return f"`{text if len(text) <= 60 else text[:57] + '...'}`"
+
+    def restore(self, text: str) -> str:
+        for placeholder, name in self.quoted.items():
+            text = text.replace(placeholder, f"`{name}`")
+        return text
+
+    def check(self, node: ast.AST, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels")
+        for kind, what in _FORBIDDEN.items():
+            if isinstance(node, kind):
+                raise self.fail(f"{what} not allowed", node)
+
+    # -- boolean structure --------------------------------------------------------------
+    def condition(self, node: ast.expr, depth: int) -> str:
+        self.check(node, depth)
+        if isinstance(node, ast.BoolOp):
+            joiner = " AND " if isinstance(node.op, ast.And) else " OR "
+            return "(" + joiner.join(self.condition(v, depth + 1) for v in node.values) + ")"
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return f"(NOT {self.condition(node.operand, depth + 1)})"
+        if isinstance(node, ast.Compare):
+            return self.compare(node, depth)
+        if isinstance(node, ast.Name):
+            name, kind = self.column(node)
+            if kind != "boolean":
+                raise self.fail(f"column {name!r} is {kind}, not boolean; compare it with a "
+                                "value", node)
+            return quote_identifier(name)
+        raise self.fail("expected a condition (a comparison, `in`, `is None`, and/or/not)",
+                        node)
+
+    def compare(self, node: ast.Compare, depth: int) -> str:
+        parts = []
+        left = node.left
+        for op, right in zip(node.ops, node.comparators, strict=True):
+            parts.append(self.pair(left, op, right, depth + 1))
+            left = right
+        return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+
+    def pair(self, left: ast.expr, op: ast.cmpop, right: ast.expr, depth: int) -> str:
+        self.check(left, depth)
+        self.check(right, depth)
+        if isinstance(op, ast.Is | ast.IsNot):
+            if not (isinstance(right, ast.Constant) and right.value is None):
+                raise self.fail("`is` / `is not` only test for None", right)
+            name, _ = self.column(left)
+            test = "IS NOT NULL" if isinstance(op, ast.IsNot) else "IS NULL"
+            return f"({quote_identifier(name)} {test})"
+        if isinstance(op, ast.In | ast.NotIn):
+            name, kind = self.column(left)
+            if not isinstance(right, ast.List | ast.Tuple):
+                raise self.fail("`in` needs a list of values, like `x in ['a', 'b']`", right)
+            if not right.elts:
+                raise self.fail("`in` needs a non-empty list", right)
+            marks = []
+            for element in right.elts:
+                value = self.constant(element, depth + 1)
+                if value is None:
+                    raise self.fail("None cannot be in an `in` list; test it with `is None`",
+                                    element)
+                self.match(name, kind, value, element)
+                marks.append(self.param(value))
+            negate = "NOT " if isinstance(op, ast.NotIn) else ""
+            return f"({quote_identifier(name)} {negate}IN ({', '.join(marks)}))"
+        operands: list[str] = []
+        names: list[tuple[str, str]] = []
+        values: list[tuple[str | int | float | bool, ast.expr, int]] = []
+        for side in (left, right):
+            if isinstance(side, ast.Name):
+                names.append(self.column(side))
+                operands.append(quote_identifier(names[-1][0]))
+            else:
+                value = self.constant(side, depth)
+                if value is None:
+                    raise self.fail("compare with None using `is None` / `is not None`", side)
+                values.append((value, side, len(operands)))
+                operands.append("")
+        if not names:
+            raise self.fail("a comparison needs a column on one side", left)
+        if len(names) == 2 and _family(names[0][1]) != _family(names[1][1]):
+            (a, ka), (b, kb) = names
+            raise self.fail(f"cannot compare column {a!r} ({ka}) with column {b!r} ({kb})", left)
+        for value, side, i in values:
+            self.match(*names[0], value, side)
+            operands[i] = self.param(value)
+        return f"({operands[0]} {_OPS[type(op)]} {operands[1]})"
+
+    # -- leaves -------------------------------------------------------------------------
+    def column(self, node: ast.expr) -> tuple[str, str]:
+        if not isinstance(node, ast.Name):
+            raise self.fail("expected a column name here", node)
+        name = self.quoted.get(node.id, node.id)
+        if name not in self.columns:
+            raise UserError(f"filter: unknown column {name!r}")
+        return name, self.columns[name]
+
+    def constant(self, node: ast.expr, depth: int) -> str | int | float | bool | None:
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            if depth > MAX_DEPTH:
+                raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels")
+            value = self.constant(node.operand, depth + 1)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.fail("unary minus applies to numbers only", node)
+            return -value
+        if isinstance(node, ast.Constant) and (
+            node.value is None or isinstance(node.value, str | int | float | bool)
+        ):
+            return node.value
+        if isinstance(node, ast.Name):
+            raise self.fail("expected a value here, not a column", node)
+        self.check(node, depth)
+        raise self.fail("only numbers, strings, True/False and None are allowed as values",
+                        node)
+
+    def match(self, name: str, kind: str, value: str | int | float | bool, node: ast.expr) -> None:
+        """Refuse comparisons DuckDB would coerce silently or reject only at run time."""
+        if isinstance(value, bool):
+            ok = kind == "boolean"
+        elif isinstance(value, int | float):
+            ok = kind in _NUMERIC
+        else:
+            ok = kind in _TEXT_LIKE
+        if not ok:
+            what = ("True/False" if isinstance(value, bool)
+                    else "a number" if isinstance(value, int | float) else "a string")
+            raise self.fail(f"column {name!r} is {kind}; it cannot be compared with {what}",
+                            node)
+
+    def param(self, value: str | int | float | bool) -> str:
+        self.params.append(value)
+        return "?"
+
+
+def _family(kind: str) -> str:
+    return "number" if kind in _NUMERIC else kind
+
+
+def quote_identifier(name: str) -> str:
+    """A DuckDB identifier for any column name (double quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'

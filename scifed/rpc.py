@@ -1,0 +1,39 @@
+"""gRPC plumbing shared by every service: user errors become one status with one message."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import grpc
+
+from scifed.errors import NotFound, UserError
+
+
+def user_errors(method: Callable) -> Callable:
+    """Turn a user mistake into one gRPC status with its message; nothing else leaks."""
+
+    @functools.wraps(method)
+    def run(self, request, context):
+        try:
+            return method(self, request, context)
+        except NotFound as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except UserError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except grpc.RpcError as exc:  # a call this one made failed: pass its answer on
+            context.abort(exc.code(), exc.details())
+
+    return run
+
+
+def rpc_error_message(exc: grpc.RpcError, target: str) -> str:
+    """One line a person can act on, for a failed call to `target`."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return (f"cannot reach {target}: it is not running, or TLS failed "
+                f"(wrong CA or certificate?) [{details}]")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"{target} did not answer in time"
+    return details or f"{target} failed: {code}"

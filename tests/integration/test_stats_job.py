@@ -1,0 +1,248 @@
+"""The first joint study end to end: studies, study keys, a CKKS-encrypted `stats` job
+over real nodes on 127.0.0.1, the result sealed to the researcher — checked against
+pandas on the pooled data, and the coordinator checked to hold nothing in clear."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from vega_datasets import data as vega
+
+from scifed.he import context_is_private
+from scifed.localfed import LocalFederation, wait_for
+
+ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
+YEARS = {"biscoe": [2012], "dream": [2013], "torgersen": [2014, 2015]}
+COLS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+EDGES = [2500, 3000, 3500, 4000, 4500, 5000, 5500, 6000, 6500]
+PROBS = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
+
+WEATHER_META = {
+    "title": {"en": "Seattle daily weather"},
+    "description": {"en": "Daily precipitation, temperature, wind and weather type."},
+    "keywords": ["weather", "Seattle", "climate"], "subjects": ["170"],
+    "dataset_type": "observational",
+    "creators": [{"name": "NOAA", "type": "organization"}],
+    "publisher": {"name": "NOAA"}, "contact_point": {"name": "desk", "email": "d@example.org"},
+    "data_officer": {"name": "officer", "email": "o@example.org"}, "license": "CC0-1.0",
+    "version": "1.0.0", "issued": "2020-01-01", "modified": "2020-01-01",
+    "collection": {"method": "weather station records", "timeframe": "2012-01/2015-12"},
+    "classification": {"discipline": "170", "subject_category": "natural_object",
+                       "domain": "科学数据/大气科学"},
+    "security_grade": "G1", "sharing_category": "OPEN",
+    "personal_info": {"status": "none", "sensitive": False, "categories": []},
+    "lifecycle_stage": "archived",
+}
+
+
+def job_yaml(**spec) -> str:
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory, penguins, penguins_meta):
+    fed = LocalFederation(tmp_path_factory.mktemp("stats"),
+                          {n: f"Palmer {i}" for n, i in ISLANDS.items()},
+                          task_timeout_seconds=6)
+    fed.setup()
+    fed.start_all()
+    weather = vega.seattle_weather()
+    weather["date"] = pd.to_datetime(weather["date"])
+    try:
+        for node, island in ISLANDS.items():
+            ddir = fed.node_dir(node) / "data"
+            penguins[penguins.island == island].to_csv(ddir / "penguins.csv", index=False)
+            weather[weather.date.dt.year.isin(YEARS[node])].to_csv(ddir / "weather.csv",
+                                                                   index=False)
+            for name, meta in (("penguins", penguins_meta), ("weather", WEATHER_META)):
+                mp = fed.node_dir(node) / f"{name}.yaml"
+                mp.write_text(yaml.safe_dump(meta, allow_unicode=True))
+                fed.node_cli(node, "dataset", "add", f"{name}.csv", "--meta", str(mp))
+        fed.penguins, fed.weather = penguins, weather
+        fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
+        fed.create_study("weather", {n: "weather" for n in ISLANDS}, min_nodes=2)
+        yield fed
+    finally:
+        fed.stop_all()
+
+
+def run_job(fed, spec_text: str, *, expect_fail: bool = False):
+    with fed.researcher() as r:
+        job_id = r.submit(spec_text)
+        info = r.wait(job_id, timeout=180)
+        if expect_fail:
+            assert info.status == "failed", info
+            return info
+        assert info.status == "done", info.error
+        return r.result(job_id), info
+
+
+def test_penguins_stats_equal_pooled_pandas(fed):
+    df = fed.penguins
+    res, info = run_job(fed, job_yaml(
+        study="penguins", type="stats", datasets={n: "penguins" for n in ISLANDS},
+        stats={"columns": COLS, "histograms": {"body_mass_g": EDGES},
+               "quantiles": {"body_mass_g": PROBS, "flipper_length_mm": [0.5]},
+               "group_counts": ["species", "sex"], "correlation": COLS}))
+    assert sorted(info.contributors) == sorted(ISLANDS)
+    assert res.rows == len(df)
+    for col in COLS:
+        row = res.summary.loc[col]
+        assert row["count"] == df[col].count() and row["missing"] == df[col].isna().sum()
+        assert row["mean"] == pytest.approx(df[col].mean(), rel=1e-6)
+        assert row["variance"] == pytest.approx(df[col].var(), rel=1e-6)
+        assert row["std"] == pytest.approx(df[col].std(), rel=1e-6)
+    counts, _ = np.histogram(df.body_mass_g.dropna(), bins=EDGES)
+    assert res.histograms["body_mass_g"]["count"].tolist() == counts.tolist()
+    species = res.groups["species"].set_index("value")["count"]
+    assert species.to_dict() == df.species.value_counts().to_dict()
+    assert res.groups["sex"].set_index("value")["count"].to_dict() == \
+        df.sex.value_counts().to_dict()
+    np.testing.assert_allclose(res.correlation.loc[COLS, COLS].to_numpy(),
+                               df[COLS].corr().to_numpy(), rtol=1e-6)
+    for p in PROBS:
+        assert res.quantiles.loc["body_mass_g", str(p)] == pytest.approx(
+            df.body_mass_g.quantile(p), rel=1e-6)
+    assert res.quantiles.loc["flipper_length_mm", "0.5"] == pytest.approx(
+        df.flipper_length_mm.median(), rel=1e-6)
+
+
+def test_weather_split_by_year_with_filter(fed):
+    w = fed.weather
+    sel = w[(w.weather != "sun") & (w.temp_max > 10)]
+    res, _ = run_job(fed, job_yaml(
+        study="weather", type="stats",
+        datasets=[f"urn:sdn:{n}:ds:weather" for n in ISLANDS],
+        filter="weather != 'sun' and temp_max > 10",
+        stats={"columns": ["temp_max", "precipitation", "wind"],
+               "measures": ["count", "mean", "variance"],
+               "histograms": {"precipitation": [0, 1, 5, 10, 20, 60]},
+               "quantiles": {"temp_max": [0.05, 0.5, 0.95]},
+               "group_counts": ["weather"], "correlation": ["temp_max", "temp_min", "wind"]}))
+    assert res.rows == len(sel)
+    for col in ("temp_max", "precipitation", "wind"):
+        assert res.summary.loc[col, "mean"] == pytest.approx(sel[col].mean(), rel=1e-6)
+        assert res.summary.loc[col, "variance"] == pytest.approx(sel[col].var(), rel=1e-6)
+    assert "sum" not in res.summary.columns
+    counts, _ = np.histogram(sel.precipitation, bins=[0, 1, 5, 10, 20, 60])
+    assert res.histograms["precipitation"]["count"].tolist() == counts.tolist()
+    assert res.groups["weather"].set_index("value")["count"].to_dict() == \
+        sel.weather.value_counts().to_dict()
+    np.testing.assert_allclose(res.correlation.to_numpy(),
+                               sel[["temp_max", "temp_min", "wind"]].corr().to_numpy(),
+                               rtol=1e-6)
+    for p in (0.05, 0.5, 0.95):
+        assert res.quantiles.loc["temp_max", str(p)] == pytest.approx(
+            sel.temp_max.quantile(p), rel=1e-6)
+
+
+def test_cli_submit_status_result(fed, tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(job_yaml(study="penguins", type="stats",
+                             datasets={n: "penguins" for n in ISLANDS},
+                             stats={"columns": ["body_mass_g"],
+                                    "histograms": {"body_mass_g": EDGES}}))
+    ident = ["--identity", str(fed.researcher_dir)]
+    job_id = fed.cli("job", "submit", str(spec), "--wait", *ident).stdout.strip()
+    status = fed.cli("job", "status", job_id, *ident).stdout
+    assert "done" in status
+    printed = fed.cli("job", "result", job_id, *ident).stdout
+    assert "body_mass_g" in printed and "4201.75" in printed
+    out = tmp_path / "res"
+    fed.cli("job", "result", job_id, "--out", str(out), *ident)
+    assert (out / "histogram_body_mass_g.png").read_bytes()[:4] == b"\x89PNG"
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.loc[0, "count"] == 342
+
+
+BAD_JOBS = [
+    ("unknown column", {"stats": {"columns": ["wingspan"]}}, "wingspan"),
+    ("wrong column type", {"stats": {"columns": ["species"]}}, "species"),
+    ("filter beyond comparisons", {"filter": "__import__('os').system('id') == 0",
+                                   "stats": {"columns": ["body_mass_g"]}}, "filter"),
+    ("bins not increasing", {"stats": {"histograms": {"body_mass_g": [3000, 2000, 4000]}}},
+     "increasing"),
+    ("study not joined", {"study": "nope"}, "nope"),
+    ("dataset not attached", {"datasets": {"biscoe": "weather", "dream": "penguins",
+                                           "torgersen": "penguins"}}, "not attached"),
+]
+
+
+@pytest.mark.parametrize("label,changes,needle", BAD_JOBS, ids=[b[0] for b in BAD_JOBS])
+def test_bad_jobs_are_refused_with_a_reason(fed, label, changes, needle):
+    spec = {"study": "penguins", "type": "stats", "datasets": {n: "penguins" for n in ISLANDS},
+            "stats": {"columns": ["body_mass_g"]}, **changes}
+    with fed.researcher() as r:
+        try:
+            job_id = r.submit(job_yaml(**spec))
+        except Exception as exc:  # refused at submission: nothing was created
+            assert needle in str(exc.details() if hasattr(exc, "details") else exc)
+            return
+        info = r.wait(job_id, timeout=60)
+    assert info.status == "failed" and needle in info.error
+
+
+def test_inactive_study_and_outsider_are_refused(fed):
+    import grpc
+
+    fed.create_study("pending-study", {"biscoe": "penguins", "dream": "penguins"},
+                     accept=False)
+    fed.create_study("closed-circle", {n: "penguins" for n in ISLANDS}, researchers=())
+    with fed.researcher() as r:
+        for study, needle in (("pending-study", "not active"),
+                              ("closed-circle", "not a researcher")):
+            with pytest.raises(grpc.RpcError) as exc:
+                r.submit(job_yaml(study=study, type="stats",
+                                  datasets={"biscoe": "penguins", "dream": "penguins"},
+                                  stats={"columns": ["body_mass_g"]}))
+            assert needle in exc.value.details()
+
+
+def test_node_offline_past_timeout_fails_the_job(fed):
+    fed.stop("dream")
+    try:
+        info = run_job(fed, job_yaml(study="penguins", type="stats",
+                                     datasets={n: "penguins" for n in ISLANDS},
+                                     stats={"columns": ["body_mass_g"]}), expect_fail=True)
+        assert "dream" in info.error and "offline" in info.error
+        # The weather study needs 2 of 3 nodes: the quorum holds without dream.
+        res, info = run_job(fed, job_yaml(study="weather", type="stats",
+                                          datasets={n: "weather" for n in ISLANDS},
+                                          stats={"columns": ["temp_max"]}))
+        assert sorted(info.contributors) == ["biscoe", "torgersen"]
+        w = fed.weather
+        assert res.summary.loc["temp_max", "count"] == (w.date.dt.year != 2013).sum()
+    finally:
+        fed.start_node("dream")
+        with fed.operator() as op:
+            wait_for(lambda: bool(op.nodes().online.all()), 30, "dream back online")
+
+
+def test_coordinator_holds_nothing_in_clear(fed):
+    db = fed.coord_dir / "state" / "coordinator.db"
+    with sqlite3.connect(db) as con:
+        contexts = [r[0] for r in con.execute("SELECT public_context FROM studies "
+                                              "WHERE public_context IS NOT NULL")]
+        blobs = [r[0] for r in con.execute("SELECT sealed_secret FROM study_key_shares")]
+        blobs += [r[0] for r in con.execute("SELECT sealed_result FROM jobs "
+                                            "WHERE sealed_result IS NOT NULL")]
+        dump = "\n".join(con.iterdump())
+    assert contexts and blobs
+    assert not any(context_is_private(c) for c in contexts)
+    assert not any(context_is_private(b) for b in blobs)
+    text = dump + fed.log_text("coordinator")
+    # What the jobs above computed and only the researcher may see: pooled and per-node
+    # values of filtered selections (the catalog publishes none of these).
+    w = fed.weather
+    sel = w[(w.weather != "sun") & (w.temp_max > 10)]
+    per_node = [sel[sel.date.dt.year.isin(years)].temp_max for years in YEARS.values()]
+    df = fed.penguins
+    clear = [f"{sel.temp_max.mean():.4f}", f"{sel.temp_max.sum():.1f}",
+             f"{sel.temp_max.var():.4f}", f"{df.body_mass_g.var():.2f}",
+             *[f"{s.mean():.4f}" for s in per_node], *[f"{s.sum():.1f}" for s in per_node]]
+    for needle in clear:
+        assert needle not in text, needle
