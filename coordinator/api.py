@@ -28,17 +28,19 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
         ident = peer_identity(context)
         return pb.WhoAmIReply(name=ident.name, role=ident.role)
 
+    @user_errors
     def SearchCatalog(self, request, context):
         hits = catalog.search(
             self.db, query=request.query, subjects=list(request.subjects),
             platforms=list(request.platforms), grades=list(request.grades),
             categories=list(request.categories), keywords=list(request.keywords),
-            columns=list(request.columns), limit=request.limit or 50)
+            columns=list(request.columns), limit=request.limit or 50,
+            min_quality=request.min_quality or None)
         return pb.SearchReply(hits=[
             pb.SearchHit(record_id=h.record_id, title=h.title, node=h.node,
                          platform=h.platform, grade=h.grade, category=h.category,
                          subjects=list(h.subjects), stub=h.stub,
-                         record_count=h.record_count or 0)
+                         record_count=h.record_count or 0, quality=h.quality or "")
             for h in hits])
 
     def GetRecord(self, request, context):

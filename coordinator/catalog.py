@@ -43,6 +43,7 @@ from scifed.errors import UserError
 
 PUBLISHABLE_GRADES = ("G1", "G2", "G3", "G4", "G5")
 SHARING_CATEGORIES = ("OPEN", "CONDITIONAL", "CLOSED")
+QUALITY_GRADES = ("A", "B", "C", "D")  # best first (governance §3.3)
 
 # Words (any script) possibly joined by underscores, as in column names; everything else in
 # a query, including all FTS5 and tsquery syntax, only separates tokens.
@@ -67,6 +68,7 @@ class Hit:
     stub: bool
     record_count: int | None
     score: float  # higher is better; 0.0 when the query has no indexed word
+    quality: str | None = None  # A–D, None without a published quality report
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class _Entry:
     title: str
     texts: dict[str, str]  # FTS column -> lower-cased text
     terms: set[tuple[TermKind, str]]
+    quality_grade: str | None
 
 
 def _lang_texts(value: object) -> list[str]:
@@ -134,6 +137,12 @@ def _validate(node_name: str, position: int, raw: object) -> _Entry:
     count = raw.get("record_count")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
         raise UserError(f"{label}: 'record_count' must be an integer")
+    quality = raw.get("quality")
+    if quality is not None and (
+        not isinstance(quality, dict) or quality.get("grade") not in QUALITY_GRADES
+    ):
+        raise UserError(f"{label}: 'quality' must be a quality summary whose grade is one of "
+                        f"{', '.join(QUALITY_GRADES)}")
     keywords = _strings(label, raw, "keywords")
     subjects = _strings(label, raw, "subjects")
     columns = _column_names(label, raw)
@@ -155,7 +164,11 @@ def _validate(node_name: str, position: int, raw: object) -> _Entry:
         if value.strip()
     }
     return _Entry(
-        record=raw, title=titles[0], texts={k: v.lower() for k, v in texts.items()}, terms=terms
+        record=raw,
+        title=titles[0],
+        texts={k: v.lower() for k, v in texts.items()},
+        terms=terms,
+        quality_grade=quality["grade"] if quality is not None else None,
     )
 
 
@@ -231,6 +244,7 @@ def _insert(session: Session, dialect: str, node: Node, entries: list[_Entry], n
                 "platform": e.record.get("platform_id") or node.platform,
                 "stub": bool(e.record.get("stub", False)),
                 "record_count": e.record.get("record_count"),
+                "quality_grade": e.quality_grade,
                 "updated_ms": now_ms,
                 "search_text": " ".join(t for t in e.texts.values() if t),
             }
@@ -313,16 +327,22 @@ def search(
     categories: Iterable[str] = (),
     keywords: Iterable[str] = (),
     columns: Iterable[str] = (),
+    min_quality: str | None = None,
     limit: int = 50,
 ) -> list[Hit]:
     """Records matching the free text and every given filter, best match first.
 
     Filters AND across kinds and OR within one (subjects=["Ecology", "Biology"] matches
-    either). ``platforms`` matches a record's platform_id or its node's name. A query with
-    no searchable word does not restrict the results.
+    either). ``platforms`` matches a record's platform_id or its node's name.
+    ``min_quality`` keeps records whose quality grade is that good or better ("B" keeps A
+    and B); a record without a quality report never matches it. A query with no
+    searchable word does not restrict the results.
     """
     if limit < 1:
         raise UserError(f"search limit must be at least 1, got {limit}")
+    if min_quality is not None and min_quality.strip().upper() not in QUALITY_GRADES:
+        raise UserError(f"minimum quality grade must be one of {', '.join(QUALITY_GRADES)}, "
+                        f"got {min_quality!r}")
     tokens = [t.lower() for t in _WORD.findall(query)]
     stmt, score = _match_text(select(Record), db.dialect, tokens)
 
@@ -346,6 +366,9 @@ def search(
         stmt = stmt.where(Record.grade.in_(grades))
     if categories := sorted({c.upper() for c in categories}):
         stmt = stmt.where(Record.category.in_(categories))
+    if min_quality is not None:
+        worst = QUALITY_GRADES.index(min_quality.strip().upper())
+        stmt = stmt.where(Record.quality_grade.in_(QUALITY_GRADES[: worst + 1]))
 
     stmt = (
         stmt.add_columns(score.label("score"))
@@ -366,6 +389,7 @@ def search(
             stub=r.stub,
             record_count=r.record_count,
             score=float(s),
+            quality=r.quality_grade,
         )
         for r, s in rows
     ]

@@ -159,18 +159,23 @@ def catalog_search(query: str = typer.Argument("", help="Free text"),
                    category: list[str] = typer.Option([], "--category"),
                    keyword: list[str] = typer.Option([], "--keyword"),
                    column: list[str] = typer.Option([], "--column"),
+                   min_quality: str = typer.Option("", "--min-quality",
+                                                   help="A..D: quality grade this good or better"),
                    limit: int = typer.Option(50, "--limit"),
                    identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
     """Search datasets across the federation (metadata only)."""
     with _client(identity) as c:
         df = c.search(query, subjects=subject, platforms=platform, grades=grade,
-                      categories=category, keywords=keyword, columns=column, limit=limit)
+                      categories=category, keywords=keyword, columns=column, limit=limit,
+                      min_quality=min_quality)
     if as_json:
         print_json(df.to_dict(orient="records"))
         return
-    print_table(f"{len(df)} datasets", ["id", "title", "platform", "grade", "category", "rows"],
+    print_table(f"{len(df)} datasets", ["id", "title", "platform", "grade", "category", "rows",
+                                        "quality"],
                 [(r.id, r.title + (" [stub]" if r.stub else ""), r.platform, r.grade,
-                  r.category, "" if r.stub else r.rows) for r in df.itertuples()])
+                  r.category, "" if r.stub else r.rows, r.quality or "")
+                 for r in df.itertuples()])
 
 
 @catalog_app.command("show")
@@ -365,19 +370,19 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
                out: Path | None = typer.Option(None, "--out",
                                                help="Write CSV tables, PNG plots, report")) -> None:
     """Open the released result (sealed to you) and print or save it."""
-    from coordinator.results import StatsResult
+    from coordinator.results import load_result
 
     with _client(identity) as c:
         raw = c.result_json(job_id)
     if as_json:
         print_json(raw)
         return
-    res = StatsResult.from_json(raw)
+    res = load_result(raw)
     if out:
         for p in res.write(out):
             console.print(f"wrote {p}")
         return
-    console.print(f"rows matched: {res.rows}; contributors: "
+    console.print(f"rows: {res.rows}; contributors: "
                   f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}")
     for name, df in res.tables().items():
         print_table(name, [str(c) for c in df.columns],

@@ -78,19 +78,22 @@ class Client:
         return {"name": r.name, "role": r.role}
 
     def search(self, query: str = "", *, subjects=(), platforms=(), grades=(), categories=(),
-               keywords=(), columns=(), limit: int = 50) -> pd.DataFrame:
+               keywords=(), columns=(), limit: int = 50,
+               min_quality: str = "") -> pd.DataFrame:
         """Search the federated catalog; one row per dataset."""
         r = self.stub.SearchCatalog(pb.SearchRequest(
             query=query, subjects=subjects, platforms=platforms, grades=grades,
-            categories=categories, keywords=keywords, columns=columns, limit=limit),
+            categories=categories, keywords=keywords, columns=columns, limit=limit,
+            min_quality=min_quality),
             timeout=self.timeout)
         return pd.DataFrame(
             [{"id": h.record_id, "title": h.title, "node": h.node, "platform": h.platform,
               "grade": h.grade, "category": h.category, "subjects": list(h.subjects),
-              "rows": h.record_count if not h.stub else None, "stub": h.stub}
+              "rows": h.record_count if not h.stub else None, "stub": h.stub,
+              "quality": h.quality or None}
              for h in r.hits],
             columns=["id", "title", "node", "platform", "grade", "category", "subjects",
-                     "rows", "stub"])
+                     "rows", "stub", "quality"])
 
     def record(self, record_id: str) -> dict:
         r = self.stub.GetRecord(pb.GetRecordRequest(record_id=record_id), timeout=self.timeout)
@@ -158,6 +161,6 @@ class Client:
 
     def result(self, job_id: str):
         """The released result as pandas DataFrames (see `coordinator.results`)."""
-        from coordinator.results import StatsResult
+        from coordinator.results import load_result
 
-        return StatsResult.from_json(self.result_json(job_id))
+        return load_result(self.result_json(job_id))

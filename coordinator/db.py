@@ -24,6 +24,8 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -73,6 +75,8 @@ class Record(Base):
     platform: Mapped[str] = mapped_column(String, index=True)
     stub: Mapped[bool] = mapped_column(Boolean)
     record_count: Mapped[int | None] = mapped_column(BigInteger)
+    quality_grade: Mapped[str | None] = mapped_column(String(1), index=True)
+    """A–D from the record's published quality summary; None without a quality report."""
     updated_ms: Mapped[int] = mapped_column(BigInteger)
     search_text: Mapped[str] = mapped_column(Text)
     """Lower-cased searchable text; LIKE runs on it where the full-text index cannot help."""
@@ -185,6 +189,18 @@ class JobTask(Base):
     updated_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class AuditHead(Base):
+    """A node's audit chain head as reported with a task result: later evidence that the
+    node's history up to `seq` hashed to `hash`."""
+
+    __tablename__ = "audit_heads"
+
+    node_name: Mapped[str] = mapped_column(String, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[str] = mapped_column(String)
+    received_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 # Trigram makes any 3+ character substring searchable, which is what Chinese text
 # (no spaces between words) needs; shorter query tokens fall back to LIKE.
 event.listen(
@@ -229,6 +245,20 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _add_new_columns(engine: Engine) -> None:
+    """create_all makes missing tables but never alters existing ones: add the nullable
+    columns a newer version declares, so a database made by an older one keeps working."""
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(engine.dialect)
+                with engine.begin() as connection:
+                    connection.execute(
+                        text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
 class Database:
     """The coordinator's state store; creates its tables on first use."""
 
@@ -238,6 +268,7 @@ class Database:
         )
         self.dialect: str = self.engine.dialect.name
         Base.metadata.create_all(self.engine)
+        _add_new_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

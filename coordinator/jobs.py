@@ -78,11 +78,14 @@ def _slug(dataset: str) -> str:
 
 class JobRunner:
     def __init__(self, db: Database, sessions: NodeSessions, ca_pem: bytes, *,
-                 task_timeout: float) -> None:
+                 task_timeout: float, approval_timeout: float = 7 * 86400,
+                 approval_poll: float = 2.0) -> None:
         self.db = db
         self.sessions = sessions
         self.ca_pem = ca_pem
         self.task_timeout = task_timeout
+        self.approval_timeout = approval_timeout
+        self.approval_poll = approval_poll
         with db.session() as s:  # a job cut off by a restart cannot be resumed
             for job in s.scalars(select(Job).where(Job.status.in_(("submitted", "running")))):
                 job.status, job.error = "failed", "the coordinator restarted during the job"
@@ -196,39 +199,48 @@ class JobRunner:
 
     def fanout(self, job_id: str, phase: str, kind: str,
                payloads: dict[str, dict]) -> tuple[dict[str, dict], dict[str, str]]:
-        """One task per node in parallel; (answers by node, failure reasons by node)."""
-        futures, failed = {}, {}
+        """One task per node in parallel; (answers by node, failure reasons by node).
+
+        A node that holds the task for its officer's approval answers "waiting"; it is
+        asked again until it decides or the approval timeout passes.
+        """
+        answers: dict[str, dict] = {}
+        failed: dict[str, str] = {}
         for node in payloads:
             self._task(job_id, node, phase, "pending")
-        threads = {}
 
-        def send(node: str) -> None:
-            try:
-                futures[node] = self._send(node, kind, payloads[node])
-                self._task(job_id, node, phase, "running")
-            except NodeOffline:
-                failed[node] = f"node {node} offline past the {self.task_timeout:.0f}s timeout"
+        def one(node: str) -> None:
+            approval_deadline = time.monotonic() + self.approval_timeout
+            while True:
+                try:
+                    fut = self._send(node, kind, payloads[node])
+                    self._task(job_id, node, phase, "running")
+                    res = fut.result(self.task_timeout)
+                except NodeOffline as exc:
+                    failed[node] = (f"node {node} offline past the {self.task_timeout:.0f}s "
+                                    f"timeout" if "offline" in str(exc) else str(exc))
+                    return
+                except FutureTimeout:
+                    failed[node] = f"node {node} did not answer within {self.task_timeout:.0f}s"
+                    return
+                if not res.ok:
+                    failed[node] = f"node {node}: {res.error}"
+                    return
+                answer = json.loads(res.payload)
+                if "waiting" not in answer:
+                    answers[node] = answer
+                    return
+                if time.monotonic() > approval_deadline:
+                    failed[node] = f"node {node}: no decision within the approval timeout"
+                    return
+                self._task(job_id, node, phase, "waiting", answer["waiting"])
+                time.sleep(self.approval_poll)
 
-        for node in payloads:
-            threads[node] = threading.Thread(target=send, args=(node,), daemon=True)
-            threads[node].start()
-        for t in threads.values():
+        threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in payloads]
+        for t in threads:
+            t.start()
+        for t in threads:
             t.join()
-        answers = {}
-        deadline = time.monotonic() + self.task_timeout
-        for node, fut in futures.items():
-            try:
-                res = fut.result(max(0.0, deadline - time.monotonic()))
-            except FutureTimeout:
-                failed[node] = f"node {node} did not answer within {self.task_timeout:.0f}s"
-                continue
-            except NodeOffline as exc:
-                failed[node] = str(exc)
-                continue
-            if res.ok:
-                answers[node] = json.loads(res.payload)
-            else:
-                failed[node] = f"node {node}: {res.error}"
         for node in payloads:
             if node in answers:
                 self._task(job_id, node, phase, "done")
@@ -242,9 +254,9 @@ class JobRunner:
             with self.db.session() as s:
                 job = s.get(Job, job_id)
                 spec = JobSpec.model_validate(job.spec)
-                claim = job.seal_claim
+                claim, researcher = job.seal_claim, job.researcher
             study = studies.get_study(self.db, job.study_id)
-            self._run_stats(job_id, spec, study, claim)
+            self._run_aggregate(job_id, spec, study, claim, researcher)
         except JobFailed as exc:
             self._set(job_id, status="failed", error=str(exc))
         except UserError as exc:
@@ -263,34 +275,39 @@ class JobRunner:
         pub = studies.get_study_public_context(self.db, study.study_id)
         return sum_ciphertexts(pub, [b64d(a[key]) for a in answers.values()])
 
-    def _run_stats(self, job_id: str, spec: JobSpec, study, claim: dict) -> None:
+    def _run_aggregate(self, job_id: str, spec: JobSpec, study, claim: dict,
+                       researcher: str) -> None:
+        """`stats` and `quality`: (vocabulary,) compute, sum, release (+ search rounds)."""
+        kind = spec.type
         targets = datasets_by_node(spec)
         base = {"job_id": job_id, "study_id": study.study_id, "key_version": study.key_version,
-                "spec": spec.model_dump(mode="json")}
+                "spec": spec.model_dump(mode="json"), "researcher": researcher,
+                "n_nodes": len(targets)}
         payloads = {n: {**base, "dataset": d} for n, d in targets.items()}
-        if spec.stats.group_counts:
+        if kind == "quality" or spec.stats.group_counts:
             # Each node's categories travel sealed under the study key; every node forms
             # the union itself, so the coordinator never learns a category in clear.
             self._set(job_id, phase="vocabulary")
-            answers, failed = self.fanout(job_id, "vocabulary", "stats.vocab", payloads)
+            answers, failed = self.fanout(job_id, "vocabulary", f"{kind}.vocab", payloads)
             self._quorum(study, answers, failed)
             sealed_vocab = [answers[n]["vocabulary"] for n in sorted(answers)]
             payloads = {n: {**p, "vocabularies": sealed_vocab} for n, p in payloads.items()
                         if n in answers}
         self._set(job_id, phase="compute")
-        answers, failed = self.fanout(job_id, "compute", "stats.compute", payloads)
+        answers, failed = self.fanout(job_id, "compute", f"{kind}.compute", payloads)
         self._quorum(study, answers, failed)
         contributors = sorted(answers)
         self._set(job_id, phase="aggregate", contributors=contributors)
         aggregate = self._sum(study, answers)
         k = max(int(a["k"]) for a in answers.values())
         release_node = study.lead_node if study.lead_node in answers else contributors[0]
+        dp = {n: a["dp"] for n, a in answers.items() if a.get("dp")}
         release = {**base, "vocabularies": payloads[release_node].get("vocabularies", []),
-                   "k": k, "contributors": contributors,
+                   "k": k, "contributors": contributors, "dp": dp,
                    "researcher_claim": claim, "aggregate": b64e(aggregate)}
         for round_no in range(MAX_ROUNDS):
             self._set(job_id, phase="release")
-            out, failed = self.fanout(job_id, "release", "stats.release",
+            out, failed = self.fanout(job_id, "release", f"{kind}.release",
                                       {release_node: {**release, "dataset":
                                                       targets[release_node]}})
             if release_node not in out:

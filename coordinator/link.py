@@ -80,6 +80,9 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
                         session.outbox.put(pb.CoordinatorMessage(
                             ack=pb.HeartbeatAck(server_unix_ms=now_ms())))
                     elif msg.HasField("result"):
+                        if msg.result.audit_seq:
+                            registry.record_audit_head(self.db, name, msg.result.audit_seq,
+                                                       msg.result.audit_hash, now_ms())
                         self.sessions.deliver(session, msg.result)
             except grpc.RpcError:
                 pass  # the stream ended; the finally below records it
@@ -121,3 +124,9 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return pb.StudyKeyReply(key_version=version, public_context=public,
                                 sealed_secret=sealed)
+
+    def AuditHeads(self, request, context):
+        name = peer_identity(context).name
+        return pb.AuditHeadsReply(heads=[
+            pb.AuditHead(seq=h.seq, hash=h.hash, received_unix_ms=h.received_ms)
+            for h in registry.audit_heads(self.db, name)])

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from coordinator.db import Database, Node, Record
+from coordinator.db import AuditHead, Database, Node, Record
 from scifed.errors import UserError
 
 
@@ -100,3 +100,16 @@ def node_names(db: Database) -> list[str]:
     """Names of all enrolled nodes, sorted."""
     with db.session() as session:
         return list(session.scalars(select(Node.name).order_by(Node.name)))
+
+
+def record_audit_head(db: Database, name: str, seq: int, digest: str, now_ms: int) -> None:
+    """Keep the first hash a node reported for each chain position."""
+    with db.session() as session:
+        if session.get(AuditHead, (name, seq)) is None:
+            session.add(AuditHead(node_name=name, seq=seq, hash=digest, received_ms=now_ms))
+
+
+def audit_heads(db: Database, name: str) -> list[AuditHead]:
+    with db.session() as session:
+        return list(session.scalars(select(AuditHead).where(AuditHead.node_name == name)
+                                    .order_by(AuditHead.seq)).all())

@@ -37,6 +37,7 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
     "/scifed.v1.NodeLink/ListInvitations": ("node",),
     "/scifed.v1.NodeLink/AnswerInvitation": ("node",),
     "/scifed.v1.NodeLink/FetchStudyKey": ("node",),
+    "/scifed.v1.NodeLink/AuditHeads": ("node",),
     "/scifed.v1.CoordinatorApi/CreateStudy": ("operator",),
     "/scifed.v1.CoordinatorApi/AddResearcher": ("operator",),
     "/scifed.v1.CoordinatorApi/ListStudies": ANY_USER,
@@ -56,7 +57,8 @@ class CoordinatorProcess:
         ca_pem = cfg.tls.files().read()[0]
         self.keys = StudyKeys(self.db, self.sessions, timeout=cfg.task_timeout_seconds)
         self.jobs = JobRunner(self.db, self.sessions, ca_pem,
-                              task_timeout=cfg.task_timeout_seconds)
+                              task_timeout=cfg.task_timeout_seconds,
+                              approval_timeout=cfg.approval_timeout_seconds)
         revocations = RevocationList(cfg.tls.crl, cfg.tls.ca)
         revocations.serials()  # a broken CRL stops the start, not the first call
         self.server = grpc.server(

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 
+import grpc
+
+from node.approvals import Approvals, parse_expiry
+from node.audit import AuditLog
+from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
 from node.link import CoordinatorLink
+from node.policy import PolicyBook
 from node.store import DatasetRow
 from node.studies import NodeStudies
+from protos.scifed.v1 import federation_pb2 as fpb
 from protos.scifed.v1 import node_admin_pb2 as pb
 from protos.scifed.v1 import node_admin_pb2_grpc as pbg
+from scifed.errors import NotFound, UserError
 from scifed.grading import publication_mode
 from scifed.rpc import user_errors
 
@@ -30,10 +38,14 @@ def reply(row: DatasetRow) -> pb.DatasetReply:
 
 class NodeAdminServicer(pbg.NodeAdminServicer):
     def __init__(self, registry: DatasetRegistry, link: CoordinatorLink,
-                 studies: NodeStudies) -> None:
+                 studies: NodeStudies, approvals: Approvals) -> None:
         self.registry = registry
         self.link = link
         self.studies = studies
+        self.approvals = approvals
+        self.policies = PolicyBook(registry.store)
+        self.ledger = BudgetLedger(registry.store)
+        self.audit = AuditLog(registry.store)
 
     @user_errors
     def Status(self, request, context):
@@ -47,16 +59,19 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
     @user_errors
     def AddDataset(self, request, context):
         return reply(self.registry.add(request.path, request.meta_yaml,
-                                       request.meta_name or "metadata", request.dataset_id))
+                                       request.meta_name or "metadata", request.dataset_id,
+                                       actor=actor(context)))
 
     @user_errors
     def UpdateDataset(self, request, context):
         return reply(self.registry.update(request.dataset_id, request.meta_yaml,
-                                          request.meta_name or "metadata", request.refresh_data))
+                                          request.meta_name or "metadata", request.refresh_data,
+                                          actor=actor(context)))
 
     @user_errors
     def RemoveDataset(self, request, context):
-        return pb.RemoveDatasetReply(dataset_id=self.registry.remove(request.dataset_id))
+        return pb.RemoveDatasetReply(dataset_id=self.registry.remove(request.dataset_id,
+                                                                     actor=actor(context)))
 
     @user_errors
     def ListDatasets(self, request, context):
@@ -72,4 +87,128 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
 
     @user_errors
     def AnswerStudy(self, request, context):
-        return self.studies.answer(request.study_id, request.accept, list(request.datasets))
+        return self.studies.answer(request.study_id, request.accept, list(request.datasets),
+                                   actor=actor(context))
+
+    # -- the officer's controls --------------------------------------------------------
+    @user_errors
+    def PolicyShow(self, request, context):
+        rec = self.registry.get(request.dataset_id).record
+        return _json({"dataset_id": rec["id"], **self.policies.effective(rec).as_dict()})
+
+    @user_errors
+    def PolicySet(self, request, context):
+        rec = self.registry.get(request.dataset_id).record
+        if request.reset:
+            pol = self.policies.reset(rec, actor(context))
+        else:
+            pol = self.policies.set(rec, request.yaml, request.source or "override.yaml",
+                                    actor(context))
+        return _json({"dataset_id": rec["id"], **pol.as_dict()})
+
+    @user_errors
+    def ApprovalsList(self, request, context):
+        return _json([a.as_dict() for a in self.approvals.list(request.state or None)])
+
+    @user_errors
+    def ApprovalShow(self, request, context):
+        return _json(self.approvals.get(request.approval_id).as_dict())
+
+    @user_errors
+    def ApprovalDecide(self, request, context):
+        appr = self.approvals.decide(request.approval_id, approve=request.approve,
+                                     by=request.by or actor(context), reason=request.reason,
+                                     expires_ms=parse_expiry(request.expires))
+        return _json(appr.as_dict())
+
+    @user_errors
+    def BudgetShow(self, request, context):
+        rows = []
+        for dataset in ([self.registry.get(request.dataset_id)] if request.dataset_id
+                        else self.registry.list()):
+            pol = self.policies.effective(dataset.record)
+            spent = self.ledger.spent(dataset.dataset_id)
+            total = next((s.epsilon for s in spent if s.researcher is None), 0.0)
+            rows.append({"dataset_id": dataset.dataset_id, "annual_budget": pol.annual_budget,
+                         "spent": total, "left": None if pol.annual_budget is None
+                         else pol.annual_budget - total,
+                         "researcher_budget": pol.researcher_budget,
+                         "by_researcher": {s.researcher: s.epsilon for s in spent
+                                           if s.researcher is not None}})
+        return _json(rows)
+
+    @user_errors
+    def AuditList(self, request, context):
+        entries = self.audit.entries(since=request.since_seq, limit=request.limit or None)
+        return _json([e.as_dict() for e in entries])
+
+    @user_errors
+    def AuditVerify(self, request, context):
+        heads = []
+        if request.against_coordinator:
+            reply = self.link.call("AuditHeads", fpb.AuditHeadsRequest())
+            heads = [(h.seq, h.hash) for h in reply.heads]
+        v = self.audit.verify(heads)
+        return _json({"ok": v.ok, "entries": v.entries, "head_seq": v.head_seq,
+                      "head_hash": v.head_hash, "problem": v.problem,
+                      "coordinator_heads_checked": len(heads)})
+
+    @user_errors
+    def AuditExport(self, request, context):
+        return pb.JsonReply(json=self.audit.export(request.format))
+
+    # -- quality and exports ---------------------------------------------------------------
+    def DatasetQuality(self, request, context):
+        """Streams progress while the scorecard runs, then the report; the summary is
+        stored in the record and republished to the catalog."""
+        import queue
+        import threading
+
+        steps: queue.Queue = queue.Queue()
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["report"] = self.registry.assess_quality(
+                    request.dataset_id, fast=request.fast,
+                    overrides={o.metric: o.justification for o in request.overrides},
+                    actor=actor(context), progress=steps.put)
+            except Exception as exc:  # handed to the caller below
+                outcome["error"] = exc
+            finally:
+                steps.put(None)
+
+        threading.Thread(target=run, daemon=True).start()
+        while (step := steps.get()) is not None:
+            yield pb.QualityProgress(step=step)
+        error = outcome.get("error")
+        if isinstance(error, NotFound):
+            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        if isinstance(error, UserError):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        if error is not None:
+            raise error
+        yield pb.QualityProgress(step="done",
+                                 report_json=outcome["report"].model_dump_json())
+
+    @user_errors
+    def ExportCatalog(self, request, context):
+        from scifed.exports import to_croissant, to_dcat
+
+        records = [r.record for r in self.registry.list()]
+        if request.format in ("dcat", "dcat-jsonld"):
+            fmt = "turtle" if request.format == "dcat" else "json-ld"
+            return pb.JsonReply(json=to_dcat(records, fmt, catalog_title=(
+                f"{self.link.cfg.platform} — catalog of node {self.link.cfg.name}")))
+        if request.format == "croissant":
+            return _json({r["id"]: to_croissant(r) for r in records})
+        raise UserError(f"--format {request.format}: choose dcat, dcat-jsonld or croissant")
+
+
+def _json(data) -> pb.JsonReply:
+    return pb.JsonReply(json=json.dumps(data, default=str))
+
+
+def actor(context) -> str:
+    """Who is acting, as the officer's CLI says (the socket's permissions are the check)."""
+    return dict(context.invocation_metadata()).get("scifed-actor", "officer")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,13 +27,29 @@ ConfigOpt = typer.Option(Path("node.yaml"), "--config", "-c", envvar="SCIFED_NOD
                          help="The node's config file.")
 
 
+class _Actor(grpc.UnaryUnaryClientInterceptor):
+    """Tells the node who is acting, for its audit log and approval roles."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def intercept_unary_unary(self, continuation, details, request):
+        metadata = [*(details.metadata or []), ("scifed-actor", self.name)]
+        return continuation(details._replace(metadata=metadata), request)
+
+
+def acting_as() -> str:
+    return os.environ.get("SCIFED_ACTOR") or getpass.getuser()
+
+
 def admin_stub(config: Path) -> pbg.NodeAdminStub:
     cfg = load_config(config, NodeConfig)
     sock = cfg.socket_path
     if not sock.exists():
         raise UserError(f"node {cfg.name} is not running (no admin socket at {sock}); "
                         f"start it with `scifed node serve --config {config}`")
-    return pbg.NodeAdminStub(grpc.insecure_channel(f"unix:{sock}"))
+    channel = grpc.intercept_channel(grpc.insecure_channel(f"unix:{sock}"), _Actor(acting_as()))
+    return pbg.NodeAdminStub(channel)
 
 
 @app.command()
@@ -223,3 +241,250 @@ def studies_decline(study_id: str, config: Path = ConfigOpt) -> None:
     st = admin_stub(config).AnswerStudy(fpb.AnswerInvitationRequest(
         study_id=study_id, accept=False), timeout=60)
     console.print(f"declined study [bold]{st.name}[/]; study status: {st.status}")
+
+
+
+policy_app = typer.Typer(help="The policy engine: effective policy per dataset.",
+                         no_args_is_help=True)
+approvals_app = typer.Typer(help="The approval queue.", no_args_is_help=True)
+budget_app = typer.Typer(help="The privacy-budget ledger.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit chain.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(budget_app, name="budget")
+app.add_typer(audit_app, name="audit")
+
+
+def _print_policy(data: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(data)
+        return
+    print_table(f"effective policy of {data['dataset_id']} ({data['grade']}/{data['category']})",
+                ["setting", "value", "source"],
+                [(r["setting"], r["value"], r["source"]) for r in data["settings"]])
+
+
+@policy_app.command("show")
+@handle_errors("the node")
+def policy_show(dataset_id: str, config: Path = ConfigOpt,
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """The effective policy of a dataset and where each value comes from."""
+    r = admin_stub(config).PolicyShow(pb.DatasetRef(dataset_id=dataset_id), timeout=30)
+    _print_policy(json.loads(r.json), as_json)
+
+
+@policy_app.command("set")
+@handle_errors("the node")
+def policy_set(dataset_id: str, file: Path = typer.Option(..., "--file",
+                                                          help="Override YAML (tighten only)"),
+               config: Path = ConfigOpt) -> None:
+    """Tighten a dataset's policy; an override that loosens anything is refused."""
+    r = admin_stub(config).PolicySet(pb.PolicySetRequest(
+        dataset_id=dataset_id, yaml=_read_meta(file), source=str(file)), timeout=30)
+    _print_policy(json.loads(r.json), False)
+
+
+@policy_app.command("reset")
+@handle_errors("the node")
+def policy_reset(dataset_id: str, config: Path = ConfigOpt) -> None:
+    """Back to the defaults of the dataset's (grade, category) cell."""
+    r = admin_stub(config).PolicySet(pb.PolicySetRequest(dataset_id=dataset_id, reset=True),
+                                     timeout=30)
+    _print_policy(json.loads(r.json), False)
+
+
+@approvals_app.command("list")
+@handle_errors("the node")
+def approvals_list(state: str = typer.Option("pending", help="pending|approved|denied|"
+                                             "expired|all"),
+                   config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Tasks waiting for (or given) a decision."""
+    r = admin_stub(config).ApprovalsList(pb.ApprovalsListRequest(
+        state="" if state == "all" else state), timeout=30)
+    rows = json.loads(r.json)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(f"approvals ({state})", ["id", "job", "dataset", "type", "researcher", "grade",
+                                         "state", "why"],
+                [(a["approval_id"], a["job_id"], a["dataset_id"], a["job_type"],
+                  a["researcher"], a["grade"], a["state"], a["reason"]) for a in rows])
+
+
+@approvals_app.command("show")
+@handle_errors("the node")
+def approvals_show(approval_id: str, config: Path = ConfigOpt) -> None:
+    """One request with the job's full specification."""
+    print_json(json.loads(admin_stub(config).ApprovalShow(
+        pb.ApprovalRef(approval_id=approval_id), timeout=30).json))
+
+
+def _decide(approval_id: str, approve: bool, reason: str, expires: str, by: str,
+            config: Path) -> None:
+    r = admin_stub(config).ApprovalDecide(pb.ApprovalDecision(
+        approval_id=approval_id, approve=approve, reason=reason, expires=expires,
+        by=by or acting_as()), timeout=30)
+    a = json.loads(r.json)
+    console.print(f"approval {a['approval_id']} for job {a['job_id']}: [bold]{a['state']}[/]")
+
+
+AsOpt = typer.Option("", "--as", help="Approver name (node.yaml approvers); default: $USER")
+
+
+@approvals_app.command("approve")
+@handle_errors("the node")
+def approvals_approve(approval_id: str,
+                      expires: str = typer.Option("", "--expires",
+                                                  help="e.g. 7d, 12h, 2026-12-31"),
+                      by: str = AsOpt, config: Path = ConfigOpt) -> None:
+    """Let the task run (a liaison may approve up to G3)."""
+    _decide(approval_id, True, "", expires, by, config)
+
+
+@approvals_app.command("deny")
+@handle_errors("the node")
+def approvals_deny(approval_id: str, reason: str = typer.Option(..., "--reason"),
+                   by: str = AsOpt, config: Path = ConfigOpt) -> None:
+    """Refuse the task; the researcher sees the reason."""
+    _decide(approval_id, False, reason, "", by, config)
+
+
+@budget_app.command("show")
+@handle_errors("the node")
+def budget_show(dataset_id: str = typer.Argument("", help="Default: every dataset"),
+                config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Privacy budget spent and left this year, per dataset and per researcher."""
+    rows = json.loads(admin_stub(config).BudgetShow(pb.BudgetRequest(
+        dataset_id=dataset_id), timeout=30).json)
+    if as_json:
+        print_json(rows)
+        return
+    print_table("privacy budget (this year)", ["dataset", "annual ε", "spent ε", "left ε",
+                                               "per researcher"],
+                [(r["dataset_id"], r["annual_budget"] or "-", f"{r['spent']:g}",
+                  "-" if r["left"] is None else f"{r['left']:g}",
+                  ", ".join(f"{k}: {v:g}" for k, v in r["by_researcher"].items()))
+                 for r in rows])
+
+
+@audit_app.command("list")
+@handle_errors("the node")
+def audit_list(since: int = typer.Option(0, "--since", help="After this sequence number"),
+               limit: int = typer.Option(0, "--limit"), config: Path = ConfigOpt,
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Entries of the audit chain."""
+    rows = json.loads(admin_stub(config).AuditList(pb.AuditListRequest(
+        since_seq=since, limit=limit), timeout=30).json)
+    if as_json:
+        print_json(rows)
+        return
+    print_table("audit log", ["seq", "time", "actor", "action", "subject", "hash"],
+                [(e["seq"], _ts(e["ts_ms"]), e["actor"], e["action"], e["subject"],
+                  e["hash"][:12]) for e in rows])
+
+
+@audit_app.command("verify")
+@handle_errors("the node")
+def audit_verify(against_coordinator: bool = typer.Option(
+                     False, "--against-coordinator",
+                     help="Also check the chain heads the coordinator recorded"),
+                 config: Path = ConfigOpt) -> None:
+    """Recompute the hash chain; exit 1 if any entry was changed, removed or reordered."""
+    v = json.loads(admin_stub(config).AuditVerify(pb.AuditVerifyRequest(
+        against_coordinator=against_coordinator), timeout=60).json)
+    if not v["ok"]:
+        raise UserError(f"audit chain broken: {v['problem']}")
+    extra = (f"; {v['coordinator_heads_checked']} heads recorded by the coordinator match"
+             if against_coordinator else "")
+    console.print(f"[green]audit chain intact[/]: {v['entries']} entries, head "
+                  f"{v['head_seq']} {v['head_hash'][:16]}{extra}")
+
+
+@audit_app.command("export")
+@handle_errors("the node")
+def audit_export(fmt: str = typer.Option("jsonl", "--format", help="jsonl | csv"),
+                 out: Path | None = typer.Option(None, "--out"), config: Path = ConfigOpt) -> None:
+    """The whole chain, for an auditor."""
+    text = admin_stub(config).AuditExport(pb.AuditExportRequest(format=fmt), timeout=60).json
+    if out:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
+    else:
+        typer.echo(text, nl=False)
+
+
+@dataset_app.command("quality")
+@handle_errors("the node")
+def dataset_quality(dataset_id: str,
+                    fast: bool = typer.Option(False, "--fast",
+                                              help="19 permutations instead of 99 (CI)"),
+                    override: list[str] = typer.Option([], "--override",
+                                                       help="Metric to override, e.g. Q5a"),
+                    justification: list[str] = typer.Option(
+                        [], "--justification", help="Why, one per --override"),
+                    out: Path | None = typer.Option(None, "--out",
+                                                    help="QualityReport JSON; default "
+                                                    "DATASET.quality.json"),
+                    config: Path = ConfigOpt,
+                    as_json: bool = typer.Option(False, "--json")) -> None:
+    """Score a dataset's AI-readiness (governance §3) and publish the summary."""
+    if len(override) != len(justification):
+        raise UserError("give one --justification for each --override (an officer override "
+                        "must say why)")
+    req = pb.QualityRequest(dataset_id=dataset_id, fast=fast, overrides=[
+        pb.QualityOverride(metric=m, justification=j)
+        for m, j in zip(override, justification, strict=True)])
+    report = None
+    with console.status("scoring") as status:
+        for msg in admin_stub(config).DatasetQuality(req, timeout=1800):
+            if msg.report_json:
+                report = json.loads(msg.report_json)
+            else:
+                status.update(f"scoring: {msg.step}")
+    target = out or Path(f"{dataset_id.rsplit(':', 1)[-1]}.quality.json")
+    target.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    if as_json:
+        print_json(report)
+        return
+    print_table(f"quality of {dataset_id}: grade {report['grade']} "
+                f"(score {report['score']:.1f}, {report['mode']} mode)",
+                ["metric", "dimension", "value", "status", "threshold", "detail"],
+                [(m, r["dimension"], _fmt(r["value"]), r["status"], r["threshold"],
+                  r["detail"]) for m, r in report["metrics"].items()])
+    failed = [g for g in report["gates"].values() if not g["passed"]]
+    for g in failed:
+        console.print(f"[red]gate {g['metric']} failed:[/] {g['reason']}", highlight=False)
+    for o in report["overrides"]:
+        console.print(f"override {o['metric']} by {o['by']}: {o['justification']}")
+    console.print(f"report written to {target}")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+catalog_app = typer.Typer(help="This node's own catalog.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("export")
+@handle_errors("the node")
+def catalog_export(fmt: str = typer.Option("dcat", "--format",
+                                           help="dcat (Turtle) | dcat-jsonld | croissant"),
+                   out: Path | None = typer.Option(None, "--out",
+                                                   help="File (dcat) or directory (croissant)"),
+                   config: Path = ConfigOpt) -> None:
+    """Every dataset of this node as one DCAT-3 catalog, or Croissant per dataset."""
+    text = admin_stub(config).ExportCatalog(pb.ExportCatalogRequest(format=fmt),
+                                            timeout=300).json
+    if fmt == "croissant" and out:
+        out.mkdir(parents=True, exist_ok=True)
+        for rid, doc in json.loads(text).items():
+            path = out / f"{rid.rsplit(':', 1)[-1]}.croissant.json"
+            path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+            console.print(f"wrote {path}")
+    elif out:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
+    else:
+        typer.echo(text)

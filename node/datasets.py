@@ -10,10 +10,18 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from node.audit import AuditLog
 from node.profiling import profile_file
 from node.store import DatasetRow, NodeStore
 from scifed.errors import NotFound, UserError
 from scifed.record import CatalogRecord, build_record, load_metadata, published_form
+
+
+def _change(record: CatalogRecord, path: str) -> dict:
+    """What the audit log keeps of a dataset change: identity, grade and checksum."""
+    return {"path": path, "sha256": record.distributions[0].sha256,
+            "grade": record.security_grade, "category": record.sharing_category,
+            "version": record.version}
 
 
 def slugify(name: str) -> str:
@@ -27,6 +35,7 @@ class DatasetRegistry:
     def __init__(self, store: NodeStore, *, node_name: str, platform: str, data_dir: Path,
                  on_change: Callable[[], None] = lambda: None) -> None:
         self.store = store
+        self.audit = AuditLog(store)
         self.node_name = node_name
         self.platform = platform
         self.data_dir = Path(data_dir).resolve()
@@ -51,7 +60,8 @@ class DatasetRegistry:
         return build_record(meta, profile, node_id=self.node_name,
                             platform_id=self.platform, slug=slug)
 
-    def add(self, path: str, meta_yaml: str, meta_name: str, slug: str = "") -> DatasetRow:
+    def add(self, path: str, meta_yaml: str, meta_name: str, slug: str = "",
+            actor: str = "officer") -> DatasetRow:
         full = self.resolve_path(path)
         slug = slugify(slug or full.stem)
         if self.store.get_dataset(slug):
@@ -59,13 +69,15 @@ class DatasetRegistry:
                             "`scifed node dataset update` or choose another --id")
         record = self._build(full, meta_yaml, meta_name, slug)
         rel = str(full.relative_to(self.data_dir))
-        self.store.insert_dataset(record.id, slug, rel, record.model_dump(mode="json"),
-                                  meta_yaml)
+        with self.store.tx() as con:
+            self.store.insert_dataset(con, record.id, slug, rel, record.model_dump(mode="json"),
+                                      meta_yaml)
+            self.audit.append_in(con, actor, "dataset.add", record.id, _change(record, rel))
         self.on_change()
         return self.get(record.id)
 
     def update(self, key: str, meta_yaml: str = "", meta_name: str = "",
-               refresh_data: bool = False) -> DatasetRow:
+               refresh_data: bool = False, actor: str = "officer") -> DatasetRow:
         row = self.get(key)
         full = self.resolve_path(row.path)
         if not meta_yaml and not refresh_data:
@@ -79,13 +91,20 @@ class DatasetRegistry:
             if record.distributions[0].sha256 != row.record["distributions"][0]["sha256"]:
                 raise UserError(f"{row.path} changed since it was registered; "
                                 "pass --refresh-data to re-read it")
-        self.store.update_dataset(row.dataset_id, row.path, record.model_dump(mode="json"), text)
+        with self.store.tx() as con:
+            self.store.update_dataset(con, row.dataset_id, row.path,
+                                      record.model_dump(mode="json"), text)
+            self.audit.append_in(con, actor, "dataset.update", row.dataset_id,
+                                 {**_change(record, row.path), "refresh_data": refresh_data})
         self.on_change()
         return self.get(row.dataset_id)
 
-    def remove(self, key: str) -> str:
+    def remove(self, key: str, actor: str = "officer") -> str:
         row = self.get(key)
-        self.store.delete_dataset(row.dataset_id)
+        with self.store.tx() as con:
+            self.store.delete_dataset(con, row.dataset_id)
+            self.audit.append_in(con, actor, "dataset.remove", row.dataset_id,
+                                 {"path": row.path})
         self.on_change()
         return row.dataset_id
 
@@ -106,6 +125,26 @@ class DatasetRegistry:
             if form is not None:
                 out.append(form)
         return out
+
+    def assess_quality(self, key: str, *, fast: bool, overrides: dict[str, str], actor: str,
+                       progress: Callable[[str], None]):
+        """Run the AI-readiness scorecard, keep its summary in the record (published with
+        it) and audit the assessment; returns the full report."""
+        from node.quality import compute_scorecard, quality_summary
+
+        row = self.get(key)
+        record = CatalogRecord.model_validate(row.record)
+        report = compute_scorecard(self.data_path(row.dataset_id), record, fast=fast,
+                                   overrides=overrides, progress=progress,
+                                   rules=record.rules, officer=actor)
+        updated = {**row.record, "quality": quality_summary(report)}
+        with self.store.tx() as con:
+            self.store.update_dataset(con, row.dataset_id, row.path, updated, row.meta_yaml)
+            self.audit.append_in(con, actor, "dataset.quality", row.dataset_id,
+                                 {"grade": report.grade, "score": report.score,
+                                  "overrides": [o.model_dump() for o in report.overrides]})
+        self.on_change()
+        return report
 
     def data_path(self, key: str) -> Path:
         """Local path of a dataset's file, for in-node computation only."""

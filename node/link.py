@@ -37,6 +37,7 @@ class CoordinatorLink:
                                      cert_path=cfg.tls.cert, key_path=cfg.tls.key).to_dict()
         self._published = published
         self.handlers = handlers or {}
+        self.audit_head: Callable[[], tuple[int, str]] | None = None
         self.connected = False
         self.last_contact_ms = 0
         self.published_count = 0
@@ -127,6 +128,8 @@ class CoordinatorLink:
                 log.exception("task %s (%s) failed", task.task_id, task.kind)
                 result = pb.TaskResult(task_id=task.task_id, ok=False,
                                        error=f"internal error at node {self.cfg.name}")
+        if self.audit_head is not None:
+            result.audit_seq, result.audit_hash = self.audit_head()
         self._outbox.put(pb.NodeMessage(result=result))
 
     def _session(self) -> None:

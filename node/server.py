@@ -11,11 +11,14 @@ from concurrent import futures
 import grpc
 
 from node.admin import NodeAdminServicer
+from node.approvals import Approvals
+from node.audit import AuditLog
 from node.datasets import DatasetRegistry
 from node.link import CoordinatorLink
+from node.local_api import LocalApi
 from node.store import NodeStore
 from node.studies import NodeStudies
-from node.tasks import StatsTasks
+from node.tasks import JobTasks
 from protos.scifed.v1 import node_admin_pb2_grpc as admin_pbg
 from scifed.config import NodeConfig
 from scifed.errors import UserError
@@ -37,10 +40,16 @@ class NodeProcess:
         self.link = CoordinatorLink(cfg, self.registry.published_records)
         self.registry.on_change = self.link.request_sync
         self.studies = NodeStudies(self.store, self.registry, self.link)
-        self.link.handlers.update(StatsTasks(self.studies, self.registry).handlers())
+        self.approvals = Approvals(self.store, cfg.approvers)
+        self.link.audit_head = AuditLog(self.store).head
+        self.link.handlers.update(
+            JobTasks(self.studies, self.registry, self.approvals).handlers())
         self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         admin_pbg.add_NodeAdminServicer_to_server(
-            NodeAdminServicer(self.registry, self.link, self.studies), self.admin)
+            NodeAdminServicer(self.registry, self.link, self.studies, self.approvals),
+            self.admin)
+        # Apps on this host (the Flower ClientApp) reach data only through this socket.
+        self.local_api = LocalApi(self.studies, self.registry, cfg.state_dir)
 
     def start(self) -> None:
         sock = self.cfg.socket_path
@@ -54,11 +63,13 @@ class NodeProcess:
             self.admin.start()
         finally:
             os.umask(old)
+        self.local_api.start()
         self.link.start()
         log.info("node %s serving admin API on %s", self.cfg.name, sock)
 
     def stop(self) -> None:
         self.link.stop()
+        self.local_api.stop()
         self.admin.stop(grace=2).wait()
         self.cfg.socket_path.unlink(missing_ok=True)
 

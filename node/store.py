@@ -34,6 +34,65 @@ CREATE TABLE IF NOT EXISTS studies (
     datasets    TEXT NOT NULL,
     answered_ms INTEGER NOT NULL
 );
+-- The officer's per-dataset policy overrides (node/policy.py), as written.
+CREATE TABLE IF NOT EXISTS policy_overrides (
+    dataset_id  TEXT PRIMARY KEY,
+    yaml        TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+-- Tasks held for a decision (node/approvals.py); one per (job, dataset).
+CREATE TABLE IF NOT EXISTS approvals (
+    approval_id TEXT PRIMARY KEY,
+    job_id      TEXT NOT NULL,
+    dataset_id  TEXT NOT NULL,
+    study_id    TEXT NOT NULL,
+    job_type    TEXT NOT NULL,
+    researcher  TEXT NOT NULL,
+    grade       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    decisions   TEXT NOT NULL,
+    expires_ms  INTEGER,
+    created_ms  INTEGER NOT NULL,
+    UNIQUE (job_id, dataset_id)
+);
+-- The privacy-budget ledger (node/budget.py). A charge and the noisy output it paid
+-- for are written in one transaction; (job, dataset) is unique, so a retry replays the
+-- stored output instead of charging again.
+CREATE TABLE IF NOT EXISTS budget_charges (
+    job_id      TEXT NOT NULL,
+    dataset_id  TEXT NOT NULL,
+    researcher  TEXT NOT NULL,
+    epsilon     REAL NOT NULL,
+    delta       REAL NOT NULL,
+    year        INTEGER NOT NULL,
+    output      BLOB,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (job_id, dataset_id)
+);
+-- Row sets of released queries per dataset (node/guard.py), for the differencing rule.
+CREATE TABLE IF NOT EXISTS query_history (
+    job_id      TEXT NOT NULL,
+    dataset_id  TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    rows        INTEGER NOT NULL,
+    bitmap      BLOB NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (job_id, dataset_id)
+);
+-- The hash-chained audit log (node/audit.py).
+CREATE TABLE IF NOT EXISTS audit (
+    seq         INTEGER PRIMARY KEY,
+    ts_ms       INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    details     TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
 -- This node's copies of study keys (CKKS secret contexts), by version.
 CREATE TABLE IF NOT EXISTS study_keys (
     study_id    TEXT NOT NULL,
@@ -92,23 +151,26 @@ class NodeStore:
                           r["meta_yaml"],
                           r["created_ms"], r["updated_ms"])
 
-    def insert_dataset(self, dataset_id: str, slug: str, path: str, record: dict,
-                       meta_yaml: str) -> None:
+    # Writers take the caller's transaction so the caller can append the audit entry
+    # for the same action inside it.
+    @staticmethod
+    def insert_dataset(con: sqlite3.Connection, dataset_id: str, slug: str, path: str,
+                       record: dict, meta_yaml: str) -> None:
         t = now_ms()
-        with self.tx() as con:
-            con.execute("INSERT INTO datasets VALUES (?,?,?,?,?,?,?)",
-                        (dataset_id, slug, path, json.dumps(record), meta_yaml, t, t))
+        con.execute("INSERT INTO datasets VALUES (?,?,?,?,?,?,?)",
+                    (dataset_id, slug, path, json.dumps(record), meta_yaml, t, t))
 
-    def update_dataset(self, dataset_id: str, path: str, record: dict, meta_yaml: str) -> None:
-        with self.tx() as con:
-            con.execute("UPDATE datasets SET path=?, record_json=?, meta_yaml=?, updated_ms=? "
-                        "WHERE dataset_id=?",
-                        (path, json.dumps(record), meta_yaml, now_ms(), dataset_id))
+    @staticmethod
+    def update_dataset(con: sqlite3.Connection, dataset_id: str, path: str, record: dict,
+                       meta_yaml: str) -> None:
+        con.execute("UPDATE datasets SET path=?, record_json=?, meta_yaml=?, updated_ms=? "
+                    "WHERE dataset_id=?", (path, json.dumps(record), meta_yaml, now_ms(),
+                                           dataset_id))
 
-    def delete_dataset(self, dataset_id: str) -> bool:
-        with self.tx() as con:
-            return con.execute("DELETE FROM datasets WHERE dataset_id=?",
-                               (dataset_id,)).rowcount > 0
+    @staticmethod
+    def delete_dataset(con: sqlite3.Connection, dataset_id: str) -> bool:
+        return con.execute("DELETE FROM datasets WHERE dataset_id=?",
+                           (dataset_id,)).rowcount > 0
 
     def get_dataset(self, key: str) -> DatasetRow | None:
         """By full id (`urn:sdn:...`) or by the short slug the officer typed."""
@@ -123,10 +185,11 @@ class NodeStore:
         return [self._row(r) for r in rows]
 
     # -- studies -------------------------------------------------------------------------
-    def set_study(self, study_id: str, name: str, accepted: bool, datasets: list[str]) -> None:
-        with self.tx() as con:
-            con.execute("INSERT OR REPLACE INTO studies VALUES (?,?,?,?,?)",
-                        (study_id, name, int(accepted), json.dumps(datasets), now_ms()))
+    @staticmethod
+    def set_study(con: sqlite3.Connection, study_id: str, name: str, accepted: bool,
+                  datasets: list[str]) -> None:
+        con.execute("INSERT OR REPLACE INTO studies VALUES (?,?,?,?,?)",
+                    (study_id, name, int(accepted), json.dumps(datasets), now_ms()))
 
     def study(self, study_id: str) -> tuple[str, bool, list[str]] | None:
         """(name, accepted, attached dataset ids) as this node's officer answered."""

@@ -11,6 +11,7 @@ import base64
 import json
 import threading
 
+from node.audit import AuditLog
 from node.datasets import DatasetRegistry
 from node.link import CoordinatorLink
 from node.store import DatasetRow, NodeStore
@@ -39,13 +40,17 @@ class NodeStudies:
     def list(self) -> pb.ListInvitationsReply:
         return self.link.call("ListInvitations", pb.ListInvitationsRequest())
 
-    def answer(self, study_id: str, accept: bool, datasets: list[str]) -> pb.StudyInfo:
+    def answer(self, study_id: str, accept: bool, datasets: list[str],
+               actor: str = "officer") -> pb.StudyInfo:
         ids = [self.registry.get(d).dataset_id for d in datasets]  # unknown ones: NotFound
         if accept and not ids:
             raise UserError("name the datasets this node contributes: --datasets ds1,ds2")
         info = self.link.call("AnswerInvitation", pb.AnswerInvitationRequest(
             study_id=study_id, accept=accept, datasets=ids))
-        self.store.set_study(info.study_id, info.name, accept, ids)
+        with self.store.tx() as con:
+            self.store.set_study(con, info.study_id, info.name, accept, ids)
+            AuditLog.append_in(con, actor, "study.accept" if accept else "study.decline",
+                               info.study_id, {"name": info.name, "datasets": ids})
         return info
 
     # -- checks on every task ----------------------------------------------------------

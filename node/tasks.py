@@ -1,9 +1,13 @@
 """What a node does for each task kind the coordinator sends.
 
-Before touching data every handler checks, at the node: the officer accepted the study
-and attached this dataset to it, and the dataset's policy cell admits the computation.
-Contributions leave only encrypted under the study key; state a release node keeps
-between rounds travels sealed under a key only study members can derive.
+Before touching data every handler asks the node's own policy, whatever the coordinator
+says: the officer accepted the study and attached this dataset; the dataset's policy
+cell, tightened by the officer's override, admits the job (else deny, or hold it in the
+approval queue until a person decides); differential privacy where policy demands it,
+charged to the budget ledger atomically with the output; the differencing guard. Every
+decision and release goes into the audit chain. Contributions leave only encrypted
+under the study key; state a release node keeps between rounds travels sealed under a
+key only study members can derive.
 """
 
 from __future__ import annotations
@@ -12,19 +16,26 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from node.approvals import Approvals
+from node.audit import AuditLog
+from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
-from node.jobs import stats
+from node.dp import add_noise, clipping_bounds
+from node.guard import check_and_record, row_mask
+from node.jobs import quality, stats
 from node.jobs.quantiles import QuantileSearch, count_le
+from node.policy import Decision, EffectivePolicy, PolicyBook, decide
 from node.store import DatasetRow
 from node.studies import NodeStudies
 from scifed.errors import UserError
 from scifed.filters import compile_filter
-from scifed.grading import Access, aggregate_access, min_cell_count
 from scifed.he import StudyKey, open_box, seal_box
 from scifed.jobspec import JobSpec
+from scifed.record import CatalogRecord
 from scifed.sealing import SealKeyClaim, result_context, seal, verify_claim
 
 
@@ -36,10 +47,33 @@ def b64d(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-class StatsTasks:
-    def __init__(self, studies: NodeStudies, registry: DatasetRegistry) -> None:
+class Waiting(Exception):
+    """The task waits for a person (the approval queue); the coordinator asks again."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    row: DatasetRow
+    spec: JobSpec
+    filter_sql: tuple | None
+    policy: EffectivePolicy
+    decision: Decision
+
+    @property
+    def k(self) -> int:
+        return self.policy.min_cell_count
+
+
+class JobTasks:
+    def __init__(self, studies: NodeStudies, registry: DatasetRegistry,
+                 approvals: Approvals) -> None:
         self.studies = studies
         self.registry = registry
+        self.store = registry.store
+        self.audit = AuditLog(self.store)
+        self.policies = PolicyBook(self.store)
+        self.approvals = approvals
+        self.ledger = BudgetLedger(self.store)
         self.node = studies.cfg.name
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
@@ -47,37 +81,71 @@ class StatsTasks:
                 "stats.vocab": self._json(self.vocab),
                 "stats.compute": self._json(self.compute),
                 "stats.count": self._json(self.count),
-                "stats.release": self._json(self.release)}
+                "stats.release": self._json(self.release),
+                "quality.vocab": self._json(self.vocab),
+                "quality.compute": self._json(self.quality_compute),
+                "quality.release": self._json(self.quality_release)}
 
     @staticmethod
     def _json(fn: Callable[[dict], dict]) -> Callable[[bytes], bytes]:
-        return lambda payload: json.dumps(fn(json.loads(payload))).encode()
+        def run(payload: bytes) -> bytes:
+            try:
+                return json.dumps(fn(json.loads(payload))).encode()
+            except Waiting as wait:
+                return json.dumps({"waiting": str(wait)}).encode()
+        return run
 
-    # -- checks -------------------------------------------------------------------------
-    def _prepare(self, req: dict) -> tuple[DatasetRow, JobSpec, tuple | None, int]:
+    # -- the node's own checks --------------------------------------------------------------
+    def _gate(self, req: dict, *, audit: bool = True) -> Gate:
         row = self.studies.attached(req["study_id"], req["dataset"])
         rec = row.record
-        grade, category = rec["security_grade"], rec["sharing_category"]
-        access = aggregate_access(grade, category)
-        if access is Access.FORBIDDEN:
-            raise UserError(f"node {self.node}: statistics on {grade} {category} data are "
-                            "forbidden by the policy matrix (governance §2.6)")
-        if access is Access.APPROVAL:
-            raise UserError(f"node {self.node}: statistics on {grade} {category} data need "
-                            "the data officer's approval of this job")
         spec = JobSpec.model_validate(req["spec"])
+        pol = self.policies.effective(rec)
+        requested = spec.stats.dp.epsilon if spec.stats and spec.stats.dp else None
+        if spec.stats and spec.stats.dp and requested is None and pol.epsilon_per_query:
+            requested = pol.epsilon_per_query
+        dec = decide(pol, job_type=spec.type, n_nodes=int(req.get("n_nodes", 1)), record=rec,
+                     requested_epsilon=requested)
+        who = {"job_id": req["job_id"], "study_id": req["study_id"],
+               "researcher": req.get("researcher", ""), "job_type": spec.type,
+               "outcome": dec.outcome, "rule": dec.rule, "reason": dec.reason}
+        if dec.outcome == "deny":
+            self.audit.append("policy", "task.deny", row.dataset_id, who)
+            raise UserError(f"node {self.node} denied the task: {dec.reason}")
+        if dec.outcome == "approval":
+            appr = self.approvals.request(
+                job_id=req["job_id"], dataset_id=row.dataset_id, study_id=req["study_id"],
+                job_type=spec.type, researcher=req.get("researcher", ""), grade=rec[
+                    "security_grade"], reason=dec.reason, spec=req["spec"])
+            if appr.state == "pending":
+                raise Waiting(f"waiting for approval at node {self.node} "
+                              f"({appr.approval_id}: {dec.reason})")
+            if appr.state == "denied":
+                why = next((d["reason"] for d in reversed(appr.decisions) if not d["approve"]),
+                           "")
+                raise UserError(f"node {self.node}: the data officer denied the task: {why}")
+            if appr.state == "expired":
+                raise UserError(f"node {self.node}: the approval {appr.approval_id} expired; "
+                                "submit the job again")
+        elif audit:
+            self.audit.append("policy", "task.allow", row.dataset_id, who)
         types = {f["name"]: f["type"] for f in rec.get("fields", [])}
         flt = compile_filter(spec.filter, types) if spec.filter else None
-        return row, spec, flt, min_cell_count(grade, category)
+        return Gate(row, spec, flt, pol, dec)
 
     def _key(self, req: dict) -> StudyKey:
         return self.studies.key(req["study_id"], int(req["key_version"]))
 
-    # -- phases ---------------------------------------------------------------------------
+    # -- phases -------------------------------------------------------------------------------
     def vocab(self, req: dict) -> dict:
-        row, spec, flt, _ = self._prepare(req)
-        path = self.registry.data_path(row.dataset_id)
-        values = stats.vocabulary(path, spec.stats, flt)
+        """Categories this node holds (group values, labels, ...), sealed for members."""
+        g = self._gate(req)
+        path = self.registry.data_path(g.row.dataset_id)
+        if g.spec.type == "quality":
+            values = quality.vocabulary(path, CatalogRecord.model_validate(g.row.record),
+                                        g.spec.quality)
+        else:
+            values = stats.vocabulary(path, g.spec.stats, g.filter_sql)
         box = self._key(req).aead_key("stats-vocabulary")
         return {"vocabulary": b64e(seal_box(box, json.dumps(values).encode(),
                                             req["job_id"].encode()))}
@@ -93,31 +161,94 @@ class StatsTasks:
         return {col: sorted(values) for col, values in union.items()}
 
     def compute(self, req: dict) -> dict:
-        row, spec, flt, k = self._prepare(req)
-        vector = stats.compute(self.registry.data_path(row.dataset_id), spec.stats,
-                               self._vocabulary(req), k=k, filter_sql=flt)
-        return {"ciphertext": b64e(self._key(req).encrypt(vector)), "k": k}
+        """This node's encrypted contribution, released once: guard, DP and the budget
+        charge are settled in the same transaction that records the release."""
+        g = self._gate(req, audit="vocabularies" not in req)
+        key = self._key(req)
+        path = self.registry.data_path(g.row.dataset_id)
+        spec, vocab, job_id = g.spec.stats, self._vocabulary(req), req["job_id"]
+        sha = g.row.record["distributions"][0]["sha256"]
+        mask = row_mask(path, g.filter_sql) if g.policy.query_auditing else None
+        report: dict = {}
+
+        def produce(con) -> bytes:
+            if mask is not None:
+                check_and_record(con, job_id=job_id, dataset_id=g.row.dataset_id,
+                                 sha256=sha, mask=mask, k=g.k)
+            if g.decision.dp:
+                bounds = clipping_bounds(spec, g.row.record)
+                vec = stats.compute(path, spec, vocab, k=g.k, filter_sql=g.filter_sql,
+                                    clip=bounds)
+                report.update(add_noise(vec, stats.Layout.build(spec, vocab), spec, bounds,
+                                        g.decision.epsilon))
+            else:
+                vec = stats.compute(path, spec, vocab, k=g.k, filter_sql=g.filter_sql)
+            return key.encrypt(vec)
+
+        release = {"job_id": job_id, "researcher": req.get("researcher", ""),
+                   "rows_guarded": mask is not None}
+        if g.decision.dp:
+            blob = self.ledger.charge_and_release(
+                job_id=job_id, dataset_id=g.row.dataset_id,
+                researcher=req.get("researcher", ""), epsilon=g.decision.epsilon,
+                delta=0.0, annual_budget=g.policy.annual_budget or float("inf"),
+                researcher_budget=g.policy.researcher_budget, produce=produce)
+            release |= {"epsilon": g.decision.epsilon, "delta": 0.0}
+        else:
+            with self.store.tx() as con:
+                blob = produce(con)
+                AuditLog.append_in(con, "policy", "task.release", g.row.dataset_id, release)
+        dp = ({"epsilon": g.decision.epsilon, "delta": 0.0, **report}
+              if g.decision.dp else None)
+        return {"ciphertext": b64e(blob), "k": g.k, "dp": dp}
+
+    def quality_compute(self, req: dict) -> dict:
+        """Sufficient statistics of the quality scorecard (governance §3.4), encrypted."""
+        g = self._gate(req, audit=False)
+        if g.decision.dp:
+            raise UserError(f"node {self.node}: federated quality reports are not available "
+                            "where policy requires differential privacy")
+        record = CatalogRecord.model_validate(g.row.record)
+        vec = quality.compute(self.registry.data_path(g.row.dataset_id), record,
+                              g.spec.quality, self._vocabulary(req), k=g.k)
+        with self.store.tx() as con:
+            AuditLog.append_in(con, "policy", "task.release", g.row.dataset_id,
+                               {"job_id": req["job_id"], "researcher": req.get("researcher", ""),
+                                "job_type": "quality"})
+        return {"ciphertext": b64e(self._key(req).encrypt(vec)), "k": g.k, "dp": None}
+
+    def quality_release(self, req: dict) -> dict:
+        g = self._gate(req, audit=False)
+        total = self._key(req).decrypt(b64d(req["aggregate"]))
+        result = quality.decode(total, g.spec.quality, self._vocabulary(req), k=int(req["k"]))
+        return self._seal(req, g, {"type": "quality", **result})
 
     def count(self, req: dict) -> dict:
-        row, spec, flt, _ = self._prepare(req)
+        g = self._gate(req, audit=False)
         key = self._key(req)
         query = json.loads(open_box(key.aead_key("stats-query"), b64d(req["query"]),
                                     req["job_id"].encode()))
-        path = self.registry.data_path(row.dataset_id)
-        parts = [count_le(path, col, query[col], flt) for col in sorted(query)]
+        path = self.registry.data_path(g.row.dataset_id)
+        parts = [count_le(path, col, query[col], g.filter_sql) for col in sorted(query)]
         return {"ciphertext": b64e(key.encrypt(np.concatenate(parts)))}
 
     def release(self, req: dict) -> dict:
         """Decrypt the pooled vector, apply the aggregate-level rules, and either ask for
         another round (exact quantiles) or seal the result to the researcher."""
-        self._prepare(req)  # the release node must itself be a member with its dataset
-        spec = JobSpec.model_validate(req["spec"])
+        g = self._gate(req, audit=False)  # the release node must itself be a member
+        spec = g.spec
         key = self._key(req)
         job_id, k = req["job_id"], int(req["k"])
         total = key.decrypt(b64d(req["aggregate"]))
         state_key, aad = key.aead_key("stats-state"), job_id.encode()
+        dp_used = req.get("dp") or {}
         if "state" not in req:
             vocab = self._vocabulary(req)
+            if dp_used:
+                # Noisy counts may dip below zero; clamping is post-processing.
+                layout = stats.Layout.build(spec.stats, vocab)
+                for blk in _count_positions(layout):
+                    total[blk] = np.maximum(total[blk], 0.0)
             result = stats.decode(total, spec.stats, vocab, k=k)
             search = None
             if spec.stats.quantiles:
@@ -144,12 +275,33 @@ class StatsTasks:
             if search.refused:
                 notes = result.setdefault("suppression", {}).setdefault("notes", [])
                 notes += [f"quantiles of {c}: {why}" for c, why in search.refused.items()]
+        if dp_used:
+            result["privacy"] = dp_used
+        return self._seal(req, g, {"type": "stats", **result})
+
+    def _seal(self, req: dict, g: Gate, result: dict) -> dict:
+        """Seal a released result to the researcher whose certified key the job carries."""
+        job_id = req["job_id"]
         result["meta"] = {"job_id": job_id, "study_id": req["study_id"],
-                          "contributors": req["contributors"], "k": k,
+                          "contributors": req["contributors"], "k": int(req["k"]),
                           "released_by": self.node,
                           "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         claim = SealKeyClaim.from_dict(req["researcher_claim"])
         public = verify_claim(claim, self.studies.cfg.tls.ca.read_bytes(),
                               expect_role="researcher")
         sealed = seal(public, json.dumps(result).encode(), context=result_context(job_id))
+        self.audit.append("policy", "result.seal", g.row.dataset_id,
+                          {"job_id": job_id, "researcher": claim.name,
+                           "contributors": req["contributors"]})
         return {"sealed": b64e(sealed)}
+
+
+def _count_positions(layout: stats.Layout) -> list:
+    """Vector positions that hold counts (rows, n, missing, cells, pair n)."""
+    out: list = [stats.Layout.ROWS]
+    for sl in layout.columns.values():
+        out += [sl.start, sl.start + 1]
+    out += [slice(sl.start, sl.stop - 1) for sl in layout.histograms.values()]
+    out += [slice(sl.start, sl.stop - 1) for sl in layout.groups.values()]
+    out += [sl.start for sl in layout.pairs.values()]
+    return out

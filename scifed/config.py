@@ -7,7 +7,7 @@ so a deployment directory can be moved as a whole.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,9 @@ class NodeConfig(_Strict):
     tls: TlsConfig
     admin_socket: Path | None = None
     reconnect_max_seconds: float = Field(default=10.0, gt=0)
+    approvers: dict[str, Literal["officer", "liaison", "security_lead"]] = Field(
+        default_factory=dict, description="person -> role for the approval queue; empty: "
+        "whoever can reach the admin socket acts as the officer")
 
     @property
     def socket_path(self) -> Path:
@@ -58,6 +61,8 @@ class CoordinatorConfig(_Strict):
     task_timeout_seconds: float = Field(
         default=60.0, gt=0, description="how long a job waits for a node to come online "
         "and answer one task before counting it out")
+    approval_timeout_seconds: float = Field(
+        default=7 * 86400, gt=0, description="how long a job waits for officers' approvals")
     max_workers: int = Field(default=128, ge=8)
 
     @property
@@ -84,29 +89,37 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_yaml_mapping(path: Path) -> dict:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+def parse_yaml_mapping(text: str, source: str, expected: str = "settings") -> dict:
+    """YAML text that must hold a mapping; errors name `source` (and the line)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} is not valid YAML "
+        raise UserError(f"{source}:{where} is not valid YAML "
                         f"({getattr(exc, 'problem', None) or exc})") from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of settings at the top level")
+        raise UserError(f"{source}: expected a mapping of {expected} at the top level")
     return data
 
 
-def load_config(path: Path, model: type[M]) -> M:
-    data = load_yaml_mapping(path)
+def parse_model(text: str, source: str, model: type[M], expected: str = "settings") -> M:
+    """Parse YAML text into `model`: one line per problem, naming `source` and the field."""
+    data = parse_yaml_mapping(text, source, expected)
     try:
-        cfg = model.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(str(path), exc)) from None
+        raise UserError(format_validation_error(source, exc)) from None
+
+
+def load_config(path: Path, model: type[M]) -> M:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    cfg = parse_model(text, str(path), model)
     return _resolve(cfg, Path(path).resolve().parent)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -16,7 +17,7 @@ import mlcroissant as mlc
 from pydantic import ValidationError
 from rdflib import BNode, Graph, Namespace, URIRef
 from rdflib import Literal as RdfLiteral
-from rdflib.namespace import DCAT, DCTERMS, FOAF, GEO, ORG, RDF, SKOS, XSD
+from rdflib.namespace import DCAT, DCTERMS, FOAF, GEO, ORG, PROV, RDF, SKOS, XSD
 from rdflib.term import Node
 
 from scifed.errors import UserError
@@ -29,13 +30,14 @@ VCARD = Namespace("http://www.w3.org/2006/vcard/ns#")
 SPDX = Namespace("http://spdx.org/rdf/terms#")
 ACCESS_RIGHTS = Namespace("http://publications.europa.eu/resource/authority/access-right/")
 FREQUENCY = Namespace("http://publications.europa.eu/resource/authority/frequency/")
+DQV = Namespace("http://www.w3.org/ns/dqv#")
 IANA_MEDIA_TYPES = "https://www.iana.org/assignments/media-types/"
 CROISSANT_1_0 = "http://mlcommons.org/croissant/1.0"
 
 _ACCESS_RIGHT = {"OPEN": "PUBLIC", "CONDITIONAL": "RESTRICTED", "CLOSED": "NON_PUBLIC"}
 _PREFIXES = {
     "dcat": DCAT3, "dct": DCTERMS, "foaf": FOAF, "org": ORG, "vcard": VCARD, "skos": SKOS,
-    "spdx": SPDX, "geo": GEO, "sdn": SDN, "xsd": XSD,
+    "spdx": SPDX, "geo": GEO, "sdn": SDN, "xsd": XSD, "dqv": DQV, "prov": PROV,
 }
 _CROISSANT_TYPES = {
     "string": mlc.DataType.TEXT,
@@ -48,6 +50,45 @@ _CROISSANT_TYPES = {
     "year": mlc.DataType.INTEGER,
 }
 RECORD_SET = "records"
+
+
+def citation(record: dict[str, Any]) -> str | None:
+    """The data citation of GB/T 35294 (creators. title[DS/OL]. version. publisher, year.
+    identifier), from the record's JSON form; None for a stub without creators."""
+    creators = [c["name"] for c in record.get("creators", [])]
+    title = record.get("title") or {}
+    if not creators or not (title.get("zh") or title.get("en")):
+        return None
+    names = ", ".join(creators[:3]) + (", et al" if len(creators) > 3 else "")
+    parts = [f"{names}. {title.get('zh') or title.get('en')}[DS/OL]."]
+    if record.get("version"):
+        parts.append(f"Version {record['version']}.")
+    if record.get("publisher") and record.get("issued"):
+        parts.append(f"{record['publisher']['name']}, {str(record['issued'])[:4]}.")
+    parts.append(f"{record['landing_page'] if record.get('landing_page') else record['id']}.")
+    return " ".join(parts)
+
+
+def quality_statement(quality: dict[str, Any]) -> str:
+    """One paragraph on a quality summary or report, for readers of rai:dataLimitations."""
+    if "gates" in quality:  # a full report
+        failed = [name for name, gate in quality["gates"].items() if not gate["passed"]]
+    else:
+        failed = list(quality.get("failed_gates", []))
+    gates = f"failed gates: {', '.join(failed)}" if failed else "all gates passed"
+    text = (f"AI-readiness scorecard {quality.get('scorecard_version', '?')} "
+            f"({str(quality.get('computed_at', ''))[:10]}): grade {quality['grade']}, score "
+            f"{float(quality.get('score', 0.0)):.1f}/100; {gates}.")
+    weak = {d: s for d, s in (quality.get("dimensions") or {}).items()
+            if s is not None and s < 1}
+    if weak:
+        text += " Dimensions below full marks: " + ", ".join(
+            f"{d} {s:.2f}" for d, s in weak.items()) + "."
+    flagged = [f"{m} {r['status']}" for m, r in (quality.get("metrics") or {}).items()
+               if r["status"] in ("warn", "fail")]
+    if flagged:
+        text += f" Metrics that warn or fail: {', '.join(flagged)}."
+    return text
 
 
 def license_url(license: str) -> str:
@@ -142,6 +183,63 @@ def _personal_info(g: Graph, info: dict[str, Any]) -> BNode:
     return node
 
 
+def _measurement(g: Graph, ds: Node, metric: URIRef, value: Any, when: RdfLiteral | None,
+                 status: str | None = None) -> None:
+    node = BNode()
+    g.add((ds, DQV.hasQualityMeasurement, node))
+    g.add((node, RDF.type, DQV.QualityMeasurement))
+    g.add((node, DQV.computedOn, ds))
+    g.add((node, DQV.isMeasurementOf, metric))
+    if isinstance(value, bool):
+        g.add((node, DQV.value, RdfLiteral(value, datatype=XSD.boolean)))
+    elif isinstance(value, int | float):
+        # xsd:decimal keeps every digit; rdflib writes xsd:double to Turtle with 7.
+        g.add((node, DQV.value, RdfLiteral(Decimal(repr(float(value))), datatype=XSD.decimal)))
+    else:
+        g.add((node, DQV.value, RdfLiteral(value)))
+    if when is not None:
+        g.add((node, PROV.generatedAtTime, when))
+    if status is not None:
+        g.add((node, SDN.status, RdfLiteral(status)))
+
+
+def _metric(g: Graph, name: str, label: str, dimension: str | None) -> URIRef:
+    metric = SDN[f"metric-{name}"]
+    g.add((metric, RDF.type, DQV.Metric))
+    g.add((metric, SKOS.prefLabel, RdfLiteral(label, lang="en")))
+    if dimension is not None:
+        dim = SDN[f"dimension-{dimension}"]
+        g.add((dim, RDF.type, DQV.Dimension))
+        g.add((dim, SKOS.prefLabel, RdfLiteral(dimension.replace("_", " "), lang="en")))
+        g.add((metric, DQV.inDimension, dim))
+    return metric
+
+
+def _quality(g: Graph, ds: Node, quality: dict[str, Any]) -> None:
+    """The scorecard as dqv:QualityMeasurements: one per metric that has a value when the
+    full report is published, else the summary's grade, score, gates and dimensions."""
+    when = _date(quality["computed_at"]) if quality.get("computed_at") else None
+    g.add((ds, SDN.qualityGrade, RdfLiteral(quality["grade"])))
+    _measurement(g, ds, _metric(g, "grade", "AI-readiness grade (A-D)", None),
+                 quality["grade"], when)
+    if quality.get("score") is not None:
+        _measurement(g, ds, _metric(g, "score", "AI-readiness score (0-100)", None),
+                     quality["score"], when)
+    for dimension, score in (quality.get("dimensions") or {}).items():
+        if score is not None:
+            metric = _metric(g, f"{dimension}-score", f"{dimension} score (0-1)", dimension)
+            _measurement(g, ds, metric, score, when)
+    if "metrics" in quality:
+        for name, result in quality["metrics"].items():
+            if result.get("value") is not None:
+                metric = _metric(g, name, f"{name} {result.get('title', '')}".strip(),
+                                 result.get("dimension"))
+                _measurement(g, ds, metric, result["value"], when, result["status"])
+    else:
+        _measurement(g, ds, _metric(g, "gates-passed", "all quality gates passed", None),
+                     bool(quality.get("gates_passed")), when)
+
+
 def _distribution(g: Graph, dist: dict[str, Any]) -> BNode:
     node = BNode()
     g.add((node, RDF.type, DCAT.Distribution))
@@ -210,6 +308,10 @@ def _add_dataset(g: Graph, catalog: Node, rec: dict[str, Any]) -> None:
         g.add((ds, SDN.personalInformation, _personal_info(g, rec["personal_info"])))
     for dist in rec.get("distributions", []):
         g.add((ds, DCAT.distribution, _distribution(g, dist)))
+    if cite := citation(rec):
+        g.add((ds, DCTERMS.bibliographicCitation, RdfLiteral(cite)))
+    if rec.get("quality"):
+        _quality(g, ds, rec["quality"])
 
 
 def to_dcat(
@@ -267,6 +369,13 @@ def _one(value: str | None) -> list[str] | None:
     return [value] if value else None
 
 
+def _limitations(record: CatalogRecord) -> list[str] | None:
+    texts = [record.limitations] if record.limitations else []
+    if record.quality:
+        texts.append(quality_statement(record.quality))
+    return texts or None
+
+
 def _metadata(record: CatalogRecord) -> mlc.Metadata:
     ctx = mlc.Context(conforms_to=CROISSANT_1_0)
     dist_ids = [d.dist_id for d in record.distributions]
@@ -308,6 +417,7 @@ def _metadata(record: CatalogRecord) -> mlc.Metadata:
         date_published=record.issued,
         date_modified=record.modified,
         version=record.version,
+        cite_as=citation(record.model_dump(mode="json")),
         keywords=record.keywords,
         in_language=record.languages or None,
         distribution=distribution,
@@ -328,7 +438,7 @@ def _metadata(record: CatalogRecord) -> mlc.Metadata:
         annotator_demographics=_one(annotation and annotation.annotator_demographics),
         machine_annotation_tools=_one(annotation and annotation.tools),
         data_use_cases=_one(record.intended_uses),
-        data_limitations=_one(record.limitations),
+        data_limitations=_limitations(record),
         data_biases=_one(record.biases),
         data_social_impact=record.social_impact,
         data_release_maintenance_plan=record.maintenance_plan,
@@ -348,6 +458,8 @@ def _governance_keys(record: CatalogRecord, jsonld: dict[str, Any]) -> None:
     jsonld["sdn:recordCount"] = record.record_count
     if record.targets:
         jsonld["sdn:targetField"] = [f"{RECORD_SET}/{quote(t, safe='')}" for t in record.targets]
+    if record.quality:
+        jsonld["sdn:qualityReport"] = record.quality
     units = {f.name: f.unit for f in record.fields if f.unit}
     for field in jsonld["recordSet"][0]["field"]:
         if field["name"] in units:
@@ -360,6 +472,11 @@ def to_croissant(record: dict[str, Any]) -> dict[str, Any]:
     Only a fully published record can be exported: a loader needs the file digest and
     the columns, which stubs (CLOSED) and coarse records (G5) do not carry.
     """
+    return croissant_with_warnings(record)[0]
+
+
+def croissant_with_warnings(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """:func:`to_croissant` and the warnings mlcroissant's validation gave (Q7c)."""
     record_id = record.get("id", "?")
     if record.get("stub"):
         raise UserError(
@@ -379,8 +496,8 @@ def to_croissant(record: dict[str, Any]) -> dict[str, Any]:
     try:
         jsonld = _metadata(parsed).to_json()
         _governance_keys(parsed, jsonld)
-        mlc.Dataset(jsonld=jsonld)
+        dataset = mlc.Dataset(jsonld=jsonld)
     except mlc.ValidationError as exc:
         raise UserError(f"record {record_id}: Croissant validation failed:\n{exc}") from None
-    return jsonld
+    return jsonld, sorted(dataset.metadata.ctx.issues.warnings)
 

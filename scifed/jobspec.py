@@ -55,6 +55,15 @@ def _unique(values: list, what: str) -> list:
     return values
 
 
+class StatsDP(_Strict):
+    """Differential privacy asked for by the researcher (the node's policy may also
+    require it, and caps ε per query)."""
+
+    epsilon: float | None = Field(default=None, gt=0, description="ε of this query")
+    bounds: dict[Name, tuple[float, float]] = Field(
+        default_factory=dict, description="column -> [min, max] clipping bounds")
+
+
 class StatsSpec(_Strict):
     """Parameters of a ``stats`` job; every column must exist at every node."""
 
@@ -67,6 +76,7 @@ class StatsSpec(_Strict):
                                                description="column -> probabilities")
     group_counts: list[Name] = Field(default_factory=list)
     correlation: list[Name] = Field(default_factory=list)
+    dp: StatsDP | None = None
 
     @field_validator("columns", "group_counts")
     @classmethod
@@ -134,14 +144,38 @@ class StatsSpec(_Strict):
         return list(dict.fromkeys(names))
 
 
+class QualitySpec(_Strict):
+    """Parameters of a ``quality`` job (pooled scorecard metrics, governance §3.4)."""
+
+    target: Name | None = Field(default=None,
+                                description="label column; default: the record's first target")
+    columns: list[Name] = Field(default_factory=list,
+                                description="columns to count missing values and moments in; "
+                                            "default: every column")
+
+    @field_validator("columns")
+    @classmethod
+    def _no_duplicate_columns(cls, v: list[str]) -> list[str]:
+        return _unique(v, "column")
+
+    def referenced_columns(self) -> list[str]:
+        """Every column the job names, in first-mention order (for early checks)."""
+        return list(dict.fromkeys([*([self.target] if self.target else []), *self.columns]))
+
+
+JobType = Literal["stats", "quality"]
+JOB_TYPES: tuple[JobType, ...] = ("stats", "quality")
+
+
 class JobSpec(_Strict):
     """A federated job. ``datasets`` maps node -> dataset, or lists catalog ids."""
 
     study: Name = Field(description="study name or id")
-    type: Literal["stats"]
+    type: JobType
     datasets: dict[str, str] | list[str]
     filter: str | None = Field(default=None, description="row filter (scifed.filters)")
     stats: StatsSpec | None = None
+    quality: QualitySpec | None = None
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -172,6 +206,11 @@ class JobSpec(_Strict):
     def _section_for_type(self) -> Self:
         if getattr(self, self.type) is None:
             raise ValueError(f"a '{self.type}' job needs a '{self.type}:' section")
+        others = [t for t in JOB_TYPES if t != self.type and getattr(self, t) is not None]
+        if others:
+            raise ValueError(f"a '{self.type}' job takes no '{others[0]}:' section")
+        if self.type == "quality" and self.filter is not None:
+            raise ValueError("a quality job scores whole datasets; remove 'filter'")
         return self
 
     def referenced_columns(self) -> list[str]:

@@ -563,6 +563,9 @@ class DatasetDescription(_Model):
     biases: Text | None = None
     social_impact: Text | None = None
     targets: list[Text] = []
+    # Cross-field consistency rules (pandas.eval conditions such as
+    # "temp_min <= temp_max") that quality metric Q4a checks.
+    rules: list[Text] = []
     splits: Splits | None = None
     federated_group: FederatedGroup | None = None
 

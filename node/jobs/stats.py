@@ -196,9 +196,15 @@ def _group_counts(data: DataFile, columns: list[str],
 
 
 def compute(path: Path, spec: StatsSpec, vocab: dict[str, list[str]], *, k: int,
-            filter_sql: tuple[str, list] | None = None) -> np.ndarray:
-    """This node's contribution: one float64 vector in :class:`Layout` order, with local
-    disclosure control applied (``k`` from the node's policy; k ≤ 1 means none)."""
+            filter_sql: tuple[str, list] | None = None,
+            clip: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """This node's contribution: one float64 vector in :class:`Layout` order.
+
+    Without ``clip``, local disclosure control is applied (``k`` from the node's policy;
+    k ≤ 1 means none). With ``clip`` (differential privacy), moments and cross-products
+    are summed over values clipped to the bounds, and the k-rules are left to the
+    release, on noisy counts: a data-dependent suppression before the noise would break
+    the noise's calibration."""
     layout = Layout.build(spec, vocab)
     numeric = list(dict.fromkeys([*spec.columns, *spec.histograms, *spec.correlation,
                                   *spec.quantiles]))
@@ -209,9 +215,13 @@ def compute(path: Path, spec: StatsSpec, vocab: dict[str, list[str]], *, k: int,
         data.require(spec.quantiles, "quantiles", numeric=True)
         data.require(spec.group_counts, "group_counts", numeric=False)
         alias = {c: f"c{i}" for i, c in enumerate(numeric)}
-        aggs, params = _aggregates(spec, alias)
-        row = data.query([data.number(c) for c in numeric], f"SELECT {', '.join(aggs)} FROM d",
-                         params, filter_sql)[0]
+        exprs = [data.number(c) for c in numeric]
+        moments = dict(alias)
+        for col, (lo, hi) in (clip or {}).items():
+            moments[col] = f"c{len(exprs)}"
+            exprs.append(f"greatest(least({data.number(col)}, {float(hi)!r}), {float(lo)!r})")
+        aggs, params = _aggregates(spec, alias, moments)
+        row = data.query(exprs, f"SELECT {', '.join(aggs)} FROM d", params, filter_sql)[0]
         groups = _group_counts(data, spec.group_counts, filter_sql) if spec.group_counts else {}
 
     vec = np.zeros(layout.size, dtype=np.float64)
@@ -235,17 +245,20 @@ def compute(path: Path, spec: StatsSpec, vocab: dict[str, list[str]], *, k: int,
                             "outside the agreed vocabulary; the data changed during the job")
         vec[sl.start : sl.stop - 1] = [found.get(v, 0) for v in [*vocab[col], None]]
 
-    _local_control(vec, layout, spec, extremes, k)
+    if clip is None:
+        _local_control(vec, layout, spec, extremes, k)
     return vec
 
 
-def _aggregates(spec: StatsSpec, alias: dict[str, str]) -> tuple[list[str], list]:
-    """SELECT-list aggregates in vector order (see the module docstring) and their params."""
+def _aggregates(spec: StatsSpec, alias: dict[str, str],
+                moments: dict[str, str]) -> tuple[list[str], list]:
+    """SELECT-list aggregates in vector order (see the module docstring) and their params.
+    ``moments`` names the (possibly clipped) values that sums are taken over."""
     aggs = ["count(*)"]
     params: list[float] = []
     for col in spec.columns:
-        v = alias[col]
-        aggs += [f"count({v})", f"count(*) - count({v})", f"fsum({v})", f"fsum({v} * {v})",
+        v, m = alias[col], moments[col]
+        aggs += [f"count({v})", f"count(*) - count({v})", f"fsum({m})", f"fsum({m} * {m})",
                  f"min({v})", f"max({v})"]
     for col, edges in spec.histograms.items():
         v = alias[col]
@@ -257,8 +270,8 @@ def _aggregates(spec: StatsSpec, alias: dict[str, str]) -> tuple[list[str], list
                  f"count(*) - count({v})"]
         params += [edges[0], edges[-1]]
     for a, b in _pairs(spec.correlation):
-        x, y = alias[a], alias[b]
-        both = f"FILTER (WHERE {x} IS NOT NULL AND {y} IS NOT NULL)"
+        both = f"FILTER (WHERE {alias[a]} IS NOT NULL AND {alias[b]} IS NOT NULL)"
+        x, y = moments[a], moments[b]
         aggs += [f"count(*) {both}", f"fsum({x}) {both}", f"fsum({y}) {both}",
                  f"fsum({x} * {x}) {both}", f"fsum({y} * {y}) {both}",
                  f"fsum({x} * {y}) {both}"]
@@ -392,7 +405,7 @@ def _column(col: str, block: np.ndarray, spec: StatsSpec, report: _Report) -> di
     if hide:
         report.withheld(name, "fewer than k values: only the count is released")
     s1, s2 = float(block[_SUM]), float(block[_SUMSQ])
-    variance = None if hide else _variance(n, s1, s2)
+    variance = None if hide else sample_variance(n, s1, s2)
     values = {"sum": None if hide else s1,
               "mean": None if hide or n == 0 else s1 / n,
               "variance": variance,
@@ -452,7 +465,7 @@ def _correlation(columns: list[str], total: np.ndarray, layout: Layout,
     return {"columns": list(columns), "matrix": matrix, "n": counts}
 
 
-def _variance(n: int, s1: float, s2: float) -> float | None:
+def sample_variance(n: int, s1: float, s2: float) -> float | None:
     """Sample variance (ddof=1, as pandas). The sums are exact binary fractions, so the
     two-term formula is evaluated exactly and only the sums' own rounding remains."""
     if n < 2:

@@ -4,6 +4,7 @@ pandas on the pooled data, and the coordinator checked to hold nothing in clear.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import numpy as np
@@ -246,3 +247,104 @@ def test_coordinator_holds_nothing_in_clear(fed):
              *[f"{s.mean():.4f}" for s in per_node], *[f"{s.sum():.1f}" for s in per_node]]
     for needle in clear:
         assert needle not in text, needle
+
+
+def test_membership_change_rotates_the_key(fed):
+    with fed.operator() as op:
+        before = op.study("weather").key_version
+        out = fed.node_cli("dream", "studies", "decline", op.study("weather").study_id)
+        assert "declined" in out.stdout
+        wait_for(lambda: op.study("weather").key_version == before + 1
+                 and op.study("weather").status == "active", 30, "the key to rotate")
+        st = op.study("weather")
+        assert {m.node: m.state for m in st.members}["dream"] == "declined"
+    db = fed.coord_dir / "state" / "coordinator.db"
+    with sqlite3.connect(db) as con:
+        holders = {r[0] for r in con.execute(
+            "SELECT node_name FROM study_key_shares WHERE study_id=? AND version=?",
+            (st.study_id, before + 1))}
+    assert holders == {"biscoe", "torgersen"}  # the node that left cannot read on
+    res, _ = run_job(fed, job_yaml(study="weather", type="stats",
+                                   datasets={"biscoe": "weather", "torgersen": "weather"},
+                                   stats={"columns": ["wind"]}))
+    assert res.summary.loc["wind", "count"] == (fed.weather.date.dt.year != 2013).sum()
+    spec = fed.root / "declined.yaml"
+    spec.write_text(job_yaml(study="weather", type="stats",
+                             datasets={n: "weather" for n in ISLANDS},
+                             stats={"columns": ["wind"]}))
+    refused = fed.cli("job", "submit", str(spec), "--identity", str(fed.researcher_dir),
+                      check=False)
+    assert refused.returncode == 1 and "node dream is not a member" in refused.stderr
+    fed.node_cli("dream", "studies", "accept", st.study_id, "--datasets", "weather")
+    with fed.operator() as op:
+        wait_for(lambda: op.study("weather").key_version == before + 2, 30, "re-keying")
+    listed = fed.cli("study", "list", "--identity", str(fed.operator_dir)).stdout
+    assert "weather" in listed and "active" in listed
+
+
+def js(p: np.ndarray, q: np.ndarray) -> float:
+    from scipy.spatial.distance import jensenshannon
+
+    return float(jensenshannon(p / p.sum(), q / q.sum(), base=2))
+
+
+def test_federated_quality_report_equals_pooled_pandas(fed):
+    res, info = run_job(fed, job_yaml(study="weather", type="quality",
+                                      datasets={n: "weather" for n in ISLANDS},
+                                      quality={"target": "weather"}))
+    w = fed.weather
+    assert res.rows == len(w)
+    metrics = res.metrics.set_index("metric")
+    assert metrics.loc["Q1a", "value"] == pytest.approx(1 - w.isna().sum().sum() / w.size)
+    assert metrics.loc["Q4c", "status"] == "pass"
+    labels = sorted(w.weather.unique())
+    pooled = w.weather.value_counts().reindex(labels).to_numpy(float)
+    assert res.classes.set_index("label")["count"].to_dict() == \
+        w.weather.value_counts().to_dict()
+    shift = res.label_shift.set_index("node")["js_distance"]
+    for node, years in YEARS.items():
+        part = w[w.date.dt.year.isin(years)].weather.value_counts().reindex(labels, fill_value=0)
+        assert shift[node] == pytest.approx(js(part.to_numpy(float), pooled), abs=1e-9)
+    assert metrics.loc["Q4d", "value"] == pytest.approx(shift.max())
+    p = pooled / pooled.sum()
+    assert metrics.loc["Q5a", "value"] == pytest.approx(-(p * np.log(p)).sum() / np.log(5))
+
+
+def test_quality_scorecard_is_published_and_searchable(fed, tmp_path):
+    out = tmp_path / "q.json"
+    printed = fed.node_cli("biscoe", "dataset", "quality", "penguins", "--fast",
+                           "--out", str(out)).stdout
+    report = json.loads(out.read_text())
+    assert report["grade"] in "AB" and "Q9a" in printed and report["mode"] == "fast"
+    refused = fed.node_cli("biscoe", "dataset", "quality", "penguins", "--fast",
+                           "--override", "Q5a", check=False)
+    assert refused.returncode == 1 and "justification" in refused.stderr
+    fed.node_cli("biscoe", "dataset", "quality", "penguins", "--fast", "--override", "Q6",
+                 "--justification", "outliers reviewed by the curator", "--out", str(out))
+    assert json.loads(out.read_text())["overrides"][0]["metric"] == "Q6"
+    with fed.researcher() as r:
+        wait_for(lambda: set(r.search("", min_quality="B")["id"])
+                 == {"urn:sdn:biscoe:ds:penguins"}, 20, "the quality grade to be searchable")
+        rec = r.record("urn:sdn:biscoe:ds:penguins")
+    assert rec["quality"]["grade"] == report["grade"]
+    listed = fed.cli("catalog", "search", "--min-quality", "B", "--identity",
+                     str(fed.researcher_dir)).stdout
+    assert "urn:sdn:biscoe:ds:penguins" in listed
+
+
+def test_node_catalog_exports(fed, tmp_path):
+    import mlcroissant as mlc
+    import rdflib
+
+    ttl = tmp_path / "cat.ttl"
+    fed.node_cli("dream", "catalog", "export", "--format", "dcat", "--out", str(ttl))
+    g = rdflib.Graph().parse(ttl, format="turtle")
+    dcat = rdflib.Namespace("http://www.w3.org/ns/dcat#")
+    catalogs = list(g.subjects(rdflib.RDF.type, dcat.Catalog))
+    assert len(catalogs) == 1
+    assert len(list(g.objects(catalogs[0], dcat.dataset))) == 2
+    cdir = tmp_path / "croissant"
+    fed.node_cli("dream", "catalog", "export", "--format", "croissant", "--out", str(cdir))
+    docs = sorted(cdir.glob("*.json"))
+    assert [d.name for d in docs] == ["penguins.croissant.json", "weather.croissant.json"]
+    mlc.Dataset(jsonld=json.loads(docs[0].read_text()))  # validates, raises on errors

@@ -452,3 +452,97 @@ def test_sqlite_connection_settings(tmp_path: Any) -> None:
         assert database.dialect == "sqlite"
     finally:
         database.close()
+
+
+def quality(grade: str) -> dict[str, Any]:
+    """A published quality summary, as `node.quality.quality_summary` writes it."""
+    return {
+        "grade": grade,
+        "score": {"A": 92.5, "B": 78.0, "C": 55.0, "D": 40.0}[grade],
+        "gates_passed": grade != "D",
+        "failed_gates": ["licence"] if grade == "D" else [],
+        "dimensions": {"completeness": 1.0, "trainability": None},
+        "computed_at": "2026-05-01T08:00:00+00:00",
+        "scorecard_version": "1.0",
+    }
+
+
+@pytest.fixture
+def graded(db: Database) -> Database:
+    enrol(db, "alpha", "beta")
+    catalog.sync_records(db, "alpha", [
+        record("alpha/a", en="Graded A", quality=quality("A")),
+        record("alpha/b", en="Graded B", quality=quality("B")),
+        record("alpha/none", en="Never scored"),
+    ])
+    catalog.sync_records(db, "beta", [
+        record("beta/c", "beta", en="Graded C", quality=quality("C")),
+        record("beta/d", "beta", en="Graded D", quality=quality("D")),
+    ])
+    return db
+
+
+@pytest.mark.parametrize(
+    ("min_quality", "expected"),
+    [
+        ("A", {"alpha/a"}),
+        ("B", {"alpha/a", "alpha/b"}),
+        ("c", {"alpha/a", "alpha/b", "beta/c"}),  # case does not matter
+        ("D", {"alpha/a", "alpha/b", "beta/c", "beta/d"}),  # never the unscored record
+        (None, {"alpha/a", "alpha/b", "beta/c", "beta/d", "alpha/none"}),
+    ],
+)
+def test_search_by_minimum_quality_grade(
+    graded: Database, min_quality: str | None, expected: set[str]
+) -> None:
+    assert ids(graded, min_quality=min_quality) == expected
+
+
+def test_minimum_quality_combines_with_other_filters(graded: Database) -> None:
+    assert ids(graded, min_quality="C", platforms=["beta"]) == {"beta/c"}
+    assert ids(graded, query="graded", min_quality="B") == {"alpha/a", "alpha/b"}
+    hits = {h.record_id: h.quality for h in catalog.search(graded)}
+    assert hits == {"alpha/a": "A", "alpha/b": "B", "beta/c": "C", "beta/d": "D",
+                    "alpha/none": None}
+
+
+def test_resync_updates_the_quality_grade(graded: Database) -> None:
+    catalog.sync_records(graded, "beta", [
+        record("beta/c", "beta", en="Graded C", quality=quality("A")),
+        record("beta/d", "beta", en="Graded D"),
+    ])
+    assert ids(graded, min_quality="A") == {"alpha/a", "beta/c"}
+    assert "beta/d" not in ids(graded, min_quality="D")
+
+
+@pytest.mark.parametrize("bad", ["E", "", "AB", "excellent"])
+def test_unknown_minimum_quality_grade_is_refused(graded: Database, bad: str) -> None:
+    with pytest.raises(UserError, match="minimum quality grade must be one of A, B, C, D"):
+        catalog.search(graded, min_quality=bad)
+
+
+@pytest.mark.parametrize("bad", [{"grade": "E"}, {"score": 90.0}, "A", ["A"]])
+def test_record_with_a_malformed_quality_summary_is_refused(
+    graded: Database, bad: object
+) -> None:
+    with pytest.raises(UserError, match=r"'alpha/x'.*'quality' must be a quality summary"):
+        catalog.sync_records(graded, "alpha", [record("alpha/x", en="X", quality=bad)])
+    assert ids(graded, platforms=["alpha"]) == {"alpha/a", "alpha/b", "alpha/none"}
+
+
+def test_database_from_before_quality_grades_gains_the_column(graded: Database) -> None:
+    url = graded.engine.url.render_as_string(hide_password=False)
+    with graded.session() as session:
+        session.execute(text("DROP INDEX ix_records_quality_grade"))
+        session.execute(text("ALTER TABLE records DROP COLUMN quality_grade"))
+    graded.close()
+    upgraded = Database(url)
+    try:
+        # Old rows have no grade until their node syncs again; everything else still works.
+        assert ids(upgraded, min_quality="D") == set()
+        assert ids(upgraded, query="graded") == {"alpha/a", "alpha/b", "beta/c", "beta/d"}
+        catalog.sync_records(upgraded, "alpha", [
+            record("alpha/a", en="Graded A", quality=quality("A"))])
+        assert ids(upgraded, min_quality="B") == {"alpha/a"}
+    finally:
+        upgraded.close()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.scifed.v1 import federation_pb2 as protos_dot_scifed_dot_v1_dot_federation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/scifed/v1/coordinator.proto\x12\tscifed.v1\x1a!protos/scifed/v1/federation.proto\"\x0f\n\rWhoAmIRequest\")\n\x0bWhoAmIReply\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x99\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08subjects\x18\x02 \x03(\t\x12\x11\n\tplatforms\x18\x03 \x03(\t\x12\x0e\n\x06grades\x18\x04 \x03(\t\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x10\n\x08keywords\x18\x06 \x03(\t\x12\x0f\n\x07\x63olumns\x18\x07 \x03(\t\x12\r\n\x05limit\x18\x08 \x01(\x05\"\xa4\x01\n\tSearchHit\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\r\n\x05grade\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\x10\n\x08subjects\x18\x07 \x03(\t\x12\x0c\n\x04stub\x18\x08 \x01(\x08\x12\x14\n\x0crecord_count\x18\t \x01(\x03\"1\n\x0bSearchReply\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.scifed.v1.SearchHit\"%\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\"0\n\x0bRecordReply\x12\x13\n\x0brecord_json\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"\x12\n\x10ListNodesRequest\"\x81\x01\n\x08NodeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x0e\n\x06online\x18\x03 \x01(\x08\x12\x19\n\x11last_seen_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x05 \x01(\x05\x12\x18\n\x10software_version\x18\x06 \x01(\t\"4\n\x0eListNodesReply\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.scifed.v1.NodeInfo\"U\n\x12\x43reateStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x11\n\tmin_nodes\x18\x04 \x01(\x05\"9\n\x14\x41\x64\x64ResearcherRequest\x12\r\n\x05study\x18\x01 \x01(\t\x12\x12\n\nresearcher\x18\x02 \x01(\t\"\x14\n\x12ListStudiesRequest\"9\n\x10ListStudiesReply\x12%\n\x07studies\x18\x01 \x03(\x0b\x32\x14.scifed.v1.StudyInfo\"Q\n\x10SubmitJobRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\x12\x11\n\tspec_name\x18\x02 \x01(\t\x12\x17\n\x0fseal_claim_json\x18\x03 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"_\n\x08NodeTask\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\"\xd0\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05study\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05phase\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\"\n\x05tasks\x18\x07 \x03(\x0b\x32\x13.scifed.v1.NodeTask\x12\x17\n\x0f\x63reated_unix_ms\x18\x08 \x01(\x03\x12\x17\n\x0fupdated_unix_ms\x18\t \x01(\x03\x12\x14\n\x0c\x63ontributors\x18\n \x03(\t\"-\n\x0bResultReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\x32\xa2\x05\n\x0e\x43oordinatorApi\x12:\n\x06WhoAmI\x12\x18.scifed.v1.WhoAmIRequest\x1a\x16.scifed.v1.WhoAmIReply\x12\x41\n\rSearchCatalog\x12\x18.scifed.v1.SearchRequest\x1a\x16.scifed.v1.SearchReply\x12@\n\tGetRecord\x12\x1b.scifed.v1.GetRecordRequest\x1a\x16.scifed.v1.RecordReply\x12\x43\n\tListNodes\x12\x1b.scifed.v1.ListNodesRequest\x1a\x19.scifed.v1.ListNodesReply\x12\x42\n\x0b\x43reateStudy\x12\x1d.scifed.v1.CreateStudyRequest\x1a\x14.scifed.v1.StudyInfo\x12\x46\n\rAddResearcher\x12\x1f.scifed.v1.AddResearcherRequest\x1a\x14.scifed.v1.StudyInfo\x12I\n\x0bListStudies\x12\x1d.scifed.v1.ListStudiesRequest\x1a\x1b.scifed.v1.ListStudiesReply\x12<\n\tSubmitJob\x12\x1b.scifed.v1.SubmitJobRequest\x1a\x12.scifed.v1.JobInfo\x12\x36\n\x06GetJob\x12\x18.scifed.v1.GetJobRequest\x1a\x12.scifed.v1.JobInfo\x12=\n\tGetResult\x12\x18.scifed.v1.GetJobRequest\x1a\x16.scifed.v1.ResultReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/scifed/v1/coordinator.proto\x12\tscifed.v1\x1a!protos/scifed/v1/federation.proto\"\x0f\n\rWhoAmIRequest\")\n\x0bWhoAmIReply\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\xae\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08subjects\x18\x02 \x03(\t\x12\x11\n\tplatforms\x18\x03 \x03(\t\x12\x0e\n\x06grades\x18\x04 \x03(\t\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x10\n\x08keywords\x18\x06 \x03(\t\x12\x0f\n\x07\x63olumns\x18\x07 \x03(\t\x12\r\n\x05limit\x18\x08 \x01(\x05\x12\x13\n\x0bmin_quality\x18\t \x01(\t\"\xb5\x01\n\tSearchHit\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\r\n\x05grade\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\x10\n\x08subjects\x18\x07 \x03(\t\x12\x0c\n\x04stub\x18\x08 \x01(\x08\x12\x14\n\x0crecord_count\x18\t \x01(\x03\x12\x0f\n\x07quality\x18\n \x01(\t\"1\n\x0bSearchReply\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.scifed.v1.SearchHit\"%\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\"0\n\x0bRecordReply\x12\x13\n\x0brecord_json\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"\x12\n\x10ListNodesRequest\"\x81\x01\n\x08NodeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x0e\n\x06online\x18\x03 \x01(\x08\x12\x19\n\x11last_seen_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x05 \x01(\x05\x12\x18\n\x10software_version\x18\x06 \x01(\t\"4\n\x0eListNodesReply\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.scifed.v1.NodeInfo\"U\n\x12\x43reateStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x11\n\tmin_nodes\x18\x04 \x01(\x05\"9\n\x14\x41\x64\x64ResearcherRequest\x12\r\n\x05study\x18\x01 \x01(\t\x12\x12\n\nresearcher\x18\x02 \x01(\t\"\x14\n\x12ListStudiesRequest\"9\n\x10ListStudiesReply\x12%\n\x07studies\x18\x01 \x03(\x0b\x32\x14.scifed.v1.StudyInfo\"Q\n\x10SubmitJobRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\x12\x11\n\tspec_name\x18\x02 \x01(\t\x12\x17\n\x0fseal_claim_json\x18\x03 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"_\n\x08NodeTask\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\"\xd0\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05study\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05phase\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\"\n\x05tasks\x18\x07 \x03(\x0b\x32\x13.scifed.v1.NodeTask\x12\x17\n\x0f\x63reated_unix_ms\x18\x08 \x01(\x03\x12\x17\n\x0fupdated_unix_ms\x18\t \x01(\x03\x12\x14\n\x0c\x63ontributors\x18\n \x03(\t\"-\n\x0bResultReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\x32\xa2\x05\n\x0e\x43oordinatorApi\x12:\n\x06WhoAmI\x12\x18.scifed.v1.WhoAmIRequest\x1a\x16.scifed.v1.WhoAmIReply\x12\x41\n\rSearchCatalog\x12\x18.scifed.v1.SearchRequest\x1a\x16.scifed.v1.SearchReply\x12@\n\tGetRecord\x12\x1b.scifed.v1.GetRecordRequest\x1a\x16.scifed.v1.RecordReply\x12\x43\n\tListNodes\x12\x1b.scifed.v1.ListNodesRequest\x1a\x19.scifed.v1.ListNodesReply\x12\x42\n\x0b\x43reateStudy\x12\x1d.scifed.v1.CreateStudyRequest\x1a\x14.scifed.v1.StudyInfo\x12\x46\n\rAddResearcher\x12\x1f.scifed.v1.AddResearcherRequest\x1a\x14.scifed.v1.StudyInfo\x12I\n\x0bListStudies\x12\x1d.scifed.v1.ListStudiesRequest\x1a\x1b.scifed.v1.ListStudiesReply\x12<\n\tSubmitJob\x12\x1b.scifed.v1.SubmitJobRequest\x1a\x12.scifed.v1.JobInfo\x12\x36\n\x06GetJob\x12\x18.scifed.v1.GetJobRequest\x1a\x12.scifed.v1.JobInfo\x12=\n\tGetResult\x12\x18.scifed.v1.GetJobRequest\x1a\x16.scifed.v1.ResultReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,39 +37,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WHOAMIREPLY']._serialized_start=101
   _globals['_WHOAMIREPLY']._serialized_end=142
   _globals['_SEARCHREQUEST']._serialized_start=145
-  _globals['_SEARCHREQUEST']._serialized_end=298
-  _globals['_SEARCHHIT']._serialized_start=301
-  _globals['_SEARCHHIT']._serialized_end=465
-  _globals['_SEARCHREPLY']._serialized_start=467
-  _globals['_SEARCHREPLY']._serialized_end=516
-  _globals['_GETRECORDREQUEST']._serialized_start=518
-  _globals['_GETRECORDREQUEST']._serialized_end=555
-  _globals['_RECORDREPLY']._serialized_start=557
-  _globals['_RECORDREPLY']._serialized_end=605
-  _globals['_LISTNODESREQUEST']._serialized_start=607
-  _globals['_LISTNODESREQUEST']._serialized_end=625
-  _globals['_NODEINFO']._serialized_start=628
-  _globals['_NODEINFO']._serialized_end=757
-  _globals['_LISTNODESREPLY']._serialized_start=759
-  _globals['_LISTNODESREPLY']._serialized_end=811
-  _globals['_CREATESTUDYREQUEST']._serialized_start=813
-  _globals['_CREATESTUDYREQUEST']._serialized_end=898
-  _globals['_ADDRESEARCHERREQUEST']._serialized_start=900
-  _globals['_ADDRESEARCHERREQUEST']._serialized_end=957
-  _globals['_LISTSTUDIESREQUEST']._serialized_start=959
-  _globals['_LISTSTUDIESREQUEST']._serialized_end=979
-  _globals['_LISTSTUDIESREPLY']._serialized_start=981
-  _globals['_LISTSTUDIESREPLY']._serialized_end=1038
-  _globals['_SUBMITJOBREQUEST']._serialized_start=1040
-  _globals['_SUBMITJOBREQUEST']._serialized_end=1121
-  _globals['_GETJOBREQUEST']._serialized_start=1123
-  _globals['_GETJOBREQUEST']._serialized_end=1154
-  _globals['_NODETASK']._serialized_start=1156
-  _globals['_NODETASK']._serialized_end=1251
-  _globals['_JOBINFO']._serialized_start=1254
-  _globals['_JOBINFO']._serialized_end=1462
-  _globals['_RESULTREPLY']._serialized_start=1464
-  _globals['_RESULTREPLY']._serialized_end=1509
-  _globals['_COORDINATORAPI']._serialized_start=1512
-  _globals['_COORDINATORAPI']._serialized_end=2186
+  _globals['_SEARCHREQUEST']._serialized_end=319
+  _globals['_SEARCHHIT']._serialized_start=322
+  _globals['_SEARCHHIT']._serialized_end=503
+  _globals['_SEARCHREPLY']._serialized_start=505
+  _globals['_SEARCHREPLY']._serialized_end=554
+  _globals['_GETRECORDREQUEST']._serialized_start=556
+  _globals['_GETRECORDREQUEST']._serialized_end=593
+  _globals['_RECORDREPLY']._serialized_start=595
+  _globals['_RECORDREPLY']._serialized_end=643
+  _globals['_LISTNODESREQUEST']._serialized_start=645
+  _globals['_LISTNODESREQUEST']._serialized_end=663
+  _globals['_NODEINFO']._serialized_start=666
+  _globals['_NODEINFO']._serialized_end=795
+  _globals['_LISTNODESREPLY']._serialized_start=797
+  _globals['_LISTNODESREPLY']._serialized_end=849
+  _globals['_CREATESTUDYREQUEST']._serialized_start=851
+  _globals['_CREATESTUDYREQUEST']._serialized_end=936
+  _globals['_ADDRESEARCHERREQUEST']._serialized_start=938
+  _globals['_ADDRESEARCHERREQUEST']._serialized_end=995
+  _globals['_LISTSTUDIESREQUEST']._serialized_start=997
+  _globals['_LISTSTUDIESREQUEST']._serialized_end=1017
+  _globals['_LISTSTUDIESREPLY']._serialized_start=1019
+  _globals['_LISTSTUDIESREPLY']._serialized_end=1076
+  _globals['_SUBMITJOBREQUEST']._serialized_start=1078
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1159
+  _globals['_GETJOBREQUEST']._serialized_start=1161
+  _globals['_GETJOBREQUEST']._serialized_end=1192
+  _globals['_NODETASK']._serialized_start=1194
+  _globals['_NODETASK']._serialized_end=1289
+  _globals['_JOBINFO']._serialized_start=1292
+  _globals['_JOBINFO']._serialized_end=1500
+  _globals['_RESULTREPLY']._serialized_start=1502
+  _globals['_RESULTREPLY']._serialized_end=1547
+  _globals['_COORDINATORAPI']._serialized_start=1550
+  _globals['_COORDINATORAPI']._serialized_end=2224
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ class WhoAmIReply(_message.Message):
     def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "subjects", "platforms", "grades", "categories", "keywords", "columns", "limit")
+    __slots__ = ("query", "subjects", "platforms", "grades", "categories", "keywords", "columns", "limit", "min_quality")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     SUBJECTS_FIELD_NUMBER: _ClassVar[int]
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class SearchRequest(_message.Message):
     KEYWORDS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
     query: str
     subjects: _containers.RepeatedScalarFieldContainer[str]
     platforms: _containers.RepeatedScalarFieldContainer[str]
@@ -37,10 +38,11 @@ class SearchRequest(_message.Message):
     keywords: _containers.RepeatedScalarFieldContainer[str]
     columns: _containers.RepeatedScalarFieldContainer[str]
     limit: int
-    def __init__(self, query: _Optional[str] = ..., subjects: _Optional[_Iterable[str]] = ..., platforms: _Optional[_Iterable[str]] = ..., grades: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[str]] = ..., keywords: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+    min_quality: str
+    def __init__(self, query: _Optional[str] = ..., subjects: _Optional[_Iterable[str]] = ..., platforms: _Optional[_Iterable[str]] = ..., grades: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[str]] = ..., keywords: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., min_quality: _Optional[str] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("record_id", "title", "node", "platform", "grade", "category", "subjects", "stub", "record_count")
+    __slots__ = ("record_id", "title", "node", "platform", "grade", "category", "subjects", "stub", "record_count", "quality")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +52,7 @@ class SearchHit(_message.Message):
     SUBJECTS_FIELD_NUMBER: _ClassVar[int]
     STUB_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     title: str
     node: str
@@ -59,7 +62,8 @@ class SearchHit(_message.Message):
     subjects: _containers.RepeatedScalarFieldContainer[str]
     stub: bool
     record_count: int
-    def __init__(self, record_id: _Optional[str] = ..., title: _Optional[str] = ..., node: _Optional[str] = ..., platform: _Optional[str] = ..., grade: _Optional[str] = ..., category: _Optional[str] = ..., subjects: _Optional[_Iterable[str]] = ..., stub: bool = ..., record_count: _Optional[int] = ...) -> None: ...
+    quality: str
+    def __init__(self, record_id: _Optional[str] = ..., title: _Optional[str] = ..., node: _Optional[str] = ..., platform: _Optional[str] = ..., grade: _Optional[str] = ..., category: _Optional[str] = ..., subjects: _Optional[_Iterable[str]] = ..., stub: bool = ..., record_count: _Optional[int] = ..., quality: _Optional[str] = ...) -> None: ...
 
 class SearchReply(_message.Message):
     __slots__ = ("hits",)

@@ -65,16 +65,20 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "ok", "error", "payload")
+    __slots__ = ("task_id", "ok", "error", "payload", "audit_seq", "audit_hash")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HASH_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     ok: bool
     error: str
     payload: bytes
-    def __init__(self, task_id: _Optional[str] = ..., ok: bool = ..., error: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    audit_seq: int
+    audit_hash: str
+    def __init__(self, task_id: _Optional[str] = ..., ok: bool = ..., error: _Optional[str] = ..., payload: _Optional[bytes] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ...) -> None: ...
 
 class SyncCatalogRequest(_message.Message):
     __slots__ = ("records_json",)
@@ -157,3 +161,23 @@ class StudyKeyReply(_message.Message):
     public_context: bytes
     sealed_secret: bytes
     def __init__(self, key_version: _Optional[int] = ..., public_context: _Optional[bytes] = ..., sealed_secret: _Optional[bytes] = ...) -> None: ...
+
+class AuditHeadsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuditHead(_message.Message):
+    __slots__ = ("seq", "hash", "received_unix_ms")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    hash: str
+    received_unix_ms: int
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ..., received_unix_ms: _Optional[int] = ...) -> None: ...
+
+class AuditHeadsReply(_message.Message):
+    __slots__ = ("heads",)
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[AuditHead]
+    def __init__(self, heads: _Optional[_Iterable[_Union[AuditHead, _Mapping]]] = ...) -> None: ...

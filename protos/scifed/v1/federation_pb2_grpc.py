@@ -64,6 +64,11 @@ class NodeLinkStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.FetchStudyKeyRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyKeyReply.FromString,
                 _registered_method=True)
+        self.AuditHeads = channel.unary_unary(
+                '/scifed.v1.NodeLink/AuditHeads',
+                request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AuditHeadsRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AuditHeadsReply.FromString,
+                _registered_method=True)
 
 
 class NodeLinkServicer(object):
@@ -111,6 +116,13 @@ class NodeLinkServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuditHeads(self, request, context):
+        """The audit chain heads the coordinator recorded for this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeLinkServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_NodeLinkServicer_to_server(servicer, server):
                     servicer.FetchStudyKey,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.FetchStudyKeyRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyKeyReply.SerializeToString,
+            ),
+            'AuditHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditHeads,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AuditHeadsRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AuditHeadsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +324,33 @@ class NodeLink(object):
             '/scifed.v1.NodeLink/FetchStudyKey',
             protos_dot_scifed_dot_v1_dot_federation__pb2.FetchStudyKeyRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_federation__pb2.StudyKeyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeLink/AuditHeads',
+            protos_dot_scifed_dot_v1_dot_federation__pb2.AuditHeadsRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_federation__pb2.AuditHeadsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,35 +25,61 @@ _sym_db = _symbol_database.Default()
 from protos.scifed.v1 import federation_pb2 as protos_dot_scifed_dot_v1_dot_federation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/scifed/v1/node_admin.proto\x12\tscifed.v1\x1a!protos/scifed/v1/federation.proto\"\x19\n\x17ListStudiesLocalRequest\"\x0f\n\rStatusRequest\"\x9d\x01\n\x0bStatusReply\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x1c\n\x14last_contact_unix_ms\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x06 \x01(\x05\x12\x11\n\tpublished\x18\x07 \x01(\x05\"[\n\x11\x41\x64\x64\x44\x61tasetRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tmeta_yaml\x18\x02 \x01(\t\x12\x11\n\tmeta_name\x18\x03 \x01(\t\x12\x12\n\ndataset_id\x18\x04 \x01(\t\"f\n\x14UpdateDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tmeta_yaml\x18\x02 \x01(\t\x12\x11\n\tmeta_name\x18\x03 \x01(\t\x12\x14\n\x0crefresh_data\x18\x04 \x01(\x08\" \n\nDatasetRef\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x8d\x01\n\x0e\x44\x61tasetSummary\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x14\n\x0crecord_count\x18\x05 \x01(\x03\x12\x13\n\x0bpublication\x18\x06 \x01(\t\x12\x0c\n\x04path\x18\x07 \x01(\t\"O\n\x0c\x44\x61tasetReply\x12*\n\x07summary\x18\x01 \x01(\x0b\x32\x19.scifed.v1.DatasetSummary\x12\x13\n\x0brecord_json\x18\x02 \x01(\t\"(\n\x12RemoveDatasetReply\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x15\n\x13ListDatasetsRequest\"@\n\x11ListDatasetsReply\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.scifed.v1.DatasetSummary2\xc7\x04\n\tNodeAdmin\x12:\n\x06Status\x12\x18.scifed.v1.StatusRequest\x1a\x16.scifed.v1.StatusReply\x12\x43\n\nAddDataset\x12\x1c.scifed.v1.AddDatasetRequest\x1a\x17.scifed.v1.DatasetReply\x12I\n\rUpdateDataset\x12\x1f.scifed.v1.UpdateDatasetRequest\x1a\x17.scifed.v1.DatasetReply\x12\x45\n\rRemoveDataset\x12\x15.scifed.v1.DatasetRef\x1a\x1d.scifed.v1.RemoveDatasetReply\x12L\n\x0cListDatasets\x12\x1e.scifed.v1.ListDatasetsRequest\x1a\x1c.scifed.v1.ListDatasetsReply\x12<\n\nGetDataset\x12\x15.scifed.v1.DatasetRef\x1a\x17.scifed.v1.DatasetReply\x12R\n\x0bListStudies\x12\".scifed.v1.ListStudiesLocalRequest\x1a\x1f.scifed.v1.ListInvitationsReply\x12G\n\x0b\x41nswerStudy\x12\".scifed.v1.AnswerInvitationRequest\x1a\x14.scifed.v1.StudyInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/scifed/v1/node_admin.proto\x12\tscifed.v1\x1a!protos/scifed/v1/federation.proto\"8\n\x0fQualityOverride\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x15\n\rjustification\x18\x02 \x01(\t\"a\n\x0eQualityRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66\x61st\x18\x02 \x01(\x08\x12-\n\toverrides\x18\x03 \x03(\x0b\x32\x1a.scifed.v1.QualityOverride\"4\n\x0fQualityProgress\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x13\n\x0breport_json\x18\x02 \x01(\t\"&\n\x14\x45xportCatalogRequest\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\"\x19\n\tJsonReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"S\n\x10PolicySetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04yaml\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05reset\x18\x04 \x01(\x08\"%\n\x14\x41pprovalsListRequest\x12\r\n\x05state\x18\x01 \x01(\t\"\"\n\x0b\x41pprovalRef\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\"e\n\x10\x41pprovalDecision\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pprove\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x04 \x01(\t\x12\n\n\x02\x62y\x18\x05 \x01(\t\"#\n\rBudgetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"4\n\x10\x41uditListRequest\x12\x11\n\tsince_seq\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x05\"1\n\x12\x41uditVerifyRequest\x12\x1b\n\x13\x61gainst_coordinator\x18\x01 \x01(\x08\"$\n\x12\x41uditExportRequest\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\"\x19\n\x17ListStudiesLocalRequest\"\x0f\n\rStatusRequest\"\x9d\x01\n\x0bStatusReply\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x1c\n\x14last_contact_unix_ms\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x06 \x01(\x05\x12\x11\n\tpublished\x18\x07 \x01(\x05\"[\n\x11\x41\x64\x64\x44\x61tasetRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tmeta_yaml\x18\x02 \x01(\t\x12\x11\n\tmeta_name\x18\x03 \x01(\t\x12\x12\n\ndataset_id\x18\x04 \x01(\t\"f\n\x14UpdateDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tmeta_yaml\x18\x02 \x01(\t\x12\x11\n\tmeta_name\x18\x03 \x01(\t\x12\x14\n\x0crefresh_data\x18\x04 \x01(\x08\" \n\nDatasetRef\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x8d\x01\n\x0e\x44\x61tasetSummary\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x14\n\x0crecord_count\x18\x05 \x01(\x03\x12\x13\n\x0bpublication\x18\x06 \x01(\t\x12\x0c\n\x04path\x18\x07 \x01(\t\"O\n\x0c\x44\x61tasetReply\x12*\n\x07summary\x18\x01 \x01(\x0b\x32\x19.scifed.v1.DatasetSummary\x12\x13\n\x0brecord_json\x18\x02 \x01(\t\"(\n\x12RemoveDatasetReply\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x15\n\x13ListDatasetsRequest\"@\n\x11ListDatasetsReply\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.scifed.v1.DatasetSummary2\xa6\n\n\tNodeAdmin\x12:\n\x06Status\x12\x18.scifed.v1.StatusRequest\x1a\x16.scifed.v1.StatusReply\x12\x43\n\nAddDataset\x12\x1c.scifed.v1.AddDatasetRequest\x1a\x17.scifed.v1.DatasetReply\x12I\n\rUpdateDataset\x12\x1f.scifed.v1.UpdateDatasetRequest\x1a\x17.scifed.v1.DatasetReply\x12\x45\n\rRemoveDataset\x12\x15.scifed.v1.DatasetRef\x1a\x1d.scifed.v1.RemoveDatasetReply\x12L\n\x0cListDatasets\x12\x1e.scifed.v1.ListDatasetsRequest\x1a\x1c.scifed.v1.ListDatasetsReply\x12<\n\nGetDataset\x12\x15.scifed.v1.DatasetRef\x1a\x17.scifed.v1.DatasetReply\x12R\n\x0bListStudies\x12\".scifed.v1.ListStudiesLocalRequest\x1a\x1f.scifed.v1.ListInvitationsReply\x12G\n\x0b\x41nswerStudy\x12\".scifed.v1.AnswerInvitationRequest\x1a\x14.scifed.v1.StudyInfo\x12\x39\n\nPolicyShow\x12\x15.scifed.v1.DatasetRef\x1a\x14.scifed.v1.JsonReply\x12>\n\tPolicySet\x12\x1b.scifed.v1.PolicySetRequest\x1a\x14.scifed.v1.JsonReply\x12\x46\n\rApprovalsList\x12\x1f.scifed.v1.ApprovalsListRequest\x1a\x14.scifed.v1.JsonReply\x12<\n\x0c\x41pprovalShow\x12\x16.scifed.v1.ApprovalRef\x1a\x14.scifed.v1.JsonReply\x12\x43\n\x0e\x41pprovalDecide\x12\x1b.scifed.v1.ApprovalDecision\x1a\x14.scifed.v1.JsonReply\x12<\n\nBudgetShow\x12\x18.scifed.v1.BudgetRequest\x1a\x14.scifed.v1.JsonReply\x12>\n\tAuditList\x12\x1b.scifed.v1.AuditListRequest\x1a\x14.scifed.v1.JsonReply\x12\x42\n\x0b\x41uditVerify\x12\x1d.scifed.v1.AuditVerifyRequest\x1a\x14.scifed.v1.JsonReply\x12\x42\n\x0b\x41uditExport\x12\x1d.scifed.v1.AuditExportRequest\x1a\x14.scifed.v1.JsonReply\x12I\n\x0e\x44\x61tasetQuality\x12\x19.scifed.v1.QualityRequest\x1a\x1a.scifed.v1.QualityProgress0\x01\x12\x46\n\rExportCatalog\x12\x1f.scifed.v1.ExportCatalogRequest\x1a\x14.scifed.v1.JsonReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.scifed.v1.node_admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTSTUDIESLOCALREQUEST']._serialized_start=83
-  _globals['_LISTSTUDIESLOCALREQUEST']._serialized_end=108
-  _globals['_STATUSREQUEST']._serialized_start=110
-  _globals['_STATUSREQUEST']._serialized_end=125
-  _globals['_STATUSREPLY']._serialized_start=128
-  _globals['_STATUSREPLY']._serialized_end=285
-  _globals['_ADDDATASETREQUEST']._serialized_start=287
-  _globals['_ADDDATASETREQUEST']._serialized_end=378
-  _globals['_UPDATEDATASETREQUEST']._serialized_start=380
-  _globals['_UPDATEDATASETREQUEST']._serialized_end=482
-  _globals['_DATASETREF']._serialized_start=484
-  _globals['_DATASETREF']._serialized_end=516
-  _globals['_DATASETSUMMARY']._serialized_start=519
-  _globals['_DATASETSUMMARY']._serialized_end=660
-  _globals['_DATASETREPLY']._serialized_start=662
-  _globals['_DATASETREPLY']._serialized_end=741
-  _globals['_REMOVEDATASETREPLY']._serialized_start=743
-  _globals['_REMOVEDATASETREPLY']._serialized_end=783
-  _globals['_LISTDATASETSREQUEST']._serialized_start=785
-  _globals['_LISTDATASETSREQUEST']._serialized_end=806
-  _globals['_LISTDATASETSREPLY']._serialized_start=808
-  _globals['_LISTDATASETSREPLY']._serialized_end=872
-  _globals['_NODEADMIN']._serialized_start=875
-  _globals['_NODEADMIN']._serialized_end=1458
+  _globals['_QUALITYOVERRIDE']._serialized_start=83
+  _globals['_QUALITYOVERRIDE']._serialized_end=139
+  _globals['_QUALITYREQUEST']._serialized_start=141
+  _globals['_QUALITYREQUEST']._serialized_end=238
+  _globals['_QUALITYPROGRESS']._serialized_start=240
+  _globals['_QUALITYPROGRESS']._serialized_end=292
+  _globals['_EXPORTCATALOGREQUEST']._serialized_start=294
+  _globals['_EXPORTCATALOGREQUEST']._serialized_end=332
+  _globals['_JSONREPLY']._serialized_start=334
+  _globals['_JSONREPLY']._serialized_end=359
+  _globals['_POLICYSETREQUEST']._serialized_start=361
+  _globals['_POLICYSETREQUEST']._serialized_end=444
+  _globals['_APPROVALSLISTREQUEST']._serialized_start=446
+  _globals['_APPROVALSLISTREQUEST']._serialized_end=483
+  _globals['_APPROVALREF']._serialized_start=485
+  _globals['_APPROVALREF']._serialized_end=519
+  _globals['_APPROVALDECISION']._serialized_start=521
+  _globals['_APPROVALDECISION']._serialized_end=622
+  _globals['_BUDGETREQUEST']._serialized_start=624
+  _globals['_BUDGETREQUEST']._serialized_end=659
+  _globals['_AUDITLISTREQUEST']._serialized_start=661
+  _globals['_AUDITLISTREQUEST']._serialized_end=713
+  _globals['_AUDITVERIFYREQUEST']._serialized_start=715
+  _globals['_AUDITVERIFYREQUEST']._serialized_end=764
+  _globals['_AUDITEXPORTREQUEST']._serialized_start=766
+  _globals['_AUDITEXPORTREQUEST']._serialized_end=802
+  _globals['_LISTSTUDIESLOCALREQUEST']._serialized_start=804
+  _globals['_LISTSTUDIESLOCALREQUEST']._serialized_end=829
+  _globals['_STATUSREQUEST']._serialized_start=831
+  _globals['_STATUSREQUEST']._serialized_end=846
+  _globals['_STATUSREPLY']._serialized_start=849
+  _globals['_STATUSREPLY']._serialized_end=1006
+  _globals['_ADDDATASETREQUEST']._serialized_start=1008
+  _globals['_ADDDATASETREQUEST']._serialized_end=1099
+  _globals['_UPDATEDATASETREQUEST']._serialized_start=1101
+  _globals['_UPDATEDATASETREQUEST']._serialized_end=1203
+  _globals['_DATASETREF']._serialized_start=1205
+  _globals['_DATASETREF']._serialized_end=1237
+  _globals['_DATASETSUMMARY']._serialized_start=1240
+  _globals['_DATASETSUMMARY']._serialized_end=1381
+  _globals['_DATASETREPLY']._serialized_start=1383
+  _globals['_DATASETREPLY']._serialized_end=1462
+  _globals['_REMOVEDATASETREPLY']._serialized_start=1464
+  _globals['_REMOVEDATASETREPLY']._serialized_end=1504
+  _globals['_LISTDATASETSREQUEST']._serialized_start=1506
+  _globals['_LISTDATASETSREQUEST']._serialized_end=1527
+  _globals['_LISTDATASETSREPLY']._serialized_start=1529
+  _globals['_LISTDATASETSREPLY']._serialized_end=1593
+  _globals['_NODEADMIN']._serialized_start=1596
+  _globals['_NODEADMIN']._serialized_end=2914
 # @@protoc_insertion_point(module_scope)

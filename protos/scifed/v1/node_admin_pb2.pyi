@@ -7,6 +7,108 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class QualityOverride(_message.Message):
+    __slots__ = ("metric", "justification")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    justification: str
+    def __init__(self, metric: _Optional[str] = ..., justification: _Optional[str] = ...) -> None: ...
+
+class QualityRequest(_message.Message):
+    __slots__ = ("dataset_id", "fast", "overrides")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    FAST_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    fast: bool
+    overrides: _containers.RepeatedCompositeFieldContainer[QualityOverride]
+    def __init__(self, dataset_id: _Optional[str] = ..., fast: bool = ..., overrides: _Optional[_Iterable[_Union[QualityOverride, _Mapping]]] = ...) -> None: ...
+
+class QualityProgress(_message.Message):
+    __slots__ = ("step", "report_json")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    report_json: str
+    def __init__(self, step: _Optional[str] = ..., report_json: _Optional[str] = ...) -> None: ...
+
+class ExportCatalogRequest(_message.Message):
+    __slots__ = ("format",)
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    format: str
+    def __init__(self, format: _Optional[str] = ...) -> None: ...
+
+class JsonReply(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class PolicySetRequest(_message.Message):
+    __slots__ = ("dataset_id", "yaml", "source", "reset")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    YAML_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    yaml: str
+    source: str
+    reset: bool
+    def __init__(self, dataset_id: _Optional[str] = ..., yaml: _Optional[str] = ..., source: _Optional[str] = ..., reset: bool = ...) -> None: ...
+
+class ApprovalsListRequest(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    def __init__(self, state: _Optional[str] = ...) -> None: ...
+
+class ApprovalRef(_message.Message):
+    __slots__ = ("approval_id",)
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    approval_id: str
+    def __init__(self, approval_id: _Optional[str] = ...) -> None: ...
+
+class ApprovalDecision(_message.Message):
+    __slots__ = ("approval_id", "approve", "reason", "expires", "by")
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    approval_id: str
+    approve: bool
+    reason: str
+    expires: str
+    by: str
+    def __init__(self, approval_id: _Optional[str] = ..., approve: bool = ..., reason: _Optional[str] = ..., expires: _Optional[str] = ..., by: _Optional[str] = ...) -> None: ...
+
+class BudgetRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class AuditListRequest(_message.Message):
+    __slots__ = ("since_seq", "limit")
+    SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    since_seq: int
+    limit: int
+    def __init__(self, since_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditVerifyRequest(_message.Message):
+    __slots__ = ("against_coordinator",)
+    AGAINST_COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    against_coordinator: bool
+    def __init__(self, against_coordinator: bool = ...) -> None: ...
+
+class AuditExportRequest(_message.Message):
+    __slots__ = ("format",)
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    format: str
+    def __init__(self, format: _Optional[str] = ...) -> None: ...
+
 class ListStudiesLocalRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

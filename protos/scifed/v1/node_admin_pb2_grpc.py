@@ -75,6 +75,61 @@ class NodeAdminStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
                 _registered_method=True)
+        self.PolicyShow = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/PolicyShow',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.DatasetRef.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.PolicySet = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/PolicySet',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.PolicySetRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ApprovalsList = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ApprovalsList',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalsListRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ApprovalShow = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ApprovalShow',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalRef.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ApprovalDecide = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ApprovalDecide',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalDecision.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.BudgetShow = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/BudgetShow',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.BudgetRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.AuditList = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AuditList',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditListRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.AuditVerify = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AuditVerify',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditVerifyRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.AuditExport = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AuditExport',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditExportRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.DatasetQuality = channel.unary_stream(
+                '/scifed.v1.NodeAdmin/DatasetQuality',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.QualityRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.QualityProgress.FromString,
+                _registered_method=True)
+        self.ExportCatalog = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ExportCatalog',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ExportCatalogRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
 
 
 class NodeAdminServicer(object):
@@ -128,6 +183,75 @@ class NodeAdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PolicyShow(self, request, context):
+        """The data officer's controls. Replies carry JSON documents for the CLI.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PolicySet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApprovalsList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApprovalShow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApprovalDecide(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BudgetShow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditVerify(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditExport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DatasetQuality(self, request, context):
+        """The AI-readiness scorecard of a dataset; progress messages, then the report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportCatalog(self, request, context):
+        """The node's whole local catalog as DCAT-3 or Croissant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +294,61 @@ def add_NodeAdminServicer_to_server(servicer, server):
                     servicer.AnswerStudy,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.SerializeToString,
+            ),
+            'PolicyShow': grpc.unary_unary_rpc_method_handler(
+                    servicer.PolicyShow,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.DatasetRef.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'PolicySet': grpc.unary_unary_rpc_method_handler(
+                    servicer.PolicySet,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.PolicySetRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ApprovalsList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApprovalsList,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalsListRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ApprovalShow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApprovalShow,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalRef.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ApprovalDecide': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApprovalDecide,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalDecision.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'BudgetShow': grpc.unary_unary_rpc_method_handler(
+                    servicer.BudgetShow,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.BudgetRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AuditList': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditList,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditListRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AuditVerify': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditVerify,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditVerifyRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AuditExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditExport,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditExportRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'DatasetQuality': grpc.unary_stream_rpc_method_handler(
+                    servicer.DatasetQuality,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.QualityRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.QualityProgress.SerializeToString,
+            ),
+            'ExportCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCatalog,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ExportCatalogRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +567,303 @@ class NodeAdmin(object):
             '/scifed.v1.NodeAdmin/AnswerStudy',
             protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PolicyShow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/PolicyShow',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.DatasetRef.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PolicySet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/PolicySet',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.PolicySetRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApprovalsList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ApprovalsList',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalsListRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApprovalShow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ApprovalShow',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalRef.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApprovalDecide(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ApprovalDecide',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalDecision.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BudgetShow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/BudgetShow',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.BudgetRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AuditList',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditListRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditVerify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AuditVerify',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditVerifyRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AuditExport',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditExportRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DatasetQuality(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/DatasetQuality',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.QualityRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.QualityProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ExportCatalog',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ExportCatalogRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,

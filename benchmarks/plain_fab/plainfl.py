@@ -1,0 +1,52 @@
+"""Benchmark-only twin of scifed's `train` app: the same deployment, local API, training
+and protocol, but float64 vectors where the real app has CKKS ciphertexts, so the
+difference in round time and traffic is what HE costs. Never deploy it: the coordinator
+would see every node's update in clear. The FAB ships this file; the rest is the
+installed scifed package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from scifed.fl.client_app import serve
+from scifed.fl.server_app import HEFedAvg
+
+
+class PlainCodec:
+    def encrypt(self, values: np.ndarray) -> bytes:
+        return np.asarray(values, dtype=np.float64).tobytes()
+
+    def decrypt(self, blob: bytes) -> np.ndarray:
+        return np.frombuffer(blob, dtype=np.float64).copy()
+
+
+class PlainFedAvg(HEFedAvg):
+    def _sum(self, blobs: list[bytes]) -> bytes:
+        return np.sum([np.frombuffer(b, dtype=np.float64) for b in blobs], axis=0).tobytes()
+
+
+clientapp = ClientApp()
+
+
+@clientapp.train()
+def train(msg: Message, context: Context) -> Message:
+    return serve(msg, context, final=False, open_key=lambda _: PlainCodec())
+
+
+@clientapp.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return serve(msg, context, final=True, open_key=lambda _: PlainCodec())
+
+
+serverapp = ServerApp()
+
+
+@serverapp.main()
+def main(grid: Grid, context: Context) -> None:
+    PlainFedAvg(Path(str(context.run_config["job-dir"])), context.run_id).run(grid)

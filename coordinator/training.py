@@ -1,0 +1,191 @@
+"""The coordinator's side of a `train` job: turn it into a Flower run on the supervised
+SuperLink, follow its rounds, and have a release node decrypt the final model and seal it
+with the per-round metrics and each node's ε to the researcher.
+
+The ServerApp and the coordinator share a job directory under the SuperLink's state
+directory (``flower/jobs/<job_id>``): the coordinator writes the job and the study's
+public context; the ServerApp writes a checkpoint after every round (encrypted model and
+metric sums, the nodes still in the run, why others left) and, when it gives up, the
+reason. A run that dies without a reason (the SuperLink restarted under it) is submitted
+again and resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from coordinator import studies
+from coordinator.flower import RunState, SuperLink, SuperLinkUnavailable
+from scifed.errors import UserError
+from scifed.fl import APP_DIR
+from scifed.fl.protocol import (
+    CHECKPOINT_FILE,
+    FAILURE_FILE,
+    PUBLIC_CONTEXT_FILE,
+    RUN_FILE,
+    write_bytes,
+    write_json,
+)
+from scifed.he import context_is_private
+from scifed.trainspec import TrainSpec
+
+log = logging.getLogger("scifed.coordinator.training")
+
+POLL_SECONDS = 1.0
+RESUBMITS = 2            # fresh Flower runs after a run died without a reason
+STARTUP_SECONDS = 120.0  # per run, on top of the rounds' own timeouts
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class TrainingRunFailed(UserError):
+    """The Flower run ended without a trained model; the message says why."""
+
+
+def prepare_job_dir(flower: SuperLink, *, job_id: str, study_id: str, key_version: int,
+                    spec: TrainSpec, datasets: dict[str, str], filter_expr: str | None,
+                    min_nodes: int, public_context: bytes) -> Path:
+    """Write what the ServerApp reads; an existing checkpoint is kept, so a resubmitted
+    job resumes."""
+    if context_is_private(public_context):
+        raise UserError("refusing to hand a secret study key to the ServerApp")
+    if len(datasets) < min_nodes:
+        raise UserError(f"the job names {len(datasets)} node(s); training needs at least "
+                        f"{min_nodes}")
+    job_dir = flower.jobs_dir / job_id
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes(job_dir / PUBLIC_CONTEXT_FILE, public_context)
+    write_json(job_dir / RUN_FILE, {
+        "job_id": job_id, "study_id": study_id, "key_version": key_version,
+        "spec": spec.model_dump(mode="json"), "datasets": datasets,
+        "filter": filter_expr or "", "min_nodes": min_nodes})
+    (job_dir / FAILURE_FILE).unlink(missing_ok=True)
+    return job_dir
+
+
+def read_checkpoint(job_dir: Path) -> dict | None:
+    path = job_dir / CHECKPOINT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def train_on_flower(flower: SuperLink, job_dir: Path, *,
+                    on_progress: Callable[[dict], None] = lambda _: None,
+                    app_dir: Path = APP_DIR) -> dict:
+    """Run the job (resubmitting after an unexplained death) until its checkpoint is
+    complete; returns that checkpoint. ``on_progress`` sees each new checkpoint."""
+    spec = json.loads((job_dir / RUN_FILE).read_text())["spec"]
+    budget = STARTUP_SECONDS + (spec["rounds"] + 1) * spec["round_timeout"]
+    for attempt in range(RESUBMITS + 1):
+        run_id = flower.start_run({"job-dir": str(job_dir)}, app_dir)
+        log.info("job dir %s: Flower run %d (attempt %d)", job_dir.name, run_id, attempt + 1)
+        state = _follow(flower, run_id, job_dir, budget, on_progress)
+        checkpoint = read_checkpoint(job_dir)
+        if state.sub_status == "completed" and checkpoint and checkpoint["complete"]:
+            return checkpoint
+        failure = job_dir / FAILURE_FILE
+        if failure.exists():
+            raise TrainingRunFailed(json.loads(failure.read_text())["reason"])
+        tail = flower.log_tail(run_id, lines=15)
+        log.warning("Flower run %d ended %s:%s without a reason; log tail:\n%s", run_id,
+                    state.status, state.sub_status, tail)
+        if state.sub_status == "stopped":
+            raise TrainingRunFailed("the training run was stopped")
+    raise TrainingRunFailed(f"the Flower run failed {RESUBMITS + 1} times; last log lines: "
+                            f"{tail[-600:]}")
+
+
+def _follow(flower: SuperLink, run_id: int, job_dir: Path, budget: float,
+            on_progress: Callable[[dict], None]) -> RunState:
+    deadline = time.monotonic() + budget
+    seen = None
+    while True:
+        try:
+            state = flower.run_state(run_id)
+        except SuperLinkUnavailable:  # restarting: its supervisor brings it back
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_SECONDS)
+            continue
+        checkpoint = read_checkpoint(job_dir)
+        if checkpoint and checkpoint.get("updated_ms") != seen:
+            seen = checkpoint.get("updated_ms")
+            on_progress(checkpoint)
+        if state.finished:
+            return state
+        if time.monotonic() > deadline:
+            flower.stop_run(run_id)
+            raise TrainingRunFailed(f"the training run did not finish within {budget:.0f}s")
+        time.sleep(POLL_SECONDS)
+
+
+def release_request(job_dir: Path, checkpoint: dict, *, dataset: str,
+                    researcher_claim: dict) -> dict:
+    """The `train.release` task: what the release node decrypts and seals."""
+    job = json.loads((job_dir / RUN_FILE).read_text())
+    blob = lambda name: b64e((job_dir / name).read_bytes())  # noqa: E731
+    return {"job_id": job["job_id"], "study_id": job["study_id"],
+            "key_version": job["key_version"], "dataset": dataset, "spec": job["spec"],
+            "rounds_done": checkpoint["round"], "model": blob(checkpoint["model_file"]),
+            "metrics": {r: blob(f) for r, f in checkpoint["metrics_files"].items()},
+            "final_metrics": blob(checkpoint["final_metrics_file"]),
+            "contributors": checkpoint["active"], "dropped": checkpoint["dropped"],
+            "contributors_by_round": checkpoint["contributors"],
+            "epsilon": checkpoint["epsilon"], "researcher_claim": researcher_claim}
+
+
+def run_training(runner, job_id: str, spec, study, claim: dict) -> None:
+    """Run a `train` job for ``JobRunner._run`` (``spec.type == "train"``).
+
+    ``runner`` is the JobRunner, with ``runner.flower`` the coordinator's SuperLink;
+    ``spec`` the JobSpec (its ``train`` section a TrainSpec); ``study`` the StudyView.
+    Failures raise UserError with the reason the researcher sees.
+    """
+    from scifed.jobspec import datasets_by_node
+
+    flower: SuperLink = runner.flower
+    train: TrainSpec = spec.train
+    targets = datasets_by_node(spec)
+    min_nodes = train.min_nodes or max(study.min_nodes, 1)
+    job_dir = prepare_job_dir(
+        flower, job_id=job_id, study_id=study.study_id, key_version=study.key_version,
+        spec=train, datasets=targets, filter_expr=spec.filter, min_nodes=min_nodes,
+        public_context=studies.get_study_public_context(runner.db, study.study_id))
+    for node in targets:
+        runner._task(job_id, node, "train", "pending")
+    runner._set(job_id, phase="waiting for nodes")
+    online = flower.wait_online(list(targets), timeout=runner.task_timeout)
+    if len(online) < min_nodes:
+        missing = ", ".join(sorted(set(targets) - online))
+        raise UserError(f"only {len(online)} of the job's nodes have their Flower SuperNode "
+                        f"connected (not: {missing}); training needs {min_nodes}")
+
+    def progress(checkpoint: dict) -> None:
+        r = checkpoint["round"]
+        runner._set(job_id, phase=("final evaluation" if r == train.rounds
+                                   else f"round {r + 1}/{train.rounds}"))
+        for node in checkpoint["active"]:
+            runner._task(job_id, node, "train", "running", f"round {r}/{train.rounds} done")
+        for node, why in checkpoint["dropped"].items():
+            runner._task(job_id, node, "train", "failed", why)
+
+    runner._set(job_id, phase=f"round 1/{train.rounds}")
+    checkpoint = train_on_flower(flower, job_dir, on_progress=progress)
+    contributors = sorted(checkpoint["active"])
+    for node in contributors:
+        runner._task(job_id, node, "train", "done", f"{train.rounds} rounds")
+    release_node = study.lead_node if study.lead_node in contributors else contributors[0]
+    runner._set(job_id, phase="release", contributors=contributors)
+    request = release_request(job_dir, checkpoint, dataset=targets[release_node],
+                              researcher_claim=claim)
+    out, failed = runner.fanout(job_id, "release", "train.release", {release_node: request})
+    if release_node not in out:
+        raise UserError(failed[release_node])
+    runner._set(job_id, status="done", phase="released",
+                sealed_result=base64.b64decode(out[release_node]["sealed"]))

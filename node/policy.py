@@ -1,0 +1,312 @@
+"""The node's policy engine: what the default matrix of governance §2.6 allows for a
+dataset's (grade, sharing category) cell, tightened — never loosened — by the officer's
+per-dataset override, and the one decision every incoming task gets.
+
+Every value of an effective policy remembers where it came from, so `scifed node policy
+show` can say why a job was allowed, held for approval or denied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from node.audit import AuditLog
+from node.store import now_ms
+from scifed.config import parse_model
+from scifed.errors import UserError
+from scifed.grading import Access
+
+JobType = Literal["stats", "quality", "regression", "psi", "train", "evaluate"]
+JOB_TYPES: tuple[str, ...] = ("stats", "quality", "regression", "psi", "train", "evaluate")
+# Aggregate statistics (AGG / AGG-k / AGG-DP / HE sums) versus federated learning (FL).
+FAMILY = {"stats": "agg", "quality": "agg", "regression": "agg", "psi": "agg",
+          "train": "fl", "evaluate": "fl"}
+
+A, R, X = Access.AUTO, Access.APPROVAL, Access.FORBIDDEN
+
+
+@dataclass(frozen=True)
+class CellDefaults:
+    agg: Access
+    fl: Access
+    k: int                       # min cell count of released aggregates (1 = none)
+    min_nodes: int
+    agg_dp_required: bool        # AGG-DP is the only admissible aggregate route
+    fl_dp_required: bool         # plain FL is not admissible
+    epsilon_per_query: float | None
+    annual_budget: float | None
+    delta: float | None
+    fl_epsilon_max: float | None
+    he_required: bool
+    output_review: bool
+    query_auditing: bool
+    dual_approval: bool = False  # officer and the unit's security lead (G5)
+
+
+# Governance §2.6, cell by cell. Parameters follow its "default parameters" table; where a
+# cell states its own k (G1/G2), the cell wins.
+DEFAULTS: dict[tuple[str, str], CellDefaults] = {
+    ("G1", "OPEN"): CellDefaults(A, A, 1, 1, False, False, None, None, None, None,
+                                 False, False, False),
+    ("G1", "CONDITIONAL"): CellDefaults(A, A, 3, 1, False, False, None, None, None, None,
+                                        False, False, False),
+    ("G1", "CLOSED"): CellDefaults(R, R, 3, 1, False, False, None, None, None, None,
+                                   False, False, False),
+    ("G2", "OPEN"): CellDefaults(A, A, 3, 2, False, False, None, None, None, None,
+                                 False, False, True),
+    ("G2", "CONDITIONAL"): CellDefaults(A, A, 5, 2, False, False, None, None, None, None,
+                                        False, False, True),
+    ("G2", "CLOSED"): CellDefaults(R, R, 5, 2, False, False, None, None, None, None,
+                                   False, False, True),
+    ("G3", "CONDITIONAL"): CellDefaults(A, A, 10, 3, False, False, 1.0, 10.0, 1e-6, 8.0,
+                                        True, False, True),
+    ("G3", "CLOSED"): CellDefaults(R, R, 10, 3, False, True, 1.0, 10.0, 1e-6, 8.0,
+                                   True, False, True),
+    ("G4", "CONDITIONAL"): CellDefaults(R, R, 10, 3, True, True, 0.5, 4.0, 1e-7, 3.0,
+                                        True, True, True),
+    ("G4", "CLOSED"): CellDefaults(R, X, 10, 3, False, True, 0.5, 4.0, 1e-7, 3.0,
+                                   True, True, True),
+    ("G5", "CONDITIONAL"): CellDefaults(R, R, 10, 3, True, True, 0.5, 2.0, 1e-7, 3.0,
+                                        True, True, True, dual_approval=True),
+    ("G5", "CLOSED"): CellDefaults(X, X, 10, 3, True, True, 0.5, 2.0, 1e-7, 3.0,
+                                   True, True, True),
+    ("G6", "CLOSED"): CellDefaults(X, X, 10, 3, True, True, None, None, None, None,
+                                   True, True, True),
+}
+
+ACCESS_WORDS = {"automatic": A, "approval": R, "forbidden": X}
+ACCESS_ORDER = {A: 0, R: 1, X: 2}  # higher is stricter
+
+
+class DPOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    required: bool | None = None
+    epsilon_per_query: float | None = Field(default=None, gt=0)
+    annual_budget: float | None = Field(default=None, gt=0)
+    researcher_budget: float | None = Field(default=None, gt=0)
+    delta: float | None = Field(default=None, gt=0, lt=1)
+    fl_epsilon_max: float | None = Field(default=None, gt=0)
+
+
+class PolicyOverride(BaseModel):
+    """The officer's per-dataset tightening, as written in a policy YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_types: dict[JobType, Literal["automatic", "approval", "forbidden"]] = {}
+    min_cell_count: int | None = Field(default=None, ge=1)
+    min_nodes: int | None = Field(default=None, ge=1)
+    dp: DPOverride | None = None
+    he_required: bool | None = None
+    approval_required: bool | None = None
+    output_review: bool | None = None
+    query_auditing: bool | None = None
+
+
+@dataclass
+class EffectivePolicy:
+    grade: str
+    category: str
+    job_types: dict[str, Access]
+    min_cell_count: int
+    min_nodes: int
+    agg_dp_required: bool
+    fl_dp_required: bool
+    epsilon_per_query: float | None
+    annual_budget: float | None
+    researcher_budget: float | None
+    delta: float | None
+    fl_epsilon_max: float | None
+    he_required: bool
+    approval_required: bool
+    output_review: bool
+    query_auditing: bool
+    dual_approval: bool
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(setting, value, where it came from) for `scifed node policy show`."""
+        out = [(f"job type {j}", self.job_types[j].name.lower(), self.sources[f"job_types.{j}"])
+               for j in JOB_TYPES]
+        for name in ("min_cell_count", "min_nodes", "agg_dp_required", "fl_dp_required",
+                     "epsilon_per_query", "annual_budget", "researcher_budget", "delta",
+                     "fl_epsilon_max", "he_required", "approval_required", "output_review",
+                     "query_auditing", "dual_approval"):
+            value = getattr(self, name)
+            out.append((name, "-" if value is None else str(value), self.sources[name]))
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"grade": self.grade, "category": self.category,
+                "settings": [{"setting": s, "value": v, "source": src}
+                             for s, v, src in self.rows()]}
+
+
+def load_override(text: str, source: str) -> PolicyOverride:
+    return parse_model(text, source, PolicyOverride, "policy settings")
+
+
+def effective(grade: str, category: str, override: PolicyOverride | None = None,
+              source: str = "override") -> EffectivePolicy:
+    """Defaults of the cell, then the override, refusing any value that loosens them."""
+    try:
+        d = DEFAULTS[(grade, category)]
+    except KeyError:
+        raise UserError(f"({grade}, {category}) is not a valid grade and sharing category "
+                        "pair (governance §2.4)") from None
+    cell = f"default {grade}/{category} (governance §2.6)"
+    pol = EffectivePolicy(
+        grade, category, {j: d.agg if FAMILY[j] == "agg" else d.fl for j in JOB_TYPES},
+        d.k, d.min_nodes, d.agg_dp_required, d.fl_dp_required, d.epsilon_per_query,
+        d.annual_budget, d.annual_budget, d.delta, d.fl_epsilon_max, d.he_required,
+        False, d.output_review, d.query_auditing, d.dual_approval)
+    pol.sources = {f"job_types.{j}": cell for j in JOB_TYPES}
+    pol.sources |= {n: cell for n in (
+        "min_cell_count", "min_nodes", "agg_dp_required", "fl_dp_required",
+        "epsilon_per_query", "annual_budget", "researcher_budget", "delta", "fl_epsilon_max",
+        "he_required", "approval_required", "output_review", "query_auditing",
+        "dual_approval")}
+    if override is None:
+        return pol
+
+    def loosens(name: str, new: Any, old: Any, why: str) -> UserError:
+        return UserError(f"policy override {name}: {new} would loosen the default {old} of "
+                         f"{grade}/{category} ({why}); an override may only tighten — "
+                         "change the grade or category instead")
+
+    for job, word in override.job_types.items():
+        new, old = ACCESS_WORDS[word], pol.job_types[job]
+        if ACCESS_ORDER[new] < ACCESS_ORDER[old]:
+            raise loosens(f"job_types.{job}", word, old.name.lower(), "access")
+        pol.job_types[job] = new
+        pol.sources[f"job_types.{job}"] = source
+    for name, new in (("min_cell_count", override.min_cell_count),
+                      ("min_nodes", override.min_nodes)):
+        if new is not None:
+            if new < getattr(pol, name):
+                raise loosens(name, new, getattr(pol, name), "a smaller threshold")
+            setattr(pol, name, new)
+            pol.sources[name] = source
+    for name in ("he_required", "approval_required", "output_review", "query_auditing"):
+        new = getattr(override, name)
+        if new is not None:
+            if getattr(pol, name) and not new:
+                raise loosens(name, new, True, "switching a safeguard off")
+            setattr(pol, name, new)
+            pol.sources[name] = source
+    if override.dp is not None:
+        dp = override.dp
+        if dp.required is not None:
+            if pol.agg_dp_required and not dp.required:
+                raise loosens("dp.required", False, True, "switching DP off")
+            pol.agg_dp_required = dp.required or pol.agg_dp_required
+            pol.sources["agg_dp_required"] = source
+        for name in ("epsilon_per_query", "annual_budget", "researcher_budget", "delta",
+                     "fl_epsilon_max"):
+            new, old = getattr(dp, name), getattr(pol, name)
+            if new is None:
+                continue
+            if old is not None and new > old:
+                raise loosens(f"dp.{name}", new, old, "a larger privacy loss")
+            setattr(pol, name, new)
+            pol.sources[name] = source
+        if pol.agg_dp_required and pol.epsilon_per_query is None:
+            raise UserError("policy override dp.required: give dp.epsilon_per_query and "
+                            "dp.annual_budget too")
+    if pol.researcher_budget is not None and pol.annual_budget is not None:
+        pol.researcher_budget = min(pol.researcher_budget, pol.annual_budget)
+    return pol
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Literal["allow", "approval", "deny"]
+    rule: str
+    reason: str
+    dp: bool = False
+    epsilon: float | None = None
+    delta: float | None = None
+
+
+def decide(pol: EffectivePolicy, *, job_type: str, n_nodes: int, record: dict,
+           requested_epsilon: float | None = None, now_date: str | None = None) -> Decision:
+    """The one decision for a task: allow, hold for the officer's approval, or deny —
+    with the rule that decided it (governance §2.6 checks 1–6; 7 is the audit log)."""
+    today = now_date or dt.date.today().isoformat()
+    access = pol.job_types.get(job_type, X)
+    src = pol.sources.get(f"job_types.{job_type}", "")
+    if access is X:
+        return Decision("deny", f"job_types.{job_type}",
+                        f"{job_type} jobs are forbidden on {pol.grade}/{pol.category} "
+                        f"data ({src})")
+    for appr in record.get("approvals") or []:
+        expires = appr.get("expires")
+        if expires and str(expires) < today:
+            return Decision("deny", "approvals", f"the dataset's {appr.get('type')} approval "
+                            f"{appr.get('ref')} expired on {expires}")
+    embargo = record.get("embargo_until")
+    if embargo and str(embargo) > today:
+        return Decision("deny", "embargo_until", f"the dataset is under embargo until {embargo}")
+    if n_nodes < pol.min_nodes:
+        return Decision("deny", "min_nodes", f"the job has {n_nodes} node(s); "
+                        f"{pol.grade}/{pol.category} data needs at least {pol.min_nodes} "
+                        f"({pol.sources['min_nodes']})")
+    dp = FAMILY[job_type] == "agg" and (pol.agg_dp_required or requested_epsilon is not None)
+    epsilon = None
+    if dp:
+        cap = pol.epsilon_per_query
+        if cap is None and requested_epsilon is None:
+            return Decision("deny", "dp", "differential privacy needs an ε")
+        epsilon = requested_epsilon if requested_epsilon is not None else cap
+        if cap is not None and epsilon > cap:
+            return Decision("deny", "dp.epsilon_per_query", f"requested ε={epsilon} exceeds "
+                            f"the per-query cap ε={cap} ({pol.sources['epsilon_per_query']})")
+    needs = access is R or pol.approval_required or pol.output_review
+    if needs:
+        why = (f"{job_type} on {pol.grade}/{pol.category} needs approval ({src})"
+               if access is R else "the dataset's policy requires the officer's approval")
+        return Decision("approval", "approval", why, dp, epsilon, pol.delta if dp else None)
+    return Decision("allow", f"job_types.{job_type}", f"allowed ({src})", dp, epsilon,
+                    pol.delta if dp else None)
+
+
+class PolicyBook:
+    """The officer's overrides as stored at the node, and each dataset's effective policy."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def override(self, dataset_id: str) -> tuple[PolicyOverride | None, str]:
+        with self.store.tx() as con:
+            r = con.execute("SELECT yaml, source FROM policy_overrides WHERE dataset_id=?",
+                            (dataset_id,)).fetchone()
+        if r is None:
+            return None, ""
+        return load_override(r["yaml"], r["source"]), r["source"]
+
+    def effective(self, record: dict) -> EffectivePolicy:
+        override, source = self.override(record["id"])
+        return effective(record["security_grade"], record["sharing_category"], override,
+                         f"override {source}" if source else "override")
+
+    def set(self, record: dict, text: str, source: str, actor: str) -> EffectivePolicy:
+        """Validate (may only tighten) and store; nothing is written if refused."""
+        parsed = load_override(text, source)
+        pol = effective(record["security_grade"], record["sharing_category"], parsed,
+                        f"override {source}")
+        with self.store.tx() as con:
+            con.execute("INSERT OR REPLACE INTO policy_overrides VALUES (?,?,?,?)",
+                        (record["id"], text, source, now_ms()))
+            AuditLog.append_in(con, actor, "policy.set", record["id"],
+                               {"source": source, "override": parsed.model_dump(
+                                   exclude_none=True, exclude_defaults=True)})
+        return pol
+
+    def reset(self, record: dict, actor: str) -> EffectivePolicy:
+        with self.store.tx() as con:
+            con.execute("DELETE FROM policy_overrides WHERE dataset_id=?", (record["id"],))
+            AuditLog.append_in(con, actor, "policy.reset", record["id"], {})
+        return self.effective(record)

@@ -1,0 +1,93 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TrainingGrantRequest(_message.Message):
+    __slots__ = ("job_id", "study_id", "key_version", "dataset", "spec_json", "filter", "round")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    study_id: str
+    key_version: int
+    dataset: str
+    spec_json: str
+    filter: str
+    round: int
+    def __init__(self, job_id: _Optional[str] = ..., study_id: _Optional[str] = ..., key_version: _Optional[int] = ..., dataset: _Optional[str] = ..., spec_json: _Optional[str] = ..., filter: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+
+class DpSettings(_message.Message):
+    __slots__ = ("enabled", "epsilon", "delta", "max_grad_norm")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    MAX_GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    epsilon: float
+    delta: float
+    max_grad_norm: float
+    def __init__(self, enabled: bool = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., max_grad_norm: _Optional[float] = ...) -> None: ...
+
+class AccountantStep(_message.Message):
+    __slots__ = ("noise_multiplier", "sample_rate", "steps")
+    NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    def __init__(self, noise_multiplier: _Optional[float] = ..., sample_rate: _Optional[float] = ..., steps: _Optional[int] = ...) -> None: ...
+
+class TrainingGrantReply(_message.Message):
+    __slots__ = ("allowed", "reason", "features", "labels", "dp", "study_key", "key_version", "node_name", "dp_history")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DP_FIELD_NUMBER: _ClassVar[int]
+    STUDY_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    DP_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    reason: str
+    features: bytes
+    labels: bytes
+    dp: DpSettings
+    study_key: bytes
+    key_version: int
+    node_name: str
+    dp_history: _containers.RepeatedCompositeFieldContainer[AccountantStep]
+    def __init__(self, allowed: bool = ..., reason: _Optional[str] = ..., features: _Optional[bytes] = ..., labels: _Optional[bytes] = ..., dp: _Optional[_Union[DpSettings, _Mapping]] = ..., study_key: _Optional[bytes] = ..., key_version: _Optional[int] = ..., node_name: _Optional[str] = ..., dp_history: _Optional[_Iterable[_Union[AccountantStep, _Mapping]]] = ...) -> None: ...
+
+class ReportTrainingRequest(_message.Message):
+    __slots__ = ("job_id", "dataset", "round", "examples", "epsilon_spent", "delta", "dp_history")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    DP_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    dataset: str
+    round: int
+    examples: int
+    epsilon_spent: float
+    delta: float
+    dp_history: _containers.RepeatedCompositeFieldContainer[AccountantStep]
+    def __init__(self, job_id: _Optional[str] = ..., dataset: _Optional[str] = ..., round: _Optional[int] = ..., examples: _Optional[int] = ..., epsilon_spent: _Optional[float] = ..., delta: _Optional[float] = ..., dp_history: _Optional[_Iterable[_Union[AccountantStep, _Mapping]]] = ...) -> None: ...
+
+class ReportTrainingReply(_message.Message):
+    __slots__ = ("epsilon_spent",)
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    epsilon_spent: float
+    def __init__(self, epsilon_spent: _Optional[float] = ...) -> None: ...
