@@ -62,7 +62,8 @@ def pooled_seconds(path: Path) -> float:
 
 def federated_seconds(root: Path, n_nodes: int, rows: int) -> tuple[float, float, int]:
     meta = yaml.safe_load((REPO / "configs" / "datasets" / "penguins.yaml").read_text())
-    meta.pop("fields", None)
+    for key in ("fields", "splits", "annotation"):
+        meta.pop(key, None)
     meta["targets"] = []
     meta["title"] = {"en": "Synthetic benchmark measurements"}
     nodes = [f"n{i:02d}" for i in range(n_nodes)]
