@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, each printing its numbers beside a baseline measured
 in the same run."""
 
-from benchmarks import he_bench, stats_bench
+from benchmarks import he_bench, stats_bench, train_bench
 
 he_bench.main()
 stats_bench.main()
+train_bench.main()

@@ -98,6 +98,12 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
         return pb.ResultReply(job_id=request.job_id,
                               sealed=self.jobs.sealed_result(request.job_id, name))
 
+    @user_errors
+    def ResumeJob(self, request, context):
+        name = peer_identity(context).name
+        self.jobs.resume(request.job_id, name)
+        return self._job(request.job_id, name)
+
     def _job(self, job_id: str, researcher: str) -> pb.JobInfo:
         v = self.jobs.get(job_id, researcher)
         return pb.JobInfo(

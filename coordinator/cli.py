@@ -20,6 +20,7 @@ nodes_app = typer.Typer(help="The node registry (operator).", no_args_is_help=Tr
 study_app = typer.Typer(help="Joint studies (operator creates; researchers list).",
                         no_args_is_help=True)
 job_app = typer.Typer(help="Federated jobs (researcher).", no_args_is_help=True)
+model_app = typer.Typer(help="Models released by `train` jobs.", no_args_is_help=True)
 
 CaDir = typer.Option(Path("ca"), "--ca-dir", envvar="SCIFED_CA_DIR", help="CA directory")
 IdentityOpt = typer.Option(Path("."), "--identity", "-i", envvar="SCIFED_IDENTITY",
@@ -341,27 +342,46 @@ def job_status(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
 @handle_errors("the coordinator")
 def job_watch(job_id: str, identity: Path = IdentityOpt) -> None:
     """Follow a job live until it is done or failed."""
+    import re
     import time
 
+    from rich.console import Group
     from rich.live import Live
+    from rich.progress import BarColumn, Progress, TextColumn
+    from rich.table import Table
 
+    bar = Progress(TextColumn("rounds"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    rounds = None
     with _client(identity) as c, Live(console=console, refresh_per_second=4) as live:
         while True:
             info = c.job(job_id)
-            from rich.table import Table
-
             table = Table(title=f"job {job_id}: {info.status} {info.phase}",
                           title_justify="left")
             for col in ("node", "phase", "state", "detail"):
                 table.add_column(col)
             for t in info.tasks:
                 table.add_row(t.node, t.phase, t.state, t.detail)
-            live.update(table)
-            if info.status in ("done", "failed"):
+            m = re.match(r"round (\d+)/(\d+)", info.phase)
+            if m:
+                if rounds is None:
+                    rounds = bar.add_task("rounds", total=int(m.group(2)))
+                bar.update(rounds, completed=int(m.group(1)) - 1)
+            elif rounds is not None and info.status == "done":
+                bar.update(rounds, completed=bar.tasks[0].total)
+            live.update(Group(bar, table) if rounds is not None else table)
+            if info.status in ("done", "failed", "interrupted"):
                 break
             time.sleep(0.3)
     if info.status == "failed":
         raise UserError(f"job {job_id} failed: {info.error}")
+
+
+@job_app.command("resume")
+@handle_errors("the coordinator")
+def job_resume(job_id: str, identity: Path = IdentityOpt) -> None:
+    """Continue a training job interrupted by a coordinator restart."""
+    with _client(identity) as c:
+        _print_job(c.resume(job_id))
 
 
 @job_app.command("result")
@@ -387,3 +407,18 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
     for name, df in res.tables().items():
         print_table(name, [str(c) for c in df.columns],
                     df.round(6).astype(object).where(df.notna(), "").values.tolist())
+
+
+@model_app.command("load")
+@handle_errors()
+def model_load(path: Path) -> None:
+    """Open a model file from `scifed job result --out` and describe it."""
+    from scifed.models import load_model_file
+
+    model, info = load_model_file(path)
+    print_table(f"model {path}", ["field", "value"], [
+        ("kind", info.get("kind")), ("hidden", info.get("hidden")),
+        ("task", info.get("task")), ("features", ", ".join(info.get("features", []))),
+        ("label", info.get("label")), ("classes", ", ".join(map(str, info.get("classes") or []))),
+        ("parameters", sum(p.numel() for p in model.parameters())),
+        ("module", str(model).replace("\n", " "))])

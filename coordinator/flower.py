@@ -86,7 +86,8 @@ class _VersionHeaders:
         self._headers = dict(RuntimeVersionMetadata.from_local_component(
             "scifed-coordinator").as_metadata())
 
-    def intercept(self, context: ProtobufRequestContext, call_next: ProtobufCall):
+    def intercept(self, context: ProtobufRequestContext,
+                  call_next: ProtobufCall) -> httpx.Response:
         context.request.headers.update(self._headers)
         return call_next(context)
 

@@ -79,21 +79,30 @@ def _slug(dataset: str) -> str:
 class JobRunner:
     def __init__(self, db: Database, sessions: NodeSessions, ca_pem: bytes, *,
                  task_timeout: float, approval_timeout: float = 7 * 86400,
-                 approval_poll: float = 2.0) -> None:
+                 approval_poll: float = 2.0, flower=None) -> None:
         self.db = db
         self.sessions = sessions
         self.ca_pem = ca_pem
         self.task_timeout = task_timeout
         self.approval_timeout = approval_timeout
         self.approval_poll = approval_poll
-        with db.session() as s:  # a job cut off by a restart cannot be resumed
+        self.flower = flower  # the SuperLink for `train` jobs, when training is enabled
+        with db.session() as s:
             for job in s.scalars(select(Job).where(Job.status.in_(("submitted", "running")))):
-                job.status, job.error = "failed", "the coordinator restarted during the job"
+                if job.job_type == "train":  # its checkpoints survive: it can go on
+                    job.status, job.error = "interrupted", (
+                        "the coordinator restarted during training; `scifed job resume "
+                        f"{job.job_id}` continues from the last round checkpoint")
+                else:
+                    job.status, job.error = "failed", "the coordinator restarted during the job"
 
     # -- submission ----------------------------------------------------------------------
     def submit(self, researcher: str, spec_text: str, spec_name: str, claim_json: str) -> str:
         """Validate everything the coordinator can check, persist, and start the job."""
         spec = load_job(spec_text, spec_name or "job.yaml")
+        if spec.type == "train" and self.flower is None:
+            raise UserError("this coordinator does not run training (no flower_port in its "
+                            "configuration)")
         try:
             claim = SealKeyClaim.from_dict(json.loads(claim_json))
         except (ValueError, KeyError, TypeError) as exc:
@@ -142,6 +151,18 @@ class JobRunner:
             if col not in types:
                 raise UserError(f"unknown column '{col}' in dataset {dataset} at node {node} "
                                 f"(columns: {', '.join(types)})")
+
+    def resume(self, job_id: str, researcher: str) -> None:
+        """Restart an interrupted `train` job; its ServerApp resumes from the checkpoint."""
+        with self.db.session() as s:
+            job = self._job(s, job_id, researcher)
+            if job.status != "interrupted":
+                raise UserError(f"job {job_id} is {job.status}; only a training job "
+                                "interrupted by a coordinator restart can be resumed")
+            if self.flower is None:
+                raise UserError("this coordinator does not run training (no flower_port)")
+            job.status, job.error = "submitted", ""
+        threading.Thread(target=self._run, args=(job_id,), daemon=True, name=job_id).start()
 
     # -- queries ------------------------------------------------------------------------
     def _job(self, s, job_id: str, researcher: str | None) -> Job:
@@ -256,7 +277,12 @@ class JobRunner:
                 spec = JobSpec.model_validate(job.spec)
                 claim, researcher = job.seal_claim, job.researcher
             study = studies.get_study(self.db, job.study_id)
-            self._run_aggregate(job_id, spec, study, claim, researcher)
+            if spec.type == "train":
+                from coordinator.training import run_training
+
+                run_training(self, job_id, spec, study, claim)
+            else:
+                self._run_aggregate(job_id, spec, study, claim, researcher)
         except JobFailed as exc:
             self._set(job_id, status="failed", error=str(exc))
         except UserError as exc:

@@ -27,12 +27,13 @@ def now_ms() -> int:
 
 class NodeLinkServicer(pbg.NodeLinkServicer):
     def __init__(self, db: Database, sessions: NodeSessions, keys: StudyKeys, ca_pem: bytes,
-                 heartbeat_seconds: float) -> None:
+                 heartbeat_seconds: float, flower=None) -> None:
         self.db = db
         self.sessions = sessions
         self.keys = keys
         self.ca_pem = ca_pem
         self.heartbeat_seconds = heartbeat_seconds
+        self.flower = flower
 
     def Register(self, request, context):
         ident = peer_identity(context)
@@ -47,6 +48,12 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
         registry.upsert_node(self.db, name=ident.name, platform=request.platform,
                              software_version=request.software_version,
                              cert_fingerprint=ident.fingerprint_sha256, seal_claim=claim)
+        if self.flower is not None and request.supernode_public_key:
+            try:  # the node's certificate vouches for the key it sends over mTLS
+                self.flower.register_supernode_key(ident.name,
+                                                   request.supernode_public_key.encode())
+            except UserError as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"training registration: {exc}")
         registry.touch(self.db, ident.name, now_ms())
         return pb.RegisterReply(node_name=ident.name,
                                 heartbeat_seconds=max(1, round(self.heartbeat_seconds)),

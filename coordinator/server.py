@@ -44,6 +44,7 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
     "/scifed.v1.CoordinatorApi/SubmitJob": ("researcher",),
     "/scifed.v1.CoordinatorApi/GetJob": ("researcher",),
     "/scifed.v1.CoordinatorApi/GetResult": ("researcher",),
+    "/scifed.v1.CoordinatorApi/ResumeJob": ("researcher",),
 }
 
 
@@ -56,9 +57,15 @@ class CoordinatorProcess:
         self.sessions = NodeSessions()
         ca_pem = cfg.tls.files().read()[0]
         self.keys = StudyKeys(self.db, self.sessions, timeout=cfg.task_timeout_seconds)
+        self.flower = None
+        if cfg.flower_port:
+            from coordinator.flower import SuperLink
+
+            self.flower = SuperLink(cfg.state_dir, cfg.tls.files(), port=cfg.flower_port)
         self.jobs = JobRunner(self.db, self.sessions, ca_pem,
                               task_timeout=cfg.task_timeout_seconds,
-                              approval_timeout=cfg.approval_timeout_seconds)
+                              approval_timeout=cfg.approval_timeout_seconds,
+                              flower=self.flower)
         revocations = RevocationList(cfg.tls.crl, cfg.tls.ca)
         revocations.serials()  # a broken CRL stops the start, not the first call
         self.server = grpc.server(
@@ -66,8 +73,8 @@ class CoordinatorProcess:
             interceptors=[AuthInterceptor(ROLE_RULES, revocations)],
             options=SERVER_OPTIONS)
         link_pbg.add_NodeLinkServicer_to_server(
-            NodeLinkServicer(self.db, self.sessions, self.keys, ca_pem, cfg.heartbeat_seconds),
-            self.server)
+            NodeLinkServicer(self.db, self.sessions, self.keys, ca_pem, cfg.heartbeat_seconds,
+                             self.flower), self.server)
         api_pbg.add_CoordinatorApiServicer_to_server(
             CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds), self.server)
         try:
@@ -77,11 +84,15 @@ class CoordinatorProcess:
             raise UserError(f"cannot listen on {cfg.listen}: {exc}") from None
 
     def start(self) -> None:
+        if self.flower is not None:
+            self.flower.start()
         self.server.start()
         log.info("coordinator listening on %s", self.cfg.listen)
 
     def stop(self) -> None:
         self.server.stop(grace=2).wait()
+        if self.flower is not None:
+            self.flower.stop()
 
 
 def serve(cfg: CoordinatorConfig) -> None:

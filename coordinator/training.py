@@ -93,8 +93,8 @@ def train_on_flower(flower: SuperLink, job_dir: Path, *,
         if failure.exists():
             raise TrainingRunFailed(json.loads(failure.read_text())["reason"])
         tail = flower.log_tail(run_id, lines=15)
-        log.warning("Flower run %d ended %s:%s without a reason; log tail:\n%s", run_id,
-                    state.status, state.sub_status, tail)
+        log.warning("Flower run %d ended %s:%s (%s) without a reason; log tail:\n%s",
+                    run_id, state.status, state.sub_status, state.details, tail)
         if state.sub_status == "stopped":
             raise TrainingRunFailed("the training run was stopped")
     raise TrainingRunFailed(f"the Flower run failed {RESUBMITS + 1} times; last log lines: "

@@ -13,6 +13,7 @@ ClientApp processes it spawns) listens on a free loopback port picked at each st
 from __future__ import annotations
 
 import os
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from scifed.errors import UserError
 from scifed.fl.supervisor import Supervised, flower_env, flower_executable
-from scifed.localfed import free_port
 
 KEY_FILE = "flower-supernode.key"
 
@@ -46,6 +46,12 @@ def ensure_supernode_key(pki_dir: Path) -> bytes:
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def _free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class SuperNode:
     """The supervised SuperNode of one node."""
 
@@ -68,8 +74,8 @@ class SuperNode:
                                   ready=self._ready)
 
     def _argv(self) -> list[str]:
-        self.runtime_port = free_port()
-        config = f'local-api="unix:{self.local_socket}" node-name="{self.name}"'
+        self.runtime_port = _free_loopback_port()
+        config = f'local-api="unix:{self.local_socket}"'
         return [flower_executable("flower-supernode"),
                 "--superlink", self.superlink,
                 "--root-certificates", str(self.ca),

@@ -35,6 +35,7 @@ class CoordinatorLink:
         self.cfg = cfg
         self.seal_claim = make_claim(cfg.tls.key.parent, name=cfg.name, role="node",
                                      cert_path=cfg.tls.cert, key_path=cfg.tls.key).to_dict()
+        self.supernode_key = ""  # set when the node takes part in training
         self._published = published
         self.handlers = handlers or {}
         self.audit_head: Callable[[], tuple[int, str]] | None = None
@@ -138,7 +139,8 @@ class CoordinatorLink:
             self._stub = pbg.NodeLinkStub(channel)
             reply = self._stub.Register(
                 pb.RegisterRequest(platform=self.cfg.platform, software_version=__version__,
-                                   seal_claim_json=json.dumps(self.seal_claim)),
+                                   seal_claim_json=json.dumps(self.seal_claim),
+                                   supernode_public_key=self.supernode_key),
                 timeout=10)
             self._touch()
             self._registered = True

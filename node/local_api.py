@@ -27,7 +27,11 @@ import grpc
 import numpy as np
 from pydantic import ValidationError
 
+from node.approvals import Approvals
+from node.audit import AuditLog
+from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
+from node.policy import PolicyBook, decide
 from node.profiling import read_table
 from node.store import DatasetRow, now_ms
 from node.studies import NodeStudies
@@ -36,7 +40,7 @@ from protos.scifed.v1 import node_local_pb2_grpc as pbg
 from scifed.config import format_validation_error
 from scifed.errors import UserError
 from scifed.filters import compile_filter, quote_identifier
-from scifed.grading import Access, aggregate_access, grade_rank, min_cell_count
+from scifed.grading import min_cell_count
 from scifed.rpc import user_errors
 from scifed.trainspec import DPSpec, TrainSpec
 
@@ -45,7 +49,6 @@ SOCKET_NAME = "local.sock"
 MAX_MESSAGE_BYTES = 1 << 30
 GRPC_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-DP_REQUIRED_FROM = "G3"
 _NUMERIC = {"integer", "number"}
 
 SCHEMA = """
@@ -83,33 +86,61 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 class NodeLocalServicer(pbg.NodeLocalServicer):
-    def __init__(self, studies: NodeStudies, registry: DatasetRegistry) -> None:
+    def __init__(self, studies: NodeStudies, registry: DatasetRegistry,
+                 approvals: Approvals) -> None:
         self.studies = studies
         self.registry = registry
+        self.approvals = approvals
+        self.audit = AuditLog(registry.store)
+        self.ledger = BudgetLedger(registry.store)
         self.node = studies.cfg.name
         with registry.store.tx() as con:
             con.execute(SCHEMA)
 
-    # -- the policy hook ------------------------------------------------------------------
+    # -- the policy decision -----------------------------------------------------------------
     def decide(self, row: DatasetRow, spec: TrainSpec,
                request: pb.TrainingGrantRequest) -> TrainingDecision:
-        """Default policy until the node's policy engine replaces this method: training
-        runs where the (grade, category) cell admits aggregates automatically, and data
-        graded G3 or above trains only with DP-SGD at the ε the job states."""
-        grade, category = row.record["security_grade"], row.record["sharing_category"]
-        access = aggregate_access(grade, category)
-        if access is Access.FORBIDDEN:
-            return TrainingDecision(False, f"node {self.node}: training on {grade} {category} "
-                                    "data is forbidden by the policy matrix")
-        if access is Access.APPROVAL:
-            return TrainingDecision(False, f"node {self.node}: training on {grade} "
-                                    f"{category} data needs the data officer's approval")
-        if grade_rank(grade) >= grade_rank(DP_REQUIRED_FROM):
+        """The node's policy engine for a training grant: the cell's FL access tightened by
+        the officer's override; held for approval where it says so; DP-SGD where policy
+        requires it, at most its ε cap; and the target ε charged once per job to the
+        dataset's privacy budget (the accountant keeps the spend at or under it)."""
+        rec = row.record
+        pol = PolicyBook(self.registry.store).effective(rec)
+        dec = decide(pol, job_type="train", n_nodes=pol.min_nodes, record=rec)
+        who = {"job_id": request.job_id, "study_id": request.study_id, "job_type": "train",
+               "outcome": dec.outcome, "rule": dec.rule, "reason": dec.reason}
+        if dec.outcome == "deny":
+            self.audit.append("policy", "task.deny", row.dataset_id, who)
+            return TrainingDecision(False, f"node {self.node} denied training: {dec.reason}")
+        if dec.outcome == "approval":
+            appr = self.approvals.request(
+                job_id=request.job_id, dataset_id=row.dataset_id, study_id=request.study_id,
+                job_type="train", researcher="", grade=rec["security_grade"],
+                reason=dec.reason, spec=json.loads(request.spec_json))
+            if appr.state != "approved":
+                return TrainingDecision(False, f"node {self.node}: training is {appr.state} "
+                                        f"at the approval queue ({appr.approval_id})")
+        if pol.fl_dp_required:
             if spec.dp is None:
-                return TrainingDecision(False, f"node {self.node}: {grade} data trains only "
-                                        "with DP-SGD; give the job dp.epsilon")
-            return TrainingDecision(True, f"allowed with DP-SGD ({grade} {category})", spec.dp)
-        return TrainingDecision(True, f"allowed ({grade} {category})", spec.dp)
+                return TrainingDecision(False, f"node {self.node}: {rec['security_grade']}/"
+                                        f"{rec['sharing_category']} data trains only with "
+                                        "DP-SGD; give the job dp.epsilon")
+            if pol.fl_epsilon_max is not None and spec.dp.epsilon > pol.fl_epsilon_max:
+                return TrainingDecision(False, f"node {self.node}: dp.epsilon "
+                                        f"{spec.dp.epsilon} exceeds the training cap "
+                                        f"ε={pol.fl_epsilon_max} ({pol.sources['fl_epsilon_max']})")
+        if spec.dp is not None:
+            try:
+                self.ledger.charge_and_release(
+                    job_id=request.job_id, dataset_id=row.dataset_id, researcher="",
+                    epsilon=spec.dp.epsilon, delta=spec.dp.delta,
+                    annual_budget=pol.annual_budget or float("inf"),
+                    researcher_budget=None, produce=lambda con: b"")
+            except UserError as exc:
+                return TrainingDecision(False, f"node {self.node}: {exc}")
+        if request.round <= 1:
+            self.audit.append("policy", "task.allow", row.dataset_id, who)
+        return TrainingDecision(True, dec.reason, spec.dp)
 
     # -- RPCs ---------------------------------------------------------------------------
     @user_errors
@@ -222,9 +253,10 @@ def _parse_spec(text: str) -> TrainSpec:
 class LocalApi:
     """The local API's gRPC server on its Unix socket (0600), owned by the node process."""
 
-    def __init__(self, studies: NodeStudies, registry: DatasetRegistry, state_dir: Path) -> None:
+    def __init__(self, studies: NodeStudies, registry: DatasetRegistry, approvals: Approvals,
+                 state_dir: Path) -> None:
         self.path = socket_path(state_dir)
-        self.servicer = NodeLocalServicer(studies, registry)
+        self.servicer = NodeLocalServicer(studies, registry, approvals)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
                                   options=GRPC_OPTIONS)
         pbg.add_NodeLocalServicer_to_server(self.servicer, self.server)

@@ -14,11 +14,13 @@ from node.admin import NodeAdminServicer
 from node.approvals import Approvals
 from node.audit import AuditLog
 from node.datasets import DatasetRegistry
+from node.flower import SuperNode
 from node.link import CoordinatorLink
-from node.local_api import LocalApi
+from node.local_api import LocalApi, socket_path
 from node.store import NodeStore
 from node.studies import NodeStudies
 from node.tasks import JobTasks
+from node.training_tasks import handlers as training_handlers
 from protos.scifed.v1 import node_admin_pb2_grpc as admin_pbg
 from scifed.config import NodeConfig
 from scifed.errors import UserError
@@ -49,7 +51,15 @@ class NodeProcess:
             NodeAdminServicer(self.registry, self.link, self.studies, self.approvals),
             self.admin)
         # Apps on this host (the Flower ClientApp) reach data only through this socket.
-        self.local_api = LocalApi(self.studies, self.registry, cfg.state_dir)
+        self.local_api = LocalApi(self.studies, self.registry, self.approvals, cfg.state_dir)
+        self.link.handlers.update(training_handlers(self.studies, self.registry))
+        self.supernode = None
+        if cfg.flower_superlink:
+            self.supernode = SuperNode(name=cfg.name, pki_dir=cfg.tls.key.parent,
+                                       ca=cfg.tls.ca, superlink=cfg.flower_superlink,
+                                       state_dir=cfg.state_dir,
+                                       local_socket=socket_path(cfg.state_dir))
+            self.link.supernode_key = self.supernode.public_key_pem.decode()
 
     def start(self) -> None:
         sock = self.cfg.socket_path
@@ -65,9 +75,21 @@ class NodeProcess:
             os.umask(old)
         self.local_api.start()
         self.link.start()
+        if self.supernode is not None:
+            # Runs beside the node; its key is registered when the link connects, and the
+            # supervisor restarts it whenever it dies.
+            threading.Thread(target=self._start_supernode, daemon=True).start()
         log.info("node %s serving admin API on %s", self.cfg.name, sock)
 
+    def _start_supernode(self) -> None:
+        try:
+            self.supernode.start(timeout=120)
+        except UserError as exc:
+            log.error("Flower SuperNode: %s", exc)
+
     def stop(self) -> None:
+        if self.supernode is not None:
+            self.supernode.stop()
         self.link.stop()
         self.local_api.stop()
         self.admin.stop(grace=2).wait()

@@ -9,6 +9,7 @@ from coordinator.cli import (
     catalog_app,
     coordinator_app,
     job_app,
+    model_app,
     nodes_app,
     operator_app,
     researcher_app,
@@ -27,6 +28,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(study_app, name="study")
 app.add_typer(job_app, name="job")
+app.add_typer(model_app, name="model")
 
 
 @app.command()

@@ -41,6 +41,9 @@ class NodeConfig(_Strict):
     tls: TlsConfig
     admin_socket: Path | None = None
     reconnect_max_seconds: float = Field(default=10.0, gt=0)
+    flower_superlink: str | None = Field(
+        default=None, description="Fleet API host:port of the coordinator's Flower "
+        "SuperLink; set it to take part in federated training")
     approvers: dict[str, Literal["officer", "liaison", "security_lead"]] = Field(
         default_factory=dict, description="person -> role for the approval queue; empty: "
         "whoever can reach the admin socket acts as the officer")
@@ -61,6 +64,9 @@ class CoordinatorConfig(_Strict):
     task_timeout_seconds: float = Field(
         default=60.0, gt=0, description="how long a job waits for a node to come online "
         "and answer one task before counting it out")
+    flower_port: int | None = Field(
+        default=None, ge=1, le=65535, description="run a Flower SuperLink on this loopback "
+        "port for `train` jobs (publish only its /v1/fleet/* through a reverse proxy)")
     approval_timeout_seconds: float = Field(
         default=7 * 86400, gt=0, description="how long a job waits for officers' approvals")
     max_workers: int = Field(default=128, ge=8)

@@ -12,19 +12,18 @@ import math
 import re
 from typing import Annotated, Literal, Self
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from scifed.config import format_validation_error
+from scifed.config import parse_model
 from scifed.errors import UserError
+from scifed.trainspec import TrainSpec
 
 Measure = Literal["count", "sum", "mean", "variance", "std"]
 MEASURES: tuple[Measure, ...] = ("count", "sum", "mean", "variance", "std")
@@ -163,8 +162,8 @@ class QualitySpec(_Strict):
         return list(dict.fromkeys([*([self.target] if self.target else []), *self.columns]))
 
 
-JobType = Literal["stats", "quality"]
-JOB_TYPES: tuple[JobType, ...] = ("stats", "quality")
+JobType = Literal["stats", "quality", "train"]
+JOB_TYPES: tuple[JobType, ...] = ("stats", "quality", "train")
 
 
 class JobSpec(_Strict):
@@ -176,6 +175,7 @@ class JobSpec(_Strict):
     filter: str | None = Field(default=None, description="row filter (scifed.filters)")
     stats: StatsSpec | None = None
     quality: QualitySpec | None = None
+    train: TrainSpec | None = None
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -221,19 +221,7 @@ class JobSpec(_Strict):
 
 def load_job(text: str, source: str) -> JobSpec:
     """Parse and validate a job spec (YAML or JSON text); ``source`` names it in errors."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{source}:{where} is not valid YAML "
-                        f"({getattr(exc, 'problem', None) or exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping (study, type, datasets, ...)")
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(format_validation_error(source, exc)) from None
+    return parse_model(text, source, JobSpec, "job settings (study, type, datasets, ...)")
 
 
 def datasets_by_node(spec: JobSpec) -> dict[str, str]:

@@ -18,6 +18,17 @@ from pathlib import Path
 from scifed.errors import UserError
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the process that started it dies, so a killed
+    test run or demo leaves no coordinator or node behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -39,7 +50,10 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
 
 class LocalFederation:
     def __init__(self, root: Path, nodes: dict[str, str], *, heartbeat_seconds: float = 1.0,
-                 offline_after_seconds: float = 3.0, task_timeout_seconds: float = 30.0) -> None:
+                 offline_after_seconds: float = 3.0, task_timeout_seconds: float = 30.0,
+                 flower: bool = False) -> None:
+        """`flower`: the coordinator runs a Flower SuperLink and nodes a SuperNode each,
+        for `train` jobs (slower to start, so off unless needed)."""
         """`nodes` maps node name to platform name."""
         self.root = Path(root).resolve()
         self.nodes = dict(nodes)
@@ -53,6 +67,7 @@ class LocalFederation:
         self.heartbeat_seconds = heartbeat_seconds
         self.offline_after_seconds = offline_after_seconds
         self.task_timeout_seconds = task_timeout_seconds
+        self.flower_port = free_port() if flower else None
         self.procs: dict[str, subprocess.Popen] = {}
 
     # -- set-up: exactly the commands a deployment runs ------------------------------------
@@ -85,12 +100,15 @@ class LocalFederation:
         cfg = self.coord_dir / "coordinator.yaml"
         cfg.write_text(cfg.read_text() + f"heartbeat_seconds: {self.heartbeat_seconds}\n"
                        f"offline_after_seconds: {self.offline_after_seconds}\n"
-                       f"task_timeout_seconds: {self.task_timeout_seconds}\n")
+                       f"task_timeout_seconds: {self.task_timeout_seconds}\n"
+                       + (f"flower_port: {self.flower_port}\n" if self.flower_port else ""))
         for name, platform in self.nodes.items():
             self.cli("node", "init", "--name", name, "--platform", platform,
                      "--coordinator", self.address, "--dir", str(self.node_dir(name)))
             cfgp = self.node_config(name)
-            cfgp.write_text(cfgp.read_text() + "reconnect_max_seconds: 2.0\n")
+            cfgp.write_text(cfgp.read_text() + "reconnect_max_seconds: 2.0\n"
+                            + (f"flower_superlink: 127.0.0.1:{self.flower_port}\n"
+                               if self.flower_port else ""))
             self.enrol("node", name, self.node_dir(name))
         for role, directory, name in (("operator", self.operator_dir, "operator"),
                                       ("researcher", self.researcher_dir, "alice")):
@@ -102,13 +120,14 @@ class LocalFederation:
     def _spawn(self, key: str, *args: str) -> None:
         log = open(self.logs / f"{key}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[key] = subprocess.Popen([sys.executable, "-m", "scifed", *args],
-                                           stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+                                           stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                           preexec_fn=_die_with_parent)
 
     def start_coordinator(self) -> None:
         self._spawn("coordinator", "coordinator", "serve", "--config",
                     str(self.coord_dir / "coordinator.yaml"))
         wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 0.5).close() is None,
-                 30, "the coordinator to listen")
+                 120 if self.flower_port else 30, "the coordinator to listen")
 
     def start_node(self, name: str) -> None:
         self._spawn(name, "node", "serve", "--config", str(self.node_config(name)))

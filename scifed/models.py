@@ -112,3 +112,27 @@ def vector_to_model(model: nn.Module, vector: np.ndarray) -> None:
             n = p.numel()
             p.copy_(torch.from_numpy(flat[offset:offset + n]).reshape(p.shape).to(p.dtype))
             offset += n
+
+
+def save_model_file(info: dict[str, Any], path) -> None:
+    """A released model as one file: the architecture description and its weights
+    (`torch.load(path)` gives both; `load_model_file` rebuilds the module)."""
+    import base64
+    import io
+
+    state = torch.load(io.BytesIO(base64.b64decode(info["state_dict"])), weights_only=True)
+    torch.save({"scifed_model": {k: v for k, v in info.items() if k != "state_dict"},
+                "state_dict": state}, path)
+
+
+def load_model_file(path) -> tuple[nn.Module, dict[str, Any]]:
+    """The module of a saved model file, weights loaded, and its description."""
+    blob = torch.load(path, weights_only=True)
+    if not isinstance(blob, dict) or "scifed_model" not in blob:
+        from scifed.errors import UserError
+
+        raise UserError(f"{path} is not a scifed model file")
+    model = released_model(blob["scifed_model"])
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, blob["scifed_model"]

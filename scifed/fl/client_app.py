@@ -22,6 +22,7 @@ from flwr.clientapp import ClientApp
 
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
+from scifed.errors import UserError
 from scifed.fl.protocol import ARRAYS, CONFIG, METRICS, MODEL, STATUS, average, blob_of, ciphertext
 from scifed.he import StudyKey
 from scifed.trainspec import DPSpec, TrainSpec
@@ -70,10 +71,17 @@ def serve(msg: Message, context: Context, *, final: bool,
         try:
             grant = api.TrainingGrant(request, timeout=GRANT_TIMEOUT_SECONDS)
         except grpc.RpcError as exc:
-            return _refusal(msg, exc.details() or f"the node's local API failed: {exc.code()}")
+            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                return _refusal(msg, exc.details())  # the node's own reason, naming it
+            return _refusal(msg, f"the node's local API at {target} failed: "
+                                 f"{exc.code().name} {exc.details()}")
         if not grant.allowed:
             return _refusal(msg, grant.reason)
-        reply, report = _compute(msg, grant, request, open_key(grant.study_key), final=final)
+        try:
+            reply, report = _compute(msg, grant, request, open_key(grant.study_key),
+                                     final=final)
+        except UserError as exc:  # e.g. diverged training: the node's own clear reason
+            return _refusal(msg, str(exc))
         if report is not None:
             api.ReportTraining(report, timeout=GRANT_TIMEOUT_SECONDS)
     return reply

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from scifed.errors import UserError
 from scifed.trainspec import DPSpec, TrainSpec
 
 # Sums each node encrypts per round; the release node divides pooled sums.
@@ -66,14 +67,17 @@ def initial_model(spec: TrainSpec) -> nn.Sequential:
     from scifed.models import build_model
 
     torch.manual_seed(spec.seed)
-    return build_model(spec.model, len(spec.features), spec.n_outputs, scaling=spec.scaling())
+    return build_model(spec.model, len(spec.features), spec.n_outputs, scaling=spec.scaling(),
+                       target_scaling=spec.target_scaling())
 
 
 def loss_fn(task: str, output: torch.Tensor, target: torch.Tensor,
-            reduction: str = "mean") -> torch.Tensor:
+            reduction: str = "mean", scale: float = 1.0) -> torch.Tensor:
+    """Cross-entropy, or squared error times ``scale`` (1/std^2 of a scaled label trains as
+    if the label were standardised; metrics stay in label units)."""
     if task == "classification":
         return nn.functional.cross_entropy(output, target, reduction=reduction)
-    return nn.functional.mse_loss(output[:, 0], target, reduction=reduction)
+    return nn.functional.mse_loss(output[:, 0], target, reduction=reduction) * scale
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str) -> np.ndarray:
@@ -125,6 +129,8 @@ def train(model: nn.Module, data: LocalData, spec: TrainSpec, *, round_no: int,
             noise_multiplier=noise_multiplier(spec, dp, n, history),
             max_grad_norm=dp.max_grad_norm,
             poisson_sampling=True)
+    target = spec.target_scaling()
+    scale = 1.0 / target[1] ** 2 if target else 1.0
     loss_sum, seen = 0.0, 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -132,14 +138,19 @@ def train(model: nn.Module, data: LocalData, spec: TrainSpec, *, round_no: int,
             last = epoch == spec.local_epochs - 1
             for xb, yb in loader:
                 optimizer.zero_grad()
-                loss = loss_fn(spec.task, model(xb), yb)
+                loss = loss_fn(spec.task, model(xb), yb, scale=scale)
                 loss.backward()
                 optimizer.step()
                 if last and len(yb):
                     loss_sum += loss.item() * len(yb)
                     seen += len(yb)
-    # The last epoch's mean loss, scaled to n so pooled sums weight nodes by size.
-    result = LocalResult(n, loss_sum / max(seen, 1) * n)
+    # The last epoch's mean loss (in label units), scaled to n so pooled sums weight
+    # nodes by size.
+    result = LocalResult(n, loss_sum / scale / max(seen, 1) * n)
+    params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    if not (math.isfinite(result.loss_sum) and torch.isfinite(params).all()):
+        raise UserError(f"node {node}: training diverged in round {round_no}; lower `lr`, "
+                        "or standardize the features (and a regression label)")
     if engine is not None:
         assert dp is not None
         result.epsilon = float(engine.get_epsilon(dp.delta))

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from logging import INFO, WARNING
 from pathlib import Path
 
+import httpx
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
@@ -273,4 +274,12 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    HEFedAvg(Path(str(context.run_config["job-dir"])), context.run_id).run(grid)
+    job_dir = Path(str(context.run_config["job-dir"]))
+    try:
+        HEFedAvg(job_dir, context.run_id).run(grid)
+    except (TrainingFailed, httpx.TransportError):
+        raise  # the reason is written, or the SuperLink went away: the coordinator resubmits
+    except Exception as exc:  # a resubmission would fail the same way: say why, once
+        write_json(job_dir / FAILURE_FILE, {"round": None,
+                                            "reason": f"the ServerApp failed: {exc!r}"})
+        raise

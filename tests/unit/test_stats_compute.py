@@ -392,14 +392,14 @@ def test_job_spec_validation_names_the_problem(change, needle):
 
 
 def test_job_spec_reports_every_problem_and_bad_ids():
-    text = ("study: ''\ntype: train\ndatasets: [urn:sdn:a:ds:x, 'penguins']\n"
+    text = ("study: ''\ntype: summary\ndatasets: [urn:sdn:a:ds:x, 'penguins']\n"
             "stats: {columns: [x], histograms: {x: [1]}}\nextra: 1\n")
     with pytest.raises(UserError) as exc:
         load_job(text, "job.yaml")
     lines = str(exc.value).splitlines()
     assert lines == [
         "job.yaml: study: must not be empty",
-        "job.yaml: type: Input should be 'stats' or 'quality'",
+        "job.yaml: type: Input should be 'stats', 'quality' or 'train'",
         "job.yaml: datasets: 'penguins' is not a catalog id of the form "
         "urn:sdn:{node}:ds:{slug}",
         "job.yaml: stats.histograms: x: at least 2 bin edges are needed",

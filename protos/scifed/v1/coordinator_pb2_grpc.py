@@ -85,6 +85,11 @@ class CoordinatorApiStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ResultReply.FromString,
                 _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/ResumeJob',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+                _registered_method=True)
 
 
 class CoordinatorApiServicer(object):
@@ -153,6 +158,13 @@ class CoordinatorApiServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeJob(self, request, context):
+        """Continue a `train` job interrupted by a coordinator restart from its last checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +217,11 @@ def add_CoordinatorApiServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ResultReply.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -477,6 +494,33 @@ class CoordinatorApi(object):
             '/scifed.v1.CoordinatorApi/GetResult',
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.ResultReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/ResumeJob',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("platform", "software_version", "seal_claim_json")
+    __slots__ = ("platform", "software_version", "seal_claim_json", "supernode_public_key")
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEAL_CLAIM_JSON_FIELD_NUMBER: _ClassVar[int]
+    SUPERNODE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     platform: str
     software_version: str
     seal_claim_json: str
-    def __init__(self, platform: _Optional[str] = ..., software_version: _Optional[str] = ..., seal_claim_json: _Optional[str] = ...) -> None: ...
+    supernode_public_key: str
+    def __init__(self, platform: _Optional[str] = ..., software_version: _Optional[str] = ..., seal_claim_json: _Optional[str] = ..., supernode_public_key: _Optional[str] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
     __slots__ = ("node_name", "heartbeat_seconds", "coordinator_version")

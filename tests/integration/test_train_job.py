@@ -1,0 +1,127 @@
+"""A `train` job the way a researcher runs it: `scifed job submit` to a coordinator that
+supervises its Flower SuperLink, nodes that supervise their SuperNodes (keys registered
+at enrolment), CKKS-encrypted FedAvg, and the model sealed to the researcher, opened
+with `scifed job result --out` and `scifed model load`, scored against scikit-learn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from sklearn.linear_model import LogisticRegression
+
+from scifed.localfed import LocalFederation, wait_for
+from scifed.models import load_model_file
+
+ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
+FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+CLASSES = ["Adelie", "Chinstrap", "Gentoo"]
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory, penguins, penguins_meta):
+    fed = LocalFederation(tmp_path_factory.mktemp("trainjob"),
+                          {n: f"Palmer {i}" for n, i in ISLANDS.items()}, flower=True,
+                          task_timeout_seconds=120)
+    fed.setup()
+    fed.start_all()
+    try:
+        for node, island in ISLANDS.items():
+            penguins[penguins.island == island].to_csv(
+                fed.node_dir(node) / "data" / "penguins.csv", index=False)
+            mp = fed.node_dir(node) / "meta.yaml"
+            mp.write_text(yaml.safe_dump(penguins_meta, allow_unicode=True))
+            fed.node_cli(node, "dataset", "add", "penguins.csv", "--meta", str(mp))
+        fed.create_study("morphology", {n: "penguins" for n in ISLANDS})
+        fed.pooled = penguins.dropna(subset=[*FEATURES, "species"])
+        yield fed
+    finally:
+        fed.stop_all()
+
+
+def job(fed, **train) -> str:
+    pooled = fed.pooled
+    spec = {"features": FEATURES, "label": "species", "task": "classification",
+            "classes": CLASSES, "model": {"kind": "logistic_regression"}, "rounds": 3,
+            "local_epochs": 30, "batch_size": 16, "lr": 0.5, "validation_split": 0.1,
+            "min_node_classes": 1,
+            "standardize": {f: [float(pooled[f].mean()), float(pooled[f].std())]
+                            for f in FEATURES}, **train}
+    return yaml.safe_dump({"study": "morphology", "type": "train",
+                           "datasets": {n: "penguins" for n in ISLANDS}, "train": spec})
+
+
+def test_train_job_end_to_end_matches_pooled_sklearn(fed, tmp_path):
+    spec = tmp_path / "train.yaml"
+    spec.write_text(job(fed))
+    ident = ["--identity", str(fed.researcher_dir)]
+    job_id = fed.cli("job", "submit", str(spec), "--wait", *ident, timeout=900).stdout.strip()
+    out = tmp_path / "result"
+    fed.cli("job", "result", job_id, "--out", str(out), *ident)
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["round"]) == [0, 1, 2, 3] and "val_accuracy" in metrics  # 0: initial
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    described = fed.cli("model", "load", str(out / "model.pt")).stdout
+    assert "logistic_regression" in described and "species" in described
+    model, info = load_model_file(out / "model.pt")
+    pooled = fed.pooled
+    with torch.no_grad():
+        pred = model(torch.tensor(pooled[FEATURES].to_numpy(np.float32))).argmax(1).numpy()
+    accuracy = float((np.array(CLASSES)[pred] == pooled.species.to_numpy()).mean())
+    x = pooled[FEATURES].to_numpy()
+    x = (x - x.mean(axis=0)) / x.std(axis=0, ddof=1)
+    reference = LogisticRegression(max_iter=1000).fit(x, pooled.species).score(
+        x, pooled.species)
+    assert accuracy >= reference - 0.01, (accuracy, reference)
+    status = json.loads(fed.cli("job", "status", job_id, "--json", *ident).stdout)
+    assert status["status"] == "done" and sorted(status["contributors"]) == sorted(ISLANDS)
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"model": {"kind": "random_forest"}}, "train.model.kind"),
+    ({"rounds": 0}, "train.rounds"),
+    ({"batch_size": 100000}, "train.batch_size"),
+    ({"features": ["wingspan"], "standardize": {}}, "wingspan"),
+])
+def test_bad_train_jobs_are_refused_at_submission(fed, change, needle):
+    import grpc
+
+    with fed.researcher() as r:
+        with pytest.raises(grpc.RpcError) as exc:
+            r.submit(job(fed, **change))
+    assert needle in exc.value.details()
+
+
+def test_a_single_class_node_fails_the_job_with_its_reason(fed):
+    with fed.researcher() as r:
+        job_id = r.submit(job(fed, rounds=1, local_epochs=1, min_node_classes=2))
+        info = r.wait(job_id, timeout=600)
+    assert info.status == "failed"
+    assert "torgersen" in info.error.lower() and "class" in info.error
+    with fed.operator() as op:
+        wait_for(lambda: bool(op.nodes().online.all()), 30, "nodes still online")
+
+
+def test_coordinator_restart_mid_training_and_resume(fed):
+    with fed.researcher() as r:
+        job_id = r.submit(job(fed, rounds=4, local_epochs=5))
+        wait_for(lambda: r.job(job_id).phase.startswith(("round 3", "round 4")), 600,
+                 "two rounds to be checkpointed")
+    fed.stop("coordinator")
+    fed.start_coordinator()
+    with fed.researcher() as r:
+        info = r.job(job_id)
+        assert info.status == "interrupted" and "job resume" in info.error
+        out = fed.cli("job", "resume", job_id, "--identity", str(fed.researcher_dir))
+        assert job_id in out.stdout
+        info = r.wait(job_id, timeout=900)
+        assert info.status == "done", info.error
+        res = r.result(job_id)
+    assert list(res.metrics["round"]) == [0, 1, 2, 3, 4]
+    checkpoint = json.loads((fed.coord_dir / "state" / "flower" / "jobs" / job_id /
+                             "checkpoint.json").read_text())
+    assert checkpoint["resumed_after"] and checkpoint["resumed_after"][0] >= 2

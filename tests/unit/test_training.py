@@ -1,0 +1,147 @@
+"""The pieces of federated training that need no processes: the model zoo and its flat
+vector (also under Opacus), the train spec's checks, FedAvg through CKKS sums, DP-SGD
+accounting carried across rounds, and decoding pooled metric sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from scifed.fl import local
+from scifed.fl.protocol import average, metrics_history
+from scifed.he import StudyKey, sum_ciphertexts
+from scifed.models import build_model, model_to_vector, released_model, vector_to_model
+from scifed.trainspec import TrainSpec
+
+BASE = {"features": ["a", "b"], "label": "y", "task": "classification",
+        "classes": ["no", "yes"], "model": {"kind": "logistic_regression"}, "rounds": 2}
+
+
+def spec(**changes) -> TrainSpec:
+    return TrainSpec.model_validate({**BASE, **changes})
+
+
+def data(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2)).astype(np.float32)
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+
+
+@pytest.mark.parametrize("model,n_params", [({"kind": "logistic_regression"}, 4 * 3 + 3),
+                                            ({"kind": "linear_regression"}, 4 * 3 + 3),
+                                            ({"kind": "mlp", "hidden": [5, 2]},
+                                             4 * 5 + 5 + 5 * 2 + 2 + 2 * 3 + 3)])
+def test_vector_round_trip(model, n_params):
+    net = build_model(model, 4, 3, scaling=([1, 2, 3, 4], [1, 1, 2, 2]))
+    vec = model_to_vector(net)
+    assert vec.shape == (n_params,)
+    other = build_model(model, 4, 3)
+    vector_to_model(other, vec)
+    np.testing.assert_array_equal(model_to_vector(other), vec)
+    with pytest.raises(Exception, match="parameter vector"):
+        vector_to_model(other, vec[:-1])
+
+
+def test_vector_ignores_opacus_wrapping_and_updates_in_place():
+    from opacus import PrivacyEngine
+
+    net = build_model({"kind": "mlp", "hidden": [3]}, 2, 2)
+    before = model_to_vector(net)
+    x, y = data(64)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
+        torch.from_numpy(x), torch.from_numpy(y)), batch_size=16)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    wrapped, opt, _ = PrivacyEngine(accountant="rdp").make_private(
+        module=net, optimizer=opt, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0)
+    assert next(iter(dict(wrapped.named_parameters()))).startswith("_module.")
+    np.testing.assert_array_equal(model_to_vector(wrapped), before)
+    vector_to_model(wrapped, before + 1)
+    np.testing.assert_allclose(model_to_vector(net), before + 1, rtol=1e-6)
+    assert opt.original_optimizer.param_groups[0]["params"][0] is next(net.parameters())
+
+
+def test_released_model_predicts_in_label_units():
+    s = spec(task="regression", classes=None, label="y",
+             model={"kind": "linear_regression"}, standardize={"a": (10, 2), "y": (100, 5)})
+    net = local.initial_model(s)
+    info = {"kind": "linear_regression", "hidden": [], "features": ["a", "b"], "label": "y",
+            "task": "regression", "classes": None, "standardize": s.standardize}
+    again = released_model(info)
+    again.load_state_dict(net.state_dict())
+    x = torch.tensor([[10.0, 0.0]])
+    assert again(x).item() == pytest.approx(net(x).item())
+    assert abs(net(x).item() - 100) < 5 * 3  # starts near the label mean, in label units
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"classes": None}, "needs `classes`"),
+    ({"classes": ["a", "a"]}, "listed twice"),
+    ({"task": "regression"}, "`classes` is for task: classification"),
+    ({"model": {"kind": "linear_regression"}}, "linear_regression is for task: regression"),
+    ({"model": {"kind": "mlp"}}, "hidden layer"),
+    ({"model": {"kind": "logistic_regression", "hidden": [3]}}, "has no hidden layers"),
+    ({"features": ["a", "y"]}, "also listed as a feature"),
+    ({"features": ["a", "a"]}, "duplicate feature"),
+    ({"standardize": {"y": (0, 1)}}, "neither features nor a regression label"),
+    ({"standardize": {"a": (0, 0)}}, "positive std"),
+    ({"rounds": 0}, "rounds"),
+    ({"dp": {"epsilon": 0}}, "epsilon"),
+])
+def test_spec_refusals(changes, needle):
+    with pytest.raises(ValidationError, match=needle):
+        spec(**changes)
+
+
+def test_fedavg_through_ckks_sums_is_the_weighted_mean():
+    key = StudyKey.generate()
+    thetas = [np.array([0.5, -2.0, 3.25]), np.array([1.5, 0.0, -1.0])]
+    ns = [30, 10]
+    blobs = [key.encrypt(np.append(n * t, n)) for t, n in zip(thetas, ns, strict=True)]
+    pooled = average(key.decrypt(sum_ciphertexts(key.public_bytes(), blobs)))
+    np.testing.assert_allclose(pooled, (30 * thetas[0] + 10 * thetas[1]) / 40, atol=1e-7)
+
+
+def test_dp_accounting_continues_across_rounds():
+    s = spec(rounds=3, local_epochs=2, batch_size=20, dp={"epsilon": 4.0})
+    d = local.split(*data(), s, "n1")
+    history: list = []
+    spent = []
+    for r in (1, 2, 3):  # one fresh model per round, as in a fresh ClientApp process
+        res = local.train(local.initial_model(s), d, s, round_no=r, node="n1", dp=s.dp,
+                          history=history)
+        history = res.history
+        spent.append(res.epsilon)
+    assert spent[0] < spent[1] < spent[2] <= 4.0
+    assert spent[2] > 3.5  # calibrated for the whole job, so the last round nearly uses it
+    steps = sum(k for _, _, k in history)
+    assert steps == 3 * 2 * 8  # rounds x epochs x ceil(160 / 20)
+
+
+def test_split_is_stable_and_training_learns():
+    s = spec(local_epochs=5, lr=0.5)
+    x, y = data()
+    a, b = local.split(x, y, s, "n1"), local.split(x, y, s, "n1")
+    assert torch.equal(a.x_val, b.x_val) and len(a.y_val) == 40
+    net = local.initial_model(s)
+    before = local.evaluate(net, a.x_val, a.y_val, "classification")
+    local.train(net, a, s, round_no=1, node="n1")
+    after = local.evaluate(net, a.x_val, a.y_val, "classification")
+    assert after[2] / after[0] > max(0.9, before[2] / before[0])
+
+
+def test_metrics_history_decodes_pooled_sums():
+    # round r's sums carry validation of the model after r-1 and training loss of r.
+    sums = {1: np.array([10, 5.0, 6, 0, 0, 0, 40, 20.0]),
+            2: np.array([10, 2.0, 9, 0, 0, 0, 40, 8.0])}
+    final = np.array([10, 1.0, 10, 0, 0, 0, 0, 0])
+    h = metrics_history("classification", sums, final, 2)
+    assert h[0] == {"round": 0, "val_rows": 10.0, "val_loss": 0.5, "val_accuracy": 0.6}
+    assert h[1]["train_loss"] == 0.5 and h[1]["val_accuracy"] == 0.9
+    assert h[2] == {"round": 2, "train_loss": 0.2, "val_rows": 10.0, "val_loss": 0.1,
+                    "val_accuracy": 1.0}
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    reg = np.array([4, 0.5, 0, 0.5, y.sum(), (y ** 2).sum(), 0, 0])
+    (r0,) = metrics_history("regression", {}, reg, 0)
+    assert r0["val_r2"] == pytest.approx(1 - 0.5 / 5.0)
