@@ -10,12 +10,12 @@ import grpc
 from coordinator import catalog, registry, studies
 from coordinator.db import Database
 from coordinator.jobs import JobRunner
-from coordinator.link import now_ms
 from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
 from protos.scifed.v1 import federation_pb2 as fpb
 from scifed.rpc import user_errors
 from scifed.tls import peer_identity
+from scifed.wire import now_ms
 
 
 class CoordinatorApiServicer(pbg.CoordinatorApiServicer):

@@ -9,7 +9,6 @@ each other under the study key.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -27,22 +26,11 @@ from scifed.errors import NotFound, UserError
 from scifed.he import sum_ciphertexts
 from scifed.jobspec import JobSpec, datasets_by_node, load_job
 from scifed.sealing import SealKeyClaim, verify_claim
+from scifed.wire import b64d, b64e, now_ms
 
 log = logging.getLogger("scifed.coordinator.jobs")
 
 MAX_ROUNDS = 40  # a multi-round release (exact quantiles) needs ~8; more means a bug
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def b64e(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def b64d(text: str) -> bytes:
-    return base64.b64decode(text)
 
 
 class JobFailed(Exception):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import time
 
 import grpc
 
@@ -19,10 +18,7 @@ from scifed import __version__
 from scifed.errors import UserError
 from scifed.sealing import SealKeyClaim, verify_claim
 from scifed.tls import peer_identity
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+from scifed.wire import now_ms
 
 
 class NodeLinkServicer(pbg.NodeLinkServicer):

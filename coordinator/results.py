@@ -13,6 +13,25 @@ from pathlib import Path
 import pandas as pd
 
 
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen on nodes and CI
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(6, 3.2), dpi=100)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 @dataclass
 class StatsResult:
     rows: int
@@ -57,24 +76,15 @@ class StatsResult:
         return out
 
     def plot_histogram(self, col: str) -> bytes:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         df = self.histograms[col]
-        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+        fig, ax = _figure()
         ax.bar(df.bin_left, df["count"], width=df.bin_right - df.bin_left, align="edge",
                color=["#bbbbbb" if s else "#3b75af" for s in df.suppressed],
                edgecolor="white")
         ax.set_xlabel(col)
         ax.set_ylabel("count (all nodes)")
         ax.set_title(f"{col}: federated histogram")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        return buf.getvalue()
+        return _png(fig)
 
     def write(self, out: Path) -> list[Path]:
         """CSV per table, PNG per histogram, result.json and report.html into `out`."""
@@ -191,24 +201,15 @@ class TrainResult:
         return module.eval()
 
     def plot(self) -> bytes:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         df = self.metrics
-        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+        fig, ax = _figure()
         for col in [c for c in df.columns if c.startswith(("val_", "train_")) and
                     c != "val_rows"]:
             ax.plot(df["round"], df[col], marker="o", label=col)
         ax.set_xlabel("round")
         ax.set_title("federated training: learning curve")
         ax.legend()
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        return buf.getvalue()
+        return _png(fig)
 
     def write(self, out: Path) -> list[Path]:
         from scifed.models import save_model_file

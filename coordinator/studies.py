@@ -13,7 +13,6 @@ import base64
 import json
 import logging
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -22,12 +21,9 @@ from sqlalchemy import select
 from coordinator.db import Database, Node, Study, StudyKeyShare, StudyMember, StudyResearcher
 from coordinator.sessions import NodeSessions
 from scifed.errors import NotFound, UserError
+from scifed.wire import now_ms
 
 log = logging.getLogger("scifed.coordinator.studies")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)

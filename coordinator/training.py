@@ -33,16 +33,13 @@ from scifed.fl.protocol import (
 )
 from scifed.he import context_is_private
 from scifed.trainspec import TrainSpec
+from scifed.wire import b64e
 
 log = logging.getLogger("scifed.coordinator.training")
 
 POLL_SECONDS = 1.0
 RESUBMITS = 2            # fresh Flower runs after a run died without a reason
 STARTUP_SECONDS = 120.0  # per run, on top of the rounds' own timeouts
-
-
-def b64e(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 class TrainingRunFailed(UserError):

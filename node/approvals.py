@@ -14,9 +14,10 @@ import uuid
 from dataclasses import dataclass
 
 from node.audit import AuditLog
-from node.store import NodeStore, now_ms
+from node.store import NodeStore
 from scifed.errors import NotFound, UserError
 from scifed.grading import grade_rank
+from scifed.wire import now_ms
 
 ROLES = ("officer", "liaison", "security_lead")
 LIAISON_UP_TO = "G3"

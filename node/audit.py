@@ -15,8 +15,9 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-from node.store import NodeStore, now_ms
+from node.store import NodeStore
 from scifed.errors import UserError
+from scifed.wire import now_ms
 
 GENESIS = "0" * 64
 

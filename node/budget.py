@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from node.audit import AuditLog
-from node.store import NodeStore, now_ms
+from node.store import NodeStore
 from scifed.errors import UserError
+from scifed.wire import now_ms
 
 
 def this_year() -> int:

@@ -15,8 +15,8 @@ import duckdb
 import numpy as np
 
 from node.profiling import read_table
-from node.store import now_ms
 from scifed.errors import UserError
+from scifed.wire import now_ms
 
 
 def row_mask(path, filter_sql: tuple[str, list] | None) -> np.ndarray:

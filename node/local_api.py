@@ -33,7 +33,7 @@ from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
 from node.policy import PolicyBook, decide
 from node.profiling import read_table
-from node.store import DatasetRow, now_ms
+from node.store import DatasetRow
 from node.studies import NodeStudies
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
@@ -43,6 +43,7 @@ from scifed.filters import compile_filter, quote_identifier
 from scifed.grading import min_cell_count
 from scifed.rpc import user_errors
 from scifed.trainspec import DPSpec, TrainSpec
+from scifed.wire import now_ms
 
 SOCKET_NAME = "local.sock"
 # Training data travels in one reply; 1 GiB covers ~30M float32 cells.

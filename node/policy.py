@@ -15,10 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.audit import AuditLog
-from node.store import now_ms
 from scifed.config import parse_model
 from scifed.errors import UserError
 from scifed.grading import Access
+from scifed.wire import now_ms
 
 JobType = Literal["stats", "quality", "regression", "psi", "train", "evaluate"]
 JOB_TYPES: tuple[str, ...] = ("stats", "quality", "regression", "psi", "train", "evaluate")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from scifed.wire import now_ms
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -112,10 +113,6 @@ class DatasetRow:
     meta_yaml: str
     created_ms: int
     updated_ms: int
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class NodeStore:

@@ -12,7 +12,6 @@ key only study members can derive.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Callable
@@ -37,14 +36,7 @@ from scifed.he import StudyKey, open_box, seal_box
 from scifed.jobspec import JobSpec
 from scifed.record import CatalogRecord
 from scifed.sealing import SealKeyClaim, result_context, seal, verify_claim
-
-
-def b64e(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def b64d(text: str) -> bytes:
-    return base64.b64decode(text)
+from scifed.wire import b64d, b64e
 
 
 class Waiting(Exception):

@@ -17,9 +17,10 @@ from node.approvals import Approvals, parse_expiry
 from node.audit import AuditLog
 from node.budget import BudgetLedger
 from node.guard import check_and_record, row_mask
-from node.store import NodeStore, now_ms
+from node.store import NodeStore
 from scifed.errors import NotFound, UserError
 from scifed.filters import compile_filter
+from scifed.wire import now_ms
 
 
 @pytest.fixture
