@@ -1,0 +1,33 @@
+"""The examples in configs/ are what users copy: each must load as the code expects."""
+
+from pathlib import Path
+
+import pytest
+
+from node.policy import effective, load_override
+from scifed.config import CoordinatorConfig, NodeConfig, load_config
+from scifed.jobspec import load_job
+from scifed.record import load_metadata
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_node_and_coordinator_configs_load():
+    assert load_config(CONFIGS / "node.yaml", NodeConfig).name == "biscoe"
+    assert load_config(CONFIGS / "coordinator.yaml", CoordinatorConfig).heartbeat_seconds == 5
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "jobs").glob("*.yaml")), ids=lambda p: p.name)
+def test_job_examples_validate(path):
+    assert load_job(path.read_text(), str(path)).study == "penguin-morphology"
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "datasets").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_dataset_metadata_examples_validate(path):
+    assert load_metadata(path.read_text(), str(path)).license
+
+
+def test_policy_override_example_tightens_a_g3_dataset():
+    override = load_override((CONFIGS / "policy-override.yaml").read_text(), "example")
+    assert effective("G3", "CONDITIONAL", override).min_cell_count == 10
