@@ -107,7 +107,7 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
         dataset's privacy budget (the accountant keeps the spend at or under it)."""
         rec = row.record
         pol = PolicyBook(self.registry.store).effective(rec)
-        dec = decide(pol, job_type="train", n_nodes=pol.min_nodes, record=rec)
+        dec = decide(pol, job_type="train", n_nodes=request.n_nodes or 1, record=rec)
         who = {"job_id": request.job_id, "study_id": request.study_id, "job_type": "train",
                "outcome": dec.outcome, "rule": dec.rule, "reason": dec.reason}
         if dec.outcome == "deny":

@@ -65,7 +65,8 @@ def serve(msg: Message, context: Context, *, final: bool,
     request = pb.TrainingGrantRequest(
         job_id=str(cfg["job-id"]), study_id=str(cfg["study-id"]),
         key_version=int(cfg["key-version"]), dataset=str(cfg["dataset"]),
-        spec_json=str(cfg["spec"]), filter=str(cfg["filter"]), round=int(cfg["round"]))
+        spec_json=str(cfg["spec"]), filter=str(cfg["filter"]), round=int(cfg["round"]),
+        n_nodes=int(cfg.get("n-nodes", 1)))
     with grpc.insecure_channel(target, options=_OPTIONS) as channel:
         api = pbg.NodeLocalStub(channel)
         try:

@@ -201,7 +201,8 @@ class HEFedAvg(FedAvg):
                 **config, "job-id": self.job["job_id"], "study-id": self.job["study_id"],
                 "key-version": int(self.job["key_version"]),
                 "dataset": self.job["datasets"][name], "filter": self.job.get("filter") or "",
-                "spec": json.dumps(self.spec), "round": server_round})
+                "spec": json.dumps(self.spec), "round": server_round,
+                "n-nodes": len(self._names)})
             content = RecordDict({CONFIG: node_config, ARRAYS: arrays})
             messages.append(Message(content=content, dst_node_id=node_id, message_type=kind,
                                     group_id=str(server_round),

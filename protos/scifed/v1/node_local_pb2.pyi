@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainingGrantRequest(_message.Message):
-    __slots__ = ("job_id", "study_id", "key_version", "dataset", "spec_json", "filter", "round")
+    __slots__ = ("job_id", "study_id", "key_version", "dataset", "spec_json", "filter", "round", "n_nodes")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class TrainingGrantRequest(_message.Message):
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    N_NODES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     study_id: str
     key_version: int
@@ -22,7 +23,8 @@ class TrainingGrantRequest(_message.Message):
     spec_json: str
     filter: str
     round: int
-    def __init__(self, job_id: _Optional[str] = ..., study_id: _Optional[str] = ..., key_version: _Optional[int] = ..., dataset: _Optional[str] = ..., spec_json: _Optional[str] = ..., filter: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+    n_nodes: int
+    def __init__(self, job_id: _Optional[str] = ..., study_id: _Optional[str] = ..., key_version: _Optional[int] = ..., dataset: _Optional[str] = ..., spec_json: _Optional[str] = ..., filter: _Optional[str] = ..., round: _Optional[int] = ..., n_nodes: _Optional[int] = ...) -> None: ...
 
 class DpSettings(_message.Message):
     __slots__ = ("enabled", "epsilon", "delta", "max_grad_norm")
