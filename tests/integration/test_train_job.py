@@ -104,24 +104,3 @@ def test_a_single_class_node_fails_the_job_with_its_reason(fed):
     assert "torgersen" in info.error.lower() and "class" in info.error
     with fed.operator() as op:
         wait_for(lambda: bool(op.nodes().online.all()), 30, "nodes still online")
-
-
-def test_coordinator_restart_mid_training_and_resume(fed):
-    with fed.researcher() as r:
-        job_id = r.submit(job(fed, rounds=4, local_epochs=5))
-        wait_for(lambda: r.job(job_id).phase.startswith(("round 3", "round 4")), 600,
-                 "two rounds to be checkpointed")
-    fed.stop("coordinator")
-    fed.start_coordinator()
-    with fed.researcher() as r:
-        info = r.job(job_id)
-        assert info.status == "interrupted" and "job resume" in info.error
-        out = fed.cli("job", "resume", job_id, "--identity", str(fed.researcher_dir))
-        assert job_id in out.stdout
-        info = r.wait(job_id, timeout=900)
-        assert info.status == "done", info.error
-        res = r.result(job_id)
-    assert list(res.metrics["round"]) == [0, 1, 2, 3, 4]
-    checkpoint = json.loads((fed.coord_dir / "state" / "flower" / "jobs" / job_id /
-                             "checkpoint.json").read_text())
-    assert checkpoint["resumed_after"] and checkpoint["resumed_after"][0] >= 2
