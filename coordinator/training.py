@@ -12,7 +12,6 @@ again and resumes from the checkpoint.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
@@ -33,7 +32,7 @@ from scifed.fl.protocol import (
 )
 from scifed.he import context_is_private
 from scifed.trainspec import TrainSpec
-from scifed.wire import b64e
+from scifed.wire import b64d, b64e
 
 log = logging.getLogger("scifed.coordinator.training")
 
@@ -185,4 +184,4 @@ def run_training(runner, job_id: str, spec, study, claim: dict) -> None:
     if release_node not in out:
         raise UserError(failed[release_node])
     runner._set(job_id, status="done", phase="released",
-                sealed_result=base64.b64decode(out[release_node]["sealed"]))
+                sealed_result=b64d(out[release_node]["sealed"]))

@@ -52,19 +52,6 @@ GRPC_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
 _NUMERIC = {"integer", "number"}
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS training_reports (
-    job_id       TEXT NOT NULL,
-    dataset_id   TEXT NOT NULL,
-    round        INTEGER NOT NULL,
-    examples     INTEGER NOT NULL,
-    epsilon      REAL NOT NULL,
-    delta        REAL NOT NULL,
-    history_json TEXT NOT NULL,
-    reported_ms  INTEGER NOT NULL,
-    PRIMARY KEY (job_id, dataset_id, round)
-);
-"""
 
 
 def socket_path(state_dir: Path) -> Path:
@@ -95,8 +82,6 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
         self.audit = AuditLog(registry.store)
         self.ledger = BudgetLedger(registry.store)
         self.node = studies.cfg.name
-        with registry.store.tx() as con:
-            con.execute(SCHEMA)
 
     # -- the policy decision -----------------------------------------------------------------
     def decide(self, row: DatasetRow, spec: TrainSpec,

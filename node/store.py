@@ -83,6 +83,19 @@ CREATE TABLE IF NOT EXISTS query_history (
     created_ms  INTEGER NOT NULL,
     PRIMARY KEY (job_id, dataset_id)
 );
+-- What each DP-SGD training round spent (node/local_api.py), so the accountant carries
+-- across rounds that each run in a fresh ClientApp process.
+CREATE TABLE IF NOT EXISTS training_reports (
+    job_id       TEXT NOT NULL,
+    dataset_id   TEXT NOT NULL,
+    round        INTEGER NOT NULL,
+    examples     INTEGER NOT NULL,
+    epsilon      REAL NOT NULL,
+    delta        REAL NOT NULL,
+    history_json TEXT NOT NULL,
+    reported_ms  INTEGER NOT NULL,
+    PRIMARY KEY (job_id, dataset_id, round)
+);
 -- The hash-chained audit log (node/audit.py).
 CREATE TABLE IF NOT EXISTS audit (
     seq         INTEGER PRIMARY KEY,

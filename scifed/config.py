@@ -95,19 +95,24 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_yaml_mapping(text: str, source: str, expected: str = "settings") -> dict:
-    """YAML text that must hold a mapping; errors name `source` (and the line)."""
+def parse_yaml_mapping(text: str, source: str, expected: str = "settings", *,
+                       allow_empty: bool = True) -> dict:
+    """YAML text that must hold a mapping; errors name `source`, line and column."""
     try:
         data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{source}: not valid YAML{where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{source}:{where} is not valid YAML "
-                        f"({getattr(exc, 'problem', None) or exc})") from None
+        raise UserError(f"{source}: not valid YAML: {exc}") from None
     if data is None:
+        if not allow_empty:
+            raise UserError(f"{source}: empty; expected the {expected} as a YAML mapping")
         data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping of {expected} at the top level")
+        raise UserError(f"{source}: expected a YAML mapping of {expected}, "
+                        f"got a {type(data).__name__}")
     return data
 
 

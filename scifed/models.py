@@ -127,10 +127,15 @@ def save_model_file(info: dict[str, Any], path) -> None:
 
 def load_model_file(path) -> tuple[nn.Module, dict[str, Any]]:
     """The module of a saved model file, weights loaded, and its description."""
-    blob = torch.load(path, weights_only=True)
-    if not isinstance(blob, dict) or "scifed_model" not in blob:
-        from scifed.errors import UserError
+    from scifed.errors import UserError
 
+    try:
+        blob = torch.load(path, weights_only=True)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except Exception:  # torch raises several kinds for a file that is not its format
+        raise UserError(f"{path} is not a scifed model file") from None
+    if not isinstance(blob, dict) or "scifed_model" not in blob:
         raise UserError(f"{path} is not a scifed model file")
     model = released_model(blob["scifed_model"])
     model.load_state_dict(blob["state_dict"])

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol, Self
 
 import pydantic
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from scifed.config import parse_yaml_mapping
 from scifed.errors import UserError
 from scifed.grading import (
     VALID_PAIRS,
@@ -779,21 +779,7 @@ def _report(subject: str, exc: ValidationError) -> str:
 
 def load_metadata(text: str, source_name: str) -> MetadataInput:
     """Parse and validate an officer's metadata YAML; any problem is one UserError."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{source_name}: not valid YAML{where}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{source_name}: not valid YAML: {exc}") from None
-    if data is None:
-        raise UserError(f"{source_name}: empty; expected the dataset metadata as a YAML mapping")
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{source_name}: expected a YAML mapping of metadata fields, "
-            f"got a {type(data).__name__}"
-        )
+    data = parse_yaml_mapping(text, source_name, "metadata fields", allow_empty=False)
     try:
         return MetadataInput.model_validate(data)
     except ValidationError as exc:

@@ -31,3 +31,16 @@ def test_dataset_metadata_examples_validate(path):
 def test_policy_override_example_tightens_a_g3_dataset():
     override = load_override((CONFIGS / "policy-override.yaml").read_text(), "example")
     assert effective("G3", "CONDITIONAL", override).min_cell_count == 10
+
+
+def test_model_load_of_a_non_model_file_is_one_clear_error(tmp_path):
+    import pytest as _pytest
+
+    from scifed.errors import UserError
+    from scifed.models import load_model_file
+
+    bad = tmp_path / "notes.pt"
+    bad.write_text("not a model")
+    for path, needle in ((bad, "not a scifed model file"), (tmp_path / "gone.pt", "cannot read")):
+        with _pytest.raises(UserError, match=needle):
+            load_model_file(path)
