@@ -268,7 +268,7 @@ class JobRunner:
             if spec.type == "train":
                 from coordinator.training import run_training
 
-                run_training(self, job_id, spec, study, claim)
+                run_training(self, job_id, spec, study, claim, researcher)
             else:
                 self._run_aggregate(job_id, spec, study, claim, researcher)
         except JobFailed as exc:

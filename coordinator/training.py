@@ -47,21 +47,18 @@ class TrainingRunFailed(UserError):
 
 def prepare_job_dir(flower: SuperLink, *, job_id: str, study_id: str, key_version: int,
                     spec: TrainSpec, datasets: dict[str, str], filter_expr: str | None,
-                    min_nodes: int, public_context: bytes) -> Path:
+                    min_nodes: int, public_context: bytes, researcher: str = "") -> Path:
     """Write what the ServerApp reads; an existing checkpoint is kept, so a resubmitted
     job resumes."""
     if context_is_private(public_context):
         raise UserError("refusing to hand a secret study key to the ServerApp")
-    if len(datasets) < min_nodes:
-        raise UserError(f"the job names {len(datasets)} node(s); training needs at least "
-                        f"{min_nodes}")
     job_dir = flower.jobs_dir / job_id
     job_dir.mkdir(parents=True, exist_ok=True)
     write_bytes(job_dir / PUBLIC_CONTEXT_FILE, public_context)
     write_json(job_dir / RUN_FILE, {
         "job_id": job_id, "study_id": study_id, "key_version": key_version,
         "spec": spec.model_dump(mode="json"), "datasets": datasets,
-        "filter": filter_expr or "", "min_nodes": min_nodes})
+        "filter": filter_expr or "", "min_nodes": min_nodes, "researcher": researcher})
     (job_dir / FAILURE_FILE).unlink(missing_ok=True)
     return job_dir
 
@@ -136,12 +133,14 @@ def release_request(job_dir: Path, checkpoint: dict, *, dataset: str,
             "epsilon": checkpoint["epsilon"], "researcher_claim": researcher_claim}
 
 
-def run_training(runner, job_id: str, spec, study, claim: dict) -> None:
+def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str) -> None:
     """Run a `train` job for ``JobRunner._run`` (``spec.type == "train"``).
 
     ``runner`` is the JobRunner, with ``runner.flower`` the coordinator's SuperLink;
     ``spec`` the JobSpec (its ``train`` section a TrainSpec); ``study`` the StudyView.
-    Failures raise UserError with the reason the researcher sees.
+    Every node the job names first checks it (`train.check`: policy, approvals, columns,
+    labels, budget) and no Flower run starts unless all accept. Failures raise UserError
+    with the reason the researcher sees.
     """
     from scifed.jobspec import datasets_by_node
 
@@ -149,10 +148,22 @@ def run_training(runner, job_id: str, spec, study, claim: dict) -> None:
     train: TrainSpec = spec.train
     targets = datasets_by_node(spec)
     min_nodes = train.min_nodes or max(study.min_nodes, 1)
+    if len(targets) < min_nodes:
+        raise UserError(f"the job names {len(targets)} node(s); training needs at least "
+                        f"{min_nodes}")
+    runner._set(job_id, phase="check")
+    base = {"job_id": job_id, "study_id": study.study_id, "train": train.model_dump(
+        mode="json"), "filter": spec.filter or "", "researcher": researcher,
+        "n_nodes": len(targets)}
+    _, refused = runner.fanout(job_id, "check", "train.check",
+                               {n: {**base, "dataset": d} for n, d in targets.items()})
+    if refused:
+        raise UserError("; ".join(refused[n] for n in sorted(refused)))
     job_dir = prepare_job_dir(
         flower, job_id=job_id, study_id=study.study_id, key_version=study.key_version,
         spec=train, datasets=targets, filter_expr=spec.filter, min_nodes=min_nodes,
-        public_context=studies.get_study_public_context(runner.db, study.study_id))
+        public_context=studies.get_study_public_context(runner.db, study.study_id),
+        researcher=researcher)
     for node in targets:
         runner._task(job_id, node, "train", "pending")
     runner._set(job_id, phase="waiting for nodes")

@@ -43,6 +43,10 @@ class Approval:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+class Waiting(Exception):
+    """The task waits for a person (the approval queue); the coordinator asks again."""
+
+
 def _row(r: sqlite3.Row) -> Approval:
     return Approval(r["approval_id"], r["job_id"], r["dataset_id"], r["study_id"],
                     r["job_type"], r["researcher"], r["grade"], r["reason"],
@@ -92,6 +96,21 @@ class Approvals:
                                    {"approval_id": appr.approval_id, "job_id": job_id})
                 appr = _row(con.execute("SELECT * FROM approvals WHERE approval_id=?",
                                         (appr.approval_id,)).fetchone())
+        return appr
+
+    def require(self, node: str, **request) -> Approval:
+        """The approved approval for the task, else: :class:`Waiting` while it is pending,
+        or the officer's refusal (denied, expired) as a UserError naming the node."""
+        appr = self.request(**request)
+        if appr.state == "pending":
+            raise Waiting(f"waiting for approval at node {node} "
+                          f"({appr.approval_id}: {appr.reason})")
+        if appr.state == "denied":
+            why = next((d["reason"] for d in reversed(appr.decisions) if not d["approve"]), "")
+            raise UserError(f"node {node}: the data officer denied the task: {why}")
+        if appr.state == "expired":
+            raise UserError(f"node {node}: the approval {appr.approval_id} expired; "
+                            "submit the job again")
         return appr
 
     # -- the officer's side -------------------------------------------------------------

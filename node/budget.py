@@ -45,28 +45,14 @@ class BudgetLedger:
         inside the charging transaction, so it may write its own records there too)."""
         if epsilon <= 0:
             raise UserError(f"ε must be positive, got {epsilon}")
-        year = this_year()
         with self.store.tx() as con:
             done = con.execute("SELECT output FROM budget_charges WHERE job_id=? AND "
                                "dataset_id=?", (job_id, dataset_id)).fetchone()
             if done is not None:
                 return done["output"]  # a retry: the same answer, no new charge
-            spent = con.execute("SELECT coalesce(sum(epsilon), 0) FROM budget_charges WHERE "
-                                "dataset_id=? AND year=?", (dataset_id, year)).fetchone()[0]
-            left = annual_budget - spent
-            if epsilon > left + 1e-12:
-                raise UserError(f"privacy budget of {dataset_id} exhausted: this job needs "
-                                f"ε={epsilon:g}, {max(left, 0):g} of the annual {annual_budget:g} "
-                                "is left")
-            if researcher_budget is not None:
-                mine = con.execute("SELECT coalesce(sum(epsilon), 0) FROM budget_charges "
-                                   "WHERE dataset_id=? AND researcher=? AND year=?",
-                                   (dataset_id, researcher, year)).fetchone()[0]
-                if epsilon > researcher_budget - mine + 1e-12:
-                    raise UserError(f"{researcher}'s privacy budget on {dataset_id} is "
-                                    f"exhausted: this job needs ε={epsilon:g}, "
-                                    f"{max(researcher_budget - mine, 0):g} of "
-                                    f"{researcher_budget:g} is left")
+            year = this_year()
+            left = self._refuse_if_over(con, year, dataset_id, researcher, epsilon,
+                                        annual_budget, researcher_budget)
             output = produce(con)
             con.execute("INSERT INTO budget_charges VALUES (?,?,?,?,?,?,?,?)",
                         (job_id, dataset_id, researcher, epsilon, delta, year, output,
@@ -76,6 +62,42 @@ class BudgetLedger:
                                 "epsilon": epsilon, "delta": delta, "year": year,
                                 "left": left - epsilon})
         return output
+
+    def check(self, *, job_id: str, dataset_id: str, researcher: str, epsilon: float,
+              annual_budget: float, researcher_budget: float | None) -> None:
+        """Refuse, as :meth:`charge_and_release` would, a charge the budget cannot pay;
+        charges nothing (a job asks before it starts; it is charged when it computes)."""
+        if epsilon <= 0:
+            raise UserError(f"ε must be positive, got {epsilon}")
+        with self.store.tx() as con:
+            if con.execute("SELECT 1 FROM budget_charges WHERE job_id=? AND dataset_id=?",
+                           (job_id, dataset_id)).fetchone() is None:
+                self._refuse_if_over(con, this_year(), dataset_id, researcher, epsilon,
+                                     annual_budget, researcher_budget)
+
+    @staticmethod
+    def _refuse_if_over(con: sqlite3.Connection, year: int, dataset_id: str,
+                        researcher: str, epsilon: float, annual_budget: float,
+                        researcher_budget: float | None) -> float:
+        """What is left of the dataset's budget before this charge; UserError if the
+        dataset's or the researcher's budget cannot pay ε."""
+        spent = con.execute("SELECT coalesce(sum(epsilon), 0) FROM budget_charges WHERE "
+                            "dataset_id=? AND year=?", (dataset_id, year)).fetchone()[0]
+        left = annual_budget - spent
+        if epsilon > left + 1e-12:
+            raise UserError(f"privacy budget of {dataset_id} exhausted: this job needs "
+                            f"ε={epsilon:g}, {max(left, 0):g} of the annual {annual_budget:g} "
+                            "is left")
+        if researcher_budget is not None:
+            mine = con.execute("SELECT coalesce(sum(epsilon), 0) FROM budget_charges "
+                               "WHERE dataset_id=? AND researcher=? AND year=?",
+                               (dataset_id, researcher, year)).fetchone()[0]
+            if epsilon > researcher_budget - mine + 1e-12:
+                raise UserError(f"{researcher}'s privacy budget on {dataset_id} is "
+                                f"exhausted: this job needs ε={epsilon:g}, "
+                                f"{max(researcher_budget - mine, 0):g} of "
+                                f"{researcher_budget:g} is left")
+        return left
 
     def spent(self, dataset_id: str | None = None) -> list[Spent]:
         """What each dataset, and each researcher on it, spent this year."""

@@ -20,7 +20,8 @@ from node.local_api import LocalApi, socket_path
 from node.store import NodeStore
 from node.studies import NodeStudies
 from node.tasks import JobTasks
-from node.training_tasks import handlers as training_handlers
+from node.training import TrainingGate
+from node.training import handlers as training_handlers
 from protos.scifed.v1 import node_admin_pb2_grpc as admin_pbg
 from scifed.config import NodeConfig
 from scifed.errors import UserError
@@ -51,8 +52,9 @@ class NodeProcess:
             NodeAdminServicer(self.registry, self.link, self.studies, self.approvals),
             self.admin)
         # Apps on this host (the Flower ClientApp) reach data only through this socket.
-        self.local_api = LocalApi(self.studies, self.registry, self.approvals, cfg.state_dir)
-        self.link.handlers.update(training_handlers(self.studies, self.registry))
+        gate = TrainingGate(self.studies, self.registry, self.approvals)
+        self.local_api = LocalApi(gate, cfg.state_dir)
+        self.link.handlers.update(training_handlers(gate))
         self.supernode = None
         if cfg.flower_superlink:
             self.supernode = SuperNode(name=cfg.name, pki_dir=cfg.tls.key.parent,

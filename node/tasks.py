@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from node.approvals import Approvals
+from node.approvals import Approvals, Waiting
 from node.audit import AuditLog
 from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
@@ -39,10 +39,6 @@ from scifed.sealing import SealKeyClaim, result_context, seal, verify_claim
 from scifed.wire import b64d, b64e
 
 
-class Waiting(Exception):
-    """The task waits for a person (the approval queue); the coordinator asks again."""
-
-
 @dataclass(frozen=True)
 class Gate:
     row: DatasetRow
@@ -54,6 +50,16 @@ class Gate:
     @property
     def k(self) -> int:
         return self.policy.min_cell_count
+
+
+def json_task(fn: Callable[[dict], dict]) -> Callable[[bytes], bytes]:
+    """A handler on JSON payloads; a task held for approval answers {"waiting": why}."""
+    def run(payload: bytes) -> bytes:
+        try:
+            return json.dumps(fn(json.loads(payload))).encode()
+        except Waiting as wait:
+            return json.dumps({"waiting": str(wait)}).encode()
+    return run
 
 
 class JobTasks:
@@ -70,22 +76,13 @@ class JobTasks:
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         return {"study.keygen": self.studies.generate_key,
-                "stats.vocab": self._json(self.vocab),
-                "stats.compute": self._json(self.compute),
-                "stats.count": self._json(self.count),
-                "stats.release": self._json(self.release),
-                "quality.vocab": self._json(self.vocab),
-                "quality.compute": self._json(self.quality_compute),
-                "quality.release": self._json(self.quality_release)}
-
-    @staticmethod
-    def _json(fn: Callable[[dict], dict]) -> Callable[[bytes], bytes]:
-        def run(payload: bytes) -> bytes:
-            try:
-                return json.dumps(fn(json.loads(payload))).encode()
-            except Waiting as wait:
-                return json.dumps({"waiting": str(wait)}).encode()
-        return run
+                "stats.vocab": json_task(self.vocab),
+                "stats.compute": json_task(self.compute),
+                "stats.count": json_task(self.count),
+                "stats.release": json_task(self.release),
+                "quality.vocab": json_task(self.vocab),
+                "quality.compute": json_task(self.quality_compute),
+                "quality.release": json_task(self.quality_release)}
 
     # -- the node's own checks --------------------------------------------------------------
     def _gate(self, req: dict, *, audit: bool = True) -> Gate:
@@ -105,20 +102,11 @@ class JobTasks:
             self.audit.append("policy", "task.deny", row.dataset_id, who)
             raise UserError(f"node {self.node} denied the task: {dec.reason}")
         if dec.outcome == "approval":
-            appr = self.approvals.request(
-                job_id=req["job_id"], dataset_id=row.dataset_id, study_id=req["study_id"],
-                job_type=spec.type, researcher=req.get("researcher", ""), grade=rec[
-                    "security_grade"], reason=dec.reason, spec=req["spec"])
-            if appr.state == "pending":
-                raise Waiting(f"waiting for approval at node {self.node} "
-                              f"({appr.approval_id}: {dec.reason})")
-            if appr.state == "denied":
-                why = next((d["reason"] for d in reversed(appr.decisions) if not d["approve"]),
-                           "")
-                raise UserError(f"node {self.node}: the data officer denied the task: {why}")
-            if appr.state == "expired":
-                raise UserError(f"node {self.node}: the approval {appr.approval_id} expired; "
-                                "submit the job again")
+            self.approvals.require(
+                self.node, job_id=req["job_id"], dataset_id=row.dataset_id,
+                study_id=req["study_id"], job_type=spec.type,
+                researcher=req.get("researcher", ""), grade=rec["security_grade"],
+                reason=dec.reason, spec=req["spec"])
         elif audit:
             self.audit.append("policy", "task.allow", row.dataset_id, who)
         types = {f["name"]: f["type"] for f in rec.get("fields", [])}

@@ -66,7 +66,7 @@ def serve(msg: Message, context: Context, *, final: bool,
         job_id=str(cfg["job-id"]), study_id=str(cfg["study-id"]),
         key_version=int(cfg["key-version"]), dataset=str(cfg["dataset"]),
         spec_json=str(cfg["spec"]), filter=str(cfg["filter"]), round=int(cfg["round"]),
-        n_nodes=int(cfg.get("n-nodes", 1)))
+        n_nodes=int(cfg.get("n-nodes", 1)), researcher=str(cfg.get("researcher", "")))
     with grpc.insecure_channel(target, options=_OPTIONS) as channel:
         api = pbg.NodeLocalStub(channel)
         try:

@@ -23,7 +23,7 @@ from node.link import CoordinatorLink
 from node.local_api import socket_path
 from node.store import NodeStore
 from node.studies import NodeStudies
-from node.training_tasks import handlers
+from node.training import release as release_task
 from scifed.config import CoordinatorConfig, NodeConfig, load_config
 from scifed.errors import UserError
 from scifed.localfed import LocalFederation, free_port
@@ -79,8 +79,7 @@ class FlowerCluster:
                            cert_path=rdir / f"{researcher}.crt", key_path=rdir / "researcher.key")
         request = release_request(job_dir, checkpoint, dataset=dataset,
                                   researcher_claim=claim.to_dict())
-        out = json.loads(handlers(studies, registry)["train.release"](
-            json.dumps(request).encode()))
+        out = release_task(studies, request)
         plain = open_sealed(load_seal_key(rdir), base64.b64decode(out["sealed"]),
                             context=result_context(checkpoint["job_id"]))
         return json.loads(plain)

@@ -202,6 +202,7 @@ class HEFedAvg(FedAvg):
                 "key-version": int(self.job["key_version"]),
                 "dataset": self.job["datasets"][name], "filter": self.job.get("filter") or "",
                 "spec": json.dumps(self.spec), "round": server_round,
+                "researcher": self.job.get("researcher", ""),
                 "n-nodes": len(self._names)})
             content = RecordDict({CONFIG: node_config, ARRAYS: arrays})
             messages.append(Message(content=content, dst_node_id=node_id, message_type=kind,

@@ -6,6 +6,7 @@ with `scifed job result --out` and `scifed model load`, scored against scikit-le
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pandas as pd
@@ -104,3 +105,77 @@ def test_a_single_class_node_fails_the_job_with_its_reason(fed):
     assert "torgersen" in info.error.lower() and "class" in info.error
     with fed.operator() as op:
         wait_for(lambda: bool(op.nodes().online.all()), 30, "nodes still online")
+
+
+def test_coordinator_restart_mid_training_and_resume(fed):
+    with fed.researcher() as r:
+        job_id = r.submit(job(fed, rounds=4, local_epochs=5))
+        wait_for(lambda: r.job(job_id).phase.startswith(("round 3", "round 4")), 600,
+                 "two rounds to be checkpointed")
+    fed.stop("coordinator")
+    fed.start_coordinator()
+    with fed.researcher() as r:
+        info = r.job(job_id)
+        assert info.status == "interrupted" and "job resume" in info.error
+        out = fed.cli("job", "resume", job_id, "--identity", str(fed.researcher_dir))
+        assert job_id in out.stdout
+        info = r.wait(job_id, timeout=900)
+        assert info.status == "done", info.error
+        res = r.result(job_id)
+    assert list(res.metrics["round"]) == [0, 1, 2, 3, 4]
+    checkpoint = json.loads((fed.coord_dir / "state" / "flower" / "jobs" / job_id /
+                             "checkpoint.json").read_text())
+    assert checkpoint["resumed_after"] and checkpoint["resumed_after"][0] >= 2
+
+
+def test_every_node_checks_the_job_before_any_flower_run(fed):
+    """Dream's officer holds training for approval and caps its privacy budget: a job
+    asking for more ε than is left fails with dream's reason, charging nothing and
+    starting no Flower run; a job within budget waits for the officer, then trains and
+    is charged its ε once, to the researcher who submitted it."""
+    override = fed.node_dir("dream") / "policy.yaml"
+    override.write_text("job_types:\n  train: approval\ndp:\n  annual_budget: 3\n"
+                        "  researcher_budget: 2\n")
+    fed.node_cli("dream", "policy", "set", "penguins", "--file", str(override))
+    superlink_db = fed.coord_dir / "state" / "flower" / "superlink.db"
+
+    def flower_runs() -> int:
+        con = sqlite3.connect(f"file:{superlink_db}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT count(*) FROM run").fetchone()[0]
+        finally:
+            con.close()
+
+    def spent() -> list:
+        return json.loads(fed.node_cli("dream", "budget", "show", "--json").stdout)
+
+    try:
+        runs_before, budget_before = flower_runs(), spent()
+        with fed.researcher() as r:
+            greedy = r.submit(job(fed, rounds=1, local_epochs=1,
+                                  dp={"epsilon": 2.5, "delta": 1e-5}))
+            info = r.wait(greedy, timeout=300)
+        assert info.status == "failed"
+        assert "node dream" in info.error and "alice's privacy budget" in info.error
+        assert "ε=2.5" in info.error and "2 of 2 is left" in info.error
+        assert flower_runs() == runs_before and spent() == budget_before
+        assert not (fed.coord_dir / "state" / "flower" / "jobs" / greedy).exists()
+
+        with fed.researcher() as r:
+            job_id = r.submit(job(fed, rounds=1, local_epochs=1,
+                                  dp={"epsilon": 1.5, "delta": 1e-5}))
+            wait_for(lambda: any(t.state == "waiting" and "approval at node dream" in t.detail
+                                 for t in r.job(job_id).tasks), 120, "the approval hold")
+            assert flower_runs() == runs_before
+            held = json.loads(fed.node_cli("dream", "approvals", "list", "--json").stdout)
+            assert [a["job_id"] for a in held] == [job_id] and held[0]["researcher"] == "alice"
+            fed.node_cli("dream", "approvals", "approve", held[0]["approval_id"])
+            info = r.wait(job_id, timeout=600)
+            assert info.status == "done", info.error
+            res = r.result_json(job_id)
+        assert flower_runs() == runs_before + 1
+        assert 0 < res["epsilon"]["dream"] <= 1.5
+        budget = spent()
+        assert budget[0]["spent"] == 1.5 and budget[0]["by_researcher"] == {"alice": 1.5}
+    finally:
+        fed.node_cli("dream", "policy", "reset", "penguins")

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainingGrantRequest(_message.Message):
-    __slots__ = ("job_id", "study_id", "key_version", "dataset", "spec_json", "filter", "round", "n_nodes")
+    __slots__ = ("job_id", "study_id", "key_version", "dataset", "spec_json", "filter", "round", "n_nodes", "researcher")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class TrainingGrantRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     N_NODES_FIELD_NUMBER: _ClassVar[int]
+    RESEARCHER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     study_id: str
     key_version: int
@@ -24,7 +25,8 @@ class TrainingGrantRequest(_message.Message):
     filter: str
     round: int
     n_nodes: int
-    def __init__(self, job_id: _Optional[str] = ..., study_id: _Optional[str] = ..., key_version: _Optional[int] = ..., dataset: _Optional[str] = ..., spec_json: _Optional[str] = ..., filter: _Optional[str] = ..., round: _Optional[int] = ..., n_nodes: _Optional[int] = ...) -> None: ...
+    researcher: str
+    def __init__(self, job_id: _Optional[str] = ..., study_id: _Optional[str] = ..., key_version: _Optional[int] = ..., dataset: _Optional[str] = ..., spec_json: _Optional[str] = ..., filter: _Optional[str] = ..., round: _Optional[int] = ..., n_nodes: _Optional[int] = ..., researcher: _Optional[str] = ...) -> None: ...
 
 class DpSettings(_message.Message):
     __slots__ = ("enabled", "epsilon", "delta", "max_grad_norm")
