@@ -23,6 +23,7 @@ import logging
 import ssl
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,7 @@ class SuperLink:
                                   log_path=self.state_dir / "superlink.log", ready=self.healthy)
         self._control: ControlHttpClient | None = None
         self._fabs: dict[Path, Fab] = {}
+        self.epoch = uuid.uuid4().hex  # this coordinator's life, told to nodes (Register)
 
     def _argv(self) -> list[str]:
         return [flower_executable("flower-superlink"),
@@ -129,6 +131,30 @@ class SuperLink:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.process.start(timeout)
         log.info("Flower SuperLink serving on %s (Fleet, Control, Runtime APIs)", self.address)
+        for run_id in self.stop_unfinished_runs():
+            log.info("stopped Flower run %d, left unfinished when the coordinator stopped",
+                     run_id)
+
+    def stop_unfinished_runs(self) -> list[int]:
+        """Stop every run the database still holds as unfinished. At coordinator start they
+        are runs of its previous life, with no ServerApp behind them: stopped, SuperNodes
+        drop their messages at once instead of working for a run nobody follows (an
+        interrupted job resumes in a fresh run)."""
+        stale, skip, page = [], 0, 100
+        while True:
+            runs = self._call("ListRuns", ListRunsRequest(limit=page, skip=skip)).run_dict
+            stale += [r for r, run in runs.items() if run.status.status != "finished"]
+            if len(runs) < page:
+                break
+            skip += page
+        stopped = []
+        for run_id in stale:
+            try:
+                if self.stop_run(run_id):
+                    stopped.append(run_id)
+            except UserError as exc:  # it finished meanwhile
+                log.info("Flower run %d: %s", run_id, exc)
+        return stopped
 
     def stop(self) -> None:
         if self._control is not None:  # an open keep-alive connection delays its shutdown

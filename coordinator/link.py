@@ -53,7 +53,8 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
         registry.touch(self.db, ident.name, now_ms())
         return pb.RegisterReply(node_name=ident.name,
                                 heartbeat_seconds=max(1, round(self.heartbeat_seconds)),
-                                coordinator_version=__version__)
+                                coordinator_version=__version__,
+                                flower_epoch=self.flower.epoch if self.flower else "")
 
     def SyncCatalog(self, request, context):
         name = peer_identity(context).name

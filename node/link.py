@@ -36,6 +36,9 @@ class CoordinatorLink:
         self.seal_claim = make_claim(cfg.tls.key.parent, name=cfg.name, role="node",
                                      cert_path=cfg.tls.cert, key_path=cfg.tls.key).to_dict()
         self.supernode_key = ""  # set when the node takes part in training
+        # Called (before tasks flow) when the coordinator's Flower SuperLink is a new one.
+        self.on_new_superlink: Callable[[], None] | None = None
+        self._flower_epoch = ""
         self._published = published
         self.handlers = handlers or {}
         self.audit_head: Callable[[], tuple[int, str]] | None = None
@@ -144,6 +147,10 @@ class CoordinatorLink:
                 timeout=10)
             self._touch()
             self._registered = True
+            if reply.flower_epoch != self._flower_epoch:
+                if self._flower_epoch and self.on_new_superlink is not None:
+                    self.on_new_superlink()
+                self._flower_epoch = reply.flower_epoch
             self._sync()
             self.connected = True
             log.info("connected to coordinator %s as %s", self.cfg.coordinator, reply.node_name)

@@ -62,6 +62,8 @@ class NodeProcess:
                                        state_dir=cfg.state_dir,
                                        local_socket=socket_path(cfg.state_dir))
             self.link.supernode_key = self.supernode.public_key_pem.decode()
+            self.link.on_new_superlink = self._restart_supernode
+        self._supernode_lock = threading.Lock()
 
     def start(self) -> None:
         sock = self.cfg.socket_path
@@ -84,10 +86,19 @@ class NodeProcess:
         log.info("node %s serving admin API on %s", self.cfg.name, sock)
 
     def _start_supernode(self) -> None:
-        try:
-            self.supernode.start(timeout=120)
-        except UserError as exc:
-            log.error("Flower SuperNode: %s", exc)
+        with self._supernode_lock:
+            try:
+                self.supernode.start(timeout=120)
+            except UserError as exc:
+                log.error("Flower SuperNode: %s", exc)
+
+    def _restart_supernode(self) -> None:
+        """The coordinator restarted: a SuperNode still busy with (or waiting on) a message
+        of a run that died with it would hold up the runs that follow; start it afresh."""
+        log.info("the coordinator's Flower SuperLink is new: restarting the SuperNode")
+        with self._supernode_lock:
+            self.supernode.stop()
+        self._start_supernode()
 
     def stop(self) -> None:
         if self.supernode is not None:

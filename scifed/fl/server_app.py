@@ -65,6 +65,11 @@ class TrainingFailed(Exception):
     """Too few nodes remain; the reason is in the job directory's failure.json."""
 
 
+class Superseded(Exception):
+    """A newer Flower run of the same job owns the job directory; this one must not write
+    to it (a run whose coordinator restarted, outlived by its ServerApp)."""
+
+
 class HEFedAvg(FedAvg):
     """FedAvg whose aggregation is a homomorphic sum with the study's public context."""
 
@@ -83,8 +88,10 @@ class HEFedAvg(FedAvg):
                          min_train_nodes=self.min_nodes, min_evaluate_nodes=self.min_nodes,
                          min_available_nodes=self.min_nodes, arrayrecord_key=ARRAYS,
                          configrecord_key=CONFIG)
+        self.run_id = run_id
         self.state = self._load_checkpoint()
         self.state["flower_runs"].append(run_id)
+        self._checkpoint()  # claims the job directory: an older run now stops writing
         self._round_started = time.monotonic()
         self._names: dict[int, str] = {}  # Flower node_id -> node name, this exchange
         self._sent: dict[str, str] = {}   # message id -> node name, this exchange
@@ -112,10 +119,12 @@ class HEFedAvg(FedAvg):
             (self.job_dir / self.state["model_file"]).read_bytes())})
 
     def _checkpoint(self) -> None:
+        _claim(self.job_dir, self.run_id)
         self.state["updated_ms"] = int(time.time() * 1000)
         write_json(self.job_dir / CHECKPOINT_FILE, self.state)
 
     def _fail(self, round_no: int, reason: str) -> TrainingFailed:
+        _claim(self.job_dir, self.run_id)
         write_json(self.job_dir / FAILURE_FILE, {"round": round_no, "reason": reason})
         log(WARNING, "job %s failed: %s", self.job["job_id"], reason)
         return TrainingFailed(reason)
@@ -271,6 +280,14 @@ class HEFedAvg(FedAvg):
                          f"round {server_round}, the job needs {self.min_nodes} ({reasons})")
 
 
+def _claim(job_dir: Path, run_id: int) -> None:
+    """Raise :class:`Superseded` if a later run has taken over the job directory."""
+    path = job_dir / CHECKPOINT_FILE
+    runs = json.loads(path.read_text())["flower_runs"] if path.exists() else []
+    if run_id in runs and runs[-1] != run_id:
+        raise Superseded(f"Flower run {runs[-1]} now trains job {job_dir.name}")
+
+
 app = ServerApp()
 
 
@@ -279,9 +296,11 @@ def main(grid: Grid, context: Context) -> None:
     job_dir = Path(str(context.run_config["job-dir"]))
     try:
         HEFedAvg(job_dir, context.run_id).run(grid)
-    except (TrainingFailed, httpx.TransportError):
-        raise  # the reason is written, or the SuperLink went away: the coordinator resubmits
+    except (TrainingFailed, Superseded, httpx.TransportError):
+        raise  # the reason is written, a later run trains the job, or the SuperLink went
+        # away (the coordinator resubmits)
     except Exception as exc:  # a resubmission would fail the same way: say why, once
+        _claim(job_dir, context.run_id)
         write_json(job_dir / FAILURE_FILE, {"round": None,
                                             "reason": f"the ServerApp failed: {exc!r}"})
         raise

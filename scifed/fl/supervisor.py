@@ -3,8 +3,10 @@ supervised child: start it, wait until it answers, restart it whenever it dies, 
 it together with everything it spawned.
 
 Each child leads its own process group, because Flower processes spawn their own
-children (SuperExec, then one ServerApp or ClientApp process per task); stopping the
-group by the child's id ends exactly what we started.
+children (SuperExec, then one ServerApp or ClientApp process per task). The SuperLink
+starts its SuperExec in a new session, so stopping reaches every process group in the
+child's process tree: a ServerApp left running would go on writing to its job directory
+and talking to the next SuperLink on the same port.
 """
 
 from __future__ import annotations
@@ -109,13 +111,16 @@ class Supervised:
         with self._lock:
             proc = self._proc
         if proc is not None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            groups = {proc.pid} | _tree_groups(proc.pid)  # before they are re-parented
+            for group in groups:
+                _signal_group(group, signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-            _signal_group(proc.pid, signal.SIGKILL)  # leftovers of the group, if any
+                pass
+            for group in groups:  # whatever did not end by itself
+                _signal_group(group, signal.SIGKILL)
+            proc.wait()
         if self._watcher is not None:
             self._watcher.join(timeout)
 
@@ -146,6 +151,23 @@ class Supervised:
             backoff = min(backoff * 2, _MAX_BACKOFF)
             self.restarts += 1
             self._spawn()
+
+
+def _tree_groups(root: int) -> set[int]:
+    """Process groups of every live descendant of ``root`` (Linux /proc)."""
+    parent, group = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parent[pid], group[pid] = int(fields[1]), int(fields[2])
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return {group[pid] for pid in found}
 
 
 def _signal_group(pgid: int, sig: int) -> None:
