@@ -110,5 +110,6 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
             job_id=v.job_id, study=v.study, type=v.job_type, status=v.status, phase=v.phase,
             error=v.error, created_unix_ms=v.created_ms, updated_unix_ms=v.updated_ms,
             contributors=v.contributors,
+            progress=[pb.RoundProgress(round=r, sealed=b) for r, b in v.progress],
             tasks=[pb.NodeTask(node=t.node, phase=t.phase, state=t.state, detail=t.detail,
                                updated_unix_ms=t.updated_ms) for t in v.tasks])

@@ -351,7 +351,7 @@ def job_watch(job_id: str, identity: Path = IdentityOpt) -> None:
     from rich.table import Table
 
     bar = Progress(TextColumn("rounds"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
-    rounds = None
+    rounds, metrics, opened = None, [], 0
     with _client(identity) as c, Live(console=console, refresh_per_second=4) as live:
         while True:
             info = c.job(job_id)
@@ -368,12 +368,30 @@ def job_watch(job_id: str, identity: Path = IdentityOpt) -> None:
                 bar.update(rounds, completed=int(m.group(1)) - 1)
             elif rounds is not None and info.status == "done":
                 bar.update(rounds, completed=bar.tasks[0].total)
-            live.update(Group(bar, table) if rounds is not None else table)
+            if len(info.progress) != opened:  # a round's metrics arrived, sealed to us
+                metrics, opened = c.live_metrics(info), len(info.progress)
+            parts = [bar] if rounds is not None else []
+            live.update(Group(*parts, *([_metrics_table(metrics)] if metrics else []), table))
             if info.status in ("done", "failed", "interrupted"):
                 break
             time.sleep(0.3)
     if info.status == "failed":
         raise UserError(f"job {job_id} failed: {info.error}")
+
+
+def _metrics_table(metrics: list[dict]):
+    """Per-round pooled metrics of a training job, as `job watch` shows them."""
+    from rich.table import Table
+
+    names = [k for k in ("train_loss", "val_loss", "val_accuracy", "val_r2")
+             if any(k in m for m in metrics)]
+    table = Table(title="pooled metrics (validation: the model after that round)",
+                  title_justify="left")
+    for col in ("round", *names):
+        table.add_column(col, justify="right")
+    for m in metrics:
+        table.add_row(str(m["round"]), *(f"{m[k]:.4f}" if k in m else "" for k in names))
+    return table
 
 
 @job_app.command("resume")

@@ -19,7 +19,13 @@ from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
 from scifed.config import load_config
 from scifed.errors import UserError
-from scifed.sealing import load_seal_key, make_claim, open_sealed, result_context
+from scifed.sealing import (
+    load_seal_key,
+    make_claim,
+    open_sealed,
+    progress_context,
+    result_context,
+)
 from scifed.tls import TlsFiles, secure_channel
 
 
@@ -161,6 +167,19 @@ class Client:
         plain = open_sealed(load_seal_key(self.identity.path), sealed.sealed,
                             context=result_context(job_id))
         return json.loads(plain)
+
+    def live_metrics(self, info) -> list[dict]:
+        """A `train` job's pooled metrics per round so far (``info`` from :meth:`job`),
+        opened with this researcher's seal key: round r's training loss, and the
+        validation of the model after round r (known once round r+1 has run)."""
+        key = load_seal_key(self.identity.path)
+        rounds: dict[int, dict] = {}
+        for p in info.progress:
+            plain = json.loads(open_sealed(key, p.sealed,
+                                           context=progress_context(info.job_id, p.round)))
+            for entry in plain["metrics"]:
+                rounds.setdefault(entry["round"], {}).update(entry)
+        return [rounds[r] for r in sorted(rounds)]
 
     def result(self, job_id: str):
         """The released result as pandas DataFrames (see `coordinator.results`)."""

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -187,6 +188,19 @@ class JobTask(Base):
     state: Mapped[str] = mapped_column(String)  # pending | running | done | failed
     detail: Mapped[str] = mapped_column(Text, default="")
     updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class JobProgress(Base):
+    """A training round's pooled metrics, sealed to the researcher by the release node
+    (`scifed job watch` opens them); the coordinator cannot read them."""
+
+    __tablename__ = "job_progress"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class AuditHead(Base):

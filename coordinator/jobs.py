@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from coordinator import catalog, studies
-from coordinator.db import Database, Job, JobTask
+from coordinator.db import Database, Job, JobProgress, JobTask
 from coordinator.sessions import NodeOffline, NodeSessions
 from scifed.errors import NotFound, UserError
 from scifed.he import sum_ciphertexts
@@ -58,6 +58,7 @@ class JobView:
     created_ms: int
     updated_ms: int
     contributors: list[str]
+    progress: list[tuple[int, bytes]]  # (round, metrics sealed to the researcher)
 
 
 def _slug(dataset: str) -> str:
@@ -164,11 +165,14 @@ class JobRunner:
             job = self._job(s, job_id, researcher)
             tasks = s.scalars(select(JobTask).where(JobTask.job_id == job_id)
                               .order_by(JobTask.updated_ms)).all()
+            progress = s.execute(select(JobProgress.round, JobProgress.sealed).where(
+                JobProgress.job_id == job_id).order_by(JobProgress.round)).all()
             study = studies.get_study(self.db, job.study_id)
             return JobView(job.job_id, study.name, job.job_type, job.status, job.phase,
                            job.error, [TaskView(t.node_name, t.phase, t.state, t.detail,
                                                 t.updated_ms) for t in tasks],
-                           job.created_ms, job.updated_ms, list(job.contributors or []))
+                           job.created_ms, job.updated_ms, list(job.contributors or []),
+                           [(r, b) for r, b in progress])
 
     def sealed_result(self, job_id: str, researcher: str) -> bytes:
         with self.db.session() as s:
@@ -194,6 +198,11 @@ class JobRunner:
                               detail=detail, updated_ms=now_ms()))
             else:
                 task.state, task.detail, task.updated_ms = state, detail, now_ms()
+
+    def _progress(self, job_id: str, round_no: int, sealed: bytes) -> None:
+        with self.db.session() as s:
+            s.merge(JobProgress(job_id=job_id, round=round_no, sealed=sealed,
+                                created_ms=now_ms()))
 
     def _send(self, node: str, kind: str, payload: dict):
         """Send when the node is online, waiting for it up to the task timeout."""

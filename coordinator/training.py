@@ -133,6 +133,31 @@ def release_request(job_dir: Path, checkpoint: dict, *, dataset: str,
             "epsilon": checkpoint["epsilon"], "researcher_claim": researcher_claim}
 
 
+def _release_node(study, nodes: list[str]) -> str:
+    """The study's lead node when it takes part, else the first that does."""
+    return study.lead_node if study.lead_node in nodes else sorted(nodes)[0]
+
+
+def _publish_round_metrics(runner, job_dir: Path, checkpoint: dict, base: dict,
+                           targets: dict[str, str], node: str, published: set[int]) -> None:
+    """Have the release node seal each new round's pooled metrics to the researcher
+    (`scifed job watch` opens them). A refusal costs the live view, never the job."""
+    for key, name in checkpoint["metrics_files"].items():
+        r = int(key)
+        if r in published:
+            continue
+        published.add(r)
+        payload = {**base, "dataset": targets[node], "round": r,
+                   "metrics": b64e((job_dir / name).read_bytes())}
+        try:
+            res = runner._send(node, "train.progress", payload).result(runner.task_timeout)
+            if not res.ok:
+                raise UserError(res.error)
+            runner._progress(base["job_id"], r, b64d(json.loads(res.payload)["sealed"]))
+        except Exception as exc:  # noqa: BLE001 - logged; the job goes on
+            log.warning("job %s: no live metrics for round %d: %s", base["job_id"], r, exc)
+
+
 def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str) -> None:
     """Run a `train` job for ``JobRunner._run`` (``spec.type == "train"``).
 
@@ -173,7 +198,13 @@ def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str)
         raise UserError(f"only {len(online)} of the job's nodes have their Flower SuperNode "
                         f"connected (not: {missing}); training needs {min_nodes}")
 
+    live = {"job_id": job_id, "study_id": study.study_id, "key_version": study.key_version,
+            "spec": train.model_dump(mode="json"), "researcher_claim": claim}
+    published: set[int] = set()
+
     def progress(checkpoint: dict) -> None:
+        _publish_round_metrics(runner, job_dir, checkpoint, live, targets,
+                               _release_node(study, checkpoint["active"]), published)
         r = checkpoint["round"]
         runner._set(job_id, phase=("final evaluation" if r == train.rounds
                                    else f"round {r + 1}/{train.rounds}"))
@@ -187,7 +218,7 @@ def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str)
     contributors = sorted(checkpoint["active"])
     for node in contributors:
         runner._task(job_id, node, "train", "done", f"{train.rounds} rounds")
-    release_node = study.lead_node if study.lead_node in contributors else contributors[0]
+    release_node = _release_node(study, contributors)
     runner._set(job_id, phase="release", contributors=contributors)
     request = release_request(job_dir, checkpoint, dataset=targets[release_node],
                               researcher_claim=claim)

@@ -39,7 +39,13 @@ from scifed.errors import UserError
 from scifed.filters import compile_filter, quote_identifier
 from scifed.fl.protocol import average, metrics_history
 from scifed.grading import Access, aggregate_access, min_cell_count
-from scifed.sealing import SealKeyClaim, result_context, seal, verify_claim
+from scifed.sealing import (
+    SealKeyClaim,
+    progress_context,
+    result_context,
+    seal,
+    verify_claim,
+)
 from scifed.trainspec import DPSpec, TrainSpec
 from scifed.wire import b64d, b64e
 
@@ -228,7 +234,40 @@ class TrainingGate:
 def handlers(gate: TrainingGate) -> dict[str, Callable[[bytes], bytes]]:
     """Task kinds for the node's handler table."""
     return {"train.check": json_task(gate.check),
+            "train.progress": json_task(lambda req: progress(gate.studies, req)),
             "train.release": json_task(lambda req: release(gate.studies, req))}
+
+
+def _releasable(studies: NodeStudies, req: dict):
+    """The study key to decrypt with, once the release node's own dataset in the study
+    shows that pooled results may leave without the officer."""
+    row = studies.attached(req["study_id"], req["dataset"])
+    grade, category = row.record["security_grade"], row.record["sharing_category"]
+    if aggregate_access(grade, category) is not Access.AUTO:
+        raise UserError(f"node {studies.cfg.name}: releasing results computed on {grade} "
+                        f"{category} data needs the data officer's approval")
+    return studies.key(req["study_id"], int(req["key_version"]))
+
+
+def _sealed_to_researcher(studies: NodeStudies, req: dict, plain: dict,
+                          context: bytes) -> str:
+    claim = SealKeyClaim.from_dict(req["researcher_claim"])
+    public = verify_claim(claim, studies.cfg.tls.ca.read_bytes(), expect_role="researcher")
+    return b64e(seal(public, json.dumps(plain).encode(), context=context))
+
+
+def progress(studies: NodeStudies, req: dict) -> dict:
+    """{"sealed": ...}: the pooled metrics one round's replies carry — round r's training
+    loss and the validation of the model after round r-1 — sealed to the researcher, so
+    `scifed job watch` shows them while the job runs. The same numbers are in the final
+    result; they are only released earlier."""
+    key = _releasable(studies, req)
+    spec = TrainSpec.model_validate(req["spec"])
+    r = int(req["round"])
+    sums = {r: key.decrypt(b64d(req["metrics"]))}
+    entries = [h for h in metrics_history(spec.task, sums, None, r) if len(h) > 1]
+    return {"sealed": _sealed_to_researcher(studies, req, {"round": r, "metrics": entries},
+                                            progress_context(req["job_id"], r))}
 
 
 def release(studies: NodeStudies, req: dict) -> dict:
@@ -238,14 +277,8 @@ def release(studies: NodeStudies, req: dict) -> dict:
 
     from scifed.models import build_model, vector_to_model
 
-    node = studies.cfg.name
-    row = studies.attached(req["study_id"], req["dataset"])
-    grade, category = row.record["security_grade"], row.record["sharing_category"]
-    if aggregate_access(grade, category) is not Access.AUTO:
-        raise UserError(f"node {node}: releasing results computed on {grade} {category} "
-                        "data needs the data officer's approval")
+    key = _releasable(studies, req)
     spec = TrainSpec.model_validate(req["spec"])
-    key = studies.key(req["study_id"], int(req["key_version"]))
     theta = average(key.decrypt(b64d(req["model"])))
     model = build_model(spec.model, len(spec.features), spec.n_outputs, scaling=spec.scaling(),
                         target_scaling=spec.target_scaling())
@@ -267,9 +300,6 @@ def release(studies: NodeStudies, req: dict) -> dict:
         "meta": {"job_id": job_id, "study_id": req["study_id"],
                  "contributors": req["contributors"], "dropped": req["dropped"],
                  "contributors_by_round": req["contributors_by_round"],
-                 "released_by": node,
+                 "released_by": studies.cfg.name,
                  "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
-    claim = SealKeyClaim.from_dict(req["researcher_claim"])
-    public = verify_claim(claim, studies.cfg.tls.ca.read_bytes(), expect_role="researcher")
-    sealed = seal(public, json.dumps(result).encode(), context=result_context(job_id))
-    return {"sealed": b64e(sealed)}
+    return {"sealed": _sealed_to_researcher(studies, req, result, result_context(job_id))}

@@ -247,3 +247,8 @@ def _read(path: Path) -> bytes:
 def result_context(job_id: str) -> bytes:
     """Binds a sealed result to its job, so a result cannot be replayed as another's."""
     return f"scifed-result|{job_id}".encode()
+
+
+def progress_context(job_id: str, round_no: int) -> bytes:
+    """Binds a round's live training metrics to their job and round."""
+    return f"scifed-progress|{job_id}|{round_no}".encode()

@@ -80,6 +80,19 @@ def test_train_job_end_to_end_matches_pooled_sklearn(fed, tmp_path):
     assert accuracy >= reference - 0.01, (accuracy, reference)
     status = json.loads(fed.cli("job", "status", job_id, "--json", *ident).stdout)
     assert status["status"] == "done" and sorted(status["contributors"]) == sorted(ISLANDS)
+    # Each round's pooled metrics were sealed to the researcher as the job ran; they are
+    # the numbers of the final result (whose last validation comes with the final model).
+    with fed.researcher() as r:
+        info = r.job(job_id)
+        live = r.live_metrics(info)
+    assert [p.round for p in info.progress] == [1, 2, 3]
+    assert [m["round"] for m in live] == [0, 1, 2, 3] and "val_accuracy" not in live[3]
+    released = metrics.set_index("round")
+    for m in live:
+        for name, value in m.items():
+            assert name == "round" or value == pytest.approx(released.loc[m["round"], name], rel=1e-9), name
+    watched = fed.cli("job", "watch", job_id, *ident).stdout
+    assert "val_accuracy" in watched and f"{live[2]['val_accuracy']:.4f}" in watched
 
 
 @pytest.mark.parametrize("change,needle", [

@@ -172,7 +172,7 @@ class NodeTask(_message.Message):
     def __init__(self, node: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "study", "type", "status", "phase", "error", "tasks", "created_unix_ms", "updated_unix_ms", "contributors")
+    __slots__ = ("job_id", "study", "type", "status", "phase", "error", "tasks", "created_unix_ms", "updated_unix_ms", "contributors", "progress")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STUDY_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +183,7 @@ class JobInfo(_message.Message):
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     study: str
     type: str
@@ -193,7 +194,16 @@ class JobInfo(_message.Message):
     created_unix_ms: int
     updated_unix_ms: int
     contributors: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., study: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., created_unix_ms: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
+    progress: _containers.RepeatedCompositeFieldContainer[RoundProgress]
+    def __init__(self, job_id: _Optional[str] = ..., study: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., created_unix_ms: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ..., progress: _Optional[_Iterable[_Union[RoundProgress, _Mapping]]] = ...) -> None: ...
+
+class RoundProgress(_message.Message):
+    __slots__ = ("round", "sealed")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    sealed: bytes
+    def __init__(self, round: _Optional[int] = ..., sealed: _Optional[bytes] = ...) -> None: ...
 
 class ResultReply(_message.Message):
     __slots__ = ("job_id", "sealed")
