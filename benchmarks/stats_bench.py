@@ -74,11 +74,7 @@ def federated_seconds(root: Path, n_nodes: int, rows: int) -> tuple[float, float
     with fed:
         fed.start_all()
         for i, node in enumerate(nodes):
-            df.iloc[i::n_nodes].to_csv(fed.node_dir(node) / "data" / "synthetic.csv",
-                                       index=False)
-            mp = fed.node_dir(node) / "meta.yaml"
-            mp.write_text(yaml.safe_dump(meta, allow_unicode=True))
-            fed.node_cli(node, "dataset", "add", "synthetic.csv", "--meta", str(mp))
+            fed.add_dataset(node, df.iloc[i::n_nodes], meta, "synthetic")
         fed.create_study("bench", {n: "synthetic" for n in nodes}, timeout=180)
         times, rounds = [], 0
         with fed.researcher() as r:

@@ -59,11 +59,7 @@ def deployment(root: Path, console: Console) -> list[tuple[str, dict, int]]:
             fed.setup()
             fed.start_all()
             for node, island in ISLANDS.items():
-                penguins[penguins.island == island].to_csv(
-                    fed.node_dir(node) / "data" / "penguins.csv", index=False)
-                path = fed.node_dir(node) / "penguins.yaml"
-                path.write_text(yaml.safe_dump(meta, allow_unicode=True))
-                fed.node_cli(node, "dataset", "add", "penguins.csv", "--meta", str(path))
+                fed.add_dataset(node, penguins[penguins.island == island], meta, "penguins")
             fed.create_study("bench", {n: "penguins" for n in ISLANDS})
             cluster = FlowerCluster(fed)
             cluster.start()

@@ -22,6 +22,14 @@ def _figure():
     return plt.subplots(figsize=(6, 3.2), dpi=100)
 
 
+def _write_tables(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    """One CSV per table into ``out`` (created); the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        df.to_csv(out / f"{name}.csv", index=False)
+    return [out / f"{name}.csv" for name in tables]
+
+
 def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -88,11 +96,7 @@ class StatsResult:
 
     def write(self, out: Path) -> list[Path]:
         """CSV per table, PNG per histogram, result.json and report.html into `out`."""
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, df in self.tables().items():
-            df.to_csv(out / f"{name}.csv", index=False)
-            written.append(out / f"{name}.csv")
+        written = _write_tables(self.tables(), out)
         for col in self.histograms:
             p = out / f"histogram_{col}.png"
             p.write_bytes(self.plot_histogram(col))
@@ -154,11 +158,7 @@ class QualityResult:
         return out
 
     def write(self, out: Path) -> list[Path]:
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, df in self.tables().items():
-            df.to_csv(out / f"{name}.csv", index=False)
-            written.append(out / f"{name}.csv")
+        written = _write_tables(self.tables(), out)
         (out / "result.json").write_text(json.dumps(self.raw, indent=2))
         return [*written, out / "result.json"]
 
@@ -214,11 +214,7 @@ class TrainResult:
     def write(self, out: Path) -> list[Path]:
         from scifed.models import save_model_file
 
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, df in self.tables().items():
-            df.to_csv(out / f"{name}.csv", index=False)
-            written.append(out / f"{name}.csv")
+        written = _write_tables(self.tables(), out)
         (out / "learning_curve.png").write_bytes(self.plot())
         save_model_file(self.model_info, out / "model.pt")
         slim = {k: v for k, v in self.raw.items() if k != "model"}

@@ -19,21 +19,18 @@ ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
 
 
 def penguins_by_island(fed: LocalFederation) -> None:
-    """Give each node its island's rows and a metadata file describing them."""
+    """Each node's officer registers its island's rows with metadata describing them."""
     import palmerpenguins
 
     df = palmerpenguins.load_penguins()
     base = yaml.safe_load((REPO / "configs" / "datasets" / "penguins.yaml").read_text())
     for node, island in ISLANDS.items():
-        ddir = fed.node_dir(node) / "data"
-        df[df.island == island].to_csv(ddir / "penguins.csv", index=False)
         meta = dict(base)
         meta["title"] = {"zh": f"帕尔默企鹅形态测量（{island} 岛）",
                          "en": f"Palmer penguins, {island} Island"}
         meta["spatial_coverage"] = {**base.get("spatial_coverage", {}),
                                     "place_name": f"{island} Island, Palmer Archipelago"}
-        (fed.node_dir(node) / "penguins.meta.yaml").write_text(
-            yaml.safe_dump(meta, allow_unicode=True, sort_keys=False))
+        fed.add_dataset(node, df[df.island == island], meta, "penguins")
 
 
 def run(out: str, keep: bool = False) -> None:
@@ -52,9 +49,6 @@ def run(out: str, keep: bool = False) -> None:
             fed.start_all()
         console.print(f"[green]✓[/] coordinator on {fed.address}; nodes {', '.join(ISLANDS)}")
         penguins_by_island(fed)
-        for node in ISLANDS:
-            fed.node_cli(node, "dataset", "add", "penguins.csv", "--meta",
-                         str(fed.node_dir(node) / "penguins.meta.yaml"))
         console.print("[green]✓[/] each node registered its island's penguins "
                       "(sha256, rows, Table Schema, validated metadata)")
         with fed.researcher() as r, fed.operator() as op:

@@ -177,6 +177,16 @@ class LocalFederation:
     def __exit__(self, *exc) -> None:
         self.stop_all()
 
+    def add_dataset(self, node: str, frame, meta: dict, name: str) -> None:
+        """As the node's officer: put a table (pandas) into the data directory and register
+        it with its metadata (`scifed node dataset add`)."""
+        import yaml
+
+        frame.to_csv(self.node_dir(node) / "data" / f"{name}.csv", index=False)
+        meta_path = self.node_dir(node) / f"{name}.meta.yaml"
+        meta_path.write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False))
+        self.node_cli(node, "dataset", "add", f"{name}.csv", "--meta", str(meta_path))
+
     # -- studies ---------------------------------------------------------------------------
     def create_study(self, name: str, datasets: dict[str, str], *, purpose: str = "demo",
                      researchers: tuple[str, ...] = ("alice",), min_nodes: int = 0,

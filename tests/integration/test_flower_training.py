@@ -21,7 +21,6 @@ import grpc
 import numpy as np
 import pytest
 import torch
-import yaml
 from sklearn.linear_model import LogisticRegression
 
 from coordinator.studies import get_study, get_study_public_context
@@ -78,11 +77,8 @@ def cluster(tmp_path_factory, penguins, penguins_meta):
         fed.start_all()
         c = Cluster(fed, penguins.dropna(subset=[*FEATURES, "species"]))
         for node, island in ISLANDS.items():
-            penguins[penguins.island == island].to_csv(
-                fed.node_dir(node) / "data" / "penguins.csv", index=False)
-            meta = fed.node_dir(node) / "penguins.yaml"
-            meta.write_text(yaml.safe_dump(penguins_meta, allow_unicode=True))
-            fed.node_cli(node, "dataset", "add", "penguins.csv", "--meta", str(meta))
+            fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
+                            "penguins")
         fed.create_study("penguins-train", {n: "penguins" for n in ISLANDS})
         c.start()
         yield c

@@ -34,15 +34,11 @@ def fed(tmp_path_factory, penguins, penguins_meta):
     fed.start_all()
     try:
         for node, island in zip(NODES, ("Biscoe", "Dream", "Torgersen"), strict=True):
-            penguins[penguins.island == island].to_csv(
-                fed.node_dir(node) / "data" / "penguins.csv", index=False)
             grade, category = GRADES[node]
             meta = {**penguins_meta, "security_grade": grade, "sharing_category": category}
             if category == "CLOSED":
                 meta["delivery_methods"] = ["metadata_only", "in_node_service"]
-            mp = fed.node_dir(node) / "meta.yaml"
-            mp.write_text(yaml.safe_dump(meta, allow_unicode=True))
-            fed.node_cli(node, "dataset", "add", "penguins.csv", "--meta", str(mp))
+            fed.add_dataset(node, penguins[penguins.island == island], meta, "penguins")
         override = fed.node_dir("torgersen") / "policy.yaml"
         override.write_text(DP_OVERRIDE)
         fed.node_cli("torgersen", "policy", "set", "penguins", "--file", str(override))

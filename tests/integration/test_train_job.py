@@ -32,11 +32,8 @@ def fed(tmp_path_factory, penguins, penguins_meta):
     fed.start_all()
     try:
         for node, island in ISLANDS.items():
-            penguins[penguins.island == island].to_csv(
-                fed.node_dir(node) / "data" / "penguins.csv", index=False)
-            mp = fed.node_dir(node) / "meta.yaml"
-            mp.write_text(yaml.safe_dump(penguins_meta, allow_unicode=True))
-            fed.node_cli(node, "dataset", "add", "penguins.csv", "--meta", str(mp))
+            fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
+                            "penguins")
         fed.create_study("morphology", {n: "penguins" for n in ISLANDS})
         fed.pooled = penguins.dropna(subset=[*FEATURES, "species"])
         yield fed
@@ -90,7 +87,8 @@ def test_train_job_end_to_end_matches_pooled_sklearn(fed, tmp_path):
     released = metrics.set_index("round")
     for m in live:
         for name, value in m.items():
-            assert name == "round" or value == pytest.approx(released.loc[m["round"], name], rel=1e-9), name
+            expected = released.loc[m["round"], name]
+            assert name == "round" or value == pytest.approx(expected, rel=1e-9), name
     watched = fed.cli("job", "watch", job_id, *ident).stdout
     assert "val_accuracy" in watched and f"{live[2]['val_accuracy']:.4f}" in watched
 

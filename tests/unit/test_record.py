@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from node.profiling import ColumnProfile, DataProfile
 from scifed import grading
 from scifed.errors import UserError
 from scifed.record import (
@@ -34,27 +34,6 @@ GRADE_ASSESSMENT = {
 }
 APPROVALS = [{"type": "ethics", "ref": "IRB-1", "date": "2026-01-10"}]
 SENSITIVE_PI = {"status": "identifiable", "sensitive": True, "categories": ["medical_health"]}
-
-
-@dataclass(frozen=True)
-class ColumnProfile:
-    name: str
-    type: str
-    missing: int
-    distinct: int | None
-    min: float | str | None
-    max: float | str | None
-    mean: float | None
-    std: float | None
-
-
-@dataclass(frozen=True)
-class DataProfile:
-    media_type: str
-    byte_size: int
-    sha256: str
-    row_count: int
-    columns: list[ColumnProfile]
 
 
 def pandas_profile(df: pd.DataFrame) -> DataProfile:
