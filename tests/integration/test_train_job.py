@@ -86,9 +86,8 @@ def test_train_job_end_to_end_matches_pooled_sklearn(fed, tmp_path):
     assert [m["round"] for m in live] == [0, 1, 2, 3] and "val_accuracy" not in live[3]
     released = metrics.set_index("round")
     for m in live:
-        for name, value in m.items():
-            expected = released.loc[m["round"], name]
-            assert name == "round" or value == pytest.approx(expected, rel=1e-9), name
+        for name in set(m) - {"round"}:
+            assert m[name] == pytest.approx(released.loc[m["round"], name], rel=1e-9), name
     watched = fed.cli("job", "watch", job_id, *ident).stdout
     assert "val_accuracy" in watched and f"{live[2]['val_accuracy']:.4f}" in watched
 
