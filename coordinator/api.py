@@ -104,6 +104,12 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
         self.jobs.resume(request.job_id, name)
         return self._job(request.job_id, name)
 
+    @user_errors
+    def CancelJob(self, request, context):
+        name = peer_identity(context).name
+        self.jobs.cancel(request.job_id, name)
+        return self._job(request.job_id, name)
+
     def _job(self, job_id: str, researcher: str) -> pb.JobInfo:
         v = self.jobs.get(job_id, researcher)
         return pb.JobInfo(

@@ -372,7 +372,7 @@ def job_watch(job_id: str, identity: Path = IdentityOpt) -> None:
                 metrics, opened = c.live_metrics(info), len(info.progress)
             parts = [bar] if rounds is not None else []
             live.update(Group(*parts, *([_metrics_table(metrics)] if metrics else []), table))
-            if info.status in ("done", "failed", "interrupted"):
+            if info.status in ("done", "failed", "interrupted", "cancelled"):
                 break
             time.sleep(0.3)
     if info.status == "failed":
@@ -400,6 +400,14 @@ def job_resume(job_id: str, identity: Path = IdentityOpt) -> None:
     """Continue a training job interrupted by a coordinator restart."""
     with _client(identity) as c:
         _print_job(c.resume(job_id))
+
+
+@job_app.command("cancel")
+@handle_errors("the coordinator")
+def job_cancel(job_id: str, identity: Path = IdentityOpt) -> None:
+    """Stop a job that has not finished (a training job's Flower run is stopped)."""
+    with _client(identity) as c:
+        _print_job(c.cancel(job_id))
 
 
 @job_app.command("result")

@@ -150,12 +150,15 @@ class Client:
     def resume(self, job_id: str):
         return self.stub.ResumeJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)
 
+    def cancel(self, job_id: str):
+        return self.stub.CancelJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)
+
     def wait(self, job_id: str, timeout: float = 600, poll: float = 0.3):
         """Block until the job is done or failed; returns its final JobInfo."""
         deadline = time.monotonic() + timeout
         while True:
             info = self.job(job_id)
-            if info.status in ("done", "failed", "interrupted"):
+            if info.status in ("done", "failed", "interrupted", "cancelled"):
                 return info
             if time.monotonic() > deadline:
                 raise UserError(f"job {job_id} still {info.status} after {timeout:.0f}s")

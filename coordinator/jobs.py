@@ -33,8 +33,15 @@ log = logging.getLogger("scifed.coordinator.jobs")
 MAX_ROUNDS = 40  # a multi-round release (exact quantiles) needs ~8; more means a bug
 
 
+FINAL = ("done", "failed", "cancelled")
+
+
 class JobFailed(Exception):
     """Ends a job with a reason the researcher sees."""
+
+
+class JobCancelled(Exception):
+    """The researcher cancelled the job; raised where the job next looks."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class JobRunner:
         self.approval_timeout = approval_timeout
         self.approval_poll = approval_poll
         self.flower = flower  # the SuperLink for `train` jobs, when training is enabled
+        self.cancelled: set[str] = set()  # jobs to stop at their next step
         with db.session() as s:
             for job in s.scalars(select(Job).where(Job.status.in_(("submitted", "running")))):
                 if job.job_type == "train":  # its checkpoints survive: it can go on
@@ -152,6 +160,23 @@ class JobRunner:
                 raise UserError("this coordinator does not run training (no flower_port)")
             job.status, job.error = "submitted", ""
         threading.Thread(target=self._run, args=(job_id,), daemon=True, name=job_id).start()
+
+    def cancel(self, job_id: str, researcher: str) -> None:
+        """Stop an unfinished job: it ends `cancelled` at its next step (a fan-out's end,
+        an approval poll, a Flower progress poll, whose run is then stopped). Nodes keep
+        what they already charged for work done before it."""
+        with self.db.session() as s:
+            job = self._job(s, job_id, researcher)
+            if job.status in FINAL:
+                raise UserError(f"job {job_id} is {job.status}; there is nothing to cancel")
+            if job.status == "interrupted":  # nothing runs it: end it here
+                job.status, job.error = "cancelled", f"cancelled by {researcher}"
+                return
+        self.cancelled.add(job_id)
+
+    def check_cancelled(self, job_id: str) -> None:
+        if job_id in self.cancelled:
+            raise JobCancelled(job_id)
 
     # -- queries ------------------------------------------------------------------------
     def _job(self, s, job_id: str, researcher: str | None) -> Job:
@@ -251,6 +276,9 @@ class JobRunner:
                 if time.monotonic() > approval_deadline:
                     failed[node] = f"node {node}: no decision within the approval timeout"
                     return
+                if job_id in self.cancelled:
+                    failed[node] = "the job was cancelled"
+                    return
                 self._task(job_id, node, phase, "waiting", answer["waiting"])
                 time.sleep(self.approval_poll)
 
@@ -264,6 +292,7 @@ class JobRunner:
                 self._task(job_id, node, phase, "done")
             else:
                 self._task(job_id, node, phase, "failed", failed[node])
+        self.check_cancelled(job_id)
         return answers, failed
 
     def _run(self, job_id: str) -> None:
@@ -280,6 +309,10 @@ class JobRunner:
                 run_training(self, job_id, spec, study, claim, researcher)
             else:
                 self._run_aggregate(job_id, spec, study, claim, researcher)
+        except JobCancelled:
+            with self.db.session() as s:
+                who = s.get(Job, job_id).researcher
+            self._set(job_id, status="cancelled", error=f"cancelled by {who}")
         except JobFailed as exc:
             self._set(job_id, status="failed", error=str(exc))
         except UserError as exc:
@@ -287,6 +320,8 @@ class JobRunner:
         except Exception:
             log.exception("job %s failed", job_id)
             self._set(job_id, status="failed", error="internal error at the coordinator")
+        finally:
+            self.cancelled.discard(job_id)
 
     def _quorum(self, study, answers: dict, failed: dict[str, str]) -> None:
         if len(answers) < study.min_nodes:

@@ -45,6 +45,7 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
     "/scifed.v1.CoordinatorApi/GetJob": ("researcher",),
     "/scifed.v1.CoordinatorApi/GetResult": ("researcher",),
     "/scifed.v1.CoordinatorApi/ResumeJob": ("researcher",),
+    "/scifed.v1.CoordinatorApi/CancelJob": ("researcher",),
 }
 
 

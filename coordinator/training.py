@@ -20,6 +20,7 @@ from pathlib import Path
 
 from coordinator import studies
 from coordinator.flower import RunState, SuperLink, SuperLinkUnavailable
+from coordinator.jobs import JobCancelled
 from scifed.errors import UserError
 from scifed.fl import APP_DIR
 from scifed.fl.protocol import (
@@ -70,15 +71,17 @@ def read_checkpoint(job_dir: Path) -> dict | None:
 
 def train_on_flower(flower: SuperLink, job_dir: Path, *,
                     on_progress: Callable[[dict], None] = lambda _: None,
+                    cancelled: Callable[[], bool] = lambda: False,
                     app_dir: Path = APP_DIR) -> dict:
     """Run the job (resubmitting after an unexplained death) until its checkpoint is
-    complete; returns that checkpoint. ``on_progress`` sees each new checkpoint."""
+    complete; returns that checkpoint. ``on_progress`` sees each new checkpoint; once
+    ``cancelled()`` holds, the run is stopped and :class:`JobCancelled` raised."""
     spec = json.loads((job_dir / RUN_FILE).read_text())["spec"]
     budget = STARTUP_SECONDS + (spec["rounds"] + 1) * spec["round_timeout"]
     for attempt in range(RESUBMITS + 1):
         run_id = flower.start_run({"job-dir": str(job_dir)}, app_dir)
         log.info("job dir %s: Flower run %d (attempt %d)", job_dir.name, run_id, attempt + 1)
-        state = _follow(flower, run_id, job_dir, budget, on_progress)
+        state = _follow(flower, run_id, job_dir, budget, on_progress, cancelled)
         checkpoint = read_checkpoint(job_dir)
         if state.sub_status == "completed" and checkpoint and checkpoint["complete"]:
             return checkpoint
@@ -95,7 +98,7 @@ def train_on_flower(flower: SuperLink, job_dir: Path, *,
 
 
 def _follow(flower: SuperLink, run_id: int, job_dir: Path, budget: float,
-            on_progress: Callable[[dict], None]) -> RunState:
+            on_progress: Callable[[dict], None], cancelled: Callable[[], bool]) -> RunState:
     deadline = time.monotonic() + budget
     seen = None
     while True:
@@ -112,6 +115,9 @@ def _follow(flower: SuperLink, run_id: int, job_dir: Path, budget: float,
             on_progress(checkpoint)
         if state.finished:
             return state
+        if cancelled():
+            flower.stop_run(run_id)
+            raise JobCancelled(job_dir.name)
         if time.monotonic() > deadline:
             flower.stop_run(run_id)
             raise TrainingRunFailed(f"the training run did not finish within {budget:.0f}s")
@@ -203,8 +209,9 @@ def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str)
     published: set[int] = set()
 
     def progress(checkpoint: dict) -> None:
-        _publish_round_metrics(runner, job_dir, checkpoint, live, targets,
-                               _release_node(study, checkpoint["active"]), published)
+        if checkpoint["active"]:  # none left: the run is failing, with its reason
+            _publish_round_metrics(runner, job_dir, checkpoint, live, targets,
+                                   _release_node(study, checkpoint["active"]), published)
         r = checkpoint["round"]
         runner._set(job_id, phase=("final evaluation" if r == train.rounds
                                    else f"round {r + 1}/{train.rounds}"))
@@ -214,7 +221,8 @@ def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str)
             runner._task(job_id, node, "train", "failed", why)
 
     runner._set(job_id, phase=f"round 1/{train.rounds}")
-    checkpoint = train_on_flower(flower, job_dir, on_progress=progress)
+    checkpoint = train_on_flower(flower, job_dir, on_progress=progress,
+                                 cancelled=lambda: job_id in runner.cancelled)
     contributors = sorted(checkpoint["active"])
     for node in contributors:
         runner._task(job_id, node, "train", "done", f"{train.rounds} rounds")

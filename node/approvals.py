@@ -72,11 +72,15 @@ class Approvals:
 
     # -- the task side ------------------------------------------------------------------
     def request(self, *, job_id: str, dataset_id: str, study_id: str, job_type: str,
-                researcher: str, grade: str, reason: str, spec: dict) -> Approval:
-        """The approval for (job, dataset), created pending on first request."""
+                researcher: str, grade: str, reason: str, spec: dict,
+                create: bool = True) -> Approval | None:
+        """The approval for (job, dataset), created pending on first request (None if
+        there is none and not ``create``)."""
         with self.store.tx() as con:
             r = con.execute("SELECT * FROM approvals WHERE job_id=? AND dataset_id=?",
                             (job_id, dataset_id)).fetchone()
+            if r is None and not create:
+                return None
             if r is None:
                 aid = f"ap-{uuid.uuid4().hex[:10]}"
                 con.execute("INSERT INTO approvals VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -98,10 +102,14 @@ class Approvals:
                                         (appr.approval_id,)).fetchone())
         return appr
 
-    def require(self, node: str, **request) -> Approval:
+    def require(self, node: str, *, create: bool = True, **request) -> Approval:
         """The approved approval for the task, else: :class:`Waiting` while it is pending,
-        or the officer's refusal (denied, expired) as a UserError naming the node."""
-        appr = self.request(**request)
+        or the officer's refusal (denied, expired) as a UserError naming the node. Without
+        ``create``, a task nobody asked approval for is refused, not put to the officer."""
+        appr = self.request(**request, create=create)
+        if appr is None:
+            raise UserError(f"node {node}: no approval was asked for job "
+                            f"{request['job_id']} here; it must be checked before it runs")
         if appr.state == "pending":
             raise Waiting(f"waiting for approval at node {node} "
                           f"({appr.approval_id}: {appr.reason})")

@@ -149,8 +149,8 @@ class TrainingGate:
                 return TrainingDecision(False, f"node {self.node}: {exc}")
         if dec.outcome == "approval":
             try:
-                self.approvals.require(
-                    self.node, job_id=ask.job_id, dataset_id=row.dataset_id,
+                self.approvals.require(  # only the check before the run asks the officer
+                    self.node, create=not charge, job_id=ask.job_id, dataset_id=row.dataset_id,
                     study_id=ask.study_id, job_type="train", researcher=ask.researcher,
                     grade=rec["security_grade"], reason=dec.reason,
                     spec=json.loads(ask.spec_json))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import grpc
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +16,8 @@ import torch
 import yaml
 from sklearn.linear_model import LogisticRegression
 
+from coordinator.flower import SuperLink
+from scifed.config import CoordinatorConfig, load_config
 from scifed.localfed import LocalFederation, wait_for
 from scifed.models import load_model_file
 
@@ -99,8 +102,6 @@ def test_train_job_end_to_end_matches_pooled_sklearn(fed, tmp_path):
     ({"features": ["wingspan"], "standardize": {}}, "wingspan"),
 ])
 def test_bad_train_jobs_are_refused_at_submission(fed, change, needle):
-    import grpc
-
     with fed.researcher() as r:
         with pytest.raises(grpc.RpcError) as exc:
             r.submit(job(fed, **change))
@@ -136,6 +137,28 @@ def test_coordinator_restart_mid_training_and_resume(fed):
     checkpoint = json.loads((fed.coord_dir / "state" / "flower" / "jobs" / job_id /
                              "checkpoint.json").read_text())
     assert checkpoint["resumed_after"] and checkpoint["resumed_after"][0] >= 2
+
+
+def test_cancel_stops_the_flower_run(fed):
+    """`scifed job cancel` ends a training job mid-run and stops its Flower run; the
+    nodes train the next job as usual (the test after this one)."""
+    with fed.researcher() as r:
+        job_id = r.submit(job(fed, rounds=30, local_epochs=1))
+        wait_for(lambda: r.job(job_id).phase.startswith("round 2"), 300, "round 1 to end")
+        out = fed.cli("job", "cancel", job_id, "--identity", str(fed.researcher_dir))
+        assert job_id in out.stdout
+        info = r.wait(job_id, timeout=120)
+        assert info.status == "cancelled" and info.error == "cancelled by alice"
+        with pytest.raises(grpc.RpcError) as exc:
+            r.cancel(job_id)
+        assert "nothing to cancel" in exc.value.details()
+    checkpoint = json.loads((fed.coord_dir / "state" / "flower" / "jobs" / job_id /
+                             "checkpoint.json").read_text())
+    cfg = load_config(fed.coord_dir / "coordinator.yaml", CoordinatorConfig)
+    superlink = SuperLink(cfg.state_dir, cfg.tls.files(), port=cfg.flower_port)
+    state = superlink.run_state(checkpoint["flower_runs"][-1])
+    assert (state.status, state.sub_status) == ("finished", "stopped")
+    assert checkpoint["round"] < 30
 
 
 def test_every_node_checks_the_job_before_any_flower_run(fed):

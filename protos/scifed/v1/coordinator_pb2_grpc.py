@@ -90,6 +90,11 @@ class CoordinatorApiStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/CancelJob',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+                _registered_method=True)
 
 
 class CoordinatorApiServicer(object):
@@ -165,6 +170,13 @@ class CoordinatorApiServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """Stop a job that has not finished; a training job's Flower run is stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -220,6 +232,11 @@ def add_CoordinatorApiServicer_to_server(servicer, server):
             ),
             'ResumeJob': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeJob,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.SerializeToString,
             ),
@@ -519,6 +536,33 @@ class CoordinatorApi(object):
             request,
             target,
             '/scifed.v1.CoordinatorApi/ResumeJob',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/CancelJob',
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
             options,
