@@ -105,6 +105,18 @@ def test_a_denial_reaches_the_researcher_and_fails_the_job_without_quorum(fed):
     assert "purpose outside the DUA" in info.error and "dream" in info.error
 
 
+def test_a_job_waiting_for_approval_can_be_cancelled(fed):
+    with fed.researcher() as r:
+        job = r.submit(spec("approvals", ["biscoe", "dream"]))
+        wait_for(lambda: any(t.state == "waiting" for t in r.job(job).tasks), 30,
+                 "the approval hold")
+        assert r.cancel(job).job_id == job
+        info = r.wait(job, timeout=30)
+    assert info.status == "cancelled" and info.error == "cancelled by alice"
+    (req,) = pending(fed, "dream")  # the officer may still decide; nothing runs on it
+    fed.node_cli("dream", "approvals", "deny", req["approval_id"], "--reason", "cancelled")
+
+
 def test_dp_charges_the_budget_then_refuses_with_what_is_left(fed):
     with fed.researcher() as r:
         job = r.submit(spec("dp", ["biscoe", "torgersen"], dp={"bounds": BOUNDS},
