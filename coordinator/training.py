@@ -1,6 +1,8 @@
-"""The coordinator's side of a `train` job: turn it into a Flower run on the supervised
-SuperLink, follow its rounds, and have a release node decrypt the final model and seal it
-with the per-round metrics and each node's ε to the researcher.
+"""The coordinator's side of a `train` job: have every node check it (`train.check`),
+turn it into a Flower run on the supervised SuperLink, follow its rounds (a release node
+seals each round's pooled metrics to the researcher for `job watch`), and have a release
+node decrypt the final model and seal it with the per-round metrics and each node's ε to
+the researcher.
 
 The ServerApp and the coordinator share a job directory under the SuperLink's state
 directory (``flower/jobs/<job_id>``): the coordinator writes the job and the study's
