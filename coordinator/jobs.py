@@ -163,16 +163,25 @@ class JobRunner:
 
     def cancel(self, job_id: str, researcher: str) -> None:
         """Stop an unfinished job: it ends `cancelled` at its next step (a fan-out's end,
-        an approval poll, a Flower progress poll, whose run is then stopped). Nodes keep
-        what they already charged for work done before it."""
+        an approval poll, a Flower progress poll, whose run is then stopped), and the
+        nodes withdraw its requests from their officers' queues. Nodes keep what they
+        already charged for work done before it."""
         with self.db.session() as s:
             job = self._job(s, job_id, researcher)
             if job.status in FINAL:
                 raise UserError(f"job {job_id} is {job.status}; there is nothing to cancel")
+            nodes = list(datasets_by_node(JobSpec.model_validate(job.spec)))
             if job.status == "interrupted":  # nothing runs it: end it here
                 job.status, job.error = "cancelled", f"cancelled by {researcher}"
-                return
-        self.cancelled.add(job_id)
+            else:
+                self.cancelled.add(job_id)
+        for node in nodes:  # requests still in an officer's queue are withdrawn
+            try:
+                self.sessions.send(node, "job.cancelled", json.dumps(
+                    {"job_id": job_id, "researcher": researcher}).encode())
+            except NodeOffline:
+                log.info("job %s cancelled: node %s is offline; its approval queue may "
+                         "still hold the job", job_id, node)
 
     def check_cancelled(self, job_id: str) -> None:
         if job_id in self.cancelled:

@@ -34,7 +34,7 @@ class Approval:
     grade: str
     reason: str
     spec: dict
-    state: str  # pending | approved | denied | expired
+    state: str  # pending | approved | denied | expired | withdrawn
     decisions: list[dict]
     expires_ms: int | None
     created_ms: int
@@ -119,7 +119,23 @@ class Approvals:
         if appr.state == "expired":
             raise UserError(f"node {node}: the approval {appr.approval_id} expired; "
                             "submit the job again")
+        if appr.state == "withdrawn":
+            raise UserError(f"node {node}: job {appr.job_id} was cancelled")
         return appr
+
+    def withdraw(self, job_id: str, researcher: str) -> int:
+        """The researcher cancelled the job: its requests still pending leave the queue
+        (state `withdrawn`, audited); returns how many."""
+        with self.store.tx() as con:
+            rows = con.execute("SELECT approval_id, dataset_id FROM approvals WHERE job_id=? "
+                               "AND state='pending'", (job_id,)).fetchall()
+            for r in rows:
+                con.execute("UPDATE approvals SET state='withdrawn' WHERE approval_id=?",
+                            (r["approval_id"],))
+                AuditLog.append_in(con, "coordinator", "approval.withdrawn", r["dataset_id"],
+                                   {"approval_id": r["approval_id"], "job_id": job_id,
+                                    "researcher": researcher})
+        return len(rows)
 
     # -- the officer's side -------------------------------------------------------------
     def list(self, state: str | None = None) -> list[Approval]:

@@ -296,7 +296,7 @@ def policy_reset(dataset_id: str, config: Path = ConfigOpt) -> None:
 @approvals_app.command("list")
 @handle_errors("the node")
 def approvals_list(state: str = typer.Option("pending", help="pending|approved|denied|"
-                                             "expired|all"),
+                                             "expired|withdrawn|all"),
                    config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """Tasks waiting for (or given) a decision."""
     r = admin_stub(config).ApprovalsList(pb.ApprovalsListRequest(

@@ -76,6 +76,8 @@ class JobTasks:
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         return {"study.keygen": self.studies.generate_key,
+                "job.cancelled": json_task(lambda req: {"withdrawn": self.approvals.withdraw(
+                    req["job_id"], req.get("researcher", ""))}),
                 "stats.vocab": json_task(self.vocab),
                 "stats.compute": json_task(self.compute),
                 "stats.count": json_task(self.count),

@@ -113,8 +113,15 @@ def test_a_job_waiting_for_approval_can_be_cancelled(fed):
         assert r.cancel(job).job_id == job
         info = r.wait(job, timeout=30)
     assert info.status == "cancelled" and info.error == "cancelled by alice"
-    (req,) = pending(fed, "dream")  # the officer may still decide; nothing runs on it
-    fed.node_cli("dream", "approvals", "deny", req["approval_id"], "--reason", "cancelled")
+    # The request leaves the officer's queue, audited; it can no longer be decided.
+    wait_for(lambda: not pending(fed, "dream"), 30, "the request to be withdrawn")
+    (req,) = [a for a in json.loads(fed.node_cli("dream", "approvals", "list", "--state",
+                                                 "withdrawn", "--json").stdout)
+              if a["job_id"] == job]
+    out = fed.node_cli("dream", "approvals", "approve", req["approval_id"], check=False)
+    assert out.returncode != 0 and "already withdrawn" in out.stderr + out.stdout
+    audit = fed.node_cli("dream", "audit", "list", "--json").stdout
+    assert "approval.withdrawn" in audit and job in audit
 
 
 def test_dp_charges_the_budget_then_refuses_with_what_is_left(fed):
