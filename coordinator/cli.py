@@ -10,6 +10,7 @@ import typer
 from scifed.config import CoordinatorConfig, TlsConfig, load_config, write_config
 from scifed.console import console, handle_errors, print_json, print_table
 from scifed.errors import UserError
+from scifed.jobspec import STOPPED
 
 ca_app = typer.Typer(help="The federation CA (operator).", no_args_is_help=True)
 coordinator_app = typer.Typer(help="Run the coordinator (operator).", no_args_is_help=True)
@@ -372,7 +373,7 @@ def job_watch(job_id: str, identity: Path = IdentityOpt) -> None:
                 metrics, opened = c.live_metrics(info), len(info.progress)
             parts = [bar] if rounds is not None else []
             live.update(Group(*parts, *([_metrics_table(metrics)] if metrics else []), table))
-            if info.status in ("done", "failed", "interrupted", "cancelled"):
+            if info.status in STOPPED:
                 break
             time.sleep(0.3)
     if info.status == "failed":

@@ -19,6 +19,7 @@ from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
 from scifed.config import load_config
 from scifed.errors import UserError
+from scifed.jobspec import STOPPED
 from scifed.sealing import (
     load_seal_key,
     make_claim,
@@ -158,7 +159,7 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             info = self.job(job_id)
-            if info.status in ("done", "failed", "interrupted", "cancelled"):
+            if info.status in STOPPED:
                 return info
             if time.monotonic() > deadline:
                 raise UserError(f"job {job_id} still {info.status} after {timeout:.0f}s")

@@ -24,7 +24,7 @@ from coordinator.db import Database, Job, JobProgress, JobTask
 from coordinator.sessions import NodeOffline, NodeSessions
 from scifed.errors import NotFound, UserError
 from scifed.he import sum_ciphertexts
-from scifed.jobspec import JobSpec, datasets_by_node, load_job
+from scifed.jobspec import FINAL, JobSpec, datasets_by_node, load_job
 from scifed.sealing import SealKeyClaim, verify_claim
 from scifed.wire import b64d, b64e, now_ms
 
@@ -33,7 +33,6 @@ log = logging.getLogger("scifed.coordinator.jobs")
 MAX_ROUNDS = 40  # a multi-round release (exact quantiles) needs ~8; more means a bug
 
 
-FINAL = ("done", "failed", "cancelled")
 
 
 class JobFailed(Exception):
@@ -66,6 +65,12 @@ class JobView:
     updated_ms: int
     contributors: list[str]
     progress: list[tuple[int, bytes]]  # (round, metrics sealed to the researcher)
+
+
+def release_node_of(study, nodes: list[str]) -> str:
+    """The node that decrypts and seals: the study's lead when it takes part, else the
+    first that does."""
+    return study.lead_node if study.lead_node in nodes else sorted(nodes)[0]
 
 
 def _slug(dataset: str) -> str:
@@ -124,9 +129,10 @@ class JobRunner:
                                 f"'{study.name}' by node {node} (attached: "
                                 f"{', '.join(attached) or 'none'})")
             self._check_columns(spec, node, dataset)
-        if len(targets) < study.min_nodes:
+        need = max(study.min_nodes, (spec.train.min_nodes or 0) if spec.train else 0)
+        if len(targets) < need:
             raise UserError(f"the job names {len(targets)} node(s); study '{study.name}' "
-                            f"needs at least {study.min_nodes}")
+                            f"needs at least {need}")
         job_id = f"job-{uuid.uuid4().hex[:12]}"
         t = now_ms()
         with self.db.session() as s:
@@ -367,7 +373,7 @@ class JobRunner:
         self._set(job_id, phase="aggregate", contributors=contributors)
         aggregate = self._sum(study, answers)
         k = max(int(a["k"]) for a in answers.values())
-        release_node = study.lead_node if study.lead_node in answers else contributors[0]
+        release_node = release_node_of(study, contributors)
         dp = {n: a["dp"] for n, a in answers.items() if a.get("dp")}
         release = {**base, "vocabularies": payloads[release_node].get("vocabularies", []),
                    "k": k, "contributors": contributors, "dp": dp,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from coordinator import studies
 from coordinator.flower import RunState, SuperLink, SuperLinkUnavailable
-from coordinator.jobs import JobCancelled
+from coordinator.jobs import JobCancelled, release_node_of
 from scifed.errors import UserError
 from scifed.fl import APP_DIR
 from scifed.fl.protocol import (
@@ -141,11 +141,6 @@ def release_request(job_dir: Path, checkpoint: dict, *, dataset: str,
             "epsilon": checkpoint["epsilon"], "researcher_claim": researcher_claim}
 
 
-def _release_node(study, nodes: list[str]) -> str:
-    """The study's lead node when it takes part, else the first that does."""
-    return study.lead_node if study.lead_node in nodes else sorted(nodes)[0]
-
-
 def _publish_round_metrics(runner, job_dir: Path, checkpoint: dict, base: dict,
                            targets: dict[str, str], node: str, published: set[int]) -> None:
     """Have the release node seal each new round's pooled metrics to the researcher
@@ -213,7 +208,7 @@ def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str)
     def progress(checkpoint: dict) -> None:
         if checkpoint["active"]:  # none left: the run is failing, with its reason
             _publish_round_metrics(runner, job_dir, checkpoint, live, targets,
-                                   _release_node(study, checkpoint["active"]), published)
+                                   release_node_of(study, checkpoint["active"]), published)
         r = checkpoint["round"]
         runner._set(job_id, phase=("final evaluation" if r == train.rounds
                                    else f"round {r + 1}/{train.rounds}"))
@@ -228,7 +223,7 @@ def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str)
     contributors = sorted(checkpoint["active"])
     for node in contributors:
         runner._task(job_id, node, "train", "done", f"{train.rounds} rounds")
-    release_node = _release_node(study, contributors)
+    release_node = release_node_of(study, contributors)
     runner._set(job_id, phase="release", contributors=contributors)
     request = release_request(job_dir, checkpoint, dataset=targets[release_node],
                               researcher_claim=claim)

@@ -20,6 +20,7 @@ from scifed.grading import grade_rank
 from scifed.wire import now_ms
 
 ROLES = ("officer", "liaison", "security_lead")
+STATES = ("pending", "approved", "denied", "expired", "withdrawn")
 LIAISON_UP_TO = "G3"
 
 
@@ -139,6 +140,8 @@ class Approvals:
 
     # -- the officer's side -------------------------------------------------------------
     def list(self, state: str | None = None) -> list[Approval]:
+        if state and state not in STATES:
+            raise UserError(f"no approval state '{state}': choose {', '.join(STATES)} or all")
         with self.store.tx() as con:
             rows = con.execute("SELECT * FROM approvals" + (" WHERE state=?" if state else "")
                                + " ORDER BY created_ms", (state,) if state else ()).fetchall()

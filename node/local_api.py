@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from concurrent import futures
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 from node.training import TrainingAsk, TrainingGate, parse_spec
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
-from scifed.rpc import user_errors
+from scifed.rpc import start_on_private_socket, user_errors
 from scifed.wire import now_ms
 
 SOCKET_NAME = "local.sock"
@@ -111,13 +110,7 @@ class LocalApi:
         pbg.add_NodeLocalServicer_to_server(self.servicer, self.server)
 
     def start(self) -> None:
-        self.path.unlink(missing_ok=True)
-        old = os.umask(0o177)
-        try:
-            self.server.add_insecure_port(f"unix:{self.path}")
-            self.server.start()
-        finally:
-            os.umask(old)
+        start_on_private_socket(self.server, self.path)
 
     def stop(self) -> None:
         self.server.stop(grace=2).wait()

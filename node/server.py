@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from concurrent import futures
@@ -25,6 +24,7 @@ from node.training import handlers as training_handlers
 from protos.scifed.v1 import node_admin_pb2_grpc as admin_pbg
 from scifed.config import NodeConfig
 from scifed.errors import UserError
+from scifed.rpc import start_on_private_socket
 
 log = logging.getLogger("scifed.node")
 
@@ -66,24 +66,15 @@ class NodeProcess:
         self._supernode_lock = threading.Lock()
 
     def start(self) -> None:
-        sock = self.cfg.socket_path
-        sock.parent.mkdir(parents=True, exist_ok=True)
-        if sock.exists():
-            sock.unlink()
-        # Only the officer's account may talk to the admin API: the socket is 0600.
-        old = os.umask(0o177)
-        try:
-            self.admin.add_insecure_port(f"unix:{sock}")
-            self.admin.start()
-        finally:
-            os.umask(old)
+        # Only the officer's account may talk to the admin API.
+        start_on_private_socket(self.admin, self.cfg.socket_path)
         self.local_api.start()
         self.link.start()
         if self.supernode is not None:
             # Runs beside the node; its key is registered when the link connects, and the
             # supervisor restarts it whenever it dies.
             threading.Thread(target=self._start_supernode, daemon=True).start()
-        log.info("node %s serving admin API on %s", self.cfg.name, sock)
+        log.info("node %s serving admin API on %s", self.cfg.name, self.cfg.socket_path)
 
     def _start_supernode(self) -> None:
         with self._supernode_lock:

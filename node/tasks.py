@@ -93,6 +93,9 @@ class JobTasks:
         spec = JobSpec.model_validate(req["spec"])
         pol = self.policies.effective(rec)
         requested = spec.stats.dp.epsilon if spec.stats and spec.stats.dp else None
+        # `dp` without an ε supplies clipping bounds for the nodes whose policy requires
+        # DP (at their per-query ε); a node whose policy does not answers exactly, and the
+        # result's privacy report lists only the nodes that added noise.
         if spec.stats and spec.stats.dp and requested is None and pol.epsilon_per_query:
             requested = pol.epsilon_per_query
         dec = decide(pol, job_type=spec.type, n_nodes=int(req.get("n_nodes", 1)), record=rec,
@@ -152,6 +155,10 @@ class JobTasks:
         sha = g.row.record["distributions"][0]["sha256"]
         mask = row_mask(path, g.filter_sql) if g.policy.query_auditing else None
         report: dict = {}
+        release = {"job_id": job_id, "researcher": req.get("researcher", ""),
+                   "rows_guarded": mask is not None}
+        if g.decision.dp:
+            release |= {"epsilon": g.decision.epsilon, "delta": 0.0}
 
         def produce(con) -> bytes:
             if mask is not None:
@@ -165,21 +172,18 @@ class JobTasks:
                                         g.decision.epsilon))
             else:
                 vec = stats.compute(path, spec, vocab, k=g.k, filter_sql=g.filter_sql)
+            AuditLog.append_in(con, "policy", "task.release", g.row.dataset_id, release)
             return key.encrypt(vec)
 
-        release = {"job_id": job_id, "researcher": req.get("researcher", ""),
-                   "rows_guarded": mask is not None}
         if g.decision.dp:
             blob = self.ledger.charge_and_release(
                 job_id=job_id, dataset_id=g.row.dataset_id,
                 researcher=req.get("researcher", ""), epsilon=g.decision.epsilon,
                 delta=0.0, annual_budget=g.policy.annual_budget or float("inf"),
                 researcher_budget=g.policy.researcher_budget, produce=produce)
-            release |= {"epsilon": g.decision.epsilon, "delta": 0.0}
         else:
             with self.store.tx() as con:
                 blob = produce(con)
-                AuditLog.append_in(con, "policy", "task.release", g.row.dataset_id, release)
         dp = ({"epsilon": g.decision.epsilon, "delta": 0.0, **report}
               if g.decision.dp else None)
         return {"ciphertext": b64e(blob), "k": g.k, "dp": dp}
@@ -226,12 +230,7 @@ class JobTasks:
         dp_used = req.get("dp") or {}
         if "state" not in req:
             vocab = self._vocabulary(req)
-            if dp_used:
-                # Noisy counts may dip below zero; clamping is post-processing.
-                layout = stats.Layout.build(spec.stats, vocab)
-                for blk in _count_positions(layout):
-                    total[blk] = np.maximum(total[blk], 0.0)
-            result = stats.decode(total, spec.stats, vocab, k=k)
+            result = stats.decode(total, spec.stats, vocab, k=k, noisy=bool(dp_used))
             search = None
             if spec.stats.quantiles:
                 pooled_n = stats.pooled_quantile_n(total, spec.stats, vocab)
@@ -276,14 +275,3 @@ class JobTasks:
                           {"job_id": job_id, "researcher": claim.name,
                            "contributors": req["contributors"]})
         return {"sealed": b64e(sealed)}
-
-
-def _count_positions(layout: stats.Layout) -> list:
-    """Vector positions that hold counts (rows, n, missing, cells, pair n)."""
-    out: list = [stats.Layout.ROWS]
-    for sl in layout.columns.values():
-        out += [sl.start, sl.start + 1]
-    out += [slice(sl.start, sl.stop - 1) for sl in layout.histograms.values()]
-    out += [slice(sl.start, sl.stop - 1) for sl in layout.groups.values()]
-    out += [sl.start for sl in layout.pairs.values()]
-    return out

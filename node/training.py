@@ -128,15 +128,15 @@ class TrainingGate:
         if dec.outcome == "deny":
             self.audit.append("policy", "task.deny", row.dataset_id, who)
             return TrainingDecision(False, f"node {self.node} denied training: {dec.reason}")
-        if pol.fl_dp_required:
-            if spec.dp is None:
-                return TrainingDecision(False, f"node {self.node}: {rec['security_grade']}/"
-                                        f"{rec['sharing_category']} data trains only with "
-                                        "DP-SGD; give the job dp.epsilon")
-            if pol.fl_epsilon_max is not None and spec.dp.epsilon > pol.fl_epsilon_max:
-                return TrainingDecision(False, f"node {self.node}: dp.epsilon "
-                                        f"{spec.dp.epsilon} exceeds the training cap "
-                                        f"ε={pol.fl_epsilon_max} ({pol.sources['fl_epsilon_max']})")
+        if pol.fl_dp_required and spec.dp is None:
+            return TrainingDecision(False, f"node {self.node}: {rec['security_grade']}/"
+                                    f"{rec['sharing_category']} data trains only with "
+                                    "DP-SGD; give the job dp.epsilon")
+        if (spec.dp is not None and pol.fl_epsilon_max is not None
+                and spec.dp.epsilon > pol.fl_epsilon_max):  # the cap holds whenever DP is used
+            return TrainingDecision(False, f"node {self.node}: dp.epsilon "
+                                    f"{spec.dp.epsilon} exceeds the training cap "
+                                    f"ε={pol.fl_epsilon_max} ({pol.sources['fl_epsilon_max']})")
         budget = None
         if spec.dp is not None:  # a job the budget cannot pay is not put to the officer
             budget = {"job_id": ask.job_id, "dataset_id": row.dataset_id,
@@ -144,7 +144,8 @@ class TrainingGate:
                       "annual_budget": pol.annual_budget or float("inf"),
                       "researcher_budget": pol.researcher_budget}
             try:
-                self.ledger.check(**budget)
+                if not charge:  # a grant's charge below makes the same check, atomically
+                    self.ledger.check(**budget)
             except UserError as exc:
                 return TrainingDecision(False, f"node {self.node}: {exc}")
         if dec.outcome == "approval":

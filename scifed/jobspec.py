@@ -32,6 +32,9 @@ _CATALOG_ID = re.compile(
     r"urn:sdn:(?P<node>[A-Za-z0-9][A-Za-z0-9._-]*):ds:(?P<slug>[A-Za-z0-9][A-Za-z0-9._-]*)"
 )
 
+FINAL = ("done", "failed", "cancelled")  # job statuses that never change again
+STOPPED = (*FINAL, "interrupted")  # nothing runs the job (an interrupted one may resume)
+
 
 def _nonblank(value: str) -> str:
     if not value.strip():

@@ -52,9 +52,9 @@ class LocalFederation:
     def __init__(self, root: Path, nodes: dict[str, str], *, heartbeat_seconds: float = 1.0,
                  offline_after_seconds: float = 3.0, task_timeout_seconds: float = 30.0,
                  flower: bool = False) -> None:
-        """`flower`: the coordinator runs a Flower SuperLink and nodes a SuperNode each,
-        for `train` jobs (slower to start, so off unless needed)."""
-        """`nodes` maps node name to platform name."""
+        """`nodes` maps node name to platform name. `flower`: the coordinator runs a
+        Flower SuperLink and nodes a SuperNode each, for `train` jobs (slower to start, so
+        off unless needed)."""
         self.root = Path(root).resolve()
         self.nodes = dict(nodes)
         self.port = free_port()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 
@@ -25,6 +27,19 @@ def user_errors(method: Callable) -> Callable:
             context.abort(exc.code(), exc.details())
 
     return run
+
+
+def start_on_private_socket(server: grpc.Server, path: Path) -> None:
+    """Serve on a Unix socket only this account may open (mode 0600): the socket's
+    permissions are what keeps other users of the host out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    old = os.umask(0o177)
+    try:
+        server.add_insecure_port(f"unix:{path}")
+        server.start()
+    finally:
+        os.umask(old)
 
 
 def rpc_error_message(exc: grpc.RpcError, target: str) -> str:

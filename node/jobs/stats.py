@@ -158,6 +158,16 @@ class Layout:
         quantile_n = {c: take(1).start for c in spec.quantiles}
         return cls(columns, histograms, groups, pairs, quantile_n, offset)
 
+    def count_positions(self) -> list:
+        """Vector positions that hold counts (rows, n, missing, cells, pair n)."""
+        out: list = [self.ROWS]
+        for sl in self.columns.values():
+            out += [sl.start, sl.start + 1]
+        out += [slice(sl.start, sl.stop - 1) for sl in self.histograms.values()]
+        out += [slice(sl.start, sl.stop - 1) for sl in self.groups.values()]
+        out += [sl.start for sl in self.pairs.values()]
+        return out
+
 
 def _pairs(columns: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(columns) for b in columns[i:]]
@@ -326,13 +336,19 @@ def _local_control(vec: np.ndarray, layout: Layout, spec: StatsSpec,
 
 
 def decode(total: np.ndarray, spec: StatsSpec, vocab: dict[str, list[str]], *,
-           k: int) -> dict:
+           k: int, noisy: bool = False) -> dict:
     """The released result (JSON-able) from the sum of all nodes' vectors, after the
     aggregate-level rules: pooled cells with 0 < count < k are withheld (``None``) with
     secondary suppression, a column with 0 < n < k releases only its count, and fewer
-    than k matching rows release nothing. Raises ValueError on a corrupted aggregate."""
+    than k matching rows release nothing. ``noisy``: the nodes added DP noise, so counts
+    that dipped below zero read as zero (post-processing). Raises ValueError on a
+    corrupted aggregate."""
     layout = Layout.build(spec, vocab)
     total = _checked(total, layout)
+    if noisy:
+        total = total.copy()
+        for block in layout.count_positions():
+            total[block] = np.maximum(total[block], 0.0)
     rows = pooled_count(total[Layout.ROWS], "rows")
     report = _Report(k)
     report.local("rows", total[Layout.ROWS_FLAG],

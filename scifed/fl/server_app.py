@@ -56,6 +56,7 @@ from scifed.fl.protocol import (
     write_json,
 )
 from scifed.he import context_is_private, sum_ciphertexts
+from scifed.wire import now_ms
 
 POLL_SECONDS = 0.2
 TTL_MARGIN_SECONDS = 60.0
@@ -120,7 +121,7 @@ class HEFedAvg(FedAvg):
 
     def _checkpoint(self) -> None:
         _claim(self.job_dir, self.run_id)
-        self.state["updated_ms"] = int(time.time() * 1000)
+        self.state["updated_ms"] = now_ms()
         write_json(self.job_dir / CHECKPOINT_FILE, self.state)
 
     def _fail(self, round_no: int, reason: str) -> TrainingFailed:

@@ -68,14 +68,6 @@ class Supervised:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
-        self.restarts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the child and return once ``ready()`` holds; then keep it alive."""
@@ -149,7 +141,6 @@ class Supervised:
             if self._stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, _MAX_BACKOFF)
-            self.restarts += 1
             self._spawn()
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from scifed.errors import UserError
 from scifed.fl import local
 from scifed.fl.protocol import average, metrics_history
 from scifed.he import StudyKey, sum_ciphertexts
@@ -40,7 +41,7 @@ def test_vector_round_trip(model, n_params):
     other = build_model(model, 4, 3)
     vector_to_model(other, vec)
     np.testing.assert_array_equal(model_to_vector(other), vec)
-    with pytest.raises(Exception, match="parameter vector"):
+    with pytest.raises(UserError, match="parameter vector"):
         vector_to_model(other, vec[:-1])
 
 
