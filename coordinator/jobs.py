@@ -269,10 +269,12 @@ class JobRunner:
 
         def one(node: str) -> None:
             approval_deadline = time.monotonic() + self.approval_timeout
+            waited = False
             while True:
                 try:
                     fut = self._send(node, kind, payloads[node])
-                    self._task(job_id, node, phase, "running")
+                    if not waited:  # while held, the row keeps saying what it waits for
+                        self._task(job_id, node, phase, "running")
                     res = fut.result(self.task_timeout)
                 except NodeOffline as exc:
                     failed[node] = (f"node {node} offline past the {self.task_timeout:.0f}s "
@@ -295,6 +297,7 @@ class JobRunner:
                     failed[node] = "the job was cancelled"
                     return
                 self._task(job_id, node, phase, "waiting", answer["waiting"])
+                waited = True
                 time.sleep(self.approval_poll)
 
         threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in payloads]

@@ -27,15 +27,19 @@ ConfigOpt = typer.Option(Path("node.yaml"), "--config", "-c", envvar="SCIFED_NOD
                          help="The node's config file.")
 
 
-class _Actor(grpc.UnaryUnaryClientInterceptor):
-    """Tells the node who is acting, for its audit log and approval roles."""
+class _Actor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Tells the node who is acting, for its audit log and approval roles (on streaming
+    calls too: the quality assessment is one)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def intercept_unary_unary(self, continuation, details, request):
+    def _with_actor(self, continuation, details, request):
         metadata = [*(details.metadata or []), ("scifed-actor", self.name)]
         return continuation(details._replace(metadata=metadata), request)
+
+    intercept_unary_unary = _with_actor
+    intercept_unary_stream = _with_actor
 
 
 def acting_as() -> str:
