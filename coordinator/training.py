@@ -161,6 +161,19 @@ def _publish_round_metrics(runner, job_dir: Path, checkpoint: dict, base: dict,
             log.warning("job %s: no live metrics for round %d: %s", base["job_id"], r, exc)
 
 
+def _reset_supernodes(runner, job_id: str, nodes: list[str]) -> None:
+    """Restart the SuperNodes that may still hold work of the job's ended run (all of
+    them after a stop or failure; the dropped ones after success), so the next run's
+    messages are answered under the right run id. Best effort: a node that is offline
+    restarts its SuperNode when it next sees a new coordinator."""
+    for node in nodes:
+        try:
+            runner.sessions.send(node, "flower.reset", json.dumps(
+                {"job_id": job_id}).encode()).result(runner.task_timeout)
+        except Exception as exc:  # noqa: BLE001 - logged; the job's outcome stands
+            log.warning("job %s: could not reset the SuperNode of %s: %s", job_id, node, exc)
+
+
 def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str) -> None:
     """Run a `train` job for ``JobRunner._run`` (``spec.type == "train"``).
 
@@ -218,8 +231,13 @@ def run_training(runner, job_id: str, spec, study, claim: dict, researcher: str)
             runner._task(job_id, node, "train", "failed", why)
 
     runner._set(job_id, phase=f"round 1/{train.rounds}")
-    checkpoint = train_on_flower(flower, job_dir, on_progress=progress,
-                                 cancelled=lambda: job_id in runner.cancelled)
+    try:
+        checkpoint = train_on_flower(flower, job_dir, on_progress=progress,
+                                     cancelled=lambda: job_id in runner.cancelled)
+    except BaseException:
+        _reset_supernodes(runner, job_id, list(targets))
+        raise
+    _reset_supernodes(runner, job_id, sorted(checkpoint["dropped"]))
     contributors = sorted(checkpoint["active"])
     for node in contributors:
         runner._task(job_id, node, "train", "done", f"{train.rounds} rounds")

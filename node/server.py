@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -63,6 +64,7 @@ class NodeProcess:
                                        local_socket=socket_path(cfg.state_dir))
             self.link.supernode_key = self.supernode.public_key_pem.decode()
             self.link.on_new_superlink = self._restart_supernode
+            self.link.handlers["flower.reset"] = self._reset_task
         self._supernode_lock = threading.Lock()
 
     def start(self) -> None:
@@ -83,13 +85,20 @@ class NodeProcess:
             except UserError as exc:
                 log.error("Flower SuperNode: %s", exc)
 
-    def _restart_supernode(self) -> None:
-        """The coordinator restarted: a SuperNode still busy with (or waiting on) a message
-        of a run that died with it would hold up the runs that follow; start it afresh."""
-        log.info("the coordinator's Flower SuperLink is new: restarting the SuperNode")
+    def _restart_supernode(self, why: str = "the coordinator's Flower SuperLink is new") -> None:
+        """A run ended while this SuperNode may still hold its work (the coordinator
+        restarted, the run was stopped, the node was dropped). Flower 1.41's SuperNode can
+        then answer the next run's message under the old run's id, which the SuperLink
+        refuses, so the next run never hears from this node: start it afresh."""
+        log.info("%s: restarting the SuperNode", why)
         with self._supernode_lock:
             self.supernode.stop()
         self._start_supernode()
+
+    def _reset_task(self, payload: bytes) -> bytes:
+        self._restart_supernode(f"Flower run of job {json.loads(payload)['job_id']} ended "
+                                "with work left at this node")
+        return b"{}"
 
     def stop(self) -> None:
         if self.supernode is not None:
