@@ -16,7 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from scifed.localfed import LocalFederation
+from harness.federation import LocalFederation
 
 REPO = Path(__file__).resolve().parent.parent
 EDGES = [float(x) for x in np.linspace(-4, 4, 17)]

@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.training import train_on_flower
+from harness.federation import LocalFederation
 from scifed.fl import local
 from scifed.fl.localcluster import FlowerCluster
 from scifed.he import StudyKey, sum_ciphertexts
-from scifed.localfed import LocalFederation
 from scifed.models import build_model, model_to_vector
 from scifed.trainspec import TrainSpec
 

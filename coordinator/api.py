@@ -9,7 +9,7 @@ import grpc
 
 from coordinator import catalog, registry, studies
 from coordinator.db import Database
-from coordinator.jobs import JobRunner
+from coordinator.driver import JobDriver
 from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
 from protos.scifed.v1 import federation_pb2 as fpb
@@ -19,7 +19,7 @@ from scifed.wire import now_ms
 
 
 class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
-    def __init__(self, db: Database, jobs: JobRunner, offline_after_seconds: float) -> None:
+    def __init__(self, db: Database, jobs: JobDriver, offline_after_seconds: float) -> None:
         self.db = db
         self.jobs = jobs
         self.offline_after_ms = int(offline_after_seconds * 1000)
@@ -113,8 +113,10 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
     def _job(self, job_id: str, researcher: str) -> pb.JobInfo:
         v = self.jobs.get(job_id, researcher)
         return pb.JobInfo(
-            job_id=v.job_id, study=v.study, type=v.job_type, status=v.status, phase=v.phase,
-            error=v.error, created_unix_ms=v.created_ms, updated_unix_ms=v.updated_ms,
+            job_id=v.job_id, study=v.study, type=v.job_type, status=v.status,
+            phase=str(v.phase), error=v.error,
+            phase_info=pb.Phase(name=v.phase.name, round=v.phase.round, rounds=v.phase.rounds),
+            created_unix_ms=v.created_ms, updated_unix_ms=v.updated_ms,
             contributors=v.contributors,
             progress=[pb.RoundProgress(round=r, sealed=b) for r, b in v.progress],
             tasks=[pb.NodeTask(node=t.node, phase=t.phase, state=t.state, detail=t.detail,

@@ -19,7 +19,6 @@ from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
 from scifed.config import load_config
 from scifed.errors import UserError
-from scifed.jobspec import STOPPED
 from scifed.sealing import (
     load_seal_key,
     make_claim,
@@ -27,6 +26,7 @@ from scifed.sealing import (
     progress_context,
     result_context,
 )
+from scifed.states import JobStatus
 from scifed.tls import TlsFiles, secure_channel
 
 
@@ -159,7 +159,7 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             info = self.job(job_id)
-            if info.status in STOPPED:
+            if JobStatus(info.status).stopped:
                 return info
             if time.monotonic() > deadline:
                 raise UserError(f"job {job_id} still {info.status} after {timeout:.0f}s")
@@ -186,7 +186,7 @@ class Client:
         return [rounds[r] for r in sorted(rounds)]
 
     def result(self, job_id: str):
-        """The released result as pandas DataFrames (see `coordinator.results`)."""
-        from coordinator.results import load_result
+        """The released result as pandas DataFrames (the job type's view, `jobs/*/view.py`)."""
+        from jobs.views import load_result
 
         return load_result(self.result_json(job_id))

@@ -167,8 +167,10 @@ class Job(Base):
     job_type: Mapped[str] = mapped_column(String)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     seal_claim: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String)  # submitted | running | done | failed
-    phase: Mapped[str] = mapped_column(String, default="")
+    status: Mapped[str] = mapped_column(String)  # scifed.states.JobStatus
+    phase: Mapped[str] = mapped_column(String, default="")  # scifed.states.Phase: name
+    phase_round: Mapped[int | None] = mapped_column(Integer, default=0)
+    phase_rounds: Mapped[int | None] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     contributors: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_ms: Mapped[int] = mapped_column(BigInteger)
@@ -185,7 +187,7 @@ class JobTask(Base):
         ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
     node_name: Mapped[str] = mapped_column(String, primary_key=True)
     phase: Mapped[str] = mapped_column(String, primary_key=True)
-    state: Mapped[str] = mapped_column(String)  # pending | running | done | failed
+    state: Mapped[str] = mapped_column(String)  # scifed.states.TaskState
     detail: Mapped[str] = mapped_column(Text, default="")
     updated_ms: Mapped[int] = mapped_column(BigInteger)
 

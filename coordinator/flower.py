@@ -47,9 +47,8 @@ from flwr.supercore.fab import Fab
 from flwr.supercore.protobuf.client import ProtobufCall, ProtobufRequestContext
 from flwr.supercore.runtime_version_compatibility import RuntimeVersionMetadata
 
-from scifed.errors import UserError
-from scifed.fl import APP_DIR
-from scifed.fl.supervisor import Supervised, flower_env, flower_executable
+from scifed.errors import TrainingUnavailable, UserError
+from scifed.supervisor import Supervised, flower_env, flower_executable
 from scifed.tls import TlsFiles
 
 log = logging.getLogger("scifed.coordinator.flower")
@@ -59,7 +58,7 @@ DEFAULT_PORT = 9093
 LOOPBACK = "127.0.0.1"
 
 
-class SuperLinkUnavailable(UserError):
+class SuperLinkUnavailable(TrainingUnavailable):
     """The SuperLink did not answer (e.g. it is restarting); worth retrying."""
 
 
@@ -93,8 +92,8 @@ class _VersionHeaders:
         return call_next(context)
 
 
-def build_fab(app_dir: Path = APP_DIR) -> Fab:
-    """An app directory as a FAB (deterministic zip); by default the `train` app."""
+def build_fab(app_dir: Path) -> Fab:
+    """An app directory as a FAB (deterministic zip)."""
     content = build_fab_from_disk(app_dir)
     return Fab(hashlib.sha256(content).hexdigest(), content, {})
 
@@ -220,7 +219,7 @@ class SuperLink:
 
     # -- runs -------------------------------------------------------------------------------
     def start_run(self, run_config: dict[str, str | int | float | bool],
-                  app_dir: Path = APP_DIR) -> int:
+                  app_dir: Path) -> int:
         """Submit one run of the app (by default `train`) with ``run_config`` overrides."""
         if app_dir not in self._fabs:
             self._fabs[app_dir] = build_fab(app_dir)

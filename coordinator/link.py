@@ -120,15 +120,6 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
             self.keys.rotate_pending()
         return studies.to_proto(view)
 
-    def FetchStudyKey(self, request, context):
-        name = peer_identity(context).name
-        try:
-            version, public, sealed = studies.key_share(self.db, request.study_id, name)
-        except UserError as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        return pb.StudyKeyReply(key_version=version, public_context=public,
-                                sealed_secret=sealed)
-
     def AuditHeads(self, request, context):
         name = peer_identity(context).name
         return pb.AuditHeadsReply(heads=[

@@ -12,7 +12,7 @@ import grpc
 from coordinator import registry
 from coordinator.api import CoordinatorApiServicer
 from coordinator.db import Database
-from coordinator.jobs import JobRunner
+from coordinator.driver import JobDriver
 from coordinator.link import NodeLinkServicer
 from coordinator.sessions import NodeSessions
 from coordinator.studies import StudyKeys
@@ -36,7 +36,6 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
     "/scifed.v1.CoordinatorApi/ListNodes": ("operator",),
     "/scifed.v1.NodeLink/ListInvitations": ("node",),
     "/scifed.v1.NodeLink/AnswerInvitation": ("node",),
-    "/scifed.v1.NodeLink/FetchStudyKey": ("node",),
     "/scifed.v1.NodeLink/AuditHeads": ("node",),
     "/scifed.v1.CoordinatorApi/CreateStudy": ("operator",),
     "/scifed.v1.CoordinatorApi/AddResearcher": ("operator",),
@@ -49,35 +48,45 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
 }
 
 
-class CoordinatorProcess:
-    def __init__(self, cfg: CoordinatorConfig) -> None:
-        self.cfg = cfg
+class CoordinatorCore:
+    """The coordinator's state and logic, wired by constructors: database, node sessions,
+    study keys, the job driver and the two servicers. The process adds the mTLS server
+    and the Flower SuperLink; the in-memory harness drives the same core directly."""
+
+    def __init__(self, cfg: CoordinatorConfig, flower=None, approval_poll: float = 2.0) -> None:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(cfg.database_url)
         registry.reset_connections(self.db)
         self.sessions = NodeSessions()
         ca_pem = cfg.tls.files().read()[0]
         self.keys = StudyKeys(self.db, self.sessions, timeout=cfg.task_timeout_seconds)
+        self.jobs = JobDriver(self.db, self.sessions, ca_pem,
+                              task_timeout=cfg.task_timeout_seconds,
+                              approval_timeout=cfg.approval_timeout_seconds,
+                              approval_poll=approval_poll, flower=flower)
+        self.link = NodeLinkServicer(self.db, self.sessions, self.keys, ca_pem,
+                                     cfg.heartbeat_seconds, flower)
+        self.api = CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds)
+
+
+class CoordinatorProcess:
+    def __init__(self, cfg: CoordinatorConfig) -> None:
+        self.cfg = cfg
         self.flower = None
         if cfg.flower_port:
             from coordinator.flower import SuperLink
 
             self.flower = SuperLink(cfg.state_dir, cfg.tls.files(), port=cfg.flower_port)
-        self.jobs = JobRunner(self.db, self.sessions, ca_pem,
-                              task_timeout=cfg.task_timeout_seconds,
-                              approval_timeout=cfg.approval_timeout_seconds,
-                              flower=self.flower)
+        self.core = CoordinatorCore(cfg, self.flower)
+        self.db, self.jobs = self.core.db, self.core.jobs
         revocations = RevocationList(cfg.tls.crl, cfg.tls.ca)
         revocations.serials()  # a broken CRL stops the start, not the first call
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers),
             interceptors=[AuthInterceptor(ROLE_RULES, revocations)],
             options=SERVER_OPTIONS)
-        link_pbg.add_NodeLinkServicer_to_server(
-            NodeLinkServicer(self.db, self.sessions, self.keys, ca_pem, cfg.heartbeat_seconds,
-                             self.flower), self.server)
-        api_pbg.add_CoordinatorApiServicer_to_server(
-            CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds), self.server)
+        link_pbg.add_NodeLinkServicer_to_server(self.core.link, self.server)
+        api_pbg.add_CoordinatorApiServicer_to_server(self.core.api, self.server)
         try:
             self.port = self.server.add_secure_port(cfg.listen,
                                                     server_credentials(cfg.tls.files()))

@@ -13,11 +13,11 @@ import uuid
 from concurrent.futures import Future
 
 from protos.scifed.v1 import federation_pb2 as pb
-from scifed.errors import UserError
+from scifed.errors import NodeUnavailable
 
 
-class NodeOffline(UserError):
-    """The node has no open task stream."""
+class NodeOffline(NodeUnavailable):
+    """The node has no open task stream, or closed it before answering."""
 
 
 class Session:

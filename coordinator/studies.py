@@ -9,8 +9,6 @@ read what was encrypted before, and one that leaves cannot read what comes after
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import uuid
@@ -21,6 +19,7 @@ from sqlalchemy import select
 from coordinator.db import Database, Node, Study, StudyKeyShare, StudyMember, StudyResearcher
 from coordinator.sessions import NodeSessions
 from scifed.errors import NotFound, UserError
+from scifed.tasks import KeygenReply, KeygenRequest, TaskKind
 from scifed.wire import now_ms
 
 log = logging.getLogger("scifed.coordinator.studies")
@@ -145,16 +144,11 @@ def answer(db: Database, study: str, node: str, *, accept: bool,
         return _view(s, st), changed and st.status == "keying"
 
 
-def key_share(db: Database, study: str, node: str) -> tuple[int, bytes, bytes]:
-    """(version, public context, this node's sealed secret) of the current key."""
+def sealed_share(db: Database, study_id: str, version: int, node: str) -> bytes:
+    """``node``'s copy of key ``version``, sealed to it by the lead (b"" if none)."""
     with db.session() as s:
-        st = _find(s, study)
-        if st.status != "active" or st.public_context is None:
-            raise UserError(f"study '{st.name}' has no key yet (status {st.status})")
-        share = s.get(StudyKeyShare, (st.study_id, st.key_version, node))
-        if share is None:
-            raise UserError(f"node {node} holds no key of study '{st.name}'")
-        return st.key_version, st.public_context, share.sealed_secret
+        share = s.get(StudyKeyShare, (study_id, version, node))
+        return share.sealed_secret if share is not None else b""
 
 
 class StudyKeys:
@@ -203,13 +197,12 @@ class StudyKeys:
         lead = next((n for n in accepted if n in online), None)
         if lead is None:
             raise UserError("no accepted member is online to generate the key")
-        payload = json.dumps({"study_id": study_id, "version": version,
-                              "members": claims}).encode()
-        result = self.sessions.send(lead, "study.keygen", payload).result(self.timeout)
+        payload = KeygenRequest(study_id=study_id, version=version, members=claims)
+        result = self.sessions.send(lead, TaskKind.KEYGEN, payload.dumps()).result(self.timeout)
         if not result.ok:
             raise UserError(f"lead node {lead}: {result.error}")
-        out = json.loads(result.payload)
-        shares = {n: base64.b64decode(b) for n, b in out["shares"].items()}
+        out = KeygenReply.loads(result.payload)
+        shares = out.shares
         if set(shares) != set(accepted):
             raise UserError(f"lead node {lead} returned shares for {sorted(shares)}, "
                             f"expected {sorted(accepted)}")
@@ -221,7 +214,7 @@ class StudyKeys:
                 return  # membership moved on meanwhile: the next pass makes a new key
             st.key_version = version
             st.lead_node = lead
-            st.public_context = base64.b64decode(out["public_context"])
+            st.public_context = out.public_context
             for node, blob in shares.items():
                 s.add(StudyKeyShare(study_id=study_id, version=version, node_name=node,
                                     sealed_secret=blob))

@@ -83,12 +83,12 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
 
     @user_errors
     def ListStudies(self, request, context):
-        return self.studies.list()
+        return self.studies.list(self.link)
 
     @user_errors
     def AnswerStudy(self, request, context):
-        return self.studies.answer(request.study_id, request.accept, list(request.datasets),
-                                   actor=actor(context))
+        return self.studies.answer(self.link, request.study_id, request.accept,
+                                   list(request.datasets), actor=actor(context))
 
     # -- the officer's controls --------------------------------------------------------
     @user_errors

@@ -130,7 +130,7 @@ class DatasetRegistry:
                        progress: Callable[[str], None]):
         """Run the AI-readiness scorecard, keep its summary in the record (published with
         it) and audit the assessment; returns the full report."""
-        from node.quality import compute_scorecard, quality_summary
+        from node.scorecard import compute_scorecard, quality_summary
 
         row = self.get(key)
         record = CatalogRecord.model_validate(row.record)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from scifed.errors import UserError
-from scifed.fl.supervisor import Supervised, flower_env, flower_executable
+from scifed.supervisor import Supervised, flower_env, flower_executable
 
 KEY_FILE = "flower-supernode.key"
 

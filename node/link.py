@@ -26,27 +26,31 @@ from scifed.tls import secure_channel
 
 log = logging.getLogger("scifed.node.link")
 
-TaskHandler = Callable[[bytes], bytes]
-
-
 class CoordinatorLink:
-    def __init__(self, cfg: NodeConfig, published: Callable[[], list[dict]],
-                 handlers: dict[str, TaskHandler] | None = None) -> None:
+    def __init__(self, cfg: NodeConfig, *, published: Callable[[], list[dict]],
+                 handle: Callable[[pb.Task], pb.TaskResult],
+                 audit_head: Callable[[], tuple[int, str]],
+                 sync_needed: threading.Event | None = None, supernode_key: str = "",
+                 on_new_superlink: Callable[[], None] | None = None) -> None:
+        """``handle``: runs one task (the node runner). ``sync_needed``:
+        set it to republish the catalog (the dataset registry does on every change).
+        ``supernode_key``: the SuperNode's public key, registered with the coordinator when
+        the node trains; ``on_new_superlink`` runs (before tasks flow) when the
+        coordinator's Flower SuperLink is a new one."""
         self.cfg = cfg
         self.seal_claim = make_claim(cfg.tls.key.parent, name=cfg.name, role="node",
                                      cert_path=cfg.tls.cert, key_path=cfg.tls.key).to_dict()
-        self.supernode_key = ""  # set when the node takes part in training
-        # Called (before tasks flow) when the coordinator's Flower SuperLink is a new one.
-        self.on_new_superlink: Callable[[], None] | None = None
+        self.supernode_key = supernode_key
+        self.on_new_superlink = on_new_superlink
         self._flower_epoch = ""
         self._published = published
-        self.handlers = handlers or {}
-        self.audit_head: Callable[[], tuple[int, str]] | None = None
+        self.handle = handle
+        self.audit_head = audit_head
         self.connected = False
         self.last_contact_ms = 0
         self.published_count = 0
         self._stop = threading.Event()
-        self._sync_needed = threading.Event()
+        self._sync_needed = sync_needed or threading.Event()
         self._outbox: queue.Queue[pb.NodeMessage] = queue.Queue()
         self._stub: pbg.NodeLinkStub | None = None
         self._call = None
@@ -74,10 +78,6 @@ class CoordinatorLink:
                             f"{self.cfg.coordinator}; try again when `scifed node status` "
                             "says connected")
         return getattr(stub, method)(request, timeout=timeout)
-
-    def request_sync(self) -> None:
-        """Republish the catalog as soon as the coordinator is reachable."""
-        self._sync_needed.set()
 
     # -- internals -----------------------------------------------------------------
     def _touch(self) -> None:
@@ -119,21 +119,8 @@ class CoordinatorLink:
                 continue
 
     def _handle_task(self, task: pb.Task) -> None:
-        handler = self.handlers.get(task.kind)
-        if handler is None:
-            result = pb.TaskResult(task_id=task.task_id, ok=False,
-                                   error=f"node {self.cfg.name} does not run '{task.kind}' tasks")
-        else:
-            try:
-                result = pb.TaskResult(task_id=task.task_id, ok=True, payload=handler(task.payload))
-            except UserError as exc:
-                result = pb.TaskResult(task_id=task.task_id, ok=False, error=str(exc))
-            except Exception:  # a bug must not kill the link; the reason stays in our log
-                log.exception("task %s (%s) failed", task.task_id, task.kind)
-                result = pb.TaskResult(task_id=task.task_id, ok=False,
-                                       error=f"internal error at node {self.cfg.name}")
-        if self.audit_head is not None:
-            result.audit_seq, result.audit_hash = self.audit_head()
+        result = self.handle(task)
+        result.audit_seq, result.audit_hash = self.audit_head()
         self._outbox.put(pb.NodeMessage(result=result))
 
     def _session(self) -> None:

@@ -1,12 +1,12 @@
 """The node's local API for apps running on the node host: the Flower ClientApp of a
-``train`` job asks it, before touching anything, whether it may train, and gets the rows
+training job asks it, before touching anything, whether it may train, and gets the rows
 only through it.
 
-Every grant re-checks what the coordinator cannot vouch for, with the same
-:class:`node.training.TrainingGate` that answered the coordinator's check before the run,
-and charges the job's ε (once per job). The socket is ``state_dir/local.sock`` with mode
-0600, so only processes of the node's own account (its SuperNode and the ClientApps it
-starts) reach it.
+Every grant re-checks what the coordinator cannot vouch for, with the same gate
+(`node/gate.py`) that answered the coordinator's check before the run, and charges the
+job's ε (once per job); the rows come from the job type's ``grant``. The socket is
+``state_dir/local.sock`` with mode 0600, so only processes of the node's own account (its
+SuperNode and the ClientApps it starts) reach it.
 
 DP-SGD accounting lives here too: each round's ClientApp reports the accountant history,
 and the next grant hands it back, so ε composes over all rounds of a job (and over a run
@@ -23,10 +23,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from node.training import TrainingAsk, TrainingGate, parse_spec
+from node.approvals import Waiting
+from node.gate import Gate
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
+from scifed.errors import UserError
 from scifed.rpc import start_on_private_socket, user_errors
+from scifed.tasks import TaskHeader
 from scifed.wire import now_ms
 
 SOCKET_NAME = "local.sock"
@@ -47,35 +50,39 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 class NodeLocalServicer(pbg.NodeLocalServicer):
-    def __init__(self, gate: TrainingGate) -> None:
+    def __init__(self, gate: Gate) -> None:
         self.gate = gate
-        self.studies = gate.studies
         self.registry = gate.registry
         self.node = gate.node
 
     # -- RPCs ---------------------------------------------------------------------------
     @user_errors
     def TrainingGrant(self, request: pb.TrainingGrantRequest, context) -> pb.TrainingGrantReply:
-        spec = parse_spec(request.spec_json)
-        row = self.studies.attached(request.study_id, request.dataset)
-        ask = TrainingAsk(job_id=request.job_id, study_id=request.study_id,
-                          dataset=request.dataset, spec_json=request.spec_json,
-                          filter=request.filter, researcher=request.researcher,
-                          n_nodes=request.n_nodes, round=request.round)
-        decision = self.gate.decide(row, spec, ask, charge=True)
-        if not decision.allowed:
-            return pb.TrainingGrantReply(allowed=False, reason=decision.reason,
-                                         node_name=self.node)
-        features, labels = self.gate.rows(row, spec, request.filter)
-        key = self.studies.key(request.study_id, request.key_version)
-        dp = decision.dp
+        try:
+            spec = json.loads(request.spec_json)
+            header = TaskHeader(
+                job_id=request.job_id, study_id=request.study_id,
+                key_version=request.key_version, job_type=str(spec.get("type", "")),
+                researcher=request.researcher, n_nodes=max(request.n_nodes, 1),
+                dataset=request.dataset, spec=spec)
+        except (ValueError, AttributeError) as exc:
+            raise UserError(f"node {self.node}: malformed grant request: {exc}") from None
+        try:
+            adm = self.gate.admit(header, "grant", audit=request.round <= 1)
+            if adm.decision.dp:  # once per job: a later round's charge replays the first
+                self.gate.charge(adm, delta=adm.job.requested_delta(adm.params))
+        except (UserError, Waiting) as exc:  # the node's own reason, naming it
+            return pb.TrainingGrantReply(allowed=False, reason=str(exc), node_name=self.node)
+        with adm.open() as data:
+            grant = adm.job.grant(adm.params, data, adm.limits)
+        dp = grant.dp
         return pb.TrainingGrantReply(
-            allowed=True, reason=decision.reason, features=npy_bytes(features),
-            labels=npy_bytes(labels), study_key=key.secret_bytes(),
+            allowed=True, reason=adm.decision.reason, features=npy_bytes(grant.features),
+            labels=npy_bytes(grant.labels), study_key=adm.key.secret_bytes(),
             key_version=request.key_version, node_name=self.node,
-            dp=pb.DpSettings(enabled=True, epsilon=dp.epsilon, delta=dp.delta,
-                             max_grad_norm=dp.max_grad_norm) if dp else None,
-            dp_history=self._history(request.job_id, row.dataset_id, request.round))
+            dp=pb.DpSettings(enabled=True, epsilon=dp["epsilon"], delta=dp["delta"],
+                             max_grad_norm=dp["max_grad_norm"]) if dp else None,
+            dp_history=self._history(request.job_id, adm.row.dataset_id, request.round))
 
     @user_errors
     def ReportTraining(self, request: pb.ReportTrainingRequest,
@@ -102,7 +109,7 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
 class LocalApi:
     """The local API's gRPC server on its Unix socket (0600), owned by the node process."""
 
-    def __init__(self, gate: TrainingGate, state_dir: Path) -> None:
+    def __init__(self, gate: Gate, state_dir: Path) -> None:
         self.path = socket_path(state_dir)
         self.servicer = NodeLocalServicer(gate)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),

@@ -12,19 +12,20 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from jobs import registry
 from node.audit import AuditLog
 from scifed.config import parse_model
 from scifed.errors import UserError
 from scifed.grading import Access
 from scifed.wire import now_ms
 
-JobType = Literal["stats", "quality", "regression", "psi", "train", "evaluate"]
-JOB_TYPES: tuple[str, ...] = ("stats", "quality", "regression", "psi", "train", "evaluate")
-# Aggregate statistics (AGG / AGG-k / AGG-DP / HE sums) versus federated learning (FL).
-FAMILY = {"stats": "agg", "quality": "agg", "regression": "agg", "psi": "agg",
-          "train": "fl", "evaluate": "fl"}
+
+def _families() -> dict[str, str]:
+    """Each registered job type's policy column: aggregate statistics (AGG / AGG-k /
+    AGG-DP / HE sums) or federated learning (FL)."""
+    return {name: job.family for name, job in registry.REGISTRY.items()}
 
 A, R, X = Access.AUTO, Access.APPROVAL, Access.FORBIDDEN
 
@@ -96,7 +97,7 @@ class PolicyOverride(BaseModel):
     """The officer's per-dataset tightening, as written in a policy YAML."""
 
     model_config = ConfigDict(extra="forbid")
-    job_types: dict[JobType, Literal["automatic", "approval", "forbidden"]] = {}
+    job_types: dict[str, Literal["automatic", "approval", "forbidden"]] = {}
     min_cell_count: int | None = Field(default=None, ge=1)
     min_nodes: int | None = Field(default=None, ge=1)
     dp: DPOverride | None = None
@@ -104,6 +105,15 @@ class PolicyOverride(BaseModel):
     approval_required: bool | None = None
     output_review: bool | None = None
     query_auditing: bool | None = None
+
+    @field_validator("job_types")
+    @classmethod
+    def _known_job_types(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = [j for j in v if j not in registry.REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown job type {unknown[0]!r} (job types: "
+                             f"{', '.join(registry.names())})")
+        return v
 
 
 @dataclass
@@ -130,7 +140,7 @@ class EffectivePolicy:
     def rows(self) -> list[tuple[str, str, str]]:
         """(setting, value, where it came from) for `scifed node policy show`."""
         out = [(f"job type {j}", self.job_types[j].name.lower(), self.sources[f"job_types.{j}"])
-               for j in JOB_TYPES]
+               for j in self.job_types]
         for name in ("min_cell_count", "min_nodes", "agg_dp_required", "fl_dp_required",
                      "epsilon_per_query", "annual_budget", "researcher_budget", "delta",
                      "fl_epsilon_max", "he_required", "approval_required", "output_review",
@@ -159,11 +169,11 @@ def effective(grade: str, category: str, override: PolicyOverride | None = None,
                         "pair (governance §2.4)") from None
     cell = f"default {grade}/{category} (governance §2.6)"
     pol = EffectivePolicy(
-        grade, category, {j: d.agg if FAMILY[j] == "agg" else d.fl for j in JOB_TYPES},
+        grade, category, {j: d.agg if f == "agg" else d.fl for j, f in _families().items()},
         d.k, d.min_nodes, d.agg_dp_required, d.fl_dp_required, d.epsilon_per_query,
         d.annual_budget, d.annual_budget, d.delta, d.fl_epsilon_max, d.he_required,
         False, d.output_review, d.query_auditing, d.dual_approval)
-    pol.sources = {f"job_types.{j}": cell for j in JOB_TYPES}
+    pol.sources = {f"job_types.{j}": cell for j in pol.job_types}
     pol.sources |= {n: cell for n in (
         "min_cell_count", "min_nodes", "agg_dp_required", "fl_dp_required",
         "epsilon_per_query", "annual_budget", "researcher_budget", "delta", "fl_epsilon_max",
@@ -254,16 +264,29 @@ def decide(pol: EffectivePolicy, *, job_type: str, n_nodes: int, record: dict,
         return Decision("deny", "min_nodes", f"the job has {n_nodes} node(s); "
                         f"{pol.grade}/{pol.category} data needs at least {pol.min_nodes} "
                         f"({pol.sources['min_nodes']})")
-    dp = FAMILY[job_type] == "agg" and (pol.agg_dp_required or requested_epsilon is not None)
-    epsilon = None
-    if dp:
-        cap = pol.epsilon_per_query
-        if cap is None and requested_epsilon is None:
-            return Decision("deny", "dp", "differential privacy needs an ε")
-        epsilon = requested_epsilon if requested_epsilon is not None else cap
-        if cap is not None and epsilon > cap:
-            return Decision("deny", "dp.epsilon_per_query", f"requested ε={epsilon} exceeds "
-                            f"the per-query cap ε={cap} ({pol.sources['epsilon_per_query']})")
+    family = _families().get(job_type, "agg")
+    if family == "fl":  # DP-SGD: the researcher's ε for the whole run, under the cap
+        dp = requested_epsilon is not None
+        if pol.fl_dp_required and not dp:
+            return Decision("deny", "fl_dp_required", f"{pol.grade}/{pol.category} data "
+                            "trains only with DP-SGD; give the job dp.epsilon")
+        if dp and pol.fl_epsilon_max is not None and requested_epsilon > pol.fl_epsilon_max:
+            return Decision("deny", "dp.fl_epsilon_max", f"dp.epsilon {requested_epsilon} "
+                            f"exceeds the training cap ε={pol.fl_epsilon_max} "
+                            f"({pol.sources['fl_epsilon_max']})")
+        epsilon = requested_epsilon
+    else:
+        dp = pol.agg_dp_required or requested_epsilon is not None
+        epsilon = None
+        if dp:
+            cap = pol.epsilon_per_query
+            if cap is None and requested_epsilon is None:
+                return Decision("deny", "dp", "differential privacy needs an ε")
+            epsilon = requested_epsilon if requested_epsilon is not None else cap
+            if cap is not None and epsilon > cap:
+                return Decision("deny", "dp.epsilon_per_query", f"requested ε={epsilon} "
+                                f"exceeds the per-query cap ε={cap} "
+                                f"({pol.sources['epsilon_per_query']})")
     needs = access is R or pol.approval_required or pol.output_review
     if needs:
         why = (f"{job_type} on {pol.grade}/{pol.category} needs approval ({src})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -13,21 +12,50 @@ import grpc
 from node.admin import NodeAdminServicer
 from node.approvals import Approvals
 from node.audit import AuditLog
+from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
 from node.flower import SuperNode
+from node.gate import Gate
 from node.link import CoordinatorLink
 from node.local_api import LocalApi, socket_path
+from node.policy import PolicyBook
+from node.release import ReleasePath
+from node.runner import NodeRunner
 from node.store import NodeStore
 from node.studies import NodeStudies
-from node.tasks import JobTasks
-from node.training import TrainingGate
-from node.training import handlers as training_handlers
 from protos.scifed.v1 import node_admin_pb2_grpc as admin_pbg
 from scifed.config import NodeConfig
 from scifed.errors import UserError
 from scifed.rpc import start_on_private_socket
+from scifed.tasks import Empty, FlowerReset, TaskKind
 
 log = logging.getLogger("scifed.node")
+
+
+class NodeCore:
+    """The node's parts that decide and compute, wired by constructors: store, dataset
+    registry, studies, approvals, the gate, the release path and the task runner. The
+    node process adds its transports (link, admin socket, local API, SuperNode); the
+    in-memory harness links the same core straight to a coordinator."""
+
+    def __init__(self, cfg: NodeConfig, extra: dict | None = None) -> None:
+        if not cfg.data_dir.is_dir():
+            raise UserError(f"data_dir {cfg.data_dir} does not exist")
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self.store = NodeStore(cfg.state_dir / "node.db")
+        self.sync_needed = threading.Event()  # the registry asks the link to republish
+        self.registry = DatasetRegistry(self.store, node_name=cfg.name, platform=cfg.platform,
+                                        data_dir=cfg.data_dir, on_change=self.sync_needed.set)
+        self.audit = AuditLog(self.store)
+        self.studies = NodeStudies(self.store, self.registry, cfg)
+        self.approvals = Approvals(self.store, cfg.approvers)
+        self.gate = Gate(node=cfg.name, registry=self.registry, studies=self.studies,
+                         approvals=self.approvals, audit=self.audit,
+                         policies=PolicyBook(self.store), ledger=BudgetLedger(self.store))
+        self.runner = NodeRunner(self.gate,
+                                 ReleasePath(self.gate, self.audit, cfg.tls.ca.read_bytes()),
+                                 self.studies, self.approvals, extra=extra)
 
 
 class NodeProcess:
@@ -35,37 +63,28 @@ class NodeProcess:
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
-        if not cfg.data_dir.is_dir():
-            raise UserError(f"data_dir {cfg.data_dir} does not exist")
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = NodeStore(cfg.state_dir / "node.db")
-        self.registry = DatasetRegistry(self.store, node_name=cfg.name, platform=cfg.platform,
-                                        data_dir=cfg.data_dir)
-        self.link = CoordinatorLink(cfg, self.registry.published_records)
-        self.registry.on_change = self.link.request_sync
-        self.studies = NodeStudies(self.store, self.registry, self.link)
-        self.approvals = Approvals(self.store, cfg.approvers)
-        self.link.audit_head = AuditLog(self.store).head
-        self.link.handlers.update(
-            JobTasks(self.studies, self.registry, self.approvals).handlers())
-        self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        admin_pbg.add_NodeAdminServicer_to_server(
-            NodeAdminServicer(self.registry, self.link, self.studies, self.approvals),
-            self.admin)
-        # Apps on this host (the Flower ClientApp) reach data only through this socket.
-        gate = TrainingGate(self.studies, self.registry, self.approvals)
-        self.local_api = LocalApi(gate, cfg.state_dir)
-        self.link.handlers.update(training_handlers(gate))
+        self._supernode_lock = threading.Lock()
         self.supernode = None
+        extra = {}
         if cfg.flower_superlink:
             self.supernode = SuperNode(name=cfg.name, pki_dir=cfg.tls.key.parent,
                                        ca=cfg.tls.ca, superlink=cfg.flower_superlink,
                                        state_dir=cfg.state_dir,
                                        local_socket=socket_path(cfg.state_dir))
-            self.link.supernode_key = self.supernode.public_key_pem.decode()
-            self.link.on_new_superlink = self._restart_supernode
-            self.link.handlers["flower.reset"] = self._reset_task
-        self._supernode_lock = threading.Lock()
+            extra[TaskKind.FLOWER_RESET] = self._reset_task
+        self.core = core = NodeCore(cfg, extra)
+        self.registry, self.studies = core.registry, core.studies
+        self.link = CoordinatorLink(
+            cfg, published=core.registry.published_records, handle=core.runner.handle,
+            audit_head=core.audit.head, sync_needed=core.sync_needed,
+            supernode_key=self.supernode.public_key_pem.decode() if self.supernode else "",
+            on_new_superlink=self._restart_supernode if self.supernode else None)
+        self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        admin_pbg.add_NodeAdminServicer_to_server(
+            NodeAdminServicer(core.registry, self.link, core.studies, core.approvals),
+            self.admin)
+        # Apps on this host (the Flower ClientApp) reach data only through this socket.
+        self.local_api = LocalApi(core.gate, cfg.state_dir)
 
     def start(self) -> None:
         # Only the officer's account may talk to the admin API.
@@ -96,9 +115,10 @@ class NodeProcess:
         self._start_supernode()
 
     def _reset_task(self, payload: bytes) -> bytes:
-        self._restart_supernode(f"Flower run of job {json.loads(payload)['job_id']} ended "
-                                "with work left at this node")
-        return b"{}"
+        job_id = FlowerReset.loads(payload).job_id
+        self._restart_supernode(f"Flower run of job {job_id} ended with work left at this "
+                                "node")
+        return Empty().dumps()
 
     def stop(self) -> None:
         if self.supernode is not None:

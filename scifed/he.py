@@ -41,8 +41,10 @@ with zeros, which costs no bytes: a ciphertext always has N coefficients) and fr
 from __future__ import annotations
 
 import functools
+import json
 import os
 import struct
+from typing import Any
 
 import numpy as np
 import tenseal as ts
@@ -335,3 +337,14 @@ def _load_chunk(context: ts.Context, chunk: bytes, index: int) -> ts.CKKSVector:
     if vector.size() != SLOTS:
         raise UserError(f"ciphertext {index} has a chunk of {vector.size()} slots, not {SLOTS}")
     return vector
+
+
+def seal_for_members(key: StudyKey, purpose: str, job_id: str, value: object) -> bytes:
+    """JSON ``value`` sealed so that only study members can open it (the coordinator
+    relays it): a node's categories, a release node's state, a round's query."""
+    return seal_box(key.aead_key(purpose), json.dumps(value).encode(), job_id.encode())
+
+
+def open_for_members(key: StudyKey, purpose: str, job_id: str, blob: bytes) -> Any:
+    """Open :func:`seal_for_members` output of the same purpose and job."""
+    return json.loads(open_box(key.aead_key(purpose), blob, job_id.encode()))

@@ -11,11 +11,11 @@ import pytest
 import rdflib
 import yaml
 
+from harness.federation import LocalFederation, wait_for
 from protos.scifed.v1 import coordinator_pb2 as cpb
 from protos.scifed.v1 import coordinator_pb2_grpc as cpbg
 from protos.scifed.v1 import federation_pb2 as fpb
 from protos.scifed.v1 import federation_pb2_grpc as fpbg
-from scifed.localfed import LocalFederation, wait_for
 from scifed.tls import TlsFiles, secure_channel
 
 NODES = {"alpha": "Alpha Marine Lab", "beta": "Beta Polar Institute"}

@@ -25,12 +25,12 @@ from sklearn.linear_model import LogisticRegression
 
 from coordinator.studies import get_study, get_study_public_context
 from coordinator.training import TrainingRunFailed, train_on_flower
+from harness.federation import LocalFederation
 from node.local_api import socket_path
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
 from scifed.fl.localcluster import FlowerCluster
 from scifed.he import StudyKey, context_is_private
-from scifed.localfed import LocalFederation
 from scifed.models import released_model
 from scifed.trainspec import TrainSpec
 

@@ -11,9 +11,9 @@ import time
 import pytest
 import yaml
 
+from harness.federation import LocalFederation, wait_for
 from node.audit import AuditLog
 from node.store import NodeStore
-from scifed.localfed import LocalFederation, wait_for
 
 NODES = {"biscoe": "Palmer Biscoe", "dream": "Palmer Dream", "torgersen": "Palmer Torgersen"}
 GRADES = {"biscoe": ("G2", "OPEN"), "dream": ("G2", "CLOSED"), "torgersen": ("G1", "OPEN")}

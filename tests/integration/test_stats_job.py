@@ -13,8 +13,8 @@ import pytest
 import yaml
 from vega_datasets import data as vega
 
+from harness.federation import LocalFederation, wait_for
 from scifed.he import context_is_private
-from scifed.localfed import LocalFederation, wait_for
 
 ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
 YEARS = {"biscoe": [2012], "dream": [2013], "torgersen": [2014, 2015]}

@@ -18,8 +18,8 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 
 from coordinator.flower import SuperLink
+from harness.federation import LocalFederation, wait_for
 from scifed.config import CoordinatorConfig, load_config
-from scifed.localfed import LocalFederation, wait_for
 from scifed.models import load_model_file
 
 ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}

@@ -455,7 +455,7 @@ def test_sqlite_connection_settings(tmp_path: Any) -> None:
 
 
 def quality(grade: str) -> dict[str, Any]:
-    """A published quality summary, as `node.quality.quality_summary` writes it."""
+    """A published quality summary, as `node.scorecard.quality_summary` writes it."""
     return {
         "grade": grade,
         "score": {"A": 92.5, "B": 78.0, "C": 55.0, "D": 40.0}[grade],

@@ -30,7 +30,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from vega_datasets import data as vega
 
 from node.profiling import profile_file
-from node.quality import (
+from node.scorecard import (
     DIMENSION_WEIGHTS,
     GATES,
     METRICS,

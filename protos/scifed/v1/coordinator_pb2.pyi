@@ -172,7 +172,7 @@ class NodeTask(_message.Message):
     def __init__(self, node: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "study", "type", "status", "phase", "error", "tasks", "created_unix_ms", "updated_unix_ms", "contributors", "progress")
+    __slots__ = ("job_id", "study", "type", "status", "phase", "error", "tasks", "created_unix_ms", "updated_unix_ms", "contributors", "progress", "phase_info")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STUDY_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,7 @@ class JobInfo(_message.Message):
     UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_INFO_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     study: str
     type: str
@@ -195,7 +196,18 @@ class JobInfo(_message.Message):
     updated_unix_ms: int
     contributors: _containers.RepeatedScalarFieldContainer[str]
     progress: _containers.RepeatedCompositeFieldContainer[RoundProgress]
-    def __init__(self, job_id: _Optional[str] = ..., study: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., created_unix_ms: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ..., progress: _Optional[_Iterable[_Union[RoundProgress, _Mapping]]] = ...) -> None: ...
+    phase_info: Phase
+    def __init__(self, job_id: _Optional[str] = ..., study: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., created_unix_ms: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ..., progress: _Optional[_Iterable[_Union[RoundProgress, _Mapping]]] = ..., phase_info: _Optional[_Union[Phase, _Mapping]] = ...) -> None: ...
+
+class Phase(_message.Message):
+    __slots__ = ("name", "round", "rounds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    round: int
+    rounds: int
+    def __init__(self, name: _Optional[str] = ..., round: _Optional[int] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class RoundProgress(_message.Message):
     __slots__ = ("round", "sealed")

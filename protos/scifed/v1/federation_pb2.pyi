@@ -150,22 +150,6 @@ class AnswerInvitationRequest(_message.Message):
     datasets: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, study_id: _Optional[str] = ..., accept: bool = ..., datasets: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class FetchStudyKeyRequest(_message.Message):
-    __slots__ = ("study_id",)
-    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    study_id: str
-    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
-
-class StudyKeyReply(_message.Message):
-    __slots__ = ("key_version", "public_context", "sealed_secret")
-    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
-    PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
-    SEALED_SECRET_FIELD_NUMBER: _ClassVar[int]
-    key_version: int
-    public_context: bytes
-    sealed_secret: bytes
-    def __init__(self, key_version: _Optional[int] = ..., public_context: _Optional[bytes] = ..., sealed_secret: _Optional[bytes] = ...) -> None: ...
-
 class AuditHeadsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -59,11 +59,6 @@ class NodeLinkStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
                 _registered_method=True)
-        self.FetchStudyKey = channel.unary_unary(
-                '/scifed.v1.NodeLink/FetchStudyKey',
-                request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.FetchStudyKeyRequest.SerializeToString,
-                response_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyKeyReply.FromString,
-                _registered_method=True)
         self.AuditHeads = channel.unary_unary(
                 '/scifed.v1.NodeLink/AuditHeads',
                 request_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AuditHeadsRequest.SerializeToString,
@@ -109,13 +104,6 @@ class NodeLinkServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def FetchStudyKey(self, request, context):
-        """This node's copy of the study key: the CKKS secret context sealed to its seal key.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def AuditHeads(self, request, context):
         """The audit chain heads the coordinator recorded for this node.
         """
@@ -150,11 +138,6 @@ def add_NodeLinkServicer_to_server(servicer, server):
                     servicer.AnswerInvitation,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.SerializeToString,
-            ),
-            'FetchStudyKey': grpc.unary_unary_rpc_method_handler(
-                    servicer.FetchStudyKey,
-                    request_deserializer=protos_dot_scifed_dot_v1_dot_federation__pb2.FetchStudyKeyRequest.FromString,
-                    response_serializer=protos_dot_scifed_dot_v1_dot_federation__pb2.StudyKeyReply.SerializeToString,
             ),
             'AuditHeads': grpc.unary_unary_rpc_method_handler(
                     servicer.AuditHeads,
@@ -297,33 +280,6 @@ class NodeLink(object):
             '/scifed.v1.NodeLink/AnswerInvitation',
             protos_dot_scifed_dot_v1_dot_federation__pb2.AnswerInvitationRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_federation__pb2.StudyInfo.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def FetchStudyKey(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/scifed.v1.NodeLink/FetchStudyKey',
-            protos_dot_scifed_dot_v1_dot_federation__pb2.FetchStudyKeyRequest.SerializeToString,
-            protos_dot_scifed_dot_v1_dot_federation__pb2.StudyKeyReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,62 @@
+"""`scifed ca ...`: the federation CA (operator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.common import CaDir, JsonOpt
+from scifed.console import console, handle_errors, print_json, print_table
+
+ca_app = typer.Typer(help="The federation CA (operator).", no_args_is_help=True)
+
+
+@ca_app.command("init")
+@handle_errors()
+def ca_init(ca_dir: Path = CaDir,
+            host: list[str] = typer.Option(["127.0.0.1", "localhost"], "--host",
+                                           help="Names/IPs the coordinator is reached at")) -> None:
+    """Make the federation CA and the coordinator's certificate."""
+    from scifed.pki import init_ca
+
+    init_ca(ca_dir, coordinator_hosts=host)
+    console.print(f"CA ready in {ca_dir} (coordinator certificate for {', '.join(host)})")
+
+
+@ca_app.command("sign")
+@handle_errors()
+def ca_sign(csr: Path, role: str = typer.Option(..., "--role",
+                                               help="node | researcher | operator"),
+            ca_dir: Path = CaDir, out: Path | None = typer.Option(None, "--out")) -> None:
+    """Issue a certificate for a CSR; the role is carried in the certificate."""
+    from scifed.pki import sign_csr
+
+    cert = sign_csr(ca_dir, csr, role=role, out_path=out)
+    console.print(f"issued {cert} (role {role}); give it with {ca_dir / 'ca.crt'} to its owner")
+
+
+@ca_app.command("revoke")
+@handle_errors()
+def ca_revoke(name: str, role: str | None = typer.Option(None, "--role"),
+              ca_dir: Path = CaDir) -> None:
+    """Revoke a certificate; the coordinator refuses it from its next call."""
+    from scifed.pki import revoke
+
+    serial = revoke(ca_dir, name=name, role=role)
+    console.print(f"revoked {name} (serial {serial:x}); CRL updated")
+
+
+@ca_app.command("list")
+@handle_errors()
+def ca_list(ca_dir: Path = CaDir, as_json: bool = JsonOpt) -> None:
+    """Certificates this CA has issued."""
+    from scifed.pki import issued
+
+    rows = issued(ca_dir)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table("issued certificates", ["name", "role", "serial", "expires", "revoked"],
+                    [(r["name"], r["role"], f"{r['serial']:x}", r["not_after"], r["revoked"])
+                     for r in rows])

@@ -1,0 +1,130 @@
+"""The operator's commands: `scifed coordinator init|serve`, `operator init`, `nodes list`,
+`study create|add-researcher|list|show`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from cli.common import CaDir, IdentityOpt, JsonOpt, _client, _init_identity
+from scifed.config import CoordinatorConfig, TlsConfig, load_config, write_config
+from scifed.console import console, handle_errors, print_json, print_table
+from scifed.errors import UserError
+
+coordinator_app = typer.Typer(help="Run the coordinator (operator).", no_args_is_help=True)
+operator_app = typer.Typer(help="Operator identity.", no_args_is_help=True)
+nodes_app = typer.Typer(help="The node registry (operator).", no_args_is_help=True)
+study_app = typer.Typer(help="Joint studies (operator creates; researchers list).",
+                        no_args_is_help=True)
+
+
+# -- coordinator -----------------------------------------------------------------------
+@coordinator_app.command("init")
+@handle_errors()
+def coordinator_init(dir: Path = typer.Option(Path("."), "--dir"), ca_dir: Path = CaDir,
+                     listen: str = typer.Option("127.0.0.1:7443", "--listen")) -> None:
+    """Write coordinator.yaml pointing at the CA's coordinator certificate."""
+    target = dir / "coordinator.yaml"
+    if target.exists():
+        raise UserError(f"{target} already exists")
+    dir.mkdir(parents=True, exist_ok=True)
+    ca = ca_dir.resolve()
+    write_config(target, CoordinatorConfig(
+        listen=listen, state_dir=dir.resolve() / "state",
+        tls=TlsConfig(ca=ca / "ca.crt", cert=ca / "coordinator.crt",
+                      key=ca / "coordinator.key", crl=ca / "crl.pem")))
+    console.print(f"wrote {target}")
+
+
+@coordinator_app.command("serve")
+@handle_errors()
+def coordinator_serve(config: Path = typer.Option(Path("coordinator.yaml"), "--config", "-c",
+                                                  envvar="SCIFED_COORDINATOR_CONFIG"),
+                      log_level: str = typer.Option("INFO")) -> None:
+    """Run the coordinator."""
+    from coordinator.server import serve
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(load_config(config, CoordinatorConfig))
+
+
+@operator_app.command("init")
+@handle_errors()
+def operator_init(name: str = typer.Option(...), dir: Path = typer.Option(Path("."), "--dir"),
+                  coordinator: str = typer.Option("127.0.0.1:7443")) -> None:
+    """Make an operator key pair (kept here) and a CSR for the CA to sign."""
+    _init_identity("operator", name, dir, coordinator)
+
+
+# -- registry --------------------------------------------------------------------------
+@nodes_app.command("list")
+@handle_errors("the coordinator")
+def nodes_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Every enrolled node, online or offline, and when it was last seen."""
+    with _client(identity) as c:
+        df = c.nodes()
+    if as_json:
+        print_json(df.to_dict(orient="records"))
+        return
+    print_table("nodes", ["name", "platform", "status", "last seen", "datasets", "version"],
+                [(r.name, r.platform, "[green]online[/]" if r.online else "[red]offline[/]",
+                  r.last_seen, r.datasets, r.version) for r in df.itertuples()])
+
+
+# -- studies ---------------------------------------------------------------------------
+def _print_study(st) -> None:
+    print_table(f"study {st.name} ({st.study_id})", ["field", "value"], [
+        ("purpose", st.purpose), ("status", st.status), ("min nodes", st.min_nodes),
+        ("key version", st.key_version), ("lead node", st.lead_node),
+        ("researchers", ", ".join(st.researchers)),
+        *[(f"node {m.node}", f"{m.state} {', '.join(m.datasets)}") for m in st.members]])
+
+
+@study_app.command("create")
+@handle_errors("the coordinator")
+def study_create(name: str, purpose: str = typer.Option(..., "--purpose"),
+                 nodes: str = typer.Option(..., "--nodes", help="Comma-separated node names"),
+                 min_nodes: int = typer.Option(0, "--min-nodes",
+                                               help="Default: every invited node"),
+                 identity: Path = IdentityOpt) -> None:
+    """Invite nodes to a joint study; it activates once enough of them accept."""
+    with _client(identity) as c:
+        st = c.create_study(name, purpose, [n.strip() for n in nodes.split(",")], min_nodes)
+    _print_study(st)
+
+
+@study_app.command("add-researcher")
+@handle_errors("the coordinator")
+def study_add_researcher(study: str, researcher: str, identity: Path = IdentityOpt) -> None:
+    """Let a researcher (by certificate name) submit jobs in the study."""
+    with _client(identity) as c:
+        st = c.add_researcher(study, researcher)
+    console.print(f"study {st.name}: researchers {', '.join(st.researchers)}")
+
+
+@study_app.command("list")
+@handle_errors("the coordinator")
+def study_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Studies (operators: all; researchers: their own)."""
+    from google.protobuf.json_format import MessageToDict
+
+    with _client(identity) as c:
+        sts = c.studies()
+    if as_json:
+        print_json([MessageToDict(s, preserving_proto_field_name=True) for s in sts])
+        return
+    print_table("studies", ["id", "name", "status", "accepted/min", "key", "researchers"],
+                [(s.study_id, s.name, s.status,
+                  f"{sum(m.state == 'accepted' for m in s.members)}/{s.min_nodes}",
+                  s.key_version, ", ".join(s.researchers)) for s in sts])
+
+
+@study_app.command("show")
+@handle_errors("the coordinator")
+def study_show(study: str, identity: Path = IdentityOpt) -> None:
+    """One study: members, their answers and datasets, key version."""
+    with _client(identity) as c:
+        _print_study(c.study(study))

@@ -1,0 +1,256 @@
+"""The researcher's commands: `scifed researcher init`, `catalog ...`, `job ...`,
+`model load`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.common import IdentityOpt, JsonOpt, _client, _init_identity
+from scifed.console import console, handle_errors, print_json, print_table
+from scifed.errors import UserError
+from scifed.states import JobStatus
+
+researcher_app = typer.Typer(help="Researcher identity.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Search the federated catalog.", no_args_is_help=True)
+job_app = typer.Typer(help="Federated jobs (researcher).", no_args_is_help=True)
+model_app = typer.Typer(help="Models released by `train` jobs.", no_args_is_help=True)
+
+
+@researcher_app.command("init")
+@handle_errors()
+def researcher_init(name: str = typer.Option(...), dir: Path = typer.Option(Path("."), "--dir"),
+                    coordinator: str = typer.Option("127.0.0.1:7443")) -> None:
+    """Make a researcher key pair (kept here) and a CSR for the operator to sign."""
+    _init_identity("researcher", name, dir, coordinator)
+
+
+# -- catalog ---------------------------------------------------------------------------
+@catalog_app.command("search")
+@handle_errors("the coordinator")
+def catalog_search(query: str = typer.Argument("", help="Free text"),
+                   subject: list[str] = typer.Option([], "--subject"),
+                   platform: list[str] = typer.Option([], "--platform"),
+                   grade: list[str] = typer.Option([], "--grade"),
+                   category: list[str] = typer.Option([], "--category"),
+                   keyword: list[str] = typer.Option([], "--keyword"),
+                   column: list[str] = typer.Option([], "--column"),
+                   min_quality: str = typer.Option("", "--min-quality",
+                                                   help="A..D: quality grade this good or better"),
+                   limit: int = typer.Option(50, "--limit"),
+                   identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Search datasets across the federation (metadata only)."""
+    with _client(identity) as c:
+        df = c.search(query, subjects=subject, platforms=platform, grades=grade,
+                      categories=category, keywords=keyword, columns=column, limit=limit,
+                      min_quality=min_quality)
+    if as_json:
+        print_json(df.to_dict(orient="records"))
+        return
+    print_table(f"{len(df)} datasets", ["id", "title", "platform", "grade", "category", "rows",
+                                        "quality"],
+                [(r.id, r.title + (" [stub]" if r.stub else ""), r.platform, r.grade,
+                  r.category, "" if r.stub else r.rows, r.quality or "")
+                 for r in df.itertuples()])
+
+
+@catalog_app.command("show")
+@handle_errors("the coordinator")
+def catalog_show(record_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """One catalog record as published by its node."""
+    with _client(identity) as c:
+        record = c.record(record_id)
+    if as_json:
+        print_json(record)
+    else:
+        from scifed.record_view import print_record
+
+        print_record(record)
+
+
+@catalog_app.command("export")
+@handle_errors("the coordinator")
+def catalog_export(record_id: str,
+                   fmt: str = typer.Option("dcat", "--format",
+                                           help="dcat (Turtle) | dcat-jsonld | croissant"),
+                   out: Path | None = typer.Option(None, "--out", help="File; default stdout"),
+                   identity: Path = IdentityOpt) -> None:
+    """Export a record as DCAT-3 (rdflib) or Croissant JSON-LD (validated by mlcroissant)."""
+    import json
+
+    from scifed.exports import to_croissant, to_dcat
+
+    if fmt not in ("dcat", "dcat-jsonld", "croissant"):
+        raise UserError(f"--format {fmt}: choose dcat, dcat-jsonld or croissant")
+    with _client(identity) as c:
+        record = c.record(record_id)
+    if fmt == "croissant":
+        text = json.dumps(to_croissant(record), indent=2, ensure_ascii=False)
+    else:
+        text = to_dcat([record], "turtle" if fmt == "dcat" else "json-ld")
+    if out:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
+    else:
+        typer.echo(text)
+
+
+# -- jobs ------------------------------------------------------------------------------
+@job_app.command("submit")
+@handle_errors("the coordinator")
+def job_submit(spec: Path, identity: Path = IdentityOpt,
+               wait: bool = typer.Option(False, "--wait", help="Wait until it finishes")) -> None:
+    """Submit job.yaml; prints the job id."""
+    try:
+        text = spec.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {spec}: {exc.strerror}") from None
+    with _client(identity) as c:
+        job_id = c.submit(text, str(spec))
+        if wait:
+            info = c.wait(job_id)
+            if info.status == "failed":
+                raise UserError(f"job {job_id} failed: {info.error}")
+    typer.echo(job_id)
+
+
+def _job_dict(info) -> dict:
+    return {"job": info.job_id, "study": info.study, "type": info.type,
+            "status": info.status, "phase": info.phase,
+            "phase_info": {"name": info.phase_info.name, "round": info.phase_info.round,
+                           "rounds": info.phase_info.rounds}, "error": info.error,
+            "contributors": list(info.contributors),
+            "tasks": [{"node": t.node, "phase": t.phase, "state": t.state,
+                       "detail": t.detail} for t in info.tasks]}
+
+
+def _print_job(info) -> None:
+    colour = {"done": "green", "failed": "red"}.get(info.status, "yellow")
+    console.print(f"job {info.job_id} ({info.type}, study {info.study}): "
+                  f"[{colour}]{info.status}[/] {info.phase}")
+    if info.error:
+        console.print(f"[red]reason:[/] {info.error}", highlight=False)
+    if info.tasks:
+        print_table("per node", ["node", "phase", "state", "detail"],
+                    [(t.node, t.phase, t.state, t.detail) for t in info.tasks])
+
+
+@job_app.command("status")
+@handle_errors("the coordinator")
+def job_status(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Where a job is, node by node."""
+    with _client(identity) as c:
+        info = c.job(job_id)
+    print_json(_job_dict(info)) if as_json else _print_job(info)
+
+
+@job_app.command("watch")
+@handle_errors("the coordinator")
+def job_watch(job_id: str, identity: Path = IdentityOpt) -> None:
+    """Follow a job live until it is done or failed."""
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.progress import BarColumn, Progress, TextColumn
+    from rich.table import Table
+
+    bar = Progress(TextColumn("rounds"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    rounds, metrics, opened = None, [], 0
+    with _client(identity) as c, Live(console=console, refresh_per_second=4) as live:
+        while True:
+            info = c.job(job_id)
+            table = Table(title=f"job {job_id}: {info.status} {info.phase}",
+                          title_justify="left")
+            for col in ("node", "phase", "state", "detail"):
+                table.add_column(col)
+            for t in info.tasks:
+                table.add_row(t.node, t.phase, t.state, t.detail)
+            phase = info.phase_info
+            if phase.name == "round" and phase.rounds:
+                if rounds is None:
+                    rounds = bar.add_task("rounds", total=phase.rounds)
+                bar.update(rounds, completed=phase.round - 1)
+            elif rounds is not None and info.status == "done":
+                bar.update(rounds, completed=bar.tasks[0].total)
+            if len(info.progress) != opened:  # a round's metrics arrived, sealed to us
+                metrics, opened = c.live_metrics(info), len(info.progress)
+            parts = [bar] if rounds is not None else []
+            live.update(Group(*parts, *([_metrics_table(metrics)] if metrics else []), table))
+            if JobStatus(info.status).stopped:
+                break
+            time.sleep(0.3)
+    if info.status == "failed":
+        raise UserError(f"job {job_id} failed: {info.error}")
+
+
+def _metrics_table(metrics: list[dict]):
+    """Per-round pooled metrics of a training job, as `job watch` shows them."""
+    from rich.table import Table
+
+    names = [k for k in ("train_loss", "val_loss", "val_accuracy", "val_r2")
+             if any(k in m for m in metrics)]
+    table = Table(title="pooled metrics (validation: the model after that round)",
+                  title_justify="left")
+    for col in ("round", *names):
+        table.add_column(col, justify="right")
+    for m in metrics:
+        table.add_row(str(m["round"]), *(f"{m[k]:.4f}" if k in m else "" for k in names))
+    return table
+
+
+@job_app.command("resume")
+@handle_errors("the coordinator")
+def job_resume(job_id: str, identity: Path = IdentityOpt) -> None:
+    """Continue a training job interrupted by a coordinator restart."""
+    with _client(identity) as c:
+        _print_job(c.resume(job_id))
+
+
+@job_app.command("cancel")
+@handle_errors("the coordinator")
+def job_cancel(job_id: str, identity: Path = IdentityOpt) -> None:
+    """Stop a job that has not finished (a training job's Flower run is stopped)."""
+    with _client(identity) as c:
+        _print_job(c.cancel(job_id))
+
+
+@job_app.command("result")
+@handle_errors("the coordinator")
+def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt,
+               out: Path | None = typer.Option(None, "--out",
+                                               help="Write CSV tables, PNG plots, report")) -> None:
+    """Open the released result (sealed to you) and print or save it."""
+    from jobs.views import load_result
+
+    with _client(identity) as c:
+        raw = c.result_json(job_id)
+    if as_json:
+        print_json(raw)
+        return
+    res = load_result(raw)
+    if out:
+        for p in res.write(out):
+            console.print(f"wrote {p}")
+        return
+    console.print(f"rows: {res.rows}; contributors: "
+                  f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}")
+    for name, df in res.tables().items():
+        print_table(name, [str(c) for c in df.columns],
+                    df.round(6).astype(object).where(df.notna(), "").values.tolist())
+
+
+@model_app.command("load")
+@handle_errors()
+def model_load(path: Path) -> None:
+    """Open a model file from `scifed job result --out` and describe it."""
+    from jobs.train.models import load_model_file
+
+    model, info = load_model_file(path)
+    print_table(f"model {path}", ["field", "value"], [
+        ("kind", info.get("kind")), ("hidden", info.get("hidden")),
+        ("task", info.get("task")), ("features", ", ".join(info.get("features", []))),
+        ("label", info.get("label")), ("classes", ", ".join(map(str, info.get("classes") or []))),
+        ("parameters", sum(p.numel() for p in model.parameters())),
+        ("module", str(model).replace("\n", " "))])

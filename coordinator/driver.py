@@ -1,0 +1,375 @@
+"""The job driver: validate a researcher's job, persist it, and run it by handing it to
+its job type's ``coordinate`` with this driver as the :class:`jobs.base.Driver` — fan
+tasks out to the study's nodes, wait out approvals, sum ciphertexts, record phases and
+per-node progress, stop at a cancel.
+
+The driver names no job type. It never sees a node's contribution or a result in clear:
+it moves ciphertexts, sealed blobs and (for multi-round jobs) state that members encrypt
+for each other under the study key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from coordinator import catalog, studies
+from coordinator.db import Database, Job, JobProgress, JobTask
+from coordinator.sessions import NodeOffline, NodeSessions
+from jobs import registry
+from jobs.base import JobCancelled, JobFailed, Run, StudyRef
+from jobs.spec import JobSpec, datasets_by_node, load_job, parse_job_dict, slug
+from scifed.errors import NotFound, Unavailable, UserError
+from scifed.he import sum_ciphertexts
+from scifed.sealing import SealKeyClaim, verify_claim
+from scifed.states import JobStatus, Phase, TaskState
+from scifed.tasks import CancelNotice, Message, TaskHeader, TaskKind, Waiting
+from scifed.wire import now_ms
+
+log = logging.getLogger("scifed.coordinator.driver")
+
+
+@dataclass(frozen=True)
+class TaskView:
+    node: str
+    phase: str
+    state: TaskState
+    detail: str
+    updated_ms: int
+
+
+@dataclass(frozen=True)
+class JobView:
+    job_id: str
+    study: str
+    job_type: str
+    status: JobStatus
+    phase: Phase
+    error: str
+    tasks: list[TaskView]
+    created_ms: int
+    updated_ms: int
+    contributors: list[str]
+    progress: list[tuple[int, bytes]]  # (round, live result sealed to the researcher)
+
+
+class JobDriver:
+    def __init__(self, db: Database, sessions: NodeSessions, ca_pem: bytes, *,
+                 task_timeout: float, approval_timeout: float = 7 * 86400,
+                 approval_poll: float = 2.0, flower: Any = None) -> None:
+        self.db = db
+        self.sessions = sessions
+        self.ca_pem = ca_pem
+        self.task_timeout = task_timeout
+        self.approval_timeout = approval_timeout
+        self.approval_poll = approval_poll
+        self.flower = flower  # the SuperLink for job types that train, when enabled
+        self._cancelled: set[str] = set()  # jobs to stop at their next step
+        with db.session() as s:
+            for job in s.scalars(select(Job).where(Job.status.in_(
+                    (JobStatus.SUBMITTED, JobStatus.RUNNING)))):
+                kind = registry.REGISTRY.get(job.job_type)
+                if kind is not None and kind.resumable:  # its checkpoints survive
+                    job.status, job.error = JobStatus.INTERRUPTED, (
+                        "the coordinator restarted during the job; `scifed job resume "
+                        f"{job.job_id}` continues from the last checkpoint")
+                else:
+                    job.status = JobStatus.FAILED
+                    job.error = "the coordinator restarted during the job"
+
+    # -- submission ----------------------------------------------------------------------
+    def submit(self, researcher: str, spec_text: str, spec_name: str, claim_json: str) -> str:
+        """Validate everything the coordinator can check, persist, and start the job."""
+        spec = load_job(spec_text, spec_name or "job.yaml")
+        job = spec.job
+        if job.needs_training and self.flower is None:
+            raise UserError(f"this coordinator does not run {spec.type} jobs (no flower_port "
+                            "in its configuration)")
+        try:
+            claim = SealKeyClaim.from_dict(json.loads(claim_json))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"the request carries no valid seal key claim: {exc}") from None
+        verify_claim(claim, self.ca_pem, expect_role="researcher", expect_name=researcher)
+        study = studies.get_study(self.db, spec.study)
+        if researcher not in study.researchers:
+            raise UserError(f"you ({researcher}) are not a researcher of study '{study.name}'")
+        if study.status != "active":
+            need = study.min_nodes - len(study.accepted)
+            why = (f"waiting for {need} more node(s) to accept" if need > 0
+                   else "its key is being generated")
+            raise UserError(f"study '{study.name}' is not active yet ({why})")
+        targets = datasets_by_node(spec)
+        for node, dataset in targets.items():
+            state, attached = study.members.get(node, ("not invited", []))
+            if state != "accepted":
+                raise UserError(f"node {node} is not a member of study '{study.name}' "
+                                f"({state})")
+            if slug(dataset) not in {slug(d) for d in attached}:
+                raise UserError(f"dataset '{dataset}' is not attached to study "
+                                f"'{study.name}' by node {node} (attached: "
+                                f"{', '.join(attached) or 'none'})")
+            self._check_columns(spec, node, dataset)
+        need = max(study.min_nodes, job.min_nodes(spec.params))
+        if len(targets) < need:
+            raise UserError(f"the job names {len(targets)} node(s); study '{study.name}' "
+                            f"needs at least {need}")
+        job_id = f"job-{uuid.uuid4().hex[:12]}"
+        t = now_ms()
+        with self.db.session() as s:
+            s.add(Job(job_id=job_id, study_id=study.study_id, researcher=researcher,
+                      job_type=spec.type, spec=spec.to_dict(), seal_claim=claim.to_dict(),
+                      status=JobStatus.SUBMITTED, phase="", error="", contributors=[],
+                      created_ms=t, updated_ms=t))
+        self._start(job_id)
+        return job_id
+
+    def _check_columns(self, spec: JobSpec, node: str, dataset: str) -> None:
+        """Refuse unknown columns early where the catalog lists them (the node re-checks)."""
+        found = catalog.get_record(self.db, f"urn:sdn:{node}:ds:{slug(dataset)}")
+        fields = (found[0].get("fields") if found else None) or []
+        if not fields:
+            return
+        types = {f["name"]: f["type"] for f in fields}
+        for col in spec.referenced_columns():
+            if col not in types:
+                raise UserError(f"unknown column '{col}' in dataset {dataset} at node {node} "
+                                f"(columns: {', '.join(types)})")
+
+    def _start(self, job_id: str) -> None:
+        threading.Thread(target=self._run, args=(job_id,), daemon=True, name=job_id).start()
+
+    def resume(self, job_id: str, researcher: str) -> None:
+        """Restart an interrupted job; its job type resumes from its checkpoint."""
+        with self.db.session() as s:
+            job = self._job(s, job_id, researcher)
+            if job.status != JobStatus.INTERRUPTED:
+                raise UserError(f"job {job_id} is {job.status}; only a job interrupted by a "
+                                "coordinator restart can be resumed")
+            if registry.get(job.job_type).needs_training and self.flower is None:
+                raise UserError(f"this coordinator does not run {job.job_type} jobs (no "
+                                "flower_port)")
+            job.status, job.error = JobStatus.SUBMITTED, ""
+        self._start(job_id)
+
+    def cancel(self, job_id: str, researcher: str) -> None:
+        """Stop an unfinished job: it ends `cancelled` at its next step (a fan-out's end,
+        an approval poll, a Flower progress poll, whose run is then stopped), and the
+        nodes withdraw its requests from their officers' queues. Nodes keep what they
+        already charged for work done before it."""
+        with self.db.session() as s:
+            job = self._job(s, job_id, researcher)
+            if JobStatus(job.status).final:
+                raise UserError(f"job {job_id} is {job.status}; there is nothing to cancel")
+            nodes = list(datasets_by_node(parse_job_dict(job.spec)))
+            if job.status == JobStatus.INTERRUPTED:  # nothing runs it: end it here
+                job.status, job.error = JobStatus.CANCELLED, f"cancelled by {researcher}"
+            else:
+                self._cancelled.add(job_id)
+        notice = CancelNotice(job_id=job_id, researcher=researcher).dumps()
+        for node in nodes:  # requests still in an officer's queue are withdrawn
+            try:
+                self.sessions.send(node, TaskKind.CANCELLED, notice)
+            except NodeOffline:
+                log.info("job %s cancelled: node %s is offline; its approval queue may "
+                         "still hold the job", job_id, node)
+
+    # -- queries ------------------------------------------------------------------------
+    def _job(self, s, job_id: str, researcher: str | None) -> Job:
+        job = s.get(Job, job_id)
+        if job is None or (researcher is not None and job.researcher != researcher):
+            raise NotFound(f"no job '{job_id}'")
+        return job
+
+    def get(self, job_id: str, researcher: str | None) -> JobView:
+        with self.db.session() as s:
+            job = self._job(s, job_id, researcher)
+            tasks = s.scalars(select(JobTask).where(JobTask.job_id == job_id)
+                              .order_by(JobTask.updated_ms)).all()
+            progress = s.execute(select(JobProgress.round, JobProgress.sealed).where(
+                JobProgress.job_id == job_id).order_by(JobProgress.round)).all()
+            study = studies.get_study(self.db, job.study_id)
+            return JobView(job.job_id, study.name, job.job_type, JobStatus(job.status),
+                           Phase(job.phase, job.phase_round or 0, job.phase_rounds or 0),
+                           job.error, [TaskView(t.node_name, t.phase, TaskState(t.state),
+                                                t.detail, t.updated_ms) for t in tasks],
+                           job.created_ms, job.updated_ms, list(job.contributors or []),
+                           [(r, b) for r, b in progress])
+
+    def sealed_result(self, job_id: str, researcher: str) -> bytes:
+        with self.db.session() as s:
+            job = self._job(s, job_id, researcher)
+            if job.status != JobStatus.DONE:
+                raise UserError(f"job {job_id} has no result: it is {job.status}"
+                                + (f" ({job.error})" if job.error else ""))
+            return job.sealed_result
+
+    # -- the Driver protocol (what job types use) ------------------------------------------
+    def header(self, run: Run, node: str) -> TaskHeader:
+        return TaskHeader(
+            job_id=run.job_id, study_id=run.study.study_id, key_version=run.study.key_version,
+            job_type=run.spec.type, researcher=run.researcher, n_nodes=len(run.targets),
+            dataset=run.targets[node], spec=run.spec.to_dict(),
+            key_share=studies.sealed_share(self.db, run.study.study_id,
+                                           run.study.key_version, node))
+
+    def set_phase(self, run: Run, phase: Phase) -> None:
+        self._set(run.job_id, phase=phase.name, phase_round=phase.round,
+                  phase_rounds=phase.rounds)
+
+    def set_contributors(self, run: Run, nodes: list[str]) -> None:
+        self._set(run.job_id, contributors=sorted(nodes))
+
+    def task_state(self, run: Run, node: str, phase: str, state: TaskState,
+                   detail: str = "") -> None:
+        self._task(run.job_id, node, phase, state, detail)
+
+    def progress(self, run: Run, round_no: int, sealed: bytes) -> None:
+        with self.db.session() as s:
+            s.merge(JobProgress(job_id=run.job_id, round=round_no, sealed=sealed,
+                                created_ms=now_ms()))
+
+    def cancelled(self, run: Run) -> bool:
+        return run.job_id in self._cancelled
+
+    def public_context(self, run: Run) -> bytes:
+        return studies.get_study_public_context(self.db, run.study.study_id)
+
+    def sum(self, run: Run, ciphertexts: list[bytes]) -> bytes:
+        return sum_ciphertexts(self.public_context(run), ciphertexts)
+
+    def send(self, node: str, kind: TaskKind, payload: Message, reply: type[Message]) -> Any:
+        res = self._deliver(node, kind, payload).result(self.task_timeout)
+        if not res.ok:
+            raise UserError(f"node {node}: {res.error}")
+        return reply.loads(res.payload)
+
+    def fanout(self, run: Run, phase: str, kind: TaskKind, payloads: dict[str, Message],
+               reply: type[Message]) -> tuple[dict[str, Any], dict[str, str]]:
+        """One task per node in parallel; (replies by node, failure reasons by node).
+
+        A node that holds the task for its officer's approval answers Waiting; it is
+        asked again until it decides or the approval timeout passes.
+        """
+        job_id = run.job_id
+        answers: dict[str, Any] = {}
+        failed: dict[str, str] = {}
+        for node in payloads:
+            self._task(job_id, node, phase, TaskState.PENDING)
+
+        def one(node: str) -> None:
+            approval_deadline = time.monotonic() + self.approval_timeout
+            waited = False
+            raw = payloads[node].dumps()
+            while True:
+                try:
+                    fut = self._deliver(node, kind, raw)
+                    if not waited:  # while held, the row keeps saying what it waits for
+                        self._task(job_id, node, phase, TaskState.RUNNING)
+                    res = fut.result(self.task_timeout)
+                except NodeOffline as exc:
+                    failed[node] = (f"node {node} offline past the {self.task_timeout:.0f}s "
+                                    f"timeout" if "offline" in str(exc) else str(exc))
+                    return
+                except FutureTimeout:
+                    failed[node] = f"node {node} did not answer within {self.task_timeout:.0f}s"
+                    return
+                if not res.ok:
+                    failed[node] = f"node {node}: {res.error}"
+                    return
+                body = json.loads(res.payload)
+                if "waiting" not in body:
+                    try:
+                        answers[node] = reply.model_validate(body)
+                    except ValueError as exc:
+                        failed[node] = f"node {node} answered a malformed {reply.__name__}"
+                        log.warning("job %s: %s", job_id, exc)
+                    return
+                if time.monotonic() > approval_deadline:
+                    failed[node] = f"node {node}: no decision within the approval timeout"
+                    return
+                if job_id in self._cancelled:
+                    failed[node] = "the job was cancelled"
+                    return
+                self._task(job_id, node, phase, TaskState.WAITING,
+                           Waiting.model_validate(body).waiting)
+                waited = True
+                time.sleep(self.approval_poll)
+
+        threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in payloads]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for node in payloads:
+            if node in answers:
+                self._task(job_id, node, phase, TaskState.DONE)
+            else:
+                self._task(job_id, node, phase, TaskState.FAILED, failed[node])
+        if job_id in self._cancelled:
+            raise JobCancelled(job_id)
+        return answers, failed
+
+    # -- running --------------------------------------------------------------------------
+    def _deliver(self, node: str, kind: TaskKind, payload: bytes | Message):
+        """Send when the node is online, waiting for it up to the task timeout."""
+        raw = payload if isinstance(payload, bytes) else payload.dumps()
+        deadline = time.monotonic() + self.task_timeout
+        while True:
+            try:
+                return self.sessions.send(node, kind, raw)
+            except NodeOffline:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _set(self, job_id: str, **values) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            for k, v in values.items():
+                setattr(job, k, v)
+            job.updated_ms = now_ms()
+
+    def _task(self, job_id: str, node: str, phase: str, state: TaskState,
+              detail: str = "") -> None:
+        with self.db.session() as s:
+            task = s.get(JobTask, (job_id, node, phase))
+            if task is None:
+                s.add(JobTask(job_id=job_id, node_name=node, phase=phase, state=state,
+                              detail=detail, updated_ms=now_ms()))
+            else:
+                task.state, task.detail, task.updated_ms = state, detail, now_ms()
+
+    def _run(self, job_id: str) -> None:
+        try:
+            self._set(job_id, status=JobStatus.RUNNING)
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                spec = parse_job_dict(job.spec)
+                claim, researcher, study_id = job.seal_claim, job.researcher, job.study_id
+            study = studies.get_study(self.db, study_id)
+            run = Run(job_id, StudyRef(study.study_id, study.name, study.key_version,
+                                       study.lead_node or "", study.min_nodes),
+                      spec, datasets_by_node(spec), researcher, claim)
+            sealed = spec.job.coordinate(self, run)
+            self._set(job_id, status=JobStatus.DONE, phase="released", phase_round=0,
+                      phase_rounds=0, sealed_result=sealed)
+        except JobCancelled:
+            with self.db.session() as s:
+                who = s.get(Job, job_id).researcher
+            self._set(job_id, status=JobStatus.CANCELLED, error=f"cancelled by {who}")
+        except (JobFailed, UserError, Unavailable) as exc:
+            self._set(job_id, status=JobStatus.FAILED, error=str(exc))
+        except Exception:
+            log.exception("job %s failed", job_id)
+            self._set(job_id, status=JobStatus.FAILED,
+                      error="internal error at the coordinator")
+        finally:
+            self._cancelled.discard(job_id)

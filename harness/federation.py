@@ -1,0 +1,206 @@
+"""A whole federation on loopback — CA, coordinator, nodes, an operator and a researcher —
+as real processes with real mTLS. Used by `scifed demo`, the integration tests and the
+benchmarks, so all three exercise the same code paths a deployment does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from scifed.errors import UserError
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the process that started it dies, so a killed
+    test run or demo leaves no coordinator or node behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
+             interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # the thing we wait for may not answer yet
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class LocalFederation:
+    def __init__(self, root: Path, nodes: dict[str, str], *, heartbeat_seconds: float = 1.0,
+                 offline_after_seconds: float = 3.0, task_timeout_seconds: float = 30.0,
+                 flower: bool = False) -> None:
+        """`nodes` maps node name to platform name. `flower`: the coordinator runs a
+        Flower SuperLink and nodes a SuperNode each, for `train` jobs (slower to start, so
+        off unless needed)."""
+        self.root = Path(root).resolve()
+        self.nodes = dict(nodes)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.ca_dir = self.root / "ca"
+        self.coord_dir = self.root / "coordinator"
+        self.operator_dir = self.root / "operator"
+        self.researcher_dir = self.root / "researcher"
+        self.logs = self.root / "logs"
+        self.heartbeat_seconds = heartbeat_seconds
+        self.offline_after_seconds = offline_after_seconds
+        self.task_timeout_seconds = task_timeout_seconds
+        self.flower_port = free_port() if flower else None
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    # -- set-up: exactly the commands a deployment runs ------------------------------------
+    def cli(self, *args: str, check: bool = True, timeout: float = 180,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
+                              text=True, timeout=timeout, cwd=self.root,
+                              env={**os.environ, "COLUMNS": "200", **(env or {})})
+        if check and proc.returncode != 0:
+            raise UserError(f"`scifed {' '.join(args)}` failed:\n{proc.stderr or proc.stdout}")
+        return proc
+
+    def node_dir(self, name: str) -> Path:
+        return self.root / "nodes" / name
+
+    def node_config(self, name: str) -> Path:
+        return self.node_dir(name) / "node.yaml"
+
+    def enrol(self, role: str, name: str, directory: Path) -> None:
+        csr = directory / ("pki" if role == "node" else "") / f"{role}.csr"
+        self.cli("ca", "sign", str(csr), "--role", role, "--ca-dir", str(self.ca_dir))
+        shutil.copy(self.ca_dir / "ca.crt", csr.parent / "ca.crt")
+
+    def setup(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        self.cli("ca", "init", "--ca-dir", str(self.ca_dir), "--host", "127.0.0.1")
+        self.cli("coordinator", "init", "--dir", str(self.coord_dir), "--ca-dir",
+                 str(self.ca_dir), "--listen", self.address)
+        cfg = self.coord_dir / "coordinator.yaml"
+        cfg.write_text(cfg.read_text() + f"heartbeat_seconds: {self.heartbeat_seconds}\n"
+                       f"offline_after_seconds: {self.offline_after_seconds}\n"
+                       f"task_timeout_seconds: {self.task_timeout_seconds}\n"
+                       + (f"flower_port: {self.flower_port}\n" if self.flower_port else ""))
+        for name, platform in self.nodes.items():
+            self.cli("node", "init", "--name", name, "--platform", platform,
+                     "--coordinator", self.address, "--dir", str(self.node_dir(name)))
+            cfgp = self.node_config(name)
+            cfgp.write_text(cfgp.read_text() + "reconnect_max_seconds: 2.0\n"
+                            + (f"flower_superlink: 127.0.0.1:{self.flower_port}\n"
+                               if self.flower_port else ""))
+            self.enrol("node", name, self.node_dir(name))
+        for role, directory, name in (("operator", self.operator_dir, "operator"),
+                                      ("researcher", self.researcher_dir, "alice")):
+            self.cli(role, "init", "--name", name, "--dir", str(directory),
+                     "--coordinator", self.address)
+            self.enrol(role, name, directory)
+
+    # -- processes -------------------------------------------------------------------------
+    def _spawn(self, key: str, *args: str) -> None:
+        log = open(self.logs / f"{key}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.procs[key] = subprocess.Popen([sys.executable, "-m", "cli", *args],
+                                           stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                           preexec_fn=_die_with_parent)
+
+    def start_coordinator(self) -> None:
+        self._spawn("coordinator", "coordinator", "serve", "--config",
+                    str(self.coord_dir / "coordinator.yaml"))
+        wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 0.5).close() is None,
+                 120 if self.flower_port else 30, "the coordinator to listen")
+
+    def start_node(self, name: str) -> None:
+        self._spawn(name, "node", "serve", "--config", str(self.node_config(name)))
+        sock = self.node_dir(name) / "state" / "admin.sock"
+        wait_for(sock.exists, 30, f"node {name}'s admin socket")
+
+    def stop(self, key: str, sig: int = signal.SIGTERM) -> int:
+        proc = self.procs.pop(key)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def start_all(self) -> None:
+        self.start_coordinator()
+        for name in self.nodes:
+            self.start_node(name)
+
+    def stop_all(self) -> None:
+        for key in list(self.procs):
+            self.stop(key)
+
+    def log_text(self, key: str) -> str:
+        return (self.logs / f"{key}.log").read_text(errors="replace")
+
+    # -- clients ---------------------------------------------------------------------------
+    def operator(self):
+        from coordinator.client import Client
+
+        return Client(self.operator_dir)
+
+    def researcher(self):
+        from coordinator.client import Client
+
+        return Client(self.researcher_dir)
+
+    def node_cli(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.cli("node", *args, "--config", str(self.node_config(name)), check=check)
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+
+    def add_dataset(self, node: str, frame, meta: dict, name: str) -> None:
+        """As the node's officer: put a table (pandas) into the data directory and register
+        it with its metadata (`scifed node dataset add`)."""
+        import yaml
+
+        frame.to_csv(self.node_dir(node) / "data" / f"{name}.csv", index=False)
+        meta_path = self.node_dir(node) / f"{name}.meta.yaml"
+        meta_path.write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False))
+        self.node_cli(node, "dataset", "add", f"{name}.csv", "--meta", str(meta_path))
+
+    # -- studies ---------------------------------------------------------------------------
+    def create_study(self, name: str, datasets: dict[str, str], *, purpose: str = "demo",
+                     researchers: tuple[str, ...] = ("alice",), min_nodes: int = 0,
+                     accept: bool = True, timeout: float = 60) -> str:
+        """Operator creates the study, each officer accepts with its dataset; returns the id
+        once the study's key is ready (when `accept`)."""
+        with self.operator() as op:
+            st = op.create_study(name, purpose, list(datasets), min_nodes)
+            for r in researchers:
+                op.add_researcher(name, r)
+            if not accept:
+                return st.study_id
+            for node, dataset in datasets.items():
+                self.node_cli(node, "studies", "accept", st.study_id, "--datasets", dataset)
+            wait_for(lambda: op.study(name).status == "active", timeout,
+                     f"study {name} to become active")
+        return st.study_id

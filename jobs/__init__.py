@@ -1,0 +1,14 @@
+"""What the federation can compute: one folder per job type behind one interface
+(:mod:`jobs.base`), and the registry (:mod:`jobs.registry`) that the node, the
+coordinator and the job-spec schema read. Adding a type is a folder and one line here.
+"""
+
+from jobs import registry
+from jobs.quality import QualityJob
+from jobs.stats import StatsJob
+from jobs.train import TrainJob
+
+for _job in (StatsJob(), QualityJob(), TrainJob()):
+    registry.register(_job)
+
+__all__ = ["registry"]

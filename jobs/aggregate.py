@@ -1,0 +1,86 @@
+"""The coordinator side of aggregate job types: (vocabulary,) compute, one encrypted
+sum, release — and, where the release asks for it, more rounds of sums.
+
+This is the template :meth:`AggregateJob.coordinate`; a type only says whether it needs
+a vocabulary phase and how to decode. Categories travel sealed under the study key (every
+node forms their union itself, so the coordinator never learns a category in clear); a
+release node's state between rounds and each round's query travel sealed the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.base import Driver, JobFailed, JobType, Run, quorum
+from scifed.states import Phase
+from scifed.tasks import (
+    CiphertextReply,
+    ComputeReply,
+    ComputeRequest,
+    ReleaseReply,
+    ReleaseRequest,
+    RoundRequest,
+    TaskKind,
+    VocabReply,
+)
+
+MAX_ROUNDS = 40  # a multi-round release (exact quantiles) needs ~8; more means a bug
+
+
+class AggregateJob(JobType):
+    """A job whose nodes each contribute one vector, summed under encryption."""
+
+    def wants_vocabulary(self, params: Any) -> bool:
+        """Whether the layout depends on categories the nodes hold."""
+        return False
+
+    def coordinate(self, driver: Driver, run: Run) -> bytes:
+        params = run.spec.params
+        headers = {n: driver.header(run, n) for n in run.targets}
+        vocabularies: list[bytes] = []
+        nodes = list(run.targets)
+        if self.wants_vocabulary(params):
+            driver.set_phase(run, Phase("vocabulary"))
+            answers, failed = driver.fanout(run, "vocabulary", TaskKind.VOCAB, headers,
+                                            VocabReply)
+            quorum(run, answers, failed)
+            vocabularies = [answers[n].vocabulary for n in sorted(answers)]
+            nodes = sorted(answers)
+        driver.set_phase(run, Phase("compute"))
+        payloads = {n: ComputeRequest(**headers[n].model_dump(), vocabularies=vocabularies)
+                    for n in nodes}
+        computed, failed = driver.fanout(run, "compute", TaskKind.COMPUTE, payloads,
+                                         ComputeReply)
+        quorum(run, computed, failed)
+        contributors = sorted(computed)
+        driver.set_phase(run, Phase("aggregate"))
+        driver.set_contributors(run, contributors)
+        total = driver.sum(run, [computed[n].ciphertext for n in contributors])
+        release_node = run.release_node(contributors)
+        request = ReleaseRequest(
+            **headers[release_node].model_dump(), vocabularies=vocabularies,
+            k=max(a.k for a in computed.values()), contributors=contributors,
+            dp={n: a.dp for n, a in computed.items() if a.dp},
+            researcher_claim=run.claim, aggregates={"sum": total})
+        for round_no in range(1, MAX_ROUNDS + 1):
+            driver.set_phase(run, Phase("release"))
+            out, failed = driver.fanout(run, "release", TaskKind.RELEASE,
+                                        {release_node: request}, ReleaseReply)
+            if release_node not in out:
+                raise JobFailed(failed[release_node])
+            answer: ReleaseReply = out[release_node]
+            if answer.sealed is not None:
+                return answer.sealed
+            phase = Phase("round", round_no)
+            driver.set_phase(run, phase)
+            counts, failed = driver.fanout(
+                run, str(phase), TaskKind.ROUND,
+                {n: RoundRequest(**headers[n].model_dump(), query=answer.query)
+                 for n in contributors}, CiphertextReply)
+            if set(counts) != set(contributors):
+                raise JobFailed("a node dropped out during a further round of the release: "
+                                + "; ".join(failed[n] for n in sorted(failed)))
+            pooled = driver.sum(run, [counts[n].ciphertext for n in contributors])
+            request = request.model_copy(update={"aggregates": {"sum": pooled},
+                                                 "state": answer.state})
+        raise JobFailed("the release did not finish within the round limit")

@@ -1,0 +1,171 @@
+"""The researcher's ``job.yaml``: what to compute, over which nodes' datasets, in which
+study.
+
+The envelope (``study``, ``type``, ``datasets``, ``filter``) is the same for every job
+type; ``type`` names a registered job type and selects the parameter section of the same
+name (``stats:``), validated by that type's own ``Spec``. The schema is built from the
+registry, so a new job type adds its section without touching this file. The coordinator
+validates a spec at submission and every node validates it again before touching data,
+so everything that can be checked without the data is checked here, one line per
+problem.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Self
+
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+
+from jobs import registry
+from jobs.fields import Name, Strict
+from scifed.config import format_validation_error, parse_model
+from scifed.errors import UserError
+
+_CATALOG_ID = re.compile(
+    r"urn:sdn:(?P<node>[A-Za-z0-9][A-Za-z0-9._-]*):ds:(?P<slug>[A-Za-z0-9][A-Za-z0-9._-]*)"
+)
+
+
+class JobSpec(Strict):
+    """A federated job. ``datasets`` maps node -> dataset, or lists catalog ids.
+
+    The concrete model (one optional section per registered job type) comes from
+    :func:`spec_model`; :attr:`params` is the section of this job's type."""
+
+    study: Name = Field(description="study name or id")
+    type: str
+    datasets: dict[str, str] | list[str]
+    filter: str | None = Field(default=None, description="row filter (scifed.filters)")
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _datasets_form(cls, v: object) -> object:
+        """One clear message instead of pydantic's report on each arm of the union."""
+        if isinstance(v, dict):
+            items = [x for pair in v.items() for x in pair]
+        elif isinstance(v, list):
+            items = v
+        else:
+            raise ValueError("expected a mapping node -> dataset, or a list of catalog ids "
+                             "urn:sdn:{node}:ds:{slug}")
+        bad = [x for x in items if not isinstance(x, str) or not x.strip()]
+        if bad:
+            raise ValueError(f"node names and dataset ids must be non-empty text, "
+                             f"not {bad[0]!r}")
+        return v
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, v: dict[str, str] | list[str]) -> dict[str, str] | list[str]:
+        if not v:
+            raise ValueError("name at least one node's dataset")
+        _by_node(v)
+        return v
+
+    @model_validator(mode="after")
+    def _section_for_type(self) -> Self:
+        if getattr(self, self.type, None) is None:
+            raise ValueError(f"a '{self.type}' job needs a '{self.type}:' section")
+        others = [t for t in registry.names()
+                  if t != self.type and getattr(self, t, None) is not None]
+        if others:
+            raise ValueError(f"a '{self.type}' job takes no '{others[0]}:' section")
+        job = registry.get(self.type)
+        if self.filter is not None and job.filter_refusal:
+            raise ValueError(f"{job.filter_refusal}; remove 'filter'")
+        return self
+
+    @property
+    def params(self) -> Any:
+        """This job type's parameter section (its ``Spec`` model)."""
+        return getattr(self, self.type)
+
+    @property
+    def job(self):
+        """The registered job type (:class:`jobs.base.JobType`)."""
+        return registry.get(self.type)
+
+    def referenced_columns(self) -> list[str]:
+        """Columns named by the job's parameters (the filter's are checked when compiled)."""
+        return self.params.referenced_columns()
+
+    def to_dict(self) -> dict:
+        """JSON-able, in the job.yaml form (``parse_job_dict`` reads it back)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+_models: dict[int, type[JobSpec]] = {}
+
+
+def spec_model() -> type[JobSpec]:
+    """The job-spec model for the job types registered now."""
+    version = registry.version()
+    model = _models.get(version)
+    if model is None:
+        names = registry.names()
+        sections: dict[str, Any] = {
+            name: (registry.get(name).Spec | None, None) for name in names}
+        model = create_model("JobSpec", __base__=JobSpec,
+                             type=(Literal[names], ...),  # type: ignore[valid-type]
+                             **sections)
+        _models.clear()
+        _models[version] = model
+    return model
+
+
+def load_job(text: str, source: str) -> JobSpec:
+    """Parse and validate a job spec (YAML or JSON text); ``source`` names it in errors."""
+    return parse_model(text, source, spec_model(), "job settings (study, type, datasets, ...)")
+
+
+def parse_job_dict(data: dict, source: str = "job spec") -> JobSpec:
+    """A spec that travelled as JSON (in a task, in the coordinator's database)."""
+    try:
+        return spec_model().model_validate(data)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(source, exc)) from None
+
+
+def datasets_by_node(spec: JobSpec) -> dict[str, str]:
+    """Node name -> dataset slug (or the node's own dataset id), from either form."""
+    try:
+        return _by_node(spec.datasets)
+    except ValueError as exc:
+        raise UserError(f"datasets: {exc}") from None
+
+
+def slug(dataset: str) -> str:
+    """A dataset's slug from a slug or a node-local id ``ds:slug``."""
+    return dataset.rsplit(":", 1)[-1]
+
+
+def _by_node(datasets: dict[str, str] | list[str]) -> dict[str, str]:
+    if isinstance(datasets, dict):
+        out = {}
+        for node, ref in datasets.items():
+            if ref.startswith("urn:"):
+                owner, name = _parse_catalog_id(ref)
+                if owner != node:
+                    raise ValueError(f"{ref} belongs to node {owner!r}, not {node!r}")
+                ref = name
+            out[node] = ref
+        return out
+    out = {}
+    for ref in datasets:
+        node, name = _parse_catalog_id(ref)
+        if node in out:
+            raise ValueError(f"node {node!r} is named twice; a job reads one dataset per node")
+        out[node] = name
+    return out
+
+
+def _parse_catalog_id(ref: str) -> tuple[str, str]:
+    match = _CATALOG_ID.fullmatch(ref)
+    if match is None:
+        raise ValueError(f"{ref!r} is not a catalog id of the form urn:sdn:{{node}}:ds:{{slug}}")
+    return match["node"], match["slug"]
+
+
+__all__ = ["JobSpec", "datasets_by_node", "load_job", "parse_job_dict",
+           "slug", "spec_model"]

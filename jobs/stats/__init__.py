@@ -1,0 +1,67 @@
+"""``stats``: count, sum, mean, variance, histograms, exact quantiles, group counts and
+correlation, from one encrypted sum of every node's sufficient statistics (plus counting
+rounds for quantiles).
+
+Files: ``spec`` (the ``stats:`` section), ``compute`` (the vector layout, a node's
+contribution with its local disclosure control, the release decode), ``dp`` (OpenDP
+noise per block), ``quantiles`` (the exact search), ``release`` (the release node's
+rounds), ``view`` (the researcher's tables and plots).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jobs.aggregate import AggregateJob
+from jobs.base import Limits, NextRound, Pooled, Released, Table
+from jobs.stats import compute, dp
+from jobs.stats.quantiles import count_le
+from jobs.stats.release import release
+from jobs.stats.spec import StatsSpec
+
+
+class StatsJob(AggregateJob):
+    name = "stats"
+    Spec = StatsSpec
+    family = "agg"
+
+    def wants_vocabulary(self, params: StatsSpec) -> bool:
+        return bool(params.group_counts)
+
+    def requested_epsilon(self, params: StatsSpec) -> float | None:
+        return params.dp.epsilon if params.dp else None
+
+    def wants_dp(self, params: StatsSpec) -> bool:
+        # `dp` without an ε supplies clipping bounds for the nodes whose policy requires
+        # DP (at their per-query ε); a node whose policy does not answers exactly.
+        return params.dp is not None
+
+    def vocabulary(self, params: StatsSpec, table: Table,
+                   limits: Limits) -> dict[str, list[str]]:
+        return compute.vocabulary(table, params)
+
+    def compute(self, params: StatsSpec, table: Table, vocab: dict[str, list[str]],
+                limits: Limits) -> np.ndarray:
+        if limits.epsilon is None:
+            return compute.compute(table, params, vocab, k=limits.k)
+        bounds = dp.clipping_bounds(params, limits.record)
+        return compute.compute(table, params, vocab, k=limits.k, clip=bounds)
+
+    def noise(self, params: StatsSpec, vec: np.ndarray, vocab: dict[str, list[str]],
+              limits: Limits) -> dict:
+        assert limits.epsilon is not None
+        return dp.add_noise(vec, compute.Layout.build(params, vocab), params,
+                            dp.clipping_bounds(params, limits.record), limits.epsilon)
+
+    def round(self, params: StatsSpec, table: Table, query: dict,
+              limits: Limits) -> np.ndarray:
+        parts = [count_le(table, col, query[col]) for col in sorted(query)]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def release(self, params: StatsSpec, pooled: Pooled) -> Released | NextRound:
+        return release(params, pooled)
+
+    def view(self, result: dict):
+        from jobs.stats.view import StatsResult
+
+        return StatsResult.from_json(result)

@@ -1,0 +1,102 @@
+"""The ``stats:`` section of a job spec; every column must exist at every node."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from jobs.fields import Name, Strict, unique
+
+Measure = Literal["count", "sum", "mean", "variance", "std"]
+MEASURES: tuple[Measure, ...] = ("count", "sum", "mean", "variance", "std")
+
+
+class StatsDP(Strict):
+    """Differential privacy asked for by the researcher (the node's policy may also
+    require it, and caps ε per query)."""
+
+    epsilon: float | None = Field(default=None, gt=0, description="ε of this query")
+    bounds: dict[Name, tuple[float, float]] = Field(
+        default_factory=dict, description="column -> [min, max] clipping bounds")
+
+
+class StatsSpec(Strict):
+    """Parameters of a ``stats`` job; every column must exist at every node."""
+
+    columns: list[Name] = Field(default_factory=list,
+                                description="numeric columns for count/sum/mean/variance/std")
+    measures: list[Measure] = Field(default_factory=lambda: list(MEASURES), min_length=1)
+    histograms: dict[Name, list[float]] = Field(default_factory=dict,
+                                                description="column -> bin edges")
+    quantiles: dict[Name, list[float]] = Field(default_factory=dict,
+                                               description="column -> probabilities")
+    group_counts: list[Name] = Field(default_factory=list)
+    correlation: list[Name] = Field(default_factory=list)
+    dp: StatsDP | None = None
+
+    @field_validator("columns", "group_counts")
+    @classmethod
+    def _no_duplicate_columns(cls, v: list[str]) -> list[str]:
+        return unique(v, "column")
+
+    @field_validator("measures")
+    @classmethod
+    def _no_duplicate_measures(cls, v: list[str]) -> list[str]:
+        return unique(v, "measure")
+
+    @field_validator("histograms")
+    @classmethod
+    def _edges(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        problems = []
+        for col, edges in v.items():
+            if len(edges) < 2:
+                problems.append(f"{col}: at least 2 bin edges are needed")
+            elif not all(math.isfinite(e) for e in edges):
+                problems.append(f"{col}: bin edges must be finite numbers")
+            elif any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                problems.append(f"{col}: bin edges must be strictly increasing")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    @field_validator("quantiles")
+    @classmethod
+    def _probabilities(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        problems = []
+        for col, probs in v.items():
+            bad = [p for p in probs if not 0.0 <= p <= 1.0]  # NaN fails too
+            if not probs:
+                problems.append(f"{col}: list at least one probability")
+            elif bad:
+                problems.append(f"{col}: probabilities must lie in [0, 1], got "
+                                f"{', '.join(map(str, bad))}")
+            elif len(set(probs)) < len(probs):
+                problems.append(f"{col}: a probability is listed twice")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    @field_validator("correlation")
+    @classmethod
+    def _pairs(cls, v: list[str]) -> list[str]:
+        if len(v) == 1:
+            raise ValueError("list at least 2 columns to correlate")
+        return unique(v, "column")
+
+    @model_validator(mode="after")
+    def _something_requested(self) -> Self:
+        if not (self.columns or self.histograms or self.quantiles or self.group_counts
+                or self.correlation):
+            raise ValueError("request at least one statistic (columns, histograms, "
+                             "quantiles, group_counts or correlation)")
+        if "measures" in self.model_fields_set and not self.columns:
+            raise ValueError("measures apply to `columns`, which lists no column")
+        return self
+
+    def referenced_columns(self) -> list[str]:
+        """Every column the job reads, in first-mention order (for early checks)."""
+        names = [*self.columns, *self.histograms, *self.quantiles, *self.group_counts,
+                 *self.correlation]
+        return list(dict.fromkeys(names))

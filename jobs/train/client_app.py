@@ -1,0 +1,146 @@
+"""The ClientApp of `train` jobs, run by a node's SuperNode in a fresh process per message.
+
+It holds nothing of its own: for every message it first asks the node's local API
+(``node_config["local-api"]``, a Unix socket only the node's account can open) for a
+training grant — the node's decision, the selected rows, the DP-SGD settings its policy
+requires, the study key and the accountant history — and touches no data when refused.
+It then decrypts the global model, measures it on this node's validation split, trains,
+and returns its update and metric sums encrypted under the study key (jobs.train.protocol),
+reporting what DP-SGD spent back to the node.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Protocol
+
+import grpc
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from jobs.spec import parse_job_dict
+from jobs.train.protocol import ARRAYS, CONFIG, METRICS, MODEL, STATUS, average, blob_of, ciphertext
+from jobs.train.spec import DPSpec, TrainSpec
+from protos.scifed.v1 import node_local_pb2 as pb
+from protos.scifed.v1 import node_local_pb2_grpc as pbg
+from scifed.errors import UserError
+from scifed.he import StudyKey
+
+GRANT_TIMEOUT_SECONDS = 300
+_OPTIONS = [("grpc.max_receive_message_length", 1 << 30),
+            ("grpc.max_send_message_length", 1 << 30)]
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    return serve(msg, context, final=False)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return serve(msg, context, final=True)
+
+
+def _refusal(msg: Message, reason: str) -> Message:
+    return Message(RecordDict({STATUS: ConfigRecord({"ok": False, "reason": reason})}),
+                   reply_to=msg)
+
+
+class Codec(Protocol):
+    """What a round needs from the study key: StudyKey, or a stand-in in benchmarks."""
+
+    def encrypt(self, values: np.ndarray) -> bytes: ...
+
+    def decrypt(self, blob: bytes) -> np.ndarray: ...
+
+
+def serve(msg: Message, context: Context, *, final: bool,
+          open_key: Callable[[bytes], Codec] = StudyKey.from_secret_bytes) -> Message:
+    """Answer one train (or, if ``final``, evaluate) message for this node."""
+    cfg = msg.content.config_records[CONFIG]
+    target = str(context.node_config["local-api"])
+    request = pb.TrainingGrantRequest(
+        job_id=str(cfg["job-id"]), study_id=str(cfg["study-id"]),
+        key_version=int(cfg["key-version"]), dataset=str(cfg["dataset"]),
+        spec_json=str(cfg["spec"]), filter=str(cfg["filter"]), round=int(cfg["round"]),
+        n_nodes=int(cfg.get("n-nodes", 1)), researcher=str(cfg.get("researcher", "")))
+    with grpc.insecure_channel(target, options=_OPTIONS) as channel:
+        api = pbg.NodeLocalStub(channel)
+        try:
+            grant = api.TrainingGrant(request, timeout=GRANT_TIMEOUT_SECONDS)
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                return _refusal(msg, exc.details())  # the node's own reason, naming it
+            return _refusal(msg, f"the node's local API at {target} failed: "
+                                 f"{exc.code().name} {exc.details()}")
+        if not grant.allowed:
+            return _refusal(msg, grant.reason)
+        try:
+            reply, report = _compute(msg, grant, request, open_key(grant.study_key),
+                                     final=final)
+        except UserError as exc:  # e.g. diverged training: the node's own clear reason
+            return _refusal(msg, str(exc))
+        if report is not None:
+            api.ReportTraining(report, timeout=GRANT_TIMEOUT_SECONDS)
+    return reply
+
+
+def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGrantRequest,
+             key: Codec, *, final: bool) -> tuple[Message, pb.ReportTrainingRequest | None]:
+    """Everything after the grant: decrypt, evaluate, train, encrypt (torch loads here)."""
+    import torch
+
+    from jobs.train import local
+    from jobs.train.models import vector_to_model
+
+    # Zoo models are small tabular models, for which one intra-op thread is as fast; more
+    # threads oversubscribe the cores when ClientApps run side by side (measured: three
+    # concurrent DP-SGD rounds on 2 cores took 27 s with torch's 2 threads, 10 s with 1).
+    torch.set_num_threads(1)
+
+    spec: TrainSpec = parse_job_dict(json.loads(request.spec_json)).params
+    data = local.split(_npy(grant.features), _npy(grant.labels), spec, grant.node_name)
+    model = local.initial_model(spec)
+    arrays = msg.content.array_records.get(ARRAYS, ArrayRecord())
+    if MODEL in arrays:
+        vector_to_model(model, average(key.decrypt(blob_of(arrays, MODEL))))
+    validation = local.evaluate(model, data.x_val, data.y_val, spec.task)
+    if final:
+        sums = np.concatenate([validation, [0.0, 0.0]])
+        content = RecordDict({ARRAYS: ArrayRecord({METRICS: ciphertext(key.encrypt(sums))}),
+                              STATUS: ConfigRecord({"ok": True, "reason": ""})})
+        return Message(content, reply_to=msg), None
+
+    from jobs.train.models import model_to_vector
+
+    dp = None
+    if grant.dp.enabled:
+        dp = DPSpec(epsilon=grant.dp.epsilon, delta=grant.dp.delta,
+                    max_grad_norm=grant.dp.max_grad_norm)
+    history = [(s.noise_multiplier, s.sample_rate, s.steps) for s in grant.dp_history]
+    result = local.train(model, data, spec, round_no=request.round, node=grant.node_name,
+                         dp=dp, history=history)
+    update = np.append(result.n_train * model_to_vector(model), result.n_train)
+    sums = np.concatenate([validation, [result.n_train, result.loss_sum]])
+    content = RecordDict({
+        ARRAYS: ArrayRecord({MODEL: ciphertext(key.encrypt(update)),
+                             METRICS: ciphertext(key.encrypt(sums))}),
+        STATUS: ConfigRecord({"ok": True, "reason": ""})})
+    if result.epsilon is not None:
+        content["dp"] = MetricRecord({"epsilon": result.epsilon})
+    report = pb.ReportTrainingRequest(
+        job_id=request.job_id, dataset=request.dataset, round=request.round,
+        examples=result.n_train, epsilon_spent=result.epsilon or 0.0,
+        delta=dp.delta if dp else 0.0,
+        dp_history=[pb.AccountantStep(noise_multiplier=s, sample_rate=q, steps=k)
+                    for s, q, k in result.history])
+    return Message(content, reply_to=msg), report
+
+
+def _npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)

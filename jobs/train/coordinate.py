@@ -1,0 +1,247 @@
+"""The coordinator's side of a `train` job: have every node check it (`job.check`),
+turn it into a Flower run on the supervised SuperLink, follow its rounds (a release node
+seals each round's pooled metrics to the researcher for `job watch`), and have a release
+node decrypt the final model and seal it with the per-round metrics and each node's ε to
+the researcher.
+
+The ServerApp and the coordinator share a job directory under the SuperLink's state
+directory (``flower/jobs/<job_id>``): the coordinator writes the job and the study's
+public context; the ServerApp writes a checkpoint after every round (encrypted model and
+metric sums, the nodes still in the run, why others left) and, when it gives up, the
+reason. A run that dies without a reason (the SuperLink restarted under it) is submitted
+again and resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jobs.base import Driver, JobCancelled, JobFailed, Run
+from jobs.train.protocol import (
+    CHECKPOINT_FILE,
+    FAILURE_FILE,
+    PUBLIC_CONTEXT_FILE,
+    RUN_FILE,
+    write_bytes,
+    write_json,
+)
+from jobs.train.spec import TrainSpec
+from scifed.errors import TrainingUnavailable, UserError
+from scifed.he import context_is_private
+from scifed.states import Phase, TaskState
+from scifed.tasks import (
+    CheckReply,
+    Empty,
+    FlowerReset,
+    ReleaseReply,
+    ReleaseRequest,
+    TaskKind,
+)
+
+APP_DIR = Path(__file__).resolve().parent / "app"  # the FAB's pyproject.toml (no code)
+
+log = logging.getLogger("scifed.coordinator.training")
+
+POLL_SECONDS = 1.0
+RESUBMITS = 2            # fresh Flower runs after a run died without a reason
+STARTUP_SECONDS = 120.0  # per run, on top of the rounds' own timeouts
+
+
+class TrainingRunFailed(UserError):
+    """The Flower run ended without a trained model; the message says why."""
+
+
+def prepare_job_dir(flower: Any, run: Run, *, min_nodes: int, public_context: bytes) -> Path:
+    """Write what the ServerApp reads; an existing checkpoint is kept, so a resubmitted
+    job resumes."""
+    if context_is_private(public_context):
+        raise UserError("refusing to hand a secret study key to the ServerApp")
+    job_dir = flower.jobs_dir / run.job_id
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes(job_dir / PUBLIC_CONTEXT_FILE, public_context)
+    write_json(job_dir / RUN_FILE, {
+        "job_id": run.job_id, "study_id": run.study.study_id,
+        "key_version": run.study.key_version,
+        "spec": run.spec.params.model_dump(mode="json"), "job_spec": run.spec.to_dict(),
+        "datasets": run.targets, "filter": run.spec.filter or "", "min_nodes": min_nodes,
+        "researcher": run.researcher})
+    (job_dir / FAILURE_FILE).unlink(missing_ok=True)
+    return job_dir
+
+
+def read_checkpoint(job_dir: Path) -> dict | None:
+    path = job_dir / CHECKPOINT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def train_on_flower(flower: Any, job_dir: Path, *,
+                    on_progress: Callable[[dict], None] = lambda _: None,
+                    cancelled: Callable[[], bool] = lambda: False,
+                    app_dir: Path = APP_DIR) -> dict:
+    """Run the job (resubmitting after an unexplained death) until its checkpoint is
+    complete; returns that checkpoint. ``on_progress`` sees each new checkpoint; once
+    ``cancelled()`` holds, the run is stopped and :class:`JobCancelled` raised."""
+    spec = json.loads((job_dir / RUN_FILE).read_text())["spec"]
+    budget = STARTUP_SECONDS + (spec["rounds"] + 1) * spec["round_timeout"]
+    for attempt in range(RESUBMITS + 1):
+        run_id = flower.start_run({"job-dir": str(job_dir)}, app_dir)
+        log.info("job dir %s: Flower run %d (attempt %d)", job_dir.name, run_id, attempt + 1)
+        state = _follow(flower, run_id, job_dir, budget, on_progress, cancelled)
+        checkpoint = read_checkpoint(job_dir)
+        if state.sub_status == "completed" and checkpoint and checkpoint["complete"]:
+            return checkpoint
+        failure = job_dir / FAILURE_FILE
+        if failure.exists():
+            raise TrainingRunFailed(json.loads(failure.read_text())["reason"])
+        tail = flower.log_tail(run_id, lines=15)
+        log.warning("Flower run %d ended %s:%s (%s) without a reason; log tail:\n%s",
+                    run_id, state.status, state.sub_status, state.details, tail)
+        if state.sub_status == "stopped":
+            raise TrainingRunFailed("the training run was stopped")
+    raise TrainingRunFailed(f"the Flower run failed {RESUBMITS + 1} times; last log lines: "
+                            f"{tail[-600:]}")
+
+
+def _follow(flower: Any, run_id: int, job_dir: Path, budget: float,
+            on_progress: Callable[[dict], None], cancelled: Callable[[], bool]) -> Any:
+    deadline = time.monotonic() + budget
+    seen = None
+    while True:
+        try:
+            state = flower.run_state(run_id)
+        except TrainingUnavailable:  # restarting: its supervisor brings it back
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_SECONDS)
+            continue
+        checkpoint = read_checkpoint(job_dir)
+        if checkpoint and checkpoint.get("updated_ms") != seen:
+            seen = checkpoint.get("updated_ms")
+            on_progress(checkpoint)
+        if state.finished:
+            return state
+        if cancelled():
+            flower.stop_run(run_id)
+            raise JobCancelled(job_dir.name)
+        if time.monotonic() > deadline:
+            flower.stop_run(run_id)
+            raise TrainingRunFailed(f"the training run did not finish within {budget:.0f}s")
+        time.sleep(POLL_SECONDS)
+
+
+def release_request(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
+                    node: str) -> ReleaseRequest:
+    """What the release node decrypts and seals: the model, each round's metric sums,
+    the final evaluation."""
+    blob = lambda name: (job_dir / name).read_bytes()  # noqa: E731
+    aggregates = {"model": blob(checkpoint["model_file"]),
+                  "final_metrics": blob(checkpoint["final_metrics_file"]),
+                  **{f"metrics.{r}": blob(f) for r, f in checkpoint["metrics_files"].items()}}
+    return ReleaseRequest(
+        **driver.header(run, node).model_dump(), k=0, contributors=checkpoint["active"],
+        researcher_claim=run.claim, aggregates=aggregates,
+        extra={"rounds_done": checkpoint["round"], "dropped": checkpoint["dropped"],
+               "contributors_by_round": checkpoint["contributors"],
+               "epsilon": checkpoint["epsilon"]})
+
+
+def _publish_round_metrics(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
+                           node: str, published: set[int]) -> None:
+    """Have the release node seal each new round's pooled metrics to the researcher
+    (`scifed job watch` opens them). A refusal costs the live view, never the job."""
+    for key, name in checkpoint["metrics_files"].items():
+        r = int(key)
+        if r in published:
+            continue
+        published.add(r)
+        request = ReleaseRequest(
+            **driver.header(run, node).model_dump(), k=0, contributors=checkpoint["active"],
+            researcher_claim=run.claim, stage="progress", round=r,
+            aggregates={"metrics": (job_dir / name).read_bytes()})
+        try:
+            reply = driver.send(node, TaskKind.RELEASE, request, ReleaseReply)
+            driver.progress(run, r, reply.sealed)
+        except Exception as exc:  # noqa: BLE001 - logged; the job goes on
+            log.warning("job %s: no live metrics for round %d: %s", run.job_id, r, exc)
+
+
+def _reset_supernodes(driver: Driver, run: Run, nodes: list[str]) -> None:
+    """Restart the SuperNodes that may still hold work of the job's ended run (all of
+    them after a stop or failure; the dropped ones after success), so the next run's
+    messages are answered under the right run id. Best effort: a node that is offline
+    restarts its SuperNode when it next sees a new coordinator."""
+    for node in nodes:
+        try:
+            driver.send(node, TaskKind.FLOWER_RESET, FlowerReset(job_id=run.job_id), Empty)
+        except Exception as exc:  # noqa: BLE001 - logged; the job's outcome stands
+            log.warning("job %s: could not reset the SuperNode of %s: %s", run.job_id, node,
+                        exc)
+
+
+def run_training(driver: Driver, run: Run) -> bytes:
+    """``TrainJob.coordinate``: every node the job names first checks it (`job.check`:
+    policy, approvals, columns, labels, budget) and no Flower run starts unless all
+    accept; then the Flower run, its live metrics, and the release. Returns the result
+    sealed to the researcher; failures raise with the reason the researcher sees."""
+    flower = driver.flower
+    train: TrainSpec = run.spec.params
+    targets = run.targets
+    min_nodes = train.min_nodes or max(run.study.min_nodes, 1)
+    if len(targets) < min_nodes:
+        raise JobFailed(f"the job names {len(targets)} node(s); training needs at least "
+                        f"{min_nodes}")
+    driver.set_phase(run, Phase("check"))
+    headers = {n: driver.header(run, n) for n in targets}
+    _, refused = driver.fanout(run, "check", TaskKind.CHECK, headers, CheckReply)
+    if refused:
+        raise JobFailed("; ".join(refused[n] for n in sorted(refused)))
+    job_dir = prepare_job_dir(flower, run, min_nodes=min_nodes,
+                              public_context=driver.public_context(run))
+    for node in targets:
+        driver.task_state(run, node, "train", TaskState.PENDING)
+    driver.set_phase(run, Phase("waiting for nodes"))
+    online = flower.wait_online(list(targets), timeout=driver.task_timeout)
+    if len(online) < min_nodes:
+        missing = ", ".join(sorted(set(targets) - online))
+        raise JobFailed(f"only {len(online)} of the job's nodes have their Flower SuperNode "
+                        f"connected (not: {missing}); training needs {min_nodes}")
+    published: set[int] = set()
+
+    def progress(checkpoint: dict) -> None:
+        if checkpoint["active"]:  # none left: the run is failing, with its reason
+            _publish_round_metrics(driver, run, job_dir, checkpoint,
+                                   run.release_node(checkpoint["active"]), published)
+        r = checkpoint["round"]
+        driver.set_phase(run, Phase("final evaluation") if r == train.rounds
+                         else Phase("round", r + 1, train.rounds))
+        for node in checkpoint["active"]:
+            driver.task_state(run, node, "train", TaskState.RUNNING,
+                              f"round {r}/{train.rounds} done")
+        for node, why in checkpoint["dropped"].items():
+            driver.task_state(run, node, "train", TaskState.FAILED, why)
+
+    driver.set_phase(run, Phase("round", 1, train.rounds))
+    try:
+        checkpoint = train_on_flower(flower, job_dir, on_progress=progress,
+                                     cancelled=lambda: driver.cancelled(run))
+    except BaseException:
+        _reset_supernodes(driver, run, list(targets))
+        raise
+    _reset_supernodes(driver, run, sorted(checkpoint["dropped"]))
+    contributors = sorted(checkpoint["active"])
+    for node in contributors:
+        driver.task_state(run, node, "train", TaskState.DONE, f"{train.rounds} rounds")
+    release_node = run.release_node(contributors)
+    driver.set_phase(run, Phase("release"))
+    driver.set_contributors(run, contributors)
+    request = release_request(driver, run, job_dir, checkpoint, release_node)
+    out, failed = driver.fanout(run, "release", TaskKind.RELEASE, {release_node: request},
+                                ReleaseReply)
+    if release_node not in out:
+        raise JobFailed(failed[release_node])
+    return out[release_node].sealed

@@ -1,0 +1,56 @@
+"""Which rows of a node's dataset a training run may use: the job's features and label,
+present, after the job's filter — with the checks that refuse a run before any row is
+read out (unknown or non-numeric columns, labels outside the job's classes, a node with
+too few classes or rows)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jobs.base import Limits, Table
+from jobs.train.spec import TrainSpec
+from scifed.errors import UserError
+
+_NUMERIC = {"integer", "number"}
+
+
+def rows(spec: TrainSpec, table: Table, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+    """Features (float32) and labels of the rows the job may use, after every check."""
+    node, name = limits.node, table.name
+    types = {f["name"]: f["type"] for f in limits.record.get("fields", [])}
+    for col in spec.referenced_columns():
+        if col not in types:
+            raise UserError(f"node {node}: unknown column '{col}' in dataset {name} "
+                            f"(columns: {', '.join(types)})")
+    wrong = [c for c in spec.features if types[c] not in _NUMERIC]
+    if spec.task == "regression" and types[spec.label] not in _NUMERIC:
+        wrong.append(spec.label)
+    if wrong:
+        raise UserError(f"node {node}: column(s) {', '.join(wrong)} of {name} are not "
+                        "numeric; features (and a regression label) must be")
+    data = table.arrays(spec.referenced_columns())
+    features = np.column_stack([np.asarray(data[c], dtype=np.float32) for c in spec.features])
+    labels = _labels(np.asarray(data[spec.label]), spec, node, name)
+    need = max(limits.k, 2)
+    if len(labels) < need:
+        raise UserError(f"node {node}: only {len(labels)} usable row(s) in {name}; training "
+                        f"needs at least {need}")
+    return features, labels
+
+
+def _labels(values: np.ndarray, spec: TrainSpec, node: str, name: str) -> np.ndarray:
+    if spec.task == "regression":
+        return values.astype(np.float32)
+    assert spec.classes is not None  # TrainSpec guarantees it for classification
+    index = {c: i for i, c in enumerate(spec.classes)}
+    mapped = np.array([index.get(str(v), -1) for v in values], dtype=np.int64)
+    outside = int((mapped < 0).sum())
+    if outside:
+        raise UserError(f"node {node}: {outside} row(s) of {name} have a '{spec.label}' value "
+                        "outside the job's classes; list every class in `classes`")
+    present = len(np.unique(mapped))
+    if present < spec.min_node_classes:
+        raise UserError(f"node {node}: '{spec.label}' takes only {present} of the job's "
+                        f"classes in {name}; the job asks every node for at least "
+                        f"{spec.min_node_classes} (min_node_classes)")
+    return mapped

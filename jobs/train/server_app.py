@@ -1,0 +1,307 @@
+"""The ServerApp of `train` jobs: FedAvg over CKKS ciphertexts on the coordinator host.
+
+The coordinator is blind: this process holds only the study's public context, adds the
+nodes' encrypted updates and metric sums, and never decrypts. Nodes weight their update
+by their training rows before encrypting and send the row count inside the same
+ciphertext, so the sum decrypts to the FedAvg average at the nodes (jobs.train.protocol).
+
+It reads the job from ``run_config["job-dir"]`` (written by ``jobs.train.coordinate``),
+checkpoints the encrypted global model, pooled metric sums and per-node state after every
+round, and resumes from that checkpoint when started again on the same directory (a
+SuperLink restart fails in-flight Flower runs; the coordinator resubmits). A node that
+refuses, errs or stays silent for ``round_timeout`` leaves the run; the run goes on while
+at least ``min_nodes`` remain, otherwise it fails with the reasons in ``failure.json``.
+
+Flower's ``Grid.send_and_receive`` sleeps 3 s between pulls; this app polls every 0.2 s
+(specs/flower-1.41.md §2.5) and drives rounds itself so that each round is one
+round-trip: validation of the received model rides on the next training message, and
+only the final model needs a separate ``evaluate`` message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from logging import INFO, WARNING
+from pathlib import Path
+
+import httpx
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from jobs.train.protocol import (
+    ARRAYS,
+    CHECKPOINT_FILE,
+    CONFIG,
+    FAILURE_FILE,
+    METRICS,
+    MODEL,
+    PUBLIC_CONTEXT_FILE,
+    RUN_FILE,
+    STATUS,
+    blob_of,
+    ciphertext,
+    write_bytes,
+    write_json,
+)
+from scifed.he import context_is_private, sum_ciphertexts
+from scifed.wire import now_ms
+
+POLL_SECONDS = 0.2
+TTL_MARGIN_SECONDS = 60.0
+
+
+class TrainingFailed(Exception):
+    """Too few nodes remain; the reason is in the job directory's failure.json."""
+
+
+class Superseded(Exception):
+    """A newer Flower run of the same job owns the job directory; this one must not write
+    to it (a run whose coordinator restarted, outlived by its ServerApp)."""
+
+
+class HEFedAvg(FedAvg):
+    """FedAvg whose aggregation is a homomorphic sum with the study's public context."""
+
+    def __init__(self, job_dir: Path, run_id: int = 0) -> None:
+        self.job_dir = Path(job_dir)
+        self.job = json.loads((self.job_dir / RUN_FILE).read_text())
+        self.public_context = (self.job_dir / PUBLIC_CONTEXT_FILE).read_bytes()
+        if context_is_private(self.public_context):
+            raise ValueError("refusing a secret study key: the coordinator holds only the "
+                             "public context")
+        self.spec = self.job["spec"]
+        self.rounds = int(self.spec["rounds"])
+        self.min_nodes = int(self.job["min_nodes"])
+        self.timeout = float(self.spec["round_timeout"])
+        super().__init__(fraction_train=1.0, fraction_evaluate=1.0,
+                         min_train_nodes=self.min_nodes, min_evaluate_nodes=self.min_nodes,
+                         min_available_nodes=self.min_nodes, arrayrecord_key=ARRAYS,
+                         configrecord_key=CONFIG)
+        self.run_id = run_id
+        self.state = self._load_checkpoint()
+        self.state["flower_runs"].append(run_id)
+        self._checkpoint()  # claims the job directory: an older run now stops writing
+        self._round_started = time.monotonic()
+        self._names: dict[int, str] = {}  # Flower node_id -> node name, this exchange
+        self._sent: dict[str, str] = {}   # message id -> node name, this exchange
+
+    # -- state -----------------------------------------------------------------------------
+    def _load_checkpoint(self) -> dict:
+        path = self.job_dir / CHECKPOINT_FILE
+        if path.exists():
+            state = json.loads(path.read_text())
+            log(INFO, "resuming job %s after round %d/%d", self.job["job_id"], state["round"],
+                self.rounds)
+            state["resumed_after"].append(state["round"])
+            return state
+        return {"job_id": self.job["job_id"], "rounds": self.rounds, "round": 0,
+                "model_file": None, "metrics_files": {}, "final_metrics_file": None,
+                "active": sorted(self.job["datasets"]), "dropped": {}, "contributors": {},
+                "epsilon": {}, "resumed_after": [], "flower_runs": [], "round_seconds": {},
+                "complete": False}
+
+    def global_arrays(self) -> ArrayRecord:
+        """The encrypted global model after the last checkpointed round (none before 1)."""
+        if self.state["model_file"] is None:
+            return ArrayRecord()
+        return ArrayRecord({MODEL: ciphertext(
+            (self.job_dir / self.state["model_file"]).read_bytes())})
+
+    def _checkpoint(self) -> None:
+        _claim(self.job_dir, self.run_id)
+        self.state["updated_ms"] = now_ms()
+        write_json(self.job_dir / CHECKPOINT_FILE, self.state)
+
+    def _fail(self, round_no: int, reason: str) -> TrainingFailed:
+        _claim(self.job_dir, self.run_id)
+        write_json(self.job_dir / FAILURE_FILE, {"round": round_no, "reason": reason})
+        log(WARNING, "job %s failed: %s", self.job["job_id"], reason)
+        return TrainingFailed(reason)
+
+    # -- Strategy interface -------------------------------------------------------------
+    def summary(self) -> None:
+        log(INFO, "HEFedAvg: job %s, %d rounds, nodes %s, at least %d", self.job["job_id"],
+            self.rounds, ", ".join(self.state["active"]), self.min_nodes)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        return self._messages(server_round, arrays, config, grid, MessageType.TRAIN)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
+                           config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self._messages(server_round, arrays, config, grid, MessageType.EVALUATE)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        good = self._accept(server_round, replies)
+        model = self._sum([blob_of(m.content[ARRAYS], MODEL) for m in good.values()])
+        self._keep_metrics(server_round, good)
+        model_file = f"model-r{server_round}.ct"
+        write_bytes(self.job_dir / model_file, model)
+        previous = self.state["model_file"]
+        self.state["model_file"], self.state["round"] = model_file, server_round
+        self.state["round_seconds"][str(server_round)] = time.monotonic() - self._round_started
+        for name, msg in good.items():
+            dp = msg.content.metric_records.get("dp")
+            if dp is not None:
+                self.state["epsilon"][name] = float(dp["epsilon"])
+        self._checkpoint()
+        if previous and previous != model_file:
+            (self.job_dir / previous).unlink(missing_ok=True)
+        return ArrayRecord({MODEL: ciphertext(model)}), MetricRecord({"nodes": len(good)})
+
+    def aggregate_evaluate(self, server_round: int,
+                           replies: Iterable[Message]) -> MetricRecord | None:
+        good = self._accept(server_round, replies)
+        self._keep_metrics(server_round, good, final=True)
+        self.state["round_seconds"]["final"] = time.monotonic() - self._round_started
+        self.state["complete"] = True
+        self._checkpoint()
+        return MetricRecord({"nodes": len(good)})
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, grid: Grid) -> None:
+        """Train the remaining rounds, then evaluate the final model; checkpoint each."""
+        self.summary()
+        arrays = self.global_arrays()
+        for r in range(self.state["round"] + 1, self.rounds + 1):
+            self._round_started = time.monotonic()
+            replies = self._exchange(grid, self.configure_train(r, arrays, ConfigRecord(),
+                                                                grid))
+            arrays, _ = self.aggregate_train(r, replies)
+            log(INFO, "[ROUND %d/%d] %d node(s) contributed in %.1fs", r, self.rounds,
+                len(self.state["contributors"][str(r)]), self.state["round_seconds"][str(r)])
+        if not self.state["complete"]:
+            self._round_started = time.monotonic()
+            replies = self._exchange(grid, self.configure_evaluate(
+                self.rounds, arrays, ConfigRecord(), grid))
+            self.aggregate_evaluate(self.rounds, replies)
+            log(INFO, "final model evaluated by %s", ", ".join(self.state["active"]))
+
+    # -- helpers -------------------------------------------------------------------------
+    def _sum(self, blobs: list[bytes]) -> bytes:
+        """The aggregation itself: a homomorphic sum, public context only."""
+        return sum_ciphertexts(self.public_context, blobs)
+
+    def _messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                  grid: Grid, kind: str) -> list[Message]:
+        """One message per active node (each carries that node's dataset); nodes whose
+        SuperNode is not online leave the run first."""
+        online = {n.name: n.node_id for n in grid.get_nodes() if n.status == "online"}
+        for name in list(self.state["active"]):
+            if name not in online:
+                self._drop(name, "its Flower SuperNode is not connected")
+        self._quorum(server_round)
+        self._names = {online[name]: name for name in self.state["active"]}
+        messages = []
+        for node_id, name in self._names.items():
+            node_config = ConfigRecord({
+                **config, "job-id": self.job["job_id"], "study-id": self.job["study_id"],
+                "key-version": int(self.job["key_version"]),
+                "dataset": self.job["datasets"][name], "filter": self.job.get("filter") or "",
+                "spec": json.dumps(self.job["job_spec"]), "round": server_round,
+                "researcher": self.job.get("researcher", ""),
+                "n-nodes": len(self._names)})
+            content = RecordDict({CONFIG: node_config, ARRAYS: arrays})
+            messages.append(Message(content=content, dst_node_id=node_id, message_type=kind,
+                                    group_id=str(server_round),
+                                    ttl=self.timeout + TTL_MARGIN_SECONDS))
+        return messages
+
+    def _exchange(self, grid: Grid, messages: Iterable[Message]) -> list[Message]:
+        """Push, then pull every POLL_SECONDS until all replied or the round times out."""
+        messages = list(messages)
+        ids = list(grid.push_messages(messages))
+        self._sent = {mid: self._names[m.metadata.dst_node_id]
+                      for mid, m in zip(ids, messages, strict=True) if mid}
+        pending = set(self._sent)
+        replies: list[Message] = []
+        deadline = time.monotonic() + self.timeout
+        while pending and time.monotonic() < deadline:
+            for reply in grid.pull_messages(list(pending)):
+                pending.discard(reply.metadata.reply_to_message_id)
+                replies.append(reply)
+            if pending:
+                time.sleep(POLL_SECONDS)
+        return replies
+
+    def _accept(self, server_round: int, replies: Iterable[Message]) -> dict[str, Message]:
+        """Replies that carry a contribution, by node; every other node leaves the run."""
+        good: dict[str, Message] = {}
+        for msg in replies:
+            name = self._sent.get(msg.metadata.reply_to_message_id)
+            if name is None:
+                continue
+            if msg.has_error():
+                self._drop(name, f"round {server_round}: {msg.error.reason}")
+            elif not msg.content.config_records[STATUS]["ok"]:
+                self._drop(name, str(msg.content.config_records[STATUS]["reason"]))
+            else:
+                good[name] = msg
+        for name in set(self._names.values()) - set(good) - set(self.state["dropped"]):
+            self._drop(name, f"round {server_round}: no reply within {self.timeout:.0f}s")
+        self.state["contributors"][str(server_round)] = sorted(good)
+        self._quorum(server_round)
+        return good
+
+    def _keep_metrics(self, server_round: int, good: dict[str, Message],
+                      final: bool = False) -> None:
+        metrics = self._sum([blob_of(m.content[ARRAYS], METRICS) for m in good.values()])
+        name = "metrics-final.ct" if final else f"metrics-r{server_round}.ct"
+        write_bytes(self.job_dir / name, metrics)
+        if final:
+            self.state["final_metrics_file"] = name
+        else:
+            self.state["metrics_files"][str(server_round)] = name
+
+    def _drop(self, name: str, reason: str) -> None:
+        if name in self.state["active"]:
+            self.state["active"].remove(name)
+            self.state["dropped"][name] = reason
+            log(WARNING, "node %s leaves the run: %s", name, reason)
+
+    def _quorum(self, server_round: int) -> None:
+        if len(self.state["active"]) >= self.min_nodes:
+            return
+        self._checkpoint()
+        reasons = "; ".join(f"{n}: {why}" for n, why in sorted(self.state["dropped"].items()))
+        raise self._fail(server_round, f"only {len(self.state['active'])} node(s) remain in "
+                         f"round {server_round}, the job needs {self.min_nodes} ({reasons})")
+
+
+def _claim(job_dir: Path, run_id: int) -> None:
+    """Raise :class:`Superseded` if a later run has taken over the job directory."""
+    path = job_dir / CHECKPOINT_FILE
+    runs = json.loads(path.read_text())["flower_runs"] if path.exists() else []
+    if run_id in runs and runs[-1] != run_id:
+        raise Superseded(f"Flower run {runs[-1]} now trains job {job_dir.name}")
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    job_dir = Path(str(context.run_config["job-dir"]))
+    try:
+        HEFedAvg(job_dir, context.run_id).run(grid)
+    except (TrainingFailed, Superseded, httpx.TransportError):
+        raise  # the reason is written, a later run trains the job, or the SuperLink went
+        # away (the coordinator resubmits)
+    except Exception as exc:  # a resubmission would fail the same way: say why, once
+        _claim(job_dir, context.run_id)
+        write_json(job_dir / FAILURE_FILE, {"round": None,
+                                            "reason": f"the ServerApp failed: {exc!r}"})
+        raise

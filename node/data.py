@@ -1,0 +1,128 @@
+"""The one door to a node's dataset files.
+
+Every read of a registered file goes through :class:`DataFile`: statistics and quality
+queries, the differencing guard's row mask, the rows a training grant hands to the
+node's ClientApp, and the scorecard's frame. It opens the file read-only in DuckDB with
+the strict reader of :func:`node.profiling.read_table` (so every job sees exactly the
+table the profile describes), applies the job's compiled filter in one place, and words
+every read error the same way — the first line of DuckDB's message only, because later
+lines of a CSV error quote raw rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from node.profiling import read_table
+from scifed.errors import UserError
+from scifed.filters import quote_identifier
+
+_NUMERIC_TYPES = {
+    "tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint",
+    "uinteger", "ubigint", "uhugeint", "float", "double", "decimal",
+}
+_FLOAT_TYPES = {"float", "double"}
+
+
+class DataFile:
+    """One dataset file opened read-only, its rows narrowed by ``filter_sql`` (SQL and
+    parameters from :func:`scifed.filters.compile_filter`). Implements
+    :class:`jobs.base.Table`. Use as a context manager."""
+
+    def __init__(self, path: Path, filter_sql: tuple[str, list] | None = None,
+                 name: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.name
+        self.source = read_table(self.path)
+        self.where, self.where_params = filter_sql or ("TRUE", [])
+        self.con = duckdb.connect()
+        try:
+            relation = self.con.sql(f"SELECT * FROM {self.source} LIMIT 0")
+            self.types = dict(zip(relation.columns, relation.types, strict=True))
+        except duckdb.Error as exc:
+            self.con.close()
+            raise self._error(exc) from None
+
+    def __enter__(self) -> DataFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- columns -----------------------------------------------------------------------
+    @property
+    def columns(self) -> list[str]:
+        return list(self.types)
+
+    def require(self, names: Iterable[str], field: str, *, numeric: bool) -> None:
+        """Refuse unknown columns, and non-numeric ones where a number is needed."""
+        for name in names:
+            if name not in self.types:
+                raise UserError(f"{field}: unknown column {name!r} (columns: "
+                                f"{', '.join(self.types)})")
+            if numeric and not self.is_numeric(name):
+                raise UserError(f"{field}: column {name!r} has type "
+                                f"{self.types[name]}, not a numeric type")
+
+    def is_numeric(self, name: str) -> bool:
+        return self.types[name].id in _NUMERIC_TYPES
+
+    def is_float(self, name: str) -> bool:
+        return self.types[name].id in _FLOAT_TYPES
+
+    def number(self, name: str) -> str:
+        """The column as DOUBLE, NaN read as missing (as pandas does)."""
+        return f"nullif(CAST({quote_identifier(name)} AS DOUBLE), 'NaN'::DOUBLE)"
+
+    def category(self, name: str) -> str:
+        """The column as text labels, NaN read as missing."""
+        col = quote_identifier(name)
+        if self.is_float(name):
+            return f"CASE WHEN isnan({col}) THEN NULL ELSE CAST({col} AS VARCHAR) END"
+        return f"CAST({col} AS VARCHAR)"
+
+    # -- reads -------------------------------------------------------------------------
+    def query(self, exprs: list[str], select: str, params: Sequence = ()) -> list[tuple]:
+        """Run ``select`` over CTE ``d`` holding ``exprs`` as ``c0, c1, ...`` of the
+        filtered rows. Filter parameters come first: the CTE precedes ``select``."""
+        cols = ", ".join(f"{e} AS c{i}" for i, e in enumerate(exprs)) or "NULL AS c0"
+        sql = f"WITH d AS (SELECT {cols} FROM {self.source} WHERE {self.where}) {select}"
+        return self._run(sql, [*self.where_params, *params]).fetchall()
+
+    def arrays(self, columns: list[str]) -> dict[str, np.ndarray]:
+        """The filtered rows where every listed column is present."""
+        self.require(columns, "columns", numeric=False)
+        present = " AND ".join(f"{quote_identifier(c)} IS NOT NULL" for c in columns)
+        cols = ", ".join(quote_identifier(c) for c in columns)
+        sql = f"SELECT {cols} FROM {self.source} WHERE ({self.where}) AND {present}"
+        data = self._run(sql, self.where_params).fetchnumpy()
+        return {c: np.asarray(data[c]) for c in columns}
+
+    def frame(self) -> pd.DataFrame:
+        """The whole file (no filter) as pandas."""
+        return self._run(f"SELECT * FROM {self.source}", []).df()
+
+    def row_mask(self) -> np.ndarray:
+        """Which rows of the file the filter selects, in file order (the differencing
+        guard compares row sets)."""
+        self.con.execute("SET preserve_insertion_order = true")
+        rows = self._run(f"SELECT coalesce(({self.where}), false) FROM {self.source}",
+                         self.where_params).fetchnumpy()
+        return np.asarray(next(iter(rows.values())), dtype=bool)
+
+    def _run(self, sql: str, params: Sequence):
+        try:
+            return self.con.execute(sql, list(params))
+        except duckdb.Error as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: duckdb.Error) -> UserError:
+        return UserError(f"{self.name}: {str(exc).splitlines()[0]}")

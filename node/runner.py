@@ -1,0 +1,121 @@
+"""The node's handler table: one handler per task kind, the same for every job type.
+
+A task names its job type in its header; the runner looks the type up in the registry
+and calls it inside the gate (`node/gate.py`) and the release path (`node/release.py`).
+So `node/` never names a job type, and a new type needs no change here. A task held for
+an officer's approval answers :class:`scifed.tasks.Waiting`; the coordinator asks again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from node.approvals import Approvals, Waiting
+from node.gate import Gate
+from node.release import QUERY, VOCABULARY, ReleasePath, vocabulary_union
+from node.studies import NodeStudies
+from protos.scifed.v1 import federation_pb2 as pb
+from scifed.errors import UserError
+from scifed.he import open_for_members, seal_for_members
+from scifed.tasks import (
+    CancelNotice,
+    CheckReply,
+    CiphertextReply,
+    ComputeReply,
+    ComputeRequest,
+    KeygenRequest,
+    Message,
+    ReleaseRequest,
+    RoundRequest,
+    TaskHeader,
+    TaskKind,
+    VocabReply,
+    Withdrawn,
+)
+from scifed.tasks import (
+    Waiting as WaitingReply,
+)
+
+log = logging.getLogger("scifed.node.runner")
+TaskHandler = Callable[[bytes], bytes]
+
+
+def typed(request: type[Message], fn: Callable[[Message], Message]) -> TaskHandler:
+    """A handler on typed payloads; a task held for approval answers Waiting."""
+    def run(payload: bytes) -> bytes:
+        try:
+            return fn(request.loads(payload)).dumps()
+        except Waiting as wait:
+            return WaitingReply(waiting=str(wait)).dumps()
+    return run
+
+
+class NodeRunner:
+    def __init__(self, gate: Gate, release: ReleasePath, studies: NodeStudies,
+                 approvals: Approvals, extra: dict[str, TaskHandler] | None = None) -> None:
+        """``extra``: handlers of the node process itself (e.g. restarting its Flower
+        SuperNode), beside the job handlers."""
+        self.gate = gate
+        self.release_path = release
+        self.studies = studies
+        self.approvals = approvals
+        self.handlers: dict[str, TaskHandler] = {
+            TaskKind.KEYGEN: typed(KeygenRequest, studies.generate_key),
+            TaskKind.VOCAB: typed(TaskHeader, self.vocabulary),
+            TaskKind.COMPUTE: typed(ComputeRequest, self.compute),
+            TaskKind.ROUND: typed(RoundRequest, self.round),
+            TaskKind.RELEASE: typed(ReleaseRequest, release.release),
+            TaskKind.CHECK: typed(TaskHeader, self.check),
+            TaskKind.CANCELLED: typed(CancelNotice, self.cancelled),
+            **(extra or {}),
+        }
+
+    def handle(self, task: pb.Task) -> pb.TaskResult:
+        """Run one task; a user error (a refusal, a bad spec) goes back as its message, a
+        bug as "internal error" with the traceback kept in this node's log only."""
+        handler = self.handlers.get(task.kind)
+        if handler is None:
+            return pb.TaskResult(task_id=task.task_id, ok=False,
+                                 error=f"node {self.gate.node} does not run '{task.kind}' tasks")
+        try:
+            return pb.TaskResult(task_id=task.task_id, ok=True, payload=handler(task.payload))
+        except UserError as exc:
+            return pb.TaskResult(task_id=task.task_id, ok=False, error=str(exc))
+        except Exception:  # a bug must not kill the link; the reason stays in our log
+            log.exception("task %s (%s) failed", task.task_id, task.kind)
+            return pb.TaskResult(task_id=task.task_id, ok=False,
+                                 error=f"internal error at node {self.gate.node}")
+
+    def vocabulary(self, req: TaskHeader) -> VocabReply:
+        """Categories this node holds (group values, labels, ...), sealed for members."""
+        adm = self.gate.admit(req, "vocab")
+        with adm.open() as data:
+            values = adm.job.vocabulary(adm.params, data, adm.limits)
+        return VocabReply(vocabulary=seal_for_members(adm.key, VOCABULARY, req.job_id, values))
+
+    def compute(self, req: ComputeRequest) -> ComputeReply:
+        """This node's encrypted contribution, released once (see Gate.contribute)."""
+        adm = self.gate.admit(req, "compute", audit=not req.vocabularies)
+        vocab = vocabulary_union(adm.key, req.job_id, req.vocabularies)
+        return self.gate.contribute(
+            adm, vocab, lambda data: adm.job.compute(adm.params, data, vocab, adm.limits))
+
+    def round(self, req: RoundRequest) -> CiphertextReply:
+        """One more round of a multi-round release (the query comes sealed by the
+        release node)."""
+        adm = self.gate.admit(req, "round", audit=False)
+        query = open_for_members(adm.key, QUERY, req.job_id, req.query)
+        with adm.open() as data:
+            vec = adm.job.round(adm.params, data, query, adm.limits)
+        return CiphertextReply(ciphertext=adm.key.encrypt(vec))
+
+    def check(self, req: TaskHeader) -> CheckReply:
+        """Everything a later step will check, charging nothing and releasing nothing."""
+        adm = self.gate.admit(req, "check")
+        with adm.open() as data:
+            rows = adm.job.check(adm.params, data, adm.limits)
+        return CheckReply(rows=rows, dp=adm.decision.dp)
+
+    def cancelled(self, req: CancelNotice) -> Withdrawn:
+        return Withdrawn(withdrawn=self.approvals.withdraw(req.job_id, req.researcher))

@@ -1,0 +1,327 @@
+"""Reading a dataset file for the scorecard, and its data metrics Q1–Q6 (Q4b from the
+record's fields)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import frictionless
+import numpy as np
+import pandas as pd
+
+from node.data import DataFile
+from scifed.errors import UserError
+from scifed.record import CatalogRecord, Field
+from scifed.scorecard import (
+    _NUMERIC,
+    CLASSIFICATION_MAX_DISTINCT,
+    MetricResult,
+    Task,
+    checked,
+    labels_of,
+    mask_missing_codes,
+    measured,
+    not_applicable,
+    target_task,
+)
+
+_CATEGORICAL = {"string", "boolean"}
+_NOT_FEATURES = {"id", "partition", "free_text"}
+_PHYSICAL_ROLES = {"feature", "target", "weight"}
+
+
+# -- reading the data -----------------------------------------------------------------
+
+
+def read_frame(path: Path, record: CatalogRecord) -> pd.DataFrame:
+    """The file as DuckDB reads it for every job, with the record's declared missing-value
+    codes (such as -9999) turned into missing values."""
+    with DataFile(path) as data:
+        return mask_missing_codes(data.frame(), record)
+
+
+def _sha256(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _categorical(field: Field) -> bool:
+    declared = field.constraints is not None and field.constraints.enum is not None
+    return field.type in _CATEGORICAL or (field.type in _NUMERIC and declared)
+
+
+def _continuous(field: Field) -> bool:
+    return field.type in _NUMERIC and not _categorical(field)
+
+
+def _physical(field: Field) -> bool:
+    """A numeric measurement, which needs a unit (Q4b, Q7b); coded classes do not."""
+    return _continuous(field) and field.role in _PHYSICAL_ROLES
+
+
+@dataclass
+class _Data:
+    frame: pd.DataFrame
+    record: CatalogRecord
+    fields: dict[str, Field]
+    target: str | None
+    task: Task | None
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, record: CatalogRecord) -> _Data:
+        fields = {f.name: f for f in record.fields if f.name in frame}
+        target = next((t for t in record.targets if t in fields), None)
+        task = None if target is None else target_task(fields[target], frame[target])
+        return cls(frame, record, fields, target, task)
+
+    def features(self) -> tuple[list[str], list[str]]:
+        """(numeric, categorical) model inputs: not targets, ids, partitions or free text."""
+        usable = [f for f in self.fields.values()
+                  if f.name not in self.record.targets and f.role not in _NOT_FEATURES]
+        return ([f.name for f in usable if _continuous(f)],
+                [f.name for f in usable if _categorical(f)])
+
+
+# -- Q1–Q6: the data ------------------------------------------------------------------
+
+
+def _completeness(data: _Data) -> dict[str, MetricResult]:
+    frame = data.frame
+    n, m = frame.shape
+    missing = frame.isna().sum()
+    out = {"Q1a": measured("Q1a", 1.0 - missing.sum() / (n * m) if n * m else 0.0,
+                           f"{int(missing.sum())} missing of {n * m} cells ({n} rows × "
+                           f"{m} columns; null or a declared missing code)")}
+    required = [f.name for f in data.fields.values()
+                if f.constraints is not None and f.constraints.required]
+    if required and n:
+        rates = {c: 1.0 - missing[c] / n for c in required}
+        worst = min(rates, key=lambda c: rates[c])
+        out["Q1b"] = measured("Q1b", rates[worst], f"lowest: {worst} ({int(missing[worst])} "
+                              f"missing) among {len(required)} required field(s)")
+    else:
+        out["Q1b"] = not_applicable("Q1b", "no field declares constraints.required")
+    targets = [t for t in data.record.targets if t in frame]
+    if targets and n:
+        rates = {t: 1.0 - missing[t] / n for t in targets}
+        worst = min(rates, key=lambda t: rates[t])
+        out["Q1c"] = measured("Q1c", rates[worst],
+                              f"target {worst}: {int(missing[worst])} missing of {n}")
+    else:
+        out["Q1c"] = not_applicable("Q1c", "no target declared")
+    return out
+
+
+def _structure(frame: pd.DataFrame | None, problem: str | None, digest: str,
+               record: CatalogRecord) -> MetricResult:
+    """Q2b: the file parses, has exactly the declared columns, and is the catalogued file."""
+    if frame is None:
+        return checked("Q2b", False, f"the file does not parse: {problem}")
+    declared = [f.name for f in record.fields]
+    missing = [c for c in declared if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in declared]
+    problems = []
+    if missing:
+        problems.append(f"columns missing from the file: {', '.join(missing)}")
+    if extra:
+        problems.append(f"columns not in the schema: {', '.join(extra)}")
+    catalogued = [d.sha256 for d in record.distributions]
+    if digest not in catalogued:
+        problems.append(f"the file changed since it was catalogued: sha256 {digest[:12]}… "
+                        f"≠ {', '.join(s[:12] + '…' for s in catalogued) or 'none'}")
+    if problems:
+        return checked("Q2b", False, "; ".join(problems))
+    return checked("Q2b", True, f"the file parses, its {len(declared)} columns match the "
+                   "schema and its sha256 matches the catalog")
+
+
+def _table_schema(fields: Iterable[Field]) -> dict[str, Any]:
+    """The record's columns as a Frictionless Table Schema descriptor."""
+    out = []
+    for f in fields:
+        entry: dict[str, Any] = {"name": f.name, "type": f.type}
+        if f.constraints is not None:
+            constraints = f.constraints.model_dump(exclude_none=True)
+            if constraints:
+                entry["constraints"] = constraints
+        out.append(entry)
+    return {"fields": out}
+
+
+def _validity(data: _Data) -> MetricResult:
+    """Q2a: cells breaking the declared type or constraints, by frictionless.
+
+    Rows are handed over as DuckDB read them, with missing codes already set to null, so
+    a missing cell is never a type error; `required` on a missing cell is Q1b's business.
+    """
+    names = list(data.fields)
+    part = data.frame[names]
+    present = part.notna()
+    cells = part.astype(object).where(present, None)
+    for name, field in data.fields.items():
+        if field.type == "date":
+            cells[name] = [v.date() if isinstance(v, pd.Timestamp) else v for v in cells[name]]
+        elif field.type == "datetime":
+            cells[name] = [v.to_pydatetime() if isinstance(v, pd.Timestamp) else v
+                           for v in cells[name]]
+    resource = frictionless.Resource(
+        data=[names, *cells.itertuples(index=False, name=None)],
+        schema=frictionless.Schema.from_descriptor(_table_schema(data.fields.values())),
+    )
+    report = resource.validate(limit_errors=present.size + 1)
+    column = {name: i for i, name in enumerate(names)}
+    bad: set[tuple[int, str]] = set()
+    kinds: dict[str, int] = {}
+    for error in report.tasks[0].errors:
+        if error.type not in ("type-error", "constraint-error", "unique-error"):
+            continue
+        row = error.row_number - 2  # frictionless counts the header as row 1
+        if present.iat[row, column[error.field_name]]:
+            bad.add((row, error.field_name))
+            kinds[error.field_name] = kinds.get(error.field_name, 0) + 1
+    total = int(present.to_numpy().sum())
+    detail = (f"{len(bad)} of {total} non-missing cells break the declared type or "
+              "constraints")
+    if kinds:
+        detail += ": " + ", ".join(f"{c} {k}" for c, k in sorted(kinds.items()))
+    return measured("Q2a", 1.0 - len(bad) / total if total else 1.0, detail)
+
+
+def _uniqueness(data: _Data) -> dict[str, MetricResult]:
+    frame = data.frame
+    n = len(frame)
+    keys = [f.name for f in data.fields.values() if f.role == "id"]
+    if keys and n:
+        distinct = len(frame[keys].dropna().drop_duplicates())
+        q3a = measured("Q3a", distinct / n, f"{distinct} distinct non-missing keys "
+                       f"({', '.join(keys)}) in {n} rows")
+    else:
+        q3a = not_applicable("Q3a", "no key declared (no field with role id)")
+    if not n:
+        return {"Q3a": q3a, "Q3b": not_applicable("Q3b", "the file has no rows")}
+    duplicates = int(frame.duplicated().sum())
+    q3b = measured("Q3b", duplicates / n, f"{duplicates} rows repeat an earlier row exactly")
+    space = math.prod(int(frame[c].nunique(dropna=False)) for c in frame.columns)
+    if q3b.status == "fail" and space <= 10 * n:
+        # Few discrete columns: identical rows are expected, not copies (rule †).
+        q3b = q3b.model_copy(update={
+            "status": "warn",
+            "detail": q3b.detail + f"; low-cardinality row space ({space} ≤ 10·n), so "
+                      "duplicates only warn"})
+    return {"Q3a": q3a, "Q3b": q3b}
+
+
+_IDENTIFIER = re.compile(r"^[^\W\d]\w*$")
+
+
+def _rule_columns(rule: str, columns: Iterable[str]) -> list[str]:
+    """Columns a pandas.eval rule names, bare or in backticks."""
+    found = []
+    for name in columns:
+        if f"`{name}`" in rule or (_IDENTIFIER.match(name) and re.search(
+                rf"(?<![\w.]){re.escape(name)}(?!\w)", rule)):
+            found.append(name)
+    return found
+
+
+def _rules(data: _Data, rules: Sequence[str]) -> MetricResult:
+    """Q4a: share of rows meeting each declared rule, among rows where it can be judged."""
+    if not rules:
+        return not_applicable("Q4a", "no cross-field rules declared")
+    shares = []
+    for rule in rules:
+        names = _rule_columns(rule, data.frame.columns)
+        if not names:
+            raise UserError(f"rule {rule!r} names no column of the data")
+        rows = data.frame[data.frame[names].notna().all(axis=1)]
+        try:
+            result = rows.eval(rule)
+        except (SyntaxError, NameError, KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"rule {rule!r} cannot be evaluated: {exc}") from None
+        if not isinstance(result, pd.Series) or not pd.api.types.is_bool_dtype(result):
+            raise UserError(f"rule {rule!r} is not a true/false condition on each row")
+        shares.append((rule, float(result.mean()) if len(result) else 1.0, len(result)))
+    value = float(np.mean([s for _, s, _ in shares]))
+    detail = "; ".join(f"{r}: {s:.4f} of {k} rows" for r, s, k in shares)
+    return measured("Q4a", value, detail)
+
+
+def _units(record: CatalogRecord) -> MetricResult:
+    physical = [f for f in record.fields if _physical(f)]
+    if not physical:
+        return not_applicable("Q4b", "no numeric measurement fields")
+    without = [f.name for f in physical if not f.unit]
+    detail = f"{len(physical) - len(without)} of {len(physical)} numeric measurement fields " \
+             "declare a unit"
+    if without:
+        detail += f"; none for: {', '.join(without)}"
+    return measured("Q4b", 1.0 - len(without) / len(physical), detail)
+
+
+def _balance(data: _Data) -> dict[str, MetricResult]:
+    metrics = ("Q5a", "Q5b", "Q5c", "Q5d")
+    if data.target is None:
+        return {m: not_applicable(m, "no target declared") for m in metrics}
+    if data.task == "regression":
+        reason = (f"target {data.target} is numeric with more than "
+                  f"{CLASSIFICATION_MAX_DISTINCT} values (regression)")
+        return {m: not_applicable(m, reason) for m in metrics}
+    labels = labels_of(data.frame[data.target])
+    if labels.empty:
+        return {m: not_applicable(m, f"target {data.target} has no values") for m in metrics}
+    counts = labels.value_counts()
+    p = counts.to_numpy() / counts.sum()
+    k = len(counts)
+    entropy = float(-(p * np.log(p)).sum() / math.log(k)) if k > 1 else 0.0
+    out = {
+        "Q5a": measured("Q5a", entropy, f"{k} classes; entropy / ln {k}"),
+        "Q5b": measured("Q5b", float(counts.max() / counts.min()),
+                        f"largest {counts.index[0]} {counts.iloc[0]}, smallest "
+                        f"{counts.index[-1]} {counts.iloc[-1]}"),
+        "Q5c": measured("Q5c", float(counts.min()), f"class {counts.index[-1]}"),
+    }
+    field = data.fields[data.target]
+    if field.constraints is not None and field.constraints.enum:
+        declared = [str(v) for v in field.constraints.enum]
+        absent = [v for v in declared if v not in counts.index]
+        detail = f"{len(declared) - len(absent)} of {len(declared)} declared classes occur"
+        if absent:
+            detail += f"; absent: {', '.join(absent)}"
+        out["Q5d"] = measured("Q5d", 1.0 - len(absent) / len(declared), detail)
+    else:
+        out["Q5d"] = not_applicable("Q5d", f"target {data.target} declares no enum")
+    return out
+
+
+def _outlier_rate(values: pd.Series) -> tuple[float, bool]:
+    """Share outside [Q1 − 3·IQR, Q3 + 3·IQR], on log1p for non-negative right-skewed
+    values (skewness > 1), where the raw rule would flag the ordinary long tail."""
+    x = values.dropna().astype(float)
+    if x.empty:
+        return 0.0, False
+    logged = bool(x.min() >= 0 and x.skew() > 1)
+    if logged:
+        x = np.log1p(x)
+    q1, q3 = x.quantile(0.25), x.quantile(0.75)
+    fence = 3 * (q3 - q1)
+    return float(((x < q1 - fence) | (x > q3 + fence)).mean()), logged
+
+
+def _outliers(data: _Data) -> MetricResult:
+    numeric, _ = data.features()
+    if not numeric:
+        return not_applicable("Q6", "no numeric feature")
+    rates = {c: _outlier_rate(data.frame[c]) for c in numeric}
+    worst = max(rates, key=lambda c: rates[c][0])
+    detail = ", ".join(f"{c} {r:.4f}{' (log1p)' if logged else ''}"
+                       for c, (r, logged) in sorted(rates.items(), key=lambda i: -i[1][0]))
+    return measured("Q6", rates[worst][0], f"max over numeric features: {detail}")

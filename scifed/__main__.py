@@ -1,3 +1,0 @@
-from scifed.cli import main
-
-main()

@@ -1,0 +1,155 @@
+"""The node <-> coordinator task contract: every task kind and its typed payloads.
+
+A task travels as ``pb.Task(kind, payload)`` with the payload one of these models as
+JSON; the reply comes back the same way. Both sides build and read the models here, so a
+field is named once. Byte fields (ciphertexts, sealed blobs) are base64 inside the JSON.
+A node that holds a task for its officer's approval answers :class:`Waiting`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
+
+from scifed.errors import UserError
+from scifed.wire import b64d, b64e
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return b64d(value)
+    raise ValueError("expected base64 text")
+
+
+B64 = Annotated[bytes, PlainValidator(_bytes), PlainSerializer(b64e, return_type=str)]
+
+
+class TaskKind(StrEnum):
+    KEYGEN = "study.keygen"        # the study's lead makes its key and seals it to members
+    VOCAB = "job.vocab"            # the categories a node holds, sealed for the members
+    COMPUTE = "job.compute"        # a node's encrypted contribution
+    ROUND = "job.round"            # a contribution to one more round of a release
+    RELEASE = "job.release"        # the release node: decrypt, check, seal to the researcher
+    CHECK = "job.check"            # may this node take part (before a multi-step run)?
+    CANCELLED = "job.cancelled"    # withdraw the job's requests from the officers' queues
+    FLOWER_RESET = "flower.reset"  # restart the SuperNode that may hold a stale run
+
+
+M = TypeVar("M", bound="Message")
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def dumps(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> Self:
+        """Parse a payload; a malformed one is the sender's fault, named as such."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(payload)"
+            raise UserError(f"malformed {cls.__name__} message: {where}: "
+                            f"{first['msg']}") from None
+
+
+class TaskHeader(Message):
+    """What every job task carries: which job, study key version, dataset and spec."""
+
+    job_id: str
+    study_id: str
+    key_version: int
+    job_type: str
+    researcher: str = ""
+    n_nodes: int = Field(ge=1)
+    dataset: str
+    spec: dict
+    # this node's copy of the study key, sealed to the node by the study's lead
+    key_share: B64 = b""
+
+
+class VocabReply(Message):
+    vocabulary: B64  # JSON {column: [values]}, sealed under the study key
+
+
+class ComputeRequest(TaskHeader):
+    vocabularies: list[B64] = []  # every contributor's sealed vocabulary
+
+
+class ComputeReply(Message):
+    ciphertext: B64
+    k: int
+    dp: dict | None = None  # what DP this node applied (ε, δ, per-block noise)
+
+
+class RoundRequest(TaskHeader):
+    query: B64  # what to compute next, sealed under the study key
+
+
+class CiphertextReply(Message):
+    ciphertext: B64
+
+
+class ReleaseRequest(TaskHeader):
+    vocabularies: list[B64] = []
+    k: int
+    contributors: list[str]
+    dp: dict[str, dict] = {}
+    researcher_claim: dict
+    aggregates: dict[str, B64]   # pooled ciphertexts by name
+    state: B64 | None = None     # the release node's own state of an earlier round, sealed
+    stage: Literal["final", "progress"] = "final"
+    round: int = 0               # the round a progress release reports
+    extra: dict = {}             # job-type fields in clear (no data: counts of rounds etc.)
+
+
+class ReleaseReply(Message):
+    """Either the result sealed to the researcher, or one more round to run."""
+
+    sealed: B64 | None = None
+    query: B64 | None = None
+    state: B64 | None = None
+
+
+class CheckReply(Message):
+    rows: int
+    dp: bool
+
+
+class Waiting(Message):
+    waiting: str  # what the task waits for (the officer's approval)
+
+
+class CancelNotice(Message):
+    job_id: str
+    researcher: str = ""
+
+
+class Withdrawn(Message):
+    withdrawn: int
+
+
+class KeygenRequest(Message):
+    study_id: str
+    version: int
+    members: dict[str, dict]  # node -> seal-key claim
+
+
+class KeygenReply(Message):
+    public_context: B64
+    shares: dict[str, B64]
+
+
+class FlowerReset(Message):
+    job_id: str
+
+
+class Empty(Message):
+    pass
