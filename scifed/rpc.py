@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from scifed.errors import NotFound, UserError
+from scifed.errors import NotFound, Unavailable, UserError
 
 
 def user_errors(method: Callable) -> Callable:
@@ -23,6 +23,8 @@ def user_errors(method: Callable) -> Callable:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except UserError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Unavailable as exc:  # not the caller's mistake: worth retrying later
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except grpc.RpcError as exc:  # a call this one made failed: pass its answer on
             context.abort(exc.code(), exc.details())
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import grpc
 import numpy as np
 import pandas as pd
 import pytest
@@ -160,31 +161,39 @@ def test_cli_submit_status_result(fed, tmp_path):
     assert summary.loc[0, "count"] == 342
 
 
+# (label, changes, the stage that refuses it, what the message names). "submission": the
+# coordinator refuses SubmitJob and nothing is created; "node": the job is created and a
+# node's own check fails it.
 BAD_JOBS = [
-    ("unknown column", {"stats": {"columns": ["wingspan"]}}, "wingspan"),
-    ("wrong column type", {"stats": {"columns": ["species"]}}, "species"),
+    ("unknown column", {"stats": {"columns": ["wingspan"]}}, "submission", "wingspan"),
+    ("wrong column type", {"stats": {"columns": ["species"]}}, "node", "species"),
     ("filter beyond comparisons", {"filter": "__import__('os').system('id') == 0",
-                                   "stats": {"columns": ["body_mass_g"]}}, "filter"),
+                                   "stats": {"columns": ["body_mass_g"]}}, "node", "filter"),
     ("bins not increasing", {"stats": {"histograms": {"body_mass_g": [3000, 2000, 4000]}}},
-     "increasing"),
-    ("study not joined", {"study": "nope"}, "nope"),
+     "submission", "increasing"),
+    ("study not joined", {"study": "nope"}, "submission", "nope"),
     ("dataset not attached", {"datasets": {"biscoe": "weather", "dream": "penguins",
-                                           "torgersen": "penguins"}}, "not attached"),
+                                           "torgersen": "penguins"}}, "submission",
+     "not attached"),
 ]
 
 
-@pytest.mark.parametrize("label,changes,needle", BAD_JOBS, ids=[b[0] for b in BAD_JOBS])
-def test_bad_jobs_are_refused_with_a_reason(fed, label, changes, needle):
+@pytest.mark.parametrize("label,changes,stage,needle", BAD_JOBS, ids=[b[0] for b in BAD_JOBS])
+def test_bad_jobs_are_refused_with_a_reason(fed, label, changes, stage, needle):
     spec = {"study": "penguins", "type": "stats", "datasets": {n: "penguins" for n in ISLANDS},
             "stats": {"columns": ["body_mass_g"]}, **changes}
     with fed.researcher() as r:
-        try:
-            job_id = r.submit(job_yaml(**spec))
-        except Exception as exc:  # refused at submission: nothing was created
-            assert needle in str(exc.details() if hasattr(exc, "details") else exc)
+        if stage == "submission":
+            with pytest.raises(grpc.RpcError) as exc:
+                r.submit(job_yaml(**spec))
+            assert exc.value.code() in (grpc.StatusCode.INVALID_ARGUMENT,
+                                        grpc.StatusCode.NOT_FOUND)
+            assert needle in exc.value.details()
             return
-        info = r.wait(job_id, timeout=60)
+        info = r.wait(r.submit(job_yaml(**spec)), timeout=60)
     assert info.status == "failed" and needle in info.error
+    assert info.phase == "compute"  # the nodes refused before releasing anything
+    assert all(t.state == "failed" for t in info.tasks if t.phase == "compute")
 
 
 def test_inactive_study_and_outsider_are_refused(fed):
@@ -224,29 +233,39 @@ def test_node_offline_past_timeout_fails_the_job(fed):
 
 
 def test_coordinator_holds_nothing_in_clear(fed):
+    """The coordinator's database and log, after a job of its own, hold no value that job
+    computed: neither pooled nor per-node statistics of a filtered selection."""
+    w = fed.weather
+    sel = w[(w.weather != "sun") & (w.wind > 3)]
+    res, info = run_job(fed, job_yaml(
+        study="weather", type="stats", datasets={n: "weather" for n in ISLANDS},
+        filter="weather != 'sun' and wind > 3",
+        stats={"columns": ["temp_max", "wind"], "group_counts": ["weather"],
+               "quantiles": {"temp_max": [0.5]}}))
+    assert res.summary.loc["temp_max", "mean"] == pytest.approx(sel.temp_max.mean(), rel=1e-9)
     db = fed.coord_dir / "state" / "coordinator.db"
     with sqlite3.connect(db) as con:
         contexts = [r[0] for r in con.execute("SELECT public_context FROM studies "
                                               "WHERE public_context IS NOT NULL")]
         blobs = [r[0] for r in con.execute("SELECT sealed_secret FROM study_key_shares")]
-        blobs += [r[0] for r in con.execute("SELECT sealed_result FROM jobs "
-                                            "WHERE sealed_result IS NOT NULL")]
+        (sealed,) = con.execute("SELECT sealed_result FROM jobs WHERE job_id=?",
+                                (info.job_id,)).fetchone()
         dump = "\n".join(con.iterdump())
-    assert contexts and blobs
-    assert not any(context_is_private(c) for c in contexts)
-    assert not any(context_is_private(b) for b in blobs)
+    assert contexts and blobs and sealed
+    assert not any(context_is_private(c) for c in [*contexts, *blobs, sealed])
     text = dump + fed.log_text("coordinator")
-    # What the jobs above computed and only the researcher may see: pooled and per-node
-    # values of filtered selections (the catalog publishes none of these).
-    w = fed.weather
-    sel = w[(w.weather != "sun") & (w.temp_max > 10)]
-    per_node = [sel[sel.date.dt.year.isin(years)].temp_max for years in YEARS.values()]
-    df = fed.penguins
+    per_node = [sel[sel.date.dt.year.isin(years)] for years in YEARS.values()]
     clear = [f"{sel.temp_max.mean():.4f}", f"{sel.temp_max.sum():.1f}",
-             f"{sel.temp_max.var():.4f}", f"{df.body_mass_g.var():.2f}",
-             *[f"{s.mean():.4f}" for s in per_node], *[f"{s.sum():.1f}" for s in per_node]]
+             f"{sel.temp_max.var():.4f}", f"{sel.wind.mean():.4f}", f"{sel.wind.sum():.1f}",
+             f"{sel.temp_max.median()}",
+             *[f"{p.temp_max.mean():.4f}" for p in per_node],
+             *[f"{p.temp_max.sum():.1f}" for p in per_node]]
     for needle in clear:
         assert needle not in text, needle
+    # the categories travelled sealed: no weather label the job grouped by, in clear,
+    # beside its count
+    for value, count in sel.weather.value_counts().items():
+        assert f'"{value}": {count}' not in text
 
 
 def test_membership_change_rotates_the_key(fed):

@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from coordinator.flower import SuperLink
 from harness.federation import LocalFederation, wait_for
 from scifed.config import CoordinatorConfig, load_config
-from scifed.models import load_model_file
+from jobs.train.models import load_model_file
 
 ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]

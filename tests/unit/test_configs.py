@@ -6,7 +6,7 @@ import pytest
 
 from node.policy import effective, load_override
 from scifed.config import CoordinatorConfig, NodeConfig, load_config
-from scifed.jobspec import load_job
+from jobs.spec import load_job
 from scifed.record import load_metadata
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -37,7 +37,7 @@ def test_model_load_of_a_non_model_file_is_one_clear_error(tmp_path):
     import pytest as _pytest
 
     from scifed.errors import UserError
-    from scifed.models import load_model_file
+    from jobs.train.models import load_model_file
 
     bad = tmp_path / "notes.pt"
     bad.write_text("not a model")

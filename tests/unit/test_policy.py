@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from node.policy import DEFAULTS, JOB_TYPES, decide, effective, load_override
+from jobs.registry import names
+from node.policy import DEFAULTS, decide, effective, load_override
 from scifed.errors import UserError
 from scifed.grading import VALID_PAIRS
 
@@ -38,8 +39,15 @@ def test_each_cell_decides_as_the_matrix_says(cell):
     grade, category = cell
     pol = effective(grade, category)
     for job_type, expected in zip(("stats", "train"), EXPECTED[cell], strict=True):
-        dec = decide(pol, job_type=job_type, n_nodes=5, record={}, now_date="2026-06-01")
+        # where training needs DP-SGD, the access rule is read with an ε under the cap
+        eps = 1.0 if job_type == "train" and pol.fl_dp_required and expected != "deny" else None
+        dec = decide(pol, job_type=job_type, n_nodes=5, record={}, now_date="2026-06-01",
+                     requested_epsilon=eps)
         assert dec.outcome == expected, (cell, job_type, dec)
+        if eps is not None:
+            plain = decide(pol, job_type=job_type, n_nodes=5, record={},
+                           now_date="2026-06-01")
+            assert (plain.outcome, plain.rule) == ("deny", "fl_dp_required")
         if expected == "deny":
             assert f"{grade}/{category}" in dec.reason
     # Parameters of the default table.
@@ -82,7 +90,7 @@ def test_override_tightens_and_names_its_source():
     assert pol.sources["min_nodes"].startswith("default G3/CONDITIONAL")
     assert decide(pol, job_type="stats", n_nodes=3, record={}).outcome == "approval"
     assert decide(pol, job_type="train", n_nodes=3, record={}).outcome == "deny"
-    assert {r[0] for r in pol.rows()} >= {f"job type {j}" for j in JOB_TYPES}
+    assert {r[0] for r in pol.rows()} >= {f"job type {j}" for j in names()}
 
 
 @pytest.mark.parametrize("text,needle", [

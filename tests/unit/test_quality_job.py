@@ -16,11 +16,13 @@ from scipy.spatial.distance import jensenshannon
 from test_quality import seattle_meta
 from vega_datasets import data as vega
 
-from node.jobs.quality import QualityLayout, compute, decode, js_distance, vocabulary
-from node.jobs.stats import suppress_table
+from jobs.quality.compute import QualityLayout, compute, decode, js_distance, vocabulary
+from jobs.quality.spec import QualitySpec
+from jobs.spec import load_job
+from jobs.stats.compute import suppress_table
+from node.data import DataFile
 from node.profiling import profile_file
 from scifed.errors import UserError
-from scifed.jobspec import QualitySpec, load_job
 from scifed.record import CatalogRecord, build_record, load_metadata
 
 PENGUIN_LABELS = ["Adelie", "Chinstrap", "Gentoo"]
@@ -40,9 +42,9 @@ def shard(root: Path, node: str, frame: pd.DataFrame,
 def federate(shards: list[tuple[Path, CatalogRecord]], spec: QualitySpec,
              k: int = 1) -> tuple[dict, list[np.ndarray], dict[str, list[str]]]:
     """Vocabulary union, one vector per node, their sum and the release decode."""
-    parts = [vocabulary(path, record, spec) for path, record in shards]
+    parts = [vocabulary(DataFile(path), record, spec) for path, record in shards]
     vocab = {key: sorted(set().union(*(p[key] for p in parts))) for key in parts[0]}
-    vectors = [compute(path, record, spec, vocab, k=k) for path, record in shards]
+    vectors = [compute(DataFile(path), record, spec, vocab, k=k) for path, record in shards]
     return decode(np.sum(vectors, axis=0), spec, vocab, k=k), vectors, vocab
 
 
@@ -217,7 +219,7 @@ def test_jensen_shannon_matches_scipy():
 
 def test_layout_is_a_function_of_spec_and_vocabulary(islands):
     spec = QualitySpec(columns=["body_mass_g", "sex"])
-    parts = [vocabulary(path, record, spec) for path, record in islands]
+    parts = [vocabulary(DataFile(path), record, spec) for path, record in islands]
     assert parts[0]["columns"] == ["body_mass_g", "sex"]
     assert parts[0]["numeric"] == ["body_mass_g"]
     vocab = {key: sorted(set().union(*(p[key] for p in parts))) for key in parts[0]}
@@ -240,14 +242,14 @@ def test_layout_is_a_function_of_spec_and_vocabulary(islands):
 def test_node_side_checks(islands):
     path, record = islands[0]
     with pytest.raises(UserError, match="quality.columns: unknown column\\(s\\) 'beak'"):
-        vocabulary(path, record, QualitySpec(columns=["beak"]))
+        vocabulary(DataFile(path), record, QualitySpec(columns=["beak"]))
     with pytest.raises(UserError, match="quality.target: unknown column 'colour'"):
-        vocabulary(path, record, QualitySpec(target="colour"))
-    vocab = vocabulary(path, record, QualitySpec())
+        vocabulary(DataFile(path), record, QualitySpec(target="colour"))
+    vocab = vocabulary(DataFile(path), record, QualitySpec())
     with pytest.raises(UserError, match="outside the agreed vocabulary"):
-        compute(path, record, QualitySpec(), {**vocab, "labels": ["Adelie"]}, k=1)
+        compute(DataFile(path), record, QualitySpec(), {**vocab, "labels": ["Adelie"]}, k=1)
     with pytest.raises(ValueError, match="not among the job's nodes"):
-        compute(path, record, QualitySpec(), {**vocab, "nodes": ["elsewhere"]}, k=1)
+        compute(DataFile(path), record, QualitySpec(), {**vocab, "nodes": ["elsewhere"]}, k=1)
 
 
 def test_corrupted_aggregates_are_refused(islands):

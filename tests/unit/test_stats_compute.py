@@ -14,12 +14,14 @@ import pandas as pd
 import pytest
 from vega_datasets import data as vega
 
-from node.jobs.quantiles import QuantileSearch, count_le
-from node.jobs.stats import Layout, compute, decode, pooled_quantile_n, vocabulary
+from jobs.spec import datasets_by_node, load_job
+from jobs.stats.compute import Layout, compute, decode, pooled_quantile_n, vocabulary
+from jobs.stats.quantiles import QuantileSearch, count_le
+from jobs.stats.spec import StatsSpec
+from node.data import DataFile
 from node.profiling import profile_file
 from scifed.errors import UserError
 from scifed.filters import compile_filter
-from scifed.jobspec import StatsSpec, datasets_by_node, load_job
 
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 EDGES = [2500.0, 3000.0, 3500.0, 4000.0, 4500.0, 5000.0, 5500.0, 6000.0, 6500.0]
@@ -57,10 +59,10 @@ def federate(nodes: list[Node], spec: StatsSpec, *, k: int = 1, release_k: int |
              where: str | None = None) -> Run:
     """What the coordinator and the release node do, with plaintext sums for ciphertexts."""
     filters = [compile_filter(where, n.types) if where else None for n in nodes]
-    parts = [vocabulary(n.path, spec, f) for n, f in zip(nodes, filters, strict=True)]
+    files = [DataFile(n.path, f) for n, f in zip(nodes, filters, strict=True)]
+    parts = [vocabulary(data, spec) for data in files]
     vocab = {c: sorted(set().union(*(p[c] for p in parts))) for c in spec.group_counts}
-    vectors = [compute(n.path, spec, vocab, k=k, filter_sql=f)
-               for n, f in zip(nodes, filters, strict=True)]
+    vectors = [compute(data, spec, vocab, k=k) for data in files]
     total = np.sum(vectors, axis=0)
     result = decode(total, spec, vocab, k=release_k or k)
     search = None
@@ -69,12 +71,13 @@ def federate(nodes: list[Node], spec: StatsSpec, *, k: int = 1, release_k: int |
                                       k=release_k or k)
         while not search.done:
             asked = search.thresholds()
-            pooled = {c: np.sum([count_le(n.path, c, ts, f)
-                                 for n, f in zip(nodes, filters, strict=True)], axis=0).tolist()
+            pooled = {c: np.sum([count_le(data, c, ts) for data in files], axis=0).tolist()
                       for c, ts in asked.items()}
             search = QuantileSearch.from_json(search.to_json())  # travels sealed between rounds
             search.update(pooled)
         result["quantiles"] = search.result()
+    for data in files:
+        data.close()
     json.dumps(result, allow_nan=False)  # JSON-able, no NaN
     return Run(result, vectors, vocab, search)
 
@@ -158,7 +161,7 @@ def test_layout_comes_from_spec_and_vocabulary_only(islands):
     assert layout.size == 2 + 6 * 4 + (len(EDGES) + 3) + (3 + 2) + (2 + 2) + (3 + 2) \
         + 7 * pairs + 3
     # Torgersen holds Adelie only, yet fills the same layout as every other node.
-    assert {v.shape for v in (compute(n.path, FULL, vocab, k=1) for n in islands)} == \
+    assert {v.shape for v in (compute(DataFile(n.path), FULL, vocab, k=1) for n in islands)} == \
         {(layout.size,)}
     with pytest.raises(ValueError, match="lacks group column"):
         Layout.build(FULL, {"species": []})
@@ -302,7 +305,7 @@ def test_quantile_search_rejects_inconsistent_counts(islands):
     spec = StatsSpec(quantiles={"body_mass_g": [0.5]})
     search = QuantileSearch.start(spec, {"body_mass_g": 342}, k=1)
     asked = search.thresholds()["body_mass_g"]
-    counts = np.sum([count_le(n.path, "body_mass_g", asked) for n in islands], axis=0)
+    counts = np.sum([count_le(DataFile(n.path), "body_mass_g", asked) for n in islands], axis=0)
     with pytest.raises(ValueError, match="not cumulative"):
         search.update({"body_mass_g": counts[::-1].tolist()})
     with pytest.raises(ValueError, match="data or membership changed"):
@@ -314,26 +317,26 @@ def test_quantile_search_rejects_inconsistent_counts(islands):
 def test_count_le_counts_ties_and_skips_missing(islands, penguins):
     torgersen = penguins[penguins.island == "Torgersen"].body_mass_g
     ts = [3000.0, 3700.0, 3699.999, -1e300, 1e300]
-    got = count_le(islands[2].path, "body_mass_g", ts)
+    got = count_le(DataFile(islands[2].path), "body_mass_g", ts)
     assert got.tolist() == [(torgersen <= t).sum() for t in ts]
 
 
 # -- errors ----------------------------------------------------------------------------------
 def test_unknown_column_is_named(islands):
     with pytest.raises(UserError, match="unknown column 'wingspan'"):
-        compute(islands[0].path, StatsSpec(columns=["wingspan"]), {}, k=1)
+        compute(DataFile(islands[0].path), StatsSpec(columns=["wingspan"]), {}, k=1)
     with pytest.raises(UserError, match="unknown column 'wingspan'"):
-        count_le(islands[0].path, "wingspan", [1.0])
+        count_le(DataFile(islands[0].path), "wingspan", [1.0])
 
 
 def test_mean_of_a_string_column_is_refused(islands):
     with pytest.raises(UserError, match="column 'species' has type VARCHAR"):
-        compute(islands[0].path, StatsSpec(columns=["species"]), {}, k=1)
+        compute(DataFile(islands[0].path), StatsSpec(columns=["species"]), {}, k=1)
 
 
 def test_corrupted_aggregate(islands):
     spec = StatsSpec(columns=["body_mass_g"], histograms={"body_mass_g": EDGES})
-    total = np.sum([compute(n.path, spec, {}, k=1) for n in islands], axis=0)
+    total = np.sum([compute(DataFile(n.path), spec, {}, k=1) for n in islands], axis=0)
     noisy = total + np.random.default_rng(0).normal(scale=1e-7, size=total.size)
     assert decode(noisy, spec, {}, k=1)["histograms"] == decode(total, spec, {},
                                                                  k=1)["histograms"]

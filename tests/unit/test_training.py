@@ -9,12 +9,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from jobs.train import local
+from jobs.train.models import build_model, model_to_vector, released_model, vector_to_model
+from jobs.train.protocol import average, metrics_history
+from jobs.train.spec import TrainSpec
 from scifed.errors import UserError
-from scifed.fl import local
-from scifed.fl.protocol import average, metrics_history
 from scifed.he import StudyKey, sum_ciphertexts
-from scifed.models import build_model, model_to_vector, released_model, vector_to_model
-from scifed.trainspec import TrainSpec
 
 BASE = {"features": ["a", "b"], "label": "y", "task": "classification",
         "classes": ["no", "yes"], "model": {"kind": "logistic_regression"}, "rounds": 2}

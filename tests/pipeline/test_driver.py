@@ -1,0 +1,158 @@
+"""The orchestration core on the in-memory link: the coordinator's job driver (fan-out,
+quorum, approval wait, cancel, the release loop) and the node runner (routing, typed
+payloads, refusals), through the real gate, release path and encryption."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from inmemory_cases import ISLANDS, build, stats_job
+
+from coordinator.db import JobTask
+from coordinator.studies import get_study
+from protos.scifed.v1 import federation_pb2 as pb
+from scifed.errors import UserError
+from scifed.states import JobStatus, Phase, TaskState
+from scifed.tasks import TaskHeader, TaskKind
+
+PROBS = [0.0, 0.25, 0.5, 0.9, 1.0]
+
+
+def tasks(fed, job_id: str) -> dict[tuple[str, str], JobTask]:
+    with fed.coordinator.db.session() as s:
+        rows = s.query(JobTask).filter(JobTask.job_id == job_id).all()
+        return {(t.node_name, t.phase): t for t in rows}
+
+
+def test_release_loop_runs_quantile_rounds_and_equals_pandas(fed, penguins):
+    view, res = fed.run(stats_job(columns=["body_mass_g"], quantiles={"body_mass_g": PROBS},
+                                  group_counts=["species"]))
+    for p in PROBS:
+        assert res["quantiles"]["body_mass_g"][str(p)] == pytest.approx(
+            penguins.body_mass_g.quantile(p), rel=1e-9)
+    assert res["columns"]["body_mass_g"]["mean"] == pytest.approx(penguins.body_mass_g.mean())
+    assert dict(zip(res["groups"]["species"]["values"], res["groups"]["species"]["counts"],
+                    strict=True)) == penguins.species.value_counts().to_dict()
+    seen = tasks(fed, view.job_id)
+    rounds = res["quantile_rounds"]
+    # one vocabulary, one compute, `rounds` counting rounds at every node; releases at one
+    assert {p for _, p in seen} == {"vocabulary", "compute", "release",
+                                    *(f"round {r}" for r in range(1, rounds + 1))}
+    assert all(t.state == TaskState.DONE for t in seen.values())
+    assert len({n for n, p in seen if p == "release"}) == 1
+    assert view.phase == Phase("released") and sorted(view.contributors) == sorted(ISLANDS)
+
+
+def test_quorum_goes_on_without_an_offline_node_and_fails_below_it(tmp_path, penguins,
+                                                                    penguins_meta):
+    fed = build(tmp_path, penguins, penguins_meta, task_timeout=0.5)
+    try:
+        fed.create_study("two", {n: "penguins" for n in ISLANDS}, min_nodes=2)
+        fed.links["torgersen"].disconnect()
+        view, res = fed.run(stats_job("two", columns=["body_mass_g"]))
+        assert view.contributors == ["biscoe", "dream"]
+        assert res["rows"] == int(penguins.island.isin(["Biscoe", "Dream"]).sum())
+        failed = tasks(fed, view.job_id)[("torgersen", "compute")]
+        assert failed.state == TaskState.FAILED and "offline" in failed.detail
+        job_id = fed.submit(stats_job("penguins", columns=["body_mass_g"]))
+        view = fed.wait(job_id)
+        assert view.status == JobStatus.FAILED
+        assert "only 2 of the 3 nodes the study needs answered" in view.error
+        assert "torgersen offline" in view.error
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def _hold_for_approval(fed, node: str) -> dict:
+    core = fed.nodes[node]
+    record = core.registry.get("penguins").record
+    core.gate.policies.set(record, "approval_required: true\n", "hold.yaml", "officer")
+    return record
+
+
+def _release_hold(fed, node: str, record: dict) -> None:
+    fed.nodes[node].gate.policies.reset(record, "officer")
+
+
+def _waiting(fed, job_id: str, timeout: float = 10) -> JobTask:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = [t for t in tasks(fed, job_id).values() if t.state == TaskState.WAITING]
+        if held:
+            return held[0]
+        time.sleep(0.02)
+    raise AssertionError("the job never waited for approval")
+
+
+def test_a_held_task_waits_for_the_officer_then_the_job_finishes(fed, penguins):
+    record = _hold_for_approval(fed, "dream")
+    try:
+        job_id = fed.submit(stats_job(columns=["flipper_length_mm"]))
+        held = _waiting(fed, job_id)
+        assert held.node_name == "dream" and "waiting for approval at node dream" in held.detail
+        assert fed.coordinator.jobs.get(job_id, "alice").status == JobStatus.RUNNING
+        approvals = fed.nodes["dream"].approvals
+        (request,) = [a for a in approvals.list("pending") if a.job_id == job_id]
+        approvals.decide(request.approval_id, approve=True, by="officer")
+        view = fed.wait(job_id)
+        assert view.status == JobStatus.DONE, view.error
+        assert fed.result_json(job_id)["columns"]["flipper_length_mm"]["count"] == \
+            penguins.flipper_length_mm.count()
+    finally:
+        _release_hold(fed, "dream", record)
+
+
+def test_cancel_ends_a_waiting_job_and_withdraws_its_requests(fed):
+    record = _hold_for_approval(fed, "biscoe")
+    try:
+        job_id = fed.submit(stats_job(columns=["flipper_length_mm"]))
+        _waiting(fed, job_id)
+        fed.coordinator.jobs.cancel(job_id, "alice")
+        view = fed.wait(job_id)
+        assert view.status == JobStatus.CANCELLED and view.error == "cancelled by alice"
+        approvals = fed.nodes["biscoe"].approvals
+        deadline = time.monotonic() + 5
+        while [a for a in approvals.list("pending") if a.job_id == job_id]:
+            assert time.monotonic() < deadline, "the request was not withdrawn"
+            time.sleep(0.02)
+        assert [a.state for a in approvals.list() if a.job_id == job_id] == ["withdrawn"]
+        with pytest.raises(UserError, match="nothing to cancel"):
+            fed.coordinator.jobs.cancel(job_id, "alice")
+    finally:
+        _release_hold(fed, "biscoe", record)
+
+
+def _task(kind: str, payload: bytes) -> pb.Task:
+    return pb.Task(task_id="t1", kind=kind, payload=payload)
+
+
+def test_node_runner_routes_by_kind_and_refuses_what_it_cannot_read(fed):
+    runner = fed.nodes["biscoe"].runner
+    unknown = runner.handle(_task("job.teleport", b"{}"))
+    assert not unknown.ok and "does not run 'job.teleport' tasks" in unknown.error
+    malformed = runner.handle(_task(TaskKind.COMPUTE, b'{"job_id": 3}'))
+    assert not malformed.ok and malformed.error.startswith("malformed ComputeRequest message")
+    st = get_study(fed.coordinator.db, "penguins")
+    spec = {"study": "penguins", "type": "stats", "datasets": {"biscoe": "penguins"},
+            "stats": {"columns": ["body_mass_g"]}}
+    header = TaskHeader(job_id="job-x", study_id=st.study_id, key_version=st.key_version,
+                        job_type="quality", n_nodes=3, dataset="penguins", spec=spec)
+    mismatch = runner.handle(_task(TaskKind.VOCAB, header.dumps()))
+    assert not mismatch.ok and "names job type 'quality' but carries a 'stats' spec" in \
+        mismatch.error
+    outsider = header.model_copy(update={"job_type": "stats", "study_id": "st-nope"})
+    refused = runner.handle(_task(TaskKind.VOCAB, outsider.dumps()))
+    assert not refused.ok and "has not accepted study st-nope" in refused.error
+
+
+def test_dp_noises_each_contribution_and_charges_each_node_once(fed, penguins):
+    bounds = {"body_mass_g": [2500, 6500]}
+    view, res = fed.run(stats_job(columns=["body_mass_g"], dp={"epsilon": 1.0, "bounds": bounds}))
+    exact = float(penguins.body_mass_g.sum())
+    assert res["columns"]["body_mass_g"]["sum"] != exact  # noise was added
+    assert res["columns"]["body_mass_g"]["sum"] == pytest.approx(exact, rel=0.05)
+    assert sorted(res["privacy"]) == sorted(ISLANDS)
+    for node, core in fed.nodes.items():
+        spent = [s for s in core.gate.ledger.spent() if s.researcher is None]
+        assert [(s.epsilon, s.charges) for s in spent] == [(1.0, 1)], node
