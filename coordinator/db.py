@@ -117,7 +117,7 @@ class Study(Base):
     name: Mapped[str] = mapped_column(String, unique=True)
     purpose: Mapped[str] = mapped_column(Text)
     min_nodes: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String)  # pending | keying | active
+    status: Mapped[str] = mapped_column(String)  # scifed.states.StudyStatus
     created_by: Mapped[str] = mapped_column(String)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     key_version: Mapped[int] = mapped_column(BigInteger, default=0)

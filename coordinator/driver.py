@@ -30,7 +30,7 @@ from jobs.spec import JobSpec, datasets_by_node, load_job, parse_job_dict, slug
 from scifed.errors import NotFound, Unavailable, UserError
 from scifed.he import sum_ciphertexts
 from scifed.sealing import SealKeyClaim, verify_claim
-from scifed.states import JobStatus, Phase, TaskState
+from scifed.states import JobStatus, Phase, StudyStatus, TaskState
 from scifed.tasks import CancelNotice, Message, TaskHeader, TaskKind, Waiting
 from scifed.wire import now_ms
 
@@ -101,7 +101,7 @@ class JobDriver:
         study = studies.get_study(self.db, spec.study)
         if researcher not in study.researchers:
             raise UserError(f"you ({researcher}) are not a researcher of study '{study.name}'")
-        if study.status != "active":
+        if study.status != StudyStatus.ACTIVE:
             need = study.min_nodes - len(study.accepted)
             why = (f"waiting for {need} more node(s) to accept" if need > 0
                    else "its key is being generated")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scifed.errors import UserError
+from scifed.states import StudyStatus
 
 
 def _die_with_parent() -> None:
@@ -201,6 +202,6 @@ class LocalFederation:
                 return st.study_id
             for node, dataset in datasets.items():
                 self.node_cli(node, "studies", "accept", st.study_id, "--datasets", dataset)
-            wait_for(lambda: op.study(name).status == "active", timeout,
+            wait_for(lambda: op.study(name).status == StudyStatus.ACTIVE, timeout,
                      f"study {name} to become active")
         return st.study_id

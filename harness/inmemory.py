@@ -33,7 +33,7 @@ from scifed.config import CoordinatorConfig, NodeConfig, TlsConfig
 from scifed.errors import UserError
 from scifed.pki import init_ca, make_key_and_csr, sign_csr
 from scifed.sealing import load_seal_key, make_claim, open_sealed, result_context
-from scifed.states import JobStatus
+from scifed.states import JobStatus, StudyStatus
 from scifed.wire import now_ms
 
 
@@ -190,7 +190,7 @@ class InMemoryFederation:
             core.studies.answer(self.links[node], view.study_id, True, [dataset])
         self.coordinator.keys.rotate_pending()
         deadline = time.monotonic() + timeout
-        while studies.get_study(db, name).status != "active":
+        while studies.get_study(db, name).status != StudyStatus.ACTIVE:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"study {name} did not become active")
             time.sleep(0.02)

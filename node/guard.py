@@ -2,8 +2,8 @@
 an earlier released one on the same data by fewer than k rows, since the difference of
 the two answers would describe those few rows.
 
-Row sets are kept as compressed bitmaps over the file's row order, per dataset version
-(sha256): a new file version starts a new history.
+Row sets (``node.data.DataFile.row_mask``) are kept as compressed bitmaps over the file's
+row order, per dataset version (sha256): a new file version starts a new history.
 """
 
 from __future__ import annotations
@@ -11,25 +11,10 @@ from __future__ import annotations
 import sqlite3
 import zlib
 
-import duckdb
 import numpy as np
 
-from node.profiling import read_table
 from scifed.errors import UserError
 from scifed.wire import now_ms
-
-
-def row_mask(path, filter_sql: tuple[str, list] | None) -> np.ndarray:
-    """Which rows of the file the filter selects, in file order."""
-    where, params = filter_sql or ("TRUE", [])
-    con = duckdb.connect()
-    try:
-        con.execute("SET preserve_insertion_order = true")
-        rows = con.execute(f"SELECT coalesce(({where}), false) FROM {read_table(path)}",
-                           params).fetchnumpy()
-    finally:
-        con.close()
-    return np.asarray(next(iter(rows.values())), dtype=bool)
 
 
 def check_and_record(con: sqlite3.Connection, *, job_id: str, dataset_id: str, sha256: str,

@@ -24,6 +24,7 @@ import duckdb
 import frictionless
 
 from scifed.errors import UserError
+from scifed.record import NUMERIC_TYPES as _NUMERIC
 
 MEDIA_TYPES = {
     ".csv": "text/csv",
@@ -58,7 +59,6 @@ _TYPE_MAP = {
     ),
     **dict.fromkeys(("time", "time with time zone"), "time"),
 }
-_NUMERIC = {"integer", "number"}
 _TEMPORAL = {"date", "datetime", "time"}
 
 

@@ -16,11 +16,11 @@ import ast
 from dataclasses import dataclass, field
 
 from scifed.errors import UserError
+from scifed.record import NUMERIC_TYPES as _NUMERIC
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 32
 
-_NUMERIC = {"integer", "number"}
 _TEXT_LIKE = {"string", "date", "datetime", "time"}  # compared with str constants
 _OPS = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 _FORBIDDEN = {

@@ -57,6 +57,7 @@ TableSchemaType = Literal[
     "string", "number", "integer", "boolean", "date", "datetime", "time", "year",
     "yearmonth", "duration", "geopoint", "geojson", "object", "array", "list", "any",
 ]
+NUMERIC_TYPES = frozenset({"integer", "number"})  # the Table Schema types that hold numbers
 SubjectCategory = Literal["personal", "organization", "public_affairs", "natural_object", "mixed"]
 LifecycleStage = Literal["planned", "collecting", "active", "archived", "scheduled_for_deletion"]
 # EU frequency authority codes (publications.europa.eu/resource/authority/frequency).

@@ -29,6 +29,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from scifed.errors import UserError
+from scifed.record import NUMERIC_TYPES as _NUMERIC
 from scifed.record import CatalogRecord, Field
 
 SCORECARD_VERSION = "1.0"
@@ -83,7 +84,6 @@ GATES: dict[str, str] = {
 }
 FEDERATED_ONLY = ("Q4c", "Q4d")
 
-_NUMERIC = {"number", "integer"}
 
 
 # -- thresholds -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Job and task states, and the structured phase of a running job, defined once.
+"""Job, study and task states, and the structured phase of a running job, defined once.
 
 The coordinator stores them, the researcher's client and CLI read them; nothing parses
 free text to learn where a job is.
@@ -32,6 +32,12 @@ class JobStatus(StrEnum):
 
 FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 STOPPED = FINAL | {JobStatus.INTERRUPTED}
+
+
+class StudyStatus(StrEnum):
+    PENDING = "pending"  # fewer than min_nodes officers have accepted
+    KEYING = "keying"    # the lead node is making (or rotating) the study key
+    ACTIVE = "active"    # jobs may run
 
 
 class TaskState(StrEnum):

@@ -53,6 +53,7 @@ from jobs.base import Table
 from jobs.quality.spec import QualitySpec
 from jobs.stats.compute import DOMINANCE, pooled_count, sample_variance, suppress_table
 from scifed.errors import UserError
+from scifed.record import NUMERIC_TYPES as _NUMERIC
 from scifed.record import CatalogRecord
 from scifed.scorecard import (
     BANDS,
@@ -67,7 +68,6 @@ from scifed.scorecard import (
 )
 
 VOCABULARY_KEYS = ("nodes", "schema_hashes", "columns", "numeric", "target", "labels")
-_NUMERIC = {"number", "integer"}
 _MOMENT_BLOCK = 4
 _N, _SUM, _SUMSQ, _FLAG = range(_MOMENT_BLOCK)
 

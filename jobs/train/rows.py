@@ -10,8 +10,7 @@ import numpy as np
 from jobs.base import Limits, Table
 from jobs.train.spec import TrainSpec
 from scifed.errors import UserError
-
-_NUMERIC = {"integer", "number"}
+from scifed.record import NUMERIC_TYPES as _NUMERIC
 
 
 def rows(spec: TrainSpec, table: Table, limits: Limits) -> tuple[np.ndarray, np.ndarray]:

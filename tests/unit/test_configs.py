@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.spec import load_job
 from node.policy import effective, load_override
 from scifed.config import CoordinatorConfig, NodeConfig, load_config
-from jobs.spec import load_job
 from scifed.record import load_metadata
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -36,8 +36,8 @@ def test_policy_override_example_tightens_a_g3_dataset():
 def test_model_load_of_a_non_model_file_is_one_clear_error(tmp_path):
     import pytest as _pytest
 
-    from scifed.errors import UserError
     from jobs.train.models import load_model_file
+    from scifed.errors import UserError
 
     bad = tmp_path / "notes.pt"
     bad.write_text("not a model")

@@ -16,7 +16,8 @@ import pytest
 from node.approvals import Approvals, parse_expiry
 from node.audit import AuditLog
 from node.budget import BudgetLedger
-from node.guard import check_and_record, row_mask
+from node.data import DataFile
+from node.guard import check_and_record
 from node.store import NodeStore
 from scifed.errors import NotFound, UserError
 from scifed.filters import compile_filter
@@ -26,6 +27,11 @@ from scifed.wire import now_ms
 @pytest.fixture
 def store(tmp_path) -> NodeStore:
     return NodeStore(tmp_path / "node.db")
+
+
+def _mask(path, filter_sql):
+    with DataFile(path, filter_sql) as data:
+        return data.row_mask()
 
 
 def charge(store: NodeStore, job: str, eps: float, researcher: str = "alice",
@@ -189,11 +195,11 @@ def test_differencing_pair_is_refused(store, tmp_path, penguins):
     path = tmp_path / "p.csv"
     penguins.to_csv(path, index=False)
     types = {"body_mass_g": "number", "island": "string", "species": "string"}
-    first = row_mask(path, compile_filter("island == 'Biscoe'", types))
+    first = _mask(path, compile_filter("island == 'Biscoe'", types))
     assert first.sum() == (penguins.island == "Biscoe").sum()
     # Same selection minus the one heaviest Biscoe penguin: differs by 1 row.
     heaviest = penguins[penguins.island == "Biscoe"].body_mass_g.max()
-    second = row_mask(path, compile_filter(
+    second = _mask(path, compile_filter(
         f"island == 'Biscoe' and (body_mass_g < {heaviest} or body_mass_g is None)", types))
     with store.tx() as con:
         check_and_record(con, job_id="j1", dataset_id="ds", sha256="s", mask=first, k=5)
@@ -201,7 +207,7 @@ def test_differencing_pair_is_refused(store, tmp_path, penguins):
         check_and_record(con, job_id="j2", dataset_id="ds", sha256="s", mask=second, k=5)
     assert "differ by 1" in str(exc.value) and "j1" in str(exc.value)
     # Far enough apart, or a new version of the file: allowed.
-    other = row_mask(path, compile_filter("island == 'Dream'", types))
+    other = _mask(path, compile_filter("island == 'Dream'", types))
     with store.tx() as con:
         check_and_record(con, job_id="j3", dataset_id="ds", sha256="s", mask=other, k=5)
         check_and_record(con, job_id="j4", dataset_id="ds", sha256="s2", mask=second, k=5)
@@ -263,5 +269,5 @@ def test_mask_matches_pandas(tmp_path):
     df = pd.DataFrame({"x": [1.0, None, 3.0, 4.0], "c": ["a", "b", None, "a"]})
     p = tmp_path / "d.csv"
     df.to_csv(p, index=False)
-    m = row_mask(p, compile_filter("x > 1 or c == 'b'", {"x": "number", "c": "string"}))
+    m = _mask(p, compile_filter("x > 1 or c == 'b'", {"x": "number", "c": "string"}))
     np.testing.assert_array_equal(m, ((df.x > 1) | (df.c == "b")).to_numpy())
