@@ -1,9 +1,10 @@
 """Costs of federated training, each beside its baseline measured in the same run:
 
 1. Per-round wall time and traffic of a `train` job on a real deployment on loopback
-   (coordinator, 3 nodes with penguins split by island, SuperLink with TLS and node
-   auth, 3 SuperNodes), with CKKS aggregation vs the same app aggregating in clear
-   (``benchmarks/plain_fab``, benchmark only).
+   (coordinator supervising its SuperLink with TLS and node auth, 3 nodes with penguins
+   split by island each supervising its SuperNode), submitted as a researcher does, with
+   CKKS aggregation vs the same app aggregating in clear (``benchmarks/plain_fab``,
+   benchmark only, run on the same SuperLink and SuperNodes).
 2. The CKKS work inside one round — encrypt at each node, sum at the coordinator,
    decrypt — and ciphertext vs float32 bytes, for the penguins model and a wider MLP.
 3. DP-SGD (Opacus, RDP accountant, Poisson sampling) epoch time vs plain PyTorch SGD on
@@ -12,6 +13,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -24,13 +27,16 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.training import train_on_flower
+from coordinator.flower import SuperLink
 from harness.federation import LocalFederation
-from scifed.fl import local
-from scifed.fl.localcluster import FlowerCluster
+from jobs.train import local
+from jobs.train.coordinate import read_checkpoint, train_on_flower
+from jobs.train.models import build_model, model_to_vector
+from jobs.train.protocol import PUBLIC_CONTEXT_FILE, RUN_FILE, write_json
+from jobs.train.spec import TrainSpec
+from scifed.config import CoordinatorConfig, load_config
+from scifed.errors import UserError
 from scifed.he import StudyKey, sum_ciphertexts
-from scifed.models import build_model, model_to_vector
-from scifed.trainspec import TrainSpec
 
 REPO = Path(__file__).resolve().parent.parent
 PLAIN_APP = REPO / "benchmarks" / "plain_fab"
@@ -39,44 +45,74 @@ FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g
 ROUNDS = 3
 
 
-def penguin_spec(pooled) -> TrainSpec:
-    return TrainSpec.model_validate({
-        "features": FEATURES, "label": "species", "task": "classification",
-        "classes": ["Adelie", "Chinstrap", "Gentoo"], "model": {"kind": "logistic_regression"},
-        "rounds": ROUNDS, "local_epochs": 10, "batch_size": 16, "lr": 0.5,
-        "validation_split": 0.1, "min_node_classes": 1,
-        "standardize": {f: (float(pooled[f].mean()), float(pooled[f].std())) for f in FEATURES}})
+def penguin_job(pooled) -> str:
+    """The job.yaml a researcher would submit."""
+    return yaml.safe_dump({
+        "study": "bench", "type": "train", "datasets": {n: "penguins" for n in ISLANDS},
+        "train": {
+            "features": FEATURES, "label": "species", "task": "classification",
+            "classes": ["Adelie", "Chinstrap", "Gentoo"],
+            "model": {"kind": "logistic_regression"}, "rounds": ROUNDS, "local_epochs": 10,
+            "batch_size": 16, "lr": 0.5, "validation_split": 0.1, "min_node_classes": 1,
+            "min_nodes": len(ISLANDS),
+            "standardize": {f: [float(pooled[f].mean()), float(pooled[f].std())]
+                            for f in FEATURES}}})
+
+
+def superlink(fed: LocalFederation) -> SuperLink:
+    """A Control API client of the coordinator's (supervised) SuperLink."""
+    cfg = load_config(fed.coord_dir / "coordinator.yaml", CoordinatorConfig)
+    return SuperLink(cfg.state_dir, cfg.tls.files(), port=cfg.flower_port)
+
+
+def plaintext_twin(link: SuperLink, he_dir: Path) -> dict:
+    """The same job as a run of the plaintext FAB on the same SuperLink and SuperNodes: a
+    copy of the HE job's directory (job, public context; no checkpoint) under a job id of
+    its own. Its ClientApps ask each node's local API for the same grant."""
+    job_dir = he_dir.with_name(he_dir.name + "-plain")
+    job_dir.mkdir()
+    run = json.loads((he_dir / RUN_FILE).read_text())
+    write_json(job_dir / RUN_FILE, {**run, "job_id": job_dir.name})
+    shutil.copy(he_dir / PUBLIC_CONTEXT_FILE, job_dir / PUBLIC_CONTEXT_FILE)
+    return train_on_flower(link, job_dir, app_dir=PLAIN_APP)
 
 
 def deployment(root: Path, console: Console) -> list[tuple[str, dict, int]]:
-    """(label, final checkpoint, bytes moved) for the HE run and its plaintext twin."""
+    """(label, final checkpoint, bytes moved) for the HE job and its plaintext twin."""
     penguins = palmerpenguins.load_penguins()
     meta = yaml.safe_load((REPO / "configs" / "datasets" / "penguins.yaml").read_text())
-    fed = LocalFederation(root, {n: f"Palmer {i}" for n, i in ISLANDS.items()})
-    cluster = None
+    fed = LocalFederation(root, {n: f"Palmer {i}" for n, i in ISLANDS.items()}, flower=True,
+                          task_timeout_seconds=120)
+    link = None
     try:
-        with console.status("starting coordinator, 3 nodes, SuperLink and 3 SuperNodes"):
+        with console.status("starting the coordinator (it supervises the SuperLink) and 3 "
+                            "nodes (each supervises its SuperNode)"):
             fed.setup()
             fed.start_all()
             for node, island in ISLANDS.items():
                 fed.add_dataset(node, penguins[penguins.island == island], meta, "penguins")
             fed.create_study("bench", {n: "penguins" for n in ISLANDS})
-            cluster = FlowerCluster(fed)
-            cluster.start()
-        spec = penguin_spec(penguins.dropna(subset=FEATURES))
+        link = superlink(fed)
         out = []
-        for label, app in (("CKKS (scifed train)", None), ("plaintext twin", PLAIN_APP)):
-            with console.status(f"{ROUNDS} rounds + final evaluation, {label}"):
-                job_dir = cluster.job_dir(f"bench-{len(out)}", "bench", spec,
-                                          {n: "penguins" for n in ISLANDS}, min_nodes=3)
-                kwargs = {"app_dir": app} if app else {}
-                checkpoint = train_on_flower(cluster.flower, job_dir, **kwargs)
-                state = cluster.flower.run_state(checkpoint["flower_runs"][-1])
-                out.append((label, checkpoint, state.bytes_sent + state.bytes_recv))
+        with console.status(f"{ROUNDS} rounds + final evaluation, CKKS (scifed train job)"):
+            with fed.researcher() as r:
+                job_id = r.submit(penguin_job(penguins.dropna(subset=FEATURES)))
+                info = r.wait(job_id, timeout=900)
+            if info.status != "done":
+                raise UserError(f"benchmark job {job_id} {info.status}: {info.error}")
+            he_dir = link.jobs_dir / job_id
+            checkpoint = read_checkpoint(he_dir)
+            assert checkpoint is not None
+            state = link.run_state(checkpoint["flower_runs"][-1])
+            out.append(("CKKS (scifed train)", checkpoint, state.bytes_sent + state.bytes_recv))
+        with console.status(f"{ROUNDS} rounds + final evaluation, plaintext twin"):
+            checkpoint = plaintext_twin(link, he_dir)
+            state = link.run_state(checkpoint["flower_runs"][-1])
+            out.append(("plaintext twin", checkpoint, state.bytes_sent + state.bytes_recv))
         return out
     finally:
-        if cluster is not None:
-            cluster.stop()
+        if link is not None:  # closes its Control API client (the coordinator owns the
+            link.stop()       # process): a keep-alive connection delays its shutdown
         fed.stop_all()
 
 

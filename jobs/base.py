@@ -66,6 +66,9 @@ class Table(Protocol):
     def arrays(self, columns: list[str]) -> dict[str, np.ndarray]:
         """The filtered rows where every listed column is present, as numpy arrays."""
 
+    def masks(self, conditions: list[tuple[str, list]]) -> np.ndarray:
+        """Rows × conditions (file order): filter AND each condition (SQL, parameters)."""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -88,6 +91,7 @@ class Pooled:
     k: int
     dp: dict[str, dict]                 # node -> the DP it applied (empty: exact)
     contributors: list[str]
+    record: dict = field(default_factory=dict)  # the release node's own catalog record
     state: dict | None = None           # the release node's own state of earlier rounds
     stage: Literal["final", "progress"] = "final"
     round: int = 0
@@ -247,6 +251,14 @@ class JobType(ABC):
                 limits: Limits) -> np.ndarray:
         """This node's contribution as one vector (summed across nodes)."""
         raise UserError(f"{self.name} jobs compute no contribution vector")
+
+    def row_sets(self, params: Any, table: Table,
+                 vocab: dict[str, list[str]]) -> list[tuple[str, list]]:
+        """The row sets an exact contribution sums over, as SQL conditions within the
+        filter (each cell, bin, group, column's present values). The node's query
+        auditor refuses a release whose sets would isolate fewer than k rows. Only
+        called for types with ``guarded`` set."""
+        return [("TRUE", [])]
 
     def noise(self, params: Any, vec: np.ndarray, vocab: dict[str, list[str]],
               limits: Limits) -> dict:

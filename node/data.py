@@ -110,13 +110,19 @@ class DataFile:
         """The whole file (no filter) as pandas."""
         return self._run(f"SELECT * FROM {self.source}", []).df()
 
-    def row_mask(self) -> np.ndarray:
-        """Which rows of the file the filter selects, in file order (the differencing
-        guard compares row sets)."""
+    def masks(self, conditions: list[tuple[str, list]]) -> np.ndarray:
+        """Rows × conditions, in file order: which rows the filter selects and each
+        condition (SQL over the file's columns, with its parameters) holds for. The
+        query auditor refines its atoms with them."""
         self.con.execute("SET preserve_insertion_order = true")
-        rows = self._run(f"SELECT coalesce(({self.where}), false) FROM {self.source}",
-                         self.where_params).fetchnumpy()
-        return np.asarray(next(iter(rows.values())), dtype=bool)
+        if not conditions:
+            conditions = [("TRUE", [])]
+        cols = ", ".join(f"coalesce(({self.where}) AND ({c}), false) AS m{i}"
+                         for i, (c, _) in enumerate(conditions))
+        params = [p for _, ps in conditions for p in [*self.where_params, *ps]]
+        data = self._run(f"SELECT {cols} FROM {self.source}", params).fetchnumpy()
+        return np.column_stack([np.asarray(data[f"m{i}"], dtype=bool)
+                                for i in range(len(conditions))])
 
     def _run(self, sql: str, params: Sequence):
         try:

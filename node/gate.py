@@ -29,7 +29,7 @@ from node.audit import AuditLog
 from node.budget import BudgetLedger
 from node.data import DataFile
 from node.datasets import DatasetRegistry
-from node.guard import check_and_record
+from node.guard import audit_and_record
 from node.policy import Decision, EffectivePolicy, PolicyBook, decide
 from node.store import DatasetRow
 from node.studies import NodeStudies
@@ -150,17 +150,18 @@ class Gate:
         job, h = adm.job, adm.header
         report: dict = {}
         release = {"job_id": h.job_id, "researcher": h.researcher, "job_type": adm.spec.type,
-                   "rows_guarded": False}
+                   "rows_audited": False}
         if adm.decision.dp:
             release |= {"epsilon": adm.decision.epsilon, "delta": 0.0}
 
         def produce(con) -> bytes:
             with adm.open() as data:
-                if job.guarded and adm.policy.query_auditing:
-                    release["rows_guarded"] = True
-                    check_and_record(con, job_id=h.job_id, dataset_id=adm.row.dataset_id,
+                if job.guarded and adm.policy.query_auditing and not adm.decision.dp:
+                    release["rows_audited"] = True  # exact answers only: DP bounds the rest
+                    sets = data.masks(job.row_sets(adm.params, data, vocab))
+                    audit_and_record(con, job_id=h.job_id, dataset_id=adm.row.dataset_id,
                                      sha256=adm.row.record["distributions"][0]["sha256"],
-                                     mask=data.row_mask(), k=adm.k)
+                                     sets=sets, k=adm.k, node=self.node)
                 vec = np.asarray(compute(data), dtype=np.float64)
             if adm.decision.dp:
                 report.update(job.noise(adm.params, vec, vocab, adm.limits))

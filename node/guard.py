@@ -1,9 +1,20 @@
-"""The differencing guard (governance §2.5): refuse a query whose row set differs from
-an earlier released one on the same data by fewer than k rows, since the difference of
-the two answers would describe those few rows.
+"""The query auditor (governance §2.5): no exact release, together with every earlier one
+on the same dataset version, may determine a statistic of fewer than k rows.
 
-Row sets (``node.data.DataFile.row_mask``) are kept as compressed bitmaps over the file's
-row order, per dataset version (sha256): a new file version starts a new history.
+Every exact answer is a sum over row sets — the filter, each column's present values,
+each histogram bin, each group, each pair — so every released number is a linear
+function of those sets. The auditor keeps, per dataset version (sha256), the partition
+of the file's rows into *atoms*: rows that every released row set so far either holds
+or not, alike. A linear combination of answers (a difference of two, or a tracker of
+three) is then a sum over whole atoms. A query is refused if, added to the history, it
+would leave an atom of 1 to k−1 rows; otherwise its row sets refine the partition in
+the same transaction that releases the answer. This subsumes the pairwise differencing
+rule and also stops trackers built from any number of queries, across researchers and
+studies (they are assumed to collude). The whole file is always counted as released
+(its row count is public).
+
+The refusal says nothing about counts: it names the rule, never how many rows an atom
+would hold.
 """
 
 from __future__ import annotations
@@ -16,22 +27,55 @@ import numpy as np
 from scifed.errors import UserError
 from scifed.wire import now_ms
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio multiplier for the label hash
 
-def check_and_record(con: sqlite3.Connection, *, job_id: str, dataset_id: str, sha256: str,
-                     mask: np.ndarray, k: int) -> None:
-    """Inside the release transaction: refuse a differencing pair, else remember it."""
-    packed = np.packbits(mask)
-    for r in con.execute("SELECT job_id, rows, bitmap FROM query_history WHERE dataset_id=? "
-                         "AND sha256=? AND job_id != ?", (dataset_id, sha256, job_id)):
-        earlier = np.frombuffer(zlib.decompress(r["bitmap"]), dtype=np.uint8)
-        if earlier.size != packed.size:
-            continue
-        differ = int(np.unpackbits(earlier ^ packed).sum())
-        if 0 < differ < k:
-            raise UserError(f"refused by the differencing guard: the rows this query selects "
-                            f"differ by {differ} from those of released job {r['job_id']} "
-                            f"(fewer than k={k}), so comparing the two answers would reveal "
-                            "those rows")
-    con.execute("INSERT OR IGNORE INTO query_history VALUES (?,?,?,?,?,?)",
-                (job_id, dataset_id, sha256, int(mask.sum()),
-                 zlib.compress(packed.tobytes()), now_ms()))
+
+def _load(con: sqlite3.Connection, dataset_id: str, sha256: str, rows: int) -> np.ndarray:
+    r = con.execute("SELECT labels FROM atom_partitions WHERE dataset_id=? AND sha256=?",
+                    (dataset_id, sha256)).fetchone()
+    if r is None:
+        return np.zeros(rows, dtype=np.uint64)
+    labels = np.frombuffer(zlib.decompress(r["labels"]), dtype=np.uint64)
+    if labels.size != rows:
+        raise UserError("the dataset file changed since it was registered; the officer must "
+                        "update the dataset before it is queried again")
+    return labels
+
+
+def refine(labels: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """Atom labels after splitting every atom by membership in each column of ``sets``
+    (rows × sets, bool). Labels are 64-bit hashes of the membership history."""
+    out = labels.copy()
+    with np.errstate(over="ignore"):
+        for j in range(sets.shape[1]):
+            out = out * _MIX + sets[:, j].astype(np.uint64) + np.uint64(1)
+    return out
+
+
+def smallest_atom(labels: np.ndarray) -> int:
+    _, counts = np.unique(labels, return_counts=True)
+    return int(counts.min()) if counts.size else 0
+
+
+def audit_and_record(con: sqlite3.Connection, *, job_id: str, dataset_id: str, sha256: str,
+                     sets: np.ndarray, k: int, node: str) -> None:
+    """Inside the release transaction: refuse the query if, with every earlier release, it
+    would leave an atom of fewer than k rows; else keep the refined partition."""
+    if k <= 1:
+        return
+    done = con.execute("SELECT 1 FROM atom_releases WHERE job_id=? AND dataset_id=? AND "
+                       "sha256=?", (job_id, dataset_id, sha256)).fetchone()
+    if done is not None:
+        return  # a retried task: its sets are in the partition already
+    labels = refine(_load(con, dataset_id, sha256, sets.shape[0]), sets)
+    if 0 < smallest_atom(labels) < k:
+        raise UserError(f"node {node} refused the query: together with earlier answers on "
+                        f"this dataset it would describe fewer than k={k} rows "
+                        "(query auditing)")
+    con.execute("INSERT OR REPLACE INTO atom_partitions VALUES (?,?,?,"
+                "coalesce((SELECT releases FROM atom_partitions WHERE dataset_id=? AND "
+                "sha256=?), 0) + 1, ?)",
+                (dataset_id, sha256, zlib.compress(labels.tobytes()), dataset_id, sha256,
+                 now_ms()))
+    con.execute("INSERT INTO atom_releases VALUES (?,?,?,?)",
+                (job_id, dataset_id, sha256, now_ms()))

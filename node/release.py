@@ -53,7 +53,8 @@ class ReleasePath:
         totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
         state = open_for_members(key, STATE, job_id, req.state) if req.state else None
         pooled = Pooled(totals=totals, vocab=vocabulary_union(key, job_id, req.vocabularies),
-                        k=req.k, dp=req.dp, contributors=req.contributors, state=state,
+                        k=req.k, dp=req.dp, contributors=req.contributors,
+                        record=adm.row.record, state=state,
                         stage=req.stage, round=req.round, extra=req.extra)
         try:
             out = adm.job.release(adm.params, pooled)

@@ -73,15 +73,23 @@ CREATE TABLE IF NOT EXISTS budget_charges (
     created_ms  INTEGER NOT NULL,
     PRIMARY KEY (job_id, dataset_id)
 );
--- Row sets of released queries per dataset (node/guard.py), for the differencing rule.
-CREATE TABLE IF NOT EXISTS query_history (
+-- The partition of a dataset version's rows into atoms by every released row set
+-- (node/guard.py): one atom label per row, in file order.
+CREATE TABLE IF NOT EXISTS atom_partitions (
+    dataset_id  TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    labels      BLOB NOT NULL,
+    releases    INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    PRIMARY KEY (dataset_id, sha256)
+);
+-- Which jobs the partition already holds (a retried task must not refine it twice).
+CREATE TABLE IF NOT EXISTS atom_releases (
     job_id      TEXT NOT NULL,
     dataset_id  TEXT NOT NULL,
     sha256      TEXT NOT NULL,
-    rows        INTEGER NOT NULL,
-    bitmap      BLOB NOT NULL,
     created_ms  INTEGER NOT NULL,
-    PRIMARY KEY (job_id, dataset_id)
+    PRIMARY KEY (job_id, dataset_id, sha256)
 );
 -- What each DP-SGD training round spent (node/local_api.py), so the accountant carries
 -- across rounds that each run in a fresh ClientApp process.

@@ -71,7 +71,7 @@ CONDITION_CODES = (
 )
 MORATORIUM = "publication_moratorium"
 # Per-column statistics are published only for data graded up to this level.
-STATS_PUBLIC_UP_TO = "G2"
+STATS_PUBLIC_UP_TO = "G1"  # G2 and above: no column summary (min and max are values)
 COLUMN_STATS = ("distinct_count", "min", "max", "mean", "std")
 
 STUB_KEYS = (

@@ -2,7 +2,8 @@
 and protocol, but float64 vectors where the real app has CKKS ciphertexts, so the
 difference in round time and traffic is what HE costs. Never deploy it: the coordinator
 would see every node's update in clear. The FAB ships this file; the rest is the
-installed scifed package.
+installed scifed package (``jobs.train``). ``benchmarks/train_bench.py`` runs it on the
+coordinator's supervised SuperLink, beside a real `train` job.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from scifed.fl.client_app import serve
-from scifed.fl.server_app import HEFedAvg
+from jobs.train.client_app import serve
+from jobs.train.server_app import HEFedAvg
 
 
 class PlainCodec:

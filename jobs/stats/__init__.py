@@ -14,7 +14,7 @@ import numpy as np
 
 from jobs.aggregate import AggregateJob
 from jobs.base import Limits, NextRound, Pooled, Released, Table
-from jobs.stats import compute, dp
+from jobs.stats import compute, disclosure, dp
 from jobs.stats.quantiles import count_le
 from jobs.stats.release import release
 from jobs.stats.spec import StatsSpec
@@ -36,16 +36,34 @@ class StatsJob(AggregateJob):
         # DP (at their per-query ε); a node whose policy does not answers exactly.
         return params.dp is not None
 
+    def _checks(self, params: StatsSpec, limits: Limits) -> None:
+        """The dictionary-based rules (`disclosure.py`), before any row is read."""
+        disclosure.check_groupable(params, limits.record, dp=limits.epsilon is not None)
+        disclosure.check_probabilities(params, limits.record.get("security_grade", "G1"))
+
     def vocabulary(self, params: StatsSpec, table: Table,
                    limits: Limits) -> dict[str, list[str]]:
-        return compute.vocabulary(table, params)
+        self._checks(params, limits)
+        if limits.epsilon is not None:  # under DP labels never come from the data
+            return {c: disclosure.declared_levels(limits.record, c) or []
+                    for c in params.group_counts}
+        values = compute.vocabulary(table, params)
+        (rows,), = table.query([], "SELECT count(*) FROM d")
+        for col, levels in values.items():
+            disclosure.check_levels(col, len(levels), int(rows))
+        return values
 
     def compute(self, params: StatsSpec, table: Table, vocab: dict[str, list[str]],
                 limits: Limits) -> np.ndarray:
+        self._checks(params, limits)
         if limits.epsilon is None:
             return compute.compute(table, params, vocab, k=limits.k)
         bounds = dp.clipping_bounds(params, limits.record)
         return compute.compute(table, params, vocab, k=limits.k, clip=bounds)
+
+    def row_sets(self, params: StatsSpec, table: Table,
+                 vocab: dict[str, list[str]]) -> list[tuple[str, list]]:
+        return compute.row_sets(table, params, vocab)
 
     def noise(self, params: StatsSpec, vec: np.ndarray, vocab: dict[str, list[str]],
               limits: Limits) -> dict:

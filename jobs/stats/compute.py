@@ -214,6 +214,29 @@ def _aggregates(spec: StatsSpec, alias: dict[str, str],
     return aggs, params
 
 
+def row_sets(data: Table, spec: StatsSpec,
+             vocab: dict[str, list[str]]) -> list[tuple[str, list]]:
+    """Every row set the vector sums over, as conditions within the filter, in layout
+    order: the selection, each column's present values, each histogram bin (and below,
+    above, missing), each group value (and missing), each pair's complete rows."""
+    sets: list[tuple[str, list]] = [("TRUE", [])]
+    present = lambda c: f"{data.number(c)} IS NOT NULL"  # noqa: E731
+    sets += [(present(c), []) for c in dict.fromkeys([*spec.columns, *spec.quantiles])]
+    for col, edges in spec.histograms.items():
+        x = data.number(col)
+        for i in range(len(edges) - 1):
+            upper = "<=" if i == len(edges) - 2 else "<"
+            sets.append((f"{x} >= ? AND {x} {upper} ?", [edges[i], edges[i + 1]]))
+        sets += [(f"{x} < ?", [edges[0]]), (f"{x} > ?", [edges[-1]]), (f"{x} IS NULL", [])]
+    for col in spec.group_counts:
+        label = data.category(col)
+        sets += [(f"{label} = ?", [v]) for v in vocab.get(col, [])]
+        sets.append((f"{label} IS NULL", []))
+    sets += [(f"{present(a)} AND {present(b)}", []) for a, b in _pairs(spec.correlation)
+             if a != b]
+    return sets
+
+
 def suppress_table(cells: np.ndarray, k: int) -> np.ndarray:
     """Cells to withhold: every 0 < count < k, and, if that is a single cell, also the
     smallest other non-zero cell (the lowest index on a tie) so the released total

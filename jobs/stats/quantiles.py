@@ -26,6 +26,7 @@ import numpy as np
 
 from jobs.base import Table
 from jobs.stats.compute import pooled_count
+from jobs.stats.disclosure import quantile_margin
 from jobs.stats.spec import StatsSpec
 
 SPLIT = 64
@@ -86,8 +87,9 @@ class QuantileSearch:
 
     @classmethod
     def start(cls, spec: StatsSpec, pooled_n: dict[str, int], *, k: int) -> QuantileSearch:
-        """Plan the search; a column with pooled N < 2k (k > 1) gets no quantiles, since
-        extreme quantiles would come too close to single records."""
+        """Plan the search; a column with pooled N < 2k (k > 1) gets no quantiles, and a
+        probability outside [k/N, 1 − k/N] none either, since extreme quantiles would
+        come too close to single records."""
         need = 2 * k if k > 1 else 1
         n: dict[str, int] = {}
         probs: dict[str, list[float]] = {}
@@ -101,9 +103,15 @@ class QuantileSearch:
                 refused[col] = (f"too few values for a quantile at k={k}" if total
                                 else "no values")
                 continue
-            n[col], probs[col] = total, list(ps)
+            kept = [p for p in ps if quantile_margin(p, total, k)]
+            if len(kept) < len(ps):
+                refused[col] = (f"{len(ps) - len(kept)} probability(ies) too close to 0 or 1 "
+                                f"for k={k} are not answered")
+            if not kept:
+                continue
+            n[col], probs[col] = total, kept
             ranks = set()
-            for p in ps:
+            for p in kept:
                 h = (total - 1) * p
                 ranks.add(math.floor(h))
                 if h > math.floor(h):

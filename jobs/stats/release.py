@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from jobs.base import NextRound, Pooled, Released
 from jobs.stats import compute
+from jobs.stats.disclosure import coarsest_rounding, rounding_thresholds, withhold_rare_labels
 from jobs.stats.quantiles import QuantileSearch
 from jobs.stats.spec import StatsSpec
 
 
 def release(spec: StatsSpec, pooled: Pooled) -> Released | NextRound:
     total = pooled.totals["sum"]
+    if pooled.state is not None and "rounding" in pooled.state:
+        return _rounded(pooled)
     if pooled.state is None:
         result = compute.decode(total, spec, pooled.vocab, k=pooled.k, noisy=bool(pooled.dp))
         search = None
@@ -31,11 +34,45 @@ def release(spec: StatsSpec, pooled: Pooled) -> Released | NextRound:
         return NextRound(query=search.thresholds(),
                          state={"result": result, "search": search.to_json()})
     if search is not None:
-        result["quantiles"] = search.result()
         result["quantile_rounds"] = search.rounds
         if search.refused:
             notes = result.setdefault("suppression", {}).setdefault("notes", [])
             notes += [f"quantiles of {c}: {why}" for c, why in search.refused.items()]
+        exact = search.result()
+        if pooled.k > 1 and any(exact.values()):
+            # one more round: how many values lie near each quantile at each step
+            rounding = {c: sorted(v.items()) for c, v in exact.items() if v}
+            query = {c: [t for _, q in items for t in rounding_thresholds(q)]
+                     for c, items in rounding.items()}
+            return NextRound(query=query, state={"result": result, "rounding": rounding,
+                                                 "query": query})
+        result["quantiles"] = exact
+    return _finish(result, pooled)
+
+
+def _rounded(pooled: Pooled) -> Released:
+    """Each quantile at the finest 1-2-5 step at which at least k values share it."""
+    state, total = pooled.state, pooled.totals["sum"]
+    result, offset = state["result"], 0
+    quantiles: dict[str, dict[str, float | None]] = {}
+    resolution: dict[str, float] = {}
+    for col, thresholds in sorted(state["query"].items()):
+        counts = [compute.pooled_count(v, f"count of {col} near a quantile")
+                  for v in total[offset:offset + len(thresholds)]]
+        offset += len(thresholds)
+        per = len(thresholds) // len(state["rounding"][col])
+        quantiles[col] = {}
+        for i, (p, value) in enumerate(state["rounding"][col]):
+            released, step = coarsest_rounding(value, counts[i * per:(i + 1) * per], pooled.k)
+            quantiles[col][p] = None if step == float("inf") else released
+            resolution[col] = max(resolution.get(col, 0.0), step)
+    result["quantiles"] = quantiles
+    result["quantile_resolution"] = resolution
+    return _finish(result, pooled)
+
+
+def _finish(result: dict, pooled: Pooled) -> Released:
+    withhold_rare_labels(result, pooled.record)
     if pooled.dp:
         result["privacy"] = pooled.dp
     return Released(result)

@@ -153,7 +153,7 @@ def test_differencing_query_is_refused(fed, penguins):
     top = biscoe.body_mass_g.max()
     assert (biscoe.body_mass_g == top).sum() == 1
     # G2 data needs 2 nodes in the job; torgersen's budget is spent, so biscoe answers
-    # alone (the study's quorum is 1) and its guard compares with the jobs above.
+    # alone (the study's quorum is 1) and its query auditor holds the jobs above.
     with fed.researcher() as r:
         job = r.submit(yaml.safe_dump({
             "study": "dp", "type": "stats",
@@ -162,7 +162,8 @@ def test_differencing_query_is_refused(fed, penguins):
             "stats": {"columns": ["body_mass_g"], "measures": ["count", "sum"]}}))
         info = r.wait(job, timeout=60)
     assert info.status == "failed"
-    assert "differencing guard" in info.error and "differ by 1" in info.error
+    assert "query auditing" in info.error and "fewer than k" in info.error
+    assert "differ" not in info.error  # no count of the rows it would describe
 
 
 def test_audit_chain_verifies_and_a_rewrite_is_caught_by_the_coordinator(fed):

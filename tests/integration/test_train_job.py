@@ -258,7 +258,8 @@ def test_superlink_killed_and_a_node_gone_mid_run_resumes_with_the_rest(fed):
     stop Torgersen's node for good (it stops its SuperNode): round 2 and the final
     evaluation go on with the two nodes left."""
     with fed.researcher() as r:
-        job_id = r.submit(job(fed, rounds=2, local_epochs=10, round_timeout=20))
+        job_id = r.submit(job(fed, rounds=2, local_epochs=10, round_timeout=30,
+                              min_nodes=2))
         wait_for(lambda: rounds_done(r, job_id) >= 1, 300, "round 1 to be checkpointed")
         killed = superlink_pid(fed)
         assert killed is not None, "no flower-superlink child of the coordinator"
@@ -267,9 +268,15 @@ def test_superlink_killed_and_a_node_gone_mid_run_resumes_with_the_rest(fed):
             fed.stop("torgersen")
             wait_for(lambda: superlink_pid(fed) not in (None, killed), 60,
                      "the supervisor to restart the SuperLink")
-            info = r.wait(job_id, timeout=600)
+            # Torgersen comes back only once the run has let it go (it does not rejoin):
+            # the coordinator resets a dropped node's SuperNode after the run and waits
+            # for the node to be online to do so.
+            wait_for(lambda: any(t.node == "torgersen" and t.phase == "train" and
+                                 t.state == "failed" for t in r.job(job_id).tasks),
+                     300, "the run to drop torgersen")
         finally:
             fed.start_node("torgersen")
+        info = r.wait(job_id, timeout=600)
         assert info.status == "done", info.error
         assert sorted(info.contributors) == ["biscoe", "dream"]
         res = r.result(job_id)

@@ -17,7 +17,7 @@ from node.approvals import Approvals, parse_expiry
 from node.audit import AuditLog
 from node.budget import BudgetLedger
 from node.data import DataFile
-from node.guard import check_and_record
+from node.guard import audit_and_record, refine, smallest_atom
 from node.store import NodeStore
 from scifed.errors import NotFound, UserError
 from scifed.filters import compile_filter
@@ -31,7 +31,7 @@ def store(tmp_path) -> NodeStore:
 
 def _mask(path, filter_sql):
     with DataFile(path, filter_sql) as data:
-        return data.row_mask()
+        return data.masks([])[:, 0]
 
 
 def charge(store: NodeStore, job: str, eps: float, researcher: str = "alice",
@@ -190,8 +190,14 @@ def test_export_formats(chain):
         chain.export("xml")
 
 
-# -- differencing guard -------------------------------------------------------------------
-def test_differencing_pair_is_refused(store, tmp_path, penguins):
+# -- query auditing ------------------------------------------------------------------------
+def _audit(store, job: str, sets, k: int = 5, sha: str = "s") -> None:
+    with store.tx() as con:
+        audit_and_record(con, job_id=job, dataset_id="ds", sha256=sha,
+                         sets=np.column_stack(sets), k=k, node="n1")
+
+
+def test_a_differencing_pair_is_refused_without_saying_by_how_much(store, tmp_path, penguins):
     path = tmp_path / "p.csv"
     penguins.to_csv(path, index=False)
     types = {"body_mass_g": "number", "island": "string", "species": "string"}
@@ -201,16 +207,35 @@ def test_differencing_pair_is_refused(store, tmp_path, penguins):
     heaviest = penguins[penguins.island == "Biscoe"].body_mass_g.max()
     second = _mask(path, compile_filter(
         f"island == 'Biscoe' and (body_mass_g < {heaviest} or body_mass_g is None)", types))
-    with store.tx() as con:
-        check_and_record(con, job_id="j1", dataset_id="ds", sha256="s", mask=first, k=5)
-    with pytest.raises(UserError) as exc, store.tx() as con:
-        check_and_record(con, job_id="j2", dataset_id="ds", sha256="s", mask=second, k=5)
-    assert "differ by 1" in str(exc.value) and "j1" in str(exc.value)
-    # Far enough apart, or a new version of the file: allowed.
-    other = _mask(path, compile_filter("island == 'Dream'", types))
-    with store.tx() as con:
-        check_and_record(con, job_id="j3", dataset_id="ds", sha256="s", mask=other, k=5)
-        check_and_record(con, job_id="j4", dataset_id="ds", sha256="s2", mask=second, k=5)
+    _audit(store, "j1", [first])
+    with pytest.raises(UserError) as exc:
+        _audit(store, "j2", [second])
+    message = str(exc.value)
+    assert "fewer than k=5 rows" in message
+    assert not any(c.isdigit() for c in message.replace("k=5", "").replace("n1", ""))
+    # Far enough apart, or a new version of the file: allowed; a retry is not re-counted.
+    _audit(store, "j3", [_mask(path, compile_filter("island == 'Dream'", types))])
+    _audit(store, "j4", [second], sha="s2")
+    _audit(store, "j1", [second])
+
+
+def test_a_tracker_of_three_queries_is_refused_at_the_third():
+    """Q1 = [0, 20], Q2 = [0, 10], Q3 = [10, 20]: pairwise they differ by ≥ 10 rows, but
+    Q2 + Q3 − Q1 is row 10 alone."""
+    rows = np.arange(60)
+    q1, q2, q3 = (rows >= 0) & (rows <= 20), rows <= 10, (rows >= 10) & (rows <= 20)
+    labels = refine(np.zeros(60, dtype=np.uint64), np.column_stack([q1, q2]))
+    assert smallest_atom(labels) >= 5
+    assert smallest_atom(refine(labels, q3[:, None])) == 1
+
+
+def test_the_partition_persists_and_refuses_across_jobs(store):
+    rows = np.arange(60)
+    _audit(store, "a", [rows <= 20])
+    _audit(store, "b", [rows <= 10])
+    with pytest.raises(UserError, match="query auditing"):
+        _audit(store, "c", [(rows >= 10) & (rows <= 20)])
+    _audit(store, "d", [rows <= 30])  # whole atoms of ≥ 5 rows: answered
 
 
 # -- approval queue -----------------------------------------------------------------------
