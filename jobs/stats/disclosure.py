@@ -118,7 +118,7 @@ def rounding_thresholds(value: float) -> list[float]:
     return out
 
 
-def coarsest_rounding(value: float, counts_le: list[int], k: int) -> tuple[float, float]:
+def round_to_k_rows(value: float, counts_le: list[int], k: int) -> tuple[float, float]:
     """(released value, step) at the finest ladder step whose bucket holds ≥ k values."""
     for i, step in enumerate(LADDER):
         lo, hi = counts_le[2 * i], counts_le[2 * i + 1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from jobs.base import NextRound, Pooled, Released
 from jobs.stats import compute
-from jobs.stats.disclosure import coarsest_rounding, rounding_thresholds, withhold_rare_labels
+from jobs.stats.disclosure import round_to_k_rows, rounding_thresholds, withhold_rare_labels
 from jobs.stats.quantiles import QuantileSearch
 from jobs.stats.spec import StatsSpec
 
@@ -63,7 +63,7 @@ def _rounded(pooled: Pooled) -> Released:
         per = len(thresholds) // len(state["rounding"][col])
         quantiles[col] = {}
         for i, (p, value) in enumerate(state["rounding"][col]):
-            released, step = coarsest_rounding(value, counts[i * per:(i + 1) * per], pooled.k)
+            released, step = round_to_k_rows(value, counts[i * per:(i + 1) * per], pooled.k)
             quantiles[col][p] = None if step == float("inf") else released
             resolution[col] = max(resolution.get(col, 0.0), step)
     result["quantiles"] = quantiles

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from staff import K, NODES, attempt, federation, stats
+import pytest
+from staff import NODES, K, attempt, federation, stats
 
 from coordinator.db import Job, JobTask
 
@@ -59,16 +60,21 @@ def test_a_three_query_tracker_cannot_isolate_one_salary(staff):
 
 
 # -- 5. the coordinator learns from side channels -----------------------------------------
+@pytest.mark.xfail(strict=True, reason="open: refusal reasons still reach the coordinator in "
+                   "clear (jobs.error, job_tasks.detail); they are to be sealed to the researcher")
 def test_the_coordinator_keeps_no_refusal_detail(staff):
-    flt = "salary > 159000"  # a handful of people: refused at the nodes
-    _, refusal = attempt(staff, stats(columns=["salary"], filter=flt))
+    # two selections one row apart: the second is refused by every node's auditor
+    top = staff.table.sort_values("salary").iloc[-1]
+    first, _ = attempt(staff, stats(columns=["age"], filter="salary > 50000"))
+    assert first is not None
+    _, refusal = attempt(staff, stats(columns=["age"], filter=f"salary > 50000 and "
+                                                              f"salary < {top.salary}"))
     assert refusal
     with staff.coordinator.db.session() as s:
         stored = [j.error for j in s.query(Job).all()]
         stored += [t.detail for t in s.query(JobTask).all()]
     for text in stored:
-        assert not any(ch.isdigit() for ch in text.split("node")[-1][:0]), text
-        assert "fewer than" not in text and "differ" not in text and "rows" not in text, text
+        assert "fewer than" not in text and "auditing" not in text and "k=" not in text, text
 
 
 def test_the_catalog_publishes_no_column_summary_of_g2_data(staff):
@@ -81,6 +87,8 @@ def test_the_catalog_publishes_no_column_summary_of_g2_data(staff):
 
 
 # -- 6. two contributors ---------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="open: an exact pooled result of two contributors lets "
+                   "the release node subtract its own; at least three are to be required")
 def test_two_contributors_are_refused_by_default(tmp_path):
     fed, df = federation(tmp_path, min_nodes=2)
     try:

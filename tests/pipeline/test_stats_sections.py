@@ -1,0 +1,31 @@
+"""A stats job may ask for any one kind of statistic alone: these once failed with
+"internal error at the coordinator" because the spec's defaults did not survive the trip
+through the coordinator's database."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from inmemory_cases import stats_job
+
+
+@pytest.mark.parametrize("section", ["histograms", "quantiles", "group_counts", "correlation"])
+def test_a_stats_job_with_one_kind_of_statistic(fed, penguins, section):
+    spec = {"histograms": {"histograms": {"body_mass_g": [2500, 4000, 6500]}},
+            "quantiles": {"quantiles": {"body_mass_g": [0.5]}},
+            "group_counts": {"group_counts": ["species"]},
+            "correlation": {"correlation": ["body_mass_g", "flipper_length_mm"]}}[section]
+    _, res = fed.run(stats_job(**spec))
+    x = penguins.body_mass_g.dropna()
+    if section == "histograms":
+        assert res["histograms"]["body_mass_g"]["counts"] == \
+            np.histogram(x, bins=[2500, 4000, 6500])[0].tolist()
+    elif section == "quantiles":
+        assert res["quantiles"]["body_mass_g"]["0.5"] == pytest.approx(x.median())
+    elif section == "group_counts":
+        assert dict(zip(res["groups"]["species"]["values"], res["groups"]["species"]["counts"],
+                        strict=True)) == penguins.species.value_counts().to_dict()
+    else:
+        r = penguins[["body_mass_g", "flipper_length_mm"]].corr().iloc[0, 1]
+        assert res["correlation"]["matrix"][0][1] == pytest.approx(r, rel=1e-9)
+    assert "columns" not in res
