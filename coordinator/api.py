@@ -120,4 +120,5 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
             contributors=v.contributors,
             progress=[pb.RoundProgress(round=r, sealed=b) for r, b in v.progress],
             tasks=[pb.NodeTask(node=t.node, phase=t.phase, state=t.state, detail=t.detail,
-                               updated_unix_ms=t.updated_ms) for t in v.tasks])
+                               updated_unix_ms=t.updated_ms, sealed_reason=t.sealed_reason)
+                   for t in v.tasks])

@@ -22,6 +22,7 @@ from scifed.errors import UserError
 from scifed.sealing import (
     load_seal_key,
     make_claim,
+    open_refusals,
     open_sealed,
     progress_context,
     result_context,
@@ -146,7 +147,18 @@ class Client:
         return info.job_id
 
     def job(self, job_id: str):
-        return self.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)
+        """The job's JobInfo, with each node's sealed refusal reason opened into the
+        task's ``detail`` and the job's ``error`` (the coordinator holds only "refused
+        at node X")."""
+        info = self.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)
+        sealed = {t.node: t.sealed_reason for t in info.tasks if t.sealed_reason}
+        if sealed:
+            info.error, reasons = open_refusals(load_seal_key(self.identity.path),
+                                                info.job_id, info.error, sealed)
+            for t in info.tasks:
+                if t.sealed_reason and t.node in reasons:
+                    t.detail = reasons[t.node]
+        return info
 
     def resume(self, job_id: str):
         return self.stub.ResumeJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)

@@ -189,6 +189,7 @@ class JobTask(Base):
     phase: Mapped[str] = mapped_column(String, primary_key=True)
     state: Mapped[str] = mapped_column(String)  # scifed.states.TaskState
     detail: Mapped[str] = mapped_column(Text, default="")
+    sealed_reason: Mapped[bytes | None] = mapped_column(LargeBinary)  # to the researcher
     updated_ms: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -37,6 +37,11 @@ from scifed.wire import now_ms
 log = logging.getLogger("scifed.coordinator.driver")
 
 
+def refused(node: str) -> str:
+    """All the coordinator records of a node's refusal: its reason travels sealed."""
+    return f"refused at node {node}"
+
+
 @dataclass(frozen=True)
 class TaskView:
     node: str
@@ -44,6 +49,7 @@ class TaskView:
     state: TaskState
     detail: str
     updated_ms: int
+    sealed_reason: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -199,7 +205,8 @@ class JobDriver:
             return JobView(job.job_id, study.name, job.job_type, JobStatus(job.status),
                            Phase(job.phase, job.phase_round or 0, job.phase_rounds or 0),
                            job.error, [TaskView(t.node_name, t.phase, TaskState(t.state),
-                                                t.detail, t.updated_ms) for t in tasks],
+                                                t.detail, t.updated_ms,
+                                                t.sealed_reason or b"") for t in tasks],
                            job.created_ms, job.updated_ms, list(job.contributors or []),
                            [(r, b) for r, b in progress])
 
@@ -218,7 +225,8 @@ class JobDriver:
             job_type=run.spec.type, researcher=run.researcher, n_nodes=len(run.targets),
             dataset=run.targets[node], spec=run.spec.to_dict(),
             key_share=studies.sealed_share(self.db, run.study.study_id,
-                                           run.study.key_version, node))
+                                           run.study.key_version, node),
+            researcher_claim=run.claim)
 
     def set_phase(self, run: Run, phase: Phase) -> None:
         self._set(run.job_id, phase=phase.name, phase_round=phase.round,
@@ -261,6 +269,7 @@ class JobDriver:
         job_id = run.job_id
         answers: dict[str, Any] = {}
         failed: dict[str, str] = {}
+        sealed: dict[str, bytes] = {}
         for node in payloads:
             self._task(job_id, node, phase, TaskState.PENDING)
 
@@ -283,6 +292,9 @@ class JobDriver:
                     return
                 if not res.ok:
                     failed[node] = f"node {node}: {res.error}"
+                    if res.payload:  # the reason, sealed to the researcher
+                        failed[node] = refused(node)
+                        sealed[node] = res.payload
                     return
                 body = json.loads(res.payload)
                 if "waiting" not in body:
@@ -312,7 +324,8 @@ class JobDriver:
             if node in answers:
                 self._task(job_id, node, phase, TaskState.DONE)
             else:
-                self._task(job_id, node, phase, TaskState.FAILED, failed[node])
+                self._task(job_id, node, phase, TaskState.FAILED, failed[node],
+                           sealed.get(node))
         if job_id in self._cancelled:
             raise JobCancelled(job_id)
         return answers, failed
@@ -338,14 +351,16 @@ class JobDriver:
             job.updated_ms = now_ms()
 
     def _task(self, job_id: str, node: str, phase: str, state: TaskState,
-              detail: str = "") -> None:
+              detail: str = "", sealed_reason: bytes | None = None) -> None:
         with self.db.session() as s:
             task = s.get(JobTask, (job_id, node, phase))
             if task is None:
                 s.add(JobTask(job_id=job_id, node_name=node, phase=phase, state=state,
-                              detail=detail, updated_ms=now_ms()))
+                              detail=detail, sealed_reason=sealed_reason,
+                              updated_ms=now_ms()))
             else:
                 task.state, task.detail, task.updated_ms = state, detail, now_ms()
+                task.sealed_reason = sealed_reason
 
     def _run(self, job_id: str) -> None:
         try:

@@ -18,6 +18,7 @@ import json
 import queue
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -32,7 +33,7 @@ from scifed import __version__
 from scifed.config import CoordinatorConfig, NodeConfig, TlsConfig
 from scifed.errors import UserError
 from scifed.pki import init_ca, make_key_and_csr, sign_csr
-from scifed.sealing import load_seal_key, make_claim, open_sealed, result_context
+from scifed.sealing import load_seal_key, make_claim, open_refusals, open_sealed, result_context
 from scifed.states import JobStatus, StudyStatus
 from scifed.wire import now_ms
 
@@ -207,10 +208,22 @@ class InMemoryFederation:
         return self.coordinator.jobs.submit(self.researcher, spec_yaml, "job.yaml",
                                             self.claim_json())
 
+    def job(self, job_id: str):
+        """The job as the researcher sees it: sealed refusal reasons opened."""
+        view = self.coordinator.jobs.get(job_id, self.researcher)
+        sealed = {t.node: t.sealed_reason for t in view.tasks if t.sealed_reason}
+        if not sealed:
+            return view
+        error, reasons = open_refusals(load_seal_key(self.researcher_dir), job_id, view.error,
+                                       sealed)
+        tasks = [replace(t, detail=reasons.get(t.node, t.detail)) if t.sealed_reason else t
+                 for t in view.tasks]
+        return replace(view, error=error, tasks=tasks)
+
     def wait(self, job_id: str, timeout: float = 60):
         deadline = time.monotonic() + timeout
         while True:
-            view = self.coordinator.jobs.get(job_id, self.researcher)
+            view = self.job(job_id)
             if view.status.stopped:
                 return view
             if time.monotonic() > deadline:

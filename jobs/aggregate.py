@@ -60,8 +60,7 @@ class AggregateJob(JobType):
         request = ReleaseRequest(
             **headers[release_node].model_dump(), vocabularies=vocabularies,
             k=max(a.k for a in computed.values()), contributors=contributors,
-            dp={n: a.dp for n, a in computed.items() if a.dp},
-            researcher_claim=run.claim, aggregates={"sum": total})
+            dp={n: a.dp for n, a in computed.items() if a.dp}, aggregates={"sum": total})
         for round_no in range(1, MAX_ROUNDS + 1):
             driver.set_phase(run, Phase("release"))
             out, failed = driver.fanout(run, "release", TaskKind.RELEASE,

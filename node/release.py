@@ -26,6 +26,12 @@ from scifed.tasks import ReleaseReply, ReleaseRequest
 VOCABULARY, STATE, QUERY = "job-vocabulary", "job-state", "job-query"
 
 
+def researcher_key(claim: dict, ca_pem: bytes, researcher: str) -> bytes:
+    """The seal key of the job's researcher, as the federation CA certifies it."""
+    return verify_claim(SealKeyClaim.from_dict(claim), ca_pem, expect_role="researcher",
+                        expect_name=researcher or None)
+
+
 def vocabulary_union(key, job_id: str, blobs: list[bytes]) -> dict[str, list[str]]:
     """The union of every contributor's sealed categories, opened here."""
     union: dict[str, set[str]] = {}
@@ -70,8 +76,7 @@ class ReleasePath:
                           **result.get("meta", {}), "released_by": self.node,
                           "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         claim = SealKeyClaim.from_dict(req.researcher_claim)
-        public = verify_claim(claim, self.ca_pem, expect_role="researcher",
-                              expect_name=req.researcher or None)
+        public = researcher_key(req.researcher_claim, self.ca_pem, req.researcher)
         final = req.stage == "final"
         context = result_context(job_id) if final else progress_context(job_id, req.round)
         sealed = seal(public, json.dumps(result).encode(), context=context)

@@ -8,16 +8,18 @@ an officer's approval answers :class:`scifed.tasks.Waiting`; the coordinator ask
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
 from node.approvals import Approvals, Waiting
 from node.gate import Gate
-from node.release import QUERY, VOCABULARY, ReleasePath, vocabulary_union
+from node.release import QUERY, VOCABULARY, ReleasePath, researcher_key, vocabulary_union
 from node.studies import NodeStudies
 from protos.scifed.v1 import federation_pb2 as pb
 from scifed.errors import UserError
 from scifed.he import open_for_members, seal_for_members
+from scifed.sealing import refusal_context, seal
 from scifed.tasks import (
     CancelNotice,
     CheckReply,
@@ -57,6 +59,7 @@ class NodeRunner:
         """``extra``: handlers of the node process itself (e.g. restarting its Flower
         SuperNode), beside the job handlers."""
         self.gate = gate
+        self.ca_pem = release.ca_pem
         self.release_path = release
         self.studies = studies
         self.approvals = approvals
@@ -81,11 +84,29 @@ class NodeRunner:
         try:
             return pb.TaskResult(task_id=task.task_id, ok=True, payload=handler(task.payload))
         except UserError as exc:
-            return pb.TaskResult(task_id=task.task_id, ok=False, error=str(exc))
+            return self._refusal(task, str(exc))
         except Exception:  # a bug must not kill the link; the reason stays in our log
             log.exception("task %s (%s) failed", task.task_id, task.kind)
             return pb.TaskResult(task_id=task.task_id, ok=False,
                                  error=f"internal error at node {self.gate.node}")
+
+    def _refusal(self, task: pb.Task, reason: str) -> pb.TaskResult:
+        """A job task's refusal names the node only; its reason goes sealed to the job's
+        researcher, so the coordinator that relays it learns no decision detail. A task
+        without a researcher's key (a study's keygen) says why in clear."""
+        node = self.gate.node
+        try:
+            header = json.loads(task.payload)
+            claim, job_id = header.get("researcher_claim"), header.get("job_id")
+            public = researcher_key(claim, self.ca_pem, header.get("researcher", "")) \
+                if claim and job_id else None
+        except (ValueError, AttributeError, UserError):
+            public = None
+        if public is None:
+            return pb.TaskResult(task_id=task.task_id, ok=False, error=reason)
+        sealed = seal(public, reason.encode(), context=refusal_context(job_id, node))
+        return pb.TaskResult(task_id=task.task_id, ok=False, error=f"refused at node {node}",
+                             payload=sealed)
 
     def vocabulary(self, req: TaskHeader) -> VocabReply:
         """Categories this node holds (group values, labels, ...), sealed for members."""

@@ -249,6 +249,26 @@ def result_context(job_id: str) -> bytes:
     return f"scifed-result|{job_id}".encode()
 
 
+def refusal_context(job_id: str, node: str) -> bytes:
+    """Binds a node's sealed refusal reason to its job and node."""
+    return f"scifed-refusal|{job_id}|{node}".encode()
+
+
+def open_refusals(seal_key, job_id: str, error: str,
+                  sealed: dict[str, bytes]) -> tuple[str, dict[str, str]]:
+    """The researcher's side of sealed refusals: each node's reason opened, and the job's
+    error with every "refused at node X" the coordinator recorded replaced by it."""
+    reasons = {}
+    for node, blob in sealed.items():
+        try:
+            reasons[node] = open_sealed(seal_key, blob,
+                                        context=refusal_context(job_id, node)).decode()
+        except UserError:
+            continue  # not sealed to this researcher: leave the coordinator's words
+        error = error.replace(f"refused at node {node}", f"node {node}: {reasons[node]}")
+    return error, reasons
+
+
 def progress_context(job_id: str, round_no: int) -> bytes:
     """Binds a round's live training metrics to their job and round."""
     return f"scifed-progress|{job_id}|{round_no}".encode()

@@ -73,6 +73,9 @@ class TaskHeader(Message):
     spec: dict
     # this node's copy of the study key, sealed to the node by the study's lead
     key_share: B64 = b""
+    # the researcher's certified seal key: a refusal's reason is sealed to it, so the
+    # coordinator that relays it learns only that the node refused
+    researcher_claim: dict = {}
 
 
 class VocabReply(Message):
@@ -102,7 +105,6 @@ class ReleaseRequest(TaskHeader):
     k: int
     contributors: list[str]
     dp: dict[str, dict] = {}
-    researcher_claim: dict
     aggregates: dict[str, B64]   # pooled ciphertexts by name
     state: B64 | None = None     # the release node's own state of an earlier round, sealed
     stage: Literal["final", "progress"] = "final"

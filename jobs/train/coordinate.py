@@ -144,7 +144,7 @@ def release_request(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
                   **{f"metrics.{r}": blob(f) for r, f in checkpoint["metrics_files"].items()}}
     return ReleaseRequest(
         **driver.header(run, node).model_dump(), k=0, contributors=checkpoint["active"],
-        researcher_claim=run.claim, aggregates=aggregates,
+        aggregates=aggregates,
         extra={"rounds_done": checkpoint["round"], "dropped": checkpoint["dropped"],
                "contributors_by_round": checkpoint["contributors"],
                "epsilon": checkpoint["epsilon"]})
@@ -161,7 +161,7 @@ def _publish_round_metrics(driver: Driver, run: Run, job_dir: Path, checkpoint: 
         published.add(r)
         request = ReleaseRequest(
             **driver.header(run, node).model_dump(), k=0, contributors=checkpoint["active"],
-            researcher_claim=run.claim, stage="progress", round=r,
+            stage="progress", round=r,
             aggregates={"metrics": (job_dir / name).read_bytes()})
         try:
             reply = driver.send(node, TaskKind.RELEASE, request, ReleaseReply)

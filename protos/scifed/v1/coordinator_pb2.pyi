@@ -158,18 +158,20 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class NodeTask(_message.Message):
-    __slots__ = ("node", "phase", "state", "detail", "updated_unix_ms")
+    __slots__ = ("node", "phase", "state", "detail", "updated_unix_ms", "sealed_reason")
     NODE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_REASON_FIELD_NUMBER: _ClassVar[int]
     node: str
     phase: str
     state: str
     detail: str
     updated_unix_ms: int
-    def __init__(self, node: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
+    sealed_reason: bytes
+    def __init__(self, node: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., sealed_reason: _Optional[bytes] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "study", "type", "status", "phase", "error", "tasks", "created_unix_ms", "updated_unix_ms", "contributors", "progress", "phase_info")
