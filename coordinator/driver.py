@@ -371,7 +371,8 @@ class JobDriver:
                 claim, researcher, study_id = job.seal_claim, job.researcher, job.study_id
             study = studies.get_study(self.db, study_id)
             run = Run(job_id, StudyRef(study.study_id, study.name, study.key_version,
-                                       study.lead_node or "", study.min_nodes),
+                                       study.lead_node or "", study.min_nodes,
+                                       len(study.accepted)),
                       spec, datasets_by_node(spec), researcher, claim)
             sealed = spec.job.coordinate(self, run)
             self._set(job_id, status=JobStatus.DONE, phase="released", phase_round=0,

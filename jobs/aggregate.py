@@ -60,7 +60,9 @@ class AggregateJob(JobType):
         request = ReleaseRequest(
             **headers[release_node].model_dump(), vocabularies=vocabularies,
             k=max(a.k for a in computed.values()), contributors=contributors,
-            dp={n: a.dp for n, a in computed.items() if a.dp}, aggregates={"sum": total})
+            dp={n: a.dp for n, a in computed.items() if a.dp}, aggregates={"sum": total},
+            min_contributors=max(a.min_contributors for a in computed.values()),
+            study_members=run.study.members)
         for round_no in range(1, MAX_ROUNDS + 1):
             driver.set_phase(run, Phase("release"))
             out, failed = driver.fanout(run, "release", TaskKind.RELEASE,

@@ -133,6 +133,7 @@ class StudyRef:
     key_version: int
     lead_node: str
     min_nodes: int
+    members: int = 0  # accepted members
 
 
 @dataclass(frozen=True)

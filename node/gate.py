@@ -148,6 +148,12 @@ class Gate:
         noise and budget charge, and the release record in one transaction; the vector
         leaves encrypted under the study key. A retried task replays the same answer."""
         job, h = adm.job, adm.header
+        if not adm.decision.dp and h.n_nodes == 2 and adm.policy.min_contributors > 2:
+            raise UserError(f"node {self.node}: an exact pooled result on "
+                            f"{adm.policy.grade}/{adm.policy.category} data needs at least "
+                            f"{adm.policy.min_contributors} contributors "
+                            f"({adm.policy.sources['min_contributors']}), so that no "
+                            "contributor can read another's share")
         report: dict = {}
         release = {"job_id": h.job_id, "researcher": h.researcher, "job_type": adm.spec.type,
                    "rows_audited": False}
@@ -175,7 +181,8 @@ class Gate:
                 blob = produce(con)
         dp = ({"epsilon": adm.decision.epsilon, "delta": 0.0, **report}
               if adm.decision.dp else None)
-        return ComputeReply(ciphertext=blob, k=adm.k, dp=dp)
+        return ComputeReply(ciphertext=blob, k=adm.k, dp=dp,
+                            min_contributors=adm.policy.min_contributors)
 
     def charge(self, adm: Admission, delta: float) -> None:
         """Charge the task's ε with nothing else to release in the same transaction (a

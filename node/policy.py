@@ -47,6 +47,14 @@ class CellDefaults:
     query_auditing: bool
     dual_approval: bool = False  # officer and the unit's security lead (G5)
 
+    @property
+    def min_contributors(self) -> int:
+        """Contributors to a pooled exact result: with exactly two, the release node
+        could take its own share from the sum and read the other's, so three — except
+        where the cell's threshold is low (k ≤ 3: G1, G2/OPEN), where two suffice in a
+        study of two members, and open data without a threshold (k = 1)."""
+        return 1 if self.k <= 1 else 2 if self.k <= 3 else 3
+
 
 # Governance §2.6, cell by cell. Parameters follow its "default parameters" table; where a
 # cell states its own k (G1/G2), the cell wins.
@@ -100,6 +108,7 @@ class PolicyOverride(BaseModel):
     job_types: dict[str, Literal["automatic", "approval", "forbidden"]] = {}
     min_cell_count: int | None = Field(default=None, ge=1)
     min_nodes: int | None = Field(default=None, ge=1)
+    min_contributors: int | None = Field(default=None, ge=1)
     dp: DPOverride | None = None
     he_required: bool | None = None
     approval_required: bool | None = None
@@ -123,6 +132,7 @@ class EffectivePolicy:
     job_types: dict[str, Access]
     min_cell_count: int
     min_nodes: int
+    min_contributors: int
     agg_dp_required: bool
     fl_dp_required: bool
     epsilon_per_query: float | None
@@ -141,7 +151,8 @@ class EffectivePolicy:
         """(setting, value, where it came from) for `scifed node policy show`."""
         out = [(f"job type {j}", self.job_types[j].name.lower(), self.sources[f"job_types.{j}"])
                for j in self.job_types]
-        for name in ("min_cell_count", "min_nodes", "agg_dp_required", "fl_dp_required",
+        for name in ("min_cell_count", "min_nodes", "min_contributors", "agg_dp_required",
+                     "fl_dp_required",
                      "epsilon_per_query", "annual_budget", "researcher_budget", "delta",
                      "fl_epsilon_max", "he_required", "approval_required", "output_review",
                      "query_auditing", "dual_approval"):
@@ -170,12 +181,14 @@ def effective(grade: str, category: str, override: PolicyOverride | None = None,
     cell = f"default {grade}/{category} (governance §2.6)"
     pol = EffectivePolicy(
         grade, category, {j: d.agg if f == "agg" else d.fl for j, f in _families().items()},
-        d.k, d.min_nodes, d.agg_dp_required, d.fl_dp_required, d.epsilon_per_query,
+        d.k, d.min_nodes, d.min_contributors, d.agg_dp_required, d.fl_dp_required,
+        d.epsilon_per_query,
         d.annual_budget, d.annual_budget, d.delta, d.fl_epsilon_max, d.he_required,
         False, d.output_review, d.query_auditing, d.dual_approval)
     pol.sources = {f"job_types.{j}": cell for j in pol.job_types}
     pol.sources |= {n: cell for n in (
-        "min_cell_count", "min_nodes", "agg_dp_required", "fl_dp_required",
+        "min_cell_count", "min_nodes", "min_contributors", "agg_dp_required",
+        "fl_dp_required",
         "epsilon_per_query", "annual_budget", "researcher_budget", "delta", "fl_epsilon_max",
         "he_required", "approval_required", "output_review", "query_auditing",
         "dual_approval")}
@@ -194,7 +207,8 @@ def effective(grade: str, category: str, override: PolicyOverride | None = None,
         pol.job_types[job] = new
         pol.sources[f"job_types.{job}"] = source
     for name, new in (("min_cell_count", override.min_cell_count),
-                      ("min_nodes", override.min_nodes)):
+                      ("min_nodes", override.min_nodes),
+                      ("min_contributors", override.min_contributors)):
         if new is not None:
             if new < getattr(pol, name):
                 raise loosens(name, new, getattr(pol, name), "a smaller threshold")

@@ -41,12 +41,28 @@ def vocabulary_union(key, job_id: str, blobs: list[bytes]) -> dict[str, list[str
     return {col: sorted(values) for col, values in union.items()}
 
 
+def _pools_enough(contributors: int, need: int, members: int) -> bool:
+    """One contributor (the release node's own data), three or more, or two where every
+    policy allows two and the study has exactly two members (so a researcher cannot pick
+    two nodes of a larger study)."""
+    return contributors != 2 or need <= 1 or (need <= 2 and members == 2)
+
+
 class ReleasePath:
     def __init__(self, gate: Gate, audit: AuditLog, ca_pem: bytes) -> None:
         self.gate = gate
         self.audit = audit
         self.ca_pem = ca_pem
         self.node = gate.node
+
+    def _enough_contributors(self, req: ReleaseRequest, adm) -> None:
+        if req.dp and len(req.dp) == len(req.contributors):
+            return  # every contribution is noised: there is no exact share to take apart
+        need = max(req.min_contributors, adm.policy.min_contributors)
+        if not _pools_enough(len(req.contributors), need, req.study_members):
+            raise UserError(f"node {self.node}: an exact pooled result needs at least 3 "
+                            "contributors (two only in a two-member study whose policies "
+                            "all allow it), so that no contributor can read another's share")
 
     def release(self, req: ReleaseRequest) -> ReleaseReply:
         adm = self.gate.admit(req, "release", audit=False)
@@ -55,6 +71,7 @@ class ReleasePath:
                             f"{adm.policy.category} data leave only after the data "
                             f"officer's output review ({adm.policy.sources['output_review']}), "
                             "which this node does not offer yet")
+        self._enough_contributors(req, adm)
         key, job_id = adm.key, req.job_id
         totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
         state = open_for_members(key, STATE, job_id, req.state) if req.state else None

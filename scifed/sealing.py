@@ -265,7 +265,9 @@ def open_refusals(seal_key, job_id: str, error: str,
                                         context=refusal_context(job_id, node)).decode()
         except UserError:
             continue  # not sealed to this researcher: leave the coordinator's words
-        error = error.replace(f"refused at node {node}", f"node {node}: {reasons[node]}")
+        said = reasons[node] if reasons[node].startswith(f"node {node}") else \
+            f"node {node}: {reasons[node]}"
+        error = error.replace(f"refused at node {node}", said)
     return error, reasons
 
 

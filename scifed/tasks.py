@@ -89,6 +89,7 @@ class ComputeRequest(TaskHeader):
 class ComputeReply(Message):
     ciphertext: B64
     k: int
+    min_contributors: int = 1  # the fewest contributors this node's policy lets pool
     dp: dict | None = None  # what DP this node applied (ε, δ, per-block noise)
 
 
@@ -105,6 +106,8 @@ class ReleaseRequest(TaskHeader):
     k: int
     contributors: list[str]
     dp: dict[str, dict] = {}
+    min_contributors: int = 1    # the largest any contributor asked for
+    study_members: int = 0       # accepted members of the study
     aggregates: dict[str, B64]   # pooled ciphertexts by name
     state: B64 | None = None     # the release node's own state of an earlier round, sealed
     stage: Literal["final", "progress"] = "final"

@@ -16,7 +16,9 @@ from node.audit import AuditLog
 from node.store import NodeStore
 
 NODES = {"biscoe": "Palmer Biscoe", "dream": "Palmer Dream", "torgersen": "Palmer Torgersen"}
-GRADES = {"biscoe": ("G2", "OPEN"), "dream": ("G2", "CLOSED"), "torgersen": ("G1", "OPEN")}
+# Two-node studies: an exact result of two contributors is released only where every
+# cell allows two (k <= 3), so dream's cell is G1/CLOSED (approval, k = 3).
+GRADES = {"biscoe": ("G2", "OPEN"), "dream": ("G1", "CLOSED"), "torgersen": ("G1", "OPEN")}
 DP_OVERRIDE = "dp:\n  required: true\n  epsilon_per_query: 1.0\n  annual_budget: 1.5\n"
 BOUNDS = {"body_mass_g": [2000, 7000]}
 
