@@ -179,13 +179,19 @@ class JobDriver:
                 job.status, job.error = JobStatus.CANCELLED, f"cancelled by {researcher}"
             else:
                 self._cancelled.add(job_id)
+        self._notify_end(job_id, researcher, nodes)
+
+    def _notify_end(self, job_id: str, researcher: str, nodes: list[str]) -> None:
+        """Tell the job's nodes it ended unreleased: requests still in an officer's queue
+        are withdrawn and privacy budget held for it is released (best effort: an
+        offline node's reservation stays until it is told)."""
         notice = CancelNotice(job_id=job_id, researcher=researcher).dumps()
-        for node in nodes:  # requests still in an officer's queue are withdrawn
+        for node in nodes:
             try:
                 self.sessions.send(node, TaskKind.CANCELLED, notice)
             except NodeOffline:
-                log.info("job %s cancelled: node %s is offline; its approval queue may "
-                         "still hold the job", job_id, node)
+                log.info("job %s ended: node %s is offline; its approval queue and budget "
+                         "may still hold the job", job_id, node)
 
     # -- queries ------------------------------------------------------------------------
     def _job(self, s, job_id: str, researcher: str | None) -> Job:
@@ -383,9 +389,18 @@ class JobDriver:
             self._set(job_id, status=JobStatus.CANCELLED, error=f"cancelled by {who}")
         except (JobFailed, UserError, Unavailable) as exc:
             self._set(job_id, status=JobStatus.FAILED, error=str(exc))
+            self._ended_unreleased(job_id)
         except Exception:
             log.exception("job %s failed", job_id)
             self._set(job_id, status=JobStatus.FAILED,
                       error="internal error at the coordinator")
+            self._ended_unreleased(job_id)
         finally:
             self._cancelled.discard(job_id)
+
+    def _ended_unreleased(self, job_id: str) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            researcher, nodes = job.researcher, list(datasets_by_node(
+                parse_job_dict(job.spec)))
+        self._notify_end(job_id, researcher, nodes)

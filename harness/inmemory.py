@@ -69,6 +69,7 @@ class InMemoryLink:
         self.context = _PeerContext(node.cfg.tls.cert.read_bytes())
         self.session = None
         self._stop = threading.Event()
+        self._up = threading.Lock()  # results go up one at a time, as on the stream
 
     def call(self, method: str, request):
         """A unary call to the coordinator's node-facing API (``NodeLink``)."""
@@ -114,10 +115,11 @@ class InMemoryLink:
 
     def _answer(self, session, task: pb.Task) -> None:
         result = self.node.runner.handle(task)
-        result.audit_seq, result.audit_hash = self.node.audit.head()
-        node_registry.record_audit_head(self.coordinator.db, self.cfg.name, result.audit_seq,
-                                        result.audit_hash, now_ms())
-        self.coordinator.sessions.deliver(session, result)
+        with self._up:
+            result.audit_seq, result.audit_hash = self.node.audit.head()
+            node_registry.record_audit_head(self.coordinator.db, self.cfg.name,
+                                            result.audit_seq, result.audit_hash, now_ms())
+            self.coordinator.sessions.deliver(session, result)
 
 
 class InMemoryFederation:

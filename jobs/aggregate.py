@@ -19,6 +19,7 @@ from scifed.tasks import (
     ComputeRequest,
     ReleaseReply,
     ReleaseRequest,
+    Reserved,
     RoundRequest,
     TaskKind,
     VocabReply,
@@ -46,6 +47,13 @@ class AggregateJob(JobType):
             quorum(run, answers, failed)
             vocabularies = [answers[n].vocabulary for n in sorted(answers)]
             nodes = sorted(answers)
+        # every node holds the job's ε before any computes: a job that cannot get its
+        # quorum this way fails here, charged nothing anywhere
+        driver.set_phase(run, Phase("reserve"))
+        reserved, failed = driver.fanout(run, "reserve", TaskKind.RESERVE,
+                                         {n: headers[n] for n in nodes}, Reserved)
+        quorum(run, reserved, failed)
+        nodes = sorted(reserved)
         driver.set_phase(run, Phase("compute"))
         payloads = {n: ComputeRequest(**headers[n].model_dump(), vocabularies=vocabularies)
                     for n in nodes}

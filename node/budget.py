@@ -1,5 +1,10 @@
 """The privacy-budget ledger: per dataset and per researcher × dataset, per calendar year.
 
+A job's ε is first *reserved* at every node (before any node computes), so two jobs that
+together exceed a budget cannot both get part of the federation and spend it for
+nothing: the second cannot reserve, and a job that fails or is cancelled releases its
+reservations, charged nothing. A reservation becomes a charge when the node computes.
+
 A charge and the noisy output it pays for are written in ONE SQLite transaction taken
 with BEGIN IMMEDIATE, which serialises writers: two jobs racing for the last of a
 budget cannot both pass the check. The output is stored with the charge, so a retried
@@ -37,12 +42,51 @@ class BudgetLedger:
     def __init__(self, store: NodeStore) -> None:
         self.store = store
 
+    def reserve(self, *, job_id: str, dataset_id: str, researcher: str, epsilon: float,
+                annual_budget: float, researcher_budget: float | None) -> None:
+        """Hold ε for the job (idempotent); refuse if the budget, less every other
+        charge and reservation, cannot pay it."""
+        if epsilon <= 0:
+            raise UserError(f"ε must be positive, got {epsilon}")
+        with self.store.tx() as con:
+            if self._held(con, job_id, dataset_id):
+                return
+            self._refuse_if_over(con, this_year(), dataset_id, researcher, epsilon,
+                                 annual_budget, researcher_budget)
+            con.execute("INSERT INTO budget_reservations VALUES (?,?,?,?,?,?)",
+                        (job_id, dataset_id, researcher, epsilon, this_year(), now_ms()))
+            AuditLog.append_in(con, "policy", "budget.reserve", dataset_id,
+                               {"job_id": job_id, "researcher": researcher,
+                                "epsilon": epsilon})
+
+    def release_reservations(self, job_id: str) -> int:
+        """The job failed or was cancelled: its reservations go, nothing is charged."""
+        with self.store.tx() as con:
+            rows = con.execute("SELECT dataset_id, epsilon FROM budget_reservations WHERE "
+                               "job_id=?", (job_id,)).fetchall()
+            con.execute("DELETE FROM budget_reservations WHERE job_id=?", (job_id,))
+            for r in rows:
+                AuditLog.append_in(con, "policy", "budget.unreserve", r["dataset_id"],
+                                   {"job_id": job_id, "epsilon": r["epsilon"]})
+        return len(rows)
+
+    @staticmethod
+    def _held(con: sqlite3.Connection, job_id: str, dataset_id: str) -> bool:
+        for table in ("budget_charges", "budget_reservations"):
+            if con.execute(f"SELECT 1 FROM {table} WHERE job_id=? AND dataset_id=?",
+                           (job_id, dataset_id)).fetchone():
+                return True
+        return False
+
     def charge_and_release(self, *, job_id: str, dataset_id: str, researcher: str,
                            epsilon: float, delta: float, annual_budget: float,
                            researcher_budget: float | None,
-                           produce: Callable[[sqlite3.Connection], bytes]) -> bytes:
+                           produce: Callable[[sqlite3.Connection], bytes],
+                           reserved: bool = False) -> bytes:
         """Charge (ε, δ) and return the output `produce(con)` makes, atomically (it runs
-        inside the charging transaction, so it may write its own records there too)."""
+        inside the charging transaction, so it may write its own records there too).
+        With ``reserved``, the job must hold a reservation here (else it was released:
+        the job failed or was cancelled), which the charge replaces."""
         if epsilon <= 0:
             raise UserError(f"ε must be positive, got {epsilon}")
         with self.store.tx() as con:
@@ -50,6 +94,13 @@ class BudgetLedger:
                                "dataset_id=?", (job_id, dataset_id)).fetchone()
             if done is not None:
                 return done["output"]  # a retry: the same answer, no new charge
+            if reserved:
+                held = con.execute("DELETE FROM budget_reservations WHERE job_id=? AND "
+                                   "dataset_id=?", (job_id, dataset_id)).rowcount
+                if not held:
+                    raise UserError(f"job {job_id} holds no privacy budget here (it "
+                                    "failed, was cancelled, or never reserved): nothing "
+                                    "is computed or charged")
             year = this_year()
             left = self._refuse_if_over(con, year, dataset_id, researcher, epsilon,
                                         annual_budget, researcher_budget)
@@ -70,8 +121,7 @@ class BudgetLedger:
         if epsilon <= 0:
             raise UserError(f"ε must be positive, got {epsilon}")
         with self.store.tx() as con:
-            if con.execute("SELECT 1 FROM budget_charges WHERE job_id=? AND dataset_id=?",
-                           (job_id, dataset_id)).fetchone() is None:
+            if not self._held(con, job_id, dataset_id):
                 self._refuse_if_over(con, this_year(), dataset_id, researcher, epsilon,
                                      annual_budget, researcher_budget)
 
@@ -81,17 +131,19 @@ class BudgetLedger:
                         researcher_budget: float | None) -> float:
         """What is left of the dataset's budget before this charge; UserError if the
         dataset's or the researcher's budget cannot pay ε."""
-        spent = con.execute("SELECT coalesce(sum(epsilon), 0) FROM budget_charges WHERE "
-                            "dataset_id=? AND year=?", (dataset_id, year)).fetchone()[0]
+        spent = sum(con.execute(f"SELECT coalesce(sum(epsilon), 0) FROM {table} WHERE "
+                                "dataset_id=? AND year=?", (dataset_id, year)).fetchone()[0]
+                    for table in ("budget_charges", "budget_reservations"))
         left = annual_budget - spent
         if epsilon > left + 1e-12:
             raise UserError(f"privacy budget of {dataset_id} exhausted: this job needs "
                             f"ε={epsilon:g}, {max(left, 0):g} of the annual {annual_budget:g} "
                             "is left")
         if researcher_budget is not None:
-            mine = con.execute("SELECT coalesce(sum(epsilon), 0) FROM budget_charges "
-                               "WHERE dataset_id=? AND researcher=? AND year=?",
-                               (dataset_id, researcher, year)).fetchone()[0]
+            mine = sum(con.execute(f"SELECT coalesce(sum(epsilon), 0) FROM {table} "
+                                   "WHERE dataset_id=? AND researcher=? AND year=?",
+                                   (dataset_id, researcher, year)).fetchone()[0]
+                       for table in ("budget_charges", "budget_reservations"))
             if epsilon > researcher_budget - mine + 1e-12:
                 raise UserError(f"{researcher}'s privacy budget on {dataset_id} is "
                                 f"exhausted: this job needs ε={epsilon:g}, "

@@ -40,8 +40,8 @@ from scifed.tasks import ComputeReply, TaskHeader
 
 # Which stages may put a task to the officer: the first contact of a job with this node.
 # A later stage (a round, the release, a ClientApp's grant) finds the approval or refuses.
-Stage = Literal["vocab", "compute", "round", "release", "check", "grant"]
-_ASKS_OFFICER = {"vocab", "compute", "check"}
+Stage = Literal["vocab", "reserve", "compute", "round", "release", "check", "grant"]
+_ASKS_OFFICER = {"vocab", "reserve", "compute", "check"}
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,8 @@ class Gate:
             return adm.key.encrypt(vec)
 
         if adm.decision.dp:
-            blob = self.ledger.charge_and_release(**adm.budget(), delta=0.0, produce=produce)
+            blob = self.ledger.charge_and_release(**adm.budget(), delta=0.0, produce=produce,
+                                                  reserved=True)
         else:
             with self.store.tx() as con:
                 blob = produce(con)
@@ -183,6 +184,16 @@ class Gate:
               if adm.decision.dp else None)
         return ComputeReply(ciphertext=blob, k=adm.k, dp=dp,
                             min_contributors=adm.policy.min_contributors)
+
+    def reserve(self, adm: Admission) -> float | None:
+        """Hold the task's ε (if DP applies) before any node computes."""
+        if not adm.decision.dp:
+            return None
+        try:
+            self.ledger.reserve(**adm.budget())
+        except UserError as exc:
+            raise UserError(f"node {self.node}: {exc}") from None
+        return adm.decision.epsilon
 
     def charge(self, adm: Admission, delta: float) -> None:
         """Charge the task's ε with nothing else to release in the same transaction (a

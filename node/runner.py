@@ -29,6 +29,7 @@ from scifed.tasks import (
     KeygenRequest,
     Message,
     ReleaseRequest,
+    Reserved,
     RoundRequest,
     TaskHeader,
     TaskKind,
@@ -70,6 +71,7 @@ class NodeRunner:
             TaskKind.ROUND: typed(RoundRequest, self.round),
             TaskKind.RELEASE: typed(ReleaseRequest, release.release),
             TaskKind.CHECK: typed(TaskHeader, self.check),
+            TaskKind.RESERVE: typed(TaskHeader, self.reserve),
             TaskKind.CANCELLED: typed(CancelNotice, self.cancelled),
             **(extra or {}),
         }
@@ -138,5 +140,13 @@ class NodeRunner:
             rows = adm.job.check(adm.params, data, adm.limits)
         return CheckReply(rows=rows, dp=adm.decision.dp)
 
+    def reserve(self, req: TaskHeader) -> Reserved:
+        """Hold the job's ε here before any node computes (nothing if exact)."""
+        adm = self.gate.admit(req, "reserve", audit=False)
+        return Reserved(epsilon=self.gate.reserve(adm))
+
     def cancelled(self, req: CancelNotice) -> Withdrawn:
-        return Withdrawn(withdrawn=self.approvals.withdraw(req.job_id, req.researcher))
+        """The job ended without this node's answer being used (cancelled or failed):
+        its approval requests leave the queue, its budget reservations are released."""
+        return Withdrawn(withdrawn=self.approvals.withdraw(req.job_id, req.researcher),
+                         unreserved=self.gate.ledger.release_reservations(req.job_id))

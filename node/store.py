@@ -73,6 +73,18 @@ CREATE TABLE IF NOT EXISTS budget_charges (
     created_ms  INTEGER NOT NULL,
     PRIMARY KEY (job_id, dataset_id)
 );
+-- ε held for a job at every node before any node computes (node/budget.py): counted
+-- against the budget, turned into a charge when the node computes, dropped when the job
+-- fails or is cancelled.
+CREATE TABLE IF NOT EXISTS budget_reservations (
+    job_id      TEXT NOT NULL,
+    dataset_id  TEXT NOT NULL,
+    researcher  TEXT NOT NULL,
+    epsilon     REAL NOT NULL,
+    year        INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (job_id, dataset_id)
+);
 -- The partition of a dataset version's rows into atoms by every released row set
 -- (node/guard.py): one atom label per row, in file order.
 CREATE TABLE IF NOT EXISTS atom_partitions (

@@ -35,6 +35,7 @@ class TaskKind(StrEnum):
     ROUND = "job.round"            # a contribution to one more round of a release
     RELEASE = "job.release"        # the release node: decrypt, check, seal to the researcher
     CHECK = "job.check"            # may this node take part (before a multi-step run)?
+    RESERVE = "job.reserve"        # hold the job's ε at every node before any computes
     CANCELLED = "job.cancelled"    # withdraw the job's requests from the officers' queues
     FLOWER_RESET = "flower.reset"  # restart the SuperNode that may hold a stale run
 
@@ -132,13 +133,18 @@ class Waiting(Message):
     waiting: str  # what the task waits for (the officer's approval)
 
 
+class Reserved(Message):
+    epsilon: float | None = None  # what this node holds for the job (None: exact, no DP)
+
+
 class CancelNotice(Message):
     job_id: str
     researcher: str = ""
 
 
 class Withdrawn(Message):
-    withdrawn: int
+    withdrawn: int            # approval requests taken out of the officers' queues
+    unreserved: int = 0       # privacy-budget reservations released
 
 
 class KeygenRequest(Message):

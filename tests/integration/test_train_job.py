@@ -226,17 +226,39 @@ def test_a_single_class_node_fails_the_job_with_its_reason(fed):
         info = r.wait(job_id, timeout=600)
     assert info.status == "failed"
     assert "torgersen" in info.error.lower() and "min_node_classes" in info.error
+    assert "biscoe" not in info.error and "dream" not in info.error  # they accepted
     assert flower_runs(fed) == runs_before
     assert not job_dir(fed, job_id).exists()
     with fed.operator() as op:
         wait_for(lambda: bool(op.nodes().online.all()), 30, "nodes still online")
 
 
-def test_coordinator_restart_mid_training_and_resume(fed):
+def test_training_resumes_after_a_superlink_crash_a_dead_node_and_a_coordinator_restart(
+        fed):
+    """One run, three blows. After round 1 the coordinator's SuperLink is killed (its
+    supervisor restarts it, the coordinator submits the run again and the ServerApp
+    resumes from the checkpoint) and Torgersen's node stops (it stops its SuperNode): the
+    run goes on with the two nodes left. After round 2 the coordinator itself restarts:
+    the job is interrupted until the researcher resumes it, and it resumes from its
+    checkpoint again, still without Torgersen (back by then, but dropped from the run)."""
     with fed.researcher() as r:
-        job_id = r.submit(job(fed, rounds=4, local_epochs=5))
-        wait_for(lambda: rounds_done(r, job_id) >= 2, 600,
-                 "two rounds to be checkpointed")
+        job_id = r.submit(job(fed, rounds=4, local_epochs=5, round_timeout=30, min_nodes=2))
+        wait_for(lambda: rounds_done(r, job_id) >= 1, 300, "round 1 to be checkpointed")
+        killed = superlink_pid(fed)
+        assert killed is not None, "no flower-superlink child of the coordinator"
+        try:
+            os.killpg(killed, signal.SIGKILL)  # as a crash would; it leads its own group
+            fed.stop("torgersen")
+            wait_for(lambda: superlink_pid(fed) not in (None, killed), 60,
+                     "the supervisor to restart the SuperLink")
+            # Torgersen comes back once the run has dropped it (the coordinator resets a
+            # dropped node's SuperNode after the run, waiting for the node to be online).
+            wait_for(lambda: any(t.node == "torgersen" and t.phase == "train" and
+                                 t.state == "failed" for t in r.job(job_id).tasks),
+                     300, "the run to drop torgersen")
+        finally:
+            fed.start_node("torgersen")
+        assert rounds_done(r, job_id) >= 2  # the drop is recorded with round 2
     fed.stop("coordinator")
     fed.start_coordinator()
     with fed.researcher() as r:
@@ -246,49 +268,18 @@ def test_coordinator_restart_mid_training_and_resume(fed):
         assert job_id in out.stdout
         info = r.wait(job_id, timeout=900)
         assert info.status == "done", info.error
-        res = r.result(job_id)
-    assert list(res.metrics["round"]) == [0, 1, 2, 3, 4]
-    checkpoint = checkpoint_of(fed, job_id)
-    assert checkpoint["resumed_after"] and checkpoint["resumed_after"][0] >= 2
-
-
-def test_superlink_killed_and_a_node_gone_mid_run_resumes_with_the_rest(fed):
-    """After round 1, kill the coordinator's SuperLink (its supervisor restarts it, the
-    coordinator submits the run again, the ServerApp resumes from the checkpoint) and
-    stop Torgersen's node for good (it stops its SuperNode): round 2 and the final
-    evaluation go on with the two nodes left."""
-    with fed.researcher() as r:
-        job_id = r.submit(job(fed, rounds=2, local_epochs=10, round_timeout=30,
-                              min_nodes=2))
-        wait_for(lambda: rounds_done(r, job_id) >= 1, 300, "round 1 to be checkpointed")
-        killed = superlink_pid(fed)
-        assert killed is not None, "no flower-superlink child of the coordinator"
-        try:
-            os.killpg(killed, signal.SIGKILL)  # as a crash would; it leads its own group
-            fed.stop("torgersen")
-            wait_for(lambda: superlink_pid(fed) not in (None, killed), 60,
-                     "the supervisor to restart the SuperLink")
-            # Torgersen comes back only once the run has let it go (it does not rejoin):
-            # the coordinator resets a dropped node's SuperNode after the run and waits
-            # for the node to be online to do so.
-            wait_for(lambda: any(t.node == "torgersen" and t.phase == "train" and
-                                 t.state == "failed" for t in r.job(job_id).tasks),
-                     300, "the run to drop torgersen")
-        finally:
-            fed.start_node("torgersen")
-        info = r.wait(job_id, timeout=600)
-        assert info.status == "done", info.error
         assert sorted(info.contributors) == ["biscoe", "dream"]
         res = r.result(job_id)
-    assert list(res.metrics["round"]) == [0, 1, 2]
+    assert list(res.metrics["round"]) == [0, 1, 2, 3, 4]
     assert list(res.meta["dropped"]) == ["torgersen"]
-    assert res.meta["contributors_by_round"] == {"1": sorted(ISLANDS),
-                                                 "2": ["biscoe", "dream"]}
+    assert res.meta["contributors_by_round"] == {
+        "1": sorted(ISLANDS), **{str(n): ["biscoe", "dream"] for n in (2, 3, 4)}}
     assert accuracy(fed, res.model()) >= 0.8
     checkpoint = checkpoint_of(fed, job_id)
-    assert checkpoint["resumed_after"] == [1] and len(checkpoint["flower_runs"]) == 2
+    assert checkpoint["resumed_after"][0] == 1 and len(checkpoint["resumed_after"]) == 2
+    assert checkpoint["resumed_after"][1] >= 2 and len(checkpoint["flower_runs"]) == 3
     with fed.operator() as op:
-        wait_for(lambda: bool(op.nodes().online.all()), 60, "torgersen to be back online")
+        wait_for(lambda: bool(op.nodes().online.all()), 60, "every node to be online")
 
 
 def test_cancel_stops_the_flower_run(fed):
@@ -305,7 +296,11 @@ def test_cancel_stops_the_flower_run(fed):
             r.cancel(job_id)
         assert "nothing to cancel" in exc.value.details()
     checkpoint = checkpoint_of(fed, job_id)
-    state = superlink(fed).run_state(checkpoint["flower_runs"][-1])
+    link = superlink(fed)
+    try:
+        state = link.run_state(checkpoint["flower_runs"][-1])
+    finally:
+        link.stop()  # closes its Control API client; the process is the coordinator's
     assert (state.status, state.sub_status) == ("finished", "stopped")
     assert checkpoint["round"] < 30
 

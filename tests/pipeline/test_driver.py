@@ -36,8 +36,9 @@ def test_release_loop_runs_quantile_rounds_and_equals_pandas(fed, penguins):
                     strict=True)) == penguins.species.value_counts().to_dict()
     seen = tasks(fed, view.job_id)
     rounds = res["quantile_rounds"]
-    # one vocabulary, one compute, `rounds` counting rounds at every node; releases at one
-    assert {p for _, p in seen} == {"vocabulary", "compute", "release",
+    # vocabulary, budget reservation, compute, then `rounds` counting rounds at every node
+    # (the quantile search and its rounding); the release at one node
+    assert {p for _, p in seen} == {"vocabulary", "reserve", "compute", "release",
                                     *(f"round {r}" for r in range(1, rounds + 1))}
     assert all(t.state == TaskState.DONE for t in seen.values())
     assert len({n for n, p in seen if p == "release"}) == 1
@@ -53,7 +54,7 @@ def test_quorum_goes_on_without_an_offline_node_and_fails_below_it(tmp_path, pen
         view, res = fed.run(stats_job("two", columns=["body_mass_g"]))
         assert view.contributors == ["biscoe", "dream"]
         assert res["rows"] == int(penguins.island.isin(["Biscoe", "Dream"]).sum())
-        failed = tasks(fed, view.job_id)[("torgersen", "compute")]
+        failed = tasks(fed, view.job_id)[("torgersen", "reserve")]
         assert failed.state == TaskState.FAILED and "offline" in failed.detail
         job_id = fed.submit(stats_job("penguins", columns=["body_mass_g"]))
         view = fed.wait(job_id)
@@ -156,3 +157,57 @@ def test_dp_noises_each_contribution_and_charges_each_node_once(fed, penguins):
     for node, core in fed.nodes.items():
         spent = [s for s in core.gate.ledger.spent() if s.researcher is None]
         assert [(s.epsilon, s.charges) for s in spent] == [(1.0, 1)], node
+
+
+def _reservations(core, job_id: str) -> int:
+    with core.store.tx() as con:
+        return con.execute("SELECT count(*) FROM budget_reservations WHERE job_id=?",
+                           (job_id,)).fetchone()[0]
+
+
+def _spent(core) -> float:
+    return sum(s.epsilon for s in core.gate.ledger.spent() if s.researcher is None)
+
+
+def test_concurrent_dp_jobs_over_the_budget_leave_it_unspent_unless_released(tmp_path,
+                                                                              penguins,
+                                                                              penguins_meta):
+    """Budget 1.5, two jobs of ε = 1 at the same time: at most one is released, and the
+    budget is charged only for what was released (reserved everywhere first)."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        for core in fed.nodes.values():
+            record = core.registry.get("penguins").record
+            core.gate.policies.set(record, "dp: {required: true, epsilon_per_query: 1.0, "
+                                           "annual_budget: 1.5}\n", "dp.yaml", "officer")
+        spec = stats_job(columns=["body_mass_g"], dp={"bounds": {"body_mass_g": [2000, 7000]}})
+        jobs = [fed.submit(spec), fed.submit(spec)]
+        views = [fed.wait(j) for j in jobs]
+        done = [v for v in views if v.status == JobStatus.DONE]
+        assert len(done) <= 1
+        for core in fed.nodes.values():
+            assert _spent(core) == pytest.approx(1.0 * len(done))
+        failed = [v for v in views if v.status == JobStatus.FAILED]
+        assert failed and all("privacy budget" in v.error for v in failed)
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def test_a_cancelled_dp_job_charges_nothing(fed):
+    record = _hold_for_approval(fed, "dream")
+    try:
+        spec = stats_job(columns=["body_mass_g"],
+                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
+        before = {n: _spent(c) for n, c in fed.nodes.items()}
+        job_id = fed.submit(spec)
+        _waiting(fed, job_id)  # biscoe and torgersen have reserved; dream waits
+        assert _reservations(fed.nodes["biscoe"], job_id) == 1
+        fed.coordinator.jobs.cancel(job_id, "alice")
+        assert fed.wait(job_id).status == JobStatus.CANCELLED
+        deadline = time.monotonic() + 5
+        while any(_reservations(c, job_id) for c in fed.nodes.values()):
+            assert time.monotonic() < deadline, "reservations were not released"
+            time.sleep(0.02)
+        assert {n: _spent(c) for n, c in fed.nodes.items()} == before
+    finally:
+        _release_hold(fed, "dream", record)
