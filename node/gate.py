@@ -16,7 +16,8 @@ encrypted, and only once paid for.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from jobs.base import JobType, Limits
 from jobs.spec import JobSpec, parse_job_dict
+from node.alerts import RefusalMonitor
 from node.approvals import Approvals
 from node.audit import AuditLog
 from node.budget import BudgetLedger
@@ -99,6 +101,7 @@ class Gate:
         self.audit = audit
         self.policies = policies
         self.ledger = ledger
+        self.alerts = RefusalMonitor(registry.store)
 
     def admit(self, header: TaskHeader, stage: Stage, *, audit: bool = True) -> Admission:
         """Decide the task; raises UserError (denied, refused by the officer, budget),
@@ -132,7 +135,16 @@ class Gate:
                 self.ledger.check(**adm.budget())
             except UserError as exc:
                 raise UserError(f"node {self.node}: {exc}") from None
-        if dec.outcome == "approval":
+        alert = self.alerts.open_alert(header.researcher, row.dataset_id) \
+            if pol.query_auditing else None
+        if alert is not None:  # the researcher's run of refusals: the officer decides
+            self.approvals.require(
+                self.node, create=stage in _ASKS_OFFICER, job_id=header.job_id,
+                dataset_id=row.dataset_id, study_id=header.study_id, job_type=spec.type,
+                researcher=header.researcher, grade=rec["security_grade"],
+                reason=f"alert: {alert}", spec=header.spec)
+            self.alerts.clear(header.researcher, row.dataset_id, header.job_id)
+        elif dec.outcome == "approval":
             self.approvals.require(
                 self.node, create=stage in _ASKS_OFFICER, job_id=header.job_id,
                 dataset_id=row.dataset_id, study_id=header.study_id, job_type=spec.type,
@@ -141,6 +153,23 @@ class Gate:
         if audit:
             self.audit.append("policy", "task.allow", row.dataset_id, {**who, "stage": stage})
         return adm
+
+    @contextmanager
+    def watched(self, adm: Admission) -> Iterator[None]:
+        """Count a refused query toward the researcher's allowance (node/alerts.py)."""
+        audited = adm.policy.query_auditing
+        try:
+            yield
+        except UserError as exc:
+            self.audit.append("policy", "task.refuse", adm.row.dataset_id,
+                              {"job_id": adm.header.job_id, "researcher": adm.header.researcher,
+                               "job_type": adm.spec.type, "reason": str(exc)[:300]})
+            if audited:
+                self.alerts.refused(adm.header.researcher, adm.row.dataset_id,
+                                    adm.header.job_id)
+            raise
+        if audited:
+            self.alerts.answered(adm.header.researcher, adm.row.dataset_id, adm.header.job_id)
 
     def contribute(self, adm: Admission, vocab: dict[str, list[str]],
                    compute: Callable[[DataFile], np.ndarray]) -> ComputeReply:

@@ -113,7 +113,7 @@ class NodeRunner:
     def vocabulary(self, req: TaskHeader) -> VocabReply:
         """Categories this node holds (group values, labels, ...), sealed for members."""
         adm = self.gate.admit(req, "vocab")
-        with adm.open() as data:
+        with self.gate.watched(adm), adm.open() as data:
             values = adm.job.vocabulary(adm.params, data, adm.limits)
         return VocabReply(vocabulary=seal_for_members(adm.key, VOCABULARY, req.job_id, values))
 
@@ -121,8 +121,9 @@ class NodeRunner:
         """This node's encrypted contribution, released once (see Gate.contribute)."""
         adm = self.gate.admit(req, "compute", audit=not req.vocabularies)
         vocab = vocabulary_union(adm.key, req.job_id, req.vocabularies)
-        return self.gate.contribute(
-            adm, vocab, lambda data: adm.job.compute(adm.params, data, vocab, adm.limits))
+        with self.gate.watched(adm):
+            return self.gate.contribute(
+                adm, vocab, lambda data: adm.job.compute(adm.params, data, vocab, adm.limits))
 
     def round(self, req: RoundRequest) -> CiphertextReply:
         """One more round of a multi-round release (the query comes sealed by the

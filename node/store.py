@@ -73,6 +73,26 @@ CREATE TABLE IF NOT EXISTS budget_charges (
     created_ms  INTEGER NOT NULL,
     PRIMARY KEY (job_id, dataset_id)
 );
+-- Queries of a researcher that this node refused on a dataset (node/alerts.py): they
+-- count toward the researcher's allowance; a run of them raises an alert.
+CREATE TABLE IF NOT EXISTS refusals (
+    researcher  TEXT NOT NULL,
+    dataset_id  TEXT NOT NULL,
+    job_id      TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (researcher, dataset_id, job_id)
+);
+-- Alerts for the officer; while one is open the researcher's jobs on the dataset wait
+-- for the officer's approval, which clears it.
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id    TEXT PRIMARY KEY,
+    researcher  TEXT NOT NULL,
+    dataset_id  TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    cleared_ms  INTEGER
+);
 -- ε held for a job at every node before any node computes (node/budget.py): counted
 -- against the budget, turned into a charge when the node computes, dropped when the job
 -- fails or is cancelled.

@@ -76,8 +76,9 @@ def withhold_rare_labels(result: dict, record: dict) -> None:
     (its cell is already withheld); say how many levels were dropped, not which."""
     for col, g in result.get("groups", {}).items():
         declared = set(declared_levels(record, col) or ())
+        # a pooled 0 of a label some node holds means every holder suppressed it
         keep = [i for i, (v, c) in enumerate(zip(g["values"], g["counts"], strict=True))
-                if v in declared or c is not None]
+                if v in declared or (c is not None and c > 0)]
         dropped = len(g["values"]) - len(keep)
         for key in ("values", "counts", "suppressed"):
             g[key] = [g[key][i] for i in keep]

@@ -5,6 +5,7 @@ combined with earlier ones, determines a value held by fewer than k rows."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 from staff import NODES, K, attempt, federation, stats
@@ -27,7 +28,8 @@ def test_group_counts_never_release_identifier_or_numeric_labels(staff):
         text = _released_text(result, refusal)
         leaked = [v for v in _values(staff.table, column) if f'"{v}"' in text]
         assert not leaked, (column, leaked[:5])
-        assert result is None and column in refusal
+        # refused, naming the column — or, after a run of refusals, held for the officer
+        assert result is None and (column in refusal or "alert" in refusal), refusal
 
 
 def test_group_labels_come_from_the_declared_enumeration(staff):
@@ -124,3 +126,64 @@ def test_quantiles_never_return_an_extreme_or_one_persons_salary(staff):
     median = result["quantiles"]["salary"]["0.5"]
     near = np.abs(salaries - median) <= 0.5 * result["quantile_resolution"]["salary"]
     assert near.sum() >= K  # the released value is shared by at least k people
+
+
+# -- 4. refusals are an oracle ------------------------------------------------------------
+def test_a_binary_search_on_refusals_is_stopped_by_an_alert(tmp_path):
+    """The attacker moves a salary threshold and watches which queries are refused. The
+    refusals name no count, and after a run of them the researcher's jobs on the dataset
+    wait for the officer (audited), who clears the alert by approving."""
+    import time
+
+    from node.alerts import RUN
+    from scifed.states import TaskState
+
+    fed, table = federation(tmp_path)
+    try:
+        first, refusal = attempt(fed, stats(columns=["age"], filter="salary > 100000"))
+        assert first is not None, refusal
+        lo, hi, refused, held = 100000.0, 160000.0, 0, None
+        for _ in range(23):
+            mid = (lo + hi) / 2
+            job_id = fed.submit(stats(columns=["age"], filter=f"salary > {mid:.2f}"))
+            deadline = time.monotonic() + 20
+            while True:
+                view = fed.job(job_id)
+                waiting = [t for t in view.tasks if t.state == TaskState.WAITING]
+                if view.status.stopped or waiting:
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            if waiting:
+                held = (job_id, waiting)
+                break
+            details = " ".join(t.detail for t in view.tasks)
+            if "query auditing" in details:
+                refused += 1
+                rules = re.sub(r"k=\d+|at least \d+ contributors", "", details)
+                assert not any(c.isdigit() for c in rules), details
+                hi = mid
+            else:
+                lo = mid
+        assert held is not None, "the researcher was never held"
+        # each node counts its own refusals: at most a run at each before one holds it
+        assert refused <= RUN * len(NODES)
+        job_id, waiting = held
+        assert all("alert" in t.detail for t in waiting)
+        for node, core in fed.nodes.items():
+            actions = [e.action for e in core.audit.entries()]
+            if any(t.node == node for t in waiting):
+                assert "alert.raise" in actions
+        # the officers look and approve: the alerts clear, the held job goes on
+        deadline = time.monotonic() + 30
+        while not fed.job(job_id).status.stopped:
+            assert time.monotonic() < deadline, fed.job(job_id)
+            for core in fed.nodes.values():
+                for request in core.approvals.list("pending"):
+                    if request.job_id == job_id:
+                        core.approvals.decide(request.approval_id, approve=True, by="officer")
+            time.sleep(0.05)
+        assert all("alert.clear" in [e.action for e in fed.nodes[t.node].audit.entries()]
+                   for t in waiting)
+    finally:
+        fed.__exit__(None, None, None)
