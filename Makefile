@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench protos lint clean
+.PHONY: venv test fuzz demo bench protos lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,18 @@ protos: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Two workers (the machines have 2 cores), one test file per worker at a time: each
+# integration module starts its own federation on its own ports.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Property-based fuzzing of every input parser (tests/attacks/test_fuzz.py), 10,000 cases
+# per entry point; `make test` runs the same file with 200.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	SCIFED_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider \
+		--timeout=0 tests/attacks/test_fuzz.py
 
 demo: $(STAMP)
 	$(VENV)/bin/scifed demo

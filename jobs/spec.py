@@ -12,15 +12,18 @@ problem.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal, Self
 
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from jobs import registry
 from jobs.fields import Name, Strict
-from scifed.config import format_validation_error, parse_model
-from scifed.errors import UserError
+from jobs.limits import MAX_JOB_NODES, MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_JSON_BYTES
+from scifed.config import check_structure, parse_model, validate_model
+from scifed.errors import UserError, excerpt, excerpt_repr
+from scifed.filters import MAX_LENGTH as MAX_FILTER_LENGTH
 
 _CATALOG_ID = re.compile(
     r"urn:sdn:(?P<node>[A-Za-z0-9][A-Za-z0-9._-]*):ds:(?P<slug>[A-Za-z0-9][A-Za-z0-9._-]*)"
@@ -52,7 +55,17 @@ class JobSpec(Strict):
         bad = [x for x in items if not isinstance(x, str) or not x.strip()]
         if bad:
             raise ValueError(f"node names and dataset ids must be non-empty text, "
-                             f"not {bad[0]!r}")
+                             f"not {excerpt_repr(bad[0], 60)}")
+        if len(v) > MAX_JOB_NODES:
+            raise ValueError(f"more than {MAX_JOB_NODES} datasets (the limit), got {len(v)}")
+        return v
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_length(cls, v: str | None) -> str | None:
+        if v is not None and len(v) > MAX_FILTER_LENGTH:
+            raise ValueError(f"longer than {MAX_FILTER_LENGTH} characters (the limit), "
+                             f"got {len(v)}")
         return v
 
     @field_validator("datasets")
@@ -115,16 +128,29 @@ def spec_model() -> type[JobSpec]:
 
 
 def load_job(text: str, source: str) -> JobSpec:
-    """Parse and validate a job spec (YAML or JSON text); ``source`` names it in errors."""
-    return parse_model(text, source, spec_model(), "job settings (study, type, datasets, ...)")
+    """Parse and validate a job spec (YAML or JSON text); ``source`` names it in errors.
+
+    Text over :data:`jobs.limits.MAX_SPEC_BYTES` or nested deeper than
+    :data:`~jobs.limits.MAX_SPEC_DEPTH` is refused before it is parsed further."""
+    return parse_model(text, source, spec_model(), "job settings (study, type, datasets, ...)",
+                       max_bytes=MAX_SPEC_BYTES, max_depth=MAX_SPEC_DEPTH)
 
 
 def parse_job_dict(data: dict, source: str = "job spec") -> JobSpec:
-    """A spec that travelled as JSON (in a task, in the coordinator's database)."""
+    """A spec that travelled as JSON (in a task, in the coordinator's database), held to
+    the same depth as job.yaml and to :data:`~jobs.limits.MAX_SPEC_JSON_BYTES`."""
+    if not isinstance(data, dict):
+        raise UserError(f"{excerpt(source, 100)}: expected a mapping of job settings, "
+                        f"got a {type(data).__name__}")
+    check_structure(data, source, max_depth=MAX_SPEC_DEPTH)
     try:
-        return spec_model().model_validate(data)
-    except ValidationError as exc:
-        raise UserError(format_validation_error(source, exc)) from None
+        size = len(json.dumps(data, separators=(",", ":"), default=str).encode())
+    except (TypeError, ValueError, RecursionError):
+        raise UserError(f"{excerpt(source, 100)}: not JSON-able job settings") from None
+    if size > MAX_SPEC_JSON_BYTES:
+        raise UserError(f"{excerpt(source, 100)}: larger than {MAX_SPEC_JSON_BYTES // 1024} KiB "
+                        f"as JSON (the limit), got {size} bytes")
+    return validate_model(data, source, spec_model())
 
 
 def datasets_by_node(spec: JobSpec) -> dict[str, str]:
@@ -132,7 +158,7 @@ def datasets_by_node(spec: JobSpec) -> dict[str, str]:
     try:
         return _by_node(spec.datasets)
     except ValueError as exc:
-        raise UserError(f"datasets: {exc}") from None
+        raise UserError(f"datasets: {excerpt(exc)}") from None
 
 
 def slug(dataset: str) -> str:
@@ -147,7 +173,8 @@ def _by_node(datasets: dict[str, str] | list[str]) -> dict[str, str]:
             if ref.startswith("urn:"):
                 owner, name = _parse_catalog_id(ref)
                 if owner != node:
-                    raise ValueError(f"{ref} belongs to node {owner!r}, not {node!r}")
+                    raise ValueError(f"{excerpt(ref, 80)} belongs to node "
+                                     f"{excerpt_repr(owner, 60)}, not {excerpt_repr(node, 60)}")
                 ref = name
             out[node] = ref
         return out
@@ -155,7 +182,8 @@ def _by_node(datasets: dict[str, str] | list[str]) -> dict[str, str]:
     for ref in datasets:
         node, name = _parse_catalog_id(ref)
         if node in out:
-            raise ValueError(f"node {node!r} is named twice; a job reads one dataset per node")
+            raise ValueError(f"node {excerpt_repr(node, 60)} is named twice; a job reads one "
+                             "dataset per node")
         out[node] = name
     return out
 
@@ -163,7 +191,8 @@ def _by_node(datasets: dict[str, str] | list[str]) -> dict[str, str]:
 def _parse_catalog_id(ref: str) -> tuple[str, str]:
     match = _CATALOG_ID.fullmatch(ref)
     if match is None:
-        raise ValueError(f"{ref!r} is not a catalog id of the form urn:sdn:{{node}}:ds:{{slug}}")
+        raise ValueError(f"{excerpt_repr(ref, 80)} is not a catalog id of the form "
+                         "urn:sdn:{node}:ds:{slug}")
     return match["node"], match["slug"]
 
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.audit import AuditLog
-from node.profiling import profile_file
+from node.profiling import check_file, profile_file
 from node.store import DatasetRow, NodeStore
-from scifed.errors import NotFound, UserError
+from scifed.errors import NotFound, UserError, excerpt
 from scifed.record import CatalogRecord, build_record, load_metadata, published_form
 
 
@@ -27,7 +27,7 @@ def _change(record: CatalogRecord, path: str) -> dict:
 def slugify(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     if not slug:
-        raise UserError(f"cannot derive a dataset id from '{name}'; pass --id")
+        raise UserError(f"cannot derive a dataset id from '{excerpt(name, 100)}'; pass --id")
     return slug[:63]
 
 
@@ -46,15 +46,24 @@ class DatasetRegistry:
         if not path:
             raise UserError("no data file given")
         p = Path(path)
-        full = (p if p.is_absolute() else self.data_dir / p).resolve()
+        name = excerpt(path, 200)
+        try:
+            full = (p if p.is_absolute() else self.data_dir / p).resolve()
+            regular = full.is_file()
+        except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+            raise UserError(f"{name}: cannot resolve ({getattr(exc, 'strerror', None) or exc})"
+                            ) from None
         if not full.is_relative_to(self.data_dir):
-            raise UserError(f"{path}: outside the node's data directory {self.data_dir}; "
+            raise UserError(f"{name}: outside the node's data directory {self.data_dir}; "
                             "copy or link the file inside it first")
-        if not full.is_file():
-            raise UserError(f"{path}: no such file in the node's data directory")
+        if not regular:
+            raise UserError(f"{name}: no such file in the node's data directory")
         return full
 
     def _build(self, path: Path, meta_yaml: str, meta_name: str, slug: str) -> CatalogRecord:
+        # The registration limits first, from the file's size and header alone: a file
+        # too wide or too large is refused before anything reads it whole.
+        check_file(path)
         meta = load_metadata(meta_yaml, meta_name)
         profile = profile_file(path)
         return build_record(meta, profile, node_id=self.node_name,
@@ -65,7 +74,7 @@ class DatasetRegistry:
         full = self.resolve_path(path)
         slug = slugify(slug or full.stem)
         if self.store.get_dataset(slug):
-            raise UserError(f"dataset '{slug}' is already registered; use "
+            raise UserError(f"dataset '{excerpt(slug, 100)}' is already registered; use "
                             "`scifed node dataset update` or choose another --id")
         record = self._build(full, meta_yaml, meta_name, slug)
         rel = str(full.relative_to(self.data_dir))
@@ -89,7 +98,7 @@ class DatasetRegistry:
             # The officer changed only the description: the file must still be the one
             # that was registered, else the record would describe other data.
             if record.distributions[0].sha256 != row.record["distributions"][0]["sha256"]:
-                raise UserError(f"{row.path} changed since it was registered; "
+                raise UserError(f"{excerpt(row.path, 200)} changed since it was registered; "
                                 "pass --refresh-data to re-read it")
         with self.store.tx() as con:
             self.store.update_dataset(con, row.dataset_id, row.path,
@@ -111,7 +120,7 @@ class DatasetRegistry:
     def get(self, key: str) -> DatasetRow:
         row = self.store.get_dataset(key)
         if row is None:
-            raise NotFound(f"no dataset '{key}' at node {self.node_name}")
+            raise NotFound(f"no dataset '{excerpt(key, 100)}' at node {self.node_name}")
         return row
 
     def list(self) -> list[DatasetRow]:

@@ -87,6 +87,9 @@ class NodeRunner:
             return pb.TaskResult(task_id=task.task_id, ok=True, payload=handler(task.payload))
         except UserError as exc:
             return self._refusal(task, str(exc))
+        except RecursionError:
+            return pb.TaskResult(task_id=task.task_id, ok=False,
+                                 error=f"node {self.gate.node}: the task is nested too deeply")
         except Exception:  # a bug must not kill the link; the reason stays in our log
             log.exception("task %s (%s) failed", task.task_id, task.kind)
             return pb.TaskResult(task_id=task.task_id, ok=False,
@@ -102,7 +105,7 @@ class NodeRunner:
             claim, job_id = header.get("researcher_claim"), header.get("job_id")
             public = researcher_key(claim, self.ca_pem, header.get("researcher", "")) \
                 if claim and job_id else None
-        except (ValueError, AttributeError, UserError):
+        except (ValueError, AttributeError, UserError, RecursionError):
             public = None
         if public is None:
             return pb.TaskResult(task_id=task.task_id, ok=False, error=reason)

@@ -12,7 +12,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scifed.errors import UserError
+from scifed.errors import UserError, excerpt, join_problems
+from scifed.limits import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_VALUES
 from scifed.tls import TlsFiles
 
 M = TypeVar("M", bound=BaseModel)
@@ -86,43 +87,145 @@ def _resolve(value: Any, base: Path) -> Any:
 
 
 def format_validation_error(source: str, exc: ValidationError) -> str:
-    """One line per problem: `source: field.path: message` (no pydantic URLs)."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(document)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {where}: {msg}")
-    return "\n".join(lines)
+    """One line per problem: `source: field.path: message` (no pydantic URLs), each part
+    an excerpt and as many lines as fit a short message (:func:`join_problems`)."""
+    source = excerpt(source, 100)
+
+    def lines():
+        for err in exc.errors(include_url=False, include_input=False):
+            where = ".".join(excerpt(p, 60) for p in err["loc"]) or "(document)"
+            msg = err["msg"].removeprefix("Value error, ")
+            yield f"{source}: {excerpt(where, 120)}: {excerpt(msg)}"
+
+    return join_problems(lines())
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark | None) -> None:
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than ``max_depth`` as it composes,
+    before its recursive composer can go deep; notes whether the document has aliases."""
+
+    def __init__(self, stream: str, max_depth: int) -> None:
+        super().__init__(stream)
+        self.max_depth = max_depth
+        self.depth = 0
+        self.has_aliases = False
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.has_aliases = True
+            return super().compose_node(parent, index)
+        nested = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        if nested:
+            self.depth += 1
+            if self.depth > self.max_depth:
+                raise _TooDeep(self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if nested:
+                self.depth -= 1
+
+
+def check_structure(data: Any, source: str, *, max_depth: int = MAX_DOCUMENT_DEPTH,
+                    max_values: int = MAX_DOCUMENT_VALUES) -> None:
+    """Refuse data nested deeper than ``max_depth`` containers, or holding more than
+    ``max_values`` values (keys, items, scalars), walking it without recursion, so it
+    is safe on any parsed document, including shared or cyclic (YAML alias) parts."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > max_values:
+            raise UserError(f"{excerpt(source, 100)}: more than {max_values} values (the "
+                            "limit; YAML aliases count as often as they are used)")
+        if isinstance(value, dict):
+            children: Any = [x for pair in value.items() for x in pair]
+        elif isinstance(value, list | tuple | set | frozenset):
+            children = value
+        else:
+            continue
+        if depth > max_depth:
+            raise UserError(f"{excerpt(source, 100)}: nested deeper than {max_depth} levels "
+                            "(the limit)")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def parse_yaml_mapping(text: str, source: str, expected: str = "settings", *,
-                       allow_empty: bool = True) -> dict:
-    """YAML text that must hold a mapping; errors name `source`, line and column."""
+                       allow_empty: bool = True, max_bytes: int = MAX_DOCUMENT_BYTES,
+                       max_depth: int = MAX_DOCUMENT_DEPTH) -> dict:
+    """YAML text that must hold a mapping; errors name `source`, line and column.
+
+    The text may hold at most ``max_bytes`` bytes of UTF-8 and nest at most
+    ``max_depth`` levels (checked while composing, before any recursion goes deep);
+    with aliases expanded it may hold at most :data:`MAX_DOCUMENT_VALUES` values."""
+    name = excerpt(source, 100)
+    if not isinstance(text, str):
+        raise UserError(f"{name}: expected YAML text, got {type(text).__name__}")
+    # Characters never outnumber UTF-8 bytes: the cheap test first, the exact one after.
+    if len(text) > max_bytes or _utf8_size(text) > max_bytes:
+        raise UserError(f"{name}: larger than {max_bytes // 1024} KiB (the limit), got "
+                        f"{_utf8_size(text)} bytes")
+    loader = None
     try:
-        data = yaml.safe_load(text)
+        loader = _BoundedLoader(text, max_depth)  # its reader refuses control characters
+        data = loader.get_single_data()
+    except _TooDeep as exc:
+        where = f" at line {exc.mark.line + 1}" if exc.mark else ""
+        raise UserError(f"{name}: nested deeper than {max_depth} levels (the limit)"
+                        f"{where}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{source}: not valid YAML{where}: {exc.problem}") from None
+        raise UserError(f"{name}: not valid YAML{where}: {excerpt(exc.problem)}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{source}: not valid YAML: {exc}") from None
+        raise UserError(f"{name}: not valid YAML: {excerpt(exc)}") from None
+    except RecursionError:  # a safety net: the loader above stops far earlier
+        raise UserError(f"{name}: nested deeper than {max_depth} levels "
+                        "(the limit)") from None
+    except Exception as exc:  # a scalar that PyYAML fails to construct
+        # (a date like 2024-13-45, an integer of more than 4300 digits, `!!int zz`)
+        raise UserError(f"{name}: not valid YAML: a value cannot be read "
+                        f"({excerpt(exc)})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if loader.has_aliases:
+        check_structure(data, source, max_depth=max_depth)
     if data is None:
         if not allow_empty:
-            raise UserError(f"{source}: empty; expected the {expected} as a YAML mapping")
+            raise UserError(f"{name}: empty; expected the {expected} as a YAML mapping")
         data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a YAML mapping of {expected}, "
+        raise UserError(f"{name}: expected a YAML mapping of {expected}, "
                         f"got a {type(data).__name__}")
     return data
 
 
-def parse_model(text: str, source: str, model: type[M], expected: str = "settings") -> M:
+def parse_model(text: str, source: str, model: type[M], expected: str = "settings", *,
+                max_bytes: int = MAX_DOCUMENT_BYTES, max_depth: int = MAX_DOCUMENT_DEPTH) -> M:
     """Parse YAML text into `model`: one line per problem, naming `source` and the field."""
-    data = parse_yaml_mapping(text, source, expected)
+    data = parse_yaml_mapping(text, source, expected, max_bytes=max_bytes, max_depth=max_depth)
+    return validate_model(data, source, model)
+
+
+def validate_model(data: Any, source: str, model: type[M]) -> M:
+    """``model.model_validate(data)``, any problem one UserError (already-bounded data)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(source, exc)) from None
+    except RecursionError:  # check_structure bounds the depth; pydantic must not recurse
+        raise UserError(f"{excerpt(source, 100)}: nested too deeply") from None
 
 
 def load_config(path: Path, model: type[M]) -> M:

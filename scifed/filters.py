@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from scifed.errors import UserError
+from scifed.errors import UserError, excerpt, excerpt_repr
 from scifed.record import NUMERIC_TYPES as _NUMERIC
 
 MAX_LENGTH = 2000
@@ -55,14 +55,15 @@ def compile_filter(expr: str, columns: dict[str, str]) -> tuple[str, list]:
     if not isinstance(expr, str) or not expr.strip():
         raise UserError("filter: empty expression")
     if len(expr) > MAX_LENGTH:
-        raise UserError(f"filter: longer than {MAX_LENGTH} characters")
+        raise UserError(f"filter: longer than {MAX_LENGTH} characters (the limit), "
+                        f"got {len(expr)}")
     text, quoted = _replace_backticks(expr)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        raise UserError(f"filter: not a valid expression ({exc.msg})") from None
+        raise UserError(f"filter: not a valid expression ({excerpt(exc.msg, 100)})") from None
     except (RecursionError, MemoryError):
-        raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels") from None
+        raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels (the limit)") from None
     compiler = _Compiler(text.strip(), quoted, columns)
     sql = compiler.condition(tree.body, 1)
     return sql, compiler.params
@@ -125,8 +126,9 @@ class _Compiler:
 
     def snippet(self, node: ast.AST) -> str:
         if isinstance(node, ast.Call):
-            return f"`{self.restore(ast.unparse(node.func))}(...)`"
-        text = self.restore(ast.get_source_segment(self.source, node) or ast.unparse(node))
+            func = ast.get_source_segment(self.source, node.func) or "function"
+            return f"`{excerpt(self.restore(func), 60)}(...)`"
+        text = self.restore(ast.get_source_segment(self.source, node) or type(node).__name__)
         return f"`{text if len(text) <= 60 else text[:57] + '...'}`"
 
     def restore(self, text: str) -> str:
@@ -136,7 +138,7 @@ class _Compiler:
 
     def check(self, node: ast.AST, depth: int) -> None:
         if depth > MAX_DEPTH:
-            raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels")
+            raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels (the limit)")
         for kind, what in _FORBIDDEN.items():
             if isinstance(node, kind):
                 raise self.fail(f"{what} not allowed", node)
@@ -154,8 +156,8 @@ class _Compiler:
         if isinstance(node, ast.Name):
             name, kind = self.column(node)
             if kind != "boolean":
-                raise self.fail(f"column {name!r} is {kind}, not boolean; compare it with a "
-                                "value", node)
+                raise self.fail(f"column {excerpt_repr(name, 60)} is {kind}, not boolean; "
+                                "compare it with a value", node)
             return quote_identifier(name)
         raise self.fail("expected a condition (a comparison, `in`, `is None`, and/or/not)",
                         node)
@@ -210,7 +212,8 @@ class _Compiler:
             raise self.fail("a comparison needs a column on one side", left)
         if len(names) == 2 and _family(names[0][1]) != _family(names[1][1]):
             (a, ka), (b, kb) = names
-            raise self.fail(f"cannot compare column {a!r} ({ka}) with column {b!r} ({kb})", left)
+            raise self.fail(f"cannot compare column {excerpt_repr(a, 60)} ({ka}) with column "
+                            f"{excerpt_repr(b, 60)} ({kb})", left)
         for value, side, i in values:
             self.match(*names[0], value, side)
             operands[i] = self.param(value)
@@ -222,13 +225,13 @@ class _Compiler:
             raise self.fail("expected a column name here", node)
         name = self.quoted.get(node.id, node.id)
         if name not in self.columns:
-            raise UserError(f"filter: unknown column {name!r}")
+            raise UserError(f"filter: unknown column {excerpt_repr(name, 100)}")
         return name, self.columns[name]
 
     def constant(self, node: ast.expr, depth: int) -> str | int | float | bool | None:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             if depth > MAX_DEPTH:
-                raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels")
+                raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels (the limit)")
             value = self.constant(node.operand, depth + 1)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.fail("unary minus applies to numbers only", node)
@@ -254,7 +257,8 @@ class _Compiler:
         if not ok:
             what = ("True/False" if isinstance(value, bool)
                     else "a number" if isinstance(value, int | float) else "a string")
-            raise self.fail(f"column {name!r} is {kind}; it cannot be compared with {what}",
+            raise self.fail(f"column {excerpt_repr(name, 60)} is {kind}; it cannot be compared "
+                            f"with {what}",
                             node)
 
     def param(self, value: str | int | float | bool) -> str:

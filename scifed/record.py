@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from scifed.config import parse_yaml_mapping
-from scifed.errors import UserError
+from scifed.errors import UserError, excerpt, excerpt_repr, join_problems
 from scifed.grading import (
     VALID_PAIRS,
     Category,
@@ -47,6 +47,7 @@ from scifed.grading import (
     requires_approvals,
     requires_grade_assessment,
 )
+from scifed.limits import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH, MAX_MESSAGE_CHARS
 
 DatasetType = Literal[
     "observational", "experimental", "simulation", "survey", "derived", "synthetic", "annotation"
@@ -735,6 +736,7 @@ class CatalogRecord(DatasetDescription):
 def _path(loc: Sequence[str | int]) -> str:
     out = ""
     for part in loc:
+        part = part if isinstance(part, int) else excerpt(part, 60)  # keys are input
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -746,12 +748,16 @@ def _message(error: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown key (not a field of the dataset metadata; check the spelling)"
     if kind == "value_error":
-        return str(error["ctx"]["error"])
+        text = str(error["ctx"]["error"])
+        value = error.get("input")
+        if isinstance(value, str) and len(value) > 60:  # the checks quote the value
+            text = text.replace(repr(value), excerpt_repr(value, 60))
+        return excerpt(text, 300)
     if kind == "too_short":
         ctx = error["ctx"]
         return f"needs at least {ctx['min_length']} items, got {ctx['actual_length']}"
     if kind in ("literal_error", "enum"):
-        return f"{error['msg']}, got {error['input']!r}"
+        return f"{error['msg']}, got {excerpt_repr(error['input'], 60)}"
     return error["msg"]
 
 
@@ -772,19 +778,26 @@ def validation_problems(exc: ValidationError) -> list[str]:
 def _report(subject: str, exc: ValidationError) -> str:
     lines = validation_problems(exc)
     noun = "problem" if len(lines) == 1 else "problems"
-    return f"{subject}: {len(lines)} {noun}\n" + "\n".join(f"  {line}" for line in lines)
+    head = f"{excerpt(subject, 100)}: {len(lines)} {noun}"
+    return head + "\n" + join_problems(lines, MAX_MESSAGE_CHARS - len(head), indent="  ")
 
 
 # -- entry points ---------------------------------------------------------------------
 
 
 def load_metadata(text: str, source_name: str) -> MetadataInput:
-    """Parse and validate an officer's metadata YAML; any problem is one UserError."""
-    data = parse_yaml_mapping(text, source_name, "metadata fields", allow_empty=False)
+    """Parse and validate an officer's metadata YAML; any problem is one UserError.
+
+    The text is held to :data:`scifed.limits.MAX_DOCUMENT_BYTES` and
+    :data:`~scifed.limits.MAX_DOCUMENT_DEPTH` before it is parsed further."""
+    data = parse_yaml_mapping(text, source_name, "metadata fields", allow_empty=False,
+                              max_bytes=MAX_DOCUMENT_BYTES, max_depth=MAX_DOCUMENT_DEPTH)
     try:
         return MetadataInput.model_validate(data)
     except ValidationError as exc:
         raise UserError(_report(source_name, exc)) from None
+    except RecursionError:  # parse_yaml_mapping bounds the depth; a net all the same
+        raise UserError(f"{excerpt(source_name, 100)}: nested too deeply") from None
 
 
 class ColumnStats(Protocol):
@@ -854,17 +867,19 @@ def build_record(
     """
     names = [column.name for column in profile.columns]
     known = set(names)
+    listed = excerpt(", ".join(excerpt(name, 60) for name in names[:20]), 200)
     problems = [
-        f"fields.{name}: no such column in the data (columns: {', '.join(names)})"
+        f"fields.{excerpt(name, 60)}: no such column in the data (columns: {listed})"
         for name in meta.fields
         if name not in known
     ]
-    problems += [f"targets: {name!r} is not a column of the data" for name in meta.targets
-                 if name not in known]
+    problems += [f"targets: {excerpt_repr(name, 60)} is not a column of the data"
+                 for name in meta.targets if name not in known]
     if meta.splits is not None and meta.splits.field is not None and meta.splits.field not in known:
-        problems.append(f"splits.field: {meta.splits.field!r} is not a column of the data")
+        problems.append(f"splits.field: {excerpt_repr(meta.splits.field, 60)} is not a column "
+                        "of the data")
     if problems:
-        lines = "\n".join(f"  {line}" for line in problems)
+        lines = join_problems(problems, indent="  ")
         raise UserError(f"metadata of dataset {slug!r} does not match its data:\n{lines}")
 
     record_id = f"urn:sdn:{node_id}:ds:{slug}"

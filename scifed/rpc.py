@@ -9,7 +9,8 @@ from pathlib import Path
 
 import grpc
 
-from scifed.errors import NotFound, Unavailable, UserError
+from scifed.errors import NotFound, Unavailable, UserError, excerpt
+from scifed.limits import MAX_MESSAGE_CHARS
 
 
 def user_errors(method: Callable) -> Callable:
@@ -20,11 +21,12 @@ def user_errors(method: Callable) -> Callable:
         try:
             return method(self, request, context)
         except NotFound as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            context.abort(grpc.StatusCode.NOT_FOUND, excerpt(str(exc), MAX_MESSAGE_CHARS))
         except UserError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          excerpt(str(exc), MAX_MESSAGE_CHARS))
         except Unavailable as exc:  # not the caller's mistake: worth retrying later
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            context.abort(grpc.StatusCode.UNAVAILABLE, excerpt(str(exc), MAX_MESSAGE_CHARS))
         except grpc.RpcError as exc:  # a call this one made failed: pass its answer on
             context.abort(exc.code(), exc.details())
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
 
-from scifed.errors import UserError
+from scifed.errors import UserError, excerpt
 from scifed.wire import b64d, b64e
 
 
@@ -57,8 +57,10 @@ class Message(BaseModel):
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "(payload)"
-            raise UserError(f"malformed {cls.__name__} message: {where}: "
-                            f"{first['msg']}") from None
+            raise UserError(f"malformed {cls.__name__} message: {excerpt(where, 120)}: "
+                            f"{excerpt(first['msg'])}") from None
+        except RecursionError:
+            raise UserError(f"malformed {cls.__name__} message: nested too deeply") from None
 
 
 class TaskHeader(Message):

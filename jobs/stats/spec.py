@@ -8,6 +8,14 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from jobs.fields import Name, Strict, unique
+from jobs.limits import (
+    MAX_CORRELATION_COLUMNS,
+    MAX_GROUP_COLUMNS,
+    MAX_HISTOGRAM_EDGES,
+    MAX_JOB_COLUMNS,
+    MAX_TOTAL_HISTOGRAM_EDGES,
+)
+from scifed.errors import excerpt
 
 Measure = Literal["count", "sum", "mean", "variance", "std"]
 MEASURES: tuple[Measure, ...] = ("count", "sum", "mean", "variance", "std")
@@ -20,6 +28,14 @@ class StatsDP(Strict):
     epsilon: float | None = Field(default=None, gt=0, description="ε of this query")
     bounds: dict[Name, tuple[float, float]] = Field(
         default_factory=dict, description="column -> [min, max] clipping bounds")
+
+    @field_validator("bounds")
+    @classmethod
+    def _few_bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        if len(v) > MAX_JOB_COLUMNS:
+            raise ValueError(f"bounds for more than {MAX_JOB_COLUMNS} columns (the limit), "
+                             f"got {len(v)}")
+        return v
 
 
 class StatsSpec(Strict):
@@ -41,6 +57,14 @@ class StatsSpec(Strict):
     def _no_duplicate_columns(cls, v: list[str]) -> list[str]:
         return unique(v, "column")
 
+    @field_validator("group_counts")
+    @classmethod
+    def _few_groups(cls, v: list[str]) -> list[str]:
+        if len(v) > MAX_GROUP_COLUMNS:
+            raise ValueError(f"more than {MAX_GROUP_COLUMNS} group columns (the limit), "
+                             f"got {len(v)}")
+        return v
+
     @field_validator("measures")
     @classmethod
     def _no_duplicate_measures(cls, v: list[str]) -> list[str]:
@@ -51,14 +75,23 @@ class StatsSpec(Strict):
     def _edges(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
         problems = []
         for col, edges in v.items():
-            if len(edges) < 2:
-                problems.append(f"{col}: at least 2 bin edges are needed")
+            name = excerpt(col, 60)
+            if len(edges) > MAX_HISTOGRAM_EDGES:
+                problems.append(f"{name}: more than {MAX_HISTOGRAM_EDGES} bin edges in one "
+                                f"histogram (the limit), got {len(edges)}")
+            elif len(edges) < 2:
+                problems.append(f"{name}: at least 2 bin edges are needed")
             elif not all(math.isfinite(e) for e in edges):
-                problems.append(f"{col}: bin edges must be finite numbers")
+                problems.append(f"{name}: bin edges must be finite numbers")
             elif any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-                problems.append(f"{col}: bin edges must be strictly increasing")
+                problems.append(f"{name}: bin edges must be strictly increasing")
+        total = sum(len(edges) for edges in v.values())
+        if not problems and total > MAX_TOTAL_HISTOGRAM_EDGES:
+            problems.append(f"more than {MAX_TOTAL_HISTOGRAM_EDGES} bin edges over all "
+                            f"histograms (the limit), got {total}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(problems[:3]) + (
+                f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
         return v
 
     @field_validator("quantiles")
@@ -66,16 +99,18 @@ class StatsSpec(Strict):
     def _probabilities(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
         problems = []
         for col, probs in v.items():
+            name = excerpt(col, 60)
             bad = [p for p in probs if not 0.0 <= p <= 1.0]  # NaN fails too
             if not probs:
-                problems.append(f"{col}: list at least one probability")
+                problems.append(f"{name}: list at least one probability")
             elif bad:
-                problems.append(f"{col}: probabilities must lie in [0, 1], got "
-                                f"{', '.join(map(str, bad))}")
+                problems.append(f"{name}: probabilities must lie in [0, 1], got "
+                                f"{excerpt(', '.join(map(str, bad)), 80)}")
             elif len(set(probs)) < len(probs):
-                problems.append(f"{col}: a probability is listed twice")
+                problems.append(f"{name}: a probability is listed twice")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(problems[:3]) + (
+                f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
         return v
 
     @field_validator("correlation")
@@ -83,6 +118,9 @@ class StatsSpec(Strict):
     def _pairs(cls, v: list[str]) -> list[str]:
         if len(v) == 1:
             raise ValueError("list at least 2 columns to correlate")
+        if len(v) > MAX_CORRELATION_COLUMNS:
+            raise ValueError(f"more than {MAX_CORRELATION_COLUMNS} columns to correlate "
+                             f"(the limit), got {len(v)}")
         return unique(v, "column")
 
     @model_validator(mode="after")
@@ -93,6 +131,11 @@ class StatsSpec(Strict):
                              "quantiles, group_counts or correlation)")
         if "measures" in self.model_fields_set and not self.columns:
             raise ValueError("measures apply to `columns`, which lists no column")
+        named = len(self.referenced_columns())
+        if named > MAX_JOB_COLUMNS:
+            raise ValueError(f"more than {MAX_JOB_COLUMNS} columns over columns, histograms, "
+                             "quantiles, group_counts and correlation together (the limit), "
+                             f"got {named}")
         return self
 
     def referenced_columns(self) -> list[str]:

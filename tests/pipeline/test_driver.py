@@ -134,6 +134,10 @@ def test_node_runner_routes_by_kind_and_refuses_what_it_cannot_read(fed):
     assert not unknown.ok and "does not run 'job.teleport' tasks" in unknown.error
     malformed = runner.handle(_task(TaskKind.COMPUTE, b'{"job_id": 3}'))
     assert not malformed.ok and malformed.error.startswith("malformed ComputeRequest message")
+    deep = b'{"spec": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for kind in (TaskKind.COMPUTE, TaskKind.VOCAB, TaskKind.RELEASE, TaskKind.KEYGEN):
+        nested = runner.handle(_task(kind, deep))  # answered, never raised
+        assert not nested.ok and len(nested.error) < 300, nested.error[:300]
     st = get_study(fed.coordinator.db, "penguins")
     spec = {"study": "penguins", "type": "stats", "datasets": {"biscoe": "penguins"},
             "stats": {"columns": ["body_mass_g"]}}
