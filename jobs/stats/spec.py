@@ -21,6 +21,13 @@ Measure = Literal["count", "sum", "mean", "variance", "std"]
 MEASURES: tuple[Measure, ...] = ("count", "sum", "mean", "variance", "std")
 
 
+def _refuse(problems: list[str]) -> None:
+    """One ValueError naming the first three problems (and how many more)."""
+    if problems:
+        raise ValueError("; ".join(problems[:3]) + (
+            f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
+
+
 class StatsDP(Strict):
     """Differential privacy asked for by the researcher (the node's policy may also
     require it, and caps ε per query)."""
@@ -89,9 +96,7 @@ class StatsSpec(Strict):
         if not problems and total > MAX_TOTAL_HISTOGRAM_EDGES:
             problems.append(f"more than {MAX_TOTAL_HISTOGRAM_EDGES} bin edges over all "
                             f"histograms (the limit), got {total}")
-        if problems:
-            raise ValueError("; ".join(problems[:3]) + (
-                f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
+        _refuse(problems)
         return v
 
     @field_validator("quantiles")
@@ -108,9 +113,7 @@ class StatsSpec(Strict):
                                 f"{excerpt(', '.join(map(str, bad)), 80)}")
             elif len(set(probs)) < len(probs):
                 problems.append(f"{name}: a probability is listed twice")
-        if problems:
-            raise ValueError("; ".join(problems[:3]) + (
-                f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
+        _refuse(problems)
         return v
 
     @field_validator("correlation")
