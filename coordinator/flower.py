@@ -1,7 +1,7 @@
 """The coordinator's Flower SuperLink: one long-lived, supervised subprocess for all
 `train` jobs, and the Control API calls the coordinator makes to it.
 
-How it is run (specs/flower-1.41.md §2, §7): TLS with the coordinator's certificate from
+How it is run: TLS with the coordinator's certificate from
 the federation CA; only SuperNodes whose P-384 keys were registered at node enrolment
 may connect (``--enable-supernode-auth``); state in SQLite under the coordinator's state
 directory, so registrations and run history survive a restart; runtime dependency

