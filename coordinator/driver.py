@@ -79,6 +79,9 @@ class JobDriver:
         self.approval_poll = approval_poll
         self.flower = flower  # the SuperLink for job types that train, when enabled
         self._cancelled: set[str] = set()  # jobs to stop at their next step
+        # jobs a restart failed, by node: each node is told when it next connects
+        self._untold: dict[str, list[tuple[str, str]]] = {}
+        self._untold_lock = threading.Lock()
         with db.session() as s:
             for job in s.scalars(select(Job).where(Job.status.in_(
                     (JobStatus.SUBMITTED, JobStatus.RUNNING)))):
@@ -87,9 +90,19 @@ class JobDriver:
                     job.status, job.error = JobStatus.INTERRUPTED, (
                         "the coordinator restarted during the job; `scifed job resume "
                         f"{job.job_id}` continues from the last checkpoint")
-                else:
-                    job.status = JobStatus.FAILED
-                    job.error = "the coordinator restarted during the job"
+                    continue
+                job.status = JobStatus.FAILED
+                job.error = "the coordinator restarted during the job"
+                for node in datasets_by_node(parse_job_dict(job.spec)):
+                    self._untold.setdefault(node, []).append((job.job_id, job.researcher))
+
+    def node_connected(self, node: str) -> None:
+        """A node opened its task stream: tell it of the jobs a restart ended, so their
+        approval requests and budget reservations there are released."""
+        with self._untold_lock:
+            jobs = self._untold.pop(node, [])
+        for job_id, researcher in jobs:
+            self._notify_end(job_id, researcher, [node])
 
     # -- submission ----------------------------------------------------------------------
     def submit(self, researcher: str, spec_text: str, spec_name: str, claim_json: str) -> str:
@@ -285,7 +298,7 @@ class JobDriver:
             raw = payloads[node].dumps()
             while True:
                 try:
-                    fut = self._deliver(node, kind, raw)
+                    fut = self._deliver(node, kind, raw, job_id)
                     if not waited:  # while held, the row keeps saying what it waits for
                         self._task(job_id, node, phase, TaskState.RUNNING)
                     res = fut.result(self.task_timeout)
@@ -337,8 +350,10 @@ class JobDriver:
         return answers, failed
 
     # -- running --------------------------------------------------------------------------
-    def _deliver(self, node: str, kind: TaskKind, payload: bytes | Message):
-        """Send when the node is online, waiting for it up to the task timeout."""
+    def _deliver(self, node: str, kind: TaskKind, payload: bytes | Message,
+                 job_id: str | None = None):
+        """Send when the node is online, waiting for it up to the task timeout (or until
+        the job is cancelled)."""
         raw = payload if isinstance(payload, bytes) else payload.dumps()
         deadline = time.monotonic() + self.task_timeout
         while True:
@@ -347,6 +362,8 @@ class JobDriver:
             except NodeOffline:
                 if time.monotonic() > deadline:
                     raise
+                if job_id in self._cancelled:
+                    raise NodeOffline("the job was cancelled") from None
                 time.sleep(0.2)
 
     def _set(self, job_id: str, **values) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Callable
 
 import grpc
 
@@ -23,13 +24,17 @@ from scifed.wire import now_ms
 
 class NodeLinkServicer(pbg.NodeLinkServicer):
     def __init__(self, db: Database, sessions: NodeSessions, keys: StudyKeys, ca_pem: bytes,
-                 heartbeat_seconds: float, flower=None) -> None:
+                 heartbeat_seconds: float, flower=None,
+                 on_connect: Callable[[str], None] = lambda node: None) -> None:
+        """``on_connect(node)`` runs once a node's task stream is open (the job driver
+        tells it of jobs a coordinator restart ended)."""
         self.db = db
         self.sessions = sessions
         self.keys = keys
         self.ca_pem = ca_pem
         self.heartbeat_seconds = heartbeat_seconds
         self.flower = flower
+        self.on_connect = on_connect
 
     def Register(self, request, context):
         ident = peer_identity(context)
@@ -75,6 +80,7 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
         registry.mark_connected(self.db, name, True, now_ms())
         if self.keys.pending():
             self.keys.rotate_pending()  # a study may have waited for this node to key it
+        self.on_connect(name)
 
         def read_up() -> None:
             try:

@@ -65,7 +65,8 @@ class CoordinatorCore:
                               approval_timeout=cfg.approval_timeout_seconds,
                               approval_poll=approval_poll, flower=flower)
         self.link = NodeLinkServicer(self.db, self.sessions, self.keys, ca_pem,
-                                     cfg.heartbeat_seconds, flower)
+                                     cfg.heartbeat_seconds, flower,
+                                     on_connect=self.jobs.node_connected)
         self.api = CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds)
 
 

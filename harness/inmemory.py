@@ -90,6 +90,7 @@ class InMemoryLink:
         threading.Thread(target=self._pump, daemon=True, name=f"link-{cfg.name}").start()
         if self.coordinator.keys.pending():
             self.coordinator.keys.rotate_pending()
+        self.coordinator.jobs.node_connected(cfg.name)
 
     def sync(self) -> None:
         records = self.node.registry.published_records()
@@ -125,7 +126,7 @@ class InMemoryLink:
 class InMemoryFederation:
     """A coordinator, ``nodes`` and one researcher (``alice``) in this process."""
 
-    def __init__(self, root: Path, nodes: list[str], *, task_timeout: float = 20.0,
+    def __init__(self, root: Path, nodes: list[str], *, task_timeout: float = 60.0,
                  approval_poll: float = 0.05) -> None:
         self.root = Path(root)
         self.ca_dir = self.root / "ca"

@@ -9,7 +9,7 @@ import time
 import pytest
 from inmemory_cases import ISLANDS, build, stats_job
 
-from coordinator.db import JobTask
+from coordinator.db import Job, JobTask
 from coordinator.studies import get_study
 from protos.scifed.v1 import federation_pb2 as pb
 from scifed.errors import UserError
@@ -215,3 +215,50 @@ def test_a_cancelled_dp_job_charges_nothing(fed):
         assert {n: _spent(c) for n, c in fed.nodes.items()} == before
     finally:
         _release_hold(fed, "dream", record)
+
+
+def test_a_coordinator_restart_tells_each_node_when_it_reconnects(tmp_path, penguins,
+                                                                   penguins_meta):
+    """A DP job holds ε at two nodes and waits at the third when the coordinator dies;
+    the new coordinator fails the job and, as each node's stream opens again, the node
+    releases what it held for it: nothing is charged."""
+    from coordinator.driver import JobDriver
+
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        record = _hold_for_approval(fed, "dream")
+        spec = stats_job(columns=["body_mass_g"],
+                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
+        job_id = fed.submit(spec)
+        _waiting(fed, job_id)
+        assert _reservations(fed.nodes["biscoe"], job_id) == 1
+        # The coordinator dies: its driver's thread stops where it is (emulated by the
+        # driver's own stop flag, without telling any node), the job stays `running` in
+        # the database, and the nodes' streams close.
+        core, old = fed.coordinator, fed.coordinator.jobs
+        for link in fed.links.values():
+            link.disconnect()
+        old._cancelled.add(job_id)
+        deadline = time.monotonic() + 10
+        while not old.get(job_id, "alice").status.stopped:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with core.db.session() as s:
+            s.get(Job, job_id).status = JobStatus.RUNNING
+        # A new coordinator starts on the same database.
+        core.jobs = JobDriver(core.db, core.sessions, old.ca_pem, task_timeout=1.0,
+                              approval_poll=0.05)
+        view = core.jobs.get(job_id, "alice")
+        assert view.status == JobStatus.FAILED and "restarted" in view.error
+        for link in fed.links.values():
+            link.connect()
+        deadline = time.monotonic() + 5
+        while any(_reservations(c, job_id) for c in fed.nodes.values()):
+            assert time.monotonic() < deadline, "reservations were not released"
+            time.sleep(0.02)
+        assert all(_spent(c) == 0 for c in fed.nodes.values())
+        assert not [a for a in fed.nodes["dream"].approvals.list("pending")
+                    if a.job_id == job_id]
+        _release_hold(fed, "dream", record)
+    finally:
+        fed.__exit__(None, None, None)
