@@ -38,7 +38,8 @@ class RefusalMonitor:
         return r["reason"] if r else None
 
     def clear(self, researcher: str, dataset_id: str, job_id: str) -> None:
-        """The officer approved a held job: the alert is cleared (audited)."""
+        """The officer approved a held job: the alert is cleared (audited), and the
+        researcher's count starts again."""
         with self.store.tx() as con:
             rows = con.execute("SELECT alert_id FROM alerts WHERE researcher=? AND "
                                "dataset_id=? AND state='open'",
@@ -49,31 +50,29 @@ class RefusalMonitor:
                 AuditLog.append_in(con, "officer", "alert.clear", dataset_id,
                                    {"alert_id": r["alert_id"], "researcher": researcher,
                                     "job_id": job_id})
-            # a cleared researcher starts a new run
-            con.execute("DELETE FROM refusals WHERE researcher=? AND dataset_id=? AND "
-                        "created_ms >= ?", (researcher, dataset_id, _year_start_ms()))
+            con.execute("DELETE FROM query_outcomes WHERE researcher=? AND dataset_id=?",
+                        (researcher, dataset_id))
 
     def answered(self, researcher: str, dataset_id: str, job_id: str) -> None:
         """An answered query ends a run of refusals (the allowance still counts)."""
         with self.store.tx() as con:
-            con.execute("INSERT OR REPLACE INTO refusals VALUES (?,?,?,?)",
-                        (researcher, dataset_id, f"answered:{job_id}", now_ms()))
+            con.execute("INSERT OR IGNORE INTO query_outcomes (researcher, dataset_id, "
+                        "job_id, refused, created_ms) VALUES (?,?,?,0,?)",
+                        (researcher, dataset_id, job_id, now_ms()))
 
     def refused(self, researcher: str, dataset_id: str, job_id: str) -> None:
         """Count a refused query; raise the alert when the allowance or a run is spent."""
         with self.store.tx() as con:
-            con.execute("INSERT OR IGNORE INTO refusals VALUES (?,?,?,?)",
+            con.execute("INSERT OR REPLACE INTO query_outcomes (researcher, dataset_id, "
+                        "job_id, refused, created_ms) VALUES (?,?,?,1,?)",
                         (researcher, dataset_id, job_id, now_ms()))
-            rows = con.execute("SELECT job_id FROM refusals WHERE researcher=? AND "
-                               "dataset_id=? AND created_ms >= ? ORDER BY created_ms",
-                               (researcher, dataset_id, _year_start_ms())).fetchall()
-            refused = [r["job_id"] for r in rows if not r["job_id"].startswith("answered:")]
-            run = 0
-            for r in reversed(rows):
-                if r["job_id"].startswith("answered:"):
-                    break
-                run += 1
-            reason = (f"{len(refused)} refused queries this year" if len(refused) >= ALLOWANCE
+            outcomes = [r["refused"] for r in con.execute(
+                "SELECT refused FROM query_outcomes WHERE researcher=? AND dataset_id=? AND "
+                "created_ms >= ? ORDER BY seq", (researcher, dataset_id, _year_start_ms()))]
+            run = len(outcomes) - (max(i for i, o in enumerate(outcomes) if not o) + 1
+                                   if 0 in outcomes else 0)
+            total = sum(outcomes)
+            reason = (f"{total} refused queries this year" if total >= ALLOWANCE
                       else f"{run} refused queries in a row" if run >= RUN else None)
             if reason is None or con.execute(
                     "SELECT 1 FROM alerts WHERE researcher=? AND dataset_id=? AND "

@@ -73,14 +73,16 @@ CREATE TABLE IF NOT EXISTS budget_charges (
     created_ms  INTEGER NOT NULL,
     PRIMARY KEY (job_id, dataset_id)
 );
--- Queries of a researcher that this node refused on a dataset (node/alerts.py): they
--- count toward the researcher's allowance; a run of them raises an alert.
-CREATE TABLE IF NOT EXISTS refusals (
+-- What this node answered or refused of a researcher's queries on a dataset, in order
+-- (node/alerts.py): refusals count toward the allowance; a run of them raises an alert.
+CREATE TABLE IF NOT EXISTS query_outcomes (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     researcher  TEXT NOT NULL,
     dataset_id  TEXT NOT NULL,
     job_id      TEXT NOT NULL,
+    refused     INTEGER NOT NULL,
     created_ms  INTEGER NOT NULL,
-    PRIMARY KEY (researcher, dataset_id, job_id)
+    UNIQUE (researcher, dataset_id, job_id)
 );
 -- Alerts for the officer; while one is open the researcher's jobs on the dataset wait
 -- for the officer's approval, which clears it.

@@ -26,7 +26,7 @@ def staff_table(seed: int = 7) -> pd.DataFrame:
     zip codes that are nearly unique."""
     rng = np.random.default_rng(seed)
     n = ROWS * len(NODES)
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "person_id": np.arange(100_001, 100_001 + n),
         "age": rng.integers(22, 66, n),
         "salary": np.round(rng.uniform(40_000, 160_000, n), 2),
@@ -35,6 +35,12 @@ def staff_table(seed: int = 7) -> pd.DataFrame:
                                                     replace=False)],
         "node": np.repeat(NODES, ROWS),
     })
+    # undeclared categories: an office number nearly per person, and job titles of which
+    # one ("director") only one person holds
+    table["office"] = [f"R{r}" for r in rng.integers(100, 400, n)]
+    table["title"] = rng.choice(["researcher", "engineer", "technician"], n)
+    table.loc[5, "title"] = "director"
+    return table
 
 
 def staff_meta(grade: str = "G2", category: str = "CONDITIONAL") -> dict:
@@ -61,6 +67,8 @@ def staff_meta(grade: str = "G2", category: str = "CONDITIONAL") -> dict:
             "department": {"description": "Department.",
                            "constraints": {"enum": DEPARTMENTS}},
             "zip_code": {"description": "Home zip code.", "pi_kind": "quasi_identifier"},
+            "office": {"description": "Office room."},
+            "title": {"description": "Job title."},
         },
     })
     return {k: v for k, v in meta.items() if v is not None}

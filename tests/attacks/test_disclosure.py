@@ -41,6 +41,34 @@ def test_group_labels_come_from_the_declared_enumeration(staff):
         [(t.node, t.phase, t.state, t.detail) for t in staff.last_view.tasks]
 
 
+def test_a_near_unique_undeclared_category_cannot_be_grouped(staff):
+    result, refusal = attempt(staff, stats(group_counts=["office"]))
+    assert result is None and "office" in refusal and "levels" in refusal, refusal
+    text = _released_text(result, refusal)
+    assert not [v for v in _values(staff.table, "office") if v in text]
+
+
+def test_a_label_only_one_person_holds_is_never_named(tmp_path):
+    """At G1/CONDITIONAL (k = 3, no query auditing) the node suppresses the director's
+    cell, which pools to 0: the label itself must not reach the researcher either."""
+    fed, table = federation(tmp_path, grade="G1", category="CONDITIONAL")
+    try:
+        result, refusal = attempt(fed, stats(group_counts=["title"]))
+        assert result is not None, refusal
+        groups = result["groups"]["title"]
+        assert "director" not in json.dumps(result)
+        assert groups["withheld_levels"] == 1
+        # the director's node also withheld its smallest other cell (secondary
+        # suppression), so pooled counts are at most pandas' and the report says so
+        counts = table.title.value_counts().drop("director")
+        assert sorted(groups["values"]) == sorted(counts.index)
+        assert all(c <= counts[v] for v, c in zip(groups["values"], groups["counts"],
+                                                  strict=True))
+        assert result["suppression"]["local"] == {"groups.title": 1}
+    finally:
+        fed.__exit__(None, None, None)
+
+
 # -- 3. a tracker beats the pairwise guard ----------------------------------------------
 def test_a_three_query_tracker_cannot_isolate_one_salary(tmp_path):
     staff, table = federation(tmp_path)  # a fresh history: nothing released before

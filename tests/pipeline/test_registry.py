@@ -13,6 +13,7 @@ from jobs import registry
 from jobs.aggregate import AggregateJob
 from jobs.base import Limits, Pooled, Released, Table
 from jobs.fields import Name, Strict
+from scifed.errors import UserError
 from scifed.states import JobStatus
 
 
@@ -69,12 +70,12 @@ def test_a_job_type_from_the_test_suite_runs_through_the_real_pipeline(fed, cust
 
 
 def test_its_spec_is_validated_by_its_own_model(fed, custom_type):
-    with pytest.raises(Exception, match=r"sumpowers.power: Input should be less than"):
+    with pytest.raises(UserError, match=r"sumpowers.power: Input should be less than"):
         fed.submit(job_yaml(study="penguins", type="sumpowers", datasets={"biscoe": "penguins"},
                             sumpowers={"column": "flipper_length_mm", "power": 9}))
 
 
 def test_an_unregistered_type_is_refused_naming_the_known_ones(fed):
-    with pytest.raises(Exception, match=r"type: Input should be 'stats', 'quality' or 'train'"):
+    with pytest.raises(UserError, match=r"type: Input should be 'stats', 'quality' or 'train'"):
         fed.submit(job_yaml(study="penguins", type="sumpowers", datasets={"biscoe": "penguins"},
                             sumpowers={"column": "x"}))
