@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -28,8 +29,10 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from scifed.at_rest import private_sqlite
 
 FTS_TABLE = "records_fts"
 """SQLite FTS5 table mirroring ``records``; column order matches ``FTS_WEIGHTS``."""
@@ -247,6 +250,11 @@ event.listen(
 
 
 def _sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        # 0600 before the first connection turns WAL on: SQLite gives -wal and -shm the
+        # database file's mode (an in-memory or URI database is left to its caller)
+        private_sqlite(Path(database))
     # The gRPC server calls in from several threads; the pool hands each its own connection.
     engine = create_engine(url, connect_args={"check_same_thread": False})
 

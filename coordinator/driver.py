@@ -29,17 +29,12 @@ from jobs.base import JobCancelled, JobFailed, Run, StudyRef
 from jobs.spec import JobSpec, datasets_by_node, load_job, parse_job_dict, slug
 from scifed.errors import NotFound, Unavailable, UserError
 from scifed.he import sum_ciphertexts
-from scifed.sealing import SealKeyClaim, verify_claim
+from scifed.sealing import SealKeyClaim, refused_at, verify_claim
 from scifed.states import JobStatus, Phase, StudyStatus, TaskState
 from scifed.tasks import CancelNotice, Message, TaskHeader, TaskKind, Waiting
 from scifed.wire import now_ms
 
 log = logging.getLogger("scifed.coordinator.driver")
-
-
-def refused(node: str) -> str:
-    """All the coordinator records of a node's refusal: its reason travels sealed."""
-    return f"refused at node {node}"
 
 
 @dataclass(frozen=True)
@@ -196,15 +191,17 @@ class JobDriver:
 
     def _notify_end(self, job_id: str, researcher: str, nodes: list[str]) -> None:
         """Tell the job's nodes it ended unreleased: requests still in an officer's queue
-        are withdrawn and privacy budget held for it is released (best effort: an
-        offline node's reservation stays until it is told)."""
+        are withdrawn and privacy budget held for it is released. An offline node is
+        told when its stream opens again (:meth:`node_connected`)."""
         notice = CancelNotice(job_id=job_id, researcher=researcher).dumps()
         for node in nodes:
             try:
                 self.sessions.send(node, TaskKind.CANCELLED, notice)
             except NodeOffline:
-                log.info("job %s ended: node %s is offline; its approval queue and budget "
-                         "may still hold the job", job_id, node)
+                log.info("job %s ended: node %s is offline and is told when it "
+                         "reconnects", job_id, node)
+                with self._untold_lock:
+                    self._untold.setdefault(node, []).append((job_id, researcher))
 
     # -- queries ------------------------------------------------------------------------
     def _job(self, s, job_id: str, researcher: str | None) -> Job:
@@ -312,7 +309,7 @@ class JobDriver:
                 if not res.ok:
                     failed[node] = f"node {node}: {res.error}"
                     if res.payload:  # the reason, sealed to the researcher
-                        failed[node] = refused(node)
+                        failed[node] = refused_at(node)
                         sealed[node] = res.payload
                     return
                 body = json.loads(res.payload)
@@ -421,3 +418,9 @@ class JobDriver:
             researcher, nodes = job.researcher, list(datasets_by_node(
                 parse_job_dict(job.spec)))
         self._notify_end(job_id, researcher, nodes)
+
+    def refusal(self, run: Run, node: str, phase: str, sealed: bytes) -> None:
+        """A node refused ``phase`` of the job outside a fan-out (a training grant inside
+        a Flower run) and sealed its reason to the researcher: the row says only
+        "refused at node X" and keeps the sealed reason, as :meth:`fanout` does."""
+        self._task(run.job_id, node, phase, TaskState.FAILED, refused_at(node), sealed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import secrets
 import threading
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
         self.heartbeat_seconds = heartbeat_seconds
         self.flower = flower
         self.on_connect = on_connect
+        self.instance = secrets.token_hex(8)  # new at every start (RegisterReply.instance)
 
     def Register(self, request, context):
         ident = peer_identity(context)
@@ -59,7 +61,8 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
         return pb.RegisterReply(node_name=ident.name,
                                 heartbeat_seconds=max(1, round(self.heartbeat_seconds)),
                                 coordinator_version=__version__,
-                                flower_epoch=self.flower.epoch if self.flower else "")
+                                flower_epoch=self.flower.epoch if self.flower else "",
+                                instance=self.instance)
 
     def SyncCatalog(self, request, context):
         name = peer_identity(context).name

@@ -18,6 +18,7 @@ from coordinator.sessions import NodeSessions
 from coordinator.studies import StudyKeys
 from protos.scifed.v1 import coordinator_pb2_grpc as api_pbg
 from protos.scifed.v1 import federation_pb2_grpc as link_pbg
+from scifed.at_rest import secure_state
 from scifed.config import CoordinatorConfig
 from scifed.errors import UserError
 from scifed.tls import SERVER_OPTIONS, AuthInterceptor, RevocationList, server_credentials
@@ -54,7 +55,9 @@ class CoordinatorCore:
     and the Flower SuperLink; the in-memory harness drives the same core directly."""
 
     def __init__(self, cfg: CoordinatorConfig, flower=None, approval_poll: float = 2.0) -> None:
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        # 0700, databases and keys (its TLS key's directory) 0600: narrowed with a
+        # warning, or refused
+        secure_state(cfg.state_dir, keys=(cfg.tls.key, *cfg.tls.key.parent.glob("*.key")))
         self.db = Database(cfg.database_url)
         registry.reset_connections(self.db)
         self.sessions = NodeSessions()

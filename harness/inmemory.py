@@ -27,6 +27,7 @@ import yaml
 from coordinator import registry as node_registry
 from coordinator import studies
 from coordinator.server import CoordinatorCore
+from node.link import Outbox
 from node.server import NodeCore
 from protos.scifed.v1 import federation_pb2 as pb
 from scifed import __version__
@@ -70,6 +71,9 @@ class InMemoryLink:
         self.session = None
         self._stop = threading.Event()
         self._up = threading.Lock()  # results go up one at a time, as on the stream
+        # results wait here while the link is down, as in the gRPC link
+        self.outbox = Outbox(node.runner.stranded)
+        self.tasks: list[pb.Task] = []  # every task this link brought (tests read them)
 
     def call(self, method: str, request):
         """A unary call to the coordinator's node-facing API (``NodeLink``)."""
@@ -79,15 +83,17 @@ class InMemoryLink:
         cfg = self.cfg
         claim = make_claim(cfg.tls.key.parent, name=cfg.name, role="node",
                            cert_path=cfg.tls.cert, key_path=cfg.tls.key)
-        self.call("Register", pb.RegisterRequest(platform=cfg.platform,
-                                                 software_version=__version__,
-                                                 seal_claim_json=json.dumps(claim.to_dict())))
+        reply = self.call("Register", pb.RegisterRequest(
+            platform=cfg.platform, software_version=__version__,
+            seal_claim_json=json.dumps(claim.to_dict())))
+        self.outbox.registered(reply.instance)
         self.sync()
         db = self.coordinator.db
         self.session = self.coordinator.sessions.open(cfg.name)
         node_registry.mark_connected(db, cfg.name, True, now_ms())
         self._stop.clear()
         threading.Thread(target=self._pump, daemon=True, name=f"link-{cfg.name}").start()
+        self._flush()
         if self.coordinator.keys.pending():
             self.coordinator.keys.rotate_pending()
         self.coordinator.jobs.node_connected(cfg.name)
@@ -111,16 +117,30 @@ class InMemoryLink:
             except queue.Empty:
                 continue
             if msg.HasField("task"):
-                threading.Thread(target=self._answer, args=(session, msg.task),
+                self.tasks.append(msg.task)
+                threading.Thread(target=self.answer, args=(msg.task, self.outbox.instance),
                                  daemon=True).start()
 
-    def _answer(self, session, task: pb.Task) -> None:
+    def answer(self, task: pb.Task, instance: str) -> None:
+        """Run a task of coordinator ``instance`` and send its result when the link is
+        up (at once, or when it next connects to that instance)."""
         result = self.node.runner.handle(task)
+        result.audit_seq, result.audit_hash = self.node.audit.head()
+        self.outbox.put(instance, task, result)
+        self._flush()
+
+    def _flush(self) -> None:
         with self._up:
-            result.audit_seq, result.audit_hash = self.node.audit.head()
-            node_registry.record_audit_head(self.coordinator.db, self.cfg.name,
-                                            result.audit_seq, result.audit_hash, now_ms())
-            self.coordinator.sessions.deliver(session, result)
+            session = self.session
+            while session is not None and not session.closed.is_set():
+                result = self.outbox.take(timeout=0)
+                if result is None and self.outbox.empty():
+                    return
+                if result is not None:
+                    node_registry.record_audit_head(self.coordinator.db, self.cfg.name,
+                                                    result.audit_seq, result.audit_hash,
+                                                    now_ms())
+                    self.coordinator.sessions.deliver(session, result)
 
 
 class InMemoryFederation:

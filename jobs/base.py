@@ -74,12 +74,15 @@ class Table(Protocol):
 class Limits:
     """What the node's policy sets for this task: the minimum cell count ``k``, the ε of
     this query where DP is required or asked (None: exact), and the dataset's catalog
-    record (column types, declared value ranges)."""
+    record (column types, declared value ranges). ``label_key``: a key the job's member
+    nodes share and the coordinator does not hold, for tags that stand in for labels a
+    job must not reveal yet (jobs/stats/labels.py)."""
 
     node: str
     k: int
     record: dict
     epsilon: float | None = None
+    label_key: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,9 @@ class Driver(Protocol):
     def progress(self, run: Run, round_no: int, sealed: bytes) -> None:
         """Keep one round's live result, sealed to the researcher."""
 
+    def refusal(self, run: Run, node: str, phase: str, sealed: bytes) -> None:
+        """Record that ``node`` refused ``phase`` outside a fan-out, its reason sealed."""
+
     def cancelled(self, run: Run) -> bool: ...
 
 
@@ -253,8 +259,8 @@ class JobType(ABC):
         """This node's contribution as one vector (summed across nodes)."""
         raise UserError(f"{self.name} jobs compute no contribution vector")
 
-    def row_sets(self, params: Any, table: Table,
-                 vocab: dict[str, list[str]]) -> list[tuple[str, list]]:
+    def row_sets(self, params: Any, table: Table, vocab: dict[str, list[str]],
+                 limits: Limits) -> list[tuple[str, list]]:
         """The row sets an exact contribution sums over, as SQL conditions within the
         filter (each cell, bin, group, column's present values). The node's query
         auditor refuses a release whose sets would isolate fewer than k rows. Only

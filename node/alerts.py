@@ -1,11 +1,15 @@
 """Refusals as a signal: a researcher probing the disclosure rules (a binary search on a
 filter threshold, learning from which queries are refused) leaves a trail of refused
 queries. Each refused query counts toward the researcher's allowance on the dataset;
-exhausting it (:data:`ALLOWANCE` a year), or :data:`RUN` refusals in a row with no
-answered query between, raises an alert for the officer (audited), and from then on the
-researcher's jobs on that dataset wait for the officer's approval, which clears it.
+exhausting it (the policy's ``refusal_allowance`` refusals in a calendar year), or
+``refusal_run`` refusals in a row with no answered query between, raises an alert for
+the officer (audited), and from then on the researcher's jobs on that dataset wait for
+the officer's approval, which clears it.
 
-Applies where the dataset's policy audits queries (G2 and above by default).
+Both numbers are policy settings (`node/policy.py`; defaults 10 and 3 in
+`scifed/grading.py`), which the caller passes from the dataset's effective policy. An
+officer who tightens them holds a researcher already past the new numbers at the next
+task. Applies where the dataset's policy audits queries (G2 and above by default).
 """
 
 from __future__ import annotations
@@ -17,9 +21,6 @@ from node.audit import AuditLog
 from node.store import NodeStore
 from scifed.wire import now_ms
 
-ALLOWANCE = 10  # refused queries per researcher and dataset in a calendar year
-RUN = 3         # refused queries in a row
-
 
 def _year_start_ms() -> int:
     start = dt.datetime(dt.datetime.now(dt.UTC).year, 1, 1, tzinfo=dt.UTC)
@@ -30,12 +31,17 @@ class RefusalMonitor:
     def __init__(self, store: NodeStore) -> None:
         self.store = store
 
-    def open_alert(self, researcher: str, dataset_id: str) -> str | None:
-        """The reason of the open alert on (researcher, dataset), if any."""
+    def open_alert(self, researcher: str, dataset_id: str, job_id: str, *,
+                   allowance: int, run: int) -> str | None:
+        """The reason of the open alert on (researcher, dataset), if any — raised now if
+        the researcher's refusals already reach the policy's numbers (they were
+        tightened since the last refusal)."""
         with self.store.tx() as con:
             r = con.execute("SELECT reason FROM alerts WHERE researcher=? AND dataset_id=? "
                             "AND state='open'", (researcher, dataset_id)).fetchone()
-        return r["reason"] if r else None
+            if r is not None:
+                return r["reason"]
+            return self._raise_if_spent(con, researcher, dataset_id, job_id, allowance, run)
 
     def clear(self, researcher: str, dataset_id: str, job_id: str) -> None:
         """The officer approved a held job: the alert is cleared (audited), and the
@@ -60,27 +66,39 @@ class RefusalMonitor:
                         "job_id, refused, created_ms) VALUES (?,?,?,0,?)",
                         (researcher, dataset_id, job_id, now_ms()))
 
-    def refused(self, researcher: str, dataset_id: str, job_id: str) -> None:
-        """Count a refused query; raise the alert when the allowance or a run is spent."""
+    def refused(self, researcher: str, dataset_id: str, job_id: str, *, allowance: int,
+                run: int) -> None:
+        """Count a refused query; raise the alert when ``allowance`` refusals this year,
+        or ``run`` in a row, are reached (the policy's numbers)."""
         with self.store.tx() as con:
             con.execute("INSERT OR REPLACE INTO query_outcomes (researcher, dataset_id, "
                         "job_id, refused, created_ms) VALUES (?,?,?,1,?)",
                         (researcher, dataset_id, job_id, now_ms()))
-            outcomes = [r["refused"] for r in con.execute(
-                "SELECT refused FROM query_outcomes WHERE researcher=? AND dataset_id=? AND "
-                "created_ms >= ? ORDER BY seq", (researcher, dataset_id, _year_start_ms()))]
-            run = len(outcomes) - (max(i for i, o in enumerate(outcomes) if not o) + 1
-                                   if 0 in outcomes else 0)
-            total = sum(outcomes)
-            reason = (f"{total} refused queries this year" if total >= ALLOWANCE
-                      else f"{run} refused queries in a row" if run >= RUN else None)
-            if reason is None or con.execute(
-                    "SELECT 1 FROM alerts WHERE researcher=? AND dataset_id=? AND "
-                    "state='open'", (researcher, dataset_id)).fetchone():
-                return
-            alert_id = f"al-{uuid.uuid4().hex[:10]}"
-            con.execute("INSERT INTO alerts VALUES (?,?,?,?,?,?,?)",
-                        (alert_id, researcher, dataset_id, reason, "open", now_ms(), None))
-            AuditLog.append_in(con, "policy", "alert.raise", dataset_id,
-                               {"alert_id": alert_id, "researcher": researcher,
-                                "reason": reason, "job_id": job_id})
+            if con.execute("SELECT 1 FROM alerts WHERE researcher=? AND dataset_id=? AND "
+                           "state='open'", (researcher, dataset_id)).fetchone() is None:
+                self._raise_if_spent(con, researcher, dataset_id, job_id, allowance, run)
+
+    @staticmethod
+    def _raise_if_spent(con, researcher: str, dataset_id: str, job_id: str, allowance: int,
+                        run: int) -> str | None:
+        """Open an alert (audited) if this year's refusals reach ``allowance`` or the
+        latest run of them reaches ``run``; its reason, else None."""
+        outcomes = [r["refused"] for r in con.execute(
+            "SELECT refused FROM query_outcomes WHERE researcher=? AND dataset_id=? AND "
+            "created_ms >= ? ORDER BY seq", (researcher, dataset_id, _year_start_ms()))]
+        streak = len(outcomes) - (max(i for i, o in enumerate(outcomes) if not o) + 1
+                                  if 0 in outcomes else 0)
+        total = sum(outcomes)
+        reason = (f"{total} refused queries this year (allowance {allowance})"
+                  if total >= allowance else
+                  f"{streak} refused queries in a row (limit {run})" if streak >= run
+                  else None)
+        if reason is None:
+            return None
+        alert_id = f"al-{uuid.uuid4().hex[:10]}"
+        con.execute("INSERT INTO alerts VALUES (?,?,?,?,?,?,?)",
+                    (alert_id, researcher, dataset_id, reason, "open", now_ms(), None))
+        AuditLog.append_in(con, "policy", "alert.raise", dataset_id,
+                           {"alert_id": alert_id, "researcher": researcher,
+                            "reason": reason, "job_id": job_id})
+        return reason

@@ -70,6 +70,20 @@ class BudgetLedger:
                                    {"job_id": job_id, "epsilon": r["epsilon"]})
         return len(rows)
 
+    def refund(self, job_id: str, dataset_id: str, why: str) -> float:
+        """Take back a charge whose output provably never left this node (``why`` says
+        how that is known); the ε refunded (0 if there was no charge)."""
+        with self.store.tx() as con:
+            r = con.execute("SELECT epsilon FROM budget_charges WHERE job_id=? AND "
+                            "dataset_id=?", (job_id, dataset_id)).fetchone()
+            if r is None:
+                return 0.0
+            con.execute("DELETE FROM budget_charges WHERE job_id=? AND dataset_id=?",
+                        (job_id, dataset_id))
+            AuditLog.append_in(con, "policy", "budget.refund", dataset_id,
+                               {"job_id": job_id, "epsilon": r["epsilon"], "why": why})
+        return r["epsilon"]
+
     @staticmethod
     def _held(con: sqlite3.Connection, job_id: str, dataset_id: str) -> bool:
         for table in ("budget_charges", "budget_reservations"):

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from node.profiling import read_table
+from node.running import RunningJobs, Stopped
 from scifed.errors import UserError
 from scifed.filters import quote_identifier
 
@@ -35,18 +36,28 @@ class DataFile:
     :class:`jobs.base.Table`. Use as a context manager."""
 
     def __init__(self, path: Path, filter_sql: tuple[str, list] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None,
+                 job: tuple[RunningJobs, str] | None = None) -> None:
+        """``job``: the node's running jobs and the id of the job this read serves, so
+        that the job's end interrupts it (node/running.py)."""
         self.path = Path(path)
         self.name = name or self.path.name
         self.source = read_table(self.path)
         self.where, self.where_params = filter_sql or ("TRUE", [])
         self.con = duckdb.connect()
+        self._job = job
+        self._stopped: str | None = None
         try:
+            if job is not None:
+                job[0].opened(job[1], self)
             relation = self.con.sql(f"SELECT * FROM {self.source} LIMIT 0")
             self.types = dict(zip(relation.columns, relation.types, strict=True))
         except duckdb.Error as exc:
-            self.con.close()
+            self.close()
             raise self._error(exc) from None
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> DataFile:
         return self
@@ -55,7 +66,14 @@ class DataFile:
         self.close()
 
     def close(self) -> None:
+        if self._job is not None:
+            self._job[0].closed(self._job[1], self)
         self.con.close()
+
+    def interrupt(self, why: str) -> None:
+        """Stop the running query (from another thread) and refuse every later one."""
+        self._stopped = why
+        self.con.interrupt()
 
     # -- columns -----------------------------------------------------------------------
     @property
@@ -95,7 +113,7 @@ class DataFile:
         filtered rows. Filter parameters come first: the CTE precedes ``select``."""
         cols = ", ".join(f"{e} AS c{i}" for i, e in enumerate(exprs)) or "NULL AS c0"
         sql = f"WITH d AS (SELECT {cols} FROM {self.source} WHERE {self.where}) {select}"
-        return self._run(sql, [*self.where_params, *params]).fetchall()
+        return self._fetch(sql, [*self.where_params, *params], "fetchall")
 
     def arrays(self, columns: list[str]) -> dict[str, np.ndarray]:
         """The filtered rows where every listed column is present."""
@@ -103,12 +121,12 @@ class DataFile:
         present = " AND ".join(f"{quote_identifier(c)} IS NOT NULL" for c in columns)
         cols = ", ".join(quote_identifier(c) for c in columns)
         sql = f"SELECT {cols} FROM {self.source} WHERE ({self.where}) AND {present}"
-        data = self._run(sql, self.where_params).fetchnumpy()
+        data = self._fetch(sql, self.where_params, "fetchnumpy")
         return {c: np.asarray(data[c]) for c in columns}
 
     def frame(self) -> pd.DataFrame:
         """The whole file (no filter) as pandas."""
-        return self._run(f"SELECT * FROM {self.source}", []).df()
+        return self._fetch(f"SELECT * FROM {self.source}", [], "df")
 
     def masks(self, conditions: list[tuple[str, list]]) -> np.ndarray:
         """Rows × conditions, in file order: which rows the filter selects and each
@@ -120,14 +138,19 @@ class DataFile:
         cols = ", ".join(f"coalesce(({self.where}) AND ({c}), false) AS m{i}"
                          for i, (c, _) in enumerate(conditions))
         params = [p for _, ps in conditions for p in [*self.where_params, *ps]]
-        data = self._run(f"SELECT {cols} FROM {self.source}", params).fetchnumpy()
+        data = self._fetch(f"SELECT {cols} FROM {self.source}", params, "fetchnumpy")
         return np.column_stack([np.asarray(data[f"m{i}"], dtype=bool)
                                 for i in range(len(conditions))])
 
-    def _run(self, sql: str, params: Sequence):
+    def _fetch(self, sql: str, params: Sequence, how: str):
+        """Run and fetch (``how``: a DuckDB fetch method) as one interruptible step."""
+        if self._stopped is not None:
+            raise Stopped(f"{self.name}: stopped: {self._stopped}")
         try:
-            return self.con.execute(sql, list(params))
+            return getattr(self.con.execute(sql, list(params)), how)()
         except duckdb.Error as exc:
+            if self._stopped is not None:
+                raise Stopped(f"{self.name}: stopped: {self._stopped}") from None
             raise self._error(exc) from None
 
     def _error(self, exc: duckdb.Error) -> UserError:

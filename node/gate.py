@@ -33,6 +33,7 @@ from node.data import DataFile
 from node.datasets import DatasetRegistry
 from node.guard import audit_and_record
 from node.policy import Decision, EffectivePolicy, PolicyBook, decide
+from node.running import RunningJobs, Stopped
 from node.store import DatasetRow
 from node.studies import NodeStudies
 from scifed.errors import UserError
@@ -59,6 +60,7 @@ class Admission:
     path: Any
     filter_sql: tuple | None
     key: StudyKey
+    running: RunningJobs | None = None
 
     @property
     def job(self) -> JobType:
@@ -75,11 +77,13 @@ class Admission:
     @property
     def limits(self) -> Limits:
         return Limits(self.node, self.k, self.row.record,
-                      self.decision.epsilon if self.decision.dp else None)
+                      self.decision.epsilon if self.decision.dp else None,
+                      label_key=self.key.aead_key(f"label-tags\0{self.header.job_id}"))
 
     def open(self) -> DataFile:
         """The dataset, narrowed by the job's filter (use as a context manager)."""
-        return DataFile(self.path, self.filter_sql, name=self.row.slug)
+        return DataFile(self.path, self.filter_sql, name=self.row.slug,
+                        job=(self.running, self.header.job_id) if self.running else None)
 
     def budget(self) -> dict:
         """The ledger entry this task's ε is charged to."""
@@ -102,10 +106,12 @@ class Gate:
         self.policies = policies
         self.ledger = ledger
         self.alerts = RefusalMonitor(registry.store)
+        self.running = RunningJobs()  # a job's end interrupts its reads here
 
     def admit(self, header: TaskHeader, stage: Stage, *, audit: bool = True) -> Admission:
         """Decide the task; raises UserError (denied, refused by the officer, budget),
         or :class:`node.approvals.Waiting` while an officer has not decided."""
+        self.running.refuse_if_ended(header.job_id)
         row = self.studies.attached(header.study_id, header.dataset)
         rec = row.record
         spec = parse_job_dict(header.spec, f"job {header.job_id}")
@@ -127,15 +133,18 @@ class Gate:
             raise UserError(f"node {self.node} denied the task: {dec.reason}")
         key = self.studies.key(header.study_id, header.key_version, header.key_share)
         types = {f["name"]: f["type"] for f in rec.get("fields", [])}
-        flt = compile_filter(spec.filter, types) if spec.filter else None
+        flt = compile_filter(spec.filter, types, _threshold_grid(rec, pol)) \
+            if spec.filter else None
         adm = Admission(header, self.node, row, spec, pol, dec,
-                        self.registry.data_path(row.dataset_id), flt, key)
+                        self.registry.data_path(row.dataset_id), flt, key, self.running)
         if dec.dp and stage in _ASKS_OFFICER:  # a job the budget cannot pay is not put
             try:                               # to the officer (the charge re-checks)
                 self.ledger.check(**adm.budget())
             except UserError as exc:
                 raise UserError(f"node {self.node}: {exc}") from None
-        alert = self.alerts.open_alert(header.researcher, row.dataset_id) \
+        alert = self.alerts.open_alert(
+            header.researcher, row.dataset_id, header.job_id,
+            allowance=adm.policy.refusal_allowance, run=adm.policy.refusal_run) \
             if pol.query_auditing else None
         if alert is not None:  # the researcher's run of refusals: the officer decides
             self.approvals.require(
@@ -160,13 +169,16 @@ class Gate:
         audited = adm.policy.query_auditing
         try:
             yield
+        except Stopped:  # the job ended: not a refusal of the query
+            raise
         except UserError as exc:
             self.audit.append("policy", "task.refuse", adm.row.dataset_id,
                               {"job_id": adm.header.job_id, "researcher": adm.header.researcher,
                                "job_type": adm.spec.type, "reason": str(exc)[:300]})
             if audited:
                 self.alerts.refused(adm.header.researcher, adm.row.dataset_id,
-                                    adm.header.job_id)
+                                    adm.header.job_id, allowance=adm.policy.refusal_allowance,
+                                    run=adm.policy.refusal_run)
             raise
         if audited:
             self.alerts.answered(adm.header.researcher, adm.row.dataset_id, adm.header.job_id)
@@ -193,7 +205,7 @@ class Gate:
             with adm.open() as data:
                 if job.guarded and adm.policy.query_auditing and not adm.decision.dp:
                     release["rows_audited"] = True  # exact answers only: DP bounds the rest
-                    sets = data.masks(job.row_sets(adm.params, data, vocab))
+                    sets = data.masks(job.row_sets(adm.params, data, vocab, adm.limits))
                     audit_and_record(con, job_id=h.job_id, dataset_id=adm.row.dataset_id,
                                      sha256=adm.row.record["distributions"][0]["sha256"],
                                      sets=sets, k=adm.k, node=self.node)
@@ -231,3 +243,15 @@ class Gate:
             self.ledger.charge_and_release(**adm.budget(), delta=delta, produce=lambda c: b"")
         except UserError as exc:  # spent by another job since the check
             raise UserError(f"node {self.node}: {exc}") from None
+
+
+def _threshold_grid(rec: dict, pol: EffectivePolicy) -> dict[str, float | None] | None:
+    """Where the node audits queries, the grid its filter thresholds must lie on: each
+    numeric column's declared resolution, None for the default (scifed/filters.py), since
+    bisecting a free threshold on the auditor's refusals would locate one row's value."""
+    from scifed.record import NUMERIC_TYPES
+
+    if not pol.query_auditing:
+        return None
+    return {f["name"]: f.get("resolution") for f in rec.get("fields", [])
+            if f.get("type") in NUMERIC_TYPES}

@@ -26,17 +26,75 @@ from scifed.tls import secure_channel
 
 log = logging.getLogger("scifed.node.link")
 
+class Outbox:
+    """Results waiting to go up the task stream, each tagged with the coordinator
+    instance whose task it answers.
+
+    A coordinator that restarts has ended its jobs (they fail, or wait for `job resume`
+    with fresh tasks), so a result held for one of its tasks can never be used. When the
+    link registers with a new instance, such results are handed to ``on_stranded``
+    instead of being sent: one that carries a DP contribution never left the node, and
+    its charge can be refunded (node/runner.py).
+    """
+
+    def __init__(self, on_stranded: Callable[[pb.Task, pb.TaskResult], None]) -> None:
+        self.on_stranded = on_stranded
+        self.instance = ""  # the coordinator instance of the current session
+        self._queue: queue.Queue[tuple[str, pb.Task, pb.TaskResult]] = queue.Queue()
+        self._lock = threading.Lock()
+
+    def put(self, instance: str, task: pb.Task, result: pb.TaskResult) -> None:
+        self._queue.put((instance, task, result))
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def take(self, timeout: float) -> pb.TaskResult | None:
+        """The next result to send, or None (none within ``timeout``, or stranded)."""
+        try:
+            instance, task, result = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if instance != self.instance:
+            self.on_stranded(task, result)
+            return None
+        return result
+
+    def registered(self, instance: str) -> None:
+        """The link registered with ``instance``: strand what older instances asked."""
+        with self._lock:
+            if instance == self.instance:
+                return
+            self.instance = instance
+            kept = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item[0] == instance:
+                    kept.append(item)
+                else:
+                    self.on_stranded(item[1], item[2])
+            for item in kept:
+                self._queue.put(item)
+
+
 class CoordinatorLink:
     def __init__(self, cfg: NodeConfig, *, published: Callable[[], list[dict]],
                  handle: Callable[[pb.Task], pb.TaskResult],
                  audit_head: Callable[[], tuple[int, str]],
                  sync_needed: threading.Event | None = None, supernode_key: str = "",
-                 on_new_superlink: Callable[[], None] | None = None) -> None:
+                 on_new_superlink: Callable[[], None] | None = None,
+                 on_stranded: Callable[[pb.Task, pb.TaskResult], None] = lambda t, r: None,
+                 ) -> None:
         """``handle``: runs one task (the node runner). ``sync_needed``:
         set it to republish the catalog (the dataset registry does on every change).
         ``supernode_key``: the SuperNode's public key, registered with the coordinator when
         the node trains; ``on_new_superlink`` runs (before tasks flow) when the
-        coordinator's Flower SuperLink is a new one."""
+        coordinator's Flower SuperLink is a new one. ``on_stranded(task, result)`` gets
+        each result this link will never send: its task came from a coordinator instance
+        that has since restarted, and the result had not left the node."""
         self.cfg = cfg
         self.seal_claim = make_claim(cfg.tls.key.parent, name=cfg.name, role="node",
                                      cert_path=cfg.tls.cert, key_path=cfg.tls.key).to_dict()
@@ -51,7 +109,7 @@ class CoordinatorLink:
         self.published_count = 0
         self._stop = threading.Event()
         self._sync_needed = sync_needed or threading.Event()
-        self._outbox: queue.Queue[pb.NodeMessage] = queue.Queue()
+        self._outbox = Outbox(on_stranded)
         self._stub: pbg.NodeLinkStub | None = None
         self._call = None
         self._registered = False
@@ -113,15 +171,15 @@ class CoordinatorLink:
             if now >= next_beat:
                 next_beat = now + heartbeat_s
                 yield pb.NodeMessage(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000)))
-            try:
-                yield self._outbox.get(timeout=max(0.0, min(0.5, next_beat - now)))
-            except queue.Empty:
-                continue
+            result = self._outbox.take(timeout=max(0.0, min(0.5, next_beat - now)))
+            if result is not None:
+                yield pb.NodeMessage(result=result)
 
-    def _handle_task(self, task: pb.Task) -> None:
+    def _handle_task(self, task: pb.Task, instance: str) -> None:
         result = self.handle(task)
         result.audit_seq, result.audit_hash = self.audit_head()
-        self._outbox.put(pb.NodeMessage(result=result))
+        self._outbox.put(instance, task, result)
+
 
     def _session(self) -> None:
         channel = secure_channel(self.cfg.coordinator, self.cfg.tls.files())
@@ -134,6 +192,7 @@ class CoordinatorLink:
                 timeout=10)
             self._touch()
             self._registered = True
+            self._outbox.registered(reply.instance)
             if reply.flower_epoch != self._flower_epoch:
                 if self._flower_epoch and self.on_new_superlink is not None:
                     self.on_new_superlink()
@@ -145,8 +204,8 @@ class CoordinatorLink:
             for msg in self._call:
                 self._touch()
                 if msg.HasField("task"):
-                    threading.Thread(target=self._handle_task, args=(msg.task,),
-                                     daemon=True).start()
+                    threading.Thread(target=self._handle_task,
+                                     args=(msg.task, reply.instance), daemon=True).start()
         finally:
             self.connected = False
             self._call = None

@@ -8,6 +8,12 @@ job's ε (once per job); the rows come from the job type's ``grant``. The socket
 ``state_dir/local.sock`` with mode 0600, so only processes of the node's own account (its
 SuperNode and the ClientApps it starts) reach it.
 
+A refusal — the gate's decision, the budget, the officer, rows the job cannot use, a
+malformed request — says only "refused at node X": the ClientApp's reply travels through
+the coordinator's SuperLink and ServerApp, and the coordinator sees no decision detail. The
+node's reason goes sealed to the job's researcher (``node.release.seal_refusal``, as the
+runner seals a task's refusal); the coordinator stores it for the researcher's client.
+
 DP-SGD accounting lives here too: each round's ClientApp reports the accountant history,
 and the next grant hands it back, so ε composes over all rounds of a job (and over a run
 resumed from a checkpoint) even though every round runs in a fresh process.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from concurrent import futures
 from pathlib import Path
 
@@ -25,12 +32,16 @@ import numpy as np
 
 from node.approvals import Waiting
 from node.gate import Gate
+from node.release import seal_refusal
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
 from scifed.errors import UserError
 from scifed.rpc import start_on_private_socket, user_errors
+from scifed.sealing import refused_at
 from scifed.tasks import TaskHeader
 from scifed.wire import now_ms
+
+log = logging.getLogger("scifed.node.local_api")
 
 SOCKET_NAME = "local.sock"
 # Training data travels in one reply; 1 GiB covers ~30M float32 cells.
@@ -50,14 +61,26 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 class NodeLocalServicer(pbg.NodeLocalServicer):
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, ca_pem: bytes | None = None) -> None:
+        """``ca_pem``: the federation CA that certifies researchers' seal keys (by default
+        read from the node's TLS configuration at each refusal)."""
         self.gate = gate
         self.registry = gate.registry
         self.node = gate.node
+        self.ca_pem = ca_pem
 
     # -- RPCs ---------------------------------------------------------------------------
     @user_errors
     def TrainingGrant(self, request: pb.TrainingGrantRequest, context) -> pb.TrainingGrantReply:
+        try:
+            return self._grant(request)
+        except (UserError, Waiting) as exc:  # the node's own reason: for the researcher
+            return self._refusal(request, str(exc))
+        except Exception:  # a bug: its message may quote data, so it stays in our log
+            log.exception("training grant for job %s failed", request.job_id)
+            return self._refusal(request, f"internal error at node {self.node}")
+
+    def _grant(self, request: pb.TrainingGrantRequest) -> pb.TrainingGrantReply:
         try:
             spec = json.loads(request.spec_json)
             header = TaskHeader(
@@ -67,12 +90,9 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
                 dataset=request.dataset, spec=spec)
         except (ValueError, AttributeError) as exc:
             raise UserError(f"node {self.node}: malformed grant request: {exc}") from None
-        try:
-            adm = self.gate.admit(header, "grant", audit=request.round <= 1)
-            if adm.decision.dp:  # once per job: a later round's charge replays the first
-                self.gate.charge(adm, delta=adm.job.requested_delta(adm.params))
-        except (UserError, Waiting) as exc:  # the node's own reason, naming it
-            return pb.TrainingGrantReply(allowed=False, reason=str(exc), node_name=self.node)
+        adm = self.gate.admit(header, "grant", audit=request.round <= 1)
+        if adm.decision.dp:  # once per job: a later round's charge replays the first
+            self.gate.charge(adm, delta=adm.job.requested_delta(adm.params))
         with adm.open() as data:
             grant = adm.job.grant(adm.params, data, adm.limits)
         dp = grant.dp
@@ -83,6 +103,35 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
             dp=pb.DpSettings(enabled=True, epsilon=dp["epsilon"], delta=dp["delta"],
                              max_grad_norm=dp["max_grad_norm"]) if dp else None,
             dp_history=self._history(request.job_id, adm.row.dataset_id, request.round))
+
+    def _refusal(self, request: pb.TrainingGrantRequest, reason: str) -> pb.TrainingGrantReply:
+        """A refusal that names this node only, with the reason sealed to the job's
+        researcher. A request without a valid claim of that researcher gets no reason at
+        all: it stays in this node's log."""
+        try:
+            claim = json.loads(request.researcher_claim_json or "null")
+        except (ValueError, RecursionError):
+            claim = None
+        sealed = seal_refusal(claim, self._ca(), request.researcher, request.job_id,
+                              self.node, reason)
+        public = refused_at(self.node)
+        if sealed is None:
+            log.warning("job %s: training refused (%s); the request carries no valid seal "
+                        "key claim of researcher %r, so the reason stays in this log",
+                        request.job_id, reason, request.researcher)
+            public += " (the request carried no valid seal key of the researcher to seal " \
+                      "the reason to; it is in the node's log)"
+        return pb.TrainingGrantReply(allowed=False, reason=public, node_name=self.node,
+                                     sealed_reason=sealed or b"")
+
+    def _ca(self) -> bytes:
+        if self.ca_pem is not None:
+            return self.ca_pem
+        try:
+            return self.gate.studies.cfg.tls.ca.read_bytes()
+        except OSError as exc:
+            log.warning("cannot read the federation CA: %s", exc)
+            return b""
 
     @user_errors
     def ReportTraining(self, request: pb.ReportTrainingRequest,
@@ -109,9 +158,9 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
 class LocalApi:
     """The local API's gRPC server on its Unix socket (0600), owned by the node process."""
 
-    def __init__(self, gate: Gate, state_dir: Path) -> None:
+    def __init__(self, gate: Gate, state_dir: Path, ca_pem: bytes | None = None) -> None:
         self.path = socket_path(state_dir)
-        self.servicer = NodeLocalServicer(gate)
+        self.servicer = NodeLocalServicer(gate, ca_pem)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
                                   options=GRPC_OPTIONS)
         pbg.add_NodeLocalServicer_to_server(self.servicer, self.server)

@@ -1,6 +1,7 @@
-"""The node's policy engine: what the default matrix of governance §2.6 allows for a
-dataset's (grade, sharing category) cell, tightened — never loosened — by the officer's
-per-dataset override, and the one decision every incoming task gets.
+"""The node's policy engine: what the default matrix of governance §2.6
+(`scifed/grading.py:CELL_DEFAULTS`) allows for a dataset's (grade, sharing category)
+cell, tightened — never loosened — by the officer's per-dataset override, and the one
+decision every incoming task gets.
 
 Every value of an effective policy remembers where it came from, so `scifed node policy
 show` can say why a job was allowed, held for approval or denied.
@@ -18,7 +19,7 @@ from jobs import registry
 from node.audit import AuditLog
 from scifed.config import parse_model
 from scifed.errors import UserError
-from scifed.grading import Access
+from scifed.grading import CELL_DEFAULTS, REFUSAL_ALLOWANCE, REFUSAL_RUN, Access
 from scifed.wire import now_ms
 
 
@@ -29,63 +30,8 @@ def _families() -> dict[str, str]:
 
 A, R, X = Access.AUTO, Access.APPROVAL, Access.FORBIDDEN
 
-
-@dataclass(frozen=True)
-class CellDefaults:
-    agg: Access
-    fl: Access
-    k: int                       # min cell count of released aggregates (1 = none)
-    min_nodes: int
-    agg_dp_required: bool        # AGG-DP is the only admissible aggregate route
-    fl_dp_required: bool         # plain FL is not admissible
-    epsilon_per_query: float | None
-    annual_budget: float | None
-    delta: float | None
-    fl_epsilon_max: float | None
-    he_required: bool
-    output_review: bool
-    query_auditing: bool
-    dual_approval: bool = False  # officer and the unit's security lead (G5)
-
-    @property
-    def min_contributors(self) -> int:
-        """Contributors to a pooled exact result: with exactly two, the release node
-        could take its own share from the sum and read the other's, so three — except
-        where the cell's threshold is low (k ≤ 3: G1, G2/OPEN), where two suffice in a
-        study of two members, and open data without a threshold (k = 1)."""
-        return 1 if self.k <= 1 else 2 if self.k <= 3 else 3
-
-
-# Governance §2.6, cell by cell. Parameters follow its "default parameters" table; where a
-# cell states its own k (G1/G2), the cell wins.
-DEFAULTS: dict[tuple[str, str], CellDefaults] = {
-    ("G1", "OPEN"): CellDefaults(A, A, 1, 1, False, False, None, None, None, None,
-                                 False, False, False),
-    ("G1", "CONDITIONAL"): CellDefaults(A, A, 3, 1, False, False, None, None, None, None,
-                                        False, False, False),
-    ("G1", "CLOSED"): CellDefaults(R, R, 3, 1, False, False, None, None, None, None,
-                                   False, False, False),
-    ("G2", "OPEN"): CellDefaults(A, A, 3, 2, False, False, None, None, None, None,
-                                 False, False, True),
-    ("G2", "CONDITIONAL"): CellDefaults(A, A, 5, 2, False, False, None, None, None, None,
-                                        False, False, True),
-    ("G2", "CLOSED"): CellDefaults(R, R, 5, 2, False, False, None, None, None, None,
-                                   False, False, True),
-    ("G3", "CONDITIONAL"): CellDefaults(A, A, 10, 3, False, False, 1.0, 10.0, 1e-6, 8.0,
-                                        True, False, True),
-    ("G3", "CLOSED"): CellDefaults(R, R, 10, 3, False, True, 1.0, 10.0, 1e-6, 8.0,
-                                   True, False, True),
-    ("G4", "CONDITIONAL"): CellDefaults(R, R, 10, 3, True, True, 0.5, 4.0, 1e-7, 3.0,
-                                        True, True, True),
-    ("G4", "CLOSED"): CellDefaults(R, X, 10, 3, False, True, 0.5, 4.0, 1e-7, 3.0,
-                                   True, True, True),
-    ("G5", "CONDITIONAL"): CellDefaults(R, R, 10, 3, True, True, 0.5, 2.0, 1e-7, 3.0,
-                                        True, True, True, dual_approval=True),
-    ("G5", "CLOSED"): CellDefaults(X, X, 10, 3, True, True, 0.5, 2.0, 1e-7, 3.0,
-                                   True, True, True),
-    ("G6", "CLOSED"): CellDefaults(X, X, 10, 3, True, True, None, None, None, None,
-                                   True, True, True),
-}
+# Governance §2.6, cell by cell: the one matrix, kept in scifed/grading.py.
+DEFAULTS = CELL_DEFAULTS
 
 ACCESS_WORDS = {"automatic": A, "approval": R, "forbidden": X}
 ACCESS_ORDER = {A: 0, R: 1, X: 2}  # higher is stricter
@@ -114,6 +60,8 @@ class PolicyOverride(BaseModel):
     approval_required: bool | None = None
     output_review: bool | None = None
     query_auditing: bool | None = None
+    refusal_allowance: int | None = Field(default=None, ge=1)
+    refusal_run: int | None = Field(default=None, ge=1)
 
     @field_validator("job_types")
     @classmethod
@@ -145,6 +93,8 @@ class EffectivePolicy:
     output_review: bool
     query_auditing: bool
     dual_approval: bool
+    refusal_allowance: int | None = None  # refused queries a year per researcher
+    refusal_run: int | None = None        # refused queries in a row
     sources: dict[str, str] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str, str]]:
@@ -155,7 +105,7 @@ class EffectivePolicy:
                      "fl_dp_required",
                      "epsilon_per_query", "annual_budget", "researcher_budget", "delta",
                      "fl_epsilon_max", "he_required", "approval_required", "output_review",
-                     "query_auditing", "dual_approval"):
+                     "query_auditing", "dual_approval", "refusal_allowance", "refusal_run"):
             value = getattr(self, name)
             out.append((name, "-" if value is None else str(value), self.sources[name]))
         return out
@@ -184,14 +134,15 @@ def effective(grade: str, category: str, override: PolicyOverride | None = None,
         d.k, d.min_nodes, d.min_contributors, d.agg_dp_required, d.fl_dp_required,
         d.epsilon_per_query,
         d.annual_budget, d.annual_budget, d.delta, d.fl_epsilon_max, d.he_required,
-        False, d.output_review, d.query_auditing, d.dual_approval)
+        False, d.output_review, d.query_auditing, d.dual_approval, d.refusal_allowance,
+        d.refusal_run)
     pol.sources = {f"job_types.{j}": cell for j in pol.job_types}
     pol.sources |= {n: cell for n in (
         "min_cell_count", "min_nodes", "min_contributors", "agg_dp_required",
         "fl_dp_required",
         "epsilon_per_query", "annual_budget", "researcher_budget", "delta", "fl_epsilon_max",
         "he_required", "approval_required", "output_review", "query_auditing",
-        "dual_approval")}
+        "dual_approval", "refusal_allowance", "refusal_run")}
     if override is None:
         return pol
 
@@ -219,6 +170,22 @@ def effective(grade: str, category: str, override: PolicyOverride | None = None,
         if new is not None:
             if getattr(pol, name) and not new:
                 raise loosens(name, new, True, "switching a safeguard off")
+            setattr(pol, name, new)
+            pol.sources[name] = source
+    for name, standard in (("refusal_allowance", REFUSAL_ALLOWANCE),
+                           ("refusal_run", REFUSAL_RUN)):
+        new = getattr(override, name)
+        if new is not None and not pol.query_auditing:
+            raise UserError(f"policy override {name}: refused queries count only where "
+                            f"queries are audited, which {grade}/{category} does not do by "
+                            "default; set query_auditing: true too")
+        if pol.query_auditing and getattr(pol, name) is None:  # switched on by the override
+            setattr(pol, name, standard)
+            pol.sources[name] = f"default with query auditing ({pol.sources['query_auditing']})"
+        if new is not None:
+            if new > getattr(pol, name):
+                raise loosens(name, new, getattr(pol, name),
+                              "more refused queries before an alert")
             setattr(pol, name, new)
             pol.sources[name] = source
     if override.dp is not None:

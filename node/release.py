@@ -20,7 +20,14 @@ from node.audit import AuditLog
 from node.gate import Gate
 from scifed.errors import UserError
 from scifed.he import open_for_members, seal_for_members
-from scifed.sealing import SealKeyClaim, progress_context, result_context, seal, verify_claim
+from scifed.sealing import (
+    SealKeyClaim,
+    progress_context,
+    refusal_context,
+    result_context,
+    seal,
+    verify_claim,
+)
 from scifed.tasks import ReleaseReply, ReleaseRequest
 
 VOCABULARY, STATE, QUERY = "job-vocabulary", "job-state", "job-query"
@@ -30,6 +37,20 @@ def researcher_key(claim: dict, ca_pem: bytes, researcher: str) -> bytes:
     """The seal key of the job's researcher, as the federation CA certifies it."""
     return verify_claim(SealKeyClaim.from_dict(claim), ca_pem, expect_role="researcher",
                         expect_name=researcher or None)
+
+
+def seal_refusal(claim: dict | None, ca_pem: bytes, researcher: str, job_id: str | None,
+                 node: str, reason: str) -> bytes | None:
+    """A refusal's reason sealed to the job's researcher (bound to the job and this node,
+    :func:`scifed.sealing.refusal_context`), or None where there is no certified seal key
+    of that researcher to seal it to (no job, no claim, or a claim that does not verify)."""
+    if not (claim and job_id):
+        return None
+    try:
+        public = researcher_key(claim, ca_pem, researcher)
+        return seal(public, reason.encode(), context=refusal_context(job_id, node))
+    except (ValueError, AttributeError, KeyError, TypeError, UserError, RecursionError):
+        return None
 
 
 def vocabulary_union(key, job_id: str, blobs: list[bytes]) -> dict[str, list[str]]:

@@ -14,12 +14,18 @@ from collections.abc import Callable
 
 from node.approvals import Approvals, Waiting
 from node.gate import Gate
-from node.release import QUERY, VOCABULARY, ReleasePath, researcher_key, vocabulary_union
+from node.release import (
+    QUERY,
+    VOCABULARY,
+    ReleasePath,
+    seal_refusal,
+    vocabulary_union,
+)
 from node.studies import NodeStudies
 from protos.scifed.v1 import federation_pb2 as pb
 from scifed.errors import UserError
 from scifed.he import open_for_members, seal_for_members
-from scifed.sealing import refusal_context, seal
+from scifed.sealing import refused_at
 from scifed.tasks import (
     CancelNotice,
     CheckReply,
@@ -97,21 +103,42 @@ class NodeRunner:
 
     def _refusal(self, task: pb.Task, reason: str) -> pb.TaskResult:
         """A job task's refusal names the node only; its reason goes sealed to the job's
-        researcher, so the coordinator that relays it learns no decision detail. A task
-        without a researcher's key (a study's keygen) says why in clear."""
+        researcher, so the coordinator that relays it learns no decision detail. A job
+        task without a valid researcher key says only that it refused (the reason stays
+        in this node's log); a study's keygen, which no researcher asked for, says why
+        in clear."""
         node = self.gate.node
+        job_id = None
         try:
             header = json.loads(task.payload)
-            claim, job_id = header.get("researcher_claim"), header.get("job_id")
-            public = researcher_key(claim, self.ca_pem, header.get("researcher", "")) \
-                if claim and job_id else None
-        except (ValueError, AttributeError, UserError, RecursionError):
-            public = None
-        if public is None:
+            if self._is_job_header(header):  # else malformed: the sender's own error
+                job_id = header["job_id"]
+            sealed = seal_refusal(header.get("researcher_claim"), self.ca_pem,
+                                  header.get("researcher", ""), job_id, node,
+                                  reason)
+        except (ValueError, AttributeError, RecursionError):
+            sealed = None
+        if sealed is None and job_id:  # a job task whose researcher key is missing or
+            # forged: a coordinator that strips it must not get the reason in clear
+            log.info("task %s of job %s refused (no researcher key to seal the reason "
+                     "to): %s", task.task_id, job_id, reason)
+            return pb.TaskResult(task_id=task.task_id, ok=False,
+                                 error=f"{refused_at(node)} (the task carried no valid "
+                                       "researcher key to seal the reason to; it is in "
+                                       "the node's log)")
+        if sealed is None:
             return pb.TaskResult(task_id=task.task_id, ok=False, error=reason)
-        sealed = seal(public, reason.encode(), context=refusal_context(job_id, node))
-        return pb.TaskResult(task_id=task.task_id, ok=False, error=f"refused at node {node}",
+        return pb.TaskResult(task_id=task.task_id, ok=False, error=refused_at(node),
                              payload=sealed)
+
+    @staticmethod
+    def _is_job_header(header: object) -> bool:
+        try:
+            return isinstance(header, dict) and bool(
+                TaskHeader.model_validate({k: v for k, v in header.items()
+                                           if k in TaskHeader.model_fields}))
+        except ValueError:
+            return False
 
     def vocabulary(self, req: TaskHeader) -> VocabReply:
         """Categories this node holds (group values, labels, ...), sealed for members."""
@@ -151,6 +178,29 @@ class NodeRunner:
 
     def cancelled(self, req: CancelNotice) -> Withdrawn:
         """The job ended without this node's answer being used (cancelled or failed):
-        its approval requests leave the queue, its budget reservations are released."""
+        its running tasks stop (node/running.py), its approval requests leave the queue,
+        its budget reservations are released. What it already charged stays charged: the
+        coordinator's word is not proof that the answer was never released."""
+        interrupted = self.gate.running.end(req.job_id, "the job was cancelled or failed")
         return Withdrawn(withdrawn=self.approvals.withdraw(req.job_id, req.researcher),
-                         unreserved=self.gate.ledger.release_reservations(req.job_id))
+                         unreserved=self.gate.ledger.release_reservations(req.job_id),
+                         interrupted=interrupted)
+
+    def stranded(self, task: pb.Task, result: pb.TaskResult) -> None:
+        """A result that never left this node: the coordinator that asked for it
+        restarted before the link could send it (node/link.py). A DP contribution it
+        holds was paid for but can never be decrypted, so its charge is refunded."""
+        if task.kind != TaskKind.COMPUTE or not result.ok:
+            return
+        try:
+            req = ComputeRequest.loads(task.payload)
+            if ComputeReply.loads(result.payload).dp is None:
+                return
+            row = self.studies.attached(req.study_id, req.dataset)
+        except UserError as exc:
+            log.warning("stranded result of task %s: %s", task.task_id, exc)
+            return
+        self.gate.running.end(req.job_id, "the coordinator restarted")
+        self.gate.ledger.refund(req.job_id, row.dataset_id,
+                                "its result never left this node: the coordinator that "
+                                "asked for it restarted first")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -24,6 +25,7 @@ from node.runner import NodeRunner
 from node.store import NodeStore
 from node.studies import NodeStudies
 from protos.scifed.v1 import node_admin_pb2_grpc as admin_pbg
+from scifed.at_rest import secure_state
 from scifed.config import NodeConfig
 from scifed.errors import UserError
 from scifed.rpc import start_on_private_socket
@@ -41,7 +43,8 @@ class NodeCore:
     def __init__(self, cfg: NodeConfig, extra: dict | None = None) -> None:
         if not cfg.data_dir.is_dir():
             raise UserError(f"data_dir {cfg.data_dir} does not exist")
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        # 0700, databases and keys (TLS, seal) 0600: narrowed with a warning, or refused
+        secure_state(cfg.state_dir, keys=(cfg.tls.key, *cfg.tls.key.parent.glob("*.key")))
         self.cfg = cfg
         self.store = NodeStore(cfg.state_dir / "node.db")
         self.sync_needed = threading.Event()  # the registry asks the link to republish
@@ -78,7 +81,8 @@ class NodeProcess:
             cfg, published=core.registry.published_records, handle=core.runner.handle,
             audit_head=core.audit.head, sync_needed=core.sync_needed,
             supernode_key=self.supernode.public_key_pem.decode() if self.supernode else "",
-            on_new_superlink=self._restart_supernode if self.supernode else None)
+            on_new_superlink=self._restart_supernode if self.supernode else None,
+            on_stranded=core.runner.stranded)
         self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         admin_pbg.add_NodeAdminServicer_to_server(
             NodeAdminServicer(core.registry, self.link, core.studies, core.approvals),
@@ -121,6 +125,8 @@ class NodeProcess:
         return Empty().dumps()
 
     def stop(self) -> None:
+        # running queries stop first, so the process exits within moments of SIGTERM
+        self.core.gate.running.end_all("the node is stopping")
         if self.supernode is not None:
             self.supernode.stop()
         self.link.stop()
@@ -129,7 +135,16 @@ class NodeProcess:
         self.cfg.socket_path.unlink(missing_ok=True)
 
 
+# After SIGTERM, how long the node's parts get to stop before the process exits anyway.
+STOP_SECONDS = 5.0
+
+
 def serve(cfg: NodeConfig) -> None:
+    """Run until SIGTERM or SIGINT, then stop within :data:`STOP_SECONDS`: running
+    queries are interrupted, the SuperNode and the servers stop, and the process exits
+    even if a worker thread is still busy (a registration's profiling, say). Exiting
+    then loses nothing: every decision, charge and release is one SQLite transaction,
+    committed or not at all."""
     proc = NodeProcess(cfg)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -137,4 +152,10 @@ def serve(cfg: NodeConfig) -> None:
     proc.start()
     done.wait()
     log.info("node %s stopping", cfg.name)
-    proc.stop()
+    stopper = threading.Thread(target=proc.stop, daemon=True, name="stop")
+    stopper.start()
+    stopper.join(STOP_SECONDS)
+    if stopper.is_alive():
+        log.warning("node %s: parts still busy after %.0fs; exiting", cfg.name, STOP_SECONDS)
+    logging.shutdown()
+    os._exit(0)

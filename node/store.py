@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from scifed.at_rest import AtRestKey, private_dir, private_sqlite
+from scifed.errors import UserError
 from scifed.wire import now_ms
 
 SCHEMA = """
@@ -149,7 +151,8 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash   TEXT NOT NULL,
     hash        TEXT NOT NULL
 );
--- This node's copies of study keys (CKKS secret contexts), by version.
+-- This node's copies of study keys (CKKS secret contexts), by version, each encrypted
+-- under a key derived from the node's own private key (scifed/at_rest.py).
 CREATE TABLE IF NOT EXISTS study_keys (
     study_id    TEXT NOT NULL,
     version     INTEGER NOT NULL,
@@ -173,7 +176,8 @@ class DatasetRow:
 class NodeStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_sqlite(self.path)  # 0600 before WAL: SQLite gives -wal/-shm the db's mode
         con = sqlite3.connect(self.path)
         try:
             con.execute("PRAGMA journal_mode=WAL")
@@ -249,13 +253,59 @@ class NodeStore:
             r = con.execute("SELECT * FROM studies WHERE study_id=?", (study_id,)).fetchone()
         return (r["name"], bool(r["accepted"]), json.loads(r["datasets"])) if r else None
 
-    def put_study_key(self, study_id: str, version: int, secret: bytes) -> None:
+    # -- study keys, encrypted at rest ---------------------------------------------------
+    @staticmethod
+    def study_key_aad(study_id: str, version: int) -> bytes:
+        """What a stored study key is bound to: a row copied to another study or version
+        does not open."""
+        return f"scifed-study-key-at-rest|{study_id}|{version}".encode()
+
+    def put_study_key(self, study_id: str, version: int, secret: bytes,
+                      vault: AtRestKey) -> None:
+        blob = vault.encrypt(secret, self.study_key_aad(study_id, version))
         with self.tx() as con:
             con.execute("INSERT OR REPLACE INTO study_keys VALUES (?,?,?)",
-                        (study_id, version, secret))
+                        (study_id, version, blob))
 
-    def study_key(self, study_id: str, version: int) -> bytes | None:
+    def study_key(self, study_id: str, version: int, vault: AtRestKey) -> bytes | None:
+        """The stored secret, decrypted; None if there is none. A UserError if it does
+        not decrypt, or if it was stored in clear (an older version wrote it, and
+        :meth:`encrypt_clear_study_keys` has not run since)."""
         with self.tx() as con:
             r = con.execute("SELECT secret FROM study_keys WHERE study_id=? AND version=?",
                             (study_id, version)).fetchone()
-        return r["secret"] if r else None
+        if r is None:
+            return None
+        if not vault.is_encrypted(r["secret"]):
+            raise UserError(f"{self.path}: key version {version} of study {study_id} is "
+                            "stored in clear (written by an older scifed); restart the node, "
+                            "which encrypts such copies at start")
+        return vault.decrypt(r["secret"], self.study_key_aad(study_id, version))
+
+    def encrypt_clear_study_keys(self, vault: AtRestKey) -> list[tuple[str, int]]:
+        """Encrypt the study keys an older version stored in clear, in one transaction,
+        and wipe the cleartext from the file: freed pages are zeroed (secure_delete) and
+        the write-ahead log is checkpointed and truncated. Returns (study, version) of
+        each key encrypted."""
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            con.execute("PRAGMA secure_delete=ON")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                rows = con.execute("SELECT study_id, version, secret FROM study_keys "
+                                   "ORDER BY study_id, version").fetchall()
+                clear = [(s, v, b) for s, v, b in rows if not vault.is_encrypted(b)]
+                for study_id, version, secret in clear:
+                    con.execute("UPDATE study_keys SET secret=? WHERE study_id=? AND "
+                                "version=?", (vault.encrypt(secret, self.study_key_aad(
+                                    study_id, version)), study_id, version))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            if clear:
+                con.execute("VACUUM")  # no page of the file keeps the old rows
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+        return [(s, v) for s, v, _ in clear]

@@ -2,11 +2,20 @@
 this node's copies of study keys.
 
 The node is the authority over its data: a task is run only for a study its officer
-accepted, and only on a dataset the officer attached to that study.
+accepted, and only on a dataset the officer attached to that study. A study key is kept
+only if the study's lead signed it (``scifed.sealing.SignedKeyShare``): the coordinator
+relays every share and could otherwise plant a key of its own and read what this node
+encrypts under it.
+
+Its copies of study keys are stored encrypted under a key derived from the node's own
+private key (its TLS key file), so a copy of node.db alone opens none of them; copies an
+older version stored in clear are encrypted when the node starts.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 
 from node.audit import AuditLog
@@ -14,11 +23,26 @@ from node.datasets import DatasetRegistry
 from node.link import CoordinatorLink
 from node.store import DatasetRow, NodeStore
 from protos.scifed.v1 import federation_pb2 as pb
+from scifed.at_rest import AtRestKey
 from scifed.config import NodeConfig
 from scifed.errors import UserError
 from scifed.he import StudyKey
-from scifed.sealing import SealKeyClaim, load_seal_key, open_sealed, seal, verify_claim
+from scifed.pki import load_crl_serials
+from scifed.sealing import (
+    KeyStatement,
+    SealKeyClaim,
+    SignedKeyShare,
+    load_seal_key,
+    open_key_share,
+    sign_key_shares,
+    verify_claim,
+    verify_key_share,
+)
 from scifed.tasks import KeygenReply, KeygenRequest
+
+log = logging.getLogger("scifed.node")
+# The purpose label of the key (derived from the node's private key) that wraps study keys.
+STUDY_KEYS_PURPOSE = "node study keys"
 
 
 def key_context(study_id: str, version: int, node: str) -> bytes:
@@ -33,6 +57,13 @@ class NodeStudies:
         self.cfg = cfg
         self._keys: dict[tuple[str, int], StudyKey] = {}
         self._lock = threading.Lock()
+        self.vault = AtRestKey.from_private_key_file(cfg.tls.key, STUDY_KEYS_PURPOSE)
+        for study_id, version in store.encrypt_clear_study_keys(self.vault):
+            log.warning("node %s: key version %d of study %s was stored in clear by an "
+                        "older version; encrypted it (backups taken before now still hold "
+                        "it in clear)", cfg.name, version, study_id)
+            AuditLog(store).append("node", "study.key.encrypt", study_id,
+                                   {"version": version, "was": "stored in clear"})
 
     # -- the officer's commands --------------------------------------------------------
     # The officer's commands reach the coordinator over the node's link (never a task's
@@ -48,11 +79,27 @@ class NodeStudies:
             raise UserError("name the datasets this node contributes: --datasets ds1,ds2")
         info = link.call("AnswerInvitation", pb.AnswerInvitationRequest(
             study_id=study_id, accept=accept, datasets=ids))
+        # the study's nodes as the officer accepted them: a key is taken only from a lead
+        # among them, and (as lead) this node keys no other node
+        nodes = sorted({m.node for m in info.members})
         with self.store.tx() as con:
             self.store.set_study(con, info.study_id, info.name, accept, ids)
             AuditLog.append_in(con, actor, "study.accept" if accept else "study.decline",
-                               info.study_id, {"name": info.name, "datasets": ids})
+                               info.study_id, {"name": info.name, "datasets": ids,
+                                               "nodes": nodes, "lead": info.lead_node})
         return info
+
+    def study_nodes(self, study_id: str) -> list[str] | None:
+        """The study's nodes as this node's officer last answered its invitation (None:
+        no answer recorded them, e.g. one given before study keys were signed)."""
+        # The studies table has no column for them; the officer's answer is in the audit
+        # chain, written in the same transaction, so that is the record (and tamper-evident).
+        with self.store.tx() as con:
+            row = con.execute("SELECT details FROM audit WHERE subject=? AND action IN "
+                              "('study.accept', 'study.decline') ORDER BY seq DESC LIMIT 1",
+                              (study_id,)).fetchone()
+        nodes = json.loads(row[0]).get("nodes") if row else None
+        return nodes if isinstance(nodes, list) else None
 
     # -- checks on every task ----------------------------------------------------------
     def attached(self, study_id: str, dataset: str) -> DatasetRow:
@@ -69,23 +116,73 @@ class NodeStudies:
     # -- keys ---------------------------------------------------------------------------
     def key(self, study_id: str, version: int, share: bytes = b"") -> StudyKey:
         """This node's copy of a study key: cached, else stored, else opened from
-        ``share`` (the copy the lead sealed to this node, which every task carries), so
-        no task waits on a call to the coordinator."""
+        ``share`` (the copy the lead signed and sealed to this node, which every task
+        carries), so no task waits on a call to the coordinator."""
         with self._lock:
             cached = self._keys.get((study_id, version))
             if cached is not None:
                 return cached
-            secret = self.store.study_key(study_id, version)
+            try:
+                secret = self.store.study_key(study_id, version, self.vault)
+            except UserError as exc:
+                if not share:
+                    raise UserError(f"node {self.cfg.name}, key version {version} of study "
+                                    f"{study_id}: {exc}; resubmit the job (its tasks carry "
+                                    "the copy sealed to this node)") from None
+                log.warning("node %s, key version %d of study %s: %s; opening the copy "
+                            "the task carries instead", self.cfg.name, version, study_id, exc)
+                secret = None
             if secret is None:
                 if not share:
                     raise UserError(f"node {self.cfg.name} holds no copy of key version "
                                     f"{version} of study {study_id}; resubmit the job")
-                secret = open_sealed(load_seal_key(self.cfg.tls.key.parent), share,
-                                     context=key_context(study_id, version, self.cfg.name))
-                self.store.put_study_key(study_id, version, secret)
+                secret = self._accept_share(study_id, version, share)
             key = StudyKey.from_secret_bytes(secret)
             self._keys[(study_id, version)] = key
             return key
+
+    def _accept_share(self, study_id: str, version: int, share: bytes) -> bytes:
+        """Open a share and keep its key, only if the study's lead signed that very key;
+        else refuse, audited, with one message."""
+        ca_pem = self.cfg.tls.ca.read_bytes()
+        seal_key = load_seal_key(self.cfg.tls.key.parent)
+        crl = self.cfg.tls.crl
+        revoked = load_crl_serials(crl, self.cfg.tls.ca) if crl and crl.exists() else set()
+        nodes = self.study_nodes(study_id)
+        lead = ""
+        try:
+            signed = SignedKeyShare.loads(share)
+            lead = signed.statement.lead
+            if nodes is None:
+                raise UserError("this node has no record of the study's nodes (its officer "
+                                "answered before study keys were signed): accept the study "
+                                "again")
+            statement = verify_key_share(signed, ca_pem, study_id=study_id,
+                                         key_version=version, member=self.cfg.name,
+                                         study_nodes=nodes, revoked=revoked)
+            secret = open_key_share(signed, seal_key,
+                                    context=key_context(study_id, version, self.cfg.name))
+            key = StudyKey.from_secret_bytes(secret)
+            if not statement.names(key.key_id, key.public_bytes()):
+                raise UserError(f"the key it carries (id {key.key_id.hex()}) is not the key "
+                                f"the lead signed (id {statement.key_id})")
+        except UserError as exc:
+            study = self.store.study(study_id)
+            named = study[0] if study else study_id
+            who = lead if nodes and lead in nodes else \
+                f"(one of {', '.join(nodes)})" if nodes else "(unknown to this node)"
+            message = (f"study key of {named!r} v{version} is not signed by the study's "
+                       f"lead {who}: {exc}")
+            AuditLog(self.store).append("node", "study.key.refuse", study_id,
+                                        {"version": version, "lead": lead,
+                                         "reason": message})
+            raise UserError(message) from None
+        self.store.put_study_key(study_id, version, secret, self.vault)
+        AuditLog(self.store).append("node", "study.key.accept", study_id,
+                                    {"version": version, "lead": statement.lead,
+                                     "key_id": statement.key_id,
+                                     "members": list(statement.members)})
+        return secret
 
     def generate_key(self, req: KeygenRequest) -> KeygenReply:
         """As the study's lead: make the CKKS key and seal a copy to every member.
@@ -98,13 +195,33 @@ class NodeStudies:
             raise UserError(f"node {self.cfg.name} has not accepted study {req.study_id}")
         if self.cfg.name not in req.members:
             raise UserError(f"node {self.cfg.name} is not among the members to key")
+        nodes = self.study_nodes(req.study_id)
+        if nodes is None:
+            raise UserError(f"node {self.cfg.name} has no record of the nodes of study "
+                            f"'{study[0]}' (its officer answered before study keys were "
+                            "signed): accept the study again")
+        strangers = sorted(set(req.members) - set(nodes))
+        if strangers:
+            raise UserError(f"node {self.cfg.name} keys no node outside study '{study[0]}' "
+                            f"as its officer accepted it: {', '.join(strangers)}")
         ca_pem = self.cfg.tls.ca.read_bytes()
         publics = {node: verify_claim(SealKeyClaim.from_dict(claim), ca_pem,
                                       expect_role="node", expect_name=node)
                    for node, claim in req.members.items()}
         key = StudyKey.generate()
         secret = key.secret_bytes()
-        shares = {node: seal(pub, secret, context=key_context(req.study_id, req.version, node))
-                  for node, pub in publics.items()}
-        self.store.put_study_key(req.study_id, req.version, secret)
-        return KeygenReply(public_context=key.public_bytes(), shares=shares)
+        public = key.public_bytes()
+        statement = KeyStatement.of(study_id=req.study_id, key_version=req.version,
+                                    lead=self.cfg.name, members=req.members,
+                                    key_id=key.key_id, public_context=public)
+        shares = sign_key_shares(
+            statement, secret,
+            {node: (pub, key_context(req.study_id, req.version, node))
+             for node, pub in publics.items()},
+            cert_path=self.cfg.tls.cert, key_path=self.cfg.tls.key)
+        self.store.put_study_key(req.study_id, req.version, secret, self.vault)
+        AuditLog(self.store).append("node", "study.key.sign", req.study_id,
+                                    {"version": req.version, "key_id": statement.key_id,
+                                     "members": list(statement.members),
+                                     "statement_sha256": statement.digest()})
+        return KeygenReply(public_context=public, shares=shares)

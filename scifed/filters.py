@@ -8,18 +8,30 @@ parameter and every column a quoted identifier, so no input can change the query
 
 Columns whose names are not Python identifiers are written in backticks, as in
 ``pandas.DataFrame.query``: ```Culmen Length (mm)` > 40``.
+
+Where the node audits queries, a numeric constant compared with a numeric column must lie
+on the column's *grid*: its declared ``resolution``, or else numbers of at most 2
+significant digits. The auditor's refusals depend on the data, so with free thresholds a
+researcher bisecting ``salary > t`` on answered / refused pins one person's salary to a
+fraction of a cent (disclosure-control §2.4); on a grid the most it learns is one step.
+The grid refusal itself depends only on the metadata and the constant, so it leaks
+nothing, and it names the two nearest allowed values.
 """
 
 from __future__ import annotations
 
 import ast
+import decimal
+import keyword
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from scifed.errors import UserError, excerpt, excerpt_repr
 from scifed.record import NUMERIC_TYPES as _NUMERIC
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 32
+SIGNIFICANT_DIGITS = 2  # the grid of a numeric column that declares no resolution
 
 _TEXT_LIKE = {"string", "date", "datetime", "time"}  # compared with str constants
 _OPS = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
@@ -45,12 +57,17 @@ _FORBIDDEN = {
 }
 
 
-def compile_filter(expr: str, columns: dict[str, str]) -> tuple[str, list]:
+def compile_filter(expr: str, columns: dict[str, str],
+                   grid: dict[str, float | None] | None = None) -> tuple[str, list]:
     """Compile ``expr`` to ``(sql, params)`` for ``WHERE {sql}`` with ``?`` parameters.
 
     ``columns`` maps each column name to its Table Schema type; it decides which names
-    exist and which constants they may be compared with. Raises UserError naming the
-    first construct, column or value that is not allowed.
+    exist and which constants they may be compared with. ``grid`` coarsens numeric
+    constants where the node audits queries: it maps numeric columns to their declared
+    resolution, or to None for the default of :data:`SIGNIFICANT_DIGITS` significant
+    digits (a numeric column it does not list gets the default too); ``grid=None`` (G1)
+    allows any constant. Raises UserError naming the first construct, column or value
+    that is not allowed.
     """
     if not isinstance(expr, str) or not expr.strip():
         raise UserError("filter: empty expression")
@@ -64,7 +81,7 @@ def compile_filter(expr: str, columns: dict[str, str]) -> tuple[str, list]:
         raise UserError(f"filter: not a valid expression ({excerpt(exc.msg, 100)})") from None
     except (RecursionError, MemoryError):
         raise UserError(f"filter: nested deeper than {MAX_DEPTH} levels (the limit)") from None
-    compiler = _Compiler(text.strip(), quoted, columns)
+    compiler = _Compiler(text.strip(), quoted, columns, grid)
     sql = compiler.condition(tree.body, 1)
     return sql, compiler.params
 
@@ -119,6 +136,7 @@ class _Compiler:
     source: str
     quoted: dict[str, str]
     columns: dict[str, str]
+    grid: dict[str, float | None] | None = None
     params: list = field(default_factory=list)
 
     def fail(self, what: str, node: ast.AST) -> UserError:
@@ -192,6 +210,7 @@ class _Compiler:
                     raise self.fail("None cannot be in an `in` list; test it with `is None`",
                                     element)
                 self.match(name, kind, value, element)
+                self.on_grid(name, kind, value, element, "value")
                 marks.append(self.param(value))
             negate = "NOT " if isinstance(op, ast.NotIn) else ""
             return f"({quote_identifier(name)} {negate}IN ({', '.join(marks)}))"
@@ -214,8 +233,10 @@ class _Compiler:
             (a, ka), (b, kb) = names
             raise self.fail(f"cannot compare column {excerpt_repr(a, 60)} ({ka}) with column "
                             f"{excerpt_repr(b, 60)} ({kb})", left)
+        word = "value" if isinstance(op, ast.Eq | ast.NotEq) else "threshold"
         for value, side, i in values:
             self.match(*names[0], value, side)
+            self.on_grid(*names[0], value, side, word)
             operands[i] = self.param(value)
         return f"({operands[0]} {_OPS[type(op)]} {operands[1]})"
 
@@ -261,9 +282,67 @@ class _Compiler:
                             f"with {what}",
                             node)
 
+    def on_grid(self, name: str, kind: str, value: str | int | float | bool, node: ast.expr,
+                word: str) -> None:
+        """Refuse a numeric constant off the column's grid, naming the nearest grid values.
+
+        The message holds only the column, the constant as written and values computed
+        from the two, so the refusal says nothing about the data."""
+        if self.grid is None or kind not in _NUMERIC or isinstance(value, bool) \
+                or not isinstance(value, int | float):
+            return
+        declared = _resolution(self.grid.get(name))
+        with decimal.localcontext(_EXACT):
+            number = Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+            column = excerpt(name if name.isidentifier() and not keyword.iskeyword(name)
+                             else f"`{name}`", 60)
+            written = excerpt("".join((ast.get_source_segment(self.source, node)
+                                       or repr(value)).split()), 60)
+            where = (f"steps of {_plain(declared)}, its declared resolution" if declared
+                     else f"at most {SIGNIFICANT_DIGITS} significant digits; the column "
+                          "declares no resolution")
+            if not number.is_finite():
+                raise UserError(f"filter: {column} {word} {written} is not on the column's "
+                                f"grid ({where}): it is not a finite number")
+            if number == 0:
+                return
+            step = declared or Decimal(1).scaleb(number.adjusted() + 1 - SIGNIFICANT_DIGITS)
+            rest = number % step  # exact; the sign of ``number``
+            if rest == 0:
+                return
+            inner = number - rest  # the grid value next to it, toward zero
+            low, high = (inner, inner + step) if number > 0 else (inner - step, inner)
+            raise UserError(f"filter: {column} {word} {written} is not on the column's grid "
+                            f"({where}); use {_plain(low)} or {_plain(high)}")
+
     def param(self, value: str | int | float | bool) -> str:
         self.params.append(value)
         return "?"
+
+
+# Wide enough for every constant a filter can hold (MAX_LENGTH digits, floats' exponents),
+# and trapping Inexact: grid arithmetic never rounds, so 0.3 is on a grid of 0.1.
+_EXACT = decimal.Context(prec=4 * MAX_LENGTH, traps=[decimal.Inexact, decimal.InvalidOperation,
+                                                     decimal.DivisionByZero])
+
+
+def _resolution(value: object) -> Decimal | None:
+    """A declared resolution as an exact decimal (its shortest repr, so 0.1 is 1/10);
+    None where there is none (the record validates it, anything else is ignored)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    step = Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+    return step if step.is_finite() and step > 0 else None
+
+
+def _plain(number: Decimal) -> str:
+    """A grid value as a researcher writes it: 53000, -0.012, 7 (no exponent, no
+    trailing zeros); in exponent form only where that would run past 40 characters."""
+    number = number.normalize(_EXACT)
+    if number == 0:
+        return "0"
+    text = format(number, "f")
+    return text if len(text) <= 40 else str(number)
 
 
 def _family(kind: str) -> str:

@@ -2,8 +2,9 @@
 
 Everything a node decides about a dataset starts from its (grade, category) cell
 (governance §2.3–2.6). The rules live here as plain tables so that one file answers
-"what does G3 CONDITIONAL allow?"; the policy engine extends `CellPolicy` with job
-types, k, node counts and DP budgets rather than adding a second table.
+"what does G3 CONDITIONAL allow?": delivery methods (`POLICY_MATRIX`) and jobs, k, node
+counts, DP budgets and refusal allowances (`CELL_DEFAULTS`). The policy engine
+(`node/policy.py`) reads them and adds only the officer's overrides.
 """
 
 from __future__ import annotations
@@ -84,33 +85,95 @@ POLICY_MATRIX: dict[tuple[Grade, Category], CellPolicy] = {
 }
 VALID_PAIRS: frozenset[tuple[Grade, Category]] = frozenset(POLICY_MATRIX)
 
-# Governance §2.6, aggregate statistics (AGG / AGG-k / AGG-DP / HE for counts and sums):
-# access, and the minimum count k of any released cell (1 = no threshold).
-_AGGREGATES: dict[tuple[Grade, Category], tuple[Access, int]] = {
-    ("G1", "OPEN"): (A, 1),
-    ("G1", "CONDITIONAL"): (A, 3),
-    ("G1", "CLOSED"): (R, 3),
-    ("G2", "OPEN"): (A, 5),
-    ("G2", "CONDITIONAL"): (A, 5),
-    ("G2", "CLOSED"): (R, 5),
-    ("G3", "CONDITIONAL"): (A, 10),
-    ("G3", "CLOSED"): (R, 10),
-    ("G4", "CONDITIONAL"): (R, 10),
-    ("G4", "CLOSED"): (R, 10),  # HE counts and sums only, with PIA and ethics on file
-    ("G5", "CONDITIONAL"): (R, 10),
-    ("G5", "CLOSED"): (X, 10),
-    ("G6", "CLOSED"): (X, 10),
+# The refused-query allowance of a cell that audits queries (governance §2.5, §2.6):
+# refusals per researcher and dataset in a calendar year, and refusals in a row.
+REFUSAL_ALLOWANCE = 10
+REFUSAL_RUN = 3
+
+
+@dataclass(frozen=True)
+class CellDefaults:
+    """What one (grade, category) cell of §2.6 admits, and with which parameters: the
+    one table the policy engine (``node/policy.py``), the scorecard's k-anonymity (Q10a)
+    and the governance document read. An officer's override may only tighten it."""
+
+    agg: Access                  # aggregate jobs (AGG / AGG-k / AGG-DP / HE sums)
+    fl: Access                   # federated learning
+    k: int                       # min cell count of released aggregates (1 = none)
+    min_nodes: int
+    agg_dp_required: bool        # AGG-DP is the only admissible aggregate route
+    fl_dp_required: bool         # plain FL is not admissible
+    epsilon_per_query: float | None
+    annual_budget: float | None
+    delta: float | None
+    fl_epsilon_max: float | None
+    he_required: bool
+    output_review: bool
+    query_auditing: bool
+    dual_approval: bool = False  # officer and the unit's security lead (G5)
+    # refused queries per researcher and dataset in a calendar year, and in a row, that
+    # raise an alert (None where the cell does not audit queries)
+    refusal_allowance: int | None = None
+    refusal_run: int | None = None
+
+    def __post_init__(self) -> None:  # a cell that audits queries: today's allowance
+        if self.query_auditing and self.refusal_allowance is None:
+            object.__setattr__(self, "refusal_allowance", REFUSAL_ALLOWANCE)
+        if self.query_auditing and self.refusal_run is None:
+            object.__setattr__(self, "refusal_run", REFUSAL_RUN)
+
+    @property
+    def min_contributors(self) -> int:
+        """Contributors to a pooled exact result: with exactly two, the release node
+        could take its own share from the sum and read the other's, so three — except
+        where the cell's threshold is low (k ≤ 3: G1, G2/OPEN), where two suffice in a
+        study of two members, and open data without a threshold (k = 1)."""
+        return 1 if self.k <= 1 else 2 if self.k <= 3 else 3
+
+
+# Governance §2.6, cell by cell. Parameters follow its "default parameters" table; where a
+# cell states its own k (G1, G2/OPEN: k ≥ 3), the cell wins. Cells that audit queries get
+# the refusal allowance REFUSAL_ALLOWANCE / REFUSAL_RUN. The same pairs as the delivery
+# table above (tests/unit/test_policy.py checks both against docs/governance.md §2.6).
+CELL_DEFAULTS: dict[tuple[Grade, Category], CellDefaults] = {
+    ("G1", "OPEN"): CellDefaults(A, A, 1, 1, False, False, None, None, None, None,
+                                 False, False, False),
+    ("G1", "CONDITIONAL"): CellDefaults(A, A, 3, 1, False, False, None, None, None, None,
+                                        False, False, False),
+    ("G1", "CLOSED"): CellDefaults(R, R, 3, 1, False, False, None, None, None, None,
+                                   False, False, False),
+    ("G2", "OPEN"): CellDefaults(A, A, 3, 2, False, False, None, None, None, None,
+                                 False, False, True),
+    ("G2", "CONDITIONAL"): CellDefaults(A, A, 5, 2, False, False, None, None, None, None,
+                                        False, False, True),
+    ("G2", "CLOSED"): CellDefaults(R, R, 5, 2, False, False, None, None, None, None,
+                                   False, False, True),
+    ("G3", "CONDITIONAL"): CellDefaults(A, A, 10, 3, False, False, 1.0, 10.0, 1e-6, 8.0,
+                                        True, False, True),
+    ("G3", "CLOSED"): CellDefaults(R, R, 10, 3, False, True, 1.0, 10.0, 1e-6, 8.0,
+                                   True, False, True),
+    ("G4", "CONDITIONAL"): CellDefaults(R, R, 10, 3, True, True, 0.5, 4.0, 1e-7, 3.0,
+                                        True, True, True),
+    # aggregates: HE counts and sums only, with PIA and ethics on file
+    ("G4", "CLOSED"): CellDefaults(R, X, 10, 3, False, True, 0.5, 4.0, 1e-7, 3.0,
+                                   True, True, True),
+    ("G5", "CONDITIONAL"): CellDefaults(R, R, 10, 3, True, True, 0.5, 2.0, 1e-7, 3.0,
+                                        True, True, True, dual_approval=True),
+    ("G5", "CLOSED"): CellDefaults(X, X, 10, 3, True, True, 0.5, 2.0, 1e-7, 3.0,
+                                   True, True, True),
+    ("G6", "CLOSED"): CellDefaults(X, X, 10, 3, True, True, None, None, None, None,
+                                   True, True, True),
 }
 
 
 def aggregate_access(grade: Grade, category: Category) -> Access:
     """May federated statistics run on data of this cell: A, after approval, or never."""
-    return _AGGREGATES[(grade, category)][0]
+    return CELL_DEFAULTS[(grade, category)].agg
 
 
 def min_cell_count(grade: Grade, category: Category) -> int:
     """The k below which a released count (and what it implies) is suppressed."""
-    return _AGGREGATES[(grade, category)][1]
+    return CELL_DEFAULTS[(grade, category)].k
 
 
 SENSITIVE_PI_GRADE: Grade = "G4"

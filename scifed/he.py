@@ -116,6 +116,12 @@ class StudyKey:
             raise UserError("study key is corrupt: its key id does not match its secret")
         return key
 
+    @property
+    def key_id(self) -> bytes:
+        """16 bytes derived from the secret; every ciphertext and the public context carry
+        it (the lead signs it, so a member can tell the lead's key from another)."""
+        return self._key_id
+
     def secret_bytes(self) -> bytes:
         """The whole secret context; seal it before it leaves the node."""
         header = _CONTEXT_HEADER.pack(_CONTEXT_MAGIC, _VERSION, _SECRET, self._key_id)

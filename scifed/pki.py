@@ -17,10 +17,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from scifed.at_rest import write_private as _write_private
 from scifed.errors import UserError
 
 ROLES = ("coordinator", "node", "researcher", "operator")
@@ -271,6 +273,32 @@ def identity_from_cert_pem(pem: bytes) -> Identity:
     )
 
 
+def verify_certificate(cert_pem: bytes, ca_cert_pem: bytes, *, who: str) -> Identity:
+    """Check a certificate that did not come over mTLS (it travels inside a signed
+    message): issued by this CA, both in their validity period; return its identity.
+
+    ``who`` starts each message ("seal key claim of node 'a'"). Revocation is the
+    caller's to check (:func:`load_crl_serials`) with the CRL it trusts.
+    """
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise UserError(f"{who}: a certificate is not PEM X.509 ({exc})") from None
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise UserError(f"{who}: its certificate was not issued by the federation CA") from None
+    now = dt.datetime.now(dt.UTC)
+    for c, label in ((ca_cert, "the CA certificate"), (cert, "its certificate")):
+        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
+            raise UserError(
+                f"{who}: {label} is valid only from {c.not_valid_before_utc:%Y-%m-%d %H:%M} "
+                f"to {c.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+            )
+    return identity_from_cert_pem(cert_pem)
+
+
 def load_crl_serials(crl_path: Path, ca_cert_path: Path) -> set[int]:
     """Return the revoked serials of a CRL, after checking the CA signed it."""
     ca_cert = _load_cert(ca_cert_path)
@@ -470,14 +498,6 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Create a key file 0600 from the start (O_EXCL: never overwrite, never widen)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(data)
 
 
 def _write_public(path: Path, data: bytes) -> None:

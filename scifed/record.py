@@ -192,6 +192,8 @@ SemVer = Annotated[
     _matching(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)", "a MAJOR.MINOR.PATCH version"),
 ]
 Sha256 = Annotated[str, _matching(r"[0-9a-f]{64}", "a lower-case hex sha256 digest")]
+# strict: a string (YAML reads "1e3" as one) or True is a typo, not a step
+Resolution = Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False, strict=True)]
 Orcid = Annotated[Text, AfterValidator(_orcid)]
 Uscc = Annotated[
     Text,
@@ -474,6 +476,10 @@ class _ColumnDescription(_Model):
     title: LangStr | None = None
     description: Text | None = None
     unit: Text | None = None  # UCUM code
+    # The step at which filter thresholds on this numeric column are allowed where the
+    # node audits queries (scifed/filters.py): a threshold finer than the values' own
+    # precision would let refusals locate one row's value. None: 2 significant digits.
+    resolution: Resolution | None = None
     role: Role | None = None  # None: "target" if listed in targets, else "feature"
     pi_kind: PIKind = "none"
     pi_category: PICategory | None = None

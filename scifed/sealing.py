@@ -5,14 +5,27 @@ or swap in a key of its own. Each node and researcher therefore keeps an X25519 
 (``seal.key``, 0600, never copied) beside its P-256 certificate key, and publishes the
 public half in a claim signed with the certificate key. A sender checks the claim against
 the federation CA, then seals: ephemeral X25519, HKDF-SHA256, ChaCha20-Poly1305.
+
+A seal is anonymous: anyone holding a member's public seal key (the coordinator does) can
+seal a key of its own to it. So a study key travels as a :class:`SignedKeyShare`: the
+lead's :class:`KeyStatement` (study, version, membership, key id, public context hash),
+signed with the lead's certificate key, with the certificate, beside the sealed secret.
+The statement travels beside the seal, not inside it, so the coordinator can check a
+lead's reply before storing it; the seal binds the statement's hash as associated data,
+so a sealed secret opens only together with the statement it was made with. What makes a
+planted key fail is the member's check that the key it opened is the one the statement
+names (its key id and public context hash), under a signature that chains to the CA.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
+import hashlib
+import json
 import os
+import struct
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from scifed.errors import UserError
-from scifed.pki import identity_from_cert_pem
+from scifed.pki import identity_from_cert_pem, verify_certificate
 
 SEAL_KEY_FILE = "seal.key"
 _CLAIM_DOMAIN = b"scifed-seal-key-v1\0"
@@ -118,22 +131,7 @@ class SealKeyClaim:
 def make_claim(dir: Path, *, name: str, role: str, cert_path: Path, key_path: Path) -> SealKeyClaim:
     """Sign this party's seal public key (made on first use) with its certificate key."""
     seal_public = ensure_seal_key(dir)
-    cert_pem = _read(cert_path)
-    identity = identity_from_cert_pem(cert_pem)
-    if (identity.role, identity.name) != (role, name):
-        raise UserError(
-            f"{cert_path} is the certificate of {identity.role} {identity.name!r}, "
-            f"not {role} {name!r}"
-        )
-    try:
-        key = serialization.load_pem_private_key(_read(key_path), password=None)
-    except (TypeError, ValueError):
-        key = None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise UserError(f"{key_path}: not an unencrypted PEM ECDSA private key")
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    if cert.public_key() != key.public_key():
-        raise UserError(f"{key_path} is not the key of the certificate {cert_path}")
+    key, cert_pem = _certified_key(cert_path, key_path, role=role, name=name)
     signature = key.sign(_claim_message(role, name, seal_public), ec.ECDSA(hashes.SHA256()))
     return SealKeyClaim(
         name=name, role=role, seal_public=seal_public, signature=signature, cert_pem=cert_pem
@@ -149,23 +147,8 @@ def verify_claim(
     Revocation is the caller's to check (``pki.load_crl_serials``) with the CRL it trusts.
     """
     who = f"seal key claim of {claim.role} {claim.name!r}"
-    try:
-        ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-        cert = x509.load_pem_x509_certificate(claim.cert_pem)
-    except ValueError as exc:
-        raise UserError(f"{who}: a certificate is not PEM X.509 ({exc})") from None
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
-        raise UserError(f"{who}: its certificate was not issued by the federation CA") from None
-    now = dt.datetime.now(dt.UTC)
-    for c, label in ((ca_cert, "the CA certificate"), (cert, "its certificate")):
-        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
-            raise UserError(
-                f"{who}: {label} is valid only from {c.not_valid_before_utc:%Y-%m-%d %H:%M} "
-                f"to {c.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-            )
-    identity = identity_from_cert_pem(claim.cert_pem)
+    identity = verify_certificate(claim.cert_pem, ca_cert_pem, who=who)
+    cert = x509.load_pem_x509_certificate(claim.cert_pem)
     if (identity.role, identity.name) != (claim.role, claim.name):
         raise UserError(f"{who}: its certificate belongs to {identity.role} {identity.name!r}")
     if claim.role != expect_role:
@@ -219,6 +202,211 @@ def open_sealed(private_key: X25519PrivateKey, blob: bytes, *, context: bytes) -
         raise UserError("sealed message could not be authenticated") from None
 
 
+# -- study keys, signed by the lead ------------------------------------------------------
+_STATEMENT_DOMAIN = b"scifed-study-key-statement-v1\0"
+_SHARE_MAGIC = b"SFKS"
+_SHARE_VERSION = 1
+_SHARE_HEADER = struct.Struct(">4sBI")  # magic, version, length of the JSON part
+_HEX64 = frozenset("0123456789abcdef")
+_STATEMENT_FIELDS = frozenset({"study_id", "key_version", "lead", "members", "membership",
+                               "key_id", "public_context_sha256"})
+
+
+def membership_hash(members: Iterable[str]) -> str:
+    """Which membership a key was made for: SHA-256 of the sorted member names, one a
+    line. (The coordinator keeps no membership epoch; its key version moves on with
+    every membership change, and this hash says which membership the version is for.)"""
+    return hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyStatement:
+    """What a study's lead signs, with its node certificate key, for each key it makes."""
+
+    study_id: str
+    key_version: int
+    lead: str
+    members: tuple[str, ...]     # sorted: every node the key is sealed to, the lead too
+    key_id: str                  # hex, scifed.he.StudyKey.key_id
+    public_context_sha256: str   # hex, of the public context the coordinator sums with
+
+    @classmethod
+    def of(cls, *, study_id: str, key_version: int, lead: str, members: Iterable[str],
+           key_id: bytes, public_context: bytes) -> KeyStatement:
+        return cls(study_id=study_id, key_version=key_version, lead=lead,
+                   members=tuple(sorted(set(members))), key_id=key_id.hex(),
+                   public_context_sha256=hashlib.sha256(public_context).hexdigest())
+
+    @property
+    def membership(self) -> str:
+        return membership_hash(self.members)
+
+    def to_dict(self) -> dict:
+        return {"study_id": self.study_id, "key_version": self.key_version,
+                "lead": self.lead, "members": list(self.members),
+                "membership": self.membership, "key_id": self.key_id,
+                "public_context_sha256": self.public_context_sha256}
+
+    @classmethod
+    def from_dict(cls, d: object) -> KeyStatement:
+        """Inverse of :meth:`to_dict`; anything else is a UserError."""
+        if not isinstance(d, dict) or set(d) != _STATEMENT_FIELDS:
+            raise UserError("the key statement does not have the fields of one")
+        members = d["members"]
+        texts = [d[k] for k in ("study_id", "lead", "membership", "key_id",
+                                "public_context_sha256")]
+        if (not all(isinstance(v, str) for v in texts) or type(d["key_version"]) is not int
+                or not isinstance(members, list)
+                or not all(isinstance(m, str) for m in members)):
+            raise UserError("the key statement has a field of the wrong type")
+        statement = cls(study_id=d["study_id"], key_version=d["key_version"], lead=d["lead"],
+                        members=tuple(members), key_id=d["key_id"],
+                        public_context_sha256=d["public_context_sha256"])
+        if list(statement.members) != sorted(set(members)):
+            raise UserError("the key statement's members are not sorted and distinct")
+        if d["membership"] != statement.membership:
+            raise UserError("the key statement's membership hash is not that of its members")
+        if not (len(statement.public_context_sha256) == 64
+                and set(statement.public_context_sha256) <= _HEX64):
+            raise UserError("the key statement's public context hash is not SHA-256 hex")
+        return statement
+
+    def message(self) -> bytes:
+        """The bytes signed: a domain tag and the canonical JSON."""
+        return _STATEMENT_DOMAIN + json.dumps(self.to_dict(), sort_keys=True,
+                                              separators=(",", ":")).encode()
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.message()).hexdigest()
+
+    def names(self, key_id: bytes, public_context: bytes) -> bool:
+        """Whether this statement is about the key with this id and public context."""
+        return (key_id.hex() == self.key_id
+                and hashlib.sha256(public_context).hexdigest() == self.public_context_sha256)
+
+
+@dataclass(frozen=True)
+class SignedKeyShare:
+    """One member's copy of a study key as the coordinator stores and relays it: the
+    lead's statement, signature and certificate beside the secret sealed to the member
+    (the statement's hash bound into the seal as associated data)."""
+
+    statement: KeyStatement
+    signature: bytes
+    cert_pem: bytes
+    sealed: bytes
+
+    def dumps(self) -> bytes:
+        """magic, version, JSON length, JSON (statement, signature, certificate), seal:
+        binary, so the 60 kB sealed secret is not base64 twice inside a task header."""
+        head = json.dumps({"statement": self.statement.to_dict(),
+                           "signature": base64.b64encode(self.signature).decode(),
+                           "cert_pem": self.cert_pem.decode()},
+                          sort_keys=True, separators=(",", ":")).encode()
+        return _SHARE_HEADER.pack(_SHARE_MAGIC, _SHARE_VERSION, len(head)) + head + self.sealed
+
+    @classmethod
+    def loads(cls, blob: bytes) -> SignedKeyShare:
+        """Inverse of :meth:`dumps`; anything else (a bare seal, say) is a UserError."""
+        size = _SHARE_HEADER.size
+        if len(blob) < size or blob[:4] != _SHARE_MAGIC:
+            raise UserError("the share carries no key statement signed by a lead")
+        _, version, length = _SHARE_HEADER.unpack_from(blob)
+        if version != _SHARE_VERSION or len(blob) < size + length:
+            raise UserError(f"the share is of an unknown format (version {version}) "
+                            "or cut short")
+        try:
+            head = json.loads(blob[size:size + length])
+            statement = KeyStatement.from_dict(head["statement"])
+            signature = base64.b64decode(head["signature"], validate=True)
+            cert_pem = head["cert_pem"].encode()
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            raise UserError("the share's key statement is malformed") from None
+        return cls(statement, signature, cert_pem, blob[size + length:])
+
+
+def share_context(context: bytes, statement: KeyStatement) -> bytes:
+    """The associated data of a signed share's seal: what it is (study, version,
+    recipient) and the statement it travels with."""
+    return context + b"|statement|" + statement.digest().encode()
+
+
+def sign_key_shares(statement: KeyStatement, secret: bytes,
+                    recipients: dict[str, tuple[bytes, bytes]], *, cert_path: Path,
+                    key_path: Path) -> dict[str, bytes]:
+    """As the study's lead: sign ``statement`` with this node's certificate key and seal
+    ``secret`` to each recipient (node -> (seal public key, seal context))."""
+    key, cert_pem = _certified_key(cert_path, key_path, role="node", name=statement.lead)
+    if set(recipients) != set(statement.members):
+        raise UserError(f"the key statement names members {list(statement.members)}, "
+                        f"the shares go to {sorted(recipients)}")
+    signature = key.sign(statement.message(), ec.ECDSA(hashes.SHA256()))
+    return {node: SignedKeyShare(statement, signature, cert_pem,
+                                 seal(public, secret,
+                                      context=share_context(context, statement))).dumps()
+            for node, (public, context) in recipients.items()}
+
+
+def check_signature(share: SignedKeyShare) -> None:
+    """The statement is signed by the node its certificate names, and that node is the
+    statement's lead. Says nothing about who issued the certificate
+    (:func:`verify_key_share` does)."""
+    identity = identity_from_cert_pem(share.cert_pem)
+    if (identity.role, identity.name) != ("node", share.statement.lead):
+        raise UserError(f"it is signed with the certificate of {identity.role} "
+                        f"{identity.name!r}, not of node {share.statement.lead!r}")
+    public_key = x509.load_pem_x509_certificate(share.cert_pem).public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise UserError("the lead's certificate key is not ECDSA")
+    try:
+        public_key.verify(share.signature, share.statement.message(),
+                          ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise UserError("the lead's signature over the key statement does not verify") \
+            from None
+
+
+def verify_key_share(share: SignedKeyShare, ca_cert_pem: bytes, *, study_id: str,
+                     key_version: int, member: str, study_nodes: Collection[str],
+                     revoked: Collection[int] = ()) -> KeyStatement:
+    """A member's check of a share before it opens it: the statement is for this study,
+    version and member; it keys only ``study_nodes`` (the study's nodes as this member's
+    officer accepted them) and its lead is one of them; the lead's certificate chains to
+    the CA, is in date, not ``revoked`` and is the lead's node certificate; the lead's
+    signature verifies.
+
+    Raises a UserError with the reason. That the opened key is the one the statement
+    names is the caller's to check after opening (:meth:`KeyStatement.names`).
+    """
+    st = share.statement
+    if (st.study_id, st.key_version) != (study_id, key_version):
+        raise UserError(f"the statement is about key v{st.key_version} of study "
+                        f"{st.study_id}")
+    accepted = f"as this node's officer accepted it ({', '.join(sorted(study_nodes))})"
+    if st.lead not in study_nodes:
+        raise UserError(f"its signer {st.lead!r} is not a node of the study {accepted}")
+    if member not in st.members or st.lead not in st.members:
+        raise UserError(f"the statement keys {', '.join(st.members)}: not both this node "
+                        f"and its lead {st.lead}")
+    strangers = sorted(set(st.members) - set(study_nodes))
+    if strangers:
+        raise UserError(f"the key is also sealed to {', '.join(strangers)}, not a node of "
+                        f"the study {accepted}")
+    identity = verify_certificate(share.cert_pem, ca_cert_pem, who=f"signer {st.lead!r}")
+    if identity.serial in revoked:
+        raise UserError(f"the certificate of {identity.role} {identity.name!r} "
+                        f"(serial {identity.serial}) has been revoked")
+    check_signature(share)
+    return st
+
+
+def open_key_share(share: SignedKeyShare, private_key: X25519PrivateKey, *,
+                   context: bytes) -> bytes:
+    """The secret a share seals, opened under the statement it travels with."""
+    return open_sealed(private_key, share.sealed,
+                       context=share_context(context, share.statement))
+
+
 def _seal_key(shared: bytes, eph_public: bytes, recipient_public: bytes, context: bytes) -> bytes:
     # Salting with both public keys binds the key to this exchange (as HPKE does).
     return HKDF(
@@ -227,6 +415,29 @@ def _seal_key(shared: bytes, eph_public: bytes, recipient_public: bytes, context
         salt=eph_public + recipient_public,
         info=_SEAL_INFO + context,
     ).derive(shared)
+
+
+def _certified_key(cert_path: Path, key_path: Path, *, role: str,
+                   name: str) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """This party's certificate key and certificate PEM, checked to belong together and
+    to name ``role`` ``name``."""
+    cert_pem = _read(cert_path)
+    identity = identity_from_cert_pem(cert_pem)
+    if (identity.role, identity.name) != (role, name):
+        raise UserError(
+            f"{cert_path} is the certificate of {identity.role} {identity.name!r}, "
+            f"not {role} {name!r}"
+        )
+    try:
+        key = serialization.load_pem_private_key(_read(key_path), password=None)
+    except (TypeError, ValueError):
+        key = None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise UserError(f"{key_path}: not an unencrypted PEM ECDSA private key")
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    if cert.public_key() != key.public_key():
+        raise UserError(f"{key_path} is not the key of the certificate {cert_path}")
+    return key, cert_pem
 
 
 def _claim_message(role: str, name: str, seal_public: bytes) -> bytes:
@@ -254,6 +465,12 @@ def refusal_context(job_id: str, node: str) -> bytes:
     return f"scifed-refusal|{job_id}|{node}".encode()
 
 
+def refused_at(node: str) -> str:
+    """All a sealed refusal says in clear, wherever it is recorded (the coordinator's
+    database, a Flower run's failure file): the relays learn no decision detail."""
+    return f"refused at node {node}"
+
+
 def open_refusals(seal_key, job_id: str, error: str,
                   sealed: dict[str, bytes]) -> tuple[str, dict[str, str]]:
     """The researcher's side of sealed refusals: each node's reason opened, and the job's
@@ -267,7 +484,7 @@ def open_refusals(seal_key, job_id: str, error: str,
             continue  # not sealed to this researcher: leave the coordinator's words
         said = reasons[node] if reasons[node].startswith(f"node {node}") else \
             f"node {node}: {reasons[node]}"
-        error = error.replace(f"refused at node {node}", said)
+        error = error.replace(refused_at(node), said)
     return error, reasons
 
 

@@ -147,6 +147,7 @@ class CancelNotice(Message):
 class Withdrawn(Message):
     withdrawn: int            # approval requests taken out of the officers' queues
     unreserved: int = 0       # privacy-budget reservations released
+    interrupted: int = 0      # reads of the job's running tasks stopped
 
 
 class KeygenRequest(Message):
@@ -157,6 +158,8 @@ class KeygenRequest(Message):
 
 class KeygenReply(Message):
     public_context: B64
+    # node -> its copy: scifed.sealing.SignedKeyShare bytes (the lead's signed statement
+    # of the key, with the secret sealed to the node beside it)
     shares: dict[str, B64]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from jobs.aggregate import AggregateJob
 from jobs.base import Limits, NextRound, Pooled, Released, Table
-from jobs.stats import compute, disclosure, dp
+from jobs.stats import compute, disclosure, dp, labels
 from jobs.stats.quantiles import count_le
 from jobs.stats.release import release
 from jobs.stats.spec import StatsSpec
@@ -49,21 +49,40 @@ class StatsJob(AggregateJob):
                     for c in params.group_counts}
         values = compute.vocabulary(table, params)
         (rows,), = table.query([], "SELECT count(*) FROM d")
+        public = self._public(limits)
         for col, levels in values.items():
             disclosure.check_levels(col, len(levels), int(rows))
+            values[col] = sorted(public(col, v) for v in levels)
         return values
+
+    @staticmethod
+    def _public(limits: Limits):
+        """How this node writes a label into the vocabulary: a declared label as
+        itself, any other as its tag, revealed only once k rows hold it (labels.py)."""
+        def public(col: str, label: str) -> str:
+            return labels.public_form(limits.label_key, col, label,
+                                      disclosure.declared_levels(limits.record, col))
+        return public
+
+    def _local(self, params: StatsSpec, table: Table, vocab: dict[str, list[str]],
+               limits: Limits) -> dict[str, list[str | None]] | None:
+        if limits.epsilon is not None or not params.group_counts:
+            return None  # under DP the vocabulary is the declared enumeration itself
+        return compute.local_labels(table, params, vocab, self._public(limits))
 
     def compute(self, params: StatsSpec, table: Table, vocab: dict[str, list[str]],
                 limits: Limits) -> np.ndarray:
         self._checks(params, limits)
         if limits.epsilon is None:
-            return compute.compute(table, params, vocab, k=limits.k)
+            return compute.compute(table, params, vocab, k=limits.k,
+                                   local=self._local(params, table, vocab, limits))
         bounds = dp.clipping_bounds(params, limits.record)
         return compute.compute(table, params, vocab, k=limits.k, clip=bounds)
 
-    def row_sets(self, params: StatsSpec, table: Table,
-                 vocab: dict[str, list[str]]) -> list[tuple[str, list]]:
-        return compute.row_sets(table, params, vocab)
+    def row_sets(self, params: StatsSpec, table: Table, vocab: dict[str, list[str]],
+                 limits: Limits) -> list[tuple[str, list]]:
+        return compute.row_sets(table, params, vocab,
+                                self._local(params, table, vocab, limits))
 
     def noise(self, params: StatsSpec, vec: np.ndarray, vocab: dict[str, list[str]],
               limits: Limits) -> dict:
@@ -73,7 +92,15 @@ class StatsJob(AggregateJob):
 
     def round(self, params: StatsSpec, table: Table, query: dict,
               limits: Limits) -> np.ndarray:
-        parts = [count_le(table, col, query[col]) for col in sorted(query)]
+        """Counts at thresholds (the quantile search and its rounding), or the labels
+        behind tags the release found held by at least k rows."""
+        if "labels" in query:
+            local = self._local(params, table, query["labels"], limits) or {}
+            parts = [labels.encode(local.get(col, [None] * len(tags)))
+                     for col, tags in sorted(query["labels"].items())]
+        else:
+            parts = [count_le(table, col, thresholds)
+                     for col, thresholds in sorted(query["thresholds"].items())]
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def release(self, params: StatsSpec, pooled: Pooled) -> Released | NextRound:

@@ -22,7 +22,9 @@ Vector layout (offsets in :class:`Layout`), blocks in this order:
 * header: ``rows, rows_flag``
 * per ``columns`` entry: ``n, missing, Σx, Σx², k_flag, dominance_flag``
 * per histogram: one count per bin, ``below, above, missing, flag``
-* per group column: one count per vocabulary value, ``missing, flag``
+* per group column: one count per vocabulary value, ``missing, flag`` (under DP the
+  vocabulary is the declared enumeration, and ``missing`` also counts the rows whose
+  value the enumeration does not declare)
 * per correlation pair (i ≤ j, the diagonal gives each column's own n):
   ``n, Σx_i, Σx_j, Σx_i², Σx_j², Σx_i·x_j, flag``
 * per quantile column: ``n`` (non-missing values, never suppressed: the exact quantile
@@ -35,12 +37,14 @@ number of nodes that did.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
 from jobs.base import Table
+from jobs.stats import labels
 from jobs.stats.spec import StatsSpec
 from scifed.errors import UserError
 
@@ -132,15 +136,34 @@ def _group_counts(data: Table, columns: list[str]) -> dict[str, dict[str | None,
     return out
 
 
+def local_labels(data: Table, spec: StatsSpec, vocab: dict[str, list[str]],
+                 public: Callable[[str, str], str]) -> dict[str, list[str | None]]:
+    """For each vocabulary entry of each group column, the label this node holds behind
+    it: a declared label is itself, a tag (jobs/stats/labels.py) is the node's own label
+    whose tag it is, or None where this node holds no such label. ``public(col, label)``
+    is how this node wrote a label into its vocabulary."""
+    mine = vocabulary(data, spec)
+    local: dict[str, list[str | None]] = {}
+    for col, entries in vocab.items():
+        behind = {public(col, label): label for label in mine.get(col, [])}
+        local[col] = [behind.get(v) if labels.is_tag(v) else v for v in entries]
+    return local
+
+
 def compute(data: Table, spec: StatsSpec, vocab: dict[str, list[str]], *, k: int,
-            clip: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
+            clip: dict[str, tuple[float, float]] | None = None,
+            local: dict[str, list[str | None]] | None = None) -> np.ndarray:
     """This node's contribution: one float64 vector in :class:`Layout` order.
 
     Without ``clip``, local disclosure control is applied (``k`` from the node's policy;
     k ≤ 1 means none). With ``clip`` (differential privacy), moments and cross-products
     are summed over values clipped to the bounds, and the k-rules are left to the
     release, on noisy counts: a data-dependent suppression before the noise would break
-    the noise's calibration."""
+    the noise's calibration. For the same reason a value of a group column outside the
+    vocabulary (the declared enumeration, under DP) is counted with the missing values
+    rather than refused: a refusal would say that this node holds an undeclared label.
+    ``local``: the label behind each vocabulary entry at this node (:func:`local_labels`;
+    None: the entries are the labels)."""
     layout = Layout.build(spec, vocab)
     numeric = list(dict.fromkeys([*spec.columns, *spec.histograms, *spec.correlation,
                                   *spec.quantiles]))
@@ -174,11 +197,14 @@ def compute(data: Table, spec: StatsSpec, vocab: dict[str, list[str]], *, k: int
         vec[start] = next(values)
     for col, sl in layout.groups.items():
         found = groups[col]
-        unknown = set(found) - set(vocab[col]) - {None}
-        if unknown:
+        mine = (local or vocab)[col]
+        unknown = set(found) - set(mine) - {None}
+        if unknown and clip is None:  # the vocabulary came from this data: it changed
             raise UserError(f"stats.group_counts: column {col!r} has {len(unknown)} value(s) "
                             "outside the agreed vocabulary; the data changed during the job")
-        vec[sl.start : sl.stop - 1] = [found.get(v, 0) for v in [*vocab[col], None]]
+        missing = found.get(None, 0) + sum(found[v] for v in unknown)
+        vec[sl.start : sl.stop - 1] = [*(found.get(v, 0) if v is not None else 0
+                                         for v in mine), missing]
 
     if clip is None:
         _local_control(vec, layout, spec, extremes, k)
@@ -214,11 +240,12 @@ def _aggregates(spec: StatsSpec, alias: dict[str, str],
     return aggs, params
 
 
-def row_sets(data: Table, spec: StatsSpec,
-             vocab: dict[str, list[str]]) -> list[tuple[str, list]]:
+def row_sets(data: Table, spec: StatsSpec, vocab: dict[str, list[str]],
+             local: dict[str, list[str | None]] | None = None) -> list[tuple[str, list]]:
     """Every row set the vector sums over, as conditions within the filter, in layout
     order: the selection, each column's present values, each histogram bin (and below,
-    above, missing), each group value (and missing), each pair's complete rows."""
+    above, missing), each group value (and missing), each pair's complete rows.
+    ``local`` as for :func:`compute` (an entry this node does not hold is no row)."""
     sets: list[tuple[str, list]] = [("TRUE", [])]
     present = lambda c: f"{data.number(c)} IS NOT NULL"  # noqa: E731
     sets += [(present(c), []) for c in dict.fromkeys([*spec.columns, *spec.quantiles])]
@@ -230,7 +257,8 @@ def row_sets(data: Table, spec: StatsSpec,
         sets += [(f"{x} < ?", [edges[0]]), (f"{x} > ?", [edges[-1]]), (f"{x} IS NULL", [])]
     for col in spec.group_counts:
         label = data.category(col)
-        sets += [(f"{label} = ?", [v]) for v in vocab.get(col, [])]
+        sets += [(f"{label} = ?", [v]) if v is not None else ("FALSE", [])
+                 for v in (local or vocab).get(col, [])]
         sets.append((f"{label} IS NULL", []))
     sets += [(f"{present(a)} AND {present(b)}", []) for a, b in _pairs(spec.correlation)
              if a != b]

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import math
 
-from jobs.stats.spec import StatsSpec
+from jobs.stats import labels
+from jobs.stats.spec import MAX_PROBABILITIES, StatsSpec
 from scifed.errors import UserError
 from scifed.grading import grade_rank
 from scifed.record import NUMERIC_TYPES
 
 MAX_LEVELS = 40
 MAX_DENSITY = 0.33
-MAX_PROBABILITIES = 10  # quantiles asked per column
 _IDENTIFIER_KINDS = {"direct_identifier", "quasi_identifier"}
 
 
@@ -78,7 +78,7 @@ def withhold_rare_labels(result: dict, record: dict) -> None:
         declared = set(declared_levels(record, col) or ())
         # a pooled 0 of a label some node holds means every holder suppressed it
         keep = [i for i, (v, c) in enumerate(zip(g["values"], g["counts"], strict=True))
-                if v in declared or (c is not None and c > 0)]
+                if v in declared or (c is not None and c > 0 and not labels.is_tag(v))]
         dropped = len(g["values"]) - len(keep)
         for key in ("values", "counts", "suppressed"):
             g[key] = [g[key][i] for i in keep]
@@ -90,7 +90,8 @@ def withhold_rare_labels(result: dict, record: dict) -> None:
 
 
 def check_probabilities(spec: StatsSpec, grade: str) -> None:
-    """Before any data is read: no minimum or maximum at G2 and above, few probabilities."""
+    """Before any data is read: no minimum or maximum at G2 and above, few probabilities
+    (the coordinator refuses too many at submission already; a node checks again)."""
     for col, probs in spec.quantiles.items():
         if len(probs) > MAX_PROBABILITIES:
             raise UserError(f"stats.quantiles.{col}: at most {MAX_PROBABILITIES} "

@@ -104,9 +104,9 @@ class QuantileSearch:
                                 else "no values")
                 continue
             kept = [p for p in ps if quantile_margin(p, total, k)]
-            if len(kept) < len(ps):
-                refused[col] = (f"{len(ps) - len(kept)} probability(ies) too close to 0 or 1 "
-                                f"for k={k} are not answered")
+            if len(kept) < len(ps):  # name the probabilities asked, never a count
+                refused[col] = (f"probabilities too close to 0 or 1 for k={k} are not "
+                                "answered: " + ", ".join(str(p) for p in ps if p not in kept))
             if not kept:
                 continue
             n[col], probs[col] = total, kept

@@ -1,18 +1,23 @@
 """The release node's side of a ``stats`` job: decode the pooled vector with the
 aggregate-level rules, then — where quantiles are asked — run the exact quantile search
-round by round (each round one more encrypted sum of counts, see `quantiles.py`)."""
+round by round (each round one more encrypted sum of counts, see `quantiles.py`), and —
+where undeclared group labels reached k rows — one last round that reveals them
+(`labels.py`)."""
 
 from __future__ import annotations
 
 from jobs.base import NextRound, Pooled, Released
-from jobs.stats import compute
+from jobs.stats import compute, labels
 from jobs.stats.disclosure import round_to_k_rows, rounding_thresholds, withhold_rare_labels
 from jobs.stats.quantiles import QuantileSearch
 from jobs.stats.spec import StatsSpec
+from scifed.errors import UserError
 
 
 def release(spec: StatsSpec, pooled: Pooled) -> Released | NextRound:
     total = pooled.totals["sum"]
+    if pooled.state is not None and "labels" in pooled.state:
+        return _revealed(pooled)
     if pooled.state is not None and "rounding" in pooled.state:
         return _rounded(pooled)
     if pooled.state is None:
@@ -31,7 +36,7 @@ def release(spec: StatsSpec, pooled: Pooled) -> Released | NextRound:
             offset += len(thresholds)
         search.update(counts)
     if search is not None and not search.done:
-        return NextRound(query=search.thresholds(),
+        return NextRound(query={"thresholds": search.thresholds()},
                          state={"result": result, "search": search.to_json()})
     if search is not None:
         result["quantile_rounds"] = search.rounds
@@ -44,13 +49,13 @@ def release(spec: StatsSpec, pooled: Pooled) -> Released | NextRound:
             rounding = {c: sorted(v.items()) for c, v in exact.items() if v}
             query = {c: [t for _, q in items for t in rounding_thresholds(q)]
                      for c, items in rounding.items()}
-            return NextRound(query=query, state={"result": result, "rounding": rounding,
-                                                 "query": query})
+            return NextRound(query={"thresholds": query},
+                             state={"result": result, "rounding": rounding, "query": query})
         result["quantiles"] = exact
     return _finish(result, pooled)
 
 
-def _rounded(pooled: Pooled) -> Released:
+def _rounded(pooled: Pooled) -> Released | NextRound:
     """Each quantile at the finest 1-2-5 step at which at least k values share it."""
     state, total = pooled.state, pooled.totals["sum"]
     result, offset = state["result"], 0
@@ -71,7 +76,53 @@ def _rounded(pooled: Pooled) -> Released:
     return _finish(result, pooled)
 
 
-def _finish(result: dict, pooled: Pooled) -> Released:
+def _finish(result: dict, pooled: Pooled) -> Released | NextRound:
+    """Ask for the labels behind tags with a released count (so held by at least k
+    rows), or release."""
+    asked = {col: [v for v, n in zip(g["values"], g["counts"], strict=True)
+                   if labels.is_tag(v) and n]
+             for col, g in result.get("groups", {}).items()}
+    asked = {col: tags for col, tags in asked.items() if tags}
+    if asked:
+        return NextRound(query={"labels": asked}, state={"result": result, "labels": asked})
+    return _done(result, pooled)
+
+
+def _revealed(pooled: Pooled) -> Released:
+    """Put each revealed label in its tag's place (merging it with the same label where
+    another node declared it)."""
+    state, total, offset = pooled.state, pooled.totals["sum"], 0
+    result = state["result"]
+    for col, tags in sorted(state["labels"].items()):
+        size = len(tags) * (labels.LABEL_BYTES + 1)
+        try:
+            named = dict(zip(tags, labels.decode(total[offset:offset + size], len(tags)),
+                             strict=True))
+        except ValueError as exc:
+            raise UserError(f"groups.{col}: {exc}") from None
+        offset += size
+        g = result["groups"][col]
+        merged: dict[str, int] = {}
+        for key in ("values", "counts", "suppressed"):
+            g[key] = list(g[key])
+        for i, value in enumerate(g["values"]):
+            label = named.get(value, value)
+            if label in merged:  # the same label, declared at one node and tagged at another
+                j = merged[label]
+                a, b = g["counts"][j], g["counts"][i]
+                g["counts"][j] = None if a is None or b is None else a + b
+                g["suppressed"][j] = g["suppressed"][j] or g["suppressed"][i]
+                g["values"][i] = None
+            else:
+                merged[label] = i
+                g["values"][i] = label
+        keep = [i for i, v in enumerate(g["values"]) if v is not None]
+        for key in ("values", "counts", "suppressed"):
+            g[key] = [g[key][i] for i in keep]
+    return _done(result, pooled)
+
+
+def _done(result: dict, pooled: Pooled) -> Released:
     withhold_rare_labels(result, pooled.record)
     if pooled.dp:
         result["privacy"] = pooled.dp

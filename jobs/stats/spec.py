@@ -17,6 +17,8 @@ from jobs.limits import (
 )
 from scifed.errors import excerpt
 
+MAX_PROBABILITIES = 10  # quantile probabilities per column (governance §2.5)
+
 Measure = Literal["count", "sum", "mean", "variance", "std"]
 MEASURES: tuple[Measure, ...] = ("count", "sum", "mean", "variance", "std")
 
@@ -108,6 +110,9 @@ class StatsSpec(Strict):
             bad = [p for p in probs if not 0.0 <= p <= 1.0]  # NaN fails too
             if not probs:
                 problems.append(f"{name}: list at least one probability")
+            elif len(probs) > MAX_PROBABILITIES:
+                problems.append(f"{name}: at most {MAX_PROBABILITIES} probabilities per "
+                                f"column (the limit), got {len(probs)}")
             elif bad:
                 problems.append(f"{name}: probabilities must lie in [0, 1], got "
                                 f"{excerpt(', '.join(map(str, bad)), 80)}")

@@ -7,12 +7,18 @@ requires, the study key and the accountant history — and touches no data when 
 It then decrypts the global model, measures it on this node's validation split, trains,
 and returns its update and metric sums encrypted under the study key (jobs.train.protocol),
 reporting what DP-SGD spent back to the node.
+
+Its reply goes through the coordinator, which sees no decision detail: a refused grant
+answers the node's public "refused at node X" with the reason as the node sealed it to the
+researcher (``sealed`` in the status record). Its own failures (training diverged) say
+what went wrong without quoting data; anything unexpected stays in the node's log.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,7 +35,12 @@ from protos.scifed.v1 import node_local_pb2_grpc as pbg
 from scifed.errors import UserError
 from scifed.he import StudyKey
 
+log = logging.getLogger("scifed.train.client_app")
+
 GRANT_TIMEOUT_SECONDS = 300
+# Failures of the call itself (the local API is not running, or too slow): their details
+# name the socket, not a decision. Any other status is the node's answer, kept at the node.
+_TRANSPORT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _OPTIONS = [("grpc.max_receive_message_length", 1 << 30),
             ("grpc.max_send_message_length", 1 << 30)]
 
@@ -46,9 +57,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     return serve(msg, context, final=True)
 
 
-def _refusal(msg: Message, reason: str) -> Message:
-    return Message(RecordDict({STATUS: ConfigRecord({"ok": False, "reason": reason})}),
-                   reply_to=msg)
+def _refusal(msg: Message, reason: str, sealed: bytes = b"") -> Message:
+    """A reply without a contribution: a public reason, and (for the node's refusal) its
+    reason sealed to the researcher, which the coordinator keeps for them."""
+    status = ConfigRecord({"ok": False, "reason": reason, "sealed": sealed})
+    return Message(RecordDict({STATUS: status}), reply_to=msg)
 
 
 class Codec(Protocol):
@@ -68,23 +81,31 @@ def serve(msg: Message, context: Context, *, final: bool,
         job_id=str(cfg["job-id"]), study_id=str(cfg["study-id"]),
         key_version=int(cfg["key-version"]), dataset=str(cfg["dataset"]),
         spec_json=str(cfg["spec"]), filter=str(cfg["filter"]), round=int(cfg["round"]),
-        n_nodes=int(cfg.get("n-nodes", 1)), researcher=str(cfg.get("researcher", "")))
+        n_nodes=int(cfg.get("n-nodes", 1)), researcher=str(cfg.get("researcher", "")),
+        researcher_claim_json=str(cfg.get("researcher-claim", "")))
     with grpc.insecure_channel(target, options=_OPTIONS) as channel:
         api = pbg.NodeLocalStub(channel)
         try:
             grant = api.TrainingGrant(request, timeout=GRANT_TIMEOUT_SECONDS)
         except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-                return _refusal(msg, exc.details())  # the node's own reason, naming it
-            return _refusal(msg, f"the node's local API at {target} failed: "
-                                 f"{exc.code().name} {exc.details()}")
-        if not grant.allowed:
-            return _refusal(msg, grant.reason)
+            if exc.code() in _TRANSPORT:
+                return _refusal(msg, f"the node's local API at {target} failed: "
+                                     f"{exc.code().name} {exc.details()}")
+            log.error("the node's local API refused the call: %s %s", exc.code().name,
+                      exc.details())
+            return _refusal(msg, f"the node's local API answered {exc.code().name}; "
+                                 "the node's log says why")
+        if not grant.allowed:  # "refused at node X"; the reason is sealed
+            return _refusal(msg, grant.reason, grant.sealed_reason)
         try:
             reply, report = _compute(msg, grant, request, open_key(grant.study_key),
                                      final=final)
-        except UserError as exc:  # e.g. diverged training: the node's own clear reason
+        except UserError as exc:  # e.g. diverged training: says what, quotes no data
             return _refusal(msg, str(exc))
+        except Exception:  # a bug: its message may quote data, so it stays at the node
+            log.exception("training at node %s failed", grant.node_name)
+            return _refusal(msg, f"node {grant.node_name}: the ClientApp failed; the "
+                                 "node's log says why")
         if report is not None:
             api.ReportTraining(report, timeout=GRANT_TIMEOUT_SECONDS)
     return reply

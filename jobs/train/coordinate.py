@@ -10,10 +10,17 @@ public context; the ServerApp writes a checkpoint after every round (encrypted m
 metric sums, the nodes still in the run, why others left) and, when it gives up, the
 reason. A run that dies without a reason (the SuperLink restarted under it) is submitted
 again and resumes from the checkpoint.
+
+A node that refuses a round's grant says only "refused at node X"; its reason arrives
+sealed to the researcher (the run config carries the researcher's certified seal key
+claim), and is stored on the node's ``train`` task row, where the researcher's client
+opens sealed refusals. The coordinator records the public text only.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import time
@@ -53,7 +60,23 @@ STARTUP_SECONDS = 120.0  # per run, on top of the rounds' own timeouts
 
 
 class TrainingRunFailed(UserError):
-    """The Flower run ended without a trained model; the message says why."""
+    """The Flower run ended without a trained model; the message says why. ``sealed``:
+    the reasons of nodes that refused, by node, sealed to the researcher."""
+
+    def __init__(self, message: str, sealed: dict[str, bytes] | None = None) -> None:
+        super().__init__(message)
+        self.sealed = sealed or {}
+
+
+def sealed_reasons(state: dict) -> dict[str, bytes]:
+    """The sealed refusal reasons a checkpoint or failure.json holds (base64), by node."""
+    out = {}
+    for node, text in (state.get("sealed_reasons") or {}).items():
+        try:
+            out[node] = base64.b64decode(text, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            log.warning("a malformed sealed refusal reason of node %s: ignored", node)
+    return out
 
 
 def prepare_job_dir(flower: Any, run: Run, *, min_nodes: int, public_context: bytes) -> Path:
@@ -69,7 +92,7 @@ def prepare_job_dir(flower: Any, run: Run, *, min_nodes: int, public_context: by
         "key_version": run.study.key_version,
         "spec": run.spec.params.model_dump(mode="json"), "job_spec": run.spec.to_dict(),
         "datasets": run.targets, "filter": run.spec.filter or "", "min_nodes": min_nodes,
-        "researcher": run.researcher})
+        "researcher": run.researcher, "researcher_claim": run.claim})
     (job_dir / FAILURE_FILE).unlink(missing_ok=True)
     return job_dir
 
@@ -97,7 +120,8 @@ def train_on_flower(flower: Any, job_dir: Path, *,
             return checkpoint
         failure = job_dir / FAILURE_FILE
         if failure.exists():
-            raise TrainingRunFailed(json.loads(failure.read_text())["reason"])
+            why = json.loads(failure.read_text())
+            raise TrainingRunFailed(why["reason"], sealed_reasons(why))
         tail = flower.log_tail(run_id, lines=15)
         log.warning("Flower run %d ended %s:%s (%s) without a reason; log tail:\n%s",
                     run_id, state.status, state.sub_status, state.details, tail)
@@ -183,6 +207,17 @@ def _reset_supernodes(driver: Driver, run: Run, nodes: list[str]) -> None:
                         exc)
 
 
+def _record_drops(driver: Driver, run: Run, dropped: dict[str, str],
+                  sealed: dict[str, bytes]) -> None:
+    """Each node that left the run: a refusal keeps only its sealed reason (the row says
+    "refused at node X"); any other failure (silence, diverged training) its text."""
+    for node, why in dropped.items():
+        if node in sealed:
+            driver.refusal(run, node, "train", sealed[node])
+        else:
+            driver.task_state(run, node, "train", TaskState.FAILED, why)
+
+
 def run_training(driver: Driver, run: Run) -> bytes:
     """``TrainJob.coordinate``: every node the job names first checks it (`job.check`:
     policy, approvals, columns, labels, budget) and no Flower run starts unless all
@@ -222,13 +257,17 @@ def run_training(driver: Driver, run: Run) -> bytes:
         for node in checkpoint["active"]:
             driver.task_state(run, node, "train", TaskState.RUNNING,
                               f"round {r}/{train.rounds} done")
-        for node, why in checkpoint["dropped"].items():
-            driver.task_state(run, node, "train", TaskState.FAILED, why)
+        _record_drops(driver, run, checkpoint["dropped"], sealed_reasons(checkpoint))
 
     driver.set_phase(run, Phase("round", 1, train.rounds))
     try:
         checkpoint = train_on_flower(flower, job_dir, on_progress=progress,
                                      cancelled=lambda: driver.cancelled(run))
+    except TrainingRunFailed as exc:
+        for node, sealed in exc.sealed.items():
+            driver.refusal(run, node, "train", sealed)
+        _reset_supernodes(driver, run, list(targets))
+        raise
     except BaseException:
         _reset_supernodes(driver, run, list(targets))
         raise

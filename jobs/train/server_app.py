@@ -11,6 +11,10 @@ round, and resumes from that checkpoint when started again on the same directory
 SuperLink restart fails in-flight Flower runs; the coordinator resubmits). A node that
 refuses, errs or stays silent for ``round_timeout`` leaves the run; the run goes on while
 at least ``min_nodes`` remain, otherwise it fails with the reasons in ``failure.json``.
+A node's refusal reaches this process sealed to the researcher: the run records only
+"refused at node X" and keeps the sealed reason (base64, in the checkpoint's and
+failure.json's ``sealed_reasons``) for the coordinator to store where the researcher's
+client opens it.
 
 Flower's ``Grid.send_and_receive`` sleeps 3 s between pulls; this app polls every 0.2 s
 (measured with Flower 1.41) and drives rounds itself so that each round is one
@@ -20,6 +24,7 @@ only the final model needs a separate ``evaluate`` message.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterable
@@ -56,6 +61,7 @@ from jobs.train.protocol import (
     write_json,
 )
 from scifed.he import context_is_private, sum_ciphertexts
+from scifed.sealing import refused_at
 from scifed.wire import now_ms
 
 POLL_SECONDS = 0.2
@@ -105,12 +111,13 @@ class HEFedAvg(FedAvg):
             log(INFO, "resuming job %s after round %d/%d", self.job["job_id"], state["round"],
                 self.rounds)
             state["resumed_after"].append(state["round"])
+            state.setdefault("sealed_reasons", {})
             return state
         return {"job_id": self.job["job_id"], "rounds": self.rounds, "round": 0,
                 "model_file": None, "metrics_files": {}, "final_metrics_file": None,
-                "active": sorted(self.job["datasets"]), "dropped": {}, "contributors": {},
-                "epsilon": {}, "resumed_after": [], "flower_runs": [], "round_seconds": {},
-                "complete": False}
+                "active": sorted(self.job["datasets"]), "dropped": {}, "sealed_reasons": {},
+                "contributors": {}, "epsilon": {}, "resumed_after": [], "flower_runs": [],
+                "round_seconds": {}, "complete": False}
 
     def global_arrays(self) -> ArrayRecord:
         """The encrypted global model after the last checkpointed round (none before 1)."""
@@ -126,7 +133,9 @@ class HEFedAvg(FedAvg):
 
     def _fail(self, round_no: int, reason: str) -> TrainingFailed:
         _claim(self.job_dir, self.run_id)
-        write_json(self.job_dir / FAILURE_FILE, {"round": round_no, "reason": reason})
+        write_json(self.job_dir / FAILURE_FILE, {
+            "round": round_no, "reason": reason,
+            "sealed_reasons": dict(self.state.get("sealed_reasons", {}))})
         log(WARNING, "job %s failed: %s", self.job["job_id"], reason)
         return TrainingFailed(reason)
 
@@ -213,6 +222,9 @@ class HEFedAvg(FedAvg):
                 "dataset": self.job["datasets"][name], "filter": self.job.get("filter") or "",
                 "spec": json.dumps(self.job["job_spec"]), "round": server_round,
                 "researcher": self.job.get("researcher", ""),
+                # public and CA-certified: the node seals a refusal's reason to it
+                "researcher-claim": json.dumps(self.job["researcher_claim"])
+                if self.job.get("researcher_claim") else "",
                 "n-nodes": len(self._names)})
             content = RecordDict({CONFIG: node_config, ARRAYS: arrays})
             messages.append(Message(content=content, dst_node_id=node_id, message_type=kind,
@@ -247,7 +259,12 @@ class HEFedAvg(FedAvg):
             if msg.has_error():
                 self._drop(name, f"round {server_round}: {msg.error.reason}")
             elif not msg.content.config_records[STATUS]["ok"]:
-                self._drop(name, str(msg.content.config_records[STATUS]["reason"]))
+                status = msg.content.config_records[STATUS]
+                sealed = status.get("sealed") or b""
+                if isinstance(sealed, bytes) and sealed:  # the node's refusal: no detail
+                    self._drop(name, refused_at(name), sealed)
+                else:  # the ClientApp's own failure (e.g. training diverged)
+                    self._drop(name, str(status["reason"]))
             else:
                 good[name] = msg
         for name in set(self._names.values()) - set(good) - set(self.state["dropped"]):
@@ -266,10 +283,14 @@ class HEFedAvg(FedAvg):
         else:
             self.state["metrics_files"][str(server_round)] = name
 
-    def _drop(self, name: str, reason: str) -> None:
+    def _drop(self, name: str, reason: str, sealed: bytes = b"") -> None:
+        """``sealed``: the node's reason, sealed to the researcher (``reason`` then says
+        only that it refused)."""
         if name in self.state["active"]:
             self.state["active"].remove(name)
             self.state["dropped"][name] = reason
+            if sealed:
+                self.state["sealed_reasons"][name] = base64.b64encode(sealed).decode()
             log(WARNING, "node %s leaves the run: %s", name, reason)
 
     def _quorum(self, server_round: int) -> None:

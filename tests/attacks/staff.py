@@ -59,10 +59,12 @@ def staff_meta(grade: str = "G2", category: str = "CONDITIONAL") -> dict:
         "targets": [], "splits": None, "annotation": None,
         "fields": {
             "person_id": {"description": "Pseudonymous staff number.", "role": "id",
-                          "pi_kind": "quasi_identifier"},
+                          "pi_kind": "quasi_identifier",
+                          "resolution": 1},  # any id: the auditor, not the grid, rules
             "age": {"description": "Age in years.", "unit": "a",
                     "constraints": {"minimum": 18, "maximum": 70}},
             "salary": {"description": "Gross annual salary.", "unit": "[CNY]",
+                       "resolution": 1000,  # filter thresholds in steps of 1000 at G2+
                        "constraints": {"minimum": 0, "maximum": 200000}},
             "department": {"description": "Department.",
                            "constraints": {"enum": DEPARTMENTS}},

@@ -256,7 +256,7 @@ def test_node_offline_then_back_online(fed):
 
     with fed.operator() as op:
         assert status(op, "beta")
-        fed.stop("beta")
+        assert fed.stop("beta") == 0  # SIGTERM: it exits by itself (not killed at 15 s)
         wait_for(lambda: not status(op, "beta"), 15, "beta to show offline")
         out = fed.cli("nodes", "list", "--identity", str(fed.operator_dir))
         assert "offline" in out.stdout

@@ -41,6 +41,7 @@ from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
 from scifed.config import CoordinatorConfig, load_config
 from scifed.he import StudyKey, context_is_private
+from scifed.sealing import load_seal_key, open_sealed, refusal_context
 
 pytestmark = pytest.mark.slow
 
@@ -233,6 +234,65 @@ def test_a_single_class_node_fails_the_job_with_its_reason(fed):
         wait_for(lambda: bool(op.nodes().online.all()), 30, "nodes still online")
 
 
+def test_a_refusal_at_grant_time_reaches_the_coordinator_only_sealed(fed):
+    """The attack: the coordinator reads why a node refused to train. Dream's officer
+    forbids training on its dataset while a job trains (after the job's check, so the
+    refusal comes from the grant of a later round, inside the Flower run); the node's
+    reason then travels from its ClientApp through the ServerApp to the coordinator. The
+    coordinator's database (the job's error, its task rows), its job directory
+    (checkpoint, failure.json), the SuperLink's state and the coordinator's log must hold
+    only "refused at node dream" — while the researcher, through the client, still reads
+    the node's reason."""
+    needle = b"jobs are forbidden"  # the policy rule's words (node/policy.py)
+    coordinator_log = fed.logs / "coordinator.log"
+    log_start = coordinator_log.stat().st_size
+    override = fed.node_dir("dream") / "policy.yaml"
+    override.write_text("job_types:\n  train: forbidden\n")
+    try:
+        with fed.researcher() as r:
+            job_id = r.submit(job(fed, rounds=4, local_epochs=1, min_nodes=3))
+            wait_for(lambda: rounds_done(r, job_id) >= 1, 300, "round 1 to be checkpointed")
+            fed.node_cli("dream", "policy", "set", "penguins", "--file", str(override))
+            info = r.wait(job_id, timeout=600)
+            # The researcher's view: the client opens the node's sealed reason.
+            assert info.status == "failed"
+            assert "node dream" in info.error and needle.decode() in info.error, info.error
+            train = {t.node: t for t in info.tasks if t.phase == "train"}
+            assert needle.decode() in train["dream"].detail, train["dream"].detail
+            assert train["dream"].sealed_reason
+    finally:
+        fed.node_cli("dream", "policy", "reset", "penguins")
+    # The coordinator's view: "refused at node dream", and no more.
+    db = fed.coord_dir / "state" / "coordinator.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (error,) = con.execute("SELECT error FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        tasks = {(n, p): (d, s) for n, p, d, s in con.execute(
+            "SELECT node_name, phase, detail, sealed_reason FROM job_tasks WHERE job_id=?",
+            (job_id,))}
+    finally:
+        con.close()
+    assert "refused at node dream" in error and needle.decode() not in error, error
+    assert tasks[("dream", "train")][0] == "refused at node dream", tasks
+    assert tasks[("dream", "train")][1], "no sealed reason stored for the researcher"
+    assert all(needle.decode() not in detail for detail, _ in tasks.values()), tasks
+    shared = job_dir(fed, job_id)
+    failure = json.loads((shared / "failure.json").read_text())
+    assert "refused at node dream" in failure["reason"], failure
+    assert checkpoint_of(fed, job_id)["dropped"] == {"dream": "refused at node dream"}
+    # Every byte the coordinator keeps: its database, the job directory, the SuperLink's
+    # state (which stores the Flower replies), and what it logged during the job.
+    leaks = [str(p) for p in fed.coord_dir.rglob("*") if p.is_file() and needle in
+             p.read_bytes()]
+    with coordinator_log.open("rb") as f:
+        f.seek(log_start)
+        if needle in f.read():
+            leaks.append(str(coordinator_log))
+    assert not leaks, f"the node's reason reached the coordinator in clear: {leaks}"
+    with fed.operator() as op:
+        wait_for(lambda: bool(op.nodes().online.all()), 60, "every node to be online")
+
+
 def test_training_resumes_after_a_superlink_crash_a_dead_node_and_a_coordinator_restart(
         fed):
     """One run, three blows. After round 1 the coordinator's SuperLink is killed (its
@@ -387,7 +447,9 @@ def test_dp_sgd_spends_at_most_the_budget(fed):
 
 def test_local_api_grants_only_what_the_node_allows(fed):
     """The ClientApp's only door to data, called as the ClientApp calls it (the node holds
-    the study key: the jobs above brought it)."""
+    the study key: the jobs above brought it). A refusal says only "refused at node
+    torgersen"; its reason comes sealed to the researcher whose claim the request
+    carries."""
     sock = socket_path(fed.node_dir("torgersen") / "state")
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     db = fed.coord_dir / "state" / "coordinator.db"
@@ -396,10 +458,14 @@ def test_local_api_grants_only_what_the_node_allows(fed):
         study_id, key_version, public_context = con.execute(
             "SELECT study_id, key_version, public_context FROM studies WHERE name=?",
             ("morphology",)).fetchone()
+        (claim_json,) = con.execute(  # alice's claim, as the coordinator passes it on
+            "SELECT seal_claim FROM jobs WHERE researcher='alice' LIMIT 1").fetchone()
     finally:
         con.close()
+    seal_key = load_seal_key(fed.researcher_dir)
     base = {"job_id": "job-api", "study_id": study_id, "key_version": key_version,
-            "dataset": "penguins", "round": 1, "n_nodes": 3, "researcher": "alice"}
+            "dataset": "penguins", "round": 1, "n_nodes": 3, "researcher": "alice",
+            "researcher_claim_json": claim_json}
 
     def grant(changes: dict | None = None, filter: str | None = None,  # noqa: A002
               **request) -> pb.TrainingGrantReply:
@@ -411,14 +477,13 @@ def test_local_api_grants_only_what_the_node_allows(fed):
             return pbg.NodeLocalStub(channel).TrainingGrant(message, timeout=30)
 
     def refusal(changes: dict | None = None, **request) -> str:
-        """The node's reason, whether it answers with a refusal or an error (the ClientApp
-        treats both as the node's word)."""
-        try:
-            reply = grant(changes, **request)
-        except grpc.RpcError as exc:
-            return exc.details()
+        """The node's reason, opened as the researcher's client opens it; in clear the
+        reply says no more than "refused at node torgersen"."""
+        reply = grant(changes, **request)
         assert not reply.allowed, (changes, request)
-        return reply.reason
+        assert reply.reason == "refused at node torgersen", reply.reason
+        return open_sealed(seal_key, reply.sealed_reason,
+                           context=refusal_context("job-api", "torgersen")).decode()
 
     ok = grant()
     assert ok.allowed and ok.node_name == "torgersen" and not ok.dp.enabled
@@ -437,5 +502,14 @@ def test_local_api_grants_only_what_the_node_allows(fed):
             ({"classes": ["Gentoo", "Chinstrap"]}, {}, "outside the job's classes"),
             ({"min_node_classes": 2}, {}, "min_node_classes"),
             (None, {"study_id": "st-nope"}, "has not accepted study"),
-            (None, {"dataset": "nope"}, "no dataset 'nope'")):
+            (None, {"dataset": "nope"}, "no dataset 'nope'"),
+            (None, {"spec_json": "{"}, "malformed grant request")):
         assert needle in refusal(changes, **request), (changes, request)
+    # Without a claim of the job's researcher there is no one to seal the reason to: the
+    # node keeps it (in its log) and says only that it refused.
+    for request in ({"researcher_claim_json": ""}, {"researcher_claim_json": "[1]"},
+                    {"researcher": "mallory"}):  # alice's claim, not mallory's
+        reply = grant({"min_node_classes": 2}, **request)
+        assert not reply.allowed and not reply.sealed_reason, request
+        assert reply.reason.startswith("refused at node torgersen"), reply.reason
+        assert "min_node_classes" not in reply.reason, reply.reason

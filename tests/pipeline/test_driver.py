@@ -143,12 +143,14 @@ def test_node_runner_routes_by_kind_and_refuses_what_it_cannot_read(fed):
             "stats": {"columns": ["body_mass_g"]}}
     header = TaskHeader(job_id="job-x", study_id=st.study_id, key_version=st.key_version,
                         job_type="quality", n_nodes=3, dataset="penguins", spec=spec)
+    # a job task without the researcher's seal key (a coordinator that strips it) learns
+    # only that the node refused; the reason stays in the node's log
     mismatch = runner.handle(_task(TaskKind.VOCAB, header.dumps()))
-    assert not mismatch.ok and "names job type 'quality' but carries a 'stats' spec" in \
-        mismatch.error
+    assert not mismatch.ok and mismatch.error.startswith("refused at node biscoe")
+    assert "quality" not in mismatch.error and not mismatch.payload
     outsider = header.model_copy(update={"job_type": "stats", "study_id": "st-nope"})
     refused = runner.handle(_task(TaskKind.VOCAB, outsider.dumps()))
-    assert not refused.ok and "has not accepted study st-nope" in refused.error
+    assert not refused.ok and "st-nope" not in refused.error
 
 
 def test_dp_noises_each_contribution_and_charges_each_node_once(fed, penguins):
@@ -263,6 +265,159 @@ def test_a_coordinator_restart_tells_each_node_when_it_reconnects(tmp_path, peng
         assert all(_spent(c) == 0 for c in fed.nodes.values())
         assert not [a for a in fed.nodes["dream"].approvals.list("pending")
                     if a.job_id == job_id]
+        _release_hold(fed, "dream", record)
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def _coordinator_dies(fed, job_id: str):
+    """Emulate a coordinator's death mid-job (as the restart test above): the streams
+    close, the driver's thread stops without telling any node, the job stays running."""
+    core, old = fed.coordinator, fed.coordinator.jobs
+    for link in fed.links.values():
+        link.disconnect()
+    old._cancelled.add(job_id)
+    deadline = time.monotonic() + 10
+    while not old.get(job_id, "alice").status.stopped:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with core.db.session() as s:
+        s.get(Job, job_id).status = JobStatus.RUNNING
+    return core, old
+
+
+def _compute_task(fed, node: str, job_id: str) -> pb.Task:
+    """The compute task the dead coordinator was about to send (its header is the one
+    of the reservation task it did send)."""
+    from scifed.tasks import ComputeRequest
+
+    reserve = next(t for t in fed.links[node].tasks if t.kind == TaskKind.RESERVE
+                   and TaskHeader.loads(t.payload).job_id == job_id)
+    header = TaskHeader.loads(reserve.payload)
+    return pb.Task(task_id=f"{job_id}-late", kind=TaskKind.COMPUTE,
+                   payload=ComputeRequest(**header.model_dump()).dumps())
+
+
+def _restart_coordinator(fed, core, old) -> None:
+    import secrets
+
+    from coordinator.driver import JobDriver
+
+    core.link.instance = secrets.token_hex(8)  # a new process, a new instance id
+    core.jobs = JobDriver(core.db, core.sessions, old.ca_pem, task_timeout=1.0,
+                          approval_poll=0.05)
+
+
+def test_a_dp_result_stranded_by_a_coordinator_restart_is_refunded(tmp_path, penguins,
+                                                                   penguins_meta):
+    """A node computes and charges a DP contribution while its coordinator is down; the
+    result waits in the link's outbox. The coordinator comes back as a new instance (the
+    job failed with the old one), so the result can never be used: the link drops it and
+    the node refunds its charge, audited. Without the refund the node had spent ε for a
+    job already marked failed."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        record = _hold_for_approval(fed, "dream")
+        spec = stats_job(columns=["body_mass_g"],
+                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
+        job_id = fed.submit(spec)
+        _waiting(fed, job_id)
+        core, old = _coordinator_dies(fed, job_id)
+        link = fed.links["biscoe"]
+        biscoe = fed.nodes["biscoe"]
+        link.answer(_compute_task(fed, "biscoe", job_id), link.outbox.instance)
+        assert _spent(biscoe) == 0.5  # charged; the result waits for the link
+        assert not link.outbox.empty()
+        _restart_coordinator(fed, core, old)
+        assert core.jobs.get(job_id, "alice").status == JobStatus.FAILED
+        for each in fed.links.values():
+            each.connect()
+        assert link.outbox.empty()
+        assert all(_spent(c) == 0 for c in fed.nodes.values())
+        refunds = [e for e in biscoe.audit.entries() if e.action == "budget.refund"]
+        assert len(refunds) == 1 and refunds[0].details["job_id"] == job_id
+        # the same task, replayed, finds neither reservation nor charge: nothing is paid
+        again = biscoe.runner.handle(_compute_task(fed, "biscoe", job_id))
+        assert not again.ok and _spent(biscoe) == 0
+        _release_hold(fed, "dream", record)
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def test_a_result_held_through_a_link_blip_is_still_delivered(tmp_path, penguins,
+                                                              penguins_meta):
+    """The same coordinator instance on both sides of a reconnect: a held result is
+    sent, not dropped (only a restart strands results)."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        link = fed.links["biscoe"]
+        link.disconnect()
+        task = pb.Task(task_id="blip", kind=TaskKind.CANCELLED,
+                       payload=b'{"job_id": "none", "researcher": "alice"}')
+        link.answer(task, link.outbox.instance)
+        assert not link.outbox.empty()
+        link.connect()
+        assert link.outbox.empty()
+        assert _spent(fed.nodes["biscoe"]) == 0
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def test_a_task_of_an_ended_job_is_refused_and_is_not_a_refused_query(fed):
+    """After the cancel notice, a late task of the job (one the coordinator had queued)
+    opens no data and charges nothing, and the researcher's refusal count does not move:
+    the job's end is not a refused query."""
+    record = _hold_for_approval(fed, "dream")
+    try:
+        spec = stats_job(columns=["body_mass_g"],
+                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
+        job_id = fed.submit(spec)
+        _waiting(fed, job_id)
+        fed.coordinator.jobs.cancel(job_id, "alice")
+        assert fed.wait(job_id).status == JobStatus.CANCELLED
+        biscoe = fed.nodes["biscoe"]
+        deadline = time.monotonic() + 5
+        while _reservations(biscoe, job_id):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with biscoe.store.tx() as con:
+            outcomes = con.execute("SELECT count(*) FROM query_outcomes").fetchone()[0]
+        spent = _spent(biscoe)
+        late = biscoe.runner.handle(_compute_task(fed, "biscoe", job_id))
+        assert not late.ok and _spent(biscoe) == spent
+        with biscoe.store.tx() as con:
+            assert con.execute("SELECT count(*) FROM query_outcomes").fetchone()[0] \
+                == outcomes
+    finally:
+        _release_hold(fed, "dream", record)
+
+
+def test_a_node_offline_when_its_job_is_cancelled_releases_the_budget_on_reconnect(
+        tmp_path, penguins, penguins_meta):
+    """Cancel a DP job while a node that reserved ε for it is offline: the node is told
+    when its stream opens again, so the reservation does not stay until the year ends."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        record = _hold_for_approval(fed, "dream")
+        spec = stats_job(columns=["body_mass_g"],
+                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
+        job_id = fed.submit(spec)
+        _waiting(fed, job_id)
+        torgersen = fed.nodes["torgersen"]
+        deadline = time.monotonic() + 5
+        while not _reservations(torgersen, job_id):
+            assert time.monotonic() < deadline, "torgersen did not reserve"
+            time.sleep(0.02)
+        fed.links["torgersen"].disconnect()
+        fed.coordinator.jobs.cancel(job_id, "alice")
+        assert fed.wait(job_id).status == JobStatus.CANCELLED
+        assert _reservations(torgersen, job_id) == 1  # it has not been told yet
+        fed.links["torgersen"].connect()
+        deadline = time.monotonic() + 5
+        while _reservations(torgersen, job_id):
+            assert time.monotonic() < deadline, "the reservation was not released"
+            time.sleep(0.02)
+        assert _spent(torgersen) == 0
         _release_hold(fed, "dream", record)
     finally:
         fed.__exit__(None, None, None)

@@ -3,15 +3,19 @@ on the real penguins data), and everything it must refuse."""
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
+import yaml
 
 from node.profiling import profile_file, read_table
 from scifed.errors import UserError
 from scifed.filters import MAX_DEPTH, compile_filter
+from scifed.record import build_record, load_metadata
 
 TYPES = {"species": "string", "island": "string", "sex": "string", "year": "integer",
          "body_mass_g": "number", "bill_length_mm": "number", "bill_depth_mm": "number",
@@ -150,3 +154,114 @@ def test_depth_and_length_limits():
     long = " or ".join(["year == 2007"] * 200)
     with pytest.raises(UserError, match="longer than 2000 characters"):
         compile_filter(long, TYPES)
+
+
+# -- the grid of numeric thresholds (where the node audits queries) --------------------
+# body_mass_g declares a resolution of 50 g, bill_length_mm one of 0.1 mm, year one of
+# 0.5; bill_depth_mm declares none (2 significant digits); sex and flag are not numeric.
+GRID = {"body_mass_g": 50.0, "bill_length_mm": 0.1, "year": 0.5, "bill_depth_mm": None}
+NO_RESOLUTION = "at most 2 significant digits; the column declares no resolution"
+
+
+def test_without_a_grid_any_threshold_compiles():
+    """G1: no query auditing, so no coarsening (the demo's utility stays)."""
+    expr = "body_mass_g > 3217.4 and bill_depth_mm in [17.123, -0.0001] and year != 2007"
+    assert compile_filter(expr, TYPES)[1] == compile_filter(expr, TYPES, None)[1] \
+        == [3217.4, 17.123, -0.0001, 2007]
+
+
+@pytest.mark.parametrize("expr,params", [
+    ("body_mass_g > 3250", [3250]),                       # on the declared grid of 50
+    ("body_mass_g <= -3250.0", [-3250.0]),
+    ("3000 < body_mass_g <= 5000", [3000, 5000]),
+    ("body_mass_g in [3500, 3550, 0]", [3500, 3550, 0]),
+    ("bill_length_mm > 0.3", [0.3]),                     # exact decimals: 0.3 is 3 × 0.1
+    ("bill_length_mm >= 45.7 and bill_length_mm < -1.1", [45.7, -1.1]),
+    ("year == 2007", [2007]),                             # an integer on a grid below 1
+    ("year >= 2007.5", [2007.5]),
+    ("bill_depth_mm > 17", [17]),                         # 2 significant digits
+    ("bill_depth_mm < 0.012", [0.012]),
+    ("bill_depth_mm not in [7, 120, 53000, -0.95, 1e-9]", [7, 120, 53000, -0.95, 1e-9]),
+    ("bill_depth_mm > 0.0 or body_mass_g != -0 or bill_length_mm > 0", [0.0, 0, 0]),
+    ("bill_length_mm > bill_depth_mm", []),               # no constant: nothing to coarsen
+    ("sex == 'female' and flag == True", ["female", True]),
+])
+def test_thresholds_on_the_grid_compile(expr, params):
+    assert compile_filter(expr, TYPES, GRID)[1] == params
+
+
+@pytest.mark.parametrize("expr,message", [
+    ("body_mass_g > 3217.4", "body_mass_g threshold 3217.4 is not on the column's grid "
+                             "(steps of 50, its declared resolution); use 3200 or 3250"),
+    ("body_mass_g > -3217.4", "body_mass_g threshold -3217.4 is not on the column's grid "
+                              "(steps of 50, its declared resolution); use -3250 or -3200"),
+    ("3217.4 < body_mass_g", "body_mass_g threshold 3217.4 is not on the column's grid "
+                             "(steps of 50, its declared resolution); use 3200 or 3250"),
+    ("3000 < body_mass_g <= 5010", "body_mass_g threshold 5010 is not on the column's grid "
+                                   "(steps of 50, its declared resolution); use 5000 or 5050"),
+    ("body_mass_g == 3201", "body_mass_g value 3201 is not on the column's grid (steps of "
+                            "50, its declared resolution); use 3200 or 3250"),
+    ("body_mass_g in [3200, 3201]", "body_mass_g value 3201 is not on the column's grid "
+                                    "(steps of 50, its declared resolution); use 3200 or "
+                                    "3250"),
+    ("bill_length_mm > 45.75", "bill_length_mm threshold 45.75 is not on the column's grid "
+                               "(steps of 0.1, its declared resolution); use 45.7 or 45.8"),
+    ("year != 2007.25", "year value 2007.25 is not on the column's grid (steps of 0.5, its "
+                        "declared resolution); use 2007 or 2007.5"),
+    ("bill_depth_mm > 17.5", f"bill_depth_mm threshold 17.5 is not on the column's grid "
+                             f"({NO_RESOLUTION}); use 17 or 18"),
+    ("bill_depth_mm > 53217.4", f"bill_depth_mm threshold 53217.4 is not on the column's "
+                                f"grid ({NO_RESOLUTION}); use 53000 or 54000"),
+    ("bill_depth_mm < -0.0125", f"bill_depth_mm threshold -0.0125 is not on the column's "
+                                f"grid ({NO_RESOLUTION}); use -0.013 or -0.012"),
+    ("bill_depth_mm < 99.5", f"bill_depth_mm threshold 99.5 is not on the column's grid "
+                             f"({NO_RESOLUTION}); use 99 or 100"),
+    ("bill_depth_mm not in [7, 123]", f"bill_depth_mm value 123 is not on the column's grid "
+                                      f"({NO_RESOLUTION}); use 120 or 130"),
+    ("bill_depth_mm > - 1.05", f"bill_depth_mm threshold -1.05 is not on the column's grid "
+                               f"({NO_RESOLUTION}); use -1.1 or -1"),
+    ("body_mass_g > 1e999", "body_mass_g threshold 1e999 is not on the column's grid (steps "
+                            "of 50, its declared resolution): it is not a finite number"),
+])
+def test_thresholds_off_the_grid_are_refused_naming_the_nearest_grid_values(expr, message):
+    with pytest.raises(UserError) as exc:
+        compile_filter(expr, TYPES, GRID)
+    assert str(exc.value) == f"filter: {message}"
+
+
+def test_a_numeric_column_the_grid_does_not_list_gets_two_significant_digits():
+    with pytest.raises(UserError, match=re.escape(f"({NO_RESOLUTION}); use 3200 or 3300")):
+        compile_filter("body_mass_g > 3217.4", TYPES, {})
+    assert compile_filter("body_mass_g > 3200", TYPES, {})[1] == [3200]
+
+
+def test_the_grid_refusal_names_only_the_constant_and_values_made_from_it():
+    """The refusal depends on the metadata and the constant alone, so it tells nothing
+    about the data: every number in it is the constant, the step or a neighbour."""
+    for expr, allowed in (("body_mass_g >= 4321.99", {"4321.99", "50", "4300", "4350"}),
+                          ("bill_depth_mm >= 4321.99", {"4321.99", "2", "4300", "4400"})):
+        with pytest.raises(UserError) as exc:
+            compile_filter(expr, TYPES, GRID)
+        assert set(re.findall(r"-?\d+(?:\.\d+)?", str(exc.value))) == allowed, exc.value
+    huge = "9" * 1500  # the researcher's text is quoted as an excerpt, the message stays short
+    with pytest.raises(UserError) as exc:
+        compile_filter(f"bill_depth_mm < {huge}", TYPES, GRID)
+    assert len(str(exc.value)) < 300 and "use 9.9E+1499 or 1E+1500" in str(exc.value)
+
+
+def test_a_declared_resolution_reaches_the_record_and_must_be_positive(
+        tmp_path, penguins, penguins_meta):
+    path = tmp_path / "penguins.csv"
+    penguins.to_csv(path, index=False)
+    meta = copy.deepcopy(penguins_meta)
+    meta["fields"]["body_mass_g"]["resolution"] = 50
+    record = build_record(load_metadata(yaml.safe_dump(meta), "penguins.yaml"),
+                          profile_file(path), node_id="alpha", platform_id="alpha-lab",
+                          slug="penguins")
+    fields = {f["name"]: f for f in record.model_dump(mode="json")["fields"]}
+    assert fields["body_mass_g"]["resolution"] == 50 and fields["year"]["resolution"] is None
+    for bad in (0, -1, "1e3", True):
+        meta["fields"]["body_mass_g"]["resolution"] = bad
+        with pytest.raises(UserError, match="fields.body_mass_g.resolution"):
+            load_metadata(yaml.safe_dump(meta), "penguins.yaml")
+

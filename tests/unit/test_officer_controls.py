@@ -1,6 +1,6 @@
 """The officer's controls against a real node SQLite file: the budget ledger under
-races and crashes, the audit chain under tampering, the differencing guard and the
-approval queue's roles."""
+races and crashes, the audit chain under tampering, the differencing guard, the approval
+queue's roles and the refused-query allowance."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from node.alerts import RefusalMonitor
 from node.approvals import Approvals, parse_expiry
 from node.audit import AuditLog
 from node.budget import BudgetLedger
 from node.data import DataFile
 from node.guard import audit_and_record, refine, smallest_atom
+from node.policy import effective, load_override
 from node.store import NodeStore
 from scifed.errors import NotFound, UserError
 from scifed.filters import compile_filter
@@ -296,3 +298,60 @@ def test_mask_matches_pandas(tmp_path):
     df.to_csv(p, index=False)
     m = _mask(p, compile_filter("x > 1 or c == 'b'", {"x": "number", "c": "string"}))
     np.testing.assert_array_equal(m, ((df.x > 1) | (df.c == "b")).to_numpy())
+
+
+# -- the refused-query allowance (node/alerts.py), with the numbers of the policy --------
+def _alerts(store: NodeStore) -> list[dict]:
+    return [e.details for e in AuditLog(store).entries() if e.action == "alert.raise"]
+
+
+def test_an_officers_lower_allowance_raises_the_alert_at_its_count(store):
+    """Allowance 2 (the override): the 2nd refusal raises the alert, though an answered
+    query between means no run; the cell's default (10) would not."""
+    strict = effective("G2", "CONDITIONAL", load_override("refusal_allowance: 2", "o.yaml"))
+    default = effective("G2", "CONDITIONAL")
+    monitor = RefusalMonitor(store)
+    for policy, dataset in ((strict, "ds-strict"), (default, "ds-default")):
+        numbers = {"allowance": policy.refusal_allowance, "run": policy.refusal_run}
+        monitor.refused("alice", dataset, "j1", **numbers)
+        assert monitor.open_alert("alice", dataset, "j2", **numbers) is None
+        monitor.answered("alice", dataset, "j2")
+        monitor.refused("alice", dataset, "j3", **numbers)
+    assert monitor.open_alert("alice", "ds-default", "j4", allowance=10, run=3) is None
+    reason = monitor.open_alert("alice", "ds-strict", "j4", allowance=2, run=3)
+    assert reason == "2 refused queries this year (allowance 2)"
+    assert [(a["researcher"], a["job_id"]) for a in _alerts(store)] == [("alice", "j3")]
+    with pytest.raises(UserError, match="only tighten"):  # and it cannot loosen
+        effective("G2", "CONDITIONAL", load_override("refusal_allowance: 20", "o.yaml"))
+
+
+def test_a_run_of_refusals_raises_the_alert_at_the_policys_run(store):
+    monitor = RefusalMonitor(store)
+    monitor.refused("alice", "ds", "j1", allowance=10, run=2)
+    monitor.answered("alice", "ds", "j2")
+    monitor.refused("alice", "ds", "j3", allowance=10, run=2)
+    assert monitor.open_alert("alice", "ds", "j4", allowance=10, run=2) is None
+    monitor.refused("alice", "ds", "j4", allowance=10, run=2)
+    assert monitor.open_alert("alice", "ds", "j5", allowance=10, run=2) == \
+        "2 refused queries in a row (limit 2)"
+    assert monitor.open_alert("bob", "ds", "j6", allowance=10, run=2) is None
+
+
+def test_lowering_the_allowance_holds_a_researcher_already_past_it(store):
+    """Refusals counted under the default; the officer lowers the allowance: the next
+    task finds the alert (raised then, audited) and, once cleared, the count restarts."""
+    monitor = RefusalMonitor(store)
+    for job, refused in (("j1", True), ("j2", False), ("j3", True), ("j4", False)):
+        if refused:
+            monitor.refused("alice", "ds", job, allowance=10, run=3)
+        else:
+            monitor.answered("alice", "ds", job)
+    assert monitor.open_alert("alice", "ds", "j5", allowance=10, run=3) is None
+    assert _alerts(store) == []
+    assert monitor.open_alert("alice", "ds", "j5", allowance=2, run=3) == \
+        "2 refused queries this year (allowance 2)"
+    assert [a["job_id"] for a in _alerts(store)] == ["j5"]
+    assert monitor.open_alert("alice", "ds", "j6", allowance=2, run=3) is not None
+    assert len(_alerts(store)) == 1  # one open alert, not one per task
+    monitor.clear("alice", "ds", "j5")
+    assert monitor.open_alert("alice", "ds", "j7", allowance=2, run=3) is None

@@ -1,14 +1,17 @@
-"""The policy engine: one test per cell of the default matrix (governance §2.6), and
-overrides that may only tighten."""
+"""The policy engine: one test per cell of the default matrix (governance §2.6), overrides
+that may only tighten, and the tables of docs/governance.md §2.6 read against the code's
+matrix (`scifed/grading.py`), so the two cannot drift apart."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from jobs.registry import names
 from node.policy import DEFAULTS, decide, effective, load_override
 from scifed.errors import UserError
-from scifed.grading import VALID_PAIRS
+from scifed.grading import CELL_DEFAULTS, POLICY_MATRIX, VALID_PAIRS, Access, min_cell_count
 
 # (grade, category) -> expected outcome for (stats, train) as the matrix reads.
 EXPECTED = {
@@ -119,3 +122,195 @@ def test_bad_override_yaml_gives_one_clear_message(text, needle):
     with pytest.raises(UserError) as exc:
         load_override(text, "bad.yaml")
     assert needle in str(exc.value) and "bad.yaml" in str(exc.value)
+
+
+# -- the refused-query allowance (governance §2.5 "Refusals count") -----------------------
+@pytest.mark.parametrize("cell", sorted(EXPECTED), ids=lambda c: f"{c[0]}-{c[1]}")
+def test_cells_that_audit_queries_carry_the_default_refusal_allowance(cell):
+    pol = effective(*cell)
+    expected = (10, 3) if pol.query_auditing else (None, None)
+    assert (pol.refusal_allowance, pol.refusal_run) == expected
+    assert pol.sources["refusal_allowance"].startswith(f"default {cell[0]}/{cell[1]}")
+    shown = {r[0]: r[1] for r in pol.rows()}
+    assert shown["refusal_allowance"] == ("10" if pol.query_auditing else "-")
+
+
+def test_an_override_lowers_the_refusal_allowance_and_run():
+    ov = load_override("refusal_allowance: 2\nrefusal_run: 2\n", "strict.yaml")
+    pol = effective("G2", "CONDITIONAL", ov, "override strict.yaml")
+    assert (pol.refusal_allowance, pol.refusal_run) == (2, 2)
+    assert pol.sources["refusal_allowance"] == pol.sources["refusal_run"] == \
+        "override strict.yaml"
+    same = effective("G2", "CONDITIONAL", load_override("refusal_allowance: 10", "o.yaml"))
+    assert same.refusal_allowance == 10 and same.refusal_run == 3
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("refusal_allowance: 11", "refusal_allowance"),
+    ("refusal_run: 4", "refusal_run"),
+])
+def test_an_override_cannot_raise_the_refusal_allowance(text, needle):
+    with pytest.raises(UserError) as exc:
+        effective("G2", "CONDITIONAL", load_override(text, "loose.yaml"))
+    assert needle in str(exc.value) and "only tighten" in str(exc.value)
+
+
+def test_the_refusal_allowance_needs_query_auditing():
+    with pytest.raises(UserError) as exc:
+        effective("G1", "CONDITIONAL", load_override("refusal_allowance: 2", "o.yaml"))
+    assert "query_auditing" in str(exc.value)
+    # switched on at G1: the default numbers, which the same override may lower
+    pol = effective("G1", "CONDITIONAL", load_override("query_auditing: true", "o.yaml"),
+                    "override o.yaml")
+    assert (pol.refusal_allowance, pol.refusal_run) == (10, 3)
+    assert "override o.yaml" in pol.sources["refusal_allowance"]
+    pol = effective("G1", "CONDITIONAL", load_override(
+        "query_auditing: true\nrefusal_allowance: 4\n", "o.yaml"))
+    assert (pol.refusal_allowance, pol.refusal_run) == (4, 3)
+    with pytest.raises(UserError, match="only tighten"):
+        effective("G1", "CONDITIONAL", load_override(
+            "query_auditing: true\nrefusal_run: 5\n", "o.yaml"))
+
+
+@pytest.mark.parametrize("text", ["refusal_allowance: 0", "refusal_run: -1",
+                                  "refusal_run: often"])
+def test_a_bad_refusal_allowance_is_a_clear_message(text):
+    with pytest.raises(UserError) as exc:
+        load_override(text, "bad.yaml")
+    assert text.split(":")[0] in str(exc.value) and "bad.yaml" in str(exc.value)
+
+
+# -- docs/governance.md §2.6 is the code's matrix ------------------------------------------
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "governance.md"
+_ACCESS_WORDS = {"automatic": Access.AUTO, "approval": Access.APPROVAL,
+                 "forbidden": Access.FORBIDDEN, "A": Access.AUTO, "R": Access.APPROVAL}
+_NONE = {"–", "-", "—"}
+
+
+def _section_tables(number: str) -> list[list[dict[str, str]]]:
+    """The markdown tables of a section of the governance doc, as rows of {header: cell}."""
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index(f"\n### {number} ")
+    end = text.index("\n### ", start + 1)
+    tables, lines = [], []
+    for line in text[start:end].splitlines() + [""]:
+        if line.strip().startswith("|"):
+            lines.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if lines:
+            header, rows = lines[0], lines[2:]  # lines[1] is the |---| rule
+            tables.append([dict(zip(header, row, strict=True)) for row in rows])
+            lines = []
+    return tables
+
+
+def _table(number: str, first_header: str, second_header: str) -> list[dict[str, str]]:
+    found = [t for t in _section_tables(number)
+             if t and list(t[0])[:2] == [first_header, second_header]]
+    assert len(found) == 1, f"§{number}: one table headed {first_header} | {second_header}"
+    return found[0]
+
+
+def _cells(name: str) -> list[tuple[str, str]]:
+    """'G1 OPEN, G2 OPEN' or 'G1, G2 (all)' → the (grade, category) pairs it names."""
+    out = []
+    for part in name.split(","):
+        words = part.replace("(all)", "").split()
+        out += ([(words[0], words[1])] if len(words) == 2
+                else [c for c in sorted(VALID_PAIRS) if c[0] == words[0]])
+    return out
+
+
+def _plain(value: str) -> str:
+    return value.replace("**", "").strip()
+
+
+def _flag(value: str) -> bool:
+    assert _plain(value) in {"yes"} | _NONE, value
+    return _plain(value) == "yes"
+
+
+def _number(value: str) -> float | None:
+    return None if _plain(value) in _NONE else float(_plain(value))
+
+
+def _by_cell(rows: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for row in rows:
+        for cell in _cells(row["Cell"]):
+            assert cell not in out, f"{cell} is listed twice"
+            out[cell] = row
+    assert set(out) == set(VALID_PAIRS), set(VALID_PAIRS) ^ set(out)
+    return out
+
+
+def test_the_documented_access_and_thresholds_are_the_codes_matrix():
+    columns = {
+        "Aggregate jobs": lambda d: d.agg, "Training jobs": lambda d: d.fl,
+        "Min cell count k": lambda d: d.k, "Min nodes": lambda d: d.min_nodes,
+        "Min contributors": lambda d: d.min_contributors, "HE": lambda d: d.he_required,
+        "Output review": lambda d: d.output_review,
+        "Query auditing": lambda d: d.query_auditing,
+        "Refusal allowance (a year / in a row)":
+            lambda d: (d.refusal_allowance, d.refusal_run),
+        "Dual approval": lambda d: d.dual_approval,
+    }
+    for cell, row in _by_cell(_table("2.6", "Cell", "Aggregate jobs")).items():
+        unknown = set(row) - set(columns) - {"Cell"}
+        assert not unknown, f"columns {unknown}: teach this test what they mean"
+        d = CELL_DEFAULTS[cell]
+        for header, value in row.items():
+            if header == "Cell":
+                continue
+            code = columns[header](d)
+            if isinstance(code, Access):
+                doc = _ACCESS_WORDS[_plain(value)]
+            elif isinstance(code, bool):
+                doc = _flag(value)
+            elif isinstance(code, tuple):
+                doc = ((None, None) if _plain(value) in _NONE
+                       else tuple(int(v) for v in _plain(value).split("/")))
+            else:
+                doc = int(_plain(value))
+            assert doc == code, (cell, header, value, code)
+
+
+def test_the_documented_dp_budgets_are_the_codes_matrix():
+    columns = {
+        "DP for aggregates": lambda d: d.agg_dp_required,
+        "DP-SGD for training": lambda d: d.fl_dp_required,
+        "ε per query": lambda d: d.epsilon_per_query,
+        "Annual ε per dataset": lambda d: d.annual_budget,
+        "δ": lambda d: d.delta, "Training ε cap": lambda d: d.fl_epsilon_max,
+    }
+    for cell, row in _by_cell(_table("2.6", "Cell", "DP for aggregates")).items():
+        unknown = set(row) - set(columns) - {"Cell"}
+        assert not unknown, f"columns {unknown}: teach this test what they mean"
+        d = CELL_DEFAULTS[cell]
+        for header, value in row.items():
+            if header == "Cell":
+                continue
+            code = columns[header](d)
+            if isinstance(code, bool):
+                assert _plain(value) in {"required", "if asked"}, (cell, header, value)
+                assert (_plain(value) == "required") == code, (cell, header, value)
+            else:
+                assert _number(value) == code, (cell, header, value, code)
+
+
+def test_the_documented_delivery_methods_are_the_codes_matrix():
+    headers = {"metadata only": "metadata_only", "download": "download",
+               "offline transfer": "offline_transfer", "in-node service": "in_node_service"}
+    for cell, row in _by_cell(_table("2.6", "Cell", "metadata only")).items():
+        assert set(row) - {"Cell"} == set(headers), row
+        for header, method in headers.items():
+            value = _plain(row[header])
+            doc = Access.FORBIDDEN if value in _NONE else _ACCESS_WORDS[value]
+            assert doc == POLICY_MATRIX[cell].delivery[method], (cell, header, value)
+
+
+def test_the_scorecard_and_the_policy_engine_read_one_k():
+    for cell in VALID_PAIRS:
+        assert min_cell_count(*cell) == effective(*cell).min_cell_count == \
+            CELL_DEFAULTS[cell].k
+    assert min_cell_count("G2", "OPEN") == 3  # governance §2.6, the G2/OPEN cell

@@ -19,16 +19,18 @@ class RegisterRequest(_message.Message):
     def __init__(self, platform: _Optional[str] = ..., software_version: _Optional[str] = ..., seal_claim_json: _Optional[str] = ..., supernode_public_key: _Optional[str] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
-    __slots__ = ("node_name", "heartbeat_seconds", "coordinator_version", "flower_epoch")
+    __slots__ = ("node_name", "heartbeat_seconds", "coordinator_version", "flower_epoch", "instance")
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
     FLOWER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     node_name: str
     heartbeat_seconds: int
     coordinator_version: str
     flower_epoch: str
-    def __init__(self, node_name: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., coordinator_version: _Optional[str] = ..., flower_epoch: _Optional[str] = ...) -> None: ...
+    instance: str
+    def __init__(self, node_name: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., coordinator_version: _Optional[str] = ..., flower_epoch: _Optional[str] = ..., instance: _Optional[str] = ...) -> None: ...
 
 class NodeMessage(_message.Message):
     __slots__ = ("heartbeat", "result")

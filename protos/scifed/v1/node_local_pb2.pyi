@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainingGrantRequest(_message.Message):
-    __slots__ = ("job_id", "study_id", "key_version", "dataset", "spec_json", "filter", "round", "n_nodes", "researcher")
+    __slots__ = ("job_id", "study_id", "key_version", "dataset", "spec_json", "filter", "round", "n_nodes", "researcher", "researcher_claim_json")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class TrainingGrantRequest(_message.Message):
     ROUND_FIELD_NUMBER: _ClassVar[int]
     N_NODES_FIELD_NUMBER: _ClassVar[int]
     RESEARCHER_FIELD_NUMBER: _ClassVar[int]
+    RESEARCHER_CLAIM_JSON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     study_id: str
     key_version: int
@@ -26,7 +27,8 @@ class TrainingGrantRequest(_message.Message):
     round: int
     n_nodes: int
     researcher: str
-    def __init__(self, job_id: _Optional[str] = ..., study_id: _Optional[str] = ..., key_version: _Optional[int] = ..., dataset: _Optional[str] = ..., spec_json: _Optional[str] = ..., filter: _Optional[str] = ..., round: _Optional[int] = ..., n_nodes: _Optional[int] = ..., researcher: _Optional[str] = ...) -> None: ...
+    researcher_claim_json: str
+    def __init__(self, job_id: _Optional[str] = ..., study_id: _Optional[str] = ..., key_version: _Optional[int] = ..., dataset: _Optional[str] = ..., spec_json: _Optional[str] = ..., filter: _Optional[str] = ..., round: _Optional[int] = ..., n_nodes: _Optional[int] = ..., researcher: _Optional[str] = ..., researcher_claim_json: _Optional[str] = ...) -> None: ...
 
 class DpSettings(_message.Message):
     __slots__ = ("enabled", "epsilon", "delta", "max_grad_norm")
@@ -51,7 +53,7 @@ class AccountantStep(_message.Message):
     def __init__(self, noise_multiplier: _Optional[float] = ..., sample_rate: _Optional[float] = ..., steps: _Optional[int] = ...) -> None: ...
 
 class TrainingGrantReply(_message.Message):
-    __slots__ = ("allowed", "reason", "features", "labels", "dp", "study_key", "key_version", "node_name", "dp_history")
+    __slots__ = ("allowed", "reason", "features", "labels", "dp", "study_key", "key_version", "node_name", "dp_history", "sealed_reason")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +63,7 @@ class TrainingGrantReply(_message.Message):
     KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     DP_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    SEALED_REASON_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     reason: str
     features: bytes
@@ -70,7 +73,8 @@ class TrainingGrantReply(_message.Message):
     key_version: int
     node_name: str
     dp_history: _containers.RepeatedCompositeFieldContainer[AccountantStep]
-    def __init__(self, allowed: bool = ..., reason: _Optional[str] = ..., features: _Optional[bytes] = ..., labels: _Optional[bytes] = ..., dp: _Optional[_Union[DpSettings, _Mapping]] = ..., study_key: _Optional[bytes] = ..., key_version: _Optional[int] = ..., node_name: _Optional[str] = ..., dp_history: _Optional[_Iterable[_Union[AccountantStep, _Mapping]]] = ...) -> None: ...
+    sealed_reason: bytes
+    def __init__(self, allowed: bool = ..., reason: _Optional[str] = ..., features: _Optional[bytes] = ..., labels: _Optional[bytes] = ..., dp: _Optional[_Union[DpSettings, _Mapping]] = ..., study_key: _Optional[bytes] = ..., key_version: _Optional[int] = ..., node_name: _Optional[str] = ..., dp_history: _Optional[_Iterable[_Union[AccountantStep, _Mapping]]] = ..., sealed_reason: _Optional[bytes] = ...) -> None: ...
 
 class ReportTrainingRequest(_message.Message):
     __slots__ = ("job_id", "dataset", "round", "examples", "epsilon_spent", "delta", "dp_history")
