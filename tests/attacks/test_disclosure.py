@@ -8,7 +8,7 @@ import json
 import re
 
 import numpy as np
-from staff import NODES, K, attempt, federation, stats
+from staff import NODES, K, approve_until_done, attempt, federation, stats
 
 from coordinator.db import Job, JobTask
 
@@ -260,14 +260,7 @@ def test_a_binary_search_on_refusals_is_stopped_by_an_alert(tmp_path):
             if any(t.node == node for t in waiting):
                 assert "alert.raise" in actions
         # the officers look and approve: the alerts clear, the held job goes on
-        deadline = time.monotonic() + 30
-        while not fed.job(job_id).status.stopped:
-            assert time.monotonic() < deadline, fed.job(job_id)
-            for core in fed.nodes.values():
-                for request in core.approvals.list("pending"):
-                    if request.job_id == job_id:
-                        core.approvals.decide(request.approval_id, approve=True, by="officer")
-            time.sleep(0.05)
+        approve_until_done(fed, job_id)
         assert all("alert.clear" in [e.action for e in fed.nodes[t.node].audit.entries()]
                    for t in waiting)
     finally:

@@ -4,11 +4,12 @@ The property, for each entry point: an input either parses or raises
 :class:`scifed.errors.UserError` (never another exception, never RecursionError), and the
 message is at most ``MAX_MESSAGE`` characters with no traceback in it.
 
-Entry points: job YAML/JSON (``jobs.spec.load_job``, ``parse_job_dict``), dataset metadata
-YAML (``scifed.record.load_metadata``), data files (``node.profiling.profile_file``) and the
-typed task messages (``scifed.tasks``). Inputs: random structures over the real schema's
-keys, odd scalars, huge lists, deep nesting, YAML anchors and aliases, mutated valid
-documents, random text and bytes.
+Entry points: job YAML/JSON (``jobs.spec.load_job``, ``parse_job_dict``), row filters
+under a G2 node's threshold grid (``scifed.filters.compile_filter``; what compiles must
+be on the grid), dataset metadata YAML (``scifed.record.load_metadata``), data files
+(``node.profiling.profile_file``) and the typed task messages (``scifed.tasks``).
+Inputs: random structures over the real schema's keys, odd scalars, huge lists, deep
+nesting, YAML anchors and aliases, mutated valid documents, random text and bytes.
 
 ``SCIFED_FUZZ_EXAMPLES`` sets the examples per test (default 200, so the file runs in
 seconds in ``make test``); ``make fuzz`` runs 10,000 per test.
@@ -224,6 +225,67 @@ def test_job_text_parses_or_is_one_user_error(text):
 @given(job_dicts())
 def test_job_json_parses_or_is_one_user_error(spec):
     holds(parse_job_dict, spec, "job j1")
+
+
+# -- (a2) row filters, with the grid of a node that audits queries ----------------------
+FILTER_COLUMNS = {"salary": "number", "age": "integer", "title": "string", "flag": "boolean"}
+FILTER_GRID = {"salary": 1000.0, "age": None}
+_numbers = st.one_of(st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True),
+                     st.sampled_from([0.1, 0.3, -0.0, 1e-300, 5e300, 53217.4, 53000, 1e3]))
+
+
+@st.composite
+def filters(draw) -> tuple[str, str]:
+    """(column, random filter text over the grammar on that column: comparisons, chains,
+    lists, boolean logic), now and then mutated into anything."""
+    col = draw(st.sampled_from([*FILTER_COLUMNS, "nope"]))
+
+    def atom() -> str:
+        kind = draw(st.integers(0, 3))
+        if kind == 0:
+            return f"{col} {draw(st.sampled_from(['<', '<=', '>', '>=', '==', '!=']))} " \
+                   f"{draw(_numbers)!r}"
+        if kind == 1:
+            a, b = sorted([draw(_numbers), draw(_numbers)], key=repr)
+            return f"{a!r} < {col} <= {b!r}"
+        if kind == 2:
+            items = ", ".join(repr(draw(_numbers)) for _ in range(draw(st.integers(0, 4))))
+            return f"{col} {draw(st.sampled_from(['in', 'not in']))} [{items}]"
+        return f"{col} == {draw(st.text(max_size=8))!r}"
+    expr = atom()
+    for _ in range(draw(st.integers(0, 3))):
+        expr = f"{draw(st.sampled_from(['', 'not ']))}({expr}) " \
+               f"{draw(st.sampled_from(['and', 'or']))} {atom()}"
+    return col, _mutate(expr, draw) if draw(st.integers(0, 5)) == 0 else expr
+
+
+def _on_grid(value: object, step: float | None) -> bool:
+    from decimal import Decimal, localcontext
+
+    if isinstance(value, bool) or not isinstance(value, int | float) or value == 0:
+        return True
+    with localcontext() as ctx:
+        ctx.prec = 10_000
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        if step is not None:
+            return number % Decimal(repr(step)) == 0
+        return number % Decimal(1).scaleb(number.adjusted() - 1) == 0
+
+
+@FUZZ
+@given(filters())
+def test_filters_compile_on_the_grid_or_are_one_user_error(column_and_expr):
+    """Any filter text compiles or is one short UserError; and where it compiles under the
+    grid of a node that audits queries, every numeric constant lies on its column's grid."""
+    from scifed.filters import compile_filter
+
+    column, expr = column_and_expr
+    compiled = holds(compile_filter, expr, FILTER_COLUMNS, FILTER_GRID)
+    if isinstance(compiled, UserError) or column not in FILTER_GRID:
+        return
+    _, params = compiled
+    numeric = [p for p in params if not isinstance(p, str | bool)]
+    assert all(_on_grid(p, FILTER_GRID[column]) for p in numeric), (expr, params)
 
 
 # -- (b) dataset metadata -----------------------------------------------------------------

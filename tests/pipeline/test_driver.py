@@ -169,6 +169,16 @@ def test_dp_noises_each_contribution_and_charges_each_node_once(fed, penguins):
         assert [(s.epsilon, s.charges) for s in spent] == [(1.0, 1)], node
 
 
+def _dp_job_held_at_dream(fed) -> tuple[dict, str]:
+    """A DP job that biscoe and torgersen take while dream holds it for its officer."""
+    record = _hold_for_approval(fed, "dream")
+    spec = stats_job(columns=["body_mass_g"],
+                     dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
+    job_id = fed.submit(spec)
+    _waiting(fed, job_id)
+    return record, job_id
+
+
 def _reservations(core, job_id: str) -> int:
     with core.store.tx() as con:
         return con.execute("SELECT count(*) FROM budget_reservations WHERE job_id=?",
@@ -223,53 +233,6 @@ def test_a_cancelled_dp_job_charges_nothing(fed):
         _release_hold(fed, "dream", record)
 
 
-def test_a_coordinator_restart_tells_each_node_when_it_reconnects(tmp_path, penguins,
-                                                                   penguins_meta):
-    """A DP job holds ε at two nodes and waits at the third when the coordinator dies;
-    the new coordinator fails the job and, as each node's stream opens again, the node
-    releases what it held for it: nothing is charged."""
-    from coordinator.driver import JobDriver
-
-    fed = build(tmp_path, penguins, penguins_meta)
-    try:
-        record = _hold_for_approval(fed, "dream")
-        spec = stats_job(columns=["body_mass_g"],
-                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
-        job_id = fed.submit(spec)
-        _waiting(fed, job_id)
-        assert _reservations(fed.nodes["biscoe"], job_id) == 1
-        # The coordinator dies: its driver's thread stops where it is (emulated by the
-        # driver's own stop flag, without telling any node), the job stays `running` in
-        # the database, and the nodes' streams close.
-        core, old = fed.coordinator, fed.coordinator.jobs
-        for link in fed.links.values():
-            link.disconnect()
-        old._cancelled.add(job_id)
-        deadline = time.monotonic() + 10
-        while not old.get(job_id, "alice").status.stopped:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        with core.db.session() as s:
-            s.get(Job, job_id).status = JobStatus.RUNNING
-        # A new coordinator starts on the same database.
-        core.jobs = JobDriver(core.db, core.sessions, old.ca_pem, task_timeout=1.0,
-                              approval_poll=0.05)
-        view = core.jobs.get(job_id, "alice")
-        assert view.status == JobStatus.FAILED and "restarted" in view.error
-        for link in fed.links.values():
-            link.connect()
-        deadline = time.monotonic() + 5
-        while any(_reservations(c, job_id) for c in fed.nodes.values()):
-            assert time.monotonic() < deadline, "reservations were not released"
-            time.sleep(0.02)
-        assert all(_spent(c) == 0 for c in fed.nodes.values())
-        assert not [a for a in fed.nodes["dream"].approvals.list("pending")
-                    if a.job_id == job_id]
-        _release_hold(fed, "dream", record)
-    finally:
-        fed.__exit__(None, None, None)
-
-
 def _coordinator_dies(fed, job_id: str):
     """Emulate a coordinator's death mid-job (as the restart test above): the streams
     close, the driver's thread stops without telling any node, the job stays running."""
@@ -308,6 +271,35 @@ def _restart_coordinator(fed, core, old) -> None:
                           approval_poll=0.05)
 
 
+def test_a_coordinator_restart_tells_each_node_when_it_reconnects(tmp_path, penguins,
+                                                                   penguins_meta):
+    """A DP job holds ε at two nodes and waits at the third when the coordinator dies;
+    the new coordinator fails the job and, as each node's stream opens again, the node
+    releases what it held for it: nothing is charged."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        record, job_id = _dp_job_held_at_dream(fed)
+        assert _reservations(fed.nodes["biscoe"], job_id) == 1
+        # The coordinator dies (its driver stops without telling any node, the job stays
+        # `running`), and a new one starts on the same database.
+        core, old = _coordinator_dies(fed, job_id)
+        _restart_coordinator(fed, core, old)
+        view = core.jobs.get(job_id, "alice")
+        assert view.status == JobStatus.FAILED and "restarted" in view.error
+        for link in fed.links.values():
+            link.connect()
+        deadline = time.monotonic() + 5
+        while any(_reservations(c, job_id) for c in fed.nodes.values()):
+            assert time.monotonic() < deadline, "reservations were not released"
+            time.sleep(0.02)
+        assert all(_spent(c) == 0 for c in fed.nodes.values())
+        assert not [a for a in fed.nodes["dream"].approvals.list("pending")
+                    if a.job_id == job_id]
+        _release_hold(fed, "dream", record)
+    finally:
+        fed.__exit__(None, None, None)
+
+
 def test_a_dp_result_stranded_by_a_coordinator_restart_is_refunded(tmp_path, penguins,
                                                                    penguins_meta):
     """A node computes and charges a DP contribution while its coordinator is down; the
@@ -317,11 +309,7 @@ def test_a_dp_result_stranded_by_a_coordinator_restart_is_refunded(tmp_path, pen
     job already marked failed."""
     fed = build(tmp_path, penguins, penguins_meta)
     try:
-        record = _hold_for_approval(fed, "dream")
-        spec = stats_job(columns=["body_mass_g"],
-                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
-        job_id = fed.submit(spec)
-        _waiting(fed, job_id)
+        record, job_id = _dp_job_held_at_dream(fed)
         core, old = _coordinator_dies(fed, job_id)
         link = fed.links["biscoe"]
         biscoe = fed.nodes["biscoe"]
@@ -367,12 +355,8 @@ def test_a_task_of_an_ended_job_is_refused_and_is_not_a_refused_query(fed):
     """After the cancel notice, a late task of the job (one the coordinator had queued)
     opens no data and charges nothing, and the researcher's refusal count does not move:
     the job's end is not a refused query."""
-    record = _hold_for_approval(fed, "dream")
+    record, job_id = _dp_job_held_at_dream(fed)
     try:
-        spec = stats_job(columns=["body_mass_g"],
-                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
-        job_id = fed.submit(spec)
-        _waiting(fed, job_id)
         fed.coordinator.jobs.cancel(job_id, "alice")
         assert fed.wait(job_id).status == JobStatus.CANCELLED
         biscoe = fed.nodes["biscoe"]
@@ -398,11 +382,7 @@ def test_a_node_offline_when_its_job_is_cancelled_releases_the_budget_on_reconne
     when its stream opens again, so the reservation does not stay until the year ends."""
     fed = build(tmp_path, penguins, penguins_meta)
     try:
-        record = _hold_for_approval(fed, "dream")
-        spec = stats_job(columns=["body_mass_g"],
-                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
-        job_id = fed.submit(spec)
-        _waiting(fed, job_id)
+        record, job_id = _dp_job_held_at_dream(fed)
         torgersen = fed.nodes["torgersen"]
         deadline = time.monotonic() + 5
         while not _reservations(torgersen, job_id):
