@@ -393,13 +393,21 @@ def audit_verify(against_coordinator: bool = typer.Option(
                      False, "--against-coordinator",
                      help="Also check the chain heads the coordinator recorded"),
                  config: Path = ConfigOpt) -> None:
-    """Recompute the hash chain; exit 1 if any entry was changed, removed or reordered."""
+    """Recompute the hash chain; exit 1 if any entry was changed, removed or reordered.
+    With --against-coordinator, also compare the chain heads the node sent with its
+    heartbeats and results: a rewritten, truncated or wiped tail shows up too."""
     v = json.loads(admin_stub(config).AuditVerify(pb.AuditVerifyRequest(
         against_coordinator=against_coordinator), timeout=60).json)
     if not v["ok"]:
         raise UserError(f"audit chain broken: {v['problem']}")
-    extra = (f"; {v['coordinator_heads_checked']} heads recorded by the coordinator match"
-             if against_coordinator else "")
+    extra = ""
+    if against_coordinator:
+        extra = f"; {v['coordinator_heads_checked']} heads recorded by the coordinator match"
+        anchored = v.get("coordinator_head_seq", 0)
+        if anchored:
+            extra += f", the latest at entry {anchored}"
+        if v["head_seq"] > anchored:
+            extra += " (newer entries are anchored with the node's next heartbeat)"
     console.print(f"[green]audit chain intact[/]: {v['entries']} entries, head "
                   f"{v['head_seq']} {v['head_hash'][:16]}{extra}")
 

@@ -1,5 +1,5 @@
-"""The operator's commands: `scifed coordinator init|serve`, `operator init`, `nodes list`,
-`study create|add-researcher|list|show`."""
+"""The operator's commands: `scifed coordinator init|serve|audit verify`, `operator init`,
+`nodes list`, `study create|add-researcher|list|show`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ operator_app = typer.Typer(help="Operator identity.", no_args_is_help=True)
 nodes_app = typer.Typer(help="The node registry (operator).", no_args_is_help=True)
 study_app = typer.Typer(help="Joint studies (operator creates; researchers list).",
                         no_args_is_help=True)
+coordinator_audit_app = typer.Typer(help="The coordinator's own tamper-evident audit chain.",
+                                    no_args_is_help=True)
+coordinator_app.add_typer(coordinator_audit_app, name="audit")
+CoordinatorConfigOpt = typer.Option(Path("coordinator.yaml"), "--config", "-c",
+                                    envvar="SCIFED_COORDINATOR_CONFIG")
 
 
 # -- coordinator -----------------------------------------------------------------------
@@ -49,6 +54,32 @@ def coordinator_serve(config: Path = typer.Option(Path("coordinator.yaml"), "--c
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(load_config(config, CoordinatorConfig))
+
+
+@coordinator_audit_app.command("verify")
+@handle_errors("the coordinator")
+def coordinator_audit_verify(config: Path = CoordinatorConfigOpt,
+                             as_json: bool = JsonOpt) -> None:
+    """Recompute the coordinator's chain (studies, key versions, job submissions and
+    ends) from its database and check those tables against it; exit 1 if tampered."""
+    from coordinator import audit
+    from coordinator.db import Database
+
+    db = Database(load_config(config, CoordinatorConfig).database_url)
+    try:
+        v = audit.verify(db)
+    finally:
+        db.close()
+    if as_json:
+        print_json({"ok": v.ok, "entries": v.entries, "head_seq": v.head_seq,
+                    "head_hash": v.head_hash, "problem": v.problem})
+        if not v.ok:
+            raise typer.Exit(1)
+        return
+    if not v.ok:
+        raise UserError(f"coordinator audit chain tampered: {v.problem}")
+    console.print(f"[green]coordinator audit chain intact[/]: {v.entries} entries, head "
+                  f"{v.head_seq} {v.head_hash[:16]}")
 
 
 @operator_app.command("init")

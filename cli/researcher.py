@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from cli.common import IdentityOpt, JsonOpt, _client, _init_identity
-from scifed.console import console, handle_errors, print_json, print_table
+from scifed.console import console, err_console, handle_errors, print_json, print_table
 from scifed.errors import UserError
 from scifed.states import JobStatus
 
@@ -220,12 +220,39 @@ def job_cancel(job_id: str, identity: Path = IdentityOpt) -> None:
 @handle_errors("the coordinator")
 def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt,
                out: Path | None = typer.Option(None, "--out",
-                                               help="Write CSV tables, PNG plots, report")) -> None:
-    """Open the released result (sealed to you) and print or save it."""
+                                               help="Write CSV tables, PNG plots, report"),
+               verify: bool = typer.Option(
+                   False, "--verify", help="Only check who released the result and what it "
+                   "was computed from; exit 1 if anything does not hold"),
+               spec: Path | None = typer.Option(
+                   None, "--spec", help="Check the result against this job.yaml (default: "
+                   "the copy kept when the job was submitted from this identity)"),
+               allow_unsigned: bool = typer.Option(
+                   False, "--allow-unsigned", help="Show a result released before results "
+                   "were signed, marked unverified (never with --verify)")) -> None:
+    """Open the released result (sealed to you), check the release node's signature and
+    provenance, and print or save it. A result that fails the check is refused."""
+    from coordinator.client import load_spec_file
     from jobs.views import load_result
 
+    own_spec = load_spec_file(spec) if spec else None
     with _client(identity) as c:
-        raw = c.result_json(job_id)
+        raw, verified = c.open_result(job_id, allow_unsigned=allow_unsigned and not verify,
+                                      spec=own_spec)
+    if verify:
+        if as_json:
+            print_json({"verified": True, "signer": verified.signer,
+                        "certificate_serial": verified.serial,
+                        "spec_checked": verified.spec_checked,
+                        "provenance": verified.provenance})
+            return
+        console.print(f"[green]verified:[/] {verified.summary()}", highlight=False)
+        _print_provenance(verified)
+        return
+    if verified is None:
+        err_console.print("[bold red]unverified:[/] this result carries no signature "
+                          "(released before results were signed): nothing says which node "
+                          "released it or what it was computed from", highlight=False)
     if as_json:
         print_json(raw)
         return
@@ -234,11 +261,51 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
         for p in res.write(out):
             console.print(f"wrote {p}")
         return
+    if verified is not None:
+        _print_provenance(verified)
     console.print(f"rows: {res.rows}; contributors: "
                   f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}")
     for name, df in res.tables().items():
         print_table(name, [str(c) for c in df.columns],
                     df.round(6).astype(object).where(df.notna(), "").values.tolist())
+
+
+def _dp_text(report: dict | None) -> str:
+    if not report:
+        return "exact"
+    return f"ε = {report.get('epsilon')}, δ = {report.get('delta', 0)}"
+
+
+def _print_provenance(verified) -> None:
+    """The signed provenance of a result, as `scifed job result` shows it."""
+    p = verified.provenance
+    pol, rules, head = p.get("policy", {}), p.get("rules", {}), p.get("audit_head", {})
+    dp = p.get("dp") or {}
+    spec = p["spec_sha256"][:16] + ("… (matches your job spec)" if verified.spec_checked
+                                    else "… (not checked: no copy of your job spec)")
+    rows = [
+        ("signed by", f"node {verified.signer} (certificate serial {verified.serial})"),
+        ("job", f"{p['job_id']} ({p.get('job_type', '')}), released {p.get('released_at')}"),
+        ("spec sha256", spec),
+        ("study", f"{p.get('study_id')} (key v{p.get('key_version')})"),
+        ("contributors", ", ".join(p["contributors"])),
+        (f"policy cell at {pol.get('node', verified.signer)}",
+         f"{pol.get('grade')}/{pol.get('category')}: k ≥ {pol.get('min_cell_count')}, "
+         f"≥ {pol.get('min_contributors')} contributors, DP "
+         f"{'required' if pol.get('dp_required') else 'not required'}"
+         f" (decided by: {pol.get('decision')})"),
+        ("rules applied", f"k = {rules.get('k')}, min contributors "
+                          f"{rules.get('min_contributors')}, {rules.get('release')}"),
+        *((f"DP at {node}", _dp_text(dp.get(node))) for node in p["contributors"]),
+        (f"audit head of {head.get('node')}",
+         f"#{head.get('seq')} {str(head.get('hash', ''))[:16]}…"),
+    ]
+    print_table("provenance (signed by the release node)", ["", "value"], rows)
+    datasets = p.get("datasets", {})
+    print_table("datasets", ["node", "dataset", "sha256", "version", "vouched for by"],
+                [(node, d.get("dataset", ""), (d["sha256"][:16] + "…") if d.get("sha256")
+                  else "", d.get("version", ""), d.get("source", ""))
+                 for node, d in sorted(datasets.items())])
 
 
 @model_app.command("load")

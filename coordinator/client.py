@@ -2,7 +2,9 @@
 
 An identity directory (made by `scifed researcher init` / `scifed operator init`) holds
 `client.yaml` (name, role, coordinator address), the private key `<role>.key`, the
-certificate `<name>.crt` issued by the federation CA, and `ca.crt`.
+certificate `<name>.crt` issued by the federation CA, and `ca.crt`; optionally the CA's
+`crl.pem`. The client keeps each job spec it submits under `jobs/`, so that a result can
+be checked against the spec the researcher wrote, not the one the coordinator relayed.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
 from scifed.config import load_config
 from scifed.errors import UserError
+from scifed.pki import load_crl_serials
 from scifed.sealing import (
+    VerifiedResult,
+    canonical_sha256,
     load_seal_key,
     make_claim,
     open_refusals,
+    open_result,
     open_sealed,
     progress_context,
-    result_context,
+    verify_result,
 )
 from scifed.states import JobStatus
 from scifed.tls import TlsFiles, secure_channel
@@ -59,6 +65,26 @@ class IdentityDir:
                 raise UserError(f"{f} is missing: the operator signs your CSR with "
                                 f"`scifed ca sign` and gives you it and ca.crt")
         return files
+
+
+def spec_checks(spec: dict) -> dict:
+    """What a result is checked against from the researcher's own job spec (the form
+    the coordinator stores, ``JobSpec.to_dict()``): its hash and the nodes it names."""
+    from jobs.spec import datasets_by_node, parse_job_dict
+
+    return {"spec_sha256": canonical_sha256(spec),
+            "spec_nodes": sorted(datasets_by_node(parse_job_dict(spec)))}
+
+
+def load_spec_file(path: Path) -> dict:
+    """A job.yaml as the coordinator stores it, for :meth:`Client.open_result`."""
+    from jobs.spec import load_job
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    return load_job(text, str(path)).to_dict()
 
 
 class Client:
@@ -144,7 +170,35 @@ class Client:
         info = self.stub.SubmitJob(pb.SubmitJobRequest(
             spec_yaml=spec_yaml, spec_name=spec_name,
             seal_claim_json=json.dumps(claim.to_dict())), timeout=self.timeout)
+        self._remember_spec(info.job_id, spec_yaml, spec_name)
         return info.job_id
+
+    def _spec_path(self, job_id: str) -> Path:
+        return self.identity.path / "jobs" / f"{Path(job_id).name}.spec.json"
+
+    def _remember_spec(self, job_id: str, spec_yaml: str, spec_name: str) -> None:
+        """Keep the spec as submitted (the coordinator accepted it, so it parses)."""
+        from jobs.spec import load_job
+
+        try:
+            spec = load_job(spec_yaml, spec_name).to_dict()
+            path = self._spec_path(job_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(spec, sort_keys=True), encoding="utf-8")
+        except (UserError, OSError):
+            pass  # the result is then checked without it
+
+    def _remembered_spec(self, job_id: str) -> dict | None:
+        try:
+            return json.loads(self._spec_path(job_id).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _trust(self) -> tuple[bytes, set[int]]:
+        """The federation CA this identity trusts, and the serials its CRL revokes."""
+        tls = self.identity.tls()
+        crl = self.identity.path / "crl.pem"
+        return tls.ca.read_bytes(), load_crl_serials(crl, tls.ca) if crl.exists() else set()
 
     def job(self, job_id: str):
         """The job's JobInfo, with each node's sealed refusal reason opened into the
@@ -177,22 +231,42 @@ class Client:
                 raise UserError(f"job {job_id} still {info.status} after {timeout:.0f}s")
             time.sleep(poll)
 
-    def result_json(self, job_id: str) -> dict:
-        """The released result, opened with this researcher's seal key."""
+    def open_result(self, job_id: str, *, allow_unsigned: bool = False,
+                    spec: dict | None = None) -> tuple[dict, VerifiedResult | None]:
+        """The released result opened with this researcher's seal key, and what vouches
+        for it: the release node's signature, checked against the federation CA, this
+        job, this researcher, the contributors the coordinator reports, and the job spec
+        (``spec``, else the one this client kept when it submitted the job). A result
+        that fails is refused with the reason; an unsigned one too, unless
+        ``allow_unsigned`` (then nothing vouches for it: the verification is None)."""
         sealed = self.stub.GetResult(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)
-        plain = open_sealed(load_seal_key(self.identity.path), sealed.sealed,
-                            context=result_context(job_id))
-        return json.loads(plain)
+        reported = list(self.job(job_id).contributors)
+        spec = spec if spec is not None else self._remembered_spec(job_id)
+        ca_pem, revoked = self._trust()
+        return open_result(load_seal_key(self.identity.path), sealed.sealed, ca_pem,
+                           job_id=job_id, allow_unsigned=allow_unsigned,
+                           researcher=self.identity.cfg.name, reported_contributors=reported,
+                           revoked=revoked, **(spec_checks(spec) if spec else {}))
+
+    def result_json(self, job_id: str) -> dict:
+        """The released result, opened with this researcher's seal key and verified
+        (:meth:`open_result`): the job type's fields, ``meta`` and the signed
+        ``provenance``."""
+        return self.open_result(job_id)[0]
 
     def live_metrics(self, info) -> list[dict]:
         """A `train` job's pooled metrics per round so far (``info`` from :meth:`job`),
         opened with this researcher's seal key: round r's training loss, and the
         validation of the model after round r (known once round r+1 has run)."""
         key = load_seal_key(self.identity.path)
+        ca_pem, revoked = self._trust()
         rounds: dict[int, dict] = {}
         for p in info.progress:
             plain = json.loads(open_sealed(key, p.sealed,
                                            context=progress_context(info.job_id, p.round)))
+            verify_result(plain, ca_pem, job_id=info.job_id, stage="progress",
+                          round_no=p.round, researcher=self.identity.cfg.name,
+                          revoked=revoked)
             for entry in plain["metrics"]:
                 rounds.setdefault(entry["round"], {}).update(entry)
         return [rounds[r] for r in sorted(rounds)]

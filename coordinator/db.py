@@ -210,8 +210,8 @@ class JobProgress(Base):
 
 
 class AuditHead(Base):
-    """A node's audit chain head as reported with a task result: later evidence that the
-    node's history up to `seq` hashed to `hash`."""
+    """A node's audit chain head as reported with a heartbeat or a task result: later
+    evidence that the node's history up to `seq` hashed to `hash`."""
 
     __tablename__ = "audit_heads"
 
@@ -220,6 +220,24 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String)
     received_ms: Mapped[int] = mapped_column(BigInteger)
 
+
+
+class CoordinatorAuditEntry(Base):
+    """One entry of the coordinator's own hash chain (coordinator/audit.py): what it did
+    (a study created, a study key activated, a job submitted or ended) chained by SHA-256.
+    `details` is kept as the canonical JSON text that was hashed, so both backends give
+    back the same bytes."""
+
+    __tablename__ = "coordinator_audit"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String)
+    action: Mapped[str] = mapped_column(String, index=True)
+    subject: Mapped[str] = mapped_column(String, index=True)
+    details: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
 
 # Trigram makes any 3+ character substring searchable, which is what Chinese text
 # (no spaces between words) needs; shorter query tokens fall back to LIKE.

@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from coordinator import catalog, studies
+from coordinator import audit, catalog, studies
 from coordinator.db import Database, Job, JobProgress, JobTask
-from coordinator.sessions import NodeOffline, NodeSessions
+from coordinator.sessions import NodeOffline, NodeRevoked, NodeSessions
 from jobs import registry
 from jobs.base import JobCancelled, JobFailed, Run, StudyRef
 from jobs.spec import JobSpec, datasets_by_node, load_job, parse_job_dict, slug
@@ -78,8 +78,8 @@ class JobDriver:
         self._untold: dict[str, list[tuple[str, str]]] = {}
         self._untold_lock = threading.Lock()
         with db.session() as s:
-            for job in s.scalars(select(Job).where(Job.status.in_(
-                    (JobStatus.SUBMITTED, JobStatus.RUNNING)))):
+            for job in list(s.scalars(select(Job).where(Job.status.in_(
+                    (JobStatus.SUBMITTED, JobStatus.RUNNING))))):
                 kind = registry.REGISTRY.get(job.job_type)
                 if kind is not None and kind.resumable:  # its checkpoints survive
                     job.status, job.error = JobStatus.INTERRUPTED, (
@@ -88,6 +88,7 @@ class JobDriver:
                     continue
                 job.status = JobStatus.FAILED
                 job.error = "the coordinator restarted during the job"
+                _audit_end(s, job, "coordinator")
                 for node in datasets_by_node(parse_job_dict(job.spec)):
                     self._untold.setdefault(node, []).append((job.job_id, job.researcher))
 
@@ -142,6 +143,9 @@ class JobDriver:
                       job_type=spec.type, spec=spec.to_dict(), seal_claim=claim.to_dict(),
                       status=JobStatus.SUBMITTED, phase="", error="", contributors=[],
                       created_ms=t, updated_ms=t))
+            audit.append_in(s, researcher, "job.submit", job_id, {
+                "study_id": study.study_id, "job_type": spec.type, "nodes": sorted(targets),
+                "spec_sha256": audit.sha256_hex(audit.canonical(spec.to_dict()))})
         self._start(job_id)
         return job_id
 
@@ -185,6 +189,7 @@ class JobDriver:
             nodes = list(datasets_by_node(parse_job_dict(job.spec)))
             if job.status == JobStatus.INTERRUPTED:  # nothing runs it: end it here
                 job.status, job.error = JobStatus.CANCELLED, f"cancelled by {researcher}"
+                _audit_end(s, job, researcher)
             else:
                 self._cancelled.add(job_id)
         self._notify_end(job_id, researcher, nodes)
@@ -356,6 +361,8 @@ class JobDriver:
         while True:
             try:
                 return self.sessions.send(node, kind, raw)
+            except NodeRevoked:
+                raise
             except NodeOffline:
                 if time.monotonic() > deadline:
                     raise
@@ -369,6 +376,16 @@ class JobDriver:
             for k, v in values.items():
                 setattr(job, k, v)
             job.updated_ms = now_ms()
+
+    def _end(self, job_id: str, actor: str = "coordinator", **values) -> None:
+        """The job's final status (and what goes with it) and its entry in the
+        coordinator's audit chain, in one transaction."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            for k, v in values.items():
+                setattr(job, k, v)
+            job.updated_ms = now_ms()
+            _audit_end(s, job, actor)
 
     def _task(self, job_id: str, node: str, phase: str, state: TaskState,
               detail: str = "", sealed_reason: bytes | None = None) -> None:
@@ -395,18 +412,18 @@ class JobDriver:
                                        len(study.accepted)),
                       spec, datasets_by_node(spec), researcher, claim)
             sealed = spec.job.coordinate(self, run)
-            self._set(job_id, status=JobStatus.DONE, phase="released", phase_round=0,
+            self._end(job_id, status=JobStatus.DONE, phase="released", phase_round=0,
                       phase_rounds=0, sealed_result=sealed)
         except JobCancelled:
             with self.db.session() as s:
                 who = s.get(Job, job_id).researcher
-            self._set(job_id, status=JobStatus.CANCELLED, error=f"cancelled by {who}")
+            self._end(job_id, who, status=JobStatus.CANCELLED, error=f"cancelled by {who}")
         except (JobFailed, UserError, Unavailable) as exc:
-            self._set(job_id, status=JobStatus.FAILED, error=str(exc))
+            self._end(job_id, status=JobStatus.FAILED, error=str(exc))
             self._ended_unreleased(job_id)
         except Exception:
             log.exception("job %s failed", job_id)
-            self._set(job_id, status=JobStatus.FAILED,
+            self._end(job_id, status=JobStatus.FAILED,
                       error="internal error at the coordinator")
             self._ended_unreleased(job_id)
         finally:
@@ -424,3 +441,14 @@ class JobDriver:
         a Flower run) and sealed its reason to the researcher: the row says only
         "refused at node X" and keeps the sealed reason, as :meth:`fanout` does."""
         self._task(run.job_id, node, phase, TaskState.FAILED, refused_at(node), sealed)
+
+
+def _audit_end(s, job: Job, actor: str) -> None:
+    """Chain a job's end: its final status and, for a released job, the hash of the
+    sealed result the coordinator holds (its release record); else the error."""
+    details = {"status": str(job.status), "study_id": job.study_id}
+    if job.status == JobStatus.DONE:
+        details["result_sha256"] = audit.sha256_hex(job.sealed_result or b"")
+    else:
+        details["error"] = job.error
+    audit.append_in(s, actor, "job.end", job.job_id, details)

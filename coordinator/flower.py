@@ -202,6 +202,16 @@ class SuperLink:
         log.info("registered SuperNode key of node %s as Flower node %d", name, res.node_id)
         return res.node_id
 
+    def unregister_supernode(self, name: str) -> int:
+        """Drop every registration of node ``name``'s SuperNode key (its certificate was
+        revoked): the SuperLink then refuses that SuperNode. How many were dropped."""
+        dropped = 0
+        for info in self._call("ListNodes", ListNodesRequest()).nodes_info:
+            if info.name == name and info.status != "unregistered":
+                self._call("UnregisterNode", UnregisterNodeRequest(node_id=info.node_id))
+                dropped += 1
+        return dropped
+
     def node_ids(self, *, online_only: bool = False) -> dict[str, int]:
         """Registered node name -> Flower node_id."""
         return {i.name: i.node_id for i in self._call("ListNodes", ListNodesRequest()).nodes_info

@@ -76,10 +76,11 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
         return pb.SyncCatalogReply(indexed=indexed, removed=removed)
 
     def TaskStream(self, request_iterator, context):
-        name = peer_identity(context).name
+        ident = peer_identity(context)
+        name = ident.name
         if name not in registry.node_names(self.db):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "call Register first")
-        session = self.sessions.open(name)
+        session = self.sessions.open(name, ident.serial)
         registry.mark_connected(self.db, name, True, now_ms())
         if self.keys.pending():
             self.keys.rotate_pending()  # a study may have waited for this node to key it
@@ -89,9 +90,8 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
             try:
                 for msg in request_iterator:
                     if msg.HasField("heartbeat"):
-                        registry.touch(self.db, name, now_ms())
                         session.outbox.put(pb.CoordinatorMessage(
-                            ack=pb.HeartbeatAck(server_unix_ms=now_ms())))
+                            ack=self.heartbeat(name, msg.heartbeat)))
                     elif msg.HasField("result"):
                         if msg.result.audit_seq:
                             registry.record_audit_head(self.db, name, msg.result.audit_seq,
@@ -112,6 +112,16 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
         finally:
             if self.sessions.close(session):
                 registry.mark_connected(self.db, name, False, now_ms())
+
+    def heartbeat(self, name: str, beat: pb.Heartbeat) -> pb.HeartbeatAck:
+        """A heartbeat from node ``name`` on its task stream: it is alive, and its audit
+        chain head (if it sent one) is kept like the heads results carry, so what the
+        node appended between tasks can no longer be rewritten unnoticed."""
+        now = now_ms()
+        registry.touch(self.db, name, now)
+        if beat.audit_seq > 0 and beat.audit_hash:
+            registry.record_audit_head(self.db, name, beat.audit_seq, beat.audit_hash, now)
+        return pb.HeartbeatAck(server_unix_ms=now)
 
     def ListInvitations(self, request, context):
         name = peer_identity(context).name

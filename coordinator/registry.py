@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from coordinator.db import AuditHead, Database, Node, Record
 from scifed.errors import UserError
@@ -103,13 +104,26 @@ def node_names(db: Database) -> list[str]:
 
 
 def record_audit_head(db: Database, name: str, seq: int, digest: str, now_ms: int) -> None:
-    """Keep the first hash a node reported for each chain position."""
-    with db.session() as session:
-        if session.get(AuditHead, (name, seq)) is None:
-            session.add(AuditHead(node_name=name, seq=seq, hash=digest, received_ms=now_ms))
+    """Keep the first hash a node reported for each chain position, from a task result or
+    a heartbeat.
+
+    A head commits to the whole chain up to it, so the latest one alone catches a rewrite
+    or a deletion of any entry up to ``seq``; the earlier ones let the node's check name
+    where history first disagrees. A row is added only when the head moved (at most one
+    per audit entry, however often the node heartbeats), and a later, different report
+    for a position already held never replaces what was seen first.
+    """
+    try:
+        with db.session() as session:
+            if session.get(AuditHead, (name, seq)) is None:
+                session.add(AuditHead(node_name=name, seq=seq, hash=digest,
+                                      received_ms=now_ms))
+    except IntegrityError:
+        pass  # a result and a heartbeat reported the same position at once: first kept
 
 
 def audit_heads(db: Database, name: str) -> list[AuditHead]:
+    """The heads recorded for node ``name``, by position; the last is the latest."""
     with db.session() as session:
         return list(session.scalars(select(AuditHead).where(AuditHead.node_name == name)
                                     .order_by(AuditHead.seq)).all())

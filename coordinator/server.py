@@ -20,8 +20,9 @@ from protos.scifed.v1 import coordinator_pb2_grpc as api_pbg
 from protos.scifed.v1 import federation_pb2_grpc as link_pbg
 from scifed.at_rest import secure_state
 from scifed.config import CoordinatorConfig
-from scifed.errors import UserError
+from scifed.errors import Unavailable, UserError
 from scifed.tls import SERVER_OPTIONS, AuthInterceptor, RevocationList, server_credentials
+from scifed.wire import now_ms
 
 log = logging.getLogger("scifed.coordinator")
 
@@ -49,6 +50,9 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
 }
 
 
+REVOCATION_POLL_SECONDS = 1.0
+
+
 class CoordinatorCore:
     """The coordinator's state and logic, wired by constructors: database, node sessions,
     study keys, the job driver and the two servicers. The process adds the mTLS server
@@ -71,6 +75,23 @@ class CoordinatorCore:
                                      cfg.heartbeat_seconds, flower,
                                      on_connect=self.jobs.node_connected)
         self.api = CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds)
+        self.flower = flower
+
+    def revoked(self, serials: frozenset[int]) -> list[str]:
+        """The CA revoked ``serials``: close the task streams opened with them (their
+        tasks in flight fail, the nodes show offline and get no more tasks), and drop
+        those nodes' SuperNode keys from the Flower SuperLink. The nodes closed."""
+        closed = self.sessions.close_revoked(serials)
+        for node in closed:
+            registry.mark_connected(self.db, node, False, now_ms())
+            log.warning("node %s: its certificate was revoked; its task stream is closed",
+                        node)
+            if self.flower is not None:
+                try:
+                    self.flower.unregister_supernode(node)
+                except (UserError, Unavailable) as exc:  # the SuperLink is down
+                    log.error("node %s: could not drop its SuperNode key: %s", node, exc)
+        return closed
 
 
 class CoordinatorProcess:
@@ -83,8 +104,9 @@ class CoordinatorProcess:
             self.flower = SuperLink(cfg.state_dir, cfg.tls.files(), port=cfg.flower_port)
         self.core = CoordinatorCore(cfg, self.flower)
         self.db, self.jobs = self.core.db, self.core.jobs
-        revocations = RevocationList(cfg.tls.crl, cfg.tls.ca)
+        self.revocations = revocations = RevocationList(cfg.tls.crl, cfg.tls.ca)
         revocations.serials()  # a broken CRL stops the start, not the first call
+        self._stop = threading.Event()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers),
             interceptors=[AuthInterceptor(ROLE_RULES, revocations)],
@@ -101,9 +123,22 @@ class CoordinatorProcess:
         if self.flower is not None:
             self.flower.start()
         self.server.start()
+        threading.Thread(target=self._watch_revocations, daemon=True,
+                         name="revocations").start()
         log.info("coordinator listening on %s", self.cfg.listen)
 
+    def _watch_revocations(self) -> None:
+        """Revocation takes effect at once: every REVOCATION_POLL_SECONDS the CRL is read
+        again (when its file changed) and streams of revoked certificates are closed; the
+        interceptor refuses their calls from then on."""
+        while not self._stop.wait(REVOCATION_POLL_SECONDS):
+            try:
+                self.core.revoked(self.revocations.serials())
+            except Exception:  # a CRL being rewritten, say: the next pass reads it again
+                log.exception("reading the revocation list failed")
+
     def stop(self) -> None:
+        self._stop.set()
         self.server.stop(grace=2).wait()
         if self.flower is not None:
             self.flower.stop()

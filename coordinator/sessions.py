@@ -20,9 +20,14 @@ class NodeOffline(NodeUnavailable):
     """The node has no open task stream, or closed it before answering."""
 
 
+class NodeRevoked(NodeOffline):
+    """The node's certificate was revoked: no task waits for it to come back."""
+
+
 class Session:
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, serial: int | None = None) -> None:
         self.node = node
+        self.serial = serial  # of the certificate the stream was opened with
         self.outbox: queue.Queue[pb.CoordinatorMessage] = queue.Queue()
         self.closed = threading.Event()
         self.pending: dict[str, Future] = {}
@@ -32,10 +37,12 @@ class NodeSessions:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_node: dict[str, Session] = {}
+        self._revoked: set[str] = set()  # nodes whose stream a revocation closed
 
-    def open(self, node: str) -> Session:
-        session = Session(node)
+    def open(self, node: str, serial: int | None = None) -> Session:
+        session = Session(node, serial)
         with self._lock:
+            self._revoked.discard(node)  # re-enrolled: a certificate the CA has not revoked
             old = self._by_node.get(node)
             self._by_node[node] = session
         if old is not None:
@@ -59,6 +66,18 @@ class NodeSessions:
                 fut.set_exception(NodeOffline(f"node {session.node}: {why} before answering"))
         session.pending.clear()
 
+    def close_revoked(self, serials: frozenset[int]) -> list[str]:
+        """Close every stream opened with a certificate now revoked; the nodes closed.
+        Tasks in flight on them fail at once."""
+        with self._lock:
+            revoked = [s for s in self._by_node.values() if s.serial in serials]
+            for session in revoked:
+                del self._by_node[session.node]
+                self._revoked.add(session.node)
+        for session in revoked:
+            self._close(session, "its certificate was revoked")
+        return sorted(s.node for s in revoked)
+
     def connected(self) -> list[str]:
         with self._lock:
             return sorted(self._by_node)
@@ -68,6 +87,8 @@ class NodeSessions:
         with self._lock:
             session = self._by_node.get(node)
         if session is None or session.closed.is_set():
+            if node in self._revoked:
+                raise NodeRevoked(f"node {node}'s certificate was revoked")
             raise NodeOffline(f"node {node} is offline")
         task_id = uuid.uuid4().hex
         fut: Future = Future()

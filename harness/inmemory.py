@@ -33,7 +33,7 @@ from protos.scifed.v1 import federation_pb2 as pb
 from scifed import __version__
 from scifed.config import CoordinatorConfig, NodeConfig, TlsConfig
 from scifed.errors import UserError
-from scifed.pki import init_ca, make_key_and_csr, sign_csr
+from scifed.pki import identity_from_cert_pem, init_ca, make_key_and_csr, sign_csr
 from scifed.sealing import load_seal_key, make_claim, open_refusals, open_sealed, result_context
 from scifed.states import JobStatus, StudyStatus
 from scifed.wire import now_ms
@@ -89,7 +89,8 @@ class InMemoryLink:
         self.outbox.registered(reply.instance)
         self.sync()
         db = self.coordinator.db
-        self.session = self.coordinator.sessions.open(cfg.name)
+        self.session = self.coordinator.sessions.open(
+            cfg.name, identity_from_cert_pem(cfg.tls.cert.read_bytes()).serial)
         node_registry.mark_connected(db, cfg.name, True, now_ms())
         self._stop.clear()
         threading.Thread(target=self._pump, daemon=True, name=f"link-{cfg.name}").start()
@@ -97,6 +98,13 @@ class InMemoryLink:
         if self.coordinator.keys.pending():
             self.coordinator.keys.rotate_pending()
         self.coordinator.jobs.node_connected(cfg.name)
+
+    def heartbeat(self) -> pb.HeartbeatAck:
+        """One heartbeat up the stream, as the gRPC link sends every heartbeat_seconds:
+        the coordinator's own handler records the node's audit chain head with it."""
+        seq, digest = self.node.audit.head()
+        return self.coordinator.link.heartbeat(self.cfg.name, pb.Heartbeat(
+            sent_unix_ms=now_ms(), audit_seq=seq, audit_hash=digest))
 
     def sync(self) -> None:
         records = self.node.registry.published_records()

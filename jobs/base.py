@@ -83,6 +83,9 @@ class Limits:
     record: dict
     epsilon: float | None = None
     label_key: bytes = b""
+    # numeric column -> its threshold grid where the node audits queries (None: no grid;
+    # see scifed/filters.py), for values that split rows as a filter threshold does
+    grid: dict[str, float | None] | None = None
 
 
 @dataclass(frozen=True)

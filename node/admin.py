@@ -147,11 +147,14 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
         heads = []
         if request.against_coordinator:
             reply = self.link.call("AuditHeads", fpb.AuditHeadsRequest())
-            heads = [(h.seq, h.hash) for h in reply.heads]
+            heads = [(h.seq, h.hash, h.received_unix_ms) for h in reply.heads]
         v = self.audit.verify(heads)
+        latest = max(heads, default=(0, "", 0))
         return _json({"ok": v.ok, "entries": v.entries, "head_seq": v.head_seq,
                       "head_hash": v.head_hash, "problem": v.problem,
-                      "coordinator_heads_checked": len(heads)})
+                      "coordinator_heads_checked": len(heads),
+                      "coordinator_head_seq": latest[0],
+                      "coordinator_head_ms": latest[2]})
 
     @user_errors
     def AuditExport(self, request, context):

@@ -1,34 +1,27 @@
 """The node's tamper-evident audit log: a SHA-256 hash chain in the node's SQLite.
 
 Each entry's hash covers the previous hash and the entry's canonical JSON, so editing,
-deleting or reordering any row breaks the chain from that row on. The node sends its
-chain head with every task result and the coordinator keeps those heads, so even a
-history rewritten and re-hashed end to end is caught by comparing against them.
+deleting or reordering any row breaks the chain from that row on. Deleting or rewriting
+the *tail* (and re-hashing it) leaves a chain that is consistent in itself, so the node
+also sends its chain head with every heartbeat and every task result and the coordinator
+keeps those heads: comparing against them catches a rewrite, a truncation or a wiped
+table of anything older than the last heartbeat.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from node.store import NodeStore
+from scifed.canonical import GENESIS, canonical, entry_hash
 from scifed.errors import UserError
 from scifed.wire import now_ms
-
-GENESIS = "0" * 64
-
-
-def canonical(entry: dict) -> str:
-    """One byte-exact JSON form per entry: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def entry_hash(prev_hash: str, entry: dict) -> str:
-    return hashlib.sha256((prev_hash + canonical(entry)).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -96,8 +89,14 @@ class AuditLog:
             r = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         return (r[0], r[1]) if r else (0, GENESIS)
 
-    def verify(self, heads: list[tuple[int, str]] = ()) -> Verification:
-        """Recompute the chain; optionally check heads recorded elsewhere against it."""
+    def verify(self, heads: Iterable[tuple] = ()) -> Verification:
+        """Recompute the chain; optionally check heads recorded elsewhere against it.
+
+        ``heads``: (seq, hash) or (seq, hash, received_unix_ms) as the coordinator
+        recorded them from heartbeats and results. Each says the chain up to ``seq``
+        hashed to ``hash`` then; the problem names the first recorded head the chain
+        disagrees with and how far it still agrees.
+        """
         prev, expected_seq, by_seq = GENESIS, 1, {}
         entries = self.entries()
         for e in entries:
@@ -114,12 +113,9 @@ class AuditLog:
             by_seq[e.seq] = e.hash
             prev, expected_seq = e.hash, expected_seq + 1
         head_seq = entries[-1].seq if entries else 0
-        for seq, digest in heads:
-            if by_seq.get(seq) != digest:
-                what = "is missing" if seq not in by_seq else "differs"
-                return Verification(False, len(entries), head_seq, prev,
-                                    f"entry {seq} {what} from the chain head the coordinator "
-                                    "recorded: history was rewritten after the fact")
+        problem = _disagreement(by_seq, head_seq, sorted(heads))
+        if problem:
+            return Verification(False, len(entries), head_seq, prev, problem)
         return Verification(True, len(entries), head_seq, prev)
 
     def export(self, fmt: str) -> str:
@@ -135,3 +131,39 @@ class AuditLog:
                 w.writerow({**r, "details": canonical(r["details"])})
             return buf.getvalue()
         raise UserError(f"--format {fmt}: choose jsonl or csv")
+
+
+def _when(head: tuple) -> str:
+    if len(head) > 2 and head[2]:
+        stamp = datetime.fromtimestamp(head[2] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f" on {stamp}"
+    return ""
+
+
+def _disagreement(by_seq: dict[int, str], head_seq: int, heads: list[tuple]) -> str:
+    """'' if every recorded head is in the chain; else what the first that is not says."""
+    if heads and not by_seq:
+        latest = heads[-1]
+        return (f"the coordinator holds a head at seq {latest[0]}{_when(latest)}; the chain "
+                "has 0 entries: the audit log was wiped")
+    agreed = 0  # the chain is the one the coordinator saw up to this entry
+    for head in heads:
+        seq, digest = head[0], head[1]
+        if by_seq.get(seq) == digest:
+            agreed = seq
+            continue
+        if seq not in by_seq:
+            what = (f"entry {seq} is missing: the coordinator recorded the chain head at "
+                    f"entry {seq}{_when(head)}, the chain ends at entry {head_seq}")
+        else:
+            what = (f"entry {seq} differs from the chain head the coordinator recorded"
+                    f"{_when(head)}")
+        if agreed == seq - 1:
+            where = f"entry {seq} is the first that disagrees"
+        else:
+            where = f"the first entry that disagrees is one of {agreed + 1}-{seq}"
+        if agreed:
+            where += f"; entries 1-{agreed} agree with the coordinator"
+        return f"{what} ({where}): history was rewritten after the fact"
+    return ""
+

@@ -72,11 +72,20 @@ class BudgetLedger:
 
     def refund(self, job_id: str, dataset_id: str, why: str) -> float:
         """Take back a charge whose output provably never left this node (``why`` says
-        how that is known); the ε refunded (0 if there was no charge)."""
+        how that is known); the ε refunded (0 if there was no charge, or if the answer
+        was also handed to an earlier or later copy of the task: one of them may have
+        left)."""
         with self.store.tx() as con:
             r = con.execute("SELECT epsilon FROM budget_charges WHERE job_id=? AND "
                             "dataset_id=?", (job_id, dataset_id)).fetchone()
             if r is None:
+                return 0.0
+            if con.execute("SELECT 1 FROM budget_replays WHERE job_id=? AND dataset_id=?",
+                           (job_id, dataset_id)).fetchone():
+                AuditLog.append_in(con, "policy", "budget.keep", dataset_id,
+                                   {"job_id": job_id, "epsilon": r["epsilon"],
+                                    "why": "the answer was given to more than one task of "
+                                           "the job, so a stranded copy proves nothing"})
                 return 0.0
             con.execute("DELETE FROM budget_charges WHERE job_id=? AND dataset_id=?",
                         (job_id, dataset_id))
@@ -106,8 +115,10 @@ class BudgetLedger:
         with self.store.tx() as con:
             done = con.execute("SELECT output FROM budget_charges WHERE job_id=? AND "
                                "dataset_id=?", (job_id, dataset_id)).fetchone()
-            if done is not None:
-                return done["output"]  # a retry: the same answer, no new charge
+            if done is not None:  # a retry: the same answer, no new charge
+                con.execute("INSERT OR IGNORE INTO budget_replays VALUES (?,?,?)",
+                            (job_id, dataset_id, now_ms()))
+                return done["output"]
             if reserved:
                 held = con.execute("DELETE FROM budget_reservations WHERE job_id=? AND "
                                    "dataset_id=?", (job_id, dataset_id)).rowcount

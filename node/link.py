@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -170,10 +171,20 @@ class CoordinatorLink:
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + heartbeat_s
-                yield pb.NodeMessage(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000)))
+                yield pb.NodeMessage(heartbeat=self._heartbeat())
             result = self._outbox.take(timeout=max(0.0, min(0.5, next_beat - now)))
             if result is not None:
                 yield pb.NodeMessage(result=result)
+
+    def _heartbeat(self) -> pb.Heartbeat:
+        """A beat carries the audit chain head, so the coordinator anchors entries made
+        between tasks (a policy change, an approval) within one heartbeat."""
+        beat = pb.Heartbeat(sent_unix_ms=int(time.time() * 1000))
+        try:
+            beat.audit_seq, beat.audit_hash = self.audit_head()
+        except sqlite3.Error as exc:  # a beat still says the node is alive
+            log.warning("audit head not read for the heartbeat: %s", exc)
+        return beat
 
     def _handle_task(self, task: pb.Task, instance: str) -> None:
         result = self.handle(task)

@@ -93,7 +93,7 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
         adm = self.gate.admit(header, "grant", audit=request.round <= 1)
         if adm.decision.dp:  # once per job: a later round's charge replays the first
             self.gate.charge(adm, delta=adm.job.requested_delta(adm.params))
-        with adm.open() as data:
+        with self.gate.watched(adm), adm.open() as data:  # rows it cannot use: a refusal
             grant = adm.job.grant(adm.params, data, adm.limits)
         dp = grant.dp
         return pb.TrainingGrantReply(

@@ -3,6 +3,15 @@ decode them under the aggregate-level disclosure rules, and seals the result to 
 researcher with its provenance — or, for a multi-round release, seals its own state and
 the next round's query for the members.
 
+Every result leaves signed (:func:`scifed.sealing.sign_result`): the result and its
+provenance — the job and its spec's hash, the study key version, the researcher, the
+contributors with the datasets they read, this node's policy cell and the rules it
+applied, the DP report, this node's audit head — under this node's certificate key, so
+the researcher can tell a genuine result from one the coordinator sealed itself. This
+node vouches for its own dataset (sha256, version) and audit head; of the other
+contributors it knows only what the task says (their names, the datasets the spec names
+and the DP they report).
+
 May pooled results leave this node? One answer for every job type: the release node's
 own dataset in the study must admit the job as any task does (policy, and the officer's
 approval where the cell asks for one), and a cell that asks for the officer's review of
@@ -16,16 +25,22 @@ import json
 import time
 
 from jobs.base import NextRound, Pooled
+from jobs.spec import datasets_by_node
 from node.audit import AuditLog
-from node.gate import Gate
+from node.gate import Admission, Gate
+from scifed.config import TlsConfig
 from scifed.errors import UserError
 from scifed.he import open_for_members, seal_for_members
 from scifed.sealing import (
+    RESULT_PROVENANCE,
     SealKeyClaim,
+    canonical_sha256,
     progress_context,
     refusal_context,
     result_context,
+    result_digest,
     seal,
+    sign_result,
     verify_claim,
 )
 from scifed.tasks import ReleaseReply, ReleaseRequest
@@ -70,20 +85,69 @@ def _pools_enough(contributors: int, need: int, members: int) -> bool:
 
 
 class ReleasePath:
-    def __init__(self, gate: Gate, audit: AuditLog, ca_pem: bytes) -> None:
+    def __init__(self, gate: Gate, audit: AuditLog, ca_pem: bytes,
+                 tls: TlsConfig | None = None) -> None:
         self.gate = gate
         self.audit = audit
         self.ca_pem = ca_pem
         self.node = gate.node
+        self.tls = tls or gate.studies.cfg.tls  # the certificate key results are signed with
 
-    def _enough_contributors(self, req: ReleaseRequest, adm) -> None:
-        if req.dp and len(req.dp) == len(req.contributors):
-            return  # every contribution is noised: there is no exact share to take apart
+    def _enough_contributors(self, req: ReleaseRequest, adm: Admission) -> dict:
+        """The pooling rule this release applies, as its provenance names it; raises
+        where the contributors are too few for it."""
         need = max(req.min_contributors, adm.policy.min_contributors)
+        rules = {"k": req.k, "min_contributors": need, "study_members": req.study_members}
+        noised = sorted(req.dp)
+        if noised and len(noised) == len(req.contributors):
+            # every contribution is noised: there is no exact share to take apart
+            return {**rules, "release": "dp", "pooling": "every contribution noised"}
         if not _pools_enough(len(req.contributors), need, req.study_members):
             raise UserError(f"node {self.node}: an exact pooled result needs at least 3 "
                             "contributors (two only in a two-member study whose policies "
                             "all allow it), so that no contributor can read another's share")
+        n = len(req.contributors)
+        pooling = ("one contributor" if n == 1 else
+                   "two contributors in a two-member study" if n == 2 else
+                   f"{n} contributors")
+        return {**rules, "release": f"dp at {', '.join(noised)}" if noised else "exact",
+                "pooling": pooling}
+
+    def _provenance(self, req: ReleaseRequest, adm: Admission, rules: dict, *,
+                    researcher: str, released_at: str) -> dict:
+        """What this node signs about a result besides the result itself."""
+        rec, pol = adm.row.record, adm.policy
+        dist = (rec.get("distributions") or [{}])[0]
+        named = datasets_by_node(adm.spec)
+        datasets = {n: {"dataset": named.get(n, ""), "source": "job spec"}
+                    for n in req.contributors}
+        datasets[self.node] = {"dataset": named.get(self.node, adm.row.dataset_id),
+                               "record_id": rec.get("id", adm.row.dataset_id),
+                               "sha256": dist.get("sha256", ""),
+                               "version": rec.get("version", ""),
+                               "schema_hash": rec.get("schema_hash", ""),
+                               "source": "release node's catalog record"}
+        dp_setting = "fl_dp_required" if adm.job.family == "fl" else "agg_dp_required"
+        settings = ("min_cell_count", "min_contributors", dp_setting, "epsilon_per_query")
+        seq, head = self.audit.head()
+        return {
+            "job_id": req.job_id, "job_type": adm.spec.type, "stage": req.stage,
+            "round": req.round, "spec_sha256": canonical_sha256(req.spec),
+            "study_id": req.study_id, "key_version": req.key_version,
+            "researcher": researcher, "released_by": self.node, "released_at": released_at,
+            "contributors": sorted(set(req.contributors)), "datasets": datasets,
+            "policy": {"node": self.node, "dataset": rec.get("id", adm.row.dataset_id),
+                       "grade": pol.grade, "category": pol.category,
+                       "min_cell_count": pol.min_cell_count,
+                       "min_contributors": pol.min_contributors,
+                       "dp_required": getattr(pol, dp_setting),
+                       "epsilon_per_query": pol.epsilon_per_query,
+                       "decision": adm.decision.rule,
+                       "sources": {name: pol.sources.get(name, "") for name in settings}},
+            "rules": rules, "dp": req.dp,
+            # only this node's head: the others' heads are what the coordinator records
+            "audit_head": {"node": self.node, "seq": seq, "hash": head},
+        }
 
     def release(self, req: ReleaseRequest) -> ReleaseReply:
         adm = self.gate.admit(req, "release", audit=False)
@@ -92,7 +156,7 @@ class ReleasePath:
                             f"{adm.policy.category} data leave only after the data "
                             f"officer's output review ({adm.policy.sources['output_review']}), "
                             "which this node does not offer yet")
-        self._enough_contributors(req, adm)
+        rules = self._enough_contributors(req, adm)
         key, job_id = adm.key, req.job_id
         totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
         state = open_for_members(key, STATE, job_id, req.state) if req.state else None
@@ -107,19 +171,25 @@ class ReleasePath:
         if isinstance(out, NextRound):
             return ReleaseReply(state=seal_for_members(key, STATE, job_id, out.state),
                                 query=seal_for_members(key, QUERY, job_id, out.query))
+        claim = SealKeyClaim.from_dict(req.researcher_claim)
+        public = researcher_key(req.researcher_claim, self.ca_pem, req.researcher)
+        released_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         result = dict(out.result)
         result["type"] = adm.spec.type
         result["meta"] = {"job_id": job_id, "study_id": req.study_id,
                           "contributors": req.contributors, "k": req.k,
                           **result.get("meta", {}), "released_by": self.node,
-                          "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        claim = SealKeyClaim.from_dict(req.researcher_claim)
-        public = researcher_key(req.researcher_claim, self.ca_pem, req.researcher)
+                          "released_at": released_at}
+        result[RESULT_PROVENANCE] = self._provenance(req, adm, rules, researcher=claim.name,
+                                                     released_at=released_at)
+        signed = sign_result(result, node=self.node, cert_path=self.tls.cert,
+                             key_path=self.tls.key)
         final = req.stage == "final"
         context = result_context(job_id) if final else progress_context(job_id, req.round)
-        sealed = seal(public, json.dumps(result).encode(), context=context)
+        sealed = seal(public, json.dumps(signed).encode(), context=context)
         self.audit.append("policy", "result.seal" if final else "result.progress",
                           adm.row.dataset_id, {"job_id": job_id, "researcher": claim.name,
                                                "contributors": req.contributors,
-                                               "round": req.round})
+                                               "round": req.round,
+                                               "result_sha256": result_digest(signed)})
         return ReleaseReply(sealed=sealed)

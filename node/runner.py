@@ -167,7 +167,7 @@ class NodeRunner:
     def check(self, req: TaskHeader) -> CheckReply:
         """Everything a later step will check, charging nothing and releasing nothing."""
         adm = self.gate.admit(req, "check")
-        with adm.open() as data:
+        with self.gate.watched(adm), adm.open() as data:  # a data check is a query too
             rows = adm.job.check(adm.params, data, adm.limits)
         return CheckReply(rows=rows, dp=adm.decision.dp)
 

@@ -127,6 +127,14 @@ CREATE TABLE IF NOT EXISTS atom_releases (
     created_ms  INTEGER NOT NULL,
     PRIMARY KEY (job_id, dataset_id, sha256)
 );
+-- DP answers a retried task got again from budget_charges (node/budget.py): such an
+-- answer was given before, so a copy of it stranded later is no reason to refund.
+CREATE TABLE IF NOT EXISTS budget_replays (
+    job_id      TEXT NOT NULL,
+    dataset_id  TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (job_id, dataset_id)
+);
 -- What each DP-SGD training round spent (node/local_api.py), so the accountant carries
 -- across rounds that each run in a fresh ClientApp process.
 CREATE TABLE IF NOT EXISTS training_reports (

@@ -57,6 +57,17 @@ _FORBIDDEN = {
 }
 
 
+def check_on_grid(column: str, value: float, grid: dict[str, float | None] | None,
+                  word: str) -> None:
+    """The grid rule of a filter threshold for a number used the same way elsewhere (a
+    histogram edge splits rows exactly as ``column < edge`` does)."""
+    try:
+        _Compiler("", {}, {column: "number"}, grid).on_grid(column, "number", value,
+                                                            ast.Constant(value), word)
+    except UserError as exc:
+        raise UserError(str(exc).removeprefix("filter: ")) from None
+
+
 def compile_filter(expr: str, columns: dict[str, str],
                    grid: dict[str, float | None] | None = None) -> tuple[str, list]:
     """Compile ``expr`` to ``(sql, params)`` for ``WHERE {sql}`` with ``?`` parameters.
@@ -287,7 +298,13 @@ class _Compiler:
         """Refuse a numeric constant off the column's grid, naming the nearest grid values.
 
         The message holds only the column, the constant as written and values computed
-        from the two, so the refusal says nothing about the data."""
+        from the two, so the refusal says nothing about the data. Text has no grid, so an
+        ordering threshold on a text column is refused (a bisection on ``office < 'R3'``
+        finds the last office); a date or time threshold must fall on the first of a
+        month."""
+        if self.grid is not None and kind in _TEXT_LIKE and word == "threshold":
+            self.text_threshold(name, kind, value)
+            return
         if self.grid is None or kind not in _NUMERIC or isinstance(value, bool) \
                 or not isinstance(value, int | float):
             return
@@ -314,6 +331,18 @@ class _Compiler:
             low, high = (inner, inner + step) if number > 0 else (inner - step, inner)
             raise UserError(f"filter: {column} {word} {written} is not on the column's grid "
                             f"({where}); use {_plain(low)} or {_plain(high)}")
+
+    def text_threshold(self, name: str, kind: str, value: object) -> None:
+        column = excerpt(name if name.isidentifier() else f"`{name}`", 60)
+        if kind == "string":
+            raise UserError(f"filter: {column} is text: where this node audits queries it "
+                            "can be compared with ==, != or `in`, not ordered")
+        text = str(value)
+        if not (len(text) >= 10 and text[4] == "-" and text[7] == "-"
+                and text[8:10] == "01" and text[10:].strip(" T:0") == ""):
+            raise UserError(f"filter: {column} threshold {excerpt(text, 40)!r} is not on the "
+                            "column's grid (the first of a month, e.g. "
+                            f"'{excerpt(text[:7], 7)}-01', where this node audits queries)")
 
     def param(self, value: str | int | float | bool) -> str:
         self.params.append(value)

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from scifed.canonical import canonical
 from scifed.errors import UserError
 from scifed.pki import identity_from_cert_pem, verify_certificate
 
@@ -355,15 +356,24 @@ def check_signature(share: SignedKeyShare) -> None:
     if (identity.role, identity.name) != ("node", share.statement.lead):
         raise UserError(f"it is signed with the certificate of {identity.role} "
                         f"{identity.name!r}, not of node {share.statement.lead!r}")
-    public_key = x509.load_pem_x509_certificate(share.cert_pem).public_key()
+    if not _signature_verifies(share.cert_pem, share.signature, share.statement.message(),
+                               whose="the lead's"):
+        raise UserError("the lead's signature over the key statement does not verify")
+
+
+def _signature_verifies(cert_pem: bytes, signature: bytes, message: bytes, *,
+                        whose: str) -> bool:
+    """Whether ``signature`` is the ECDSA P-256 / SHA-256 signature of ``message`` by the
+    key of the certificate (``whose`` names its holder in the error for a key that is not
+    ECDSA). Says nothing about who issued the certificate."""
+    public_key = x509.load_pem_x509_certificate(cert_pem).public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
-        raise UserError("the lead's certificate key is not ECDSA")
+        raise UserError(f"{whose} certificate key is not ECDSA")
     try:
-        public_key.verify(share.signature, share.statement.message(),
-                          ec.ECDSA(hashes.SHA256()))
+        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
-        raise UserError("the lead's signature over the key statement does not verify") \
-            from None
+        return False
+    return True
 
 
 def verify_key_share(share: SignedKeyShare, ca_cert_pem: bytes, *, study_id: str,
@@ -491,3 +501,176 @@ def open_refusals(seal_key, job_id: str, error: str,
 def progress_context(job_id: str, round_no: int) -> bytes:
     """Binds a round's live training metrics to their job and round."""
     return f"scifed-progress|{job_id}|{round_no}".encode()
+
+
+# -- results, signed by the release node -------------------------------------------------
+# A seal is anonymous, so a result that only travels sealed could be made by anyone who
+# holds the researcher's seal key (the coordinator does). A released result is therefore
+# a signed document: the result as the job type released it, its ``provenance`` (which
+# job and spec, study key version, researcher, contributors and their datasets, the
+# release node's policy cell and the rules it applied, the DP report, the release node's
+# audit head, the time), and a ``signature`` field: the release node's ECDSA P-256
+# signature over the canonical JSON of everything else, with its node certificate. The
+# whole document is sealed to the researcher, who checks it with :func:`verify_result`.
+RESULT_SIGNATURE = "signature"
+RESULT_PROVENANCE = "provenance"
+_RESULT_DOMAIN = b"scifed-result-v1\0"
+_RESULT_ALG = "ECDSA-P256-SHA256"
+_PROVENANCE_TYPES = {"job_id": str, "stage": str, "round": int, "researcher": str,
+                     "released_by": str, "contributors": list, "spec_sha256": str}
+
+
+class UnsignedResult(UserError):
+    """A result that carries no signature of a release node."""
+
+
+def canonical_json(value: object) -> bytes:
+    """The bytes a signature covers: the value as JSON reads it back (keys text, tuples
+    lists), keys sorted, no spaces — the same on the node that signs and the researcher
+    who checks."""
+    return canonical(json.loads(json.dumps(value))).encode()
+
+
+def canonical_sha256(value: object) -> str:
+    """SHA-256 hex of :func:`canonical_json` (a job spec's hash, as a release names it)."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def _result_message(document: dict) -> bytes:
+    return _RESULT_DOMAIN + canonical_json(
+        {k: v for k, v in document.items() if k != RESULT_SIGNATURE})
+
+
+def result_digest(document: dict) -> str:
+    """SHA-256 hex of the bytes a result's signature covers (the release node's audit
+    entry records it)."""
+    return hashlib.sha256(_result_message(document)).hexdigest()
+
+
+def sign_result(document: dict, *, node: str, cert_path: Path, key_path: Path) -> dict:
+    """As the release node: ``document`` (result and provenance, JSON-able) with its
+    ``signature`` field, made with this node's certificate key."""
+    key, cert_pem = _certified_key(cert_path, key_path, role="node", name=node)
+    unsigned = json.loads(canonical_json(
+        {k: v for k, v in document.items() if k != RESULT_SIGNATURE}))
+    signature = key.sign(_result_message(unsigned), ec.ECDSA(hashes.SHA256()))
+    return {**unsigned, RESULT_SIGNATURE: {"alg": _RESULT_ALG,
+                                           "value": base64.b64encode(signature).decode(),
+                                           "cert_pem": cert_pem.decode()}}
+
+
+@dataclass(frozen=True)
+class VerifiedResult:
+    """What :func:`verify_result` established about a result."""
+
+    signer: str        # the release node whose certificate signed it
+    serial: int        # that certificate's serial
+    provenance: dict   # as signed
+    spec_checked: bool = False  # the spec's hash was compared with the researcher's own
+
+    def summary(self) -> str:
+        p = self.provenance
+        return (f"signed by node {self.signer} (certificate serial {self.serial}, issued by "
+                "the federation CA); job " + p["job_id"] + ", contributors "
+                + ", ".join(p["contributors"]) + "; spec sha256 " + p["spec_sha256"][:16]
+                + ("… (matches your job spec)" if self.spec_checked else "…")
+                + f"; released at {p.get('released_at', '?')}")
+
+
+def verify_result(document: object, ca_cert_pem: bytes, *, job_id: str,
+                  stage: str = "final", round_no: int = 0, researcher: str | None = None,
+                  reported_contributors: Collection[str] | None = None,
+                  spec_sha256: str | None = None, spec_nodes: Collection[str] | None = None,
+                  revoked: Collection[int] = ()) -> VerifiedResult:
+    """The researcher's check of an opened result before it is believed: it is signed
+    with a node certificate the CA issued (in date, not ``revoked``), by the release node
+    its provenance names; the signature covers the result and its provenance; it is the
+    result of ``job_id`` (this ``stage`` and round) released to ``researcher``; its signer
+    is among its contributors; those are the ``reported_contributors`` (what the
+    coordinator says); and, given the researcher's own spec (its :func:`canonical_sha256`
+    and the nodes it names), the release is of that spec and its contributors are among
+    those nodes.
+
+    Raises :class:`UnsignedResult` for a result without a signature, else a UserError
+    naming what is wrong."""
+    what = f"the result of job {job_id}"
+    if not isinstance(document, dict):
+        raise UserError(f"{what} is not a result document")
+    block = document.get(RESULT_SIGNATURE)
+    if block is None:
+        raise UnsignedResult(f"{what}: this result carries no signature (released before "
+                             "results were signed, or not by a release node), so nothing "
+                             "says who made it")
+    try:
+        alg, cert_pem = block["alg"], block["cert_pem"].encode()
+        signature = base64.b64decode(block["value"], validate=True)
+    except (KeyError, TypeError, AttributeError, binascii.Error):
+        raise UserError(f"{what}: its signature field is malformed") from None
+    if alg != _RESULT_ALG:
+        raise UserError(f"{what} is signed with {alg!r}, not {_RESULT_ALG}")
+    identity = verify_certificate(cert_pem, ca_cert_pem, who=f"the signer of {what}")
+    name = identity.name
+    if identity.role != "node":
+        raise UserError(f"{what} is signed with the certificate of {identity.role} "
+                        f"{name!r}, not of a node")
+    if identity.serial in revoked:
+        raise UserError(f"{what} is signed with the certificate of node {name!r} "
+                        f"(serial {identity.serial}), which has been revoked")
+    if not _signature_verifies(cert_pem, signature, _result_message(document),
+                               whose=f"node {name!r}'s"):
+        raise UserError(f"{what}: the signature of node {name!r} does not verify: the "
+                        "result or its provenance was altered after it was signed")
+    prov = document.get(RESULT_PROVENANCE)
+    if not (isinstance(prov, dict)
+            and all(isinstance(prov.get(k), t) for k, t in _PROVENANCE_TYPES.items())
+            and all(isinstance(c, str) for c in prov["contributors"])):
+        raise UserError(f"{what} is signed by node {name!r} but carries no provenance")
+    if prov["released_by"] != name:
+        raise UserError(f"{what} is signed by node {name!r}, but its provenance names "
+                        f"{prov['released_by']!r} as the release node")
+    if prov["job_id"] != job_id:
+        raise UserError(f"{what}: node {name!r} signed it as the result of job "
+                        f"{prov['job_id']}, not of this job (a replay)")
+    if prov["stage"] != stage or (stage == "progress" and prov["round"] != round_no):
+        raise UserError(f"{what}: node {name!r} signed it as a {prov['stage']} release "
+                        f"(round {prov['round']}), not as the {stage} one")
+    if researcher is not None and prov["researcher"] != researcher:
+        raise UserError(f"{what} was released to researcher {prov['researcher']!r}, not "
+                        f"to {researcher!r}")
+    signed = sorted(set(prov["contributors"]))
+    if name not in signed:
+        raise UserError(f"{what}: its signer, node {name!r}, is not among the contributors "
+                        f"it names ({', '.join(signed) or 'none'})")
+    if reported_contributors is not None and sorted(set(reported_contributors)) != signed:
+        raise UserError(f"{what}: the coordinator reports contributors "
+                        f"{', '.join(sorted(set(reported_contributors))) or 'none'}, the "
+                        f"result node {name!r} signed names {', '.join(signed)}: the "
+                        "coordinator's record of the job was altered")
+    if spec_sha256 is not None and prov["spec_sha256"] != spec_sha256:
+        raise UserError(f"{what}: node {name!r} released a job whose spec (sha256 "
+                        f"{prov['spec_sha256'][:16]}…) is not the one you submitted "
+                        f"(sha256 {spec_sha256[:16]}…)")
+    strangers = sorted(set(signed) - set(spec_nodes)) if spec_nodes is not None else []
+    if strangers:
+        raise UserError(f"{what} names contributors {', '.join(strangers)} that your job "
+                        "spec does not name")
+    return VerifiedResult(name, identity.serial, prov, spec_checked=spec_sha256 is not None)
+
+
+def open_result(seal_key: X25519PrivateKey, blob: bytes, ca_cert_pem: bytes, *,
+                job_id: str, allow_unsigned: bool = False,
+                **checks) -> tuple[dict, VerifiedResult | None]:
+    """Open a job's sealed result and :func:`verify_result` it (``checks`` are that
+    function's keywords). An unsigned result is refused unless ``allow_unsigned`` (then
+    the verification is None: nothing vouches for it)."""
+    plain = open_sealed(seal_key, blob, context=result_context(job_id))
+    try:
+        document = json.loads(plain)
+    except (ValueError, RecursionError):
+        raise UserError(f"the result of job {job_id} is not JSON") from None
+    try:
+        return document, verify_result(document, ca_cert_pem, job_id=job_id, **checks)
+    except UnsignedResult:
+        if allow_unsigned and isinstance(document, dict):
+            return document, None
+        raise

@@ -18,6 +18,7 @@ from jobs.stats import compute, disclosure, dp, labels
 from jobs.stats.quantiles import count_le
 from jobs.stats.release import release
 from jobs.stats.spec import StatsSpec
+from scifed.filters import check_on_grid
 
 
 class StatsJob(AggregateJob):
@@ -40,6 +41,10 @@ class StatsJob(AggregateJob):
         """The dictionary-based rules (`disclosure.py`), before any row is read."""
         disclosure.check_groupable(params, limits.record, dp=limits.epsilon is not None)
         disclosure.check_probabilities(params, limits.record.get("security_grade", "G1"))
+        if limits.grid is not None:  # an edge splits rows as a filter threshold does
+            for col, edges in params.histograms.items():
+                for edge in edges:
+                    check_on_grid(col, edge, limits.grid, "histogram edge")
 
     def vocabulary(self, params: StatsSpec, table: Table,
                    limits: Limits) -> dict[str, list[str]]:

@@ -146,7 +146,9 @@ def local_labels(data: Table, spec: StatsSpec, vocab: dict[str, list[str]],
     local: dict[str, list[str | None]] = {}
     for col, entries in vocab.items():
         behind = {public(col, label): label for label in mine.get(col, [])}
-        local[col] = [behind.get(v) if labels.is_tag(v) else v for v in entries]
+        # a label declared at another node and not here is counted under its tag only
+        local[col] = [behind.get(v) if labels.is_tag(v) else v if public(col, v) == v
+                      else None for v in entries]
     return local
 
 

@@ -83,7 +83,7 @@ def _finish(result: dict, pooled: Pooled) -> Released | NextRound:
                    if labels.is_tag(v) and n]
              for col, g in result.get("groups", {}).items()}
     asked = {col: tags for col, tags in asked.items() if tags}
-    if asked:
+    if asked and not pooled.dp:  # noise can lift a one-row tag to k: never reveal then
         return NextRound(query={"labels": asked}, state={"result": result, "labels": asked})
     return _done(result, pooled)
 

@@ -32,8 +32,8 @@ def rows(spec: TrainSpec, table: Table, limits: Limits) -> tuple[np.ndarray, np.
     labels = _labels(np.asarray(data[spec.label]), spec, node, name)
     need = max(limits.k, 2)
     if len(labels) < need:
-        raise UserError(f"node {node}: only {len(labels)} usable row(s) in {name}; training "
-                        f"needs at least {need}")
+        raise UserError(f"node {node}: fewer than {need} usable rows in {name} match the "
+                        "job; training needs at least that many")
     return features, labels
 
 
@@ -45,11 +45,11 @@ def _labels(values: np.ndarray, spec: TrainSpec, node: str, name: str) -> np.nda
     mapped = np.array([index.get(str(v), -1) for v in values], dtype=np.int64)
     outside = int((mapped < 0).sum())
     if outside:
-        raise UserError(f"node {node}: {outside} row(s) of {name} have a '{spec.label}' value "
+        raise UserError(f"node {node}: some rows of {name} have a '{spec.label}' value "
                         "outside the job's classes; list every class in `classes`")
     present = len(np.unique(mapped))
     if present < spec.min_node_classes:
-        raise UserError(f"node {node}: '{spec.label}' takes only {present} of the job's "
-                        f"classes in {name}; the job asks every node for at least "
-                        f"{spec.min_node_classes} (min_node_classes)")
+        raise UserError(f"node {node}: '{spec.label}' takes fewer of the job's classes in "
+                        f"{name} than the job asks of every node ({spec.min_node_classes}, "
+                        "min_node_classes)")
     return mapped

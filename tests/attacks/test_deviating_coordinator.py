@@ -10,6 +10,8 @@ those attacks; the first family plants a study key of the coordinator's own maki
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import numpy as np
@@ -17,20 +19,32 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from typer.testing import CliRunner
 
+import cli.researcher
 from coordinator import studies
-from coordinator.db import Node, StudyKeyShare
+from coordinator.client import spec_checks
+from coordinator.db import Job, Node, StudyKeyShare
 from harness.inmemory import InMemoryFederation
+from jobs.spec import load_job
 from node.studies import key_context
 from scifed.errors import UserError
 from scifed.he import StudyKey
 from scifed.sealing import (
+    RESULT_SIGNATURE,
     KeyStatement,
     SealKeyClaim,
     SignedKeyShare,
+    _result_message,
+    canonical_sha256,
+    load_seal_key,
+    open_result,
+    result_context,
+    result_digest,
     seal,
     share_context,
     sign_key_shares,
+    sign_result,
     verify_claim,
 )
 from scifed.states import JobStatus, StudyStatus
@@ -288,3 +302,274 @@ def test_coordinator_asks_the_lead_to_key_a_node_outside_the_study(fed):
             f"accepted it: {OUTSIDER}") in result.error
     assert not [e for e in fed.nodes[st.lead_node].audit.entries()
                 if e.action == "study.key.sign" and e.details["version"] == 2]
+
+
+# -- results: the release node signs them, the researcher checks ----------------------------
+# The coordinator stores each job's sealed result and holds the researcher's certified seal
+# key, so it can seal a result of its own making to the researcher. It cannot alter a
+# genuine result in place (the seal is authenticated) or read one; it can replace one —
+# with a result it made, or with a genuine one it obtained in clear (researchers export and
+# publish results: `scifed job result --json`). Before results were signed, the client
+# opened every such replacement and showed it, with nothing to say who made it.
+def ca_pem(fed) -> bytes:
+    return (fed.ca_dir / "ca.crt").read_bytes()
+
+
+def store_result(fed, job_id: str, document: dict | None = None, *,
+                 blob: bytes | None = None) -> None:
+    """Replace the job's stored result: ``document`` sealed to the researcher's certified
+    seal key (which the coordinator holds with the job), or a sealed ``blob``."""
+    with fed.coordinator.db.session() as s:
+        job_row = s.get(Job, job_id)
+        if blob is None:
+            public = verify_claim(SealKeyClaim.from_dict(job_row.seal_claim), ca_pem(fed),
+                                  expect_role="researcher", expect_name=fed.researcher)
+            blob = seal(public, json.dumps(document).encode(), context=result_context(job_id))
+        job_row.sealed_result = blob
+
+
+def report_contributors(fed, job_id: str, nodes: list[str]) -> None:
+    """Rewrite who the coordinator says contributed (what `scifed job status` shows)."""
+    with fed.coordinator.db.session() as s:
+        s.get(Job, job_id).contributors = sorted(nodes)
+
+
+def researcher_opens(fed, job_id: str, spec: dict | None = None, **kw):
+    """What the researcher's client does before it shows a result (``Client.open_result``,
+    which `scifed job result` calls): open it with its seal key and verify it against the
+    CA, this job, this researcher, the contributors the coordinator reports and, given,
+    the spec the researcher submitted."""
+    return open_result(load_seal_key(fed.researcher_dir),
+                       fed.coordinator.jobs.sealed_result(job_id, fed.researcher), ca_pem(fed),
+                       job_id=job_id, researcher=fed.researcher,
+                       reported_contributors=fed.job(job_id).contributors,
+                       **(spec_checks(spec) if spec else {}), **kw)
+
+
+def as_submitted(spec_yaml: str) -> dict:
+    """The spec as the researcher's client keeps it when it submits."""
+    return load_job(spec_yaml, "job.yaml").to_dict()
+
+
+def genuine_job(fed, stats: dict = EXACT) -> tuple[str, dict]:
+    """A job run honestly, and its result as the researcher exported it (in clear)."""
+    view, exported = fed.run(job(stats))
+    return view.job_id, exported
+
+
+def made_up(fed, job_id: str, genuine: dict) -> dict:
+    """A result of the coordinator's making: numbers it chose, the job's meta."""
+    return {"type": "stats", "rows": 9999, "suppression": {},
+            "columns": {"body_mass_g": {"count": 9999, "missing": 0, "mean": 1.0,
+                                        "variance": 0.0, "std": 0.0}},
+            "meta": genuine["meta"]}
+
+
+def signed_by_the_coordinator(fed, job_id: str, genuine: dict) -> dict:
+    """Made up, with the genuine provenance, signed with the coordinator's certificate
+    key (the federation CA issued it, but to no node)."""
+    doc = {**made_up(fed, job_id, genuine), "provenance": genuine["provenance"]}
+    key = serialization.load_pem_private_key((fed.ca_dir / "coordinator.key").read_bytes(),
+                                             password=None)
+    signature = key.sign(_result_message(doc), ec.ECDSA(hashes.SHA256()))
+    return {**doc, RESULT_SIGNATURE: {
+        "alg": "ECDSA-P256-SHA256", "value": base64.b64encode(signature).decode(),
+        "cert_pem": (fed.ca_dir / "coordinator.crt").read_text()}}
+
+
+def signed_by_an_outsider(fed, job_id: str, genuine: dict) -> dict:
+    """A node of the federation outside the study colludes: it signs, with its own node
+    certificate, a made-up result naming itself release node and contributor; the
+    coordinator reports the same contributors, so the two agree."""
+    contributors = sorted([*genuine["provenance"]["contributors"], OUTSIDER])
+    provenance = {**genuine["provenance"], "released_by": OUTSIDER,
+                  "contributors": contributors}
+    report_contributors(fed, job_id, contributors)
+    tls = fed.nodes[OUTSIDER].cfg.tls
+    return sign_result({**made_up(fed, job_id, genuine), "provenance": provenance},
+                       node=OUTSIDER, cert_path=tls.cert, key_path=tls.key)
+
+
+def test_a_genuine_result_is_signed_by_its_release_node_with_its_provenance(fed):
+    """What the release node signs, checked against what each party knows."""
+    job_id, _ = genuine_job(fed, NOISED)
+    doc, verified = researcher_opens(fed, job_id, as_submitted(job(NOISED)))
+    prov, signer = verified.provenance, verified.signer
+    assert verified.spec_checked and prov["released_by"] == signer == doc["meta"]["released_by"]
+    assert prov["spec_sha256"] == canonical_sha256(as_submitted(job(NOISED)))
+    assert (prov["job_id"], prov["job_type"], prov["stage"], prov["researcher"]) == \
+        (job_id, "stats", "final", fed.researcher)
+    st = studies.get_study(fed.coordinator.db, fed.study_id)
+    assert (prov["study_id"], prov["key_version"]) == (fed.study_id, st.key_version)
+    assert prov["contributors"] == sorted(ISLANDS) == sorted(fed.job(job_id).contributors)
+    core = fed.nodes[signer]
+    record = core.studies.attached(fed.study_id, "penguins").record
+    assert prov["datasets"][signer] | {"source": ""} == {
+        "dataset": "penguins", "record_id": record["id"], "version": record["version"],
+        "sha256": record["distributions"][0]["sha256"], "schema_hash": record["schema_hash"],
+        "source": ""}
+    assert all(prov["datasets"][n] == {"dataset": "penguins", "source": "job spec"}
+               for n in ISLANDS if n != signer)
+    policy = core.gate.policies.effective(record)
+    assert (prov["policy"]["grade"], prov["policy"]["category"],
+            prov["policy"]["min_cell_count"]) == (policy.grade, policy.category,
+                                                  policy.min_cell_count)
+    assert prov["rules"]["release"] == "dp"
+    assert sorted(prov["dp"]) == sorted(ISLANDS)
+    assert all(r["epsilon"] == 1.0 for r in prov["dp"].values())
+    # the audit head it names is in the release node's chain, and the entry that follows
+    # it records the digest of what was signed
+    entries = {e.seq: e for e in core.audit.entries()}
+    head = prov["audit_head"]
+    assert head["node"] == signer and entries[head["seq"]].hash == head["hash"]
+    sealed = [e for e in entries.values() if e.action == "result.seal"
+              and e.details["job_id"] == job_id]
+    assert len(sealed) == 1 and sealed[0].seq > head["seq"]
+    assert sealed[0].details["result_sha256"] == result_digest(doc)
+
+
+@pytest.mark.parametrize(("forge", "said"), [
+    (made_up, "this result carries no signature (released before results were signed"),
+    (signed_by_the_coordinator, "is signed with the certificate of coordinator "
+                                "'coordinator', not of a node"),
+    (signed_by_an_outsider, "names contributors outsider that your job spec does not name"),
+], ids=["unsigned", "signed-by-coordinator", "signed-by-outsider-node"])
+def test_coordinator_forges_a_result(fed, forge, said):
+    """(a) The coordinator seals a result of its own making to the researcher and stores
+    it as the job's result. Before results were signed the client showed it."""
+    job_id, genuine = genuine_job(fed)
+    store_result(fed, job_id, forge(fed, job_id, genuine))
+    with pytest.raises(UserError) as refused:
+        researcher_opens(fed, job_id, as_submitted(job(EXACT)))
+    assert said in str(refused.value) and job_id in str(refused.value)
+
+
+def swap_a_number(doc: dict) -> None:
+    doc["columns"]["body_mass_g"]["mean"] += 500.0
+
+
+def swap_a_dataset_hash(doc: dict) -> None:
+    release_node = doc["provenance"]["released_by"]
+    doc["provenance"]["datasets"][release_node]["sha256"] = "0" * 64
+
+
+@pytest.mark.parametrize("alter", [swap_a_number, swap_a_dataset_hash],
+                         ids=["result-number", "provenance-dataset-hash"])
+def test_coordinator_alters_a_genuine_result(fed, alter):
+    """(b) The coordinator holds the genuine result in clear (the researcher exported it),
+    changes a number and seals it back as the job's result."""
+    job_id, genuine = genuine_job(fed)
+    alter(genuine)
+    store_result(fed, job_id, genuine)
+    with pytest.raises(UserError) as refused:
+        researcher_opens(fed, job_id)
+    signer = genuine["provenance"]["released_by"]
+    assert (f"the result of job {job_id}: the signature of node {signer!r} does not "
+            "verify: the result or its provenance was altered after it was signed"
+            ) == str(refused.value)
+
+
+def test_coordinator_replays_another_job_s_genuine_result(fed):
+    """(c) The same job asked again later: the coordinator answers with the earlier job's
+    genuine, signed result — resealed as this job's (it holds it in clear), or its sealed
+    blob as stored (which the seal's job binding already refused before signing)."""
+    first, genuine = genuine_job(fed)
+    second, _ = genuine_job(fed)
+    store_result(fed, second, genuine)
+    with pytest.raises(UserError, match=f"node '{genuine['provenance']['released_by']}' "
+                                        f"signed it as the result of job {first}, not of "
+                                        "this job \\(a replay\\)"):
+        researcher_opens(fed, second)
+    store_result(fed, second, blob=fed.coordinator.jobs.sealed_result(first, fed.researcher))
+    with pytest.raises(UserError, match="sealed message could not be authenticated"):
+        researcher_opens(fed, second)
+
+
+def test_coordinator_drops_a_node_from_the_contributors_it_reports(fed):
+    """(d) The coordinator reports that one node did not contribute (the result stays
+    genuine): what it says and what the release node signed disagree."""
+    job_id, genuine = genuine_job(fed)
+    dropped = next(n for n in ISLANDS if n != genuine["provenance"]["released_by"])
+    report_contributors(fed, job_id, [n for n in ISLANDS if n != dropped])
+    with pytest.raises(UserError) as refused:
+        researcher_opens(fed, job_id)
+    others = ", ".join(sorted(set(ISLANDS) - {dropped}))
+    assert (f"the coordinator reports contributors {others}, the result node "
+            f"{genuine['provenance']['released_by']!r} signed names "
+            f"{', '.join(sorted(ISLANDS))}: the coordinator's record of the job was altered"
+            ) in str(refused.value)
+
+
+def test_coordinator_alters_the_job_spec_it_relays(fed):
+    """The coordinator sends the nodes another spec than the researcher submitted (a
+    different column): every node computes it and the release node signs it honestly.
+    The researcher's copy of the spec tells."""
+    jobs = fed.coordinator.jobs
+    honest = jobs.header
+
+    def header(run, target):
+        h = honest(run, target)
+        return h.model_copy(update={"spec": {**h.spec, "stats": {
+            "columns": ["flipper_length_mm"]}}})
+
+    jobs.header = header
+    job_id, _ = genuine_job(fed)
+    researcher_opens(fed, job_id)  # signed, and for this job: only the spec tells
+    with pytest.raises(UserError, match="released a job whose spec \\(sha256 [0-9a-f]{16}…\\) "
+                                        "is not the one you submitted"):
+        researcher_opens(fed, job_id, as_submitted(job(EXACT)))
+
+
+class InMemoryResearcher:
+    """The client `scifed job result` uses, on the in-memory federation: it opens a
+    result as ``Client.open_result`` does, with the spec it kept at submission."""
+
+    def __init__(self, fed, spec_yaml: str) -> None:
+        self.fed, self.spec = fed, as_submitted(spec_yaml)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def open_result(self, job_id: str, *, allow_unsigned: bool = False,
+                    spec: dict | None = None):
+        return researcher_opens(self.fed, job_id, spec or self.spec,
+                                allow_unsigned=allow_unsigned)
+
+
+def test_scifed_job_result_shows_provenance_and_verify_fails_on_forgeries(fed, monkeypatch):
+    """`scifed job result [--verify]` on a genuine, a forged and an altered result."""
+    monkeypatch.setattr(cli.researcher, "_client",
+                        lambda identity: InMemoryResearcher(fed, job(EXACT)))
+
+    def scifed_job_result(*args: str) -> tuple[int, str]:
+        out = CliRunner().invoke(cli.researcher.job_app, ["result", job_id, *args])
+        return out.exit_code, " ".join(out.output.split())
+
+    job_id, genuine = genuine_job(fed)
+    signer = genuine["provenance"]["released_by"]
+    code, said = scifed_job_result("--verify")
+    assert code == 0, said
+    assert said.startswith(f"verified: signed by node {signer} (certificate serial ")
+    assert f"job {job_id}, contributors biscoe, dream, torgersen" in said
+    assert "(matches your job spec)" in said
+    code, said = scifed_job_result()
+    assert code == 0, said
+    assert "provenance (signed by the release node)" in said and "datasets" in said
+    assert genuine["provenance"]["datasets"][signer]["sha256"][:16] in said
+    code, said = scifed_job_result("--verify", "--json")
+    assert code == 0 and json.loads(said)["provenance"]["released_by"] == signer
+
+    store_result(fed, job_id, made_up(fed, job_id, genuine))  # (a): unsigned
+    for args in (("--verify",), (), ("--verify", "--allow-unsigned")):
+        code, said = scifed_job_result(*args)
+        assert code == 1 and "this result carries no signature" in said, (args, said)
+    code, said = scifed_job_result("--allow-unsigned")  # shown, marked, on request only
+    assert code == 0 and "unverified: this result carries no signature" in said, said
+
+    swap_a_number(genuine)  # (b)
+    store_result(fed, job_id, genuine)
+    code, said = scifed_job_result("--verify")
+    assert code == 1 and f"the signature of node '{signer}' does not verify" in said, said

@@ -119,6 +119,29 @@ def test_a_column_without_resolution_takes_two_significant_digits(staff):
     assert result["columns"]["salary"]["count"] == len(staff.table)
 
 
+def test_histogram_edges_lie_on_the_grid_too(staff):
+    """A histogram edge splits rows as ``salary < edge`` does, so the auditor's refusal
+    of a bin with 1 to k − 1 rows was the same oracle: a digit-by-digit scan of edges
+    recovered one salary to the cent (97503.58 in 34 jobs) while the filter grid held.
+    Edges now take the column's grid."""
+    result, refusal = attempt(staff, stats(histograms={"salary": [0, 97503.58, 200000]}))
+    assert result is None
+    assert ("stats.histograms" in refusal or "histogram edge 97503.58 is not on the "
+            "column's grid") and "use 97000 or 98000" in refusal, refusal
+    result, refusal = attempt(staff, stats(histograms={"salary": [0, 100000, 200000]}))
+    assert result is not None, refusal
+
+
+def test_text_columns_cannot_be_ordered_and_dates_take_whole_months(staff):
+    """``office < 'R3'``, ``'R39'``, … found the last office (one person's) in 12 jobs:
+    at G2 a text column is compared for equality only, and a date threshold must be the
+    first of a month."""
+    result, refusal = attempt(staff, stats(columns=["salary"], filter="office < 'R3'"))
+    assert result is None and "office is text" in refusal and "not ordered" in refusal
+    result, refusal = attempt(staff, stats(columns=["salary"], filter="office != 'R396'"))
+    assert "office is text" not in refusal
+
+
 def test_at_g1_any_threshold_is_answered(tmp_path):
     """G1 does not audit queries: thresholds stay as fine as the researcher likes."""
     fed, table = federation(tmp_path, grade="G1", category="CONDITIONAL")

@@ -274,3 +274,24 @@ def test_nodes_reconnect_after_coordinator_restart(fed):
         wait_for(lambda: bool(op.nodes().online.all()), 30, "both nodes to reconnect")
     st = json.loads(fed.node_cli("alpha", "status", "--json").stdout)
     assert st["connected"] and st["published"] == 2
+
+
+def test_a_revoked_node_is_cut_off_at_once(fed):
+    """Revoking a connected node's certificate closes its task stream within seconds,
+    without a restart, and its reconnects are refused. (Last in the module: beta stays
+    revoked.)"""
+    import time
+
+    def online(op, name):
+        df = op.nodes()
+        return bool(df[df.name == name].online.iloc[0])
+
+    with fed.operator() as op:
+        wait_for(lambda: online(op, "beta"), 20, "beta to be online")
+        started = time.monotonic()
+        fed.cli("ca", "revoke", "beta", "--role", "node", "--ca-dir", str(fed.ca_dir))
+        wait_for(lambda: not online(op, "beta"), 10, "beta's stream to close")
+        print(f"beta cut off {time.monotonic() - started:.2f} s after the revocation")
+        time.sleep(3)  # its link retries: every attempt is refused
+        assert not online(op, "beta")
+    assert "revoked" in fed.log_text("beta")

@@ -401,3 +401,58 @@ def test_a_node_offline_when_its_job_is_cancelled_releases_the_budget_on_reconne
         _release_hold(fed, "dream", record)
     finally:
         fed.__exit__(None, None, None)
+
+
+def test_a_revoked_node_loses_its_stream_at_once_and_gets_no_more_tasks(tmp_path, penguins,
+                                                                        penguins_meta):
+    """The CA revokes a connected node: the coordinator closes its task stream (the
+    process does so within a second of the CRL changing, `CoordinatorProcess`), so the
+    next job runs without it instead of sending it the researcher's tasks."""
+    from scifed.pki import identity_from_cert_pem, revoke
+
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        fed.create_study("two", {n: "penguins" for n in ISLANDS}, min_nodes=2)
+        serial = revoke(fed.ca_dir, name="torgersen", role="node")
+        cert = fed.nodes["torgersen"].cfg.tls.cert.read_bytes()
+        assert identity_from_cert_pem(cert).serial == serial
+        assert fed.coordinator.revoked(frozenset({serial})) == ["torgersen"]
+        assert "torgersen" not in fed.coordinator.sessions.connected()
+        before = len(fed.links["torgersen"].tasks)
+        view, res = fed.run(stats_job("two", columns=["body_mass_g"]))
+        assert sorted(view.contributors) == ["biscoe", "dream"]
+        assert res["rows"] == int(penguins.island.isin(["Biscoe", "Dream"]).sum())
+        assert len(fed.links["torgersen"].tasks) == before  # it was sent nothing
+        failed = tasks(fed, view.job_id)[("torgersen", "reserve")]
+        assert failed.state == TaskState.FAILED and "revoked" in failed.detail
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def test_a_replayed_dp_task_stranded_by_a_restart_is_not_refunded(tmp_path, penguins,
+                                                                  penguins_meta):
+    """A deviating coordinator re-sends a finished DP job's compute task while the
+    node's stream is down, then comes back as a new instance: the replayed answer is
+    stranded, but the same answer was delivered once already, so the charge stays (the
+    attack got the budget back and a second DP answer for free)."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        spec = stats_job(columns=["body_mass_g"],
+                         dp={"epsilon": 0.5, "bounds": {"body_mass_g": [2000, 7000]}})
+        view, _ = fed.run(spec)
+        biscoe, link = fed.nodes["biscoe"], fed.links["biscoe"]
+        spent = _spent(biscoe)
+        assert spent == 0.5
+        from scifed.tasks import ComputeRequest
+
+        replay = next(t for t in link.tasks if t.kind == TaskKind.COMPUTE
+                      and ComputeRequest.loads(t.payload).job_id == view.job_id)
+        for each in fed.links.values():
+            each.disconnect()
+        link.answer(replay, link.outbox.instance)
+        _restart_coordinator(fed, fed.coordinator, fed.coordinator.jobs)
+        link.connect()
+        assert link.outbox.empty() and _spent(biscoe) == spent
+        assert "budget.keep" in [e.action for e in biscoe.audit.entries()]
+    finally:
+        fed.__exit__(None, None, None)

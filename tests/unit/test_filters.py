@@ -265,3 +265,16 @@ def test_a_declared_resolution_reaches_the_record_and_must_be_positive(
         with pytest.raises(UserError, match="fields.body_mass_g.resolution"):
             load_metadata(yaml.safe_dump(meta), "penguins.yaml")
 
+
+
+def test_under_the_grid_text_is_not_ordered_and_dates_take_whole_months():
+    cols = {"office": "string", "hired": "date", "salary": "number"}
+    grid = {"salary": 1000.0}
+    for expr in ("office < 'R3'", "'R3' >= office"):
+        with pytest.raises(UserError, match="office is text"):
+            compile_filter(expr, cols, grid)
+    with pytest.raises(UserError, match="first of a month, e.g. '2019-03-01'"):
+        compile_filter("hired < '2019-03-14'", cols, grid)
+    assert compile_filter("hired < '2019-03-01' and office == 'R3'", cols, grid)[1] == \
+        ["2019-03-01", "R3"]
+    assert compile_filter("office < 'R3'", cols)[1] == ["R3"]  # G1: no grid

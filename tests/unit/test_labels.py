@@ -52,3 +52,47 @@ def test_a_revealed_label_replaces_its_tag_and_merges_with_a_declared_one():
                     state={"result": result, "labels": {"title": [t1, t2]}})
     out = _revealed(pooled).result["groups"]["title"]
     assert dict(zip(out["values"], out["counts"], strict=True)) == {"engineer": 15, "chief": 15}
+
+
+def test_no_tag_is_revealed_when_any_contribution_was_noised():
+    """Under DP a node's noise can lift the count of a tag only one row holds at an
+    exact node to k or more: then no tag is revealed at all."""
+    from jobs.stats.release import _finish
+
+    tag = labels.tag(KEY, "title", "director")
+    result = {"rows": 30, "groups": {"title": {
+        "values": ["engineer", tag], "counts": [20, 7], "missing": 0,
+        "suppressed": [False, False]}}}
+    record = {"fields": [{"name": "title", "constraints": {"enum": ["engineer"]}}]}
+    pooled = Pooled(totals={"sum": np.zeros(0)}, vocab={}, k=3,
+                    dp={"alpha": {"epsilon": 1.0}}, contributors=["alpha", "beta"],
+                    record=record)
+    released = _finish(result, pooled)
+    assert released.result["groups"]["title"]["values"] == ["engineer"]
+
+
+def test_a_label_declared_elsewhere_is_counted_once_under_its_tag():
+    """A node that does not declare 'technician' writes it as a tag; the union also holds
+    the plain label another node declared. This node counts its technicians under the
+    tag only (counting both doubled them)."""
+    from jobs.stats.compute import local_labels
+    from jobs.stats.spec import StatsSpec
+
+    class Table:
+        def require(self, *a, **k):
+            pass
+
+        def category(self, c):
+            return c
+
+        def query(self, exprs, select, params=()):
+            return [(0, "technician", 39), (0, "engineer", 3)]
+
+    def public(col, label):
+        return labels.public_form(KEY, col, label, None)  # declares nothing
+
+    tag = public("title", "technician")
+    spec = StatsSpec.model_validate({"group_counts": ["title"]})
+    local = local_labels(Table(), spec, {"title": ["technician", tag,
+                                                   public("title", "engineer")]}, public)
+    assert local["title"] == [None, "technician", "engineer"]

@@ -41,10 +41,14 @@ class NodeMessage(_message.Message):
     def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("sent_unix_ms",)
+    __slots__ = ("sent_unix_ms", "audit_seq", "audit_hash")
     SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HASH_FIELD_NUMBER: _ClassVar[int]
     sent_unix_ms: int
-    def __init__(self, sent_unix_ms: _Optional[int] = ...) -> None: ...
+    audit_seq: int
+    audit_hash: str
+    def __init__(self, sent_unix_ms: _Optional[int] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
     __slots__ = ("task", "ack")
