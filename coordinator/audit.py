@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from coordinator.db import CoordinatorAuditEntry, Database, Job, Study
-from scifed.canonical import GENESIS, canonical, entry_hash, sha256_hex
+from scifed.chain import GENESIS, Verification, canonical, entry_hash, sha256_hex
+from scifed.chain import ChainEntry as Entry
 from scifed.states import FINAL, JobStatus
 from scifed.wire import now_ms
 
@@ -36,34 +36,6 @@ from scifed.wire import now_ms
 _SLACK_MS = 60_000
 _PG_LOCK = int.from_bytes(hashlib.sha256(b"scifed.coordinator_audit").digest()[:8], "big",
                           signed=True)
-
-
-@dataclass(frozen=True)
-class Entry:
-    seq: int
-    ts_ms: int
-    actor: str
-    action: str
-    subject: str
-    details: dict
-    prev_hash: str
-    hash: str
-
-    def body(self) -> dict:
-        return {"seq": self.seq, "ts_ms": self.ts_ms, "actor": self.actor,
-                "action": self.action, "subject": self.subject, "details": self.details}
-
-    def as_dict(self) -> dict:
-        return {**self.body(), "prev_hash": self.prev_hash, "hash": self.hash}
-
-
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    entries: int
-    head_seq: int
-    head_hash: str
-    problem: str = ""
 
 
 def _serialize(session: Session) -> None:

@@ -15,41 +15,13 @@ import io
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from node.store import NodeStore
-from scifed.canonical import GENESIS, canonical, entry_hash
+from scifed.chain import GENESIS, Verification, canonical, entry_hash
+from scifed.chain import ChainEntry as AuditEntry
 from scifed.errors import UserError
 from scifed.wire import now_ms
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    seq: int
-    ts_ms: int
-    actor: str
-    action: str
-    subject: str
-    details: dict
-    prev_hash: str
-    hash: str
-
-    def body(self) -> dict:
-        return {"seq": self.seq, "ts_ms": self.ts_ms, "actor": self.actor,
-                "action": self.action, "subject": self.subject, "details": self.details}
-
-    def as_dict(self) -> dict:
-        return {**self.body(), "prev_hash": self.prev_hash, "hash": self.hash}
-
-
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    entries: int
-    head_seq: int
-    head_hash: str
-    problem: str = ""
 
 
 class AuditLog:

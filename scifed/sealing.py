@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from scifed.canonical import canonical
+from scifed.chain import canonical
 from scifed.errors import UserError
 from scifed.pki import identity_from_cert_pem, verify_certificate
 

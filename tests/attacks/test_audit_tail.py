@@ -31,7 +31,7 @@ from node.admin import NodeAdminServicer
 from node.audit import AuditLog
 from node.policy import PolicyBook
 from protos.scifed.v1 import node_admin_pb2 as pb
-from scifed.canonical import canonical, entry_hash
+from scifed.chain import canonical, entry_hash
 
 NODE = "alpha"
 

@@ -5,12 +5,10 @@ table are caught, and so is a study or job whose entry was cut from the tail."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import delete, text, update
 from typer.testing import CliRunner
@@ -21,31 +19,6 @@ from coordinator.db import CoordinatorAuditEntry, Database, Job, Study
 from scifed.config import CoordinatorConfig, TlsConfig, write_config
 from scifed.states import JobStatus
 from scifed.wire import now_ms
-
-PG_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'coord.db'}")
-        yield database
-        database.close()
-        return
-    try:
-        admin = psycopg.connect(PG_CONNINFO, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
-    schema = f"scifed_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            database = Database(f"{PG_URL}?options=-csearch_path%3D{schema}")
-            yield database
-            database.close()
-        finally:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture
