@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -60,7 +61,7 @@ class Admission:
     path: Any
     filter_sql: tuple | None
     key: StudyKey
-    running: RunningJobs | None = None
+    running: RunningJobs
 
     @property
     def job(self) -> JobType:
@@ -74,7 +75,7 @@ class Admission:
     def k(self) -> int:
         return self.policy.min_cell_count
 
-    @property
+    @cached_property  # the label key is derived (HKDF) and the grid built once per task
     def limits(self) -> Limits:
         return Limits(self.node, self.k, self.row.record,
                       self.decision.epsilon if self.decision.dp else None,
@@ -84,7 +85,7 @@ class Admission:
     def open(self) -> DataFile:
         """The dataset, narrowed by the job's filter (use as a context manager)."""
         return DataFile(self.path, self.filter_sql, name=self.row.slug,
-                        job=(self.running, self.header.job_id) if self.running else None)
+                        job=(self.running, self.header.job_id))
 
     def budget(self) -> dict:
         """The ledger entry this task's ε is charged to."""

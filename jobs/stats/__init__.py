@@ -69,25 +69,25 @@ class StatsJob(AggregateJob):
                                       disclosure.declared_levels(limits.record, col))
         return public
 
-    def _local(self, params: StatsSpec, table: Table, vocab: dict[str, list[str]],
-               limits: Limits) -> dict[str, list[str | None]] | None:
+    def _exact_public(self, params: StatsSpec, limits: Limits):
+        """How labels were written, where the vocabulary came from the data (None under
+        DP: the vocabulary is the declared enumeration itself)."""
         if limits.epsilon is not None or not params.group_counts:
-            return None  # under DP the vocabulary is the declared enumeration itself
-        return compute.local_labels(table, params, vocab, self._public(limits))
+            return None
+        return self._public(limits)
 
     def compute(self, params: StatsSpec, table: Table, vocab: dict[str, list[str]],
                 limits: Limits) -> np.ndarray:
         self._checks(params, limits)
         if limits.epsilon is None:
             return compute.compute(table, params, vocab, k=limits.k,
-                                   local=self._local(params, table, vocab, limits))
+                                   public=self._exact_public(params, limits))
         bounds = dp.clipping_bounds(params, limits.record)
         return compute.compute(table, params, vocab, k=limits.k, clip=bounds)
 
     def row_sets(self, params: StatsSpec, table: Table, vocab: dict[str, list[str]],
                  limits: Limits) -> list[tuple[str, list]]:
-        return compute.row_sets(table, params, vocab,
-                                self._local(params, table, vocab, limits))
+        return compute.row_sets(table, params, vocab, self._exact_public(params, limits))
 
     def noise(self, params: StatsSpec, vec: np.ndarray, vocab: dict[str, list[str]],
               limits: Limits) -> dict:
@@ -100,7 +100,9 @@ class StatsJob(AggregateJob):
         """Counts at thresholds (the quantile search and its rounding), or the labels
         behind tags the release found held by at least k rows."""
         if "labels" in query:
-            local = self._local(params, table, query["labels"], limits) or {}
+            public = self._exact_public(params, limits)
+            local = compute.local_labels(query["labels"], compute.vocabulary(table, params),
+                                         public) if public else {}
             parts = [labels.encode(local.get(col, [None] * len(tags)))
                      for col, tags in sorted(query["labels"].items())]
         else:

@@ -37,7 +37,7 @@ number of nodes that did.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -136,16 +136,18 @@ def _group_counts(data: Table, columns: list[str]) -> dict[str, dict[str | None,
     return out
 
 
-def local_labels(data: Table, spec: StatsSpec, vocab: dict[str, list[str]],
-                 public: Callable[[str, str], str]) -> dict[str, list[str | None]]:
+Public = Callable[[str, str], str]  # how a node writes (column, label) into the vocabulary
+
+
+def local_labels(vocab: dict[str, list[str]], held: dict[str, Iterable[str | None]],
+                 public: Public) -> dict[str, list[str | None]]:
     """For each vocabulary entry of each group column, the label this node holds behind
     it: a declared label is itself, a tag (jobs/stats/labels.py) is the node's own label
-    whose tag it is, or None where this node holds no such label. ``public(col, label)``
-    is how this node wrote a label into its vocabulary."""
-    mine = vocabulary(data, spec)
+    whose tag it is, or None where this node holds no such label. ``held``: the labels
+    this node holds per column."""
     local: dict[str, list[str | None]] = {}
     for col, entries in vocab.items():
-        behind = {public(col, label): label for label in mine.get(col, [])}
+        behind = {public(col, label): label for label in held.get(col, ()) if label is not None}
         # a label declared at another node and not here is counted under its tag only
         local[col] = [behind.get(v) if labels.is_tag(v) else v if public(col, v) == v
                       else None for v in entries]
@@ -154,7 +156,7 @@ def local_labels(data: Table, spec: StatsSpec, vocab: dict[str, list[str]],
 
 def compute(data: Table, spec: StatsSpec, vocab: dict[str, list[str]], *, k: int,
             clip: dict[str, tuple[float, float]] | None = None,
-            local: dict[str, list[str | None]] | None = None) -> np.ndarray:
+            public: Public | None = None) -> np.ndarray:
     """This node's contribution: one float64 vector in :class:`Layout` order.
 
     Without ``clip``, local disclosure control is applied (``k`` from the node's policy;
@@ -164,8 +166,8 @@ def compute(data: Table, spec: StatsSpec, vocab: dict[str, list[str]], *, k: int
     the noise's calibration. For the same reason a value of a group column outside the
     vocabulary (the declared enumeration, under DP) is counted with the missing values
     rather than refused: a refusal would say that this node holds an undeclared label.
-    ``local``: the label behind each vocabulary entry at this node (:func:`local_labels`;
-    None: the entries are the labels)."""
+    ``public``: how this node wrote its labels into the vocabulary, to find the label
+    behind each entry (:func:`local_labels`; None: the entries are the labels)."""
     layout = Layout.build(spec, vocab)
     numeric = list(dict.fromkeys([*spec.columns, *spec.histograms, *spec.correlation,
                                   *spec.quantiles]))
@@ -183,6 +185,7 @@ def compute(data: Table, spec: StatsSpec, vocab: dict[str, list[str]], *, k: int
     aggs, params = _aggregates(spec, alias, moments)
     row = data.query(exprs, f"SELECT {', '.join(aggs)} FROM d", params)[0]
     groups = _group_counts(data, spec.group_counts) if spec.group_counts else {}
+    local = local_labels(vocab, groups, public) if public else None
 
     vec = np.zeros(layout.size, dtype=np.float64)
     values = iter(0.0 if v is None else float(v) for v in row)
@@ -243,11 +246,12 @@ def _aggregates(spec: StatsSpec, alias: dict[str, str],
 
 
 def row_sets(data: Table, spec: StatsSpec, vocab: dict[str, list[str]],
-             local: dict[str, list[str | None]] | None = None) -> list[tuple[str, list]]:
+             public: Public | None = None) -> list[tuple[str, list]]:
     """Every row set the vector sums over, as conditions within the filter, in layout
     order: the selection, each column's present values, each histogram bin (and below,
     above, missing), each group value (and missing), each pair's complete rows.
-    ``local`` as for :func:`compute` (an entry this node does not hold is no row)."""
+    ``public`` as for :func:`compute` (an entry this node does not hold is no row)."""
+    local = local_labels(vocab, vocabulary(data, spec), public) if public else None
     sets: list[tuple[str, list]] = [("TRUE", [])]
     present = lambda c: f"{data.number(c)} IS NOT NULL"  # noqa: E731
     sets += [(present(c), []) for c in dict.fromkeys([*spec.columns, *spec.quantiles])]

@@ -116,3 +116,39 @@ def test_lowering_the_allowance_holds_a_researcher_already_past_it(fed):
     assert _alert_reasons(fed) == {n: ["2 refused queries this year (allowance 2)"]
                                    for n in NODES}
     fed.coordinator.jobs.cancel(job_id, fed.researcher)
+
+
+def test_a_training_data_check_is_no_count_oracle_and_counts_as_a_query(tmp_path):
+    """A train job's data check used to answer any filter with exact counts ("only 1
+    usable row(s)", "1 row(s) … outside the job's classes") and counted toward nothing:
+    it ran outside the allowance. Now its refusals name no count, and each counts as a
+    refused query (the run of three raises the alert)."""
+    import re
+
+    import yaml
+
+    fed, _ = federation(tmp_path)
+    # the in-memory coordinator runs no SuperLink; the check phase comes before any use
+    # of it (jobs/train/coordinate.py), and this placeholder fails the test if touched
+    class NoSuperLink:
+        def __getattr__(self, name):
+            raise AssertionError(f"the Flower SuperLink was used: {name}")
+
+    fed.coordinator.jobs.flower = NoSuperLink()
+    train = {"features": ["age"], "label": "title", "task": "classification",
+             "classes": ["researcher", "engineer", "technician"],
+             "model": {"kind": "logistic_regression"}, "rounds": 1, "min_node_classes": 1}
+    try:
+        for flt in ("salary >= 150000", "title == 'director'", "salary >= 140000"):
+            spec = yaml.safe_dump({"study": "staff", "type": "train", "filter": flt,
+                                   "datasets": {n: "staff" for n in NODES},
+                                   "train": train}, sort_keys=False)
+            result, refusal = attempt(fed, spec)
+            assert result is None, flt
+            # the researcher's opened reasons: no count of the rows the filter matched
+            assert not re.search(r"only \d+ usable|\d+ row\(s\)|takes only \d+", refusal), \
+                refusal
+        counted = {n: sum(r for _, r in _outcomes(c)) for n, c in fed.nodes.items()}
+        assert any(counted.values()), counted
+    finally:
+        fed.__exit__(None, None, None)
