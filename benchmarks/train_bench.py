@@ -36,6 +36,7 @@ from jobs.train.protocol import PUBLIC_CONTEXT_FILE, RUN_FILE, write_json
 from jobs.train.spec import TrainSpec
 from scifed.config import CoordinatorConfig, load_config
 from scifed.errors import UserError
+from scifed.flower_apps import build_fab
 from scifed.he import StudyKey, sum_ciphertexts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +89,11 @@ def deployment(root: Path, console: Console) -> list[tuple[str, dict, int]]:
         with console.status("starting the coordinator (it supervises the SuperLink) and 3 "
                             "nodes (each supervises its SuperNode)"):
             fed.setup()
+            plain = build_fab(PLAIN_APP).hash_str  # code of its own: each officer approves it
+            for node in ISLANDS:
+                path = fed.node_config(node)
+                cfg = yaml.safe_load(path.read_text())
+                path.write_text(yaml.safe_dump({**cfg, "trusted_apps": [plain]}))
             fed.start_all()
             for node, island in ISLANDS.items():
                 fed.add_dataset(node, penguins[penguins.island == island], meta, "penguins")

@@ -47,6 +47,18 @@ def ca_revoke(name: str, role: str | None = typer.Option(None, "--role"),
     console.print(f"revoked {name} (serial {serial:x}); CRL updated")
 
 
+@ca_app.command("crl")
+@handle_errors()
+def ca_crl(ca_dir: Path = CaDir) -> None:
+    """Sign the CRL again (same revocations, next number): nodes refuse a CRL older than
+    their crl_max_age_seconds (a day by default), so run this at least daily."""
+    from scifed.pki import refresh_crl
+
+    number = refresh_crl(ca_dir)
+    console.print(f"CRL number {number} signed in {ca_dir / 'crl.pem'}; the coordinator "
+                  "forwards it to the nodes within seconds")
+
+
 @ca_app.command("list")
 @handle_errors()
 def ca_list(ca_dir: Path = CaDir, as_json: bool = JsonOpt) -> None:

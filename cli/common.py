@@ -38,3 +38,36 @@ def _client(identity: Path):
     from coordinator.client import Client
 
     return Client(identity)
+
+
+PassphraseFileOpt = typer.Option(
+    None, "--passphrase-file", help="Read the approver key's passphrase from this file's "
+    "first line (for scripts); default: $SCIFED_APPROVER_PASSPHRASE, else a prompt")
+
+
+def approver_passphrase(file: Path | None, *, new: bool) -> bytes:
+    """The passphrase of an approver key: from ``file``, $SCIFED_APPROVER_PASSPHRASE, or a
+    hidden prompt (asked twice for a ``new`` key). Never echoed or logged."""
+    from scifed.approver_keys import (
+        MIN_PASSPHRASE,
+        PASSPHRASE_ENV,
+        passphrase_from_env,
+        read_passphrase_file,
+    )
+
+    if file is not None:
+        phrase = read_passphrase_file(file)
+    else:
+        phrase = passphrase_from_env()
+        if phrase is None:
+            phrase = typer.prompt("passphrase of the approver key" if not new else
+                                  "passphrase for the new approver key", hide_input=True,
+                                  confirmation_prompt=new, default="",
+                                  show_default=False).encode()
+    if not phrase:
+        raise UserError("an approver key needs a passphrase (--passphrase-file, "
+                        f"${PASSPHRASE_ENV} or the prompt)")
+    if new and len(phrase) < MIN_PASSPHRASE:
+        raise UserError(f"the passphrase of an approver key has at least {MIN_PASSPHRASE} "
+                        "characters")
+    return phrase

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import typer
 
+from cli.common import PassphraseFileOpt, approver_passphrase
 from protos.scifed.v1 import node_admin_pb2 as pb
 from protos.scifed.v1 import node_admin_pb2_grpc as pbg
 from scifed.config import NodeConfig, TlsConfig, load_config, write_config
@@ -28,8 +29,8 @@ ConfigOpt = typer.Option(Path("node.yaml"), "--config", "-c", envvar="SCIFED_NOD
 
 
 class _Actor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Tells the node who is acting, for its audit log and approval roles (on streaming
-    calls too: the quality assessment is one)."""
+    """Tells the node who is acting, for its audit log (on streaming calls too: the
+    quality assessment is one). A label only: approvals are signed with a key."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -43,6 +44,8 @@ class _Actor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor
 
 
 def acting_as() -> str:
+    """The audit log's name for this account ($SCIFED_ACTOR, else the login name); it
+    decides no approval (those are signed: `scifed node approvals approve --key`)."""
     return os.environ.get("SCIFED_ACTOR") or getpass.getuser()
 
 
@@ -323,16 +326,42 @@ def approvals_show(approval_id: str, config: Path = ConfigOpt) -> None:
         pb.ApprovalRef(approval_id=approval_id), timeout=30).json))
 
 
-def _decide(approval_id: str, approve: bool, reason: str, expires: str, by: str,
-            config: Path) -> None:
-    r = admin_stub(config).ApprovalDecide(pb.ApprovalDecision(
-        approval_id=approval_id, approve=approve, reason=reason, expires=expires,
-        by=by or acting_as()), timeout=30)
+def _decide(approval_id: str, approve: bool, reason: str, expires: str, key_path: Path,
+            passphrase_file: Path | None, config: Path) -> None:
+    """Sign this one decision with the approver's key and send it; the node checks the
+    signature against the registered key and takes the role from its registry."""
+    from node.approvals import parse_expiry
+    from scifed.approver_keys import decision_statement, fingerprint, load_key, public_pem, sign
+    from scifed.chain import canonical
+
+    stub = admin_stub(config)
+    appr = json.loads(stub.ApprovalShow(pb.ApprovalRef(approval_id=approval_id),
+                                        timeout=30).json)
+    if appr["state"] != "pending":
+        raise UserError(f"approval {approval_id} is already {appr['state']}")
+    expires_ms = parse_expiry(expires) if approve else None
+    key = load_key(key_path, approver_passphrase(passphrase_file, new=False))
+    fp = fingerprint(public_pem(key))
+    node = stub.Status(pb.StatusRequest(), timeout=10).node_name
+    people = json.loads(stub.ApproverList(pb.ApproverListRequest(), timeout=30).json)
+    me = next((p for p in people if p["fingerprint"] == fp), None)
+    if me is None:
+        raise UserError(f"the key {key_path} ({fp}) is not a registered approver at node "
+                        f"{node}: `scifed node approver list` shows who is")
+    statement = decision_statement(node=node, approval=appr, approver=me["name"], key=fp,
+                                   approve=approve, reason=reason, expires_ms=expires_ms)
+    r = stub.ApprovalDecide(pb.ApprovalDecision(
+        approval_id=approval_id, approve=approve, reason=reason, by=me["name"],
+        expires_unix_ms=expires_ms or 0, statement=canonical(statement),
+        signature=sign(key, statement)), timeout=30)
     a = json.loads(r.json)
-    console.print(f"approval {a['approval_id']} for job {a['job_id']}: [bold]{a['state']}[/]")
+    more = " (G5: it also needs the other of officer and security lead)" \
+        if a["state"] == "pending" else ""
+    console.print(f"approval {a['approval_id']} for job {a['job_id']}: [bold]{a['state']}[/]"
+                  f"{more}; signed by {me['name']} ({me['role']}, key {fp[:23]}…)")
 
 
-AsOpt = typer.Option("", "--as", help="Approver name (node.yaml approvers); default: $USER")
+KeyOpt = typer.Option(..., "--key", help="Your approver key (`scifed node approver add`)")
 
 
 @approvals_app.command("approve")
@@ -340,17 +369,101 @@ AsOpt = typer.Option("", "--as", help="Approver name (node.yaml approvers); defa
 def approvals_approve(approval_id: str,
                       expires: str = typer.Option("", "--expires",
                                                   help="e.g. 7d, 12h, 2026-12-31"),
-                      by: str = AsOpt, config: Path = ConfigOpt) -> None:
-    """Let the task run (a liaison may approve up to G3)."""
-    _decide(approval_id, True, "", expires, by, config)
+                      key: Path = KeyOpt, passphrase_file: Path | None = PassphraseFileOpt,
+                      config: Path = ConfigOpt) -> None:
+    """Let the task run, signed with your key (a liaison may approve up to G3, G4+ needs
+    the officer, G5 the officer and the security lead)."""
+    _decide(approval_id, True, "", expires, key, passphrase_file, config)
 
 
 @approvals_app.command("deny")
 @handle_errors("the node")
 def approvals_deny(approval_id: str, reason: str = typer.Option(..., "--reason"),
-                   by: str = AsOpt, config: Path = ConfigOpt) -> None:
-    """Refuse the task; the researcher sees the reason."""
-    _decide(approval_id, False, reason, "", by, config)
+                   key: Path = KeyOpt, passphrase_file: Path | None = PassphraseFileOpt,
+                   config: Path = ConfigOpt) -> None:
+    """Refuse the task, signed with your key; the researcher sees the reason."""
+    _decide(approval_id, False, reason, "", key, passphrase_file, config)
+
+
+approver_app = typer.Typer(help="The people who decide approvals, each with their own key.",
+                           no_args_is_help=True)
+app.add_typer(approver_app, name="approver")
+
+
+@approver_app.command("add")
+@handle_errors("the node")
+def approver_add(name: str = typer.Argument(..., help="The person's name (lower-case)"),
+                 role: str = typer.Option(..., "--role",
+                                          help="officer | liaison | security_lead"),
+                 key_out: Path | None = typer.Option(
+                     None, "--key-out", help="Where to write the private key (0600, in a "
+                     "0700 directory); default ~/.scifed/approvers/NAME.key"),
+                 public_key: Path | None = typer.Option(
+                     None, "--public-key", help="Register this Ed25519 public key (PEM), "
+                     "made by the person elsewhere, instead of making a key here"),
+                 passphrase_file: Path | None = PassphraseFileOpt,
+                 config: Path = ConfigOpt) -> None:
+    """Make a person an approver: a key pair (the private key encrypted under their
+    passphrase), the public key registered at the node with the role (audited)."""
+    from scifed.approver_keys import (
+        check_approver,
+        default_key_path,
+        fingerprint,
+        new_key,
+        public_pem,
+        write_key,
+    )
+
+    check_approver(name, role)
+    stub = admin_stub(config)  # the node is up before a key is made
+    written = None
+    if public_key is not None:
+        if key_out is not None:
+            raise UserError("give --public-key or --key-out, not both")
+        pem = _read_meta(public_key)
+    else:
+        path = (key_out or default_key_path(name)).expanduser()
+        if path.exists():
+            raise UserError(f"{path} already exists; an approver key is never overwritten")
+        key = new_key()
+        write_key(path, key, approver_passphrase(passphrase_file, new=True))
+        written, pem = path, public_pem(key)
+    try:
+        person = json.loads(stub.ApproverAdd(pb.ApproverAddRequest(
+            name=name, role=role, public_key_pem=pem), timeout=30).json)
+    except BaseException:
+        if written is not None:  # the node refused: no key is left that nobody registered
+            written.unlink(missing_ok=True)
+        raise
+    console.print(f"approver [bold]{person['name']}[/] ({person['role']}) registered, key "
+                  f"{fingerprint(pem)}" + (f"\nprivate key: {written} (keep it and its "
+                                           "passphrase to yourself)" if written else ""))
+
+
+@approver_app.command("list")
+@handle_errors("the node")
+def approver_list(removed: bool = typer.Option(False, "--removed",
+                                               help="Also those removed"),
+                  config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Who may decide approvals here, with their role and key."""
+    rows = json.loads(admin_stub(config).ApproverList(pb.ApproverListRequest(
+        include_removed=removed), timeout=30).json)
+    if as_json:
+        print_json(rows)
+        return
+    print_table("approvers", ["name", "role", "key", "added by", "added", "removed"],
+                [(r["name"], r["role"], r["fingerprint"], r["added_by"], _ts(r["added_ms"]),
+                  _ts(r["removed_ms"] or 0) or "") for r in rows])
+
+
+@approver_app.command("remove")
+@handle_errors("the node")
+def approver_remove(name: str, config: Path = ConfigOpt) -> None:
+    """From now on this person's key approves and denies nothing here (audited)."""
+    person = json.loads(admin_stub(config).ApproverRemove(pb.ApproverRef(name=name),
+                                                          timeout=30).json)
+    console.print(f"removed approver {person['name']} ({person['role']}, key "
+                  f"{person['fingerprint']})")
 
 
 @budget_app.command("show")

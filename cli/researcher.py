@@ -239,14 +239,18 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
     with _client(identity) as c:
         raw, verified = c.open_result(job_id, allow_unsigned=allow_unsigned and not verify,
                                       spec=own_spec)
+        revocation = _revocation_checked(c) if verify else ""
     if verify:
         if as_json:
             print_json({"verified": True, "signer": verified.signer,
                         "certificate_serial": verified.serial,
                         "spec_checked": verified.spec_checked,
+                        "revocation": revocation,
                         "provenance": verified.provenance})
             return
         console.print(f"[green]verified:[/] {verified.summary()}", highlight=False)
+        if revocation:
+            console.print(f"revocation: {revocation}", highlight=False)
         _print_provenance(verified)
         return
     if verified is None:
@@ -268,6 +272,23 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
     for name, df in res.tables().items():
         print_table(name, [str(c) for c in df.columns],
                     df.round(6).astype(object).where(df.notna(), "").values.tolist())
+
+
+def _revocation_checked(client) -> str:
+    """What the release node's certificate was checked against for revocation (the
+    client refuses a result whose signer the CRL revokes): the CRL in the identity
+    directory, or that there is none."""
+    from scifed.pki import load_crl
+
+    identity = getattr(client, "identity", None)
+    if identity is None:
+        return ""
+    crl = identity.path / "crl.pem"
+    if not crl.exists():
+        return (f"not checked: no crl.pem (a copy of the CA's revocation list) in "
+                f"{identity.path}")
+    info = load_crl(crl.read_bytes(), identity.tls().ca.read_bytes(), source=str(crl))
+    return f"the signer is not revoked by the CA's {info.describe()} ({crl})"
 
 
 def _dp_text(report: dict | None) -> str:

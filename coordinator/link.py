@@ -62,7 +62,7 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
                                 heartbeat_seconds=max(1, round(self.heartbeat_seconds)),
                                 coordinator_version=__version__,
                                 flower_epoch=self.flower.epoch if self.flower else "",
-                                instance=self.instance)
+                                instance=self.instance, crl=self.sessions.crl_for(ident.name))
 
     def SyncCatalog(self, request, context):
         name = peer_identity(context).name
@@ -91,7 +91,7 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
                 for msg in request_iterator:
                     if msg.HasField("heartbeat"):
                         session.outbox.put(pb.CoordinatorMessage(
-                            ack=self.heartbeat(name, msg.heartbeat)))
+                            ack=self.heartbeat(name, msg.heartbeat, session)))
                     elif msg.HasField("result"):
                         if msg.result.audit_seq:
                             registry.record_audit_head(self.db, name, msg.result.audit_seq,
@@ -113,15 +113,23 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
             if self.sessions.close(session):
                 registry.mark_connected(self.db, name, False, now_ms())
 
-    def heartbeat(self, name: str, beat: pb.Heartbeat) -> pb.HeartbeatAck:
+    def heartbeat(self, name: str, beat: pb.Heartbeat, session=None) -> pb.HeartbeatAck:
         """A heartbeat from node ``name`` on its task stream: it is alive, and its audit
         chain head (if it sent one) is kept like the heads results carry, so what the
-        node appended between tasks can no longer be rewritten unnoticed."""
+        node appended between tasks can no longer be rewritten unnoticed. The ack carries
+        the CA's CRL when it changed since the last ack on this stream (``session``; on
+        every ack without one), so a revocation reaches idle nodes within a beat."""
         now = now_ms()
         registry.touch(self.db, name, now)
         if beat.audit_seq > 0 and beat.audit_hash:
             registry.record_audit_head(self.db, name, beat.audit_seq, beat.audit_hash, now)
-        return pb.HeartbeatAck(server_unix_ms=now)
+        crl = self.sessions.crl_for(name)
+        if session is not None:
+            if crl == session.crl_sent:
+                crl = b""
+            else:
+                session.crl_sent = crl
+        return pb.HeartbeatAck(server_unix_ms=now, crl=crl)
 
     def ListInvitations(self, request, context):
         name = peer_identity(context).name

@@ -6,12 +6,14 @@ import logging
 import signal
 import threading
 from concurrent import futures
+from pathlib import Path
 
 import grpc
+from sqlalchemy import select
 
 from coordinator import registry
 from coordinator.api import CoordinatorApiServicer
-from coordinator.db import Database
+from coordinator.db import Database, Node
 from coordinator.driver import JobDriver
 from coordinator.link import NodeLinkServicer
 from coordinator.sessions import NodeSessions
@@ -21,6 +23,7 @@ from protos.scifed.v1 import federation_pb2_grpc as link_pbg
 from scifed.at_rest import secure_state
 from scifed.config import CoordinatorConfig
 from scifed.errors import Unavailable, UserError
+from scifed.pki import Crl, load_crl, newer_crl
 from scifed.tls import SERVER_OPTIONS, AuthInterceptor, RevocationList, server_credentials
 from scifed.wire import now_ms
 
@@ -64,8 +67,11 @@ class CoordinatorCore:
         secure_state(cfg.state_dir, keys=(cfg.tls.key, *cfg.tls.key.parent.glob("*.key")))
         self.db = Database(cfg.database_url)
         registry.reset_connections(self.db)
-        self.sessions = NodeSessions()
+        self.sessions = NodeSessions(node_certs=self.node_certs)
         ca_pem = cfg.tls.files().read()[0]
+        self.ca_pem = ca_pem
+        self.crl: Crl | None = None  # the CA's newest CRL, forwarded to every node
+        self.crl_path = crl_path(cfg)
         self.keys = StudyKeys(self.db, self.sessions, timeout=cfg.task_timeout_seconds)
         self.jobs = JobDriver(self.db, self.sessions, ca_pem,
                               task_timeout=cfg.task_timeout_seconds,
@@ -76,6 +82,27 @@ class CoordinatorCore:
                                      on_connect=self.jobs.node_connected)
         self.api = CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds)
         self.flower = flower
+        if self.crl_path is not None and self.crl_path.exists():
+            self.crl_changed(self.crl_path.read_bytes())  # a broken CRL stops the start
+
+    def node_certs(self) -> dict[str, bytes]:
+        """The certificate of every node registered with a seal key claim, by name."""
+        with self.db.session() as s:
+            return {n.name: n.seal_claim["cert_pem"].encode()
+                    for n in s.scalars(select(Node))
+                    if isinstance(n.seal_claim, dict) and n.seal_claim.get("cert_pem")}
+
+    def crl_changed(self, data: bytes) -> list[str]:
+        """The CA's CRL file holds ``data``: if the CA signed it and it is newer than the
+        one held, nodes get it from now on (with every task, heartbeat and registration),
+        and the streams of certificates it revokes are closed. The nodes closed."""
+        crl = load_crl(data, self.ca_pem, source=str(self.crl_path or "the CRL"))
+        if newer_crl(self.crl, crl):
+            self.crl = crl
+            self.sessions.crl = crl.der
+            log.info("forwarding %s to the nodes (%d revoked)", crl.describe(),
+                     len(crl.serials))
+        return self.revoked(self.crl.serials)
 
     def revoked(self, serials: frozenset[int]) -> list[str]:
         """The CA revoked ``serials``: close the task streams opened with them (their
@@ -104,7 +131,7 @@ class CoordinatorProcess:
             self.flower = SuperLink(cfg.state_dir, cfg.tls.files(), port=cfg.flower_port)
         self.core = CoordinatorCore(cfg, self.flower)
         self.db, self.jobs = self.core.db, self.core.jobs
-        self.revocations = revocations = RevocationList(cfg.tls.crl, cfg.tls.ca)
+        self.revocations = revocations = RevocationList(self.core.crl_path, cfg.tls.ca)
         revocations.serials()  # a broken CRL stops the start, not the first call
         self._stop = threading.Event()
         self.server = grpc.server(
@@ -129,10 +156,16 @@ class CoordinatorProcess:
 
     def _watch_revocations(self) -> None:
         """Revocation takes effect at once: every REVOCATION_POLL_SECONDS the CRL is read
-        again (when its file changed) and streams of revoked certificates are closed; the
-        interceptor refuses their calls from then on."""
+        again (when its file changed), forwarded to the nodes if it is newer, and streams
+        of revoked certificates are closed; the interceptor refuses their calls from then
+        on."""
+        path, seen = self.core.crl_path, None
         while not self._stop.wait(REVOCATION_POLL_SECONDS):
             try:
+                mtime = path.stat().st_mtime if path is not None and path.exists() else None
+                if mtime is not None and mtime != seen:
+                    self.core.crl_changed(path.read_bytes())
+                    seen = mtime
                 self.core.revoked(self.revocations.serials())
             except Exception:  # a CRL being rewritten, say: the next pass reads it again
                 log.exception("reading the revocation list failed")
@@ -142,6 +175,15 @@ class CoordinatorProcess:
         self.server.stop(grace=2).wait()
         if self.flower is not None:
             self.flower.stop()
+
+
+def crl_path(cfg: CoordinatorConfig) -> Path | None:
+    """The CA's CRL file: ``tls.crl``, else ``crl.pem`` beside the CA certificate if there
+    is one (where `scifed ca init` writes it)."""
+    if cfg.tls.crl is not None:
+        return cfg.tls.crl
+    beside = cfg.tls.ca.with_name("crl.pem")
+    return beside if beside.exists() else None
 
 
 def serve(cfg: CoordinatorConfig) -> None:

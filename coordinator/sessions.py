@@ -3,6 +3,10 @@
 A node has at most one live stream; a reconnect replaces the older one. A task sent to
 a node resolves when the node's result comes back up the stream, or fails when the
 stream closes first.
+
+Every task carries the federation CA's CRL as the coordinator holds it (``crl``), and a
+release task the node certificates of the nodes the coordinator knows (``node_certs``),
+so the node decides with the newest revocations it was shown (node/studies.py:PeerTrust).
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from protos.scifed.v1 import federation_pb2 as pb
 from scifed.errors import NodeUnavailable
+from scifed.tasks import TaskKind
 
 
 class NodeOffline(NodeUnavailable):
@@ -31,13 +37,22 @@ class Session:
         self.outbox: queue.Queue[pb.CoordinatorMessage] = queue.Queue()
         self.closed = threading.Event()
         self.pending: dict[str, Future] = {}
+        self.crl_sent = b""  # the CRL last sent down this stream with a heartbeat ack
 
 
 class NodeSessions:
-    def __init__(self) -> None:
+    def __init__(self, node_certs: Callable[[], dict[str, bytes]] = dict) -> None:
+        """``node_certs()``: the node certificate (PEM) of each node the coordinator
+        knows, by name (its registry), sent with release tasks."""
         self._lock = threading.Lock()
         self._by_node: dict[str, Session] = {}
         self._revoked: set[str] = set()  # nodes whose stream a revocation closed
+        self.crl = b""  # the CA's newest CRL (DER) the coordinator holds
+        self.node_certs = node_certs
+
+    def crl_for(self, node: str) -> bytes:
+        """The CRL sent to ``node`` with its tasks and heartbeat acks: the newest held."""
+        return self.crl
 
     def open(self, node: str, serial: int | None = None) -> Session:
         session = Session(node, serial)
@@ -93,8 +108,10 @@ class NodeSessions:
         task_id = uuid.uuid4().hex
         fut: Future = Future()
         session.pending[task_id] = fut
+        certs = self.node_certs() if kind == TaskKind.RELEASE else {}
         session.outbox.put(pb.CoordinatorMessage(
-            task=pb.Task(task_id=task_id, kind=kind, payload=payload)))
+            task=pb.Task(task_id=task_id, kind=kind, payload=payload,
+                         crl=self.crl_for(node), node_certs=certs)))
         return fut
 
     @staticmethod

@@ -172,6 +172,34 @@ class LocalFederation:
     def node_cli(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.cli("node", *args, "--config", str(self.node_config(name)), check=check)
 
+    # -- the officers' approvals ----------------------------------------------------------
+    @property
+    def passphrase_file(self) -> Path:
+        """The approvers' passphrase, as a script gives it (`--passphrase-file`)."""
+        path = self.root / "approver.passphrase"
+        if not path.exists():
+            from scifed.at_rest import write_private
+
+            write_private(path, b"a passphrase for the test approvers\n")
+        return path
+
+    def approver(self, node: str, name: str = "officer", role: str = "officer") -> Path:
+        """The key of approver ``name`` at ``node``, made and registered with `scifed node
+        approver add` on first use."""
+        key = self.node_dir(node) / "approvers" / f"{name}.key"
+        if not key.exists():
+            self.node_cli(node, "approver", "add", name, "--role", role, "--key-out", str(key),
+                          "--passphrase-file", str(self.passphrase_file))
+        return key
+
+    def decide(self, node: str, verb: str, approval_id: str, *args: str,
+               name: str = "officer", role: str = "officer",
+               check: bool = True) -> subprocess.CompletedProcess:
+        """`scifed node approvals approve|deny ID ... --key KEY`, signed by ``name``."""
+        return self.node_cli(node, "approvals", verb, approval_id, *args, "--key",
+                             str(self.approver(node, name, role)), "--passphrase-file",
+                             str(self.passphrase_file), check=check)
+
     def __enter__(self) -> LocalFederation:
         return self
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
@@ -215,6 +216,16 @@ def quorum(run: Run, answers: dict, failed: dict[str, str]) -> None:
                         f"needs answered: {reasons}")
 
 
+@dataclass(frozen=True)
+class FlowerApp:
+    """A job type's Flower app: the FAB's directory (a pyproject.toml, no code) and the
+    installed ClientApp it names. A node runs only this ClientApp, from its own installed
+    scifed, and only for a FAB whose bytes equal the one it builds from ``app_dir``."""
+
+    app_dir: Path
+    client_app: str  # module:attribute, importable from the installed scifed
+
+
 # -- the interface ------------------------------------------------------------------------
 class JobType(ABC):
     """One kind of federated job. Class attributes describe it; methods are called on
@@ -229,6 +240,7 @@ class JobType(ABC):
     resumable: ClassVar[bool] = False         # survives a coordinator restart (`job resume`)
     needs_training: ClassVar[bool] = False    # needs the coordinator's Flower SuperLink
     guarded: ClassVar[bool] = True            # rows go through the differencing guard
+    flower_app: ClassVar[FlowerApp | None] = None  # the app of a type run on Flower
 
     # -- coordinator ---------------------------------------------------------------------
     @abstractmethod

@@ -6,7 +6,7 @@ import json
 
 import grpc
 
-from node.approvals import Approvals, parse_expiry
+from node.approvals import Approvals
 from node.audit import AuditLog
 from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
@@ -116,10 +116,28 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
 
     @user_errors
     def ApprovalDecide(self, request, context):
-        appr = self.approvals.decide(request.approval_id, approve=request.approve,
-                                     by=request.by or actor(context), reason=request.reason,
-                                     expires_ms=parse_expiry(request.expires))
+        """A decision counts only with the approver's signature; the name in ``by`` says
+        whose registered key must verify it (the socket's caller is not asked)."""
+        appr = self.approvals.decide(
+            request.approval_id, approve=request.approve, by=request.by,
+            reason=request.reason, expires_ms=request.expires_unix_ms or None,
+            statement=request.statement, signature=request.signature)
         return _json(appr.as_dict())
+
+    @user_errors
+    def ApproverAdd(self, request, context):
+        person = self.approvals.registry.add(request.name, request.role,
+                                             request.public_key_pem, by=actor(context))
+        return _json(person.as_dict())
+
+    @user_errors
+    def ApproverList(self, request, context):
+        return _json([p.as_dict() for p in
+                      self.approvals.registry.list(include_removed=request.include_removed)])
+
+    @user_errors
+    def ApproverRemove(self, request, context):
+        return _json(self.approvals.registry.remove(request.name, by=actor(context)).as_dict())
 
     @user_errors
     def BudgetShow(self, request, context):
@@ -213,5 +231,6 @@ def _json(data) -> pb.JsonReply:
 
 
 def actor(context) -> str:
-    """Who is acting, as the officer's CLI says (the socket's permissions are the check)."""
+    """Who is acting, as the officer's CLI says, for the audit log (the socket's
+    permissions are the check). A label, not an identity: it approves nothing."""
     return dict(context.invocation_metadata()).get("scifed-actor", "officer")

@@ -1,8 +1,17 @@
-"""The officer's approval queue: tasks the policy holds for a person's decision.
+"""The officer's approval queue: tasks the policy holds for a person's decision, and the
+registry of the people who may decide them.
+
+An approver is a person with a key (``scifed/approver_keys.py``), registered here by
+name, role and public key with `scifed node approver add`. A decision counts only if it
+is signed by a registered approver's key over exactly that decision; the role is the
+registry's, never the caller's. A name alone approves nothing: whoever can open the admin
+socket can type any name, and one shell once approved a G5 task as both officer and
+security lead that way.
 
 A liaison (the officer's deputy) may decide up to G3; G4 and above need the officer;
-G5 needs both the officer and the unit's security lead (dual approval, governance §2.6).
-An approval may carry an expiry after which it no longer admits the task.
+G5 needs both the officer and the unit's security lead (dual approval, governance §2.7),
+two registered approvers with distinct names and keys. An approval may carry an expiry
+after which it no longer admits the task.
 """
 
 from __future__ import annotations
@@ -15,13 +24,27 @@ from dataclasses import dataclass
 
 from node.audit import AuditLog
 from node.store import NodeStore
+from scifed.approver_keys import (
+    STATEMENT_FIELDS,
+    b64,
+    check_approver,
+    decision_statement,
+    fingerprint,
+    parse_statement,
+    verifies,
+)
 from scifed.errors import NotFound, UserError
 from scifed.grading import grade_rank
 from scifed.wire import now_ms
 
-ROLES = ("officer", "liaison", "security_lead")
 STATES = ("pending", "approved", "denied", "expired", "withdrawn")
 LIAISON_UP_TO = "G3"
+OFFICER_FROM = "G4"  # from here on only the officer approves ...
+DUAL_FROM = "G5"     # ... and from here on the security lead too
+UNSIGNED = ("a decision must be signed with the approver's own key: a name alone (the old "
+            "--as NAME or $SCIFED_ACTOR) approves nothing. Register the person with "
+            "`scifed node approver add NAME --role ROLE`, then decide with `scifed node "
+            "approvals approve|deny ID --key KEY`")
 
 
 @dataclass(frozen=True)
@@ -44,8 +67,119 @@ class Approval:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+@dataclass(frozen=True)
+class Approver:
+    name: str
+    role: str
+    public_key: str
+    fingerprint: str
+    added_by: str
+    added_ms: int
+    removed_by: str | None
+    removed_ms: int | None
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
 class Waiting(Exception):
     """The task waits for a person (the approval queue); the coordinator asks again."""
+
+
+def _day(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+
+
+def _approver(r: sqlite3.Row) -> Approver:
+    return Approver(r["name"], r["role"], r["public_key"], r["fingerprint"], r["added_by"],
+                    r["added_ms"], r["removed_by"], r["removed_ms"])
+
+
+class ApproverRegistry:
+    """Who may decide approvals at this node: one row per person and key, audited. A key
+    is registered once (a removed approver's key never comes back), and no two approvers
+    share one, so two approvals of a G5 task are two people's."""
+
+    def __init__(self, store: NodeStore) -> None:
+        self.store = store
+
+    def add(self, name: str, role: str, public_key_pem: str, *, by: str) -> Approver:
+        check_approver(name, role)
+        fp = fingerprint(public_key_pem)
+        with self.store.tx() as con:
+            same = con.execute("SELECT * FROM approvers WHERE name=? AND removed_ms IS NULL",
+                               (name,)).fetchone()
+            if same is not None:
+                raise UserError(f"{name} is already an approver at this node ({same['role']}, "
+                                f"key {same['fingerprint']}); `scifed node approver remove "
+                                f"{name}` first to give them another key or role")
+            held = con.execute("SELECT * FROM approvers WHERE fingerprint=?",
+                               (fp,)).fetchone()
+            if held is not None:
+                raise UserError(
+                    f"this public key ({fp}) is already registered to approver "
+                    f"{held['name']}" + (f" (removed {_day(held['removed_ms'])})"
+                                         if held["removed_ms"] else "")
+                    + f": one person, one key, registered once; make a new key for {name}")
+            con.execute("INSERT INTO approvers (name, role, public_key, fingerprint, "
+                        "added_by, added_ms) VALUES (?,?,?,?,?,?)",
+                        (name, role, public_key_pem, fp, by, now_ms()))
+            AuditLog.append_in(con, by, "approver.add", name,
+                               {"name": name, "role": role, "fingerprint": fp})
+            return _approver(con.execute("SELECT * FROM approvers WHERE fingerprint=?",
+                                         (fp,)).fetchone())
+
+    def remove(self, name: str, *, by: str) -> Approver:
+        """From now on the approver's key decides nothing here (decisions it already
+        signed stay as they were, in the record and the audit)."""
+        with self.store.tx() as con:
+            r = con.execute("SELECT * FROM approvers WHERE name=? AND removed_ms IS NULL",
+                            (name,)).fetchone()
+            if r is None:
+                raise NotFound(f"no approver '{name}' at this node")
+            con.execute("UPDATE approvers SET removed_by=?, removed_ms=? WHERE seq=?",
+                        (by, now_ms(), r["seq"]))
+            AuditLog.append_in(con, by, "approver.remove", name,
+                               {"name": name, "role": r["role"],
+                                "fingerprint": r["fingerprint"]})
+            return _approver(con.execute("SELECT * FROM approvers WHERE seq=?",
+                                         (r["seq"],)).fetchone())
+
+    def list(self, include_removed: bool = False) -> list[Approver]:
+        with self.store.tx() as con:
+            rows = con.execute("SELECT * FROM approvers"
+                               + ("" if include_removed else " WHERE removed_ms IS NULL")
+                               + " ORDER BY seq").fetchall()
+        return [_approver(r) for r in rows]
+
+    @staticmethod
+    def active_in(con: sqlite3.Connection, name: str) -> Approver:
+        """The registered approver ``name``, else one UserError: removed, or unknown."""
+        r = con.execute("SELECT * FROM approvers WHERE name=? AND removed_ms IS NULL",
+                        (name,)).fetchone()
+        if r is not None:
+            return _approver(r)
+        gone = con.execute("SELECT * FROM approvers WHERE name=? ORDER BY seq DESC",
+                           (name,)).fetchone()
+        if gone is not None:
+            raise UserError(f"approver {name} was removed from this node on "
+                            f"{_day(gone['removed_ms'])} (by {gone['removed_by']}): their key "
+                            "no longer approves or denies anything")
+        names = [x["name"] for x in con.execute(
+            "SELECT name FROM approvers WHERE removed_ms IS NULL ORDER BY seq")]
+        raise UserError(f"{name!r} is not a registered approver at this node (approvers: "
+                        f"{', '.join(names) or 'none yet'}; `scifed node approver add`)")
+
+
+def legacy_approvers_notice(approvers: dict[str, str]) -> str:
+    """What the node says at start when node.yaml still lists `approvers:` by name."""
+    if not approvers:
+        return ""
+    adds = "; ".join(f"`scifed node approver add {n} --role {r}`"
+                     for n, r in approvers.items())
+    return ("node.yaml `approvers:` names no longer approve anything: approvers are people "
+            f"with keys. Register each with the node running ({adds}), then delete "
+            "`approvers:` from node.yaml")
 
 
 def _row(r: sqlite3.Row) -> Approval:
@@ -56,20 +190,14 @@ def _row(r: sqlite3.Row) -> Approval:
 
 
 class Approvals:
-    def __init__(self, store: NodeStore, approvers: dict[str, str]) -> None:
-        """`approvers` maps a person's name to their role; empty means whoever can reach
-        the admin socket acts as the officer (a one-person platform)."""
+    def __init__(self, store: NodeStore, node: str) -> None:
+        """``node``: this node's name, which every signed decision names."""
+        if not isinstance(node, str):
+            raise TypeError("Approvals(store, node): approvers are registered with keys "
+                            "(ApproverRegistry), not passed as a name->role map")
         self.store = store
-        self.approvers = approvers
-
-    def role_of(self, name: str) -> str:
-        if not self.approvers:
-            return "officer"
-        role = self.approvers.get(name)
-        if role is None:
-            raise UserError(f"'{name}' is not an approver at this node (node.yaml approvers: "
-                            f"{', '.join(self.approvers)})")
-        return role
+        self.node = node
+        self.registry = ApproverRegistry(store)
 
     # -- the task side ------------------------------------------------------------------
     def request(self, *, job_id: str, dataset_id: str, study_id: str, job_type: str,
@@ -156,13 +284,22 @@ class Approvals:
         return _row(r)
 
     def decide(self, approval_id: str, *, approve: bool, by: str, reason: str = "",
-               expires_ms: int | None = None) -> Approval:
-        role = self.role_of(by)
+               expires_ms: int | None = None, statement: str = "",
+               signature: bytes = b"") -> Approval:
+        """Record approver ``by``'s decision, if ``signature`` is theirs over exactly this
+        decision (``statement``: what they say they signed, for a precise refusal; the
+        node checks the signature over its own statement). Any refusal changes nothing."""
+        if not signature:
+            raise UserError(UNSIGNED)
         if not approve and not reason.strip():
             raise UserError("a denial needs a reason (--reason TEXT): the researcher sees it")
+        if not approve and expires_ms is not None:
+            raise UserError("a denial has no expiry")
         if expires_ms is not None and expires_ms <= now_ms():
             raise UserError("the approval's expiry is in the past")
+        signed = parse_statement(statement)
         with self.store.tx() as con:
+            person = ApproverRegistry.active_in(con, by)
             r = con.execute("SELECT * FROM approvals WHERE approval_id=?",
                             (approval_id,)).fetchone()
             if r is None:
@@ -170,28 +307,86 @@ class Approvals:
             appr = _row(r)
             if appr.state != "pending":
                 raise UserError(f"approval {approval_id} is already {appr.state}")
-            if role == "liaison" and grade_rank(appr.grade) > grade_rank(LIAISON_UP_TO):
-                raise UserError(f"a liaison may decide up to {LIAISON_UP_TO}; this task is on "
-                                f"{appr.grade} data and needs the officer")
-            decisions = [*appr.decisions, {"by": by, "role": role, "approve": approve,
-                                           "reason": reason, "at_ms": now_ms()}]
+            expected = decision_statement(node=self.node, approval=appr.as_dict(),
+                                          approver=person.name, key=person.fingerprint,
+                                          approve=approve, reason=reason,
+                                          expires_ms=expires_ms)
+            wrong = [f for f in STATEMENT_FIELDS if signed[f] != expected[f]]
+            if wrong:
+                raise UserError(_mismatch(wrong, signed, expected))
+            if not verifies(person.public_key, expected, signature):
+                raise UserError(f"the signature is not {person.name}'s: it does not verify "
+                                f"with their registered key {person.fingerprint} (signed "
+                                "with another key, or changed after signing); nothing "
+                                "changed")
+            self._check_role(appr, person, approve)
+            decisions = [*appr.decisions, {
+                "by": person.name, "role": person.role, "key": person.fingerprint,
+                "approve": approve, "reason": reason, "expires_ms": expires_ms,
+                "at_ms": now_ms(), "statement": expected, "signature": b64(signature)}]
             state = "denied" if not approve else self._approved_state(appr.grade, decisions)
+            given = [e for e in (appr.expires_ms, expires_ms if approve else None)
+                     if e is not None]
+            expires = min(given, default=None)  # a second approver cannot extend the first's
             con.execute("UPDATE approvals SET state=?, decisions=?, expires_ms=? "
                         "WHERE approval_id=?",
-                        (state, json.dumps(decisions), expires_ms, approval_id))
-            AuditLog.append_in(con, by, "approval.approve" if approve else "approval.deny",
-                               appr.dataset_id, {"approval_id": approval_id, "role": role,
-                                                 "job_id": appr.job_id, "reason": reason,
-                                                 "expires_ms": expires_ms, "state": state})
+                        (state, json.dumps(decisions), expires, approval_id))
+            AuditLog.append_in(con, person.name,
+                               "approval.approve" if approve else "approval.deny",
+                               appr.dataset_id, {
+                                   "approval_id": approval_id, "role": person.role,
+                                   "job_id": appr.job_id, "reason": reason,
+                                   "expires_ms": expires_ms, "state": state,
+                                   "key": person.fingerprint,
+                                   "spec_sha256": expected["spec_sha256"],
+                                   "signature": b64(signature)})
         return self.get(approval_id)
 
     @staticmethod
+    def _check_role(appr: Approval, person: Approver, approve: bool) -> None:
+        """The registry's role against the task's grade; a person counts once."""
+        rank = grade_rank(appr.grade)
+        if person.role == "liaison" and rank > grade_rank(LIAISON_UP_TO):
+            raise UserError(f"a liaison may decide up to {LIAISON_UP_TO}; this task is on "
+                            f"{appr.grade} data and needs the officer")
+        if not approve:
+            return
+        if rank >= grade_rank(OFFICER_FROM) and person.role == "security_lead" \
+                and rank < grade_rank(DUAL_FROM):
+            raise UserError(f"a task on {appr.grade} data is approved by the officer; the "
+                            f"security lead's approval counts from {DUAL_FROM} on, beside "
+                            "the officer's")
+        for d in appr.decisions:
+            if d["approve"] and (d["by"] == person.name or d.get("key") == person.fingerprint):
+                raise UserError(f"{d['by']} (key {d.get('key')}) already approved "
+                                f"{appr.approval_id}; a {appr.grade} task needs the officer "
+                                "and the security lead: two different approvers with two "
+                                "different keys")
+
+    @staticmethod
     def _approved_state(grade: str, decisions: list[dict]) -> str:
-        """G5 needs the officer and the security lead; everything else one approval."""
-        if grade != "G5":
+        """From G5 the officer and the security lead, two different people and keys;
+        below, one approval (its role checked by :meth:`_check_role`). Only signed
+        decisions count (a name-only one an older version recorded does not)."""
+        if grade_rank(grade) < grade_rank(DUAL_FROM):
             return "approved"
-        roles = {d["role"] for d in decisions if d["approve"]}
-        return "approved" if {"officer", "security_lead"} <= roles else "pending"
+        yes = [d for d in decisions if d["approve"] and d.get("signature") and d.get("key")]
+        both = any(o["role"] == "officer" and s["role"] == "security_lead"
+                   and o["by"] != s["by"] and o["key"] != s["key"]
+                   for o in yes for s in yes)
+        return "approved" if both else "pending"
+
+
+def _mismatch(wrong: list[str], signed: dict, expected: dict) -> str:
+    """Why a signed statement does not fit the decision it was sent with."""
+    if {"node", "approval_id", "job_id", "dataset_id", "study_id"} & set(wrong):
+        return (f"the signature is for another request: it was made for approval "
+                f"{signed['approval_id']!r} at node {signed['node']!r}, not "
+                f"{expected['approval_id']} at {expected['node']}; a signature covers one "
+                "decision only (nothing changed)")
+    parts = "; ".join(f"{f}: signed {signed[f]!r}, sent {expected[f]!r}" for f in wrong)
+    return (f"the decision differs from what was signed ({parts}); a changed decision "
+            "needs a new signature (nothing changed)")
 
 
 def parse_expiry(text: str) -> int | None:

@@ -1,19 +1,24 @@
 """The node's Flower SuperNode: a supervised subprocess that dials out to the
-coordinator's SuperLink (TLS, verified against the federation CA) and runs the ClientApp
-of `train` jobs on this host.
+coordinator's SuperLink (TLS, verified against the federation CA), and beside it the
+node's own ClientApp executor (``node/executor.py``), which runs the ClientApps of
+`train` jobs on this host — only apps the node trusts (``node/apps.py``).
 
 It authenticates with an EC P-384 key made once in the node's PKI directory and never
 copied; the public half is what the coordinator registers at enrolment
 (``coordinator.flower.SuperLink.register_supernode_key``), which also fixes this node's
 Flower node_id. Its ``node_config`` tells ClientApps where the node's local API socket
-is, the only way they reach data or the study key. Its own Runtime API (for the
-ClientApp processes it spawns) listens on a free loopback port picked at each start.
+is, the only way they reach data or the study key. It runs with ``--isolation process``,
+so it starts no executor of its own; its Runtime API listens on a free loopback port
+picked at each start, written to ``flower/runtime-port`` for the executor, and hands out
+tasks only to a caller holding the secret in ``flower/superexec.secret`` (0600).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +29,8 @@ from scifed.errors import UserError
 from scifed.supervisor import Supervised, flower_env, flower_executable
 
 KEY_FILE = "flower-supernode.key"
+PORT_FILE = "runtime-port"
+SECRET_FILE = "superexec.secret"
 
 
 def ensure_supernode_key(pki_dir: Path) -> bytes:
@@ -44,6 +51,16 @@ def ensure_supernode_key(pki_dir: Path) -> bytes:
                                       serialization.NoEncryption()))
     return key.public_key().public_bytes(serialization.Encoding.PEM,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _private_file(path: Path, content: bytes) -> None:
+    """Write ``content`` to a new 0600 file (replacing any older one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+    os.replace(tmp, path)
 
 
 def _free_loopback_port() -> int:
@@ -67,22 +84,39 @@ class SuperNode:
         if any(c.isspace() or c in "\"'\\" for c in str(self.local_socket)):
             raise UserError(f"the local API socket path {self.local_socket} must not contain "
                             "spaces, quotes or backslashes (Flower's --node-config syntax)")
-        home = Path(state_dir).resolve() / "flower"
+        self.home = home = Path(state_dir).resolve() / "flower"
+        home.mkdir(parents=True, exist_ok=True)
+        os.chmod(home, 0o700)
+        self.port_file, self.secret_file = home / PORT_FILE, home / SECRET_FILE
         self.runtime_port = 0
         self.process = Supervised(f"flower-supernode ({name})", self._argv,
                                   env=flower_env(home), log_path=home / "supernode.log",
                                   ready=self._ready)
+        self.executor = Supervised(f"clientapp-executor ({name})", self._executor_argv,
+                                   env=flower_env(home), log_path=home / "executor.log",
+                                   ready=lambda: True)
 
     def _argv(self) -> list[str]:
+        """A fresh port and a fresh task secret at each (re)start."""
         self.runtime_port = _free_loopback_port()
+        _private_file(self.secret_file, secrets.token_bytes(32))
+        _private_file(self.port_file, str(self.runtime_port).encode())
         config = f'local-api="unix:{self.local_socket}"'
         return [flower_executable("flower-supernode"),
                 "--superlink", self.superlink,
                 "--root-certificates", str(self.ca),
                 "--auth-supernode-private-key", str(self.key_path),
                 "--host", "127.0.0.1", "--port", str(self.runtime_port),
-                "--isolation", "subprocess",
+                "--isolation", "process",
+                "--superexec-auth-secret-file", str(self.secret_file),
                 "--node-config", config]
+
+    def _executor_argv(self) -> list[str]:
+        return [sys.executable, "-m", "node.executor",
+                "--runtime-port-file", str(self.port_file),
+                "--superexec-auth-secret-file", str(self.secret_file),
+                "--local-api", f"unix:{self.local_socket}",
+                "--parent-pid", str(os.getpid())]
 
     def _ready(self) -> bool:
         """The SuperNode's Runtime API answers (it opens it once set up)."""
@@ -92,6 +126,8 @@ class SuperNode:
 
     def start(self, timeout: float = 60.0) -> None:
         self.process.start(timeout)
+        self.executor.start(timeout)
 
     def stop(self) -> None:
+        self.executor.stop()
         self.process.stop()

@@ -12,10 +12,22 @@ the ε policy sets. Each decision goes into the audit chain.
 differencing guard, the DP noise and its budget charge, and the audit record of the
 release, and encrypts the vector under the study key: a contribution leaves only
 encrypted, and only once paid for.
+
+One job id, one answer per node and stage. The coordinator may resend any task it ever
+sent, at any time, so the node remembers in node.db (``job_answers``) what it did under
+each job id: the task it first took of the job (spec, study, researcher, dataset) and the
+dataset version it read, and each answer it gave (its compute reply; each step of a
+release, by the pooled ciphertexts it was given). A retry of the same task on the same
+version gets the very same answer (a coordinator that crashed may ask again, and learns
+nothing new); any other task under the job id — on a changed dataset, with another spec,
+of a job that ended (``ended_jobs``, kept across restarts), a release from other
+ciphertexts — is refused with one message naming the job (:class:`Replayed`), audited
+(``task.replay``), before anything is read, charged or released.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,18 +46,32 @@ from node.data import DataFile
 from node.datasets import DatasetRegistry
 from node.guard import audit_and_record
 from node.policy import Decision, EffectivePolicy, PolicyBook, decide
-from node.running import RunningJobs, Stopped
+from node.running import Replayed, RunningJobs, Stopped
 from node.store import DatasetRow
 from node.studies import NodeStudies
 from scifed.errors import UserError
 from scifed.filters import compile_filter
 from scifed.he import StudyKey
+from scifed.sealing import canonical_sha256
 from scifed.tasks import ComputeReply, TaskHeader
+from scifed.wire import now_ms
 
 # Which stages may put a task to the officer: the first contact of a job with this node.
 # A later stage (a round, the release, a ClientApp's grant) finds the approval or refuses.
 Stage = Literal["vocab", "reserve", "compute", "round", "release", "check", "grant"]
 _ASKS_OFFICER = {"vocab", "reserve", "compute", "check"}
+# The stages whose tasks are bound to the job's first task and dataset version here (a
+# training grant comes from this node's own ClientApp, not from the coordinator).
+_BOUND = {"vocab", "reserve", "compute", "round", "release", "check"}
+RULE = "one job, one answer per node and stage: nothing is computed, charged or released"
+
+
+def replay_refusal(node: str, job_id: str, why: str) -> Replayed:
+    return Replayed(f"node {node} refuses a replay of job {job_id}: {why}; {RULE}")
+
+
+def data_sha256(row: DatasetRow) -> str:
+    return (row.record.get("distributions") or [{}])[0].get("sha256", "")
 
 
 @dataclass(frozen=True)
@@ -108,13 +134,109 @@ class Gate:
         self.policies = policies
         self.ledger = ledger
         self.alerts = RefusalMonitor(registry.store)
-        self.running = RunningJobs()  # a job's end interrupts its reads here
+        # a job's end interrupts its reads here, and is remembered in node.db
+        self.running = RunningJobs(registry.store)
+
+    # -- one job id, one answer per node and stage ----------------------------------------
+    @contextmanager
+    def replays_audited(self, header: TaskHeader, dataset_id: str, stage: str
+                        ) -> Iterator[None]:
+        """Audit a task refused as a replay (once, outside any transaction it rolls back)."""
+        try:
+            yield
+        except Replayed as exc:
+            self.audit.append("policy", "task.replay", dataset_id,
+                              {"job_id": header.job_id, "researcher": header.researcher,
+                               "stage": stage, "reason": str(exc)})
+            raise
+
+    @staticmethod
+    def task_sha256(header: TaskHeader, row: DatasetRow) -> str:
+        """What a job's tasks at this node all carry alike: its spec, study, researcher,
+        type, node count and this node's dataset."""
+        return canonical_sha256({"study_id": header.study_id, "researcher": header.researcher,
+                                 "job_type": header.job_type, "n_nodes": header.n_nodes,
+                                 "dataset": row.dataset_id, "spec": header.spec})
+
+    def _bind(self, header: TaskHeader, row: DatasetRow, stage: str) -> None:
+        """Bind the job to its first task here and the dataset version it reads; refuse a
+        task of it that differs, or comes on another version."""
+        job_id, digest, sha = header.job_id, self.task_sha256(header, row), data_sha256(row)
+        with self.store.tx() as con:
+            bound = con.execute("SELECT dataset_id, sha256, task_sha256 FROM job_answers "
+                                "WHERE job_id=? AND stage='task'", (job_id,)).fetchall()
+            if not bound:
+                con.execute("INSERT INTO job_answers VALUES (?,?,?,?,?,?,?,?)",
+                            (job_id, row.dataset_id, "task", sha, digest, "", None,
+                             now_ms()))
+            computed = con.execute("SELECT 1 FROM job_answers WHERE job_id=? AND "
+                                   "dataset_id=? AND stage='compute'",
+                                   (job_id, row.dataset_id)).fetchone()
+        for r in bound:
+            if r["task_sha256"] != digest:
+                raise replay_refusal(self.node, job_id, (
+                    "its tasks here came with another spec, study, researcher or dataset "
+                    f"(task sha256 {r['task_sha256'][:16]}…, this one {digest[:16]}…)"))
+            if r["sha256"] != sha:
+                raise replay_refusal(self.node, job_id, (
+                    f"it took this job on version {r['sha256'][:16]}… of dataset "
+                    f"{row.slug}, which has changed since (now {sha[:16]}…)"))
+        if stage == "round" and computed is None:
+            raise replay_refusal(self.node, job_id, "it gave no answer to the job's compute "
+                                 "here, so it answers no round of the job's release")
+
+    def answered(self, con, adm: Admission, stage: str, digest: str, what: str
+                 ) -> bytes | None:
+        """The reply this node gave to ``stage`` of the job, if any (a retry gets it
+        again); refuse a task of the stage that differs (``digest``: what the answer was
+        made from) or comes on another dataset version. ``what``: the refusal's words."""
+        r = con.execute("SELECT sha256, task_sha256, output FROM job_answers WHERE job_id=? "
+                        "AND dataset_id=? AND stage=?",
+                        (adm.header.job_id, adm.row.dataset_id, stage)).fetchone()
+        if r is None:
+            return None
+        if r["sha256"] != data_sha256(adm.row):
+            raise replay_refusal(self.node, adm.header.job_id, (
+                f"it took this job on version {r['sha256'][:16]}… of dataset "
+                f"{adm.row.slug}, which has changed since (now "
+                f"{data_sha256(adm.row)[:16]}…)"))
+        if r["task_sha256"] != digest:
+            raise replay_refusal(self.node, adm.header.job_id, what)
+        return r["output"]
+
+    def keep(self, con, adm: Admission, stage: str, digest: str, output: bytes,
+             what: str) -> bytes:
+        """Record the reply to ``stage`` in the transaction that releases it; the reply to
+        send (a concurrent copy of the task may have answered first)."""
+        prior = self.answered(con, adm, stage, digest, what)
+        if prior is not None:
+            return prior
+        con.execute("INSERT INTO job_answers VALUES (?,?,?,?,?,?,?,?)",
+                    (adm.header.job_id, adm.row.dataset_id, stage, data_sha256(adm.row),
+                     digest, hashlib.sha256(output).hexdigest(), output, now_ms()))
+        return output
+
+    def retried(self, adm: Admission, stage: str) -> None:
+        self.audit.append("policy", "task.retry", adm.row.dataset_id,
+                          {"job_id": adm.header.job_id, "researcher": adm.header.researcher,
+                           "stage": stage, "why": "the same task of the job on the same "
+                                                 "dataset version: the same answer again"})
 
     def admit(self, header: TaskHeader, stage: Stage, *, audit: bool = True) -> Admission:
-        """Decide the task; raises UserError (denied, refused by the officer, budget),
-        or :class:`node.approvals.Waiting` while an officer has not decided."""
-        self.running.refuse_if_ended(header.job_id)
+        """Decide the task; raises UserError (denied, refused by the officer, budget, a
+        replay), or :class:`node.approvals.Waiting` while an officer has not decided."""
+        ended = self.running.ended(header.job_id)
+        if ended is not None:
+            try:
+                subject = self.studies.attached(header.study_id, header.dataset).dataset_id
+            except UserError:
+                subject = header.dataset
+            with self.replays_audited(header, subject, stage):
+                raise replay_refusal(self.node, header.job_id, f"it has ended ({ended})")
         row = self.studies.attached(header.study_id, header.dataset)
+        if stage in _BOUND:
+            with self.replays_audited(header, row.dataset_id, stage):
+                self._bind(header, row, stage)
         rec = row.record
         spec = parse_job_dict(header.spec, f"job {header.job_id}")
         if spec.type != header.job_type:
@@ -171,7 +293,7 @@ class Gate:
         audited = adm.policy.query_auditing
         try:
             yield
-        except Stopped:  # the job ended: not a refusal of the query
+        except Stopped:  # the job ended, or a replay: not a refusal of the query
             raise
         except UserError as exc:
             self.audit.append("policy", "task.refuse", adm.row.dataset_id,
@@ -197,6 +319,13 @@ class Gate:
                             f"{adm.policy.min_contributors} contributors "
                             f"({adm.policy.sources['min_contributors']}), so that no "
                             "contributor can read another's share")
+        # what the answer is made of beyond the job's task (bound in admit): the categories
+        digest = canonical_sha256({"task": self.task_sha256(h, adm.row), "vocabulary": vocab})
+        what = "it answered this job's compute from other categories (vocabularies)"
+        with self.replays_audited(h, adm.row.dataset_id, "compute"):
+            with self.store.tx() as con:
+                prior = self.answered(con, adm, "compute", digest, what)
+        made: dict[str, bytes] = {}
         report: dict = {}
         release = {"job_id": h.job_id, "researcher": h.researcher, "job_type": adm.spec.type,
                    "rows_audited": False}
@@ -215,18 +344,35 @@ class Gate:
             if adm.decision.dp:
                 report.update(job.noise(adm.params, vec, vocab, adm.limits))
             AuditLog.append_in(con, "policy", "task.release", adm.row.dataset_id, release)
-            return adm.key.encrypt(vec)
+            blob = adm.key.encrypt(vec)
+            made["reply"] = self.keep(con, adm, "compute", digest,
+                                      reply(blob, report).dumps(), what)
+            return blob
 
-        if adm.decision.dp:
-            blob = self.ledger.charge_and_release(**adm.budget(), delta=0.0, produce=produce,
-                                                  reserved=True)
-        else:
-            with self.store.tx() as con:
-                blob = produce(con)
-        dp = ({"epsilon": adm.decision.epsilon, "delta": 0.0, **report}
-              if adm.decision.dp else None)
-        return ComputeReply(ciphertext=blob, k=adm.k, dp=dp,
-                            min_contributors=adm.policy.min_contributors)
+        def reply(blob: bytes, report: dict) -> ComputeReply:
+            dp = ({"epsilon": adm.decision.epsilon, "delta": 0.0, **report}
+                  if adm.decision.dp else None)
+            return ComputeReply(ciphertext=blob, k=adm.k, dp=dp,
+                                min_contributors=adm.policy.min_contributors)
+
+        with self.replays_audited(h, adm.row.dataset_id, "compute"):
+            if adm.decision.dp:  # a retry is replayed from the charge (never charged twice)
+                blob = self.ledger.charge_and_release(**adm.budget(), delta=0.0,
+                                                      produce=produce, reserved=True)
+            elif prior is None:
+                with self.store.tx() as con:
+                    prior = self.answered(con, adm, "compute", digest, what)
+                    if prior is None:
+                        blob = produce(con)
+            if "reply" in made:
+                return ComputeReply.loads(made["reply"])
+            if prior is None:  # a concurrent copy of the task answered first
+                with self.store.tx() as con:
+                    prior = self.answered(con, adm, "compute", digest, what)
+        self.retried(adm, "compute")
+        if prior is None:  # charged before this node kept its answers: the charge's output
+            return reply(blob, {})
+        return ComputeReply.loads(prior)
 
     def reserve(self, adm: Admission) -> float | None:
         """Hold the task's ε (if DP applies) before any node computes."""

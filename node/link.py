@@ -2,7 +2,9 @@
 
 The node dials out (its platform opens no inbound port): it registers, publishes its
 catalog, and keeps a task stream open that carries heartbeats and results up and tasks
-down. When the coordinator goes away it reconnects with exponential backoff.
+down. When the coordinator goes away it reconnects with exponential backoff. The
+federation CA's CRL comes down with the registration, heartbeat acks and tasks; the link
+hands each to the node's :class:`node.studies.PeerTrust`, which keeps the newest.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
+from node.store import NodeStore
+from node.studies import PeerTrust
 from protos.scifed.v1 import federation_pb2 as pb
 from protos.scifed.v1 import federation_pb2_grpc as pbg
 from scifed import __version__
@@ -88,15 +92,17 @@ class CoordinatorLink:
                  sync_needed: threading.Event | None = None, supernode_key: str = "",
                  on_new_superlink: Callable[[], None] | None = None,
                  on_stranded: Callable[[pb.Task, pb.TaskResult], None] = lambda t, r: None,
-                 ) -> None:
+                 trust: PeerTrust | None = None) -> None:
         """``handle``: runs one task (the node runner). ``sync_needed``:
         set it to republish the catalog (the dataset registry does on every change).
         ``supernode_key``: the SuperNode's public key, registered with the coordinator when
         the node trains; ``on_new_superlink`` runs (before tasks flow) when the
         coordinator's Flower SuperLink is a new one. ``on_stranded(task, result)`` gets
         each result this link will never send: its task came from a coordinator instance
-        that has since restarted, and the result had not left the node."""
+        that has since restarted, and the result had not left the node. ``trust``: the
+        node's CRL holder (default: one on the node's own database)."""
         self.cfg = cfg
+        self.trust = trust or PeerTrust(NodeStore(cfg.state_dir / "node.db"), cfg)
         self.seal_claim = make_claim(cfg.tls.key.parent, name=cfg.name, role="node",
                                      cert_path=cfg.tls.cert, key_path=cfg.tls.key).to_dict()
         self.supernode_key = supernode_key
@@ -203,6 +209,7 @@ class CoordinatorLink:
                 timeout=10)
             self._touch()
             self._registered = True
+            self.trust.offer(reply.crl, via="registration")
             self._outbox.registered(reply.instance)
             if reply.flower_epoch != self._flower_epoch:
                 if self._flower_epoch and self.on_new_superlink is not None:
@@ -214,6 +221,8 @@ class CoordinatorLink:
             self._call = self._stub.TaskStream(self._outgoing(reply.heartbeat_seconds))
             for msg in self._call:
                 self._touch()
+                if msg.HasField("ack") and msg.ack.crl:
+                    self.trust.offer(msg.ack.crl, via="heartbeat")
                 if msg.HasField("task"):
                     threading.Thread(target=self._handle_task,
                                      args=(msg.task, reply.instance), daemon=True).start()

@@ -1,12 +1,13 @@
 """The node's local API for apps running on the node host: the Flower ClientApp of a
 training job asks it, before touching anything, whether it may train, and gets the rows
-only through it.
+only through it; the node's ClientApp executor asks it, before running anything, whether
+the app a Flower run shipped is one the node trusts (``node/apps.py``).
 
 Every grant re-checks what the coordinator cannot vouch for, with the same gate
 (`node/gate.py`) that answered the coordinator's check before the run, and charges the
 job's ε (once per job); the rows come from the job type's ``grant``. The socket is
 ``state_dir/local.sock`` with mode 0600, so only processes of the node's own account (its
-SuperNode and the ClientApps it starts) reach it.
+SuperNode and its ClientApp executor) reach it.
 
 A refusal — the gate's decision, the budget, the officer, rows the job cannot use, a
 malformed request — says only "refused at node X": the ClientApp's reply travels through
@@ -31,6 +32,7 @@ import grpc
 import numpy as np
 
 from node.approvals import Waiting
+from node.apps import AppTrust
 from node.gate import Gate
 from node.release import seal_refusal
 from protos.scifed.v1 import node_local_pb2 as pb
@@ -61,10 +63,12 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 class NodeLocalServicer(pbg.NodeLocalServicer):
-    def __init__(self, gate: Gate, ca_pem: bytes | None = None) -> None:
-        """``ca_pem``: the federation CA that certifies researchers' seal keys (by default
-        read from the node's TLS configuration at each refusal)."""
+    def __init__(self, gate: Gate, apps: AppTrust, ca_pem: bytes | None = None) -> None:
+        """``apps``: which Flower apps the node's ClientApp executor may run. ``ca_pem``:
+        the federation CA that certifies researchers' seal keys (by default read from the
+        node's TLS configuration at each refusal)."""
         self.gate = gate
+        self.apps = apps
         self.registry = gate.registry
         self.node = gate.node
         self.ca_pem = ca_pem
@@ -90,6 +94,9 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
                 dataset=request.dataset, spec=spec)
         except (ValueError, AttributeError) as exc:
             raise UserError(f"node {self.node}: malformed grant request: {exc}") from None
+        # as for every task from the coordinator: a recent CRL, the researcher not revoked
+        trust = self.gate.studies.trust
+        trust.check_researcher(trust.fresh(request.job_id), _claim(request), request.job_id)
         adm = self.gate.admit(header, "grant", audit=request.round <= 1)
         if adm.decision.dp:  # once per job: a later round's charge replays the first
             self.gate.charge(adm, delta=adm.job.requested_delta(adm.params))
@@ -108,12 +115,9 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
         """A refusal that names this node only, with the reason sealed to the job's
         researcher. A request without a valid claim of that researcher gets no reason at
         all: it stays in this node's log."""
-        try:
-            claim = json.loads(request.researcher_claim_json or "null")
-        except (ValueError, RecursionError):
-            claim = None
-        sealed = seal_refusal(claim, self._ca(), request.researcher, request.job_id,
-                              self.node, reason)
+        claim = _claim(request)
+        sealed = seal_refusal(claim if isinstance(claim, dict) else None, self._ca(),
+                              request.researcher, request.job_id, self.node, reason)
         public = refused_at(self.node)
         if sealed is None:
             log.warning("job %s: training refused (%s); the request carries no valid seal "
@@ -144,6 +148,12 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
                          request.epsilon_spent, request.delta, json.dumps(history), now_ms()))
         return pb.ReportTrainingReply(epsilon_spent=request.epsilon_spent)
 
+    @user_errors
+    def CheckApp(self, request: pb.CheckAppRequest, context) -> pb.CheckAppReply:
+        verdict = self.apps.check(request.fab, run_id=request.run_id, job_id=request.job_id)
+        return pb.CheckAppReply(trusted=verdict.trusted, sha256=verdict.sha256,
+                                client_app=verdict.client_app, reason=verdict.reason)
+
     def _history(self, job_id: str, dataset_id: str, round_no: int) -> list[pb.AccountantStep]:
         """The accountant history after the latest earlier round of this job."""
         with self.registry.store.tx() as con:
@@ -155,12 +165,21 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
                 for s, q, n in steps]
 
 
+def _claim(request: pb.TrainingGrantRequest) -> object:
+    """The researcher's seal key claim a grant request carries (None if unreadable)."""
+    try:
+        return json.loads(request.researcher_claim_json or "null")
+    except (ValueError, RecursionError):
+        return None
+
+
 class LocalApi:
     """The local API's gRPC server on its Unix socket (0600), owned by the node process."""
 
-    def __init__(self, gate: Gate, state_dir: Path, ca_pem: bytes | None = None) -> None:
+    def __init__(self, gate: Gate, state_dir: Path, apps: AppTrust,
+                 ca_pem: bytes | None = None) -> None:
         self.path = socket_path(state_dir)
-        self.servicer = NodeLocalServicer(gate, ca_pem)
+        self.servicer = NodeLocalServicer(gate, apps, ca_pem)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
                                   options=GRPC_OPTIONS)
         pbg.add_NodeLocalServicer_to_server(self.servicer, self.server)

@@ -17,10 +17,17 @@ own dataset in the study must admit the job as any task does (policy, and the of
 approval where the cell asks for one), and a cell that asks for the officer's review of
 outputs (``output_review``) releases nothing without that review. The coordinator, which
 relays the ciphertexts, can read none of it.
+
+Nor does anything leave for a job with a revoked contributor: the release task carries
+each node's certificate as the coordinator knows it, and every contributor needs one
+from the federation CA, naming it, that the node's newest CRL does not revoke
+(:meth:`ReleasePath.check_contributors`; the researcher's claim is checked for every
+task, node/runner.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -31,6 +38,7 @@ from node.gate import Admission, Gate
 from scifed.config import TlsConfig
 from scifed.errors import UserError
 from scifed.he import open_for_members, seal_for_members
+from scifed.pki import Crl, verify_certificate
 from scifed.sealing import (
     RESULT_PROVENANCE,
     SealKeyClaim,
@@ -92,6 +100,35 @@ class ReleasePath:
         self.ca_pem = ca_pem
         self.node = gate.node
         self.tls = tls or gate.studies.cfg.tls  # the certificate key results are signed with
+
+    def check_contributors(self, crl: Crl, contributors: object, certs: dict[str, bytes],
+                           job_id: str) -> None:
+        """Refuse (audited) to release for ``contributors`` unless each has a node
+        certificate in ``certs`` (what the task carries) that the federation CA issued,
+        naming it, in date and not revoked by ``crl``: a coordinator that keeps a revoked
+        node in a job holds no unrevoked certificate of it to show."""
+        trust = self.gate.studies.trust
+        if not isinstance(contributors, list) or not all(isinstance(c, str)
+                                                         for c in contributors):
+            return  # malformed: the request's own parsing refuses it
+        for node in sorted(set(contributors)):
+            said = f"node {self.node} releases nothing for job {job_id}"
+            pem = certs.get(node)
+            if not pem:
+                raise trust.refuse(job_id, f"{said}: the task carries no certificate of "
+                                   f"contributor {node}, so nothing shows that it is not "
+                                   "revoked")
+            try:
+                ident = verify_certificate(pem, self.ca_pem, who=f"contributor {node!r}")
+            except UserError as exc:
+                raise trust.refuse(job_id, f"{said}: {exc}") from None
+            if (ident.role, ident.name) != ("node", node):
+                raise trust.refuse(job_id, f"{said}: the certificate it carries for "
+                                   f"contributor {node} is of {ident.role} {ident.name!r}")
+            if crl.revoked(ident.serial):
+                raise trust.refuse(job_id, f"{said}: the certificate of contributor "
+                                   f"{node} (serial {ident.serial}) is revoked "
+                                   f"({crl.describe()})")
 
     def _enough_contributors(self, req: ReleaseRequest, adm: Admission) -> dict:
         """The pooling rule this release applies, as its provenance names it; raises
@@ -157,6 +194,13 @@ class ReleasePath:
                             f"officer's output review ({adm.policy.sources['output_review']}), "
                             "which this node does not offer yet")
         rules = self._enough_contributors(req, adm)
+        step, digest, what = self._step(req)
+        with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
+            with self.gate.store.tx() as con:
+                prior = self.gate.answered(con, adm, step, digest, what)
+        if prior is not None:  # a retry: the very reply this node gave, nothing new
+            self.gate.retried(adm, step)
+            return ReleaseReply.loads(prior)
         key, job_id = adm.key, req.job_id
         totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
         state = open_for_members(key, STATE, job_id, req.state) if req.state else None
@@ -169,8 +213,12 @@ class ReleasePath:
         except ValueError as exc:  # a corrupted aggregate: say so, release nothing
             raise UserError(f"node {self.node}: {exc}") from None
         if isinstance(out, NextRound):
-            return ReleaseReply(state=seal_for_members(key, STATE, job_id, out.state),
-                                query=seal_for_members(key, QUERY, job_id, out.query))
+            reply = ReleaseReply(state=seal_for_members(key, STATE, job_id, out.state),
+                                 query=seal_for_members(key, QUERY, job_id, out.query))
+            with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
+                with self.gate.store.tx() as con:
+                    kept = self.gate.keep(con, adm, step, digest, reply.dumps(), what)
+            return ReleaseReply.loads(kept)
         claim = SealKeyClaim.from_dict(req.researcher_claim)
         public = researcher_key(req.researcher_claim, self.ca_pem, req.researcher)
         released_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -187,9 +235,32 @@ class ReleasePath:
         final = req.stage == "final"
         context = result_context(job_id) if final else progress_context(job_id, req.round)
         sealed = seal(public, json.dumps(signed).encode(), context=context)
-        self.audit.append("policy", "result.seal" if final else "result.progress",
-                          adm.row.dataset_id, {"job_id": job_id, "researcher": claim.name,
-                                               "contributors": req.contributors,
-                                               "round": req.round,
-                                               "result_sha256": result_digest(signed)})
-        return ReleaseReply(sealed=sealed)
+        with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
+            with self.gate.store.tx() as con:  # the answer is kept with its release record
+                kept = self.gate.keep(con, adm, step, digest,
+                                      ReleaseReply(sealed=sealed).dumps(), what)
+                AuditLog.append_in(con, "policy", "result.seal" if final else
+                                   "result.progress", adm.row.dataset_id,
+                                   {"job_id": job_id, "researcher": claim.name,
+                                    "contributors": req.contributors, "round": req.round,
+                                    "result_sha256": result_digest(signed)})
+        return ReleaseReply.loads(kept)
+
+    @staticmethod
+    def _step(req: ReleaseRequest) -> tuple[str, str, str]:
+        """The release step a request is (its stage, round, and the state it continues:
+        each step of a multi-round release is answered once), what its answer is made of
+        (the pooled ciphertexts and every other input of the decode), and the words of
+        the refusal of a step asked again from other inputs."""
+        state = hashlib.sha256(req.state or b"").hexdigest()
+        step = f"release:{req.stage}:{req.round}:{state[:32]}"
+        digest = canonical_sha256({
+            "aggregates": {n: hashlib.sha256(b).hexdigest()
+                           for n, b in sorted(req.aggregates.items())},
+            "vocabularies": [hashlib.sha256(v).hexdigest() for v in req.vocabularies],
+            "contributors": req.contributors, "dp": req.dp, "k": req.k,
+            "min_contributors": req.min_contributors, "study_members": req.study_members,
+            "extra": req.extra})
+        label = (f"progress of round {req.round}" if req.stage == "progress" else
+                 "final result" if req.state is None else "release (a later round)")
+        return step, digest, f"it released this job's {label} from other pooled ciphertexts"

@@ -4,6 +4,11 @@ A task names its job type in its header; the runner looks the type up in the reg
 and calls it inside the gate (`node/gate.py`) and the release path (`node/release.py`).
 So `node/` never names a job type, and a new type needs no change here. A task held for
 an officer's approval answers :class:`scifed.tasks.Waiting`; the coordinator asks again.
+
+Every task brings the CA's CRL as the coordinator holds it; the runner offers it to the
+node's :class:`node.studies.PeerTrust` first. A task that trusts another party (a study
+key, the job's researcher, its contributors) then runs only with a CRL recent enough,
+and only if none of those parties, nor this node, is revoked: else it is refused, audited.
 """
 
 from __future__ import annotations
@@ -48,6 +53,11 @@ from scifed.tasks import (
 
 log = logging.getLogger("scifed.node.runner")
 TaskHandler = Callable[[bytes], bytes]
+# Task kinds that trust other parties: each needs a recent CRL, and none of the parties
+# it trusts revoked. (A cancellation only withdraws; the node process's own kinds, such
+# as restarting its SuperNode, trust nobody.)
+PEER_TRUST = frozenset({TaskKind.KEYGEN, TaskKind.VOCAB, TaskKind.COMPUTE, TaskKind.ROUND,
+                        TaskKind.RELEASE, TaskKind.CHECK, TaskKind.RESERVE})
 
 
 def typed(request: type[Message], fn: Callable[[Message], Message]) -> TaskHandler:
@@ -70,6 +80,7 @@ class NodeRunner:
         self.release_path = release
         self.studies = studies
         self.approvals = approvals
+        self.trust = studies.trust
         self.handlers: dict[str, TaskHandler] = {
             TaskKind.KEYGEN: typed(KeygenRequest, studies.generate_key),
             TaskKind.VOCAB: typed(TaskHeader, self.vocabulary),
@@ -85,11 +96,14 @@ class NodeRunner:
     def handle(self, task: pb.Task) -> pb.TaskResult:
         """Run one task; a user error (a refusal, a bad spec) goes back as its message, a
         bug as "internal error" with the traceback kept in this node's log only."""
+        self.trust.offer(task.crl, via="task")
         handler = self.handlers.get(task.kind)
         if handler is None:
             return pb.TaskResult(task_id=task.task_id, ok=False,
                                  error=f"node {self.gate.node} does not run '{task.kind}' tasks")
         try:
+            if task.kind in PEER_TRUST:
+                self.check_revocation(task)
             return pb.TaskResult(task_id=task.task_id, ok=True, payload=handler(task.payload))
         except UserError as exc:
             return self._refusal(task, str(exc))
@@ -130,6 +144,26 @@ class NodeRunner:
             return pb.TaskResult(task_id=task.task_id, ok=False, error=reason)
         return pb.TaskResult(task_id=task.task_id, ok=False, error=refused_at(node),
                              payload=sealed)
+
+    def check_revocation(self, task: pb.Task) -> None:
+        """Refuse (audited, one message) a task that trusts other parties unless this
+        node's newest CRL is recent enough and revokes neither this node, nor the job's
+        researcher (the seal key claim results and refusals are sealed to), nor, for a
+        release, any contributor (by the certificate the task carries for it). A study
+        key share is checked where it is opened (NodeStudies), a member to key where the
+        lead keys (NodeStudies.generate_key)."""
+        try:
+            header = json.loads(task.payload)
+        except (ValueError, RecursionError):
+            header = None
+        if not isinstance(header, dict):
+            header = {}
+        subject = str(header.get("job_id") or header.get("study_id") or "crl")
+        crl = self.trust.fresh(subject)
+        self.trust.check_researcher(crl, header.get("researcher_claim"), subject)
+        if task.kind == TaskKind.RELEASE:
+            self.release_path.check_contributors(crl, header.get("contributors"),
+                                                 dict(task.node_certs), subject)
 
     @staticmethod
     def _is_job_header(header: object) -> bool:

@@ -11,7 +11,8 @@ from concurrent import futures
 import grpc
 
 from node.admin import NodeAdminServicer
-from node.approvals import Approvals
+from node.approvals import Approvals, legacy_approvers_notice
+from node.apps import AppTrust
 from node.audit import AuditLog
 from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
@@ -52,7 +53,9 @@ class NodeCore:
                                         data_dir=cfg.data_dir, on_change=self.sync_needed.set)
         self.audit = AuditLog(self.store)
         self.studies = NodeStudies(self.store, self.registry, cfg)
-        self.approvals = Approvals(self.store, cfg.approvers)
+        self.approvals = Approvals(self.store, cfg.name)
+        if notice := legacy_approvers_notice(cfg.approvers):  # names approve nothing
+            log.warning(notice)
         self.gate = Gate(node=cfg.name, registry=self.registry, studies=self.studies,
                          approvals=self.approvals, audit=self.audit,
                          policies=PolicyBook(self.store), ledger=BudgetLedger(self.store))
@@ -82,13 +85,14 @@ class NodeProcess:
             audit_head=core.audit.head, sync_needed=core.sync_needed,
             supernode_key=self.supernode.public_key_pem.decode() if self.supernode else "",
             on_new_superlink=self._restart_supernode if self.supernode else None,
-            on_stranded=core.runner.stranded)
+            on_stranded=core.runner.stranded, trust=core.studies.trust)
         self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         admin_pbg.add_NodeAdminServicer_to_server(
             NodeAdminServicer(core.registry, self.link, core.studies, core.approvals),
             self.admin)
         # Apps on this host (the Flower ClientApp) reach data only through this socket.
-        self.local_api = LocalApi(core.gate, cfg.state_dir)
+        self.local_api = LocalApi(core.gate, cfg.state_dir,
+                                  AppTrust(cfg.name, core.audit, cfg.trusted_apps))
 
     def start(self) -> None:
         # Only the officer's account may talk to the admin API.

@@ -61,6 +61,23 @@ CREATE TABLE IF NOT EXISTS approvals (
     created_ms  INTEGER NOT NULL,
     UNIQUE (job_id, dataset_id)
 );
+-- The people who decide approvals (node/approvals.py): name, role and Ed25519 public
+-- key, who added them and when. A removed approver keeps the row (removed_ms set), so a
+-- key is registered once only, ever; one active row per name. Older databases gain the
+-- table (and index) when the node next opens them.
+CREATE TABLE IF NOT EXISTS approvers (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    public_key  TEXT NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE,
+    added_by    TEXT NOT NULL,
+    added_ms    INTEGER NOT NULL,
+    removed_by  TEXT,
+    removed_ms  INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS approvers_active_name ON approvers (name)
+    WHERE removed_ms IS NULL;
 -- The privacy-budget ledger (node/budget.py). A charge and the noisy output it paid
 -- for are written in one transaction; (job, dataset) is unique, so a retry replays the
 -- stored output instead of charging again.
@@ -135,6 +152,30 @@ CREATE TABLE IF NOT EXISTS budget_replays (
     created_ms  INTEGER NOT NULL,
     PRIMARY KEY (job_id, dataset_id)
 );
+-- One job id, one answer per node and stage (node/gate.py): stage 'task' binds the job
+-- to the task this node first took of it (task_sha256: spec, study, researcher, dataset)
+-- and the dataset version it read (sha256); 'compute' and 'release:…' keep what the
+-- node answered (answer_sha256, and the reply itself in output), so a retry of the same
+-- task on the same version gets the same answer and anything else under the job id is
+-- refused. Older databases gain the table when the node next opens them.
+CREATE TABLE IF NOT EXISTS job_answers (
+    job_id        TEXT NOT NULL,
+    dataset_id    TEXT NOT NULL,
+    stage         TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    task_sha256   TEXT NOT NULL,
+    answer_sha256 TEXT NOT NULL,
+    output        BLOB,
+    created_ms    INTEGER NOT NULL,
+    PRIMARY KEY (job_id, dataset_id, stage)
+);
+-- Jobs that ended unreleased here (node/running.py: cancelled, failed, stranded by a
+-- coordinator restart): their late or replayed tasks are refused, across restarts.
+CREATE TABLE IF NOT EXISTS ended_jobs (
+    job_id      TEXT PRIMARY KEY,
+    why         TEXT NOT NULL,
+    ended_ms    INTEGER NOT NULL
+);
 -- What each DP-SGD training round spent (node/local_api.py), so the accountant carries
 -- across rounds that each run in a fresh ClientApp process.
 CREATE TABLE IF NOT EXISTS training_reports (
@@ -158,6 +199,15 @@ CREATE TABLE IF NOT EXISTS audit (
     details     TEXT NOT NULL,
     prev_hash   TEXT NOT NULL,
     hash        TEXT NOT NULL
+);
+-- The newest certificate revocation list of the federation CA this node accepted
+-- (node/studies.py:PeerTrust): signature checked, never replaced by a lower number.
+CREATE TABLE IF NOT EXISTS crls (
+    number         INTEGER PRIMARY KEY,
+    this_update_ms INTEGER NOT NULL,
+    der            BLOB NOT NULL,
+    received_ms    INTEGER NOT NULL,
+    via            TEXT NOT NULL
 );
 -- This node's copies of study keys (CKKS secret contexts), by version, each encrypted
 -- under a key derived from the node's own private key (scifed/at_rest.py).
@@ -317,3 +367,18 @@ class NodeStore:
         finally:
             con.close()
         return [(s, v) for s, v, _ in clear]
+
+    # -- the federation CA's revocation list ----------------------------------------------
+    @staticmethod
+    def newest_crl(con: sqlite3.Connection) -> tuple[int, bytes] | None:
+        """(number, DER) of the newest CRL this node accepted, or None."""
+        r = con.execute("SELECT number, der FROM crls ORDER BY number DESC LIMIT 1").fetchone()
+        return (r[0], r[1]) if r else None
+
+    @staticmethod
+    def put_crl(con: sqlite3.Connection, number: int, this_update_ms: int, der: bytes,
+                via: str) -> None:
+        """Keep this CRL as the newest (the caller checked it is newer), dropping older."""
+        con.execute("INSERT OR REPLACE INTO crls VALUES (?,?,?,?,?)",
+                    (number, this_update_ms, der, now_ms(), via))
+        con.execute("DELETE FROM crls WHERE number < ?", (number,))

@@ -10,24 +10,32 @@ encrypts under it.
 Its copies of study keys are stored encrypted under a key derived from the node's own
 private key (its TLS key file), so a copy of node.db alone opens none of them; copies an
 older version stored in clear are encrypted when the node starts.
+
+Revocation is checked here too, not left to the coordinator (:class:`PeerTrust`): the
+coordinator forwards the federation CA's CRL with every task, heartbeat and registration;
+the node keeps the newest one the CA signed (a lower CRL number never replaces it) and
+refuses, audited, every task that trusts another party while that CRL is older than its
+``crl_max_age_seconds``, and every revoked party: a lead's key share, a member to key, a
+researcher's seal key claim, a contributor to a release, its own certificate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from node.audit import AuditLog
 from node.datasets import DatasetRegistry
-from node.link import CoordinatorLink
 from node.store import DatasetRow, NodeStore
 from protos.scifed.v1 import federation_pb2 as pb
 from scifed.at_rest import AtRestKey
 from scifed.config import NodeConfig
 from scifed.errors import UserError
 from scifed.he import StudyKey
-from scifed.pki import load_crl_serials
+from scifed.pki import Crl, Identity, identity_from_cert_pem, load_crl, newer_crl
 from scifed.sealing import (
     KeyStatement,
     SealKeyClaim,
@@ -40,9 +48,147 @@ from scifed.sealing import (
 )
 from scifed.tasks import KeygenReply, KeygenRequest
 
+if TYPE_CHECKING:
+    from node.link import CoordinatorLink
+
 log = logging.getLogger("scifed.node")
 # The purpose label of the key (derived from the node's private key) that wraps study keys.
 STUDY_KEYS_PURPOSE = "node study keys"
+
+
+def duration(seconds: float) -> str:
+    """A span of time as a person reads it (2.5 s, 12.0 min, 25.3 h)."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+class PeerTrust:
+    """The federation CA's newest certificate revocation list as this node received it
+    (through the coordinator, which relays it and might not), and the checks made with it.
+
+    A CRL is taken only if the CA signed it and its number is higher than the one held:
+    a coordinator that replays an older CRL cannot take a revocation back. Every offer
+    that is refused is audited once. The CRL is kept in node.db (table ``crls``), so
+    every part of the node (the runner, the link) sees the same one.
+    """
+
+    def __init__(self, store: NodeStore, cfg: NodeConfig) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.ca_pem = cfg.tls.ca.read_bytes()
+        self._cache: Crl | None = None
+        self._taken = ""  # digest of the bytes last offered and kept (sent with every task)
+        self._refused: set[str] = set()  # digests of offers refused (and audited) already
+        self._lock = threading.Lock()
+        if cfg.tls.crl is not None and cfg.tls.crl.exists():  # a copy the officer put here
+            self.offer(cfg.tls.crl.read_bytes(), via=f"file {cfg.tls.crl}")
+
+    def current(self) -> Crl | None:
+        """The newest CRL this node accepted, or None."""
+        with self.store.tx() as con:
+            row = NodeStore.newest_crl(con)
+        if row is None:
+            return None
+        cached = self._cache
+        if cached is None or cached.number != row[0]:
+            cached = self._cache = load_crl(row[1], self.ca_pem, source="the stored CRL")
+        return cached
+
+    def offer(self, data: bytes, via: str) -> Crl | None:
+        """A CRL the coordinator sent (``via``: a task, a heartbeat, the registration):
+        kept if the CA signed it and it is newer than the one held; else refused,
+        audited. Never raises: the CRL in force (or None) is returned."""
+        if not data:
+            return self.current()
+        digest = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            if digest in self._refused or digest == self._taken:
+                return self.current()
+            if len(self._refused) > 1000:
+                self._refused.clear()
+            try:
+                offered = load_crl(data, self.ca_pem, source=f"the CRL sent with a {via}")
+            except UserError as exc:
+                self._refused.add(digest)
+                log.warning("node %s: %s", self.cfg.name, exc)
+                AuditLog(self.store).append("node", "crl.refuse", "crl",
+                                            {"via": via, "reason": str(exc)})
+                return self.current()
+            with self.store.tx() as con:
+                held = NodeStore.newest_crl(con)
+                current = load_crl(held[1], self.ca_pem, source="the stored CRL") \
+                    if held else None
+                if current is not None and current.der == offered.der:
+                    self._taken = digest
+                    return current
+                if not newer_crl(current, offered):
+                    self._refused.add(digest)
+                    reason = (f"node {self.cfg.name} keeps its {current.describe()}: the "
+                              f"{offered.describe()} sent with a {via} is not newer (a "
+                              "lower CRL number cannot take a revocation back)")
+                    log.warning("%s", reason)
+                    AuditLog.append_in(con, "node", "crl.refuse", "crl",
+                                       {"via": via, "number": offered.number,
+                                        "held": current.number, "reason": reason})
+                    return current
+                NodeStore.put_crl(con, offered.number,
+                                  int(offered.this_update.timestamp() * 1000), offered.der, via)
+                AuditLog.append_in(con, "node", "crl.accept", "crl",
+                                   {"via": via, "number": offered.number,
+                                    "this_update": offered.this_update.isoformat(),
+                                    "revoked": len(offered.serials)})
+            log.info("node %s: took the CA's %s (%d revoked) from a %s", self.cfg.name,
+                     offered.describe(), len(offered.serials), via)
+            self._cache, self._taken = offered, digest
+            return offered
+
+    def refuse(self, subject: str, message: str) -> UserError:
+        """Audit a refusal for revocation (``trust.refuse``); the error to raise."""
+        AuditLog(self.store).append("node", "trust.refuse", subject, {"reason": message})
+        return UserError(message)
+
+    def fresh(self, subject: str = "crl") -> Crl:
+        """The CRL in force, if it is recent enough to trust other parties by; else
+        refuse (audited) with its age and this node's limit."""
+        crl = self.current()
+        limit = self.cfg.crl_max_age_seconds
+        if crl is None:
+            raise self.refuse(subject, f"node {self.cfg.name} refuses tasks that trust other "
+                              "parties: it holds no certificate revocation list of the "
+                              "federation CA (the coordinator forwards it with every task)")
+        age = crl.age_seconds()
+        if age > limit:
+            raise self.refuse(subject, f"node {self.cfg.name} refuses tasks that trust other "
+                              f"parties: its newest certificate revocation list "
+                              f"({crl.describe()}) is {duration(age)} old, older than its "
+                              f"limit crl_max_age_seconds = {limit:g} ({duration(limit)}); "
+                              "the coordinator forwards the CA's CRL with every task, and "
+                              "the CA signs a new one at least daily")
+        own = identity_from_cert_pem(self.cfg.tls.cert.read_bytes())
+        if crl.revoked(own.serial):
+            raise self.refuse(subject, f"node {self.cfg.name} takes no tasks: its own "
+                              f"certificate (serial {own.serial}) is revoked "
+                              f"({crl.describe()})")
+        return crl
+
+    def check_researcher(self, crl: Crl, claim: object, job_id: str) -> None:
+        """Refuse (audited) a job whose researcher's seal key claim names a certificate
+        ``crl`` revokes (a claim that does not verify is refused where it is used)."""
+        if isinstance(claim, dict) and isinstance(claim.get("cert_pem"), str):
+            self.check(crl, claim["cert_pem"].encode(),
+                       f"job {job_id} of researcher {claim.get('name', '')!r}", job_id)
+
+    def check(self, crl: Crl, cert_pem: bytes, what: str, subject: str) -> Identity:
+        """The identity of ``cert_pem``, unless ``crl`` revokes it (refused, audited)."""
+        ident = identity_from_cert_pem(cert_pem)
+        if crl.revoked(ident.serial):
+            raise self.refuse(subject, f"node {self.cfg.name} refuses {what}: the "
+                              f"certificate of {ident.role} {ident.name!r} (serial "
+                              f"{ident.serial}) is revoked ({crl.describe()})")
+        return ident
 
 
 def key_context(study_id: str, version: int, node: str) -> bytes:
@@ -58,6 +204,7 @@ class NodeStudies:
         self._keys: dict[tuple[str, int], StudyKey] = {}
         self._lock = threading.Lock()
         self.vault = AtRestKey.from_private_key_file(cfg.tls.key, STUDY_KEYS_PURPOSE)
+        self.trust = PeerTrust(store, cfg)
         for study_id, version in store.encrypt_clear_study_keys(self.vault):
             log.warning("node %s: key version %d of study %s was stored in clear by an "
                         "older version; encrypted it (backups taken before now still hold "
@@ -146,8 +293,7 @@ class NodeStudies:
         else refuse, audited, with one message."""
         ca_pem = self.cfg.tls.ca.read_bytes()
         seal_key = load_seal_key(self.cfg.tls.key.parent)
-        crl = self.cfg.tls.crl
-        revoked = load_crl_serials(crl, self.cfg.tls.ca) if crl and crl.exists() else set()
+        revoked = self.trust.fresh(study_id).serials  # the newest CRL, recent enough
         nodes = self.study_nodes(study_id)
         lead = ""
         try:
@@ -205,9 +351,16 @@ class NodeStudies:
             raise UserError(f"node {self.cfg.name} keys no node outside study '{study[0]}' "
                             f"as its officer accepted it: {', '.join(strangers)}")
         ca_pem = self.cfg.tls.ca.read_bytes()
-        publics = {node: verify_claim(SealKeyClaim.from_dict(claim), ca_pem,
-                                      expect_role="node", expect_name=node)
-                   for node, claim in req.members.items()}
+        claims = {node: SealKeyClaim.from_dict(claim) for node, claim in req.members.items()}
+        publics = {node: verify_claim(claim, ca_pem, expect_role="node", expect_name=node)
+                   for node, claim in claims.items()}
+        crl = self.trust.fresh(req.study_id)
+        revoked = sorted(f"{node} (serial {serial})" for node, claim in claims.items()
+                         if crl.revoked(serial := identity_from_cert_pem(claim.cert_pem).serial))
+        if revoked:
+            raise self.trust.refuse(req.study_id, f"node {self.cfg.name} keys no node whose "
+                                    f"certificate is revoked ({crl.describe()}): "
+                                    f"{', '.join(revoked)}")
         key = StudyKey.generate()
         secret = key.secret_bytes()
         public = key.public_bytes()

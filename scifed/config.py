@@ -7,7 +7,7 @@ so a deployment directory can be moved as a whole.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,9 +45,18 @@ class NodeConfig(_Strict):
     flower_superlink: str | None = Field(
         default=None, description="Fleet API host:port of the coordinator's Flower "
         "SuperLink; set it to take part in federated training")
+    trusted_apps: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=list, description="sha256 of Flower app bundles (FABs) besides "
+        "the apps of this node's own scifed that its ClientApp executor may run; each one "
+        "is code the officer has read and approved")
+    crl_max_age_seconds: float = Field(
+        default=86400.0, gt=0, description="the oldest certificate revocation list (by the "
+        "time the CA signed it) this node trusts: with an older one, or none, it refuses "
+        "tasks that trust other parties (a study key, a researcher, contributors)")
     approvers: dict[str, Literal["officer", "liaison", "security_lead"]] = Field(
-        default_factory=dict, description="person -> role for the approval queue; empty: "
-        "whoever can reach the admin socket acts as the officer")
+        default_factory=dict, description="deprecated, approves nothing: approvers are "
+        "people with keys (`scifed node approver add NAME --role ROLE`); the node warns at "
+        "start for each name listed here")
 
     @property
     def socket_path(self) -> Path:

@@ -34,7 +34,10 @@ COORDINATOR_NAME = "coordinator"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Certificates start a little in the past so a peer whose clock lags still accepts them.
 _CLOCK_SKEW = dt.timedelta(minutes=5)
-_CRL_VALIDITY = dt.timedelta(days=30)
+# A CRL's nextUpdate: the CA promises a newer one within a day. Nodes refuse tasks that
+# trust other parties once their newest CRL is older than their ``crl_max_age_seconds``
+# (24 h by default), so the CA re-signs it at least daily (:func:`refresh_crl`).
+CRL_VALIDITY = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -301,14 +304,75 @@ def verify_certificate(cert_pem: bytes, ca_cert_pem: bytes, *, who: str) -> Iden
 
 def load_crl_serials(crl_path: Path, ca_cert_path: Path) -> set[int]:
     """Return the revoked serials of a CRL, after checking the CA signed it."""
-    ca_cert = _load_cert(ca_cert_path)
     try:
-        crl = x509.load_pem_x509_crl(_read(crl_path))
-    except ValueError as exc:
-        raise UserError(f"{crl_path}: not a PEM certificate revocation list") from exc
+        ca_pem = _read(ca_cert_path)
+        return set(load_crl(_read(crl_path), ca_pem, source=str(crl_path)).serials)
+    except UserError as exc:
+        if "not signed by the federation CA" in str(exc):
+            raise UserError(f"{crl_path}: CRL is not signed by the CA in {ca_cert_path}") \
+                from None
+        raise
+
+
+@dataclass(frozen=True)
+class Crl:
+    """A certificate revocation list the federation CA signed (checked), as parties pass
+    it on: the coordinator to the nodes, with every task and heartbeat."""
+
+    number: int                    # the CRL number: each new CRL the CA signs is higher
+    this_update: dt.datetime       # when the CA signed it (UTC)
+    next_update: dt.datetime | None
+    serials: frozenset[int]        # the revoked certificate serials
+    der: bytes                     # the signed CRL as it travels
+
+    def age_seconds(self, now: dt.datetime | None = None) -> float:
+        return ((now or dt.datetime.now(dt.UTC)) - self.this_update).total_seconds()
+
+    def describe(self) -> str:
+        return f"CRL number {self.number}, signed {self.this_update:%Y-%m-%d %H:%M:%S} UTC"
+
+    def revoked(self, serial: int) -> bool:
+        return serial in self.serials
+
+
+def load_crl(data: bytes, ca_cert_pem: bytes, *, source: str = "the CRL") -> Crl:
+    """A CRL (DER or PEM) after checking that the federation CA signed it and that it
+    carries a CRL number; anything else is a UserError starting with ``source``."""
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    except ValueError:
+        raise UserError(f"{source}: the CA certificate is not PEM X.509") from None
+    try:
+        crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+               else x509.load_der_x509_crl(data))
+    except ValueError:
+        raise UserError(f"{source}: not a certificate revocation list") from None
     if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):
-        raise UserError(f"{crl_path}: CRL is not signed by the CA in {ca_cert_path}")
-    return {revoked.serial_number for revoked in crl}
+        raise UserError(f"{source}: the CRL is not signed by the federation CA")
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        raise UserError(f"{source}: the CRL carries no CRL number") from None
+    return Crl(number=number, this_update=crl.last_update_utc,
+               next_update=crl.next_update_utc,
+               serials=frozenset(r.serial_number for r in crl),
+               der=crl.public_bytes(serialization.Encoding.DER))
+
+
+def newer_crl(current: Crl | None, offered: Crl) -> bool:
+    """Whether ``offered`` replaces ``current``: only a higher CRL number does, so a relay
+    that replays an older CRL cannot take a revocation back."""
+    return current is None or offered.number > current.number
+
+
+def refresh_crl(ca_dir: Path) -> int:
+    """Sign the CRL again (the same revocations, the next number, a new thisUpdate and
+    nextUpdate) so nodes keep a fresh one; returns its number. Run it at least once per
+    the nodes' ``crl_max_age_seconds`` (daily by default), e.g. from a timer."""
+    ca_key, ca_cert = _load_ca(ca_dir)
+    index = _load_index(ca_dir)
+    _write_crl(ca_dir, ca_key, ca_cert, index)
+    return index["crl_number"]
 
 
 def _issue(
@@ -386,7 +450,7 @@ def _write_crl(
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
         .last_update(now)
-        .next_update(now + _CRL_VALIDITY)
+        .next_update(now + CRL_VALIDITY)
         .add_extension(x509.CRLNumber(index["crl_number"]), critical=False)
     )
     for entry in index["certificates"]:

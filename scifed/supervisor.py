@@ -2,11 +2,17 @@
 supervised child: start it, wait until it answers, restart it whenever it dies, and stop
 it together with everything it spawned.
 
-Each child leads its own process group, because Flower processes spawn their own
-children (SuperExec, then one ServerApp or ClientApp process per task). The SuperLink
-starts its SuperExec in a new session, so stopping reaches every process group in the
-child's process tree: a ServerApp left running would go on writing to its job directory
-and talking to the next SuperLink on the same port.
+Flower processes spawn their own children (SuperExec, then one ServerApp or ClientApp
+process per task), the SuperLink's SuperExec in a session of its own: a ServerApp left
+running would go on writing to its job directory and talking to the next SuperLink on the
+same port, a SuperNode left running keeps its key "online" on the SuperLink so that the
+next SuperNode with that key cannot activate. So every child runs under a watchdog
+(:mod:`scifed.watchdog`) in a process group of its own: the watchdog adopts every orphan
+of the child's tree, and ends the whole tree — SIGTERM first, so a SuperNode deactivates
+itself, SIGKILL after a grace — when it is told to stop, when the child exits, and when
+the supervising process dies, even by SIGKILL (the watchdog's lifeline pipe closes). What
+a killed watchdog leaves, or a previous incarnation of this process, is recorded in a
+pidfile beside the child's log and ended before the child starts again.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from scifed import watchdog
 from scifed.errors import UserError
 
 log = logging.getLogger("scifed.flower")
@@ -64,7 +71,9 @@ class Supervised:
         self._env = env
         self.log_path = log_path
         self._ready = ready
+        self.pid_path = log_path.with_suffix(".pids")  # the tree, as the watchdog saw it
         self._proc: subprocess.Popen | None = None
+        self._lifeline: int | None = None  # write end; the watchdog holds the read end
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -72,6 +81,7 @@ class Supervised:
     def start(self, timeout: float = 60.0) -> None:
         """Start the child and return once ``ready()`` holds; then keep it alive."""
         self._stopping.clear()
+        self._end_left_over()
         self._spawn()
         self.wait_ready(timeout)
         self._watcher = threading.Thread(target=self._watch, daemon=True,
@@ -93,36 +103,69 @@ class Supervised:
                         f"see {self.log_path}")
 
     def kill(self) -> None:
-        """Kill the child abruptly (as a crash would); the supervisor restarts it."""
+        """Kill the child abruptly (as a crash would), its watchdog with it (they share a
+        process group); the supervisor ends what they left and restarts it."""
         with self._lock:
             if self._proc is not None:
                 _signal_group(self._proc.pid, signal.SIGKILL)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the child and its whole tree: the watchdog sends SIGTERM once, SIGKILL after
+        its grace (so a SuperNode deactivates itself first)."""
         self._stopping.set()
         with self._lock:
             proc = self._proc
         if proc is not None:
-            groups = {proc.pid} | _tree_groups(proc.pid)  # before they are re-parented
-            for group in groups:
-                _signal_group(group, signal.SIGTERM)
+            try:  # the watchdog alone: a second SIGTERM would cut Flower's graceful stop
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                pass
-            for group in groups:  # whatever did not end by itself
-                _signal_group(group, signal.SIGKILL)
-            proc.wait()
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+            self._close_lifeline(proc)
+            self._end_left_over(grace=0)  # what a killed watchdog left: no more waiting
         if self._watcher is not None:
             self._watcher.join(timeout)
 
+    def _end_left_over(self, grace: float = watchdog.GRACE_SECONDS) -> None:
+        """End what the pidfile records as still running: a tree whose watchdog was
+        killed, or one left by a previous incarnation of this process (after a crash the
+        lifeline alone normally ends it; this is for whatever survived that)."""
+        try:
+            ended = watchdog.end_recorded(self.pid_path, grace)
+        except watchdog.OwnedElsewhere as exc:
+            raise UserError(f"{self.name}: {exc}; is another instance running?") from None
+        if ended:
+            log.warning("%s: ended %d process(es) left running (recorded in %s)",
+                        self.name, ended, self.pid_path)
+
     def _spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out, self._lock:
-            self._proc = subprocess.Popen(self._argv(), stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=self._env,
-                                          start_new_session=True)
-        log.info("%s started (pid %d)", self.name, self._proc.pid)
+        lifeline_r, lifeline_w = os.pipe()  # neither end is inherited by anything else
+        try:
+            with open(self.log_path, "ab") as out, self._lock:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "scifed.watchdog", "--lifeline", str(lifeline_r),
+                     "--pidfile", str(self.pid_path), "--", *self._argv()],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=self._env, start_new_session=True, pass_fds=(lifeline_r,))
+                self._lifeline = lifeline_w
+        except BaseException:
+            os.close(lifeline_w)
+            raise
+        finally:
+            os.close(lifeline_r)
+        log.info("%s started (watchdog pid %d)", self.name, self._proc.pid)
+
+    def _close_lifeline(self, proc: subprocess.Popen) -> None:
+        """Once ``proc`` (a watchdog) is gone, close its lifeline's write end."""
+        with self._lock:
+            if self._proc is proc and self._lifeline is not None:
+                os.close(self._lifeline)
+                self._lifeline = None
 
     def _watch(self) -> None:
         backoff = _MIN_BACKOFF
@@ -133,7 +176,12 @@ class Supervised:
             code = proc.wait()
             if self._stopping.is_set():
                 return
-            _signal_group(proc.pid, signal.SIGKILL)  # children the dead process left
+            self._close_lifeline(proc)
+            try:  # the watchdog normally ended its tree; if it was killed, this does
+                self._end_left_over()
+            except UserError as exc:
+                log.error("%s", exc)
+            _signal_group(proc.pid, signal.SIGKILL)  # a child started after the last record
             if time.monotonic() - started > _STABLE_SECONDS:
                 backoff = _MIN_BACKOFF
             log.warning("%s exited with code %s; restarting in %.0fs (see %s)",
@@ -142,23 +190,6 @@ class Supervised:
                 return
             backoff = min(backoff * 2, _MAX_BACKOFF)
             self._spawn()
-
-
-def _tree_groups(root: int) -> set[int]:
-    """Process groups of every live descendant of ``root`` (Linux /proc)."""
-    parent, group = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        pid = int(stat.parent.name)
-        parent[pid], group[pid] = int(fields[1]), int(fields[2])
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
-        found |= frontier
-    return {group[pid] for pid in found}
 
 
 def _signal_group(pgid: int, sig: int) -> None:

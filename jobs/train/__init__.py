@@ -11,7 +11,9 @@ Flower run, live metrics, release), ``rows`` (which rows a run may use), ``relea
 
 from __future__ import annotations
 
-from jobs.base import Driver, Grant, JobType, Limits, Pooled, Released, Run, Table
+from pathlib import Path
+
+from jobs.base import Driver, FlowerApp, Grant, JobType, Limits, Pooled, Released, Run, Table
 from jobs.train.spec import TrainSpec
 
 
@@ -22,6 +24,8 @@ class TrainJob(JobType):
     resumable = True       # its round checkpoints survive a coordinator restart
     needs_training = True
     guarded = False        # a model is not a linear release of row sets
+    flower_app = FlowerApp(Path(__file__).resolve().parent / "app",
+                           "jobs.train.client_app:app")
 
     def min_nodes(self, params: TrainSpec) -> int:
         return params.min_nodes or 0

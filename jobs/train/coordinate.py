@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.base import Driver, JobCancelled, JobFailed, Run
+from jobs.train import TrainJob
 from jobs.train.protocol import (
     CHECKPOINT_FILE,
     FAILURE_FILE,
@@ -50,7 +51,7 @@ from scifed.tasks import (
     TaskKind,
 )
 
-APP_DIR = Path(__file__).resolve().parent / "app"  # the FAB's pyproject.toml (no code)
+APP_DIR = TrainJob.flower_app.app_dir  # the FAB's pyproject.toml (no code)
 
 log = logging.getLogger("scifed.coordinator.training")
 

@@ -19,6 +19,8 @@ from decimal import Decimal
 
 from staff import attempt, federation, stats
 
+from harness.approvers import officer_approves
+
 STEP = 1000  # salary's declared resolution in staff.py
 JOBS = 23  # the budget, the two jobs of the attacker's prior included
 _SUGGESTED = re.compile(r"use (-?[0-9.]+) or (-?[0-9.]+)$")
@@ -38,7 +40,7 @@ def _probe(fed, threshold: str) -> tuple[str, list[str]]:
         for core in fed.nodes.values():
             for request in core.approvals.list("pending"):
                 if request.job_id == job_id:
-                    core.approvals.decide(request.approval_id, approve=True, by="officer")
+                    officer_approves(core.approvals, request.approval_id)
         assert time.monotonic() < deadline, view
         time.sleep(0.02)
     said = [t.detail for t in view.tasks if t.detail]

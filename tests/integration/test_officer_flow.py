@@ -88,7 +88,7 @@ def test_approval_holds_the_job_until_the_officer_approves(fed):
         assert r.job(job).status == "running"
         (req,) = pending(fed, "dream")
         assert req["job_id"] == job and req["researcher"] == "alice"
-        fed.node_cli("dream", "approvals", "approve", req["approval_id"], "--expires", "1d")
+        fed.decide("dream", "approve", req["approval_id"], "--expires", "1d")
         info = r.wait(job, timeout=60)
         assert info.status == "done", info.error
         res = r.result(job)
@@ -108,11 +108,63 @@ def test_a_denial_reaches_the_researcher_and_fails_the_job_without_quorum(fed):
         job = r.submit(spec("approvals", ["biscoe", "dream"]))
         wait_for(lambda: pending(fed, "dream"), 30, "the approval request")
         (req,) = pending(fed, "dream")
-        fed.node_cli("dream", "approvals", "deny", req["approval_id"], "--reason",
-                     "purpose outside the DUA")
+        fed.decide("dream", "deny", req["approval_id"], "--reason", "purpose outside the DUA")
         info = r.wait(job, timeout=60)
     assert info.status == "failed"
     assert "purpose outside the DUA" in info.error and "dream" in info.error
+
+
+def test_approvers_are_people_with_keys(fed, tmp_path):
+    """`approver add|list|remove`, and a decision only with a registered key and its
+    passphrase: a name alone, a wrong passphrase, a key nobody registered and a removed
+    approver's key each get one message and leave the request pending."""
+    officer = fed.approver("dream")
+    fed.approver("dream", "li", "liaison")
+    listed = json.loads(fed.node_cli("dream", "approver", "list", "--json").stdout)
+    assert [(p["name"], p["role"]) for p in listed] == [("officer", "officer"),
+                                                       ("li", "liaison")]
+    assert all(p["fingerprint"].startswith("SHA256:") for p in listed)
+    assert oct(officer.stat().st_mode & 0o777) == "0o600"
+    assert oct(officer.parent.stat().st_mode & 0o777) == "0o700"
+    again = fed.node_cli("dream", "approver", "add", "li", "--role", "liaison", "--key-out",
+                         str(tmp_path / "li2.key"), "--passphrase-file",
+                         str(fed.passphrase_file), check=False)
+    assert again.returncode == 1 and "li is already an approver" in again.stderr
+    assert not (tmp_path / "li2.key").exists()  # a refused registration leaves no key
+    with fed.researcher() as r:
+        job = r.submit(spec("approvals", ["biscoe", "dream"]))
+        wait_for(lambda: pending(fed, "dream"), 30, "the approval request")
+        (req,) = pending(fed, "dream")
+        aid = req["approval_id"]
+        by_name = fed.node_cli("dream", "approvals", "approve", aid, "--as", "officer",
+                               check=False)
+        assert by_name.returncode == 2 and "--as" in by_name.stderr
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not the passphrase\n")
+        out = fed.node_cli("dream", "approvals", "approve", aid, "--key", str(officer),
+                           "--passphrase-file", str(wrong), check=False)
+        assert out.returncode == 1 and "wrong passphrase" in out.stderr
+        from scifed.approver_keys import new_key, write_key
+
+        stranger = tmp_path / "keys" / "stranger.key"
+        write_key(stranger, new_key(), b"a passphrase for the test approvers")
+        out = fed.node_cli("dream", "approvals", "approve", aid, "--key", str(stranger),
+                           "--passphrase-file", str(fed.passphrase_file), check=False)
+        assert out.returncode == 1 and "is not a registered approver at node dream" in \
+            out.stderr
+        fed.node_cli("dream", "approver", "remove", "li")
+        out = fed.decide("dream", "approve", aid, name="li", check=False)
+        assert out.returncode == 1 and "not a registered approver" in out.stderr
+        assert [a["approval_id"] for a in pending(fed, "dream")] == [aid]
+        fed.decide("dream", "deny", aid, "--reason", "not this time")
+        info = r.wait(job, timeout=60)
+    assert info.status == "failed" and "not this time" in info.error
+    audit = json.loads(fed.node_cli("dream", "audit", "list", "--json").stdout)
+    deny = [e for e in audit if e["action"] == "approval.deny"
+            and e["details"]["approval_id"] == aid]
+    assert [(e["actor"], e["details"]["role"]) for e in deny] == [("officer", "officer")]
+    assert deny[0]["details"]["key"] == listed[0]["fingerprint"]
+    assert {"approver.add", "approver.remove"} <= {e["action"] for e in audit}
 
 
 def test_a_job_waiting_for_approval_can_be_cancelled(fed):
@@ -128,7 +180,7 @@ def test_a_job_waiting_for_approval_can_be_cancelled(fed):
     (req,) = [a for a in json.loads(fed.node_cli("dream", "approvals", "list", "--state",
                                                  "withdrawn", "--json").stdout)
               if a["job_id"] == job]
-    out = fed.node_cli("dream", "approvals", "approve", req["approval_id"], check=False)
+    out = fed.decide("dream", "approve", req["approval_id"], check=False)
     assert out.returncode != 0 and "already withdrawn" in out.stderr + out.stdout
     audit = fed.node_cli("dream", "audit", "list", "--json").stdout
     assert "approval.withdrawn" in audit and job in audit
@@ -199,8 +251,10 @@ def test_audit_chain_verifies_and_a_rewrite_is_caught_by_the_coordinator(fed):
 
 
 def test_bad_officer_input_gives_one_message(fed):
+    key = ("--key", str(fed.approver("biscoe")), "--passphrase-file", str(fed.passphrase_file))
     for args, needle in ((("budget", "show", "nope"), "no dataset 'nope'"),
-                         (("approvals", "approve", "ap-nope"), "no approval request 'ap-nope'"),
+                         (("approvals", "approve", "ap-nope", *key),
+                          "no approval request 'ap-nope'"),
                          (("policy", "show", "nope"), "no dataset 'nope'"),
                          (("audit", "export", "--format", "xml"), "jsonl or csv")):
         out = fed.node_cli("biscoe", *args, check=False)

@@ -205,6 +205,72 @@ def test_train_job_end_to_end_matches_pooled_sklearn(fed, tmp_path):
     assert "val_accuracy" in watched and f"{live[2]['val_accuracy']:.4f}" in watched
 
 
+FOREIGN_APP = Path(__file__).resolve().parents[1] / "attacks" / "foreign_app"
+
+
+def audit_of(fed, node: str, job_id: str) -> list[tuple[str, dict]]:
+    """(action, details) of every audit entry at ``node`` about ``job_id``."""
+    db = fed.node_dir(node) / "state" / "node.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT action, subject, details FROM audit ORDER BY seq").fetchall()
+    finally:
+        con.close()
+    return [(a, json.loads(d)) for a, subject, d in rows
+            if subject == job_id or json.loads(d).get("job_id") == job_id]
+
+
+def test_a_coordinator_shipping_its_own_client_app_is_refused(fed):
+    """The attack: a coordinator that deviates starts a Flower run of a FAB of its own,
+    whose ServerApp is scifed's (every node sees a genuine `train` run) and whose
+    ClientApp asks the local API for the granted rows and drops them in the coordinator's
+    job directory. A stock SuperNode installs and runs it (on the code before this
+    defence the rows landed there). Each node's ClientApp executor hashes the FAB, finds
+    it is neither its own scifed's app nor one its officer approved, answers with an
+    error naming itself and the hash, and audits the refusal: no grant is asked for, no
+    row read, nothing charged."""
+    from jobs.train.coordinate import TrainingRunFailed, train_on_flower
+    from jobs.train.protocol import PUBLIC_CONTEXT_FILE, RUN_FILE, write_json
+    from scifed.flower_apps import build_fab
+
+    with fed.researcher() as r:  # a genuine job: the directory the coordinator reuses
+        genuine = r.submit(job(fed, rounds=1, local_epochs=1))
+        assert r.wait(genuine, timeout=600).status == "done"
+    source = job_dir(fed, genuine)
+    target = source.with_name(genuine + "-foreign")
+    target.mkdir()
+    run = json.loads((source / RUN_FILE).read_text())
+    write_json(target / RUN_FILE, {**run, "job_id": target.name})
+    (target / PUBLIC_CONTEXT_FILE).write_bytes((source / PUBLIC_CONTEXT_FILE).read_bytes())
+    link = superlink(fed)
+    try:
+        with pytest.raises(TrainingRunFailed) as failed:
+            train_on_flower(link, target, app_dir=FOREIGN_APP)
+    finally:
+        link.stop()
+    digest = build_fab(FOREIGN_APP).hash_str
+    assert "refuses to run the Flower app" in str(failed.value), failed.value
+    assert not list(target.glob("stolen-*")), "granted rows reached the shipped ClientApp"
+    for node in ISLANDS:
+        entries = audit_of(fed, node, target.name)
+        assert [a for a, _ in entries] and {a for a, _ in entries} == {"app.refused"}, \
+            (node, entries)  # refused, and nothing else happened for that job
+        assert all(d["sha256"] == digest for _, d in entries), (node, entries)
+        db = fed.node_dir(node) / "state" / "node.db"
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            reports = con.execute("SELECT count(*) FROM training_reports WHERE job_id=?",
+                                  (target.name,)).fetchone()[0]
+        finally:
+            con.close()
+        assert reports == 0, node
+    # the genuine app ran, and each node recorded which app it trusted it as
+    for node in ISLANDS:
+        ran = [d for a, d in audit_of(fed, node, genuine) if a == "app.run"]
+        assert ran and ran[0]["sha256"] == build_fab(
+            Path(__file__).resolve().parents[2] / "jobs" / "train" / "app").hash_str, node
+
+
 @pytest.mark.parametrize("change,needle", [
     ({"model": {"kind": "random_forest"}}, "train.model.kind"),
     ({"rounds": 0}, "train.rounds"),
@@ -398,7 +464,7 @@ def test_every_node_checks_the_job_before_any_flower_run(fed):
             assert flower_runs(fed) == runs_before
             held = json.loads(fed.node_cli("dream", "approvals", "list", "--json").stdout)
             assert [a["job_id"] for a in held] == [job_id] and held[0]["researcher"] == "alice"
-            fed.node_cli("dream", "approvals", "approve", held[0]["approval_id"])
+            fed.decide("dream", "approve", held[0]["approval_id"])
             info = r.wait(job_id, timeout=600)
             assert info.status == "done", info.error
             res = r.result_json(job_id)

@@ -11,6 +11,7 @@ from inmemory_cases import ISLANDS, build, stats_job
 
 from coordinator.db import Job, JobTask
 from coordinator.studies import get_study
+from harness.approvers import officer_approves
 from protos.scifed.v1 import federation_pb2 as pb
 from scifed.errors import UserError
 from scifed.states import JobStatus, Phase, TaskState
@@ -95,7 +96,7 @@ def test_a_held_task_waits_for_the_officer_then_the_job_finishes(fed, penguins):
         assert fed.coordinator.jobs.get(job_id, "alice").status == JobStatus.RUNNING
         approvals = fed.nodes["dream"].approvals
         (request,) = [a for a in approvals.list("pending") if a.job_id == job_id]
-        approvals.decide(request.approval_id, approve=True, by="officer")
+        officer_approves(approvals, request.approval_id)
         view = fed.wait(job_id)
         assert view.status == JobStatus.DONE, view.error
         assert fed.result_json(job_id)["columns"]["flipper_length_mm"]["count"] == \

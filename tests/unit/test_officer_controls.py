@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.approvers import Approver, decide, register, signed
 from node.alerts import RefusalMonitor
 from node.approvals import Approvals, parse_expiry
 from node.audit import AuditLog
@@ -21,6 +22,7 @@ from node.data import DataFile
 from node.guard import audit_and_record, refine, smallest_atom
 from node.policy import effective, load_override
 from node.store import NodeStore
+from scifed.approver_keys import new_key
 from scifed.errors import NotFound, UserError
 from scifed.filters import compile_filter
 from scifed.wire import now_ms
@@ -247,49 +249,77 @@ def request(appr: Approvals, job: str, grade: str):
 
 
 def test_liaison_cannot_approve_g4_and_officer_can(store):
-    appr = Approvals(store, {"li": "liaison", "of": "officer", "sec": "security_lead"})
+    appr = Approvals(store, "node-a")
+    li, of, sec = (register(appr, "li", "liaison"), register(appr, "of", "officer"),
+                   register(appr, "sec", "security_lead"))
     a = request(appr, "job-1", "G4")
     with pytest.raises(UserError) as exc:
-        appr.decide(a.approval_id, approve=True, by="li")
+        decide(appr, li, a.approval_id)
     assert "liaison may decide up to G3" in str(exc.value)
+    with pytest.raises(UserError) as exc:
+        decide(appr, sec, a.approval_id)
+    assert "approved by the officer" in str(exc.value)
     assert appr.get(a.approval_id).state == "pending"
-    assert appr.decide(a.approval_id, approve=True, by="of").state == "approved"
+    assert decide(appr, of, a.approval_id).state == "approved"
     b = request(appr, "job-2", "G3")
-    assert appr.decide(b.approval_id, approve=True, by="li").state == "approved"
+    assert decide(appr, li, b.approval_id).state == "approved"
     c = request(appr, "job-3", "G5")  # dual approval
-    assert appr.decide(c.approval_id, approve=True, by="of").state == "pending"
-    assert appr.decide(c.approval_id, approve=True, by="sec").state == "approved"
+    assert decide(appr, of, c.approval_id).state == "pending"
+    with pytest.raises(UserError, match="already approved"):
+        decide(appr, of, c.approval_id)  # the same person cannot count twice
+    assert decide(appr, sec, c.approval_id).state == "approved"
+    d = request(appr, "job-4", "G5")  # a security lead and a liaison are not enough
+    assert decide(appr, sec, d.approval_id).state == "pending"
+    with pytest.raises(UserError, match="liaison may decide up to G3"):
+        decide(appr, li, d.approval_id)
+    assert appr.get(d.approval_id).state == "pending"
 
 
 def test_bad_approval_input_changes_nothing(store):
-    appr = Approvals(store, {"of": "officer"})
-    with pytest.raises(NotFound):
-        appr.decide("ap-nope", approve=True, by="of")
+    appr = Approvals(store, "node-a")
+    of = register(appr, "of", "officer")
     a = request(appr, "job-1", "G2")
+    with pytest.raises(NotFound):
+        appr.decide("ap-nope", **signed(appr, of, a.approval_id))
     with pytest.raises(UserError) as exc:
-        appr.decide(a.approval_id, approve=False, by="of")
+        decide(appr, of, a.approval_id, approve=False)
     assert "needs a reason" in str(exc.value)
-    with pytest.raises(UserError):
-        appr.decide(a.approval_id, approve=True, by="stranger")
+    with pytest.raises(UserError, match="must be signed"):
+        appr.decide(a.approval_id, approve=True, by="of")  # a name alone
+    with pytest.raises(UserError, match="'stranger' is not a registered approver"):
+        decide(appr, Approver("stranger", "officer", new_key()), a.approval_id)
     with pytest.raises(UserError):
         parse_expiry("next tuesday")
     assert appr.get(a.approval_id).state == "pending"
-    appr.decide(a.approval_id, approve=False, by="of", reason="purpose unclear")
+    assert [e.action for e in AuditLog(store).entries()] == ["approver.add",
+                                                             "approval.request"]
+    decide(appr, of, a.approval_id, approve=False, reason="purpose unclear")
     with pytest.raises(UserError) as exc:
-        appr.decide(a.approval_id, approve=True, by="of")
+        decide(appr, of, a.approval_id)
     assert "already denied" in str(exc.value)
 
 
 def test_an_expired_approval_no_longer_admits_the_task(store):
-    appr = Approvals(store, {})
+    appr = Approvals(store, "node-a")
+    of = register(appr, "of", "officer")
     a = request(appr, "job-1", "G2")
-    appr.decide(a.approval_id, approve=True, by="anyone", expires_ms=now_ms() + 60_000)
+    decide(appr, of, a.approval_id, expires_ms=now_ms() + 60_000)
     with store.tx() as con:  # time passes
         con.execute("UPDATE approvals SET expires_ms=? WHERE approval_id=?",
                     (now_ms() - 1, a.approval_id))
     assert request(appr, "job-1", "G2").state == "expired"
     actions = [e.action for e in AuditLog(store).entries()]
-    assert actions == ["approval.request", "approval.approve", "approval.expired"]
+    assert actions == ["approver.add", "approval.request", "approval.approve",
+                       "approval.expired"]
+
+
+def test_a_second_approver_cannot_extend_the_first_ones_expiry(store):
+    appr = Approvals(store, "node-a")
+    of, sec = register(appr, "of", "officer"), register(appr, "sec", "security_lead")
+    a = request(appr, "job-1", "G5")
+    soon = now_ms() + 60_000
+    decide(appr, of, a.approval_id, expires_ms=soon)
+    assert decide(appr, sec, a.approval_id, expires_ms=soon + 10**9).expires_ms == soon
 
 
 def test_mask_matches_pandas(tmp_path):

@@ -19,18 +19,20 @@ class RegisterRequest(_message.Message):
     def __init__(self, platform: _Optional[str] = ..., software_version: _Optional[str] = ..., seal_claim_json: _Optional[str] = ..., supernode_public_key: _Optional[str] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
-    __slots__ = ("node_name", "heartbeat_seconds", "coordinator_version", "flower_epoch", "instance")
+    __slots__ = ("node_name", "heartbeat_seconds", "coordinator_version", "flower_epoch", "instance", "crl")
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
     FLOWER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    CRL_FIELD_NUMBER: _ClassVar[int]
     node_name: str
     heartbeat_seconds: int
     coordinator_version: str
     flower_epoch: str
     instance: str
-    def __init__(self, node_name: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., coordinator_version: _Optional[str] = ..., flower_epoch: _Optional[str] = ..., instance: _Optional[str] = ...) -> None: ...
+    crl: bytes
+    def __init__(self, node_name: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., coordinator_version: _Optional[str] = ..., flower_epoch: _Optional[str] = ..., instance: _Optional[str] = ..., crl: _Optional[bytes] = ...) -> None: ...
 
 class NodeMessage(_message.Message):
     __slots__ = ("heartbeat", "result")
@@ -59,20 +61,33 @@ class CoordinatorMessage(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
-    __slots__ = ("server_unix_ms",)
+    __slots__ = ("server_unix_ms", "crl")
     SERVER_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    CRL_FIELD_NUMBER: _ClassVar[int]
     server_unix_ms: int
-    def __init__(self, server_unix_ms: _Optional[int] = ...) -> None: ...
+    crl: bytes
+    def __init__(self, server_unix_ms: _Optional[int] = ..., crl: _Optional[bytes] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "payload")
+    __slots__ = ("task_id", "kind", "payload", "crl", "node_certs")
+    class NodeCertsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CRL_FIELD_NUMBER: _ClassVar[int]
+    NODE_CERTS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: str
     payload: bytes
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    crl: bytes
+    node_certs: _containers.ScalarMap[str, bytes]
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., payload: _Optional[bytes] = ..., crl: _Optional[bytes] = ..., node_certs: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "ok", "error", "payload", "audit_seq", "audit_hash")

@@ -70,18 +70,44 @@ class ApprovalRef(_message.Message):
     def __init__(self, approval_id: _Optional[str] = ...) -> None: ...
 
 class ApprovalDecision(_message.Message):
-    __slots__ = ("approval_id", "approve", "reason", "expires", "by")
+    __slots__ = ("approval_id", "approve", "reason", "by", "expires_unix_ms", "statement", "signature")
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     APPROVE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    EXPIRES_FIELD_NUMBER: _ClassVar[int]
     BY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     approval_id: str
     approve: bool
     reason: str
-    expires: str
     by: str
-    def __init__(self, approval_id: _Optional[str] = ..., approve: bool = ..., reason: _Optional[str] = ..., expires: _Optional[str] = ..., by: _Optional[str] = ...) -> None: ...
+    expires_unix_ms: int
+    statement: str
+    signature: bytes
+    def __init__(self, approval_id: _Optional[str] = ..., approve: bool = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., expires_unix_ms: _Optional[int] = ..., statement: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ApproverAddRequest(_message.Message):
+    __slots__ = ("name", "role", "public_key_pem")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    public_key_pem: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., public_key_pem: _Optional[str] = ...) -> None: ...
+
+class ApproverListRequest(_message.Message):
+    __slots__ = ("include_removed",)
+    INCLUDE_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    include_removed: bool
+    def __init__(self, include_removed: bool = ...) -> None: ...
+
+class ApproverRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class BudgetRequest(_message.Message):
     __slots__ = ("dataset_id",)

@@ -100,6 +100,21 @@ class NodeAdminStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalDecision.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.ApproverAdd = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ApproverAdd',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverAddRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ApproverList = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ApproverList',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverListRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ApproverRemove = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ApproverRemove',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRef.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.BudgetShow = channel.unary_unary(
                 '/scifed.v1.NodeAdmin/BudgetShow',
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.BudgetRequest.SerializeToString,
@@ -209,6 +224,26 @@ class NodeAdminServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ApprovalDecide(self, request, context):
+        """A decision signed by a registered approver's key (scifed/approver_keys.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproverAdd(self, request, context):
+        """The people who may decide approvals: name, role, Ed25519 public key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproverList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproverRemove(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -318,6 +353,21 @@ def add_NodeAdminServicer_to_server(servicer, server):
             'ApprovalDecide': grpc.unary_unary_rpc_method_handler(
                     servicer.ApprovalDecide,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalDecision.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ApproverAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproverAdd,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverAddRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ApproverList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproverList,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverListRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ApproverRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproverRemove,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRef.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
             ),
             'BudgetShow': grpc.unary_unary_rpc_method_handler(
@@ -701,6 +751,87 @@ class NodeAdmin(object):
             target,
             '/scifed.v1.NodeAdmin/ApprovalDecide',
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApprovalDecision.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproverAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ApproverAdd',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverAddRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproverList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ApproverList',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverListRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproverRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ApproverRemove',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRef.SerializeToString,
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,

@@ -24,25 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/scifed/v1/node_local.proto\x12\tscifed.v1\"\xd4\x01\n\x14TrainingGrantRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x13\n\x0bkey_version\x18\x03 \x01(\x05\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\x11\n\tspec_json\x18\x05 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x06 \x01(\t\x12\r\n\x05round\x18\x07 \x01(\x05\x12\x0f\n\x07n_nodes\x18\x08 \x01(\x05\x12\x12\n\nresearcher\x18\t \x01(\t\x12\x1d\n\x15researcher_claim_json\x18\n \x01(\t\"T\n\nDpSettings\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x15\n\rmax_grad_norm\x18\x04 \x01(\x01\"N\n\x0e\x41\x63\x63ountantStep\x12\x18\n\x10noise_multiplier\x18\x01 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x01\x12\r\n\x05steps\x18\x03 \x01(\x03\"\xfb\x01\n\x12TrainingGrantReply\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0c\x12\x0e\n\x06labels\x18\x04 \x01(\x0c\x12!\n\x02\x64p\x18\x05 \x01(\x0b\x32\x15.scifed.v1.DpSettings\x12\x11\n\tstudy_key\x18\x06 \x01(\x0c\x12\x13\n\x0bkey_version\x18\x07 \x01(\x05\x12\x11\n\tnode_name\x18\x08 \x01(\t\x12-\n\ndp_history\x18\t \x03(\x0b\x32\x19.scifed.v1.AccountantStep\x12\x15\n\rsealed_reason\x18\n \x01(\x0c\"\xae\x01\n\x15ReportTrainingRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12\x10\n\x08\x65xamples\x18\x04 \x01(\x03\x12\x15\n\repsilon_spent\x18\x05 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x06 \x01(\x01\x12-\n\ndp_history\x18\x07 \x03(\x0b\x32\x19.scifed.v1.AccountantStep\",\n\x13ReportTrainingReply\x12\x15\n\repsilon_spent\x18\x01 \x01(\x01\x32\xb0\x01\n\tNodeLocal\x12O\n\rTrainingGrant\x12\x1f.scifed.v1.TrainingGrantRequest\x1a\x1d.scifed.v1.TrainingGrantReply\x12R\n\x0eReportTraining\x12 .scifed.v1.ReportTrainingRequest\x1a\x1e.scifed.v1.ReportTrainingReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/scifed/v1/node_local.proto\x12\tscifed.v1\">\n\x0f\x43heckAppRequest\x12\x0b\n\x03\x66\x61\x62\x18\x01 \x01(\x0c\x12\x0e\n\x06run_id\x18\x02 \x01(\x04\x12\x0e\n\x06job_id\x18\x03 \x01(\t\"T\n\rCheckAppReply\x12\x0f\n\x07trusted\x18\x01 \x01(\x08\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nclient_app\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xd4\x01\n\x14TrainingGrantRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x13\n\x0bkey_version\x18\x03 \x01(\x05\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\x11\n\tspec_json\x18\x05 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x06 \x01(\t\x12\r\n\x05round\x18\x07 \x01(\x05\x12\x0f\n\x07n_nodes\x18\x08 \x01(\x05\x12\x12\n\nresearcher\x18\t \x01(\t\x12\x1d\n\x15researcher_claim_json\x18\n \x01(\t\"T\n\nDpSettings\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x15\n\rmax_grad_norm\x18\x04 \x01(\x01\"N\n\x0e\x41\x63\x63ountantStep\x12\x18\n\x10noise_multiplier\x18\x01 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x01\x12\r\n\x05steps\x18\x03 \x01(\x03\"\xfb\x01\n\x12TrainingGrantReply\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0c\x12\x0e\n\x06labels\x18\x04 \x01(\x0c\x12!\n\x02\x64p\x18\x05 \x01(\x0b\x32\x15.scifed.v1.DpSettings\x12\x11\n\tstudy_key\x18\x06 \x01(\x0c\x12\x13\n\x0bkey_version\x18\x07 \x01(\x05\x12\x11\n\tnode_name\x18\x08 \x01(\t\x12-\n\ndp_history\x18\t \x03(\x0b\x32\x19.scifed.v1.AccountantStep\x12\x15\n\rsealed_reason\x18\n \x01(\x0c\"\xae\x01\n\x15ReportTrainingRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12\x10\n\x08\x65xamples\x18\x04 \x01(\x03\x12\x15\n\repsilon_spent\x18\x05 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x06 \x01(\x01\x12-\n\ndp_history\x18\x07 \x03(\x0b\x32\x19.scifed.v1.AccountantStep\",\n\x13ReportTrainingReply\x12\x15\n\repsilon_spent\x18\x01 \x01(\x01\x32\xf2\x01\n\tNodeLocal\x12O\n\rTrainingGrant\x12\x1f.scifed.v1.TrainingGrantRequest\x1a\x1d.scifed.v1.TrainingGrantReply\x12R\n\x0eReportTraining\x12 .scifed.v1.ReportTrainingRequest\x1a\x1e.scifed.v1.ReportTrainingReply\x12@\n\x08\x43heckApp\x12\x1a.scifed.v1.CheckAppRequest\x1a\x18.scifed.v1.CheckAppReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.scifed.v1.node_local_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRAININGGRANTREQUEST']._serialized_start=49
-  _globals['_TRAININGGRANTREQUEST']._serialized_end=261
-  _globals['_DPSETTINGS']._serialized_start=263
-  _globals['_DPSETTINGS']._serialized_end=347
-  _globals['_ACCOUNTANTSTEP']._serialized_start=349
-  _globals['_ACCOUNTANTSTEP']._serialized_end=427
-  _globals['_TRAININGGRANTREPLY']._serialized_start=430
-  _globals['_TRAININGGRANTREPLY']._serialized_end=681
-  _globals['_REPORTTRAININGREQUEST']._serialized_start=684
-  _globals['_REPORTTRAININGREQUEST']._serialized_end=858
-  _globals['_REPORTTRAININGREPLY']._serialized_start=860
-  _globals['_REPORTTRAININGREPLY']._serialized_end=904
-  _globals['_NODELOCAL']._serialized_start=907
-  _globals['_NODELOCAL']._serialized_end=1083
+  _globals['_CHECKAPPREQUEST']._serialized_start=48
+  _globals['_CHECKAPPREQUEST']._serialized_end=110
+  _globals['_CHECKAPPREPLY']._serialized_start=112
+  _globals['_CHECKAPPREPLY']._serialized_end=196
+  _globals['_TRAININGGRANTREQUEST']._serialized_start=199
+  _globals['_TRAININGGRANTREQUEST']._serialized_end=411
+  _globals['_DPSETTINGS']._serialized_start=413
+  _globals['_DPSETTINGS']._serialized_end=497
+  _globals['_ACCOUNTANTSTEP']._serialized_start=499
+  _globals['_ACCOUNTANTSTEP']._serialized_end=577
+  _globals['_TRAININGGRANTREPLY']._serialized_start=580
+  _globals['_TRAININGGRANTREPLY']._serialized_end=831
+  _globals['_REPORTTRAININGREQUEST']._serialized_start=834
+  _globals['_REPORTTRAININGREQUEST']._serialized_end=1008
+  _globals['_REPORTTRAININGREPLY']._serialized_start=1010
+  _globals['_REPORTTRAININGREPLY']._serialized_end=1054
+  _globals['_NODELOCAL']._serialized_start=1057
+  _globals['_NODELOCAL']._serialized_end=1299
 # @@protoc_insertion_point(module_scope)

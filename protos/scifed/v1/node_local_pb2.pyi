@@ -6,6 +6,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CheckAppRequest(_message.Message):
+    __slots__ = ("fab", "run_id", "job_id")
+    FAB_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    fab: bytes
+    run_id: int
+    job_id: str
+    def __init__(self, fab: _Optional[bytes] = ..., run_id: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class CheckAppReply(_message.Message):
+    __slots__ = ("trusted", "sha256", "client_app", "reason")
+    TRUSTED_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_APP_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    trusted: bool
+    sha256: str
+    client_app: str
+    reason: str
+    def __init__(self, trusted: bool = ..., sha256: _Optional[str] = ..., client_app: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class TrainingGrantRequest(_message.Message):
     __slots__ = ("job_id", "study_id", "key_version", "dataset", "spec_json", "filter", "round", "n_nodes", "researcher", "researcher_claim_json")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class NodeLocalStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.ReportTrainingRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.ReportTrainingReply.FromString,
                 _registered_method=True)
+        self.CheckApp = channel.unary_unary(
+                '/scifed.v1.NodeLocal/CheckApp',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppReply.FromString,
+                _registered_method=True)
 
 
 class NodeLocalServicer(object):
@@ -64,6 +69,14 @@ class NodeLocalServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckApp(self, request, context):
+        """May the node's ClientApp executor run this Flower app bundle? Asked for every task
+        before anything of the bundle runs; the node decides and audits (node/apps.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeLocalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_NodeLocalServicer_to_server(servicer, server):
                     servicer.ReportTraining,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.ReportTrainingRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.ReportTrainingReply.SerializeToString,
+            ),
+            'CheckApp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckApp,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class NodeLocal(object):
             '/scifed.v1.NodeLocal/ReportTraining',
             protos_dot_scifed_dot_v1_dot_node__local__pb2.ReportTrainingRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_node__local__pb2.ReportTrainingReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckApp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeLocal/CheckApp',
+            protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppReply.FromString,
             options,
             channel_credentials,
             insecure,

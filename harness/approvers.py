@@ -1,0 +1,121 @@
+"""The approvers in tests: people with keys, registered at a node and signing their
+decisions as `scifed node approver add` and `scifed node approvals approve|deny --key`
+do, in this process; and one shell on the node's host, which reaches the node's real
+admin servicer as the admin socket would carry its calls."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from node.admin import NodeAdminServicer
+from node.approvals import Approval, Approvals
+from protos.scifed.v1 import node_admin_pb2 as pb
+from scifed.approver_keys import decision_statement, fingerprint, new_key, public_pem, sign
+from scifed.chain import canonical
+from scifed.errors import UserError
+from scifed.grading import grade_rank
+
+
+@dataclass(frozen=True)
+class Approver:
+    """A person and the private key only they hold."""
+
+    name: str
+    role: str
+    key: Ed25519PrivateKey
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(public_pem(self.key))
+
+
+def register(approvals: Approvals, name: str, role: str,
+             key: Ed25519PrivateKey | None = None, *, by: str = "officer") -> Approver:
+    """`scifed node approver add NAME --role ROLE` at the node of ``approvals``."""
+    person = Approver(name, role, key or new_key())
+    approvals.registry.add(name, role, public_pem(person.key), by=by)
+    return person
+
+
+def signed(approvals: Approvals, person: Approver, approval_id: str, *, approve: bool = True,
+           reason: str = "", expires_ms: int | None = None) -> dict:
+    """What the CLI sends for ``person``'s decision: the keywords of ``Approvals.decide``
+    (statement and signature over the approval as the node shows it)."""
+    statement = decision_statement(node=approvals.node,
+                                   approval=approvals.get(approval_id).as_dict(),
+                                   approver=person.name, key=person.fingerprint,
+                                   approve=approve, reason=reason, expires_ms=expires_ms)
+    return {"approve": approve, "by": person.name, "reason": reason,
+            "expires_ms": expires_ms, "statement": canonical(statement),
+            "signature": sign(person.key, statement)}
+
+
+def request(approval_id: str, decision: dict) -> pb.ApprovalDecision:
+    """The same decision as the admin socket carries it."""
+    return pb.ApprovalDecision(approval_id=approval_id, approve=decision["approve"],
+                               by=decision["by"], reason=decision["reason"],
+                               expires_unix_ms=decision["expires_ms"] or 0,
+                               statement=decision["statement"],
+                               signature=decision["signature"])
+
+
+def decide(approvals: Approvals, person: Approver, approval_id: str, **kw) -> Approval:
+    return approvals.decide(approval_id, **signed(approvals, person, approval_id, **kw))
+
+
+_STAFF: weakref.WeakKeyDictionary[Approvals, dict[str, Approver]] = \
+    weakref.WeakKeyDictionary()
+
+
+def staff(approvals: Approvals) -> dict[str, Approver]:
+    """The node's officer and security lead, registered on first use."""
+    if approvals not in _STAFF:
+        _STAFF[approvals] = {"officer": register(approvals, "officer", "officer"),
+                             "security_lead": register(approvals, "security", "security_lead")}
+    return _STAFF[approvals]
+
+
+def officer_approves(approvals: Approvals, approval_id: str, *,
+                     expires_ms: int | None = None) -> Approval:
+    """The node's officer approves the request, signed with their key; on G5 data its
+    security lead signs too (the two approvals G5 needs)."""
+    people = staff(approvals)
+    appr = decide(approvals, people["officer"], approval_id, expires_ms=expires_ms)
+    if appr.state == "pending" and grade_rank(appr.grade) >= grade_rank("G5"):
+        appr = decide(approvals, people["security_lead"], approval_id, expires_ms=expires_ms)
+    return appr
+
+
+class Refused(UserError):
+    """The admin servicer refused the call (what the CLI prints as one message)."""
+
+
+class _ShellContext:
+    """What the admin servicer reads from a call: who the shell says it is."""
+
+    def __init__(self, actor: str) -> None:
+        self.actor = actor
+
+    def invocation_metadata(self):
+        return [("scifed-actor", self.actor)]
+
+    def abort(self, code: grpc.StatusCode, details: str):
+        raise Refused(details)
+
+
+class AdminShell:
+    """One shell on the node's host that can open the admin socket (the officer's
+    account): every call goes through :class:`node.admin.NodeAdminServicer`."""
+
+    def __init__(self, fed, node: str, actor: str = "officer") -> None:
+        core = fed.nodes[node]
+        self.servicer = NodeAdminServicer(core.registry, fed.links[node], core.studies,
+                                          core.approvals)
+        self.context = _ShellContext(actor)
+
+    def __call__(self, method: str, request):
+        return getattr(self.servicer, method)(request, self.context)
