@@ -17,7 +17,6 @@ puts a TLS reverse proxy in front that publishes only ``POST /v1/fleet/*`` (and
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import ssl
@@ -31,7 +30,6 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from flwr.cli.build import build_fab_from_disk
 from flwr.common.serde import fab_to_proto, user_config_to_proto
 from flwr.proto.control_pb2 import (  # pylint: disable=no-name-in-module
     ListNodesRequest,
@@ -48,6 +46,7 @@ from flwr.supercore.protobuf.client import ProtobufCall, ProtobufRequestContext
 from flwr.supercore.runtime_version_compatibility import RuntimeVersionMetadata
 
 from scifed.errors import TrainingUnavailable, UserError
+from scifed.flower_apps import build_fab
 from scifed.supervisor import Supervised, flower_env, flower_executable
 from scifed.tls import TlsFiles
 
@@ -90,12 +89,6 @@ class _VersionHeaders:
                   call_next: ProtobufCall) -> httpx.Response:
         context.request.headers.update(self._headers)
         return call_next(context)
-
-
-def build_fab(app_dir: Path) -> Fab:
-    """An app directory as a FAB (deterministic zip)."""
-    content = build_fab_from_disk(app_dir)
-    return Fab(hashlib.sha256(content).hexdigest(), content, {})
 
 
 class SuperLink:

@@ -17,7 +17,8 @@ runner seals a task's refusal); the coordinator stores it for the researcher's c
 
 DP-SGD accounting lives here too: each round's ClientApp reports the accountant history,
 and the next grant hands it back, so ε composes over all rounds of a job (and over a run
-resumed from a checkpoint) even though every round runs in a fresh process.
+resumed from a checkpoint, or by a restarted executor): the ClientApp keeps no state
+between rounds.
 """
 
 from __future__ import annotations

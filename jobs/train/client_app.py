@@ -1,4 +1,5 @@
-"""The ClientApp of `train` jobs, run by a node's SuperNode in a fresh process per message.
+"""The ClientApp of `train` jobs, run by the node's ClientApp executor (node/executor.py)
+for every message of a run whose app bundle the node trusts.
 
 It holds nothing of its own: for every message it first asks the node's local API
 (``node_config["local-api"]``, a Unix socket only the node's account can open) for a
@@ -72,17 +73,22 @@ class Codec(Protocol):
     def decrypt(self, blob: bytes) -> np.ndarray: ...
 
 
-def serve(msg: Message, context: Context, *, final: bool,
-          open_key: Callable[[bytes], Codec] = StudyKey.from_secret_bytes) -> Message:
-    """Answer one train (or, if ``final``, evaluate) message for this node."""
+def grant_request(msg: Message) -> pb.TrainingGrantRequest:
+    """What the round's message asks this node to grant, from its config record."""
     cfg = msg.content.config_records[CONFIG]
-    target = str(context.node_config["local-api"])
-    request = pb.TrainingGrantRequest(
+    return pb.TrainingGrantRequest(
         job_id=str(cfg["job-id"]), study_id=str(cfg["study-id"]),
         key_version=int(cfg["key-version"]), dataset=str(cfg["dataset"]),
         spec_json=str(cfg["spec"]), filter=str(cfg["filter"]), round=int(cfg["round"]),
         n_nodes=int(cfg.get("n-nodes", 1)), researcher=str(cfg.get("researcher", "")),
         researcher_claim_json=str(cfg.get("researcher-claim", "")))
+
+
+def serve(msg: Message, context: Context, *, final: bool,
+          open_key: Callable[[bytes], Codec] = StudyKey.from_secret_bytes) -> Message:
+    """Answer one train (or, if ``final``, evaluate) message for this node."""
+    request = grant_request(msg)
+    target = str(context.node_config["local-api"])
     with grpc.insecure_channel(target, options=_OPTIONS) as channel:
         api = pbg.NodeLocalStub(channel)
         try:

@@ -2,7 +2,7 @@
 Opacus DP-SGD when the node requires it.
 
 DP-SGD accounting spans the whole job: the noise multiplier is calibrated once for all
-rounds x local epochs (same inputs give the same sigma in every round's fresh process),
+rounds x local epochs (same inputs give the same sigma in every round, whichever process runs it),
 and the RDP accountant starts each round from the history the node kept from the earlier
 rounds, so the reported epsilon is what the job has spent so far at this node.
 

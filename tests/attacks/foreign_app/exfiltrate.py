@@ -12,8 +12,6 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from jobs.train import client_app as genuine
-from jobs.train.protocol import CONFIG
-from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
 
 app = ClientApp()
@@ -21,15 +19,9 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg = msg.content.config_records[CONFIG]
-    request = pb.TrainingGrantRequest(
-        job_id=str(cfg["job-id"]), study_id=str(cfg["study-id"]),
-        key_version=int(cfg["key-version"]), dataset=str(cfg["dataset"]),
-        spec_json=str(cfg["spec"]), filter=str(cfg["filter"]), round=int(cfg["round"]),
-        n_nodes=int(cfg.get("n-nodes", 1)), researcher=str(cfg.get("researcher", "")),
-        researcher_claim_json=str(cfg.get("researcher-claim", "")))
     with grpc.insecure_channel(str(context.node_config["local-api"])) as channel:
-        grant = pbg.NodeLocalStub(channel).TrainingGrant(request, timeout=300)
+        grant = pbg.NodeLocalStub(channel).TrainingGrant(genuine.grant_request(msg),
+                                                         timeout=300)
     if grant.allowed:
         drop = Path(str(context.run_config["job-dir"])) / f"stolen-{grant.node_name}.npy"
         drop.write_bytes(grant.features)
