@@ -43,11 +43,20 @@ def _client(identity: Path):
 PassphraseFileOpt = typer.Option(
     None, "--passphrase-file", help="Read the approver key's passphrase from this file's "
     "first line (for scripts); default: $SCIFED_APPROVER_PASSPHRASE, else a prompt")
+CountersignOpt = typer.Option(
+    [], "--countersign", help="A registered approver's key that countersigns this change "
+    "(repeat: the officer's and the security lead's); each key's holder gives its "
+    "passphrase")
+CountersignPassphraseOpt = typer.Option(
+    [], "--countersign-passphrase-file", help="The passphrase of the --countersign key at "
+    "the same position, from this file's first line (repeat: one per --countersign, in "
+    "order, or none); default: $SCIFED_APPROVER_PASSPHRASE, else a prompt per key")
 
 
-def approver_passphrase(file: Path | None, *, new: bool) -> bytes:
+def approver_passphrase(file: Path | None, *, new: bool, key: Path | None = None) -> bytes:
     """The passphrase of an approver key: from ``file``, $SCIFED_APPROVER_PASSPHRASE, or a
-    hidden prompt (asked twice for a ``new`` key). Never echoed or logged."""
+    hidden prompt (asked twice for a ``new`` key; naming ``key`` when given, so that each
+    of two countersigners knows whose turn it is). Never echoed or logged."""
     from scifed.approver_keys import (
         MIN_PASSPHRASE,
         PASSPHRASE_ENV,
@@ -60,13 +69,15 @@ def approver_passphrase(file: Path | None, *, new: bool) -> bytes:
     else:
         phrase = passphrase_from_env()
         if phrase is None:
-            phrase = typer.prompt("passphrase of the approver key" if not new else
+            what = (f"passphrase of the approver key {key}" if key is not None else
+                    "passphrase of the approver key")
+            phrase = typer.prompt(what if not new else
                                   "passphrase for the new approver key", hide_input=True,
                                   confirmation_prompt=new, default="",
                                   show_default=False).encode()
     if not phrase:
         raise UserError("an approver key needs a passphrase (--passphrase-file, "
-                        f"${PASSPHRASE_ENV} or the prompt)")
+                        f"--countersign-passphrase-file, ${PASSPHRASE_ENV} or the prompt)")
     if new and len(phrase) < MIN_PASSPHRASE:
         raise UserError(f"the passphrase of an approver key has at least {MIN_PASSPHRASE} "
                         "characters")

@@ -12,7 +12,12 @@ from pathlib import Path
 import grpc
 import typer
 
-from cli.common import PassphraseFileOpt, approver_passphrase
+from cli.common import (
+    CountersignOpt,
+    CountersignPassphraseOpt,
+    PassphraseFileOpt,
+    approver_passphrase,
+)
 from protos.scifed.v1 import node_admin_pb2 as pb
 from protos.scifed.v1 import node_admin_pb2_grpc as pbg
 from scifed.config import NodeConfig, TlsConfig, load_config, write_config
@@ -385,9 +390,75 @@ def approvals_deny(approval_id: str, reason: str = typer.Option(..., "--reason")
     _decide(approval_id, False, reason, "", key, passphrase_file, config)
 
 
-approver_app = typer.Typer(help="The people who decide approvals, each with their own key.",
+approver_app = typer.Typer(help="The people who decide approvals, each with their own key. "
+                           "After the first officer and security lead, every change is "
+                           "countersigned by an officer and a security lead.",
                            no_args_is_help=True)
 app.add_typer(approver_app, name="approver")
+
+
+def _registry_state(stub: pbg.NodeAdminStub) -> dict:
+    return json.loads(stub.ApproverRegistryState(pb.ApproverRegistryStateRequest(),
+                                                 timeout=30).json)
+
+
+def _needs_countersign(state: dict, action: str, name: str, role: str,
+                       keys: list[Path]) -> bool:
+    """Whether the change is countersigned (else it is the bootstrap of ``role``); a
+    UserError before anything is made when it needs countersignatures and has none."""
+    if keys:
+        return True
+    if action == "add" and role in state["bootstrap"]:
+        return False
+    raise UserError(f"to {action} approver {name} ({role}) at node {state['node']} needs the "
+                    "countersignatures of its officer and its security lead: give "
+                    "`--countersign OFFICER.KEY --countersign SECURITY_LEAD.KEY` (only the "
+                    "node's first officer and first security lead are added without)")
+
+
+def _countersign(stub: pbg.NodeAdminStub, state: dict, action: str, name: str, role: str,
+                 key_fp: str, keys: list[Path],
+                 phrase_files: list[Path]) -> list[pb.Countersignature]:
+    """Each --countersign key's signature over exactly this change and the registry as
+    the node has it now (its holder gives the passphrase; the node checks each)."""
+    from scifed.approver_keys import (
+        change_statement,
+        fingerprint,
+        load_key,
+        public_pem,
+        sign_change,
+    )
+    from scifed.chain import canonical
+
+    if phrase_files and len(phrase_files) != len(keys):
+        raise UserError(f"{len(phrase_files)} --countersign-passphrase-file for "
+                        f"{len(keys)} --countersign: give one per key, in the same order, "
+                        "or none")
+    people = json.loads(stub.ApproverList(pb.ApproverListRequest(), timeout=30).json)
+    console.print(f"countersigning: {action} approver [bold]{name}[/] ({role}, key {key_fp}) "
+                  f"at node {state['node']}, registry version {state['version']}",
+                  highlight=False)
+    out = []
+    for i, path in enumerate(keys):
+        key = load_key(path, approver_passphrase(phrase_files[i] if phrase_files else None,
+                                                 new=False, key=path))
+        fp = fingerprint(public_pem(key))
+        me = next((p for p in people if p["fingerprint"] == fp), None)
+        if me is None:
+            raise UserError(f"the --countersign key {path} ({fp}) is not a registered "
+                            f"approver at node {state['node']}: `scifed node approver list` "
+                            "shows who is")
+        statement = change_statement(node=state["node"], action=action, name=name, role=role,
+                                     key=key_fp, registry=state, signer=me["name"],
+                                     signer_key=fp)
+        out.append(pb.Countersignature(by=me["name"], statement=canonical(statement),
+                                       signature=sign_change(key, statement)))
+    return out
+
+
+def _signed_by(sigs: list[pb.Countersignature]) -> str:
+    return f"countersigned by {', '.join(c.by for c in sigs)}" if sigs else \
+        "bootstrap: the node's first of this role, without countersignatures"
 
 
 @approver_app.command("add")
@@ -402,9 +473,13 @@ def approver_add(name: str = typer.Argument(..., help="The person's name (lower-
                      None, "--public-key", help="Register this Ed25519 public key (PEM), "
                      "made by the person elsewhere, instead of making a key here"),
                  passphrase_file: Path | None = PassphraseFileOpt,
+                 countersign: list[Path] = CountersignOpt,
+                 countersign_passphrase_file: list[Path] = CountersignPassphraseOpt,
                  config: Path = ConfigOpt) -> None:
     """Make a person an approver: a key pair (the private key encrypted under their
-    passphrase), the public key registered at the node with the role (audited)."""
+    passphrase), the public key registered at the node with the role (audited). Needs
+    --countersign by the node's officer and security lead, except for the node's first
+    officer and its first security lead (the bootstrap)."""
     from scifed.approver_keys import (
         check_approver,
         default_key_path,
@@ -416,7 +491,9 @@ def approver_add(name: str = typer.Argument(..., help="The person's name (lower-
 
     check_approver(name, role)
     stub = admin_stub(config)  # the node is up before a key is made
-    written = None
+    state = _registry_state(stub)
+    countersigned = _needs_countersign(state, "add", name, role, countersign)
+    key = path = phrase = None
     if public_key is not None:
         if key_out is not None:
             raise UserError("give --public-key or --key-out, not both")
@@ -426,18 +503,26 @@ def approver_add(name: str = typer.Argument(..., help="The person's name (lower-
         if path.exists():
             raise UserError(f"{path} already exists; an approver key is never overwritten")
         key = new_key()
-        write_key(path, key, approver_passphrase(passphrase_file, new=True))
-        written, pem = path, public_pem(key)
+        phrase = approver_passphrase(passphrase_file, new=True)
+        pem = public_pem(key)
+    sigs = _countersign(stub, state, "add", name, role, fingerprint(pem), countersign,
+                        countersign_passphrase_file) if countersigned else []
+    written = None
+    if key is not None:
+        write_key(path, key, phrase)
+        written = path
     try:
         person = json.loads(stub.ApproverAdd(pb.ApproverAddRequest(
-            name=name, role=role, public_key_pem=pem), timeout=30).json)
+            name=name, role=role, public_key_pem=pem, countersignatures=sigs),
+            timeout=30).json)
     except BaseException:
         if written is not None:  # the node refused: no key is left that nobody registered
             written.unlink(missing_ok=True)
         raise
     console.print(f"approver [bold]{person['name']}[/] ({person['role']}) registered, key "
-                  f"{fingerprint(pem)}" + (f"\nprivate key: {written} (keep it and its "
-                                           "passphrase to yourself)" if written else ""))
+                  f"{fingerprint(pem)} ({_signed_by(sigs)})"
+                  + (f"\nprivate key: {written} (keep it and its passphrase to yourself)"
+                     if written else ""))
 
 
 @approver_app.command("list")
@@ -458,12 +543,25 @@ def approver_list(removed: bool = typer.Option(False, "--removed",
 
 @approver_app.command("remove")
 @handle_errors("the node")
-def approver_remove(name: str, config: Path = ConfigOpt) -> None:
-    """From now on this person's key approves and denies nothing here (audited)."""
-    person = json.loads(admin_stub(config).ApproverRemove(pb.ApproverRef(name=name),
-                                                          timeout=30).json)
+def approver_remove(name: str, countersign: list[Path] = CountersignOpt,
+                    countersign_passphrase_file: list[Path] = CountersignPassphraseOpt,
+                    config: Path = ConfigOpt) -> None:
+    """From now on this person's key approves and denies nothing here (audited).
+    Countersigned by the node's officer and security lead (the one removed may be one of
+    them); the node's last officer or security lead is not removed."""
+    stub = admin_stub(config)
+    people = json.loads(stub.ApproverList(pb.ApproverListRequest(), timeout=30).json)
+    target = next((p for p in people if p["name"] == name), None)
+    if target is None:
+        raise UserError(f"no approver '{name}' at this node (`scifed node approver list`)")
+    state = _registry_state(stub)
+    _needs_countersign(state, "remove", name, target["role"], countersign)
+    sigs = _countersign(stub, state, "remove", name, target["role"], target["fingerprint"],
+                        countersign, countersign_passphrase_file)
+    person = json.loads(stub.ApproverRemove(pb.ApproverRemoveRequest(
+        name=name, countersignatures=sigs), timeout=30).json)
     console.print(f"removed approver {person['name']} ({person['role']}, key "
-                  f"{person['fingerprint']})")
+                  f"{person['fingerprint']}; {_signed_by(sigs)})")
 
 
 @budget_app.command("show")

@@ -1,11 +1,13 @@
-"""The approvers in tests: people with keys, registered at a node and signing their
-decisions as `scifed node approver add` and `scifed node approvals approve|deny --key`
+"""The approvers in tests: people with keys, registered at a node (countersigned by its
+officer and security lead, after the bootstrap) and signing their decisions as `scifed
+node approver add|remove --countersign` and `scifed node approvals approve|deny --key`
 do, in this process; and one shell on the node's host, which reaches the node's real
 admin servicer as the admin socket would carry its calls."""
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -14,7 +16,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from node.admin import NodeAdminServicer
 from node.approvals import Approval, Approvals
 from protos.scifed.v1 import node_admin_pb2 as pb
-from scifed.approver_keys import decision_statement, fingerprint, new_key, public_pem, sign
+from scifed.approver_keys import (
+    change_statement,
+    decision_statement,
+    fingerprint,
+    new_key,
+    public_pem,
+    sign,
+    sign_change,
+)
 from scifed.chain import canonical
 from scifed.errors import UserError
 from scifed.grading import grade_rank
@@ -33,12 +43,46 @@ class Approver:
         return fingerprint(public_pem(self.key))
 
 
+def countersignatures(approvals: Approvals, signers: Sequence[Approver], action: str,
+                      name: str, role: str, key: str) -> list[dict]:
+    """What `--countersign KEY` sends for each of ``signers``: their signature over the
+    change (``action`` of approver ``name``, ``role``, key fingerprint ``key``) and the
+    registry as the node has it now; the keywords' shape of ``ApproverRegistry.add``."""
+    state = approvals.registry.state()
+    out = []
+    for s in signers:
+        statement = change_statement(node=approvals.node, action=action, name=name,
+                                     role=role, key=key, registry=state, signer=s.name,
+                                     signer_key=s.fingerprint)
+        out.append({"by": s.name, "statement": canonical(statement),
+                    "signature": sign_change(s.key, statement)})
+    return out
+
+
+def on_the_wire(sigs: Sequence[dict]) -> list[pb.Countersignature]:
+    """The same countersignatures as the admin socket carries them."""
+    return [pb.Countersignature(by=c["by"], statement=c["statement"],
+                                signature=c["signature"]) for c in sigs]
+
+
 def register(approvals: Approvals, name: str, role: str,
-             key: Ed25519PrivateKey | None = None, *, by: str = "officer") -> Approver:
-    """`scifed node approver add NAME --role ROLE` at the node of ``approvals``."""
+             key: Ed25519PrivateKey | None = None, *, by: str = "officer",
+             countersign: Sequence[Approver] = ()) -> Approver:
+    """`scifed node approver add NAME --role ROLE [--countersign KEY ...]` at the node of
+    ``approvals`` (the node's first officer and security lead need no ``countersign``)."""
     person = Approver(name, role, key or new_key())
-    approvals.registry.add(name, role, public_pem(person.key), by=by)
+    approvals.registry.add(name, role, public_pem(person.key), by=by,
+                           countersignatures=countersignatures(
+                               approvals, countersign, "add", name, role, person.fingerprint))
     return person
+
+
+def unregister(approvals: Approvals, name: str, *, by: str = "officer",
+               countersign: Sequence[Approver] = ()):
+    """`scifed node approver remove NAME --countersign KEY ...`."""
+    (p,) = [p for p in approvals.registry.list() if p.name == name]
+    return approvals.registry.remove(name, by=by, countersignatures=countersignatures(
+        approvals, countersign, "remove", name, p.role, p.fingerprint))
 
 
 def signed(approvals: Approvals, person: Approver, approval_id: str, *, approve: bool = True,

@@ -183,14 +183,42 @@ class LocalFederation:
             write_private(path, b"a passphrase for the test approvers\n")
         return path
 
+    def _first_of_role(self, node: str) -> dict[str, Path]:
+        """The key of the first officer and security lead registered at ``node`` (the
+        bootstrap), which countersign every later change there."""
+        return self.__dict__.setdefault("_approver_roles", {}).setdefault(node, {})
+
     def approver(self, node: str, name: str = "officer", role: str = "officer") -> Path:
         """The key of approver ``name`` at ``node``, made and registered with `scifed node
-        approver add` on first use."""
+        approver add` on first use: the node's first officer and first security lead
+        without countersignatures (the bootstrap), anyone else countersigned by them."""
         key = self.node_dir(node) / "approvers" / f"{name}.key"
         if not key.exists():
+            first = self._first_of_role(node)
+            bootstrap = role in ("officer", "security_lead") and role not in first
             self.node_cli(node, "approver", "add", name, "--role", role, "--key-out", str(key),
-                          "--passphrase-file", str(self.passphrase_file))
+                          "--passphrase-file", str(self.passphrase_file),
+                          *(() if bootstrap else self.countersign(node)))
+            if bootstrap:
+                first[role] = key
         return key
+
+    def countersign(self, node: str) -> tuple[str, ...]:
+        """`--countersign KEY --countersign-passphrase-file FILE` for ``node``'s officer and
+        security lead (`officer` and `security`, registered first if need be)."""
+        args: list[str] = []
+        for name, role in (("officer", "officer"), ("security", "security_lead")):
+            key = self._first_of_role(node).get(role) or self.approver(node, name, role)
+            args += ["--countersign", str(key), "--countersign-passphrase-file",
+                     str(self.passphrase_file)]
+        return tuple(args)
+
+    def remove_approver(self, node: str, name: str,
+                        check: bool = True) -> subprocess.CompletedProcess:
+        """`scifed node approver remove NAME`, countersigned by the officer and security
+        lead."""
+        return self.node_cli(node, "approver", "remove", name, *self.countersign(node),
+                             check=check)
 
     def decide(self, node: str, verb: str, approval_id: str, *args: str,
                name: str = "officer", role: str = "officer",

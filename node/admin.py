@@ -126,8 +126,11 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
 
     @user_errors
     def ApproverAdd(self, request, context):
-        person = self.approvals.registry.add(request.name, request.role,
-                                             request.public_key_pem, by=actor(context))
+        """Counts only with the registered officer's and security lead's countersignatures
+        over this change (the first of each role: the bootstrap, audited as such)."""
+        person = self.approvals.registry.add(
+            request.name, request.role, request.public_key_pem, by=actor(context),
+            countersignatures=_countersignatures(request))
         return _json(person.as_dict())
 
     @user_errors
@@ -137,7 +140,13 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
 
     @user_errors
     def ApproverRemove(self, request, context):
-        return _json(self.approvals.registry.remove(request.name, by=actor(context)).as_dict())
+        return _json(self.approvals.registry.remove(
+            request.name, by=actor(context),
+            countersignatures=_countersignatures(request)).as_dict())
+
+    @user_errors
+    def ApproverRegistryState(self, request, context):
+        return _json(self.approvals.registry.state())
 
     @user_errors
     def BudgetShow(self, request, context):
@@ -224,6 +233,11 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
         if request.format == "croissant":
             return _json({r["id"]: to_croissant(r) for r in records})
         raise UserError(f"--format {request.format}: choose dcat, dcat-jsonld or croissant")
+
+
+def _countersignatures(request) -> list[dict]:
+    return [{"by": c.by, "statement": c.statement, "signature": c.signature}
+            for c in request.countersignatures]
 
 
 def _json(data) -> pb.JsonReply:

@@ -6,7 +6,10 @@ name, role and public key with `scifed node approver add`. A decision counts onl
 is signed by a registered approver's key over exactly that decision; the role is the
 registry's, never the caller's. A name alone approves nothing: whoever can open the admin
 socket can type any name, and one shell once approved a G5 task as both officer and
-security lead that way.
+security lead that way. Nor does that shell change the registry alone: after the first
+officer and security lead (the bootstrap), every change is countersigned by an officer
+and a security lead; otherwise one shell holding the officer's key registered a made-up
+security lead and gave a G5 task both approvals.
 
 A liaison (the officer's deputy) may decide up to G3; G4 and above need the officer;
 G5 needs both the officer and the unit's security lead (dual approval, governance §2.7),
@@ -17,22 +20,30 @@ after which it no longer admits the task.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import sqlite3
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from node.audit import AuditLog
 from node.store import NodeStore
 from scifed.approver_keys import (
+    CHANGE_FIELDS,
+    DUAL_ROLES,
     STATEMENT_FIELDS,
     b64,
+    change_statement,
+    change_verifies,
     check_approver,
     decision_statement,
     fingerprint,
+    parse_change_statement,
     parse_statement,
     verifies,
 )
+from scifed.chain import canonical
 from scifed.errors import NotFound, UserError
 from scifed.grading import grade_rank
 from scifed.wire import now_ms
@@ -98,12 +109,46 @@ def _approver(r: sqlite3.Row) -> Approver:
 class ApproverRegistry:
     """Who may decide approvals at this node: one row per person and key, audited. A key
     is registered once (a removed approver's key never comes back), and no two approvers
-    share one, so two approvals of a G5 task are two people's."""
+    share one, so two approvals of a G5 task are two people's.
 
-    def __init__(self, store: NodeStore) -> None:
+    The registry is under dual control (governance §2.7): a change counts only with the
+    countersignatures of a registered officer and a registered security lead (two keys),
+    each over exactly that change and the registry as it was (:meth:`state`). The one
+    exception is the bootstrap: the first officer, and the first security lead, of a
+    node are registered without countersignatures (audited as bootstrap), while no
+    approver of that role has ever been registered there. The last officer or security
+    lead is never removed (register the successor first), so the registry can always
+    approve G5 and sign its next change."""
+
+    def __init__(self, store: NodeStore, node: str = "") -> None:
+        """``node``: this node's name, which every countersigned change names."""
         self.store = store
+        self.node = node
 
-    def add(self, name: str, role: str, public_key_pem: str, *, by: str) -> Approver:
+    @staticmethod
+    def state_in(con: sqlite3.Connection) -> dict:
+        """The registry's version (the number of changes so far) and its hash (of every
+        row, removed ones too), which a countersignature names; and the roles that may
+        still be registered without countersignatures (``bootstrap``). Rows are never
+        deleted and a key never comes back, so no two states share a hash."""
+        rows = con.execute("SELECT seq, name, role, fingerprint, removed_ms FROM approvers "
+                           "ORDER BY seq").fetchall()
+        entries = [[r["seq"], r["name"], r["role"], r["fingerprint"],
+                    r["removed_ms"] is not None] for r in rows]
+        ever = {r["role"] for r in rows}
+        return {"version": len(entries) + sum(e[4] for e in entries),
+                "sha256": hashlib.sha256(canonical(entries).encode()).hexdigest(),
+                "bootstrap": [r for r in DUAL_ROLES if r not in ever]}
+
+    def state(self) -> dict:
+        with self.store.tx() as con:
+            return {"node": self.node, **self.state_in(con)}
+
+    def add(self, name: str, role: str, public_key_pem: str, *, by: str,
+            countersignatures: Sequence[dict] = ()) -> Approver:
+        """Register ``name`` with ``role`` and key; ``countersignatures``: one dict each
+        (``by``, ``statement``, ``signature``) of the registered officer and security
+        lead over this change, unless it is the bootstrap of ``role``."""
         check_approver(name, role)
         fp = fingerprint(public_key_pem)
         with self.store.tx() as con:
@@ -121,29 +166,91 @@ class ApproverRegistry:
                     f"{held['name']}" + (f" (removed {_day(held['removed_ms'])})"
                                          if held["removed_ms"] else "")
                     + f": one person, one key, registered once; make a new key for {name}")
+            state = self.state_in(con)
+            bootstrap = role in state["bootstrap"]
+            signers = self._countersigned(con, state, "add", name, role, fp,
+                                          countersignatures, required=not bootstrap)
             con.execute("INSERT INTO approvers (name, role, public_key, fingerprint, "
                         "added_by, added_ms) VALUES (?,?,?,?,?,?)",
                         (name, role, public_key_pem, fp, by, now_ms()))
-            AuditLog.append_in(con, by, "approver.add", name,
-                               {"name": name, "role": role, "fingerprint": fp})
+            AuditLog.append_in(con, by, "approver.add", name, {
+                "name": name, "role": role, "fingerprint": fp, "bootstrap": bootstrap,
+                "registry_version": state["version"], "registry_sha256": state["sha256"],
+                "countersigned_by": signers})
             return _approver(con.execute("SELECT * FROM approvers WHERE fingerprint=?",
                                          (fp,)).fetchone())
 
-    def remove(self, name: str, *, by: str) -> Approver:
+    def remove(self, name: str, *, by: str, countersignatures: Sequence[dict] = ()) -> Approver:
         """From now on the approver's key decides nothing here (decisions it already
-        signed stay as they were, in the record and the audit)."""
+        signed stay as they were, in the record and the audit). Needs the officer's and
+        the security lead's countersignatures (the one removed may be one of them); the
+        node's last officer or security lead is not removed."""
         with self.store.tx() as con:
             r = con.execute("SELECT * FROM approvers WHERE name=? AND removed_ms IS NULL",
                             (name,)).fetchone()
             if r is None:
                 raise NotFound(f"no approver '{name}' at this node")
+            if r["role"] in DUAL_ROLES and con.execute(
+                    "SELECT COUNT(*) FROM approvers WHERE role=? AND removed_ms IS NULL",
+                    (r["role"],)).fetchone()[0] == 1:
+                raise UserError(
+                    f"{name} is this node's only {r['role']}: without one, no G5 task can be "
+                    "approved and the registry cannot be changed (a change needs the "
+                    "officer's and the security lead's countersignatures). Register their "
+                    f"successor first (`scifed node approver add NAME --role {r['role']} "
+                    "--countersign ...`), then remove them; nothing changed")
+            state = self.state_in(con)
+            signers = self._countersigned(con, state, "remove", name, r["role"],
+                                          r["fingerprint"], countersignatures, required=True)
             con.execute("UPDATE approvers SET removed_by=?, removed_ms=? WHERE seq=?",
                         (by, now_ms(), r["seq"]))
-            AuditLog.append_in(con, by, "approver.remove", name,
-                               {"name": name, "role": r["role"],
-                                "fingerprint": r["fingerprint"]})
+            AuditLog.append_in(con, by, "approver.remove", name, {
+                "name": name, "role": r["role"], "fingerprint": r["fingerprint"],
+                "registry_version": state["version"], "registry_sha256": state["sha256"],
+                "countersigned_by": signers})
             return _approver(con.execute("SELECT * FROM approvers WHERE seq=?",
                                          (r["seq"],)).fetchone())
+
+    def _countersigned(self, con: sqlite3.Connection, state: dict, action: str, name: str,
+                       role: str, key: str, countersignatures: Sequence[dict], *,
+                       required: bool) -> list[dict]:
+        """The registered approvers whose countersignatures verify over exactly this
+        change (each a UserError otherwise); with ``required``, they must include an
+        officer and a security lead. Any refusal changes nothing."""
+        signers: list[dict] = []
+        for c in countersignatures:
+            if not c.get("signature"):
+                raise UserError(f"the countersignature of {c.get('by')!r} has no signature")
+            person = ApproverRegistry.active_in(con, c.get("by", ""))
+            if any(s["by"] == person.name for s in signers):
+                raise UserError(f"{person.name} countersigned twice: a change to the "
+                                "registry needs two different approvers (the officer and "
+                                "the security lead), each with their own key")
+            signed = parse_change_statement(c.get("statement", ""))
+            expected = change_statement(node=self.node, action=action, name=name, role=role,
+                                        key=key, registry=state, signer=person.name,
+                                        signer_key=person.fingerprint)
+            wrong = [f for f in CHANGE_FIELDS if signed[f] != expected[f]]
+            if wrong:
+                raise UserError(_change_mismatch(wrong, signed, expected))
+            if not change_verifies(person.public_key, expected, c["signature"]):
+                raise UserError(f"the countersignature is not {person.name}'s: it does not "
+                                f"verify with their registered key {person.fingerprint} as a "
+                                "registry change (signed with another key, changed after "
+                                "signing, or a signature of something else such as an "
+                                "approval decision); nothing changed")
+            signers.append({"by": person.name, "role": person.role, "key": person.fingerprint,
+                            "signature": b64(c["signature"])})
+        roles = {s["role"] for s in signers}
+        if required and not set(DUAL_ROLES) <= roles:
+            given = ", ".join(f"{s['by']} ({s['role']})" for s in signers) or "nobody"
+            raise UserError(
+                f"to {action} approver {name} ({role}) needs the countersignatures of this "
+                "node's officer and its security lead (two registered approvers, two keys), "
+                f"each over this change; it was countersigned by {given}. `scifed node "
+                f"approver {action} {name} ... --countersign OFFICER.KEY --countersign "
+                "SECURITY_LEAD.KEY`; nothing changed")
+        return signers
 
     def list(self, include_removed: bool = False) -> list[Approver]:
         with self.store.tx() as con:
@@ -164,7 +271,7 @@ class ApproverRegistry:
         if gone is not None:
             raise UserError(f"approver {name} was removed from this node on "
                             f"{_day(gone['removed_ms'])} (by {gone['removed_by']}): their key "
-                            "no longer approves or denies anything")
+                            "no longer approves, denies or countersigns anything")
         names = [x["name"] for x in con.execute(
             "SELECT name FROM approvers WHERE removed_ms IS NULL ORDER BY seq")]
         raise UserError(f"{name!r} is not a registered approver at this node (approvers: "
@@ -178,8 +285,9 @@ def legacy_approvers_notice(approvers: dict[str, str]) -> str:
     adds = "; ".join(f"`scifed node approver add {n} --role {r}`"
                      for n, r in approvers.items())
     return ("node.yaml `approvers:` names no longer approve anything: approvers are people "
-            f"with keys. Register each with the node running ({adds}), then delete "
-            "`approvers:` from node.yaml")
+            f"with keys. Register each with the node running ({adds}; after the first "
+            "officer and the first security lead, add `--countersign OFFICER.KEY "
+            "--countersign SECURITY_LEAD.KEY`), then delete `approvers:` from node.yaml")
 
 
 def _row(r: sqlite3.Row) -> Approval:
@@ -197,7 +305,7 @@ class Approvals:
                             "(ApproverRegistry), not passed as a name->role map")
         self.store = store
         self.node = node
-        self.registry = ApproverRegistry(store)
+        self.registry = ApproverRegistry(store, node)
 
     # -- the task side ------------------------------------------------------------------
     def request(self, *, job_id: str, dataset_id: str, study_id: str, job_type: str,
@@ -387,6 +495,24 @@ def _mismatch(wrong: list[str], signed: dict, expected: dict) -> str:
     parts = "; ".join(f"{f}: signed {signed[f]!r}, sent {expected[f]!r}" for f in wrong)
     return (f"the decision differs from what was signed ({parts}); a changed decision "
             "needs a new signature (nothing changed)")
+
+
+def _change_mismatch(wrong: list[str], signed: dict, expected: dict) -> str:
+    """Why a countersignature does not fit the registry change it was sent with."""
+    who = expected["signer"]
+    if {"registry_version", "registry_sha256"} & set(wrong):
+        return (f"{who}'s countersignature was made for the registry at version "
+                f"{signed['registry_version']} ({str(signed['registry_sha256'])[:12]}…); it "
+                f"is now at version {expected['registry_version']} "
+                f"({expected['registry_sha256'][:12]}…): a countersignature covers one "
+                "change to the registry as it was, never a later one; sign this change "
+                "again (nothing changed)")
+    if "node" in wrong:
+        return (f"{who}'s countersignature was made for node {signed['node']!r}, not "
+                f"{expected['node']} (nothing changed)")
+    parts = "; ".join(f"{f}: signed {signed[f]!r}, sent {expected[f]!r}" for f in wrong)
+    return (f"the change differs from what {who} countersigned ({parts}); a countersignature "
+            "covers exactly one change (nothing changed)")
 
 
 def parse_expiry(text: str) -> int | None:

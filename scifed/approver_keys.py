@@ -13,6 +13,12 @@ its own record of the approval and checks the signature over those bytes, so a
 signature does not carry over to another approval, node or decision, nor survive a
 changed reason or expiry. This module is shared by both sides so that they compute the
 same bytes.
+
+Changes to the registry of approvers are signed the same way, over a statement of
+another kind (``change_statement``): the node, add or remove, the approver's name, role
+and key, the registry's version and hash before the change, and the signer and their
+key. Each kind of statement is signed under its own domain, so a decision's signature
+never verifies as a registry change's countersignature, nor the other way round.
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ MIN_PASSPHRASE = 8
 DOMAIN = b"scifed-approval-decision-v1\n"
 STATEMENT_FIELDS = ("node", "approval_id", "job_id", "dataset_id", "study_id",
                     "spec_sha256", "approver", "key", "decision", "reason", "expires_ms")
+# A countersignature of one change to the registry of approvers (governance §2.7).
+CHANGE_DOMAIN = b"scifed-approver-registry-change-v1\n"
+CHANGE_FIELDS = ("node", "action", "name", "role", "key", "registry_version",
+                 "registry_sha256", "signer", "signer_key")
+CHANGE_ACTIONS = ("add", "remove")
+# The roles whose countersignatures a registry change needs, and which are bootstrapped.
+DUAL_ROLES = ("officer", "security_lead")
 
 
 def check_approver(name: str, role: str | None = None) -> None:
@@ -141,21 +154,59 @@ def decision_statement(*, node: str, approval: dict, approver: str, key: str, ap
             "reason": reason, "expires_ms": expires_ms}
 
 
-def statement_bytes(statement: dict) -> bytes:
-    """The bytes signed: the domain, then the statement's canonical JSON."""
-    return DOMAIN + canonical(statement).encode()
+def statement_bytes(statement: dict, domain: bytes = DOMAIN) -> bytes:
+    """The bytes signed: the domain (what kind of statement it is), then the statement's
+    canonical JSON."""
+    return domain + canonical(statement).encode()
 
 
-def sign(key: Ed25519PrivateKey, statement: dict) -> bytes:
-    return key.sign(statement_bytes(statement))
+def sign(key: Ed25519PrivateKey, statement: dict, domain: bytes = DOMAIN) -> bytes:
+    return key.sign(statement_bytes(statement, domain))
 
 
-def verifies(pem: str, statement: dict, signature: bytes) -> bool:
+def verifies(pem: str, statement: dict, signature: bytes, domain: bytes = DOMAIN) -> bool:
     try:
-        load_public(pem).verify(signature, statement_bytes(statement))
+        load_public(pem).verify(signature, statement_bytes(statement, domain))
     except InvalidSignature:
         return False
     return True
+
+
+def change_statement(*, node: str, action: str, name: str, role: str, key: str,
+                     registry: dict, signer: str, signer_key: str) -> dict:
+    """What one countersignature of a registry change binds: the node, ``action`` (add or
+    remove) of approver ``name`` with ``role`` and key fingerprint ``key``, the registry
+    as it is before the change (``registry``: its ``version`` and ``sha256``, see
+    ``node.approvals.ApproverRegistry.state``), and who signs with which key. The
+    registry's hash changes with every change, so a countersignature applies once, to the
+    change it names, and never to a later one."""
+    if action not in CHANGE_ACTIONS:
+        raise UserError(f"no registry change {action!r}: add or remove")
+    return {"node": node, "action": action, "name": name, "role": role, "key": key,
+            "registry_version": registry["version"], "registry_sha256": registry["sha256"],
+            "signer": signer, "signer_key": signer_key}
+
+
+def sign_change(key: Ed25519PrivateKey, statement: dict) -> bytes:
+    return sign(key, statement, CHANGE_DOMAIN)
+
+
+def change_verifies(pem: str, statement: dict, signature: bytes) -> bool:
+    return verifies(pem, statement, signature, CHANGE_DOMAIN)
+
+
+def parse_change_statement(text: str) -> dict:
+    """The registry-change statement a countersignature says it signed; a UserError unless
+    it has exactly the fields of one (an approval decision's statement is not one)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or set(data) != set(CHANGE_FIELDS):
+        raise UserError("a countersignature carries no valid registry-change statement "
+                        f"(fields {', '.join(CHANGE_FIELDS)}); sign the change with `scifed "
+                        "node approver add|remove ... --countersign KEY`")
+    return data
 
 
 def parse_statement(text: str) -> dict:

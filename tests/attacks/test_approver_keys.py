@@ -1,13 +1,17 @@
 """Approvers are people with keys: a G5 task needs the officer AND the security lead,
-two registered approvers with distinct keys. The attacker is one shell on the node's
-host (the officer's account, which can open the admin socket) trying to give both
-approvals itself, or to make one signature count where it was not given. Each attack
+two registered approvers with distinct keys, and the registry of approvers changes only
+with both their countersignatures (after the first officer and security lead). The
+attacker is one shell on the node's host (the officer's account, which can open the
+admin socket, and often holds the officer's key) trying to give both approvals itself,
+to register a second person it made up, or to make one signature count where it was not
+given. Each attack
 runs a G5 / CONDITIONAL job (DP, three nodes) through the real pipeline on the
 in-memory federation, and must end with nothing approved, nothing computed or
 released, and no ε charged."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -15,11 +19,20 @@ import staff
 import yaml
 from staff import NODES, federation, stats
 
-from harness.approvers import AdminShell, Approver, Refused, register, request, signed
+from harness.approvers import (
+    AdminShell,
+    Approver,
+    Refused,
+    countersignatures,
+    on_the_wire,
+    register,
+    request,
+    signed,
+)
 from node.audit import AuditLog
 from node.budget import BudgetLedger
 from protos.scifed.v1 import node_admin_pb2 as pb
-from scifed.approver_keys import new_key
+from scifed.approver_keys import new_key, sign, sign_change
 from scifed.wire import now_ms
 
 STAFF_META = staff.staff_meta
@@ -229,13 +242,16 @@ def people_key(approvals, name: str) -> Approver:
 
 
 def test_a_removed_approver_approves_nothing(g5):
-    """zhao left the unit and was removed; the shell still has a copy of zhao's key (and
-    passphrase) and signs with it, and tries to register that key again."""
+    """zhao left the unit and was removed (zhou, their successor, registered first: both
+    changes countersigned); the shell still has a copy of zhao's key (and passphrase)
+    and signs with it, and tries to register that key again."""
     staff_ = people(g5)
     job_id = g5.submit(G5_JOB)
     for node, req in held(g5, job_id).items():
         shell, approvals = AdminShell(g5, node), g5.nodes[node].approvals
-        shell("ApproverRemove", pb.ApproverRef(name="zhao"))
+        wang, zhou = staff_[node]["wang"], Approver("zhou", "security_lead", new_key())
+        shell("ApproverAdd", add_request(approvals, zhou, (wang, staff_[node]["zhao"])))
+        shell("ApproverRemove", remove_request(approvals, "zhao", (wang, zhou)))
         shell("ApprovalDecide", request(req.approval_id, signed(
             approvals, staff_[node]["wang"], req.approval_id)))
         refused(shell, "ApprovalDecide", request(req.approval_id, signed(
@@ -245,7 +261,7 @@ def test_a_removed_approver_approves_nothing(g5):
             "already registered to approver zhao (removed")
         assert approvals.get(req.approval_id).state == "pending"
         actions = [e.action for e in AuditLog(g5.nodes[node].store).entries()]
-        assert actions.count("approver.add") == 2 and actions.count("approver.remove") == 1
+        assert actions.count("approver.add") == 3 and actions.count("approver.remove") == 1
     assert_nothing_given(g5, job_id)
 
 
@@ -272,4 +288,219 @@ def test_a_tampered_reason_expiry_or_decision_is_refused(g5):
         refused(shell, "ApprovalDecide", request(aid, {**no, "approve": True, "reason": ""}),
                 "differs from what was signed (decision: signed 'deny', sent 'approve'")
         assert approvals.get(aid).state == "pending" and not approvals.get(aid).decisions
+    assert_nothing_given(g5, job_id)
+
+
+
+# -- dual control over the registry ---------------------------------------------------
+def add_request(approvals, person: Approver, countersign=(), sigs=None) -> pb.ApproverAddRequest:
+    """`scifed node approver add` of ``person`` as the socket carries it, countersigned by
+    ``countersign`` (or with the countersignatures ``sigs``, as the shell has them)."""
+    if sigs is None:
+        sigs = countersignatures(approvals, countersign, "add", person.name, person.role,
+                                 person.fingerprint)
+    return pb.ApproverAddRequest(name=person.name, role=person.role,
+                                 public_key_pem=public(person),
+                                 countersignatures=on_the_wire(sigs))
+
+
+def remove_request(approvals, name: str, countersign=(), sigs=None) -> pb.ApproverRemoveRequest:
+    if sigs is None:
+        (p,) = [p for p in approvals.registry.list() if p.name == name]
+        sigs = countersignatures(approvals, countersign, "remove", name, p.role,
+                                 p.fingerprint)
+    return pb.ApproverRemoveRequest(name=name, countersignatures=on_the_wire(sigs))
+
+
+def registry(approvals) -> list[tuple[str, str]]:
+    return [(p.name, p.role) for p in approvals.registry.list()]
+
+
+def attempt(shell: AdminShell, method: str, req) -> str | None:
+    """The shell's call: None if the node took it, else its refusal."""
+    try:
+        shell(method, req)
+    except Refused as exc:
+        return str(exc)
+    return None
+
+
+def test_one_shell_with_the_officers_key_cannot_register_a_second_person(g5):
+    """The shell is the officer's account: it holds wang's key (and passphrase), and can
+    open the admin socket. zhao, the real security lead, is registered and holds their
+    own key. The shell registers a security lead it made up (mallory, with a key it
+    made): without countersignatures, countersigned by wang alone, by wang twice, by wang
+    and mallory; then approves the G5 task as wang and as mallory. (Before dual control
+    over the registry, the plain registration was taken, and every node approved,
+    computed, released and charged the task.)"""
+    staff_ = people(g5)
+    job_id = g5.submit(G5_JOB)
+    for node, req in held(g5, job_id).items():
+        shell, approvals = AdminShell(g5, node), g5.nodes[node].approvals
+        wang = staff_[node]["wang"]
+        mallory = Approver("mallory", "security_lead", new_key())
+        for countersign, needle in (
+                ((), "countersigned by nobody"),
+                ((wang,), "countersigned by wang (officer)"),
+                ((wang, wang), "wang countersigned twice"),
+                ((wang, mallory), "'mallory' is not a registered approver")):
+            why = attempt(shell, "ApproverAdd", add_request(approvals, mallory, countersign))
+            assert why is not None and needle in why, why
+        shell("ApprovalDecide", request(req.approval_id, signed(approvals, wang,
+                                                                req.approval_id)))
+        refused(shell, "ApprovalDecide", request(req.approval_id, signed(
+            approvals, mallory, req.approval_id)), "'mallory' is not a registered approver")
+        assert approvals.get(req.approval_id).state == "pending"
+        assert registry(approvals) == [("wang", "officer"), ("zhao", "security_lead")]
+        actions = [e.action for e in AuditLog(g5.nodes[node].store).entries()]
+        assert actions.count("approver.add") == 2
+    assert_nothing_given(g5, job_id)
+
+
+def test_a_countersignature_does_not_carry_over_to_another_change(g5):
+    """wang and zhao countersigned one change (liaison li's registration; the shell saw
+    the signatures go by, the same keys at every node). The shell replays them onto
+    another change (mallory as security lead, with or without the statement rewritten),
+    onto the same change at another node, and onto the registry after it moved on (a
+    change they signed but was not sent before another was made)."""
+    staff_ = people(g5, one_key_each=True)
+    job_id = g5.submit(G5_JOB)
+    li = Approver("li", "liaison", new_key())
+    mallory = Approver("mallory", "security_lead", new_key())
+    alpha = g5.nodes["alpha"].approvals
+    seen_at_alpha = countersignatures(alpha, list(staff_["alpha"].values()), "add", "li",
+                                      "liaison", li.fingerprint)
+    for node, req in held(g5, job_id).items():
+        shell, approvals = AdminShell(g5, node), g5.nodes[node].approvals
+        both = list(staff_[node].values())
+        seen = countersignatures(approvals, both, "add", "li", "liaison", li.fingerprint)
+        refused(shell, "ApproverAdd", add_request(approvals, mallory, sigs=seen),
+                "the change differs from what wang countersigned (name: signed 'li', "
+                "sent 'mallory'")
+        # the statement the shell writes for mallory, under li's signatures
+        written = countersignatures(approvals, both, "add", "mallory", "security_lead",
+                                    mallory.fingerprint)
+        rewritten = [{**s, "statement": w["statement"]}
+                     for s, w in zip(seen, written, strict=True)]
+        refused(shell, "ApproverAdd", add_request(approvals, mallory, sigs=rewritten),
+                "the countersignature is not wang's")
+        if node != "alpha":
+            refused(shell, "ApproverAdd", add_request(approvals, li, sigs=seen_at_alpha),
+                    "countersignature was made for node 'alpha'")
+        # signed for the registry as it was: another change came first
+        stale = countersignatures(approvals, both, "add", "mallory", "security_lead",
+                                  mallory.fingerprint)
+        shell("ApproverAdd", add_request(approvals, li, sigs=seen))  # the change they signed
+        refused(shell, "ApproverAdd", add_request(approvals, mallory, sigs=stale),
+                "made for the registry at version 2")
+        refused(shell, "ApproverRemove", remove_request(approvals, "li", sigs=seen),
+                "made for the registry at version 2")  # li's registration, as li's removal
+        assert registry(approvals) == [("wang", "officer"), ("zhao", "security_lead"),
+                                       ("li", "liaison")]
+        shell("ApprovalDecide", request(req.approval_id, signed(
+            approvals, staff_[node]["wang"], req.approval_id)))
+        refused(shell, "ApprovalDecide", request(req.approval_id, signed(
+            approvals, mallory, req.approval_id)), "'mallory' is not a registered approver")
+    assert_nothing_given(g5, job_id)
+
+
+def test_a_removed_approvers_countersignature_counts_for_nothing(g5):
+    """zhao left: zhou became security lead (countersigned by wang and zhao) and zhao was
+    removed (by wang and zhou). The shell holds wang's key and still a copy of zhao's:
+    it countersigns mallory's registration, and a removal of li (a liaison), with the
+    two."""
+    staff_ = people(g5)
+    job_id = g5.submit(G5_JOB)
+    for node, req in held(g5, job_id).items():
+        shell, approvals = AdminShell(g5, node), g5.nodes[node].approvals
+        wang, zhao = staff_[node]["wang"], staff_[node]["zhao"]
+        zhou = Approver("zhou", "security_lead", new_key())
+        shell("ApproverAdd", add_request(approvals, Approver("li", "liaison", new_key()),
+                                         (wang, zhao)))
+        shell("ApproverAdd", add_request(approvals, zhou, (wang, zhao)))
+        shell("ApproverRemove", remove_request(approvals, "zhao", (wang, zhou)))
+        mallory = Approver("mallory", "security_lead", new_key())
+        refused(shell, "ApproverAdd", add_request(approvals, mallory, (wang, zhao)),
+                "approver zhao was removed")
+        refused(shell, "ApproverRemove", remove_request(approvals, "li", (wang, zhao)),
+                "approver zhao was removed")
+        for person, needle in ((wang, None), (mallory, "'mallory' is not a registered"),
+                               (zhao, "approver zhao was removed")):
+            why = attempt(shell, "ApprovalDecide", request(req.approval_id, signed(
+                approvals, person, req.approval_id)))
+            assert (why is None) if needle is None else (needle in why), why
+        assert approvals.get(req.approval_id).state == "pending"
+        assert registry(approvals) == [("wang", "officer"), ("li", "liaison"),
+                                       ("zhou", "security_lead")]
+    assert_nothing_given(g5, job_id)
+
+
+def test_one_approver_alone_removes_nobody(g5):
+    """The shell holds wang's key: it removes zhao (the node's only security lead, so
+    that the bootstrap might open again), then, with a second security lead (zhou)
+    registered, removes zhao and zhou with no countersignature, wang's alone, wang's
+    twice; and removes wang, the only officer."""
+    staff_ = people(g5)
+    job_id = g5.submit(G5_JOB)
+    for node, req in held(g5, job_id).items():
+        shell, approvals = AdminShell(g5, node), g5.nodes[node].approvals
+        wang, zhao = staff_[node]["wang"], staff_[node]["zhao"]
+        for countersign in ((), (wang,), (wang, zhao)):
+            refused(shell, "ApproverRemove", remove_request(approvals, "zhao", countersign),
+                    "zhao is this node's only security_lead")
+        refused(shell, "ApproverRemove", remove_request(approvals, "wang", (wang, zhao)),
+                "wang is this node's only officer")
+        zhou = Approver("zhou", "security_lead", new_key())
+        shell("ApproverAdd", add_request(approvals, zhou, (wang, zhao)))
+        for name in ("zhao", "zhou"):
+            for countersign, needle in (((), "countersigned by nobody"),
+                                        ((wang,), "countersigned by wang (officer)"),
+                                        ((wang, wang), "wang countersigned twice")):
+                refused(shell, "ApproverRemove",
+                        remove_request(approvals, name, countersign), needle)
+        refused(shell, "ApproverAdd", add_request(
+            approvals, Approver("mallory", "security_lead", new_key()), (wang,)),
+            "countersigned by wang (officer)")
+        assert registry(approvals) == [("wang", "officer"), ("zhao", "security_lead"),
+                                       ("zhou", "security_lead")]
+        shell("ApprovalDecide", request(req.approval_id, signed(approvals, wang,
+                                                                req.approval_id)))
+        assert approvals.get(req.approval_id).state == "pending"
+    assert_nothing_given(g5, job_id)
+
+
+def test_an_approval_decision_is_no_countersignature_nor_the_other_way_round(g5):
+    """Domain separation: the shell has wang's and zhao's signed approvals of a G5 task
+    (it saw them go by) and offers them as countersignatures of mallory's registration,
+    with their own statements and with the registry change's; it has wang sign, with the
+    approval tool, the very dict of that change (so the same canonical JSON, under the
+    decision domain); and it offers wang's countersignature of a change as a decision."""
+    staff_ = people(g5)
+    job_id = g5.submit(G5_JOB)
+    for node, req in held(g5, job_id).items():
+        shell, approvals = AdminShell(g5, node), g5.nodes[node].approvals
+        both = list(staff_[node].values())
+        mallory = Approver("mallory", "security_lead", new_key())
+        decisions = [signed(approvals, p, req.approval_id) for p in both]
+        as_is = [{"by": d["by"], "statement": d["statement"], "signature": d["signature"]}
+                 for d in decisions]
+        refused(shell, "ApproverAdd", add_request(approvals, mallory, sigs=as_is),
+                "no valid registry-change statement")
+        change = countersignatures(approvals, both, "add", "mallory", "security_lead",
+                                   mallory.fingerprint)
+        swapped = [{**c, "signature": d["signature"]}
+                   for c, d in zip(change, decisions, strict=True)]
+        refused(shell, "ApproverAdd", add_request(approvals, mallory, sigs=swapped),
+                "the countersignature is not wang's")
+        same_dict = [{**c, "signature": sign(p.key, json.loads(c["statement"]))}
+                     for c, p in zip(change, both, strict=True)]
+        refused(shell, "ApproverAdd", add_request(approvals, mallory, sigs=same_dict),
+                "the countersignature is not wang's")
+        wang_decision = signed(approvals, staff_[node]["wang"], req.approval_id)
+        as_change = sign_change(staff_[node]["wang"].key,
+                                json.loads(wang_decision["statement"]))
+        refused(shell, "ApprovalDecide", request(req.approval_id, {
+            **wang_decision, "signature": as_change}), "the signature is not wang's")
+        assert registry(approvals) == [("wang", "officer"), ("zhao", "security_lead")]
+        assert approvals.get(req.approval_id).state == "pending"
     assert_nothing_given(g5, job_id)

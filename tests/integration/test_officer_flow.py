@@ -117,20 +117,33 @@ def test_a_denial_reaches_the_researcher_and_fails_the_job_without_quorum(fed):
 def test_approvers_are_people_with_keys(fed, tmp_path):
     """`approver add|list|remove`, and a decision only with a registered key and its
     passphrase: a name alone, a wrong passphrase, a key nobody registered and a removed
-    approver's key each get one message and leave the request pending."""
+    approver's key each get one message and leave the request pending. After the first
+    officer and security lead, `approver add|remove` needs both their countersignatures
+    (`--countersign KEY --countersign-passphrase-file FILE`, twice)."""
     officer = fed.approver("dream")
-    fed.approver("dream", "li", "liaison")
+    fed.approver("dream", "li", "liaison")  # countersigned (the security lead first)
     listed = json.loads(fed.node_cli("dream", "approver", "list", "--json").stdout)
-    assert [(p["name"], p["role"]) for p in listed] == [("officer", "officer"),
-                                                       ("li", "liaison")]
+    assert [(p["name"], p["role"]) for p in listed] == [
+        ("officer", "officer"), ("security", "security_lead"), ("li", "liaison")]
     assert all(p["fingerprint"].startswith("SHA256:") for p in listed)
     assert oct(officer.stat().st_mode & 0o777) == "0o600"
     assert oct(officer.parent.stat().st_mode & 0o777) == "0o700"
+    phrase = ("--passphrase-file", str(fed.passphrase_file))
+    alone = fed.node_cli("dream", "approver", "add", "mallory", "--role", "security_lead",
+                         "--key-out", str(tmp_path / "mallory.key"), *phrase, check=False)
+    assert alone.returncode == 1 and "needs the countersignatures" in alone.stderr
+    one = fed.node_cli("dream", "approver", "add", "mallory", "--role", "security_lead",
+                       "--key-out", str(tmp_path / "mallory.key"), *phrase,
+                       *fed.countersign("dream")[:4], check=False)
+    assert one.returncode == 1 and "countersigned by officer (officer)" in one.stderr
+    assert not (tmp_path / "mallory.key").exists()
     again = fed.node_cli("dream", "approver", "add", "li", "--role", "liaison", "--key-out",
-                         str(tmp_path / "li2.key"), "--passphrase-file",
-                         str(fed.passphrase_file), check=False)
+                         str(tmp_path / "li2.key"), *phrase, *fed.countersign("dream"),
+                         check=False)
     assert again.returncode == 1 and "li is already an approver" in again.stderr
     assert not (tmp_path / "li2.key").exists()  # a refused registration leaves no key
+    out = fed.node_cli("dream", "approver", "remove", "li", check=False)
+    assert out.returncode == 1 and "needs the countersignatures" in out.stderr
     with fed.researcher() as r:
         job = r.submit(spec("approvals", ["biscoe", "dream"]))
         wait_for(lambda: pending(fed, "dream"), 30, "the approval request")
@@ -152,7 +165,8 @@ def test_approvers_are_people_with_keys(fed, tmp_path):
                            "--passphrase-file", str(fed.passphrase_file), check=False)
         assert out.returncode == 1 and "is not a registered approver at node dream" in \
             out.stderr
-        fed.node_cli("dream", "approver", "remove", "li")
+        assert "countersigned by officer, security" in fed.remove_approver("dream",
+                                                                           "li").stdout
         out = fed.decide("dream", "approve", aid, name="li", check=False)
         assert out.returncode == 1 and "not a registered approver" in out.stderr
         assert [a["approval_id"] for a in pending(fed, "dream")] == [aid]
@@ -165,6 +179,9 @@ def test_approvers_are_people_with_keys(fed, tmp_path):
     assert [(e["actor"], e["details"]["role"]) for e in deny] == [("officer", "officer")]
     assert deny[0]["details"]["key"] == listed[0]["fingerprint"]
     assert {"approver.add", "approver.remove"} <= {e["action"] for e in audit}
+    adds = {e["details"]["name"]: e["details"] for e in audit if e["action"] == "approver.add"}
+    assert adds["officer"]["bootstrap"] and adds["security"]["bootstrap"]
+    assert [c["by"] for c in adds["li"]["countersigned_by"]] == ["officer", "security"]
 
 
 def test_a_job_waiting_for_approval_can_be_cancelled(fed):

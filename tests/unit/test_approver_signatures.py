@@ -1,5 +1,6 @@
 """Approver keys and signed decisions: the key file at rest, the canonical statement,
-its verification at the node, and the registry of approvers (one person, one key)."""
+its verification at the node, and the registry of approvers (one person, one key; every
+change after the bootstrap countersigned by the officer and the security lead)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,32 @@ import stat
 import pytest
 
 from cli.common import approver_passphrase
-from harness.approvers import Approver, decide, register, signed
+from harness.approvers import (
+    Approver,
+    countersignatures,
+    decide,
+    register,
+    signed,
+    unregister,
+)
 from node.approvals import Approvals, legacy_approvers_notice
 from node.audit import AuditLog
 from node.store import NodeStore
 from scifed.approver_keys import (
+    CHANGE_DOMAIN,
+    CHANGE_FIELDS,
     DOMAIN,
     PASSPHRASE_ENV,
     STATEMENT_FIELDS,
+    change_statement,
+    change_verifies,
     decision_statement,
     fingerprint,
     load_key,
     new_key,
     public_pem,
     sign,
+    sign_change,
     statement_bytes,
     verifies,
     write_key,
@@ -97,6 +110,12 @@ def test_the_passphrase_comes_from_a_file_the_environment_or_not_at_all(tmp_path
     f.write_bytes(b"\n")
     with pytest.raises(UserError, match="needs a passphrase"):
         approver_passphrase(f, new=False)
+    # two countersigners at one terminal: the prompt names whose key it is
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    asked = []
+    monkeypatch.setattr("typer.prompt", lambda text, **kw: asked.append(text) or "typed it")
+    assert approver_passphrase(None, new=False, key=tmp_path / "zhao.key") == b"typed it"
+    assert asked == [f"passphrase of the approver key {tmp_path / 'zhao.key'}"]
 
 
 # -- the statement --------------------------------------------------------------------
@@ -156,7 +175,8 @@ def test_the_node_checks_the_signature_over_its_own_statement(approvals):
 
 def test_the_role_is_the_registry_s_not_the_caller_s(approvals):
     """A liaison who signs as if an officer (the statement names no role) is a liaison."""
-    li = register(approvals, "li", "liaison")
+    of, sec = register(approvals, "wang", "officer"), register(approvals, "zhao", "security_lead")
+    li = register(approvals, "li", "liaison", countersign=(of, sec))
     a = ask(approvals, grade="G4")
     with pytest.raises(UserError, match="liaison may decide up to G3"):
         decide(approvals, Approver("li", "officer", li.key), a.approval_id)
@@ -185,36 +205,138 @@ def test_g5_needs_two_people_with_two_keys(approvals):
 def test_one_name_one_key_and_a_key_is_registered_once(approvals):
     reg = approvals.registry
     key = new_key()
-    reg.add("wang", "officer", public_pem(key), by="root")
+    wang = register(approvals, "wang", "officer", key, by="root")
+    zhao = register(approvals, "zhao", "security_lead")
+    both = (wang, zhao)
     with pytest.raises(UserError, match="already an approver"):
-        reg.add("wang", "security_lead", public_pem(new_key()), by="root")
+        register(approvals, "wang", "security_lead", countersign=both)
     with pytest.raises(UserError, match="already registered to approver wang"):
-        reg.add("zhao", "security_lead", public_pem(key), by="root")
+        register(approvals, "li", "liaison", key, countersign=both)
     for name, role, pem, needle in (("../x", "officer", public_pem(new_key()), "name"),
-                                    ("zhao", "boss", public_pem(new_key()), "role"),
-                                    ("zhao", "officer", "junk", "PEM")):
+                                    ("li", "boss", public_pem(new_key()), "role"),
+                                    ("li", "officer", "junk", "PEM")):
         with pytest.raises(UserError, match=needle):
             reg.add(name, role, pem, by="root")
-    reg.remove("wang", by="root")
+    wang2 = register(approvals, "wang2", "officer", countersign=both)
+    unregister(approvals, "wang", countersign=(wang2, zhao))
     with pytest.raises(NotFound):
         reg.remove("wang", by="root")
     with pytest.raises(UserError, match=r"already registered to approver wang \(removed"):
-        reg.add("wang", "officer", public_pem(key), by="root")  # the old key: never again
-    again = reg.add("wang", "officer", public_pem(new_key()), by="root")  # a new one
-    assert [p.name for p in reg.list()] == ["wang"] and again.added_by == "root"
-    assert len(reg.list(include_removed=True)) == 2
+        register(approvals, "wang", "officer", key, countersign=(wang2, zhao))  # never again
+    again = register(approvals, "wang", "officer", countersign=(wang2, zhao))  # a new key
+    assert [p.name for p in reg.list()] == ["zhao", "wang2", "wang"]
+    assert [p.added_by for p in reg.list()][-1] == "officer"
+    assert len(reg.list(include_removed=True)) == 4 and again.name == "wang"
     assert [e.action for e in AuditLog(approvals.store).entries()] == [
-        "approver.add", "approver.remove", "approver.add"]
+        "approver.add", "approver.add", "approver.add", "approver.remove", "approver.add"]
 
 
 def test_a_removed_approver_decides_nothing(approvals):
-    wang = register(approvals, "wang", "officer")
+    of, sec = register(approvals, "wang", "officer"), register(approvals, "zhao", "security_lead")
+    li = register(approvals, "li", "liaison", countersign=(of, sec))
     a = ask(approvals, grade="G2")
-    approvals.registry.remove("wang", by="root")
+    unregister(approvals, "li", countersign=(of, sec))
     for approve, reason in ((True, ""), (False, "no")):
-        with pytest.raises(UserError, match="approver wang was removed"):
-            decide(approvals, wang, a.approval_id, approve=approve, reason=reason)
+        with pytest.raises(UserError, match="approver li was removed"):
+            decide(approvals, li, a.approval_id, approve=approve, reason=reason)
     assert approvals.get(a.approval_id).state == "pending"
+
+
+# -- dual control over the registry ---------------------------------------------------
+def change(**changes) -> dict:
+    base = change_statement(node="node-a", action="add", name="li", role="liaison",
+                            key="SHA256:ab", registry={"version": 2, "sha256": "0" * 64},
+                            signer="wang", signer_key="SHA256:cd")
+    return {**base, **changes}
+
+
+def test_a_change_statement_binds_every_field_of_one_change_under_its_own_domain():
+    st = change()
+    assert tuple(sorted(st)) == tuple(sorted(CHANGE_FIELDS))
+    assert statement_bytes(st, CHANGE_DOMAIN) == CHANGE_DOMAIN + canonical(st).encode()
+    assert CHANGE_DOMAIN != DOMAIN
+    key = new_key()
+    pem, sig = public_pem(key), sign_change(key, st)
+    assert change_verifies(pem, st, sig)
+    for field, other in (("node", "node-b"), ("action", "remove"), ("name", "mallory"),
+                         ("role", "security_lead"), ("key", "SHA256:ef"),
+                         ("registry_version", 3), ("registry_sha256", "1" * 64),
+                         ("signer", "zhao"), ("signer_key", "SHA256:ef")):
+        assert not change_verifies(pem, change(**{field: other}), sig), field
+    # the domains: one signature, one kind of statement, even over the same JSON
+    assert not verifies(pem, st, sig)
+    assert not change_verifies(pem, st, sign(key, st))
+    decision = statement()
+    assert not change_verifies(pem, decision, sign(key, decision))
+    assert not verifies(pem, decision, sign_change(key, decision))
+    with pytest.raises(UserError, match="no registry change 'rename'"):
+        change_statement(node="n", action="rename", name="x", role="officer", key="k",
+                         registry={"version": 0, "sha256": ""}, signer="s", signer_key="k")
+
+
+def test_the_first_officer_and_security_lead_are_the_bootstrap_and_nobody_else(approvals):
+    reg = approvals.registry
+    assert reg.state()["bootstrap"] == ["officer", "security_lead"]
+    assert reg.state()["version"] == 0 and reg.state()["node"] == "node-a"
+    with pytest.raises(UserError, match=r"countersigned by nobody"):
+        register(approvals, "li", "liaison")  # a liaison is never the bootstrap
+    of = register(approvals, "wang", "officer")
+    assert reg.state()["bootstrap"] == ["security_lead"]
+    for name, role in (("wang2", "officer"), ("li", "liaison")):
+        with pytest.raises(UserError, match=r"countersigned by wang \(officer\)"):
+            register(approvals, name, role, countersign=(of,))
+    sec = register(approvals, "zhao", "security_lead")
+    assert reg.state()["bootstrap"] == []
+    for role in ("officer", "security_lead", "liaison"):
+        with pytest.raises(UserError, match="needs the countersignatures of this node's "
+                                            "officer and its security lead"):
+            register(approvals, f"x-{role}", role)
+    register(approvals, "zhou", "security_lead", countersign=(of, sec))
+    unregister(approvals, "zhao", countersign=(of, sec))  # zhao signs their own removal
+    # zhao's role is no longer open to the bootstrap: it existed
+    with pytest.raises(UserError, match="countersigned by nobody"):
+        register(approvals, "mallory", "security_lead")
+    adds = [e.details for e in AuditLog(approvals.store).entries()
+            if e.action in ("approver.add", "approver.remove")]
+    assert [(d["name"], d.get("bootstrap"), [c["by"] for c in d["countersigned_by"]])
+            for d in adds] == [("wang", True, []), ("zhao", True, []),
+                               ("zhou", False, ["wang", "zhao"]),
+                               ("zhao", None, ["wang", "zhao"])]
+    assert all(c["signature"] and c["key"].startswith("SHA256:")
+               for d in adds for c in d["countersigned_by"])
+
+
+def test_the_last_officer_or_security_lead_is_not_removed(approvals):
+    of, sec = register(approvals, "wang", "officer"), register(approvals, "zhao", "security_lead")
+    for name, role in (("wang", "officer"), ("zhao", "security_lead")):
+        with pytest.raises(UserError, match=f"{name} is this node's only {role}"):
+            unregister(approvals, name, countersign=(of, sec))
+    li = register(approvals, "li", "liaison", countersign=(of, sec))
+    unregister(approvals, "li", countersign=(of, sec))  # a liaison: not needed for G5
+    assert [(p.name, p.role) for p in approvals.registry.list()] == [
+        ("wang", "officer"), ("zhao", "security_lead")]
+    assert li.name == "li"
+
+
+def test_every_change_moves_the_registry_s_version_and_hash(approvals):
+    reg = approvals.registry
+    seen = [reg.state()]
+    of = register(approvals, "wang", "officer")
+    seen.append(reg.state())
+    sec = register(approvals, "zhao", "security_lead")
+    seen.append(reg.state())
+    register(approvals, "li", "liaison", countersign=(of, sec))
+    seen.append(reg.state())
+    unregister(approvals, "li", countersign=(of, sec))
+    seen.append(reg.state())
+    assert [s["version"] for s in seen] == [0, 1, 2, 3, 4]
+    assert len({s["sha256"] for s in seen}) == 5
+    stale = countersignatures(approvals, (of, sec), "add", "liu", "liaison", "SHA256:x")
+    liu = register(approvals, "liu", "liaison", countersign=(of, sec))
+    with pytest.raises(UserError, match="made for the registry at version 4"):
+        approvals.registry.remove("liu", by="root", countersignatures=[
+            {**c, "statement": c["statement"].replace('"add"', '"remove"')} for c in stale])
+    assert liu.name in [p.name for p in reg.list()]
 
 
 def test_an_older_database_gains_the_registry(tmp_path):

@@ -250,8 +250,8 @@ def request(appr: Approvals, job: str, grade: str):
 
 def test_liaison_cannot_approve_g4_and_officer_can(store):
     appr = Approvals(store, "node-a")
-    li, of, sec = (register(appr, "li", "liaison"), register(appr, "of", "officer"),
-                   register(appr, "sec", "security_lead"))
+    of, sec = register(appr, "of", "officer"), register(appr, "sec", "security_lead")
+    li = register(appr, "li", "liaison", countersign=(of, sec))
     a = request(appr, "job-1", "G4")
     with pytest.raises(UserError) as exc:
         decide(appr, li, a.approval_id)

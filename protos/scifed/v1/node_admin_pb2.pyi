@@ -87,15 +87,27 @@ class ApprovalDecision(_message.Message):
     signature: bytes
     def __init__(self, approval_id: _Optional[str] = ..., approve: bool = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., expires_unix_ms: _Optional[int] = ..., statement: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class Countersignature(_message.Message):
+    __slots__ = ("by", "statement", "signature")
+    BY_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    by: str
+    statement: str
+    signature: bytes
+    def __init__(self, by: _Optional[str] = ..., statement: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class ApproverAddRequest(_message.Message):
-    __slots__ = ("name", "role", "public_key_pem")
+    __slots__ = ("name", "role", "public_key_pem", "countersignatures")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    COUNTERSIGNATURES_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     public_key_pem: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., public_key_pem: _Optional[str] = ...) -> None: ...
+    countersignatures: _containers.RepeatedCompositeFieldContainer[Countersignature]
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., public_key_pem: _Optional[str] = ..., countersignatures: _Optional[_Iterable[_Union[Countersignature, _Mapping]]] = ...) -> None: ...
 
 class ApproverListRequest(_message.Message):
     __slots__ = ("include_removed",)
@@ -103,11 +115,17 @@ class ApproverListRequest(_message.Message):
     include_removed: bool
     def __init__(self, include_removed: bool = ...) -> None: ...
 
-class ApproverRef(_message.Message):
-    __slots__ = ("name",)
+class ApproverRemoveRequest(_message.Message):
+    __slots__ = ("name", "countersignatures")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    COUNTERSIGNATURES_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    countersignatures: _containers.RepeatedCompositeFieldContainer[Countersignature]
+    def __init__(self, name: _Optional[str] = ..., countersignatures: _Optional[_Iterable[_Union[Countersignature, _Mapping]]] = ...) -> None: ...
+
+class ApproverRegistryStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class BudgetRequest(_message.Message):
     __slots__ = ("dataset_id",)

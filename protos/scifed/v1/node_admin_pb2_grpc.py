@@ -112,7 +112,12 @@ class NodeAdminStub(object):
                 _registered_method=True)
         self.ApproverRemove = channel.unary_unary(
                 '/scifed.v1.NodeAdmin/ApproverRemove',
-                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRef.SerializeToString,
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRemoveRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ApproverRegistryState = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ApproverRegistryState',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRegistryStateRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
                 _registered_method=True)
         self.BudgetShow = channel.unary_unary(
@@ -231,7 +236,9 @@ class NodeAdminServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ApproverAdd(self, request, context):
-        """The people who may decide approvals: name, role, Ed25519 public key.
+        """The people who may decide approvals: name, role, Ed25519 public key. Adding and
+        removing one is countersigned by the registered officer and security lead (only
+        the first officer and the first security lead are added without: the bootstrap).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -245,6 +252,14 @@ class NodeAdminServicer(object):
 
     def ApproverRemove(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproverRegistryState(self, request, context):
+        """The registry's version and hash, which a countersignature names, and the roles
+        still open to the bootstrap.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -367,7 +382,12 @@ def add_NodeAdminServicer_to_server(servicer, server):
             ),
             'ApproverRemove': grpc.unary_unary_rpc_method_handler(
                     servicer.ApproverRemove,
-                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRef.FromString,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRemoveRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ApproverRegistryState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproverRegistryState,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRegistryStateRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
             ),
             'BudgetShow': grpc.unary_unary_rpc_method_handler(
@@ -831,7 +851,34 @@ class NodeAdmin(object):
             request,
             target,
             '/scifed.v1.NodeAdmin/ApproverRemove',
-            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRef.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRemoveRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproverRegistryState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ApproverRegistryState',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ApproverRegistryStateRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
