@@ -245,6 +245,7 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
             print_json({"verified": True, "signer": verified.signer,
                         "certificate_serial": verified.serial,
                         "spec_checked": verified.spec_checked,
+                        "attested": {n: serial for n, serial in verified.attested},
                         "revocation": revocation,
                         "provenance": verified.provenance})
             return
@@ -318,8 +319,12 @@ def _print_provenance(verified) -> None:
         ("rules applied", f"k = {rules.get('k')}, min contributors "
                           f"{rules.get('min_contributors')}, {rules.get('release')}"),
         *((f"DP at {node}", _dp_text(dp.get(node))) for node in p["contributors"]),
-        (f"audit head of {head.get('node')}",
+        (f"audit head of {head.get('node')} at release",
          f"#{head.get('seq')} {str(head.get('hash', ''))[:16]}…"),
+        ("contributions", f"attested by each contributor ({len(verified.attested)} "
+                          "signatures of node certificates checked)" if verified.attested
+         else "not attested: " + p.get("unattested", "released before contributions "
+                                                      "were attested")),
     ]
     print_table("provenance (signed by the release node)", ["", "value"], rows)
     datasets = p.get("datasets", {})
@@ -327,6 +332,14 @@ def _print_provenance(verified) -> None:
                 [(node, d.get("dataset", ""), (d["sha256"][:16] + "…") if d.get("sha256")
                   else "", d.get("version", ""), d.get("source", ""))
                  for node, d in sorted(datasets.items())])
+    if verified.attested:
+        heads = p.get("audit_heads", {})
+        print_table("contributions (each attested by its node, signature checked)",
+                    ["node", "schema hash", "audit head", "DP"],
+                    [(node, str(datasets.get(node, {}).get("schema_hash", ""))[:12] + "…",
+                      f"#{heads.get(node, {}).get('seq')} "
+                      f"{str(heads.get(node, {}).get('hash', ''))[:12]}…",
+                      _dp_text(dp.get(node))) for node, _ in verified.attested])
 
 
 @model_app.command("load")

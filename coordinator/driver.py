@@ -28,7 +28,6 @@ from jobs import registry
 from jobs.base import JobCancelled, JobFailed, Run, StudyRef
 from jobs.spec import JobSpec, datasets_by_node, load_job, parse_job_dict, slug
 from scifed.errors import NotFound, Unavailable, UserError
-from scifed.he import sum_ciphertexts
 from scifed.sealing import SealKeyClaim, refused_at, verify_claim
 from scifed.states import JobStatus, Phase, StudyStatus, TaskState
 from scifed.tasks import CancelNotice, Message, TaskHeader, TaskKind, Waiting
@@ -270,9 +269,6 @@ class JobDriver:
 
     def public_context(self, run: Run) -> bytes:
         return studies.get_study_public_context(self.db, run.study.study_id)
-
-    def sum(self, run: Run, ciphertexts: list[bytes]) -> bytes:
-        return sum_ciphertexts(self.public_context(run), ciphertexts)
 
     def send(self, node: str, kind: TaskKind, payload: Message, reply: type[Message]) -> Any:
         res = self._deliver(node, kind, payload).result(self.task_timeout)

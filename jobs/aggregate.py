@@ -1,5 +1,10 @@
-"""The coordinator side of aggregate job types: (vocabulary,) compute, one encrypted
-sum, release — and, where the release asks for it, more rounds of sums.
+"""The coordinator side of aggregate job types: (vocabulary,) compute, release — and,
+where the release asks for it, more rounds.
+
+The coordinator does not sum: it hands the release node every contributor's ciphertext
+with that node's signed attestation of it (:class:`scifed.tasks.Contribution`), and the
+release node checks them and sums them itself (node/release.py), so a coordinator that
+left a node out, counted one twice or took another job's ciphertext is refused there.
 
 This is the template :meth:`AggregateJob.coordinate`; a type only says whether it needs
 a vocabulary phase and how to decode. Categories travel sealed under the study key (every
@@ -17,6 +22,7 @@ from scifed.tasks import (
     CiphertextReply,
     ComputeReply,
     ComputeRequest,
+    Contribution,
     ReleaseReply,
     ReleaseRequest,
     Reserved,
@@ -63,12 +69,12 @@ class AggregateJob(JobType):
         contributors = sorted(computed)
         driver.set_phase(run, Phase("aggregate"))
         driver.set_contributors(run, contributors)
-        total = driver.sum(run, [computed[n].ciphertext for n in contributors])
         release_node = run.release_node(contributors)
         request = ReleaseRequest(
             **headers[release_node].model_dump(), vocabularies=vocabularies,
             k=max(a.k for a in computed.values()), contributors=contributors,
-            dp={n: a.dp for n, a in computed.items() if a.dp}, aggregates={"sum": total},
+            dp={n: a.dp for n, a in computed.items() if a.dp},
+            contributions=_contributions(computed, contributors),
             min_contributors=max(a.min_contributors for a in computed.values()),
             study_members=run.study.members)
         for round_no in range(1, MAX_ROUNDS + 1):
@@ -89,7 +95,13 @@ class AggregateJob(JobType):
             if set(counts) != set(contributors):
                 raise JobFailed("a node dropped out during a further round of the release: "
                                 + "; ".join(failed[n] for n in sorted(failed)))
-            pooled = driver.sum(run, [counts[n].ciphertext for n in contributors])
-            request = request.model_copy(update={"aggregates": {"sum": pooled},
-                                                 "state": answer.state})
+            request = request.model_copy(update={
+                "contributions": _contributions(counts, contributors), "state": answer.state})
         raise JobFailed("the release did not finish within the round limit")
+
+
+def _contributions(replies: dict[str, ComputeReply | CiphertextReply],
+                   contributors: list[str]) -> list[Contribution]:
+    """Each contributor's ciphertext with its attestation, for the release node."""
+    return [Contribution(node=n, ciphertext=replies[n].ciphertext,
+                         attestation=replies[n].attestation) for n in contributors]

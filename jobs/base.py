@@ -179,9 +179,6 @@ class Driver(Protocol):
     def send(self, node: str, kind: TaskKind, payload: Message, reply: type[Message]) -> Any:
         """One task to one node; raises UserError with the node's reason."""
 
-    def sum(self, run: Run, ciphertexts: list[bytes]) -> bytes:
-        """The encrypted sum, under the study's public context."""
-
     def public_context(self, run: Run) -> bytes: ...
 
     def set_phase(self, run: Run, phase: Phase) -> None: ...

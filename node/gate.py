@@ -52,7 +52,7 @@ from node.studies import NodeStudies
 from scifed.errors import UserError
 from scifed.filters import compile_filter
 from scifed.he import StudyKey
-from scifed.sealing import canonical_sha256
+from scifed.sealing import canonical_sha256, sign_attestation
 from scifed.tasks import ComputeReply, TaskHeader
 from scifed.wire import now_ms
 
@@ -307,6 +307,30 @@ class Gate:
         if audited:
             self.alerts.answered(adm.header.researcher, adm.row.dataset_id, adm.header.job_id)
 
+    def attest(self, adm: Admission, blob: bytes, head: tuple[int, str], dp: dict | None, *,
+               stage: str = "compute", round_no: int = 0, query: bytes = b"") -> dict:
+        """This node's signed statement of a contribution (:func:`scifed.sealing.
+        sign_attestation`): the job, stage (and the round and query it answers), this
+        node, the study key version, the ciphertext's sha256, the dataset it read, this
+        node's audit head at the release, the DP applied and this node's k and fewest
+        contributors. The release node sums only ciphertexts so attested."""
+        h, rec = adm.header, adm.row.record
+        statement = {
+            "job_id": h.job_id, "stage": stage, "round": round_no,
+            "query_sha256": hashlib.sha256(query).hexdigest() if query else "",
+            "node": self.node, "study_id": h.study_id, "key_version": h.key_version,
+            "researcher": h.researcher, "spec_sha256": canonical_sha256(h.spec),
+            "ciphertext_sha256": hashlib.sha256(blob).hexdigest(),
+            "dataset": {"dataset_id": adm.row.dataset_id,
+                        "record_id": rec.get("id", adm.row.dataset_id),
+                        "sha256": data_sha256(adm.row), "version": rec.get("version", ""),
+                        "schema_hash": rec.get("schema_hash", "")},
+            "audit_head": {"seq": head[0], "hash": head[1]}, "dp": dp, "k": adm.k,
+            "min_contributors": adm.policy.min_contributors}
+        tls = self.studies.cfg.tls
+        return sign_attestation(statement, node=self.node, cert_path=tls.cert,
+                                key_path=tls.key)
+
     def contribute(self, adm: Admission, vocab: dict[str, list[str]],
                    compute: Callable[[DataFile], np.ndarray]) -> ComputeReply:
         """Run ``compute`` on the admitted rows and release its vector once: guard, DP
@@ -343,17 +367,21 @@ class Gate:
                 vec = np.asarray(compute(data), dtype=np.float64)
             if adm.decision.dp:
                 report.update(job.noise(adm.params, vec, vocab, adm.limits))
-            AuditLog.append_in(con, "policy", "task.release", adm.row.dataset_id, release)
+            entry = AuditLog.append_in(con, "policy", "task.release", adm.row.dataset_id,
+                                       release)
             blob = adm.key.encrypt(vec)
+            # the attestation is part of the kept answer: a retry gets the same bytes
             made["reply"] = self.keep(con, adm, "compute", digest,
-                                      reply(blob, report).dumps(), what)
+                                      reply(blob, report, (entry.seq, entry.hash)).dumps(),
+                                      what)
             return blob
 
-        def reply(blob: bytes, report: dict) -> ComputeReply:
+        def reply(blob: bytes, report: dict, head: tuple[int, str]) -> ComputeReply:
             dp = ({"epsilon": adm.decision.epsilon, "delta": 0.0, **report}
                   if adm.decision.dp else None)
             return ComputeReply(ciphertext=blob, k=adm.k, dp=dp,
-                                min_contributors=adm.policy.min_contributors)
+                                min_contributors=adm.policy.min_contributors,
+                                attestation=self.attest(adm, blob, head, dp))
 
         with self.replays_audited(h, adm.row.dataset_id, "compute"):
             if adm.decision.dp:  # a retry is replayed from the charge (never charged twice)
@@ -371,7 +399,7 @@ class Gate:
                     prior = self.answered(con, adm, "compute", digest, what)
         self.retried(adm, "compute")
         if prior is None:  # charged before this node kept its answers: the charge's output
-            return reply(blob, {})
+            return reply(blob, {}, self.audit.head())
         return ComputeReply.loads(prior)
 
     def reserve(self, adm: Admission) -> float | None:

@@ -97,7 +97,8 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
             raise UserError(f"node {self.node}: malformed grant request: {exc}") from None
         # as for every task from the coordinator: a recent CRL, the researcher not revoked
         trust = self.gate.studies.trust
-        trust.check_researcher(trust.fresh(request.job_id), _claim(request), request.job_id)
+        trust.check_researcher(trust.fresh(request.job_id), _claim(request), request.job_id,
+                               request.researcher)
         adm = self.gate.admit(header, "grant", audit=request.round <= 1)
         if adm.decision.dp:  # once per job: a later round's charge replays the first
             self.gate.charge(adm, delta=adm.job.requested_delta(adm.params))

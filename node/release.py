@@ -7,10 +7,20 @@ Every result leaves signed (:func:`scifed.sealing.sign_result`): the result and 
 provenance — the job and its spec's hash, the study key version, the researcher, the
 contributors with the datasets they read, this node's policy cell and the rules it
 applied, the DP report, this node's audit head — under this node's certificate key, so
-the researcher can tell a genuine result from one the coordinator sealed itself. This
-node vouches for its own dataset (sha256, version) and audit head; of the other
-contributors it knows only what the task says (their names, the datasets the spec names
-and the DP they report).
+the researcher can tell a genuine result from one the coordinator sealed itself.
+
+What it sums. The release task of an aggregate job carries every contributor's
+ciphertext with that node's signed attestation of it (node/gate.py ``Gate.attest``), not
+a sum of the coordinator's making. This node checks each attestation — a node certificate
+of the CA naming the node, not revoked by this node's CRL, for this job, stage, round
+(and the query this node sealed for it), study and key version, spec and researcher, over
+the very ciphertext — one per contributor the task names and none else, and the k, fewest
+contributors and DP the task reports equal what the contributors attest; then it sums the
+ciphertexts itself (:func:`scifed.he.sum_ciphertexts`). Anything else is refused with one
+message, audited (``release.refuse``), nothing released. The provenance lists, for every
+contributor, the dataset (sha256, version, schema hash) and audit head it attested, and the
+attestations themselves, so the researcher checks each signature. Training jobs release
+Flower's sums (``aggregates``) unattested: their provenance says so (``unattested``).
 
 May pooled results leave this node? One answer for every job type: the release node's
 own dataset in the study must admit the job as any task does (policy, and the officer's
@@ -30,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 
 from jobs.base import NextRound, Pooled
 from jobs.spec import datasets_by_node
@@ -37,11 +48,13 @@ from node.audit import AuditLog
 from node.gate import Admission, Gate
 from scifed.config import TlsConfig
 from scifed.errors import UserError
-from scifed.he import open_for_members, seal_for_members
+from scifed.he import open_for_members, seal_for_members, sum_ciphertexts
 from scifed.pki import Crl, verify_certificate
 from scifed.sealing import (
     RESULT_PROVENANCE,
     SealKeyClaim,
+    attested_dataset,
+    canonical_json,
     canonical_sha256,
     progress_context,
     refusal_context,
@@ -49,11 +62,14 @@ from scifed.sealing import (
     result_digest,
     seal,
     sign_result,
+    verify_attestation,
     verify_claim,
 )
 from scifed.tasks import ReleaseReply, ReleaseRequest
 
 VOCABULARY, STATE, QUERY = "job-vocabulary", "job-state", "job-query"
+UNATTESTED = ("a training job: the release decrypts the sums of a Flower run, whose "
+              "contributions no node attests to the release node")
 
 
 def researcher_key(claim: dict, ca_pem: bytes, researcher: str) -> bytes:
@@ -90,6 +106,16 @@ def _pools_enough(contributors: int, need: int, members: int) -> bool:
     policy allows two and the study has exactly two members (so a researcher cannot pick
     two nodes of a larger study)."""
     return contributors != 2 or need <= 1 or (need <= 2 and members == 2)
+
+
+@dataclass(frozen=True)
+class Attested:
+    """A release step's contributions, checked: their sum (made here), the compute
+    attestations by node (the provenance lists them) and the round they are of."""
+
+    total: bytes
+    attestations: dict[str, dict]
+    round: int
 
 
 class ReleasePath:
@@ -150,20 +176,33 @@ class ReleasePath:
         return {**rules, "release": f"dp at {', '.join(noised)}" if noised else "exact",
                 "pooling": pooling}
 
-    def _provenance(self, req: ReleaseRequest, adm: Admission, rules: dict, *,
-                    researcher: str, released_at: str) -> dict:
-        """What this node signs about a result besides the result itself."""
+    def _provenance(self, req: ReleaseRequest, adm: Admission, rules: dict,
+                    attested: Attested | None, *, researcher: str, released_at: str) -> dict:
+        """What this node signs about a result besides the result itself: with
+        ``attested``, every contributor's dataset and audit head as it attested them, and
+        the attestations; without (training), this node's own dataset only."""
         rec, pol = adm.row.record, adm.policy
         dist = (rec.get("distributions") or [{}])[0]
         named = datasets_by_node(adm.spec)
-        datasets = {n: {"dataset": named.get(n, ""), "source": "job spec"}
-                    for n in req.contributors}
-        datasets[self.node] = {"dataset": named.get(self.node, adm.row.dataset_id),
-                               "record_id": rec.get("id", adm.row.dataset_id),
-                               "sha256": dist.get("sha256", ""),
-                               "version": rec.get("version", ""),
-                               "schema_hash": rec.get("schema_hash", ""),
-                               "source": "release node's catalog record"}
+        provenance: dict = {}
+        if attested is not None:
+            statements = {n: a["statement"] for n, a in attested.attestations.items()}
+            datasets = {n: {"dataset": named.get(n, st["dataset"].get("dataset_id", "")),
+                            **attested_dataset(st), "source": f"attested by {n}"}
+                        for n, st in statements.items()}
+            provenance = {"audit_heads": {n: st["audit_head"] for n, st in statements.items()},
+                          "attestations": attested.attestations,
+                          "attested_rounds": attested.round}
+        else:
+            datasets = {n: {"dataset": named.get(n, ""), "source": "job spec"}
+                        for n in req.contributors}
+            datasets[self.node] = {"dataset": named.get(self.node, adm.row.dataset_id),
+                                   "record_id": rec.get("id", adm.row.dataset_id),
+                                   "sha256": dist.get("sha256", ""),
+                                   "version": rec.get("version", ""),
+                                   "schema_hash": rec.get("schema_hash", ""),
+                                   "source": "release node's catalog record"}
+            provenance = {"unattested": UNATTESTED}
         dp_setting = "fl_dp_required" if adm.job.family == "fl" else "agg_dp_required"
         settings = ("min_cell_count", "min_contributors", dp_setting, "epsilon_per_query")
         seq, head = self.audit.head()
@@ -182,9 +221,95 @@ class ReleasePath:
                        "decision": adm.decision.rule,
                        "sources": {name: pol.sources.get(name, "") for name in settings}},
             "rules": rules, "dp": req.dp,
-            # only this node's head: the others' heads are what the coordinator records
+            # this node's head as it releases (each contributor's, as it contributed, is
+            # in ``audit_heads``)
             "audit_head": {"node": self.node, "seq": seq, "hash": head},
+            **provenance,
         }
+
+    def _attested(self, req: ReleaseRequest, adm: Admission, envelope: dict | None
+                  ) -> Attested:
+        """The contributions of this release step checked against their attestations
+        (see the module's docstring), and their sum made here; else refused, audited."""
+        job_id = req.job_id
+        said = f"node {self.node} releases nothing for job {job_id}"
+
+        def refuse(reason: str) -> UserError:
+            message = f"{said}: {reason}"
+            self.audit.append("policy", "release.refuse", adm.row.dataset_id,
+                              {"job_id": job_id, "researcher": req.researcher,
+                               "stage": req.stage, "reason": message})
+            return UserError(message)
+
+        if req.aggregates:
+            raise refuse("the task carries a pooled sum of the coordinator's making; this "
+                         "node sums the contributors' attested ciphertexts itself")
+        named = list(req.contributors)
+        twice = sorted({n for n in named if named.count(n) > 1})
+        if twice:
+            raise refuse(f"the task names contributor {', '.join(twice)} twice")
+        given: dict = {}
+        for c in req.contributions:
+            if c.node in given:
+                raise refuse(f"the task carries two contributions of {c.node} (one "
+                             "attestation per node)")
+            if c.node not in named:
+                raise refuse(f"the task carries a contribution of {c.node}, which it does "
+                             "not name as a contributor")
+            given[c.node] = c
+        missing = sorted(set(named) - set(given))
+        if missing:
+            raise refuse(f"the task names {', '.join(missing)} as a contributor, but "
+                         "carries no contribution of it")
+        expect = {"job_id": job_id, "study_id": req.study_id,
+                  "key_version": req.key_version, "researcher": req.researcher,
+                  "spec_sha256": canonical_sha256(req.spec)}
+        if envelope is None:
+            expect |= {"stage": "compute", "round": 0, "query_sha256": ""}
+        else:
+            if sorted(named) != envelope["contributors"]:
+                raise refuse(f"the task names contributors {', '.join(sorted(named))}; the "
+                             f"release began with {', '.join(envelope['contributors'])}")
+            expect |= {"stage": "round", "round": envelope["round"],
+                       "query_sha256": envelope["query_sha256"]}
+        revoked = self.gate.studies.trust.fresh(job_id).serials
+        statements = {}
+        for node in sorted(given):
+            c = given[node]
+            try:
+                st = verify_attestation(c.attestation, self.ca_pem, node=node,
+                                        expect=expect, revoked=revoked).statement
+            except UserError as exc:
+                raise refuse(str(exc)) from None
+            digest = hashlib.sha256(c.ciphertext).hexdigest()
+            if digest != st["ciphertext_sha256"]:
+                raise refuse(f"the ciphertext given as {node}'s is not the one its "
+                             f"attestation names (sha256 {digest[:16]}…, attested "
+                             f"{st['ciphertext_sha256'][:16]}…)")
+            statements[node] = st
+        if envelope is None:
+            k = max(st["k"] for st in statements.values())
+            fewest = max(st["min_contributors"] for st in statements.values())
+            dp = {n: st["dp"] for n, st in statements.items() if st["dp"]}
+            attestations = {n: given[n].attestation for n in sorted(given)}
+        else:
+            k, fewest, dp = envelope["k"], envelope["min_contributors"], envelope["dp"]
+            attestations = envelope["attestations"]
+        if req.k != k:
+            raise refuse(f"the task reports k = {req.k}, the contributors attest k = {k}")
+        if req.min_contributors != fewest:
+            raise refuse(f"the task reports {req.min_contributors} as the fewest "
+                         f"contributors, the contributors attest {fewest}")
+        if canonical_json(req.dp) != canonical_json(dp):
+            raise refuse(f"the task reports DP at {', '.join(sorted(req.dp)) or 'no node'}, "
+                         f"the contributors attest DP at {', '.join(sorted(dp)) or 'no node'}"
+                         " (or other DP)")
+        try:
+            total = sum_ciphertexts(adm.key.public_bytes(),
+                                    [given[n].ciphertext for n in sorted(given)])
+        except UserError as exc:
+            raise refuse(str(exc)) from None
+        return Attested(total, attestations, envelope["round"] if envelope else 0)
 
     def release(self, req: ReleaseRequest) -> ReleaseReply:
         adm = self.gate.admit(req, "release", audit=False)
@@ -202,8 +327,14 @@ class ReleasePath:
             self.gate.retried(adm, step)
             return ReleaseReply.loads(prior)
         key, job_id = adm.key, req.job_id
-        totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
-        state = open_for_members(key, STATE, job_id, req.state) if req.state else None
+        envelope = open_for_members(key, STATE, job_id, req.state) if req.state else None
+        if adm.job.needs_training:  # Flower's sums: no node attests them to this node
+            attested = None
+            totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
+        else:
+            attested = self._attested(req, adm, envelope)
+            totals = {"sum": key.decrypt(attested.total)}
+        state = envelope["state"] if envelope else None
         pooled = Pooled(totals=totals, vocab=vocabulary_union(key, job_id, req.vocabularies),
                         k=req.k, dp=req.dp, contributors=req.contributors,
                         record=adm.row.record, state=state,
@@ -213,8 +344,19 @@ class ReleasePath:
         except ValueError as exc:  # a corrupted aggregate: say so, release nothing
             raise UserError(f"node {self.node}: {exc}") from None
         if isinstance(out, NextRound):
-            reply = ReleaseReply(state=seal_for_members(key, STATE, job_id, out.state),
-                                 query=seal_for_members(key, QUERY, job_id, out.query))
+            # the query carries its round; the state (this node's alone) what the next
+            # step's contributions must be attested for, and the compute's attestations
+            round_no = (attested.round if attested else 0) + 1
+            query = seal_for_members(key, QUERY, job_id, {"round": round_no,
+                                                          "query": out.query})
+            kept_state = {"state": out.state, "round": round_no,
+                          "query_sha256": hashlib.sha256(query).hexdigest(),
+                          "contributors": sorted(req.contributors),
+                          "attestations": attested.attestations if attested else {},
+                          "k": req.k, "min_contributors": req.min_contributors,
+                          "dp": req.dp}
+            reply = ReleaseReply(state=seal_for_members(key, STATE, job_id, kept_state),
+                                 query=query)
             with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
                 with self.gate.store.tx() as con:
                     kept = self.gate.keep(con, adm, step, digest, reply.dumps(), what)
@@ -228,7 +370,8 @@ class ReleasePath:
                           "contributors": req.contributors, "k": req.k,
                           **result.get("meta", {}), "released_by": self.node,
                           "released_at": released_at}
-        result[RESULT_PROVENANCE] = self._provenance(req, adm, rules, researcher=claim.name,
+        result[RESULT_PROVENANCE] = self._provenance(req, adm, rules, attested,
+                                                     researcher=claim.name,
                                                      released_at=released_at)
         signed = sign_result(result, node=self.node, cert_path=self.tls.cert,
                              key_path=self.tls.key)
@@ -257,6 +400,9 @@ class ReleasePath:
         digest = canonical_sha256({
             "aggregates": {n: hashlib.sha256(b).hexdigest()
                            for n, b in sorted(req.aggregates.items())},
+            "contributions": [[c.node, hashlib.sha256(c.ciphertext).hexdigest(),
+                               canonical_sha256(c.attestation)]
+                              for c in req.contributions],
             "vocabularies": [hashlib.sha256(v).hexdigest() for v in req.vocabularies],
             "contributors": req.contributors, "dp": req.dp, "k": req.k,
             "min_contributors": req.min_contributors, "study_members": req.study_members,

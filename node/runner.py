@@ -160,7 +160,11 @@ class NodeRunner:
             header = {}
         subject = str(header.get("job_id") or header.get("study_id") or "crl")
         crl = self.trust.fresh(subject)
-        self.trust.check_researcher(crl, header.get("researcher_claim"), subject)
+        if task.kind != TaskKind.KEYGEN and self._is_job_header(header):
+            # every job task (a malformed one is refused as such by its handler): the
+            # researcher it names, certified
+            self.trust.check_researcher(crl, header.get("researcher_claim"), subject,
+                                        str(header.get("researcher", "")))
         if task.kind == TaskKind.RELEASE:
             self.release_path.check_contributors(crl, header.get("contributors"),
                                                  dict(task.node_certs), subject)
@@ -191,12 +195,20 @@ class NodeRunner:
 
     def round(self, req: RoundRequest) -> CiphertextReply:
         """One more round of a multi-round release (the query comes sealed by the
-        release node)."""
+        release node, with its round number), attested as the compute is: the release
+        node sums only this round's ciphertexts, attested for the query it sealed."""
         adm = self.gate.admit(req, "round", audit=False)
-        query = open_for_members(adm.key, QUERY, req.job_id, req.query)
+        asked = open_for_members(adm.key, QUERY, req.job_id, req.query)
+        if not (isinstance(asked, dict) and isinstance(asked.get("round"), int)
+                and isinstance(asked.get("query"), dict)):
+            raise UserError(f"node {self.gate.node}: the query of job {req.job_id}'s "
+                            "further round is not one its release node sealed")
         with adm.open() as data:
-            vec = adm.job.round(adm.params, data, query, adm.limits)
-        return CiphertextReply(ciphertext=adm.key.encrypt(vec))
+            vec = adm.job.round(adm.params, data, asked["query"], adm.limits)
+        blob = adm.key.encrypt(vec)
+        return CiphertextReply(ciphertext=blob, attestation=self.gate.attest(
+            adm, blob, self.gate.audit.head(), None, stage="round", round_no=asked["round"],
+            query=req.query))
 
     def check(self, req: TaskHeader) -> CheckReply:
         """Everything a later step will check, charging nothing and releasing nothing."""

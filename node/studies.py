@@ -174,12 +174,26 @@ class PeerTrust:
                               f"({crl.describe()})")
         return crl
 
-    def check_researcher(self, crl: Crl, claim: object, job_id: str) -> None:
-        """Refuse (audited) a job whose researcher's seal key claim names a certificate
-        ``crl`` revokes (a claim that does not verify is refused where it is used)."""
-        if isinstance(claim, dict) and isinstance(claim.get("cert_pem"), str):
-            self.check(crl, claim["cert_pem"].encode(),
-                       f"job {job_id} of researcher {claim.get('name', '')!r}", job_id)
+    def check_researcher(self, crl: Crl, claim: object, job_id: str, researcher: str) -> None:
+        """Refuse (audited) a job unless it carries a seal key claim of the researcher it
+        names, certified by the federation CA, and ``crl`` does not revoke that
+        certificate. A coordinator that deviates writes the task header: without this it
+        could run queries under invented names, each with an allowance of its own, and
+        read which ones the nodes refuse."""
+        said = f"node {self.cfg.name} refuses job {job_id}"
+        try:
+            parsed = SealKeyClaim.from_dict(claim)  # type: ignore[arg-type]
+            verify_claim(parsed, self.cfg.tls.ca.read_bytes(), expect_role="researcher",
+                         expect_name=researcher)
+        except (UserError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            why = str(exc) if isinstance(exc, UserError) else "it is malformed"
+            raise self.refuse(job_id, f"{said}: it carries no valid seal key claim of "
+                              f"researcher {researcher!r}, certified by the federation CA "
+                              f"({why})") from None
+        except OSError as exc:
+            raise self.refuse(job_id, f"{said}: cannot read the federation CA "
+                              f"({exc.strerror})") from None
+        self.check(crl, parsed.cert_pem, f"job {job_id} of researcher {researcher!r}", job_id)
 
     def check(self, crl: Crl, cert_pem: bytes, what: str, subject: str) -> Identity:
         """The identity of ``cert_pem``, unless ``crl`` revokes it (refused, audited)."""

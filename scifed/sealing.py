@@ -567,14 +567,22 @@ class VerifiedResult:
     serial: int        # that certificate's serial
     provenance: dict   # as signed
     spec_checked: bool = False  # the spec's hash was compared with the researcher's own
+    # (node, certificate serial) of each contributor whose attestation of its contribution
+    # was checked; empty where the provenance lists none (a training job's, or a result
+    # released before contributions were attested)
+    attested: tuple[tuple[str, int], ...] = ()
 
     def summary(self) -> str:
         p = self.provenance
+        attested = (f"each contributor's attestation of its contribution checked "
+                    f"({len(self.attested)} signatures of node certificates)" if self.attested
+                    else "contributions not attested (" + str(p.get(
+                        "unattested", "released before contributions were attested")) + ")")
         return (f"signed by node {self.signer} (certificate serial {self.serial}, issued by "
                 "the federation CA); job " + p["job_id"] + ", contributors "
                 + ", ".join(p["contributors"]) + "; spec sha256 " + p["spec_sha256"][:16]
                 + ("… (matches your job spec)" if self.spec_checked else "…")
-                + f"; released at {p.get('released_at', '?')}")
+                + f"; {attested}; released at {p.get('released_at', '?')}")
 
 
 def verify_result(document: object, ca_cert_pem: bytes, *, job_id: str,
@@ -589,7 +597,10 @@ def verify_result(document: object, ca_cert_pem: bytes, *, job_id: str,
     is among its contributors; those are the ``reported_contributors`` (what the
     coordinator says); and, given the researcher's own spec (its :func:`canonical_sha256`
     and the nodes it names), the release is of that spec and its contributors are among
-    those nodes.
+    those nodes. Where the provenance lists the contributors' attestations (every
+    aggregate job's does), each must verify for this job under a node certificate the CA
+    issued (not ``revoked``), one per contributor, and name the datasets, audit heads and
+    DP the provenance lists.
 
     Raises :class:`UnsignedResult` for a result without a signature, else a UserError
     naming what is wrong."""
@@ -654,7 +665,10 @@ def verify_result(document: object, ca_cert_pem: bytes, *, job_id: str,
     if strangers:
         raise UserError(f"{what} names contributors {', '.join(strangers)} that your job "
                         "spec does not name")
-    return VerifiedResult(name, identity.serial, prov, spec_checked=spec_sha256 is not None)
+    attested = (_check_attestations(prov, ca_cert_pem, what, name, revoked)
+                if "attestations" in prov else ())
+    return VerifiedResult(name, identity.serial, prov, spec_checked=spec_sha256 is not None,
+                          attested=attested)
 
 
 def open_result(seal_key: X25519PrivateKey, blob: bytes, ca_cert_pem: bytes, *,
@@ -674,3 +688,139 @@ def open_result(seal_key: X25519PrivateKey, blob: bytes, ca_cert_pem: bytes, *,
         if allow_unsigned and isinstance(document, dict):
             return document, None
         raise
+
+
+# -- contributions, attested by the nodes that made them ---------------------------------
+# The coordinator holds every node's ciphertext and the public context, so it could sum
+# any of them (leave one out, count one twice, take another job's) and hand the release
+# node the sum as a job's pooled result. Each contributing node therefore signs, with its
+# node certificate key, a statement of what it contributed: the job, the stage (compute,
+# or a further round and the query it answered), itself, the study key version, the
+# SHA-256 of its ciphertext, its dataset (id, sha256, version, schema hash), its audit
+# head, the DP it applied and its policy's k and fewest contributors. The release node
+# sums only ciphertexts so attested for the job, one per contributor the task names
+# (node/release.py), and signs the compute attestations into the result's provenance, so
+# the researcher checks each of them too (:func:`verify_result`).
+ATTESTATION_FIELDS = {"job_id": str, "stage": str, "round": int, "query_sha256": str,
+                      "node": str, "study_id": str, "key_version": int, "researcher": str,
+                      "spec_sha256": str, "ciphertext_sha256": str, "dataset": dict,
+                      "audit_head": dict, "dp": (dict, type(None)), "k": int,
+                      "min_contributors": int}
+_ATTESTATION_DOMAIN = b"scifed-contribution-v1\0"
+_DATASET_FIELDS = ("dataset_id", "record_id", "sha256", "version", "schema_hash")
+
+
+def attestation_message(statement: dict) -> bytes:
+    """The bytes a contribution's attestation signs: a domain tag, the canonical JSON."""
+    return _ATTESTATION_DOMAIN + canonical_json(statement)
+
+
+def sign_attestation(statement: dict, *, node: str, cert_path: Path, key_path: Path) -> dict:
+    """As a contributing node: the attestation of ``statement`` (its fields are
+    :data:`ATTESTATION_FIELDS`), signed with this node's certificate key."""
+    if statement.get("node") != node or set(statement) != set(ATTESTATION_FIELDS):
+        raise UserError(f"node {node} attests only a statement of its own contribution "
+                        "with the fields of one")
+    key, cert_pem = _certified_key(cert_path, key_path, role="node", name=node)
+    signed = json.loads(canonical_json(statement))
+    signature = key.sign(attestation_message(signed), ec.ECDSA(hashes.SHA256()))
+    return {"statement": signed, "alg": _RESULT_ALG,
+            "value": base64.b64encode(signature).decode(), "cert_pem": cert_pem.decode()}
+
+
+@dataclass(frozen=True)
+class VerifiedAttestation:
+    """What :func:`verify_attestation` established about one contribution."""
+
+    node: str
+    serial: int        # the serial of the node certificate that signed it
+    statement: dict    # as signed
+
+
+def verify_attestation(attestation: object, ca_cert_pem: bytes, *, node: str,
+                       expect: dict, revoked: Collection[int] = ()) -> VerifiedAttestation:
+    """Check ``node``'s attestation of a contribution: signed with a node certificate
+    the CA issued (in date, not ``revoked``) naming ``node``, the signature over the
+    statement verifies, the statement has the fields of one and says what ``expect``
+    says (job, stage, round, study, key version, ...). The ciphertext's hash is the
+    caller's to compare. Raises a UserError naming what is wrong."""
+    what = f"the attestation of {node}'s contribution"
+    if not (isinstance(attestation, dict) and isinstance(attestation.get("statement"), dict)
+            and all(isinstance(attestation.get(k), str) for k in ("alg", "value", "cert_pem"))):
+        raise UserError(f"{what} is missing or malformed")
+    if attestation["alg"] != _RESULT_ALG:
+        raise UserError(f"{what} is signed with {attestation['alg']!r}, not {_RESULT_ALG}")
+    cert_pem = attestation["cert_pem"].encode()
+    identity = verify_certificate(cert_pem, ca_cert_pem, who=what)
+    if (identity.role, identity.name) != ("node", node):
+        raise UserError(f"{what} is signed with the certificate of {identity.role} "
+                        f"{identity.name!r}, not of node {node!r}")
+    if identity.serial in revoked:
+        raise UserError(f"{what} is signed with the certificate of node {node!r} (serial "
+                        f"{identity.serial}), which has been revoked")
+    try:
+        signature = base64.b64decode(attestation["value"], validate=True)
+    except binascii.Error:
+        raise UserError(f"{what}: its signature is not base64") from None
+    statement = attestation["statement"]
+    if not _signature_verifies(cert_pem, signature, attestation_message(statement),
+                               whose=f"node {node!r}'s"):
+        raise UserError(f"the signature of {node}'s attestation does not verify: it was "
+                        f"altered after {node} signed it")
+    if set(statement) != set(ATTESTATION_FIELDS) or not all(
+            isinstance(statement[k], t) and not (t is int and isinstance(statement[k], bool))
+            for k, t in ATTESTATION_FIELDS.items()):
+        raise UserError(f"{what} does not have the fields of one")
+    if statement["node"] != node:
+        raise UserError(f"{what} names node {statement['node']!r}")
+    if "job_id" in expect and statement["job_id"] != expect["job_id"]:
+        raise UserError(f"{what} is of job {statement['job_id']}, not of this job")
+    for field, value in expect.items():
+        if canonical_json(statement[field]) != canonical_json(value):
+            raise UserError(f"{what} names {field} {statement[field]!r}, not "
+                            f"{value!r} as this release")
+    return VerifiedAttestation(node, identity.serial, statement)
+
+
+def attested_dataset(statement: dict) -> dict:
+    """A contributor's dataset as its attestation names it (what a provenance lists)."""
+    d = statement["dataset"]
+    return {k: d.get(k, "") for k in _DATASET_FIELDS if k != "dataset_id"}
+
+
+def _check_attestations(prov: dict, ca_cert_pem: bytes, what: str, signer: str,
+                        revoked: Collection[int]) -> tuple[tuple[str, int], ...]:
+    """The researcher's check of the contributors' attestations a provenance lists: one
+    per contributor, each verifying for this job, study, key version, researcher and
+    spec, and the datasets, audit heads and DP the provenance names are what each
+    contributor attested. Returns (node, certificate serial) of each."""
+    attestations = prov["attestations"]
+    contributors = sorted(set(prov["contributors"]))
+    if not isinstance(attestations, dict) or sorted(attestations) != contributors:
+        raise UserError(f"{what}: node {signer!r} signed attestations of "
+                        f"{', '.join(sorted(attestations or {})) or 'no node'}, but names "
+                        f"contributors {', '.join(contributors)}")
+    expect = {k: prov.get(k) for k in ("job_id", "study_id", "key_version", "researcher",
+                                        "spec_sha256")}
+    datasets, heads = prov.get("datasets") or {}, prov.get("audit_heads") or {}
+    dp = prov.get("dp") or {}
+    checked = []
+    for node in contributors:
+        try:
+            v = verify_attestation(attestations[node], ca_cert_pem, node=node,
+                                   expect={**expect, "stage": "compute", "round": 0},
+                                   revoked=revoked)
+        except UserError as exc:
+            raise UserError(f"{what}: {exc}") from None
+        st = v.statement
+        listed = datasets.get(node) or {}
+        if any(listed.get(k) != val for k, val in attested_dataset(st).items()):
+            raise UserError(f"{what}: the dataset it lists for {node} is not the one {node} "
+                            "attested")
+        if heads.get(node) != st["audit_head"]:
+            raise UserError(f"{what}: the audit head it lists for {node} is not the one "
+                            f"{node} attested")
+        if canonical_json(dp.get(node)) != canonical_json(st["dp"]):
+            raise UserError(f"{what}: the DP it lists for {node} is not what {node} attested")
+        checked.append((node, v.serial))
+    return tuple(checked)

@@ -94,6 +94,10 @@ class ComputeReply(Message):
     k: int
     min_contributors: int = 1  # the fewest contributors this node's policy lets pool
     dp: dict | None = None  # what DP this node applied (ε, δ, per-block noise)
+    # the node's signed statement of this contribution (scifed.sealing.sign_attestation):
+    # job, stage, node, study key version, the ciphertext's sha256, its dataset, audit
+    # head, DP, k and fewest contributors; kept with the answer, so a retry gets the same
+    attestation: dict = {}
 
 
 class RoundRequest(TaskHeader):
@@ -102,6 +106,16 @@ class RoundRequest(TaskHeader):
 
 class CiphertextReply(Message):
     ciphertext: B64
+    attestation: dict = {}  # as ComputeReply's, of a further round (and the query it answers)
+
+
+class Contribution(Message):
+    """One node's ciphertext as the coordinator relays it to the release node, with the
+    node's attestation of it: the release node sums these itself."""
+
+    node: str
+    ciphertext: B64
+    attestation: dict
 
 
 class ReleaseRequest(TaskHeader):
@@ -111,7 +125,10 @@ class ReleaseRequest(TaskHeader):
     dp: dict[str, dict] = {}
     min_contributors: int = 1    # the largest any contributor asked for
     study_members: int = 0       # accepted members of the study
-    aggregates: dict[str, B64]   # pooled ciphertexts by name
+    # aggregate jobs: every contributor's attested ciphertext (of the compute, or of the
+    # round the state continues); the release node checks and sums them itself
+    contributions: list[Contribution] = []
+    aggregates: dict[str, B64] = {}  # pooled ciphertexts by name (training: Flower's sums)
     state: B64 | None = None     # the release node's own state of an earlier round, sealed
     stage: Literal["final", "progress"] = "final"
     round: int = 0               # the round a progress release reports

@@ -19,17 +19,17 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from islands import EXACT, ISLANDS, NOISED, island_federation, job
 from typer.testing import CliRunner
 
 import cli.researcher
 from coordinator import studies
 from coordinator.client import spec_checks
 from coordinator.db import Job, Node, StudyKeyShare
-from harness.inmemory import InMemoryFederation
 from jobs.spec import load_job
 from node.studies import key_context
 from scifed.errors import UserError
-from scifed.he import StudyKey
+from scifed.he import StudyKey, sum_ciphertexts
 from scifed.sealing import (
     RESULT_SIGNATURE,
     KeyStatement,
@@ -50,29 +50,15 @@ from scifed.sealing import (
 from scifed.states import JobStatus, StudyStatus
 from scifed.tasks import KeygenRequest, TaskKind
 
-ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
 OUTSIDER = "outsider"  # enrolled in the federation, not invited to the study
-EXACT = {"columns": ["body_mass_g"]}
-NOISED = {"columns": ["body_mass_g"], "dp": {"epsilon": 1.0,
-                                             "bounds": {"body_mass_g": [2000, 7000]}}}
-
-
-def job(stats: dict) -> str:
-    return yaml.safe_dump({"study": "penguins", "type": "stats",
-                           "datasets": {n: "penguins" for n in ISLANDS}, "stats": stats},
-                          sort_keys=False)
 
 
 @pytest.fixture
 def fed(tmp_path, penguins, penguins_meta):
     """A fresh federation per attack: a member keeps a key version once it has opened
     it, so each attack needs members that hold no copy of the planted version yet."""
-    fed = InMemoryFederation(tmp_path, [*ISLANDS, OUTSIDER]).__enter__()
+    fed = island_federation(tmp_path, penguins, penguins_meta, [OUTSIDER])
     try:
-        for node, island in ISLANDS.items():
-            fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
-                            "penguins")
-        fed.study_id = fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
         lead = studies.get_study(fed.coordinator.db, fed.study_id).lead_node
         fed.victim = next(n for n in ISLANDS if n != lead)  # the lead keeps its own key
         fed.victim_rows = penguins[penguins.island == ISLANDS[fed.victim]]
@@ -408,8 +394,13 @@ def test_a_genuine_result_is_signed_by_its_release_node_with_its_provenance(fed)
         "dataset": "penguins", "record_id": record["id"], "version": record["version"],
         "sha256": record["distributions"][0]["sha256"], "schema_hash": record["schema_hash"],
         "source": ""}
-    assert all(prov["datasets"][n] == {"dataset": "penguins", "source": "job spec"}
-               for n in ISLANDS if n != signer)
+    for node in ISLANDS:  # every contributor's dataset, as it attested it
+        own = fed.nodes[node].studies.attached(fed.study_id, "penguins").record
+        assert prov["datasets"][node] == {
+            "dataset": "penguins", "record_id": own["id"], "version": own["version"],
+            "sha256": own["distributions"][0]["sha256"], "schema_hash": own["schema_hash"],
+            "source": f"attested by {node}"}
+    assert sorted(prov["attestations"]) == [n for n, _ in verified.attested] == sorted(ISLANDS)
     policy = core.gate.policies.effective(record)
     assert (prov["policy"]["grade"], prov["policy"]["category"],
             prov["policy"]["min_cell_count"]) == (policy.grade, policy.category,
@@ -520,6 +511,36 @@ def test_coordinator_alters_the_job_spec_it_relays(fed):
         researcher_opens(fed, job_id, as_submitted(job(EXACT)))
 
 
+@pytest.mark.parametrize("claim", ["alice's", "none"])
+def test_coordinator_runs_queries_under_an_invented_researcher(fed, claim):
+    """The coordinator writes the task header, and the refusal allowance counts by the
+    researcher it names: a coordinator that names researchers nobody certified ("mallory",
+    with alice's public seal key claim or with none) would get a fresh allowance per
+    name, and read which queries the nodes refuse. Every node refuses the job before it
+    opens its data: nothing computed, nothing released, no allowance spent."""
+    jobs = fed.coordinator.jobs
+    honest = jobs.header
+
+    def header(run, target):
+        h = honest(run, target)
+        return h.model_copy(update={"researcher": "mallory", **(
+            {"researcher_claim": {}} if claim == "none" else {})})
+
+    jobs.header = header
+    job_id = fed.submit(job(EXACT))
+    view = fed.wait(job_id)
+    assert view.status == JobStatus.FAILED, view
+    for name in ISLANDS:
+        node = fed.nodes[name]
+        entries = [e for e in node.audit.entries() if e.details.get("job_id") == job_id
+                   or e.subject == job_id]
+        actions = {e.action for e in entries}
+        assert "trust.refuse" in actions, (name, actions)
+        assert not actions & {"task.allow", "task.release", "budget.charge"}, (name, actions)
+        [refusal] = [e for e in entries if e.action == "trust.refuse"][:1]
+        assert "no valid seal key claim of researcher 'mallory'" in refusal.details["reason"]
+
+
 class InMemoryResearcher:
     """The client `scifed job result` uses, on the in-memory federation: it opens a
     result as ``Client.open_result`` does, with the spec it kept at submission."""
@@ -573,3 +594,419 @@ def test_scifed_job_result_shows_provenance_and_verify_fails_on_forgeries(fed, m
     store_result(fed, job_id, genuine)
     code, said = scifed_job_result("--verify")
     assert code == 1 and f"the signature of node '{signer}' does not verify" in said, said
+
+
+# -- contributions: what the release node sums --------------------------------------------
+# The coordinator holds every node's ciphertext and the study's public context, so it can
+# make any sum of them — or of ciphertexts of other jobs of the same study — and give it to
+# the release node as the job's pooled result, naming all contributors. Leaving a node out,
+# or counting it twice, makes a result whose difference from the genuine one is that
+# node's exact share (the researcher colludes: both results are released to them).
+# Each node therefore signs what it contributed, and the release node sums only
+# ciphertexts whose contributors attested them for this job.
+FILTERED = "sex == 'male'"  # another job of the study, with the same layout
+
+
+def filtered_job(stats: dict = EXACT) -> str:
+    spec = yaml.safe_load(job(stats))
+    return yaml.safe_dump({**spec, "filter": FILTERED}, sort_keys=False)
+
+
+def attested_protocol(request) -> bool:
+    """Whether the release task carries the contributions themselves (the attested
+    protocol) rather than a pooled sum of the coordinator's making."""
+    return "contributions" in type(request).model_fields
+
+
+def deviate_at_release(fed, tamper) -> dict[str, dict]:
+    """The coordinator rewrites the release tasks it sends: ``tamper(fed, run, request,
+    computed)`` returns the request to send (``computed``: every node's compute reply of
+    the job, which the coordinator receives). Returns the compute replies by job."""
+    seen: dict[str, dict] = {}
+    jobs = fed.coordinator.jobs
+    honest = jobs.fanout
+
+    def fanout(run, phase, kind, payloads, reply):
+        if kind == TaskKind.RELEASE and getattr(fed, "tampering", True):
+            payloads = {n: tamper(fed, run, r, seen.get(run.job_id, {}))
+                        for n, r in payloads.items()}
+        answers, failed = honest(run, phase, kind, payloads, reply)
+        if kind == TaskKind.COMPUTE:
+            seen.setdefault(run.job_id, {}).update(answers)
+        return answers, failed
+
+    jobs.fanout = fanout
+    return seen
+
+
+def pooled(fed, blobs: list[bytes]) -> bytes:
+    """A sum of the coordinator's making, with the study's public context."""
+    return sum_ciphertexts(studies.get_study_public_context(fed.coordinator.db,
+                                                            fed.study_id), blobs)
+
+
+def leave_the_victim_out(fed, run, request, computed):
+    """(i) The victim's ciphertext left out of the sum; every node still named."""
+    if attested_protocol(request):
+        return request.model_copy(update={"contributions": [
+            c for c in request.contributions if c.node != fed.victim]})
+    return request.model_copy(update={"aggregates": {"sum": pooled(
+        fed, [computed[n].ciphertext for n in sorted(computed) if n != fed.victim])}})
+
+
+def own_sum_leaving_the_victim_out(fed, run, request, computed):
+    """(i) The same, handing the release node a pooled sum of the coordinator's making
+    beside the contributions (as the coordinator used to)."""
+    partial = pooled(fed, [computed[n].ciphertext for n in sorted(computed)
+                           if n != fed.victim])
+    return request.model_copy(update={"aggregates": {"sum": partial}})
+
+
+def the_victim_twice(fed, run, request, computed):
+    """(iii) The victim's ciphertext counted twice."""
+    if attested_protocol(request):
+        mine = next(c for c in request.contributions if c.node == fed.victim)
+        return request.model_copy(update={"contributions": [*request.contributions, mine]})
+    blobs = [computed[n].ciphertext for n in sorted(computed)]
+    return request.model_copy(update={"aggregates": {"sum": pooled(
+        fed, [*blobs, computed[fed.victim].ciphertext])}})
+
+
+def the_victim_named_twice(fed, run, request, computed):
+    """(iii) The victim named twice among the contributors, its ciphertext summed twice."""
+    named = sorted([*request.contributors, fed.victim])
+    if attested_protocol(request):
+        mine = next(c for c in request.contributions if c.node == fed.victim)
+        return request.model_copy(update={"contributors": named, "contributions": [
+            *request.contributions, mine]})
+    blobs = [computed[n].ciphertext for n in sorted(computed)]
+    return request.model_copy(update={"contributors": named, "aggregates": {"sum": pooled(
+        fed, [*blobs, computed[fed.victim].ciphertext])}})
+
+
+def swap_in(fed, request, computed, *, ciphertext: bytes, attestation=None):
+    """The victim's contribution replaced by ``ciphertext`` (with ``attestation``, else
+    the victim's own attestation of this job)."""
+    if attested_protocol(request):
+        return request.model_copy(update={"contributions": [
+            c.model_copy(update={"ciphertext": ciphertext,
+                                 "attestation": attestation or c.attestation})
+            if c.node == fed.victim else c for c in request.contributions]})
+    return request.model_copy(update={"aggregates": {"sum": pooled(
+        fed, [ciphertext if n == fed.victim else computed[n].ciphertext
+              for n in sorted(computed)])}})
+
+
+def other_job_with_its_attestation(fed, run, request, computed):
+    """(ii) The victim's ciphertext of another job, with the victim's attestation of it."""
+    other = fed.other[fed.victim]
+    return swap_in(fed, request, computed, ciphertext=other.ciphertext,
+                   attestation=getattr(other, "attestation", None))
+
+
+def other_job_under_this_attestation(fed, run, request, computed):
+    """(ii) The victim's ciphertext of another job, under its attestation of this one."""
+    return swap_in(fed, request, computed, ciphertext=fed.other[fed.victim].ciphertext)
+
+
+def forged(fed, request, computed, sign) -> object:
+    """(iv) The other job's ciphertext, under the victim's attestation of this job with
+    the ciphertext's hash put in, signed by ``sign(statement)`` (None: the signature
+    kept, so the statement is altered)."""
+    import hashlib
+
+    other = fed.other[fed.victim].ciphertext
+    if not attested_protocol(request):
+        return swap_in(fed, request, computed, ciphertext=other)
+    genuine = next(c for c in request.contributions if c.node == fed.victim).attestation
+    statement = {**genuine["statement"],
+                 "ciphertext_sha256": hashlib.sha256(other).hexdigest()}
+    attestation = {**genuine, "statement": statement}
+    if sign is not None:
+        attestation = sign(fed, statement)
+    return swap_in(fed, request, computed, ciphertext=other, attestation=attestation)
+
+
+def sign_with(cert: bytes, key_pem: bytes, statement: dict) -> dict:
+    from scifed.sealing import attestation_message
+
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    signature = key.sign(attestation_message(statement), ec.ECDSA(hashes.SHA256()))
+    return {"statement": statement, "alg": "ECDSA-P256-SHA256",
+            "value": base64.b64encode(signature).decode(), "cert_pem": cert.decode()}
+
+
+def altered_attestation(fed, run, request, computed):
+    return forged(fed, request, computed, None)
+
+
+def attestation_by_the_coordinator(fed, run, request, computed):
+    return forged(fed, request, computed, lambda fed, st: sign_with(
+        (fed.ca_dir / "coordinator.crt").read_bytes(),
+        (fed.ca_dir / "coordinator.key").read_bytes(), st))
+
+
+def attestation_by_an_outsider(fed, run, request, computed):
+    tls = fed.nodes[OUTSIDER].cfg.tls
+    return forged(fed, request, computed, lambda fed, st: sign_with(
+        tls.cert.read_bytes(), tls.key.read_bytes(), st))
+
+
+def attestation_by_another_contributor(fed, run, request, computed):
+    """A colluding contributor of the study signs the victim's forged attestation."""
+    colluder = next(n for n in ISLANDS if n != fed.victim)
+    tls = fed.nodes[colluder].cfg.tls
+    return forged(fed, request, computed, lambda fed, st: sign_with(
+        tls.cert.read_bytes(), tls.key.read_bytes(), st))
+
+
+def lowered_k(fed, run, request, computed):
+    """The coordinator reports a smaller k than the contributors' policies set (and no
+    DP), so the release node's disclosure rules run looser."""
+    return request.model_copy(update={"k": 1, "min_contributors": 1})
+
+
+def released_from(fed, job_id: str, genuine: dict, victim_rows: int) -> str:
+    """What the researcher learns from a result released under a deviating sum."""
+    result = fed.result_json(job_id)
+    g, f = genuine["columns"]["body_mass_g"], result["columns"]["body_mass_g"]
+    rows = result["rows"] - genuine["rows"]
+    mass = f["mean"] * f["count"] - g["mean"] * g["count"]
+    return (f"the release node released job {job_id} as the pooled result of "
+            f"{', '.join(result['meta']['contributors'])}: {result['rows']} rows (the "
+            f"genuine result has {genuine['rows']}; {fed.victim} holds {victim_rows}): "
+            f"{rows:+d} rows and Σ body_mass_g {mass:+.1f} apart, so the researcher reads "
+            f"{fed.victim}'s share by difference")
+
+
+def assert_release_refused(fed, job_id: str, said: str) -> None:
+    """The release node refused with one clear message (the researcher reads it), audited
+    it, sealed nothing; the coordinator holds no result."""
+    view = fed.wait(job_id)
+    release_node = studies.get_study(fed.coordinator.db, fed.study_id).lead_node
+    prefix = f"node {release_node} releases nothing for job {job_id}: "
+    assert view.status == JobStatus.FAILED, view
+    assert prefix in view.error and said in view.error, view.error
+    core = fed.nodes[release_node]
+    entries = [e for e in core.audit.entries() if e.details.get("job_id") == job_id]
+    refusals = [e for e in entries if e.action == "release.refuse"]
+    assert len(refusals) == 1 and said in refusals[0].details["reason"], refusals
+    assert refusals[0].details["reason"].startswith(prefix)
+    assert not [e for e in entries if e.action in ("result.seal", "result.progress")]
+    with pytest.raises(UserError, match="has no result"):
+        fed.coordinator.jobs.sealed_result(job_id, fed.researcher)
+
+
+def run_attack(fed, tamper, said: str, stats: dict = EXACT) -> None:
+    """Another job of the study (its ciphertexts are the coordinator's to reuse) and the
+    job run honestly (the researcher holds its genuine result), then the job again with
+    the deviating coordinator: refused at the release node, or the leak reported.
+    ``said``: the refusal's words ({victim}, {other}: the other job, {colluder})."""
+    fed.tampering = False
+    seen = deviate_at_release(fed, tamper)
+    other, _ = fed.run(filtered_job(stats))
+    fed.other = seen[other.job_id]
+    _, genuine = fed.run(job(stats))
+    fed.tampering = True
+    job_id = fed.submit(job(stats))
+    view = fed.wait(job_id)
+    if view.status == JobStatus.DONE:
+        pytest.fail(released_from(fed, job_id, genuine, len(fed.victim_rows)))
+    colluder = next(n for n in ISLANDS if n != fed.victim)
+    assert_release_refused(fed, job_id, said.format(victim=fed.victim, other=other.job_id,
+                                                    colluder=colluder))
+
+
+@pytest.mark.parametrize(("tamper", "said"), [
+    (leave_the_victim_out, "names {victim} as a contributor, but carries no contribution "
+                           "of it"),
+    (own_sum_leaving_the_victim_out, "carries a pooled sum of the coordinator's making; "
+                                     "this node sums the contributors' attested "
+                                     "ciphertexts itself"),
+], ids=["contribution-left-out", "coordinator-s-own-sum"])
+def test_coordinator_leaves_a_node_out_of_the_sum(fed, tamper, said):
+    """(i) The sum the release node decrypts leaves the victim out, while the release
+    task names every contributor: the released result differs from the genuine one by
+    the victim's exact share."""
+    run_attack(fed, tamper, said)
+
+
+@pytest.mark.parametrize(("tamper", "said"), [
+    (other_job_with_its_attestation, "the attestation of {victim}'s contribution is of "
+                                     "job {other}, not of this job"),
+    (other_job_under_this_attestation, "the ciphertext given as {victim}'s is not the "
+                                       "one its attestation names"),
+], ids=["with-its-own-attestation", "under-this-job-s-attestation"])
+def test_coordinator_substitutes_another_job_s_ciphertext(fed, tamper, said):
+    """(ii) The victim's ciphertext of another job of the study (same layout, a filter)
+    stands in for its contribution to this one."""
+    run_attack(fed, tamper, said)
+
+
+@pytest.mark.parametrize(("tamper", "said"), [
+    (the_victim_twice, "carries two contributions of {victim} (one attestation per node)"),
+    (the_victim_named_twice, "names contributor {victim} twice"),
+], ids=["contribution-twice", "contributor-named-twice"])
+def test_coordinator_counts_a_node_twice(fed, tamper, said):
+    """(iii) The victim's ciphertext summed twice: the result differs from the genuine
+    one by the victim's share."""
+    run_attack(fed, tamper, said)
+
+
+@pytest.mark.parametrize(("tamper", "said"), [
+    (altered_attestation, "the signature of {victim}'s attestation does not verify: it "
+                          "was altered after {victim} signed it"),
+    (attestation_by_the_coordinator, "the attestation of {victim}'s contribution is "
+                                     "signed with the certificate of coordinator "
+                                     "'coordinator', not of node '{victim}'"),
+    (attestation_by_an_outsider, "the attestation of {victim}'s contribution is signed "
+                                 "with the certificate of node 'outsider', not of node "
+                                 "'{victim}'"),
+    (attestation_by_another_contributor, "the attestation of {victim}'s contribution is "
+                                         "signed with the certificate of node "
+                                         "'{colluder}', not of node '{victim}'"),
+], ids=["altered", "signed-by-coordinator", "signed-by-outsider-node",
+        "signed-by-another-contributor"])
+def test_coordinator_forges_an_attestation(fed, tamper, said):
+    """(iv) Another job's ciphertext of the victim's, under an attestation the
+    coordinator altered to name it, or signed anew (by itself, a node outside the study,
+    a colluding contributor)."""
+    run_attack(fed, tamper, said)
+
+
+def test_coordinator_lowers_the_k_it_reports(fed):
+    """The release node used to take k and the fewest contributors from the coordinator;
+    the contributors now attest their own, and a task that reports less is refused."""
+    core = fed.nodes[fed.victim]  # the victim's officer asks for k = 10
+    core.gate.policies.set(core.registry.get("penguins").record, "min_cell_count: 10\n",
+                           "k.yaml", "officer")
+    fed.tampering = False
+    deviate_at_release(fed, lowered_k)
+    _, genuine = fed.run(job(EXACT))
+    k = genuine["meta"]["k"]
+    assert k == 10
+    fed.tampering = True
+    job_id = fed.submit(job(EXACT))
+    if fed.wait(job_id).status == JobStatus.DONE:
+        rules = fed.result_json(job_id)["provenance"]["rules"]
+        pytest.fail(f"the release node released job {job_id} under k = {rules['k']}, "
+                    f"fewest contributors {rules['min_contributors']} (the nodes' "
+                    f"policies ask k = {k})")
+    assert_release_refused(fed, job_id, f"the task reports k = 1, the contributors "
+                                        f"attest k = {k}")
+
+
+def test_a_genuine_result_lists_every_contributor_s_attested_dataset_and_audit_head(
+        fed, monkeypatch):
+    """Each contributor's dataset sha256 in the signed provenance is the sha256 of the
+    file that node holds, its audit head is in that node's chain (the entry recording
+    the release of its contribution), and `scifed job result --verify` checks every
+    attestation and shows them."""
+    import hashlib
+
+    job_id, _ = genuine_job(fed, NOISED)
+    doc, verified = researcher_opens(fed, job_id, as_submitted(job(NOISED)))
+    prov = verified.provenance
+    assert sorted(prov["attestations"]) == sorted(prov["audit_heads"]) == sorted(ISLANDS)
+    for node in ISLANDS:
+        core = fed.nodes[node]
+        row = core.studies.attached(fed.study_id, "penguins")
+        held = hashlib.sha256(core.registry.data_path(row.dataset_id).read_bytes())
+        assert prov["datasets"][node]["sha256"] == held.hexdigest(), node
+        head = prov["audit_heads"][node]
+        entry = {e.seq: e for e in core.audit.entries()}[head["seq"]]
+        assert entry.hash == head["hash"]
+        assert (entry.action, entry.details["job_id"]) == ("task.release", job_id)
+        statement = prov["attestations"][node]["statement"]
+        assert statement["dp"] == prov["dp"][node] and statement["stage"] == "compute"
+    assert dict(verified.attested).keys() == set(ISLANDS)
+
+    monkeypatch.setattr(cli.researcher, "_client",
+                        lambda identity: InMemoryResearcher(fed, job(NOISED)))
+
+    def scifed_job_result(*args: str) -> tuple[int, str]:
+        out = CliRunner().invoke(cli.researcher.job_app, ["result", job_id, *args])
+        return out.exit_code, " ".join(out.output.split())
+
+    code, said = scifed_job_result("--verify")
+    assert code == 0, said
+    assert "each contributor's attestation of its contribution checked (3 signatures" in said
+    assert "contributions (each attested by its node, signature checked)" in said
+    for node in ISLANDS:
+        assert prov["datasets"][node]["sha256"][:16] in said
+        assert f"#{prov['audit_heads'][node]['seq']} " in said
+    code, said = scifed_job_result("--verify", "--json")
+    assert code == 0 and sorted(json.loads(said)["attested"]) == sorted(ISLANDS)
+
+    # a release node that signs a provenance with a contributor's attestation altered
+    # (here: the dataset hash it names) is caught by the researcher's check of it
+    signer = verified.signer
+    victim = next(n for n in ISLANDS if n != signer)
+    forged = json.loads(json.dumps(doc))
+    forged["provenance"]["attestations"][victim]["statement"]["dataset"]["sha256"] = "0" * 64
+    forged["provenance"]["datasets"][victim]["sha256"] = "0" * 64
+    tls = fed.nodes[signer].cfg.tls
+    store_result(fed, job_id, sign_result(forged, node=signer, cert_path=tls.cert,
+                                          key_path=tls.key))
+    code, said = scifed_job_result("--verify")
+    assert code == 1, said
+    assert (f"the signature of {victim}'s attestation does not verify: it was altered "
+            f"after {victim} signed it") in said
+    # and one that leaves a contributor's attestation out
+    dropped = json.loads(json.dumps(doc))
+    del dropped["provenance"]["attestations"][victim]
+    store_result(fed, job_id, sign_result(dropped, node=signer, cert_path=tls.cert,
+                                          key_path=tls.key))
+    code, said = scifed_job_result("--verify")
+    assert code == 1 and f"signed attestations of {', '.join(sorted(set(ISLANDS) - {victim}))}" \
+        f", but names contributors {', '.join(sorted(ISLANDS))}" in said, said
+
+
+QUANTILES = {"columns": ["body_mass_g"], "quantiles": {"body_mass_g": [0.5]}}
+
+
+def in_a_further_round(change):
+    """A tamper of the release tasks of later rounds only (the exact quantile search
+    sums one more set of counts per round); ``change(fed, request, held)`` gets every
+    round contribution of the victim the coordinator received so far."""
+    held: list = []
+
+    def tamper(fed, run, request, computed):
+        if request.state is None:
+            return request
+        mine = next(c for c in request.contributions if c.node == fed.victim)
+        held.append(mine)
+        return change(fed, request, held)
+
+    return tamper
+
+
+def round_without_the_victim(fed, request, held):
+    return request.model_copy(update={"contributions": [
+        c for c in request.contributions if c.node != fed.victim]})
+
+
+def round_with_an_earlier_round_s_answer(fed, request, held):
+    if len(held) < 2:
+        return request
+    return request.model_copy(update={"contributions": [
+        held[0] if c.node == fed.victim else c for c in request.contributions]})
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (round_without_the_victim, "names {victim} as a contributor, but carries no "
+                               "contribution of it"),
+    (round_with_an_earlier_round_s_answer, "the attestation of {victim}'s contribution "
+                                           "names round 1, not 2 as this release"),
+], ids=["left-out", "an-earlier-round-s-answer"])
+def test_coordinator_deviates_in_a_further_round(fed, change, said):
+    """The exact quantile search runs further rounds of sums of counts: each round's
+    contributions are attested for the query the release node sealed for that round, so
+    a round's sum leaving the victim out, or with its answer to an earlier round, is
+    refused as the compute's would be. (Written with the defence: before it, the
+    coordinator summed every round itself, as it summed the compute.)"""
+    fed.tampering = True
+    deviate_at_release(fed, in_a_further_round(change))
+    job_id = fed.submit(job(QUANTILES))
+    assert fed.wait(job_id).status == JobStatus.FAILED
+    assert_release_refused(fed, job_id, said.format(victim=fed.victim))

@@ -25,11 +25,11 @@ import time
 
 import pandas as pd
 import pytest
-import yaml
+from islands import EXACT, ISLANDS, NOISED, island_federation, job
 
 from coordinator import studies
 from harness.approvers import officer_approves
-from harness.inmemory import InMemoryFederation, InMemoryLink
+from harness.inmemory import InMemoryLink
 from node.running import Stopped
 from node.server import NodeCore
 from protos.scifed.v1 import federation_pb2 as pb
@@ -45,29 +45,15 @@ from scifed.tasks import (
     TaskKind,
 )
 
-ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
-EXACT = {"columns": ["body_mass_g"]}
 OTHER = {"columns": ["flipper_length_mm"]}
-NOISED = {"columns": ["body_mass_g"], "dp": {"epsilon": 1.0,
-                                             "bounds": {"body_mass_g": [2000, 7000]}}}
 NEW_ROW_MASS = 6123.0  # the body mass of the penguin an officer adds to a dataset
 SAID = "one job, one answer per node and stage"
 
 
-def job(stats: dict) -> str:
-    return yaml.safe_dump({"study": "penguins", "type": "stats",
-                           "datasets": {n: "penguins" for n in ISLANDS}, "stats": stats},
-                          sort_keys=False)
-
-
 @pytest.fixture
 def fed(tmp_path, penguins, penguins_meta):
-    fed = InMemoryFederation(tmp_path, list(ISLANDS)).__enter__()
+    fed = island_federation(tmp_path, penguins, penguins_meta)
     try:
-        for node, island in ISLANDS.items():
-            fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
-                            "penguins")
-        fed.study_id = fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
         fed.seen = capture_answers(fed)
         fed.sent = {n: [] for n in ISLANDS}  # tasks a restarted node's old link brought
         yield fed
@@ -309,7 +295,8 @@ def another_job(fed, j: str, release_node: str) -> tuple[bytes, str]:
     view, _ = fed.run(job(OTHER))
     request = ReleaseRequest.loads(sent(fed, release_node_of(fed, view.job_id),
                                         TaskKind.RELEASE, view.job_id).payload)
-    return request.aggregates["sum"], view.job_id
+    # the release task carries the other job's contributions: the coordinator sums them
+    return total(fed, [c.ciphertext for c in request.contributions]), view.job_id
 
 
 @pytest.mark.parametrize("swap", [leave_one_out, another_job],

@@ -18,39 +18,23 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import yaml
+from islands import EXACT, ISLANDS, NOISED, island_federation, job
 from typer.testing import CliRunner
 
 import cli.researcher
 import jobs.base
 from coordinator import studies
 from coordinator.db import Job, Node
-from harness.inmemory import InMemoryFederation
 from scifed.pki import identity_from_cert_pem, load_crl_serials, refresh_crl, revoke
 from scifed.sealing import load_seal_key, open_result
 from scifed.states import JobStatus
 from scifed.tasks import KeygenRequest, TaskKind
 
-ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
-EXACT = {"columns": ["body_mass_g"]}
-NOISED = {"columns": ["body_mass_g"], "dp": {"epsilon": 1.0,
-                                             "bounds": {"body_mass_g": [2000, 7000]}}}
-
-
-def job(stats: dict) -> str:
-    return yaml.safe_dump({"study": "penguins", "type": "stats",
-                           "datasets": {n: "penguins" for n in ISLANDS}, "stats": stats},
-                          sort_keys=False)
-
 
 @pytest.fixture
 def fed(tmp_path, penguins, penguins_meta):
-    fed = InMemoryFederation(tmp_path, list(ISLANDS)).__enter__()
+    fed = island_federation(tmp_path, penguins, penguins_meta)
     try:
-        for node, island in ISLANDS.items():
-            fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
-                            "penguins")
-        fed.study_id = fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
         fed.lead = studies.get_study(fed.coordinator.db, fed.study_id).lead_node
         fed.revoked_node = max(n for n in ISLANDS if n != fed.lead)
         yield fed

@@ -1,0 +1,39 @@
+"""The penguin federation the deviating-coordinator attacks share: penguins split by
+island over three nodes (non-IID: Torgersen holds only Adelie), one study over all three,
+on the in-memory link (real driver, gate, release path, CKKS, sealing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import yaml
+
+from harness.inmemory import InMemoryFederation
+
+ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
+EXACT = {"columns": ["body_mass_g"]}
+NOISED = {"columns": ["body_mass_g"], "dp": {"epsilon": 1.0,
+                                             "bounds": {"body_mass_g": [2000, 7000]}}}
+
+
+def job(stats: dict) -> str:
+    """A `stats` job over the three islands."""
+    return yaml.safe_dump({"study": "penguins", "type": "stats",
+                           "datasets": {n: "penguins" for n in ISLANDS}, "stats": stats},
+                          sort_keys=False)
+
+
+def island_federation(tmp_path, penguins, penguins_meta,
+                      extra_nodes: Iterable[str] = ()) -> InMemoryFederation:
+    """Entered: each island's penguins at its node, the study made (``fed.study_id``).
+    The caller exits it."""
+    fed = InMemoryFederation(tmp_path, [*ISLANDS, *extra_nodes]).__enter__()
+    try:
+        for node, island in ISLANDS.items():
+            fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
+                            "penguins")
+        fed.study_id = fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
+    except BaseException:
+        fed.__exit__(None, None, None)
+        raise
+    return fed
