@@ -5,10 +5,11 @@ coordinator and the job-spec schema read. Adding a type is a folder and one line
 
 from jobs import registry
 from jobs.quality import QualityJob
+from jobs.regression import RegressionJob
 from jobs.stats import StatsJob
 from jobs.train import TrainJob
 
-for _job in (StatsJob(), QualityJob(), TrainJob()):
+for _job in (StatsJob(), QualityJob(), TrainJob(), RegressionJob()):
     registry.register(_job)
 
 __all__ = ["registry"]

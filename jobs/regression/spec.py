@@ -1,0 +1,61 @@
+"""The ``regression:`` section of a job spec: the model (a formula, or ``y`` and ``x``),
+the family, and the iteration limits of a GLM fit. Everything here is checked without
+the data, at submission and again at every node."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from jobs.fields import Name, Strict
+from jobs.limits import MAX_JOB_COLUMNS
+from jobs.regression.formula import Model, build, parse_formula, parse_term
+
+Family = Literal["gaussian", "binomial", "poisson"]
+MAX_ITER = 25          # federated Newton / IRLS iterations (each one encrypted round)
+MAX_PREDICTORS = 30    # terms of the formula (each categorical adds its levels)
+CONFIDENCE = (0.5, 0.999)
+
+
+class RegressionSpec(Strict):
+    """Parameters of a ``regression`` job: ``formula`` or ``y`` with ``x``."""
+
+    formula: str | None = Field(default=None, max_length=2000,
+                                description="statsmodels-like, e.g. 'mpg ~ weight + C(origin)'")
+    y: Name | None = Field(default=None, description="the response column")
+    x: list[Name] = Field(default_factory=list,
+                          description="predictors: column names or C(column)")
+    intercept: bool = True
+    family: Family = "gaussian"
+    max_iter: int = Field(default=MAX_ITER, ge=1, le=MAX_ITER)
+    tol: float = Field(default=1e-8, gt=0, le=1e-3,
+                       description="relative change of the deviance that ends the fit")
+    confidence: float = Field(default=0.95, ge=CONFIDENCE[0], le=CONFIDENCE[1])
+
+    @model_validator(mode="after")
+    def _one_model(self) -> Self:
+        if self.formula is not None and (self.y is not None or self.x):
+            raise ValueError("give either formula or y and x, not both")
+        if self.formula is None and self.y is None:
+            raise ValueError("give a formula ('y ~ a + C(b)') or y and x")
+        if self.formula is not None and "intercept" in self.model_fields_set:
+            raise ValueError("with a formula, write '- 1' to drop the intercept "
+                             "instead of intercept: false")
+        model = self.model()
+        if len(model.terms) > MAX_PREDICTORS:
+            raise ValueError(f"more than {MAX_PREDICTORS} predictors (the limit), got "
+                             f"{len(model.terms)}")
+        if len(model.columns) > MAX_JOB_COLUMNS:
+            raise ValueError(f"more than {MAX_JOB_COLUMNS} columns (the limit)")
+        return self
+
+    def model(self) -> Model:
+        """The parsed model (raises ValueError with the problem)."""
+        if self.formula is not None:
+            return parse_formula(self.formula)
+        assert self.y is not None
+        return build(self.y, [parse_term(t) for t in self.x], self.intercept)
+
+    def referenced_columns(self) -> list[str]:
+        return self.model().columns
