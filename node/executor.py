@@ -182,14 +182,18 @@ class Executor:
             if verdict.client_app:
                 module, _, attr = verdict.client_app.partition(":")
                 self._apps[key] = getattr(importlib.import_module(module), attr)
-            else:
+            else:  # from where the bundle itself says it installs, never from the run's
+                # fab_id / fab_version (the coordinator's words: a version with "../" in
+                # it would lead Flower's loader to a directory someone else planted)
                 from flwr.cli.install import install_from_fab
                 from flwr.clientapp.utils import get_load_client_app_fn
+                from flwr.common.config import get_metadata_from_config, get_project_config
 
-                install_from_fab(fab.content, skip_prompt=True)
-                load = get_load_client_app_fn(default_app_ref="", app_path=None,
+                installed = install_from_fab(fab.content, skip_prompt=True)
+                fab_id, version = get_metadata_from_config(get_project_config(installed))
+                load = get_load_client_app_fn(default_app_ref="", app_path=str(installed),
                                               multi_app=True)
-                self._apps[key] = load(run.fab_id, run.fab_version, verdict.sha256)
+                self._apps[key] = load(fab_id, version, verdict.sha256)
         return self._apps[key]
 
 

@@ -158,17 +158,35 @@ class Gate:
                                  "job_type": header.job_type, "n_nodes": header.n_nodes,
                                  "dataset": row.dataset_id, "spec": header.spec})
 
+    @staticmethod
+    def spec_sha256(header: TaskHeader, row: DatasetRow) -> str:
+        """What every task of a job carries alike, the node count aside: a training grant
+        names the nodes of its round, which shrink when one drops out."""
+        return canonical_sha256({"study_id": header.study_id, "researcher": header.researcher,
+                                 "job_type": header.job_type, "dataset": row.dataset_id,
+                                 "spec": header.spec})
+
     def _bind(self, header: TaskHeader, row: DatasetRow, stage: str) -> None:
         """Bind the job to its first task here and the dataset version it reads; refuse a
-        task of it that differs, or comes on another version."""
-        job_id, digest, sha = header.job_id, self.task_sha256(header, row), data_sha256(row)
+        task of it that differs, or comes on another version. A training grant is bound
+        by its spec alone (``spec_sha256``): rounds of one job cannot change its ε, its
+        features, its filter or its classes."""
+        job_id, sha = header.job_id, data_sha256(row)
+        grant = stage == "grant"
+        digest = self.spec_sha256(header, row) if grant else self.task_sha256(header, row)
         with self.store.tx() as con:
             bound = con.execute("SELECT dataset_id, sha256, task_sha256 FROM job_answers "
-                                "WHERE job_id=? AND stage='task'", (job_id,)).fetchall()
+                                "WHERE job_id=? AND stage=?",
+                                (job_id, "spec" if grant else "task")).fetchall()
             if not bound:
                 con.execute("INSERT INTO job_answers VALUES (?,?,?,?,?,?,?,?)",
-                            (job_id, row.dataset_id, "task", sha, digest, "", None,
-                             now_ms()))
+                            (job_id, row.dataset_id, "task", sha,
+                             self.task_sha256(header, row), "", None, now_ms()))
+            if not con.execute("SELECT 1 FROM job_answers WHERE job_id=? AND stage='spec'",
+                               (job_id,)).fetchone():
+                con.execute("INSERT INTO job_answers VALUES (?,?,?,?,?,?,?,?)",
+                            (job_id, row.dataset_id, "spec", sha,
+                             self.spec_sha256(header, row), "", None, now_ms()))
             computed = con.execute("SELECT 1 FROM job_answers WHERE job_id=? AND "
                                    "dataset_id=? AND stage='compute'",
                                    (job_id, row.dataset_id)).fetchone()
@@ -234,7 +252,7 @@ class Gate:
             with self.replays_audited(header, subject, stage):
                 raise replay_refusal(self.node, header.job_id, f"it has ended ({ended})")
         row = self.studies.attached(header.study_id, header.dataset)
-        if stage in _BOUND:
+        if stage in _BOUND or stage == "grant":
             with self.replays_audited(header, row.dataset_id, stage):
                 self._bind(header, row, stage)
         rec = row.record

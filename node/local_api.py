@@ -111,7 +111,7 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
             key_version=request.key_version, node_name=self.node,
             dp=pb.DpSettings(enabled=True, epsilon=dp["epsilon"], delta=dp["delta"],
                              max_grad_norm=dp["max_grad_norm"]) if dp else None,
-            dp_history=self._history(request.job_id, adm.row.dataset_id, request.round))
+            dp_history=self._history(request.job_id, adm.row.dataset_id))
 
     def _refusal(self, request: pb.TrainingGrantRequest, reason: str) -> pb.TrainingGrantReply:
         """A refusal that names this node only, with the reason sealed to the job's
@@ -156,12 +156,17 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
         return pb.CheckAppReply(trusted=verdict.trusted, sha256=verdict.sha256,
                                 client_app=verdict.client_app, reason=verdict.reason)
 
-    def _history(self, job_id: str, dataset_id: str, round_no: int) -> list[pb.AccountantStep]:
-        """The accountant history after the latest earlier round of this job."""
+    def _history(self, job_id: str, dataset_id: str) -> list[pb.AccountantStep]:
+        """The accountant history of the latest report of this job, whatever round number
+        the request gives: that number is the coordinator's word, and a ServerApp that
+        called every round "round 1" would otherwise start each round's accountant
+        afresh. (A round run again after a crash so counts its first attempt too: the
+        accountant errs toward spending.) The ClientApp refuses to release a round whose
+        accumulated ε exceeds the job's."""
         with self.registry.store.tx() as con:
             r = con.execute("SELECT history_json FROM training_reports WHERE job_id=? AND "
-                            "dataset_id=? AND round<? ORDER BY round DESC LIMIT 1",
-                            (job_id, dataset_id, round_no)).fetchone()
+                            "dataset_id=? ORDER BY reported_ms DESC, round DESC LIMIT 1",
+                            (job_id, dataset_id)).fetchone()
         steps = json.loads(r["history_json"]) if r else []
         return [pb.AccountantStep(noise_multiplier=s, sample_rate=q, steps=n)
                 for s, q, n in steps]

@@ -195,32 +195,30 @@ def change_verifies(pem: str, statement: dict, signature: bytes) -> bool:
     return verifies(pem, statement, signature, CHANGE_DOMAIN)
 
 
-def parse_change_statement(text: str) -> dict:
-    """The registry-change statement a countersignature says it signed; a UserError unless
-    it has exactly the fields of one (an approval decision's statement is not one)."""
+def _parse(text: str, fields: tuple[str, ...], what: str, how: str) -> dict:
     try:
         data = json.loads(text)
     except ValueError:
         data = None
-    if not isinstance(data, dict) or set(data) != set(CHANGE_FIELDS):
-        raise UserError("a countersignature carries no valid registry-change statement "
-                        f"(fields {', '.join(CHANGE_FIELDS)}); sign the change with `scifed "
-                        "node approver add|remove ... --countersign KEY`")
+    if not isinstance(data, dict) or set(data) != set(fields):
+        raise UserError(f"{what} (fields {', '.join(fields)}); {how}")
     return data
+
+
+def parse_change_statement(text: str) -> dict:
+    """The registry-change statement a countersignature says it signed; a UserError unless
+    it has exactly the fields of one (an approval decision's statement is not one)."""
+    return _parse(text, CHANGE_FIELDS,
+                  "a countersignature carries no valid registry-change statement",
+                  "sign the change with `scifed node approver add|remove ... --countersign "
+                  "KEY`")
 
 
 def parse_statement(text: str) -> dict:
     """The statement a request says was signed; a UserError unless it has exactly the
     fields of a decision statement."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict) or set(data) != set(STATEMENT_FIELDS):
-        raise UserError("the decision carries no valid signed statement (fields "
-                        f"{', '.join(STATEMENT_FIELDS)}); sign it with `scifed node approvals "
-                        "approve|deny ID --key KEY`")
-    return data
+    return _parse(text, STATEMENT_FIELDS, "the decision carries no valid signed statement",
+                  "sign it with `scifed node approvals approve|deny ID --key KEY`")
 
 
 def b64(data: bytes) -> str:

@@ -152,6 +152,12 @@ def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGra
     history = [(s.noise_multiplier, s.sample_rate, s.steps) for s in grant.dp_history]
     result = local.train(model, data, spec, round_no=request.round, node=grant.node_name,
                          dp=dp, history=history)
+    if dp is not None and (result.epsilon or 0.0) > dp.epsilon * (1 + 1e-6):
+        # more rounds than the noise was calibrated for (the round numbers are the
+        # coordinator's): the update would spend beyond the job's ε, so it never leaves
+        raise UserError(f"node {grant.node_name}: this round would bring the job's DP-SGD "
+                        f"spending to ε={result.epsilon:.3f}, beyond its ε={dp.epsilon:g}; "
+                        "nothing of it is released")
     update = np.append(result.n_train * model_to_vector(model), result.n_train)
     sums = np.concatenate([validation, [result.n_train, result.loss_sum]])
     content = RecordDict({

@@ -533,10 +533,14 @@ def test_local_api_grants_only_what_the_node_allows(fed):
             "dataset": "penguins", "round": 1, "n_nodes": 3, "researcher": "alice",
             "researcher_claim_json": claim_json}
 
+    jobs = iter(range(1_000))
+
     def grant(changes: dict | None = None, filter: str | None = None,  # noqa: A002
               **request) -> pb.TrainingGrantReply:
+        """A grant of a job of its own: a job's grants are bound to its spec."""
         spec = load_job(yaml.safe_dump(job_dict(fed, filter=filter, **(changes or {}))),
                         "job.yaml")  # what the ServerApp sends: the whole job spec
+        base["job_id"] = f"job-api-{next(jobs)}"
         message = pb.TrainingGrantRequest(**{**base, "spec_json": json.dumps(spec.to_dict()),
                                              "filter": filter or "", **request})
         with grpc.insecure_channel(f"unix:{sock}") as channel:
@@ -549,7 +553,7 @@ def test_local_api_grants_only_what_the_node_allows(fed):
         assert not reply.allowed, (changes, request)
         assert reply.reason == "refused at node torgersen", reply.reason
         return open_sealed(seal_key, reply.sealed_reason,
-                           context=refusal_context("job-api", "torgersen")).decode()
+                           context=refusal_context(base["job_id"], "torgersen")).decode()
 
     ok = grant()
     assert ok.allowed and ok.node_name == "torgersen" and not ok.dp.enabled
