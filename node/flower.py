@@ -25,6 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from scifed.at_rest import replace_private
 from scifed.errors import UserError
 from scifed.supervisor import Supervised, flower_env, flower_executable
 
@@ -51,16 +52,6 @@ def ensure_supernode_key(pki_dir: Path) -> bytes:
                                       serialization.NoEncryption()))
     return key.public_key().public_bytes(serialization.Encoding.PEM,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _private_file(path: Path, content: bytes) -> None:
-    """Write ``content`` to a new 0600 file (replacing any older one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-    os.replace(tmp, path)
 
 
 def _free_loopback_port() -> int:
@@ -99,8 +90,8 @@ class SuperNode:
     def _argv(self) -> list[str]:
         """A fresh port and a fresh task secret at each (re)start."""
         self.runtime_port = _free_loopback_port()
-        _private_file(self.secret_file, secrets.token_bytes(32))
-        _private_file(self.port_file, str(self.runtime_port).encode())
+        replace_private(self.secret_file, secrets.token_bytes(32))
+        replace_private(self.port_file, str(self.runtime_port).encode())
         config = f'local-api="unix:{self.local_socket}"'
         return [flower_executable("flower-supernode"),
                 "--superlink", self.superlink,

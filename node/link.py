@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from node.store import NodeStore
 from node.studies import PeerTrust
 from protos.scifed.v1 import federation_pb2 as pb
 from protos.scifed.v1 import federation_pb2_grpc as pbg
@@ -92,7 +91,7 @@ class CoordinatorLink:
                  sync_needed: threading.Event | None = None, supernode_key: str = "",
                  on_new_superlink: Callable[[], None] | None = None,
                  on_stranded: Callable[[pb.Task, pb.TaskResult], None] = lambda t, r: None,
-                 trust: PeerTrust | None = None) -> None:
+                 trust: PeerTrust) -> None:
         """``handle``: runs one task (the node runner). ``sync_needed``:
         set it to republish the catalog (the dataset registry does on every change).
         ``supernode_key``: the SuperNode's public key, registered with the coordinator when
@@ -100,9 +99,9 @@ class CoordinatorLink:
         coordinator's Flower SuperLink is a new one. ``on_stranded(task, result)`` gets
         each result this link will never send: its task came from a coordinator instance
         that has since restarted, and the result had not left the node. ``trust``: the
-        node's CRL holder (default: one on the node's own database)."""
+        node's CRL holder (``NodeStudies.trust``)."""
         self.cfg = cfg
-        self.trust = trust or PeerTrust(NodeStore(cfg.state_dir / "node.db"), cfg)
+        self.trust = trust
         self.seal_claim = make_claim(cfg.tls.key.parent, name=cfg.name, role="node",
                                      cert_path=cfg.tls.cert, key_path=cfg.tls.key).to_dict()
         self.supernode_key = supernode_key

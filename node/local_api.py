@@ -131,13 +131,7 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
                                      sealed_reason=sealed or b"")
 
     def _ca(self) -> bytes:
-        if self.ca_pem is not None:
-            return self.ca_pem
-        try:
-            return self.gate.studies.cfg.tls.ca.read_bytes()
-        except OSError as exc:
-            log.warning("cannot read the federation CA: %s", exc)
-            return b""
+        return self.ca_pem if self.ca_pem is not None else self.gate.studies.trust.ca_pem
 
     @user_errors
     def ReportTraining(self, request: pb.ReportTrainingRequest,

@@ -79,6 +79,7 @@ class PeerTrust:
         self.store = store
         self.cfg = cfg
         self.ca_pem = cfg.tls.ca.read_bytes()
+        self.own = identity_from_cert_pem(cfg.tls.cert.read_bytes())  # read once, not per task
         self._cache: Crl | None = None
         self._taken = ""  # digest of the bytes last offered and kept (sent with every task)
         self._refused: set[str] = set()  # digests of offers refused (and audited) already
@@ -167,7 +168,7 @@ class PeerTrust:
                               f"limit crl_max_age_seconds = {limit:g} ({duration(limit)}); "
                               "the coordinator forwards the CA's CRL with every task, and "
                               "the CA signs a new one at least daily")
-        own = identity_from_cert_pem(self.cfg.tls.cert.read_bytes())
+        own = self.own
         if crl.revoked(own.serial):
             raise self.refuse(subject, f"node {self.cfg.name} takes no tasks: its own "
                               f"certificate (serial {own.serial}) is revoked "
@@ -183,16 +184,13 @@ class PeerTrust:
         said = f"node {self.cfg.name} refuses job {job_id}"
         try:
             parsed = SealKeyClaim.from_dict(claim)  # type: ignore[arg-type]
-            verify_claim(parsed, self.cfg.tls.ca.read_bytes(), expect_role="researcher",
+            verify_claim(parsed, self.ca_pem, expect_role="researcher",
                          expect_name=researcher)
         except (UserError, ValueError, TypeError, KeyError, AttributeError) as exc:
             why = str(exc) if isinstance(exc, UserError) else "it is malformed"
             raise self.refuse(job_id, f"{said}: it carries no valid seal key claim of "
                               f"researcher {researcher!r}, certified by the federation CA "
                               f"({why})") from None
-        except OSError as exc:
-            raise self.refuse(job_id, f"{said}: cannot read the federation CA "
-                              f"({exc.strerror})") from None
         self.check(crl, parsed.cert_pem, f"job {job_id} of researcher {researcher!r}", job_id)
 
     def check(self, crl: Crl, cert_pem: bytes, what: str, subject: str) -> Identity:
@@ -305,7 +303,7 @@ class NodeStudies:
     def _accept_share(self, study_id: str, version: int, share: bytes) -> bytes:
         """Open a share and keep its key, only if the study's lead signed that very key;
         else refuse, audited, with one message."""
-        ca_pem = self.cfg.tls.ca.read_bytes()
+        ca_pem = self.trust.ca_pem
         seal_key = load_seal_key(self.cfg.tls.key.parent)
         revoked = self.trust.fresh(study_id).serials  # the newest CRL, recent enough
         nodes = self.study_nodes(study_id)
@@ -364,7 +362,7 @@ class NodeStudies:
         if strangers:
             raise UserError(f"node {self.cfg.name} keys no node outside study '{study[0]}' "
                             f"as its officer accepted it: {', '.join(strangers)}")
-        ca_pem = self.cfg.tls.ca.read_bytes()
+        ca_pem = self.trust.ca_pem
         claims = {node: SealKeyClaim.from_dict(claim) for node, claim in req.members.items()}
         publics = {node: verify_claim(claim, ca_pem, expect_role="node", expect_name=node)
                    for node, claim in claims.items()}

@@ -67,6 +67,16 @@ def write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def replace_private(path: Path, data: bytes) -> None:
+    """Replace file ``path`` atomically with a new 0600 one holding ``data`` (readers
+    see the old bytes or the new, never part of them)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    write_private(tmp, data)
+    os.replace(tmp, path)
+
+
 def private_sqlite(path: Path) -> Path:
     """Make SQLite database ``path`` private before SQLite opens it: an empty 0600 file
     if there is none (SQLite then creates its -wal and -shm with the same mode), or the
