@@ -16,9 +16,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from harness.federation import LocalFederation
+from benchmarks.federated import timed_jobs
 
-REPO = Path(__file__).resolve().parent.parent
 EDGES = [float(x) for x in np.linspace(-4, 4, 17)]
 REPEATS = 3
 
@@ -61,35 +60,12 @@ def pooled_seconds(path: Path) -> float:
 
 
 def federated_seconds(root: Path, n_nodes: int, rows: int) -> tuple[float, float, int]:
-    meta = yaml.safe_load((REPO / "configs" / "datasets" / "penguins.yaml").read_text())
-    for key in ("fields", "splits", "annotation"):
-        meta.pop(key, None)
-    meta["targets"] = []
-    meta["title"] = {"en": "Synthetic benchmark measurements"}
-    nodes = [f"n{i:02d}" for i in range(n_nodes)]
-    fed = LocalFederation(root / f"fed{n_nodes}", {n: f"bench platform {n}" for n in nodes},
-                          task_timeout_seconds=120)
-    fed.setup()
     df = synthetic(rows)
-    with fed:
-        fed.start_all()
-        for i, node in enumerate(nodes):
-            fed.add_dataset(node, df.iloc[i::n_nodes], meta, "synthetic")
-        fed.create_study("bench", {n: "synthetic" for n in nodes}, timeout=180)
-        times, rounds = [], 0
-        with fed.researcher() as r:
-            for _ in range(REPEATS):
-                t = time.perf_counter()
-                job_id = r.submit(job(nodes))
-                info = r.wait(job_id, timeout=600, poll=0.05)
-                if info.status != "done":
-                    raise SystemExit(f"benchmark job failed: {info.error}")
-                res = r.result_json(job_id)
-                times.append(time.perf_counter() - t)
-                rounds = res.get("quantile_rounds", 0)
-        pooled = root / f"pooled{n_nodes}.csv"
-        df.to_csv(pooled, index=False)
-        return statistics.median(times), pooled_seconds(pooled), rounds
+    seconds, res = timed_jobs(root, n_nodes, df, "Synthetic benchmark measurements", job,
+                              REPEATS)
+    pooled = root / f"pooled{n_nodes}.csv"
+    df.to_csv(pooled, index=False)
+    return seconds, pooled_seconds(pooled), res.get("quantile_rounds", 0)
 
 
 def main() -> None:

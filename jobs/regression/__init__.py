@@ -4,10 +4,10 @@ encrypted round per iteration.
 
 Files: ``formula`` (the model, parsed without data), ``spec`` (the ``regression:``
 section), ``design`` (a node's complete rows and the dummy columns the vocabulary fixes),
-``families`` (IRLS weights, deviance, likelihood per family), ``compute`` (the vectors
-and their decode), ``disclosure`` (the rules, at the node and pooled), ``fit`` (the
-release node's solve and inference), ``release`` (the rounds), ``view`` (tables, forest
-plot, files).
+``dp`` (noisy sufficient statistics where policy requires DP), ``families`` (IRLS
+weights, deviance, likelihood per family), ``compute`` (the vectors and their decode),
+``disclosure`` (the rules, at the node and pooled), ``fit`` (the release node's solve and
+inference), ``release`` (the rounds), ``view`` (tables, forest plot, files).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from jobs.aggregate import AggregateJob
 from jobs.base import Limits, NextRound, Pooled, Released, Table
-from jobs.regression import compute, design, disclosure
+from jobs.regression import compute, design, disclosure, dp
 from jobs.regression.families import check_response
 from jobs.regression.release import release
 from jobs.regression.spec import RegressionSpec
@@ -32,23 +32,31 @@ class RegressionJob(AggregateJob):
     def wants_vocabulary(self, params: RegressionSpec) -> bool:
         return bool(params.model().factors)
 
-    @staticmethod
-    def _refuse_dp(limits: Limits) -> None:
-        if limits.epsilon is not None:
-            raise UserError(f"node {limits.node}: regression is not available where policy "
-                            "requires differential privacy (noisy sufficient statistics are "
-                            "not implemented yet); ask the data officer for an exact cell")
+    def requested_epsilon(self, params: RegressionSpec) -> float | None:
+        return params.dp.epsilon if params.dp else None
+
+    def wants_dp(self, params: RegressionSpec) -> bool:
+        # `dp` without an ε lets a node whose policy requires DP answer at its own ε
+        return params.dp is not None
 
     def _rows(self, params: RegressionSpec, table: Table,
               limits: Limits) -> design.Rows:
-        """The checks that need no vocabulary, then this node's complete rows."""
-        self._refuse_dp(limits)
+        """The checks that need no vocabulary, then this node's complete rows (under DP
+        clipped, and only those with declared levels: jobs/regression/dp.py)."""
         model = params.model()
+        if limits.epsilon is not None and params.family != "gaussian":
+            raise UserError(f"node {limits.node}: regression: this node's policy requires "
+                            "differential privacy, available for gaussian models only (a "
+                            f"{params.family} fit takes one exact round per iteration)")
         disclosure.check_factors(model, limits.record)
         design.check_columns(model, table, params.family)
+        private = None
+        if limits.epsilon is not None:  # bounds and levels first: refused before a row
+            private = (dp.bounds(model, params.dp, limits.record),
+                       dp.declared_levels(model, limits.record))
         rows = design.read(model, table)
         check_response(params.family, rows.y, limits.node)
-        return rows
+        return rows if private is None else dp.private_rows(rows, model, *private)
 
     def _design(self, params: RegressionSpec, table: Table, vocab: dict[str, list[str]],
                 limits: Limits) -> tuple[np.ndarray, np.ndarray]:
@@ -58,15 +66,20 @@ class RegressionJob(AggregateJob):
             layout = design.Layout.build(model, vocab)
         except ValueError as exc:
             raise UserError(f"node {limits.node}: regression: {exc}") from None
-        disclosure.check_node(limits.node, limits.k, rows.n, layout.p, rows.labels,
-                              rows.y if params.family == "binomial" else None)
+        if limits.epsilon is None:  # under DP a data-dependent refusal would leak
+            disclosure.check_node(limits.node, limits.k, rows.n, layout.p, rows.labels,
+                                  rows.y if params.family == "binomial" else None)
         return design.matrix(model, layout, rows), rows.y
 
     # -- node ----------------------------------------------------------------------------
     def vocabulary(self, params: RegressionSpec, table: Table,
                    limits: Limits) -> dict[str, list[str]]:
         """Each categorical predictor's levels among this node's complete rows; each must
-        be held by at least k of them (checked here, before any level leaves)."""
+        be held by at least k of them (checked here, before any level leaves). Under DP:
+        the declared levels, whatever the rows hold."""
+        if limits.epsilon is not None:
+            self._rows(params, table, limits)  # the same refusals as compute's
+            return dp.declared_levels(params.model(), limits.record)
         rows = self._rows(params, table, limits)
         disclosure.check_node(limits.node, limits.k, rows.n, 0, rows.labels, None)
         return {c: sorted(set(v.tolist())) for c, v in rows.labels.items()}
@@ -75,6 +88,13 @@ class RegressionJob(AggregateJob):
                 limits: Limits) -> np.ndarray:
         x, y = self._design(params, table, vocab, limits)
         return _bounded(compute.sufficient(x, y), limits)
+
+    def noise(self, params: RegressionSpec, vec: np.ndarray, vocab: dict[str, list[str]],
+              limits: Limits) -> dict:
+        assert limits.epsilon is not None
+        model = params.model()
+        return dp.add_noise(vec, model, design.Layout.build(model, vocab),
+                            dp.bounds(model, params.dp, limits.record), limits.epsilon)
 
     def row_sets(self, params: RegressionSpec, table: Table, vocab: dict[str, list[str]],
                  limits: Limits) -> list[tuple[str, list]]:

@@ -68,11 +68,12 @@ class Sufficient:
     xty: np.ndarray
 
     @classmethod
-    def decode(cls, total: np.ndarray, p: int) -> Sufficient:
+    def decode(cls, total: np.ndarray, p: int, *, noisy: bool = False) -> Sufficient:
+        """``noisy``: DP noise was added (the count may then be negative)."""
         if total.size != size(p):
             raise ValueError(f"corrupted aggregate: {total.size} numbers, expected {size(p)}")
         n = float(total[0])
-        if abs(n - round(n)) > 0.01 or n < 0:
+        if abs(n - round(n)) > 0.01 or (n < 0 and not noisy):
             raise ValueError("corrupted aggregate: the pooled row count is not a count")
         m = p * (p + 1) // 2
         return cls(int(round(n)), float(total[1]), float(total[2]),

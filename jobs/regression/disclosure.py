@@ -23,8 +23,8 @@ At the release node, on the pooled numbers:
   coefficients and their standard errors are never a near-interpolation of few records.
 * **singular designs** are refused naming the aliased column (no arbitrary coefficient).
 
-Differential privacy: where a node's policy requires it, regression is refused at that
-node with one message (noisy sufficient statistics are not implemented yet).
+Under differential privacy (``dp.py``) the node-level rules are not applied (a refusal
+that depends on the rows would leak outside ε); the pooled rules run on the noisy sums.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ The fit has converged when the deviance changes by at most ``tol``·(|deviance| 
 between rounds (R's glm rule); the released coefficients are one more step from the
 last round's sums and their covariance that round's (XᵀWX)⁻¹, as statsmodels' IRLS
 reports its last weighted least squares. Anything else ends the job with one message:
-perfect separation, divergence, or no convergence within ``max_iter`` rounds.
+perfect separation, divergence, or no convergence within ``max_iter`` rounds. Under DP
+(gaussian only) the same OLS runs on the noisy sums; a fit they make invalid (no positive
+residual variance) is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from jobs.base import NextRound, Pooled, Released
 from jobs.regression import disclosure, fit
 from jobs.regression.compute import Step, Sufficient
 from jobs.regression.design import Layout
+from jobs.regression.dp import NOTE
 from jobs.regression.families import link
 from jobs.regression.spec import RegressionSpec
 from scifed.errors import UserError
@@ -35,26 +38,32 @@ def release(spec: RegressionSpec, pooled: Pooled) -> Released | NextRound:
     layout = Layout.build(model, pooled.vocab)
     total = pooled.totals["sum"]
     if pooled.state is None:
-        return _first(spec, pooled, layout, Sufficient.decode(total, layout.p))
+        return _first(spec, pooled, layout,
+                      Sufficient.decode(total, layout.p, noisy=bool(pooled.dp)))
     return _iterate(spec, pooled, layout, Step.decode(total, layout.p))
 
 
 def _first(spec: RegressionSpec, pooled: Pooled, layout: Layout,
            s: Sufficient) -> Released | NextRound:
     model = spec.model()
-    if s.n == 0:
+    if s.n <= 0:
         raise UserError("regression: no complete rows (every model column present) at any "
-                        "node")
+                        "node" + (" (by the noisy count)" if pooled.dp else ""))
     disclosure.check_pooled(s.n, layout.p, pooled.k)
     bad = fit.aliased(s.xtx)
+    if bad and pooled.dp:
+        raise UserError(NOISY)
     if bad:
         names = ", ".join(layout.names[i] for i in bad)
         raise UserError(f"regression: the design is singular: {names} is a linear "
                         "combination of the columns before it (or constant zero); drop it")
     if spec.family == "gaussian":
-        out = fit.ols(layout.names, s.n, s.sum_y, s.yty, s.xtx, s.xty,
-                      intercept=_constant(model, layout), confidence=spec.confidence)
+        with np.errstate(invalid="ignore"):
+            out = fit.ols(layout.names, s.n, s.sum_y, s.yty, s.xtx, s.xty,
+                          intercept=_constant(model, layout), confidence=spec.confidence)
         out["fit"]["iterations"] = 0
+        if pooled.dp and not _valid(out):
+            raise UserError(NOISY)
         return _released(spec, layout, out, pooled)
     mean = s.sum_y / s.n
     if spec.family == "binomial" and not 0 < mean < 1:
@@ -68,6 +77,18 @@ def _first(spec: RegressionSpec, pooled: Pooled, layout: Layout,
     return NextRound(query=_query(beta, pooled, mean if model.intercept else None),
                      state={"iteration": 1, "previous": None, "null_deviance": None,
                             "n": s.n})
+
+
+NOISY = ("regression: the noisy sufficient statistics give no valid fit (the noise is large "
+         "for so few rows): pool more rows, narrow the clipping bounds or ask for a larger ε")
+
+
+def _valid(out: dict) -> bool:
+    """Under DP: a positive residual variance and finite standard errors."""
+    scale = out["fit"].get("scale")
+    return bool(scale is not None and scale > 0 and all(
+        c["std_error"] is not None and math.isfinite(c["std_error"]) and c["std_error"] > 0
+        for c in out["coefficients"]))
 
 
 def _constant(model, layout: Layout) -> bool:
@@ -131,6 +152,7 @@ def _released(spec: RegressionSpec, layout: Layout, out: dict, pooled: Pooled) -
         **out}
     if pooled.dp:
         result["privacy"] = pooled.dp
+        result["privacy_note"] = NOTE
     return Released(_finite(result))
 
 

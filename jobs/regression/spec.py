@@ -1,6 +1,6 @@
 """The ``regression:`` section of a job spec: the model (a formula, or ``y`` and ``x``),
-the family, and the iteration limits of a GLM fit. Everything here is checked without
-the data, at submission and again at every node."""
+the family, the iteration limits of a GLM fit, and DP (noisy sufficient statistics).
+Everything here is checked without the data, at submission and again at every node."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from jobs.fields import Name, Strict
 from jobs.limits import MAX_JOB_COLUMNS
+from jobs.privacy import DPRequest
 from jobs.regression.formula import Model, build, parse_formula, parse_term
 
 Family = Literal["gaussian", "binomial", "poisson"]
@@ -32,6 +33,9 @@ class RegressionSpec(Strict):
     tol: float = Field(default=1e-8, gt=0, le=1e-3,
                        description="relative change of the deviance that ends the fit")
     confidence: float = Field(default=0.95, ge=CONFIDENCE[0], le=CONFIDENCE[1])
+    dp: DPRequest | None = Field(
+        default=None, description="noisy sufficient statistics (gaussian only): the ε "
+        "asked for and clipping bounds of the response and numeric predictors")
 
     @model_validator(mode="after")
     def _one_model(self) -> Self:
@@ -42,6 +46,10 @@ class RegressionSpec(Strict):
         if self.formula is not None and "intercept" in self.model_fields_set:
             raise ValueError("with a formula, write '- 1' to drop the intercept "
                              "instead of intercept: false")
+        if self.dp is not None and self.family != "gaussian":
+            raise ValueError(f"dp: differential privacy is available for gaussian models "
+                             f"only (a {self.family} fit takes one exact round per "
+                             "iteration); fit a linear model or ask for an exact cell")
         model = self.model()
         if len(model.terms) > MAX_PREDICTORS:
             raise ValueError(f"more than {MAX_PREDICTORS} predictors (the limit), got "

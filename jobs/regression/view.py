@@ -81,6 +81,8 @@ class RegressionResult:
                  f"contributors: {html.escape(', '.join(self.meta.get('contributors', [])))}"
                  f" · k = {self.meta.get('k')} · job "
                  f"{html.escape(str(self.meta.get('job_id', '')))}</p>"]
+        if self.raw.get("privacy_note"):
+            parts.append(f"<p><em>{html.escape(self.raw['privacy_note'])}</em></p>")
         refs = m.get("reference_levels") or {}
         if refs:
             parts.append("<p>reference levels: " + html.escape(", ".join(

@@ -15,6 +15,7 @@ from jobs.limits import (
     MAX_JOB_COLUMNS,
     MAX_TOTAL_HISTOGRAM_EDGES,
 )
+from jobs.privacy import DPRequest
 from scifed.errors import excerpt
 
 MAX_PROBABILITIES = 10  # quantile probabilities per column (governance §2.5)
@@ -30,23 +31,6 @@ def _refuse(problems: list[str]) -> None:
             f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
 
 
-class StatsDP(Strict):
-    """Differential privacy asked for by the researcher (the node's policy may also
-    require it, and caps ε per query)."""
-
-    epsilon: float | None = Field(default=None, gt=0, description="ε of this query")
-    bounds: dict[Name, tuple[float, float]] = Field(
-        default_factory=dict, description="column -> [min, max] clipping bounds")
-
-    @field_validator("bounds")
-    @classmethod
-    def _few_bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        if len(v) > MAX_JOB_COLUMNS:
-            raise ValueError(f"bounds for more than {MAX_JOB_COLUMNS} columns (the limit), "
-                             f"got {len(v)}")
-        return v
-
-
 class StatsSpec(Strict):
     """Parameters of a ``stats`` job; every column must exist at every node."""
 
@@ -59,7 +43,7 @@ class StatsSpec(Strict):
                                                description="column -> probabilities")
     group_counts: list[Name] = Field(default_factory=list)
     correlation: list[Name] = Field(default_factory=list)
-    dp: StatsDP | None = None
+    dp: DPRequest | None = None
 
     @field_validator("columns", "group_counts")
     @classmethod

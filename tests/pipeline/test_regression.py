@@ -241,9 +241,13 @@ def test_a_singular_design_names_the_aliased_column(glm_fed):
     assert spent(glm_fed) == []
 
 
-def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path, penguins,
-                                                                       penguins_meta):
-    """Noisy sufficient statistics are not implemented: a DP cell refuses, clearly."""
+def test_where_policy_requires_dp_the_nodes_answer_with_noise_at_their_own_epsilon(
+        tmp_path, penguins, penguins_meta):
+    """A DP cell answers with noisy sums at its own ε. On 333 penguins at ε = 1 the noise
+    is of the order of the residual sum of squares, so the fit is often invalid: the
+    release then says so (and the ε stays spent: the nodes released their noisy sums,
+    and giving it back would tell what the noise hid); else it is a noisy fit with every
+    node's mechanism report."""
     fed = InMemoryFederation(tmp_path, list(ISLANDS)).__enter__()
     try:
         for node, island in ISLANDS.items():
@@ -256,10 +260,14 @@ def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path,
         fed.create_study("penguins", {n: "penguins" for n in ISLANDS},
                          min_nodes=len(ISLANDS))
         result, refusal = attempt(fed, regression(
-            "penguins", ISLANDS, formula="body_mass_g ~ flipper_length_mm"))
-        assert result is None
-        assert "regression is not available where policy requires differential privacy" \
-            in refusal, refusal
-        assert spent(fed) == []
+            "penguins", ISLANDS, formula="body_mass_g ~ flipper_length_mm + C(sex)",
+            dp={"bounds": {"body_mass_g": [2500, 6500], "flipper_length_mm": [170, 235]}}))
+        if result is None:
+            assert "the noisy sufficient statistics give no valid fit" in refusal, refusal
+        else:
+            assert sorted(result["privacy"]) == sorted(ISLANDS)
+            assert result["fit"]["scale"] > 0
+        assert sorted((s.dataset_id.split(":")[2], s.epsilon) for s in spent(fed)
+                      if s.researcher is None) == [(n, 1.0) for n in sorted(ISLANDS)]
     finally:
         fed.__exit__(None, None, None)
