@@ -24,7 +24,7 @@ REPEATS = 3
 ROWS = 100_000
 NODES = 3
 RHS = "x1 + x2 + x3 + x4 + C(group)"
-MODELS = {"OLS (gaussian)": ("y", "gaussian"), "logistic (binomial)": ("event", "binomial")}
+MODELS = {"OLS": ("y", "gaussian"), "logistic": ("event", "binomial")}
 
 
 def synthetic(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -66,8 +66,8 @@ def main() -> None:
     console = Console()
     table = Table(title=f"regression job end to end (median of {REPEATS}, {NODES} nodes) vs "
                   "statsmodels on the pooled file", title_justify="left")
-    for col in ("model", "rows", "federated s", "statsmodels s", "ratio", "iterations",
-                "max rel. diff"):
+    for col in ("model", "rows", "federated s", "statsmodels s", "ratio", "iter.",
+                "rel. diff"):
         table.add_column(col, justify="right")
     df = synthetic(ROWS)
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,9 +8,11 @@ the vectors add under encryption:
   ``n, Σy, Σy², XᵀX (upper triangle, row by row), Xᵀy``
 * each further round of a GLM — at the coefficients β the round's query carries:
   ``XᵀWX (upper triangle), XᵀWz, deviance, log-likelihood, Pearson χ², null deviance,
-  rows fitted exactly`` (W, z the IRLS weights and working response at β; the null
-  deviance at the pooled mean the query carries; the last entry counts rows with
-  |y − μ| < 1e-3, which tells (quasi-)separation and is never released)
+  rows fitted exactly, Σlog(y/μ), Σy/μ, Σlog y`` (W, z the IRLS weights and working
+  response at β; the null deviance at the pooled mean the query carries; "rows fitted
+  exactly" counts rows with |y − μ| < 1e-3, which tells (quasi-)separation and is never
+  released; the last three give a Gamma fit's log-likelihood at its estimated scale and
+  are 0 for the other families)
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def size(p: int) -> int:
 
 
 def round_size(p: int) -> int:
-    return p * (p + 1) // 2 + p + 5
+    return p * (p + 1) // 2 + p + 8
 
 
 def iteration(family: str, x: np.ndarray, y: np.ndarray, beta: np.ndarray,
@@ -56,7 +58,7 @@ def iteration(family: str, x: np.ndarray, y: np.ndarray, beta: np.ndarray,
     resid = (ev.z - x @ beta) * ev.w  # y − μ = (z − η)·w for the canonical links
     exact = float(np.sum(np.abs(resid) < 1e-3)) if family == "binomial" else 0.0
     return np.concatenate([tri(x.T @ (x * ev.w[:, None])), x.T @ (ev.w * ev.z),
-                           [ev.deviance, ev.llf, ev.pearson, null, exact]])
+                           [ev.deviance, ev.llf, ev.pearson, null, exact, *ev.extra]])
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Step:
     pearson: float
     null_deviance: float
     exact: int
+    extra: tuple[float, float, float]
 
     @classmethod
     def decode(cls, total: np.ndarray, p: int) -> Step:
@@ -96,6 +99,6 @@ class Step:
             raise ValueError(f"corrupted aggregate: {total.size} numbers, expected "
                              f"{round_size(p)}")
         m = p * (p + 1) // 2
-        dev, llf, pearson, null, exact = total[m + p:]
-        return cls(untri(total[:m], p), total[m:m + p].copy(), float(dev), float(llf),
-                   float(pearson), float(null), int(round(float(exact))))
+        dev, llf, pearson, null, exact, *extra = (float(v) for v in total[m + p:])
+        return cls(untri(total[:m], p), total[m:m + p].copy(), dev, llf, pearson, null,
+                   int(round(exact)), (extra[0], extra[1], extra[2]))

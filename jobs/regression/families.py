@@ -1,5 +1,10 @@
-"""The GLM families a node evaluates at the coefficients the release node sends: each
-with its canonical link, as statsmodels' defaults (binomial: logit, Poisson: log).
+"""The GLM families a node evaluates at the coefficients the release node sends:
+binomial (logit) and Poisson (log) with their canonical links, as statsmodels' defaults,
+and Gamma with the log link (the usual model of a positive, right-skewed measurement;
+statsmodels' ``Gamma(link=Log())``). For the log link the IRLS weight of a Gamma row is 1
+and the fit is Fisher scoring, as statsmodels' IRLS; its dispersion is estimated (Pearson
+χ² / residual df), so the log-likelihood needs three sums at the node that the release
+node combines with that scale (:func:`gamma_llf`).
 
 A node needs, per row, the IRLS weight w and working response z at the current linear
 predictor η, the unit deviance and the log-likelihood term; it sums w·x·xᵀ, w·z·x and the
@@ -24,6 +29,7 @@ class Evaluated:
     deviance: float
     llf: float
     pearson: float
+    extra: tuple[float, float, float] = (0.0, 0.0, 0.0)  # Gamma: Σlog(y/μ), Σy/μ, Σlog y
 
 
 def _binomial(y: np.ndarray, eta: np.ndarray) -> Evaluated:
@@ -41,7 +47,19 @@ def _poisson(y: np.ndarray, eta: np.ndarray) -> Evaluated:
     return Evaluated(mu, eta + (y - mu) / mu, dev, llf, float(np.sum((y - mu) ** 2 / mu)))
 
 
-EVALUATE = {"binomial": _binomial, "poisson": _poisson}
+def _gamma(y: np.ndarray, eta: np.ndarray) -> Evaluated:
+    mu = np.maximum(np.exp(eta), _EPS)
+    ratio = y / mu
+    dev = 2 * float(np.sum((y - mu) / mu - np.log(ratio)))
+    return Evaluated(np.ones_like(y), eta + (y - mu) / mu, dev, 0.0,
+                     float(np.sum((ratio - 1) ** 2)),
+                     (float(np.sum(np.log(ratio))), float(np.sum(ratio)),
+                      float(np.sum(np.log(y)))))
+
+
+EVALUATE = {"binomial": _binomial, "poisson": _poisson, "gamma": _gamma}
+ESTIMATED_SCALE = {"gamma"}  # dispersion = Pearson χ² / residual df, as statsmodels
+LINKS = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "gamma": "log"}
 
 
 def link(family: str, mean: float) -> float:
@@ -49,6 +67,14 @@ def link(family: str, mean: float) -> float:
     if family == "binomial":
         return float(np.log(mean / (1 - mean)))
     return float(np.log(mean))
+
+
+def gamma_llf(extra: tuple[float, float, float], n: int, scale: float) -> float:
+    """Σ of statsmodels' Gamma ``loglike_obs`` at dispersion ``scale`` from the pooled
+    Σlog(y/μ), Σy/μ and Σlog y."""
+    log_ratio, ratio, log_y = extra
+    a = 1.0 / scale
+    return float(a * log_ratio - n * a * np.log(scale) - a * ratio - n * gammaln(a) - log_y)
 
 
 def check_response(family: str, y: np.ndarray, node: str) -> None:
@@ -59,3 +85,6 @@ def check_response(family: str, y: np.ndarray, node: str) -> None:
     if family == "poisson" and (y < 0).any():
         raise UserError(f"node {node}: regression: a Poisson response must be a count "
                         "(non-negative) in every row")
+    if family == "gamma" and (y <= 0).any():
+        raise UserError(f"node {node}: regression: a Gamma response must be positive in "
+                        "every row")

@@ -93,15 +93,16 @@ def ols(names: list[str], n: int, sum_y: float, yty: float, xtx: np.ndarray,
 
 def glm(names: list[str], params: np.ndarray, inv: np.ndarray, *, n: int, deviance: float,
         llf: float, pearson: float, null_deviance: float | None, intercept: bool,
-        iterations: int, confidence: float) -> dict:
-    """A converged GLM (scale 1: binomial, Poisson) as statsmodels' GLM reports it."""
+        iterations: int, confidence: float, scale: float = 1.0) -> dict:
+    """A converged GLM as statsmodels' GLM reports it (``scale`` 1 for binomial and
+    Poisson, the estimated dispersion for Gamma: the covariance is scale·(XᵀWX)⁻¹)."""
     p = len(names)
     fit = {"nobs": n, "df_model": p - (1 if intercept else 0), "df_resid": n - p,
-           "scale": 1.0, "deviance": deviance, "pearson_chi2": pearson,
+           "scale": scale, "deviance": deviance, "pearson_chi2": pearson,
            "log_likelihood": llf, "aic": -2 * llf + 2 * p, "bic": -2 * llf + math.log(n) * p,
            "iterations": iterations}
     if null_deviance is not None:
         fit |= {"null_deviance": null_deviance,
                 "deviance_explained": 1 - deviance / null_deviance if null_deviance else math.nan}
-    return {"coefficients": table(names, params, inv, df=None, confidence=confidence),
-            "fit": fit}
+    return {"coefficients": table(names, params, scale * inv, df=None,
+                                  confidence=confidence), "fit": fit}

@@ -2,7 +2,7 @@
 
 The compute round brings the pooled sufficient statistics (n, Σy, Σy², XᵀX, Xᵀy). They
 decide the pooled disclosure rules and the rank of the design for every family, and
-give the exact OLS fit for ``gaussian``. For ``binomial`` and ``poisson`` the release
+give the exact OLS fit for ``gaussian``. For ``binomial``, ``poisson`` and ``gamma`` the release
 node then runs Newton / IRLS over further rounds of the aggregate protocol
 (:class:`jobs.base.NextRound`): each round's query carries the current coefficients β
 (and the vocabulary, so every node builds the same columns); every node returns its
@@ -28,7 +28,7 @@ from jobs.regression import disclosure, fit
 from jobs.regression.compute import Step, Sufficient
 from jobs.regression.design import Layout
 from jobs.regression.dp import NOTE
-from jobs.regression.families import link
+from jobs.regression.families import ESTIMATED_SCALE, LINKS, gamma_llf, link
 from jobs.regression.spec import RegressionSpec
 from scifed.errors import UserError
 
@@ -123,10 +123,14 @@ def _iterate(spec: RegressionSpec, pooled: Pooled, layout: Layout,
                         "no events is likely")
     if previous is not None and \
             abs(step.deviance - previous) <= spec.tol * (abs(step.deviance) + 0.1):
-        out = fit.glm(layout.names, beta, inv, n=n, deviance=step.deviance, llf=step.llf,
+        scale, llf = 1.0, step.llf
+        if spec.family in ESTIMATED_SCALE:
+            scale = step.pearson / (n - layout.p)
+            llf = gamma_llf(step.extra, n, scale)
+        out = fit.glm(layout.names, beta, inv, n=n, deviance=step.deviance, llf=llf,
                       pearson=step.pearson, null_deviance=null,
                       intercept=_constant(spec.model(), layout), iterations=it,
-                      confidence=spec.confidence)
+                      confidence=spec.confidence, scale=scale)
         return _released(spec, layout, out, pooled)
     if it >= spec.max_iter:
         hint = (" (quasi-complete separation: the predictors fit some rows' outcome "
@@ -143,8 +147,7 @@ def _released(spec: RegressionSpec, layout: Layout, out: dict, pooled: Pooled) -
     model = spec.model()
     result = {
         "model": {"formula": spec.formula or _formula(spec), "family": spec.family,
-                  "link": {"gaussian": "identity", "binomial": "logit",
-                           "poisson": "log"}[spec.family],
+                  "link": LINKS[spec.family],
                   "response": model.response, "intercept": model.intercept,
                   "confidence": spec.confidence,
                   "reference_levels": {c: layout.known[c][0] for c in layout.known

@@ -13,7 +13,7 @@ from jobs.limits import MAX_JOB_COLUMNS
 from jobs.privacy import DPRequest
 from jobs.regression.formula import Model, build, parse_formula, parse_term
 
-Family = Literal["gaussian", "binomial", "poisson"]
+Family = Literal["gaussian", "binomial", "poisson", "gamma"]
 MAX_ITER = 25          # federated Newton / IRLS iterations (each one encrypted round)
 MAX_PREDICTORS = 30    # terms of the formula (each categorical adds its levels)
 CONFIDENCE = (0.5, 0.999)

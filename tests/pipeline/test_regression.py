@@ -225,6 +225,33 @@ def test_poisson_equals_statsmodels_glm_on_the_pooled_rows(glm_fed, glm_data):
     assert result["fit"]["null_deviance"] == pytest.approx(ref.null_deviance, rel=1e-8)
 
 
+GAMMA = "body_mass_g ~ flipper_length_mm + bill_length_mm + C(species) + C(sex)"
+
+
+def test_gamma_with_log_link_equals_statsmodels_glm_on_the_pooled_rows(fed, penguins):
+    """A positive, skewed measurement: Gamma with the log link, its dispersion estimated
+    (Pearson χ² / residual df), so the standard errors and the log-likelihood carry it."""
+    _, result = fed.run(regression("penguins", ISLANDS, formula=GAMMA, family="gamma"),
+                        timeout=300)
+    family = sm.families.Gamma(link=sm.families.links.Log())
+    ref = smf.glm(GAMMA, penguins.dropna(subset=PENGUIN_TERMS), family=family).fit(tol=TIGHT)
+    assert_matches(result, ref)
+    fit = result["fit"]
+    assert fit["scale"] == pytest.approx(ref.scale, rel=1e-8)
+    assert fit["deviance"] == pytest.approx(ref.deviance, rel=1e-8)
+    assert fit["null_deviance"] == pytest.approx(ref.null_deviance, rel=1e-8)
+    assert result["model"]["link"] == "log"
+
+
+def test_a_gamma_response_that_is_not_positive_is_refused(glm_fed, glm_data):
+    assert (glm_data["fair"].affairs == 0).any()  # most couples: no affair
+    result, refusal = attempt(glm_fed, regression("fair", NODES, formula="affairs ~ age",
+                                                  family="gamma"))
+    assert result is None
+    assert "a Gamma response must be positive in every row" in refusal, refusal
+    assert spent(glm_fed) == []
+
+
 def test_perfect_separation_is_one_clear_message(glm_fed):
     result, refusal = attempt(glm_fed, regression("fair", NODES, formula="affair ~ affairs",
                                                   family="binomial"))
