@@ -129,6 +129,32 @@ def test_ols_with_a_filter(fed, penguins):
     assert_matches(result, ref)
 
 
+# -- the cars, split by origin: the issue's first example ---------------------------------
+CARS = "Miles_per_Gallon ~ Weight_in_lbs + Horsepower + Displacement + C(Cylinders)"
+
+
+def test_cars_split_by_origin_equal_statsmodels_on_the_pooled_cars(tmp_path, penguins_meta):
+    """Three platforms (USA, Europe, Japan) hold their own cars; the cylinder counts
+    differ by platform (8 only in the USA, 3 only in Japan, 5 only in Europe), so the
+    vocabulary must be federated for the dummies to line up."""
+    from vega_datasets import data as vega
+
+    cars = vega.cars().drop(columns=["Name", "Year"])
+    fed = InMemoryFederation(tmp_path, ["usa", "europe", "japan"]).__enter__()
+    try:
+        meta = _meta(penguins_meta, "cars", list(cars.columns))
+        for node, origin in (("usa", "USA"), ("europe", "Europe"), ("japan", "Japan")):
+            fed.add_dataset(node, cars[cars.Origin == origin], meta, "cars")
+        fed.create_study("cars", {n: "cars" for n in ("usa", "europe", "japan")})
+        _, result = fed.run(regression("cars", ("usa", "europe", "japan"), formula=CARS))
+    finally:
+        fed.__exit__(None, None, None)
+    ref = smf.ols(CARS, cars).fit()
+    assert_matches(result, ref)
+    assert result["fit"]["r_squared"] == pytest.approx(ref.rsquared, rel=1e-9)
+    assert result["model"]["reference_levels"] == {"Cylinders": "3"}
+
+
 # -- bad input on the penguins: one clear message, nothing charged ---------------------------
 @pytest.mark.parametrize(("spec", "message"), [
     ({"formula": "body_mass_g ~ wingspan"}, "unknown column 'wingspan'"),
