@@ -59,7 +59,7 @@ class RegressionJob(AggregateJob):
         return rows if private is None else dp.private_rows(rows, model, *private)
 
     def _design(self, params: RegressionSpec, table: Table, vocab: dict[str, list[str]],
-                limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+                limits: Limits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = self._rows(params, table, limits)
         model = params.model()
         try:
@@ -69,7 +69,8 @@ class RegressionJob(AggregateJob):
         if limits.epsilon is None:  # under DP a data-dependent refusal would leak
             disclosure.check_node(limits.node, limits.k, rows.n, layout.p, rows.labels,
                                   rows.y if params.family == "binomial" else None)
-        return design.matrix(model, layout, rows), rows.y
+        return (design.matrix(model, layout, rows), rows.y,
+                design.offset(model, rows, limits.node))
 
     # -- node ----------------------------------------------------------------------------
     def vocabulary(self, params: RegressionSpec, table: Table,
@@ -86,7 +87,7 @@ class RegressionJob(AggregateJob):
 
     def compute(self, params: RegressionSpec, table: Table, vocab: dict[str, list[str]],
                 limits: Limits) -> np.ndarray:
-        x, y = self._design(params, table, vocab, limits)
+        x, y, _ = self._design(params, table, vocab, limits)
         return _bounded(compute.sufficient(x, y), limits)
 
     def noise(self, params: RegressionSpec, vec: np.ndarray, vocab: dict[str, list[str]],
@@ -116,14 +117,14 @@ class RegressionJob(AggregateJob):
               limits: Limits) -> np.ndarray:
         """One IRLS iteration at the coefficients the release node sent."""
         vocab = query.get("vocab") or {}
-        x, y = self._design(params, table, vocab, limits)
+        x, y, offset = self._design(params, table, vocab, limits)
         beta = np.asarray(query.get("beta", []), dtype=np.float64)
         if beta.shape != (x.shape[1],) or not np.all(np.isfinite(beta)):
             raise UserError(f"node {limits.node}: regression: the round's coefficients do "
                             "not fit the model")
         mean = query.get("mean")
         vec = compute.iteration(params.family, x, y, beta,
-                                None if mean is None else float(mean))
+                                None if mean is None else float(mean), offset)
         return _bounded(vec, limits)
 
     # -- release node --------------------------------------------------------------------

@@ -17,7 +17,7 @@ the vectors add under encryption:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,10 +48,13 @@ def round_size(p: int) -> int:
 
 
 def iteration(family: str, x: np.ndarray, y: np.ndarray, beta: np.ndarray,
-              mean: float | None) -> np.ndarray:
+              mean: float | None, offset: np.ndarray | None = None) -> np.ndarray:
     """One IRLS round's vector at ``beta`` (``mean``: the pooled mean of y, for the null
-    deviance; None: not asked)."""
-    ev = EVALUATE[family](y, x @ beta)
+    deviance; None: not asked; ``offset``: added to the linear predictor, and taken off
+    the working response, which regresses on X alone)."""
+    off = np.zeros(y.size) if offset is None else offset
+    ev = EVALUATE[family](y, x @ beta + off)
+    ev = replace(ev, z=ev.z - off)
     null = 0.0
     if mean is not None and y.size:
         null = EVALUATE[family](y, np.full(y.size, link(family, mean))).deviance

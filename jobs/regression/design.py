@@ -78,6 +78,11 @@ def check_columns(model: Model, table: Table, family: str) -> None:
         except UserError:
             raise UserError(f"regression: predictor {term.column!r} is not numeric; write "
                             f"C({term.column}) to use it as a categorical predictor") from None
+    for col in model.offsets:
+        try:
+            table.require([col], "regression", numeric=True)
+        except UserError:
+            raise UserError(f"regression: the offset column {col!r} is not numeric") from None
     try:
         table.require([model.response], "regression", numeric=True)
     except UserError:
@@ -111,6 +116,20 @@ def read(model: Model, table: Table) -> Rows:
     numeric = {c: np.asarray(values[c], dtype=np.float64) for c in cols if c not in cats}
     labels = {c: np.asarray(values[c], dtype=object) for c in cols if c in cats}
     return Rows(numeric[model.response], numeric, labels)
+
+
+def offset(model: Model, rows: Rows, node: str) -> np.ndarray:
+    """The linear predictor's offset per row: the offset column plus log(exposure)."""
+    out = np.zeros(rows.n)
+    if model.offset is not None:
+        out += rows.numeric[model.offset]
+    if model.exposure is not None:
+        exposure = rows.numeric[model.exposure]
+        if (exposure <= 0).any():
+            raise UserError(f"node {node}: regression: the exposure {model.exposure!r} must "
+                            "be positive in every complete row")
+        out += np.log(exposure)
+    return out
 
 
 def matrix(model: Model, layout: Layout, rows: Rows) -> np.ndarray:

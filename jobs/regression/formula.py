@@ -35,11 +35,18 @@ class Model:
     response: str
     terms: tuple[Term, ...]
     intercept: bool
+    offset: str | None = None     # a column added to the linear predictor
+    exposure: str | None = None   # a column whose log is added to it
 
     @property
     def columns(self) -> list[str]:
         """Every data column the model reads, response first."""
-        return list(dict.fromkeys([self.response, *(t.column for t in self.terms)]))
+        return list(dict.fromkeys([self.response, *(t.column for t in self.terms),
+                                   *self.offsets]))
+
+    @property
+    def offsets(self) -> list[str]:
+        return [c for c in (self.offset, self.exposure) if c is not None]
 
     @property
     def factors(self) -> list[str]:

@@ -74,7 +74,10 @@ def _first(spec: RegressionSpec, pooled: Pooled, layout: Layout,
     beta = np.zeros(layout.p)
     if model.intercept:
         beta[0] = link(spec.family, mean)
-    return NextRound(query=_query(beta, pooled, mean if model.intercept else None),
+    # the null deviance at the pooled mean: the intercept-only fit, unless an offset
+    # makes that fit an iteration of its own (then not released)
+    null_at = mean if model.intercept and not model.offsets else None
+    return NextRound(query=_query(beta, pooled, null_at),
                      state={"iteration": 1, "previous": None, "null_deviance": None,
                             "n": s.n})
 
@@ -106,7 +109,7 @@ def _iterate(spec: RegressionSpec, pooled: Pooled, layout: Layout,
     state = dict(pooled.state or {})
     it, previous, n = int(state["iteration"]), state["previous"], int(state["n"])
     null = state["null_deviance"] if it > 1 else (
-        step.null_deviance if spec.model().intercept else None)
+        step.null_deviance if spec.model().intercept and not spec.model().offsets else None)
     if spec.family == "binomial" and step.exact >= n:
         raise UserError("regression: perfect separation: the predictors separate the "
                         "outcome completely, so the coefficients have no finite estimate; "
@@ -149,6 +152,8 @@ def _released(spec: RegressionSpec, layout: Layout, out: dict, pooled: Pooled) -
         "model": {"formula": spec.formula or _formula(spec), "family": spec.family,
                   "link": LINKS[spec.family],
                   "response": model.response, "intercept": model.intercept,
+                  **({"offset": model.offset} if model.offset else {}),
+                  **({"exposure": model.exposure} if model.exposure else {}),
                   "confidence": spec.confidence,
                   "reference_levels": {c: layout.known[c][0] for c in layout.known
                                        if c != layout.full}},

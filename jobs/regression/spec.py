@@ -4,6 +4,7 @@ Everything here is checked without the data, at submission and again at every no
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal, Self
 
 from pydantic import Field, model_validator
@@ -33,6 +34,10 @@ class RegressionSpec(Strict):
     tol: float = Field(default=1e-8, gt=0, le=1e-3,
                        description="relative change of the deviance that ends the fit")
     confidence: float = Field(default=0.95, ge=CONFIDENCE[0], le=CONFIDENCE[1])
+    offset: Name | None = Field(default=None, description="GLMs: a column added to the "
+                                "linear predictor with coefficient 1")
+    exposure: Name | None = Field(default=None, description="log-link GLMs: a positive "
+                                  "column whose log is the offset (rates per exposure)")
     dp: DPRequest | None = Field(
         default=None, description="noisy sufficient statistics (gaussian only): the ε "
         "asked for and clipping bounds of the response and numeric predictors")
@@ -50,7 +55,16 @@ class RegressionSpec(Strict):
             raise ValueError(f"dp: differential privacy is available for gaussian models "
                              f"only (a {self.family} fit takes one exact round per "
                              "iteration); fit a linear model or ask for an exact cell")
+        if (self.offset or self.exposure) and self.family == "gaussian":
+            raise ValueError("offset and exposure apply to GLMs (binomial, poisson, gamma); "
+                             "for a linear model subtract the offset from the response")
+        if self.exposure and self.family == "binomial":
+            raise ValueError("exposure needs a log link (poisson, gamma); give a binomial "
+                             "model an offset instead")
         model = self.model()
+        for col in model.offsets:
+            if col == model.response or col in (t.column for t in model.terms):
+                raise ValueError(f"{col!r} is both an offset and a model column")
         if len(model.terms) > MAX_PREDICTORS:
             raise ValueError(f"more than {MAX_PREDICTORS} predictors (the limit), got "
                              f"{len(model.terms)}")
@@ -61,9 +75,11 @@ class RegressionSpec(Strict):
     def model(self) -> Model:
         """The parsed model (raises ValueError with the problem)."""
         if self.formula is not None:
-            return parse_formula(self.formula)
-        assert self.y is not None
-        return build(self.y, [parse_term(t) for t in self.x], self.intercept)
+            model = parse_formula(self.formula)
+        else:
+            assert self.y is not None
+            model = build(self.y, [parse_term(t) for t in self.x], self.intercept)
+        return replace(model, offset=self.offset, exposure=self.exposure)
 
     def referenced_columns(self) -> list[str]:
         return self.model().columns

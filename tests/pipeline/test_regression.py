@@ -197,6 +197,7 @@ def glm_data() -> dict[str, pd.DataFrame]:
     fair = sd.fair.load_pandas().data
     fair["affair"] = (fair.affairs > 0).astype(float)
     fair["age_months"] = fair.age * 12  # aliased with age: a singular design
+    fair["log_years"] = np.log(fair.yrs_married)
     randhie = sd.randhie.load_pandas().data
     return {"fair": fair, "randhie": randhie}
 
@@ -249,6 +250,44 @@ def test_poisson_equals_statsmodels_glm_on_the_pooled_rows(glm_fed, glm_data):
     assert_matches(result, ref)
     assert result["fit"]["deviance"] == pytest.approx(ref.deviance, rel=1e-8)
     assert result["fit"]["null_deviance"] == pytest.approx(ref.null_deviance, rel=1e-8)
+
+
+RATE = "affairs ~ rate_marriage + age + religious + C(occupation)"
+
+
+def test_poisson_rates_with_an_exposure_equal_statsmodels(glm_fed, glm_data):
+    """Affairs per year of marriage: the log of the exposure enters the linear predictor
+    with coefficient 1 at each node (statsmodels' ``exposure=``)."""
+    fair = glm_data["fair"]
+    assert (fair.yrs_married > 0).all()
+    _, result = glm_fed.run(regression("fair", NODES, formula=RATE, family="poisson",
+                                       exposure="yrs_married"), timeout=300)
+    ref = smf.glm(RATE, fair, family=sm.families.Poisson(),
+                  exposure=fair.yrs_married).fit(tol=TIGHT)
+    assert_matches(result, ref)
+    assert result["fit"]["deviance"] == pytest.approx(ref.deviance, rel=1e-8)
+    assert "null_deviance" not in result["fit"]  # the null fit with an offset: not made
+    assert result["model"]["exposure"] == "yrs_married"
+    # an offset column is the same model with log(exposure) precomputed
+    _, again = glm_fed.run(regression("fair", NODES, formula=RATE, family="poisson",
+                                      offset="log_years"), timeout=300)
+    assert_matches(again, ref)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"formula": "affairs ~ age", "offset": "log_years"}, "offset and exposure apply to GLMs"),
+    ({"formula": "affair ~ age", "family": "binomial", "exposure": "yrs_married"},
+     "exposure needs a log link"),
+    ({"formula": "affairs ~ age", "family": "poisson", "exposure": "age"},
+     "'age' is both an offset and a model column"),
+    ({"formula": "affairs ~ age", "family": "poisson", "exposure": "children"},
+     "the exposure 'children' must be positive in every complete row"),
+])
+def test_bad_offsets_get_one_clear_message(glm_fed, spec, message):
+    result, refusal = attempt(glm_fed, regression("fair", NODES, **spec))
+    assert result is None
+    assert message in refusal, refusal
+    assert spent(glm_fed) == []
 
 
 GAMMA = "body_mass_g ~ flipper_length_mm + bill_length_mm + C(species) + C(sex)"
