@@ -41,3 +41,11 @@ def attempt(fed: InMemoryFederation, spec_yaml: str) -> tuple[dict | None, str]:
 
 def spent(fed: InMemoryFederation) -> list:
     return [s for core in fed.nodes.values() for s in core.gate.ledger.spent()]
+
+
+def require_dp(fed: InMemoryFederation, dataset: str = "penguins") -> None:
+    """Every node's officer requires DP for ``dataset`` (ε 1 per query, budget 20)."""
+    for core in fed.nodes.values():
+        core.gate.policies.set(core.registry.get(dataset).record,
+                               "dp: {required: true, epsilon_per_query: 1.0, "
+                               "annual_budget: 20}\n", "dp.yaml", "officer")

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from inmemory_cases import ISLANDS, attempt, build, job_yaml, spent
+from inmemory_cases import ISLANDS, attempt, build, job_yaml, require_dp, spent
 from scipy.optimize import linprog
 from scipy.stats import chi2_contingency
 from vega_datasets import data as vega
@@ -247,10 +247,7 @@ def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path,
                                                                        penguins_meta):
     fed = build(tmp_path, penguins, penguins_meta)
     try:
-        for core in fed.nodes.values():
-            core.gate.policies.set(core.registry.get("penguins").record,
-                                   "dp: {required: true, epsilon_per_query: 1.0, "
-                                   "annual_budget: 20}\n", "dp.yaml", "officer")
+        require_dp(fed)
         result, refusal = attempt(fed, crosstab("penguins", ISLANDS, rows="species",
                                                 columns="sex"))
         assert result is None

@@ -13,7 +13,7 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
-from inmemory_cases import ISLANDS, attempt, build, job_yaml, spent
+from inmemory_cases import ISLANDS, attempt, build, job_yaml, require_dp, spent
 from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
@@ -181,17 +181,9 @@ def test_a_node_under_its_k_refuses_without_saying_how_many_rows(tmp_path, pengu
 
 def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path, penguins,
                                                                        penguins_meta):
-    fed = InMemoryFederation(tmp_path, list(ISLANDS)).__enter__()
+    fed = build(tmp_path, penguins, penguins_meta)
     try:
-        for node, island in ISLANDS.items():
-            fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
-                            "penguins")
-            core = fed.nodes[node]
-            core.gate.policies.set(core.registry.get("penguins").record,
-                                   "dp: {required: true, epsilon_per_query: 1.0, "
-                                   "annual_budget: 20}\n", "dp.yaml", "officer")
-        fed.create_study("penguins", {n: "penguins" for n in ISLANDS},
-                         min_nodes=len(ISLANDS))
+        require_dp(fed)
         result, refusal = attempt(fed, pca("penguins", ISLANDS, columns=MEASURES))
         assert result is None
         assert "pca is not available where policy requires differential privacy" \
