@@ -3,6 +3,8 @@ the HTML page, and the one function that picks a released result's view by its t
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,29 @@ def png(fig) -> bytes:
     plt.close(fig)
     return buf.getvalue()
 
+
+_STYLE = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
+          "collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>")
+
+
+def page(title: str, lead: str, tables: dict[str, pd.DataFrame],
+         images: dict[str, bytes]) -> str:
+    """A self-contained report.html: a title, a lead paragraph (HTML, already escaped),
+    each table under its name, each PNG inline under its caption."""
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{lead}</p>"]
+    for name, df in tables.items():
+        parts.append(f"<h2>{html.escape(name)}</h2>{df.to_html(index=False, na_rep='')}")
+    for caption, data in images.items():
+        img = base64.b64encode(data).decode()
+        parts.append(f'<h2>{html.escape(caption)}</h2><img src="data:image/png;base64,{img}">')
+    return (f"<!doctype html><html><head><meta charset='utf-8'>{_STYLE}</head><body>"
+            + "".join(parts) + "</body></html>")
+
+
+def provenance(meta: dict) -> str:
+    """The lead's provenance part: contributors, k, job (escaped)."""
+    return (f"contributors: {html.escape(', '.join(meta.get('contributors', [])))} · "
+            f"k = {meta.get('k')} · job {html.escape(str(meta.get('job_id', '')))}")
 
 
 def load_result(raw: dict) -> Any:

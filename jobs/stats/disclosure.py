@@ -42,32 +42,48 @@ def declared_levels(record: dict, column: str) -> list[str] | None:
     return None if not enum else [str(v) for v in enum]
 
 
+def identifies(record: dict, column: str) -> bool:
+    """Whether the column dictionary marks ``column`` as identifying people or records
+    (role ``id``, or a direct or quasi identifier)."""
+    f = _fields(record).get(column) or {}
+    return f.get("role") == "id" or f.get("pi_kind") in _IDENTIFIER_KINDS
+
+
 def check_groupable(spec: StatsSpec, record: dict, *, dp: bool) -> None:
     """Refuse grouping a column whose labels could be a person's value."""
+    check_groupable_columns(spec.group_counts, record, dp=dp, field="stats.group_counts",
+                            advice="use a histogram")
+
+
+def check_groupable_columns(columns: list[str], record: dict, *, dp: bool, field: str,
+                            advice: str) -> None:
+    """The rule of :func:`check_groupable` for any job's categorical ``columns``, named
+    by the spec ``field`` they come from (``advice``: what to do with a numeric one)."""
     fields = _fields(record)
-    for col in spec.group_counts:
+    for col in columns:
         f = fields.get(col)
         if f is None:
             continue  # the data check names unknown columns
         declared = declared_levels(record, col) is not None
-        if f.get("role") == "id" or f.get("pi_kind") in _IDENTIFIER_KINDS:
-            raise UserError(f"stats.group_counts: column {col!r} identifies people or records "
+        if identifies(record, col):
+            raise UserError(f"{field}: column {col!r} identifies people or records "
                             "and cannot be grouped")
         if f.get("type") in NUMERIC_TYPES and not declared:
-            raise UserError(f"stats.group_counts: column {col!r} is numeric and cannot be "
-                            "grouped; use a histogram")
+            raise UserError(f"{field}: column {col!r} is numeric and cannot be "
+                            f"grouped; {advice}")
         if dp and not declared:
-            raise UserError(f"stats.group_counts: under differential privacy only columns "
+            raise UserError(f"{field}: under differential privacy only columns "
                             f"with a declared enumeration can be grouped; {col!r} has none")
 
 
-def check_levels(column: str, levels: int, rows: int) -> None:
+def check_levels(column: str, levels: int, rows: int,
+                 field: str = "stats.group_counts") -> None:
     """A node's own levels of a grouped column: few, and not nearly one per row."""
     if levels > MAX_LEVELS:
-        raise UserError(f"stats.group_counts: column {column!r} has more than {MAX_LEVELS} "
+        raise UserError(f"{field}: column {column!r} has more than {MAX_LEVELS} "
                         "levels and cannot be grouped")
     if rows and levels / rows > MAX_DENSITY:
-        raise UserError(f"stats.group_counts: column {column!r} has too many levels for its "
+        raise UserError(f"{field}: column {column!r} has too many levels for its "
                         f"rows (more than {MAX_DENSITY:.0%}) and cannot be grouped")
 
 
