@@ -4,6 +4,8 @@ the only seam."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from inmemory_cases import ISLANDS, job_yaml
@@ -76,7 +78,9 @@ def test_its_spec_is_validated_by_its_own_model(fed, custom_type):
 
 
 def test_an_unregistered_type_is_refused_naming_the_known_ones(fed):
-    with pytest.raises(UserError, match=r"type: Input should be 'stats', 'quality', 'train' "
-                                        r"or 'regression'"):
+    *first, last = [f"'{n}'" for n in registry.names()]
+    assert {"'stats'", "'regression'"} <= {*first, last}
+    with pytest.raises(UserError, match=re.escape(f"type: Input should be {', '.join(first)} "
+                                                  f"or {last}")):
         fed.submit(job_yaml(study="penguins", type="sumpowers", datasets={"biscoe": "penguins"},
                             sumpowers={"column": "x"}))
