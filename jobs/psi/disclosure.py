@@ -17,9 +17,10 @@ Before any identifier leaves a node (exchange step 0, the node's own rows):
 
 At the release node, on the pooled count:
 
-* **k**: an exact count below k — zero included — is refused with one message that does
-  not say which. Zero is refused too: otherwise "refused" would mean "1 to k−1" and a
-  probe set of one suspect among known non-members would answer the membership.
+* **k**: where k > 1, an exact count below k — zero included — is refused with one
+  message that does not say which. Zero is refused too: otherwise "refused" would mean
+  "1 to k−1" and a probe set of one suspect among known non-members would answer the
+  membership. (k = 1 sets no threshold: every count, 0 too, is released.)
 * where every contributor added DP noise the noisy count is released (rounded, at
   least 0) whatever its size: DP, not the threshold, bounds what it reveals.
 """
@@ -53,6 +54,6 @@ def check_node(node: str, k: int, distinct: int, exact: bool) -> None:
 
 
 def check_pooled(count: int, k: int) -> None:
-    if count < k:
+    if k > 1 and count < k:
         raise UserError(f"psi: the intersection is smaller than k={k} identifiers; its "
                         "size is not released")
