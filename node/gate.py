@@ -476,8 +476,10 @@ class Gate:
         """One exchange step, answered once (a retry from the same blobs gets the same
         reply; other blobs at the same step are refused as a replay). Before this node's
         own rows first leave (step 0, exact, where the policy audits queries), the query
-        auditor checks the job's row sets and records them, as a compute would. What
-        leaves is sealed for each recipient; the audit chain records sizes only."""
+        auditor checks the job's row sets and records them, as a compute would; it runs
+        after the type's step, so that a type whose own rule refuses a small selection
+        (0 rows too) refuses it in the same words whether or not the auditor would have.
+        What leaves is sealed for each recipient; the audit chain records sizes only."""
         job, h = adm.job, adm.header
         stage = f"exchange:{step.step}"
         digest = canonical_sha256({
@@ -489,6 +491,7 @@ class Gate:
                 prior = self.answered(con, adm, stage, digest, what)
                 if prior is None:
                     with adm.open() as data:
+                        out = run(data)  # the type's own rules first (see the docstring)
                         if (step.step == 0 and job.guarded and adm.policy.query_auditing
                                 and not adm.decision.dp):
                             sets = data.masks(job.row_sets(adm.params, data, {}, adm.limits))
@@ -496,7 +499,6 @@ class Gate:
                                              dataset_id=adm.row.dataset_id,
                                              sha256=data_sha256(adm.row), sets=sets,
                                              k=adm.k, node=self.node)
-                        out = run(data)
                     stray = sorted(set(out) - set(step.peers))
                     if stray:
                         raise UserError(f"node {self.node}: {job.name} addressed "

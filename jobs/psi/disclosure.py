@@ -7,10 +7,13 @@ Before any identifier leaves a node (exchange step 0, the node's own rows):
 * **identifier column**: the column must be one the catalog record marks as identifying
   records (role ``id``, or a direct or quasi identifier). Counting distinct values of
   another column would count values, not records, and its k-rule would mean nothing.
-* **set size**: an exact node whose selection holds 1 to k−1 distinct identifiers
-  refuses (a filter that isolates one person would make the count that person's
-  membership). The refusal says "fewer than k", never how many, and depends on this
-  node's rows only, so it says nothing about any other node's set.
+* **set size**: where k > 1, an exact node whose selection holds fewer than k distinct
+  identifiers — none included — refuses (a filter that isolates one person would make
+  the count that person's membership). An empty selection is refused in the same words:
+  otherwise which nodes refused a one-person filter would say which nodes hold that
+  person. The refusal says "fewer than k", never how many, and depends on this node's
+  rows only, so it says nothing about any other node's set. (The node's query auditor
+  runs after this rule, so it cannot word the refusal differently either.)
 * the node's query auditor (where policy audits queries) checks the selection and the
   rows that hold an identifier against every earlier exact release on the file: the
   count is a sum over those rows, so two selections differing in one row are refused.
@@ -48,7 +51,7 @@ def identifier_field(record: dict, column: str, node: str) -> dict:
 
 
 def check_node(node: str, k: int, distinct: int, exact: bool) -> None:
-    if exact and 0 < distinct < k:
+    if exact and k > 1 and distinct < k:
         raise UserError(f"node {node}: psi: the selection holds fewer than k={k} distinct "
                         "identifiers here; this node does not take part")
 
