@@ -1,8 +1,9 @@
 """`make bench`: every benchmark, each printing its numbers beside a baseline measured
 in the same run."""
 
-from benchmarks import he_bench, stats_bench, train_bench
+from benchmarks import he_bench, psi, stats_bench, train_bench
 
 he_bench.main()
 stats_bench.main()
+psi.main()
 train_bench.main()
