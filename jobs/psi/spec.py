@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from jobs.fields import Name, Strict, unique
 from scifed.errors import UserError
@@ -31,6 +31,14 @@ class PsiSpec(Strict):
         default_factory=lambda: ["strip"],
         description="steps applied to text identifiers before hashing, in order")
     dp: PsiDP | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_key(cls, data: object) -> object:
+        """YAML 1.1 (pyyaml) reads an unquoted ``on:`` key as the boolean true."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
 
     @field_validator("normalise")
     @classmethod
