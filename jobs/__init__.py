@@ -6,13 +6,14 @@ coordinator and the job-spec schema read. Adding a type is a folder and one line
 from jobs import registry
 from jobs.crosstab import CrosstabJob
 from jobs.pca import PcaJob
+from jobs.psi import PsiJob
 from jobs.quality import QualityJob
 from jobs.regression import RegressionJob
 from jobs.stats import StatsJob
 from jobs.train import TrainJob
 
 for _job in (StatsJob(), QualityJob(), TrainJob(), RegressionJob(), PcaJob(),
-             CrosstabJob()):
+             CrosstabJob(), PsiJob()):
     registry.register(_job)
 
 __all__ = ["registry"]

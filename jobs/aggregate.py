@@ -7,7 +7,9 @@ release node checks them and sums them itself (node/release.py), so a coordinato
 left a node out, counted one twice or took another job's ciphertext is refused there.
 
 This is the template :meth:`AggregateJob.coordinate`; a type only says whether it needs
-a vocabulary phase and how to decode. Categories travel sealed under the study key (every
+a vocabulary phase, how many exchange steps between the nodes it needs before the compute
+(``exchange_steps``; then every node must answer every step and contribute), and how to
+decode. Categories travel sealed under the study key (every
 node forms their union itself, so the coordinator never learns a category in clear); a
 release node's state between rounds and each round's query travel sealed the same way.
 """
@@ -23,6 +25,9 @@ from scifed.tasks import (
     ComputeReply,
     ComputeRequest,
     Contribution,
+    ExchangeReply,
+    ExchangeRequest,
+    Inbound,
     ReleaseReply,
     ReleaseRequest,
     Reserved,
@@ -59,13 +64,19 @@ class AggregateJob(JobType):
         reserved, failed = driver.fanout(run, "reserve", TaskKind.RESERVE,
                                          {n: headers[n] for n in nodes}, Reserved)
         quorum(run, reserved, failed)
+        steps = self.exchange_steps(params, len(nodes))
+        if steps:  # a protocol between the nodes: each of them, in every step
+            _all_answered(nodes, reserved, failed)
         nodes = sorted(reserved)
+        inbound = _exchange(driver, run, headers, nodes, steps) if steps else {}
         driver.set_phase(run, Phase("compute"))
-        payloads = {n: ComputeRequest(**headers[n].model_dump(), vocabularies=vocabularies)
-                    for n in nodes}
+        payloads = {n: ComputeRequest(**headers[n].model_dump(), vocabularies=vocabularies,
+                                      exchange=inbound.get(n)) for n in nodes}
         computed, failed = driver.fanout(run, "compute", TaskKind.COMPUTE, payloads,
                                          ComputeReply)
         quorum(run, computed, failed)
+        if steps:
+            _all_answered(nodes, computed, failed)
         contributors = sorted(computed)
         driver.set_phase(run, Phase("aggregate"))
         driver.set_contributors(run, contributors)
@@ -98,6 +109,41 @@ class AggregateJob(JobType):
             request = request.model_copy(update={
                 "contributions": _contributions(counts, contributors), "state": answer.state})
         raise JobFailed("the release did not finish within the round limit")
+
+
+def _all_answered(nodes: list[str], answers: dict, failed: dict[str, str]) -> None:
+    missing = sorted(set(nodes) - set(answers))
+    if missing:
+        raise JobFailed("every node of a job with exchange steps must take part: "
+                        + "; ".join(failed.get(n, f"node {n} did not answer")
+                                    for n in missing))
+
+
+def _exchange(driver: Driver, run: Run, headers: dict, nodes: list[str],
+              steps: int) -> dict[str, Inbound]:
+    """Run the exchange steps: every node in each, the blobs each addressed to a peer
+    relayed to it at the next step (sealed for it: the coordinator learns their sizes).
+    The peers are the job's nodes, the one that will release first. Returns what the
+    last step addressed to each node, for its compute."""
+    first = run.release_node(nodes)
+    peers = [first, *sorted(n for n in nodes if n != first)]
+    blobs: dict[str, dict[str, bytes]] = {n: {} for n in nodes}
+    for step in range(steps):
+        phase = Phase("exchange", step + 1, steps)
+        driver.set_phase(run, phase)
+        payloads = {n: ExchangeRequest(**headers[n].model_dump(), exchange=Inbound(
+            step=step, peers=peers, blobs=blobs[n])) for n in nodes}
+        answers, failed = driver.fanout(run, str(phase), TaskKind.EXCHANGE, payloads,
+                                        ExchangeReply)
+        _all_answered(nodes, answers, failed)
+        blobs = {n: {} for n in nodes}
+        for sender in sorted(answers):
+            for recipient, blob in answers[sender].outbound.items():
+                if recipient not in blobs:
+                    raise JobFailed(f"node {sender} addressed a node outside the job "
+                                    f"({recipient!r}) in exchange step {step + 1}")
+                blobs[recipient][sender] = blob
+    return {n: Inbound(step=steps, peers=peers, blobs=blobs[n]) for n in nodes}
 
 
 def _contributions(replies: dict[str, ComputeReply | CiphertextReply],

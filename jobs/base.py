@@ -7,7 +7,8 @@ the ``job_type`` of a task header to the registered object and call the methods 
 Who calls what::
 
     coordinator  JobType.coordinate(driver, run)      plan the job: phases, rounds
-    node         JobType.vocabulary / compute / noise / round / check / grant
+    node         JobType.vocabulary / exchange / compute (or finish) / noise / round /
+                 check / grant
                  (through the node's gate: policy, approval, audit, guard, DP budget,
                  encryption are done around them, once for every type)
     release node JobType.release(spec, pooled)        decode the pooled numbers, apply
@@ -15,8 +16,11 @@ Who calls what::
     researcher   JobType.view(result)                 tables, plots, files
 
 Aggregate types (one encrypted sum, maybe more rounds) inherit the coordinator side
-from :class:`jobs.aggregate.AggregateJob`; a type with a protocol of its own (`train`,
-a Flower run) implements ``coordinate`` itself against the :class:`Driver` protocol.
+from :class:`jobs.aggregate.AggregateJob`, which can also run steps of node-to-node
+exchange before the compute (``exchange_steps``: blobs the coordinator relays sealed
+between the nodes, e.g. blinded points of a private set intersection); a type with a
+protocol of its own (`train`, a Flower run) implements ``coordinate`` itself against the
+:class:`Driver` protocol.
 """
 
 from __future__ import annotations
@@ -120,6 +124,22 @@ class NextRound:
 
     query: dict
     state: dict
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One step of a job's node-to-node protocol, as the node hands it to the type:
+    ``inbound`` is what each sender addressed to this node at the step before, opened
+    (the node seals and opens; the coordinator relays without reading). ``secret``: 32
+    bytes that this node alone can make for this job (HKDF of its private key and the
+    job id), the same at every step, retry and restart of the job, and unrelated between
+    jobs and nodes."""
+
+    job_id: str
+    step: int
+    peers: list[str]              # the job's nodes in protocol order (first: releases)
+    inbound: dict[str, bytes]     # sender -> bytes
+    secret: bytes
 
 
 @dataclass(frozen=True)
@@ -278,6 +298,24 @@ class JobType(ABC):
         auditor refuses a release whose sets would isolate fewer than k rows. Only
         called for types with ``guarded`` set."""
         return [("TRUE", [])]
+
+    def exchange_steps(self, params: Any, nodes: int) -> int:
+        """Coordinator: steps of node-to-node exchange before the compute (0: none). Every
+        node takes part in every step, and every node must then contribute."""
+        return 0
+
+    def exchange(self, params: Any, table: Table, step: Exchange,
+                 limits: Limits) -> dict[str, bytes]:
+        """One exchange step at this node: from what the peers addressed to it at the step
+        before, what it addresses to each peer now (recipient -> bytes)."""
+        raise UserError(f"{self.name} jobs have no exchange steps")
+
+    def finish(self, params: Any, table: Table, step: Exchange,
+               limits: Limits) -> np.ndarray:
+        """The contribution of a job with exchange steps (instead of ``compute``), from
+        what their last step addressed to this node; it is summed, noised, charged and
+        released as any contribution."""
+        raise UserError(f"{self.name} jobs have no exchange steps")
 
     def noise(self, params: Any, vec: np.ndarray, vocab: dict[str, list[str]],
               limits: Limits) -> dict:

@@ -35,9 +35,11 @@ from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from jobs.base import JobType, Limits
-from jobs.spec import JobSpec, parse_job_dict
+from jobs.base import Exchange, JobType, Limits
+from jobs.spec import JobSpec, datasets_by_node, parse_job_dict
 from node.alerts import RefusalMonitor
 from node.approvals import Approvals
 from node.audit import AuditLog
@@ -49,25 +51,35 @@ from node.policy import Decision, EffectivePolicy, PolicyBook, decide
 from node.running import Replayed, RunningJobs, Stopped
 from node.store import DatasetRow
 from node.studies import NodeStudies
+from scifed.at_rest import derive_private
 from scifed.errors import UserError
 from scifed.filters import compile_filter
-from scifed.he import StudyKey
+from scifed.he import StudyKey, open_box, seal_box
 from scifed.sealing import canonical_sha256, sign_attestation
-from scifed.tasks import ComputeReply, TaskHeader
+from scifed.tasks import ComputeReply, ExchangeReply, Inbound, TaskHeader
 from scifed.wire import now_ms
 
 # Which stages may put a task to the officer: the first contact of a job with this node.
 # A later stage (a round, the release, a ClientApp's grant) finds the approval or refuses.
-Stage = Literal["vocab", "reserve", "compute", "round", "release", "check", "grant"]
-_ASKS_OFFICER = {"vocab", "reserve", "compute", "check"}
+Stage = Literal["vocab", "reserve", "exchange", "compute", "round", "release", "check",
+                "grant"]
+_ASKS_OFFICER = {"vocab", "reserve", "exchange", "compute", "check"}
 # The stages whose tasks are bound to the job's first task and dataset version here (a
 # training grant comes from this node's own ClientApp, not from the coordinator).
-_BOUND = {"vocab", "reserve", "compute", "round", "release", "check"}
+_BOUND = {"vocab", "reserve", "exchange", "compute", "round", "release", "check"}
+# The study key's AEAD purpose for exchange blobs, and this node's own for job secrets.
+EXCHANGE, EXCHANGE_SECRET = "job-exchange", "job-exchange-secret"
 RULE = "one job, one answer per node and stage: nothing is computed, charged or released"
 
 
 def replay_refusal(node: str, job_id: str, why: str) -> Replayed:
     return Replayed(f"node {node} refuses a replay of job {job_id}: {why}; {RULE}")
+
+
+def exchange_aad(job_id: str, step: int, sender: str, recipient: str) -> bytes:
+    """What an exchange blob is bound to: made at ``step`` of the job by ``sender`` for
+    ``recipient`` (a blob relayed to another node, step or job does not open)."""
+    return f"{job_id}\0{step}\0{sender}\0{recipient}".encode()
 
 
 def data_sha256(row: DatasetRow) -> str:
@@ -136,6 +148,7 @@ class Gate:
         self.alerts = RefusalMonitor(registry.store)
         # a job's end interrupts its reads here, and is remembered in node.db
         self.running = RunningJobs(registry.store)
+        self._exchange_root: bytes | None = None  # derived from the node's key when needed
 
     # -- one job id, one answer per node and stage ----------------------------------------
     @contextmanager
@@ -419,6 +432,90 @@ class Gate:
         if prior is None:  # charged before this node kept its answers: the charge's output
             return reply(blob, {}, self.audit.head())
         return ComputeReply.loads(prior)
+
+    # -- steps of node-to-node exchange ---------------------------------------------------
+    def job_secret(self, job_id: str) -> bytes:
+        """32 bytes only this node makes for ``job_id``: HKDF of its TLS private key, so
+        the same at every task, retry and restart of the job (nothing kept or erased),
+        and unrelated between jobs."""
+        if self._exchange_root is None:
+            self._exchange_root = derive_private(self.studies.cfg.tls.key, EXCHANGE_SECRET)
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=job_id.encode()).derive(self._exchange_root)
+
+    def exchange_step(self, adm: Admission, inbound: Inbound) -> Exchange:
+        """An exchange step as the job type gets it: its peers are the job's nodes, each
+        once; every blob is opened, each made at the step before by its sender for this
+        node (else refused: one a coordinator moved from elsewhere does not open)."""
+        h = adm.header
+        nodes = sorted(datasets_by_node(adm.spec))
+        if sorted(inbound.peers) != nodes:
+            raise UserError(f"node {self.node}: exchange step {inbound.step} of job "
+                            f"{h.job_id} names the peers {', '.join(inbound.peers)}, not "
+                            f"the job's nodes {', '.join(nodes)}")
+        stray = sorted(set(inbound.blobs) - set(nodes))
+        if stray or (inbound.blobs and inbound.step == 0):
+            raise UserError(f"node {self.node}: exchange step {inbound.step} of job "
+                            f"{h.job_id} brings blobs no peer made for it "
+                            f"({', '.join(stray) or 'before the first step'})")
+        key = adm.key.aead_key(EXCHANGE)
+        opened = {}
+        for sender, blob in sorted(inbound.blobs.items()):
+            try:
+                opened[sender] = open_box(key, blob, exchange_aad(
+                    h.job_id, inbound.step - 1, sender, self.node))
+            except UserError:
+                raise UserError(f"node {self.node}: the blob of {sender} in exchange step "
+                                f"{inbound.step} of job {h.job_id} was not made for this "
+                                "node at this step") from None
+        return Exchange(h.job_id, inbound.step, list(inbound.peers), opened,
+                        self.job_secret(h.job_id))
+
+    def exchange(self, adm: Admission, step: Exchange,
+                 run: Callable[[DataFile], dict[str, bytes]]) -> ExchangeReply:
+        """One exchange step, answered once (a retry from the same blobs gets the same
+        reply; other blobs at the same step are refused as a replay). Before this node's
+        own rows first leave (step 0, exact, where the policy audits queries), the query
+        auditor checks the job's row sets and records them, as a compute would; it runs
+        after the type's step, so that a type whose own rule refuses a small selection
+        (0 rows too) refuses it in the same words whether or not the auditor would have.
+        What leaves is sealed for each recipient; the audit chain records sizes only."""
+        job, h = adm.job, adm.header
+        stage = f"exchange:{step.step}"
+        digest = canonical_sha256({
+            "task": self.task_sha256(h, adm.row), "peers": step.peers,
+            "inbound": {s: hashlib.sha256(b).hexdigest() for s, b in step.inbound.items()}})
+        what = f"it answered exchange step {step.step} of this job from other blobs"
+        with self.replays_audited(h, adm.row.dataset_id, stage):
+            with self.store.tx() as con:
+                prior = self.answered(con, adm, stage, digest, what)
+                if prior is None:
+                    with adm.open() as data:
+                        out = run(data)  # the type's own rules first (see the docstring)
+                        if (step.step == 0 and job.guarded and adm.policy.query_auditing
+                                and not adm.decision.dp):
+                            sets = data.masks(job.row_sets(adm.params, data, {}, adm.limits))
+                            audit_and_record(con, job_id=h.job_id,
+                                             dataset_id=adm.row.dataset_id,
+                                             sha256=data_sha256(adm.row), sets=sets,
+                                             k=adm.k, node=self.node)
+                    stray = sorted(set(out) - set(step.peers))
+                    if stray:
+                        raise UserError(f"node {self.node}: {job.name} addressed "
+                                        f"{', '.join(stray)}, not a node of the job")
+                    key = adm.key.aead_key(EXCHANGE)
+                    reply = ExchangeReply(outbound={
+                        r: seal_box(key, b, exchange_aad(h.job_id, step.step, self.node, r))
+                        for r, b in sorted(out.items())})
+                    AuditLog.append_in(con, "policy", "task.exchange", adm.row.dataset_id, {
+                        "job_id": h.job_id, "researcher": h.researcher,
+                        "job_type": adm.spec.type, "step": step.step,
+                        "received_bytes": {s: len(b) for s, b in step.inbound.items()},
+                        "sent_bytes": {r: len(b) for r, b in out.items()}})
+                    return ExchangeReply.loads(self.keep(con, adm, stage, digest,
+                                                         reply.dumps(), what))
+        self.retried(adm, stage)
+        return ExchangeReply.loads(prior)
 
     def reserve(self, adm: Admission) -> float | None:
         """Hold the task's ε (if DP applies) before any node computes."""

@@ -37,6 +37,8 @@ from scifed.tasks import (
     CiphertextReply,
     ComputeReply,
     ComputeRequest,
+    ExchangeReply,
+    ExchangeRequest,
     KeygenRequest,
     Message,
     ReleaseRequest,
@@ -57,7 +59,8 @@ TaskHandler = Callable[[bytes], bytes]
 # it trusts revoked. (A cancellation only withdraws; the node process's own kinds, such
 # as restarting its SuperNode, trust nobody.)
 PEER_TRUST = frozenset({TaskKind.KEYGEN, TaskKind.VOCAB, TaskKind.COMPUTE, TaskKind.ROUND,
-                        TaskKind.RELEASE, TaskKind.CHECK, TaskKind.RESERVE})
+                        TaskKind.RELEASE, TaskKind.CHECK, TaskKind.RESERVE,
+                        TaskKind.EXCHANGE})
 
 
 def typed(request: type[Message], fn: Callable[[Message], Message]) -> TaskHandler:
@@ -89,6 +92,7 @@ class NodeRunner:
             TaskKind.RELEASE: typed(ReleaseRequest, release.release),
             TaskKind.CHECK: typed(TaskHeader, self.check),
             TaskKind.RESERVE: typed(TaskHeader, self.reserve),
+            TaskKind.EXCHANGE: typed(ExchangeRequest, self.exchange),
             TaskKind.CANCELLED: typed(CancelNotice, self.cancelled),
             **(extra or {}),
         }
@@ -190,8 +194,21 @@ class NodeRunner:
         adm = self.gate.admit(req, "compute", audit=not req.vocabularies)
         vocab = vocabulary_union(adm.key, req.job_id, req.vocabularies)
         with self.gate.watched(adm):
+            if req.exchange is not None:  # after exchange steps: from what they brought
+                step = self.gate.exchange_step(adm, req.exchange)
+                return self.gate.contribute(
+                    adm, vocab, lambda data: adm.job.finish(adm.params, data, step, adm.limits))
             return self.gate.contribute(
                 adm, vocab, lambda data: adm.job.compute(adm.params, data, vocab, adm.limits))
+
+    def exchange(self, req: ExchangeRequest) -> ExchangeReply:
+        """One step of a job's node-to-node protocol (Gate.exchange): the blobs the peers
+        addressed to this node opened, the type's reply sealed for each recipient."""
+        adm = self.gate.admit(req, "exchange", audit=req.exchange.step == 0)
+        with self.gate.watched(adm):
+            step = self.gate.exchange_step(adm, req.exchange)
+            return self.gate.exchange(
+                adm, step, lambda data: adm.job.exchange(adm.params, data, step, adm.limits))
 
     def round(self, req: RoundRequest) -> CiphertextReply:
         """One more round of a multi-round release (the query comes sealed by the

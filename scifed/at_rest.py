@@ -173,19 +173,7 @@ class AtRestKey:
 
     @classmethod
     def from_private_key_file(cls, path: Path, purpose: str) -> AtRestKey:
-        path = Path(path)
-        try:
-            pem = path.read_bytes()
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read this host's private key "
-                            f"({exc.strerror})") from None
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (TypeError, ValueError):
-            raise UserError(f"{path}: not an unencrypted PEM private key") from None
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                       info=_INFO + purpose.encode()).derive(_key_material(key))
-        return cls(derived, source=str(path))
+        return cls(derive_private(path, purpose), source=str(path))
 
     @staticmethod
     def is_encrypted(blob: bytes) -> bool:
@@ -209,6 +197,23 @@ class AtRestKey:
             raise UserError(f"cannot decrypt a stored secret with the key derived from "
                             f"{self.source}: the key was replaced, or the stored copy "
                             "was altered or belongs elsewhere") from None
+
+
+def derive_private(path: Path, purpose: str) -> bytes:
+    """32 bytes only this host can make: HKDF-SHA256 of its private key (``path``, PEM)
+    for ``purpose``, the same across restarts."""
+    path = Path(path)
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read this host's private key "
+                        f"({exc.strerror})") from None
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: not an unencrypted PEM private key") from None
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=_INFO + purpose.encode()).derive(_key_material(key))
 
 
 _RAW_KINDS = ((ed25519.Ed25519PrivateKey, b"ed25519"), (ed448.Ed448PrivateKey, b"ed448"),

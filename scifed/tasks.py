@@ -35,6 +35,7 @@ class TaskKind(StrEnum):
     ROUND = "job.round"            # a contribution to one more round of a release
     RELEASE = "job.release"        # the release node: decrypt, check, seal to the researcher
     CHECK = "job.check"            # may this node take part (before a multi-step run)?
+    EXCHANGE = "job.exchange"      # one step of a node-to-node protocol (blobs relayed sealed)
     RESERVE = "job.reserve"        # hold the job's ε at every node before any computes
     CANCELLED = "job.cancelled"    # withdraw the job's requests from the officers' queues
     FLOWER_RESET = "flower.reset"  # restart the SuperNode that may hold a stale run
@@ -85,8 +86,29 @@ class VocabReply(Message):
     vocabulary: B64  # JSON {column: [values]}, sealed under the study key
 
 
+class Inbound(Message):
+    """One step of a job's node-to-node protocol as it reaches one node: the step's
+    number, the job's nodes in the order of the protocol (the first releases), and what
+    each sender addressed to this node at the step before, sealed under the study key for
+    (job, step, sender, recipient): the coordinator relays it and reads only its size."""
+
+    step: int = Field(ge=0)
+    peers: list[str]
+    blobs: dict[str, B64] = {}  # sender -> sealed
+
+
+class ExchangeRequest(TaskHeader):
+    exchange: Inbound
+
+
+class ExchangeReply(Message):
+    outbound: dict[str, B64] = {}  # recipient -> sealed for it (see Inbound)
+
+
 class ComputeRequest(TaskHeader):
     vocabularies: list[B64] = []  # every contributor's sealed vocabulary
+    # a job with exchange steps: what their last step addressed to this node
+    exchange: Inbound | None = None
 
 
 class ComputeReply(Message):

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from vega_datasets import data as vega
 
+from jobs import registry
 from jobs.spec import datasets_by_node, load_job
 from jobs.stats.compute import Layout, compute, decode, pooled_quantile_n, vocabulary
 from jobs.stats.quantiles import QuantileSearch, count_le
@@ -400,10 +401,10 @@ def test_job_spec_reports_every_problem_and_bad_ids():
     with pytest.raises(UserError) as exc:
         load_job(text, "job.yaml")
     lines = str(exc.value).splitlines()
+    *known, last = [f"'{n}'" for n in registry.names()]
     assert lines == [
         "job.yaml: study: must not be empty",
-        "job.yaml: type: Input should be 'stats', 'quality', 'train', 'regression', 'pca' or "
-        "'crosstab'",
+        f"job.yaml: type: Input should be {', '.join(known)} or {last}",
         "job.yaml: datasets: 'penguins' is not a catalog id of the form "
         "urn:sdn:{node}:ds:{slug}",
         "job.yaml: stats.histograms: x: at least 2 bin edges are needed",

@@ -1,0 +1,62 @@
+"""Disclosure rules of ``psi``. What is released is one number, the size of the
+intersection of the nodes' identifier sets; never an identifier, a hash of one, or which
+rows matched. The rules:
+
+Before any identifier leaves a node (exchange step 0, the node's own rows):
+
+* **identifier column**: the column must be one the catalog record marks as identifying
+  records (role ``id``, or a direct or quasi identifier). Counting distinct values of
+  another column would count values, not records, and its k-rule would mean nothing.
+* **set size**: where k > 1, an exact node whose selection holds fewer than k distinct
+  identifiers — none included — refuses (a filter that isolates one person would make
+  the count that person's membership). An empty selection is refused in the same words:
+  otherwise which nodes refused a one-person filter would say which nodes hold that
+  person. The refusal says "fewer than k", never how many, and depends on this node's
+  rows only, so it says nothing about any other node's set. (The node's query auditor
+  runs after this rule, so it cannot word the refusal differently either.)
+* the node's query auditor (where policy audits queries) checks the selection and the
+  rows that hold an identifier against every earlier exact release on the file: the
+  count is a sum over those rows, so two selections differing in one row are refused.
+
+At the release node, on the pooled count:
+
+* **k**: where k > 1, an exact count below k — zero included — is refused with one
+  message that does not say which. Zero is refused too: otherwise "refused" would mean
+  "1 to k−1" and a probe set of one suspect among known non-members would answer the
+  membership. (k = 1 sets no threshold: every count, 0 too, is released.)
+* where every contributor added DP noise the noisy count is released (rounded, at
+  least 0) whatever its size: DP, not the threshold, bounds what it reveals.
+"""
+
+from __future__ import annotations
+
+from scifed.errors import UserError
+
+IDENTIFIER_KINDS = {"direct_identifier", "quasi_identifier"}
+
+
+def identifier_field(record: dict, column: str, node: str) -> dict:
+    """The column's catalog entry, refused unless it marks an identifier."""
+    fields = {f["name"]: f for f in record.get("fields", [])}
+    f = fields.get(column)
+    if f is None:
+        raise UserError(f"node {node}: psi.on: unknown column {column!r} (columns: "
+                        f"{', '.join(fields)})")
+    if f.get("role") != "id" and f.get("pi_kind") not in IDENTIFIER_KINDS:
+        raise UserError(f"node {node}: psi.on: column {column!r} is not marked as an "
+                        "identifier in the dataset's catalog record (role: id, or pi_kind "
+                        "direct_identifier / quasi_identifier); psi counts records by "
+                        "identifier")
+    return f
+
+
+def check_node(node: str, k: int, distinct: int, exact: bool) -> None:
+    if exact and k > 1 and distinct < k:
+        raise UserError(f"node {node}: psi: the selection holds fewer than k={k} distinct "
+                        "identifiers here; this node does not take part")
+
+
+def check_pooled(count: int, k: int) -> None:
+    if k > 1 and count < k:
+        raise UserError(f"psi: the intersection is smaller than k={k} identifiers; its "
+                        "size is not released")

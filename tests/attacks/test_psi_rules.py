@@ -1,0 +1,140 @@
+"""Attacks on ``psi`` through the real pipeline (in-memory link: real driver, gate,
+release path, CKKS, sealing), on staff records at G2 / CONDITIONAL (k = 5, query
+auditing) held by three nodes with overlapping staff: a researcher who wants to know
+whether one person is held by every node, and a coordinator that reads what it relays.
+
+Against the first version of the rules (the pooled count refused only for 1 to k−1,
+zero released, and no rule at the node) the probes answered: a filter leaving one
+person gave "refused" for a member and a size of 0 for anyone else, and a node holding
+one identifier did the same. With a node rule for 1 to k−1 identifiers (and the auditor
+before it), which nodes refused a one-person filter, and in which words, still said
+which nodes hold the person. Each test below is such an attack, failing now."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+
+import pytest
+import yaml
+from staff import NODES, attempt, staff_meta, staff_table
+
+from harness.inmemory import InMemoryFederation
+from jobs.psi import ecdh
+from scifed.tasks import TaskKind
+
+# alpha holds persons 0-99, beta 40-139, gamma 60-179: 60-99 are at every node
+HELD = {"alpha": range(0, 100), "beta": range(40, 140), "gamma": range(60, 180)}
+MEMBER, OUTSIDER = 100_071, 100_011  # at all three nodes / at alpha only
+
+
+def psi(study: str, nodes=NODES, filter: str | None = None, **spec) -> str:
+    job = {"study": study, "type": "psi", "datasets": {n: study for n in nodes},
+           "psi": {"on": "person_id", **spec}}
+    if filter:
+        job["filter"] = filter
+    return yaml.safe_dump(job, sort_keys=False)
+
+
+def same(text: str) -> str:
+    """A refusal without what differs between two jobs anyway (their ids)."""
+    return re.sub(r"job-[0-9a-f]{12}", "JOB", text)
+
+
+def spent(fed: InMemoryFederation) -> list:
+    return [s for core in fed.nodes.values() for s in core.gate.ledger.spent()]
+
+
+@pytest.fixture
+def staff(tmp_path):
+    df = staff_table().drop(columns="node")
+    fed = InMemoryFederation(tmp_path, [*NODES, "probe"]).__enter__()
+    for node, rows in HELD.items():
+        fed.add_dataset(node, df.iloc[list(rows)], staff_meta(), "staff")
+    fed.create_study("staff", {n: "staff" for n in NODES}, min_nodes=2)
+    # the same staff at G1 / CONDITIONAL: k = 3 and no query auditing
+    for node, rows in HELD.items():
+        fed.add_dataset(node, df.iloc[list(rows)], staff_meta("G1", "CONDITIONAL"), "lowk")
+    fed.create_study("lowk", {n: "lowk" for n in NODES}, min_nodes=2)
+    # a platform whose dataset is one person (G1 OPEN: k = 1, so it does not refuse)
+    for name, person in (("onein", MEMBER), ("oneout", OUTSIDER)):
+        fed.add_dataset("probe", df[df.person_id == person], staff_meta("G1", "OPEN"), name)
+        for node in ("alpha", "beta"):
+            fed.add_dataset(node, df.iloc[list(HELD[node])], staff_meta(), name)
+        fed.create_study(name, {"alpha": name, "beta": name, "probe": name}, min_nodes=2)
+    fed.df = df
+    yield fed
+    fed.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize(("study", "k"), [("staff", 5), ("lowk", 3)])  # auditing, none
+def test_a_filter_leaving_one_person_is_refused_alike_for_member_and_not(staff, study, k):
+    answers = [attempt(staff, psi(study, filter=f"person_id == {who}"))
+               for who in (MEMBER, OUTSIDER)]
+    assert [r for r, _ in answers] == [None, None]
+    for node in NODES:  # every node, whether it holds the person or not
+        assert (f"node {node}: psi: the selection holds fewer than k={k} distinct "
+                "identifiers here") in answers[0][1]
+    assert same(answers[0][1]) == same(answers[1][1])
+    assert spent(staff) == []
+
+
+def test_a_dataset_of_one_identifier_is_refused_alike(staff):
+    answers = [attempt(staff, psi(name, nodes=("alpha", "beta", "probe")))
+               for name in ("onein", "oneout")]
+    assert [r for r, _ in answers] == [None, None]
+    assert "the intersection is smaller than k=5" in answers[0][1]
+    assert same(answers[0][1]) == same(answers[1][1])
+
+
+def test_differencing_two_selections_is_stopped_by_the_auditor(staff):
+    everyone, why = attempt(staff, psi("staff"))
+    assert everyone is not None, why
+    assert everyone["intersection"] == len(set(HELD["alpha"]) & set(HELD["beta"])
+                                           & set(HELD["gamma"]))
+    for who in (MEMBER, OUTSIDER):  # all but one: the difference would be membership
+        result, why = attempt(staff, psi("staff", filter=f"person_id != {who}"))
+        assert result is None
+        assert "query auditing" in why and "node alpha" in why
+
+
+def _blobs(value):
+    """Every byte string a relayed payload carries: its base64 fields decoded."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _blobs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _blobs(v)
+    elif isinstance(value, str) and len(value) >= 16:
+        try:
+            yield base64.b64decode(value, validate=True)
+        except ValueError:
+            pass
+
+
+def test_the_coordinator_reads_no_identifier_from_what_it_relays(staff):
+    result, why = attempt(staff, psi("staff"))
+    assert result is not None, why
+    job_id = result["meta"]["job_id"]
+    tasks = [t for link in staff.links.values() for t in link.tasks
+             if json.loads(t.payload).get("job_id") == job_id]
+    exchanged = [t for t in tasks if t.kind in (TaskKind.EXCHANGE, TaskKind.COMPUTE)
+                 and json.loads(t.payload).get("exchange", {}).get("blobs")]
+    assert len(exchanged) >= 2 * len(NODES)  # every step after the first, and the finals
+    raw = b"".join(t.payload for t in tasks)
+    relayed = b"".join(b for t in tasks for b in _blobs(json.loads(t.payload)))
+    assert len(relayed) > 32 * sum(len(r) for r in HELD.values())  # the points travelled
+    ids = [str(100_001 + i).encode() for r in HELD.values() for i in r]
+    for clear, hashed in zip(ids, ecdh.hashed(job_id, ids), strict=True):
+        for needle in (hashed, hashed[:ecdh.TRUNCATED],
+                       hashlib.blake2b(clear, digest_size=32).digest()):
+            assert needle not in raw and needle not in relayed
+    # clear ids are 6-digit numbers: look for them as text in the payloads' JSON only
+    # (random blobs hold any short byte string by chance)
+    text = [json.dumps({k: v for k, v in json.loads(t.payload).items()
+                        if k not in ("exchange", "key_share", "researcher_claim")})
+            for t in tasks]
+    assert not any(c.decode() in s for c in ids for s in text)
