@@ -7,9 +7,10 @@ from jobs import registry
 from jobs.quality import QualityJob
 from jobs.regression import RegressionJob
 from jobs.stats import StatsJob
+from jobs.survival import SurvivalJob
 from jobs.train import TrainJob
 
-for _job in (StatsJob(), QualityJob(), TrainJob(), RegressionJob()):
+for _job in (StatsJob(), QualityJob(), TrainJob(), RegressionJob(), SurvivalJob()):
     registry.register(_job)
 
 __all__ = ["registry"]

@@ -1,0 +1,107 @@
+"""A released ``survival`` result for the researcher: the curves as one pandas DataFrame
+(``res.curve``: group, time, at_risk, events, censored, survival, ci_low, ci_high), the
+log-rank test (``res.logrank``), the medians (``res.medians``), a Kaplan–Meier plot with
+its confidence bands (a step per released bin), and the files ``scifed job result --out
+DIR`` writes — one CSV per table, ``kaplan_meier.png``, ``result.json`` and
+``report.html``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from jobs.views import figure, png, write_tables
+
+_CURVE = ["time", "at_risk", "events", "censored", "survival", "ci_low", "ci_high"]
+
+
+@dataclass
+class SurvivalResult:
+    curve: pd.DataFrame      # one row per (group, released bin)
+    logrank: pd.DataFrame    # statistic, df, p_value (empty without groups)
+    medians: pd.DataFrame    # group, median, events, rows
+    model: dict              # time, event, groups, confidence, edges
+    meta: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, r: dict) -> SurvivalResult:
+        curve = pd.concat([pd.DataFrame({"group": c["group"], **{k: c[k] for k in _CURVE}})
+                           for c in r.get("curves", [])] or
+                          [pd.DataFrame(columns=["group", *_CURVE])], ignore_index=True)
+        test = r.get("logrank")
+        logrank = pd.DataFrame([{k: test[k] for k in ("statistic", "df", "p_value")}]
+                               if test else [], columns=["statistic", "df", "p_value"])
+        medians = pd.DataFrame(r.get("medians", []),
+                               columns=["group", "median", "events", "rows"])
+        return cls(curve, logrank, medians, dict(r.get("model", {})), r.get("meta", {}), r)
+
+    @property
+    def rows(self) -> int:
+        first = self.medians[self.medians.group == self.groups[0]] if self.groups else None
+        return int(first.rows.iloc[0]) if first is not None and len(first) else 0
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(self.curve.group))
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        out = {"curve": self.curve, "medians": self.medians}
+        if len(self.logrank):
+            out["logrank"] = self.logrank
+        return out
+
+    def plot(self) -> bytes:
+        """One step curve per group (the overall one alone where there are no groups),
+        from S = 1 at the first edge, with its confidence band."""
+        fig, ax = figure()
+        fig.set_size_inches(6.4, 3.8)
+        groups = self.groups[1:] if len(self.groups) > 1 else self.groups
+        start = (self.model.get("edges") or [0.0])[0]
+        for g in groups:
+            c = self.curve[self.curve.group == g]
+            t = [start, *c.time]
+            line, = ax.step(t, [1.0, *c.survival], where="post", label=str(g))
+            ax.fill_between(t, [1.0, *c.ci_low], [1.0, *c.ci_high], step="post",
+                            alpha=0.2, color=line.get_color(), lw=0)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(str(self.model.get("time", "time")))
+        ax.set_ylabel("survival probability")
+        level = self.model.get("confidence", 0.95)
+        ax.set_title(f"Kaplan–Meier ({level:.0%} log-log band)", fontsize=9)
+        if len(groups) > 1:
+            ax.legend(title=str(self.model.get("groups")), fontsize=8)
+        return png(fig)
+
+    def write(self, out: Path) -> list[Path]:
+        """CSV per table, kaplan_meier.png, result.json and report.html into ``out``."""
+        written = write_tables(self.tables(), out)
+        (out / "kaplan_meier.png").write_bytes(self.plot())
+        (out / "result.json").write_text(json.dumps(self.raw, indent=2))
+        (out / "report.html").write_text(self.html())
+        return [*written, out / "kaplan_meier.png", out / "result.json",
+                out / "report.html"]
+
+    def html(self, title: str = "") -> str:
+        m = self.model
+        parts = [f"<h1>{html.escape(title or 'scifed federated survival analysis')}</h1>",
+                 f"<p>time <code>{html.escape(str(m.get('time')))}</code> · event "
+                 f"<code>{html.escape(str(m.get('event')))}</code> · groups "
+                 f"<code>{html.escape(str(m.get('groups')))}</code> · rows: {self.rows} · "
+                 f"contributors: {html.escape(', '.join(self.meta.get('contributors', [])))}"
+                 f" · k = {self.meta.get('k')} · job "
+                 f"{html.escape(str(self.meta.get('job_id', '')))}</p>"]
+        parts += [f"<p>{html.escape(n)}</p>" for n in self.raw.get("notes", [])]
+        img = base64.b64encode(self.plot()).decode()
+        parts.append(f'<h2>Kaplan–Meier</h2><img src="data:image/png;base64,{img}">')
+        for name, df in self.tables().items():
+            parts.append(f"<h2>{html.escape(name)}</h2>{df.to_html(index=False)}")
+        style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
+                 "collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>")
+        return f"<!doctype html><html><head><meta charset='utf-8'>{style}</head><body>" \
+               + "".join(parts) + "</body></html>"
