@@ -40,6 +40,7 @@ class SurvivalJob(AggregateJob):
         edges = grid.edges(params, limits.record, limits.grid)
         levels = compute.level_counts(table, params)
         disclosure.check_node(limits.node, limits.k, levels,
+                              None if params.groups is None else
                               disclosure.declared_levels(limits.record, params.groups))
         return edges, levels
 

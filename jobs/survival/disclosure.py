@@ -80,15 +80,18 @@ def check_group_column(column: str | None, record: dict) -> None:
                         "enumeration and cannot group the curves")
 
 
-def check_node(node: str, k: int, levels: dict[str, int], declared: set[str]) -> None:
+def check_node(node: str, k: int, levels: dict[str, int], declared: set[str] | None) -> None:
     """The node-level rules above, on this node's complete rows per level (``declared``:
-    the labels the dictionary makes public, exempt from the level rule)."""
+    the labels the dictionary makes public, exempt from the level rule; None: the job
+    has no group column)."""
     n = sum(levels.values())
     if n == 0:
         return
     if n < k:
         raise UserError(f"node {node}: survival: fewer than k={k} complete rows here; this "
                         "node does not contribute")
+    if declared is None:
+        return
     if len(levels) > MAX_LEVELS:
         raise UserError(f"node {node}: survival: the group column has more than "
                         f"{MAX_LEVELS} levels here")
