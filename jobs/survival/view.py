@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs.views import figure, png, write_tables
+from jobs.views import figure, html_page, png, provenance, write_files
 
 _CURVE = ["time", "at_risk", "events", "censored", "survival", "ci_low", "ci_high"]
 
@@ -80,28 +80,19 @@ class SurvivalResult:
 
     def write(self, out: Path) -> list[Path]:
         """CSV per table, kaplan_meier.png, result.json and report.html into ``out``."""
-        written = write_tables(self.tables(), out)
-        (out / "kaplan_meier.png").write_bytes(self.plot())
-        (out / "result.json").write_text(json.dumps(self.raw, indent=2))
-        (out / "report.html").write_text(self.html())
-        return [*written, out / "kaplan_meier.png", out / "result.json",
-                out / "report.html"]
+        return write_files(out, self.tables(), {
+            "kaplan_meier.png": self.plot(), "result.json": json.dumps(self.raw, indent=2),
+            "report.html": self.html()})
 
     def html(self, title: str = "") -> str:
         m = self.model
+        columns = " · ".join(f"{key} <code>{html.escape(str(m.get(key)))}</code>"
+                             for key in ("time", "event", "groups"))
         parts = [f"<h1>{html.escape(title or 'scifed federated survival analysis')}</h1>",
-                 f"<p>time <code>{html.escape(str(m.get('time')))}</code> · event "
-                 f"<code>{html.escape(str(m.get('event')))}</code> · groups "
-                 f"<code>{html.escape(str(m.get('groups')))}</code> · rows: {self.rows} · "
-                 f"contributors: {html.escape(', '.join(self.meta.get('contributors', [])))}"
-                 f" · k = {self.meta.get('k')} · job "
-                 f"{html.escape(str(self.meta.get('job_id', '')))}</p>"]
+                 f"<p>{columns} · {provenance(self.meta, self.rows)}</p>"]
         parts += [f"<p>{html.escape(n)}</p>" for n in self.raw.get("notes", [])]
         img = base64.b64encode(self.plot()).decode()
         parts.append(f'<h2>Kaplan–Meier</h2><img src="data:image/png;base64,{img}">')
         for name, df in self.tables().items():
             parts.append(f"<h2>{html.escape(name)}</h2>{df.to_html(index=False)}")
-        style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
-                 "collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>")
-        return f"<!doctype html><html><head><meta charset='utf-8'>{style}</head><body>" \
-               + "".join(parts) + "</body></html>"
+        return html_page(parts)

@@ -88,20 +88,25 @@ def federation(root, grade: str) -> tuple[InMemoryFederation, pd.DataFrame]:
     return fed, df
 
 
+def entered(root, grade: str):
+    """A fresh federation per attack (the auditor's memory and the refusal alerts must
+    not leak between attacks), exited after it."""
+    fed, df = federation(root, grade)
+    fed.table = df
+    try:
+        yield fed
+    finally:
+        fed.__exit__(None, None, None)
+
+
 @pytest.fixture
 def g1(tmp_path):
-    fed, df = federation(tmp_path, "G1")
-    fed.table = df
-    yield fed
-    fed.__exit__(None, None, None)
+    yield from entered(tmp_path, "G1")
 
 
 @pytest.fixture
 def g2(tmp_path):
-    fed, df = federation(tmp_path, "G2")
-    fed.table = df
-    yield fed
-    fed.__exit__(None, None, None)
+    yield from entered(tmp_path, "G2")
 
 
 def survival(filter: str | None = None, **spec) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from harness.inmemory import InMemoryFederation
+from scifed.errors import UserError
 
 ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
 
@@ -24,3 +25,19 @@ def build(root, penguins, penguins_meta, **options) -> InMemoryFederation:
         fed.add_dataset(node, penguins[penguins.island == island], penguins_meta, "penguins")
     fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
     return fed
+
+
+def attempt(fed: InMemoryFederation, spec_yaml: str) -> tuple[dict | None, str]:
+    """(the released result or None, every refusal text: submission, job, tasks)."""
+    try:
+        job_id = fed.submit(spec_yaml)
+    except UserError as exc:
+        return None, str(exc)
+    view = fed.wait(job_id, 120)
+    if view.status == "done":
+        return fed.result_json(job_id), ""
+    return None, " | ".join([str(view.error), *(t.detail for t in view.tasks if t.detail)])
+
+
+def spent(fed: InMemoryFederation) -> list:
+    return [s for core in fed.nodes.values() for s in core.gate.ledger.spent()]

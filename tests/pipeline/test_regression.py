@@ -16,11 +16,10 @@ import pytest
 import statsmodels.api as sm
 import statsmodels.datasets as sd
 import statsmodels.formula.api as smf
-from inmemory_cases import ISLANDS, job_yaml
+from inmemory_cases import ISLANDS, attempt, job_yaml, spent
 
 from harness.inmemory import InMemoryFederation
 from jobs.views import load_result
-from scifed.errors import UserError
 
 REL = 1e-6  # the issue's bar: coefficients and standard errors to 1e-6 relative
 NODES = ("alpha", "beta", "gamma")
@@ -34,22 +33,6 @@ def regression(study: str, nodes, filter: str | None = None, **spec) -> str:
     if filter:
         job["filter"] = filter
     return job_yaml(**job)
-
-
-def attempt(fed: InMemoryFederation, spec_yaml: str) -> tuple[dict | None, str]:
-    """(the released result or None, every refusal text: submission, job, tasks)."""
-    try:
-        job_id = fed.submit(spec_yaml)
-    except UserError as exc:
-        return None, str(exc)
-    view = fed.wait(job_id, 120)
-    if view.status == "done":
-        return fed.result_json(job_id), ""
-    return None, " | ".join([str(view.error), *(t.detail for t in view.tasks if t.detail)])
-
-
-def spent(fed: InMemoryFederation) -> list:
-    return [s for core in fed.nodes.values() for s in core.gate.ledger.spent()]
 
 
 def assert_matches(result: dict, ref) -> pd.DataFrame:
