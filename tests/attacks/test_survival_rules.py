@@ -222,3 +222,14 @@ def test_two_grids_whose_bins_differ_by_one_patient_are_stopped_by_the_auditor(g
     assert second is None, (first["curves"][0]["events"], second["curves"][0]["events"])
     assert "node alpha refused the query" in why and "query auditing" in why, why
     assert_no_count_below_k(why, 5)
+
+
+def test_an_edge_off_the_time_grid_is_refused_before_any_row_is_read(g2):
+    """An edge splits rows as `days <= edge` does: bisecting free edges on the auditor's
+    refusals would locate one patient's day, so at G2 each edge lies on the column's
+    declared resolution (1 day), as a filter threshold must."""
+    result, why = attempt(g2, survival(bins=[0, 504.5, 1000]))
+    assert result is None
+    assert "days bin edge 504.5 is not on the column's grid" in why, why
+    assert "use 504 or 505" in why, why
+    assert spent(g2) == []
