@@ -76,7 +76,7 @@ def test_its_spec_is_validated_by_its_own_model(fed, custom_type):
 
 
 def test_an_unregistered_type_is_refused_naming_the_known_ones(fed):
-    with pytest.raises(UserError, match=r"type: Input should be 'stats', 'quality', 'train' "
-                                        r"or 'regression'"):
+    with pytest.raises(UserError, match=r"type: Input should be 'stats', 'quality', 'train', "
+                                        r"'regression' or 'survival'"):
         fed.submit(job_yaml(study="penguins", type="sumpowers", datasets={"biscoe": "penguins"},
                             sumpowers={"column": "x"}))

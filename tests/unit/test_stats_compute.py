@@ -402,7 +402,7 @@ def test_job_spec_reports_every_problem_and_bad_ids():
     lines = str(exc.value).splitlines()
     assert lines == [
         "job.yaml: study: must not be empty",
-        "job.yaml: type: Input should be 'stats', 'quality', 'train' or 'regression'",
+        "job.yaml: type: Input should be 'stats', 'quality', 'train', 'regression' or 'survival'",
         "job.yaml: datasets: 'penguins' is not a catalog id of the form "
         "urn:sdn:{node}:ds:{slug}",
         "job.yaml: stats.histograms: x: at least 2 bin edges are needed",
