@@ -10,10 +10,11 @@ from jobs.psi import PsiJob
 from jobs.quality import QualityJob
 from jobs.regression import RegressionJob
 from jobs.stats import StatsJob
+from jobs.survival import SurvivalJob
 from jobs.train import TrainJob
 
 for _job in (StatsJob(), QualityJob(), TrainJob(), RegressionJob(), PcaJob(),
-             CrosstabJob(), PsiJob()):
+             CrosstabJob(), SurvivalJob(), PsiJob()):
     registry.register(_job)
 
 __all__ = ["registry"]

@@ -29,6 +29,16 @@ def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     return [out / f"{name}.csv" for name in tables]
 
 
+def write_files(out: Path, tables: dict[str, pd.DataFrame],
+                files: dict[str, bytes | str]) -> list[Path]:
+    """One CSV per table, then each named file (bytes, or text as UTF-8), into ``out``;
+    the paths written."""
+    written = write_tables(tables, out)
+    for name, content in files.items():
+        (out / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    return [*written, *(out / name for name in files)]
+
+
 def png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -44,10 +54,11 @@ _STYLE = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
 
 
 def page(title: str, lead: str, tables: dict[str, pd.DataFrame],
-         images: dict[str, bytes]) -> str:
+         images: dict[str, bytes], notes: list[str] = ()) -> str:
     """A self-contained report.html: a title, a lead paragraph (HTML, already escaped),
-    each table under its name, each PNG inline under its caption."""
-    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{lead}</p>"]
+    notes (text), each table under its name, each PNG inline under its caption."""
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{lead}</p>",
+             *(f"<p><em>{html.escape(n)}</em></p>" for n in notes)]
     for name, df in tables.items():
         parts.append(f"<h2>{html.escape(name)}</h2>{df.to_html(index=False, na_rep='')}")
     for caption, data in images.items():
@@ -57,10 +68,11 @@ def page(title: str, lead: str, tables: dict[str, pd.DataFrame],
             + "".join(parts) + "</body></html>")
 
 
-def provenance(meta: dict) -> str:
-    """The lead's provenance part: contributors, k, job (escaped)."""
-    return (f"contributors: {html.escape(', '.join(meta.get('contributors', [])))} · "
-            f"k = {meta.get('k')} · job {html.escape(str(meta.get('job_id', '')))}")
+def provenance(meta: dict, rows: int | None = None) -> str:
+    """The report's line of where a result comes from (HTML, escaped)."""
+    counted = f"rows: {rows} · " if rows is not None else ""
+    return (f"{counted}contributors: {html.escape(', '.join(meta.get('contributors', [])))}"
+            f" · k = {meta.get('k')} · job {html.escape(str(meta.get('job_id', '')))}")
 
 
 def load_result(raw: dict) -> Any:

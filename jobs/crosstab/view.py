@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.views import figure, page, png, provenance, write_tables
+from jobs.views import figure, page, png, provenance, write_files
 
 
 @dataclass
@@ -92,11 +92,9 @@ class CrosstabResult:
 
     def write(self, out: Path) -> list[Path]:
         """CSV per table, heatmap.png, result.json and report.html into ``out``."""
-        written = write_tables(self.tables(), out)
-        (out / "heatmap.png").write_bytes(self.plot_heatmap())
-        (out / "result.json").write_text(json.dumps(self.raw, indent=2))
-        (out / "report.html").write_text(self.html())
-        return [*written, *(out / f for f in ("heatmap.png", "result.json", "report.html"))]
+        return write_files(out, self.tables(), {
+            "heatmap.png": self.plot_heatmap(), "result.json": json.dumps(self.raw, indent=2),
+            "report.html": self.html()})
 
     def html(self, title: str = "") -> str:
         r = self.raw

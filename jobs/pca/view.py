@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.views import figure, page, png, provenance, write_tables
+from jobs.views import figure, page, png, provenance, write_files
 
 
 @dataclass
@@ -75,13 +75,9 @@ class PcaResult:
 
     def write(self, out: Path) -> list[Path]:
         """CSV per table, scree.png, loadings.png, result.json and report.html."""
-        written = write_tables(self.tables(), out)
-        (out / "scree.png").write_bytes(self.plot_scree())
-        (out / "loadings.png").write_bytes(self.plot_loadings())
-        (out / "result.json").write_text(json.dumps(self.raw, indent=2))
-        (out / "report.html").write_text(self.html())
-        return [*written, *(out / f for f in ("scree.png", "loadings.png", "result.json",
-                                              "report.html"))]
+        return write_files(out, self.tables(), {
+            "scree.png": self.plot_scree(), "loadings.png": self.plot_loadings(),
+            "result.json": json.dumps(self.raw, indent=2), "report.html": self.html()})
 
     def html(self, title: str = "") -> str:
         lead = (f"principal components of the {html.escape(self.matrix)} matrix of "

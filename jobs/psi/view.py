@@ -6,15 +6,13 @@ node, the normalisation and where DP noise was added), a bar plot of it, and the
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from jobs.views import figure, png, write_tables
+from jobs.views import figure, page, png, provenance, write_files
 
 
 @dataclass
@@ -60,21 +58,11 @@ class PsiResult:
 
     def write(self, out: Path) -> list[Path]:
         """intersection.csv, intersection.png, result.json and report.html into ``out``."""
-        written = write_tables(self.tables(), out)
-        (out / "intersection.png").write_bytes(self.plot())
-        (out / "result.json").write_text(json.dumps(self.raw, indent=2))
-        (out / "report.html").write_text(self.html())
-        return [*written, out / "intersection.png", out / "result.json",
-                out / "report.html"]
+        return write_files(out, self.tables(), {
+            "intersection.png": self.plot(), "result.json": json.dumps(self.raw, indent=2),
+            "report.html": self.html()})
 
     def html(self, title: str = "") -> str:
-        img = base64.b64encode(self.plot()).decode()
-        parts = [f"<h1>{html.escape(title or 'scifed private set intersection')}</h1>",
-                 f"<p>{self.size} identifiers are held by every node · job "
-                 f"{html.escape(str(self.meta.get('job_id', '')))}</p>",
-                 self.intersection.to_html(index=False),
-                 f'<img src="data:image/png;base64,{img}">']
-        style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
-                 "collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>")
-        return f"<!doctype html><html><head><meta charset='utf-8'>{style}</head><body>" \
-               + "".join(parts) + "</body></html>"
+        return page(title or "scifed private set intersection",
+                    f"{self.size} identifiers are held by every node · "
+                    f"{provenance(self.meta)}", self.tables(), {"intersection": self.plot()})

@@ -6,7 +6,6 @@ table, ``forest.png``, ``result.json`` and ``report.html``."""
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs.views import figure, png, write_tables
+from jobs.views import figure, page, png, provenance, write_files
 
 
 @dataclass
@@ -66,32 +65,17 @@ class RegressionResult:
 
     def write(self, out: Path) -> list[Path]:
         """CSV per table, forest.png, result.json and report.html into ``out``."""
-        written = write_tables(self.tables(), out)
-        (out / "forest.png").write_bytes(self.plot_forest())
-        (out / "result.json").write_text(json.dumps(self.raw, indent=2))
-        (out / "report.html").write_text(self.html())
-        return [*written, out / "forest.png", out / "result.json", out / "report.html"]
+        return write_files(out, self.tables(), {
+            "forest.png": self.plot_forest(), "result.json": json.dumps(self.raw, indent=2),
+            "report.html": self.html()})
 
     def html(self, title: str = "") -> str:
         m = self.model
-        parts = [f"<h1>{html.escape(title or 'scifed federated regression')}</h1>",
-                 f"<p><code>{html.escape(str(m.get('formula', '')))}</code> · family "
-                 f"{html.escape(str(m.get('family', '')))} (link "
-                 f"{html.escape(str(m.get('link', '')))}) · rows: {self.rows} · "
-                 f"contributors: {html.escape(', '.join(self.meta.get('contributors', [])))}"
-                 f" · k = {self.meta.get('k')} · job "
-                 f"{html.escape(str(self.meta.get('job_id', '')))}</p>"]
-        if self.raw.get("privacy_note"):
-            parts.append(f"<p><em>{html.escape(self.raw['privacy_note'])}</em></p>")
+        lead = (f"<code>{html.escape(str(m.get('formula', '')))}</code> · family "
+                f"{html.escape(str(m.get('family', '')))} (link "
+                f"{html.escape(str(m.get('link', '')))}) · {provenance(self.meta, self.rows)}")
         refs = m.get("reference_levels") or {}
-        if refs:
-            parts.append("<p>reference levels: " + html.escape(", ".join(
-                f"{c} = {v}" for c, v in refs.items())) + "</p>")
-        for name, df in self.tables().items():
-            parts.append(f"<h2>{html.escape(name)}</h2>{df.to_html(index=False)}")
-        img = base64.b64encode(self.plot_forest()).decode()
-        parts.append(f'<h2>coefficients</h2><img src="data:image/png;base64,{img}">')
-        style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
-                 "collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>")
-        return f"<!doctype html><html><head><meta charset='utf-8'>{style}</head><body>" \
-               + "".join(parts) + "</body></html>"
+        notes = [n for n in [self.raw.get("privacy_note"), "reference levels: " + ", ".join(
+            f"{c} = {v}" for c, v in refs.items()) if refs else None] if n]
+        return page(title or "scifed federated regression", lead, self.tables(),
+                    {"coefficients": self.plot_forest()}, notes)

@@ -1,0 +1,276 @@
+"""``survival`` through the real pipeline (in-memory link: real driver, gate, release path,
+CKKS), each curve and test compared with scikit-survival on the pooled rows computed
+here, binned to the grid the job released (each time replaced by the right edge of its
+released bin, a time beyond the last edge censored there).
+
+Data bundled with scikit-survival, split across three nodes non-IID: GBSG2 (breast
+cancer recurrence, split by age), the veterans' lung cancer trial (split by Karnofsky
+score) and WHAS500 (heart attack survival, split by age). The
+nodes' policy sets k = 10, so the release node merges bins."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+from inmemory_cases import ISLANDS, attempt, build, job_yaml, spent
+from sksurv.compare import compare_survival
+from sksurv.datasets import load_gbsg2, load_veterans_lung_cancer, load_whas500
+from sksurv.nonparametric import kaplan_meier_estimator
+
+from harness.inmemory import InMemoryFederation
+from jobs.views import load_result
+
+NODES = ("alpha", "beta", "gamma")
+K = 10
+TOL = 1e-9
+
+
+def survival(study: str, nodes=NODES, filter: str | None = None, **spec) -> str:
+    """A survival job over ``nodes`` (``filter`` is the job's, the rest its section)."""
+    job = {"study": study, "type": "survival", "datasets": {n: study for n in nodes},
+           "survival": spec}
+    if filter:
+        job["filter"] = filter
+    return job_yaml(**job)
+
+
+# -- the data -----------------------------------------------------------------------------
+def _frame(loader, time: str, event: str, split: str) -> pd.DataFrame:
+    x, y = loader()
+    df = x.copy()
+    for col in df.columns:
+        if isinstance(df[col].dtype, pd.CategoricalDtype):
+            df[col] = df[col].astype(str)
+    df[time] = y[y.dtype.names[1]]
+    df[event] = y[y.dtype.names[0]].astype(int)
+    df["part"] = pd.qcut(df[split].rank(method="first"), 3, labels=False)
+    return df
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, pd.DataFrame]:
+    whas = _frame(load_whas500, "lenfol", "fstat", "age")
+    return {"gbsg2": _frame(load_gbsg2, "time", "cens", "age"),
+            "veteran": _frame(load_veterans_lung_cancer, "days", "died", "Karnofsky_score"),
+            "whas500": whas}
+
+
+RANGES = {"gbsg2": ("time", 0, 2700), "veteran": ("days", 0, 1000),
+          "whas500": ("lenfol", 0, 2400)}
+
+
+ENUMS = {"gbsg2": {"menostat": ["Pre", "Post"], "tgrade": ["I", "II", "III"]},
+         "veteran": {"Celltype": ["adeno", "large", "smallcell", "squamous"],
+                     "Treatment": ["standard", "test"]},
+         "whas500": {"gender": [0, 1]}}
+
+
+def _meta(base: dict, title: str, frame: pd.DataFrame) -> dict:
+    meta = copy.deepcopy(base)
+    time, lo, hi = RANGES[title]
+    fields = {c: {"description": c} for c in frame.columns if c != "part"}
+    for col, levels in ENUMS[title].items():  # the declared categories
+        fields[col]["constraints"] = {"enum": levels}
+    fields[time] = {"description": "days to the event or to censoring", "unit": "d",
+                    "constraints": {"minimum": lo, "maximum": hi}}
+    meta.update({"title": {"en": title}, "description": {"en": f"{title} (scikit-survival)."},
+                 "targets": [], "annotation": None, "splits": None, "fields": fields})
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+@pytest.fixture(scope="module")
+def sfed(tmp_path_factory, data, penguins_meta):
+    """alpha, beta, gamma: each data set split into thirds by its split column; k = 10."""
+    fed = InMemoryFederation(tmp_path_factory.mktemp("survival"), list(NODES)).__enter__()
+    for name, frame in data.items():
+        meta = _meta(penguins_meta, name, frame)
+        for i, node in enumerate(NODES):
+            fed.add_dataset(node, frame[frame.part == i].drop(columns="part"), meta, name)
+            core = fed.nodes[node]
+            core.gate.policies.set(core.registry.get(name).record, f"min_cell_count: {K}\n",
+                                   "k.yaml", "officer")
+        fed.create_study(name, {n: name for n in NODES})
+    yield fed
+    fed.__exit__(None, None, None)
+
+
+# -- the pooled reference, on the released grid -------------------------------------------
+def binned(result: dict, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each time as the right edge of its released bin; beyond the last edge: censored."""
+    right = np.asarray(result["model"]["edges"][1:])
+    idx = np.minimum(np.searchsorted(right, time, side="left"), right.size - 1)
+    return right[idx], event.astype(bool) & (time <= right[-1])
+
+
+def assert_curve(curve: pd.DataFrame, time: np.ndarray, event: np.ndarray, level: float):
+    """The released curve equals scikit-survival's on the binned rows, at every released
+    time (between the library's times the step holds its value)."""
+    t, s, ci = kaplan_meier_estimator(event, time, conf_type="log-log", conf_level=level)
+    at = np.searchsorted(t, curve.time.to_numpy(), side="right") - 1
+    ref_s = np.where(at >= 0, s[np.maximum(at, 0)], 1.0)
+    np.testing.assert_allclose(curve.survival, ref_s, rtol=TOL, atol=TOL)
+    for i, col in enumerate(("ci_low", "ci_high")):
+        ref = np.where(at >= 0, ci[i][np.maximum(at, 0)], 1.0)
+        np.testing.assert_allclose(curve[col], ref, rtol=TOL, atol=TOL)
+    times = curve.time.to_numpy()
+    np.testing.assert_array_equal(curve.at_risk, [(time >= x).sum() for x in times])
+    np.testing.assert_array_equal(curve.events, [(event & (time == x)).sum() for x in times])
+    np.testing.assert_array_equal(curve.censored, [(~event & (time == x)).sum() for x in times])
+    below = np.flatnonzero(s <= 0.5)
+    return float(t[below[0]]) if below.size else None
+
+
+def assert_rule(curve: pd.DataFrame, k: int) -> None:
+    for col in ("events", "censored"):
+        assert ((curve[col] == 0) | (curve[col] >= k)).all(), curve
+
+
+def assert_matches(result: dict, frame: pd.DataFrame, time: str, event: str | None,
+                   groups: str | None) -> None:
+    res = load_result(result)
+    ev = frame[event].to_numpy() if event else np.ones(len(frame), dtype=bool)
+    t, e = binned(result, frame[time].to_numpy(dtype=float), ev)
+    level = result["model"]["confidence"]
+    medians = res.medians.set_index("group")["median"].astype(object)
+    medians = medians.where(medians.notna(), None)  # not reached
+    overall = res.curve[res.curve.group == "(all)"]
+    assert overall.at_risk.iloc[0] == len(frame)
+    assert medians["(all)"] == assert_curve(overall, t, e, level)
+    assert_rule(res.curve, result["meta"]["k"])
+    if groups is None:
+        assert res.groups == ["(all)"] and res.logrank.empty
+        return
+    # the node reads a column of yes / no as boolean: its labels are true / false
+    g = frame[groups].astype(str).replace({"yes": "true", "no": "false"}).to_numpy()
+    for level_name in sorted(set(g)):
+        mask = g == level_name
+        ref_median = assert_curve(res.curve[res.curve.group == level_name], t[mask], e[mask],
+                                  level)
+        assert res.groups.count(level_name) == 1
+        assert medians[level_name] == ref_median
+    y = np.array(list(zip(e, t, strict=True)), dtype=[("event", bool), ("time", float)])
+    chisq, p = compare_survival(y, g)
+    assert res.logrank.statistic.iloc[0] == pytest.approx(chisq, rel=TOL)
+    assert res.logrank.p_value.iloc[0] == pytest.approx(p, rel=TOL, abs=1e-300)
+    assert res.logrank.df.iloc[0] == len(set(g)) - 1
+
+
+# -- Kaplan-Meier and log-rank ------------------------------------------------------------
+def test_gbsg2_by_hormone_therapy_equals_scikit_survival_on_the_released_grid(sfed, data,
+                                                                              tmp_path):
+    edges = list(range(0, 2701, 100))
+    _, result = sfed.run(survival("gbsg2", time="time", event="cens", groups="horTh",
+                                  bins=edges), timeout=120)
+    assert_matches(result, data["gbsg2"], "time", "cens", "horTh")
+    released = result["model"]["edges"]
+    assert set(released) <= set(edges) and released[0] == 0 and released[-1] == 2700
+    assert len(released) < len(edges)  # k = 10 merged some of the 27 declared bins
+    assert result["meta"]["k"] == K
+    assert sorted(result["meta"]["contributors"]) == sorted(NODES)
+    # nothing per row: no list as long as the rows
+    assert all(len(c["time"]) < len(released) + 1 for c in result["curves"])
+    written = load_result(result).write(tmp_path / "out")
+    names = {p.name for p in written}
+    assert {"curve.csv", "medians.csv", "logrank.csv", "kaplan_meier.png", "result.json",
+            "report.html"} <= names
+    assert (tmp_path / "out" / "kaplan_meier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    back = pd.read_csv(tmp_path / "out" / "curve.csv")
+    np.testing.assert_allclose(back.survival, load_result(result).curve.survival, rtol=1e-12)
+
+
+def test_gbsg2_by_tumour_grade_three_groups_two_degrees_of_freedom(sfed, data):
+    _, result = sfed.run(survival("gbsg2", time="time", event="cens", groups="tgrade",
+                                  bins=list(range(0, 2701, 50)), confidence=0.9),
+                         timeout=120)
+    assert_matches(result, data["gbsg2"], "time", "cens", "tgrade")
+    assert result["logrank"]["df"] == 2
+
+
+def test_whas500_by_gender(sfed, data):
+    _, result = sfed.run(survival("whas500", time="lenfol", event="fstat", groups="gender",
+                                  bins=list(range(0, 2401, 30))), timeout=120)
+    assert_matches(result, data["whas500"], "lenfol", "fstat", "gender")
+
+
+def test_whas500_overall_on_bins_from_the_declared_range(sfed, data):
+    _, result = sfed.run(survival("whas500", time="lenfol", event="fstat", bins=24),
+                         timeout=120)
+    assert result["model"]["declared_edges"] == [float(x) for x in range(0, 2401, 100)]
+    assert_matches(result, data["whas500"], "lenfol", "fstat", None)
+
+
+def test_a_filter_narrows_the_rows(sfed, data):
+    _, result = sfed.run(survival("gbsg2", filter="menostat == 'Post'", time="time",
+                                  event="cens", groups="horTh",
+                                  bins=list(range(0, 2701, 100))), timeout=120)
+    frame = data["gbsg2"]
+    assert_matches(result, frame[frame.menostat == "Post"], "time", "cens", "horTh")
+
+
+def test_without_an_event_column_every_row_is_an_event(fed, penguins):
+    """The demo data (penguins by island, k = 1): body mass as the 'time', per species."""
+    _, result = fed.run(job_yaml(study="penguins", type="survival",
+                                 datasets={n: "penguins" for n in ISLANDS},
+                                 survival={"time": "body_mass_g", "groups": "species",
+                                           "bins": list(range(2500, 6501, 250))}))
+    assert_matches(result, penguins.dropna(subset=["body_mass_g", "species"]),
+                   "body_mass_g", None, "species")
+
+
+# -- bad input: one clear message, nothing charged ------------------------------------------
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"time": "survival_days", "event": "cens"}, "unknown column 'survival_days'"),
+    ({"time": "tgrade", "event": "cens"}, "survival.time: column 'tgrade' has type"),
+    ({"time": "time", "event": "pnodes", "bins": [0, 1000, 2700]},
+     "survival.event: column 'pnodes' must be 1 (event) or 0 (censored)"),
+    ({"time": "time", "event": "cens", "groups": "age"},
+     "survival.groups: column 'age' is numeric without a declared enumeration"),
+    ({"time": "time", "event": "cens", "bins": [0, 500, 400]}, "the edges must increase"),
+    ({"time": "time", "event": "time"}, "three different columns"),
+    ({"time": "age", "event": "cens"}, "survival.bins: give the bin edges, or declare"),
+])
+def test_bad_input_gets_one_clear_message_and_charges_nothing(sfed, spec, message):
+    result, refusal = attempt(sfed, survival("gbsg2", **spec))
+    assert result is None
+    assert message in refusal, refusal
+    assert spent(sfed) == []
+
+
+@pytest.mark.parametrize(("study", "spec"), [
+    # the premenopausal under 40: tumour grade I holds fewer than 10 events there
+    ("gbsg2", {"time": "time", "event": "cens", "groups": "tgrade", "bins": [0, 1000, 2700],
+               "filter": "age < 40"}),
+    # nearly every veteran died: a cell type holds between 1 and 9 censorings
+    ("veteran", {"time": "days", "event": "died", "groups": "Celltype",
+                 "bins": list(range(0, 1001, 100))}),
+])
+def test_a_group_no_merge_can_protect_is_refused_without_naming_it(sfed, data, study, spec):
+    result, refusal = attempt(sfed, survival(study, **spec))
+    assert result is None
+    assert "no merge of the declared bins meets the disclosure rules" in refusal, refusal
+    for level in ENUMS[study][spec["groups"]]:
+        assert level not in refusal.replace("groups", "")
+    assert spent(sfed) == []
+
+
+def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path, penguins,
+                                                                       penguins_meta):
+    """Noisy counts are not implemented: a DP cell refuses, before reading a row."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        for core in fed.nodes.values():
+            core.gate.policies.set(core.registry.get("penguins").record,
+                                   "dp: {required: true, epsilon_per_query: 1.0, "
+                                   "annual_budget: 20}\n", "dp.yaml", "officer")
+        result, refusal = attempt(fed, job_yaml(
+            study="penguins", type="survival", datasets={n: "penguins" for n in ISLANDS},
+            survival={"time": "body_mass_g", "groups": "species"}))
+        assert result is None
+        assert "survival is not available where policy requires differential privacy" \
+            in refusal, refusal
+        assert spent(fed) == []
+    finally:
+        fed.__exit__(None, None, None)
