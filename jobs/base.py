@@ -317,6 +317,13 @@ class JobType(ABC):
         released as any contribution."""
         raise UserError(f"{self.name} jobs have no exchange steps")
 
+    def nonlinear(self, params: Any) -> bool:
+        """Whether an exact release also holds sums of non-linear functions of the rows (a
+        GLM's deviance, log-likelihood): the query auditor then also keeps its row sets
+        in a partition of such releases, whose atoms must hold more rows
+        (node/guard.py)."""
+        return False
+
     def noise(self, params: Any, vec: np.ndarray, vocab: dict[str, list[str]],
               limits: Limits) -> dict:
         """Add DP noise at ``limits.epsilon`` to ``vec`` in place; returns the report.

@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 from jobs.fields import Name, Strict
 from jobs.limits import MAX_JOB_COLUMNS
 from scifed.errors import UserError
+from scifed.he import MAX_ABS_VALUE
 
 dp.enable_features("contrib")
 
@@ -83,6 +84,20 @@ class Block:
     index: list[int]
     sensitivity: float
     integer: bool
+
+
+def check_capacity(blocks: list[Block], epsilon: float, rows: int, field: str) -> None:
+    """Refuse bounds so wide that a block could leave the range the encryption carries —
+    decided from the bounds, ε and the dataset's catalogued row count alone, before any
+    row is read. A check on the node's actual sums would be a refusal that depends on
+    the rows (whether a filter selects anyone), outside ε."""
+    limit = MAX_ABS_VALUE / 100  # what a node may add to the pooled sum of up to 100
+    for b in blocks:
+        scale = b.sensitivity * len(blocks) / epsilon
+        if rows * b.sensitivity + 50 * scale > limit:  # the noise beyond 50 scales: e^-50
+            raise UserError(f"{field}: the clipping bounds are too wide for this dataset "
+                            f"({b.name} could exceed what the encryption carries); narrow "
+                            "them")
 
 
 def add_laplace(vec: np.ndarray, blocks: list[Block], epsilon: float) -> list[dict]:

@@ -105,6 +105,11 @@ class DataFile:
         col = quote_identifier(name)
         if self.is_float(name):
             return f"CASE WHEN isnan({col}) THEN NULL ELSE CAST({col} AS VARCHAR) END"
+        if str(self.types.get(name)) == "BOOLEAN":
+            # DuckDB may push a plain cast into the CSV reader and give the file's text
+            # ('yes') in one query and 'true' in another: the released labels and the
+            # query auditor's row sets must read the same label
+            return f"CASE WHEN {col} THEN 'true' WHEN NOT {col} THEN 'false' END"
         return f"CAST({col} AS VARCHAR)"
 
     # -- reads -------------------------------------------------------------------------

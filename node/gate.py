@@ -46,7 +46,7 @@ from node.audit import AuditLog
 from node.budget import BudgetLedger
 from node.data import DataFile
 from node.datasets import DatasetRegistry
-from node.guard import audit_and_record
+from node.guard import LINEAR, NONLINEAR, audit_and_record
 from node.policy import Decision, EffectivePolicy, PolicyBook, decide
 from node.running import Replayed, RunningJobs, Stopped
 from node.store import DatasetRow
@@ -121,8 +121,27 @@ class Admission:
                       grid=_threshold_grid(self.row.record, self.policy))
 
     def open(self) -> DataFile:
-        """The dataset, narrowed by the job's filter (use as a context manager)."""
-        return DataFile(self.path, self.filter_sql, name=self.row.slug,
+        """The dataset, narrowed by the job's filter (use as a context manager).
+
+        Where the node audits exact queries (k > 1), a selection of fewer than k rows is
+        read as an empty one: the task then goes on as at a node that holds no selected
+        row (its contribution is empty), where refusing would single it out. Were the
+        node holding one selected row to refuse while the others, holding none, answer,
+        a filter on a person's id would tell which platform holds that person."""
+        data = DataFile(self.path, self.filter_sql, name=self.row.slug,
+                        job=(self.running, self.header.job_id))
+        if not (self.job.guarded and self.policy.query_auditing and not self.decision.dp
+                and self.k > 1):
+            return data
+        try:
+            selected = int(data.masks([("TRUE", [])])[:, 0].sum())
+        except BaseException:
+            data.close()
+            raise
+        if selected >= self.k:
+            return data
+        data.close()
+        return DataFile(self.path, ("FALSE", []), name=self.row.slug,
                         job=(self.running, self.header.job_id))
 
     def budget(self) -> dict:
@@ -392,9 +411,11 @@ class Gate:
                 if job.guarded and adm.policy.query_auditing and not adm.decision.dp:
                     release["rows_audited"] = True  # exact answers only: DP bounds the rest
                     sets = data.masks(job.row_sets(adm.params, data, vocab, adm.limits))
-                    audit_and_record(con, job_id=h.job_id, dataset_id=adm.row.dataset_id,
-                                     sha256=adm.row.record["distributions"][0]["sha256"],
-                                     sets=sets, k=adm.k, node=self.node)
+                    for partition in (LINEAR, NONLINEAR) if job.nonlinear(adm.params) \
+                            else (LINEAR,):
+                        audit_and_record(con, job_id=h.job_id, dataset_id=adm.row.dataset_id,
+                                         sha256=data_sha256(adm.row), sets=sets, k=adm.k,
+                                         node=self.node, partition=partition)
                 vec = np.asarray(compute(data), dtype=np.float64)
             if adm.decision.dp:
                 report.update(job.noise(adm.params, vec, vocab, adm.limits))

@@ -15,6 +15,15 @@ studies (they are assumed to collude). The whole file is always counted as relea
 
 The refusal says nothing about counts: it names the rule, never how many rows an atom
 would hold.
+
+A release that also holds sums of *non-linear* functions of the rows (a GLM's deviance
+and log-likelihood: Σ y·log y, Σ log y!, Σ log y, ...) gives several equations per atom
+where a linear release gives one per set: differencing two such releases whose atoms
+hold k rows each would give, for those k people, as many equations as unknowns. Such
+releases are kept in a second partition of their own (``NONLINEAR``), refined only by
+them, whose atoms must hold :data:`NONLINEAR_FACTOR`·k rows: a difference of non-linear
+sums then always mixes at least that many people, more than the few functions of one
+column a release can add.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from scifed.errors import UserError
 from scifed.wire import now_ms
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio multiplier for the label hash
+LINEAR, NONLINEAR = "linear", "nonlinear"
+NONLINEAR_FACTOR = 3
 
 
 def _load(con: sqlite3.Connection, dataset_id: str, sha256: str, rows: int) -> np.ndarray:
@@ -58,11 +69,17 @@ def smallest_atom(labels: np.ndarray) -> int:
 
 
 def audit_and_record(con: sqlite3.Connection, *, job_id: str, dataset_id: str, sha256: str,
-                     sets: np.ndarray, k: int, node: str) -> None:
+                     sets: np.ndarray, k: int, node: str, partition: str = LINEAR) -> None:
     """Inside the release transaction: refuse the query if, with every earlier release, it
-    would leave an atom of fewer than k rows; else keep the refined partition."""
+    would leave an atom of fewer than k rows; else keep the refined partition. The
+    non-linear partition is kept under the dataset id with a suffix, its atoms held to
+    NONLINEAR_FACTOR·k."""
     if k <= 1:
         return
+    why = f"k={k}"
+    if partition == NONLINEAR:
+        dataset_id, k = f"{dataset_id}#{NONLINEAR}", NONLINEAR_FACTOR * k
+        why = f"{k} ({NONLINEAR_FACTOR}·k: its fit statistics are non-linear sums)"
     done = con.execute("SELECT 1 FROM atom_releases WHERE job_id=? AND dataset_id=? AND "
                        "sha256=?", (job_id, dataset_id, sha256)).fetchone()
     if done is not None:
@@ -70,7 +87,7 @@ def audit_and_record(con: sqlite3.Connection, *, job_id: str, dataset_id: str, s
     labels = refine(_load(con, dataset_id, sha256, sets.shape[0]), sets)
     if 0 < smallest_atom(labels) < k:
         raise UserError(f"node {node} refused the query: together with earlier answers on "
-                        f"this dataset it would describe fewer than k={k} rows "
+                        f"this dataset it would describe fewer than {why} rows "
                         "(query auditing)")
     con.execute("INSERT OR REPLACE INTO atom_partitions VALUES (?,?,?,"
                 "coalesce((SELECT releases FROM atom_partitions WHERE dataset_id=? AND "

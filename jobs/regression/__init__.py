@@ -39,6 +39,10 @@ class RegressionJob(AggregateJob):
         # `dp` without an ε lets a node whose policy requires DP answer at its own ε
         return params.dp is not None
 
+    def nonlinear(self, params: RegressionSpec) -> bool:
+        # a GLM's deviance and likelihood (Σ y·log y, Σ log y!, ...) are non-linear sums
+        return params.family != "gaussian"
+
     def _rows(self, params: RegressionSpec, table: Table,
               limits: Limits) -> design.Rows:
         """The checks that need no vocabulary, then this node's complete rows (under DP
@@ -54,6 +58,7 @@ class RegressionJob(AggregateJob):
         if limits.epsilon is not None:  # bounds and levels first: refused before a row
             private = (dp.bounds(model, params.dp, limits.record),
                        dp.declared_levels(model, limits.record))
+            dp.check_capacity(model, *private, limits)
         rows = design.read(model, table)
         check_response(params.family, rows.y, limits.node)
         return rows if private is None else dp.private_rows(rows, model, *private)
@@ -88,7 +93,10 @@ class RegressionJob(AggregateJob):
     def compute(self, params: RegressionSpec, table: Table, vocab: dict[str, list[str]],
                 limits: Limits) -> np.ndarray:
         x, y, _ = self._design(params, table, vocab, limits)
-        return _bounded(compute.sufficient(x, y), limits)
+        vec = compute.sufficient(x, y)
+        # under DP the capacity was checked from the bounds alone (dp.check_capacity): a
+        # check of these exact sums would be a refusal that depends on the rows
+        return vec if limits.epsilon is not None else _bounded(vec, limits)
 
     def noise(self, params: RegressionSpec, vec: np.ndarray, vocab: dict[str, list[str]],
               limits: Limits) -> dict:

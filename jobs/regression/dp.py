@@ -13,8 +13,10 @@ What the noise must cover decides what may depend on the data (as for ``stats``)
   out like a row with a missing value, and a declared level nobody holds is still a
   column (its coefficient is then noise);
 * the node's **data-dependent refusals** (fewer than k rows, a level held by fewer than
-  k, too many parameters for the rows) are not applied: whether a node refuses would
-  itself depend on the rows, outside ε. The pooled rules run on the noisy numbers.
+  k, too many parameters for the rows, sums too large to encrypt) are not applied:
+  whether a node refuses would itself depend on the rows, outside ε. Bounds too wide
+  for the encryption are refused from the bounds and the catalogued row count alone
+  (:func:`check_capacity`). The pooled rules run on the noisy numbers.
 
 Each entry of the vector is one block (one row moves ``XᵀX[i, j]`` by at most
 ``|x_i|·|x_j|``, with 1 for the intercept and a dummy), ε split evenly over them. The
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jobs import privacy
+from jobs.base import Limits
 from jobs.privacy import Block, DPRequest, add_laplace, clipping_bounds, magnitude, report
 from jobs.regression.design import Layout, Rows
 from jobs.regression.formula import Model
@@ -88,6 +92,14 @@ def blocks(model: Model, layout: Layout, clip: dict[str, tuple[float, float]]) -
         out.append(Block(f"Xᵀy[{name}]", [i], cols[a] * by, False))
         i += 1
     return out
+
+
+def check_capacity(model: Model, clip: dict[str, tuple[float, float]],
+                   levels: dict[str, list[str]], limits: Limits) -> None:
+    """The sums fit the encryption whatever the rows (jobs.privacy.check_capacity)."""
+    assert limits.epsilon is not None
+    privacy.check_capacity(blocks(model, Layout.build(model, levels), clip), limits.epsilon,
+                           int(limits.record["record_count"]), "regression.dp.bounds")
 
 
 def add_noise(vec: np.ndarray, model: Model, layout: Layout,

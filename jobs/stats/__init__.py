@@ -14,6 +14,7 @@ import numpy as np
 
 from jobs.aggregate import AggregateJob
 from jobs.base import Limits, NextRound, Pooled, Released, Table
+from jobs.privacy import check_capacity
 from jobs.stats import compute, disclosure, dp, labels
 from jobs.stats.quantiles import count_le
 from jobs.stats.release import release
@@ -83,6 +84,8 @@ class StatsJob(AggregateJob):
             return compute.compute(table, params, vocab, k=limits.k,
                                    public=self._exact_public(params, limits))
         bounds = dp.clipping_bounds(params, limits.record)
+        check_capacity(dp.blocks(compute.Layout.build(params, vocab), params, bounds),
+                       limits.epsilon, int(limits.record["record_count"]), "stats.dp.bounds")
         return compute.compute(table, params, vocab, k=limits.k, clip=bounds)
 
     def row_sets(self, params: StatsSpec, table: Table, vocab: dict[str, list[str]],

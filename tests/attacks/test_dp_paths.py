@@ -260,3 +260,27 @@ def test_negative_noisy_counts_read_as_zero_through_the_pipeline(tmp_path, monke
     assert [groups["counts"][i] for i in negative] == [0] * len(negative)
     assert groups["values"][negative[0]] in empty
 
+
+
+# -- 4. under DP, no refusal may depend on the rows: bounds too wide for the encryption ----
+def test_bounds_too_wide_for_the_encryption_are_refused_from_the_bounds_alone(tmp_path):
+    """Bounds of [1.1e9, 1.1e9 + 1] make every clipped age that constant: the sum of
+    squares of one such row passes 2^60, what the encryption carries. Checked on the
+    node's own sums, that refusal came exactly where a filter on one person's id found a
+    row — membership, outside ε. Decided from the bounds and the catalogued row count,
+    it is the same at every node whoever the filter names."""
+    fed = dp_federation(tmp_path, staff_table(), staff_meta())
+    try:
+        table = fed.table = staff_table()
+        target = int(table[table.node == "beta"].person_id.iloc[0])
+        texts = []
+        for pid in (target, 999_999):  # a person at beta, and nobody
+            _, refusal = attempt(fed, stats(columns=["age"], filter=f"person_id == {pid}",
+                                            dp={"bounds": {"age": [1.1e9, 1.1e9 + 1]}}))
+            texts.append(refusal.replace(str(pid), "ID"))
+        assert texts[0] == texts[1], texts
+        assert "stats.dp.bounds: the clipping bounds are too wide for this dataset" in texts[0]
+        assert "cannot encrypt" not in texts[0]
+        assert spent(fed) == {n: 0 for n in NODES}
+    finally:
+        fed.__exit__(None, None, None)

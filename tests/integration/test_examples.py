@@ -8,6 +8,7 @@ against statsmodels on the pooled rows, through the whole command line."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -33,10 +34,15 @@ def fed(tmp_path_factory, penguins, penguins_meta):
                           task_timeout_seconds=30)
     fed.setup()
     fed.start_all()
+    # the psi example joins on a ring number: give every bird one, the first 40 of each
+    # island R000-R039 (so 40 rings are held at every node), and declare it an identifier
+    meta = copy.deepcopy(penguins_meta)
+    meta["fields"]["ring"] = {"description": "Ring number.", "role": "id"}
     try:
         for node, island in ISLANDS.items():
-            fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
-                            "penguins")
+            birds = penguins[penguins.island == island].reset_index(drop=True)
+            birds["ring"] = [f"r{i:03d} " if i < 40 else f"{node}-{i}" for i in birds.index]
+            fed.add_dataset(node, birds, meta, "penguins")
         fed.create_study("penguin-morphology", {n: "penguins" for n in ISLANDS})
         yield fed
     finally:
@@ -70,6 +76,8 @@ def test_each_example_job_runs_from_the_command_line_and_writes_its_files(fed, p
     assert html.startswith("<!doctype html>") and "<table" in html
     if kind == "regression":
         check_regression(penguins, path, out)
+    if kind == "psi":  # normalised (strip, upper): the 40 rings every island holds
+        assert raw["intersection"] == 40, raw
 
 
 def check_regression(penguins: pd.DataFrame, path: Path, out: Path) -> None:
