@@ -211,9 +211,13 @@ def test_quantiles_never_return_an_extreme_or_one_persons_salary(tmp_path):
 
 # -- 4. refusals are an oracle ------------------------------------------------------------
 def test_a_binary_search_on_refusals_is_stopped_by_an_alert(tmp_path):
-    """The attacker moves a salary threshold and watches which queries are refused. The
-    refusals name no count, and after a run of them the researcher's jobs on the dataset
-    wait for the officer (audited), who clears the alert by approving."""
+    """The attacker moves a salary threshold and watches which queries are refused, then
+    probes one person at a time (everyone above the threshold but them). A node whose
+    selection holds fewer than k rows answers as if it held none (node/gate.py), so the
+    threshold search itself draws few refusals; the differencing probes are refused by
+    the auditor. The refusals name no count, and after a run of them the researcher's
+    jobs on the dataset wait for the officer (audited), who clears the alert by
+    approving."""
     import time
 
     from scifed.states import TaskState
@@ -228,9 +232,11 @@ def test_a_binary_search_on_refusals_is_stopped_by_an_alert(tmp_path):
         first, refusal = attempt(fed, stats(columns=["age"], filter="salary > 100000"))
         assert first is not None, refusal
         lo, hi, refused, held = 100000.0, 160000.0, 0, None
-        for _ in range(23):
-            mid = -(-(lo + hi) // 2000) * 1000  # the midpoint, up to salary's grid
-            job_id = fed.submit(stats(columns=["age"], filter=f"salary > {mid:.0f}"))
+        above = table[table.salary > 100000].person_id.tolist()
+        probes = [f"salary > {-(-(lo + hi) // 2000) * 1000:.0f}"]
+        probes += [f"salary > 100000 and person_id != {p}" for p in above]
+        for flt in probes[:23]:
+            job_id = fed.submit(stats(columns=["age"], filter=flt))
             deadline = time.monotonic() + 20
             while True:
                 view = fed.job(job_id)
@@ -247,9 +253,6 @@ def test_a_binary_search_on_refusals_is_stopped_by_an_alert(tmp_path):
                 refused += 1
                 rules = re.sub(r"k=\d+|at least \d+ contributors", "", details)
                 assert not any(c.isdigit() for c in rules), details
-                hi = mid
-            else:
-                lo = mid
         assert held is not None, "the researcher was never held"
         # each node counts its own refusals: at most a run at each before one holds it
         assert refused <= run * len(NODES)
