@@ -16,14 +16,13 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 import yaml
-from inmemory_cases import job_yaml
+from inmemory_cases import attempt, job_yaml
 
 from harness.inmemory import InMemoryFederation
 from jobs.regression import dp
 from jobs.regression.design import Layout
 from jobs.regression.formula import parse_formula
 from jobs.views import load_result
-from scifed.errors import UserError
 
 NODES = ("alpha", "beta", "gamma")
 SIZES = (20_000, 30_000, 25_000)
@@ -78,17 +77,6 @@ def job(**spec) -> str:
     spec.setdefault("formula", FORMULA)
     return job_yaml(study="synth", type="regression", datasets={n: "synth" for n in NODES},
                     regression=spec)
-
-
-def attempt(fed: InMemoryFederation, spec_yaml: str) -> tuple[dict | None, str]:
-    try:
-        job_id = fed.submit(spec_yaml)
-    except UserError as exc:
-        return None, str(exc)
-    view = fed.wait(job_id, 180)
-    if view.status == "done":
-        return fed.result_json(job_id), ""
-    return None, " | ".join([str(view.error), *(t.detail for t in view.tasks if t.detail)])
 
 
 def charged(fed: InMemoryFederation) -> dict[str, float]:
