@@ -29,14 +29,18 @@ def size(p: int) -> int:
     return 1 + p + p * (p + 1) // 2
 
 
-def sums(table: Table, columns: list[str]) -> np.ndarray:
-    """This node's ``n, Σx, XᵀX`` over its complete rows, in one query."""
+def sums(table: Table, columns: list[str],
+         clip: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """This node's ``n, Σx, XᵀX`` over its complete rows, in one query (``clip``: each
+    column's values clipped to these bounds first, under DP)."""
     p = len(columns)
     present = " AND ".join(f"c{i} IS NOT NULL" for i in range(p))
     aggs = ["count(*)", *(f"fsum(c{i})" for i in range(p)),
             *(f"fsum(c{i} * c{j})" for i in range(p) for j in range(i, p))]
-    row = table.query([table.number(c) for c in columns],
-                      f"SELECT {', '.join(aggs)} FROM d WHERE {present}")[0]
+    exprs = [table.number(c) if clip is None else
+             f"least(greatest({table.number(c)}, {float(clip[c][0])!r}), "
+             f"{float(clip[c][1])!r})" for c in columns]
+    row = table.query(exprs, f"SELECT {', '.join(aggs)} FROM d WHERE {present}")[0]
     return np.array([0.0 if v is None else float(v) for v in row])
 
 
@@ -61,13 +65,14 @@ class Moments:
     scatter: np.ndarray   # Σ (x − x̄)(x − x̄)ᵀ
 
     @classmethod
-    def decode(cls, total: np.ndarray, p: int) -> Moments:
+    def decode(cls, total: np.ndarray, p: int, *, noisy: bool = False) -> Moments:
+        """``noisy``: DP noise was added (the count may then be negative)."""
         if total.size != 2 * size(p):
             raise ValueError(f"corrupted aggregate: {total.size} numbers, expected "
                              f"{2 * size(p)}")
         v = join(total)
         n = float(v[0])
-        if n < 0 or abs(n - round(n)) > 0.01:
+        if (n < 0 and not noisy) or abs(n - round(n)) > 0.01:
             raise ValueError("corrupted aggregate: the pooled row count is not a count")
         n = int(round(n))
         s = v[1:1 + p]
@@ -86,8 +91,9 @@ class Moments:
         return self.scatter / (self.n - 1)
 
 
-def contribution(table: Table, columns: list[str]) -> tuple[int, np.ndarray]:
+def contribution(table: Table, columns: list[str],
+                 clip: dict[str, tuple[float, float]] | None = None) -> tuple[int, np.ndarray]:
     """(this node's complete rows, its vector as it travels)."""
-    vec = sums(table, columns)
+    vec = sums(table, columns, clip)
     return int(round(vec[0])), split(vec)
 

@@ -21,6 +21,7 @@ import numpy as np
 from jobs.base import Pooled, Released
 from jobs.pca import disclosure
 from jobs.pca.compute import Moments
+from jobs.pca.dp import NOTE
 from jobs.pca.spec import PcaSpec
 from scifed.errors import UserError
 
@@ -28,9 +29,13 @@ from scifed.errors import UserError
 def release(spec: PcaSpec, pooled: Pooled) -> Released:
     p = len(spec.columns)
     try:
-        m = Moments.decode(pooled.totals["sum"], p)
+        m = Moments.decode(pooled.totals["sum"], p, noisy=bool(pooled.dp))
     except ValueError as exc:
         raise UserError(f"pca: {exc}") from None
+    if pooled.dp and m.n <= p + 1:
+        raise UserError("pca: the noisy sums give no valid covariance (the noise is large "
+                        "for so few rows): pool more rows, narrow the bounds or ask for a "
+                        "larger ε")
     disclosure.check_pooled(m.n, p, pooled.k)
     cov = m.covariance()
     variances = np.diag(cov).copy()
@@ -66,6 +71,8 @@ def release(spec: PcaSpec, pooled: Pooled) -> Released:
     }
     if spec.standardize:
         result["stds"] = np.sqrt(variances).tolist()   # ddof = 1, as pandas
+    if pooled.dp:
+        result["privacy"], result["privacy_note"] = pooled.dp, NOTE
     return Released(result)
 
 

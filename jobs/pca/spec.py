@@ -9,6 +9,7 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 
 from jobs.fields import Name, Strict, unique
+from jobs.privacy import DPRequest
 
 MAX_COLUMNS = 40   # p(p+1)/2 cross-products per node: 820 at most
 
@@ -23,6 +24,8 @@ class PcaSpec(Strict):
                                           "scaled to unit variance); false: the covariance")
     n_components: int | None = Field(default=None, ge=1,
                                      description="components released (default: all)")
+    dp: DPRequest | None = Field(default=None, description="noisy sums: the ε asked for "
+                                 "and the columns' clipping bounds")
 
     @field_validator("columns")
     @classmethod
