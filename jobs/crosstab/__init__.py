@@ -14,7 +14,7 @@ import numpy as np
 
 from jobs.aggregate import AggregateJob
 from jobs.base import Limits, Pooled, Released, Table
-from jobs.crosstab import compute, disclosure
+from jobs.crosstab import compute, disclosure, dp
 from jobs.crosstab.release import release
 from jobs.crosstab.spec import CrosstabSpec
 from scifed.errors import UserError
@@ -28,15 +28,20 @@ class CrosstabJob(AggregateJob):
     def wants_vocabulary(self, params: CrosstabSpec) -> bool:
         return True
 
+    def requested_epsilon(self, params: CrosstabSpec) -> float | None:
+        return params.dp.epsilon if params.dp else None
+
+    def wants_dp(self, params: CrosstabSpec) -> bool:
+        return params.dp is not None  # counts need no bounds: any node may noise them
+
     def _counts(self, params: CrosstabSpec, table: Table, limits: Limits):
-        """The checks before any row is read, this node's cells, then the level rules."""
-        if limits.epsilon is not None:
-            raise UserError(f"node {limits.node}: crosstab is not available where policy "
-                            "requires differential privacy (noisy tables are not "
-                            "implemented yet); ask the data officer for an exact cell")
+        """The checks before any row is read, this node's cells, then the level rules.
+        Under DP (``dp.py``): declared levels only, and no rule that depends on the rows."""
         table.require(params.referenced_columns(), "crosstab", numeric=False)
-        disclosure.check_columns(params, limits.record)
+        disclosure.check_columns(params, limits.record, dp=limits.epsilon is not None)
         found = compute.counts(table, params)
+        if limits.epsilon is not None:
+            return dp.declared_cells(found, params, limits.record)
         held = compute.levels(found, params)
         rows = sum(found.values())
         if 0 < rows < limits.k:
@@ -66,7 +71,14 @@ class CrosstabJob(AggregateJob):
         if set(found) - set(layout.index()):
             raise UserError(f"node {limits.node}: crosstab: a level outside the agreed "
                             "vocabulary; the data changed during the job")
-        return compute.contribution(found, layout, limits.k)
+        # under DP no cell is withheld: the noise covers a small one (dp.py)
+        return compute.contribution(found, layout, 1 if limits.epsilon is not None
+                                    else limits.k)
+
+    def noise(self, params: CrosstabSpec, vec: np.ndarray, vocab: dict[str, list[str]],
+              limits: Limits) -> dict:
+        assert limits.epsilon is not None
+        return dp.add_noise(vec, self._layout(params, vocab, limits), limits.epsilon)
 
     def row_sets(self, params: CrosstabSpec, table: Table, vocab: dict[str, list[str]],
                  limits: Limits) -> list[tuple[str, list]]:

@@ -51,8 +51,8 @@ from jobs.stats.disclosure import check_groupable_columns, check_levels, declare
 from scifed.errors import UserError
 
 
-def check_columns(spec: CrosstabSpec, record: dict) -> None:
-    check_groupable_columns(spec.referenced_columns(), record, dp=False, field="crosstab",
+def check_columns(spec: CrosstabSpec, record: dict, *, dp: bool = False) -> None:
+    check_groupable_columns(spec.referenced_columns(), record, dp=dp, field="crosstab",
                             advice="bin it first, or declare its values (constraints.enum)")
 
 

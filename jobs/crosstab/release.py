@@ -19,6 +19,7 @@ from scipy.stats import chi2_contingency
 from jobs.base import Pooled, Released
 from jobs.crosstab import disclosure
 from jobs.crosstab.compute import Layout
+from jobs.crosstab.dp import NOTE
 from jobs.crosstab.spec import CrosstabSpec
 from jobs.stats.compute import pooled_count
 from scifed.errors import UserError
@@ -30,6 +31,9 @@ def release(spec: CrosstabSpec, pooled: Pooled) -> Released:
     if total.size != 2 * layout.cells:
         raise UserError(f"crosstab: corrupted aggregate: {total.size} numbers, expected "
                         f"{2 * layout.cells}")
+    if pooled.dp:  # noisy counts: a negative one reads as 0 (post-processing)
+        total = np.concatenate([np.maximum(np.rint(total[:layout.cells]), 0.0),
+                                total[layout.cells:]])
     try:
         cells = np.array([pooled_count(v, "a cell") for v in total[:layout.cells]])
         flags = np.array([pooled_count(v, "a cell's flag") for v in total[layout.cells:]])
@@ -47,6 +51,8 @@ def release(spec: CrosstabSpec, pooled: Pooled) -> Released:
                               "rule": "cells 0 < n < k and cells withheld at a node "
                                       "suppressed; further cells until none can be "
                                       "solved for from the released cells and margins"}}
+    if pooled.dp:
+        result["privacy"], result["privacy_note"] = pooled.dp, NOTE
     return Released(result)
 
 

@@ -9,6 +9,7 @@ from typing import Self
 from pydantic import Field, model_validator
 
 from jobs.fields import Name, Strict, unique
+from jobs.privacy import DPRequest
 
 
 class CrosstabSpec(Strict):
@@ -18,6 +19,8 @@ class CrosstabSpec(Strict):
     columns: Name = Field(description="categorical column of the table's columns")
     layers: Name | None = Field(default=None,
                                 description="optional third column: one table per level")
+    dp: DPRequest | None = Field(default=None, description="noisy cell counts: the ε "
+                                 "asked for (bounds are not needed)")
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:

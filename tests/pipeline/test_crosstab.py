@@ -243,16 +243,36 @@ def test_at_k5_small_cells_are_suppressed_and_none_can_be_solved_for(tmp_path, c
     assert res.table.isna().sum().sum() == sum(map(sum, table["suppressed"]))
 
 
-def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path, penguins,
-                                                                       penguins_meta):
-    fed = build(tmp_path, penguins, penguins_meta)
+def test_where_policy_requires_dp_each_node_noises_its_table(tmp_path, penguins,
+                                                             penguins_meta):
+    """Species × island under DP at ε = 1 per node: the levels are the declared ones, every
+    node adds discrete Laplace noise of scale 1 to each cell and is charged once; each
+    released cell stays within the noise of the pooled pandas count (three draws of
+    scale 1: |noise| < 25 but with probability e^-20), and the cells are integers."""
+    meta = copy.deepcopy(penguins_meta)  # sex with its values undeclared
+    del meta["fields"]["sex"]["constraints"]["enum"]
+    fed = build(tmp_path, penguins, meta)
     try:
         require_dp(fed)
         result, refusal = attempt(fed, crosstab("penguins", ISLANDS, rows="species",
-                                                columns="sex"))
+                                                columns="island", dp={}))
+        assert result is not None, refusal
+        assert sorted(result["privacy"]) == sorted(ISLANDS)
+        assert result["row_levels"] == ["Adelie", "Chinstrap", "Gentoo"]
+        assert result["column_levels"] == ["Biscoe", "Dream", "Torgersen"]
+        assert "noisy" in result["privacy_note"]
+        ref = pd.crosstab(penguins.species, penguins.island)
+        (table,) = result["tables"]
+        for r, row in enumerate(table["counts"]):
+            for c, v in enumerate(row):
+                assert v is None or (v == int(v) and abs(v - ref.iat[r, c]) < 25)
+        assert sorted((s.dataset_id.split(":")[2], s.epsilon) for s in spent(fed)
+                      if s.researcher is None) == [(n, 1.0) for n in sorted(ISLANDS)]
+        # a column without declared levels is refused before a row is read
+        result, refusal = attempt(fed, crosstab("penguins", ISLANDS, rows="species",
+                                                columns="sex", dp={}))
         assert result is None
-        assert "crosstab is not available where policy requires differential privacy" \
+        assert "under differential privacy only columns with a declared enumeration" \
             in refusal, refusal
-        assert spent(fed) == []
     finally:
         fed.__exit__(None, None, None)
