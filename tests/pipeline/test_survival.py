@@ -265,9 +265,11 @@ def test_a_group_no_merge_can_protect_is_refused_without_naming_it(sfed, data, s
     assert spent(sfed) == []
 
 
+@pytest.mark.parametrize("cox", [None, ["bill_length_mm", "C(sex)"]])
 def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path, penguins,
-                                                                       penguins_meta):
-    """Noisy counts are not implemented: a DP cell refuses, before reading a row."""
+                                                                       penguins_meta, cox):
+    """Noisy counts (and noisy Cox rounds) are not implemented: a DP cell refuses, before
+    reading a row."""
     fed = build(tmp_path, penguins, penguins_meta)
     try:
         for core in fed.nodes.values():
@@ -276,7 +278,8 @@ def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path,
                                    "annual_budget: 20}\n", "dp.yaml", "officer")
         result, refusal = attempt(fed, job_yaml(
             study="penguins", type="survival", datasets={n: "penguins" for n in ISLANDS},
-            survival={"time": "body_mass_g", "groups": "species"}))
+            survival={"time": "body_mass_g", "groups": "species",
+                      **({"cox": cox} if cox else {})}))
         assert result is None
         assert "survival is not available where policy requires differential privacy" \
             in refusal, refusal
@@ -376,7 +379,7 @@ def test_whas500_cox_with_groups_and_a_numeric_coded_categorical(sfed, data):
 
 
 @pytest.mark.parametrize(("cox", "message"), [
-    (["age", "nodes_count"], "survival.cox: unknown column 'nodes_count'"),
+    (["age", "nodes_count"], "unknown column 'nodes_count'"),
     (["age", "menostat"], "survival.cox: predictor 'menostat' is not numeric; write "
                           "C(menostat)"),
     (["age", "age_months"], "survival: the Cox design is singular: age_months is a linear "
