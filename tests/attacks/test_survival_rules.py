@@ -279,8 +279,9 @@ def _cox_pair(fed: InMemoryFederation) -> tuple[tuple[dict | None, str], tuple[d
 
 def test_two_cox_fits_differing_by_a_few_patients_pass_the_naive_auditor(g2, monkeypatch):
     """The patients aged 63 and over hold, at each node, at least 5 deaths and 5
-    censorings, and fewer than 15 of each at some node: a difference of linear counts over them mixes at least k = 5 people, so
-    the linear auditor lets two curves that differ by them pass. Two Cox fits differ in
+    censorings, and fewer than 15 of each at some node: a difference of linear counts
+    over them mixes at least k = 5 people, so the linear auditor lets two curves that
+    differ by them pass. Two Cox fits differ in
     sums of exp(β·age) over the same people, a non-linear equation per coefficient and
     round: with the likelihood and the score of both fits that is several equations in
     a few unknown ages and outcomes. Naive (the type not flagged non-linear): both fits

@@ -167,6 +167,18 @@ def assert_matches(result: dict, frame: pd.DataFrame, time: str, event: str | No
     assert res.logrank.df.iloc[0] == len(set(g)) - 1
 
 
+def assert_written(result: dict, out, tables: set[str], plot: str,
+                   column: tuple[str, str]) -> None:
+    """``scifed job result --out`` writes the tables, the plot (a PNG), result.json and
+    report.html; a column read back from its CSV equals the view's."""
+    res = load_result(result)
+    assert tables | {plot, "result.json", "report.html"} <= {p.name for p in res.write(out)}
+    assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table, name = column
+    np.testing.assert_allclose(pd.read_csv(out / f"{table}.csv")[name],
+                               res.tables()[table][name], rtol=1e-12)
+
+
 # -- Kaplan-Meier and log-rank ------------------------------------------------------------
 def test_gbsg2_by_hormone_therapy_equals_scikit_survival_on_the_released_grid(sfed, data,
                                                                               tmp_path):
@@ -181,13 +193,8 @@ def test_gbsg2_by_hormone_therapy_equals_scikit_survival_on_the_released_grid(sf
     assert sorted(result["meta"]["contributors"]) == sorted(NODES)
     # nothing per row: no list as long as the rows
     assert all(len(c["time"]) < len(released) + 1 for c in result["curves"])
-    written = load_result(result).write(tmp_path / "out")
-    names = {p.name for p in written}
-    assert {"curve.csv", "medians.csv", "logrank.csv", "kaplan_meier.png", "result.json",
-            "report.html"} <= names
-    assert (tmp_path / "out" / "kaplan_meier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    back = pd.read_csv(tmp_path / "out" / "curve.csv")
-    np.testing.assert_allclose(back.survival, load_result(result).curve.survival, rtol=1e-12)
+    assert_written(result, tmp_path / "out", {"curve.csv", "medians.csv", "logrank.csv"},
+                   "kaplan_meier.png", ("curve", "survival"))
 
 
 def test_gbsg2_by_tumour_grade_three_groups_two_degrees_of_freedom(sfed, data):
@@ -358,14 +365,8 @@ def test_gbsg2_cox_equals_statsmodels_and_scikit_survival_on_the_released_grid(s
     assert result["cox"]["model"]["reference_levels"] == {"horTh": "false", "tgrade": "I"}
     # nothing per row: no residuals, no linear predictors
     assert set(result["cox"]) == {"model", "coefficients", "fit"}
-    written = load_result(result).write(tmp_path / "out")
-    names = {p.name for p in written}
-    assert {"cox.csv", "cox_fit.csv", "hazard_ratios.png", "curve.csv", "result.json",
-            "report.html"} <= names
-    assert (tmp_path / "out" / "hazard_ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    back = pd.read_csv(tmp_path / "out" / "cox.csv")
-    np.testing.assert_allclose(back.hazard_ratio, load_result(result).cox.hazard_ratio,
-                               rtol=1e-12)
+    assert_written(result, tmp_path / "out", {"cox.csv", "cox_fit.csv", "curve.csv"},
+                   "hazard_ratios.png", ("cox", "hazard_ratio"))
     assert "hazard ratio" in (tmp_path / "out" / "report.html").read_text()
 
 
