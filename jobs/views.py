@@ -49,6 +49,26 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
+def forest(labels: list[str], estimate, low, high, *, null: float, xlabel: str,
+           title: str, log: bool = False) -> bytes:
+    """A forest plot: one row per label, the estimate with its interval, a dashed line at
+    the null value (0 for coefficients, 1 for ratios on a log axis)."""
+    fig, ax = figure()
+    fig.set_size_inches(6, max(2.0, 0.35 * len(labels) + 1.2))
+    ys = list(range(len(labels)))[::-1]
+    est = pd.Series(estimate, dtype=float).to_numpy()
+    err = [est - pd.Series(low, dtype=float).to_numpy(),
+           pd.Series(high, dtype=float).to_numpy() - est]
+    ax.errorbar(est, ys, xerr=err, fmt="o", color="#3b75af", ecolor="#3b75af", capsize=3)
+    ax.axvline(null, color="#999999", lw=0.8, ls="--")
+    if log:
+        ax.set_xscale("log")
+    ax.set_yticks(ys, labels)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    return png(fig)
+
+
 _STYLE = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
           "collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>")
 

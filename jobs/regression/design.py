@@ -70,14 +70,7 @@ class Layout:
 def check_columns(model: Model, table: Table, family: str) -> None:
     """Unknown columns, and a text predictor written without C(), refused by name."""
     table.require(model.columns, "regression", numeric=False)
-    for term in model.terms:
-        if term.categorical:
-            continue
-        try:
-            table.require([term.column], "regression", numeric=True)
-        except UserError:
-            raise UserError(f"regression: predictor {term.column!r} is not numeric; write "
-                            f"C({term.column}) to use it as a categorical predictor") from None
+    check_terms(model, table, "regression")
     for col in model.offsets:
         try:
             table.require([col], "regression", numeric=True)
@@ -89,6 +82,19 @@ def check_columns(model: Model, table: Table, family: str) -> None:
         raise UserError(f"regression: the response {model.response!r} is not numeric; a "
                         f"{family} model needs numbers"
                         + (" (0 and 1)" if family == "binomial" else "")) from None
+
+
+def check_terms(model: Model, table: Table, field: str) -> None:
+    """A predictor must be numeric unless written C(column); ``field`` names the spec field
+    in the message."""
+    for term in model.terms:
+        if term.categorical:
+            continue
+        try:
+            table.require([term.column], field, numeric=True)
+        except UserError:
+            raise UserError(f"{field}: predictor {term.column!r} is not numeric; write "
+                            f"C({term.column}) to use it as a categorical predictor") from None
 
 
 @dataclass(frozen=True)

@@ -42,50 +42,51 @@ MAX_LEVELS = 40
 _IDENTIFIER_KINDS = {"direct_identifier", "quasi_identifier"}
 
 
-def check_factors(model: Model, record: dict) -> None:
-    """Refuse, from the column dictionary, a categorical whose labels identify records."""
+def check_factors(model: Model, record: dict, job: str = "regression") -> None:
+    """Refuse, from the column dictionary, a categorical whose labels identify records
+    (``job``: the type whose rule it is, for the message; survival's Cox model uses it)."""
     fields = {f["name"]: f for f in record.get("fields", [])}
     for col in model.factors:
         f = fields.get(col) or {}
         if f.get("role") == "id" or f.get("pi_kind") in _IDENTIFIER_KINDS:
-            raise UserError(f"regression: column {col!r} identifies people or records and "
+            raise UserError(f"{job}: column {col!r} identifies people or records and "
                             "cannot be a categorical predictor")
 
 
 def check_node(node: str, k: int, n: int, p: int, labels: dict[str, np.ndarray],
-               y: np.ndarray | None) -> None:
+               y: np.ndarray | None, job: str = "regression") -> None:
     """The node-level rules above (``y``: a binomial response, else None)."""
     if n == 0:
         return
     if n < k:
-        raise UserError(f"node {node}: regression: fewer than k={k} complete rows here; "
+        raise UserError(f"node {node}: {job}: fewer than k={k} complete rows here; "
                         "this node does not contribute")
     if p > MAX_DENSITY * n:
-        raise UserError(f"node {node}: regression: {p} parameters are too many for this "
+        raise UserError(f"node {node}: {job}: {p} parameters are too many for this "
                         f"node's rows (at most {MAX_DENSITY:.0%} of them); the model is "
                         "nearly saturated here")
     for col, values in labels.items():
         counts = Counter(values.tolist())
         if len(counts) > MAX_LEVELS:
-            raise UserError(f"node {node}: regression: C({col}) has more than {MAX_LEVELS} "
+            raise UserError(f"node {node}: {job}: C({col}) has more than {MAX_LEVELS} "
                             "levels here")
         if any(c < k for c in counts.values()):
-            raise UserError(f"node {node}: regression: a level of C({col}) is held by fewer "
+            raise UserError(f"node {node}: {job}: a level of C({col}) is held by fewer "
                             f"than k={k} rows here; merge rare levels or filter them out")
     if y is not None:
         ones = int(np.sum(y == 1))
         if 0 < ones < k or 0 < n - ones < k:
-            raise UserError(f"node {node}: regression: one outcome of the binomial response "
+            raise UserError(f"node {node}: {job}: one outcome of the binomial response "
                             f"is held by fewer than k={k} rows here")
 
 
-def check_pooled(n: int, p: int, k: int) -> None:
+def check_pooled(n: int, p: int, k: int, job: str = "regression") -> None:
     """The pooled rules above; raises UserError naming the rule."""
     if p >= n:
-        raise UserError(f"regression: the model is saturated: its {p} parameters are "
+        raise UserError(f"{job}: the model is saturated: its {p} parameters are "
                         "not fewer than the complete rows")
     need = max(k, MIN_RESIDUAL_DF)
     if n - p < need:
-        raise UserError(f"regression: too few residual degrees of freedom (rows minus the "
+        raise UserError(f"{job}: too few residual degrees of freedom (rows minus the "
                         f"{p} parameters); the disclosure rules need at least {need} "
                         f"(max(k, {MIN_RESIDUAL_DF}))")

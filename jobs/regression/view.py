@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs.views import figure, page, png, provenance, write_files
+from jobs.views import forest, page, provenance, write_files
 
 
 @dataclass
@@ -50,18 +50,11 @@ class RegressionResult:
         """Estimates with their confidence intervals, intercept left out (its scale
         usually dwarfs the rest)."""
         df = self.coefficients.drop(index="Intercept", errors="ignore")
-        fig, ax = figure()
-        fig.set_size_inches(6, max(2.0, 0.35 * len(df) + 1.2))
-        ys = list(range(len(df)))[::-1]
-        ax.errorbar(df.estimate, ys, xerr=[df.estimate - df.ci_low, df.ci_high - df.estimate],
-                    fmt="o", color="#3b75af", ecolor="#3b75af", capsize=3)
-        ax.axvline(0.0, color="#999999", lw=0.8, ls="--")
-        ax.set_yticks(ys, list(df.index))
         level = self.model.get("confidence", 0.95)
-        ax.set_xlabel(f"estimate ({level:.0%} confidence interval)")
-        ax.set_title(f"{self.model.get('formula', '')} [{self.model.get('family', '')}]",
-                     fontsize=9)
-        return png(fig)
+        return forest(list(df.index), df.estimate, df.ci_low, df.ci_high, null=0.0,
+                      xlabel=f"estimate ({level:.0%} confidence interval)",
+                      title=f"{self.model.get('formula', '')} "
+                            f"[{self.model.get('family', '')}]")
 
     def write(self, out: Path) -> list[Path]:
         """CSV per table, forest.png, result.json and report.html into ``out``."""

@@ -11,7 +11,8 @@ levels only, so the vectors add under encryption::
 
 At-risk counts need nothing more: at the start of bin j, a group's at-risk rows are its
 rows less every event and censoring of the bins before. Only complete rows count (time,
-event and group all present), as a library drops incomplete ones.
+event and group all present, and with a Cox model every covariate), as a library drops
+incomplete ones: the curves and the Cox fit describe the same rows.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jobs.base import Table
+from jobs.regression.design import check_terms
 from jobs.survival import grid
 from jobs.survival.spec import SurvivalSpec
 from scifed.errors import UserError
@@ -37,10 +39,11 @@ class Columns:
     time: str
     event: str | None
     group: str | None
+    covariates: tuple[str, ...] = ()   # the Cox model's columns, in its order
 
     def complete(self) -> str:
-        return " AND ".join(f"{c} IS NOT NULL" for c in (self.time, self.event, self.group)
-                            if c is not None)
+        return " AND ".join(f"{c} IS NOT NULL" for c in (self.time, self.event, self.group,
+                                                          *self.covariates) if c is not None)
 
 
 def columns(table: Table, spec: SurvivalSpec) -> Columns:
@@ -50,22 +53,32 @@ def columns(table: Table, spec: SurvivalSpec) -> Columns:
         table.require([spec.event], "survival.event", numeric=True)
     if spec.groups is not None:
         table.require([spec.groups], "survival.groups", numeric=False)
+    covariates: tuple[str, ...] = ()
+    if spec.cox is not None:
+        model = spec.cox_model()
+        table.require([t.column for t in model.terms], "survival.cox", numeric=False)
+        check_terms(model, table, "survival.cox")
+        covariates = tuple(table.category(t.column) if t.categorical else
+                           table.number(t.column) for t in model.terms)
     return Columns(table.number(spec.time),
                    None if spec.event is None else table.number(spec.event),
-                   None if spec.groups is None else table.category(spec.groups))
+                   None if spec.groups is None else table.category(spec.groups), covariates)
 
 
-def _exprs(cols: Columns) -> tuple[list[str], Columns]:
-    exprs = [c for c in (cols.time, cols.event, cols.group) if c is not None]
+def exprs_of(cols: Columns) -> tuple[list[str], Columns]:
+    """The columns as the expressions of a query, and as its CTE's names (c0, c1, ...)."""
+    exprs = [c for c in (cols.time, cols.event, cols.group, *cols.covariates)
+             if c is not None]
     names = iter(f"c{i}" for i in range(len(exprs)))
     return exprs, Columns(next(names), next(names) if cols.event else None,
-                          next(names) if cols.group else None)
+                          next(names) if cols.group else None,
+                          tuple(next(names) for _ in cols.covariates))
 
 
 def level_counts(table: Table, spec: SurvivalSpec) -> dict[str, int]:
     """This node's complete rows per group level ({"all": n} without groups); refuses an
     event column that is not 0/1."""
-    exprs, d = _exprs(columns(table, spec))
+    exprs, d = exprs_of(columns(table, spec))
     if d.event is not None:
         (bad,), = table.query(exprs, f"SELECT count(*) FROM d WHERE {d.complete()} AND "
                                      f"{d.event} NOT IN (0, 1)")
@@ -92,7 +105,7 @@ def size(edges: list[float], levels: list[str]) -> int:
 def counts(table: Table, spec: SurvivalSpec, edges: list[float],
            levels: list[str]) -> np.ndarray:
     """The contribution vector (layout above)."""
-    exprs, d = _exprs(columns(table, spec))
+    exprs, d = exprs_of(columns(table, spec))
     bin_sql, bin_params = grid.bin_case(d.time, edges[1:])
     status_sql, status_params = grid.status_case(d.time, d.event, edges[-1])
     group = d.group or f"'{ALL}'"

@@ -1,14 +1,15 @@
 """The release node's side of a ``survival`` job: decode the pooled counts per (group,
 declared bin), widen the bins until the disclosure rules hold (`disclosure.widen`), and
 estimate on the released grid: a Kaplan–Meier curve per group (and overall), the
-median, and the log-rank test between the groups."""
+median, and the log-rank test between the groups. With a Cox model the result waits for
+its Newton rounds on that grid (coxfit.py) and is released with the fit."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from jobs.base import Pooled, Released
-from jobs.survival import disclosure, estimate, grid
+from jobs.base import NextRound, Pooled, Released
+from jobs.survival import coxfit, disclosure, estimate, grid
 from jobs.survival.compute import Cells, levels_of
 from jobs.survival.spec import SurvivalSpec
 from scifed.errors import UserError
@@ -16,7 +17,18 @@ from scifed.errors import UserError
 OVERALL = "(all)"
 
 
-def release(spec: SurvivalSpec, pooled: Pooled) -> Released:
+def release(spec: SurvivalSpec, pooled: Pooled) -> Released | NextRound:
+    if pooled.state is not None:
+        return coxfit.iterate(spec, pooled)
+    result, events = kaplan_meier(spec, pooled)
+    if spec.cox is None:
+        return Released(result)
+    return coxfit.start(spec, pooled, result, events,
+                        np.asarray(result["curves"][0]["at_risk"], dtype=np.float64))
+
+
+def kaplan_meier(spec: SurvivalSpec, pooled: Pooled) -> tuple[dict, np.ndarray]:
+    """The Kaplan–Meier result, and the events of every released bin (all groups)."""
     edges = grid.edges(spec, pooled.record, None)
     levels = levels_of(spec, pooled.vocab)
     try:
@@ -67,7 +79,7 @@ def release(spec: SurvivalSpec, pooled: Pooled) -> Released:
                              "groups": [{"group": g, "observed": int(o), "expected": float(e)}
                                         for g, o, e in zip(levels, test.observed,
                                                            test.expected, strict=True)]}
-    return Released(result)
+    return result, events.sum(axis=0)
 
 
 def _notes(spec: SurvivalSpec, edges: list[float], times: list[float], k: int) -> list[str]:

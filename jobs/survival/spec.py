@@ -1,6 +1,8 @@
 """The ``survival:`` section of a job spec: the time and event columns, an optional
-grouping column, the declared time bins and the confidence level. Everything here is
-checked without the data, at submission and again at every node."""
+grouping column, the declared time bins, the confidence level, and an optional Cox
+model (``cox``: covariates written as regression terms, ``age`` or ``C(horTh)``, with the
+iteration limits of its Newton fit). Everything here is checked without the data, at
+submission and again at every node."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Self
 from pydantic import Field, model_validator
 
 from jobs.fields import Name, Strict
+from jobs.regression.formula import Model, build, parse_term
+from jobs.regression.spec import MAX_ITER, MAX_PREDICTORS
 
 MAX_BINS = 100        # declared bins: each (group, bin, status) is one row set of the auditor
 DEFAULT_BINS = 20     # bins over the declared range where the job gives none
@@ -30,6 +34,14 @@ class SurvivalSpec(Strict):
         default=None, description="bin edges of the time axis, or a number of equal bins "
                                   "over the time column's declared range (default 20)")
     confidence: float = Field(default=0.95, ge=CONFIDENCE[0], le=CONFIDENCE[1])
+    cox: list[str] | None = Field(
+        default=None, description="covariates of a Cox proportional hazards model: column "
+                                  "names or C(column) for a categorical")
+    max_iter: int = Field(default=MAX_ITER, ge=1, le=MAX_ITER,
+                          description="Cox: Newton iterations (each one encrypted round)")
+    tol: float = Field(default=1e-9, gt=0, le=1e-3,
+                       description="Cox: relative change of the log partial likelihood "
+                                   "that ends the fit")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -48,7 +60,32 @@ class SurvivalSpec(Strict):
                 raise ValueError("bins: every edge must be a finite number")
             if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
                 raise ValueError("bins: the edges must increase strictly")
+        if self.cox is not None:
+            model = self.cox_model()
+            if len(model.terms) > MAX_PREDICTORS:
+                raise ValueError(f"cox: more than {MAX_PREDICTORS} covariates (the limit), "
+                                 f"got {len(model.terms)}")
+            if self.event in {t.column for t in model.terms}:
+                raise ValueError(f"cox: the event column {self.event!r} is also a covariate")
         return self
 
+    def cox_model(self) -> Model:
+        """The Cox covariates as a regression model of the time with an intercept: its
+        design (jobs/regression/design.py) less the intercept column is the Cox design,
+        each categorical in treatment coding (the baseline hazard absorbs the constant).
+        Raises ValueError naming a bad term; None-safe only where ``cox`` is given."""
+        assert self.cox is not None
+        if not self.cox:
+            raise ValueError("cox: name at least one covariate")
+        try:
+            terms = [parse_term(t) for t in self.cox]
+            if self.time in {t.column for t in terms}:
+                raise ValueError(f"the time column {self.time!r} is also a covariate")
+            return build(self.time, terms, True)
+        except ValueError as exc:
+            raise ValueError(f"cox: {exc}") from None
+
     def referenced_columns(self) -> list[str]:
-        return [c for c in (self.time, self.event, self.groups) if c is not None]
+        covariates = [t.column for t in self.cox_model().terms] if self.cox else []
+        return list(dict.fromkeys(
+            [c for c in (self.time, self.event, self.groups) if c is not None] + covariates))

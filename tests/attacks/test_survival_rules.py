@@ -12,8 +12,13 @@ the intensive care unit; the attacker knows that much and wants the day and outc
   two releases that differ by that patient: two filters, or two grids whose bins
   differ by the patient's day (``row_sets``: every (group, bin, status) cell).
 
+* The Cox model: a categorical level held by the patient alone (the fit's existence
+  gives the outcome away), and two fits differing by a few patients, whose non-linear
+  sums the auditor holds to atoms of 3·k rows.
+
 Against the naive type (declared bins released as they are, a node with one row
-contributing) each attack reads the patient's bin and outcome; here each one fails.
+contributing, no level rule, the Cox fit audited as linear) each attack reads the
+patient's bin and outcome; here each one fails.
 """
 
 from __future__ import annotations
@@ -233,3 +238,79 @@ def test_an_edge_off_the_time_grid_is_refused_before_any_row_is_read(g2):
     assert "days bin edge 504.5 is not on the column's grid" in why, why
     assert "use 504 or 505" in why, why
     assert spent(g2) == []
+
+
+# -- the Cox model ---------------------------------------------------------------------------
+def test_a_covariate_level_held_by_one_patient_is_refused_without_naming_it(g1, monkeypatch):
+    """A Cox model with C(ward): the ICU dummy is the target alone. Its score equation is
+    Σ_events x_ICU = Σ_j d_j·(ICU share of the risk set), so the ICU coefficient is finite
+    exactly when the target died (had they been censored the fit would have no maximum).
+    Naive (no level rule at the node): the fit is released with a C(ward)[T.ICU] term, and
+    that it exists says the target died. Here alpha refuses before any level leaves it,
+    naming neither the level nor how many hold it."""
+    import jobs.survival as survival_type
+
+    spec = survival(cox=["age", "C(ward)"], bins=[0, 1000])
+    with monkeypatch.context() as naive:
+        naive.setattr(survival_type.regression_rules, "check_node", lambda *a, **k: None)
+        leaked, why = attempt(g1, spec)
+    assert leaked is not None, why
+    assert "C(ward)[T.ICU]" in [c["term"] for c in leaked["cox"]["coefficients"]]
+    result, why = attempt(g1, spec)
+    assert result is None, result["cox"]
+    assert "node alpha: survival: a level of C(ward) is held by fewer than k=3 rows" in why, why
+    assert "ICU" not in why
+    assert_no_count_below_k(why, 3)
+
+
+def _older_than(df: pd.DataFrame, age: int) -> pd.DataFrame:
+    """Per node, the deaths and censorings among patients of ``age`` and older."""
+    old = df[df.age >= age]
+    return pd.DataFrame({"died": old.groupby("node").died.sum(),
+                         "censored": (1 - old.died).groupby(old.node).sum()})
+
+
+def _cox_pair(fed: InMemoryFederation) -> tuple[tuple[dict | None, str], tuple[dict | None, str]]:
+    """Two Cox fits whose selections differ by the patients aged 63 and over."""
+    first = attempt(fed, survival(cox=["age"], bins=[0, 1000]))
+    second = attempt(fed, survival(filter="age < 63", cox=["age"], bins=[0, 1000]))
+    return first, second
+
+
+def test_two_cox_fits_differing_by_a_few_patients_pass_the_naive_auditor(g2, monkeypatch):
+    """The patients aged 63 and over hold, at each node, at least 5 deaths and 5
+    censorings, and fewer than 15 of each at some node: a difference of linear counts
+    over them mixes at least k = 5 people, so the linear auditor lets two curves that
+    differ by them pass. Two Cox fits differ in
+    sums of exp(β·age) over the same people, a non-linear equation per coefficient and
+    round: with the likelihood and the score of both fits that is several equations in
+    a few unknown ages and outcomes. Naive (the type not flagged non-linear): both fits
+    are released."""
+    import jobs.survival as survival_type
+
+    old = _older_than(g2.table, 63)
+    assert (old >= 5).all().all() and (old < 15).all(axis=1).any(), old
+    monkeypatch.setattr(survival_type.SurvivalJob, "nonlinear", lambda self, params: False)
+    (first, why1), (second, why2) = _cox_pair(g2)
+    assert first is not None and second is not None, (why1, why2)
+
+
+def test_two_cox_fits_differing_by_a_few_patients_are_stopped_by_the_non_linear_auditor(g2):
+    """The same pair, defended: the Cox fit is a non-linear release, so its row sets also
+    go to the auditor's non-linear partition, whose atoms must hold 3·k = 15 rows; the
+    second fit would leave atoms of fewer and is refused."""
+    (first, why1), (second, why2) = _cox_pair(g2)
+    assert first is not None, why1
+    assert second is None, second["cox"]
+    assert "refused the query" in why2 and "3·k: its fit statistics are non-linear" in why2, \
+        why2
+    assert_no_count_below_k(why2, 5)
+
+
+def test_the_same_pair_of_curves_alone_passes_the_linear_auditor(g2):
+    """The control: without a Cox model the two releases are linear counts, each
+    difference over at least k people, and both are released."""
+    first, why = attempt(g2, survival(bins=[0, 1000]))
+    assert first is not None, why
+    second, why = attempt(g2, survival(filter="age < 63", bins=[0, 1000]))
+    assert second is not None, why

@@ -6,7 +6,12 @@ released bin, a time beyond the last edge censored there).
 Data bundled with scikit-survival, split across three nodes non-IID: GBSG2 (breast
 cancer recurrence, split by age), the veterans' lung cancer trial (split by Karnofsky
 score) and WHAS500 (heart attack survival, split by age). The
-nodes' policy sets k = 10, so the release node merges bins."""
+nodes' policy sets k = 10, so the release node merges bins.
+
+The Cox models are compared with statsmodels' ``PHReg(ties="breslow")`` (coefficients,
+standard errors, log partial likelihood) and scikit-survival's
+``CoxPHSurvivalAnalysis(ties="breslow")`` (coefficients), fitted here on the pooled rows
+with each time replaced by its released bin's right edge, so the ties are the job's."""
 
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ import pytest
 from inmemory_cases import ISLANDS, attempt, build, job_yaml, spent
 from sksurv.compare import compare_survival
 from sksurv.datasets import load_gbsg2, load_veterans_lung_cancer, load_whas500
+from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.nonparametric import kaplan_meier_estimator
+from statsmodels.duration.hazard_regression import PHReg
 
 from harness.inmemory import InMemoryFederation
 from jobs.views import load_result
@@ -53,7 +60,9 @@ def _frame(loader, time: str, event: str, split: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def data() -> dict[str, pd.DataFrame]:
     whas = _frame(load_whas500, "lenfol", "fstat", "age")
-    return {"gbsg2": _frame(load_gbsg2, "time", "cens", "age"),
+    gbsg2 = _frame(load_gbsg2, "time", "cens", "age")
+    gbsg2["age_months"] = gbsg2.age * 12  # a covariate aliased with age
+    return {"gbsg2": gbsg2,
             "veteran": _frame(load_veterans_lung_cancer, "days", "died", "Karnofsky_score"),
             "whas500": whas}
 
@@ -158,6 +167,18 @@ def assert_matches(result: dict, frame: pd.DataFrame, time: str, event: str | No
     assert res.logrank.df.iloc[0] == len(set(g)) - 1
 
 
+def assert_written(result: dict, out, tables: set[str], plot: str,
+                   column: tuple[str, str]) -> None:
+    """``scifed job result --out`` writes the tables, the plot (a PNG), result.json and
+    report.html; a column read back from its CSV equals the view's."""
+    res = load_result(result)
+    assert tables | {plot, "result.json", "report.html"} <= {p.name for p in res.write(out)}
+    assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table, name = column
+    np.testing.assert_allclose(pd.read_csv(out / f"{table}.csv")[name],
+                               res.tables()[table][name], rtol=1e-12)
+
+
 # -- Kaplan-Meier and log-rank ------------------------------------------------------------
 def test_gbsg2_by_hormone_therapy_equals_scikit_survival_on_the_released_grid(sfed, data,
                                                                               tmp_path):
@@ -172,13 +193,8 @@ def test_gbsg2_by_hormone_therapy_equals_scikit_survival_on_the_released_grid(sf
     assert sorted(result["meta"]["contributors"]) == sorted(NODES)
     # nothing per row: no list as long as the rows
     assert all(len(c["time"]) < len(released) + 1 for c in result["curves"])
-    written = load_result(result).write(tmp_path / "out")
-    names = {p.name for p in written}
-    assert {"curve.csv", "medians.csv", "logrank.csv", "kaplan_meier.png", "result.json",
-            "report.html"} <= names
-    assert (tmp_path / "out" / "kaplan_meier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    back = pd.read_csv(tmp_path / "out" / "curve.csv")
-    np.testing.assert_allclose(back.survival, load_result(result).curve.survival, rtol=1e-12)
+    assert_written(result, tmp_path / "out", {"curve.csv", "medians.csv", "logrank.csv"},
+                   "kaplan_meier.png", ("curve", "survival"))
 
 
 def test_gbsg2_by_tumour_grade_three_groups_two_degrees_of_freedom(sfed, data):
@@ -256,9 +272,11 @@ def test_a_group_no_merge_can_protect_is_refused_without_naming_it(sfed, data, s
     assert spent(sfed) == []
 
 
+@pytest.mark.parametrize("cox", [None, ["bill_length_mm", "C(sex)"]])
 def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path, penguins,
-                                                                       penguins_meta):
-    """Noisy counts are not implemented: a DP cell refuses, before reading a row."""
+                                                                       penguins_meta, cox):
+    """Noisy counts (and noisy Cox rounds) are not implemented: a DP cell refuses, before
+    reading a row."""
     fed = build(tmp_path, penguins, penguins_meta)
     try:
         for core in fed.nodes.values():
@@ -267,10 +285,112 @@ def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path,
                                    "annual_budget: 20}\n", "dp.yaml", "officer")
         result, refusal = attempt(fed, job_yaml(
             study="penguins", type="survival", datasets={n: "penguins" for n in ISLANDS},
-            survival={"time": "body_mass_g", "groups": "species"}))
+            survival={"time": "body_mass_g", "groups": "species",
+                      **({"cox": cox} if cox else {})}))
         assert result is None
         assert "survival is not available where policy requires differential privacy" \
             in refusal, refusal
         assert spent(fed) == []
     finally:
         fed.__exit__(None, None, None)
+
+
+# -- Cox proportional hazards ---------------------------------------------------------------
+COX_TOL = 1e-6
+
+
+def _levels(values: pd.Series) -> list[str]:
+    """A categorical's labels as the node reads them (yes / no as boolean: true / false),
+    sorted as pandas sorts the column (numerically where every label is a number)."""
+    labels = sorted(set(values))
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return labels
+
+
+def cox_design(frame: pd.DataFrame, covariates: list[str]) -> tuple[np.ndarray, list[str]]:
+    """The pooled design in treatment coding (reference: the first level), built here."""
+    columns, names = [], []
+    for term in covariates:
+        if term.startswith("C("):
+            col = term[2:-1]
+            labels = frame[col].astype(str).replace({"yes": "true", "no": "false"})
+            for level in _levels(labels)[1:]:
+                columns.append((labels == level).to_numpy(dtype=float))
+                names.append(f"C({col})[T.{level}]")
+        else:
+            columns.append(frame[term].to_numpy(dtype=float))
+            names.append(term)
+    return np.column_stack(columns), names
+
+
+def assert_cox_matches(result: dict, frame: pd.DataFrame, time: str, event: str,
+                       covariates: list[str]) -> None:
+    t, e = binned(result, frame[time].to_numpy(dtype=float), frame[event].to_numpy())
+    x, names = cox_design(frame, covariates)
+    ref = PHReg(t, x, status=e.astype(float), ties="breslow").fit()
+    res = load_result(result)
+    coef = res.cox
+    assert list(coef.index) == names
+    np.testing.assert_allclose(coef.estimate, ref.params, rtol=COX_TOL)
+    np.testing.assert_allclose(coef.std_error, ref.bse, rtol=COX_TOL)
+    np.testing.assert_allclose(coef.statistic, ref.tvalues, rtol=COX_TOL)
+    np.testing.assert_allclose(coef.p_value, ref.pvalues, rtol=COX_TOL, atol=1e-300)
+    level = result["cox"]["model"]["confidence"]
+    ci = ref.conf_int(alpha=1 - level)
+    np.testing.assert_allclose(coef[["ci_low", "ci_high"]], ci, rtol=COX_TOL)
+    np.testing.assert_allclose(coef.hazard_ratio, np.exp(ref.params), rtol=COX_TOL)
+    np.testing.assert_allclose(coef[["hr_ci_low", "hr_ci_high"]], np.exp(ci), rtol=COX_TOL)
+    fit = res.cox_fit
+    assert fit["log_likelihood"] == pytest.approx(ref.llf, rel=1e-9)
+    assert fit["null_log_likelihood"] == pytest.approx(
+        ref.model.loglike(np.zeros(len(names))), rel=1e-9)
+    assert fit["nobs"] == len(frame) and fit["events"] == int(e.sum())
+    assert 1 <= fit["iterations"] <= 25
+    y = np.array(list(zip(e, t, strict=True)), dtype=[("event", bool), ("time", float)])
+    sk = CoxPHSurvivalAnalysis(ties="breslow", tol=1e-12, n_iter=200).fit(x, y)
+    np.testing.assert_allclose(coef.estimate, sk.coef_, rtol=COX_TOL)
+
+
+GBSG2_COX = ["age", "tsize", "C(horTh)", "C(tgrade)"]
+
+
+def test_gbsg2_cox_equals_statsmodels_and_scikit_survival_on_the_released_grid(sfed, data,
+                                                                               tmp_path):
+    _, result = sfed.run(survival("gbsg2", time="time", event="cens", cox=GBSG2_COX,
+                                  bins=list(range(0, 2701, 50))), timeout=180)
+    assert_cox_matches(result, data["gbsg2"], "time", "cens", GBSG2_COX)
+    assert_matches(result, data["gbsg2"], "time", "cens", None)  # the curve alongside
+    assert result["cox"]["model"]["reference_levels"] == {"horTh": "false", "tgrade": "I"}
+    # nothing per row: no residuals, no linear predictors
+    assert set(result["cox"]) == {"model", "coefficients", "fit"}
+    assert_written(result, tmp_path / "out", {"cox.csv", "cox_fit.csv", "curve.csv"},
+                   "hazard_ratios.png", ("cox", "hazard_ratio"))
+    assert "hazard ratio" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_whas500_cox_with_groups_and_a_numeric_coded_categorical(sfed, data):
+    covariates = ["age", "bmi", "C(gender)"]
+    _, result = sfed.run(survival("whas500", time="lenfol", event="fstat", groups="gender",
+                                  cox=covariates, bins=list(range(0, 2401, 30)),
+                                  confidence=0.9), timeout=180)
+    assert_cox_matches(result, data["whas500"], "lenfol", "fstat", covariates)
+    assert_matches(result, data["whas500"], "lenfol", "fstat", "gender")
+
+
+@pytest.mark.parametrize(("cox", "message"), [
+    (["age", "nodes_count"], "unknown column 'nodes_count'"),
+    (["age", "menostat"], "survival.cox: predictor 'menostat' is not numeric; write "
+                          "C(menostat)"),
+    (["age", "age_months"], "survival: the Cox design is singular: age_months is a linear "
+                            "combination"),
+    (["age", "log(tsize)"], "cox: 'log(tsize)' is not a column name or C(column)"),
+    (["time"], "cox: the time column 'time' is also a covariate"),
+])
+def test_bad_cox_input_gets_one_clear_message_and_charges_nothing(sfed, cox, message):
+    result, refusal = attempt(sfed, survival("gbsg2", time="time", event="cens", cox=cox,
+                                             bins=list(range(0, 2701, 100))))
+    assert result is None
+    assert message in refusal, refusal
+    assert spent(sfed) == []
