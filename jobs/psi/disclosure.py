@@ -26,6 +26,20 @@ At the release node, on the pooled count:
   membership. (k = 1 sets no threshold: every count, 0 too, is released.)
 * where every contributor added DP noise the noisy count is released (rounded, at
   least 0) whatever its size: DP, not the threshold, bounds what it reveals.
+
+PSI as a filter (``values``: sums of columns at node A over the intersection) keeps the
+rules above at every node (A's set is its distinct identifiers with a row selected), and:
+
+* it is exact only: where a node's policy requires DP, that node refuses before it reads
+  a row (:func:`refuse_dp`); the spec refuses ``dp`` with ``values``;
+* the values node's query auditor sees, besides the selection and the rows holding an
+  identifier, the rows holding an identifier and each value column: the sums run over
+  subsets of those. The intersection is no row set any auditor can see — but it changes
+  only when some node's selection does, and that node's auditor sees that change;
+* at the release node: where k > 1, fewer than k identifiers in the intersection, or
+  fewer than k values of any column there, refuses the whole result in one message that
+  says neither which nor how many (:func:`check_pooled_values`). Nothing per row or per
+  identifier is released: a count, and per column n, sum, mean, variance.
 """
 
 from __future__ import annotations
@@ -54,6 +68,23 @@ def check_node(node: str, k: int, distinct: int, exact: bool) -> None:
     if exact and k > 1 and distinct < k:
         raise UserError(f"node {node}: psi: the selection holds fewer than k={k} distinct "
                         "identifiers here; this node does not take part")
+
+
+def refuse_dp(node: str, epsilon: float | None) -> None:
+    """PSI as a filter is exact only: refused before any row is read where DP applies."""
+    if epsilon is not None:
+        raise UserError(f"node {node}: psi with values is not available where policy "
+                        "requires differential privacy (noisy sums over the intersection "
+                        "are not implemented yet); ask the data officer for an exact cell, "
+                        "or drop values for the noisy intersection size")
+
+
+def check_pooled_values(count: int, counts: list[int], k: int) -> None:
+    """The filter's release: at least k identifiers in the intersection, and at least k
+    values of every column there — one message for either, with no size in it."""
+    if k > 1 and (count < k or min(counts) < k):
+        raise UserError(f"psi: the intersection holds fewer than k={k} identifiers, or "
+                        f"fewer than k={k} values of a column; nothing is released")
 
 
 def check_pooled(count: int, k: int) -> None:

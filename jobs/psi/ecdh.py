@@ -48,9 +48,15 @@ def hashed(job_id: str, ids: Iterable[bytes]) -> list[bytes]:
 
 def blind(secret: X25519PrivateKey, points: Iterable[bytes]) -> list[bytes]:
     """Each point times the key, sorted (so the order says nothing of the input's)."""
+    return sorted(blind_in_order(secret, points))
+
+
+def blind_in_order(secret: X25519PrivateKey, points: Iterable[bytes]) -> list[bytes]:
+    """Each point times the key, in the input's order (the filter's set of the values
+    node, whose positions are that node's secret order: jobs/psi/filtering.py)."""
     exchange, load = secret.exchange, X25519PublicKey.from_public_bytes
     try:
-        return sorted(exchange(load(p)) for p in points)
+        return [exchange(load(p)) for p in points]
     except ValueError:  # a small-order point: never the hash of an identifier
         raise UserError("psi: a peer sent a point of small order; it is not a blinded "
                         "identifier") from None

@@ -16,13 +16,15 @@ import base64
 import hashlib
 import json
 import re
+import struct
 
 import pytest
+import tenseal as ts
 import yaml
 from staff import NODES, attempt, staff_meta, staff_table
 
 from harness.inmemory import InMemoryFederation
-from jobs.psi import ecdh
+from jobs.psi import bfv, ecdh
 from scifed.tasks import TaskKind
 
 # alpha holds persons 0-99, beta 40-139, gamma 60-179: 60-99 are at every node
@@ -138,3 +140,113 @@ def test_the_coordinator_reads_no_identifier_from_what_it_relays(staff):
                         if k not in ("exchange", "key_share", "researcher_claim")})
             for t in tasks]
     assert not any(c.decode() in s for c in ids for s in text)
+
+
+# -- PSI as a filter: salaries at alpha over the persons beta and gamma hold too ---------
+def salaries(study: str = "staff", nodes=NODES, filter: str | None = None) -> str:
+    job = yaml.safe_load(psi(study, nodes=nodes, filter=filter))
+    job["psi"]["values"] = {"node": "alpha", "columns": ["salary"],
+                            "bounds": {"salary": [40_000, 160_000]}}  # to 1 yuan
+    return yaml.safe_dump(job, sort_keys=False)
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """What each node's filter step receives, opened (node -> list of inbound dicts)."""
+    from jobs.psi import filtering
+
+    got: dict[str, list[dict[str, bytes]]] = {}
+    step = filtering.step
+
+    def recording(params, table, ex, limits):
+        got.setdefault(limits.node, []).append(dict(ex.inbound))
+        return step(params, table, ex, limits)
+
+    monkeypatch.setattr(filtering, "step", recording)
+    return got
+
+
+def _salary_needles(values) -> list[bytes]:
+    """Every way a salary could travel in clear: float64, as text, and the fixed-point
+    value the filter encrypts (yuan above the minimum) as int64."""
+    out = []
+    for x in values:
+        u = int(round(x - 40_000))
+        out += [struct.pack("<d", x), struct.pack("<q", u), f"{x:.2f}".encode()]
+    return out
+
+
+def test_the_filter_releases_the_sums_and_nobody_reads_a_salary(staff, seen):
+    result, why = attempt(staff, salaries())
+    assert result is not None, why
+    df = staff.df
+    held = set(HELD["alpha"]) & set(HELD["beta"]) & set(HELD["gamma"])
+    yuan = df.iloc[sorted(held)].salary.round()  # the job's resolution: 1
+    released = result["values"]["columns"]["salary"]
+    assert result["intersection"] == released["n"] == len(yuan) == 40
+    assert released["sum"] == yuan.sum()
+    assert released["variance"] == pytest.approx(yuan.var(ddof=1), rel=1e-12)
+    # the coordinator: no identifier (as above) and no salary in anything it relays
+    job_id = result["meta"]["job_id"]
+    tasks = [t for link in staff.links.values() for t in link.tasks
+             if json.loads(t.payload).get("job_id") == job_id]
+    raw = b"".join(t.payload for t in tasks)
+    relayed = b"".join(b for t in tasks for b in _blobs(json.loads(t.payload)))
+    everyone = df.iloc[list(HELD["alpha"])].salary
+    ids = [str(p).encode() for p in df.iloc[list(HELD["alpha"])].person_id]
+    for needle in [*_salary_needles(everyone), *ecdh.hashed(job_id, ids)]:
+        assert needle not in raw and needle not in relayed
+    # E (alpha's predecessor in the ring) opens what it receives: points and alpha's
+    # ciphertexts under a key whose secret it never gets
+    peers = [*result["meta"]["contributors"]]
+    inbound = [b for node, steps in seen.items() if node != "alpha"
+               for blobs in steps for b in blobs.values()]
+    assert sum(map(len, inbound)) > 300_000  # the ciphertexts travelled (≈ 330 kB)
+    opened = b"".join(inbound)
+    for needle in _salary_needles(everyone):
+        if len(needle) >= 8:  # random bytes hold short texts by chance
+            assert needle not in opened
+    contexts = [bfv.unframe(b, "test") for node, steps in seen.items() if node != "alpha"
+                for blobs in steps for b in blobs.values()]
+    public = [items[i + 1] for items in contexts for i in range(0, len(items) - 1, 2)
+              if items[i] == b"context"]
+    assert len(public) == 1 and sorted(peers) == sorted(NODES)
+    ctx = ts.context_from(public[0])
+    assert ctx.is_public() and not ctx.has_secret_key()
+
+
+def test_a_filter_leaving_fewer_than_k_is_refused_without_its_size(staff):
+    """At k = 3 each node holds 8 of the selected persons (no node rule fires); every
+    node holds 2 of them, or none: refused alike, nothing spent."""
+    texts = []
+    for common in ([98, 99], []):
+        alpha_only = [i for i in range(0, 8 - len(common))]
+        two = [i for i in range(100, 108 - len(common))]
+        people = ", ".join(str(100_001 + i) for i in [*common, *alpha_only, *two])
+        result, why = attempt(staff, salaries("lowk", filter=f"person_id in [{people}]"))
+        assert result is None
+        texts.append(same(why))
+    assert "the intersection holds fewer than k=3 identifiers" in texts[0]
+    assert texts[0] == texts[1]
+    assert "2" not in texts[0]
+    assert spent(staff) == []
+
+
+def test_differencing_two_filters_is_stopped_by_the_auditor(staff):
+    everyone, why = attempt(staff, salaries())
+    assert everyone is not None, why
+    # all but one person beta holds: the difference of the sums would be that salary
+    result, why = attempt(staff, salaries(filter=f"person_id != {MEMBER}"))
+    assert result is None
+    assert "query auditing" in why
+
+
+def test_the_filter_under_dp_is_refused_before_a_row_is_read(staff):
+    core = staff.nodes["beta"]
+    core.gate.policies.set(core.registry.get("staff").record,
+                           "dp: {required: true, epsilon_per_query: 1.0, "
+                           "annual_budget: 20}\n", "dp.yaml", "officer")
+    result, why = attempt(staff, salaries())
+    assert result is None
+    assert "node beta: psi with values is not available where policy requires" in why
+    assert spent(staff) == []

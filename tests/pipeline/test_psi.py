@@ -275,3 +275,130 @@ def test_dp_noises_at_each_node_and_charges_its_budget(tmp_path, penguins, pengu
         assert all(d["mechanism"].startswith("discrete Laplace") for d in dp.values())
     finally:
         fed.__exit__(None, None, None)
+
+
+# -- PSI as a filter: statistics of one node's columns over the intersection -----------
+BOUNDS = {"body_mass_g": [2500, 6500], "bill_length_mm": [30, 60]}
+RESOLUTION = {"bill_length_mm": 0.1}
+
+
+def filter_job(study: str, node: str, columns, nodes=NODES, filter: str | None = None,
+               bounds=None, resolution=None, **psi) -> str:
+    values = {"node": node, "columns": list(columns),
+              "bounds": bounds or {c: BOUNDS[c] for c in columns},
+              "resolution": resolution or {c: RESOLUTION[c] for c in columns
+                                           if c in RESOLUTION}}
+    return psi_job(study, nodes=nodes, filter=filter, values=values, **psi)
+
+
+def matched_rows(tables: dict, node: str, others) -> pd.DataFrame:
+    """The values node's rows whose bird every other node holds (pandas, on the true
+    identity the nodes never see)."""
+    common = set.intersection(*(set(tables[o].bird) for o in others))
+    a = tables[node]
+    return a[a.bird.isin(common)]
+
+
+def assert_moments(released: dict, x: pd.Series, rel: float) -> None:
+    x = x.dropna()
+    assert released["n"] == len(x)
+    assert released["sum"] == pytest.approx(float(x.sum()), rel=rel)
+    assert released["mean"] == pytest.approx(float(x.mean()), rel=rel)
+    assert released["variance"] == pytest.approx(float(x.var(ddof=1)), rel=rel)
+    assert released["std"] == pytest.approx(float(x.std(ddof=1)), rel=rel)
+
+
+def test_filter_sums_a_column_over_the_rows_every_other_node_holds(birds):
+    t = birds.tables
+    result, why = attempt(birds, filter_job("birds", "biscoe", ["body_mass_g",
+                                                                "bill_length_mm"],
+                                            on="ring", normalise=["strip", "upper"]))
+    assert result is not None, why
+    rows = matched_rows(t, "biscoe", ("dream", "torgersen"))
+    assert 20 < len(rows) < len(t["biscoe"])  # a real filter, and not everything
+    assert result["intersection"] == rows.bird.nunique()
+    cols = result["values"]["columns"]
+    # grams are whole numbers (resolution 1): exact up to float64 rounding
+    assert cols["body_mass_g"]["sum"] == float(rows.body_mass_g.sum())
+    assert_moments(cols["body_mass_g"], rows.body_mass_g, 1e-12)
+    # millimetres to 0.1: exact on that grid, so to float rounding of its steps
+    assert_moments(cols["bill_length_mm"], rows.bill_length_mm, 1e-9)
+    res = load_result(result)
+    assert res.values.loc["body_mass_g", "n"] == rows.body_mass_g.count()
+    assert res.values.loc["bill_length_mm", "resolution"] == 0.1
+
+
+def test_filter_between_two_nodes_with_the_values_at_the_other(birds):
+    """Two nodes, the values at the node that is not the release node or is (both
+    orders), a filter, and a bird held twice at torgersen counted once per row."""
+    t = birds.tables
+    for node, other in (("dream", "torgersen"), ("torgersen", "dream")):
+        result, why = attempt(birds, filter_job(
+            "birds", node, ["body_mass_g"], nodes=(node, other),
+            filter="species != 'Chinstrap'", on="ring", normalise=["strip", "upper"]))
+        assert result is not None, why
+        sel = {n: t[n][t[n].species != "Chinstrap"] for n in (node, other)}
+        rows = matched_rows(sel, node, (other,))
+        assert result["intersection"] == rows.bird.nunique()
+        assert_moments(result["values"]["columns"]["body_mass_g"], rows.body_mass_g, 1e-12)
+        assert sorted(result["meta"]["contributors"]) == sorted((node, other))
+    assert rows.bird.duplicated().any()  # torgersen's repeated birds: every row counts
+
+
+def test_the_filter_view_writes_its_files(birds, tmp_path):
+    result, why = attempt(birds, filter_job("birds", "dream", ["bill_length_mm"],
+                                            on="ring", normalise=["strip", "upper"]))
+    assert result is not None, why
+    written = load_result(result).write(tmp_path)
+    assert {p.name for p in written} == {"intersection.csv", "intersection.png",
+                                         "values.csv", "values.png", "result.json",
+                                         "report.html"}
+    rows = matched_rows(birds.tables, "dream", ("biscoe", "torgersen"))
+    csv = pd.read_csv(tmp_path / "values.csv").set_index("column")
+    assert csv.loc["bill_length_mm", "mean"] == pytest.approx(rows.bill_length_mm.mean())
+    assert (tmp_path / "values.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_filter_over_integer_and_text_identifiers(fair):
+    """statsmodels' fair: ages (in steps of 0.5) at beta over the respondents alpha
+    and gamma hold too, the numbers written three ways."""
+    f = fair.frames
+    on = {"alpha": "resp_no", "beta": "code", "gamma": "code"}
+    result, why = attempt(fair, filter_job("fair", "beta", ["age"], nodes=tuple(f), on=on,
+                                           normalise=["strip", "integers"],
+                                           bounds={"age": [15, 45]},
+                                           resolution={"age": 0.5}))
+    assert result is not None, why
+    common = set(f["alpha"].resp_no) & {int(c) for c in f["gamma"].code}
+    rows = f["beta"][f["beta"].code.astype(int).isin(common)]
+    assert result["intersection"] == len(rows) > 500
+    assert_moments(result["values"]["columns"]["age"], rows.age, 1e-12)
+
+
+def test_filter_values_missing_or_not_numeric_are_refused(birds):
+    result, why = attempt(birds, filter_job("birds", "biscoe", ["tail_mm"], on="ring",
+                                            bounds={"tail_mm": [0, 1]}))
+    assert result is None
+    assert "node biscoe: psi.values.columns: unknown column 'tail_mm'" in why
+    result, why = attempt(birds, filter_job("birds", "biscoe", ["species"], on="ring",
+                                            bounds={"species": [0, 1]}))
+    assert result is None
+    assert "node biscoe: psi.values.columns" in why and "species" in why
+    assert spent(birds) == []
+
+
+def test_filter_at_a_node_outside_the_job_or_without_bounds_is_refused(birds):
+    result, why = attempt(birds, filter_job("birds", "ghost", ["body_mass_g"], on="ring"))
+    assert result is None
+    assert "psi.values.node: 'ghost' is not a node of the job" in why
+    job = yaml.safe_load(filter_job("birds", "biscoe", ["body_mass_g"], on="ring"))
+    del job["psi"]["values"]["bounds"]
+    result, why = attempt(birds, yaml.safe_dump(job))
+    assert result is None and "psi.values.bounds" in why
+    result, why = attempt(birds, filter_job("birds", "biscoe", ["body_mass_g"], on="ring",
+                                            dp={"epsilon": 1.0}))
+    assert result is None and "psi with values is exact only" in why
+    result, why = attempt(birds, filter_job("birds", "biscoe", ["body_mass_g"], on="ring",
+                                            resolution={"body_mass_g": 1e-4}))
+    assert result is None and "coarsen the resolution" in why
+    assert spent(birds) == []
