@@ -91,6 +91,9 @@ class Limits:
     # numeric column -> its threshold grid where the node audits queries (None: no grid;
     # see scifed/filters.py), for values that split rows as a filter threshold does
     grid: dict[str, float | None] | None = None
+    # the node audits exact queries (k > 1): its auditor bounds a release only where the
+    # release is a sum over this node's own row sets (node/guard.py)
+    audited: bool = False
 
 
 @dataclass(frozen=True)

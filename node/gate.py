@@ -118,7 +118,8 @@ class Admission:
         return Limits(self.node, self.k, self.row.record,
                       self.decision.epsilon if self.decision.dp else None,
                       label_key=self.key.aead_key(f"label-tags\0{self.header.job_id}"),
-                      grid=_threshold_grid(self.row.record, self.policy))
+                      grid=_threshold_grid(self.row.record, self.policy),
+                      audited=bool(self.policy.query_auditing and self.k > 1))
 
     def open(self) -> DataFile:
         """The dataset, narrowed by the job's filter (use as a context manager).

@@ -259,6 +259,15 @@ def decide(pol: EffectivePolicy, *, job_type: str, n_nodes: int, record: dict,
     else:
         dp = pol.agg_dp_required or requested_epsilon is not None
         epsilon = None
+        if dp and pol.query_auditing and (pol.epsilon_per_query is None
+                                          or pol.annual_budget is None):
+            # a DP answer skips the exact rules (k, the auditor): at a cell that has them,
+            # only under an ε the officer caps and a budget that ends — else a researcher
+            # could buy an almost exact answer with a large ε, as often as they like
+            return Decision("deny", "dp.budget", f"{pol.grade}/{pol.category} data answers "
+                            "under differential privacy only with a per-query ε cap and an "
+                            "annual budget set by its officer, and this dataset has none; "
+                            "drop dp (exact answers, under the disclosure rules)")
         if dp:
             cap = pol.epsilon_per_query
             if cap is None and requested_epsilon is None:

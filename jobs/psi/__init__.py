@@ -24,7 +24,7 @@ import numpy as np
 
 from jobs.aggregate import AggregateJob
 from jobs.base import Exchange, Limits, Pooled, Released, Table
-from jobs.psi import dp, filtering, protocol
+from jobs.psi import disclosure, dp, filtering, protocol
 from jobs.psi.release import release
 from jobs.psi.spec import PsiSpec
 
@@ -51,6 +51,7 @@ class PsiJob(AggregateJob):
     # -- node ----------------------------------------------------------------------------
     def exchange(self, params: PsiSpec, table: Table, step: Exchange,
                  limits: Limits) -> dict[str, bytes]:
+        disclosure.refuse_exact_where_audited(params, limits)
         if params.values is not None:
             return filtering.step(params, table, step, limits)
         return protocol.step(params, table, step, limits)

@@ -70,6 +70,23 @@ def check_node(node: str, k: int, distinct: int, exact: bool) -> None:
                         "identifiers here; this node does not take part")
 
 
+def refuse_exact_where_audited(params, limits) -> None:
+    """Where a node audits exact queries, no exact ``psi``: the size of an intersection
+    (and a sum over it) is not a sum over one node's own row sets, so its auditor cannot
+    bound what several answers give — the same selections over two node sets, or two
+    complementary filters, differ by one person whom no node's partition isolates."""
+    if not limits.audited or (limits.epsilon is not None and params.values is None):
+        return
+    if params.values is not None:
+        raise UserError(f"node {limits.node}: psi with values is not available where the "
+                        "node audits exact queries: sums over an intersection are not "
+                        "sums over this node's own rows, so its auditor cannot bound them")
+    raise UserError(f"node {limits.node}: psi: this node audits exact queries, and the size "
+                    "of an intersection is not a sum over its own rows, so its auditor "
+                    "cannot bound it; ask for dp (a noisy size, under the officer's ε cap "
+                    "and budget)")
+
+
 def refuse_dp(node: str, epsilon: float | None) -> None:
     """PSI as a filter is exact only: refused before any row is read where DP applies."""
     if epsilon is not None:

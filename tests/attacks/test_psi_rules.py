@@ -8,7 +8,13 @@ zero released, and no rule at the node) the probes answered: a filter leaving on
 person gave "refused" for a member and a size of 0 for anyone else, and a node holding
 one identifier did the same. With a node rule for 1 to k−1 identifiers (and the auditor
 before it), which nodes refused a one-person filter, and in which words, still said
-which nodes hold the person. Each test below is such an attack, failing now."""
+which nodes hold the person. Each test below is such an attack, failing now.
+
+Where a node audits exact queries (G2 here), exact ``psi`` is refused outright: an
+intersection's size is not a sum over one node's row sets, so two node sets, or two
+complementary filters, differ by one person whom no node's partition isolates
+(tests/attacks/test_new_types_review.py). The mechanics are therefore attacked on the
+same staff at G1 / CONDITIONAL (k = 3, no auditing)."""
 
 from __future__ import annotations
 
@@ -71,14 +77,18 @@ def staff(tmp_path):
     fed.__exit__(None, None, None)
 
 
+AUDITED = "psi: this node audits exact queries"
+
+
 @pytest.mark.parametrize(("study", "k"), [("staff", 5), ("lowk", 3)])  # auditing, none
 def test_a_filter_leaving_one_person_is_refused_alike_for_member_and_not(staff, study, k):
     answers = [attempt(staff, psi(study, filter=f"person_id == {who}"))
                for who in (MEMBER, OUTSIDER)]
     assert [r for r, _ in answers] == [None, None]
+    rule = AUDITED if study == "staff" else \
+        f"psi: the selection holds fewer than k={k} distinct identifiers here"
     for node in NODES:  # every node, whether it holds the person or not
-        assert (f"node {node}: psi: the selection holds fewer than k={k} distinct "
-                "identifiers here") in answers[0][1]
+        assert f"node {node}: {rule}" in answers[0][1]
     assert same(answers[0][1]) == same(answers[1][1])
     assert spent(staff) == []
 
@@ -87,19 +97,32 @@ def test_a_dataset_of_one_identifier_is_refused_alike(staff):
     answers = [attempt(staff, psi(name, nodes=("alpha", "beta", "probe")))
                for name in ("onein", "oneout")]
     assert [r for r, _ in answers] == [None, None]
-    assert "the intersection is smaller than k=5" in answers[0][1]
+    assert f"node alpha: {AUDITED}" in answers[0][1]  # alpha and beta audit (G2)
     assert same(answers[0][1]) == same(answers[1][1])
 
 
-def test_differencing_two_selections_is_stopped_by_the_auditor(staff):
-    everyone, why = attempt(staff, psi("staff"))
-    assert everyone is not None, why
-    assert everyone["intersection"] == len(set(HELD["alpha"]) & set(HELD["beta"])
-                                           & set(HELD["gamma"]))
-    for who in (MEMBER, OUTSIDER):  # all but one: the difference would be membership
-        result, why = attempt(staff, psi("staff", filter=f"person_id != {who}"))
-        assert result is None
-        assert "query auditing" in why and "node alpha" in why
+def test_at_an_auditing_node_exact_psi_is_refused_and_a_capped_dp_size_is_answered(staff):
+    """Exact: refused at every auditing node, nothing read beyond the rule, nothing
+    spent. With DP asked for: refused too while the cell sets no ε cap and budget (a
+    researcher's ε would buy an almost exact size); answered, noisy, once the officers
+    set them."""
+    result, why = attempt(staff, psi("staff"))
+    assert result is None
+    assert all(f"node {n}: {AUDITED}" in why for n in NODES), why
+    result, why = attempt(staff, psi("staff", dp={"epsilon": 1.0}))
+    assert result is None
+    assert "only with a per-query ε cap and an annual budget" in why, why
+    assert spent(staff) == []
+    for node in NODES:
+        core = staff.nodes[node]
+        core.gate.policies.set(core.registry.get("staff").record,
+                                   "dp: {epsilon_per_query: 1.0, annual_budget: 10}\n",
+                                   "dp.yaml", "officer")
+    result, why = attempt(staff, psi("staff", dp={"epsilon": 1.0}))
+    assert result is not None, why
+    assert sorted(result["noised_at"]) == sorted(NODES)
+    truth = len(set(HELD["alpha"]) & set(HELD["beta"]) & set(HELD["gamma"]))
+    assert abs(result["intersection"] - truth) < 30  # three discrete Laplace(1) draws
 
 
 def _blobs(value):
@@ -118,7 +141,7 @@ def _blobs(value):
 
 
 def test_the_coordinator_reads_no_identifier_from_what_it_relays(staff):
-    result, why = attempt(staff, psi("staff"))
+    result, why = attempt(staff, psi("lowk"))
     assert result is not None, why
     job_id = result["meta"]["job_id"]
     tasks = [t for link in staff.links.values() for t in link.tasks
@@ -177,7 +200,7 @@ def _salary_needles(values) -> list[bytes]:
 
 
 def test_the_filter_releases_the_sums_and_nobody_reads_a_salary(staff, seen):
-    result, why = attempt(staff, salaries())
+    result, why = attempt(staff, salaries("lowk"))
     assert result is not None, why
     df = staff.df
     held = set(HELD["alpha"]) & set(HELD["beta"]) & set(HELD["gamma"])
@@ -232,21 +255,22 @@ def test_a_filter_leaving_fewer_than_k_is_refused_without_its_size(staff):
     assert spent(staff) == []
 
 
-def test_differencing_two_filters_is_stopped_by_the_auditor(staff):
-    everyone, why = attempt(staff, salaries())
-    assert everyone is not None, why
-    # all but one person beta holds: the difference of the sums would be that salary
-    result, why = attempt(staff, salaries(filter=f"person_id != {MEMBER}"))
-    assert result is None
-    assert "query auditing" in why
+def test_the_filter_is_refused_where_a_node_audits_exact_queries(staff):
+    """Sums over an intersection are no sums over a node's own rows: at G2 the filter is
+    refused at every node, whatever the selection."""
+    for flt in (None, f"person_id != {MEMBER}"):
+        result, why = attempt(staff, salaries(filter=flt))
+        assert result is None
+        assert "psi with values is not available where the node audits exact" in why
+    assert spent(staff) == []
 
 
 def test_the_filter_under_dp_is_refused_before_a_row_is_read(staff):
     core = staff.nodes["beta"]
-    core.gate.policies.set(core.registry.get("staff").record,
+    core.gate.policies.set(core.registry.get("lowk").record,
                            "dp: {required: true, epsilon_per_query: 1.0, "
                            "annual_budget: 20}\n", "dp.yaml", "officer")
-    result, why = attempt(staff, salaries())
+    result, why = attempt(staff, salaries("lowk"))
     assert result is None
     assert "node beta: psi with values is not available where policy requires" in why
     assert spent(staff) == []
