@@ -21,7 +21,7 @@ import numpy as np
 from jobs.aggregate import AggregateJob
 from jobs.base import Limits, NextRound, Pooled, Released, Table
 from jobs.regression import disclosure as regression_rules
-from jobs.survival import compute, cox, disclosure, grid
+from jobs.survival import compute, cox, disclosure, dp, grid
 from jobs.survival.release import release
 from jobs.survival.spec import SurvivalSpec
 from scifed.errors import UserError
@@ -43,8 +43,11 @@ class SurvivalJob(AggregateJob):
                 ) -> tuple[list[float], dict[str, int]]:
         """The checks before and at the first read: DP, the dictionary, the grid, the
         columns; then this node's complete rows per level, under the node rules."""
-        disclosure.refuse_dp(limits.node, limits.epsilon)
         disclosure.check_group_column(params.groups, limits.record)
+        if limits.epsilon is not None:  # declared groups, no rule on the rows (dp.py)
+            declared = dp.levels(params, limits.record, limits.node)
+            compute.columns(table, params)
+            return grid.edges(params, limits.record, limits.grid), declared
         if params.cox is not None:
             regression_rules.check_factors(params.cox_model(), limits.record, "survival.cox")
         compute.columns(table, params)
@@ -87,7 +90,20 @@ class SurvivalJob(AggregateJob):
         edges, _ = self._levels(params, table, limits)
         if params.cox is not None:
             self._cox(params, table, edges[1:], vocab, limits)
-        return compute.counts(table, params, edges, compute.levels_of(params, vocab))
+        return compute.counts(table, params, edges, compute.levels_of(params, vocab),
+                              declared_only=limits.epsilon is not None)
+
+    def requested_epsilon(self, params: SurvivalSpec) -> float | None:
+        return params.dp.epsilon if params.dp else None
+
+    def wants_dp(self, params: SurvivalSpec) -> bool:
+        return params.dp is not None  # counts need no bounds
+
+    def noise(self, params: SurvivalSpec, vec: np.ndarray, vocab: dict[str, list[str]],
+              limits: Limits) -> dict:
+        assert limits.epsilon is not None
+        edges = grid.edges(params, limits.record, limits.grid)
+        return dp.add_noise(vec, len(edges), limits.epsilon)
 
     def round(self, params: SurvivalSpec, table: Table, query: dict,
               limits: Limits) -> np.ndarray:

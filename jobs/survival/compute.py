@@ -103,8 +103,9 @@ def size(edges: list[float], levels: list[str]) -> int:
 
 
 def counts(table: Table, spec: SurvivalSpec, edges: list[float],
-           levels: list[str]) -> np.ndarray:
-    """The contribution vector (layout above)."""
+           levels: list[str], *, declared_only: bool = False) -> np.ndarray:
+    """The contribution vector (layout above); ``declared_only`` (under DP): rows of a
+    group outside ``levels`` (the declared ones) are left out, not refused."""
     exprs, d = exprs_of(columns(table, spec))
     bin_sql, bin_params = grid.bin_case(d.time, edges[1:])
     status_sql, status_params = grid.status_case(d.time, d.event, edges[-1])
@@ -116,6 +117,8 @@ def counts(table: Table, spec: SurvivalSpec, edges: list[float],
     cells = np.zeros((len(levels), bins, 2))
     index = {v: i for i, v in enumerate(levels)}
     for g, j, status, n in rows:
+        if str(g) not in index and declared_only:
+            continue
         if str(g) not in index:
             raise UserError(f"survival: this node holds a level of {spec.groups!r} the "
                             "job's vocabulary lacks")
@@ -153,7 +156,8 @@ class Cells:
 
     @classmethod
     def decode(cls, total: np.ndarray, edges: list[float], levels: list[str],
-               contributors: int) -> Cells:
+               contributors: int, *, noisy: bool = False) -> Cells:
+        """``noisy``: DP noise was added to the counts (a negative one reads as 0)."""
         if total.size != size(edges, levels):
             raise ValueError(f"corrupted aggregate: {total.size} numbers, expected "
                              f"{size(edges, levels)}")
@@ -163,6 +167,8 @@ class Cells:
             raise UserError("survival: the nodes binned the times on different grids (their "
                             "declared ranges of the time column differ); give survival.bins")
         cells = total[m:].reshape(len(levels), m - 1, 2)
+        if noisy:
+            cells = np.maximum(np.round(cells), 0.0)
         rounded = np.round(cells)
         if np.any(np.abs(cells - rounded) > COUNT_TOLERANCE) or np.any(rounded < 0):
             raise ValueError("corrupted aggregate: a pooled count is not a count")

@@ -46,13 +46,6 @@ MAX_LEVELS = 10
 _IDENTIFIER_KINDS = {"direct_identifier", "quasi_identifier"}
 
 
-def refuse_dp(node: str, epsilon: float | None) -> None:
-    if epsilon is not None:
-        raise UserError(f"node {node}: survival is not available where policy requires "
-                        "differential privacy (noisy counts are not implemented yet); ask "
-                        "the data officer for an exact cell")
-
-
 def _field(record: dict, column: str | None) -> dict | None:
     return next((f for f in record.get("fields", []) if f.get("name") == column), None)
 

@@ -11,6 +11,7 @@ import numpy as np
 from jobs.base import NextRound, Pooled, Released
 from jobs.survival import coxfit, disclosure, estimate, grid
 from jobs.survival.compute import Cells, levels_of
+from jobs.survival.dp import NOTE
 from jobs.survival.spec import SurvivalSpec
 from scifed.errors import UserError
 
@@ -32,7 +33,8 @@ def kaplan_meier(spec: SurvivalSpec, pooled: Pooled) -> tuple[dict, np.ndarray]:
     edges = grid.edges(spec, pooled.record, None)
     levels = levels_of(spec, pooled.vocab)
     try:
-        cells = Cells.decode(pooled.totals["sum"], edges, levels, len(pooled.contributors))
+        cells = Cells.decode(pooled.totals["sum"], edges, levels, len(pooled.contributors),
+                             noisy=bool(pooled.dp))
     except ValueError as exc:
         raise UserError(f"survival: {exc}") from None
     if cells.events.sum() + cells.censored.sum() == 0:
@@ -42,7 +44,8 @@ def kaplan_meier(spec: SurvivalSpec, pooled: Pooled) -> tuple[dict, np.ndarray]:
     held = (cells.events + cells.censored).sum(axis=1) > 0
     levels = [g for g, h in zip(levels, held, strict=True) if h]
     cells = Cells(cells.events[held], cells.censored[held])
-    ends = disclosure.widen(cells.events, cells.censored, pooled.k)
+    # under DP the noise protects every cell: the declared grid is released as it is
+    ends = disclosure.widen(cells.events, cells.censored, 1 if pooled.dp else pooled.k)
     starts = [0, *[e + 1 for e in ends[:-1]]]
 
     def merged(a: np.ndarray) -> np.ndarray:
@@ -68,6 +71,9 @@ def kaplan_meier(spec: SurvivalSpec, pooled: Pooled) -> tuple[dict, np.ndarray]:
                   "declared_edges": edges, "edges": [edges[0], *times]},
         "curves": curves, "medians": medians, "logrank": None,
         "notes": _notes(spec, edges, times, pooled.k)}
+    if pooled.dp:
+        result["privacy"] = pooled.dp
+        result["notes"] = [*result["notes"], NOTE]
     if spec.groups is not None and len(levels) >= 2:
         try:
             test = estimate.log_rank(events, censored)

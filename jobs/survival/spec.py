@@ -12,6 +12,7 @@ from typing import Self
 from pydantic import Field, model_validator
 
 from jobs.fields import Name, Strict
+from jobs.privacy import DPRequest
 from jobs.regression.formula import Model, build, parse_term
 from jobs.regression.spec import MAX_ITER, MAX_PREDICTORS
 
@@ -34,6 +35,8 @@ class SurvivalSpec(Strict):
         default=None, description="bin edges of the time axis, or a number of equal bins "
                                   "over the time column's declared range (default 20)")
     confidence: float = Field(default=0.95, ge=CONFIDENCE[0], le=CONFIDENCE[1])
+    dp: DPRequest | None = Field(default=None, description="noisy counts (Kaplan–Meier and "
+                                 "log-rank only): the ε asked for")
     cox: list[str] | None = Field(
         default=None, description="covariates of a Cox proportional hazards model: column "
                                   "names or C(column) for a categorical")

@@ -20,7 +20,7 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
-from inmemory_cases import ISLANDS, attempt, build, job_yaml, spent
+from inmemory_cases import ISLANDS, attempt, build, job_yaml, require_dp, spent
 from sksurv.compare import compare_survival
 from sksurv.datasets import load_gbsg2, load_veterans_lung_cancer, load_whas500
 from sksurv.linear_model import CoxPHSurvivalAnalysis
@@ -272,25 +272,43 @@ def test_a_group_no_merge_can_protect_is_refused_without_naming_it(sfed, data, s
     assert spent(sfed) == []
 
 
-@pytest.mark.parametrize("cox", [None, ["bill_length_mm", "C(sex)"]])
-def test_where_policy_requires_dp_the_node_refuses_and_charges_nothing(tmp_path, penguins,
-                                                                       penguins_meta, cox):
-    """Noisy counts (and noisy Cox rounds) are not implemented: a DP cell refuses, before
-    reading a row."""
-    fed = build(tmp_path, penguins, penguins_meta)
+DP_EDGES = [2500, 3500, 4500, 5500, 6500]
+
+
+def test_where_policy_requires_dp_each_node_noises_its_counts(tmp_path, penguins,
+                                                              penguins_meta):
+    """Body mass as the time, by species, under DP at ε = 1 per node: the groups are the
+    declared ones, each node adds discrete Laplace noise (scale 1) to every cell and is
+    charged once, and the curves are released on the declared grid. Each group's rows
+    stay within the noise of the pooled count (8 cells × 3 nodes of scale 1, and the
+    reading of a negative count as 0), and every curve is a survival curve. A Cox model
+    needs exact rounds: refused, as is a group column without declared values."""
+    meta = copy.deepcopy(penguins_meta)  # sex with its values undeclared
+    del meta["fields"]["sex"]["constraints"]["enum"]
+    fed = build(tmp_path, penguins, meta)
     try:
-        for core in fed.nodes.values():
-            core.gate.policies.set(core.registry.get("penguins").record,
-                                   "dp: {required: true, epsilon_per_query: 1.0, "
-                                   "annual_budget: 20}\n", "dp.yaml", "officer")
+        require_dp(fed)
+        spec = {"time": "body_mass_g", "groups": "species", "bins": DP_EDGES, "dp": {}}
         result, refusal = attempt(fed, job_yaml(
             study="penguins", type="survival", datasets={n: "penguins" for n in ISLANDS},
-            survival={"time": "body_mass_g", "groups": "species",
-                      **({"cox": cox} if cox else {})}))
-        assert result is None
-        assert "survival is not available where policy requires differential privacy" \
-            in refusal, refusal
-        assert spent(fed) == []
+            survival=spec))
+        assert result is not None, refusal
+        assert sorted(result["privacy"]) == sorted(ISLANDS)
+        assert result["model"]["edges"] == DP_EDGES  # not widened: the noise covers it
+        truth = penguins.dropna(subset=["body_mass_g"]).species.value_counts()
+        for curve in result["curves"][1:]:
+            assert abs(curve["rows"] - truth[curve["group"]]) < 50, curve
+            s = np.array(curve["survival"])
+            assert np.all((0 <= s) & (s <= 1)) and np.all(np.diff(s) <= 1e-12)
+        assert sorted((x.dataset_id.split(":")[2], x.epsilon) for x in spent(fed)
+                      if x.researcher is None) == [(n, 1.0) for n in sorted(ISLANDS)]
+        for extra, message in (({"cox": ["bill_length_mm"]}, "a Cox model is not available"),
+                               ({"groups": "sex"}, "the groups must be the column's "
+                                                   "declared values")):
+            result, refusal = attempt(fed, job_yaml(
+                study="penguins", type="survival", datasets={n: "penguins" for n in ISLANDS},
+                survival={**spec, **extra}))
+            assert result is None and message in refusal, refusal
     finally:
         fed.__exit__(None, None, None)
 
