@@ -17,8 +17,9 @@ At each node, on its own complete rows (every listed column present):
 
 * **rows**: 0 < n < k — the node refuses, with a message that says "fewer than k" and
   never how many;
-* **saturation**: p ≤ :data:`MAX_DENSITY` · n (DataSHIELD's ``nfilter.glm``): with
-  nearly as many columns as rows, the node's cross-products come close to its rows.
+* **saturation**: p ≤ 0.33·n (regression's ``MAX_DENSITY``, DataSHIELD's
+  ``nfilter.glm``): with nearly as many columns as rows, the node's cross-products
+  come close to its rows.
 
 At the release node, on the pooled numbers:
 
@@ -32,7 +33,8 @@ one message before it reads a row (noisy covariances are not implemented).
 
 from __future__ import annotations
 
-from jobs.regression.disclosure import MAX_DENSITY, MIN_RESIDUAL_DF
+from jobs.regression import disclosure as regression_rules
+from jobs.regression.disclosure import MIN_RESIDUAL_DF
 from jobs.stats.disclosure import identifies
 from scifed.errors import UserError
 
@@ -46,14 +48,8 @@ def check_columns(columns: list[str], record: dict) -> None:
 
 
 def check_node(node: str, k: int, n: int, p: int) -> None:
-    if n == 0:
-        return
-    if n < k:
-        raise UserError(f"node {node}: pca: fewer than k={k} complete rows here; this node "
-                        "does not contribute")
-    if p > MAX_DENSITY * n:
-        raise UserError(f"node {node}: pca: {p} columns are too many for this node's rows "
-                        f"(at most {MAX_DENSITY:.0%} of them)")
+    """The rows and saturation rules at a node: regression's, with no categorical."""
+    regression_rules.check_node(node, k, n, p, {}, None, "pca")
 
 
 def check_pooled(n: int, p: int, k: int) -> None:

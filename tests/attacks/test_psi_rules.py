@@ -279,22 +279,30 @@ def test_the_filter_under_dp_is_refused_before_a_row_is_read(staff):
 # -- a coordinator that deviates in the exchange ---------------------------------------------
 def deviate(fed, change) -> list:
     """Wrap the coordinator's fan-out of exchange steps: ``change(step, payloads)``
-    returns the payloads it sends instead. Returns what every node answered, by step."""
+    returns the payloads it sends instead (None: the genuine ones). Step 0 is sent twice,
+    as a coordinator resending it would; returns both answers to it."""
     jobs = fed.coordinator.jobs
     honest = jobs.fanout
-    answered: list = []
+    repeats: list = []
 
     def fanout(run, phase, kind, payloads, reply):
-        if kind == TaskKind.EXCHANGE:
-            step = next(iter(payloads.values())).exchange.step
-            payloads = change(step, dict(payloads)) or payloads
-            answers, failed = honest(run, phase, kind, payloads, reply)
-            answered.append((step, answers, failed))
-            return answers, failed
-        return honest(run, phase, kind, payloads, reply)
+        if kind != TaskKind.EXCHANGE:
+            return honest(run, phase, kind, payloads, reply)
+        step = next(iter(payloads.values())).exchange.step
+        payloads = change(step, dict(payloads)) or payloads
+        answers = honest(run, phase, kind, payloads, reply)
+        if step == 0:
+            repeats.append((answers[0], honest(run, phase, kind, payloads, reply)[0]))
+        return answers
 
     jobs.fanout = fanout
-    return answered
+    return repeats
+
+
+def with_inbound(payloads: dict, node: str, blobs: dict) -> dict:
+    """The step's payloads with ``node``'s inbound blobs replaced."""
+    moved = payloads[node].exchange.model_copy(update={"blobs": blobs})
+    return {**payloads, node: payloads[node].model_copy(update={"exchange": moved})}
 
 
 def test_a_coordinator_moving_an_exchange_blob_to_another_node_is_refused(staff):
@@ -302,13 +310,10 @@ def test_a_coordinator_moving_an_exchange_blob_to_another_node_is_refused(staff)
     name): the blob is bound to (job, step, sender, recipient), so beta cannot open it
     and refuses; nothing is released or charged."""
     def swap(step, payloads):
-        if step != 1:
-            return None
-        for_gamma = payloads["gamma"].exchange.blobs
-        sender, blob = next(iter(for_gamma.items()))
-        moved = payloads["beta"].exchange.model_copy(update={"blobs": {sender: blob}})
-        payloads["beta"] = payloads["beta"].model_copy(update={"exchange": moved})
-        return payloads
+        if step == 1:
+            sender, blob = next(iter(payloads["gamma"].exchange.blobs.items()))
+            return with_inbound(payloads, "beta", {sender: blob})
+        return None
 
     deviate(staff, swap)
     result, why = attempt(staff, psi("lowk"))
@@ -321,28 +326,12 @@ def test_a_coordinator_resending_a_step_gets_the_same_answer_and_no_other(staff)
     """The coordinator sends step 1 twice, then step 2 with alpha's inbound blob dropped:
     the repeat is answered with the same bytes (a retry: nothing blinded afresh to
     compare), and the short step is refused by the protocol; nothing is charged."""
-    jobs = staff.coordinator.jobs
-    honest = jobs.fanout
-    repeats: list = []
-
-    def fanout(run, phase, kind, payloads, reply):
-        if kind == TaskKind.EXCHANGE:
-            step = next(iter(payloads.values())).exchange.step
-            if step == 0:
-                first = honest(run, phase, kind, payloads, reply)
-                repeats.append((first, honest(run, phase, kind, payloads, reply)))
-                return first
-            if step == 1:
-                stripped = payloads["alpha"].exchange.model_copy(update={"blobs": {}})
-                payloads = {**payloads, "alpha": payloads["alpha"].model_copy(
-                    update={"exchange": stripped})}
-        return honest(run, phase, kind, payloads, reply)
-
-    jobs.fanout = fanout
+    repeats = deviate(staff, lambda step, payloads: with_inbound(payloads, "alpha", {})
+                      if step == 1 else None)
     result, why = attempt(staff, psi("lowk"))
     assert result is None
     assert "node alpha: psi step 2 must bring the set of" in why, why
-    ((first, _), (again, _)), = repeats
+    (first, again), = repeats
     assert set(first) == set(NODES)
     assert {n: a.outbound for n, a in first.items()} == \
         {n: a.outbound for n, a in again.items()}

@@ -251,7 +251,11 @@ def test_where_policy_requires_dp_each_node_noises_its_table(tmp_path, penguins,
     scale 1: |noise| < 25 but with probability e^-20), and the cells are integers."""
     meta = copy.deepcopy(penguins_meta)  # sex with its values undeclared
     del meta["fields"]["sex"]["constraints"]["enum"]
-    fed = build(tmp_path, penguins, meta)
+    # the attack: one bird at Dream of an undeclared species — were the levels read from
+    # the rows, "Zeta" would be a row of the released table, one bird's value
+    planted = penguins.copy()
+    planted.loc[planted.index[planted.island == "Dream"][0], "species"] = "Zeta"
+    fed = build(tmp_path, planted, meta)
     try:
         require_dp(fed)
         result, refusal = attempt(fed, crosstab("penguins", ISLANDS, rows="species",
@@ -260,6 +264,7 @@ def test_where_policy_requires_dp_each_node_noises_its_table(tmp_path, penguins,
         assert sorted(result["privacy"]) == sorted(ISLANDS)
         assert result["row_levels"] == ["Adelie", "Chinstrap", "Gentoo"]
         assert result["column_levels"] == ["Biscoe", "Dream", "Torgersen"]
+        assert "Zeta" not in str(result)
         assert "noisy" in result["privacy_note"]
         ref = pd.crosstab(penguins.species, penguins.island)
         (table,) = result["tables"]
