@@ -16,8 +16,8 @@ name                              value    what it bounds
                                            longer (``2500`` -> ``2500.0``)
 ``MAX_SPEC_DEPTH``                32       nested mappings / lists, checked before the YAML
                                            composer or pydantic recurse
-``MAX_JOB_NODES``                 100      nodes a job names (``he.MAX_SUMMANDS``: at most
-                                           100 contributions are summed)
+``MAX_JOB_NODES``                 2048     nodes a job names (``he.MAX_SUMMANDS``: the BFV
+                                           encoding is exact for sums of up to 2048)
 ``MAX_JOB_COLUMNS``               100      ``stats``: distinct columns over all sections
                                            together (also the columns ``dp.bounds`` may
                                            name)
@@ -38,7 +38,7 @@ from scifed.limits import KiB
 MAX_SPEC_BYTES = 64 * KiB
 MAX_SPEC_JSON_BYTES = 2 * MAX_SPEC_BYTES
 MAX_SPEC_DEPTH = 32
-MAX_JOB_NODES = 100
+MAX_JOB_NODES = 2048  # = scifed.he.MAX_SUMMANDS (not imported: spec parsing needs no SEAL)
 
 MAX_JOB_COLUMNS = 100
 MAX_HISTOGRAM_EDGES = 200

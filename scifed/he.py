@@ -1,41 +1,48 @@
-"""Study keys and encrypted aggregation: TenSEAL CKKS, additions only, exact sums.
+"""Study keys and encrypted aggregation: BFV through SEAL, additions only, exact sums.
 
-Members of a study share one CKKS secret context (made by a lead node); the coordinator
-holds only the public part and adds ciphertexts. Numbers are measurements of this module
-on the project's machines (`make bench` prints them beside their baselines).
+Members of a study share one BFV secret key (made by a lead node); the coordinator holds
+only the encryption parameters and adds ciphertexts. Numbers are measurements of this
+module on the project's machines (`make bench` prints them beside their baselines).
 
-Why not plain CKKS with a big modulus. CKKS encodes a vector through a double-precision
-FFT, so every slot's absolute error is about 2^-50 times the *largest* entry of the same
-vector. Measured with N = 8192, moduli [60, 50, 50, 50], scale 2^40: summing 10 vectors whose
-entries reach 2^50 puts counts beside them off by 3.5. Noise adds a second floor: public-key
-encryption noise is ~2^14 (measured: scale 2^20 gives 2e-2 error after 10 additions).
+Parameters. N = 4096 slots, one 60-bit ciphertext prime (SEAL's TC128 bound for N = 4096
+is 109 bits; a single prime needs no key switching, and nothing here multiplies), plain
+modulus t = the largest 40-bit prime ≡ 1 (mod 2N) (SEAL's ``PlainModulus.Batching``), so
+that every slot holds an integer mod t. A fresh ciphertext keeps ~15 bits of noise budget;
+adding K of them spends log2(K) bits, so sums of up to ``MAX_SUMMANDS`` = 2048 keep at
+least 4 (measured: 5 bits left after 1,001 additions; every slot exact). Sums of more are
+refused before they are formed, not found wrong after.
 
-What we do instead: fixed point in limbs. Each value x (|x| <= 2^60) becomes the integer
-round(x * 2^28), split into 3 signed base-2^30 limbs (|limb| <= 2^29); every limb takes one
-CKKS slot at scale 2^21. Decryption rounds each limb sum to an integer, so the sum is
-*exact* on the 2^-28 grid: the error is the input rounding, <= 100 * 2^-29 = 1.9e-7 for
-100 summands, plus at most one float64 rounding of the result (none when the exact sum is a
-float64, so counts come back exact). Budget per slot: 100 summands * 2^29 * 2^21 = 2^55.6
-< q/2 = 2^59 (the data prime is 2^60 - 16383; 3.4 bits to spare); the noise measured after
-100 additions is 5e-3 of a limb unit, far below the 0.5 that rounding tolerates. A blob
-records how many ciphertexts it sums; sums of more than ``MAX_SUMMANDS`` are refused because
-the limbs could then wrap silently.
+Why SEAL through ``tenseal.sealapi`` and not TenSEAL's vectors. TenSEAL's high-level API
+always wants a special prime for key switching ([60, 49] at least: 2 words per slot) and
+never saves seeded ciphertexts. Encryption here is *symmetric and seeded*: every member
+holds the secret key anyway (docs/architecture.md, trust model), and SEAL then sends the
+second polynomial as a 64-byte PRNG seed, so a contribution costs one 60-bit word per slot
+(8 B) instead of two; the coordinator's ``load`` expands the seed without any key. A sum
+is saved whole (16 B per slot) and travels only to the member that decrypts it. The
+bindings read and write SEAL objects through file paths only, so (de)serialisation goes
+through a private scratch file on tmpfs (``_Scratch``).
 
-Parameters. N = 4096 with coefficient moduli [60, 49]: 109 bits, exactly SEAL's TC128 bound
-for N = 4096, and the smallest set TenSEAL's high-level API accepts (it always wants a
-special prime for key switching). The data modulus is one 60-bit word, so a slot costs
-32 B (measured: 32.11 B/value for [60,49]; [60,40,40,60] costs 81 B with 5x the coordinator time
-and no better precision for additions). Three limbs make ~96 B per value. Encryption is
-*symmetric*: every member holds the secret key anyway (docs/architecture.md, trust model), and it
-measured 2x faster (0.33 vs 0.70 us/slot) with 8x less noise than public-key encryption.
-The public context therefore holds only the parameters (86 B, no relinearisation or
-Galois keys), so it carries a key id derived from the secret to recognise the study's
-ciphertexts. ``n_threads=1``: TenSEAL's pool does not speed up encrypt, decrypt or add
-(measured: 1.00-1.03x).
+Two encodings share the frame (both are integers mod t per slot, so masks under the
+encryption, :mod:`scifed.masks`, work for either):
 
-Chunking. ``ts.ckks_vector`` does chunk vectors longer than N/2 slots itself, but prints a
-warning to stdout for each one, so we cut the limbs into N/2-slot vectors (padding the last
-with zeros, which costs no bytes: a ciphertext always has N coefficients) and frame them.
+* *exact* (statistics): x (|x| <= 2^60) becomes round(x * 2^28), split into 4 signed
+  base-2^24 limbs (|limb| <= 2^23), one per slot. A sum of K <= 2048 limbs stays within
+  2^34 < t/2, so the centred residue is the limb sum itself; carries then rebuild the value
+  exactly on the 2^-28 grid (counts exact; the error of any sum is the input rounding,
+  <= K * 2^-29, plus at most one float64 rounding). 32 B per value, against 96 B for the
+  earlier CKKS limbs.
+* *quantised* (model updates): x in [-B, B] becomes an unsigned level in [0, top] by
+  stochastic rounding (unbiased: E[level] is exact), and two levels share one slot in
+  20-bit lanes when the job has at most 16 contributors, one level per slot for up to
+  2048. ``top`` is as fine as the capacity allows without a lane carrying into the next
+  (:func:`top_level`): 2^16 - 1 for 16 contributors, 104,857 for 10 (measured: max error
+  1.3e-4 on sums of 10 values in [-1, 1] over 10^6 slots, mean error 0 within 1e-7). With
+  two lanes a parameter costs 4.0 B on the wire: float32 parity.
+
+A frame records its encoding, length, how many ciphertexts it sums and how many it may
+(its capacity); the coordinator refuses to add frames that differ in any of these, or to
+exceed the capacity, and decryption refuses residues that the recorded summands could not
+have made (a wrong key or a corrupted ciphertext decrypts to values spread over [0, t)).
 """
 
 from __future__ import annotations
@@ -44,10 +51,14 @@ import functools
 import json
 import os
 import struct
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tenseal as ts
+import tenseal.sealapi as seal
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -56,62 +67,178 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from scifed.errors import UserError
 
 POLY_MODULUS_DEGREE = 4096
-COEFF_MOD_BIT_SIZES = (60, 49)
-SCALE_BITS = 21
-SLOTS = POLY_MODULUS_DEGREE // 2
-LIMB_BITS = 30
-LIMBS = 3
-FRACTION_BITS = 28
+SLOTS = POLY_MODULUS_DEGREE
+CIPHERTEXT_PRIME_BITS = 60
+PLAIN_MODULUS_BITS = 40
+MAX_SUMMANDS = 2048
 MAX_ABS_VALUE = 2.0**60
-MAX_SUMMANDS = 100
+FRACTION_BITS = 28
+LIMB_BITS = 24
+LIMBS = 4
+LANE_BITS = 20
+MAX_TWO_LANE_SUMMANDS = 16  # 16 parties at 16-bit levels fill a 20-bit lane
 
-# A limb sum must sit this close to an integer; noise is ~1e-2 at most, while a wrong key
-# or a corrupted ciphertext decrypts to values spread over the whole slot range.
-_ROUNDING_SLACK = 0.25
+EXACT, QUANTISED = 0, 1
 _KEY_ID_BYTES = 16
 _CONTEXT_MAGIC = b"SFHK"
 _CIPHERTEXT_MAGIC = b"SFHC"
-_VERSION = 1
+_VERSION = 2
 _PUBLIC, _SECRET = 0, 1
 _CONTEXT_HEADER = struct.Struct(f"<4sBB{_KEY_ID_BYTES}s")
-# magic, version, key id, number of values, number of summands, number of chunks
-_CIPHERTEXT_HEADER = struct.Struct(f"<4sB{_KEY_ID_BYTES}sQII")
+# magic, version, key id, encoding, lanes, values, summands, capacity, chunks, bound
+_CIPHERTEXT_HEADER = struct.Struct(f"<4sB{_KEY_ID_BYTES}sBBQIIId")
 _NONCE_BYTES = 12
 
 
-class StudyKey:
-    """A study's CKKS secret context, held only by member nodes."""
+@functools.lru_cache(maxsize=1)
+def _parameters() -> seal.EncryptionParameters:
+    params = seal.EncryptionParameters(seal.SCHEME_TYPE.BFV)
+    params.set_poly_modulus_degree(POLY_MODULUS_DEGREE)
+    params.set_coeff_modulus(seal.CoeffModulus.Create(POLY_MODULUS_DEGREE,
+                                                      [CIPHERTEXT_PRIME_BITS]))
+    params.set_plain_modulus(seal.PlainModulus.Batching(POLY_MODULUS_DEGREE,
+                                                        PLAIN_MODULUS_BITS))
+    return params
 
-    def __init__(self, context: ts.Context) -> None:
-        self._context = context
-        self._material = context.serialize(
-            save_public_key=False,
-            save_secret_key=True,
-            save_galois_keys=False,
-            save_relin_keys=False,
-        )
-        self._key_id = _derive(self._material, b"scifed-study-key-id-v1", _KEY_ID_BYTES)
+
+@functools.lru_cache(maxsize=1)
+def _context() -> seal.SEALContext:
+    context = seal.SEALContext(_parameters(), False, seal.SEC_LEVEL_TYPE.TC128)
+    if not context.parameters_set():  # pragma: no cover - fixed parameters
+        raise RuntimeError(context.parameters_error_message())
+    return context
+
+
+PLAIN_MODULUS = _parameters().plain_modulus().value()
+_HALF = PLAIN_MODULUS // 2
+
+
+class _Scratch:
+    """SEAL's Python bindings save and load through file paths only: one private file per
+    thread on tmpfs (0600, removed at exit), reused for every ciphertext. Secret keys go
+    through a fresh file of their own, removed as soon as it is read."""
+
+    _local = threading.local()
+    _dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+    @classmethod
+    def path(cls) -> str:
+        path = getattr(cls._local, "path", None)
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="scifed-he-", dir=cls._dir)
+            os.close(fd)
+            cls._local.path = path
+            _SCRATCH_FILES.append(path)
+        return path
+
+    @classmethod
+    def dump(cls, obj: Any) -> bytes:
+        path = cls.path()
+        obj.save(path)
+        return Path(path).read_bytes()
+
+    @classmethod
+    def load(cls, obj: Any, data: bytes) -> Any:
+        path = cls.path()
+        Path(path).write_bytes(data)
+        obj.load(_context(), path)
+        return obj
+
+    @classmethod
+    def once(cls, action, data: bytes | None = None) -> bytes:
+        """Run ``action(path)`` on a fresh private file (holding ``data`` first, if given)
+        and return what the file holds afterwards; the file is removed either way."""
+        fd, path = tempfile.mkstemp(prefix="scifed-key-", dir=cls._dir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data or b"")
+            action(path)
+            return Path(path).read_bytes()
+        finally:
+            os.unlink(path)
+
+
+_SCRATCH_FILES: list[str] = []
+
+
+def _remove_scratch() -> None:
+    for path in _SCRATCH_FILES:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+import atexit  # noqa: E402 - beside the one thing it is for
+
+atexit.register(_remove_scratch)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What a ciphertext blob says of itself (see the module docstring)."""
+
+    key_id: bytes
+    encoding: int
+    lanes: int
+    n: int
+    summands: int
+    capacity: int
+    bound: float
+    chunks: list[bytes]
+
+    @property
+    def slots(self) -> int:
+        return slots_for(self.encoding, self.n, self.lanes)
+
+
+def slots_for(encoding: int, n: int, lanes: int = 1) -> int:
+    """How many slots a vector of ``n`` values takes (the masks cover exactly these)."""
+    return LIMBS * n if encoding == EXACT else -(-n // lanes)
+
+
+def lanes_for(capacity: int) -> int:
+    """Levels per slot for a quantised vector that at most ``capacity`` parties sum."""
+    _check_capacity(capacity)
+    return 2 if capacity <= MAX_TWO_LANE_SUMMANDS else 1
+
+
+def top_level(capacity: int) -> int:
+    """The highest quantisation level: as fine as the lanes allow for ``capacity``
+    summands (at least 2^16 - 1). Two lanes hold sums high * 2^20 + low < t only while
+    each lane's sum stays <= (t - 1) // (2^20 + 1) = 1,048,574; one lane holds 24 bits."""
+    if lanes_for(capacity) == 2:
+        return ((PLAIN_MODULUS - 1) // ((1 << LANE_BITS) + 1)) // capacity
+    return min((PLAIN_MODULUS - 1) // capacity, (1 << 24) - 1)
+
+
+class StudyKey:
+    """A study's BFV secret key, held only by member nodes."""
+
+    def __init__(self, secret: seal.SecretKey, material: bytes) -> None:
+        self._secret = secret
+        self._material = material
+        self._key_id = _derive(material, b"scifed-study-key-id-v2", _KEY_ID_BYTES)
+        context = _context()
+        self._encryptor = seal.Encryptor(context, secret)
+        self._decryptor = seal.Decryptor(context, secret)
+        self._encoder = seal.BatchEncoder(context)
+        self._lock = threading.Lock()  # SEAL's objects are not documented thread-safe
 
     @classmethod
     def generate(cls) -> StudyKey:
         """Make a fresh study key (the lead node does this once per study)."""
-        context = ts.context(
-            ts.SCHEME_TYPE.CKKS,
-            poly_modulus_degree=POLY_MODULUS_DEGREE,
-            coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES),
-            encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC,
-            n_threads=1,
-        )
-        context.global_scale = 2.0**SCALE_BITS
-        return cls(context)
+        secret = seal.KeyGenerator(_context()).secret_key()
+        return cls(secret, _Scratch.once(secret.save))
 
     @classmethod
     def from_secret_bytes(cls, data: bytes) -> StudyKey:
         """Load what :meth:`secret_bytes` wrote; refuse anything else."""
-        kind, key_id, context = _parse_context(data)
-        if kind != _SECRET or not context.is_private():
+        kind, key_id, body = _parse_context(data)
+        if kind != _SECRET:
             raise UserError("these bytes are a study's public context, not its secret key")
-        key = cls(context)
+        secret = _load_secret(body)
+        key = cls(secret, body)
         if key._key_id != key_id:
             raise UserError("study key is corrupt: its key id does not match its secret")
         return key
@@ -123,97 +250,165 @@ class StudyKey:
         return self._key_id
 
     def secret_bytes(self) -> bytes:
-        """The whole secret context; seal it before it leaves the node."""
+        """The secret key; seal it before it leaves the node."""
         header = _CONTEXT_HEADER.pack(_CONTEXT_MAGIC, _VERSION, _SECRET, self._key_id)
         return header + self._material
 
     def public_bytes(self) -> bytes:
         """Parameters and key id only: enough for the coordinator to add ciphertexts."""
-        public = self._context.serialize(
-            save_public_key=False,
-            save_secret_key=False,
-            save_galois_keys=False,
-            save_relin_keys=False,
-        )
-        return _CONTEXT_HEADER.pack(_CONTEXT_MAGIC, _VERSION, _PUBLIC, self._key_id) + public
+        header = _CONTEXT_HEADER.pack(_CONTEXT_MAGIC, _VERSION, _PUBLIC, self._key_id)
+        return header + _public_body()
 
-    def encrypt(self, values: np.ndarray) -> bytes:
-        """Encrypt a 1-D float vector (|x| <= 2^60) into one framed blob."""
-        array = np.asarray(values, dtype=np.float64)
-        if array.ndim != 1 or array.size == 0:
-            raise UserError(f"can only encrypt a non-empty 1-D vector, got shape {array.shape}")
+    def encrypt(self, values: np.ndarray, *, mask: np.ndarray | None = None,
+                capacity: int = MAX_SUMMANDS) -> bytes:
+        """Encrypt a 1-D float vector (|x| <= 2^60) exactly (limbs); ``mask``: residues mod t
+        to add to its slots (:mod:`scifed.masks`), which cancel only in the full sum."""
+        array = _finite_vector(values)
         largest = np.max(np.abs(array))
-        if not np.isfinite(largest):
-            raise UserError("cannot encrypt NaN or infinite values")
         if largest > MAX_ABS_VALUE:
             raise UserError(f"cannot encrypt values beyond 2^60 in magnitude (got {largest:.3g})")
-        limbs = _to_limbs(array).ravel()
-        n_chunks = -(-limbs.size // SLOTS)
-        padded = np.zeros(n_chunks * SLOTS)
-        padded[: limbs.size] = limbs
-        rows = padded.reshape(-1, SLOTS)
-        chunks = [ts.ckks_vector(self._context, row).serialize() for row in rows]
-        return _frame_ciphertext(self._key_id, array.size, 1, chunks)
+        _check_capacity(capacity)
+        residues = np.mod(_to_limbs(array).ravel(), PLAIN_MODULUS).astype(np.uint64)
+        return self._seal(residues, mask, EXACT, 1, array.size, capacity, 0.0)
+
+    def encrypt_quantised(self, values: np.ndarray, *, bound: float, capacity: int,
+                          rng: np.random.Generator | None = None,
+                          mask: np.ndarray | None = None) -> bytes:
+        """Encrypt values in [-bound, bound] as unbiased 16-bit levels (stochastic
+        rounding), two per slot where at most 16 parties will sum them."""
+        array = _finite_vector(values)
+        if not (np.isfinite(bound) and bound > 0):
+            raise UserError(f"the quantisation bound must be a positive number, got {bound!r}")
+        if np.max(np.abs(array)) > bound:
+            raise UserError(f"a value lies outside the quantisation bound ±{bound:g}; "
+                            "clip it first")
+        lanes, top = lanes_for(capacity), top_level(capacity)
+        scaled = (array + bound) * (top / (2.0 * bound))
+        floor = np.floor(scaled)
+        rng = rng or np.random.default_rng()
+        levels = (floor + (rng.random(array.size) < (scaled - floor))).astype(np.uint64)
+        np.clip(levels, 0, top, out=levels)
+        if lanes == 2:
+            padded = np.zeros(2 * slots_for(QUANTISED, array.size, 2), dtype=np.uint64)
+            padded[: array.size] = levels
+            pairs = padded.reshape(-1, 2)
+            levels = pairs[:, 0] | (pairs[:, 1] << np.uint64(LANE_BITS))
+        return self._seal(levels, mask, QUANTISED, lanes, array.size, capacity, float(bound))
+
+    def _seal(self, residues: np.ndarray, mask: np.ndarray | None, encoding: int, lanes: int,
+              n: int, capacity: int, bound: float) -> bytes:
+        if mask is not None:
+            if mask.shape != residues.shape:
+                raise UserError(f"the mask covers {mask.size} slots, the vector {residues.size}")
+            residues = _add_mod(residues, mask)
+        chunks = []
+        with self._lock:
+            for start in range(0, residues.size, SLOTS):
+                row = residues[start : start + SLOTS]
+                plain = seal.Plaintext()
+                self._encoder.encode(row.tolist(), plain)
+                chunks.append(_Scratch.dump(self._encryptor.encrypt_symmetric(plain)))
+        return _frame(Frame(self._key_id, encoding, lanes, n, 1, capacity, bound, chunks))
 
     def decrypt(self, blob: bytes) -> np.ndarray:
         """Decrypt a blob (one contribution or a sum) back to float64 of the original length."""
-        key_id, n, summands, chunks = _parse_ciphertext(blob)
-        if key_id != self._key_id:
+        frame = _parse_ciphertext(blob)
+        if frame.key_id != self._key_id:
             raise UserError("this ciphertext was encrypted under a different study key")
-        try:
-            plain = np.concatenate(
-                [np.asarray(ts.ckks_vector_from(self._context, c).decrypt()) for c in chunks]
-            )
-        except (ValueError, RuntimeError, TypeError) as exc:
-            raise UserError(f"ciphertext does not decrypt under this study key: {exc}") from exc
-        if plain.size != len(chunks) * SLOTS:
-            raise UserError("ciphertext chunks do not hold the expected number of slots")
-        return _from_limbs(plain, n, summands)
+        return decode(frame, self.residues(frame))
+
+    def residues(self, frame: Frame) -> np.ndarray:
+        """The slot values mod t of a parsed frame (its used slots only)."""
+        parts = []
+        with self._lock:
+            for index, chunk in enumerate(frame.chunks):
+                cipher = _load_chunk(chunk, index)
+                plain = seal.Plaintext()
+                try:
+                    self._decryptor.decrypt(cipher, plain)
+                except (ValueError, RuntimeError) as exc:
+                    raise UserError("ciphertext does not decrypt under this study key: "
+                                    f"{exc}") from exc
+                parts.append(np.asarray(self._encoder.decode_uint64(plain), dtype=np.uint64))
+        plain = np.concatenate(parts)
+        used = frame.slots
+        if np.any(plain[used:]):
+            raise UserError("decrypted values are not sums of contributions: the ciphertext "
+                            "is corrupt or was made under another study key")
+        return plain[:used]
 
     def aead_key(self, purpose: str) -> bytes:
         """32 bytes for messages between members that the coordinator relays but cannot read."""
         return _derive(self._material, b"scifed-study-aead-v1\0" + purpose.encode(), 32)
 
 
+def decode(frame: Frame, residues: np.ndarray) -> np.ndarray:
+    """The values a frame's slot residues (masks removed) stand for, checked against the
+    summands it records."""
+    if frame.encoding == EXACT:
+        return _from_limbs(residues, frame.n, frame.summands)
+    return _dequantise(residues, frame)
+
+
+def parse(blob: bytes) -> Frame:
+    """A blob's frame, checked (see :class:`Frame`)."""
+    return _parse_ciphertext(blob)
+
+
 def sum_ciphertexts(public_context: bytes, blobs: list[bytes]) -> bytes:
-    """Coordinator side: add one study's blobs with its public context, in place, per chunk."""
-    key_id, context = _public_context(public_context)
+    """Add one study's blobs with its public context (no key), chunk by chunk."""
+    key_id = _public_context(public_context)
     if not blobs:
         raise UserError("nothing to sum: no ciphertexts given")
-    parsed = [_parse_ciphertext(blob) for blob in blobs]
-    lengths = {n for _, n, _, _ in parsed}
+    frames = [_parse_ciphertext(blob) for blob in blobs]
+    first = frames[0]
+    shapes = {(f.encoding, f.lanes, f.capacity, f.bound) for f in frames}
+    lengths = {f.n for f in frames}
     if len(lengths) != 1:
         raise UserError(f"ciphertexts hold vectors of different lengths {sorted(lengths)}")
-    if any(blob_key != key_id for blob_key, _, _, _ in parsed):
+    if len(shapes) != 1:
+        raise UserError("ciphertexts use different encodings (exact or quantised, lanes, "
+                        "capacity or bound)")
+    if any(f.key_id != key_id for f in frames):
         raise UserError("a ciphertext was encrypted under a different study key")
-    summands = sum(count for _, _, count, _ in parsed)
-    if summands > MAX_SUMMANDS:
-        raise UserError(
-            f"refusing to sum {summands} contributions; precision is only guaranteed up to "
-            f"{MAX_SUMMANDS}"
-        )
-    total: list[ts.CKKSVector] = []
-    for index, (_, _, _, chunks) in enumerate(parsed):
-        for j, chunk in enumerate(chunks):
-            vector = _load_chunk(context, chunk, index)
+    summands = sum(f.summands for f in frames)
+    if summands > first.capacity:
+        raise UserError(f"refusing to sum {summands} contributions; this encoding is only "
+                        f"exact up to {first.capacity}")
+    evaluator = _evaluator()
+    totals: list[seal.Ciphertext] = []
+    for index, frame in enumerate(frames):
+        for j, chunk in enumerate(frame.chunks):
+            cipher = _load_chunk(chunk, index)
             if index == 0:
-                total.append(vector)
-                continue
-            try:
-                total[j].add_(vector)
-            except (ValueError, RuntimeError) as exc:
-                raise UserError(f"ciphertext {index} cannot be added: {exc}") from exc
-    return _frame_ciphertext(key_id, lengths.pop(), summands, [v.serialize() for v in total])
+                totals.append(cipher)
+            else:
+                evaluator.add_inplace(totals[j], cipher)
+    out = [_Scratch.dump(c) for c in totals]
+    return _frame(Frame(key_id, first.encoding, first.lanes, first.n, summands,
+                        first.capacity, first.bound, out))
 
 
 def context_is_private(data: bytes) -> bool:
-    """True if ``data`` deserialises to a TenSEAL context (framed or raw) holding a secret key."""
+    """True if ``data`` is a study's secret key, framed or raw SEAL bytes."""
     if data[: len(_CONTEXT_MAGIC)] == _CONTEXT_MAGIC:
+        if len(data) >= _CONTEXT_HEADER.size and data[5] == _SECRET:
+            return True
         data = data[_CONTEXT_HEADER.size :]
     try:
-        return ts.context_from(data, n_threads=1).is_private()
-    except (ValueError, RuntimeError, TypeError):
+        _load_secret(data)
+    except UserError:
         return False
+    return True
+
+
+def _load_secret(body: bytes) -> seal.SecretKey:
+    secret = seal.SecretKey()
+    try:
+        _Scratch.once(lambda path: secret.load(_context(), path), body)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise UserError(f"study key does not load: {exc}") from exc
+    return secret
 
 
 def seal_box(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -234,32 +429,54 @@ def _derive(material: bytes, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(material)
 
 
+def _finite_vector(values: np.ndarray) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise UserError(f"can only encrypt a non-empty 1-D vector, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise UserError("cannot encrypt NaN or infinite values")
+    return array
+
+
+def _check_capacity(capacity: int) -> None:
+    if not 1 <= capacity <= MAX_SUMMANDS:
+        raise UserError(f"an encrypted sum may have 1 to {MAX_SUMMANDS} contributors, "
+                        f"not {capacity}")
+
+
+def _add_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a + b) mod t for residues below t < 2^40 (no uint64 overflow)."""
+    total = a + b
+    total[total >= PLAIN_MODULUS] -= np.uint64(PLAIN_MODULUS)
+    return total
+
+
 def _to_limbs(values: np.ndarray) -> np.ndarray:
-    """(LIMBS, n) signed base-2^30 digits of round(x * 2^28); every step is exact in float64."""
+    """(LIMBS, n) signed base-2^24 digits of round(x * 2^28), as int64 (exact: the integer
+    reaches 2^88, so it is split in float64, where every step is exact)."""
     rest = np.rint(np.ldexp(values, FRACTION_BITS))
-    limbs = np.empty((LIMBS, values.size))
+    limbs = np.empty((LIMBS, values.size), dtype=np.int64)
     for k in range(LIMBS - 1):
         high = np.rint(np.ldexp(rest, -LIMB_BITS))
-        limbs[k] = rest - np.ldexp(high, LIMB_BITS)
+        limbs[k] = (rest - np.ldexp(high, LIMB_BITS)).astype(np.int64)
         rest = high
-    limbs[-1] = rest
+    limbs[-1] = rest.astype(np.int64)
     return limbs
 
 
-def _from_limbs(plain: np.ndarray, n: int, summands: int) -> np.ndarray:
-    """Round limb sums to integers, propagate carries, rebuild float64 values."""
-    rounded = np.rint(plain)
-    if np.max(np.abs(plain - rounded), initial=0.0) > _ROUNDING_SLACK or np.any(
-        rounded[LIMBS * n :]
-    ):
-        raise UserError(
-            "decrypted values are not limb sums: the ciphertext is corrupt or was made "
-            "under another study key"
-        )
+def _centred(residues: np.ndarray) -> np.ndarray:
+    signed = residues.astype(np.int64)
+    return np.where(signed > _HALF, signed - PLAIN_MODULUS, signed)
+
+
+def _from_limbs(residues: np.ndarray, n: int, summands: int) -> np.ndarray:
+    """Centre the limb sums, check them against the summands, carry, rebuild float64."""
+    limbs = _centred(residues)
     bound = summands * (2 ** (LIMB_BITS - 1) + 1)
-    if np.max(np.abs(rounded), initial=0.0) > bound:
-        raise UserError("decrypted limb sums exceed what the recorded summands allow")
-    limbs = rounded[: LIMBS * n].astype(np.int64).reshape(LIMBS, n)
+    if np.max(np.abs(limbs), initial=0) > bound:
+        raise UserError("decrypted values are not limb sums of the recorded contributions: "
+                        "the ciphertext is corrupt, masked, or made under another study key")
+    limbs = limbs.reshape(LIMBS, n).copy()
     for k in range(LIMBS - 1):
         carry = (limbs[k] + (1 << (LIMB_BITS - 1))) >> LIMB_BITS
         limbs[k] -= carry << LIMB_BITS
@@ -270,23 +487,48 @@ def _from_limbs(plain: np.ndarray, n: int, summands: int) -> np.ndarray:
     return np.ldexp(value, -FRACTION_BITS)
 
 
-def _frame_ciphertext(key_id: bytes, n: int, summands: int, chunks: list[bytes]) -> bytes:
-    header = _CIPHERTEXT_HEADER.pack(_CIPHERTEXT_MAGIC, _VERSION, key_id, n, summands, len(chunks))
-    sizes = np.array([len(c) for c in chunks], dtype="<u4").tobytes()
-    return b"".join([header, sizes, *chunks])
+def _dequantise(residues: np.ndarray, frame: Frame) -> np.ndarray:
+    top = top_level(frame.capacity)
+    if frame.lanes == 2:
+        low = residues & np.uint64((1 << LANE_BITS) - 1)
+        high = residues >> np.uint64(LANE_BITS)
+        levels = np.stack([low, high], axis=1).ravel()[: frame.n]
+    else:
+        levels = residues
+    if np.max(levels, initial=0) > frame.summands * top:
+        raise UserError("decrypted values are not sums of quantised levels: the ciphertext "
+                        "is corrupt, masked, or made under another study key")
+    step = 2.0 * frame.bound / top
+    return levels.astype(np.float64) * step - frame.summands * frame.bound
 
 
-def _parse_ciphertext(blob: bytes) -> tuple[bytes, int, int, list[bytes]]:
-    """Split a framed blob into (key id, length, summands, chunk bytes), checking the frame."""
+def _frame(frame: Frame) -> bytes:
+    header = _CIPHERTEXT_HEADER.pack(_CIPHERTEXT_MAGIC, _VERSION, frame.key_id, frame.encoding,
+                                     frame.lanes, frame.n, frame.summands, frame.capacity,
+                                     len(frame.chunks), frame.bound)
+    sizes = np.array([len(c) for c in frame.chunks], dtype="<u4").tobytes()
+    return b"".join([header, sizes, *frame.chunks])
+
+
+def _parse_ciphertext(blob: bytes) -> Frame:
+    """Split a framed blob, checking every field of the frame against the others."""
     if len(blob) < _CIPHERTEXT_HEADER.size:
         raise UserError("not a scifed ciphertext: too short")
-    magic, version, key_id, n, summands, n_chunks = _CIPHERTEXT_HEADER.unpack_from(blob)
+    (magic, version, key_id, encoding, lanes, n, summands, capacity, n_chunks,
+     bound) = _CIPHERTEXT_HEADER.unpack_from(blob)
     if magic != _CIPHERTEXT_MAGIC:
         raise UserError("not a scifed ciphertext: bad magic")
     if version != _VERSION:
         raise UserError(f"unsupported ciphertext version {version}")
-    if n < 1 or n_chunks != -(-LIMBS * n // SLOTS) or not 1 <= summands <= MAX_SUMMANDS:
-        raise UserError("ciphertext header is inconsistent (length, chunks or summands)")
+    valid = (
+        n >= 1 and 1 <= capacity <= MAX_SUMMANDS and 1 <= summands <= capacity
+        and ((encoding == EXACT and lanes == 1 and bound == 0.0)
+             or (encoding == QUANTISED and lanes == lanes_for(capacity)
+                 and np.isfinite(bound) and bound > 0))
+    )
+    if not valid or n_chunks != -(-slots_for(encoding, n, lanes) // SLOTS):
+        raise UserError("ciphertext header is inconsistent (encoding, length, chunks, "
+                        "summands or capacity)")
     start = _CIPHERTEXT_HEADER.size + 4 * n_chunks
     if len(blob) < start:
         raise UserError("ciphertext is truncated")
@@ -295,54 +537,55 @@ def _parse_ciphertext(blob: bytes) -> tuple[bytes, int, int, list[bytes]]:
     if ends[-1] != len(blob):
         raise UserError("ciphertext length does not match its chunk table")
     starts = [start, *ends[:-1].tolist()]
-    return key_id, n, summands, [blob[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
+    chunks = [blob[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
+    return Frame(key_id, encoding, lanes, n, summands, capacity, bound, chunks)
 
 
-def _parse_context(data: bytes) -> tuple[int, bytes, ts.Context]:
-    """Read a framed context: (public or secret, key id, TenSEAL context with our parameters)."""
+@functools.lru_cache(maxsize=1)
+def _public_body() -> bytes:
+    return _Scratch.dump(_parameters())
+
+
+def _parse_context(data: bytes) -> tuple[int, bytes, bytes]:
+    """Read a framed context: (public or secret, key id, body)."""
     if len(data) < _CONTEXT_HEADER.size:
         raise UserError("not a scifed study context: too short")
     magic, version, kind, key_id = _CONTEXT_HEADER.unpack_from(data)
     if magic != _CONTEXT_MAGIC or kind not in (_PUBLIC, _SECRET):
         raise UserError("not a scifed study context: bad header")
     if version != _VERSION:
-        raise UserError(f"unsupported study context version {version}")
-    try:
-        context = ts.context_from(data[_CONTEXT_HEADER.size :], n_threads=1)
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise UserError(f"study context does not deserialise: {exc}") from exc
-    seal = context.seal_context().data
-    first = seal.first_context_data()
-    if (
-        first.parms().scheme() != ts.SCHEME_TYPE.CKKS.value
-        or first.parms().poly_modulus_degree() != POLY_MODULUS_DEGREE
-        or first.total_coeff_modulus_bit_count() != COEFF_MOD_BIT_SIZES[0]
-        or seal.key_context_data().total_coeff_modulus_bit_count() != sum(COEFF_MOD_BIT_SIZES)
-        or context.global_scale != 2.0**SCALE_BITS
-    ):
-        raise UserError("study context does not use scifed's CKKS parameters")
-    return kind, key_id, context
+        raise UserError(f"unsupported study context version {version} (a study key made "
+                        "before the BFV encoding: the lead node must make a new one)")
+    return kind, key_id, data[_CONTEXT_HEADER.size :]
 
 
 @functools.lru_cache(maxsize=32)
-def _public_context(data: bytes) -> tuple[bytes, ts.Context]:
-    """(key id, context) of a public context; cached because building one costs ~15 ms and the
-    coordinator sums for the same study again and again. Secret contexts are never cached."""
-    kind, key_id, context = _parse_context(data)
+def _public_context(data: bytes) -> bytes:
+    """The key id of a public context whose parameters are scifed's (cached: the
+    coordinator sums for the same study again and again)."""
+    kind, key_id, body = _parse_context(data)
     if kind != _PUBLIC:
         raise UserError("the coordinator sums with a study's public context, not its secret key")
-    return key_id, context
+    if body != _public_body():
+        raise UserError("study context does not use scifed's BFV parameters")
+    return key_id
 
 
-def _load_chunk(context: ts.Context, chunk: bytes, index: int) -> ts.CKKSVector:
-    """Deserialise one chunk of contribution ``index`` and check its slot count."""
+@functools.lru_cache(maxsize=1)
+def _evaluator() -> seal.Evaluator:
+    return seal.Evaluator(_context())
+
+
+def _load_chunk(chunk: bytes, index: int) -> seal.Ciphertext:
+    """Deserialise one chunk of contribution ``index`` (a seeded one expands its seed)."""
+    cipher = seal.Ciphertext()
     try:
-        vector = ts.ckks_vector_from(context, chunk)
+        _Scratch.load(cipher, chunk)
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise UserError(f"ciphertext {index} is no CKKS ciphertext of this study: {exc}") from exc
-    if vector.size() != SLOTS:
-        raise UserError(f"ciphertext {index} has a chunk of {vector.size()} slots, not {SLOTS}")
-    return vector
+        raise UserError(f"ciphertext {index} is no BFV ciphertext of this study: {exc}") from exc
+    if cipher.size() != 2 or cipher.poly_modulus_degree() != POLY_MODULUS_DEGREE:
+        raise UserError(f"ciphertext {index} does not have the study's shape")
+    return cipher
 
 
 def seal_for_members(key: StudyKey, purpose: str, job_id: str, value: object) -> bytes:

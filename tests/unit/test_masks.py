@@ -1,0 +1,133 @@
+"""Pairwise masks under the BFV encryption: a masked contribution decrypts to uniform
+residues, only the full sum is the plain sum, and a sum survives a dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from scipy import stats
+
+from scifed import he, masks
+from scifed.errors import UserError
+from scifed.he import PLAIN_MODULUS, StudyKey, sum_ciphertexts
+
+NAMES = ["nodeA", "nodeB", "nodeC", "nodeD"]
+CONTEXT = b"job-1\0round-1\0stats"
+
+
+@pytest.fixture(scope="module")
+def key() -> StudyKey:
+    return StudyKey.generate()
+
+
+@pytest.fixture(scope="module")
+def seal_keys() -> dict[str, X25519PrivateKey]:
+    return {n: X25519PrivateKey.generate() for n in NAMES}
+
+
+def _public(keys: dict[str, X25519PrivateKey], names: list[str]) -> dict[str, bytes]:
+    return {n: keys[n].public_key().public_bytes_raw() for n in names}
+
+
+def _masked(key, seal_keys, name, members, vector, *, context=CONTEXT, extra=None):
+    n = he.slots_for(he.EXACT, vector.size)
+    mask = masks.pairwise_mask(seal_keys[name], name, _public(seal_keys, members), context, n)
+    if extra is not None:
+        mask = (mask + extra) % np.uint64(PLAIN_MODULUS)
+    return key.encrypt(vector, mask=mask)
+
+
+def _uniform_p(residues: np.ndarray) -> float:
+    """Kolmogorov-Smirnov p-value of residues / t against U(0, 1)."""
+    return stats.kstest(residues.astype(np.float64) / PLAIN_MODULUS, "uniform").pvalue
+
+
+def test_seed_is_symmetric_and_bound_to_pair_and_context(seal_keys) -> None:
+    pub = _public(seal_keys, NAMES)
+    ab = masks.pair_seed(seal_keys["nodeA"], "nodeA", "nodeB", pub["nodeB"], CONTEXT)
+    assert ab == masks.pair_seed(seal_keys["nodeB"], "nodeB", "nodeA", pub["nodeA"], CONTEXT)
+    assert ab != masks.pair_seed(seal_keys["nodeA"], "nodeA", "nodeB", pub["nodeB"], b"job-2")
+    assert ab != masks.pair_seed(seal_keys["nodeA"], "nodeA", "nodeC", pub["nodeC"], CONTEXT)
+    with pytest.raises(UserError, match="itself"):
+        masks.pair_seed(seal_keys["nodeA"], "nodeA", "nodeA", pub["nodeA"], CONTEXT)
+
+
+def test_prg_residues_are_uniform_below_t() -> None:
+    r = masks.residues(bytes(range(32)), 200_000)
+    assert r.dtype == np.uint64 and int(r.max()) < PLAIN_MODULUS
+    assert _uniform_p(r) > 1e-3
+    assert np.array_equal(r, masks.residues(bytes(range(32)), 200_000))  # deterministic
+
+
+def test_masks_cancel_only_in_the_full_sum(key, seal_keys) -> None:
+    rng = np.random.default_rng(3)
+    members = NAMES[:3]
+    vectors = {n: rng.integers(0, 1000, 2000).astype(np.float64) for n in members}
+    blobs = {n: _masked(key, seal_keys, n, members, vectors[n]) for n in members}
+    total = key.decrypt(sum_ciphertexts(key.public_bytes(), list(blobs.values())))
+    assert np.array_equal(total, sum(vectors.values()))
+    # one contribution, decrypted with the study key (what any member, or the release node,
+    # can do): uniform residues, refused as a sum
+    single = key.residues(he.parse(blobs["nodeA"]))
+    assert _uniform_p(single) > 1e-3
+    with pytest.raises(UserError, match="masked"):
+        key.decrypt(blobs["nodeA"])
+    # a partial sum (the coordinator leaving one node out) is uniform too
+    partial = sum_ciphertexts(key.public_bytes(), [blobs["nodeA"], blobs["nodeB"]])
+    assert _uniform_p(key.residues(he.parse(partial))) > 1e-3
+
+
+def test_coordinator_with_one_member_cannot_unmask_another(key, seal_keys) -> None:
+    """nodeB colludes: it knows its own seed with nodeA, and removes it from nodeA's
+    contribution; nodeA's mask with nodeC remains, so what is left is still uniform."""
+    members = NAMES[:3]
+    x = np.arange(2000, dtype=np.float64)
+    blob = _masked(key, seal_keys, "nodeA", members, x)
+    n = he.slots_for(he.EXACT, x.size)
+    known = masks.pairwise_mask(seal_keys["nodeA"], "nodeA",
+                                _public(seal_keys, ["nodeB"]), CONTEXT, n)
+    left = masks.subtract(key.residues(he.parse(blob)), known)
+    assert _uniform_p(left) > 1e-3
+    with pytest.raises(UserError):
+        he.decode(he.parse(blob), left)
+
+
+def test_sum_is_exact_over_survivors_after_a_dropout(key, seal_keys) -> None:
+    """nodeD masks and then drops: each survivor removes its pairwise mask with nodeD
+    and its self-mask; the sum over the survivors is exact. nodeD's own ciphertext, if the
+    coordinator kept it, stays masked by nodeD's self-mask, which is never revealed."""
+    rng = np.random.default_rng(5)
+    vectors = {m: rng.normal(0, 1e4, 500) for m in NAMES}
+    n = he.slots_for(he.EXACT, 500)
+    selfs = {m: masks.self_mask(masks.self_seed(m.encode() * 4, CONTEXT), n) for m in NAMES}
+    blobs = {m: _masked(key, seal_keys, m, NAMES, vectors[m], extra=selfs[m]) for m in NAMES}
+    survivors = NAMES[:3]
+    summed = sum_ciphertexts(key.public_bytes(), [blobs[m] for m in survivors])
+    frame = he.parse(summed)
+    residues = key.residues(frame)
+    for m in survivors:  # what each survivor reveals for the sum, once the set is fixed
+        correction = masks.pairwise_mask(seal_keys[m], m, _public(seal_keys, ["nodeD"]),
+                                         CONTEXT, n)
+        residues = masks.subtract(residues, (correction + selfs[m]) % np.uint64(PLAIN_MODULUS))
+    expected = vectors["nodeA"] + vectors["nodeB"] + vectors["nodeC"]
+    np.testing.assert_allclose(he.decode(frame, residues), expected, rtol=0, atol=3 * 2.0**-29)
+    # the withheld contribution of nodeD with every pairwise mask removed: still uniform
+    d = key.residues(he.parse(blobs["nodeD"]))
+    for m in survivors:
+        d = masks.subtract(d, masks.pairwise_mask(seal_keys["nodeD"], "nodeD",
+                                                  _public(seal_keys, [m]), CONTEXT, n))
+    assert _uniform_p(d) > 1e-3
+
+
+def test_quantised_updates_mask_and_sum(key, seal_keys) -> None:
+    rng = np.random.default_rng(6)
+    members = NAMES[:3]
+    vectors = {m: rng.uniform(-1, 1, 10_000) for m in members}
+    blobs = []
+    for m in members:
+        n = he.slots_for(he.QUANTISED, 10_000, he.lanes_for(3))
+        mask = masks.pairwise_mask(seal_keys[m], m, _public(seal_keys, members), CONTEXT, n)
+        blobs.append(key.encrypt_quantised(vectors[m], bound=1.0, capacity=3, mask=mask))
+    total = key.decrypt(sum_ciphertexts(key.public_bytes(), blobs))
+    assert np.max(np.abs(total - sum(vectors.values()))) <= 3 * 2.0 / he.top_level(3)
