@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from coordinator import audit, catalog, studies
-from coordinator.db import Database, Job, JobProgress, JobTask
+from coordinator.db import Database, Job, JobProgress, JobTask, Node
 from coordinator.sessions import NodeOffline, NodeRevoked, NodeSessions
 from jobs import registry
 from jobs.base import JobCancelled, JobFailed, Run, StudyRef
@@ -269,6 +269,17 @@ class JobDriver:
 
     def public_context(self, run: Run) -> bytes:
         return studies.get_study_public_context(self.db, run.study.study_id)
+
+    def seal_claims(self, nodes: list[str]) -> dict[str, dict]:
+        """Each node's signed seal key claim, as it sent it (the nodes verify them)."""
+        with self.db.session() as s:
+            found = {n.name: n.seal_claim for n in s.scalars(
+                select(Node).where(Node.name.in_(nodes))) if n.seal_claim}
+        missing = sorted(set(nodes) - set(found))
+        if missing:
+            raise JobFailed(f"node {', '.join(missing)} has sent no seal key claim, so no "
+                            "contribution can be masked for it")
+        return found
 
     def send(self, node: str, kind: TaskKind, payload: Message, reply: type[Message]) -> Any:
         res = self._deliver(node, kind, payload).result(self.task_timeout)

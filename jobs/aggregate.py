@@ -70,13 +70,14 @@ class AggregateJob(JobType):
         nodes = sorted(reserved)
         inbound = _exchange(driver, run, headers, nodes, steps) if steps else {}
         driver.set_phase(run, Phase("compute"))
+        masking = driver.seal_claims(nodes)
         payloads = {n: ComputeRequest(**headers[n].model_dump(), vocabularies=vocabularies,
-                                      exchange=inbound.get(n)) for n in nodes}
+                                      exchange=inbound.get(n), masking=masking)
+                    for n in nodes}
         computed, failed = driver.fanout(run, "compute", TaskKind.COMPUTE, payloads,
                                          ComputeReply)
         quorum(run, computed, failed)
-        if steps:
-            _all_answered(nodes, computed, failed)
+        _all_masked(nodes, computed, failed)
         contributors = sorted(computed)
         driver.set_phase(run, Phase("aggregate"))
         driver.set_contributors(run, contributors)
@@ -101,14 +102,26 @@ class AggregateJob(JobType):
             driver.set_phase(run, phase)
             counts, failed = driver.fanout(
                 run, str(phase), TaskKind.ROUND,
-                {n: RoundRequest(**headers[n].model_dump(), query=answer.query)
-                 for n in contributors}, CiphertextReply)
+                {n: RoundRequest(**headers[n].model_dump(), query=answer.query,
+                                 masking=masking) for n in contributors}, CiphertextReply)
             if set(counts) != set(contributors):
                 raise JobFailed("a node dropped out during a further round of the release: "
                                 + "; ".join(failed[n] for n in sorted(failed)))
             request = request.model_copy(update={
                 "contributions": _contributions(counts, contributors), "state": answer.state})
         raise JobFailed("the release did not finish within the round limit")
+
+
+def _all_masked(nodes: list[str], answers: dict, failed: dict[str, str]) -> None:
+    """Every node asked to compute masked for all the others: without one of them the
+    masks do not cancel (node/masking.py), so the sum is lost, not wrong."""
+    missing = sorted(set(nodes) - set(answers))
+    if missing:
+        raise JobFailed("every node asked to compute must contribute, since each masks its "
+                        "contribution for all the others (a sum over the survivors of a "
+                        "dropout is not recovered yet): "
+                        + "; ".join(failed.get(n, f"node {n} did not answer")
+                                    for n in missing))
 
 
 def _all_answered(nodes: list[str], answers: dict, failed: dict[str, str]) -> None:

@@ -204,6 +204,9 @@ class Driver(Protocol):
 
     def public_context(self, run: Run) -> bytes: ...
 
+    def seal_claims(self, nodes: list[str]) -> dict[str, dict]:
+        """The nodes' signed seal key claims (their contributions are masked for the set)."""
+
     def set_phase(self, run: Run, phase: Phase) -> None: ...
 
     def set_contributors(self, run: Run, nodes: list[str]) -> None: ...

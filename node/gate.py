@@ -47,6 +47,7 @@ from node.budget import BudgetLedger
 from node.data import DataFile
 from node.datasets import DatasetRegistry
 from node.guard import LINEAR, NONLINEAR, audit_and_record
+from node.masking import exact_slots, mask_context, masking_set, pairwise
 from node.policy import Decision, EffectivePolicy, PolicyBook, decide
 from node.running import Replayed, RunningJobs, Stopped
 from node.store import DatasetRow
@@ -358,8 +359,18 @@ class Gate:
         if audited:
             self.alerts.answered(adm.header.researcher, adm.row.dataset_id, adm.header.job_id)
 
+    def masking_set(self, h: TaskHeader, masking: dict[str, dict]) -> dict[str, bytes]:
+        """The verified set a contribution is masked for (node/masking.py)."""
+        return masking_set(self.node, h, masking, self.studies.trust.ca_pem)
+
+    def mask(self, adm: Admission, publics: dict[str, bytes], vec: np.ndarray, stage: str,
+             round_no: int = 0) -> np.ndarray | None:
+        return pairwise(self.node, self.studies.cfg.tls.key.parent, publics,
+                        mask_context(adm.header, stage, round_no), exact_slots(vec))
+
     def attest(self, adm: Admission, blob: bytes, head: tuple[int, str], dp: dict | None, *,
-               stage: str = "compute", round_no: int = 0, query: bytes = b"") -> dict:
+               stage: str = "compute", round_no: int = 0, query: bytes = b"",
+               masked_with: list[str]) -> dict:
         """This node's signed statement of a contribution (:func:`scifed.sealing.
         sign_attestation`): the job, stage (and the round and query it answers), this
         node, the study key version, the ciphertext's sha256, the dataset it read, this
@@ -377,17 +388,20 @@ class Gate:
                         "sha256": data_sha256(adm.row), "version": rec.get("version", ""),
                         "schema_hash": rec.get("schema_hash", "")},
             "audit_head": {"seq": head[0], "hash": head[1]}, "dp": dp, "k": adm.k,
-            "min_contributors": adm.policy.min_contributors}
+            "min_contributors": adm.policy.min_contributors, "masked_with": masked_with}
         tls = self.studies.cfg.tls
         return sign_attestation(statement, node=self.node, cert_path=tls.cert,
                                 key_path=tls.key)
 
     def contribute(self, adm: Admission, vocab: dict[str, list[str]],
-                   compute: Callable[[DataFile], np.ndarray]) -> ComputeReply:
+                   compute: Callable[[DataFile], np.ndarray],
+                   masking: dict[str, dict]) -> ComputeReply:
         """Run ``compute`` on the admitted rows and release its vector once: guard, DP
         noise and budget charge, and the release record in one transaction; the vector
-        leaves encrypted under the study key. A retried task replays the same answer."""
+        leaves masked for the nodes of ``masking`` (node/masking.py) and encrypted under
+        the study key. A retried task replays the same answer."""
         job, h = adm.job, adm.header
+        publics = self.masking_set(h, masking)
         if not adm.decision.dp and h.n_nodes == 2 and adm.policy.min_contributors > 2:
             raise UserError(f"node {self.node}: an exact pooled result on "
                             f"{adm.policy.grade}/{adm.policy.category} data needs at least "
@@ -395,7 +409,8 @@ class Gate:
                             f"({adm.policy.sources['min_contributors']}), so that no "
                             "contributor can read another's share")
         # what the answer is made of beyond the job's task (bound in admit): the categories
-        digest = canonical_sha256({"task": self.task_sha256(h, adm.row), "vocabulary": vocab})
+        digest = canonical_sha256({"task": self.task_sha256(h, adm.row), "vocabulary": vocab,
+                                   "masked_with": sorted(publics)})
         what = "it answered this job's compute from other categories (vocabularies)"
         with self.replays_audited(h, adm.row.dataset_id, "compute"):
             with self.store.tx() as con:
@@ -422,7 +437,7 @@ class Gate:
                 report.update(job.noise(adm.params, vec, vocab, adm.limits))
             entry = AuditLog.append_in(con, "policy", "task.release", adm.row.dataset_id,
                                        release)
-            blob = adm.key.encrypt(vec)
+            blob = adm.key.encrypt(vec, mask=self.mask(adm, publics, vec, "compute"))
             # the attestation is part of the kept answer: a retry gets the same bytes
             made["reply"] = self.keep(con, adm, "compute", digest,
                                       reply(blob, report, (entry.seq, entry.hash)).dumps(),
@@ -434,7 +449,8 @@ class Gate:
                   if adm.decision.dp else None)
             return ComputeReply(ciphertext=blob, k=adm.k, dp=dp,
                                 min_contributors=adm.policy.min_contributors,
-                                attestation=self.attest(adm, blob, head, dp))
+                                attestation=self.attest(adm, blob, head, dp,
+                                                        masked_with=sorted(publics)))
 
         with self.replays_audited(h, adm.row.dataset_id, "compute"):
             if adm.decision.dp:  # a retry is replayed from the charge (never charged twice)

@@ -263,7 +263,9 @@ class ReleasePath:
                          "carries no contribution of it")
         expect = {"job_id": job_id, "study_id": req.study_id,
                   "key_version": req.key_version, "researcher": req.researcher,
-                  "spec_sha256": canonical_sha256(req.spec)}
+                  "spec_sha256": canonical_sha256(req.spec),
+                  # masks cancel only over the very set each contributor masked for
+                  "masked_with": sorted(named)}
         if envelope is None:
             expect |= {"stage": "compute", "round": 0, "query_sha256": ""}
         else:

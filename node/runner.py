@@ -197,9 +197,11 @@ class NodeRunner:
             if req.exchange is not None:  # after exchange steps: from what they brought
                 step = self.gate.exchange_step(adm, req.exchange)
                 return self.gate.contribute(
-                    adm, vocab, lambda data: adm.job.finish(adm.params, data, step, adm.limits))
+                    adm, vocab, lambda data: adm.job.finish(adm.params, data, step, adm.limits),
+                    req.masking)
             return self.gate.contribute(
-                adm, vocab, lambda data: adm.job.compute(adm.params, data, vocab, adm.limits))
+                adm, vocab, lambda data: adm.job.compute(adm.params, data, vocab, adm.limits),
+                req.masking)
 
     def exchange(self, req: ExchangeRequest) -> ExchangeReply:
         """One step of a job's node-to-node protocol (Gate.exchange): the blobs the peers
@@ -220,12 +222,14 @@ class NodeRunner:
                 and isinstance(asked.get("query"), dict)):
             raise UserError(f"node {self.gate.node}: the query of job {req.job_id}'s "
                             "further round is not one its release node sealed")
+        publics = self.gate.masking_set(req, req.masking)
         with adm.open() as data:
             vec = adm.job.round(adm.params, data, asked["query"], adm.limits)
-        blob = adm.key.encrypt(vec)
+        blob = adm.key.encrypt(vec, mask=self.gate.mask(adm, publics, vec, "round",
+                                                        asked["round"]))
         return CiphertextReply(ciphertext=blob, attestation=self.gate.attest(
             adm, blob, self.gate.audit.head(), None, stage="round", round_no=asked["round"],
-            query=req.query))
+            query=req.query, masked_with=sorted(publics)))
 
     def check(self, req: TaskHeader) -> CheckReply:
         """Everything a later step will check, charging nothing and releasing nothing."""

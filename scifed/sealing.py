@@ -705,8 +705,8 @@ ATTESTATION_FIELDS = {"job_id": str, "stage": str, "round": int, "query_sha256":
                       "node": str, "study_id": str, "key_version": int, "researcher": str,
                       "spec_sha256": str, "ciphertext_sha256": str, "dataset": dict,
                       "audit_head": dict, "dp": (dict, type(None)), "k": int,
-                      "min_contributors": int}
-_ATTESTATION_DOMAIN = b"scifed-contribution-v1\0"
+                      "min_contributors": int, "masked_with": list}
+_ATTESTATION_DOMAIN = b"scifed-contribution-v2\0"
 _DATASET_FIELDS = ("dataset_id", "record_id", "sha256", "version", "schema_hash")
 
 

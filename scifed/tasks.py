@@ -109,6 +109,9 @@ class ComputeRequest(TaskHeader):
     vocabularies: list[B64] = []  # every contributor's sealed vocabulary
     # a job with exchange steps: what their last step addressed to this node
     exchange: Inbound | None = None
+    # the nodes whose contributions are summed, each with its seal key claim: the node
+    # masks its contribution for exactly these (node/masking.py)
+    masking: dict[str, dict] = {}
 
 
 class ComputeReply(Message):
@@ -124,6 +127,7 @@ class ComputeReply(Message):
 
 class RoundRequest(TaskHeader):
     query: B64  # what to compute next, sealed under the study key
+    masking: dict[str, dict] = {}  # as ComputeRequest's: the contributors of the round
 
 
 class CiphertextReply(Message):

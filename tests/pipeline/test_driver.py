@@ -258,8 +258,9 @@ def _compute_task(fed, node: str, job_id: str) -> pb.Task:
     reserve = next(t for t in fed.links[node].tasks if t.kind == TaskKind.RESERVE
                    and TaskHeader.loads(t.payload).job_id == job_id)
     header = TaskHeader.loads(reserve.payload)
+    masking = fed.coordinator.jobs.seal_claims(sorted(fed.nodes))
     return pb.Task(task_id=f"{job_id}-late", kind=TaskKind.COMPUTE,
-                   payload=ComputeRequest(**header.model_dump()).dumps())
+                   payload=ComputeRequest(**header.model_dump(), masking=masking).dumps())
 
 
 def _restart_coordinator(fed, core, old) -> None:

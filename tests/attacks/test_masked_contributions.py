@@ -1,0 +1,182 @@
+"""A member of the study reads another node's contribution — through the real pipeline.
+
+Every member holds the study key, so the release node (which decrypts) or the coordinator
+with any one member could open any node's ciphertext. Each contribution is therefore
+masked under the encryption for the set of nodes summed (node/masking.py,
+scifed/masks.py): alone, or in a sum over part of the set, it decrypts to residues uniform
+in [0, t). Before the masks, each attack here read the victim's row count and sum of
+body mass exactly (seen on the code before them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from islands import EXACT, ISLANDS, island_federation, job
+from scipy import stats
+
+from coordinator import studies
+from coordinator.db import Node
+from scifed import he, masks
+from scifed.errors import UserError
+from scifed.he import PLAIN_MODULUS, sum_ciphertexts
+from scifed.sealing import SealKeyClaim, load_seal_key, verify_claim
+from scifed.states import JobStatus
+from scifed.tasks import TaskKind
+
+
+@pytest.fixture
+def fed(tmp_path, penguins, penguins_meta):
+    fed = island_federation(tmp_path, penguins, penguins_meta)
+    try:
+        lead = studies.get_study(fed.coordinator.db, fed.study_id).lead_node
+        fed.victim = next(n for n in ISLANDS if n != lead)
+        fed.accomplice = next(n for n in ISLANDS if n not in (fed.victim,))
+        fed.victim_rows = penguins[penguins.island == ISLANDS[fed.victim]]
+        yield fed
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def capture(fed, kind: TaskKind = TaskKind.COMPUTE) -> dict[str, dict]:
+    """What the coordinator receives in ``kind`` tasks: each node's reply, by job."""
+    seen: dict[str, dict] = {}
+    jobs = fed.coordinator.jobs
+    honest = jobs.fanout
+
+    def fanout(run, phase, k, payloads, reply):
+        answers, failed = honest(run, phase, k, payloads, reply)
+        if k == kind:
+            seen.setdefault(run.job_id, {}).update(answers)
+        return answers, failed
+
+    jobs.fanout = fanout
+    return seen
+
+
+def member_key(fed, node: str):
+    return fed.nodes[node].studies.key(fed.study_id, 1)
+
+
+def uniform(residues: np.ndarray) -> bool:
+    return stats.kstest(residues.astype(np.float64) / PLAIN_MODULUS, "uniform").pvalue > 1e-3
+
+
+def steal(key, blob: bytes, fed) -> None:
+    """Fail the test if ``blob`` opens to the victim's statistics."""
+    try:
+        values = key.decrypt(blob)
+    except UserError:
+        return
+    pytest.fail(f"read {fed.victim}'s contribution: {values[0]:.0f} rows, Σ body_mass_g = "
+                f"{values[4]:.1f} (it holds {len(fed.victim_rows)} rows, Σ = "
+                f"{fed.victim_rows.body_mass_g.sum():.1f})")
+
+
+def test_a_member_with_the_coordinator_reads_no_other_contribution(fed):
+    """The coordinator hands the victim's ciphertext to an accomplice member (or the
+    release node opens it itself): it decrypts to uniform residues, and removing the
+    accomplice's own pairwise mask with the victim leaves them uniform."""
+    seen = capture(fed)
+    view, result = fed.run(job(EXACT))
+    assert view.status == JobStatus.DONE, view.error
+    replies = seen[view.job_id]
+    key = member_key(fed, fed.accomplice)
+    blob = replies[fed.victim].ciphertext
+    steal(key, blob, fed)
+    frame = he.parse(blob)
+    residues = key.residues(frame)
+    assert uniform(residues)
+    with fed.coordinator.db.session() as s:
+        claim = s.get(Node, fed.victim).seal_claim
+    victim_public = verify_claim(SealKeyClaim.from_dict(claim),
+                                 (fed.ca_dir / "ca.crt").read_bytes(),
+                                 expect_role="node", expect_name=fed.victim)
+    own = load_seal_key(fed.nodes[fed.accomplice].cfg.tls.key.parent)
+    context = "\0".join([view.job_id, "compute", "0", "1"]).encode()
+    theirs = masks.pairwise_mask(own, fed.accomplice, {fed.victim: victim_public}, context,
+                                 residues.size)
+    # the accomplice's mask towards the victim is the negation of the victim's towards it
+    left = (residues + theirs) % np.uint64(PLAIN_MODULUS)
+    assert uniform(left)
+    with pytest.raises(UserError):
+        he.decode(frame, left)
+    # and a sum over two of the three (the coordinator leaving the third out) is uniform
+    partial = sum_ciphertexts(key.public_bytes(), [replies[fed.victim].ciphertext,
+                                                   replies[fed.accomplice].ciphertext])
+    steal(key, partial, fed)
+    assert uniform(key.residues(he.parse(partial)))
+
+
+def test_the_release_node_refuses_a_sum_without_a_contributor(fed):
+    """The coordinator drops the victim from the release task (contributors and
+    contributions): the others masked for the victim too, so the release node refuses
+    instead of releasing a sum whose difference from the full one is the victim's."""
+    jobs = fed.coordinator.jobs
+    honest = jobs.fanout
+
+    def fanout(run, phase, kind, payloads, reply):
+        if kind == TaskKind.RELEASE:
+            payloads = {n: r.model_copy(update={
+                "contributors": [c for c in r.contributors if c != fed.victim],
+                "contributions": [c for c in r.contributions if c.node != fed.victim]})
+                for n, r in payloads.items()}
+        return honest(run, phase, kind, payloads, reply)
+
+    jobs.fanout = fanout
+    view = fed.wait(fed.submit(job(EXACT)))
+    assert view.status == JobStatus.FAILED
+    assert "names masked_with" in view.error and fed.victim in view.error, view.error
+
+
+def test_a_node_that_drops_after_the_others_masked_fails_the_job_clearly(fed):
+    """One node's compute answer never arrives: the others' masks towards it cannot
+    cancel, so the job fails at once with a message that says why, not with a wrong sum
+    (the study's quorum is lowered to two, so the quorum alone would let it go on)."""
+    with fed.coordinator.db.session() as s:
+        s.get(studies.Study, fed.study_id).min_nodes = 2
+    jobs = fed.coordinator.jobs
+    honest = jobs.fanout
+
+    def fanout(run, phase, kind, payloads, reply):
+        answers, failed = honest(run, phase, kind, payloads, reply)
+        if kind == TaskKind.COMPUTE:
+            answers.pop(fed.victim, None)
+            failed[fed.victim] = f"node {fed.victim} did not answer within 60s"
+        return answers, failed
+
+    jobs.fanout = fanout
+    view = fed.wait(fed.submit(job(EXACT)))
+    assert view.status == JobStatus.FAILED
+    assert "each masks its contribution for all the others" in view.error, view.error
+    assert fed.victim in view.error
+
+
+def test_a_masking_set_without_the_node_or_with_a_forged_claim_is_refused(fed):
+    """The coordinator asks the victim to mask for a set that leaves it out, or carries a
+    claim under another node's name: the victim refuses before it computes anything."""
+    jobs = fed.coordinator.jobs
+    honest = jobs.fanout
+    forge = {"mode": "without"}
+
+    def fanout(run, phase, kind, payloads, reply):
+        if kind == TaskKind.COMPUTE:
+            r = payloads[fed.victim]
+            masking = dict(r.masking)
+            if forge["mode"] == "without":
+                masking.pop(fed.victim)
+            else:
+                masking[fed.accomplice] = {**masking[fed.victim],
+                                           "name": fed.accomplice}
+            payloads = {**payloads, fed.victim: r.model_copy(update={"masking": masking})}
+        return honest(run, phase, kind, payloads, reply)
+
+    jobs.fanout = fanout
+    view = fed.wait(fed.submit(job(EXACT)))
+    assert view.status == JobStatus.FAILED
+    assert "does not hold this node" in view.error, view.error
+    forge["mode"] = "renamed"
+    view = fed.wait(fed.submit(job(EXACT)))
+    assert view.status == JobStatus.FAILED
+    assert f"seal key claim of node {fed.accomplice!r}" in view.error, view.error
+    assert not fed.nodes[fed.victim].gate.ledger.spent()
