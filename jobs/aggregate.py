@@ -21,6 +21,7 @@ from typing import Any
 from jobs.base import Driver, JobFailed, JobType, Run, quorum
 from scifed.states import Phase
 from scifed.tasks import (
+    MAX_ATTEMPTS,
     CiphertextReply,
     ComputeReply,
     ComputeRequest,
@@ -33,6 +34,8 @@ from scifed.tasks import (
     Reserved,
     RoundRequest,
     TaskKind,
+    UnmaskReply,
+    UnmaskRequest,
     VocabReply,
 )
 
@@ -69,16 +72,11 @@ class AggregateJob(JobType):
             _all_answered(nodes, reserved, failed)
         nodes = sorted(reserved)
         inbound = _exchange(driver, run, headers, nodes, steps) if steps else {}
-        driver.set_phase(run, Phase("compute"))
-        masking = driver.seal_claims(nodes)
-        payloads = {n: ComputeRequest(**headers[n].model_dump(), vocabularies=vocabularies,
-                                      exchange=inbound.get(n), masking=masking)
-                    for n in nodes}
-        computed, failed = driver.fanout(run, "compute", TaskKind.COMPUTE, payloads,
-                                         ComputeReply)
-        quorum(run, computed, failed)
-        _all_masked(nodes, computed, failed)
+        computed, attempt = _compute(driver, run, headers, nodes, vocabularies, inbound,
+                                     exact=bool(steps))
         contributors = sorted(computed)
+        masking = driver.seal_claims(contributors)  # of the further rounds, if any
+        reveals = _reveal(driver, run, headers, contributors, attempt)
         driver.set_phase(run, Phase("aggregate"))
         driver.set_contributors(run, contributors)
         release_node = run.release_node(contributors)
@@ -88,7 +86,7 @@ class AggregateJob(JobType):
             dp={n: a.dp for n, a in computed.items() if a.dp},
             contributions=_contributions(computed, contributors),
             min_contributors=max(a.min_contributors for a in computed.values()),
-            study_members=run.study.members)
+            study_members=run.study.members, attempt=attempt, reveals=reveals)
         for round_no in range(1, MAX_ROUNDS + 1):
             driver.set_phase(run, Phase("release"))
             out, failed = driver.fanout(run, "release", TaskKind.RELEASE,
@@ -112,16 +110,51 @@ class AggregateJob(JobType):
         raise JobFailed("the release did not finish within the round limit")
 
 
-def _all_masked(nodes: list[str], answers: dict, failed: dict[str, str]) -> None:
-    """Every node asked to compute masked for all the others: without one of them the
-    masks do not cancel (node/masking.py), so the sum is lost, not wrong."""
-    missing = sorted(set(nodes) - set(answers))
+def _compute(driver: Driver, run: Run, headers: dict, nodes: list[str],
+             vocabularies: list[bytes], inbound: dict, *, exact: bool
+             ) -> tuple[dict[str, ComputeReply], int]:
+    """The compute, masked for the nodes asked; after a dropout, a fresh attempt among
+    the survivors (node/masking.py) while the quorum holds. ``exact``: a job with exchange
+    steps, where every node must take part. Returns the final attempt's replies."""
+    asked, why = list(nodes), {}
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        step = Phase("compute") if attempt == 1 else Phase("compute", attempt)
+        phase = str(step)
+        driver.set_phase(run, step)
+        masking = driver.seal_claims(asked)
+        payloads = {n: ComputeRequest(**headers[n].model_dump(), vocabularies=vocabularies,
+                                      exchange=inbound.get(n), masking=masking,
+                                      attempt=attempt) for n in asked}
+        computed, failed = driver.fanout(run, phase, TaskKind.COMPUTE, payloads,
+                                         ComputeReply)
+        failed = {**why, **failed}
+        quorum(run, computed, failed)
+        if exact:
+            _all_answered(nodes, computed, failed)
+        if set(computed) == set(asked):
+            return computed, attempt
+        why, asked = failed, sorted(computed)  # the survivors mask afresh for each other
+    raise JobFailed(f"nodes kept dropping out: no attempt of {MAX_ATTEMPTS} had every node "
+                    "it asked contribute")
+
+
+def _reveal(driver: Driver, run: Run, headers: dict, contributors: list[str],
+            attempt: int) -> dict[str, bytes]:
+    """The contributors' self-mask seeds of the final attempt, sealed for the release
+    node; all of them, or the sum cannot be unmasked (node/masking.py)."""
+    if len(contributors) < 2:
+        return {}
+    driver.set_phase(run, Phase("unmask"))
+    answers, failed = driver.fanout(run, "unmask", TaskKind.UNMASK, {
+        n: UnmaskRequest(**headers[n].model_dump(), attempt=attempt,
+                         contributors=contributors) for n in contributors}, UnmaskReply)
+    missing = sorted(set(contributors) - set(answers))
     if missing:
-        raise JobFailed("every node asked to compute must contribute, since each masks its "
-                        "contribution for all the others (a sum over the survivors of a "
-                        "dropout is not recovered yet): "
+        raise JobFailed("a node dropped out after the set of contributors was final, so its "
+                        "self-mask cannot be removed from the sum: "
                         + "; ".join(failed.get(n, f"node {n} did not answer")
                                     for n in missing))
+    return {n: answers[n].sealed for n in contributors}
 
 
 def _all_answered(nodes: list[str], answers: dict, failed: dict[str, str]) -> None:

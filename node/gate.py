@@ -28,6 +28,7 @@ ciphertexts — is refused with one message naming the job (:class:`Replayed`), 
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +48,16 @@ from node.budget import BudgetLedger
 from node.data import DataFile
 from node.datasets import DatasetRegistry
 from node.guard import LINEAR, NONLINEAR, audit_and_record
-from node.masking import exact_slots, mask_context, masking_set, pairwise
+from node.masking import (
+    compute_stage,
+    exact_slots,
+    mask_context,
+    masking_set,
+    pairwise,
+    seal_seed,
+    self_seed,
+    with_self_mask,
+)
 from node.policy import Decision, EffectivePolicy, PolicyBook, decide
 from node.running import Replayed, RunningJobs, Stopped
 from node.store import DatasetRow
@@ -70,6 +80,9 @@ _ASKS_OFFICER = {"vocab", "reserve", "exchange", "compute", "check"}
 _BOUND = {"vocab", "reserve", "exchange", "compute", "round", "release", "check"}
 # The study key's AEAD purpose for exchange blobs, and this node's own for job secrets.
 EXCHANGE, EXCHANGE_SECRET = "job-exchange", "job-exchange-secret"
+_ABANDONED = canonical_sha256({"attempt": "abandoned"})
+_REVEALED = canonical_sha256({"attempt": "revealed"})
+_ANY = None  # answered(): any digest (the caller reads what was answered)
 RULE = "one job, one answer per node and stage: nothing is computed, charged or released"
 
 
@@ -237,7 +250,7 @@ class Gate:
             raise replay_refusal(self.node, job_id, "it gave no answer to the job's compute "
                                  "here, so it answers no round of the job's release")
 
-    def answered(self, con, adm: Admission, stage: str, digest: str, what: str
+    def answered(self, con, adm: Admission, stage: str, digest: str | None, what: str
                  ) -> bytes | None:
         """The reply this node gave to ``stage`` of the job, if any (a retry gets it
         again); refuse a task of the stage that differs (``digest``: what the answer was
@@ -252,7 +265,7 @@ class Gate:
                 f"it took this job on version {r['sha256'][:16]}… of dataset "
                 f"{adm.row.slug}, which has changed since (now "
                 f"{data_sha256(adm.row)[:16]}…)"))
-        if r["task_sha256"] != digest:
+        if digest is not None and r["task_sha256"] != digest:  # None: whatever it was
             raise replay_refusal(self.node, adm.header.job_id, what)
         return r["output"]
 
@@ -364,13 +377,81 @@ class Gate:
         return masking_set(self.node, h, masking, self.studies.trust.ca_pem)
 
     def mask(self, adm: Admission, publics: dict[str, bytes], vec: np.ndarray, stage: str,
-             round_no: int = 0) -> np.ndarray | None:
-        return pairwise(self.node, self.studies.cfg.tls.key.parent, publics,
-                        mask_context(adm.header, stage, round_no), exact_slots(vec))
+             round_no: int = 0, attempt: int = 0) -> np.ndarray | None:
+        """The pairwise masks of the set, and for a compute attempt this node's
+        self-mask of it (node/masking.py)."""
+        slots = exact_slots(vec)
+        mask = pairwise(self.node, self.studies.cfg.tls.key.parent, publics,
+                        mask_context(adm.header, stage, round_no), slots)
+        if attempt:
+            seed = self_seed(self.job_secret(adm.header.job_id), adm.header, attempt)
+            mask = with_self_mask(mask, seed, slots) if len(publics) > 1 else mask
+        return mask
+
+    def _reattempt(self, adm: Admission, vocab: dict[str, list[str]],
+                   publics: dict[str, bytes], attempt: int) -> ComputeReply:
+        """Attempt ``attempt`` of the sum after a dropout: the vector this node kept at its
+        first answer, masked for the survivors with fresh masks; nothing is computed or
+        charged again. Taking it records that this node abandoned the attempt before,
+        which it refuses if it revealed that attempt's self-mask already."""
+        h = adm.header
+        stage = compute_stage(attempt)
+        plain_digest = canonical_sha256({"task": self.task_sha256(h, adm.row),
+                                         "vocabulary": vocab})
+        digest = canonical_sha256({"plain": plain_digest, "masked_with": sorted(publics)})
+        what = f"it answered attempt {attempt} of this job's compute for other nodes"
+        with self.replays_audited(h, adm.row.dataset_id, stage):
+            with self.store.tx() as con:
+                for before in range(1, attempt):
+                    self.keep(con, adm, f"unmask#{before}", _ABANDONED, b"abandoned",
+                              f"it revealed its self-mask of attempt {before} of this job "
+                              "already, so it takes no later attempt")
+                prior = self.answered(con, adm, stage, digest, what)
+                if prior is not None:
+                    return ComputeReply.loads(prior)
+                first = self.answered(con, adm, "compute", _ANY, what)
+                kept = self.answered(con, adm, "plain", plain_digest,
+                                     "it answered this job's compute from other categories")
+                if first is None or kept is None:
+                    raise UserError(f"node {self.node} has no first answer to job {h.job_id}"
+                                    f"'s compute, so it takes no attempt {attempt}")
+            vec = np.load(io.BytesIO(kept), allow_pickle=False)
+            was = ComputeReply.loads(first)
+            blob = adm.key.encrypt(vec, mask=self.mask(adm, publics, vec, stage,
+                                                       attempt=attempt))
+            answer = was.model_copy(update={
+                "ciphertext": blob,
+                "attestation": self.attest(adm, blob, self.audit.head(), was.dp,
+                                           masked_with=sorted(publics), attempt=attempt)})
+            with self.store.tx() as con:  # a concurrent copy of the task may answer first
+                return ComputeReply.loads(self.keep(con, adm, stage, digest, answer.dumps(),
+                                                    what))
+
+    def reveal(self, adm: Admission, attempt: int, contributors: list[str]) -> bytes:
+        """This node's self-mask seed of ``attempt``, sealed for the members, once the
+        coordinator says the attempt's set is final: only if it is the very set this node
+        masked for, and never for an attempt it abandoned (node/masking.py)."""
+        h = adm.header
+        stage = compute_stage(attempt)
+        what = f"it abandoned attempt {attempt} of this job for a later one"
+        with self.store.tx() as con:
+            answer = self.answered(con, adm, stage, _ANY, what)
+            if answer is None:
+                raise UserError(f"node {self.node} made no attempt {attempt} of job "
+                                f"{h.job_id}'s compute, so it reveals nothing of it")
+            masked_with = ComputeReply.loads(answer).attestation["statement"]["masked_with"]
+            if sorted(contributors) != masked_with:
+                raise UserError(f"node {self.node} reveals its self-mask of attempt {attempt} "
+                                f"of job {h.job_id} only for the set it masked for "
+                                f"({', '.join(masked_with)}), not for "
+                                f"{', '.join(sorted(contributors))}")
+            self.keep(con, adm, f"unmask#{attempt}", _REVEALED, b"revealed", what)
+        seed = self_seed(self.job_secret(h.job_id), h, attempt)
+        return seal_seed(adm.key, h.job_id, self.node, attempt, seed)
 
     def attest(self, adm: Admission, blob: bytes, head: tuple[int, str], dp: dict | None, *,
                stage: str = "compute", round_no: int = 0, query: bytes = b"",
-               masked_with: list[str]) -> dict:
+               masked_with: list[str], attempt: int = 0) -> dict:
         """This node's signed statement of a contribution (:func:`scifed.sealing.
         sign_attestation`): the job, stage (and the round and query it answers), this
         node, the study key version, the ciphertext's sha256, the dataset it read, this
@@ -388,20 +469,24 @@ class Gate:
                         "sha256": data_sha256(adm.row), "version": rec.get("version", ""),
                         "schema_hash": rec.get("schema_hash", "")},
             "audit_head": {"seq": head[0], "hash": head[1]}, "dp": dp, "k": adm.k,
-            "min_contributors": adm.policy.min_contributors, "masked_with": masked_with}
+            "min_contributors": adm.policy.min_contributors, "masked_with": masked_with,
+            "attempt": attempt}
         tls = self.studies.cfg.tls
         return sign_attestation(statement, node=self.node, cert_path=tls.cert,
                                 key_path=tls.key)
 
     def contribute(self, adm: Admission, vocab: dict[str, list[str]],
                    compute: Callable[[DataFile], np.ndarray],
-                   masking: dict[str, dict]) -> ComputeReply:
+                   masking: dict[str, dict], attempt: int = 1) -> ComputeReply:
         """Run ``compute`` on the admitted rows and release its vector once: guard, DP
         noise and budget charge, and the release record in one transaction; the vector
         leaves masked for the nodes of ``masking`` (node/masking.py) and encrypted under
-        the study key. A retried task replays the same answer."""
+        the study key. A retried task replays the same answer; a later ``attempt`` (after
+        a dropout) masks the same vector afresh for the survivors."""
         job, h = adm.job, adm.header
         publics = self.masking_set(h, masking)
+        if attempt > 1:
+            return self._reattempt(adm, vocab, publics, attempt)
         if not adm.decision.dp and h.n_nodes == 2 and adm.policy.min_contributors > 2:
             raise UserError(f"node {self.node}: an exact pooled result on "
                             f"{adm.policy.grade}/{adm.policy.category} data needs at least "
@@ -409,9 +494,11 @@ class Gate:
                             f"({adm.policy.sources['min_contributors']}), so that no "
                             "contributor can read another's share")
         # what the answer is made of beyond the job's task (bound in admit): the categories
-        digest = canonical_sha256({"task": self.task_sha256(h, adm.row), "vocabulary": vocab,
-                                   "masked_with": sorted(publics)})
-        what = "it answered this job's compute from other categories (vocabularies)"
+        plain_digest = canonical_sha256({"task": self.task_sha256(h, adm.row),
+                                         "vocabulary": vocab})
+        digest = canonical_sha256({"plain": plain_digest, "masked_with": sorted(publics)})
+        what = ("it answered this job's compute from other categories (vocabularies) or "
+                "masked for other nodes")
         with self.replays_audited(h, adm.row.dataset_id, "compute"):
             with self.store.tx() as con:
                 prior = self.answered(con, adm, "compute", digest, what)
@@ -437,7 +524,9 @@ class Gate:
                 report.update(job.noise(adm.params, vec, vocab, adm.limits))
             entry = AuditLog.append_in(con, "policy", "task.release", adm.row.dataset_id,
                                        release)
-            blob = adm.key.encrypt(vec, mask=self.mask(adm, publics, vec, "compute"))
+            # kept for a later attempt after a dropout: the same vector, masked afresh
+            self.keep(con, adm, "plain", plain_digest, _npy(vec), what)
+            blob = adm.key.encrypt(vec, mask=self.mask(adm, publics, vec, "compute", attempt=1))
             # the attestation is part of the kept answer: a retry gets the same bytes
             made["reply"] = self.keep(con, adm, "compute", digest,
                                       reply(blob, report, (entry.seq, entry.hash)).dumps(),
@@ -450,7 +539,8 @@ class Gate:
             return ComputeReply(ciphertext=blob, k=adm.k, dp=dp,
                                 min_contributors=adm.policy.min_contributors,
                                 attestation=self.attest(adm, blob, head, dp,
-                                                        masked_with=sorted(publics)))
+                                                        masked_with=sorted(publics),
+                                                        attempt=1))
 
         with self.replays_audited(h, adm.row.dataset_id, "compute"):
             if adm.decision.dp:  # a retry is replayed from the charge (never charged twice)
@@ -584,3 +674,9 @@ def _threshold_grid(rec: dict, pol: EffectivePolicy) -> dict[str, float | None] 
         return None
     return {f["name"]: f.get("resolution") for f in rec.get("fields", [])
             if f.get("type") in NUMERIC_TYPES}
+
+
+def _npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, np.asarray(array, dtype=np.float64), allow_pickle=False)
+    return out.getvalue()

@@ -42,10 +42,14 @@ import json
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from jobs.base import NextRound, Pooled
 from jobs.spec import datasets_by_node
 from node.audit import AuditLog
 from node.gate import Admission, Gate
+from node.masking import revealed_masks
+from scifed import he
 from scifed.config import TlsConfig
 from scifed.errors import UserError
 from scifed.he import open_for_members, seal_for_members, sum_ciphertexts
@@ -267,13 +271,14 @@ class ReleasePath:
                   # masks cancel only over the very set each contributor masked for
                   "masked_with": sorted(named)}
         if envelope is None:
-            expect |= {"stage": "compute", "round": 0, "query_sha256": ""}
+            expect |= {"stage": "compute", "round": 0, "query_sha256": "",
+                       "attempt": req.attempt}
         else:
             if sorted(named) != envelope["contributors"]:
                 raise refuse(f"the task names contributors {', '.join(sorted(named))}; the "
                              f"release began with {', '.join(envelope['contributors'])}")
             expect |= {"stage": "round", "round": envelope["round"],
-                       "query_sha256": envelope["query_sha256"]}
+                       "query_sha256": envelope["query_sha256"], "attempt": 0}
         revoked = self.gate.studies.trust.fresh(job_id).serials
         statements = {}
         for node in sorted(given):
@@ -313,6 +318,19 @@ class ReleasePath:
             raise refuse(str(exc)) from None
         return Attested(total, attestations, envelope["round"] if envelope else 0)
 
+    def _self_masks(self, req: ReleaseRequest, adm, envelope: dict | None,
+                    total: bytes) -> np.ndarray | None:
+        """The contributors' revealed self-masks of the attempt summed (node/masking.py);
+        None for a further round (pairwise masks only) or a set of one (no mask)."""
+        if envelope is not None or len(req.contributors) < 2:
+            return None
+        try:
+            return revealed_masks(adm.key, req.job_id, req.reveals, req.contributors,
+                                  req.attempt, he.parse(total).slots)
+        except UserError as exc:
+            raise UserError(f"node {self.node} refuses to release job {req.job_id}: "
+                            f"{exc}") from None
+
     def release(self, req: ReleaseRequest) -> ReleaseReply:
         adm = self.gate.admit(req, "release", audit=False)
         if adm.policy.output_review:
@@ -335,7 +353,8 @@ class ReleasePath:
             totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
         else:
             attested = self._attested(req, adm, envelope)
-            totals = {"sum": key.decrypt(attested.total)}
+            totals = {"sum": key.decrypt(attested.total, unmask=self._self_masks(
+                req, adm, envelope, attested.total))}
         state = envelope["state"] if envelope else None
         pooled = Pooled(totals=totals, vocab=vocabulary_union(key, job_id, req.vocabularies),
                         k=req.k, dp=req.dp, contributors=req.contributors,

@@ -46,6 +46,8 @@ from scifed.tasks import (
     RoundRequest,
     TaskHeader,
     TaskKind,
+    UnmaskReply,
+    UnmaskRequest,
     VocabReply,
     Withdrawn,
 )
@@ -89,6 +91,7 @@ class NodeRunner:
             TaskKind.VOCAB: typed(TaskHeader, self.vocabulary),
             TaskKind.COMPUTE: typed(ComputeRequest, self.compute),
             TaskKind.ROUND: typed(RoundRequest, self.round),
+            TaskKind.UNMASK: typed(UnmaskRequest, self.unmask),
             TaskKind.RELEASE: typed(ReleaseRequest, release.release),
             TaskKind.CHECK: typed(TaskHeader, self.check),
             TaskKind.RESERVE: typed(TaskHeader, self.reserve),
@@ -198,10 +201,15 @@ class NodeRunner:
                 step = self.gate.exchange_step(adm, req.exchange)
                 return self.gate.contribute(
                     adm, vocab, lambda data: adm.job.finish(adm.params, data, step, adm.limits),
-                    req.masking)
+                    req.masking, req.attempt)
             return self.gate.contribute(
                 adm, vocab, lambda data: adm.job.compute(adm.params, data, vocab, adm.limits),
-                req.masking)
+                req.masking, req.attempt)
+
+    def unmask(self, req: UnmaskRequest) -> UnmaskReply:
+        """Reveal this node's self-mask of an attempt whose set is final (Gate.reveal)."""
+        adm = self.gate.admit(req, "round", audit=False)
+        return UnmaskReply(sealed=self.gate.reveal(adm, req.attempt, req.contributors))
 
     def exchange(self, req: ExchangeRequest) -> ExchangeReply:
         """One step of a job's node-to-node protocol (Gate.exchange): the blobs the peers

@@ -209,7 +209,7 @@ CREATE TABLE IF NOT EXISTS crls (
     received_ms    INTEGER NOT NULL,
     via            TEXT NOT NULL
 );
--- This node's copies of study keys (CKKS secret contexts), by version, each encrypted
+-- This node's copies of study keys (BFV secret keys), by version, each encrypted
 -- under a key derived from the node's own private key (scifed/at_rest.py).
 CREATE TABLE IF NOT EXISTS study_keys (
     study_id    TEXT NOT NULL,

@@ -343,7 +343,7 @@ class NodeStudies:
         return secret
 
     def generate_key(self, req: KeygenRequest) -> KeygenReply:
-        """As the study's lead: make the CKKS key and seal a copy to every member.
+        """As the study's lead: make the BFV key and seal a copy to every member.
 
         Each member's seal key is checked against its certificate from the federation
         CA, so a relay that swaps in its own key is caught here.

@@ -310,12 +310,19 @@ class StudyKey:
                 chunks.append(_Scratch.dump(self._encryptor.encrypt_symmetric(plain)))
         return _frame(Frame(self._key_id, encoding, lanes, n, 1, capacity, bound, chunks))
 
-    def decrypt(self, blob: bytes) -> np.ndarray:
-        """Decrypt a blob (one contribution or a sum) back to float64 of the original length."""
+    def decrypt(self, blob: bytes, *, unmask: np.ndarray | None = None) -> np.ndarray:
+        """Decrypt a blob (one contribution or a sum) back to float64 of the original
+        length; ``unmask``: residues to take off its slots first (revealed self-masks)."""
         frame = _parse_ciphertext(blob)
         if frame.key_id != self._key_id:
             raise UserError("this ciphertext was encrypted under a different study key")
-        return decode(frame, self.residues(frame))
+        residues = self.residues(frame)
+        if unmask is not None:
+            if unmask.shape != residues.shape:
+                raise UserError(f"the masks to remove cover {unmask.size} slots, the sum "
+                                f"{residues.size}")
+            residues = sub_mod(residues, unmask)
+        return decode(frame, residues)
 
     def residues(self, frame: Frame) -> np.ndarray:
         """The slot values mod t of a parsed frame (its used slots only)."""
@@ -449,6 +456,11 @@ def _add_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     total = a + b
     total[total >= PLAIN_MODULUS] -= np.uint64(PLAIN_MODULUS)
     return total
+
+
+def sub_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) mod t for residues below t."""
+    return np.where(a >= b, a - b, a + np.uint64(PLAIN_MODULUS) - b)
 
 
 def _to_limbs(values: np.ndarray) -> np.ndarray:

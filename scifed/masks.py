@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from scifed.errors import UserError
-from scifed.he import PLAIN_MODULUS
+from scifed.he import PLAIN_MODULUS, sub_mod
 
 _INFO = b"scifed-pairwise-mask-v1\0"
 _SELF_INFO = b"scifed-self-mask-v1\0"
@@ -94,5 +94,9 @@ def self_mask(seed: bytes, n: int) -> np.ndarray:
 
 def subtract(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(values − mask) mod t, for residues below t."""
-    modulus = np.uint64(PLAIN_MODULUS)
-    return np.where(values >= mask, values - mask, values + modulus - mask)
+    return sub_mod(values, mask)
+
+
+def add(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(values + mask) mod t, for residues below t."""
+    return sub_mod(values, sub_mod(np.zeros_like(mask), mask))

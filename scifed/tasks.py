@@ -37,11 +37,13 @@ class TaskKind(StrEnum):
     CHECK = "job.check"            # may this node take part (before a multi-step run)?
     EXCHANGE = "job.exchange"      # one step of a node-to-node protocol (blobs relayed sealed)
     RESERVE = "job.reserve"        # hold the job's ε at every node before any computes
+    UNMASK = "job.unmask"          # a contributor reveals its self-mask once the set is final
     CANCELLED = "job.cancelled"    # withdraw the job's requests from the officers' queues
     FLOWER_RESET = "flower.reset"  # restart the SuperNode that may hold a stale run
 
 
 M = TypeVar("M", bound="Message")
+MAX_ATTEMPTS = 4  # attempts of one sum: the first and one per dropout (node/masking.py)
 
 
 class Message(BaseModel):
@@ -112,6 +114,8 @@ class ComputeRequest(TaskHeader):
     # the nodes whose contributions are summed, each with its seal key claim: the node
     # masks its contribution for exactly these (node/masking.py)
     masking: dict[str, dict] = {}
+    # 1, or a later attempt among the survivors of a dropout (node/masking.py)
+    attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
 
 
 class ComputeReply(Message):
@@ -128,6 +132,17 @@ class ComputeReply(Message):
 class RoundRequest(TaskHeader):
     query: B64  # what to compute next, sealed under the study key
     masking: dict[str, dict] = {}  # as ComputeRequest's: the contributors of the round
+
+
+class UnmaskRequest(TaskHeader):
+    """The set of an attempt is final: reveal the self-mask of that attempt."""
+
+    attempt: int = Field(ge=1, le=MAX_ATTEMPTS)
+    contributors: list[str]
+
+
+class UnmaskReply(Message):
+    sealed: B64  # the self-mask seed, sealed for the members (the release node opens it)
 
 
 class CiphertextReply(Message):
@@ -154,6 +169,8 @@ class ReleaseRequest(TaskHeader):
     # aggregate jobs: every contributor's attested ciphertext (of the compute, or of the
     # round the state continues); the release node checks and sums them itself
     contributions: list[Contribution] = []
+    attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)  # the attempt the sum is of
+    reveals: dict[str, B64] = {}  # each contributor's sealed self-mask seed of it
     aggregates: dict[str, B64] = {}  # pooled ciphertexts by name (training: Flower's sums)
     state: B64 | None = None     # the release node's own state of an earlier round, sealed
     stage: Literal["final", "progress"] = "final"

@@ -24,7 +24,7 @@ node where N = 2).
 Then the compute (``finish``, step N + 1): A decrypts the product and sums each block's
 slots: S + r (mod t), for each sum S over the intersection and E's mask total r. A
 contributes those, E contributes [count, −r mod t], every other node zeros; all in [0,
-t) with t < 2^52, so the CKKS sum of the study (jobs/aggregate.py) carries them exactly
+t) with t < 2^52, so the BFV sum of the study (jobs/aggregate.py) carries them exactly
 and the release node reduces each sum mod t to S (jobs/psi/release.py).
 
 What each party learns (semi-honest nodes; every blob is sealed under the study key for

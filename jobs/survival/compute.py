@@ -27,7 +27,7 @@ from jobs.survival import grid
 from jobs.survival.spec import SurvivalSpec
 from scifed.errors import UserError
 
-COUNT_TOLERANCE = 0.01  # pooled counts carry ~1e-7 CKKS noise; more means corruption
+COUNT_TOLERANCE = 0.01  # pooled counts are exact integers under BFV; anything else is corruption
 ALL = "all"  # the one "group" of a job without groups
 
 

@@ -17,12 +17,19 @@ from scipy import stats
 
 from coordinator import studies
 from coordinator.db import Node
+from protos.scifed.v1 import federation_pb2 as pb
 from scifed import he, masks
 from scifed.errors import UserError
 from scifed.he import PLAIN_MODULUS, sum_ciphertexts
-from scifed.sealing import SealKeyClaim, load_seal_key, verify_claim
+from scifed.sealing import (
+    SealKeyClaim,
+    load_seal_key,
+    open_sealed,
+    refusal_context,
+    verify_claim,
+)
 from scifed.states import JobStatus
-from scifed.tasks import TaskKind
+from scifed.tasks import TaskHeader, TaskKind, UnmaskReply, UnmaskRequest
 
 
 @pytest.fixture
@@ -129,27 +136,83 @@ def test_the_release_node_refuses_a_sum_without_a_contributor(fed):
     assert "names masked_with" in view.error and fed.victim in view.error, view.error
 
 
-def test_a_node_that_drops_after_the_others_masked_fails_the_job_clearly(fed):
-    """One node's compute answer never arrives: the others' masks towards it cannot
-    cancel, so the job fails at once with a message that says why, not with a wrong sum
-    (the study's quorum is lowered to two, so the quorum alone would let it go on)."""
-    with fed.coordinator.db.session() as s:
+def drop_at_first_compute(fed) -> dict[str, dict]:
+    """The coordinator declares the victim dropped after attempt 1 of the compute (while
+    keeping its ciphertext, as a deviating one would). Returns every compute reply it
+    received, by attempt."""
+    with fed.coordinator.db.session() as s:  # the quorum alone would let the job go on
         s.get(studies.Study, fed.study_id).min_nodes = 2
+    seen: dict[int, dict] = {}
     jobs = fed.coordinator.jobs
     honest = jobs.fanout
 
     def fanout(run, phase, kind, payloads, reply):
         answers, failed = honest(run, phase, kind, payloads, reply)
         if kind == TaskKind.COMPUTE:
-            answers.pop(fed.victim, None)
-            failed[fed.victim] = f"node {fed.victim} did not answer within 60s"
+            attempt = next(iter(payloads.values())).attempt
+            seen[attempt] = dict(answers)
+            if attempt == 1:
+                answers.pop(fed.victim, None)
+                failed[fed.victim] = f"node {fed.victim} did not answer within 60s"
         return answers, failed
 
     jobs.fanout = fanout
-    view = fed.wait(fed.submit(job(EXACT)))
-    assert view.status == JobStatus.FAILED
-    assert "each masks its contribution for all the others" in view.error, view.error
-    assert fed.victim in view.error
+    return seen
+
+
+def test_a_dropout_after_masking_leaves_the_sum_exact_over_the_survivors(fed, penguins):
+    """Attempt 1 loses the victim; the survivors mask the same vectors afresh for each
+    other (nothing computed or charged again) and the sum is exact over them."""
+    seen = drop_at_first_compute(fed)
+    view, result = fed.run(job(EXACT))
+    assert view.status == JobStatus.DONE, view.error
+    survivors = sorted(n for n in ISLANDS if n != fed.victim)
+    assert sorted(view.contributors) == survivors and sorted(seen[2]) == survivors
+    rows = penguins[penguins.island.isin([ISLANDS[n] for n in survivors])]
+    got = result["columns"]["body_mass_g"]
+    assert got["count"] == rows.body_mass_g.notna().sum()
+    assert got["mean"] == pytest.approx(rows.body_mass_g.mean(), rel=1e-12)
+
+
+def test_a_node_declared_dropped_stays_masked(fed):
+    """The deviating coordinator keeps the victim's attempt-1 ciphertext. With an
+    accomplice's study key: the attempt-1 sum over all three is uniform (the self-masks
+    are never revealed for it: the survivors abandoned attempt 1), a survivor refuses to
+    reveal attempt 1 after it took attempt 2, and the victim's own reveal of attempt 1
+    (it never heard of attempt 2) leaves the others' self-masks in the sum."""
+    seen = drop_at_first_compute(fed)
+    view, _ = fed.run(job(EXACT))
+    assert view.status == JobStatus.DONE, view.error
+    key = member_key(fed, fed.accomplice)
+    first = seen[1]
+    full = sum_ciphertexts(key.public_bytes(), [first[n].ciphertext for n in sorted(first)])
+    steal(key, full, fed)
+    residues = key.residues(he.parse(full))
+    assert uniform(residues)
+    header = next(t for t in fed.links[fed.accomplice].tasks if t.kind == TaskKind.RESERVE
+                  and TaskHeader.loads(t.payload).job_id == view.job_id)
+    ask = UnmaskRequest(**TaskHeader.loads(header.payload).model_dump(), attempt=1,
+                        contributors=sorted(ISLANDS))
+    task = pb.Task(task_id="reveal-1", kind=TaskKind.UNMASK, payload=ask.dumps())
+    refused = fed.nodes[fed.accomplice].runner.handle(task)
+    assert not refused.ok
+    reason = open_sealed(load_seal_key(fed.researcher_dir), refused.payload,
+                         context=refusal_context(view.job_id, fed.accomplice)).decode()
+    assert "abandoned attempt 1" in reason, reason
+    header = next(t for t in fed.links[fed.victim].tasks if t.kind == TaskKind.RESERVE
+                  and TaskHeader.loads(t.payload).job_id == view.job_id)
+    ask = UnmaskRequest(**TaskHeader.loads(header.payload).model_dump(), attempt=1,
+                        contributors=sorted(ISLANDS))
+    revealed = fed.nodes[fed.victim].runner.handle(
+        pb.Task(task_id="reveal-2", kind=TaskKind.UNMASK, payload=ask.dumps()))
+    assert revealed.ok, revealed.error
+    seeds = {fed.victim: UnmaskReply.loads(revealed.payload).sealed}
+    from node.masking import revealed_masks
+    victims = revealed_masks(key, view.job_id, seeds, [fed.victim], 1, residues.size)
+    left = masks.subtract(residues, victims)
+    assert uniform(left)
+    with pytest.raises(UserError):
+        he.decode(he.parse(full), left)
 
 
 def test_a_masking_set_without_the_node_or_with_a_forged_claim_is_refused(fed):
