@@ -58,7 +58,7 @@ from node.masking import (
     self_seed,
     with_self_mask,
 )
-from node.policy import Decision, EffectivePolicy, PolicyBook, decide
+from node.policy import Decision, EffectivePolicy, PolicyBook, decide, pools_enough
 from node.running import Replayed, RunningJobs, Stopped
 from node.store import DatasetRow
 from node.studies import NodeStudies
@@ -376,6 +376,23 @@ class Gate:
         """The verified set a contribution is masked for (node/masking.py)."""
         return masking_set(self.node, h, masking, self.studies.trust.ca_pem)
 
+    def check_set(self, adm: Admission, publics: dict[str, bytes]) -> None:
+        """Refuse to mask an exact contribution for a set whose sum this node's pooling
+        rule would not release (node/policy.py pools_enough): a set of one in a job of
+        several nodes leaves it unmasked for any member to read, and a pair lets the
+        other member take off its own mask and read this one. Checked before anything is computed, since the
+        coordinator chooses the set."""
+        pol, h = adm.policy, adm.header
+        n, need = len(publics), pol.min_contributors
+        members = len(self.studies.study_nodes(h.study_id) or [])
+        if (n > 1 or h.n_nodes == 1) and pools_enough(n, need, members):
+            return
+        raise UserError(f"node {self.node}: an exact pooled result on {pol.grade}/"
+                        f"{pol.category} data needs at least {need} contributors "
+                        f"({pol.sources['min_contributors']}) and this contribution would "
+                        f"be masked for {n} node{'s' if n != 1 else ''}, so that no "
+                        "contributor can read another's share")
+
     def mask(self, adm: Admission, publics: dict[str, bytes], vec: np.ndarray, stage: str,
              round_no: int = 0, attempt: int = 0) -> np.ndarray | None:
         """The pairwise masks of the set, and for a compute attempt this node's
@@ -487,12 +504,8 @@ class Gate:
         publics = self.masking_set(h, masking)
         if attempt > 1:
             return self._reattempt(adm, vocab, publics, attempt)
-        if not adm.decision.dp and h.n_nodes == 2 and adm.policy.min_contributors > 2:
-            raise UserError(f"node {self.node}: an exact pooled result on "
-                            f"{adm.policy.grade}/{adm.policy.category} data needs at least "
-                            f"{adm.policy.min_contributors} contributors "
-                            f"({adm.policy.sources['min_contributors']}), so that no "
-                            "contributor can read another's share")
+        if not adm.decision.dp:
+            self.check_set(adm, publics)
         # what the answer is made of beyond the job's task (bound in admit): the categories
         plain_digest = canonical_sha256({"task": self.task_sha256(h, adm.row),
                                          "vocabulary": vocab})

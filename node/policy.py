@@ -120,6 +120,15 @@ def load_override(text: str, source: str) -> PolicyOverride:
     return parse_model(text, source, PolicyOverride, "policy settings")
 
 
+def pools_enough(contributors: int, need: int, members: int) -> bool:
+    """Whether an exact sum of ``contributors`` shares may be read, for a cell asking for
+    ``need`` contributors in a study of ``members`` nodes: one contributor (the reader's
+    own data), three or more, or two where every policy allows two and the study has
+    exactly two members (so a researcher cannot pick two nodes of a larger study). The
+    release node applies it to a result, and every node to the set it masks for."""
+    return contributors != 2 or need <= 1 or (need <= 2 and members == 2)
+
+
 def effective(grade: str, category: str, override: PolicyOverride | None = None,
               source: str = "override") -> EffectivePolicy:
     """Defaults of the cell, then the override, refusing any value that loosens them."""

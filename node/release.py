@@ -49,6 +49,7 @@ from jobs.spec import datasets_by_node
 from node.audit import AuditLog
 from node.gate import Admission, Gate
 from node.masking import revealed_masks
+from node.policy import pools_enough
 from scifed import he
 from scifed.config import TlsConfig
 from scifed.errors import UserError
@@ -103,13 +104,6 @@ def vocabulary_union(key, job_id: str, blobs: list[bytes]) -> dict[str, list[str
         for col, values in open_for_members(key, VOCABULARY, job_id, blob).items():
             union.setdefault(col, set()).update(values)
     return {col: sorted(values) for col, values in union.items()}
-
-
-def _pools_enough(contributors: int, need: int, members: int) -> bool:
-    """One contributor (the release node's own data), three or more, or two where every
-    policy allows two and the study has exactly two members (so a researcher cannot pick
-    two nodes of a larger study)."""
-    return contributors != 2 or need <= 1 or (need <= 2 and members == 2)
 
 
 @dataclass(frozen=True)
@@ -169,7 +163,7 @@ class ReleasePath:
         if noised and len(noised) == len(req.contributors):
             # every contribution is noised: there is no exact share to take apart
             return {**rules, "release": "dp", "pooling": "every contribution noised"}
-        if not _pools_enough(len(req.contributors), need, req.study_members):
+        if not pools_enough(len(req.contributors), need, req.study_members):
             raise UserError(f"node {self.node}: an exact pooled result needs at least 3 "
                             "contributors (two only in a two-member study whose policies "
                             "all allow it), so that no contributor can read another's share")

@@ -231,6 +231,7 @@ class NodeRunner:
             raise UserError(f"node {self.gate.node}: the query of job {req.job_id}'s "
                             "further round is not one its release node sealed")
         publics = self.gate.masking_set(req, req.masking)
+        self.gate.check_set(adm, publics)  # a round's counts are exact
         with adm.open() as data:
             vec = adm.job.round(adm.params, data, asked["query"], adm.limits)
         blob = adm.key.encrypt(vec, mask=self.gate.mask(adm, publics, vec, "round",

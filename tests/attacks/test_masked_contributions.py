@@ -243,3 +243,72 @@ def test_a_masking_set_without_the_node_or_with_a_forged_claim_is_refused(fed):
     assert view.status == JobStatus.FAILED
     assert f"seal key claim of node {fed.accomplice!r}" in view.error, view.error
     assert not fed.nodes[fed.victim].gate.ledger.spent()
+
+
+@pytest.mark.parametrize("shrink", ["alone", "with-the-accomplice"])
+def test_a_masking_set_too_small_to_hide_a_contribution_is_refused(fed, shrink):
+    """The coordinator asks the victim to mask for itself alone (no mask at all), or for
+    itself and the accomplice only, and then to reveal its self-mask for that pair: the
+    accomplice would take off its own pairwise mask and the revealed self-mask and read
+    the victim's exact statistics. The victim refuses to mask an exact contribution for
+    a set its pooling rule would never release (one node of a larger job, or two nodes of
+    a study of three where its cell asks for three contributors), before it computes
+    anything. (Where a cell allows results of one contributor, min_contributors 1, its
+    officer has allowed its share to be read, and two may pool.)"""
+    if shrink == "with-the-accomplice":  # a cell that lets no two contributors pool
+        core = fed.nodes[fed.victim]
+        core.gate.policies.set(core.registry.get("penguins").record, "min_contributors: 3\n",
+                               "three.yaml", "officer")
+    jobs = fed.coordinator.jobs
+    honest = jobs.fanout
+    small = [fed.victim] if shrink == "alone" else sorted([fed.victim, fed.accomplice])
+    got: dict[str, bytes] = {}
+
+    def fanout(run, phase, kind, payloads, reply):
+        if kind == TaskKind.COMPUTE:
+            r = payloads[fed.victim]
+            masking = {n: c for n, c in r.masking.items() if n in small}
+            payloads = {**payloads, fed.victim: r.model_copy(update={"masking": masking})}
+        answers, failed = honest(run, phase, kind, payloads, reply)
+        if kind == TaskKind.COMPUTE and fed.victim in answers:
+            got["blob"] = answers[fed.victim].ciphertext
+            header = payloads[fed.victim]
+            ask = UnmaskRequest(**TaskHeader.model_validate(
+                {k: getattr(header, k) for k in TaskHeader.model_fields}).model_dump(),
+                attempt=1, contributors=small)
+            done = fed.nodes[fed.victim].runner.handle(
+                pb.Task(task_id="reveal-small", kind=TaskKind.UNMASK, payload=ask.dumps()))
+            if done.ok:
+                got["seed"] = UnmaskReply.loads(done.payload).sealed
+        return answers, failed
+
+    jobs.fanout = fanout
+    view = fed.wait(fed.submit(job(EXACT)))
+    assert view.status == JobStatus.FAILED
+    if "blob" in got:  # what the accomplice makes of it
+        key = member_key(fed, fed.accomplice)
+        frame = he.parse(got["blob"])
+        residues = key.residues(frame)
+        if len(small) == 2:
+            with fed.coordinator.db.session() as s:
+                claim = s.get(Node, fed.victim).seal_claim
+            victim_public = verify_claim(SealKeyClaim.from_dict(claim),
+                                         (fed.ca_dir / "ca.crt").read_bytes(),
+                                         expect_role="node", expect_name=fed.victim)
+            own = load_seal_key(fed.nodes[fed.accomplice].cfg.tls.key.parent)
+            context = "\0".join([view.job_id, "compute", "0", "1"]).encode()
+            residues = masks.add(residues, masks.pairwise_mask(
+                own, fed.accomplice, {fed.victim: victim_public}, context, residues.size))
+            if "seed" in got:
+                from node.masking import revealed_masks
+                residues = masks.subtract(residues, revealed_masks(
+                    key, view.job_id, {fed.victim: got["seed"]}, [fed.victim], 1,
+                    residues.size))
+        try:
+            values = he.decode(frame, residues)
+        except UserError:
+            values = None
+        if values is not None:
+            pytest.fail(f"read {fed.victim}'s contribution: {values[0]:.0f} rows, Σ "
+                        f"body_mass_g = {values[4]:.1f} (it holds {len(fed.victim_rows)} rows)")
+    assert "so that no contributor can read another's share" in view.error, view.error

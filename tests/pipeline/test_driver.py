@@ -37,9 +37,10 @@ def test_release_loop_runs_quantile_rounds_and_equals_pandas(fed, penguins):
                     strict=True)) == penguins.species.value_counts().to_dict()
     seen = tasks(fed, view.job_id)
     rounds = res["quantile_rounds"]
-    # vocabulary, budget reservation, compute, then `rounds` counting rounds at every node
-    # (the quantile search and its rounding); the release at one node
-    assert {p for _, p in seen} == {"vocabulary", "reserve", "compute", "release",
+    # vocabulary, budget reservation, compute, the self-mask reveals once the set is final,
+    # then `rounds` counting rounds at every node (the quantile search and its rounding);
+    # the release at one node
+    assert {p for _, p in seen} == {"vocabulary", "reserve", "compute", "unmask", "release",
                                     *(f"round {r}" for r in range(1, rounds + 1))}
     assert all(t.state == TaskState.DONE for t in seen.values())
     assert len({n for n, p in seen if p == "release"}) == 1
