@@ -380,8 +380,8 @@ class Gate:
         """Refuse to mask an exact contribution for a set whose sum this node's pooling
         rule would not release (node/policy.py pools_enough): a set of one in a job of
         several nodes leaves it unmasked for any member to read, and a pair lets the
-        other member take off its own mask and read this one. Checked before anything is computed, since the
-        coordinator chooses the set."""
+        other member take off its own mask and read this one. Checked before anything is
+        computed, since the coordinator chooses the set."""
         pol, h = adm.policy, adm.header
         n, need = len(publics), pol.min_contributors
         members = len(self.studies.study_nodes(h.study_id) or [])
