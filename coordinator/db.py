@@ -110,7 +110,7 @@ class RecordTerm(Base):
 class Study(Base):
     """A joint study: invited nodes, the researchers working in it, its key version.
 
-    The coordinator holds only the study's public CKKS context; each member's copy of
+    The coordinator holds only the study's public BFV context; each member's copy of
     the secret context is sealed to that member and stored here as opaque bytes.
     """
 

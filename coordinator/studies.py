@@ -1,13 +1,14 @@
 """Joint studies: invitations, acceptance, activation, and the study key's life cycle.
 
 A study becomes active once `min_nodes` invited nodes have accepted. The lead node then
-generates the CKKS key, signs a statement of it (study, version, members, key id, public
-context hash) with its node certificate key and seals a copy of the secret context to
-every member beside that statement; the coordinator checks the statement, then stores
-only the public context and the signed, sealed copies. A member keeps a copy only if the
-lead's signature chains to the federation CA and names the key inside. Any change in
-the accepted membership rotates the key (a new version), so a node that joins later
-cannot read what was encrypted before, and one that leaves cannot read what comes after.
+generates the BFV study key (scifed.he), signs a statement of it (study, version,
+members, key id, public context hash) with its node certificate key and seals a copy of
+the secret context to every member beside that statement; the coordinator checks the
+statement, then stores only the public context and the signed, sealed copies. A member
+keeps a copy only if the lead's signature chains to the federation CA and names the key
+inside. Any change in the accepted membership rotates the key (a new version), so a node
+that joins later cannot read what was encrypted before, and one that leaves cannot read
+what comes after.
 """
 
 from __future__ import annotations

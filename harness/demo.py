@@ -1,6 +1,6 @@
 """`scifed demo` / `make demo`: a coordinator and three platform nodes on loopback, each
 holding the Palmer penguins of one island. The nodes register their data, the operator
-creates a joint study, each officer accepts it, and a researcher runs a CKKS-encrypted
+creates a joint study, each officer accepts it, and a researcher runs a BFV-encrypted
 statistics job whose result — sealed to the researcher — is printed beside pandas on
 the pooled data and written as an HTML report."""
 
@@ -84,10 +84,10 @@ def run_study(fed: LocalFederation, root: Path) -> None:
     import pandas as pd
 
     with console.status("operator creates the study; each officer accepts; lead node "
-                        "generates the CKKS key"):
+                        "generates the study key"):
         fed.create_study("penguin-morphology", {n: "penguins" for n in ISLANDS},
                          purpose="Sexual dimorphism and body size across islands")
-    console.print("[green]✓[/] study penguin-morphology active: CKKS key sealed to each node")
+    console.print("[green]✓[/] study penguin-morphology active: BFV study key sealed to each node")
     spec = yaml.safe_dump({
         "study": "penguin-morphology", "type": "stats",
         "datasets": {n: "penguins" for n in ISLANDS},

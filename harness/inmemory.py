@@ -1,6 +1,6 @@
 """A federation in one process: the real coordinator core (job driver, node sessions,
 study keys, SQLite) against real node cores (gate, release path, runner, SQLite), with
-real PKI, sealing and CKKS encryption — only the transport is in memory.
+real PKI, sealing and BFV encryption — only the transport is in memory.
 
 As Flower's ``InMemoryGrid`` or httpx's ``MockTransport``: each node's link takes tasks
 from its :class:`coordinator.sessions.Session` outbox and answers them through

@@ -72,10 +72,9 @@ class AggregateJob(JobType):
             _all_answered(nodes, reserved, failed)
         nodes = sorted(reserved)
         inbound = _exchange(driver, run, headers, nodes, steps) if steps else {}
-        computed, attempt = _compute(driver, run, headers, nodes, vocabularies, inbound,
-                                     exact=bool(steps))
-        contributors = sorted(computed)
-        masking = driver.seal_claims(contributors)  # of the further rounds, if any
+        computed, attempt, masking = _compute(driver, run, headers, nodes, vocabularies,
+                                              inbound, exact=bool(steps))
+        contributors = sorted(computed)  # `masking` is theirs, for the further rounds too
         reveals = _reveal(driver, run, headers, contributors, attempt)
         driver.set_phase(run, Phase("aggregate"))
         driver.set_contributors(run, contributors)
@@ -112,10 +111,11 @@ class AggregateJob(JobType):
 
 def _compute(driver: Driver, run: Run, headers: dict, nodes: list[str],
              vocabularies: list[bytes], inbound: dict, *, exact: bool
-             ) -> tuple[dict[str, ComputeReply], int]:
+             ) -> tuple[dict[str, ComputeReply], int, dict[str, dict]]:
     """The compute, masked for the nodes asked; after a dropout, a fresh attempt among
     the survivors (node/masking.py) while the quorum holds. ``exact``: a job with exchange
-    steps, where every node must take part. Returns the final attempt's replies."""
+    steps, where every node must take part. Returns the final attempt's replies, its
+    number and the seal key claims its contributions are masked for."""
     asked, why = list(nodes), {}
     for attempt in range(1, MAX_ATTEMPTS + 1):
         step = Phase("compute") if attempt == 1 else Phase("compute", attempt)
@@ -132,7 +132,7 @@ def _compute(driver: Driver, run: Run, headers: dict, nodes: list[str],
         if exact:
             _all_answered(nodes, computed, failed)
         if set(computed) == set(asked):
-            return computed, attempt
+            return computed, attempt, masking
         why, asked = failed, sorted(computed)  # the survivors mask afresh for each other
     raise JobFailed(f"nodes kept dropping out: no attempt of {MAX_ATTEMPTS} had every node "
                     "it asked contribute")

@@ -2,7 +2,7 @@
 per job, so that the node that learns which of its positions match (E) can multiply the
 values node's (A's) numbers by those bits without reading them.
 
-Why BFV and not the study's CKKS key: every member holds the study's secret key, E
+Why a key of its own and not the study key: every member holds the study's secret key, E
 included, so a value sent under it would be a value sent in clear. A's key is its own:
 only the public context (parameters and public key, never the secret key, no Galois or
 relinearisation keys) leaves A; the secret context goes to A alone, sealed under a key
@@ -11,12 +11,12 @@ derived from A's job secret (:func:`keep`), since nothing is stored between step
 Why BFV: it is exact integer arithmetic mod the plain modulus t, so the sums over the
 intersection come back exact. t = 4503599627124737 is the largest prime below 2^52 with
 t ≡ 1 (mod 2N), so that slots can be batched. Below 2^52 because A's and E's shares of a
-sum (each in [0, t)) are added in the study's CKKS sum as float64 numbers, whose total
-(below 2^53) float64 holds exactly; the release node reduces it mod t. Parameters: N =
-8192, coefficient moduli [60, 40, 40, 60] (200 bits, within SEAL's 128-bit bound of 218
-for N = 8192): a fresh ciphertext has room for the one plaintext multiplication and two
-additions E does (measured: every slot exact on random full-range values). A ciphertext
-of N slots is about 330 kB.
+sum (each in [0, t)) are added in the study's exact sum (scifed.he) and decoded as
+float64 numbers, whose total (below 2^53) float64 holds exactly; the release node
+reduces it mod t. Parameters: N = 8192, coefficient moduli [60, 40, 40, 60] (200 bits,
+within SEAL's 128-bit bound of 218 for N = 8192): a fresh ciphertext has room for the
+one plaintext multiplication and two additions E does (measured: every slot exact on
+random full-range values). A ciphertext of N slots is about 330 kB.
 
 E's product (:func:`masked_product`): each ciphertext slot j times E's bit b_j, plus
 E's fresh public-key encryption of a uniform mask m_j (mod t). A decrypts w_j = v_j·b_j +

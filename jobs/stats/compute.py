@@ -49,7 +49,7 @@ from jobs.stats.spec import StatsSpec
 from scifed.errors import UserError
 
 DOMINANCE = 0.85
-COUNT_TOLERANCE = 0.01  # pooled counts carry ~1e-7 CKKS noise; more means corruption
+COUNT_TOLERANCE = 0.01  # pooled counts decode exactly (fixed point); more means corruption
 
 _MAGNITUDES = {"sum", "mean", "variance", "std"}
 
@@ -495,7 +495,7 @@ def _checked(total: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 def pooled_count(value: float, what: str) -> int:
-    """A pooled count as an int; CKKS noise is tolerated, anything more is corruption."""
+    """A pooled count as an int; anything but a whole count is corruption."""
     x = float(value)
     count = round(x) if math.isfinite(x) else -1
     if count < 0 or abs(x - count) > COUNT_TOLERANCE:

@@ -1,4 +1,4 @@
-"""``train``: federated training on Flower 1.41 — FedAvg over CKKS-encrypted updates,
+"""``train``: federated training on Flower 1.41 — FedAvg over BFV-encrypted updates,
 with Opacus DP-SGD at the nodes where policy requires it.
 
 Files: ``spec`` (the ``train:`` section), ``models`` (the model zoo), ``protocol`` (what

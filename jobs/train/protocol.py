@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-STYPE = "scifed.ckks"
+STYPE = "scifed.he"
 ARRAYS, CONFIG, STATUS = "arrays", "config", "status"
 MODEL, METRICS = "model", "metrics"
 
 RUN_FILE = "run.json"                 # written by the coordinator: the job
-PUBLIC_CONTEXT_FILE = "public.ctx"    # the study's public CKKS context
+PUBLIC_CONTEXT_FILE = "public.ctx"    # the study's public BFV context
 CHECKPOINT_FILE = "checkpoint.json"   # written by the ServerApp after every round
 FAILURE_FILE = "failure.json"         # why the ServerApp gave up
 

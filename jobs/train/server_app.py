@@ -1,4 +1,4 @@
-"""The ServerApp of `train` jobs: FedAvg over CKKS ciphertexts on the coordinator host.
+"""The ServerApp of `train` jobs: FedAvg over BFV ciphertexts on the coordinator host.
 
 The coordinator is blind: this process holds only the study's public context, adds the
 nodes' encrypted updates and metric sums, and never decrypts. Nodes weight their update

@@ -1,5 +1,5 @@
 """The ``train:`` section of a job spec: a model from the built-in zoo, trained with
-federated averaging over CKKS-encrypted updates, with DP-SGD where asked or required.
+federated averaging over BFV-encrypted updates, with DP-SGD where asked or required.
 
 Nodes cannot see each other's rows, so anything that must be the same everywhere is
 stated here: the class list (a node may hold only some classes, as when penguins are

@@ -1,6 +1,6 @@
 """The penguin federation the deviating-coordinator attacks share: penguins split by
 island over three nodes (non-IID: Torgersen holds only Adelie), one study over all three,
-on the in-memory link (real driver, gate, release path, CKKS, sealing)."""
+on the in-memory link (real driver, gate, release path, BFV, sealing)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The attacker's test bed: a synthetic staff table (person id, age, salary, department,
 zip code) at three nodes, 60 rows each, graded G2 / CONDITIONAL (k = 5, query auditing,
-min 2 nodes), on the in-memory federation (real driver, gate, release path, CKKS)."""
+min 2 nodes), on the in-memory federation (real driver, gate, release path, BFV)."""
 
 from __future__ import annotations
 

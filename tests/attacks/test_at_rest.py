@@ -2,7 +2,7 @@
 state files, or someone is handed a copy of ``node.db`` (a leaked backup).
 
 The federation is built the way the node and the coordinator build their state (real
-NodeCore, CoordinatorCore, PKI and CKKS study keys), under a root opened to everyone
+NodeCore, CoordinatorCore, PKI and BFV study keys), under a root opened to everyone
 (0755, outside pytest's private temporary tree) with the usual umask 022, so only the
 project's own file modes stand between user ``nobody`` and the secrets.
 """

@@ -1,5 +1,5 @@
 """Attacks on the DP path and on the quantile rules of ``stats``, through the real pipeline
-(in-memory link: real driver, gate, release path, CKKS).
+(in-memory link: real driver, gate, release path, BFV).
 
 Where policy requires DP, what a release reveals must be bounded by ε alone: so the
 release may not depend on the data in any way the noise does not cover — labels come

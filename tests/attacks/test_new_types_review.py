@@ -1,6 +1,6 @@
 """A researcher (and, for psi, a deviating coordinator) attacking the new job types
 ``pca``, ``crosstab``, ``survival`` and ``psi`` through the real pipeline (in-memory
-federation: real driver, gate, auditor, release path, CKKS, OpenDP) at G2 / CONDITIONAL
+federation: real driver, gate, auditor, release path, BFV, OpenDP) at G2 / CONDITIONAL
 (k = 5, query auditing). Each test asserts that the attack FAILS; a test that fails is a
 finding (see the review report)."""
 

@@ -1,5 +1,5 @@
 """Attacks on ``psi`` through the real pipeline (in-memory link: real driver, gate,
-release path, CKKS, sealing), on staff records at G2 / CONDITIONAL (k = 5, query
+release path, BFV, sealing), on staff records at G2 / CONDITIONAL (k = 5, query
 auditing) held by three nodes with overlapping staff: a researcher who wants to know
 whether one person is held by every node, and a coordinator that reads what it relays.
 

@@ -1,5 +1,5 @@
 """A researcher attacking the ``regression`` job type through the real pipeline (in-memory
-federation: real driver, gate, auditor, release path, CKKS, OpenDP) on the G2 staff test
+federation: real driver, gate, auditor, release path, BFV, OpenDP) on the G2 staff test
 bed of ``staff.py`` (180 people, k = 5, query auditing). Each test asserts that the
 attack FAILS; a test that fails is a finding (see the review report)."""
 

@@ -1,5 +1,5 @@
 """A deviating coordinator replays an old task (issue 12, item 9(d)), through the real
-pipeline: the in-memory federation with the real driver, gate, release path and CKKS.
+pipeline: the in-memory federation with the real driver, gate, release path and BFV.
 
 The coordinator may resend any task message it ever sent (or could build from the
 headers it sent), under the same or a new task id, at any time, and may restart. Each

@@ -1,5 +1,5 @@
 """Attacks on the `survival` type's disclosure rules, through the real pipeline (in-memory
-link: real driver, gate, release path, CKKS).
+link: real driver, gate, release path, BFV).
 
 A ward's patients (synthetic: 60 per node at three nodes) with their age, ward, days of
 follow-up and whether they died. One patient is the only 77-year-old and the only one in

@@ -1,4 +1,4 @@
-"""The first joint study end to end: studies, study keys, a CKKS-encrypted `stats` job
+"""The first joint study end to end: studies, study keys, a BFV-encrypted `stats` job
 over real nodes on 127.0.0.1, the result sealed to the researcher — checked against
 pandas on the pooled data, and the coordinator checked to hold nothing in clear."""
 

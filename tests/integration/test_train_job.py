@@ -1,6 +1,6 @@
 """A `train` job the way a researcher runs it: `scifed job submit` to a coordinator that
 supervises its Flower SuperLink, nodes that supervise their SuperNodes (keys registered
-at enrolment), CKKS-encrypted FedAvg, and the model sealed to the researcher, opened
+at enrolment), BFV-encrypted FedAvg, and the model sealed to the researcher, opened
 with `scifed job result --out` and `scifed model load`, scored against scikit-learn.
 
 Penguins are split by island, so shards are non-IID (Torgersen holds only Adelie). The

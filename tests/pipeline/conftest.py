@@ -1,5 +1,5 @@
 """The pipeline on the in-memory link: the real coordinator driver against real node
-runners in this process (real PKI, sealing, CKKS, SQLite), penguins split by island."""
+runners in this process (real PKI, sealing, BFV, SQLite), penguins split by island."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``crosstab`` through the real pipeline (in-memory link: real driver, gate, release
-path, CKKS), each table compared with ``pd.crosstab`` and each test with
+path, BFV), each table compared with ``pd.crosstab`` and each test with
 ``scipy.stats.chi2_contingency(..., correction=False)`` on the pooled rows, computed
 here.
 

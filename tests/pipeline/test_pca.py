@@ -1,5 +1,5 @@
 """``pca`` through the real pipeline (in-memory link: real driver, gate, release path,
-CKKS), each decomposition compared with scikit-learn's ``PCA`` (after ``StandardScaler``
+BFV), each decomposition compared with scikit-learn's ``PCA`` (after ``StandardScaler``
 for the correlation case) on the pooled complete rows, computed here.
 
 Data shipped in PyPI packages, split across three nodes non-IID: the penguins by island

@@ -1,5 +1,5 @@
 """``psi`` through the real pipeline (in-memory link: real driver, gate, release path,
-CKKS, sealing), every released size compared with Python's own set intersection of the
+BFV, sealing), every released size compared with Python's own set intersection of the
 same identifiers, computed here.
 
 Data shipped in PyPI packages with an identifier per row: the Palmer penguins (a ring

@@ -1,5 +1,5 @@
 """``regression`` through the real pipeline (in-memory link: real driver, gate, release
-path, CKKS), each fit compared with statsmodels on the pooled rows computed here.
+path, BFV), each fit compared with statsmodels on the pooled rows computed here.
 
 Data shipped in PyPI packages, split across three nodes non-IID: the penguins by island
 (OLS with categoricals), statsmodels' ``fair`` (logistic: any affair, split by years

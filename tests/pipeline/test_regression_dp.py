@@ -1,5 +1,5 @@
 """``regression`` where the nodes' policy requires DP, through the real pipeline (in-memory
-link: real driver, gate, release path, CKKS, OpenDP): noisy sufficient statistics for a
+link: real driver, gate, release path, BFV, OpenDP): noisy sufficient statistics for a
 linear model, refusals for what DP cannot cover, and what the noise must hide.
 
 The data is made here: three nodes with different predictor distributions (non-IID),

@@ -1,5 +1,5 @@
 """``survival`` through the real pipeline (in-memory link: real driver, gate, release path,
-CKKS), each curve and test compared with scikit-survival on the pooled rows computed
+BFV), each curve and test compared with scikit-survival on the pooled rows computed
 here, binned to the grid the job released (each time replaced by the right edge of its
 released bin, a time beyond the last edge censored there).
 

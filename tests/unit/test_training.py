@@ -1,5 +1,5 @@
 """The pieces of federated training that need no processes: the model zoo and its flat
-vector (also under Opacus), the train spec's checks, FedAvg through CKKS sums, DP-SGD
+vector (also under Opacus), the train spec's checks, FedAvg through BFV sums, DP-SGD
 accounting carried across rounds, and decoding pooled metric sums."""
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def test_spec_refusals(changes, needle):
         spec(**changes)
 
 
-def test_fedavg_through_ckks_sums_is_the_weighted_mean():
+def test_fedavg_through_encrypted_sums_is_the_weighted_mean():
     key = StudyKey.generate()
     thetas = [np.array([0.5, -2.0, 3.25]), np.array([1.5, 0.0, -1.0])]
     ns = [30, 10]
