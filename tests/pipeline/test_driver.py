@@ -67,6 +67,30 @@ def test_quorum_goes_on_without_an_offline_node_and_fails_below_it(tmp_path, pen
         fed.__exit__(None, None, None)
 
 
+def test_a_sole_contributor_of_a_larger_job_runs_the_quantile_rounds_under_its_lone_mask(
+        tmp_path, penguins, penguins_meta):
+    """Two nodes offline in a study whose quorum is one: the survivor's compute and every
+    counting round carry its lone mask (node/masking.py), which it takes off itself as
+    the release node, and the result is its own rows' quantiles."""
+    fed = build(tmp_path, penguins, penguins_meta, task_timeout=0.5)
+    try:
+        fed.create_study("one", {n: "penguins" for n in ISLANDS}, min_nodes=1)
+        for node in ("dream", "torgersen"):
+            fed.links[node].disconnect()
+        view, res = fed.run(stats_job("one", columns=["body_mass_g"],
+                                      quantiles={"body_mass_g": PROBS}))
+        assert view.contributors == ["biscoe"]
+        biscoe = penguins[penguins.island == "Biscoe"].body_mass_g
+        assert res["rows"] == len(biscoe) and res["quantile_rounds"] >= 1
+        for p in PROBS:
+            assert res["quantiles"]["body_mass_g"][str(p)] == pytest.approx(
+                biscoe.quantile(p), rel=1e-9)
+        phases = {p for n, p in tasks(fed, view.job_id) if n == "biscoe"}
+        assert "unmask" not in phases and "round 1" in phases  # nothing revealed
+    finally:
+        fed.__exit__(None, None, None)
+
+
 def _hold_for_approval(fed, node: str) -> dict:
     core = fed.nodes[node]
     record = core.registry.get("penguins").record
