@@ -486,6 +486,7 @@ def test_chart_coordinator_listens_on_all_interfaces_with_its_ports_in_the_servi
                                                    PROXY_CONF.read_text())]
         assert [p["containerPort"] for p in proxy["ports"]] == [proxy_port]
         assert ports["flower-fleet"]["port"] == proxy_port
+        assert ports["flower-fleet"]["targetPort"] == proxy["ports"][0]["name"]
         conf_volume, conf_file = _mounted_file(sts, proxy, Path("/etc/nginx/nginx.conf"))
         proxy_cm = _one(docs, "ConfigMap", conf_volume["configMap"]["name"])
         assert proxy_cm["data"][conf_file] == PROXY_CONF.read_text()
