@@ -18,9 +18,13 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
+import threading
+import time
 import tomllib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -317,6 +321,100 @@ def test_the_example_configs_load():
     """The compose configs are what scifed itself loads (paths resolved, fields checked)."""
     assert load_config(DEPLOY / "compose" / "coordinator.yaml", CoordinatorConfig).flower_port
     assert load_config(DEPLOY / "compose" / "node-a.yaml", NodeConfig).flower_superlink
+
+
+class _SuperLinkStandIn(BaseHTTPRequestHandler):
+    """Answers every request with the path it saw (and counts them), over TLS with the
+    coordinator's certificate, as the SuperLink does on its loopback port."""
+
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(length)
+        type(self).seen.append(self.path)
+        body = f"superlink {self.path} {length}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _https(port: int, ca: Path, server_name: str, method: str, path: str,
+           body: bytes = b"") -> tuple[int, bytes]:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+        tls.sendall(f"{method} {path} HTTP/1.1\r\nHost: {server_name}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + body)
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), payload
+
+
+def test_flower_proxy_passes_only_the_fleet_api_to_the_superlink(compose, compose_pki,
+                                                                 tmp_path):
+    """files/flower-proxy.conf run by nginx (ports and directories moved to this test's),
+    in front of a stand-in SuperLink with the certificates compose-pki.sh made."""
+    nginx = _need("nginx")
+    pki = _host_file(compose_pki, compose["services"]["flower-proxy"],
+                     PurePosixPath("/etc/scifed/pki/ca.crt")).parent
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _SuperLinkStandIn)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "coordinator.crt", pki / "coordinator.key")
+    upstream.socket = ctx.wrap_socket(upstream.socket, server_side=True)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    proxy_port = _free_port()
+    conf = (PROXY_CONF.read_text().replace("/tmp/", f"{tmp_path}/")
+            .replace("/etc/scifed/pki", str(pki))
+            .replace("listen 9443 ssl", f"listen 127.0.0.1:{proxy_port} ssl")
+            .replace("127.0.0.1:9093", f"127.0.0.1:{upstream.server_address[1]}"))
+    if os.geteuid() == 0:  # in the container master and workers are one user, as here
+        conf = "user root;\n" + conf
+    (tmp_path / "nginx.conf").write_text(conf)
+    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+                             "-e", "stderr", "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", proxy_port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "nginx did not listen"
+                time.sleep(0.05)
+        ca = pki / "ca.crt"
+        node = _compose_config(compose, "node-a", NodeConfig)
+        name = _host_port(node.flower_superlink)[0]  # what the SuperNode checks
+        _SuperLinkStandIn.seen.clear()
+        assert _https(proxy_port, ca, name, "GET", "/health") == (200, b"superlink /health 0")
+        big = os.urandom(3 << 20)  # a model update in one request
+        assert _https(proxy_port, ca, name, "POST", "/v1/fleet/push-messages", big) == (
+            200, f"superlink /v1/fleet/push-messages {len(big)}".encode())
+        for path in ("/v1/control/start-run", "/v1/serverappio/pull", "/", "/v1/fleetx"):
+            assert _https(proxy_port, ca, name, "POST", path)[0] == 404, path
+        assert _SuperLinkStandIn.seen == ["/health", "/v1/fleet/push-messages"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        upstream.shutdown()
+        upstream.server_close()
 
 
 # -- Helm chart -------------------------------------------------------------------------------
