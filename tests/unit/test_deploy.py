@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import tomllib
+from fnmatch import fnmatch
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 
@@ -716,3 +717,26 @@ def test_systemd_service_may_write_where_its_config_lives(role):
     # the example configs put state_dir beside the config file (a relative "state")
     assert config.parent == writable == PurePosixPath(settings["WorkingDirectory"])
     assert settings["ProtectSystem"] == "strict" and settings["User"] != "root"
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies():
+    """deploy/Dockerfile.dockerignore (read by BuildKit for that Dockerfile) keeps the
+    virtualenv and the tests out of the context, and every COPY source in."""
+    ignore = [ln.strip() for ln in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    assert ".venv" in ignore and ".git" in ignore
+
+    def ignored(path: str) -> bool:  # Docker's rule: the last matching line decides
+        verdict = False
+        for pattern in ignore:
+            negate = pattern.startswith("!")
+            pattern = pattern.lstrip("!")
+            if PurePosixPath(path).is_relative_to(pattern) or fnmatch(path, pattern):
+                verdict = not negate
+        return verdict
+
+    copies = [args.split()[:-1] for word, args in _instructions(DEPLOY / "Dockerfile")
+              if word == "COPY" and not args.startswith("--from")]
+    for source in (s for sources in copies for s in sources):
+        assert (REPO / source).exists(), source
+        assert not ignored(source), source
