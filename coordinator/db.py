@@ -268,7 +268,11 @@ class Database:
             _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url)
         )
         self.dialect: str = self.engine.dialect.name
-        migrations.upgrade(self.engine)
+        try:
+            migrations.upgrade(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
