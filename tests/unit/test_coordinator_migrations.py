@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import op
 from alembic.autogenerate import compare_metadata
+from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
 from coordinator import catalog, migrations, registry, studies
@@ -231,3 +233,37 @@ def test_a_database_from_a_newer_release_is_refused_untouched(opened: Database) 
         Database(url)
     assert revision(opened) == "9999"
     assert drift(opened) == []
+
+
+def test_a_revision_that_copies_a_table_on_sqlite_keeps_its_children(tmp_path: Path) -> None:
+    """SQLite alters a table by copying it and dropping the old one; with foreign keys on,
+    that drop would cascade into every child (a job's tasks and progress). Migrations run
+    with them off, checked before the commit, and on again after."""
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    made_by(LAST_BEFORE_MIGRATIONS, url)
+    database = Database(url)
+    try:
+        with migrations.migration_connection(database.engine) as connection:
+            with Operations.context(MigrationContext.configure(connection)):
+                with op.batch_alter_table("jobs", recreate="always") as batch:
+                    batch.alter_column("error", existing_type=sa.Text(), nullable=False)
+        assert set(rows(database)) == set(ROWS)
+        with database.session() as session:
+            assert session.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        database.close()
+
+
+def test_a_migration_that_breaks_a_foreign_key_on_sqlite_is_rolled_back(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    made_by(LAST_BEFORE_MIGRATIONS, url)
+    database = Database(url)
+    try:
+        with pytest.raises(RuntimeError, match="broke foreign keys"):
+            with migrations.migration_connection(database.engine) as connection:
+                connection.execute(sa.text("DELETE FROM jobs"))
+        assert set(rows(database)) == set(ROWS)
+    finally:
+        database.close()
