@@ -63,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import multiprocessing
 import multiprocessing.util
 import os
@@ -71,6 +72,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,6 +109,7 @@ _CONTEXT_HEADER = struct.Struct(f"<4sBB{_KEY_ID_BYTES}s")
 _CIPHERTEXT_HEADER = struct.Struct(f"<4sB{_KEY_ID_BYTES}sBBQIIId")
 _NONCE_BYTES = 12
 WORKERS = min(4, os.cpu_count() or 1)
+log = logging.getLogger("scifed.he")
 PARALLEL_MIN_CHUNKS = 16  # 64k slots: below this, one process is quicker
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -132,7 +135,7 @@ def _context() -> seal.SEALContext:
 
 
 PLAIN_MODULUS = _parameters().plain_modulus().value()
-_context()  # made once, here, before any pool thread could race to make it
+_context()  # made once, here, before two threads could race to make it
 _HALF = PLAIN_MODULUS // 2
 
 
@@ -226,12 +229,25 @@ def _spread(key: StudyKey, work: Callable[[StudyKey | bytes, list[_T]], list[_R]
     size = -(-len(items) // WORKERS)
     runs = [items[i : i + size] for i in range(0, len(items), size)]
     pool = _process_pool()
-    futures = [pool.submit(work, key._material, run) for run in runs[1:]]  # noqa: SLF001
     try:
-        first = work(key, runs[0])
-    finally:
-        rest = [future.result() for future in futures]
+        futures = [pool.submit(work, key._material, run) for run in runs[1:]]  # noqa: SLF001
+        try:
+            first = work(key, runs[0])
+        finally:
+            rest = [future.result() for future in futures]
+    except BrokenProcessPool:  # a pool process died (killed, out of memory): start afresh
+        _drop_pool(pool)
+        log.warning("the HE chunk pool lost a process; this vector is done in one process")
+        return work(key, items)
     return [*first, *(item for run in rest for item in run)]
+
+
+def _drop_pool(pool: ProcessPoolExecutor) -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None and _pool[1] is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.contextmanager

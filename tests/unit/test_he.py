@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import threading
 
 import numpy as np
@@ -273,3 +274,15 @@ def test_each_thread_has_its_own_seal_objects(key: StudyKey) -> None:
     assert all(entry[3] is entry[1] for entry in seen)  # one thread keeps its objects
     for position in range(3):
         assert len({id(entry[position]) for entry in seen}) == 3  # threads never share
+
+
+def test_a_pool_that_lost_a_process_is_replaced(key: StudyKey) -> None:
+    values = np.arange(he.PARALLEL_MIN_CHUNKS * SLOTS // he.LIMBS, dtype=np.float64)
+    with he.workers(2):
+        key.encrypt(values)
+        pool = he._process_pool()
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        np.testing.assert_array_equal(key.decrypt(key.encrypt(values)), values)
+        assert he._process_pool() is not pool
+        np.testing.assert_array_equal(key.decrypt(key.encrypt(values)), values)
