@@ -108,7 +108,9 @@ _CONTEXT_HEADER = struct.Struct(f"<4sBB{_KEY_ID_BYTES}s")
 # magic, version, key id, encoding, lanes, values, summands, capacity, chunks, bound
 _CIPHERTEXT_HEADER = struct.Struct(f"<4sB{_KEY_ID_BYTES}sBBQIIId")
 _NONCE_BYTES = 12
-WORKERS = min(4, os.cpu_count() or 1)
+# cores this process may run on (its affinity mask, e.g. a container's or taskset's)
+WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else os.cpu_count() or 1)
 log = logging.getLogger("scifed.he")
 PARALLEL_MIN_CHUNKS = 16  # 64k slots: below this, one process is quicker
 _T = TypeVar("_T")
