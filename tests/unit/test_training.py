@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from jobs.train import local
 from jobs.train.models import build_model, model_to_vector, released_model, vector_to_model
-from jobs.train.protocol import average, metrics_history
+from jobs.train.protocol import average, contribution, metrics_history, update_bound
 from jobs.train.spec import TrainSpec
+from scifed import he
 from scifed.errors import UserError
 from scifed.he import StudyKey, sum_ciphertexts
 
@@ -102,6 +103,47 @@ def test_fedavg_through_encrypted_sums_is_the_weighted_mean():
     blobs = [key.encrypt(np.append(n * t, n)) for t, n in zip(thetas, ns, strict=True)]
     pooled = average(key.decrypt(sum_ciphertexts(key.public_bytes(), blobs)))
     np.testing.assert_allclose(pooled, (30 * thetas[0] + 10 * thetas[1]) / 40, atol=1e-7)
+
+
+def test_later_rounds_average_like_fedavg_at_four_bytes_per_parameter():
+    """Round 1 is exact; a later round's quantised ``[w theta, w]`` (w = n / the previous
+    round's pooled rows) decrypts to numpy's FedAvg of the same updates within 2e-4, at
+    about 4.03 B per parameter on the wire."""
+    key = StudyKey.generate()
+    rng = np.random.default_rng(14)
+    nodes, params = 10, 3 * 2 * he.SLOTS - 1  # with w: three full chunks of two lanes
+    ns = rng.integers(40, 600, nodes)
+    start = rng.uniform(-0.45, 0.45, params)   # the round's start model (bound 1)
+    thetas = [start + rng.normal(0, 0.02, params) for _ in range(nodes)]  # after training
+    fedavg = np.average(np.stack(thetas), axis=0, weights=ns)
+
+    first = [contribution(key, t, int(n))[0] for t, n in zip(thetas, ns, strict=True)]
+    assert he.parse(first[0]).encoding == he.EXACT
+    np.testing.assert_allclose(average(key.decrypt(sum_ciphertexts(key.public_bytes(), first))),
+                               fedavg, rtol=0, atol=1e-7)
+
+    blobs, clipped = zip(*(contribution(key, t, int(n), pooled=float(ns.sum()), theta_start=start,
+                                        capacity=nodes, rng=rng)
+                           for t, n in zip(thetas, ns, strict=True)), strict=True)
+    frame = he.parse(blobs[0])
+    assert (frame.encoding, frame.lanes, frame.bound) == (he.QUANTISED, 2, 1.0)
+    assert sum(clipped) == 0
+    assert 4.0 <= len(blobs[0]) / params <= 4.05  # the exact round: 32 B per value
+    assert len(first[0]) / params > 30
+    pooled = average(key.decrypt(sum_ciphertexts(key.public_bytes(), list(blobs))))
+    assert np.max(np.abs(pooled - fedavg)) <= 2e-4
+
+
+def test_a_quantised_update_clips_to_twice_the_start_model_and_counts():
+    key = StudyKey.generate()
+    start = np.array([0.75, -3.0, 0.1])
+    assert update_bound(start) == 8.0 and update_bound(np.zeros(3)) == 1.0
+    theta = np.array([0.5, -20.0, 9.0])  # n / pooled = 1: w theta = theta
+    blob, clipped = contribution(key, theta, 50, pooled=50.0, theta_start=start, capacity=3)
+    assert clipped == 2
+    np.testing.assert_allclose(key.decrypt(blob), [0.5, -8.0, 8.0, 1.0], atol=2 * 16 / 2**16)
+    with pytest.raises(UserError, match="pooled 40 rows"):
+        contribution(key, theta, 50, pooled=40.0, theta_start=start, capacity=3)
 
 
 def test_dp_accounting_continues_across_rounds():
