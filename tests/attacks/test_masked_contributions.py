@@ -66,7 +66,7 @@ def member_key(fed, node: str):
 
 
 def uniform(residues: np.ndarray) -> bool:
-    return stats.kstest(residues.astype(np.float64) / PLAIN_MODULUS, "uniform").pvalue > 1e-3
+    return stats.kstest(residues.astype(np.float64) / PLAIN_MODULUS, "uniform").pvalue > 1e-6
 
 
 def steal(key, blob: bytes, fed) -> None:
