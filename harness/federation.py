@@ -71,6 +71,22 @@ class LocalFederation:
         self.flower_port = free_port() if flower else None
         self.procs: dict[str, subprocess.Popen] = {}
 
+    # -- where each host is (a subclass may put hosts elsewhere, e.g. harness/netns.py) -----
+    @property
+    def coordinator_hosts(self) -> list[str]:
+        """The names and addresses the coordinator's certificate is issued for."""
+        return [self.address.rsplit(":", 1)[0]]
+
+    @property
+    def fleet_address(self) -> str:
+        """Where nodes' SuperNodes reach the SuperLink's Fleet API."""
+        return f"127.0.0.1:{self.flower_port}"
+
+    def command_prefix(self, key: str) -> list[str]:
+        """What runs process ``key`` (``coordinator`` or a node's name) on its host: here
+        nothing, every host is this one."""
+        return []
+
     # -- set-up: exactly the commands a deployment runs ------------------------------------
     def cli(self, *args: str, check: bool = True, timeout: float = 180,
             env: dict | None = None) -> subprocess.CompletedProcess:
@@ -95,7 +111,8 @@ class LocalFederation:
     def setup(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        self.cli("ca", "init", "--ca-dir", str(self.ca_dir), "--host", "127.0.0.1")
+        self.cli("ca", "init", "--ca-dir", str(self.ca_dir),
+                 *(a for h in self.coordinator_hosts for a in ("--host", h)))
         self.cli("coordinator", "init", "--dir", str(self.coord_dir), "--ca-dir",
                  str(self.ca_dir), "--listen", self.address)
         cfg = self.coord_dir / "coordinator.yaml"
@@ -108,7 +125,7 @@ class LocalFederation:
                      "--coordinator", self.address, "--dir", str(self.node_dir(name)))
             cfgp = self.node_config(name)
             cfgp.write_text(cfgp.read_text() + "reconnect_max_seconds: 2.0\n"
-                            + (f"flower_superlink: 127.0.0.1:{self.flower_port}\n"
+                            + (f"flower_superlink: {self.fleet_address}\n"
                                if self.flower_port else ""))
             self.enrol("node", name, self.node_dir(name))
         for role, directory, name in (("operator", self.operator_dir, "operator"),
@@ -120,14 +137,16 @@ class LocalFederation:
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, key: str, *args: str) -> None:
         log = open(self.logs / f"{key}.log", "ab")  # noqa: SIM115 - owned by the process
-        self.procs[key] = subprocess.Popen([sys.executable, "-m", "cli", *args],
+        self.procs[key] = subprocess.Popen([*self.command_prefix(key), sys.executable,
+                                            "-m", "cli", *args],
                                            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
                                            preexec_fn=_die_with_parent)
 
     def start_coordinator(self) -> None:
         self._spawn("coordinator", "coordinator", "serve", "--config",
                     str(self.coord_dir / "coordinator.yaml"))
-        wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 0.5).close() is None,
+        host = self.address.rsplit(":", 1)[0]
+        wait_for(lambda: socket.create_connection((host, self.port), 0.5).close() is None,
                  120 if self.flower_port else 30, "the coordinator to listen")
 
     def start_node(self, name: str) -> None:
