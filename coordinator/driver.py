@@ -421,6 +421,7 @@ class JobDriver:
             sealed = spec.job.coordinate(self, run)
             self._end(job_id, status=JobStatus.DONE, phase="released", phase_round=0,
                       phase_rounds=0, sealed_result=sealed)
+            self._ended_without(job_id)
         except JobCancelled:
             with self.db.session() as s:
                 who = s.get(Job, job_id).researcher
@@ -442,6 +443,20 @@ class JobDriver:
             researcher, nodes = job.researcher, list(datasets_by_node(
                 parse_job_dict(job.spec)))
         self._notify_end(job_id, researcher, nodes)
+
+    def _ended_without(self, job_id: str) -> None:
+        """A job released on its quorum: each node it counted out (offline, cut off, past
+        the timeout, refused) is told, now or when its stream opens again, so a request
+        still in its officer's queue is withdrawn and any reservation released rather
+        than left waiting for a job that is over."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            researcher, contributors = job.researcher, set(job.contributors or [])
+            nodes = list(datasets_by_node(parse_job_dict(job.spec)))
+        if contributors:  # a job type that names no contributors is told nothing
+            left_out = [n for n in nodes if n not in contributors]
+            if left_out:
+                self._notify_end(job_id, researcher, left_out)
 
     def refusal(self, run: Run, node: str, phase: str, sealed: bytes) -> None:
         """A node refused ``phase`` of the job outside a fan-out (a training grant inside

@@ -182,8 +182,9 @@ def dp_job(fed) -> str:
 def test_a_cut_link_ends_the_job_on_quorum_and_the_node_rejoins(fed):
     """A DP job waits on the cut node's officer; its link goes down. The job ends on the
     study's quorum (2 of 3) within the task timeout, the cut node named in its task;
-    restored, the node reconnects by itself, and the next job includes it. Each ledger
-    charged ε once per job it contributed to, never twice."""
+    restored, the node reconnects by itself, withdraws the request the job no longer
+    needs, and the next job includes it. Each ledger charged ε once per job it
+    contributed to, never twice."""
     others = sorted(set(ISLANDS) - {CUT})
     before = {n: spent(fed, n) for n in ISLANDS}
     with fed.researcher() as r:
@@ -194,16 +195,30 @@ def test_a_cut_link_ends_the_job_on_quorum_and_the_node_rejoins(fed):
         try:
             info = r.wait(job, timeout=3 * TASK_TIMEOUT + 30)
             took = time.monotonic() - cut_at
+            assert not online(fed, CUT)  # the coordinator lost it: the cut was real
         finally:
             fed.restore(CUT)
         restored_at = time.monotonic()
         assert info.status == "done", info.error
         assert sorted(info.contributors) == others
         detail = " ".join(t.detail for t in info.tasks if t.node == CUT)
-        assert f"node {CUT}" in detail and f"{TASK_TIMEOUT:.0f}s" in detail, info.tasks
-        print(f"\njob ended {took:.1f}s after the cut (task timeout {TASK_TIMEOUT:.0f}s)")
+        # named, with why: the stream dropped, or no answer within the task timeout
+        assert f"node {CUT}" in detail, info.tasks
+        assert any(why in detail for why in ("disconnected before answering",
+                                             f"did not answer within {TASK_TIMEOUT:.0f}s",
+                                             f"offline past the {TASK_TIMEOUT:.0f}s")), detail
+        print(f"\njob ended {took:.1f}s after the cut (task timeout {TASK_TIMEOUT:.0f}s): "
+              f"{detail}")
         wait_for(lambda: online(fed, CUT), 120, f"{CUT} back online")
         print(f"{CUT} online {time.monotonic() - restored_at:.1f}s after the link came back")
+        # told that the job ended without it, the node withdraws the request its officer
+        # never decided: it cannot be approved (and charged) for a job that is over
+        wait_for(lambda: not pending(fed, CUT, job), 30, "the stale request to be withdrawn")
+        withdrawn = json.loads(fed.node_cli(CUT, "approvals", "list", "--state", "withdrawn",
+                                            "--json").stdout)
+        (stale,) = [a for a in withdrawn if a["job_id"] == job]
+        out = fed.decide(CUT, "approve", stale["approval_id"], check=False)
+        assert out.returncode != 0 and "already withdrawn" in out.stderr + out.stdout
         after = {n: spent(fed, n) for n in ISLANDS}
         assert after == {**{n: before[n] + EPSILON for n in others}, CUT: before[CUT]}
         # the next job includes it again (its officer approves this one)
