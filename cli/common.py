@@ -3,18 +3,43 @@ identity, and the coordinator client."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from scifed.config import write_config
-from scifed.console import console
+from scifed.config import FLOWER_PORT, write_config
+from scifed.console import console, print_json
 from scifed.errors import UserError
+
+__all__ = ["FLOWER_PORT"]
 
 CaDir = typer.Option(Path("ca"), "--ca-dir", envvar="SCIFED_CA_DIR", help="CA directory")
 IdentityOpt = typer.Option(Path("."), "--identity", "-i", envvar="SCIFED_IDENTITY",
                            help="Identity directory (client.yaml, key, certificate, ca.crt)")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output")
+
+
+def show(data: Any, as_json: bool, human: str | Callable[[], None]) -> None:
+    """What a command prints, in one place: ``data`` as JSON with ``--json`` (for scripts),
+    else ``human`` (rich markup, or a function that prints tables)."""
+    if as_json:
+        print_json(data)
+    elif callable(human):
+        human()
+    else:
+        console.print(human, highlight=False)
+
+
+def default_superlink(coordinator: str, given: str | None) -> str | None:
+    """The Flower SuperLink a new node's config names: ``given`` (``none``: no training),
+    else the coordinator's host at the SuperLink's default port, which `coordinator init`
+    writes too, so a quick start trains without editing either file."""
+    if given is not None:
+        return None if given.strip().lower() in ("", "none") else given.strip()
+    host = coordinator.rsplit(":", 1)[0] if ":" in coordinator else coordinator
+    return f"{host}:{FLOWER_PORT}"
 
 
 def _init_identity(role: str, name: str, dir: Path, coordinator: str) -> None:

@@ -13,10 +13,14 @@ import grpc
 import typer
 
 from cli.common import (
+    FLOWER_PORT,
     CountersignOpt,
     CountersignPassphraseOpt,
+    JsonOpt,
     PassphraseFileOpt,
     approver_passphrase,
+    default_superlink,
+    show,
 )
 from protos.scifed.v1 import node_admin_pb2 as pb
 from protos.scifed.v1 import node_admin_pb2_grpc as pbg
@@ -69,12 +73,19 @@ def admin_stub(config: Path) -> pbg.NodeAdminStub:
 def init(name: str = typer.Option(..., help="Node name (lower-case, a-z0-9-)"),
          platform: str = typer.Option(..., help="The platform this node serves"),
          coordinator: str = typer.Option(..., help="Coordinator address host:port"),
-         dir: Path = typer.Option(Path("."), "--dir", help="Deployment directory")) -> None:
+         dir: Path = typer.Option(Path("."), "--dir", help="Deployment directory"),
+         flower_superlink: str | None = typer.Option(
+             None, "--flower-superlink", help="host:port of the coordinator's Flower "
+             f"SuperLink, for `train` jobs (default: the coordinator's host, port "
+             f"{FLOWER_PORT}); none: this node takes no part in training"),
+         as_json: bool = JsonOpt) -> None:
     """Make the node's key pair and CSR (the key never leaves this directory) and node.yaml."""
     from scifed.pki import make_key_and_csr
 
+    superlink = default_superlink(coordinator, flower_superlink)
     dir.mkdir(parents=True, exist_ok=True)
     cfg = NodeConfig(name=name, platform=platform, coordinator=coordinator,
+                     flower_superlink=superlink,
                      data_dir=dir / "data", state_dir=dir / "state",
                      tls=TlsConfig(ca=dir / "pki" / "ca.crt", cert=dir / "pki" / f"{name}.crt",
                                    key=dir / "pki" / "node.key"))
@@ -83,9 +94,12 @@ def init(name: str = typer.Option(..., help="Node name (lower-case, a-z0-9-)"),
     csr = make_key_and_csr(dir / "pki", name=name, role="node")
     cfg.data_dir.mkdir(exist_ok=True)
     write_config(dir / "node.yaml", cfg)
-    console.print(f"node [bold]{name}[/] initialised in {dir}\n"
-                  f"next: the operator runs `scifed ca sign {csr} --role node` and returns "
-                  f"{cfg.tls.cert.name} and ca.crt into {dir / 'pki'}")
+    show({"node": name, "config": str(dir / "node.yaml"), "csr": str(csr),
+          "flower_superlink": superlink},
+         as_json, f"node [bold]{name}[/] initialised in {dir} (training: "
+         f"{'Flower SuperLink ' + superlink if superlink else 'off'})\n"
+         f"next: the operator runs `scifed ca sign {csr} --role node` and returns "
+         f"{cfg.tls.cert.name} and ca.crt into {dir / 'pki'}")
 
 
 @app.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import CaDir, IdentityOpt, JsonOpt, _client, _init_identity
+from cli.common import FLOWER_PORT, CaDir, IdentityOpt, JsonOpt, _client, _init_identity, show
 from scifed.config import CoordinatorConfig, TlsConfig, load_config, write_config
 from scifed.console import console, handle_errors, print_json, print_table
 from scifed.errors import UserError
@@ -29,7 +29,12 @@ CoordinatorConfigOpt = typer.Option(Path("coordinator.yaml"), "--config", "-c",
 @coordinator_app.command("init")
 @handle_errors()
 def coordinator_init(dir: Path = typer.Option(Path("."), "--dir"), ca_dir: Path = CaDir,
-                     listen: str = typer.Option("127.0.0.1:7443", "--listen")) -> None:
+                     listen: str = typer.Option("127.0.0.1:7443", "--listen"),
+                     flower_port: int = typer.Option(
+                         FLOWER_PORT, "--flower-port", min=0, max=65535,
+                         help="Loopback port of the Flower SuperLink for `train` jobs "
+                         "(nodes' --flower-superlink points at it); 0: no training"),
+                     as_json: bool = JsonOpt) -> None:
     """Write coordinator.yaml pointing at the CA's coordinator certificate."""
     target = dir / "coordinator.yaml"
     if target.exists():
@@ -37,10 +42,12 @@ def coordinator_init(dir: Path = typer.Option(Path("."), "--dir"), ca_dir: Path 
     dir.mkdir(parents=True, exist_ok=True)
     ca = ca_dir.resolve()
     write_config(target, CoordinatorConfig(
-        listen=listen, state_dir=dir.resolve() / "state",
+        listen=listen, state_dir=dir.resolve() / "state", flower_port=flower_port or None,
         tls=TlsConfig(ca=ca / "ca.crt", cert=ca / "coordinator.crt",
                       key=ca / "coordinator.key", crl=ca / "crl.pem")))
-    console.print(f"wrote {target}")
+    show({"config": str(target), "listen": listen, "flower_port": flower_port or None},
+         as_json, f"wrote {target}" + (f" (Flower SuperLink for training on port {flower_port})"
+                                      if flower_port else " (no training: flower_port unset)"))
 
 
 @coordinator_app.command("serve")

@@ -18,6 +18,8 @@ from scifed.tls import TlsFiles
 
 M = TypeVar("M", bound=BaseModel)
 
+FLOWER_PORT = 9093  # the Flower SuperLink's port unless coordinator.yaml says otherwise
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
