@@ -28,6 +28,7 @@ from jobs import registry
 from jobs.base import JobCancelled, JobFailed, Run, StudyRef
 from jobs.spec import JobSpec, datasets_by_node, load_job, parse_job_dict, slug
 from scifed.errors import NotFound, Unavailable, UserError
+from scifed.filters import compile_filter
 from scifed.sealing import SealKeyClaim, refused_at, verify_claim
 from scifed.states import JobStatus, Phase, StudyStatus, TaskState
 from scifed.tasks import CancelNotice, Message, TaskHeader, TaskKind, Waiting
@@ -159,6 +160,12 @@ class JobDriver:
             if col not in types:
                 raise UserError(f"unknown column '{col}' in dataset {dataset} at node {node} "
                                 f"(columns: {', '.join(types)})")
+        if spec.filter:  # the node compiles it again, with its own grid rules
+            try:
+                compile_filter(spec.filter, types)
+            except UserError as exc:
+                raise UserError(f"{exc} in dataset {dataset} at node {node} (columns: "
+                                f"{', '.join(types)})") from None
 
     def _start(self, job_id: str) -> None:
         threading.Thread(target=self._run, args=(job_id,), daemon=True, name=job_id).start()
