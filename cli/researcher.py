@@ -270,6 +270,8 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
         _print_provenance(verified)
     console.print(f"rows: {res.rows}; contributors: "
                   f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}")
+    for name, text in res.meta.get("conventions", {}).items():
+        console.print(f"{name.replace('_', ' ')}: {text}", highlight=False)
     for name, df in res.tables().items():
         print_table(name, [str(c) for c in df.columns],
                     df.round(6).astype(object).where(df.notna(), "").values.tolist())
