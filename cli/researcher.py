@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import IdentityOpt, JsonOpt, _client, _init_identity
+from cli.common import IdentityOpt, JsonOpt, _client, _init_identity, show
 from scifed.console import console, err_console, handle_errors, print_json, print_table
 from scifed.errors import UserError
 from scifed.states import JobStatus
@@ -113,6 +113,31 @@ def job_submit(spec: Path, identity: Path = IdentityOpt,
             if info.status == "failed":
                 raise UserError(f"job {job_id} failed: {info.error}")
     typer.echo(job_id)
+
+
+@job_app.command("list")
+@handle_errors("the coordinator")
+def job_list(study: str = typer.Option("", "--study", help="Only this study (name or id)"),
+             status: str = typer.Option("", "--status", help="Only jobs in this state: "
+                                        + " | ".join(s.value for s in JobStatus)),
+             limit: int = typer.Option(50, "--limit", min=1, help="At most this many"),
+             identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Your jobs, newest first: id, study, type, status, created."""
+    with _client(identity) as c:
+        jobs = c.jobs(study=study, status=status, limit=limit)
+    rows = [{"job": j.job_id, "study": j.study, "type": j.type, "status": j.status,
+             "phase": j.phase, "created": _iso(j.created_unix_ms),
+             "updated": _iso(j.updated_unix_ms)} for j in jobs]
+    show(rows, as_json, lambda: print_table(
+        f"{len(rows)} jobs", ["id", "study", "type", "status", "phase", "created"],
+        [(r["job"], r["study"], r["type"], r["status"], r["phase"], r["created"])
+         for r in rows]))
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else ""
 
 
 def _job_dict(info) -> dict:

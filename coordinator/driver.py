@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from coordinator import audit, catalog, studies
-from coordinator.db import Database, Job, JobProgress, JobTask, Node
+from coordinator.db import Database, Job, JobProgress, JobTask, Node, Study
 from coordinator.sessions import NodeOffline, NodeRevoked, NodeSessions
 from jobs import registry
 from jobs.base import JobCancelled, JobFailed, Run, StudyRef
@@ -45,6 +45,10 @@ class TaskView:
     detail: str
     updated_ms: int
     sealed_reason: bytes = b""
+
+
+DEFAULT_JOB_LIST = 50   # jobs `ListJobs` returns unless asked for fewer or more
+MAX_JOB_LIST = 1000
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,36 @@ class JobDriver:
                                                 t.sealed_reason or b"") for t in tasks],
                            job.created_ms, job.updated_ms, list(job.contributors or []),
                            [(r, b) for r, b in progress])
+
+    def list_jobs(self, researcher: str, *, study: str = "", status: str = "",
+                  limit: int = 0) -> list[JobView]:
+        """``researcher``'s own jobs, newest first (no tasks or progress: `get` has
+        those); ``study`` by name or id and ``status`` narrow them."""
+        if limit < 0:
+            raise UserError(f"limit {limit}: give a positive number of jobs")
+        limit = min(limit or DEFAULT_JOB_LIST, MAX_JOB_LIST)
+        if status:
+            try:
+                status = JobStatus(status)
+            except ValueError:
+                raise UserError(f"status {status!r}: choose one of "
+                                f"{', '.join(s.value for s in JobStatus)}") from None
+        with self.db.session() as s:
+            names = dict(s.execute(select(Study.study_id, Study.name)).all())
+            query = select(Job).where(Job.researcher == researcher)
+            if study:
+                ids = [i for i, n in names.items() if study in (i, n)]
+                if not ids:
+                    raise NotFound(f"no study '{study}'")
+                query = query.where(Job.study_id.in_(ids))
+            if status:
+                query = query.where(Job.status == status)
+            jobs = s.scalars(query.order_by(Job.created_ms.desc()).limit(limit)).all()
+            return [JobView(j.job_id, names.get(j.study_id, j.study_id), j.job_type,
+                            JobStatus(j.status),
+                            Phase(j.phase, j.phase_round or 0, j.phase_rounds or 0),
+                            j.error, [], j.created_ms, j.updated_ms,
+                            list(j.contributors or []), []) for j in jobs]
 
     def sealed_result(self, job_id: str, researcher: str) -> bytes:
         with self.db.session() as s:
