@@ -293,8 +293,11 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
         return
     if verified is not None:
         _print_provenance(verified)
-    console.print(f"rows: {res.rows}; contributors: "
-                  f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}")
+    headline = getattr(res, "headline", None)  # a type's own first line (train), else:
+    console.print(headline() if headline else
+                  f"rows: {res.rows}; contributors: "
+                  f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}",
+                  highlight=False)
     for name, text in res.meta.get("conventions", {}).items():
         console.print(f"{name.replace('_', ' ')}: {text}", highlight=False)
     for name, df in res.tables().items():
