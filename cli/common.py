@@ -32,6 +32,13 @@ def show(data: Any, as_json: bool, human: str | Callable[[], None]) -> None:
         console.print(human, highlight=False)
 
 
+def message_dict(message) -> dict:
+    """A protobuf message as the dict ``--json`` prints (field names as in the .proto)."""
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
 def default_superlink(coordinator: str, given: str | None) -> str | None:
     """The Flower SuperLink a new node's config names: ``given`` (``none``: no training),
     else the coordinator's host at the SuperLink's default port, which `coordinator init`
@@ -42,7 +49,8 @@ def default_superlink(coordinator: str, given: str | None) -> str | None:
     return f"{host}:{FLOWER_PORT}"
 
 
-def _init_identity(role: str, name: str, dir: Path, coordinator: str) -> None:
+def _init_identity(role: str, name: str, dir: Path, coordinator: str,
+                   as_json: bool = False) -> None:
     from coordinator.client import ClientConfig
     from scifed.pki import make_key_and_csr
 
@@ -54,9 +62,10 @@ def _init_identity(role: str, name: str, dir: Path, coordinator: str) -> None:
     ensure_seal_key(dir)  # results are sealed to it; it never leaves this directory
     write_config(dir / "client.yaml", ClientConfig(name=name, role=role,
                                                    coordinator=coordinator))
-    console.print(f"{role} [bold]{name}[/] key and CSR in {dir}\n"
-                  f"next: the operator runs `scifed ca sign {csr} --role {role}` and returns "
-                  f"{name}.crt and ca.crt into {dir}")
+    show({role: name, "dir": str(dir), "csr": str(csr), "coordinator": coordinator}, as_json,
+         f"{role} [bold]{name}[/] key and CSR in {dir}\n"
+         f"next: the operator runs `scifed ca sign {csr} --role {role}` and returns "
+         f"{name}.crt and ca.crt into {dir}")
 
 
 def _client(identity: Path):
