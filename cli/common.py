@@ -13,8 +13,6 @@ from scifed.config import FLOWER_PORT, write_config
 from scifed.console import console, print_json
 from scifed.errors import UserError
 
-__all__ = ["FLOWER_PORT"]
-
 CaDir = typer.Option(Path("ca"), "--ca-dir", envvar="SCIFED_CA_DIR", help="CA directory")
 IdentityOpt = typer.Option(Path("."), "--identity", "-i", envvar="SCIFED_IDENTITY",
                            help="Identity directory (client.yaml, key, certificate, ca.crt)")
