@@ -10,7 +10,7 @@ from jobs.base import NextRound, Pooled, Released
 from jobs.stats import compute, labels
 from jobs.stats.disclosure import round_to_k_rows, rounding_thresholds, withhold_rare_labels
 from jobs.stats.quantiles import QuantileSearch
-from jobs.stats.spec import StatsSpec
+from jobs.stats.spec import CONVENTIONS, StatsSpec
 from scifed.errors import UserError
 
 
@@ -124,6 +124,7 @@ def _revealed(pooled: Pooled) -> Released:
 
 def _done(result: dict, pooled: Pooled) -> Released:
     withhold_rare_labels(result, pooled.record)
+    result.setdefault("meta", {})["conventions"] = dict(CONVENTIONS)
     if pooled.dp:
         result["privacy"] = pooled.dp
     return Released(result)
