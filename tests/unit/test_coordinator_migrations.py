@@ -4,7 +4,9 @@ models never drift from the migrated schema without a revision."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +269,22 @@ def test_a_migration_that_breaks_a_foreign_key_on_sqlite_is_rolled_back(
         assert set(rows(database)) == set(ROWS)
     finally:
         database.close()
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_one_after_the_other(
+    url: str,
+) -> None:
+    """A coordinator and an operator command starting together on an empty database:
+    one migrates, the others wait for it and find the schema current."""
+    start = threading.Barrier(4)
+
+    def open_database(_: int) -> str | None:
+        start.wait()
+        database = Database(url)
+        try:
+            return revision(database)
+        finally:
+            database.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(open_database, range(4))) == [migrations.head()] * 4
