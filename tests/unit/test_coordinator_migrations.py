@@ -288,3 +288,29 @@ def test_processes_opening_a_new_database_at_once_migrate_it_one_after_the_other
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(open_database, range(4))) == [migrations.head()] * 4
+
+
+def test_a_migration_that_fails_midway_changes_nothing(url: str) -> None:
+    """DDL included: a revision that fails half done leaves the database as it was."""
+    stored = made_by(FIRST_STUDIES, url)
+    engine = sa.create_engine(url)
+    try:
+        before = sorted(sa.inspect(engine).get_table_names())
+        with pytest.raises(ValueError, match="half done"):
+            with migrations.migration_connection(engine) as connection:
+                with Operations.context(MigrationContext.configure(connection)):
+                    op.create_table("half", sa.Column("x", sa.Integer))
+                    op.add_column("jobs", sa.Column("priority", sa.Integer))
+                    op.execute("DELETE FROM job_tasks")
+                raise ValueError("half done")
+        inspector = sa.inspect(engine)
+        assert sorted(inspector.get_table_names()) == before
+        assert "priority" not in {c["name"] for c in inspector.get_columns("jobs")}
+    finally:
+        engine.dispose()
+    database = Database(url)
+    try:
+        after = rows(database)
+        assert all({k: after[t][k] for k in row} == row for t, row in stored.items())
+    finally:
+        database.close()
