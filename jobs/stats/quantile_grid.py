@@ -46,11 +46,13 @@ def value(k: int) -> float:
 
 TOP = key(math.inf)  # C(+inf) = N
 BOTTOM = key(-math.inf) - 1  # below every value, C = 0; never sent as a threshold
-_DECADES = range(-6, 16)
-# first-round grids, finest first: (mantissas, exponents), beside the decades −6…15
-_NINE = (1, 2, 3, 4, 5, 6, 7, 8, 9)
-_FIRST = ((_NINE, range(-6, 16)), (_NINE, range(-3, 10)), ((1, 2, 5), range(-6, 16)),
-          ((1, 2, 5), range(-3, 10)), ((1, 2, 5), range(0, 7)), ((1,), range(-6, 16)))
+_NINE, _125, _ONE = (1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1,)
+_WIDE, _USUAL = range(-6, 16), range(-3, 10)
+# first-round grids, finest first: (mantissas, exponents, the float below each point too,
+# the decades 10^−6…10^15 beside them)
+_FIRST = ((_NINE, _WIDE, True, False), (_NINE, _USUAL, True, True), (_125, _WIDE, True, False),
+          (_125, _USUAL, True, True), (_ONE, _WIDE, True, False), (_ONE, _USUAL, True, False),
+          (_ONE, _USUAL, False, False), (_ONE, range(0, 7), False, False))
 _STEPS = (1, 2, 5)  # the decimal steps of an exact release's grid, times 10^e
 
 
@@ -65,12 +67,13 @@ def pinned_grid(points: list[float]) -> list[float]:
 
 def first_round(budget: int) -> list[float]:
     """Thresholds of a column's first round (nothing known but N): the finest signed
-    m·10^e grid that fits ``budget`` (with the float below each point) beside the
-    decades 10^−6…10^15, 0, and +inf (whose count checks N)."""
-    decades = [s * 10.0 ** e for e in _DECADES for s in (1, -1)]
-    for mantissas, exponents in _FIRST:
+    m·10^e grid that fits ``budget`` (with the float below each point where it fits),
+    0, and +inf (whose count checks N)."""
+    for mantissas, exponents, pin, decades in _FIRST:
         points = [s * m * 10.0 ** e for e in exponents for m in mantissas for s in (1, -1)]
-        grid = sorted({*pinned_grid([0.0, *decades, *points]), math.inf})
+        if decades:
+            points += [s * 10.0 ** e for e in _WIDE for s in (1, -1)]
+        grid = sorted({*(pinned_grid([0.0, *points]) if pin else [0.0, *points]), math.inf})
         if len(grid) <= budget:
             return grid
     return [*key_splits(BOTTOM, TOP, budget - 1), math.inf]
