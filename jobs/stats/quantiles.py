@@ -8,6 +8,7 @@ list of thresholds (one vector, summed under encryption), and the release node k
 every pooled count it has learnt. They bracket each wanted order statistic in (lo, hi].
 
 Each round asks a grid of up to :data:`jobs.limits.MAX_ROUND_THRESHOLDS` thresholds
+per column, shared by its probabilities, and :data:`jobs.limits.MAX_TOTAL_ROUND_THRESHOLDS`
 over all columns (`quantile_grid.py` chooses them): a k-ary search, so a bracket shrinks
 by a factor of hundreds per round, not two. For an exact release (k ≤ 1) a quantile is
 done when its order statistics are pinned (lo and hi adjacent floats, x_(r) = hi). For a
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from jobs.base import Table
-from jobs.limits import MAX_ROUND_THRESHOLDS
+from jobs.limits import MAX_ROUND_THRESHOLDS, MAX_TOTAL_ROUND_THRESHOLDS
 from jobs.stats import quantile_grid as grid
 from jobs.stats.compute import pooled_count
 from jobs.stats.disclosure import quantile_margin, rounding_thresholds
@@ -50,7 +51,8 @@ class QuantileSearch:
     far, sorted, between the sentinels BOTTOM (0) and TOP (+inf, N). ``asked``: the keys
     of this round's thresholds. ``guide``: per column, a released (mean, sd) to aim the
     first grid with. ``refused`` gives the reason for each column whose quantiles are
-    withheld."""
+    withheld. ``budget``, ``total``: thresholds per column and over all columns a round
+    may ask (at most the limits)."""
 
     k: int
     n: dict[str, int]
@@ -61,17 +63,21 @@ class QuantileSearch:
     refused: dict[str, str] = field(default_factory=dict)
     rounds: int = 0
     budget: int = MAX_ROUND_THRESHOLDS
+    total: int = MAX_TOTAL_ROUND_THRESHOLDS
 
     @classmethod
     def start(cls, spec: StatsSpec, pooled_n: dict[str, int], *, k: int,
               guide: dict[str, tuple[float, float]] | None = None,
-              budget: int = MAX_ROUND_THRESHOLDS) -> QuantileSearch:
+              budget: int = MAX_ROUND_THRESHOLDS,
+              total: int = MAX_TOTAL_ROUND_THRESHOLDS) -> QuantileSearch:
         """Plan the search; a column with pooled N < 2k (k > 1) gets no quantiles, and a
         probability outside [k/N, 1 − k/N] none either, since extreme quantiles would
         come too close to single records. ``guide``: (mean, sd) of columns whose moments
         the job released (they only aim the grid; results never depend on them)."""
-        if not 1 <= budget <= MAX_ROUND_THRESHOLDS:
-            raise ValueError(f"a round may ask 1 to {MAX_ROUND_THRESHOLDS} thresholds")
+        if not (1 <= budget <= MAX_ROUND_THRESHOLDS
+                and 1 <= total <= MAX_TOTAL_ROUND_THRESHOLDS):
+            raise ValueError(f"a round may ask 1 to {MAX_ROUND_THRESHOLDS} thresholds per "
+                             f"column, {MAX_TOTAL_ROUND_THRESHOLDS} in all")
         need = 2 * k if k > 1 else 1
         n: dict[str, int] = {}
         probs: dict[str, list[float]] = {}
@@ -79,22 +85,22 @@ class QuantileSearch:
         for col, ps in spec.quantiles.items():
             if col not in pooled_n:
                 raise ValueError(f"no pooled count for quantile column {col!r}")
-            total = pooled_n[col]
-            if total < need:
-                refused[col] = (f"too few values for a quantile at k={k}" if total
+            held = pooled_n[col]
+            if held < need:
+                refused[col] = (f"too few values for a quantile at k={k}" if held
                                 else "no values")
                 continue
-            kept = [p for p in ps if quantile_margin(p, total, k)]
+            kept = [p for p in ps if quantile_margin(p, held, k)]
             if len(kept) < len(ps):  # name the probabilities asked, never a count
                 refused[col] = (f"probabilities too close to 0 or 1 for k={k} are not "
                                 "answered: " + ", ".join(str(p) for p in ps if p not in kept))
             if not kept:
                 continue
-            n[col], probs[col] = total, kept
+            n[col], probs[col] = held, kept
         aims = {c: [float(m), float(sd)] for c, (m, sd) in (guide or {}).items()
                 if c in n and math.isfinite(m) and math.isfinite(sd) and sd > 0}
         search = cls(k, n, probs, {c: [[grid.BOTTOM, 0], [grid.TOP, n[c]]] for c in n},
-                     guide=aims, refused=refused, budget=budget)
+                     guide=aims, refused=refused, budget=budget, total=total)
         search.asked = search._plan()
         return search
 
@@ -150,9 +156,9 @@ class QuantileSearch:
         pending = {c: ps for c, ps in pending.items() if ps}
         if not pending:
             return {}
-        share = max(1, self.budget // len(pending))
+        share = max(1, min(self.budget, self.total // len(pending)))
         plan = {}
-        for col in sorted(pending)[: self.budget]:
+        for col in sorted(pending)[: self.total]:
             keys = self._column_plan(col, pending[col], share)
             if keys:
                 plan[col] = keys
@@ -288,7 +294,8 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 def check_round(spec: StatsSpec, query: dict) -> dict[str, list[float]]:
     """A node's check of a counting round before it reads data: only the job's quantile
-    columns, numbers, and at most :data:`MAX_ROUND_THRESHOLDS` thresholds in all."""
+    columns, numbers, at most :data:`MAX_ROUND_THRESHOLDS` thresholds per column and
+    :data:`MAX_TOTAL_ROUND_THRESHOLDS` in all."""
     asked = query.get("thresholds")
     if not isinstance(asked, dict) or not all(
             isinstance(ts, list) and all(isinstance(t, int | float) and not isinstance(t, bool)
@@ -300,10 +307,16 @@ def check_round(spec: StatsSpec, query: dict) -> dict[str, list[float]]:
         raise UserError(f"stats.quantiles: a counting round asks for column(s) "
                         f"{', '.join(map(repr, foreign))}, which the job does not ask "
                         "quantiles of")
+    for col, ts in sorted(asked.items()):
+        if len(ts) > MAX_ROUND_THRESHOLDS:
+            raise UserError(f"stats.quantiles.{col}: a counting round asks {len(ts)} "
+                            f"thresholds of one column; at most {MAX_ROUND_THRESHOLDS} "
+                            "(MAX_ROUND_THRESHOLDS)")
     total = sum(len(ts) for ts in asked.values())
-    if total > MAX_ROUND_THRESHOLDS:
+    if total > MAX_TOTAL_ROUND_THRESHOLDS:
         raise UserError(f"stats.quantiles: a counting round asks {total} thresholds; at "
-                        f"most {MAX_ROUND_THRESHOLDS} per round (MAX_ROUND_THRESHOLDS)")
+                        f"most {MAX_TOTAL_ROUND_THRESHOLDS} over all columns "
+                        "(MAX_TOTAL_ROUND_THRESHOLDS)")
     return asked
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import quantile_search_v1 as v1
 from jobs.base import Limits
-from jobs.limits import MAX_ROUND_THRESHOLDS
+from jobs.limits import MAX_ROUND_THRESHOLDS, MAX_TOTAL_ROUND_THRESHOLDS
 from jobs.stats import StatsJob
 from jobs.stats import quantile_grid as grid
 from jobs.stats.disclosure import quantile_margin, round_to_k_rows, rounding_thresholds
@@ -59,7 +59,8 @@ def federate(paths: list[Path], spec: StatsSpec, df: pd.DataFrame, *, k: int,
                                   k=k, guide=aims, budget=budget)
     while not search.done:
         asked = search.thresholds()
-        assert 0 < sum(len(ts) for ts in asked.values()) <= budget
+        assert 0 < max(len(ts) for ts in asked.values()) <= budget
+        assert sum(len(ts) for ts in asked.values()) <= MAX_TOTAL_ROUND_THRESHOLDS
         pooled = {c: np.sum([count_le(f, c, ts) for f in files], axis=0).tolist()
                   for c, ts in asked.items()}
         search = QuantileSearch.from_json(search.to_json())  # travels sealed between rounds
@@ -159,8 +160,8 @@ def test_a_median_with_released_moments_takes_one_round(datasets):
 
 
 def test_a_small_budget_still_finishes_exactly(datasets):
-    """Many quantile columns share one round's thresholds; with few per column (here 25)
-    the search takes more rounds but stays exact and within the budget every round."""
+    """With few thresholds per column (here 25) the search takes more rounds but stays
+    exact and within the budget every round."""
     paths, df = datasets["penguins"]
     spec = StatsSpec(quantiles={c: [0.25, 0.5] for c in df.columns})
     assert federate(paths, spec, df, k=1, budget=25).rounds <= 20
@@ -198,27 +199,39 @@ def test_the_rule_is_decided_from_bounds_only_when_they_settle_it():
     assert math.isnan(value) and step == math.inf
 
 
-def test_a_round_asking_more_than_the_limit_is_refused(datasets):
-    """A node refuses a counting round beyond MAX_ROUND_THRESHOLDS (over all columns),
-    or for a column the job asks no quantile of, before reading data."""
-    paths, _ = datasets["penguins"]
-    spec = StatsSpec(quantiles={"body_mass_g": [0.5], "bill_length_mm": [0.5]})
-    table = DataFile(paths[1])
+def test_a_round_asking_more_than_the_limits_is_refused(tmp_path):
+    """A node refuses a counting round beyond MAX_ROUND_THRESHOLDS for one column or
+    MAX_TOTAL_ROUND_THRESHOLDS over all, or for a column the job asks no quantile of,
+    before reading data; the search itself never plans such a round."""
+    columns = [f"c{i}" for i in range(9)]
+    path = tmp_path / "wide.csv"
+    pd.DataFrame({c: np.arange(10.0) for c in [*columns, "other"]}).to_csv(path, index=False)
+    spec = StatsSpec(quantiles={c: [0.5] for c in columns})
+    table = DataFile(path)
     job, limits = StatsJob(), Limits(node="dream", k=1, record={})
-    half = MAX_ROUND_THRESHOLDS // 2
-    within = {"thresholds": {"body_mass_g": [4000.0] * half,
-                             "bill_length_mm": [40.0] * half}}
-    assert job.round(spec, table, within, limits).shape == (MAX_ROUND_THRESHOLDS,)
-    over = {"thresholds": {"body_mass_g": [4000.0] * half,
-                           "bill_length_mm": [40.0] * (half + 1)}}
-    with pytest.raises(UserError, match=f"asks {MAX_ROUND_THRESHOLDS + 1} thresholds; at "
-                                        f"most {MAX_ROUND_THRESHOLDS} per round"):
+    per = MAX_TOTAL_ROUND_THRESHOLDS // len(columns)
+    within = {"thresholds": {c: [float(i) for i in range(per)] for c in columns}}
+    counts = job.round(spec, table, within, limits)
+    assert counts.shape == (per * len(columns),) and counts[:11].tolist() == [*range(1, 11), 10]
+    one = {"thresholds": {"c0": [4.0] * (MAX_ROUND_THRESHOLDS + 1)}}
+    with pytest.raises(UserError, match=f"stats.quantiles.c0: a counting round asks "
+                                        f"{MAX_ROUND_THRESHOLDS + 1} thresholds of one column; "
+                                        f"at most {MAX_ROUND_THRESHOLDS}"):
+        job.round(spec, table, one, limits)
+    over = {"thresholds": {c: [4.0] * MAX_ROUND_THRESHOLDS for c in columns}}
+    with pytest.raises(UserError, match=f"asks {MAX_ROUND_THRESHOLDS * len(columns)} "
+                                        f"thresholds; at most {MAX_TOTAL_ROUND_THRESHOLDS} "
+                                        "over all columns"):
         job.round(spec, table, over, limits)
-    with pytest.raises(UserError, match="'flipper_length_mm', which the job does not ask"):
-        job.round(spec, table, {"thresholds": {"flipper_length_mm": [200.0]}}, limits)
+    with pytest.raises(UserError, match="'other', which the job does not ask"):
+        job.round(spec, table, {"thresholds": {"other": [2.0]}}, limits)
     with pytest.raises(UserError, match="numeric thresholds"):
-        job.round(spec, table, {"thresholds": {"body_mass_g": ["4000"]}}, limits)
+        job.round(spec, table, {"thresholds": {"c0": ["4"]}}, limits)
     table.close()
+    search = QuantileSearch.start(spec, {c: 10 for c in columns}, k=1)
+    asked = search.thresholds()
+    assert max(map(len, asked.values())) <= MAX_ROUND_THRESHOLDS
+    assert sum(map(len, asked.values())) <= MAX_TOTAL_ROUND_THRESHOLDS
 
 
 def test_search_state_rejects_counts_that_contradict_an_earlier_round(datasets):
