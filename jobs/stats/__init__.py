@@ -4,8 +4,9 @@ rounds for quantiles).
 
 Files: ``spec`` (the ``stats:`` section), ``compute`` (the vector layout, a node's
 contribution with its local disclosure control, the release decode), ``dp`` (OpenDP
-noise per block), ``quantiles`` (the exact search), ``release`` (the release node's
-rounds), ``view`` (the researcher's tables and plots).
+noise per block), ``quantiles`` (the exact search), ``quantile_grid`` (the thresholds
+each of its rounds asks), ``release`` (the release node's rounds), ``view`` (the
+researcher's tables and plots).
 """
 
 from __future__ import annotations
