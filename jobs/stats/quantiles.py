@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -105,9 +105,15 @@ class QuantileSearch:
         return search
 
     # -- what is known ---------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self._tables: dict[str, tuple[list[int], list[int]]] = {}  # not state: a cache
+
     def _table(self, col: str) -> tuple[list[int], list[int]]:
-        keys, counts = zip(*self.known[col], strict=True)
-        return list(keys), list(counts)
+        """(keys, counts) known for ``col``, as two sorted lists."""
+        if col not in self._tables:
+            keys, counts = zip(*self.known[col], strict=True)
+            self._tables[col] = list(keys), list(counts)
+        return self._tables[col]
 
     def _bracket(self, col: str, rank: int) -> tuple[int, int]:
         """(lo, hi) keys with C(lo) ≤ rank < C(hi), the tightest known."""
@@ -238,6 +244,7 @@ class QuantileSearch:
                 raise ValueError(f"corrupted aggregate: counts of {col!r} are not cumulative")
             learnt[col] = [list(kc) for kc in merged]
         self.known.update(learnt)  # all columns or none
+        self._tables.clear()
         self.rounds += 1
         self.asked = self._plan()
 
@@ -267,7 +274,7 @@ class QuantileSearch:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def from_json(cls, text: str) -> QuantileSearch:
