@@ -38,7 +38,7 @@ def test_release_loop_runs_quantile_rounds_and_equals_pandas(fed, penguins):
     seen = tasks(fed, view.job_id)
     rounds = res["quantile_rounds"]
     # vocabulary, budget reservation, compute, the self-mask reveals once the set is final,
-    # then `rounds` counting rounds at every node (the quantile search and its rounding);
+    # then `rounds` counting rounds at every node (the quantile search on its grids);
     # the release at one node
     assert {p for _, p in seen} == {"vocabulary", "reserve", "compute", "unmask", "release",
                                     *(f"round {r}" for r in range(1, rounds + 1))}
