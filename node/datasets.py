@@ -11,17 +11,58 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.audit import AuditLog
+from node.constraints import check_constraints
 from node.profiling import check_file, profile_file
 from node.store import DatasetRow, NodeStore
-from scifed.errors import NotFound, UserError, excerpt
-from scifed.record import CatalogRecord, build_record, load_metadata, published_form
+from scifed.errors import NotFound, UserError, excerpt, join_problems
+from scifed.record import (
+    CatalogRecord,
+    ConstraintViolation,
+    build_record,
+    load_metadata,
+    published_form,
+)
 
 
 def _change(record: CatalogRecord, path: str) -> dict:
-    """What the audit log keeps of a dataset change: identity, grade and checksum."""
-    return {"path": path, "sha256": record.distributions[0].sha256,
-            "grade": record.security_grade, "category": record.sharing_category,
-            "version": record.version}
+    """What the audit log keeps of a dataset change: identity, grade, checksum, and the
+    constraint violations an officer registered it with."""
+    change = {"path": path, "sha256": record.distributions[0].sha256,
+              "grade": record.security_grade, "category": record.sharing_category,
+              "version": record.version}
+    if record.constraint_violations:
+        change["constraint_violations"] = [v.model_dump() for v in
+                                           record.constraint_violations]
+    return change
+
+
+def _checked_against_dictionary(record: CatalogRecord, path: Path, meta_name: str,
+                                accept_violations: bool) -> CatalogRecord:
+    """The record, once its data keeps the column dictionary's constraints.
+
+    Rows breaking them refuse the registration in one error naming each column, the
+    constraint and how many rows break it (never a value), unless the officer accepts
+    them: then the counts are kept in the record (and audited), for the catalog and the
+    scorecard to show. A dictionary that cannot apply to the data (a bound that is not
+    a number for a numeric column) is refused either way."""
+    check = check_constraints(path, record.fields)
+    if check.problems:
+        lines = join_problems(check.problems, indent="  ")
+        raise UserError(f"{excerpt(meta_name, 100)}: the column dictionary does not fit the "
+                        f"data:\n{lines}")
+    if not check.violations:
+        return record
+    if not accept_violations:
+        noun = "constraint" if len(check.violations) == 1 else "constraints"
+        lines = join_problems([v.describe() for v in check.violations], indent="  ")
+        raise UserError(
+            f"{excerpt(path.name, 100)} breaks {len(check.violations)} {noun} of its column "
+            f"dictionary ({excerpt(meta_name, 100)}):\n{lines}\nfix the data or the "
+            "metadata, or register it anyway with --accept-violations (the counts are "
+            "recorded)")
+    violations = [ConstraintViolation(column=v.column, constraint=v.constraint, rows=v.rows,
+                                      of=v.of) for v in check.violations]
+    return record.model_copy(update={"constraint_violations": violations})
 
 
 def slugify(name: str) -> str:
@@ -60,23 +101,25 @@ class DatasetRegistry:
             raise UserError(f"{name}: no such file in the node's data directory")
         return full
 
-    def _build(self, path: Path, meta_yaml: str, meta_name: str, slug: str) -> CatalogRecord:
+    def _build(self, path: Path, meta_yaml: str, meta_name: str, slug: str,
+               accept_violations: bool) -> CatalogRecord:
         # The registration limits first, from the file's size and header alone: a file
         # too wide or too large is refused before anything reads it whole.
         check_file(path)
         meta = load_metadata(meta_yaml, meta_name)
         profile = profile_file(path)
-        return build_record(meta, profile, node_id=self.node_name,
-                            platform_id=self.platform, slug=slug)
+        record = build_record(meta, profile, node_id=self.node_name,
+                              platform_id=self.platform, slug=slug)
+        return _checked_against_dictionary(record, path, meta_name, accept_violations)
 
     def add(self, path: str, meta_yaml: str, meta_name: str, slug: str = "",
-            actor: str = "officer") -> DatasetRow:
+            actor: str = "officer", accept_violations: bool = False) -> DatasetRow:
         full = self.resolve_path(path)
         slug = slugify(slug or full.stem)
         if self.store.get_dataset(slug):
             raise UserError(f"dataset '{excerpt(slug, 100)}' is already registered; use "
                             "`scifed node dataset update` or choose another --id")
-        record = self._build(full, meta_yaml, meta_name, slug)
+        record = self._build(full, meta_yaml, meta_name, slug, accept_violations)
         rel = str(full.relative_to(self.data_dir))
         with self.store.tx() as con:
             self.store.insert_dataset(con, record.id, slug, rel, record.model_dump(mode="json"),
@@ -86,14 +129,15 @@ class DatasetRegistry:
         return self.get(record.id)
 
     def update(self, key: str, meta_yaml: str = "", meta_name: str = "",
-               refresh_data: bool = False, actor: str = "officer") -> DatasetRow:
+               refresh_data: bool = False, actor: str = "officer",
+               accept_violations: bool = False) -> DatasetRow:
         row = self.get(key)
         full = self.resolve_path(row.path)
         if not meta_yaml and not refresh_data:
             raise UserError("nothing to update: give --meta FILE and/or --refresh-data")
         text = meta_yaml or row.meta_yaml
         name = meta_name if meta_yaml else f"stored metadata of {row.slug}"
-        record = self._build(full, text, name, row.slug)
+        record = self._build(full, text, name, row.slug, accept_violations)
         if not refresh_data:
             # The officer changed only the description: the file must still be the one
             # that was registered, else the record would describe other data.

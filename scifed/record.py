@@ -521,6 +521,9 @@ class FieldMeta(_ColumnDescription):
     """A `fields:` entry of the metadata YAML."""
 
     description: Text
+    # The type the officer expects; registration refuses data whose column reads as
+    # another (an integer column satisfies number). The record keeps the measured type.
+    type: TableSchemaType | None = None
 
 
 class Field(_ColumnDescription):
@@ -535,6 +538,17 @@ class Field(_ColumnDescription):
     max: float | str | None = None
     mean: float | None = None
     std: float | None = None
+
+
+class ConstraintViolation(_Model):
+    """Rows of the data breaking a constraint of the column dictionary, found when the
+    dataset was registered anyway (``--accept-violations``). Counts only, never values."""
+
+    column: Text
+    constraint: Literal["required", "enum", "minimum", "maximum", "pattern", "unique"]
+    # None in a record published above G1, where a count is an unchecked aggregate.
+    rows: NonNegativeInt | None = None
+    of: NonNegativeInt | None = None
 
 
 class Distribution(_Model):
@@ -754,6 +768,7 @@ class CatalogRecord(DatasetDescription):
     schema_hash: Sha256
     stub: bool = False
     quality: dict[str, Any] | None = None
+    constraint_violations: list[ConstraintViolation] = []
 
     @classmethod
     def _rules(cls, parts: Mapping[str, Any]) -> Problems:
@@ -976,7 +991,7 @@ def _finite(value: float | str | None) -> float | str | None:
 
 
 def _field(column: ColumnStats, entry: FieldMeta | None, is_target: bool) -> Field:
-    described = entry.model_dump(exclude_none=True) if entry is not None else {}
+    described = entry.model_dump(exclude_none=True, exclude={"type"}) if entry else {}
     described["role"] = described.get("role") or ("target" if is_target else "feature")
     return Field(
         name=column.name,
@@ -1009,6 +1024,14 @@ def build_record(
     ]
     problems += [f"targets: {excerpt_repr(name, 60)} is not a column of the data"
                  for name in meta.targets if name not in known]
+    measured = {column.name: column.type for column in profile.columns}
+    problems += [
+        f"fields.{excerpt(name, 60)}.type: declared {entry.type}, but the data's column reads "
+        f"as {measured[name]}"
+        for name, entry in meta.fields.items()
+        if name in measured and entry.type is not None and entry.type != measured[name]
+        and not (entry.type == "number" and measured[name] == "integer")
+    ]
     if meta.splits is not None and meta.splits.field is not None and meta.splits.field not in known:
         problems.append(f"splits.field: {excerpt_repr(meta.splits.field, 60)} is not a column "
                         "of the data")
@@ -1053,7 +1076,7 @@ def published_form(record: CatalogRecord) -> dict[str, Any] | None:
     if mode == "stub":
         return {**record.model_dump(mode="json", include=set(STUB_KEYS)), "stub": True}
     if mode == "coarse":
-        return record.model_dump(mode="json", exclude={"fields"})
+        return record.model_dump(mode="json", exclude={"fields", "constraint_violations"})
     form = record.model_dump(mode="json")
     if grade_rank(record.security_grade) >= grade_rank(STATS_PUBLIC_UP_TO) + 1:
         # Column extremes are single records' values and moments are unchecked
@@ -1061,4 +1084,7 @@ def published_form(record: CatalogRecord) -> dict[str, Any] | None:
         for column in form["fields"]:
             for key in COLUMN_STATS:
                 column[key] = None
+        # So are the row counts of violations: which constraint a column breaks, no more.
+        for violation in form["constraint_violations"]:
+            violation["rows"] = violation["of"] = None
     return form
