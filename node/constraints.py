@@ -7,7 +7,9 @@ column's declared missing-value codes read as missing, so memory does not grow w
 file. Only counts come out, never a value: the counts are what an officer may be shown
 whatever the dataset's grade.
 
-Table Schema semantics (governance §1.5): ``required`` counts missing cells; ``enum``,
+Table Schema semantics (governance §1.5.1): ``type`` counts present cells that are not
+of the record's type (which the node measured at registration, so only a file read
+differently since breaks it); ``required`` counts missing cells; ``enum``,
 ``minimum``, ``maximum``, ``pattern`` (a whole-value Python regex over the value's text,
 as frictionless matches it) and ``unique`` (each repeat after the first) count present
 cells that break them.
@@ -25,14 +27,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from node.data import DataFile
+from node.profiling import schema_type
 from scifed.errors import excerpt, excerpt_repr
 from scifed.filters import quote_identifier
-from scifed.record import NUMERIC_TYPES, Field
+from scifed.record import NUMERIC_TYPES, Constraints, Field
 
-CONSTRAINTS = ("required", "enum", "minimum", "maximum", "pattern", "unique")
 _TEMPORAL = {"date": dt.date.fromisoformat, "datetime": dt.datetime.fromisoformat,
              "time": dt.time.fromisoformat}
-_SQL_TYPES = {"date": "DATE", "datetime": "TIMESTAMP", "time": "TIME"}
+_SQL_TYPES = {"date": "DATE", "datetime": "TIMESTAMP", "time": "TIME", "integer": "BIGINT",
+              "number": "DOUBLE", "boolean": "BOOLEAN", "string": "VARCHAR"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class ConstraintCheck:
     problems: list[str] = field(default_factory=list)
 
 
-def _bound(f: Field, key: str, value: float | str) -> object | None:
+def _bound(f: Field, value: float | str) -> object | None:
     """The bound as the column's type, or None when it cannot be one (a problem)."""
     if f.type in NUMERIC_TYPES:
         try:
@@ -127,11 +130,21 @@ def check_constraints(path: Path, fields: Sequence[Field]) -> ConstraintCheck:
             v = f"v{i}"
             aggregates.append(f"count({v})")
             c = f.constraints
-            if c is None:
-                continue
-            where = f"fields.{excerpt(f.name, 60)}.constraints"
             # (constraint, SQL true where a present value breaks it, parameters)
             breaks: list[tuple[str, str, list]] = []
+            reads_as = schema_type(data.types[f.name])
+            if reads_as != f.type and not (f.type == "number" and reads_as == "integer"):
+                target = _SQL_TYPES.get(f.type, "VARCHAR")
+                typed_v = f"TRY_CAST({v} AS {target})"
+                if f.type == "integer":  # 1.5 would round; it is not an integer
+                    typed_v = f"TRY_CAST({v} AS DOUBLE)"
+                    test = f"{typed_v} IS NULL OR {typed_v} <> round({typed_v})"
+                else:
+                    test = f"{typed_v} IS NULL"
+                breaks.append(("type", test, []))
+            if c is None:
+                c = Constraints()
+            where = f"fields.{excerpt(f.name, 60)}.constraints"
             if c.required:
                 aggregates.append(f"count(*) FILTER (WHERE {v} IS NULL)")
                 checks.append((f, "required"))
@@ -157,7 +170,7 @@ def check_constraints(path: Path, fields: Sequence[Field]) -> ConstraintCheck:
                 bound = getattr(c, key)
                 if bound is None:
                     continue
-                typed = _bound(f, key, bound)
+                typed = _bound(f, bound)
                 if typed is None:
                     out.problems.append(
                         f"{where}.{key}: {excerpt_repr(bound, 60)} is not a bound for a "
@@ -192,9 +205,6 @@ def check_constraints(path: Path, fields: Sequence[Field]) -> ConstraintCheck:
     by_column: dict[str, int] = {}
     for f in present:
         by_column[f.name] = next(counts)
-        c = f.constraints
-        if c is None:
-            continue
         mine = [k for g, k in checks if g is f]
         for key in mine:
             broken = next(counts)

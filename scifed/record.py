@@ -545,7 +545,7 @@ class ConstraintViolation(_Model):
     dataset was registered anyway (``--accept-violations``). Counts only, never values."""
 
     column: Text
-    constraint: Literal["required", "enum", "minimum", "maximum", "pattern", "unique"]
+    constraint: Literal["type", "required", "enum", "minimum", "maximum", "pattern", "unique"]
     # None in a record published above G1, where a count is an unchecked aggregate.
     rows: NonNegativeInt | None = None
     of: NonNegativeInt | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from scifed import grading
 from scifed.errors import UserError
 from scifed.record import (
     CatalogRecord,
+    FieldMeta,
+    MetadataInput,
     build_record,
     load_metadata,
     published_form,
@@ -318,3 +321,28 @@ def test_every_problem_is_reported_in_one_pass(penguins_meta):
         "fields.species.role: is feature, but the column is listed in targets",
     }
     assert message.splitlines()[0] == f"bad.yaml: {len(lines)} problems"
+
+
+def _readme_list(label: str) -> list[str]:
+    """The backquoted names of the README's list item that starts with ``label``
+    (up to its first parenthesis or colon after the label: the names in between are
+    its fields; nested mentions such as the constraints' keys are left out)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"^- {re.escape(label)}(.*?)(?=^- |^$)", readme, re.M | re.S)
+    assert match, f"README.md has no list item starting with {label!r}"
+    text = re.sub(r"\([^)]*\)", "", match.group(1).replace("\n", " "))
+    return re.findall(r"`([a-z_]+)`", text)
+
+
+def test_the_readme_lists_exactly_the_models_fields():
+    """The README's field lists against the record model: required, optional, column."""
+    fields = MetadataInput.model_fields
+    assert _readme_list("Required fields:") == [n for n, f in fields.items() if f.is_required()]
+    assert _readme_list("Optional fields") == [n for n, f in fields.items()
+                                              if not f.is_required()]
+    column = FieldMeta.model_fields
+    listed = _readme_list("Column fields")
+    required = [n for n, f in column.items() if f.is_required()]
+    assert listed[:len(required)] == required
+    assert sorted(listed[len(required):]) == sorted(n for n, f in column.items()
+                                                    if not f.is_required())

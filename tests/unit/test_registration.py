@@ -128,3 +128,21 @@ def test_a_bound_that_cannot_apply_to_the_column_is_a_metadata_problem(registry,
     meta["fields"]["Horsepower"]["constraints"] = {"minimum": "lots"}
     message = refused(registry, vega.cars(), meta, "cars")
     assert "fields.Horsepower.constraints.minimum: 'lots' is not a bound" in message
+
+
+def test_the_scorecard_counts_with_the_same_check(registry, penguins, penguins_meta):
+    """Q2a and registration are one check: a file read differently since registration
+    (years with a fraction) breaks the record's type, counted as registration counts."""
+    from node.constraints import check_constraints
+    from node.scorecard.data import _validity
+
+    record = add(registry, penguins, penguins_meta, "penguins")
+    changed = penguins.astype({"year": float})
+    changed.loc[[0, 5, 9], "year"] = 2007.5
+    path = registry.data_dir / "changed.csv"
+    changed.to_csv(path, index=False)
+    check = check_constraints(path, record.fields)
+    assert [(v.column, v.constraint, v.rows) for v in check.violations] == [("year", "type", 3)]
+    q2a = _validity(path, record)
+    assert q2a.value == pytest.approx(1 - 3 / int(penguins.notna().to_numpy().sum()))
+    assert q2a.detail.endswith(": year 3")
