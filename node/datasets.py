@@ -11,16 +11,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.audit import AuditLog
-from node.constraints import check_constraints
+from node.constraints import Violation, check_constraints
 from node.profiling import check_file, profile_file
 from node.store import DatasetRow, NodeStore
 from scifed.errors import NotFound, UserError, excerpt, join_problems
+from scifed.limits import MAX_MESSAGE_CHARS
 from scifed.record import (
     CatalogRecord,
     ConstraintViolation,
     build_record,
-    load_metadata,
+    check_metadata,
+    data_problems,
+    problem_report,
     published_form,
+    record_fields,
 )
 
 
@@ -36,33 +40,23 @@ def _change(record: CatalogRecord, path: str) -> dict:
     return change
 
 
-def _checked_against_dictionary(record: CatalogRecord, path: Path, meta_name: str,
-                                accept_violations: bool) -> CatalogRecord:
-    """The record, once its data keeps the column dictionary's constraints.
-
-    Rows breaking them refuse the registration in one error naming each column, the
-    constraint and how many rows break it (never a value), unless the officer accepts
-    them: then the counts are kept in the record (and audited), for the catalog and the
-    scorecard to show. A dictionary that cannot apply to the data (a bound that is not
-    a number for a numeric column) is refused either way."""
-    check = check_constraints(path, record.fields)
-    if check.problems:
-        lines = join_problems(check.problems, indent="  ")
-        raise UserError(f"{excerpt(meta_name, 100)}: the column dictionary does not fit the "
-                        f"data:\n{lines}")
-    if not check.violations:
-        return record
-    if not accept_violations:
-        noun = "constraint" if len(check.violations) == 1 else "constraints"
-        lines = join_problems([v.describe() for v in check.violations], indent="  ")
-        raise UserError(
-            f"{excerpt(path.name, 100)} breaks {len(check.violations)} {noun} of its column "
+def _refusal(meta_name: str, path: Path, problems: list[str],
+             violations: list[Violation]) -> str:
+    """One message for everything wrong with a registration: the metadata's problems
+    (its own and what the data contradicts), then the rows breaking the dictionary."""
+    parts = []
+    if problems:
+        parts.append(problem_report(meta_name, problems, MAX_MESSAGE_CHARS // 2))
+    if violations:
+        noun = "constraint" if len(violations) == 1 else "constraints"
+        lines = join_problems([v.describe() for v in violations], MAX_MESSAGE_CHARS // 2,
+                              indent="  ")
+        parts.append(
+            f"{excerpt(path.name, 100)} breaks {len(violations)} {noun} of its column "
             f"dictionary ({excerpt(meta_name, 100)}):\n{lines}\nfix the data or the "
             "metadata, or register it anyway with --accept-violations (the counts are "
             "recorded)")
-    violations = [ConstraintViolation(column=v.column, constraint=v.constraint, rows=v.rows,
-                                      of=v.of) for v in check.violations]
-    return record.model_copy(update={"constraint_violations": violations})
+    return "\n".join(parts)
 
 
 def slugify(name: str) -> str:
@@ -103,14 +97,34 @@ class DatasetRegistry:
 
     def _build(self, path: Path, meta_yaml: str, meta_name: str, slug: str,
                accept_violations: bool) -> CatalogRecord:
+        """The catalog record, once the metadata, what it says about the file and the
+        column dictionary's constraints all hold; every problem of the three in one
+        UserError.
+
+        Rows breaking the dictionary refuse the registration (each column, constraint
+        and row count is named, never a value) unless the officer accepts them: then the
+        counts are kept in the record (and audited), for the catalog and the scorecard
+        to show. A dictionary that cannot apply to its data (a bound that is not a number
+        for a numeric column) is refused either way."""
         # The registration limits first, from the file's size and header alone: a file
         # too wide or too large is refused before anything reads it whole.
         check_file(path)
-        meta = load_metadata(meta_yaml, meta_name)
+        checked = check_metadata(meta_yaml, meta_name)
         profile = profile_file(path)
-        record = build_record(meta, profile, node_id=self.node_name,
+        problems = [*checked.problems, *data_problems(checked, profile)]
+        dictionary = check_constraints(path, record_fields(checked, profile))
+        problems += dictionary.problems
+        violations = dictionary.violations
+        if problems or (violations and not accept_violations):
+            raise UserError(_refusal(meta_name, path, problems, violations))
+        assert checked.meta is not None  # no problems
+        record = build_record(checked.meta, profile, node_id=self.node_name,
                               platform_id=self.platform, slug=slug)
-        return _checked_against_dictionary(record, path, meta_name, accept_violations)
+        if not violations:
+            return record
+        return record.model_copy(update={"constraint_violations": [
+            ConstraintViolation(column=v.column, constraint=v.constraint, rows=v.rows, of=v.of)
+            for v in violations]})
 
     def add(self, path: str, meta_yaml: str, meta_name: str, slug: str = "",
             actor: str = "officer", accept_violations: bool = False) -> DatasetRow:

@@ -8,6 +8,7 @@ profile, file digest) and is validated again wherever a record crosses a boundar
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -923,30 +924,78 @@ def all_problems(model: type[_Model], data: Any, exc: ValidationError) -> list[s
     return lines
 
 
-def _report(subject: str, exc: ValidationError, model: type[_Model] | None = None,
-            data: Any = None) -> str:
-    lines = validation_problems(exc) if model is None else all_problems(model, data, exc)
+def problem_report(subject: str, lines: Sequence[str], limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``subject: N problems`` and one indented line per problem, within ``limit``."""
     noun = "problem" if len(lines) == 1 else "problems"
     head = f"{excerpt(subject, 100)}: {len(lines)} {noun}"
-    return head + "\n" + join_problems(lines, MAX_MESSAGE_CHARS - len(head), indent="  ")
+    return head + "\n" + join_problems(lines, limit - len(head), indent="  ")
+
+
+def _report(subject: str, exc: ValidationError) -> str:
+    return problem_report(subject, validation_problems(exc))
 
 
 # -- entry points ---------------------------------------------------------------------
 
 
-def load_metadata(text: str, source_name: str) -> MetadataInput:
-    """Parse and validate an officer's metadata YAML; any problem is one UserError.
+@dataclasses.dataclass(frozen=True)
+class MetadataCheck:
+    """An officer's metadata YAML validated as far as it goes: ``meta`` when it has no
+    problem, else the ``problems``; in both cases the column entries that validated and
+    the columns it names, so that registration can also check what it says about the data
+    (:func:`data_problems`, the column dictionary) in the same pass."""
 
-    The text is held to :data:`scifed.limits.MAX_DOCUMENT_BYTES` and
-    :data:`~scifed.limits.MAX_DOCUMENT_DEPTH` before it is parsed further."""
+    meta: MetadataInput | None
+    problems: list[str]
+    columns: dict[str, FieldMeta]
+    column_names: list[str]
+    targets: list[str]
+    split_field: str | None
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def check_metadata(text: str, source_name: str) -> MetadataCheck:
+    """Parse and validate an officer's metadata YAML, collecting every problem.
+
+    Text that is no YAML mapping is one UserError at once. The text is held to
+    :data:`scifed.limits.MAX_DOCUMENT_BYTES` and :data:`~scifed.limits.MAX_DOCUMENT_DEPTH`
+    before it is parsed further."""
     data = parse_yaml_mapping(text, source_name, "metadata fields", allow_empty=False,
                               max_bytes=MAX_DOCUMENT_BYTES, max_depth=MAX_DOCUMENT_DEPTH)
     try:
-        return MetadataInput.model_validate(data)
+        meta = MetadataInput.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_report(source_name, exc, MetadataInput, data)) from None
+        problems = all_problems(MetadataInput, data, exc)
     except RecursionError:  # parse_yaml_mapping bounds the depth; a net all the same
         raise UserError(f"{excerpt(source_name, 100)}: nested too deeply") from None
+    else:
+        split = meta.splits.field if meta.splits is not None else None
+        return MetadataCheck(meta, [], dict(meta.fields), list(meta.fields), list(meta.targets),
+                             split)
+    raw = data.get("fields")
+    raw = raw if isinstance(raw, Mapping) else {}
+    columns = {}
+    for name, entry in raw.items():
+        try:
+            columns[str(name)] = FieldMeta.model_validate(entry)
+        except ValidationError:
+            pass  # its problems are in the list
+    splits = data.get("splits")
+    split = splits.get("field") if isinstance(splits, Mapping) else None
+    return MetadataCheck(None, problems, columns, [str(n) for n in raw],
+                         _strings(data.get("targets")),
+                         split if isinstance(split, str) else None)
+
+
+def load_metadata(text: str, source_name: str) -> MetadataInput:
+    """Parse and validate an officer's metadata YAML; any problems are one UserError."""
+    checked = check_metadata(text, source_name)
+    if checked.meta is None:
+        raise UserError(problem_report(source_name, checked.problems))
+    return checked.meta
 
 
 class ColumnStats(Protocol):
@@ -1006,6 +1055,39 @@ def _field(column: ColumnStats, entry: FieldMeta | None, is_target: bool) -> Fie
     )
 
 
+def data_problems(checked: MetadataCheck, profile: TableProfile) -> list[str]:
+    """What the metadata says about the data file that the file contradicts: a `fields:`
+    entry, target or split column the data lacks, a declared type it does not have."""
+    names = [column.name for column in profile.columns]
+    known = set(names)
+    listed = excerpt(", ".join(excerpt(name, 60) for name in names[:20]), 200)
+    problems = [
+        f"fields.{excerpt(name, 60)}: no such column in the data (columns: {listed})"
+        for name in checked.column_names
+        if name not in known
+    ]
+    problems += [f"targets: {excerpt_repr(name, 60)} is not a column of the data"
+                 for name in checked.targets if name not in known]
+    measured = {column.name: column.type for column in profile.columns}
+    problems += [
+        f"fields.{excerpt(name, 60)}.type: declared {entry.type}, but the data's column reads "
+        f"as {measured[name]}"
+        for name, entry in checked.columns.items()
+        if name in measured and entry.type is not None and entry.type != measured[name]
+        and not (entry.type == "number" and measured[name] == "integer")
+    ]
+    if checked.split_field is not None and checked.split_field not in known:
+        problems.append(f"splits.field: {excerpt_repr(checked.split_field, 60)} is not a "
+                        "column of the data")
+    return problems
+
+
+def record_fields(checked: MetadataCheck, profile: TableProfile) -> list[Field]:
+    """The record's columns: the node's profile with the officer's entries that validated."""
+    return [_field(column, checked.columns.get(column.name), column.name in checked.targets)
+            for column in profile.columns]
+
+
 def build_record(
     meta: MetadataInput, profile: TableProfile, *, node_id: str, platform_id: str, slug: str
 ) -> CatalogRecord:
@@ -1014,37 +1096,17 @@ def build_record(
     The metadata must describe the file it is registered with: a `fields:` entry, target
     or split column that the data lacks is refused rather than published.
     """
-    names = [column.name for column in profile.columns]
-    known = set(names)
-    listed = excerpt(", ".join(excerpt(name, 60) for name in names[:20]), 200)
-    problems = [
-        f"fields.{excerpt(name, 60)}: no such column in the data (columns: {listed})"
-        for name in meta.fields
-        if name not in known
-    ]
-    problems += [f"targets: {excerpt_repr(name, 60)} is not a column of the data"
-                 for name in meta.targets if name not in known]
-    measured = {column.name: column.type for column in profile.columns}
-    problems += [
-        f"fields.{excerpt(name, 60)}.type: declared {entry.type}, but the data's column reads "
-        f"as {measured[name]}"
-        for name, entry in meta.fields.items()
-        if name in measured and entry.type is not None and entry.type != measured[name]
-        and not (entry.type == "number" and measured[name] == "integer")
-    ]
-    if meta.splits is not None and meta.splits.field is not None and meta.splits.field not in known:
-        problems.append(f"splits.field: {excerpt_repr(meta.splits.field, 60)} is not a column "
-                        "of the data")
+    split = meta.splits.field if meta.splits is not None else None
+    checked = MetadataCheck(meta, [], dict(meta.fields), list(meta.fields), list(meta.targets),
+                            split)
+    problems = data_problems(checked, profile)
     if problems:
         lines = join_problems(problems, indent="  ")
         raise UserError(f"metadata of dataset {slug!r} does not match its data:\n{lines}")
 
     record_id = f"urn:sdn:{node_id}:ds:{slug}"
     try:
-        fields = [
-            _field(column, meta.fields.get(column.name), column.name in meta.targets)
-            for column in profile.columns
-        ]
+        fields = record_fields(checked, profile)
         return CatalogRecord(
             **meta.model_dump(exclude={"fields"}),
             id=record_id,

@@ -146,3 +146,20 @@ def test_the_scorecard_counts_with_the_same_check(registry, penguins, penguins_m
     q2a = _validity(path, record)
     assert q2a.value == pytest.approx(1 - 3 / int(penguins.notna().to_numpy().sum()))
     assert q2a.detail.endswith(": year 3")
+
+
+def test_metadata_data_and_dictionary_problems_come_in_one_refusal(registry, penguins_meta):
+    """A metadata problem, a column the data lacks and rows breaking a valid column's
+    enumeration: all in the one message, so the officer fixes them in one round."""
+    meta = cars_meta(penguins_meta, enum=["EU", "JP", "US"])
+    meta["lifecycle_stage"] = None
+    meta["fields"]["Colour"] = {"description": "Paint."}
+    meta["fields"]["Horsepower"]["pi_kind"] = "nonsense"  # this entry is not checked
+    message = refused(registry, vega.cars(), {k: v for k, v in meta.items() if v is not None},
+                      "cars")
+    lines = [line.strip() for line in message.splitlines()]
+    assert lines[0] == "cars.yaml: 3 problems"
+    assert "lifecycle_stage: required field is missing" in lines
+    assert any(line.startswith("fields.Colour: no such column in the data") for line in lines)
+    assert any(line.startswith("fields.Horsepower.pi_kind:") for line in lines)
+    assert "column Origin: 406 of 406 rows break constraints.enum" in lines
