@@ -111,8 +111,8 @@ def check_constraints(path: Path, fields: Sequence[Field]) -> ConstraintCheck:
                             codes.append(float(code))
                         except ValueError:
                             pass
-                    values.append(f"CASE WHEN list_contains(?::DOUBLE[], {col}::DOUBLE) "
-                                  f"THEN NULL ELSE {col} END")
+                    values.append(f"CASE WHEN list_contains(?::DOUBLE[], "
+                                  f"TRY_CAST({col} AS DOUBLE)) THEN NULL ELSE {col} END")
                     params.append(codes)
                 else:
                     values.append(f"CASE WHEN list_contains(?::VARCHAR[], {col}::VARCHAR) "
@@ -134,19 +134,22 @@ def check_constraints(path: Path, fields: Sequence[Field]) -> ConstraintCheck:
             breaks: list[tuple[str, str, list]] = []
             reads_as = schema_type(data.types[f.name])
             if reads_as != f.type and not (f.type == "number" and reads_as == "integer"):
-                target = _SQL_TYPES.get(f.type, "VARCHAR")
-                typed_v = f"TRY_CAST({v} AS {target})"
-                if f.type == "integer":  # 1.5 would round; it is not an integer
-                    typed_v = f"TRY_CAST({v} AS DOUBLE)"
-                    test = f"{typed_v} IS NULL OR {typed_v} <> round({typed_v})"
+                # The file reads differently since registration: a value that is not of
+                # the record's type breaks it, and the other constraints see the rest as
+                # that type.
+                if f.type == "integer":  # TRY_CAST would round 1.5; it is no integer
+                    number = f"TRY_CAST({v} AS DOUBLE)"
+                    breaks.append(("type", f"{number} IS NULL OR {number} <> round({number})",
+                                   []))
+                    v = number
                 else:
-                    test = f"{typed_v} IS NULL"
-                breaks.append(("type", test, []))
+                    v = f"TRY_CAST({v} AS {_SQL_TYPES.get(f.type, 'VARCHAR')})"
+                    breaks.append(("type", f"{v} IS NULL", []))
             if c is None:
                 c = Constraints()
             where = f"fields.{excerpt(f.name, 60)}.constraints"
             if c.required:
-                aggregates.append(f"count(*) FILTER (WHERE {v} IS NULL)")
+                aggregates.append(f"count(*) FILTER (WHERE v{i} IS NULL)")
                 checks.append((f, "required"))
             if c.enum is not None:
                 if f.type in NUMERIC_TYPES:
@@ -188,12 +191,14 @@ def check_constraints(path: Path, fields: Sequence[Field]) -> ConstraintCheck:
                 breaks.append(("unique", f"dup{i}", []))
             for key, sql, ps in breaks:
                 checks.append((f, key))
-                aggregates.append(f"count(*) FILTER (WHERE {v} IS NOT NULL AND ({sql}))")
+                # A value of another type breaks "type" only, not the other constraints.
+                value = f"v{i}" if key == "type" else v
+                aggregates.append(f"count(*) FILTER (WHERE {value} IS NOT NULL AND ({sql}))")
                 agg_params += ps
             if breaks:
                 anys.append(f)
-                union = " OR ".join(f"({sql})" for _, sql, _ in breaks)
-                aggregates.append(f"count(*) FILTER (WHERE {v} IS NOT NULL AND ({union}))")
+                union = " OR ".join(f"coalesce({sql}, false)" for _, sql, _ in breaks)
+                aggregates.append(f"count(*) FILTER (WHERE v{i} IS NOT NULL AND ({union}))")
                 agg_params += [p for _, _, ps in breaks for p in ps]
         rows_sql = f"SELECT {base} FROM {data.source}"
         if windows:

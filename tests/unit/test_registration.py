@@ -163,3 +163,20 @@ def test_metadata_data_and_dictionary_problems_come_in_one_refusal(registry, pen
     assert any(line.startswith("fields.Colour: no such column in the data") for line in lines)
     assert any(line.startswith("fields.Horsepower.pi_kind:") for line in lines)
     assert "column Origin: 406 of 406 rows break constraints.enum" in lines
+
+
+def test_a_value_of_another_type_breaks_the_type_only(registry, penguins, penguins_meta):
+    """Text in a numeric column (the file replaced since registration) is a type error,
+    counted once, and the column's range check still counts the numbers."""
+    from node.constraints import check_constraints
+
+    record = add(registry, penguins, penguins_meta, "penguins")
+    changed = penguins.astype({"body_mass_g": object})
+    changed.loc[[1, 2], "body_mass_g"] = "heavy"
+    changed.loc[[3], "body_mass_g"] = 9000.0  # above the declared maximum of 7000
+    path = registry.data_dir / "changed.csv"
+    changed.to_csv(path, index=False)
+    check = check_constraints(path, record.fields)
+    assert sorted((v.column, v.constraint, v.rows) for v in check.violations) == [
+        ("body_mass_g", "maximum", 1), ("body_mass_g", "type", 2)]
+    assert check.bad_cells["body_mass_g"] == 3
