@@ -140,6 +140,11 @@ def _read_meta(meta: Path) -> str:
         raise UserError(f"cannot read {meta}: {exc.strerror}") from None
 
 
+AcceptViolationsOpt = typer.Option(
+    False, "--accept-violations",
+    help="Register even though rows break the column dictionary; the counts are recorded")
+
+
 def _print_summary(d: pb.DatasetSummary) -> None:
     print_table("dataset registered", ["id", "title", "grade", "category", "rows", "published as"],
                 [(d.dataset_id, d.title, d.grade, d.category, d.record_count, d.publication)])
@@ -151,13 +156,18 @@ def dataset_add(file: str = typer.Argument(..., help="Data file (CSV or Parquet)
                                            "node's data directory"),
                 meta: Path = typer.Option(..., "--meta", help="Metadata YAML"),
                 dataset_id: str = typer.Option("", "--id", help="Short id; default: file name"),
+                accept_violations: bool = AcceptViolationsOpt,
                 config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
-    """Register a data file with its metadata."""
+    """Register a data file with its metadata.
+
+    Refused when rows break the column dictionary's constraints (each column, constraint
+    and row count is listed), unless --accept-violations records them instead."""
     path = Path(file)
     # Paths typed by the officer are relative to where they stand, not to the node.
     sent = str(path.resolve()) if not path.is_absolute() and path.exists() else file
     r = admin_stub(config).AddDataset(pb.AddDatasetRequest(
-        path=sent, meta_yaml=_read_meta(meta), meta_name=str(meta), dataset_id=dataset_id),
+        path=sent, meta_yaml=_read_meta(meta), meta_name=str(meta), dataset_id=dataset_id,
+        accept_violations=accept_violations),
         timeout=120)
     print_json(json.loads(r.record_json)) if as_json else _print_summary(r.summary)
 
@@ -167,11 +177,13 @@ def dataset_add(file: str = typer.Argument(..., help="Data file (CSV or Parquet)
 def dataset_update(dataset_id: str, meta: Path | None = typer.Option(None, "--meta"),
                    refresh_data: bool = typer.Option(False, "--refresh-data",
                                                      help="Re-read the data file"),
+                   accept_violations: bool = AcceptViolationsOpt,
                    config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Replace a dataset's metadata and/or re-read its file."""
     r = admin_stub(config).UpdateDataset(pb.UpdateDatasetRequest(
         dataset_id=dataset_id, meta_yaml=_read_meta(meta) if meta else "",
-        meta_name=str(meta or ""), refresh_data=refresh_data), timeout=120)
+        meta_name=str(meta or ""), refresh_data=refresh_data,
+        accept_violations=accept_violations), timeout=120)
     show(message_dict(r.summary), as_json, lambda: _print_summary(r.summary))
 
 

@@ -236,15 +236,18 @@ class LocalFederation:
     def __exit__(self, *exc) -> None:
         self.stop_all()
 
-    def add_dataset(self, node: str, frame, meta: dict, name: str) -> None:
+    def add_dataset(self, node: str, frame, meta: dict, name: str, *,
+                    accept_violations: bool = False) -> None:
         """As the node's officer: put a table (pandas) into the data directory and register
-        it with its metadata (`scifed node dataset add`)."""
+        it with its metadata (`scifed node dataset add`; ``accept_violations``: even where
+        rows break its column dictionary)."""
         import yaml
 
         frame.to_csv(self.node_dir(node) / "data" / f"{name}.csv", index=False)
         meta_path = self.node_dir(node) / f"{name}.meta.yaml"
         meta_path.write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False))
-        self.node_cli(node, "dataset", "add", f"{name}.csv", "--meta", str(meta_path))
+        self.node_cli(node, "dataset", "add", f"{name}.csv", "--meta", str(meta_path),
+                      *(["--accept-violations"] if accept_violations else []))
 
     # -- studies ---------------------------------------------------------------------------
     def create_study(self, name: str, datasets: dict[str, str], *, purpose: str = "demo",
