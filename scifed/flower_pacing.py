@@ -1,0 +1,175 @@
+"""Shorter polling waits for the Flower SuperNodes scifed launches.
+
+Why: Flower 1.41's SuperNode loop (``flwr.supernode.start_client_internal``) sleeps a
+hard-coded 3 s whenever a pull from the SuperLink finds no message, and 0.5 s between
+looks for the ClientApp's reply. In a round of a small model the node's reply is pushed,
+the next pull finds nothing (the other nodes are still training, the ServerApp has not
+aggregated yet), and the next round's message then waits up to 3 s: on this machine
+these sleeps were most of a penguin round. Neither wait can be configured.
+
+What it changes, and nothing else: the ``time`` that module sees is replaced by a proxy
+whose ``sleep`` shortens exactly those two waits. The idle wait is short only while the
+node is *active* — within :data:`ACTIVE_SECONDS` of handling a message (tracked by
+wrapping ``_push_messages``, which Flower calls once per message received) — and stays
+Flower's 3 s otherwise, so an idle federation polls its SuperLink no more often than
+stock Flower. Before patching, the installed flwr's version and the module's source are
+checked: the version must be :data:`FLWR_SERIES` and the module must sleep exactly where
+and how long this file expects; otherwise the launch fails with a message saying what
+moved (set ``SCIFED_FLOWER_PACING=off`` to run stock Flower).
+
+How it is applied: :func:`write_launcher` writes a small script named like Flower's
+console script (``flower-supernode``) into a ``bin`` directory of the process's Flower
+home; it applies the pacing unless ``SCIFED_FLOWER_PACING=off`` and then runs Flower's own
+entry point with the same arguments. Only processes scifed launches are affected; the
+installed flwr is never modified.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.metadata
+import inspect
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scifed.errors import UserError
+
+ENV = "SCIFED_FLOWER_PACING"
+FLWR_SERIES = "1.41."
+MODULE = "flwr.supernode.start_client_internal"
+IDLE_STOCK, IDLE_PACED = 3.0, 0.1    # s between pulls that found no message
+REPLY_STOCK, REPLY_PACED = 0.5, 0.05  # s between looks for the ClientApp's reply
+ACTIVE_SECONDS = 60.0  # after a message, poll fast this long (then Flower's 3 s again)
+ACTIVITY_HOOK = "_push_messages"  # called by the loop once per message received
+
+# Every ``time.sleep(<seconds>)`` call in MODULE, by the top-level function holding it:
+# what this file was written against (flwr 1.41.0). Anything else means Flower moved.
+EXPECTED_SLEEPS = {"start_client_internal": [IDLE_STOCK],
+                   ACTIVITY_HOOK: [REPLY_STOCK, REPLY_STOCK]}
+SCRIPTS = {"flower-supernode": "flwr.supernode.cli:flower_supernode"}
+
+
+class PacingMismatch(RuntimeError):
+    """The installed flwr is not the one this pacing was written against."""
+
+
+def enabled(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Pacing is on unless ``SCIFED_FLOWER_PACING=off``."""
+    value = environ.get(ENV, "on").strip().lower()
+    if value not in ("on", "off"):
+        raise UserError(f"{ENV}={environ[ENV]!r}: expected 'on' or 'off'")
+    return value == "on"
+
+
+@dataclass
+class PacedTime:
+    """Stands in for the ``time`` module inside MODULE: ``sleep`` shortens the two stock
+    waits, everything else is the real ``time``."""
+
+    idle: float = IDLE_PACED
+    reply: float = REPLY_PACED
+    active_seconds: float = ACTIVE_SECONDS
+    last_activity: float = float("-inf")
+    clock: Callable[[], float] = time.monotonic
+    sleeper: Callable[[float], None] = time.sleep
+
+    def sleep(self, seconds: float) -> None:
+        if seconds == IDLE_STOCK and self.clock() - self.last_activity < self.active_seconds:
+            seconds = self.idle
+        elif seconds == REPLY_STOCK:
+            seconds = self.reply
+        self.sleeper(seconds)
+
+    def active(self) -> None:
+        self.last_activity = self.clock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def sleeps_in(source: str) -> dict[str, list[float]]:
+    """``time.sleep(<constant>)`` calls in a module's source, by top-level function (a
+    call that is not a constant is recorded as NaN, so it never matches)."""
+    found: dict[str, list[float]] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for call in ast.walk(node):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "sleep" and isinstance(call.func.value, ast.Name)
+                    and call.func.value.id == "time"):
+                arg = call.args[0] if call.args else None
+                value = arg.value if isinstance(arg, ast.Constant) else float("nan")
+                found.setdefault(node.name, []).append(float(value))
+    return found
+
+
+def check(module: Any, version: str) -> None:
+    """Raise :class:`PacingMismatch` unless ``module`` is what this file patches."""
+    if not version.startswith(FLWR_SERIES):
+        raise PacingMismatch(f"flwr {version} is installed; scifed's Flower pacing was "
+                             f"written for flwr {FLWR_SERIES}x (set {ENV}=off to run "
+                             "without it)")
+    found = sleeps_in(inspect.getsource(module))
+    if found != EXPECTED_SLEEPS or not callable(getattr(module, ACTIVITY_HOOK, None)) \
+            or getattr(module, "time", None) is not time:
+        raise PacingMismatch(f"{module.__name__} of flwr {version} no longer sleeps as "
+                             f"scifed's Flower pacing expects: found {found}, expected "
+                             f"{EXPECTED_SLEEPS} (set {ENV}=off to run without it)")
+
+
+def apply(module: Any | None = None, version: str | None = None) -> PacedTime:
+    """Check, then patch the SuperNode loop's module; returns the pacer now in place."""
+    module = module or importlib.import_module(MODULE)
+    check(module, version or importlib.metadata.version("flwr"))
+    pacer = PacedTime()
+    hook = getattr(module, ACTIVITY_HOOK)
+
+    def paced_hook(*args: Any, **kwargs: Any) -> Any:
+        pacer.active()
+        try:
+            return hook(*args, **kwargs)
+        finally:
+            pacer.active()
+
+    paced_hook.__wrapped__ = hook  # type: ignore[attr-defined]
+    module.time = pacer
+    setattr(module, ACTIVITY_HOOK, paced_hook)
+    return pacer
+
+
+def run(script: str, argv: list[str] | None = None) -> Any:
+    """Run Flower's console script ``script`` in this process, paced unless turned off."""
+    if script not in SCRIPTS:
+        raise UserError(f"no Flower pacing for {script!r}; known: {', '.join(SCRIPTS)}")
+    if enabled():
+        apply()
+    module, _, attr = SCRIPTS[script].partition(":")
+    sys.argv = [script, *(sys.argv[1:] if argv is None else argv)]
+    return getattr(importlib.import_module(module), attr)()
+
+
+def write_launcher(bin_dir: Path, script: str) -> Path:
+    """Write ``bin_dir/script``: Flower's ``script`` run through :func:`run` by this
+    interpreter. Its name stays Flower's, so process listings read as usual."""
+    if script not in SCRIPTS:
+        raise UserError(f"no Flower pacing for {script!r}; known: {', '.join(SCRIPTS)}")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    path = bin_dir / script
+    text = (f"#!{sys.executable}\n"
+            "# Written by scifed: Flower's console script with scifed's pacing\n"
+            "# (scifed/flower_pacing.py; SCIFED_FLOWER_PACING=off runs it stock).\n"
+            "import sys\n\n"
+            "from scifed.flower_pacing import run\n\n"
+            f"sys.exit(run({script!r}))\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    tmp.replace(path)
+    return path
