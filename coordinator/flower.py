@@ -6,7 +6,8 @@ the federation CA; only SuperNodes whose P-384 keys were registered at node enro
 may connect (``--enable-supernode-auth``); state in SQLite under the coordinator's state
 directory, so registrations and run history survive a restart; runtime dependency
 installation off (the FAB carries no code, every host has scifed installed); telemetry and
-update checks off.
+update checks off; ServerApps started through scifed's paced ``flwr-serverapp`` launcher
+(``scifed.flower_pacing``).
 
 Flower 1.41 serves the Fleet, Control and Runtime APIs on ONE host:port, and the Control
 API is unauthenticated in open-source Flower (anyone reaching it may start a ServerApp on
@@ -47,6 +48,7 @@ from flwr.supercore.runtime_version_compatibility import RuntimeVersionMetadata
 
 from scifed.errors import TrainingUnavailable, UserError
 from scifed.flower_apps import build_fab
+from scifed.flower_pacing import write_launcher
 from scifed.supervisor import Supervised, flower_env, flower_executable
 from scifed.tls import TlsFiles
 
@@ -108,6 +110,8 @@ class SuperLink:
         self.epoch = uuid.uuid4().hex  # this coordinator's life, told to nodes (Register)
 
     def _argv(self) -> list[str]:
+        # its SuperExec starts ServerApps by name, from PATH: the paced launcher first
+        write_launcher(self.state_dir / "home" / "bin", "flwr-serverapp")
         return [flower_executable("flower-superlink"),
                 "--host", LOOPBACK, "--port", str(self.port),
                 "--ssl-ca-certfile", str(self.tls.ca), "--ssl-certfile", str(self.tls.cert),

@@ -239,6 +239,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.parent_pid is not None:
         start_parent_process_monitor(args.parent_pid)
+    from scifed import flower_pacing
+
+    if flower_pacing.apply_for(("pull-backoff",)):  # a message's objects, from the SuperNode
+        log.info("Flower pacing on (%s=off to turn it off)", flower_pacing.ENV)
     # Warm up once what every task would otherwise import afresh.
     import jobs  # noqa: F401 - registers the job types
     for name in jobs.registry.names():

@@ -1,27 +1,39 @@
-"""Shorter polling waits for the Flower SuperNodes scifed launches.
+"""Shorter polling waits for the Flower processes scifed launches.
 
-Why: Flower 1.41's SuperNode loop (``flwr.supernode.start_client_internal``) sleeps a
-hard-coded 3 s whenever a pull from the SuperLink finds no message, and 0.5 s between
-looks for the ClientApp's reply. In a round of a small model the node's reply is pushed,
-the next pull finds nothing (the other nodes are still training, the ServerApp has not
-aggregated yet), and the next round's message then waits up to 3 s: on this machine
-these sleeps were most of a penguin round. Neither wait can be configured.
+Why: Flower 1.41 waits on fixed intervals that cannot be configured, and in a round of a
+small model they are most of the round (measured on this machine: a no-op round took
+4.7 s stock, 1.7 s with the first patch below alone):
 
-What it changes, and nothing else: the ``time`` that module sees is replaced by a proxy
-whose ``sleep`` shortens exactly those two waits. The idle wait is short only while the
-node is *active* — within :data:`ACTIVE_SECONDS` of handling a message (tracked by
-wrapping ``_push_messages``, which Flower calls once per message received) — and stays
-Flower's 3 s otherwise, so an idle federation polls its SuperLink no more often than
-stock Flower. Before patching, the installed flwr's version and the module's source are
-checked: the version must be :data:`FLWR_SERIES` and the module must sleep exactly where
-and how long this file expects; otherwise the launch fails with a message saying what
-moved (set ``SCIFED_FLOWER_PACING=off`` to run stock Flower).
+* the SuperNode loop (``flwr.supernode.start_client_internal``) sleeps 3 s whenever a
+  pull from the SuperLink finds no message, and 0.5 s between looks for the ClientApp's
+  reply. A node's reply is pushed, the next pull finds nothing (the other nodes are still
+  training), and the next round's message then waits up to 3 s;
+* pulling a message's objects (``flwr.supercore.inflatable.inflatable_utils``) backs
+  off 1 s first when an object is not there yet — which is the usual case, since a
+  sender pushes a message before its objects: the SuperNode pulling from the SuperLink,
+  the node's executor from the SuperNode and the ServerApp pulling replies each lose
+  about a second per message that way.
+
+What it changes, and nothing else. ``supernode-loop``: the ``time`` that module sees is
+replaced by a proxy whose ``sleep`` shortens exactly those two waits. The idle wait is
+short only while the node is *active* — within :data:`ACTIVE_SECONDS` of handling a
+message (tracked by wrapping ``_push_messages``, which Flower calls once per message
+received) — and stays Flower's 3 s otherwise, so an idle federation polls its SuperLink
+no more often than stock Flower. ``pull-backoff``: the first back-off of the two pull
+functions' keyword defaults, 1 s → :data:`PULL_BACKOFF_PACED` (it still doubles up to
+Flower's cap, with Flower's retry limits). Before patching, the installed flwr's version
+and the source are checked: the version must be :data:`FLWR_SERIES`, the loop must sleep
+exactly where and how long this file expects, the defaults must be Flower's; otherwise the
+launch fails with a message saying what moved (``SCIFED_FLOWER_PACING=off`` runs stock
+Flower).
 
 How it is applied: :func:`write_launcher` writes a small script named like Flower's
-console script (``flower-supernode``) into a ``bin`` directory of the process's Flower
-home; it applies the pacing unless ``SCIFED_FLOWER_PACING=off`` and then runs Flower's own
-entry point with the same arguments. Only processes scifed launches are affected; the
-installed flwr is never modified.
+console script (``flower-supernode``, ``flwr-serverapp``) into a ``bin`` directory of the
+process's Flower home, first on its PATH (the SuperLink's SuperExec starts
+``flwr-serverapp`` by name); it applies the pacing unless ``SCIFED_FLOWER_PACING=off`` and
+then runs Flower's own entry point with the same arguments. The node's own executor calls
+:func:`apply_for` itself. Only processes scifed launches are affected; the installed flwr
+is never modified.
 """
 
 from __future__ import annotations
@@ -47,12 +59,18 @@ IDLE_STOCK, IDLE_PACED = 3.0, 0.1    # s between pulls that found no message
 REPLY_STOCK, REPLY_PACED = 0.5, 0.05  # s between looks for the ClientApp's reply
 ACTIVE_SECONDS = 60.0  # after a message, poll fast this long (then Flower's 3 s again)
 ACTIVITY_HOOK = "_push_messages"  # called by the loop once per message received
+PULLS = "flwr.supercore.inflatable.inflatable_utils"
+PULL_FUNCTIONS = ("pull_objects", "pull_and_inflate_object_from_tree")
+PULL_BACKOFF_STOCK, PULL_BACKOFF_PACED = 1.0, 0.05  # s before the first retry of a pull
 
 # Every ``time.sleep(<seconds>)`` call in MODULE, by the top-level function holding it:
 # what this file was written against (flwr 1.41.0). Anything else means Flower moved.
 EXPECTED_SLEEPS = {"start_client_internal": [IDLE_STOCK],
                    ACTIVITY_HOOK: [REPLY_STOCK, REPLY_STOCK]}
-SCRIPTS = {"flower-supernode": "flwr.supernode.cli:flower_supernode"}
+# Flower console scripts scifed launches paced: their entry point, and what is patched.
+SCRIPTS = {"flower-supernode": ("flwr.supernode.cli:flower_supernode",
+                                ("supernode-loop", "pull-backoff")),
+           "flwr-serverapp": ("flwr.superlink.cli:flwr_serverapp", ("pull-backoff",))}
 
 
 class PacingMismatch(RuntimeError):
@@ -112,16 +130,20 @@ def sleeps_in(source: str) -> dict[str, list[float]]:
 
 def check(module: Any, version: str) -> None:
     """Raise :class:`PacingMismatch` unless ``module`` is what this file patches."""
-    if not version.startswith(FLWR_SERIES):
-        raise PacingMismatch(f"flwr {version} is installed; scifed's Flower pacing was "
-                             f"written for flwr {FLWR_SERIES}x (set {ENV}=off to run "
-                             "without it)")
+    check_version(version)
     found = sleeps_in(inspect.getsource(module))
     if found != EXPECTED_SLEEPS or not callable(getattr(module, ACTIVITY_HOOK, None)) \
             or getattr(module, "time", None) is not time:
         raise PacingMismatch(f"{module.__name__} of flwr {version} no longer sleeps as "
                              f"scifed's Flower pacing expects: found {found}, expected "
                              f"{EXPECTED_SLEEPS} (set {ENV}=off to run without it)")
+
+
+def check_version(version: str) -> None:
+    if not version.startswith(FLWR_SERIES):
+        raise PacingMismatch(f"flwr {version} is installed; scifed's Flower pacing was "
+                             f"written for flwr {FLWR_SERIES}x (set {ENV}=off to run "
+                             "without it)")
 
 
 def apply(module: Any | None = None, version: str | None = None) -> PacedTime:
@@ -144,13 +166,41 @@ def apply(module: Any | None = None, version: str | None = None) -> PacedTime:
     return pacer
 
 
+def apply_pull_backoff(module: Any | None = None, version: str | None = None) -> None:
+    """Check, then shorten the first back-off of Flower's object pulls (the functions
+    are shared objects, so every module that imported them sees the new default)."""
+    module = module or importlib.import_module(PULLS)
+    check_version(version or importlib.metadata.version("flwr"))
+    for name in PULL_FUNCTIONS:
+        defaults = getattr(getattr(module, name, None), "__kwdefaults__", None) or {}
+        if defaults.get("initial_backoff") != PULL_BACKOFF_STOCK:
+            raise PacingMismatch(f"{module.__name__}.{name} of flwr no longer backs off "
+                                 f"{PULL_BACKOFF_STOCK:g} s first (its keyword defaults: "
+                                 f"{defaults}); set {ENV}=off to run without the pacing")
+    for name in PULL_FUNCTIONS:
+        getattr(module, name).__kwdefaults__["initial_backoff"] = PULL_BACKOFF_PACED
+
+
+PATCHES: dict[str, Callable[[], Any]] = {"supernode-loop": apply,
+                                         "pull-backoff": apply_pull_backoff}
+
+
+def apply_for(patches: tuple[str, ...]) -> bool:
+    """Apply the named patches unless pacing is off; whether they were applied."""
+    if not enabled():
+        return False
+    for name in patches:
+        PATCHES[name]()
+    return True
+
+
 def run(script: str, argv: list[str] | None = None) -> Any:
     """Run Flower's console script ``script`` in this process, paced unless turned off."""
     if script not in SCRIPTS:
         raise UserError(f"no Flower pacing for {script!r}; known: {', '.join(SCRIPTS)}")
-    if enabled():
-        apply()
-    module, _, attr = SCRIPTS[script].partition(":")
+    entry, patches = SCRIPTS[script]
+    apply_for(patches)
+    module, _, attr = entry.partition(":")
     sys.argv = [script, *(sys.argv[1:] if argv is None else argv)]
     return getattr(importlib.import_module(module), attr)()
 

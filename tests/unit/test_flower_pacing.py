@@ -19,11 +19,17 @@ from scifed.errors import UserError
 REAL = importlib.import_module(pacing.MODULE)
 
 
+PULLS = importlib.import_module(pacing.PULLS)
+
+
 @pytest.fixture
 def restore(monkeypatch):
-    """Whatever a test patches in the real module is put back afterwards."""
+    """Whatever a test patches in the real modules is put back afterwards."""
     monkeypatch.setattr(REAL, "time", REAL.time)
     monkeypatch.setattr(REAL, pacing.ACTIVITY_HOOK, getattr(REAL, pacing.ACTIVITY_HOOK))
+    for name in pacing.PULL_FUNCTIONS:
+        function = getattr(PULLS, name)
+        monkeypatch.setattr(function, "__kwdefaults__", dict(function.__kwdefaults__))
     return REAL
 
 
@@ -60,6 +66,25 @@ def test_apply_patches_only_the_supernode_loop_module(restore):
     for other in ("flwr.supercore.superexec.run_superexec", "flwr.superlink.grid.http_grid",
                   "flwr.serverapp.strategy.strategy_utils"):
         assert importlib.import_module(other).__dict__.get("time", time) is time
+
+
+def test_pull_backoff_reaches_every_caller_of_the_shared_pull_functions(restore):
+    """The SuperNode, the node's executor and the ServerApp pull objects through these
+    two functions; the first retry comes after 0.05 s instead of 1 s, the cap and retry
+    limits stay Flower's."""
+    stock = {n: dict(getattr(PULLS, n).__kwdefaults__) for n in pacing.PULL_FUNCTIONS}
+    assert {d["initial_backoff"] for d in stock.values()} == {pacing.PULL_BACKOFF_STOCK}
+    pacing.apply_pull_backoff()
+    for name in pacing.PULL_FUNCTIONS:
+        assert getattr(PULLS, name).__kwdefaults__ == {
+            **stock[name], "initial_backoff": pacing.PULL_BACKOFF_PACED}
+    callers = {"flwr.supernode.start_client_internal": "pull_objects",
+               "flwr.superlink.grid.http_grid": "pull_objects",
+               "flwr.supernode.runtime.run_clientapp": "pull_and_inflate_object_from_tree"}
+    for module, name in callers.items():
+        assert getattr(importlib.import_module(module), name) is getattr(PULLS, name)
+    with pytest.raises(pacing.PacingMismatch, match="no longer backs off"):
+        pacing.apply_pull_backoff()  # defaults no longer Flower's: refused, not doubled
 
 
 def test_the_idle_wait_is_short_only_while_the_node_is_active():
@@ -123,7 +148,8 @@ def test_off_leaves_flower_stock(restore, monkeypatch):
         seen["time"], seen["argv"] = REAL.time, list(sys.argv)
         return 0
 
-    monkeypatch.setitem(pacing.SCRIPTS, "flower-supernode", f"{__name__}:_entry")
+    monkeypatch.setitem(pacing.SCRIPTS, "flower-supernode",
+                        (f"{__name__}:_entry", ("supernode-loop",)))
     monkeypatch.setattr(sys.modules[__name__], "_entry", entry, raising=False)
     monkeypatch.setattr(sys, "argv", ["launcher"])
     monkeypatch.setenv(pacing.ENV, "off")
