@@ -15,12 +15,14 @@ small model they are most of the round (measured on this machine: a no-op round 
   about a second per message that way.
 
 What it changes, and nothing else. ``supernode-loop``: the ``time`` that module sees is
-replaced by a proxy whose ``sleep`` shortens exactly those two waits. The idle wait is
-short only while the node is *active* — within :data:`ACTIVE_SECONDS` of handling a
-message (tracked by wrapping ``_push_messages``, which Flower calls once per message
-received) — and stays Flower's 3 s otherwise, so an idle federation polls its SuperLink
-no more often than stock Flower. ``pull-backoff``: the first back-off of the two pull
-functions' keyword defaults, 1 s → :data:`PULL_BACKOFF_PACED` (it still doubles up to
+replaced by a proxy whose ``sleep`` shortens exactly those two waits. The idle wait
+starts at :data:`IDLE_PACED` after the node handled a message (tracked by wrapping
+``_push_messages``, which Flower calls once per message received) and grows by
+:data:`IDLE_GROWTH` per empty pull back to Flower's 3 s: the next round's message is seen
+at most 25% of its wait late, a round costs the SuperLink a dozen pulls per node rather
+than one every 0.05 s, and an idle federation polls its SuperLink no more often than
+stock Flower. ``pull-backoff``: the first back-off of the two pull functions' keyword
+defaults, 1 s → :data:`PULL_BACKOFF_PACED` (it still doubles up to
 Flower's cap, with Flower's retry limits). Before patching, the installed flwr's version
 and the source are checked: the version must be :data:`FLWR_SERIES`, the loop must sleep
 exactly where and how long this file expects, the defaults must be Flower's; otherwise the
@@ -55,9 +57,9 @@ from scifed.errors import UserError
 ENV = "SCIFED_FLOWER_PACING"
 FLWR_SERIES = "1.41."
 MODULE = "flwr.supernode.start_client_internal"
-IDLE_STOCK, IDLE_PACED = 3.0, 0.1    # s between pulls that found no message
+IDLE_STOCK, IDLE_PACED = 3.0, 0.05   # s between pulls that found no message
+IDLE_GROWTH = 1.25  # each empty pull after a message waits this much longer, up to stock
 REPLY_STOCK, REPLY_PACED = 0.5, 0.05  # s between looks for the ClientApp's reply
-ACTIVE_SECONDS = 60.0  # after a message, poll fast this long (then Flower's 3 s again)
 ACTIVITY_HOOK = "_push_messages"  # called by the loop once per message received
 PULLS = "flwr.supercore.inflatable.inflatable_utils"
 PULL_FUNCTIONS = ("pull_objects", "pull_and_inflate_object_from_tree")
@@ -91,21 +93,22 @@ class PacedTime:
     waits, everything else is the real ``time``."""
 
     idle: float = IDLE_PACED
+    growth: float = IDLE_GROWTH
     reply: float = REPLY_PACED
-    active_seconds: float = ACTIVE_SECONDS
-    last_activity: float = float("-inf")
-    clock: Callable[[], float] = time.monotonic
     sleeper: Callable[[float], None] = time.sleep
+    next_idle: float = IDLE_STOCK  # the next idle wait: stock until a message is handled
 
     def sleep(self, seconds: float) -> None:
-        if seconds == IDLE_STOCK and self.clock() - self.last_activity < self.active_seconds:
-            seconds = self.idle
+        if seconds == IDLE_STOCK:
+            seconds = self.next_idle
+            self.next_idle = min(self.next_idle * self.growth, IDLE_STOCK)
         elif seconds == REPLY_STOCK:
             seconds = self.reply
         self.sleeper(seconds)
 
     def active(self) -> None:
-        self.last_activity = self.clock()
+        """A message was handled: the next round's may come soon."""
+        self.next_idle = self.idle
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)

@@ -35,11 +35,7 @@ def restore(monkeypatch):
 
 class _Clock:
     def __init__(self) -> None:
-        self.now = 1000.0
         self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
 
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
@@ -87,26 +83,31 @@ def test_pull_backoff_reaches_every_caller_of_the_shared_pull_functions(restore)
         pacing.apply_pull_backoff()  # defaults no longer Flower's: refused, not doubled
 
 
-def test_the_idle_wait_is_short_only_while_the_node_is_active():
+def test_the_idle_wait_is_short_after_a_message_and_grows_back_to_flowers():
     clock = _Clock()
-    pacer = pacing.PacedTime(clock=clock, sleeper=clock.sleep)
+    pacer = pacing.PacedTime(sleeper=clock.sleep)
     pacer.sleep(3)                                   # idle since start: stock
+    pacer.active()                                   # a message was handled
+    for _ in range(30):
+        pacer.sleep(3)
+    idle = clock.slept[1:]
+    assert idle[0] == pacing.IDLE_PACED
+    assert all(b == min(a * pacing.IDLE_GROWTH, 3) for a, b in zip(idle, idle[1:], strict=False))
+    assert idle[-1] == 3 and sum(idle[:8]) < 1       # fast at first, stock when idle
     pacer.active()
-    clock.now += pacing.ACTIVE_SECONDS - 1
-    pacer.sleep(3)                                   # a round in progress: short
-    clock.now += 2
-    pacer.sleep(3)                                   # idle again: stock
+    pacer.sleep(3)
     pacer.sleep(0.5)                                 # waiting for a reply: short
     pacer.sleep(1.25)                                # any other wait: untouched
-    assert clock.slept == [3, pacing.IDLE_PACED, 3, pacing.REPLY_PACED, 1.25]
+    assert clock.slept[0] == 3
+    assert clock.slept[-3:] == [pacing.IDLE_PACED, pacing.REPLY_PACED, 1.25]
 
 
 def test_the_real_push_loop_waits_the_paced_interval_and_marks_activity(restore):
     """Drive Flower's own ``_push_messages``: no reply yet, so it sleeps (0.05 s, not
-    0.5 s); the next look ends the test. The node counts as active from then on."""
+    0.5 s); the next look ends the test. The node polls fast from then on."""
     pacer = pacing.apply()
     clock = _Clock()
-    pacer.clock, pacer.sleeper = clock, clock.sleep
+    pacer.sleeper = clock.sleep
 
     class Done(Exception):
         pass
@@ -123,7 +124,6 @@ def test_the_real_push_loop_waits_the_paced_interval_and_marks_activity(restore)
     with pytest.raises(Done):
         REAL._push_messages(state=State(), object_store=None, send=None, push_object=None)
     assert clock.slept == [pacing.REPLY_PACED]
-    assert pacer.last_activity == clock.now
     pacer.sleep(3)
     assert clock.slept[-1] == pacing.IDLE_PACED
 
