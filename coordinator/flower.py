@@ -25,6 +25,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -209,20 +210,28 @@ class SuperLink:
                 dropped += 1
         return dropped
 
-    def node_ids(self, *, online_only: bool = False) -> dict[str, int]:
-        """Registered node name -> Flower node_id."""
+    def node_ids(self, *, online_only: bool = False,
+                 activated_after: float | None = None) -> dict[str, int]:
+        """Registered node name -> Flower node_id; ``online_only``: connected now;
+        ``activated_after`` (a wall-clock time): connected through an activation after it,
+        i.e. a SuperNode started since, not a stale "online" of the one before."""
         return {i.name: i.node_id for i in self._call("ListNodes", ListNodesRequest()).nodes_info
-                if i.status != "unregistered" and (i.status == "online" or not online_only)}
+                if i.status != "unregistered"
+                and (i.status == "online" or not (online_only or activated_after is not None))
+                and (activated_after is None or _activated_after(i, activated_after))}
 
-    def wait_online(self, names: list[str], timeout: float) -> set[str]:
-        """Wait until every named node's SuperNode is connected, or the timeout; returns
-        those connected by then."""
+    def wait_online(self, names: list[str], timeout: float, *,
+                    activated_after: float | None = None) -> set[str]:
+        """Wait until every named node's SuperNode is connected (through an activation
+        after ``activated_after``, if given), or the timeout; returns those connected by
+        then."""
         deadline = time.monotonic() + timeout
         while True:
-            online = set(names) & set(self.node_ids(online_only=True))
+            online = set(names) & set(self.node_ids(online_only=True,
+                                                    activated_after=activated_after))
             if online == set(names) or time.monotonic() > deadline:
                 return online
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     # -- runs -------------------------------------------------------------------------------
     def start_run(self, run_config: dict[str, str | int | float | bool],
@@ -255,6 +264,18 @@ class SuperLink:
             text = res.log_output
             break
         return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _activated_after(info, since: float) -> bool:
+    if not info.last_activated_at:
+        return False
+    try:
+        activated = datetime.fromisoformat(info.last_activated_at)
+    except ValueError:
+        return False
+    if activated.tzinfo is None:
+        activated = activated.replace(tzinfo=UTC)
+    return activated.timestamp() > since
 
 
 def _check_p384(name: str, public_key_pem: bytes) -> bytes:
