@@ -9,10 +9,10 @@ small model they are most of the round (measured on this machine: a no-op round 
   reply. A node's reply is pushed, the next pull finds nothing (the other nodes are still
   training), and the next round's message then waits up to 3 s;
 * pulling a message's objects (``flwr.supercore.inflatable.inflatable_utils``) backs
-  off 1 s first when an object is not there yet — which is the usual case, since a
+  off 1 s, then 2, 4, 8, 10 s, when an object is not there yet — the usual case, since a
   sender pushes a message before its objects: the SuperNode pulling from the SuperLink,
-  the node's executor from the SuperNode and the ServerApp pulling replies each lose
-  about a second per message that way.
+  the node's executor from the SuperNode and the ServerApp pulling replies each lost
+  one to three seconds per message that way.
 
 What it changes, and nothing else. ``supernode-loop``: the ``time`` that module sees is
 replaced by a proxy whose ``sleep`` shortens exactly those two waits. The idle wait
@@ -21,13 +21,12 @@ starts at :data:`IDLE_PACED` after the node handled a message (tracked by wrappi
 :data:`IDLE_GROWTH` per empty pull back to Flower's 3 s: the next round's message is seen
 at most 25% of its wait late, a round costs the SuperLink a dozen pulls per node rather
 than one every 0.05 s, and an idle federation polls its SuperLink no more often than
-stock Flower. ``pull-backoff``: the first back-off of the two pull functions' keyword
-defaults, 1 s → :data:`PULL_BACKOFF_PACED` (it still doubles up to
-Flower's cap, with Flower's retry limits). Before patching, the installed flwr's version
-and the source are checked: the version must be :data:`FLWR_SERIES`, the loop must sleep
-exactly where and how long this file expects, the defaults must be Flower's; otherwise the
-launch fails with a message saying what moved (``SCIFED_FLOWER_PACING=off`` runs stock
-Flower).
+stock Flower. ``pull-backoff``: the back-off of the two pull functions' keyword defaults,
+:data:`PULL_STOCK` → :data:`PULL_PACED` (the same total wait before a pull gives up).
+Before patching, the installed flwr's version and the source are checked: the version
+must be :data:`FLWR_SERIES`, the loop must sleep exactly where and how long this file
+expects, the defaults must be Flower's; otherwise the launch fails with a message saying
+what moved (``SCIFED_FLOWER_PACING=off`` runs stock Flower).
 
 How it is applied: :func:`write_launcher` writes a small script named like Flower's
 console script (``flower-supernode``, ``flwr-serverapp``) into a ``bin`` directory of the
@@ -63,7 +62,12 @@ REPLY_STOCK, REPLY_PACED = 0.5, 0.05  # s between looks for the ClientApp's repl
 ACTIVITY_HOOK = "_push_messages"  # called by the loop once per message received
 PULLS = "flwr.supercore.inflatable.inflatable_utils"
 PULL_FUNCTIONS = ("pull_objects", "pull_and_inflate_object_from_tree")
-PULL_BACKOFF_STOCK, PULL_BACKOFF_PACED = 1.0, 0.05  # s before the first retry of a pull
+# A pull of an object not there yet retries after a back-off that doubles up to a cap, a
+# bounded number of times. Stock: 1 s, cap 10 s, 500 tries (~5,000 s before giving up).
+# Paced: 0.05 s, cap 0.5 s, 10,000 tries (the same ~5,000 s): an object that comes a
+# moment after its message (the usual case) is seen within 0.5 s, not up to 10 s, later.
+PULL_STOCK = {"initial_backoff": 1, "backoff_cap": 10, "max_tries_per_object": 500}
+PULL_PACED = {"initial_backoff": 0.05, "backoff_cap": 0.5, "max_tries_per_object": 10_000}
 
 # Every ``time.sleep(<seconds>)`` call in MODULE, by the top-level function holding it:
 # what this file was written against (flwr 1.41.0). Anything else means Flower moved.
@@ -176,12 +180,12 @@ def apply_pull_backoff(module: Any | None = None, version: str | None = None) ->
     check_version(version or importlib.metadata.version("flwr"))
     for name in PULL_FUNCTIONS:
         defaults = getattr(getattr(module, name, None), "__kwdefaults__", None) or {}
-        if defaults.get("initial_backoff") != PULL_BACKOFF_STOCK:
-            raise PacingMismatch(f"{module.__name__}.{name} of flwr no longer backs off "
-                                 f"{PULL_BACKOFF_STOCK:g} s first (its keyword defaults: "
-                                 f"{defaults}); set {ENV}=off to run without the pacing")
+        if {k: defaults.get(k) for k in PULL_STOCK} != PULL_STOCK:
+            raise PacingMismatch(f"{module.__name__}.{name} of flwr no longer backs off as "
+                                 f"scifed's Flower pacing expects ({PULL_STOCK}; its keyword "
+                                 f"defaults: {defaults}); set {ENV}=off to run without it")
     for name in PULL_FUNCTIONS:
-        getattr(module, name).__kwdefaults__["initial_backoff"] = PULL_BACKOFF_PACED
+        getattr(module, name).__kwdefaults__.update(PULL_PACED)
 
 
 PATCHES: dict[str, Callable[[], Any]] = {"supernode-loop": apply,
@@ -202,7 +206,9 @@ def run(script: str, argv: list[str] | None = None) -> Any:
     if script not in SCRIPTS:
         raise UserError(f"no Flower pacing for {script!r}; known: {', '.join(SCRIPTS)}")
     entry, patches = SCRIPTS[script]
-    apply_for(patches)
+    if apply_for(patches):  # one line in the process's log says it is paced
+        print(f"scifed: {script} with Flower pacing ({', '.join(patches)}; {ENV}=off to "
+              "run it stock)", file=sys.stderr, flush=True)
     module, _, attr = entry.partition(":")
     sys.argv = [script, *(sys.argv[1:] if argv is None else argv)]
     return getattr(importlib.import_module(module), attr)()
