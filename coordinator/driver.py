@@ -322,6 +322,9 @@ class JobDriver:
                             "contribution can be masked for it")
         return found
 
+    def connected(self) -> list[str]:
+        return self.sessions.connected()
+
     def send(self, node: str, kind: TaskKind, payload: Message, reply: type[Message]) -> Any:
         res = self._deliver(node, kind, payload).result(self.task_timeout)
         if not res.ok:

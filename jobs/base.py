@@ -202,6 +202,9 @@ class Driver(Protocol):
     def send(self, node: str, kind: TaskKind, payload: Message, reply: type[Message]) -> Any:
         """One task to one node; raises UserError with the node's reason."""
 
+    def connected(self) -> list[str]:
+        """The nodes whose task stream to the coordinator is open now."""
+
     def public_context(self, run: Run) -> bytes: ...
 
     def seal_claims(self, nodes: list[str]) -> dict[str, dict]:

@@ -1,14 +1,19 @@
 """The pieces of federated training that need no processes: the model zoo and its flat
 vector (also under Opacus), the train spec's checks, FedAvg through BFV sums, DP-SGD
-accounting carried across rounds, and decoding pooled metric sums."""
+accounting carried across rounds, decoding pooled metric sums, and what the coordinator
+does before it submits a died run again."""
 
 from __future__ import annotations
+
+import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
+from coordinator.flower import RunState
 from jobs.train import local
 from jobs.train.models import build_model, model_to_vector, released_model, vector_to_model
 from jobs.train.protocol import average, contribution, metrics_history, update_bound
@@ -212,3 +217,63 @@ def test_a_train_result_heads_with_rounds_and_final_validation():
     raw["metrics"] = metrics_history("classification", sums, None, 2)  # no final evaluation
     assert "(after round 1 on 10 rows): val_loss 0.2000, val_accuracy 0.9000" in \
         TrainResult.from_json(raw).headline()
+
+
+class _DyingLink:
+    """A SuperLink whose first run dies without a reason (as when the SuperLink crashes
+    under it) and whose second completes; it records what the coordinator did, in order."""
+
+    def __init__(self, job_dir, events: list) -> None:
+        self.job_dir, self.events, self.runs = job_dir, events, 0
+
+    def start_run(self, run_config, app_dir) -> int:
+        self.runs += 1
+        self.events.append(("start_run", self.runs))
+        checkpoint = {"round": self.runs, "active": ["a", "b"], "complete": self.runs == 2}
+        (self.job_dir / "checkpoint.json").write_text(json.dumps(checkpoint))
+        return self.runs
+
+    def run_state(self, run_id):
+        return RunState(run_id, "finished", "completed" if run_id == 2 else "failed",
+                        "", 0, 0)
+
+    def log_tail(self, run_id, lines=40) -> str:
+        return "the SuperLink went away"
+
+    def wait_online(self, names, timeout, *, activated_after=None):
+        self.events.append(("wait_online", sorted(names), activated_after is not None))
+        return set(names)
+
+
+class _Driver:
+    task_timeout = 5.0
+
+    def __init__(self, flower, events: list, connected: list[str]) -> None:
+        self.flower, self.events, self._connected = flower, events, connected
+
+    def connected(self) -> list[str]:
+        return self._connected
+
+    def send(self, node, kind, payload, reply):
+        self.events.append(("reset", node))
+        return reply()
+
+
+def test_a_run_that_died_is_resubmitted_only_after_fresh_supernodes(tmp_path):
+    """After a SuperLink crash, each connected node's SuperNode is restarted and seen
+    connected afresh before the run is submitted again (a SuperNode still holding the
+    dead run's message would answer the new run under the old id, and never be heard)."""
+    from jobs.train.coordinate import _fresh_supernodes, train_on_flower
+
+    (tmp_path / "run.json").write_text(json.dumps({"spec": {"rounds": 2,
+                                                           "round_timeout": 5}}))
+    events: list = []
+    link = _DyingLink(tmp_path, events)
+    driver = _Driver(link, events, connected=["a", "c"])  # b is offline
+    run = SimpleNamespace(job_id="job-1")
+    checkpoint = train_on_flower(
+        link, tmp_path,
+        before_resubmit=lambda ck: _fresh_supernodes(driver, run, ck["active"]))
+    assert checkpoint["complete"]
+    assert events == [("start_run", 1), ("reset", "a"), ("wait_online", ["a"], True),
+                      ("start_run", 2)]
