@@ -3,8 +3,10 @@
 1. Per-round wall time and traffic of a `train` job on a real deployment on loopback
    (coordinator supervising its SuperLink with TLS and node auth, 3 nodes with penguins
    split by island each supervising its SuperNode), submitted as a researcher does, with
-   BFV aggregation vs the same app aggregating in clear (``benchmarks/plain_fab``,
-   benchmark only, run on the same SuperLink and SuperNodes).
+   BFV aggregation, beside the same app aggregating in clear (``benchmarks/plain_fab``)
+   and beside Flower's own floor, a no-op app (``benchmarks/noop_fab``), both benchmark
+   only and run on the same SuperLink and SuperNodes. All three with scifed's SuperNode
+   pacing (``scifed.flower_pacing``) on, then again in a fresh federation with it off.
 2. The BFV work inside one round — encrypt at each node, sum at the coordinator,
    decrypt — and ciphertext vs float32 bytes, for the penguins model and a wider MLP,
    in round 1's exact encoding and later rounds' quantised one.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -36,6 +39,7 @@ from jobs.train.coordinate import read_checkpoint, train_on_flower
 from jobs.train.models import build_model, model_to_vector
 from jobs.train.protocol import PUBLIC_CONTEXT_FILE, RUN_FILE, contribution, write_json
 from jobs.train.spec import TrainSpec
+from scifed import flower_pacing
 from scifed.config import CoordinatorConfig, load_config
 from scifed.errors import UserError
 from scifed.flower_apps import build_fab
@@ -43,9 +47,11 @@ from scifed.he import StudyKey, sum_ciphertexts
 
 REPO = Path(__file__).resolve().parent.parent
 PLAIN_APP = REPO / "benchmarks" / "plain_fab"
+NOOP_APP = REPO / "benchmarks" / "noop_fab"
 ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 ROUNDS = 3
+NOOP_ROUNDS = 5
 
 
 def penguin_job(pooled) -> str:
@@ -80,29 +86,44 @@ def plaintext_twin(link: SuperLink, he_dir: Path) -> dict:
     return train_on_flower(link, job_dir, app_dir=PLAIN_APP)
 
 
-def deployment(root: Path, console: Console) -> list[tuple[str, dict, int]]:
-    """(label, final checkpoint, bytes moved) for the HE job and its plaintext twin."""
+def noop_floor(link: SuperLink, he_dir: Path) -> dict:
+    """Flower's own round floor in the same deployment: ``benchmarks/noop_fab`` (one
+    message to every node and back per round, no work) on the same SuperLink and
+    SuperNodes, through the same executor and app check."""
+    job_dir = he_dir.with_name(he_dir.name + "-noop")
+    job_dir.mkdir()
+    write_json(job_dir / RUN_FILE, {"job_id": job_dir.name,
+                                    "spec": {"rounds": NOOP_ROUNDS, "round_timeout": 60}})
+    return train_on_flower(link, job_dir, app_dir=NOOP_APP)
+
+
+def deployment(root: Path, console: Console, pacing: str) -> list[tuple[str, dict, int]]:
+    """(label, final checkpoint, bytes moved) for the HE job, its plaintext twin and the
+    no-op app, with the nodes' SuperNodes launched with ``SCIFED_FLOWER_PACING=pacing``."""
     penguins = palmerpenguins.load_penguins()
     meta = yaml.safe_load((REPO / "configs" / "datasets" / "penguins.yaml").read_text())
     fed = LocalFederation(root, {n: f"Palmer {i}" for n, i in ISLANDS.items()}, flower=True,
                           task_timeout_seconds=120)
     link = None
+    before = os.environ.get(flower_pacing.ENV)
+    os.environ[flower_pacing.ENV] = pacing  # the nodes, hence their SuperNodes, inherit it
     try:
-        with console.status("starting the coordinator (it supervises the SuperLink) and 3 "
-                            "nodes (each supervises its SuperNode)"):
+        with console.status(f"pacing {pacing}: starting the coordinator (it supervises the "
+                            "SuperLink) and 3 nodes (each supervises its SuperNode)"):
             fed.setup()
-            plain = build_fab(PLAIN_APP).hash_str  # code of its own: each officer approves it
-            for node in ISLANDS:
+            extra = [build_fab(app).hash_str for app in (PLAIN_APP, NOOP_APP)]
+            for node in ISLANDS:  # code of their own: each officer approves them
                 path = fed.node_config(node)
                 cfg = yaml.safe_load(path.read_text())
-                path.write_text(yaml.safe_dump({**cfg, "trusted_apps": [plain]}))
+                path.write_text(yaml.safe_dump({**cfg, "trusted_apps": extra}))
             fed.start_all()
             for node, island in ISLANDS.items():
                 fed.add_dataset(node, penguins[penguins.island == island], meta, "penguins")
             fed.create_study("bench", {n: "penguins" for n in ISLANDS})
         link = superlink(fed)
         out = []
-        with console.status(f"{ROUNDS} rounds + final evaluation, BFV (scifed train job)"):
+        with console.status(f"pacing {pacing}: {ROUNDS} rounds + final evaluation, BFV "
+                            "(scifed train job)"):
             with fed.researcher() as r:
                 job_id = r.submit(penguin_job(penguins.dropna(subset=FEATURES)))
                 info = r.wait(job_id, timeout=900)
@@ -113,12 +134,18 @@ def deployment(root: Path, console: Console) -> list[tuple[str, dict, int]]:
             assert checkpoint is not None
             state = link.run_state(checkpoint["flower_runs"][-1])
             out.append(("BFV (scifed train)", checkpoint, state.bytes_sent + state.bytes_recv))
-        with console.status(f"{ROUNDS} rounds + final evaluation, plaintext twin"):
-            checkpoint = plaintext_twin(link, he_dir)
-            state = link.run_state(checkpoint["flower_runs"][-1])
-            out.append(("plaintext twin", checkpoint, state.bytes_sent + state.bytes_recv))
+        for label, twin in (("plaintext twin", plaintext_twin),
+                            ("no-op (Flower floor)", noop_floor)):
+            with console.status(f"pacing {pacing}: {label}"):
+                checkpoint = twin(link, he_dir)
+                state = link.run_state(checkpoint["flower_runs"][-1])
+                out.append((label, checkpoint, state.bytes_sent + state.bytes_recv))
         return out
     finally:
+        if before is None:
+            os.environ.pop(flower_pacing.ENV, None)
+        else:
+            os.environ[flower_pacing.ENV] = before
         if link is not None:  # closes its Control API client (the coordinator owns the
             link.stop()       # process): a keep-alive connection delays its shutdown
         fed.stop_all()
@@ -182,22 +209,46 @@ def epoch_seconds(x: np.ndarray, y: np.ndarray, model: dict, dp: bool) -> float:
     return statistics.median(times[1:])
 
 
+def round_times(checkpoint: dict) -> list[float]:
+    """Seconds of each training round (not the final evaluation), in order."""
+    seconds = checkpoint["round_seconds"]
+    return [seconds[r] for r in sorted((r for r in seconds if r != "final"), key=int)]
+
+
+def rounds_table(console: Console) -> None:
+    """Section 1: round times with pacing on and off, each beside the no-op floor."""
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for pacing in ("on", "off"):
+            runs[pacing] = deployment(Path(tmp) / f"fed-{pacing}", console, pacing)
+    table = Table(title=f"train job on loopback, 3 nodes, {ROUNDS} rounds + final "
+                  "evaluation (logistic regression, penguins by island), beside Flower's "
+                  f"floor ({NOOP_ROUNDS} no-op rounds), with scifed's SuperNode pacing on "
+                  f"and off ({flower_pacing.ENV})", title_justify="left")
+    for col in ("pacing", "app", "s / round (median)", "rounds s", "above floor s",
+                "final eval s", "bytes / round-trip", "run total s"):
+        table.add_column(col, justify="right")
+    for pacing, results in runs.items():
+        medians = {label: statistics.median(round_times(ck)) for label, ck, _ in results}
+        floor = medians["no-op (Flower floor)"]
+        for label, ck, moved in results:
+            times = round_times(ck)
+            final = ck["round_seconds"].get("final")
+            table.add_row(pacing, label, f"{medians[label]:.2f}",
+                          " ".join(f"{t:.2f}" for t in times),
+                          f"{medians[label] - floor:.2f}",
+                          "" if final is None else f"{final:.2f}",
+                          f"{moved / (len(ck['round_seconds'])):,.0f}",
+                          f"{sum(ck['round_seconds'].values()):.1f}")
+    console.print(table)
+    console.print(f"load average (1, 5, 15 min) at the end: "
+                  f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     console = Console()
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = deployment(Path(tmp) / "fed", console)
-    table = Table(title=f"train job on loopback, 3 nodes, {ROUNDS} rounds + final "
-                  "evaluation (logistic regression, penguins by island)", title_justify="left")
-    for col in ("aggregation", "s / round (median)", "final eval s", "bytes / round-trip",
-                "run total s"):
-        table.add_column(col, justify="right")
-    for label, ck, moved in runs:
-        rounds = [ck["round_seconds"][str(r)] for r in range(1, ROUNDS + 1)]
-        table.add_row(label, f"{statistics.median(rounds):.1f}",
-                      f"{ck['round_seconds']['final']:.1f}", f"{moved / (ROUNDS + 1):,.0f}",
-                      f"{sum(ck['round_seconds'].values()):.1f}")
-    console.print(table)
+    rounds_table(console)
 
     table = Table(title="BFV work per round (3 nodes; encrypt is per node): round 1 exact, "
                   "later rounds quantised", title_justify="left")

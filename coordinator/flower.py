@@ -6,7 +6,8 @@ the federation CA; only SuperNodes whose P-384 keys were registered at node enro
 may connect (``--enable-supernode-auth``); state in SQLite under the coordinator's state
 directory, so registrations and run history survive a restart; runtime dependency
 installation off (the FAB carries no code, every host has scifed installed); telemetry and
-update checks off.
+update checks off; ServerApps started through scifed's paced ``flwr-serverapp`` launcher
+(``scifed.flower_pacing``).
 
 Flower 1.41 serves the Fleet, Control and Runtime APIs on ONE host:port, and the Control
 API is unauthenticated in open-source Flower (anyone reaching it may start a ServerApp on
@@ -24,6 +25,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -45,15 +47,17 @@ from flwr.supercore.fab import Fab
 from flwr.supercore.protobuf.client import ProtobufCall, ProtobufRequestContext
 from flwr.supercore.runtime_version_compatibility import RuntimeVersionMetadata
 
+from scifed.config import FLOWER_PORT
 from scifed.errors import TrainingUnavailable, UserError
 from scifed.flower_apps import build_fab
+from scifed.flower_pacing import write_launcher
 from scifed.supervisor import Supervised, flower_env, flower_executable
 from scifed.tls import TlsFiles
 
 log = logging.getLogger("scifed.coordinator.flower")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Control API poll
 
-DEFAULT_PORT = 9093
+DEFAULT_PORT = FLOWER_PORT
 LOOPBACK = "127.0.0.1"
 
 
@@ -108,6 +112,8 @@ class SuperLink:
         self.epoch = uuid.uuid4().hex  # this coordinator's life, told to nodes (Register)
 
     def _argv(self) -> list[str]:
+        # its SuperExec starts ServerApps by name, from PATH: the paced launcher first
+        write_launcher(self.state_dir / "home" / "bin", "flwr-serverapp")
         return [flower_executable("flower-superlink"),
                 "--host", LOOPBACK, "--port", str(self.port),
                 "--ssl-ca-certfile", str(self.tls.ca), "--ssl-certfile", str(self.tls.cert),
@@ -205,20 +211,28 @@ class SuperLink:
                 dropped += 1
         return dropped
 
-    def node_ids(self, *, online_only: bool = False) -> dict[str, int]:
-        """Registered node name -> Flower node_id."""
+    def node_ids(self, *, online_only: bool = False,
+                 activated_after: float | None = None) -> dict[str, int]:
+        """Registered node name -> Flower node_id; ``online_only``: connected now;
+        ``activated_after`` (a wall-clock time): connected through an activation after it,
+        i.e. a SuperNode started since, not a stale "online" of the one before."""
         return {i.name: i.node_id for i in self._call("ListNodes", ListNodesRequest()).nodes_info
-                if i.status != "unregistered" and (i.status == "online" or not online_only)}
+                if i.status != "unregistered"
+                and (i.status == "online" or not (online_only or activated_after is not None))
+                and (activated_after is None or _activated_after(i, activated_after))}
 
-    def wait_online(self, names: list[str], timeout: float) -> set[str]:
-        """Wait until every named node's SuperNode is connected, or the timeout; returns
-        those connected by then."""
+    def wait_online(self, names: list[str], timeout: float, *,
+                    activated_after: float | None = None) -> set[str]:
+        """Wait until every named node's SuperNode is connected (through an activation
+        after ``activated_after``, if given), or the timeout; returns those connected by
+        then."""
         deadline = time.monotonic() + timeout
         while True:
-            online = set(names) & set(self.node_ids(online_only=True))
+            online = set(names) & set(self.node_ids(online_only=True,
+                                                    activated_after=activated_after))
             if online == set(names) or time.monotonic() > deadline:
                 return online
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     # -- runs -------------------------------------------------------------------------------
     def start_run(self, run_config: dict[str, str | int | float | bool],
@@ -251,6 +265,18 @@ class SuperLink:
             text = res.log_output
             break
         return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _activated_after(info, since: float) -> bool:
+    if not info.last_activated_at:
+        return False
+    try:
+        activated = datetime.fromisoformat(info.last_activated_at)
+    except ValueError:
+        return False
+    if activated.tzinfo is None:
+        activated = activated.replace(tzinfo=UTC)
+    return activated.timestamp() > since
 
 
 def _check_p384(name: str, public_key_pem: bytes) -> bytes:

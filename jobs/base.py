@@ -202,6 +202,9 @@ class Driver(Protocol):
     def send(self, node: str, kind: TaskKind, payload: Message, reply: type[Message]) -> Any:
         """One task to one node; raises UserError with the node's reason."""
 
+    def connected(self) -> list[str]:
+        """The nodes whose task stream to the coordinator is open now."""
+
     def public_context(self, run: Run) -> bytes: ...
 
     def seal_claims(self, nodes: list[str]) -> dict[str, dict]:
@@ -235,8 +238,8 @@ def quorum(run: Run, answers: dict, failed: dict[str, str]) -> None:
     """Refuse to go on with fewer answers than the study needs."""
     if len(answers) < run.study.min_nodes:
         reasons = "; ".join(failed[n] for n in sorted(failed)) or "no node answered"
-        raise JobFailed(f"only {len(answers)} of the {run.study.min_nodes} nodes the study "
-                        f"needs answered: {reasons}")
+        raise JobFailed(f"{reasons} (so only {len(answers)} of the {run.study.min_nodes} "
+                        "nodes the study needs answered)")
 
 
 @dataclass(frozen=True)

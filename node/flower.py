@@ -10,7 +10,9 @@ Flower node_id. Its ``node_config`` tells ClientApps where the node's local API 
 is, the only way they reach data or the study key. It runs with ``--isolation process``,
 so it starts no executor of its own; its Runtime API listens on a free loopback port
 picked at each start, written to ``flower/runtime-port`` for the executor, and hands out
-tasks only to a caller holding the secret in ``flower/superexec.secret`` (0600).
+tasks only to a caller holding the secret in ``flower/superexec.secret`` (0600). It is
+started through ``flower/bin/flower-supernode``, Flower's entry point with scifed's
+shorter polling waits (``scifed.flower_pacing``; ``SCIFED_FLOWER_PACING=off`` for stock).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from scifed.at_rest import replace_private
 from scifed.errors import UserError
+from scifed.flower_pacing import write_launcher
 from scifed.supervisor import Supervised, flower_env, flower_executable
 
 KEY_FILE = "flower-supernode.key"
@@ -93,7 +96,8 @@ class SuperNode:
         replace_private(self.secret_file, secrets.token_bytes(32))
         replace_private(self.port_file, str(self.runtime_port).encode())
         config = f'local-api="unix:{self.local_socket}"'
-        return [flower_executable("flower-supernode"),
+        flower_executable("flower-supernode")  # flwr is installed beside scifed
+        return [str(write_launcher(self.home / "bin", "flower-supernode")),
                 "--superlink", self.superlink,
                 "--root-certificates", str(self.ca),
                 "--auth-supernode-private-key", str(self.key_path),

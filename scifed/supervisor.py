@@ -34,7 +34,7 @@ from scifed.errors import UserError
 log = logging.getLogger("scifed.flower")
 
 # Per-task polling of the SuperExec (default 1 s); the SuperNode's 3 s fleet poll is
-# hard-coded in Flower 1.41 and cannot be tuned without patching it.
+# hard-coded in Flower 1.41: scifed.flower_pacing shortens it.
 TASK_POLL_SECONDS = "0.1"
 _MIN_BACKOFF, _MAX_BACKOFF, _STABLE_SECONDS = 1.0, 30.0, 60.0
 
@@ -49,15 +49,16 @@ def flower_executable(name: str) -> str:
 
 def flower_env(home: Path) -> dict[str, str]:
     """Environment for every Flower process: state under ``home``, no telemetry, no update
-    checks (platforms may be air-gapped), fast task polling, and this environment's
-    scripts first on PATH because SuperExec starts app processes by name."""
-    bin_dir = str(Path(sys.executable).parent)
+    checks (platforms may be air-gapped), fast task polling, and first on PATH the paced
+    launchers in ``home/bin`` (``scifed.flower_pacing``), then this environment's scripts,
+    because SuperExec starts app processes by name."""
+    bin_dirs = [str(Path(home) / "bin"), str(Path(sys.executable).parent)]
     return {**os.environ,
             "FLWR_HOME": str(home),
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": TASK_POLL_SECONDS,
-            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+            "PATH": os.pathsep.join([*bin_dirs, os.environ.get("PATH", "")])}
 
 
 class Supervised:

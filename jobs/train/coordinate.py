@@ -106,13 +106,17 @@ def read_checkpoint(job_dir: Path) -> dict | None:
 def train_on_flower(flower: Any, job_dir: Path, *,
                     on_progress: Callable[[dict], None] = lambda _: None,
                     cancelled: Callable[[], bool] = lambda: False,
+                    before_resubmit: Callable[[dict | None], None] = lambda _: None,
                     app_dir: Path = APP_DIR) -> dict:
     """Run the job (resubmitting after an unexplained death) until its checkpoint is
     complete; returns that checkpoint. ``on_progress`` sees each new checkpoint; once
-    ``cancelled()`` holds, the run is stopped and :class:`JobCancelled` raised."""
+    ``cancelled()`` holds, the run is stopped and :class:`JobCancelled` raised;
+    ``before_resubmit`` is called with the checkpoint before a run is submitted again."""
     spec = json.loads((job_dir / RUN_FILE).read_text())["spec"]
     budget = STARTUP_SECONDS + (spec["rounds"] + 1) * spec["round_timeout"]
     for attempt in range(RESUBMITS + 1):
+        if attempt:
+            before_resubmit(read_checkpoint(job_dir))
         run_id = flower.start_run({"job-dir": str(job_dir)}, app_dir)
         log.info("job dir %s: Flower run %d (attempt %d)", job_dir.name, run_id, attempt + 1)
         state = _follow(flower, run_id, job_dir, budget, on_progress, cancelled)
@@ -208,6 +212,22 @@ def _reset_supernodes(driver: Driver, run: Run, nodes: list[str]) -> None:
                         exc)
 
 
+def _fresh_supernodes(driver: Driver, run: Run, nodes: list[str]) -> None:
+    """Before a died run is submitted again: restart the SuperNodes of the job's nodes
+    that are connected (each may still hold the dead run's message, and would answer the
+    new run under the old run's id, which the SuperLink refuses — the new run would never
+    hear from it), then wait until they are connected to the SuperLink afresh, so the new
+    run's first messages find them. A node that is offline is left to the round timeout."""
+    connected = [n for n in nodes if n in set(driver.connected())]
+    since = time.time()
+    _reset_supernodes(driver, run, connected)
+    online = driver.flower.wait_online(connected, timeout=driver.task_timeout,
+                                       activated_after=since)
+    if set(connected) - online:
+        log.warning("job %s: SuperNodes of %s not back before the run is resubmitted",
+                    run.job_id, ", ".join(sorted(set(connected) - online)))
+
+
 def _record_drops(driver: Driver, run: Run, dropped: dict[str, str],
                   sealed: dict[str, bytes]) -> None:
     """Each node that left the run: a refusal keeps only its sealed reason (the row says
@@ -217,6 +237,20 @@ def _record_drops(driver: Driver, run: Run, dropped: dict[str, str],
             driver.refusal(run, node, "train", sealed[node])
         else:
             driver.task_state(run, node, "train", TaskState.FAILED, why)
+
+
+def _refuse_nodes_without_supernode(flower, targets: list[str]) -> None:
+    """Fail at once, naming them, if a node the job names runs no SuperNode: every target
+    has just answered the check, so it is connected and would have registered its
+    SuperNode key (`Register`) if its node.yaml set `flower_superlink`. Waiting for it
+    would only end in a timeout that reads like a network problem."""
+    registered = set(flower.node_ids())
+    if unconfigured := sorted(set(targets) - registered):
+        raise JobFailed(
+            f"node(s) {', '.join(unconfigured)} run no Flower SuperNode, so cannot train: "
+            "their officer sets flower_superlink (the coordinator's host and flower_port) "
+            "in node.yaml, e.g. with `scifed node init --flower-superlink HOST:PORT`, and "
+            "restarts the node")
 
 
 def run_training(driver: Driver, run: Run) -> bytes:
@@ -241,11 +275,15 @@ def run_training(driver: Driver, run: Run) -> bytes:
     for node in targets:
         driver.task_state(run, node, "train", TaskState.PENDING)
     driver.set_phase(run, Phase("waiting for nodes"))
+    _refuse_nodes_without_supernode(flower, list(targets))
     online = flower.wait_online(list(targets), timeout=driver.task_timeout)
     if len(online) < min_nodes:
         missing = ", ".join(sorted(set(targets) - online))
         raise JobFailed(f"only {len(online)} of the job's nodes have their Flower SuperNode "
-                        f"connected (not: {missing}); training needs {min_nodes}")
+                        f"connected (not: {missing}) after {driver.task_timeout:.0f} s; "
+                        f"training needs {min_nodes}. Is the SuperLink address in that "
+                        "node's node.yaml (flower_superlink) reachable from it? Its log "
+                        "says why its SuperNode did not connect")
     published: set[int] = set()
 
     def progress(checkpoint: dict) -> None:
@@ -262,8 +300,10 @@ def run_training(driver: Driver, run: Run) -> bytes:
 
     driver.set_phase(run, Phase("round", 1, train.rounds))
     try:
-        checkpoint = train_on_flower(flower, job_dir, on_progress=progress,
-                                     cancelled=lambda: driver.cancelled(run))
+        checkpoint = train_on_flower(
+            flower, job_dir, on_progress=progress, cancelled=lambda: driver.cancelled(run),
+            before_resubmit=lambda ck: _fresh_supernodes(
+                driver, run, ck["active"] if ck else list(targets)))
     except TrainingRunFailed as exc:
         for node, sealed in exc.sealed.items():
             driver.refusal(run, node, "train", sealed)

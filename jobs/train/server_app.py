@@ -18,7 +18,7 @@ A node's refusal reaches this process sealed to the researcher: the run records 
 failure.json's ``sealed_reasons``) for the coordinator to store where the researcher's
 client opens it.
 
-Flower's ``Grid.send_and_receive`` sleeps 3 s between pulls; this app polls every 0.2 s
+Flower's ``Grid.send_and_receive`` sleeps 3 s between pulls; this app polls every 0.1 s
 (measured with Flower 1.41) and drives rounds itself so that each round is one
 round-trip: validation of the received model rides on the next training message, and
 only the final model needs a separate ``evaluate`` message.
@@ -66,7 +66,7 @@ from scifed.he import context_is_private, sum_ciphertexts
 from scifed.sealing import refused_at
 from scifed.wire import now_ms
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.1
 TTL_MARGIN_SECONDS = 60.0
 
 

@@ -1,14 +1,19 @@
 """The pieces of federated training that need no processes: the model zoo and its flat
 vector (also under Opacus), the train spec's checks, FedAvg through BFV sums, DP-SGD
-accounting carried across rounds, and decoding pooled metric sums."""
+accounting carried across rounds, decoding pooled metric sums, and what the coordinator
+does before it submits a died run again."""
 
 from __future__ import annotations
+
+import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
+from coordinator.flower import RunState
 from jobs.train import local
 from jobs.train.models import build_model, model_to_vector, released_model, vector_to_model
 from jobs.train.protocol import average, contribution, metrics_history, update_bound
@@ -188,3 +193,87 @@ def test_metrics_history_decodes_pooled_sums():
     reg = np.array([4, 0.5, 0, 0.5, y.sum(), (y ** 2).sum(), 0, 0])
     (r0,) = metrics_history("regression", {}, reg, 0)
     assert r0["val_r2"] == pytest.approx(1 - 0.5 / 5.0)
+
+
+def test_a_train_result_heads_with_rounds_and_final_validation():
+    """`scifed job result` of a train job leads with what was trained, for how many
+    rounds, and the released model's validation (from the metrics history, the model
+    after the last round), not a stats-style row count."""
+    from jobs.train.view import TrainResult
+
+    sums = {1: np.array([10, 5.0, 6, 0, 0, 0, 40, 20.0]),
+            2: np.array([10, 2.0, 9, 0, 0, 0, 40, 8.0])}
+    final = np.array([10, 1.0, 10, 0, 0, 0, 0, 0])
+    raw = {"type": "train", "metrics": metrics_history("classification", sums, final, 2),
+           "epsilon": {"n1": 0.5}, "meta": {"contributors": ["n1", "n2"]},
+           "model": {"kind": "mlp", "task": "classification", "features": ["a", "b"],
+                     "label": "species"}}
+    line = TrainResult.from_json(raw).headline()
+    assert line.startswith("train: 2 round(s) of a mlp (classification) on 2 feature(s) "
+                           "predicting species")
+    assert "final validation (after round 2 on 10 rows): val_loss 0.1000, " \
+        "val_accuracy 1.0000" in line
+    assert "contributors: n1, n2" in line and "ε spent: n1 0.5" in line
+    raw["metrics"] = metrics_history("classification", sums, None, 2)  # no final evaluation
+    assert "(after round 1 on 10 rows): val_loss 0.2000, val_accuracy 0.9000" in \
+        TrainResult.from_json(raw).headline()
+
+
+class _DyingLink:
+    """A SuperLink whose first run dies without a reason (as when the SuperLink crashes
+    under it) and whose second completes; it records what the coordinator did, in order."""
+
+    def __init__(self, job_dir, events: list) -> None:
+        self.job_dir, self.events, self.runs = job_dir, events, 0
+
+    def start_run(self, run_config, app_dir) -> int:
+        self.runs += 1
+        self.events.append(("start_run", self.runs))
+        checkpoint = {"round": self.runs, "active": ["a", "b"], "complete": self.runs == 2}
+        (self.job_dir / "checkpoint.json").write_text(json.dumps(checkpoint))
+        return self.runs
+
+    def run_state(self, run_id):
+        return RunState(run_id, "finished", "completed" if run_id == 2 else "failed",
+                        "", 0, 0)
+
+    def log_tail(self, run_id, lines=40) -> str:
+        return "the SuperLink went away"
+
+    def wait_online(self, names, timeout, *, activated_after=None):
+        self.events.append(("wait_online", sorted(names), activated_after is not None))
+        return set(names)
+
+
+class _Driver:
+    task_timeout = 5.0
+
+    def __init__(self, flower, events: list, connected: list[str]) -> None:
+        self.flower, self.events, self._connected = flower, events, connected
+
+    def connected(self) -> list[str]:
+        return self._connected
+
+    def send(self, node, kind, payload, reply):
+        self.events.append(("reset", node))
+        return reply()
+
+
+def test_a_run_that_died_is_resubmitted_only_after_fresh_supernodes(tmp_path):
+    """After a SuperLink crash, each connected node's SuperNode is restarted and seen
+    connected afresh before the run is submitted again (a SuperNode still holding the
+    dead run's message would answer the new run under the old id, and never be heard)."""
+    from jobs.train.coordinate import _fresh_supernodes, train_on_flower
+
+    (tmp_path / "run.json").write_text(json.dumps({"spec": {"rounds": 2,
+                                                           "round_timeout": 5}}))
+    events: list = []
+    link = _DyingLink(tmp_path, events)
+    driver = _Driver(link, events, connected=["a", "c"])  # b is offline
+    run = SimpleNamespace(job_id="job-1")
+    checkpoint = train_on_flower(
+        link, tmp_path,
+        before_resubmit=lambda ck: _fresh_supernodes(driver, run, ck["active"]))
+    assert checkpoint["complete"]
+    assert events == [("start_run", 1), ("reset", "a"), ("wait_online", ["a"], True),
+                      ("start_run", 2)]
