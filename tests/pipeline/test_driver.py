@@ -49,7 +49,7 @@ def test_release_loop_runs_quantile_rounds_and_equals_pandas(fed, penguins):
 
 def test_quorum_goes_on_without_an_offline_node_and_fails_below_it(tmp_path, penguins,
                                                                     penguins_meta):
-    fed = build(tmp_path, penguins, penguins_meta, task_timeout=0.5)
+    fed = build(tmp_path, penguins, penguins_meta, task_timeout=3)
     try:
         fed.create_study("two", {n: "penguins" for n in ISLANDS}, min_nodes=2)
         fed.links["torgersen"].disconnect()
@@ -72,7 +72,7 @@ def test_a_sole_contributor_of_a_larger_job_runs_the_quantile_rounds_under_its_l
     """Two nodes offline in a study whose quorum is one: the survivor's compute and every
     counting round carry its lone mask (node/masking.py), which it takes off itself as
     the release node, and the result is its own rows' quantiles."""
-    fed = build(tmp_path, penguins, penguins_meta, task_timeout=0.5)
+    fed = build(tmp_path, penguins, penguins_meta, task_timeout=3)
     try:
         fed.create_study("one", {n: "penguins" for n in ISLANDS}, min_nodes=1)
         for node in ("dream", "torgersen"):
