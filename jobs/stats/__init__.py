@@ -16,7 +16,7 @@ from jobs.aggregate import AggregateJob
 from jobs.base import Limits, NextRound, Pooled, Released, Table
 from jobs.privacy import check_capacity
 from jobs.stats import compute, disclosure, dp, labels
-from jobs.stats.quantiles import count_le
+from jobs.stats.quantiles import count_le, offset_sums
 from jobs.stats.release import release
 from jobs.stats.spec import StatsSpec
 from scifed.filters import check_on_grid
@@ -111,6 +111,8 @@ class StatsJob(AggregateJob):
         else:
             parts = [count_le(table, col, thresholds)
                      for col, thresholds in sorted(query["thresholds"].items())]
+            parts += [offset_sums(table, col, brackets)
+                      for col, brackets in sorted(query.get("offsets", {}).items())]
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def release(self, params: StatsSpec, pooled: Pooled) -> Released | NextRound:

@@ -29,14 +29,20 @@ def release(spec: StatsSpec, pooled: Pooled) -> Released | NextRound:
     else:
         result = pooled.state["result"]
         search = QuantileSearch.from_json(pooled.state["search"])
-        counts, offset = {}, 0
+        counts, offsets, offset = {}, {}, 0
         for col, thresholds in sorted(search.thresholds().items()):
             counts[col] = [compute.pooled_count(v, f"count of {col} below a threshold")
                            for v in total[offset:offset + len(thresholds)]]
             offset += len(thresholds)
-        search.update(counts)
+        for col, brackets in sorted(search.brackets().items()):
+            offsets[col] = [float(v) for v in total[offset:offset + len(brackets)]]
+            offset += len(brackets)
+        if offset != total.size:
+            raise UserError(f"the round's pooled vector has {total.size} values, the "
+                            f"search asked for {offset}")
+        search.update(counts, offsets)
     if search is not None and not search.done:
-        return NextRound(query={"thresholds": search.thresholds()},
+        return NextRound(query=search.query(),
                          state={"result": result, "search": search.to_json()})
     if search is not None:
         result["quantile_rounds"] = search.rounds
