@@ -90,7 +90,8 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
 
     @user_errors
     def GetJob(self, request, context):
-        return self._job(request.job_id, peer_identity(context).name)
+        return self._info(self.jobs.watch(request.job_id, peer_identity(context).name,
+                                          request.wait_ms / 1000))
 
     @user_errors
     def GetResult(self, request, context):
@@ -111,7 +112,10 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
         return self._job(request.job_id, name)
 
     def _job(self, job_id: str, researcher: str) -> pb.JobInfo:
-        v = self.jobs.get(job_id, researcher)
+        return self._info(self.jobs.get(job_id, researcher))
+
+    @staticmethod
+    def _info(v) -> pb.JobInfo:
         return pb.JobInfo(
             job_id=v.job_id, study=v.study, type=v.job_type, status=v.status,
             phase=str(v.phase), error=v.error,
