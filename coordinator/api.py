@@ -94,6 +94,12 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
                                           request.wait_ms / 1000))
 
     @user_errors
+    def ListJobs(self, request, context):
+        views = self.jobs.list_jobs(peer_identity(context).name, study=request.study,
+                                    status=request.status, limit=request.limit)
+        return pb.ListJobsReply(jobs=[self._info(v) for v in views])
+
+    @user_errors
     def GetResult(self, request, context):
         name = peer_identity(context).name
         return pb.ResultReply(job_id=request.job_id,

@@ -1,8 +1,9 @@
-"""The coordinator's database: engine, ORM models and schema creation.
+"""The coordinator's database: engine and ORM models.
 
 SQLite is the default backend, PostgreSQL the one for larger deployments. Both run the
-same models; only full-text search differs, so its DDL lives here next to the tables it
-shadows: an FTS5 table on SQLite, a generated ``tsvector`` column on PostgreSQL.
+same models; only full-text search differs: an FTS5 table on SQLite, a generated
+``tsvector`` column on PostgreSQL. The schema itself is made and changed only by the
+migrations in ``coordinator/migrations`` (a model change here needs a revision there).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -26,12 +26,11 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    inspect,
-    text,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from coordinator import migrations
 from scifed.at_rest import private_sqlite
 
 FTS_TABLE = "records_fts"
@@ -239,33 +238,6 @@ class CoordinatorAuditEntry(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
-# Trigram makes any 3+ character substring searchable, which is what Chinese text
-# (no spaces between words) needs; shorter query tokens fall back to LIKE.
-event.listen(
-    Base.metadata,
-    "after_create",
-    DDL(
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
-        f"record_id UNINDEXED, {', '.join(FTS_COLUMNS)}, tokenize='trigram')"
-    ).execute_if(dialect="sqlite"),
-)
-# A generated column stays in step with search_text without any code on the write path.
-event.listen(
-    Record.__table__,
-    "after_create",
-    DDL(
-        "ALTER TABLE records ADD COLUMN IF NOT EXISTS tsv tsvector "
-        "GENERATED ALWAYS AS (to_tsvector('simple', search_text)) STORED"
-    ).execute_if(dialect="postgresql"),
-)
-event.listen(
-    Record.__table__,
-    "after_create",
-    DDL("CREATE INDEX IF NOT EXISTS ix_records_tsv ON records USING GIN (tsv)").execute_if(
-        dialect="postgresql"
-    ),
-)
-
 
 POOL_SIZE, POOL_OVERFLOW = 16, 112  # SQLite connections kept, and more at a peak
 
@@ -298,30 +270,20 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _add_new_columns(engine: Engine) -> None:
-    """create_all makes missing tables but never alters existing ones: add the nullable
-    columns a newer version declares, so a database made by an older one keeps working."""
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        have = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in have and column.nullable:
-                kind = column.type.compile(engine.dialect)
-                with engine.begin() as connection:
-                    connection.execute(
-                        text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
-
-
 class Database:
-    """The coordinator's state store; creates its tables on first use."""
+    """The coordinator's state store; brings its schema to this release's on open
+    (:func:`coordinator.migrations.upgrade`), keeping the rows it holds."""
 
     def __init__(self, url: str) -> None:
         self.engine: Engine = (
             _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url)
         )
         self.dialect: str = self.engine.dialect.name
-        Base.metadata.create_all(self.engine)
-        _add_new_columns(self.engine)
+        try:
+            migrations.upgrade(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -155,7 +155,9 @@ class InMemoryFederation:
     """A coordinator, ``nodes`` and one researcher (``alice``) in this process."""
 
     def __init__(self, root: Path, nodes: list[str], *, task_timeout: float = 60.0,
-                 approval_poll: float = 0.05) -> None:
+                 approval_poll: float = 0.05, database: str | None = None) -> None:
+        """``database``: the coordinator's SQLAlchemy URL (default SQLite in its state
+        directory), as its config's ``database`` key."""
         self.root = Path(root)
         self.ca_dir = self.root / "ca"
         init_ca(self.ca_dir)
@@ -163,7 +165,8 @@ class InMemoryFederation:
         tls = TlsConfig(ca=self.ca_dir / "ca.crt", cert=self.ca_dir / "coordinator.crt",
                         key=self.ca_dir / "coordinator.key")
         self.coordinator = CoordinatorCore(
-            CoordinatorConfig(state_dir=coord_dir, tls=tls, task_timeout_seconds=task_timeout),
+            CoordinatorConfig(state_dir=coord_dir, tls=tls, task_timeout_seconds=task_timeout,
+                              database=database),
             approval_poll=approval_poll)
         self.nodes: dict[str, NodeCore] = {}
         self.links: dict[str, InMemoryLink] = {}

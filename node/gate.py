@@ -51,6 +51,8 @@ from node.guard import LINEAR, NONLINEAR, audit_and_record
 from node.masking import (
     compute_stage,
     exact_slots,
+    lone,
+    lone_mask,
     mask_context,
     masking_set,
     pairwise,
@@ -378,14 +380,14 @@ class Gate:
 
     def check_set(self, adm: Admission, publics: dict[str, bytes]) -> None:
         """Refuse to mask an exact contribution for a set whose sum this node's pooling
-        rule would not release (node/policy.py pools_enough): a set of one in a job of
-        several nodes leaves it unmasked for any member to read, and a pair lets the
-        other member take off its own mask and read this one. Checked before anything is
-        computed, since the coordinator chooses the set."""
+        rule would not release (node/policy.py pools_enough): a pair lets the other
+        member take off its own mask and read this one. (A set of one is its own release
+        node and carries a lone mask: see mask.) Checked before anything is computed,
+        since the coordinator chooses the set."""
         pol, h = adm.policy, adm.header
         n, need = len(publics), pol.min_contributors
         members = len(self.studies.study_nodes(h.study_id) or [])
-        if (n > 1 or h.n_nodes == 1) and pools_enough(n, need, members):
+        if pools_enough(n, need, members):  # a set of one carries a lone mask (mask)
             return
         raise UserError(f"node {self.node}: an exact pooled result on {pol.grade}/"
                         f"{pol.category} data needs at least {need} contributors "
@@ -396,14 +398,23 @@ class Gate:
     def mask(self, adm: Admission, publics: dict[str, bytes], vec: np.ndarray, stage: str,
              round_no: int = 0, attempt: int = 0) -> np.ndarray | None:
         """The pairwise masks of the set, and for a compute attempt this node's
-        self-mask of it (node/masking.py)."""
-        slots = exact_slots(vec)
+        self-mask of it; a sole contributor of a job of several nodes its lone mask
+        instead, at every stage (node/masking.py)."""
+        slots, h = exact_slots(vec), adm.header
+        if lone(h, publics):
+            return self.lone_mask(h, compute_stage(attempt) if attempt else stage,
+                                  round_no, slots)
         mask = pairwise(self.node, self.studies.cfg.tls.key.parent, publics,
-                        mask_context(adm.header, stage, round_no), slots)
-        if attempt:
-            seed = self_seed(self.job_secret(adm.header.job_id), adm.header, attempt)
-            mask = with_self_mask(mask, seed, slots) if len(publics) > 1 else mask
+                        mask_context(h, stage, round_no), slots)
+        if attempt and len(publics) > 1:
+            seed = self_seed(self.job_secret(h.job_id), h, attempt)
+            mask = with_self_mask(mask, seed, slots)
         return mask
+
+    def lone_mask(self, h: TaskHeader, stage: str, round_no: int, slots: int) -> np.ndarray:
+        """The mask of this node as the sole contributor of ``stage``: put on by the
+        contribution and taken off by the release, both at this node."""
+        return lone_mask(self.job_secret(h.job_id), h, stage, round_no, slots)
 
     def _reattempt(self, adm: Admission, vocab: dict[str, list[str]],
                    publics: dict[str, bytes], attempt: int) -> ComputeReply:
@@ -457,6 +468,10 @@ class Gate:
                 raise UserError(f"node {self.node} made no attempt {attempt} of job "
                                 f"{h.job_id}'s compute, so it reveals nothing of it")
             masked_with = ComputeReply.loads(answer).attestation["statement"]["masked_with"]
+            if lone(h, masked_with):
+                raise UserError(f"node {self.node} reveals no mask of attempt {attempt} of "
+                                f"job {h.job_id}: it contributed alone, so it releases the "
+                                "sum itself")
             if sorted(contributors) != masked_with:
                 raise UserError(f"node {self.node} reveals its self-mask of attempt {attempt} "
                                 f"of job {h.job_id} only for the set it masked for "

@@ -17,8 +17,12 @@ The set comes from the coordinator (the nodes it asks to compute, each with its 
 claim), but nothing in it is taken on trust: every claim must chain to the federation CA
 as the node it names, the set must hold this node and no more nodes than the job has, and
 the set and attempt go into this node's signed attestation, so the release node sums only
-contributions masked for exactly the contributors it is given. A set of one (a one-node
-job) needs no mask: the sum is the contribution.
+contributions masked for exactly the contributors it is given. A set of one in a one-node
+job needs no mask: the sum is the contribution, and no other member takes part. A set of
+one in a job of several nodes (the others refused or dropped) carries a *lone mask*
+instead, PRG of a seed from this node's job secret and the stage, which it never reveals:
+the sole contributor is its own release node and takes the mask off itself, so the
+coordinator with another member's study key reads uniform residues.
 
 Dropouts (recovery by a fresh attempt, not by revealing masks). If a node of attempt a
 drops, the survivors make attempt a + 1 among themselves: the same vector (kept by the
@@ -98,6 +102,19 @@ def pairwise(node: str, key_dir: Path, publics: dict[str, bytes], context: bytes
 
 def self_seed(job_secret: bytes, h: TaskHeader, attempt: int) -> bytes:
     return masks.self_seed(job_secret, mask_context(h, "self", attempt))
+
+
+def lone_mask(job_secret: bytes, h: TaskHeader, stage: str, round_no: int,
+              slots: int) -> np.ndarray:
+    """A sole contributor's mask of ``stage``, from a seed it never reveals (unlike a
+    self-mask): the release node, which is that contributor, makes it again to take it off."""
+    seed = masks.self_seed(job_secret, mask_context(h, "lone\0" + stage, round_no))
+    return masks.self_mask(seed, slots)
+
+
+def lone(h: TaskHeader, publics: dict | list) -> bool:
+    """Whether a set is a sole contributor of a job of several nodes (node/masking.py)."""
+    return len(publics) == 1 and h.n_nodes > 1
 
 
 def with_self_mask(mask: np.ndarray | None, seed: bytes, slots: int) -> np.ndarray:

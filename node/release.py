@@ -48,7 +48,7 @@ from jobs.base import NextRound, Pooled
 from jobs.spec import datasets_by_node
 from node.audit import AuditLog
 from node.gate import Admission, Gate
-from node.masking import revealed_masks
+from node.masking import compute_stage, lone, revealed_masks
 from node.policy import pools_enough
 from scifed import he
 from scifed.config import TlsConfig
@@ -315,7 +315,15 @@ class ReleasePath:
     def _self_masks(self, req: ReleaseRequest, adm, envelope: dict | None,
                     total: bytes) -> np.ndarray | None:
         """The contributors' revealed self-masks of the attempt summed (node/masking.py);
-        None for a further round (pairwise masks only) or a set of one (no mask)."""
+        a sole contributor's lone mask, which only it can make, so only if it is this
+        node; None for a further round of several (pairwise masks only) or a one-node job."""
+        if lone(req, req.contributors):
+            if req.contributors != [self.node]:
+                raise UserError(f"node {self.node} refuses to release job {req.job_id}: its "
+                                f"sole contributor {req.contributors[0]} releases its own sum")
+            stage, round_no = (("round", envelope["round"]) if envelope is not None
+                               else (compute_stage(req.attempt), 0))
+            return self.gate.lone_mask(req, stage, round_no, he.parse(total).slots)
         if envelope is not None or len(req.contributors) < 2:
             return None
         try:

@@ -7,16 +7,20 @@ so a deployment directory can be moved as a whole.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scifed.errors import UserError, excerpt, join_problems
 from scifed.limits import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_VALUES
-from scifed.tls import TlsFiles
+
+if TYPE_CHECKING:  # scifed.tls loads grpc: a config is read without it (the health check)
+    from scifed.tls import TlsFiles
 
 M = TypeVar("M", bound=BaseModel)
+
+FLOWER_PORT = 9093  # the Flower SuperLink's port unless coordinator.yaml says otherwise
 
 
 class _Strict(BaseModel):
@@ -30,6 +34,8 @@ class TlsConfig(_Strict):
     crl: Path | None = None
 
     def files(self) -> TlsFiles:
+        from scifed.tls import TlsFiles
+
         return TlsFiles(self.ca, self.cert, self.key)
 
 

@@ -43,19 +43,39 @@ A frame records its encoding, length, how many ciphertexts it sums and how many 
 (its capacity); the coordinator refuses to add frames that differ in any of these, or to
 exceed the capacity, and decryption refuses residues that the recorded summands could not
 have made (a wrong key or a corrupted ciphertext decrypts to values spread over [0, t)).
+
+Chunks in parallel. A vector is encrypted and decrypted chunk by chunk (one ciphertext per
+4096 slots), and chunks are independent, so a long vector's chunks are spread over
+``WORKERS`` = min(4, cores) processes: this one and spawned pool processes, each with its
+own SEAL objects, results back in chunk order. Processes, not threads: the
+``tenseal.sealapi`` bindings hold the GIL in every SEAL call (measured: two threads
+encrypting keep CPU/wall at 0.86, one core), and TenSEAL's ``n_threads`` does not
+parallelise these calls either (1.00-1.03x measured). A pool process gets the secret key
+through its pipe from this process (same host and account; it is never written to disk).
+The coordinator's sum stays in one process: it is memory-bound, and shipping every
+party's chunks to another process costs about what adding them does. Within a process each
+thread has its own encoder, encryptor and decryptor (SEAL documents none as thread-safe),
+so concurrent jobs need no lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
+import multiprocessing
+import multiprocessing.util
 import os
 import struct
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import tenseal.sealapi as seal
@@ -88,6 +108,13 @@ _CONTEXT_HEADER = struct.Struct(f"<4sBB{_KEY_ID_BYTES}s")
 # magic, version, key id, encoding, lanes, values, summands, capacity, chunks, bound
 _CIPHERTEXT_HEADER = struct.Struct(f"<4sB{_KEY_ID_BYTES}sBBQIIId")
 _NONCE_BYTES = 12
+# cores this process may run on (its affinity mask, e.g. a container's or taskset's)
+WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else os.cpu_count() or 1)
+log = logging.getLogger("scifed.he")
+PARALLEL_MIN_CHUNKS = 16  # 64k slots: below this, one process is quicker
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,6 +137,7 @@ def _context() -> seal.SEALContext:
 
 
 PLAIN_MODULUS = _parameters().plain_modulus().value()
+_context()  # made once, here, before two threads could race to make it
 _HALF = PLAIN_MODULUS // 2
 
 
@@ -173,6 +201,108 @@ import atexit  # noqa: E402 - beside the one thing it is for
 
 atexit.register(_remove_scratch)
 
+_pool: tuple[int, ProcessPoolExecutor] | None = None  # (workers it serves, the pool)
+_pool_lock = threading.Lock()
+
+
+def _process_pool() -> ProcessPoolExecutor:
+    """The chunk pool: ``WORKERS - 1`` spawned processes (the caller's own process takes
+    one share). Spawned, not forked: nodes and the coordinator run gRPC threads, which a
+    fork would copy mid-flight."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != WORKERS:  # first use, or resized by workers()
+            if _pool is not None:
+                _pool[1].shutdown(wait=False)
+            context = multiprocessing.get_context("spawn")
+            _pool = (WORKERS, ProcessPoolExecutor(WORKERS - 1, mp_context=context,
+                                                  initializer=_pool_process_started))
+        return _pool[1]
+
+
+def _spread(key: StudyKey, work: Callable[[StudyKey | bytes, list[_T]], list[_R]],
+            items: list[_T]) -> list[_R]:
+    """``work(key, items)`` split into ``WORKERS`` contiguous runs, the first in this
+    process and the others on the pool (which gets the key's material), concatenated back
+    in chunk order. Vectors of fewer than ``PARALLEL_MIN_CHUNKS`` chunks stay in this
+    process: shipping them costs more than it saves."""
+    if WORKERS <= 1 or len(items) < PARALLEL_MIN_CHUNKS:
+        return work(key, items)
+    size = -(-len(items) // WORKERS)
+    runs = [items[i : i + size] for i in range(0, len(items), size)]
+    pool = _process_pool()
+    try:
+        futures = [pool.submit(work, key._material, run) for run in runs[1:]]  # noqa: SLF001
+        try:
+            first = work(key, runs[0])
+        finally:
+            rest = [future.result() for future in futures]
+    except BrokenProcessPool:  # a pool process died (killed, out of memory): start afresh
+        _drop_pool(pool)
+        log.warning("the HE chunk pool lost a process; this vector is done in one process")
+        return work(key, items)
+    return [*first, *(item for run in rest for item in run)]
+
+
+def _drop_pool(pool: ProcessPoolExecutor) -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None and _pool[1] is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def workers(count: int) -> Iterator[None]:
+    """Spread chunks over ``count`` processes inside the block (1: the single-process
+    baseline the benchmark measures beside the pool)."""
+    global WORKERS
+    if count < 1:
+        raise UserError(f"the chunk pool needs at least one worker, not {count}")
+    before, WORKERS = WORKERS, count
+    try:
+        yield
+    finally:
+        WORKERS = before
+
+
+def _pool_process_started() -> None:
+    """A pool process leaves through ``os._exit`` (no atexit): remove its scratch file
+    with multiprocessing's own exit hook."""
+    multiprocessing.util.Finalize(None, _remove_scratch, exitpriority=0)
+
+
+@functools.lru_cache(maxsize=4)
+def _key_of(material: bytes) -> StudyKey:
+    """A pool process's copy of a study key (made once per key and process)."""
+    return StudyKey(_load_secret(material), material)
+
+
+def _encrypt_rows(key: StudyKey | bytes, rows: list[np.ndarray]) -> list[bytes]:
+    """Encrypt slot rows (in a pool process, ``key`` is the secret's material)."""
+    key = key if isinstance(key, StudyKey) else _key_of(key)
+    return [key._encrypt_chunk(row) for row in rows]  # noqa: SLF001 - this module's key
+
+
+def _decrypt_chunks(key: StudyKey | bytes, chunks: list[tuple[int, bytes]]
+                    ) -> list[np.ndarray]:
+    """Decrypt numbered chunks to slot residues (as :func:`_encrypt_rows`)."""
+    key = key if isinstance(key, StudyKey) else _key_of(key)
+    return [key._decrypt_chunk(item) for item in chunks]  # noqa: SLF001 - this module's key
+
+
+class _Tools(threading.local):
+    """One thread's SEAL objects for one study key (created on first use in that thread)."""
+
+    def __init__(self, secret: seal.SecretKey) -> None:
+        context = _context()
+        self.encoder = seal.BatchEncoder(context)
+        self.encryptor = seal.Encryptor(context, secret)
+        self.decryptor = seal.Decryptor(context, secret)
+
+
+_evaluators = threading.local()
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -219,11 +349,7 @@ class StudyKey:
         self._secret = secret
         self._material = material
         self._key_id = _derive(material, b"scifed-study-key-id-v2", _KEY_ID_BYTES)
-        context = _context()
-        self._encryptor = seal.Encryptor(context, secret)
-        self._decryptor = seal.Decryptor(context, secret)
-        self._encoder = seal.BatchEncoder(context)
-        self._lock = threading.Lock()  # SEAL's objects are not documented thread-safe
+        self._tools = _Tools(secret)
 
     @classmethod
     def generate(cls) -> StudyKey:
@@ -301,14 +427,26 @@ class StudyKey:
             if mask.shape != residues.shape:
                 raise UserError(f"the mask covers {mask.size} slots, the vector {residues.size}")
             residues = _add_mod(residues, mask)
-        chunks = []
-        with self._lock:
-            for start in range(0, residues.size, SLOTS):
-                row = residues[start : start + SLOTS]
-                plain = seal.Plaintext()
-                self._encoder.encode(row.tolist(), plain)
-                chunks.append(_Scratch.dump(self._encryptor.encrypt_symmetric(plain)))
+        rows = [residues[start : start + SLOTS] for start in range(0, residues.size, SLOTS)]
+        chunks = _spread(self, _encrypt_rows, rows)
         return _frame(Frame(self._key_id, encoding, lanes, n, 1, capacity, bound, chunks))
+
+    def _encrypt_chunk(self, row: np.ndarray) -> bytes:
+        tools = self._tools
+        plain = seal.Plaintext()
+        tools.encoder.encode(row.tolist(), plain)
+        return _Scratch.dump(tools.encryptor.encrypt_symmetric(plain))
+
+    def _decrypt_chunk(self, item: tuple[int, bytes]) -> np.ndarray:
+        index, chunk = item
+        tools = self._tools
+        cipher = _load_chunk(chunk, index)
+        plain = seal.Plaintext()
+        try:
+            tools.decryptor.decrypt(cipher, plain)
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"ciphertext does not decrypt under this study key: {exc}") from exc
+        return np.asarray(tools.encoder.decode_uint64(plain), dtype=np.uint64)
 
     def decrypt(self, blob: bytes, *, unmask: np.ndarray | None = None) -> np.ndarray:
         """Decrypt a blob (one contribution or a sum) back to float64 of the original
@@ -326,18 +464,8 @@ class StudyKey:
 
     def residues(self, frame: Frame) -> np.ndarray:
         """The slot values mod t of a parsed frame (its used slots only)."""
-        parts = []
-        with self._lock:
-            for index, chunk in enumerate(frame.chunks):
-                cipher = _load_chunk(chunk, index)
-                plain = seal.Plaintext()
-                try:
-                    self._decryptor.decrypt(cipher, plain)
-                except (ValueError, RuntimeError) as exc:
-                    raise UserError("ciphertext does not decrypt under this study key: "
-                                    f"{exc}") from exc
-                parts.append(np.asarray(self._encoder.decode_uint64(plain), dtype=np.uint64))
-        plain = np.concatenate(parts)
+        plain = np.concatenate(_spread(self, _decrypt_chunks,
+                                       list(enumerate(frame.chunks))))
         used = frame.slots
         if np.any(plain[used:]):
             raise UserError("decrypted values are not sums of contributions: the ciphertext "
@@ -383,15 +511,12 @@ def sum_ciphertexts(public_context: bytes, blobs: list[bytes]) -> bytes:
         raise UserError(f"refusing to sum {summands} contributions; this encoding is only "
                         f"exact up to {first.capacity}")
     evaluator = _evaluator()
-    totals: list[seal.Ciphertext] = []
-    for index, frame in enumerate(frames):
-        for j, chunk in enumerate(frame.chunks):
-            cipher = _load_chunk(chunk, index)
-            if index == 0:
-                totals.append(cipher)
-            else:
-                evaluator.add_inplace(totals[j], cipher)
-    out = [_Scratch.dump(c) for c in totals]
+    out = []
+    for j in range(len(first.chunks)):
+        total = _load_chunk(frames[0].chunks[j], 0)
+        for index, frame in enumerate(frames[1:], start=1):
+            evaluator.add_inplace(total, _load_chunk(frame.chunks[j], index))
+        out.append(_Scratch.dump(total))
     return _frame(Frame(key_id, first.encoding, first.lanes, first.n, summands,
                         first.capacity, first.bound, out))
 
@@ -583,9 +708,12 @@ def _public_context(data: bytes) -> bytes:
     return key_id
 
 
-@functools.lru_cache(maxsize=1)
 def _evaluator() -> seal.Evaluator:
-    return seal.Evaluator(_context())
+    """This thread's evaluator (the coordinator sums chunks on the pool's threads)."""
+    evaluator = getattr(_evaluators, "evaluator", None)
+    if evaluator is None:
+        evaluator = _evaluators.evaluator = seal.Evaluator(_context())
+    return evaluator
 
 
 def _load_chunk(chunk: bytes, index: int) -> seal.Ciphertext:

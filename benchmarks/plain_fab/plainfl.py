@@ -1,5 +1,5 @@
 """Benchmark-only twin of scifed's `train` app: the same deployment, local API, training
-and protocol, but float64 vectors where the real app has CKKS ciphertexts, so the
+and protocol, but float64 vectors where the real app has BFV ciphertexts, so the
 difference in round time and traffic is what HE costs. Never deploy it: the coordinator
 would see every node's update in clear. The FAB ships this file; the rest is the
 installed scifed package (``jobs.train``). ``benchmarks/train_bench.py`` runs it on the
@@ -22,6 +22,10 @@ from jobs.train.server_app import HEFedAvg
 class PlainCodec:
     def encrypt(self, values: np.ndarray) -> bytes:
         return np.asarray(values, dtype=np.float64).tobytes()
+
+    def encrypt_quantised(self, values: np.ndarray, *, bound: float, capacity: int,
+                          rng: np.random.Generator | None = None) -> bytes:
+        return self.encrypt(values)  # already clipped to the bound: float64, no levels
 
     def decrypt(self, blob: bytes) -> np.ndarray:
         return np.frombuffer(blob, dtype=np.float64).copy()

@@ -6,8 +6,10 @@ It holds nothing of its own: for every message it first asks the node's local AP
 training grant — the node's decision, the selected rows, the DP-SGD settings its policy
 requires, the study key and the accountant history — and touches no data when refused.
 It then decrypts the global model, measures it on this node's validation split, trains,
-and returns its update and metric sums encrypted under the study key (jobs.train.protocol),
-reporting what DP-SGD spent back to the node.
+and returns its update (exact in round 1, quantised after, weighted by the previous
+round's pooled rows) and metric sums encrypted under the study key (jobs.train.protocol),
+reporting what DP-SGD spent back to the node. Values the quantised update clips are
+counted in the node's log.
 
 Its reply goes through the coordinator, which sees no decision detail: a refused grant
 answers the node's public "refused at node X" with the reason as the node sealed it to the
@@ -21,7 +23,6 @@ import io
 import json
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
 import grpc
 import numpy as np
@@ -29,7 +30,19 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from jobs.spec import parse_job_dict
-from jobs.train.protocol import ARRAYS, CONFIG, METRICS, MODEL, STATUS, average, blob_of, ciphertext
+from jobs.train.protocol import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    MODEL,
+    STATUS,
+    Codec,
+    average,
+    blob_of,
+    ciphertext,
+    contribution,
+    pooled_rows,
+)
 from jobs.train.spec import DPSpec, TrainSpec
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
@@ -63,14 +76,6 @@ def _refusal(msg: Message, reason: str, sealed: bytes = b"") -> Message:
     reason sealed to the researcher, which the coordinator keeps for them."""
     status = ConfigRecord({"ok": False, "reason": reason, "sealed": sealed})
     return Message(RecordDict({STATUS: status}), reply_to=msg)
-
-
-class Codec(Protocol):
-    """What a round needs from the study key: StudyKey, or a stand-in in benchmarks."""
-
-    def encrypt(self, values: np.ndarray) -> bytes: ...
-
-    def decrypt(self, blob: bytes) -> np.ndarray: ...
 
 
 def grant_request(msg: Message) -> pb.TrainingGrantRequest:
@@ -134,8 +139,10 @@ def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGra
     data = local.split(_npy(grant.features), _npy(grant.labels), spec, grant.node_name)
     model = local.initial_model(spec)
     arrays = msg.content.array_records.get(ARRAYS, ArrayRecord())
+    theta_start = None
     if MODEL in arrays:
-        vector_to_model(model, average(key.decrypt(blob_of(arrays, MODEL))))
+        theta_start = average(key.decrypt(blob_of(arrays, MODEL)))
+        vector_to_model(model, theta_start)
     validation = local.evaluate(model, data.x_val, data.y_val, spec.task)
     if final:
         sums = np.concatenate([validation, [0.0, 0.0]])
@@ -144,6 +151,10 @@ def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGra
         return Message(content, reply_to=msg), None
 
     from jobs.train.models import model_to_vector
+
+    pooled = None  # the previous round's pooled training rows weigh this round's update
+    if theta_start is not None and METRICS in arrays:
+        pooled = pooled_rows(key.decrypt(blob_of(arrays, METRICS)))
 
     dp = None
     if grant.dp.enabled:
@@ -158,10 +169,15 @@ def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGra
         raise UserError(f"node {grant.node_name}: this round would bring the job's DP-SGD "
                         f"spending to ε={result.epsilon:.3f}, beyond its ε={dp.epsilon:g}; "
                         "nothing of it is released")
-    update = np.append(result.n_train * model_to_vector(model), result.n_train)
+    update, clipped = contribution(key, model_to_vector(model), result.n_train,
+                                   pooled=pooled, theta_start=theta_start,
+                                   capacity=request.n_nodes)
+    if clipped:
+        log.warning("node %s, round %d: %d value(s) of the update clipped to the round's "
+                    "bound", grant.node_name, request.round, clipped)
     sums = np.concatenate([validation, [result.n_train, result.loss_sum]])
     content = RecordDict({
-        ARRAYS: ArrayRecord({MODEL: ciphertext(key.encrypt(update)),
+        ARRAYS: ArrayRecord({MODEL: ciphertext(update),
                              METRICS: ciphertext(key.encrypt(sums))}),
         STATUS: ConfigRecord({"ok": True, "reason": ""})})
     if result.epsilon is not None:

@@ -3,9 +3,16 @@ names, the job directory's files, and how pooled sums decode into a model and me
 
 Per round each node sends two ciphertexts under the study key:
 
-* ``model``: ``[n * theta..., n]`` — its parameters weighted by its training rows, and
-  the rows themselves, so the sum decrypts to the example-weighted average (FedAvg) at
-  the next round without n ever travelling in clear;
+* ``model``: its parameters weighted, and the weight itself, so the sum decrypts to the
+  example-weighted average (FedAvg) at the next round without n ever travelling in clear
+  (:func:`contribution`). Round 1 sends ``[n * theta..., n]`` (n: its training rows) in
+  the exact encoding (32 B per value). Later rounds send ``[w * theta..., w]`` with
+  w = n / N, N the pooled training rows of the previous round, in the quantised encoding
+  (two 16-bit-or-finer levels per slot: 4.03 B per parameter). w <= 1 and the sum of the
+  w is about 1, so every value fits one bound; the bound (:func:`update_bound`) comes
+  from the round's start model, which every node holds, so all contributions share it.
+  N comes from the pooled ``metrics`` of the previous round, which the ServerApp sends
+  with the model;
 * ``metrics``: the sums in :data:`jobs.train.local.METRIC_FIELDS` — validation sums of the
   global model it *received* (round r's reply measures the model after round r-1) and
   training-loss sums of round r. A final ``evaluate`` message measures the last model.
@@ -16,11 +23,15 @@ The coordinator adds ciphertexts with the public context only; members decrypt.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
+
+from scifed.errors import UserError
 
 STYPE = "scifed.he"
 ARRAYS, CONFIG, STATUS = "arrays", "config", "status"
@@ -44,8 +55,65 @@ def blob_of(record: ArrayRecord, key: str) -> bytes:
     return bytes(array.data)
 
 
+TRAIN_ROWS = 6  # index of train_n in jobs.train.local.METRIC_FIELDS
+
+
+class Codec(Protocol):
+    """What a round needs from the study key (scifed.he.StudyKey)."""
+
+    def encrypt(self, values: np.ndarray) -> bytes: ...
+
+    def encrypt_quantised(self, values: np.ndarray, *, bound: float, capacity: int,
+                          rng: np.random.Generator | None = None) -> bytes: ...
+
+    def decrypt(self, blob: bytes) -> np.ndarray: ...
+
+
+def pooled_rows(metrics: np.ndarray) -> float:
+    """The training rows of all contributors of a round, from its decrypted metric sums."""
+    return float(metrics[TRAIN_ROWS])
+
+
+def update_bound(theta_start: np.ndarray) -> float:
+    """The clipping bound of a quantised round: the least power of two >= 2 max|theta| of
+    the round's start model, and >= 1 so that a weight w <= 1 is never clipped. A node's
+    weighted parameters w * theta stay within it unless training moves a parameter to
+    more than twice the largest start value (those are clipped, and counted). A power of
+    two, so that a node's bound never depends on the last bits of a float."""
+    largest = 2.0 * float(np.max(np.abs(theta_start), initial=0.0))
+    return 2.0 ** max(0, math.ceil(math.log2(largest))) if largest > 1.0 else 1.0
+
+
+def contribution(key: Codec, theta: np.ndarray, n: int, *, pooled: float | None = None,
+                 theta_start: np.ndarray | None = None, capacity: int = 1,
+                 rng: np.random.Generator | None = None) -> tuple[bytes, int]:
+    """A node's encrypted model update and how many of its values were clipped.
+
+    Without the previous round's pooled rows (round 1): exact ``[n * theta, n]``. With
+    them: quantised ``[w * theta, w]``, w = n / pooled, clipped to
+    ``update_bound(theta_start)``, for a sum of at most ``capacity`` nodes (the round's
+    nodes; every contribution of a sum must name the same capacity)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    if pooled is None:
+        return key.encrypt(np.append(n * theta, n)), 0
+    if theta_start is None or theta_start.shape != theta.shape:
+        raise UserError("a quantised round needs the start model it updates, of the same "
+                        "shape")
+    if not 0 < n <= pooled:
+        raise UserError(f"this node's {n} training rows do not fit the previous round's "
+                        f"pooled {pooled:g} rows: the round's pooled metrics are not those "
+                        "of the model it starts from")
+    w = n / pooled
+    bound = update_bound(theta_start)
+    values = np.append(w * theta, w)
+    clipped = int(np.count_nonzero(np.abs(values) > bound))
+    np.clip(values, -bound, bound, out=values)
+    return key.encrypt_quantised(values, bound=bound, capacity=capacity, rng=rng), clipped
+
+
 def average(summed: np.ndarray) -> np.ndarray:
-    """Decrypted ``[sum n*theta, sum n]`` -> the example-weighted mean of theta."""
+    """Decrypted ``[sum w*theta, sum w]`` (either encoding) -> the example-weighted mean
+    of theta."""
     total = summed[-1]
     if total <= 0:
         raise ValueError("the aggregate holds no training rows")

@@ -2,8 +2,10 @@
 
 The coordinator is blind: this process holds only the study's public context, adds the
 nodes' encrypted updates and metric sums, and never decrypts. Nodes weight their update
-by their training rows before encrypting and send the row count inside the same
-ciphertext, so the sum decrypts to the FedAvg average at the nodes (jobs.train.protocol).
+by their training rows before encrypting and send the weight inside the same ciphertext,
+so the sum decrypts to the FedAvg average at the nodes (jobs.train.protocol). Every
+round's message carries the previous round's summed model and its pooled metric sums:
+from round 2 on, nodes weigh their quantised updates by that round's pooled rows.
 
 It reads the job from ``run_config["job-dir"]`` (written by ``jobs.train.coordinate``),
 checkpoints the encrypted global model, pooled metric sums and per-node state after every
@@ -120,11 +122,13 @@ class HEFedAvg(FedAvg):
                 "round_seconds": {}, "complete": False}
 
     def global_arrays(self) -> ArrayRecord:
-        """The encrypted global model after the last checkpointed round (none before 1)."""
+        """The encrypted global model after the last checkpointed round, with that round's
+        pooled metrics (none before round 1)."""
         if self.state["model_file"] is None:
             return ArrayRecord()
-        return ArrayRecord({MODEL: ciphertext(
-            (self.job_dir / self.state["model_file"]).read_bytes())})
+        metrics = self.state["metrics_files"][str(self.state["round"])]
+        return _model_and_metrics((self.job_dir / self.state["model_file"]).read_bytes(),
+                                  (self.job_dir / metrics).read_bytes())
 
     def _checkpoint(self) -> None:
         _claim(self.job_dir, self.run_id)
@@ -156,7 +160,7 @@ class HEFedAvg(FedAvg):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         good = self._accept(server_round, replies)
         model = self._sum([blob_of(m.content[ARRAYS], MODEL) for m in good.values()])
-        self._keep_metrics(server_round, good)
+        metrics = self._keep_metrics(server_round, good)
         model_file = f"model-r{server_round}.ct"
         write_bytes(self.job_dir / model_file, model)
         previous = self.state["model_file"]
@@ -169,7 +173,7 @@ class HEFedAvg(FedAvg):
         self._checkpoint()
         if previous and previous != model_file:
             (self.job_dir / previous).unlink(missing_ok=True)
-        return ArrayRecord({MODEL: ciphertext(model)}), MetricRecord({"nodes": len(good)})
+        return _model_and_metrics(model, metrics), MetricRecord({"nodes": len(good)})
 
     def aggregate_evaluate(self, server_round: int,
                            replies: Iterable[Message]) -> MetricRecord | None:
@@ -274,7 +278,7 @@ class HEFedAvg(FedAvg):
         return good
 
     def _keep_metrics(self, server_round: int, good: dict[str, Message],
-                      final: bool = False) -> None:
+                      final: bool = False) -> bytes:
         metrics = self._sum([blob_of(m.content[ARRAYS], METRICS) for m in good.values()])
         name = "metrics-final.ct" if final else f"metrics-r{server_round}.ct"
         write_bytes(self.job_dir / name, metrics)
@@ -282,6 +286,7 @@ class HEFedAvg(FedAvg):
             self.state["final_metrics_file"] = name
         else:
             self.state["metrics_files"][str(server_round)] = name
+        return metrics
 
     def _drop(self, name: str, reason: str, sealed: bytes = b"") -> None:
         """``sealed``: the node's reason, sealed to the researcher (``reason`` then says
@@ -300,6 +305,12 @@ class HEFedAvg(FedAvg):
         reasons = "; ".join(f"{n}: {why}" for n, why in sorted(self.state["dropped"].items()))
         raise self._fail(server_round, f"only {len(self.state['active'])} node(s) remain in "
                          f"round {server_round}, the job needs {self.min_nodes} ({reasons})")
+
+
+def _model_and_metrics(model: bytes, metrics: bytes) -> ArrayRecord:
+    """What a round's messages carry: the summed model and the same round's pooled
+    metrics, whose training rows weigh the nodes' next (quantised) updates."""
+    return ArrayRecord({MODEL: ciphertext(model), METRICS: ciphertext(metrics)})
 
 
 def _claim(job_dir: Path, run_id: int) -> None:

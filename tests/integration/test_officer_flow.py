@@ -220,7 +220,7 @@ def test_dp_charges_the_budget_then_refuses_with_what_is_left(fed):
         # The next query needs ε=1 with 0.5 left: torgersen refuses, the quorum (1) holds.
         job2 = r.submit(spec("dp", ["biscoe", "torgersen"], dp={"bounds": BOUNDS}))
         info2 = r.wait(job2, timeout=60)
-    assert info2.status == "done" and list(info2.contributors) == ["biscoe"]
+    assert info2.status == "done" and list(info2.contributors) == ["biscoe"], info2.error
     detail = " ".join(t.detail for t in info2.tasks if t.node == "torgersen")
     assert "0.5 of the annual 1.5 is left" in detail
     budget = json.loads(fed.node_cli("torgersen", "budget", "show", "--json").stdout)

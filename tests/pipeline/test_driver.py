@@ -38,7 +38,7 @@ def test_release_loop_runs_quantile_rounds_and_equals_pandas(fed, penguins):
     seen = tasks(fed, view.job_id)
     rounds = res["quantile_rounds"]
     # vocabulary, budget reservation, compute, the self-mask reveals once the set is final,
-    # then `rounds` counting rounds at every node (the quantile search and its rounding);
+    # then `rounds` counting rounds at every node (the quantile search on its grids);
     # the release at one node
     assert {p for _, p in seen} == {"vocabulary", "reserve", "compute", "unmask", "release",
                                     *(f"round {r}" for r in range(1, rounds + 1))}
@@ -63,6 +63,30 @@ def test_quorum_goes_on_without_an_offline_node_and_fails_below_it(tmp_path, pen
         assert view.status == JobStatus.FAILED
         assert "only 2 of the 3 nodes the study needs answered" in view.error
         assert "torgersen offline" in view.error
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def test_a_sole_contributor_of_a_larger_job_runs_the_quantile_rounds_under_its_lone_mask(
+        tmp_path, penguins, penguins_meta):
+    """Two nodes offline in a study whose quorum is one: the survivor's compute and every
+    counting round carry its lone mask (node/masking.py), which it takes off itself as
+    the release node, and the result is its own rows' quantiles."""
+    fed = build(tmp_path, penguins, penguins_meta, task_timeout=0.5)
+    try:
+        fed.create_study("one", {n: "penguins" for n in ISLANDS}, min_nodes=1)
+        for node in ("dream", "torgersen"):
+            fed.links[node].disconnect()
+        view, res = fed.run(stats_job("one", columns=["body_mass_g"],
+                                      quantiles={"body_mass_g": PROBS}))
+        assert view.contributors == ["biscoe"]
+        biscoe = penguins[penguins.island == "Biscoe"].body_mass_g
+        assert res["rows"] == len(biscoe) and res["quantile_rounds"] >= 1
+        for p in PROBS:
+            assert res["quantiles"]["body_mass_g"][str(p)] == pytest.approx(
+                biscoe.quantile(p), rel=1e-9)
+        phases = {p for n, p in tasks(fed, view.job_id) if n == "biscoe"}
+        assert "unmask" not in phases and "round 1" in phases  # nothing revealed
     finally:
         fed.__exit__(None, None, None)
 
@@ -481,3 +505,22 @@ def test_a_long_poll_answers_when_the_job_moves(fed):
     assert state(jobs.watch(job_id, fed.researcher, 30.0)) == state(before)
     with pytest.raises(UserError, match="no job"):
         jobs.watch(job_id, "mallory", 30.0)
+
+
+def test_list_jobs_gives_a_researcher_their_own_jobs_newest_first(fed):
+    done = fed.run(stats_job(columns=["body_mass_g"]))[0].job_id
+    failed = fed.wait(fed.submit(stats_job(columns=["sex"])))  # not numeric: refused
+    assert failed.status == JobStatus.FAILED
+    jobs = fed.coordinator.jobs
+    mine = jobs.list_jobs("alice")
+    assert [v.job_id for v in mine][:2] == [failed.job_id, done]
+    assert [v.created_ms for v in mine] == sorted((v.created_ms for v in mine), reverse=True)
+    assert {v.study for v in mine} == {"penguins"} and mine[1].job_type == "stats"
+    assert [v.job_id for v in jobs.list_jobs("alice", status="failed")][0] == failed.job_id
+    assert done not in {v.job_id for v in jobs.list_jobs("alice", status="failed")}
+    assert [v.job_id for v in jobs.list_jobs("alice", limit=1)] == [failed.job_id]
+    assert jobs.list_jobs("bob") == []  # another researcher sees none of them
+    with pytest.raises(UserError, match="no study 'nope'"):
+        jobs.list_jobs("alice", study="nope")
+    with pytest.raises(UserError, match="status 'finished': choose one of"):
+        jobs.list_jobs("alice", status="finished")

@@ -504,10 +504,12 @@ def test_record_with_a_malformed_quality_summary_is_refused(
 
 
 def test_database_from_before_quality_grades_gains_the_column(graded: Database) -> None:
+    """A release before migrations and before quality grades made this database."""
     url = graded.engine.url.render_as_string(hide_password=False)
     with graded.session() as session:
         session.execute(text("DROP INDEX ix_records_quality_grade"))
         session.execute(text("ALTER TABLE records DROP COLUMN quality_grade"))
+        session.execute(text("DROP TABLE alembic_version"))
     graded.close()
     upgraded = Database(url)
     try:

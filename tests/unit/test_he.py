@@ -4,6 +4,9 @@ separation, framing, refusals."""
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -234,3 +237,52 @@ def test_a_job_names_no_more_nodes_than_a_sum_can_hold() -> None:
     from jobs.limits import MAX_JOB_NODES
 
     assert MAX_JOB_NODES == MAX_SUMMANDS
+
+
+def test_a_long_vector_spread_over_processes_decrypts_in_order(key: StudyKey) -> None:
+    """Chunks encrypted and decrypted on the process pool come back in chunk order: each
+    value distinct, so a swapped or dropped chunk changes the result."""
+    n = he.PARALLEL_MIN_CHUNKS * SLOTS // he.LIMBS + 1234  # 17 chunks of 4 limbs per value
+    values = np.arange(n, dtype=np.float64) * 3.0 - 7.5
+    with he.workers(3):
+        blob = key.encrypt(values)
+        pool = he._process_pool()
+        assert pool._processes and os.getpid() not in pool._processes  # the pool did run
+        np.testing.assert_array_equal(key.decrypt(blob), values)
+        total = sum_ciphertexts(key.public_bytes(), [blob, blob])
+    with he.workers(1):
+        np.testing.assert_array_equal(key.decrypt(blob), values)
+        np.testing.assert_array_equal(key.decrypt(total), 2 * values)
+        serial = key.encrypt(values)
+    assert len(serial) == len(blob)  # same frame whichever way it was made
+
+
+def test_each_thread_has_its_own_seal_objects(key: StudyKey) -> None:
+    seen: list[tuple[object, ...]] = []  # the objects themselves: alive, so ids stay unique
+
+    def grab() -> None:
+        tools = key._tools
+        first = (tools.encoder, tools.encryptor, tools.decryptor)
+        seen.append((*first, key._tools.encryptor))
+
+    threads = [threading.Thread(target=grab) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 3
+    assert all(entry[3] is entry[1] for entry in seen)  # one thread keeps its objects
+    for position in range(3):
+        assert len({id(entry[position]) for entry in seen}) == 3  # threads never share
+
+
+def test_a_pool_that_lost_a_process_is_replaced(key: StudyKey) -> None:
+    values = np.arange(he.PARALLEL_MIN_CHUNKS * SLOTS // he.LIMBS, dtype=np.float64)
+    with he.workers(2):
+        key.encrypt(values)
+        pool = he._process_pool()
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        np.testing.assert_array_equal(key.decrypt(key.encrypt(values)), values)
+        assert he._process_pool() is not pool
+        np.testing.assert_array_equal(key.decrypt(key.encrypt(values)), values)

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from jobs.train import local
 from jobs.train.models import build_model, model_to_vector, released_model, vector_to_model
-from jobs.train.protocol import average, metrics_history
+from jobs.train.protocol import average, contribution, metrics_history, update_bound
 from jobs.train.spec import TrainSpec
+from scifed import he
 from scifed.errors import UserError
 from scifed.he import StudyKey, sum_ciphertexts
 
@@ -104,6 +105,47 @@ def test_fedavg_through_encrypted_sums_is_the_weighted_mean():
     np.testing.assert_allclose(pooled, (30 * thetas[0] + 10 * thetas[1]) / 40, atol=1e-7)
 
 
+def test_later_rounds_average_like_fedavg_at_four_bytes_per_parameter():
+    """Round 1 is exact; a later round's quantised ``[w theta, w]`` (w = n / the previous
+    round's pooled rows) decrypts to numpy's FedAvg of the same updates within 2e-4, at
+    about 4.03 B per parameter on the wire."""
+    key = StudyKey.generate()
+    rng = np.random.default_rng(14)
+    nodes, params = 10, 3 * 2 * he.SLOTS - 1  # with w: three full chunks of two lanes
+    ns = rng.integers(40, 600, nodes)
+    start = rng.uniform(-0.45, 0.45, params)   # the round's start model (bound 1)
+    thetas = [start + rng.normal(0, 0.02, params) for _ in range(nodes)]  # after training
+    fedavg = np.average(np.stack(thetas), axis=0, weights=ns)
+
+    first = [contribution(key, t, int(n))[0] for t, n in zip(thetas, ns, strict=True)]
+    assert he.parse(first[0]).encoding == he.EXACT
+    np.testing.assert_allclose(average(key.decrypt(sum_ciphertexts(key.public_bytes(), first))),
+                               fedavg, rtol=0, atol=1e-7)
+
+    blobs, clipped = zip(*(contribution(key, t, int(n), pooled=float(ns.sum()), theta_start=start,
+                                        capacity=nodes, rng=rng)
+                           for t, n in zip(thetas, ns, strict=True)), strict=True)
+    frame = he.parse(blobs[0])
+    assert (frame.encoding, frame.lanes, frame.bound) == (he.QUANTISED, 2, 1.0)
+    assert sum(clipped) == 0
+    assert 4.0 <= len(blobs[0]) / params <= 4.05  # the exact round: 32 B per value
+    assert len(first[0]) / params > 30
+    pooled = average(key.decrypt(sum_ciphertexts(key.public_bytes(), list(blobs))))
+    assert np.max(np.abs(pooled - fedavg)) <= 2e-4
+
+
+def test_a_quantised_update_clips_to_twice_the_start_model_and_counts():
+    key = StudyKey.generate()
+    start = np.array([0.75, -3.0, 0.1])
+    assert update_bound(start) == 8.0 and update_bound(np.zeros(3)) == 1.0
+    theta = np.array([0.5, -20.0, 9.0])  # n / pooled = 1: w theta = theta
+    blob, clipped = contribution(key, theta, 50, pooled=50.0, theta_start=start, capacity=3)
+    assert clipped == 2
+    np.testing.assert_allclose(key.decrypt(blob), [0.5, -8.0, 8.0, 1.0], atol=2 * 16 / 2**16)
+    with pytest.raises(UserError, match="pooled 40 rows"):
+        contribution(key, theta, 50, pooled=40.0, theta_start=start, capacity=3)
+
+
 def test_dp_accounting_continues_across_rounds():
     s = spec(rounds=3, local_epochs=2, batch_size=20, dp={"epsilon": 4.0})
     d = local.split(*data(), s, "n1")
@@ -146,3 +188,27 @@ def test_metrics_history_decodes_pooled_sums():
     reg = np.array([4, 0.5, 0, 0.5, y.sum(), (y ** 2).sum(), 0, 0])
     (r0,) = metrics_history("regression", {}, reg, 0)
     assert r0["val_r2"] == pytest.approx(1 - 0.5 / 5.0)
+
+
+def test_a_train_result_heads_with_rounds_and_final_validation():
+    """`scifed job result` of a train job leads with what was trained, for how many
+    rounds, and the released model's validation (from the metrics history, the model
+    after the last round), not a stats-style row count."""
+    from jobs.train.view import TrainResult
+
+    sums = {1: np.array([10, 5.0, 6, 0, 0, 0, 40, 20.0]),
+            2: np.array([10, 2.0, 9, 0, 0, 0, 40, 8.0])}
+    final = np.array([10, 1.0, 10, 0, 0, 0, 0, 0])
+    raw = {"type": "train", "metrics": metrics_history("classification", sums, final, 2),
+           "epsilon": {"n1": 0.5}, "meta": {"contributors": ["n1", "n2"]},
+           "model": {"kind": "mlp", "task": "classification", "features": ["a", "b"],
+                     "label": "species"}}
+    line = TrainResult.from_json(raw).headline()
+    assert line.startswith("train: 2 round(s) of a mlp (classification) on 2 feature(s) "
+                           "predicting species")
+    assert "final validation (after round 2 on 10 rows): val_loss 0.1000, " \
+        "val_accuracy 1.0000" in line
+    assert "contributors: n1, n2" in line and "ε spent: n1 0.5" in line
+    raw["metrics"] = metrics_history("classification", sums, None, 2)  # no final evaluation
+    assert "(after round 1 on 10 rows): val_loss 0.2000, val_accuracy 0.9000" in \
+        TrainResult.from_json(raw).headline()
