@@ -44,7 +44,7 @@ def timed_jobs(root: Path, n_nodes: int, df: pd.DataFrame, title: str,
             for _ in range(repeats):
                 t = time.perf_counter()
                 job_id = r.submit(job(nodes))
-                info = r.wait(job_id, timeout=600, poll=0.05)
+                info = r.wait(job_id, timeout=600)
                 if info.status != "done":
                     raise SystemExit(f"benchmark job failed: {info.error}")
                 res = r.result_json(job_id)

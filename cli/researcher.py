@@ -181,7 +181,6 @@ def job_status(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
 def job_watch(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
     """Follow a job live until it is done or failed (with --json, no live view: the final
     state, and a training job's per-round metrics, as JSON)."""
-    import time
 
     from rich.console import Group
     from rich.live import Live
@@ -197,10 +196,10 @@ def job_watch(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt
             raise typer.Exit(1)
         return
     bar = Progress(TextColumn("rounds"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
-    rounds, metrics, opened = None, [], 0
+    rounds, metrics, opened, wait = None, [], 0, 0.0
     with _client(identity) as c, Live(console=console, refresh_per_second=4) as live:
         while True:
-            info = c.job(job_id)
+            info = c.job(job_id, wait=wait)  # after the first: as soon as the job moves
             table = Table(title=f"job {job_id}: {info.status} {info.phase}",
                           title_justify="left")
             for col in ("node", "phase", "state", "detail"):
@@ -220,7 +219,7 @@ def job_watch(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt
             live.update(Group(*parts, *([_metrics_table(metrics)] if metrics else []), table))
             if JobStatus(info.status).stopped:
                 break
-            time.sleep(0.3)
+            wait = 1.0
     if info.status == "failed":
         raise UserError(f"job {job_id} failed: {info.error}")
 

@@ -90,7 +90,8 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
 
     @user_errors
     def GetJob(self, request, context):
-        return self._job(request.job_id, peer_identity(context).name)
+        return self._info(self.jobs.watch(request.job_id, peer_identity(context).name,
+                                          request.wait_ms / 1000))
 
     @user_errors
     def ListJobs(self, request, context):

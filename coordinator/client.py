@@ -206,11 +206,13 @@ class Client:
                                                           limit=limit),
                                        timeout=self.timeout).jobs)
 
-    def job(self, job_id: str):
+    def job(self, job_id: str, wait: float = 0.0):
         """The job's JobInfo, with each node's sealed refusal reason opened into the
         task's ``detail`` and the job's ``error`` (the coordinator holds only "refused
-        at node X")."""
-        info = self.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)
+        at node X"). ``wait``: seconds the coordinator may wait for the job to change
+        before it answers (a long poll)."""
+        info = self.stub.GetJob(pb.GetJobRequest(job_id=job_id, wait_ms=int(wait * 1000)),
+                                timeout=self.timeout + wait)
         sealed = {t.node: t.sealed_reason for t in info.tasks if t.sealed_reason}
         if sealed:
             info.error, reasons = open_refusals(load_seal_key(self.identity.path),
@@ -226,16 +228,18 @@ class Client:
     def cancel(self, job_id: str):
         return self.stub.CancelJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout)
 
-    def wait(self, job_id: str, timeout: float = 600, poll: float = 0.3):
-        """Block until the job is done or failed; returns its final JobInfo."""
+    def wait(self, job_id: str, timeout: float = 600, poll: float = 10.0):
+        """Block until the job is done or failed; returns its final JobInfo. Each ask
+        waits at the coordinator up to ``poll`` seconds for the job to change (a long
+        poll: the answer comes as soon as the job moves, without sleeping here)."""
         deadline = time.monotonic() + timeout
         while True:
-            info = self.job(job_id)
+            left = deadline - time.monotonic()
+            info = self.job(job_id, wait=max(0.0, min(poll, left)))
             if JobStatus(info.status).stopped:
                 return info
             if time.monotonic() > deadline:
                 raise UserError(f"job {job_id} still {info.status} after {timeout:.0f}s")
-            time.sleep(poll)
 
     def open_result(self, job_id: str, *, allow_unsigned: bool = False,
                     spec: dict | None = None) -> tuple[dict, VerifiedResult | None]:

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,9 @@ from scifed.tasks import CancelNotice, Message, TaskHeader, TaskKind, Waiting
 from scifed.wire import now_ms
 
 log = logging.getLogger("scifed.coordinator.driver")
+MAX_WAIT_SECONDS = 30.0  # the longest a GetJob waits for a change
+MAX_WATCHERS = 32  # GetJob calls waiting at once; more answer at once
+MAX_WATCHED_JOBS = 10_000  # change counters kept (recent jobs)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,10 @@ class JobDriver:
         # jobs a restart failed, by node: each node is told when it next connects
         self._untold: dict[str, list[tuple[str, str]]] = {}
         self._untold_lock = threading.Lock()
+        # a change counter per job (recent jobs), for GetJob's long poll (:meth:`watch`)
+        self._changed = threading.Condition()
+        self._versions: OrderedDict[str, int] = OrderedDict()
+        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
         with db.session() as s:
             for job in list(s.scalars(select(Job).where(Job.status.in_(
                     (JobStatus.SUBMITTED, JobStatus.RUNNING))))):
@@ -241,6 +249,34 @@ class JobDriver:
                            job.created_ms, job.updated_ms, list(job.contributors or []),
                            [(r, b) for r, b in progress])
 
+    def watch(self, job_id: str, researcher: str | None, wait_seconds: float) -> JobView:
+        """The job as :meth:`get` gives it, once it has changed (status, phase, a task's
+        state) or ``wait_seconds`` (at most MAX_WAIT_SECONDS) have passed; at once if it
+        has stopped. Past MAX_WATCHERS waiting clients, at once too (the client asks
+        again): a long poll must not hold the server threads the nodes' streams use."""
+        with self._changed:
+            seen = self._versions.get(job_id, 0)
+        view = self.get(job_id, researcher)
+        if wait_seconds <= 0 or view.status.stopped:
+            return view
+        if not self._watchers.acquire(blocking=False):
+            return view
+        try:
+            with self._changed:
+                self._changed.wait_for(lambda: self._versions.get(job_id, 0) != seen,
+                                       min(wait_seconds, MAX_WAIT_SECONDS))
+        finally:
+            self._watchers.release()
+        return self.get(job_id, researcher)
+
+    def _bump(self, job_id: str) -> None:
+        """The job changed (after the commit): wake its watchers."""
+        with self._changed:
+            self._versions[job_id] = self._versions.pop(job_id, 0) + 1
+            while len(self._versions) > MAX_WATCHED_JOBS:
+                self._versions.popitem(last=False)
+            self._changed.notify_all()
+
     def list_jobs(self, researcher: str, *, study: str = "", status: str = "",
                   limit: int = 0) -> list[JobView]:
         """``researcher``'s own jobs, newest first (no tasks or progress: `get` has
@@ -342,8 +378,7 @@ class JobDriver:
         answers: dict[str, Any] = {}
         failed: dict[str, str] = {}
         sealed: dict[str, bytes] = {}
-        for node in payloads:
-            self._task(job_id, node, phase, TaskState.PENDING)
+        self._tasks(job_id, phase, [(node, TaskState.PENDING, "", None) for node in payloads])
 
         def one(node: str) -> None:
             approval_deadline = time.monotonic() + self.approval_timeout
@@ -392,12 +427,9 @@ class JobDriver:
             t.start()
         for t in threads:
             t.join()
-        for node in payloads:
-            if node in answers:
-                self._task(job_id, node, phase, TaskState.DONE)
-            else:
-                self._task(job_id, node, phase, TaskState.FAILED, failed[node],
-                           sealed.get(node))
+        self._tasks(job_id, phase, [
+            (node, TaskState.DONE, "", None) if node in answers
+            else (node, TaskState.FAILED, failed[node], sealed.get(node)) for node in payloads])
         if job_id in self._cancelled:
             raise JobCancelled(job_id)
         return answers, failed
@@ -427,6 +459,7 @@ class JobDriver:
             for k, v in values.items():
                 setattr(job, k, v)
             job.updated_ms = now_ms()
+        self._bump(job_id)
 
     def _end(self, job_id: str, actor: str = "coordinator", **values) -> None:
         """The job's final status (and what goes with it) and its entry in the
@@ -437,18 +470,27 @@ class JobDriver:
                 setattr(job, k, v)
             job.updated_ms = now_ms()
             _audit_end(s, job, actor)
+        self._bump(job_id)
 
     def _task(self, job_id: str, node: str, phase: str, state: TaskState,
               detail: str = "", sealed_reason: bytes | None = None) -> None:
+        self._tasks(job_id, phase, [(node, state, detail, sealed_reason)])
+
+    def _tasks(self, job_id: str, phase: str,
+               rows: list[tuple[str, TaskState, str, bytes | None]]) -> None:
+        """Set the state of several nodes' tasks of one phase in one transaction (a
+        fan-out's start and end: one commit, not one per node)."""
         with self.db.session() as s:
-            task = s.get(JobTask, (job_id, node, phase))
-            if task is None:
-                s.add(JobTask(job_id=job_id, node_name=node, phase=phase, state=state,
-                              detail=detail, sealed_reason=sealed_reason,
-                              updated_ms=now_ms()))
-            else:
-                task.state, task.detail, task.updated_ms = state, detail, now_ms()
-                task.sealed_reason = sealed_reason
+            t = now_ms()
+            for node, state, detail, sealed_reason in rows:
+                task = s.get(JobTask, (job_id, node, phase))
+                if task is None:
+                    s.add(JobTask(job_id=job_id, node_name=node, phase=phase, state=state,
+                                  detail=detail, sealed_reason=sealed_reason, updated_ms=t))
+                else:
+                    task.state, task.detail, task.updated_ms = state, detail, t
+                    task.sealed_reason = sealed_reason
+        self._bump(job_id)
 
     def _run(self, job_id: str) -> None:
         try:

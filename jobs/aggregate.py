@@ -39,7 +39,7 @@ from scifed.tasks import (
     VocabReply,
 )
 
-MAX_ROUNDS = 40  # a multi-round release (exact quantiles) needs ~8; more means a bug
+MAX_ROUNDS = 40  # a multi-round release (exact quantiles) needs ~4-6; more means a bug
 
 
 class AggregateJob(JobType):

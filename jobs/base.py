@@ -75,6 +75,14 @@ class Table(Protocol):
         """Rows × conditions (file order): filter AND each condition (SQL, parameters)."""
 
 
+def clipped(expr: str, lo: float, hi: float) -> str:
+    """SQL for ``expr`` clipped to [lo, hi], NULL kept NULL. DuckDB's least/greatest skip
+    NULL arguments, so a bare ``greatest(least(x, hi), lo)`` would turn a missing value
+    into ``hi``: the missing row would enter the sums (and pass an IS NOT NULL filter)."""
+    return (f"CASE WHEN ({expr}) IS NULL THEN NULL "
+            f"ELSE greatest(least({expr}, {float(hi)!r}), {float(lo)!r}) END")
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the node's policy sets for this task: the minimum cell count ``k``, the ε of

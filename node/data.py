@@ -7,10 +7,19 @@ the strict reader of :func:`node.profiling.read_table` (so every job sees exactl
 table the profile describes), applies the job's compiled filter in one place, and words
 every read error the same way — the first line of DuckDB's message only, because later
 lines of a CSV error quote raw rows.
+
+A file is parsed once per version, not once per task: :class:`_Loaded` keeps it as a
+table in an in-memory DuckDB database of its own (one per file, so a reader sees no
+other dataset), keyed by path, inode, size, modification time and the registered sha256,
+and each :class:`DataFile` reads it through a cursor of that database. A changed file
+has a new key and is read afresh. A job of many rounds (exact quantiles) would
+otherwise parse the CSV a dozen times.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,6 +39,72 @@ _NUMERIC_TYPES = {
 _FLOAT_TYPES = {"float", "double"}
 
 
+# Files kept parsed in memory, by their size on disk: least recently used dropped past this.
+CACHE_FILE_BYTES = 512 * 1024 * 1024
+_TABLE = "rows"
+
+
+class _Loaded:
+    """Parsed files, each in its own in-memory DuckDB database as table ``rows`` (types
+    exactly as the strict reader gives them, rows in file order). A file is loaded once
+    per version; concurrent first reads of one file wait for one load."""
+
+    def __init__(self, budget: int = CACHE_FILE_BYTES) -> None:
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[duckdb.DuckDBPyConnection, int]] = \
+            OrderedDict()
+        self._loading: dict[tuple, threading.Lock] = {}
+
+    def cursor(self, path: Path, source: str, version: str) -> tuple[
+            duckdb.DuckDBPyConnection, str]:
+        """(a new connection that reads the file, the table expression to read it by)."""
+        st = path.stat()
+        if st.st_size > self.budget:  # too large to keep: read from the file each time
+            return duckdb.connect(), source
+        key = (str(path.absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+               version)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found[0].cursor(), _TABLE
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                found = self._entries.get(key)
+            if found is None:
+                db = duckdb.connect()
+                try:
+                    db.execute(f"CREATE TABLE {_TABLE} AS SELECT * FROM {source}")
+                except BaseException:
+                    db.close()
+                    with self._lock:
+                        self._loading.pop(key, None)
+                    raise
+                found = (db, st.st_size)
+                with self._lock:
+                    self._entries[key] = found
+                    self._loading.pop(key, None)
+                    self._evict()
+        return found[0].cursor(), _TABLE
+
+    def _evict(self) -> None:
+        """Drop the least recently used files past the budget (readers that hold a
+        cursor keep their database until they close)."""
+        total = sum(size for _, size in self._entries.values())
+        while total > self.budget and len(self._entries) > 1:
+            _, (_, size) = self._entries.popitem(last=False)
+            total -= size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_LOADED = _Loaded()
+
+
 class DataFile:
     """One dataset file opened read-only, its rows narrowed by ``filter_sql`` (SQL and
     parameters from :func:`scifed.filters.compile_filter`). Implements
@@ -37,19 +112,26 @@ class DataFile:
 
     def __init__(self, path: Path, filter_sql: tuple[str, list] | None = None,
                  name: str | None = None,
-                 job: tuple[RunningJobs, str] | None = None) -> None:
+                 job: tuple[RunningJobs, str] | None = None, version: str = "") -> None:
         """``job``: the node's running jobs and the id of the job this read serves, so
-        that the job's end interrupts it (node/running.py)."""
+        that the job's end interrupts it (node/running.py). ``version``: the sha256 the
+        dataset was registered with, part of the key of the parsed copy."""
         self.path = Path(path)
         self.name = name or self.path.name
         self.source = read_table(self.path)
         self.where, self.where_params = filter_sql or ("TRUE", [])
-        self.con = duckdb.connect()
+        self.con: duckdb.DuckDBPyConnection | None = None
         self._job = job
         self._stopped: str | None = None
         try:
             if job is not None:
                 job[0].opened(job[1], self)
+            try:
+                self.con, self.source = _LOADED.cursor(self.path, self.source, version)
+            except OSError as exc:
+                raise UserError(f"{self.name}: cannot read ({exc.strerror})") from None
+            if self._stopped is not None:
+                raise Stopped(f"{self.name}: stopped: {self._stopped}")
             relation = self.con.sql(f"SELECT * FROM {self.source} LIMIT 0")
             self.types = dict(zip(relation.columns, relation.types, strict=True))
         except duckdb.Error as exc:
@@ -68,12 +150,14 @@ class DataFile:
     def close(self) -> None:
         if self._job is not None:
             self._job[0].closed(self._job[1], self)
-        self.con.close()
+        if self.con is not None:
+            self.con.close()
 
     def interrupt(self, why: str) -> None:
         """Stop the running query (from another thread) and refuse every later one."""
         self._stopped = why
-        self.con.interrupt()
+        if self.con is not None:
+            self.con.interrupt()
 
     # -- columns -----------------------------------------------------------------------
     @property

@@ -146,7 +146,7 @@ class Admission:
         node holding one selected row to refuse while the others, holding none, answer,
         a filter on a person's id would tell which platform holds that person."""
         data = DataFile(self.path, self.filter_sql, name=self.row.slug,
-                        job=(self.running, self.header.job_id))
+                        job=(self.running, self.header.job_id), version=data_sha256(self.row))
         if not (self.job.guarded and self.policy.query_auditing and not self.decision.dp
                 and self.k > 1):
             return data
@@ -159,7 +159,7 @@ class Admission:
             return data
         data.close()
         return DataFile(self.path, ("FALSE", []), name=self.row.slug,
-                        job=(self.running, self.header.job_id))
+                        job=(self.running, self.header.job_id), version=data_sha256(self.row))
 
     def budget(self) -> dict:
         """The ledger entry this task's ε is charged to."""

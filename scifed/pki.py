@@ -8,6 +8,7 @@ for it, and is never copied: members send a CSR and get a certificate back.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
@@ -283,25 +284,51 @@ def verify_certificate(cert_pem: bytes, ca_cert_pem: bytes, *, who: str) -> Iden
     message): issued by this CA, both in their validity period; return its identity.
 
     ``who`` starts each message ("seal key claim of node 'a'"). Revocation is the
-    caller's to check (:func:`load_crl_serials`) with the CRL it trusts.
+    caller's to check (:func:`load_crl_serials`) with the CRL it trusts. The signature
+    check of a (certificate, CA) pair is remembered (:func:`_issued`); the validity
+    periods are checked against the clock at every call.
     """
+    try:
+        identity, windows = _issued(bytes(cert_pem), bytes(ca_cert_pem))
+    except _NotPem as exc:
+        raise UserError(f"{who}: a certificate is not PEM X.509 ({exc})") from None
+    except _NotIssued:
+        raise UserError(f"{who}: its certificate was not issued by the federation CA") from None
+    now = dt.datetime.now(dt.UTC)
+    for label, before, after in windows:
+        if not before <= now <= after:
+            raise UserError(f"{who}: {label} is valid only from {before:%Y-%m-%d %H:%M} "
+                            f"to {after:%Y-%m-%d %H:%M} UTC")
+    return identity
+
+
+class _NotPem(ValueError):
+    pass
+
+
+class _NotIssued(ValueError):
+    pass
+
+
+@functools.lru_cache(maxsize=1024)
+def _issued(cert_pem: bytes, ca_cert_pem: bytes) -> tuple[Identity, tuple]:
+    """(identity, validity periods of the CA and the certificate) of a certificate the
+    CA signed; raises otherwise (failures are not remembered). The same few certificates
+    (researchers, nodes) are checked on every task of every job: an ECDSA verification
+    and two PEM parses each time."""
     try:
         ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
-        raise UserError(f"{who}: a certificate is not PEM X.509 ({exc})") from None
+        raise _NotPem(str(exc)) from None
     try:
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature):
-        raise UserError(f"{who}: its certificate was not issued by the federation CA") from None
-    now = dt.datetime.now(dt.UTC)
-    for c, label in ((ca_cert, "the CA certificate"), (cert, "its certificate")):
-        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
-            raise UserError(
-                f"{who}: {label} is valid only from {c.not_valid_before_utc:%Y-%m-%d %H:%M} "
-                f"to {c.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-            )
-    return identity_from_cert_pem(cert_pem)
+        raise _NotIssued from None
+    windows = tuple((label, c.not_valid_before_utc, c.not_valid_after_utc)
+                    for c, label in ((ca_cert, "the CA certificate"),
+                                     (cert, "its certificate")))
+    return identity_from_cert_pem(cert_pem), windows
 
 
 def load_crl_serials(crl_path: Path, ca_cert_path: Path) -> set[int]:

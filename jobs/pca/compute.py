@@ -20,7 +20,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from jobs.base import Table
+from jobs.base import Table, clipped
 from jobs.regression.compute import untri
 from scifed.he import FRACTION_BITS
 
@@ -37,9 +37,8 @@ def sums(table: Table, columns: list[str],
     present = " AND ".join(f"c{i} IS NOT NULL" for i in range(p))
     aggs = ["count(*)", *(f"fsum(c{i})" for i in range(p)),
             *(f"fsum(c{i} * c{j})" for i in range(p) for j in range(i, p))]
-    exprs = [table.number(c) if clip is None else
-             f"least(greatest({table.number(c)}, {float(clip[c][0])!r}), "
-             f"{float(clip[c][1])!r})" for c in columns]
+    exprs = [table.number(c) if clip is None else clipped(table.number(c), *clip[c])
+             for c in columns]
     row = table.query(exprs, f"SELECT {', '.join(aggs)} FROM d WHERE {present}")[0]
     return np.array([0.0 if v is None else float(v) for v in row])
 

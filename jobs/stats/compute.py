@@ -43,7 +43,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from jobs.base import Table
+from jobs.base import Table, clipped
 from jobs.stats import labels
 from jobs.stats.spec import StatsSpec
 from scifed.errors import UserError
@@ -181,7 +181,7 @@ def compute(data: Table, spec: StatsSpec, vocab: dict[str, list[str]], *, k: int
     moments = dict(alias)
     for col, (lo, hi) in (clip or {}).items():
         moments[col] = f"c{len(exprs)}"
-        exprs.append(f"greatest(least({data.number(col)}, {float(hi)!r}), {float(lo)!r})")
+        exprs.append(clipped(data.number(col), lo, hi))
     aggs, params = _aggregates(spec, alias, moments)
     row = data.query(exprs, f"SELECT {', '.join(aggs)} FROM d", params)[0]
     groups = _group_counts(data, spec.group_counts) if spec.group_counts else {}

@@ -485,6 +485,28 @@ def test_a_replayed_dp_task_stranded_by_a_restart_is_not_refunded(tmp_path, peng
         fed.__exit__(None, None, None)
 
 
+def test_a_long_poll_answers_when_the_job_moves(fed):
+    """GetJob's wait (JobDriver.watch): each answer shows the job changed since the one
+    before (status, phase or a task's state), until it stops; a stopped job answers at
+    once, and a job the researcher does not own stays unknown."""
+    jobs = fed.coordinator.jobs
+    job_id = fed.submit(stats_job(columns=["body_mass_g"]))
+
+    def state(v) -> tuple:
+        return (v.status, v.phase, tuple(v.contributors),
+                tuple((t.node, t.phase, t.state) for t in v.tasks))
+
+    before, answers = jobs.get(job_id, fed.researcher), 0
+    while not before.status.stopped:
+        after = jobs.watch(job_id, fed.researcher, 30.0)
+        assert state(after) != state(before)
+        before, answers = after, answers + 1
+    assert before.status == JobStatus.DONE and answers >= 1
+    assert state(jobs.watch(job_id, fed.researcher, 30.0)) == state(before)
+    with pytest.raises(UserError, match="no job"):
+        jobs.watch(job_id, "mallory", 30.0)
+
+
 def test_list_jobs_gives_a_researcher_their_own_jobs_newest_first(fed):
     done = fed.run(stats_job(columns=["body_mass_g"]))[0].job_id
     failed = fed.wait(fed.submit(stats_job(columns=["sex"])))  # not numeric: refused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -520,3 +521,24 @@ def test_database_from_before_quality_grades_gains_the_column(graded: Database) 
         assert ids(upgraded, min_quality="B") == {"alpha/a"}
     finally:
         upgraded.close()
+
+
+def test_sqlite_state_is_wal_without_a_sync_per_commit_and_serves_many_threads(tmp_path):
+    """The coordinator's SQLite: WAL with synchronous=NORMAL (a commit is not an fsync),
+    and a pool that gives a 100-node fan-out a connection per thread without waiting."""
+    db = Database(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    try:
+        with db.engine.connect() as con:
+            assert con.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert con.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        barrier = threading.Barrier(100, timeout=20)
+
+        def hold(_: int) -> int:
+            with db.engine.connect() as con:  # all 100 at once: none may wait for another
+                barrier.wait()
+                return con.execute(text("SELECT 1")).scalar()
+
+        with ThreadPoolExecutor(100) as pool:
+            assert list(pool.map(hold, range(100))) == [1] * 100
+    finally:
+        db.close()

@@ -246,3 +246,34 @@ def test_mtls_plaintext_client_refused(mtls_port: int) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         _call(grpc.insecure_channel(f"127.0.0.1:{mtls_port}"))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_remembered_certificate_check_still_checks_issuer_and_clock(
+        ca_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify_certificate remembers that the CA signed a certificate, never that it is
+    valid: another CA is refused for the same certificate, and once the clock passes the
+    certificate's end the next check refuses, though the signature check is cached."""
+    import datetime as dt
+
+    from scifed import pki
+
+    pem = _enrol(ca_dir, tmp_path / "home", "alice", "researcher").read_bytes()
+    ca_pem = (ca_dir / "ca.crt").read_bytes()
+    other = tmp_path / "other"
+    init_ca(other, name="rogue CA")
+    assert pki.verify_certificate(pem, ca_pem, who="claim").name == "alice"
+    assert pki.verify_certificate(pem, ca_pem, who="claim").name == "alice"  # remembered
+    with pytest.raises(UserError, match="claim: its certificate was not issued by the"):
+        pki.verify_certificate(pem, (other / "ca.crt").read_bytes(), who="claim")
+    with pytest.raises(UserError, match="not PEM X.509"):
+        pki.verify_certificate(b"junk", ca_pem, who="claim")
+    end = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+
+    class Later(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return end + dt.timedelta(days=1)
+
+    monkeypatch.setattr(pki.dt, "datetime", Later)
+    with pytest.raises(UserError, match="claim: its certificate is valid only from"):
+        pki.verify_certificate(pem, ca_pem, who="claim")

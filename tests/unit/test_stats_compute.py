@@ -419,3 +419,32 @@ def test_job_spec_reports_every_problem_and_bad_ids():
 def test_filter_with_a_function_call_is_refused(islands):
     with pytest.raises(UserError, match=r"filter: function calls are not allowed \(`open"):
         federate(islands, StatsSpec(columns=["body_mass_g"]), where="open('/etc/passwd') == 1")
+
+
+def test_clipped_sums_leave_missing_values_out(islands, penguins):
+    """Under DP the sums run over values clipped to the bounds; a missing value stays
+    missing (it is neither a row of the sum nor moved to a bound). Ground truth: the
+    pooled column, NaNs dropped, then clipped by numpy."""
+    bounds = {"bill_length_mm": (35.0, 50.0), "body_mass_g": (3000.0, 5000.0)}
+    spec = StatsSpec(columns=list(bounds), correlation=list(bounds))
+    files = [DataFile(n.path) for n in islands]
+    try:
+        total = np.sum([compute(data, spec, {}, k=1, clip=bounds) for data in files], axis=0)
+    finally:
+        for data in files:
+            data.close()
+    layout = Layout.build(spec, {})
+    assert penguins[list(bounds)].isna().any().all()  # the case in question is present
+    for col, (lo, hi) in bounds.items():
+        x = penguins[col].dropna().clip(lo, hi)
+        count, missing, s, s2 = total[layout.columns[col]][:4]
+        assert (count, missing) == (len(x), penguins[col].isna().sum())
+        assert s == pytest.approx(x.sum(), rel=REL)
+        assert s2 == pytest.approx((x * x).sum(), rel=REL)
+    both = penguins[list(bounds)].dropna()
+    x, y = (both[c].clip(*bounds[c]) for c in bounds)
+    n, sx, sy, sxx, syy, sxy = total[layout.pairs[tuple(bounds)]][:6]
+    assert n == len(both)
+    np.testing.assert_allclose([sx, sy, sxx, syy, sxy],
+                               [x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum()],
+                               rtol=REL)
