@@ -45,24 +45,22 @@ ANCHOR = {"bytes": 4.0, "encrypt": 0.10, "coordinator": 0.01, "decrypt": 0.05,
 POOL_PARAMS, POOL_REPEATS = 1_000_000, 5
 
 
-def best_wall(action: Callable[[], object], repeats: int) -> float:
-    """Least wall time of ``repeats`` runs of ``action``."""
+def _best(clock: Callable[[], float], action: Callable[[], object], repeats: int) -> float:
+    """Least time on ``clock`` of ``repeats`` runs of ``action``."""
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         action()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
+
+
+def best_wall(action: Callable[[], object], repeats: int) -> float:
+    return _best(time.perf_counter, action, repeats)
 
 
 def best_cpu(action: Callable[[], object], repeats: int) -> float:
-    """Least CPU time of ``repeats`` runs of ``action``."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        action()
-        best = min(best, time.process_time() - start)
-    return best
+    return _best(time.process_time, action, repeats)
 
 
 def statistics_vector(n: int, rng: np.random.Generator) -> np.ndarray:
