@@ -1,9 +1,9 @@
 """Jobs remember how often a coordinator restart re-ran them, and the study they run in.
 
 A restart re-runs an aggregate job from its beginning under the same job id, at most
-``coordinator.driver.MAX_RESTARTS`` times (``restarts``; none yet where it is null); the study's key version and
-accepted members when the job first ran (``run_study``) tell a re-run that the study
-changed meanwhile, which fails it.
+``coordinator.driver.MAX_RESTARTS`` times (``restarts``; null: none yet); the study's
+key version and accepted members when the job first ran (``run_study``) tell a re-run
+that the study changed meanwhile, which fails it.
 
 Revision ID: 0002
 Revises: 0001
