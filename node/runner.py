@@ -201,9 +201,10 @@ class NodeRunner:
                 values = adm.job.vocabulary(adm.params, data, adm.limits)
             reply = VocabReply(vocabulary=seal_for_members(adm.key, VOCABULARY, req.job_id,
                                                            values))
+            raw = reply.dumps()
             with gate.store.tx() as con:
-                return VocabReply.loads(gate.keep(con, adm, "vocab", digest, reply.dumps(),
-                                                  what))
+                kept = gate.keep(con, adm, "vocab", digest, raw, what)
+            return reply if kept is raw else VocabReply.loads(kept)
 
     def compute(self, req: ComputeRequest) -> ComputeReply:
         """This node's encrypted contribution, released once (see Gate.contribute)."""
@@ -264,9 +265,10 @@ class NodeRunner:
             reply = CiphertextReply(ciphertext=blob, attestation=gate.attest(
                 adm, blob, gate.audit.head(), None, stage="round", round_no=asked["round"],
                 query=req.query, masked_with=sorted(publics)))
+            raw = reply.dumps()
             with gate.store.tx() as con:
-                return CiphertextReply.loads(gate.keep(con, adm, stage, digest,
-                                                       reply.dumps(), what))
+                kept = gate.keep(con, adm, stage, digest, raw, what)
+            return reply if kept is raw else CiphertextReply.loads(kept)
 
     def check(self, req: TaskHeader) -> CheckReply:
         """Everything a later step will check, charging nothing and releasing nothing."""
