@@ -3,12 +3,14 @@ identity, and the coordinator client."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from scifed.config import write_config
-from scifed.console import console
+from scifed.config import FLOWER_PORT, write_config
+from scifed.console import console, print_json
 from scifed.errors import UserError
 
 CaDir = typer.Option(Path("ca"), "--ca-dir", envvar="SCIFED_CA_DIR", help="CA directory")
@@ -17,7 +19,36 @@ IdentityOpt = typer.Option(Path("."), "--identity", "-i", envvar="SCIFED_IDENTIT
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output")
 
 
-def _init_identity(role: str, name: str, dir: Path, coordinator: str) -> None:
+def show(data: Any, as_json: bool, human: str | Callable[[], None]) -> None:
+    """What a command prints, in one place: ``data`` as JSON with ``--json`` (for scripts),
+    else ``human`` (rich markup, or a function that prints tables)."""
+    if as_json:
+        print_json(data)
+    elif callable(human):
+        human()
+    else:
+        console.print(human, highlight=False)
+
+
+def message_dict(message) -> dict:
+    """A protobuf message as the dict ``--json`` prints (field names as in the .proto)."""
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def default_superlink(coordinator: str, given: str | None) -> str | None:
+    """The Flower SuperLink a new node's config names: ``given`` (``none``: no training),
+    else the coordinator's host at the SuperLink's default port, which `coordinator init`
+    writes too, so a quick start trains without editing either file."""
+    if given is not None:
+        return None if given.strip().lower() in ("", "none") else given.strip()
+    host = coordinator.rsplit(":", 1)[0] if ":" in coordinator else coordinator
+    return f"{host}:{FLOWER_PORT}"
+
+
+def _init_identity(role: str, name: str, dir: Path, coordinator: str,
+                   as_json: bool = False) -> None:
     from coordinator.client import ClientConfig
     from scifed.pki import make_key_and_csr
 
@@ -29,9 +60,10 @@ def _init_identity(role: str, name: str, dir: Path, coordinator: str) -> None:
     ensure_seal_key(dir)  # results are sealed to it; it never leaves this directory
     write_config(dir / "client.yaml", ClientConfig(name=name, role=role,
                                                    coordinator=coordinator))
-    console.print(f"{role} [bold]{name}[/] key and CSR in {dir}\n"
-                  f"next: the operator runs `scifed ca sign {csr} --role {role}` and returns "
-                  f"{name}.crt and ca.crt into {dir}")
+    show({role: name, "dir": str(dir), "csr": str(csr), "coordinator": coordinator}, as_json,
+         f"{role} [bold]{name}[/] key and CSR in {dir}\n"
+         f"next: the operator runs `scifed ca sign {csr} --role {role}` and returns "
+         f"{name}.crt and ca.crt into {dir}")
 
 
 def _client(identity: Path):

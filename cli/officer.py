@@ -13,15 +13,20 @@ import grpc
 import typer
 
 from cli.common import (
+    FLOWER_PORT,
     CountersignOpt,
     CountersignPassphraseOpt,
+    JsonOpt,
     PassphraseFileOpt,
     approver_passphrase,
+    default_superlink,
+    message_dict,
+    show,
 )
 from protos.scifed.v1 import node_admin_pb2 as pb
 from protos.scifed.v1 import node_admin_pb2_grpc as pbg
 from scifed.config import NodeConfig, TlsConfig, load_config, write_config
-from scifed.console import console, handle_errors, print_json, print_table
+from scifed.console import console, err_console, handle_errors, print_json, print_table
 from scifed.errors import UserError
 
 app = typer.Typer(help="Run a platform node and manage its datasets (data officer).",
@@ -69,12 +74,19 @@ def admin_stub(config: Path) -> pbg.NodeAdminStub:
 def init(name: str = typer.Option(..., help="Node name (lower-case, a-z0-9-)"),
          platform: str = typer.Option(..., help="The platform this node serves"),
          coordinator: str = typer.Option(..., help="Coordinator address host:port"),
-         dir: Path = typer.Option(Path("."), "--dir", help="Deployment directory")) -> None:
+         dir: Path = typer.Option(Path("."), "--dir", help="Deployment directory"),
+         flower_superlink: str | None = typer.Option(
+             None, "--flower-superlink", help="host:port of the coordinator's Flower "
+             f"SuperLink, for `train` jobs (default: the coordinator's host, port "
+             f"{FLOWER_PORT}); none: this node takes no part in training"),
+         as_json: bool = JsonOpt) -> None:
     """Make the node's key pair and CSR (the key never leaves this directory) and node.yaml."""
     from scifed.pki import make_key_and_csr
 
+    superlink = default_superlink(coordinator, flower_superlink)
     dir.mkdir(parents=True, exist_ok=True)
     cfg = NodeConfig(name=name, platform=platform, coordinator=coordinator,
+                     flower_superlink=superlink,
                      data_dir=dir / "data", state_dir=dir / "state",
                      tls=TlsConfig(ca=dir / "pki" / "ca.crt", cert=dir / "pki" / f"{name}.crt",
                                    key=dir / "pki" / "node.key"))
@@ -83,9 +95,12 @@ def init(name: str = typer.Option(..., help="Node name (lower-case, a-z0-9-)"),
     csr = make_key_and_csr(dir / "pki", name=name, role="node")
     cfg.data_dir.mkdir(exist_ok=True)
     write_config(dir / "node.yaml", cfg)
-    console.print(f"node [bold]{name}[/] initialised in {dir}\n"
-                  f"next: the operator runs `scifed ca sign {csr} --role node` and returns "
-                  f"{cfg.tls.cert.name} and ca.crt into {dir / 'pki'}")
+    show({"node": name, "config": str(dir / "node.yaml"), "csr": str(csr),
+          "flower_superlink": superlink},
+         as_json, f"node [bold]{name}[/] initialised in {dir} (training: "
+         f"{'Flower SuperLink ' + superlink if superlink else 'off'})\n"
+         f"next: the operator runs `scifed ca sign {csr} --role node` and returns "
+         f"{cfg.tls.cert.name} and ca.crt into {dir / 'pki'}")
 
 
 @app.command()
@@ -102,7 +117,7 @@ def serve(config: Path = ConfigOpt,
 
 @app.command()
 @handle_errors("the node")
-def status(config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def status(config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Is the node connected to the coordinator, and what does it publish?"""
     s = admin_stub(config).Status(pb.StatusRequest(), timeout=10)
     data = {"node": s.node_name, "platform": s.platform, "coordinator": s.coordinator,
@@ -125,6 +140,11 @@ def _read_meta(meta: Path) -> str:
         raise UserError(f"cannot read {meta}: {exc.strerror}") from None
 
 
+AcceptViolationsOpt = typer.Option(
+    False, "--accept-violations",
+    help="Register even though rows break the column dictionary; the counts are recorded")
+
+
 def _print_summary(d: pb.DatasetSummary) -> None:
     print_table("dataset registered", ["id", "title", "grade", "category", "rows", "published as"],
                 [(d.dataset_id, d.title, d.grade, d.category, d.record_count, d.publication)])
@@ -136,13 +156,18 @@ def dataset_add(file: str = typer.Argument(..., help="Data file (CSV or Parquet)
                                            "node's data directory"),
                 meta: Path = typer.Option(..., "--meta", help="Metadata YAML"),
                 dataset_id: str = typer.Option("", "--id", help="Short id; default: file name"),
-                config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Register a data file with its metadata."""
+                accept_violations: bool = AcceptViolationsOpt,
+                config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Register a data file with its metadata.
+
+    Refused when rows break the column dictionary's constraints (each column, constraint
+    and row count is listed), unless --accept-violations records them instead."""
     path = Path(file)
     # Paths typed by the officer are relative to where they stand, not to the node.
     sent = str(path.resolve()) if not path.is_absolute() and path.exists() else file
     r = admin_stub(config).AddDataset(pb.AddDatasetRequest(
-        path=sent, meta_yaml=_read_meta(meta), meta_name=str(meta), dataset_id=dataset_id),
+        path=sent, meta_yaml=_read_meta(meta), meta_name=str(meta), dataset_id=dataset_id,
+        accept_violations=accept_violations),
         timeout=120)
     print_json(json.loads(r.record_json)) if as_json else _print_summary(r.summary)
 
@@ -152,25 +177,28 @@ def dataset_add(file: str = typer.Argument(..., help="Data file (CSV or Parquet)
 def dataset_update(dataset_id: str, meta: Path | None = typer.Option(None, "--meta"),
                    refresh_data: bool = typer.Option(False, "--refresh-data",
                                                      help="Re-read the data file"),
-                   config: Path = ConfigOpt) -> None:
+                   accept_violations: bool = AcceptViolationsOpt,
+                   config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Replace a dataset's metadata and/or re-read its file."""
     r = admin_stub(config).UpdateDataset(pb.UpdateDatasetRequest(
         dataset_id=dataset_id, meta_yaml=_read_meta(meta) if meta else "",
-        meta_name=str(meta or ""), refresh_data=refresh_data), timeout=120)
-    _print_summary(r.summary)
+        meta_name=str(meta or ""), refresh_data=refresh_data,
+        accept_violations=accept_violations), timeout=120)
+    show(message_dict(r.summary), as_json, lambda: _print_summary(r.summary))
 
 
 @dataset_app.command("remove")
 @handle_errors("the node")
-def dataset_remove(dataset_id: str, config: Path = ConfigOpt) -> None:
+def dataset_remove(dataset_id: str, config: Path = ConfigOpt,
+                   as_json: bool = JsonOpt) -> None:
     """Unregister a dataset (its file is left in place) and withdraw it from the catalog."""
     r = admin_stub(config).RemoveDataset(pb.DatasetRef(dataset_id=dataset_id), timeout=30)
-    console.print(f"removed {r.dataset_id}")
+    show({"removed": r.dataset_id}, as_json, f"removed {r.dataset_id}")
 
 
 @dataset_app.command("list")
 @handle_errors("the node")
-def dataset_list(config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def dataset_list(config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Datasets registered at this node."""
     rows = admin_stub(config).ListDatasets(pb.ListDatasetsRequest(), timeout=30).datasets
     if as_json:
@@ -187,7 +215,7 @@ def dataset_list(config: Path = ConfigOpt, as_json: bool = typer.Option(False, "
 @dataset_app.command("show")
 @handle_errors("the node")
 def dataset_show(dataset_id: str, config: Path = ConfigOpt,
-                 as_json: bool = typer.Option(False, "--json")) -> None:
+                 as_json: bool = JsonOpt) -> None:
     """The full catalog record of a dataset, as the node holds it."""
     r = admin_stub(config).GetDataset(pb.DatasetRef(dataset_id=dataset_id), timeout=30)
     record = json.loads(r.record_json)
@@ -214,7 +242,7 @@ def _study_rows(studies, me: str):
 
 @studies_app.command("list")
 @handle_errors("the node")
-def studies_list(config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def studies_list(config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Studies this node is invited to, and its answers."""
     from google.protobuf.json_format import MessageToDict
 
@@ -233,26 +261,27 @@ def studies_list(config: Path = ConfigOpt, as_json: bool = typer.Option(False, "
 def studies_accept(study_id: str,
                    datasets: str = typer.Option(..., "--datasets",
                                                 help="Comma-separated dataset ids to contribute"),
-                   config: Path = ConfigOpt) -> None:
+                   config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Join a study, contributing the given datasets (they never leave the node)."""
     from protos.scifed.v1 import federation_pb2 as fpb
 
     names = [d.strip() for d in datasets.split(",") if d.strip()]
     st = admin_stub(config).AnswerStudy(fpb.AnswerInvitationRequest(
         study_id=study_id, accept=True, datasets=names), timeout=60)
-    console.print(f"accepted study [bold]{st.name}[/] with {', '.join(names)}; "
-                  f"study status: {st.status}")
+    show(message_dict(st), as_json, f"accepted study [bold]{st.name}[/] with "
+         f"{', '.join(names)}; study status: {st.status}")
 
 
 @studies_app.command("decline")
 @handle_errors("the node")
-def studies_decline(study_id: str, config: Path = ConfigOpt) -> None:
+def studies_decline(study_id: str, config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Decline (or leave) a study."""
     from protos.scifed.v1 import federation_pb2 as fpb
 
     st = admin_stub(config).AnswerStudy(fpb.AnswerInvitationRequest(
         study_id=study_id, accept=False), timeout=60)
-    console.print(f"declined study [bold]{st.name}[/]; study status: {st.status}")
+    show(message_dict(st), as_json,
+         f"declined study [bold]{st.name}[/]; study status: {st.status}")
 
 
 
@@ -279,7 +308,7 @@ def _print_policy(data: dict, as_json: bool) -> None:
 @policy_app.command("show")
 @handle_errors("the node")
 def policy_show(dataset_id: str, config: Path = ConfigOpt,
-                as_json: bool = typer.Option(False, "--json")) -> None:
+                as_json: bool = JsonOpt) -> None:
     """The effective policy of a dataset and where each value comes from."""
     r = admin_stub(config).PolicyShow(pb.DatasetRef(dataset_id=dataset_id), timeout=30)
     _print_policy(json.loads(r.json), as_json)
@@ -289,27 +318,27 @@ def policy_show(dataset_id: str, config: Path = ConfigOpt,
 @handle_errors("the node")
 def policy_set(dataset_id: str, file: Path = typer.Option(..., "--file",
                                                           help="Override YAML (tighten only)"),
-               config: Path = ConfigOpt) -> None:
+               config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Tighten a dataset's policy; an override that loosens anything is refused."""
     r = admin_stub(config).PolicySet(pb.PolicySetRequest(
         dataset_id=dataset_id, yaml=_read_meta(file), source=str(file)), timeout=30)
-    _print_policy(json.loads(r.json), False)
+    _print_policy(json.loads(r.json), as_json)
 
 
 @policy_app.command("reset")
 @handle_errors("the node")
-def policy_reset(dataset_id: str, config: Path = ConfigOpt) -> None:
+def policy_reset(dataset_id: str, config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Back to the defaults of the dataset's (grade, category) cell."""
     r = admin_stub(config).PolicySet(pb.PolicySetRequest(dataset_id=dataset_id, reset=True),
                                      timeout=30)
-    _print_policy(json.loads(r.json), False)
+    _print_policy(json.loads(r.json), as_json)
 
 
 @approvals_app.command("list")
 @handle_errors("the node")
 def approvals_list(state: str = typer.Option("pending", help="pending|approved|denied|"
                                              "expired|withdrawn|all"),
-                   config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+                   config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Tasks waiting for (or given) a decision."""
     r = admin_stub(config).ApprovalsList(pb.ApprovalsListRequest(
         state="" if state == "all" else state), timeout=30)
@@ -325,14 +354,17 @@ def approvals_list(state: str = typer.Option("pending", help="pending|approved|d
 
 @approvals_app.command("show")
 @handle_errors("the node")
-def approvals_show(approval_id: str, config: Path = ConfigOpt) -> None:
-    """One request with the job's full specification."""
+def approvals_show(approval_id: str, config: Path = ConfigOpt,
+                   as_json: bool = JsonOpt) -> None:
+    """One request with the job's full specification (JSON either way: ``--json`` is
+    accepted so that scripts may pass it to every command)."""
+    del as_json
     print_json(json.loads(admin_stub(config).ApprovalShow(
         pb.ApprovalRef(approval_id=approval_id), timeout=30).json))
 
 
 def _decide(approval_id: str, approve: bool, reason: str, expires: str, key_path: Path,
-            passphrase_file: Path | None, config: Path) -> None:
+            passphrase_file: Path | None, config: Path, as_json: bool) -> None:
     """Sign this one decision with the approver's key and send it; the node checks the
     signature against the registered key and takes the role from its registry."""
     from node.approvals import parse_expiry
@@ -362,8 +394,9 @@ def _decide(approval_id: str, approve: bool, reason: str, expires: str, key_path
     a = json.loads(r.json)
     more = " (G5: it also needs the other of officer and security lead)" \
         if a["state"] == "pending" else ""
-    console.print(f"approval {a['approval_id']} for job {a['job_id']}: [bold]{a['state']}[/]"
-                  f"{more}; signed by {me['name']} ({me['role']}, key {fp[:23]}…)")
+    show({**a, "signed_by": me["name"], "role": me["role"], "key": fp}, as_json,
+         f"approval {a['approval_id']} for job {a['job_id']}: [bold]{a['state']}[/]"
+         f"{more}; signed by {me['name']} ({me['role']}, key {fp[:23]}…)")
 
 
 KeyOpt = typer.Option(..., "--key", help="Your approver key (`scifed node approver add`)")
@@ -375,19 +408,19 @@ def approvals_approve(approval_id: str,
                       expires: str = typer.Option("", "--expires",
                                                   help="e.g. 7d, 12h, 2026-12-31"),
                       key: Path = KeyOpt, passphrase_file: Path | None = PassphraseFileOpt,
-                      config: Path = ConfigOpt) -> None:
+                      config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Let the task run, signed with your key (a liaison may approve up to G3, G4+ needs
     the officer, G5 the officer and the security lead)."""
-    _decide(approval_id, True, "", expires, key, passphrase_file, config)
+    _decide(approval_id, True, "", expires, key, passphrase_file, config, as_json)
 
 
 @approvals_app.command("deny")
 @handle_errors("the node")
 def approvals_deny(approval_id: str, reason: str = typer.Option(..., "--reason"),
                    key: Path = KeyOpt, passphrase_file: Path | None = PassphraseFileOpt,
-                   config: Path = ConfigOpt) -> None:
+                   config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Refuse the task, signed with your key; the researcher sees the reason."""
-    _decide(approval_id, False, reason, "", key, passphrase_file, config)
+    _decide(approval_id, False, reason, "", key, passphrase_file, config, as_json)
 
 
 approver_app = typer.Typer(help="The people who decide approvals, each with their own key. "
@@ -435,9 +468,9 @@ def _countersign(stub: pbg.NodeAdminStub, state: dict, action: str, name: str, r
                         f"{len(keys)} --countersign: give one per key, in the same order, "
                         "or none")
     people = json.loads(stub.ApproverList(pb.ApproverListRequest(), timeout=30).json)
-    console.print(f"countersigning: {action} approver [bold]{name}[/] ({role}, key {key_fp}) "
-                  f"at node {state['node']}, registry version {state['version']}",
-                  highlight=False)
+    err_console.print(f"countersigning: {action} approver [bold]{name}[/] ({role}, key "
+                      f"{key_fp}) at node {state['node']}, registry version "
+                      f"{state['version']}", highlight=False)
     out = []
     for i, path in enumerate(keys):
         key = load_key(path, approver_passphrase(phrase_files[i] if phrase_files else None,
@@ -475,7 +508,7 @@ def approver_add(name: str = typer.Argument(..., help="The person's name (lower-
                  passphrase_file: Path | None = PassphraseFileOpt,
                  countersign: list[Path] = CountersignOpt,
                  countersign_passphrase_file: list[Path] = CountersignPassphraseOpt,
-                 config: Path = ConfigOpt) -> None:
+                 config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Make a person an approver: a key pair (the private key encrypted under their
     passphrase), the public key registered at the node with the role (audited). Needs
     --countersign by the node's officer and security lead, except for the node's first
@@ -519,17 +552,19 @@ def approver_add(name: str = typer.Argument(..., help="The person's name (lower-
         if written is not None:  # the node refused: no key is left that nobody registered
             written.unlink(missing_ok=True)
         raise
-    console.print(f"approver [bold]{person['name']}[/] ({person['role']}) registered, key "
-                  f"{fingerprint(pem)} ({_signed_by(sigs)})"
-                  + (f"\nprivate key: {written} (keep it and its passphrase to yourself)"
-                     if written else ""))
+    show({**person, "countersigned_by": [s.by for s in sigs],
+          "private_key": str(written) if written else None}, as_json,
+         f"approver [bold]{person['name']}[/] ({person['role']}) registered, key "
+         f"{fingerprint(pem)} ({_signed_by(sigs)})"
+         + (f"\nprivate key: {written} (keep it and its passphrase to yourself)"
+            if written else ""))
 
 
 @approver_app.command("list")
 @handle_errors("the node")
 def approver_list(removed: bool = typer.Option(False, "--removed",
                                                help="Also those removed"),
-                  config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+                  config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Who may decide approvals here, with their role and key."""
     rows = json.loads(admin_stub(config).ApproverList(pb.ApproverListRequest(
         include_removed=removed), timeout=30).json)
@@ -545,7 +580,7 @@ def approver_list(removed: bool = typer.Option(False, "--removed",
 @handle_errors("the node")
 def approver_remove(name: str, countersign: list[Path] = CountersignOpt,
                     countersign_passphrase_file: list[Path] = CountersignPassphraseOpt,
-                    config: Path = ConfigOpt) -> None:
+                    config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """From now on this person's key approves and denies nothing here (audited).
     Countersigned by the node's officer and security lead (the one removed may be one of
     them); the node's last officer or security lead is not removed."""
@@ -560,14 +595,15 @@ def approver_remove(name: str, countersign: list[Path] = CountersignOpt,
                         countersign, countersign_passphrase_file)
     person = json.loads(stub.ApproverRemove(pb.ApproverRemoveRequest(
         name=name, countersignatures=sigs), timeout=30).json)
-    console.print(f"removed approver {person['name']} ({person['role']}, key "
-                  f"{person['fingerprint']}; {_signed_by(sigs)})")
+    show({**person, "countersigned_by": [s.by for s in sigs]}, as_json,
+         f"removed approver {person['name']} ({person['role']}, key "
+         f"{person['fingerprint']}; {_signed_by(sigs)})")
 
 
 @budget_app.command("show")
 @handle_errors("the node")
 def budget_show(dataset_id: str = typer.Argument("", help="Default: every dataset"),
-                config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+                config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Privacy budget spent and left this year, per dataset and per researcher."""
     rows = json.loads(admin_stub(config).BudgetShow(pb.BudgetRequest(
         dataset_id=dataset_id), timeout=30).json)
@@ -586,7 +622,7 @@ def budget_show(dataset_id: str = typer.Argument("", help="Default: every datase
 @handle_errors("the node")
 def audit_list(since: int = typer.Option(0, "--since", help="After this sequence number"),
                limit: int = typer.Option(0, "--limit"), config: Path = ConfigOpt,
-               as_json: bool = typer.Option(False, "--json")) -> None:
+               as_json: bool = JsonOpt) -> None:
     """Entries of the audit chain."""
     rows = json.loads(admin_stub(config).AuditList(pb.AuditListRequest(
         since_seq=since, limit=limit), timeout=30).json)
@@ -603,12 +639,17 @@ def audit_list(since: int = typer.Option(0, "--since", help="After this sequence
 def audit_verify(against_coordinator: bool = typer.Option(
                      False, "--against-coordinator",
                      help="Also check the chain heads the coordinator recorded"),
-                 config: Path = ConfigOpt) -> None:
+                 config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Recompute the hash chain; exit 1 if any entry was changed, removed or reordered.
     With --against-coordinator, also compare the chain heads the node sent with its
     heartbeats and results: a rewritten, truncated or wiped tail shows up too."""
     v = json.loads(admin_stub(config).AuditVerify(pb.AuditVerifyRequest(
         against_coordinator=against_coordinator), timeout=60).json)
+    if as_json:
+        print_json(v)
+        if not v["ok"]:
+            raise typer.Exit(1)
+        return
     if not v["ok"]:
         raise UserError(f"audit chain broken: {v['problem']}")
     extra = ""
@@ -649,7 +690,7 @@ def dataset_quality(dataset_id: str,
                                                     help="QualityReport JSON; default "
                                                     "DATASET.quality.json"),
                     config: Path = ConfigOpt,
-                    as_json: bool = typer.Option(False, "--json")) -> None:
+                    as_json: bool = JsonOpt) -> None:
     """Score a dataset's AI-readiness (governance §3) and publish the summary."""
     if len(override) != len(justification):
         raise UserError("give one --justification for each --override (an officer override "

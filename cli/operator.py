@@ -8,7 +8,16 @@ from pathlib import Path
 
 import typer
 
-from cli.common import CaDir, IdentityOpt, JsonOpt, _client, _init_identity
+from cli.common import (
+    FLOWER_PORT,
+    CaDir,
+    IdentityOpt,
+    JsonOpt,
+    _client,
+    _init_identity,
+    message_dict,
+    show,
+)
 from scifed.config import CoordinatorConfig, TlsConfig, load_config, write_config
 from scifed.console import console, handle_errors, print_json, print_table
 from scifed.errors import UserError
@@ -29,7 +38,12 @@ CoordinatorConfigOpt = typer.Option(Path("coordinator.yaml"), "--config", "-c",
 @coordinator_app.command("init")
 @handle_errors()
 def coordinator_init(dir: Path = typer.Option(Path("."), "--dir"), ca_dir: Path = CaDir,
-                     listen: str = typer.Option("127.0.0.1:7443", "--listen")) -> None:
+                     listen: str = typer.Option("127.0.0.1:7443", "--listen"),
+                     flower_port: int = typer.Option(
+                         FLOWER_PORT, "--flower-port", min=0, max=65535,
+                         help="Loopback port of the Flower SuperLink for `train` jobs "
+                         "(nodes' --flower-superlink points at it); 0: no training"),
+                     as_json: bool = JsonOpt) -> None:
     """Write coordinator.yaml pointing at the CA's coordinator certificate."""
     target = dir / "coordinator.yaml"
     if target.exists():
@@ -37,10 +51,12 @@ def coordinator_init(dir: Path = typer.Option(Path("."), "--dir"), ca_dir: Path 
     dir.mkdir(parents=True, exist_ok=True)
     ca = ca_dir.resolve()
     write_config(target, CoordinatorConfig(
-        listen=listen, state_dir=dir.resolve() / "state",
+        listen=listen, state_dir=dir.resolve() / "state", flower_port=flower_port or None,
         tls=TlsConfig(ca=ca / "ca.crt", cert=ca / "coordinator.crt",
                       key=ca / "coordinator.key", crl=ca / "crl.pem")))
-    console.print(f"wrote {target}")
+    show({"config": str(target), "listen": listen, "flower_port": flower_port or None},
+         as_json, f"wrote {target}" + (f" (Flower SuperLink for training on port {flower_port})"
+                                      if flower_port else " (no training: flower_port unset)"))
 
 
 @coordinator_app.command("serve")
@@ -85,9 +101,10 @@ def coordinator_audit_verify(config: Path = CoordinatorConfigOpt,
 @operator_app.command("init")
 @handle_errors()
 def operator_init(name: str = typer.Option(...), dir: Path = typer.Option(Path("."), "--dir"),
-                  coordinator: str = typer.Option("127.0.0.1:7443")) -> None:
+                  coordinator: str = typer.Option("127.0.0.1:7443"),
+                  as_json: bool = JsonOpt) -> None:
     """Make an operator key pair (kept here) and a CSR for the CA to sign."""
-    _init_identity("operator", name, dir, coordinator)
+    _init_identity("operator", name, dir, coordinator, as_json)
 
 
 # -- registry --------------------------------------------------------------------------
@@ -106,6 +123,10 @@ def nodes_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
 
 
 # -- studies ---------------------------------------------------------------------------
+def _show_study(st, as_json: bool) -> None:
+    show(message_dict(st), as_json, lambda: _print_study(st))
+
+
 def _print_study(st) -> None:
     print_table(f"study {st.name} ({st.study_id})", ["field", "value"], [
         ("purpose", st.purpose), ("status", st.status), ("min nodes", st.min_nodes),
@@ -120,32 +141,31 @@ def study_create(name: str, purpose: str = typer.Option(..., "--purpose"),
                  nodes: str = typer.Option(..., "--nodes", help="Comma-separated node names"),
                  min_nodes: int = typer.Option(0, "--min-nodes",
                                                help="Default: every invited node"),
-                 identity: Path = IdentityOpt) -> None:
+                 identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
     """Invite nodes to a joint study; it activates once enough of them accept."""
     with _client(identity) as c:
         st = c.create_study(name, purpose, [n.strip() for n in nodes.split(",")], min_nodes)
-    _print_study(st)
+    _show_study(st, as_json)
 
 
 @study_app.command("add-researcher")
 @handle_errors("the coordinator")
-def study_add_researcher(study: str, researcher: str, identity: Path = IdentityOpt) -> None:
+def study_add_researcher(study: str, researcher: str, identity: Path = IdentityOpt,
+                         as_json: bool = JsonOpt) -> None:
     """Let a researcher (by certificate name) submit jobs in the study."""
     with _client(identity) as c:
         st = c.add_researcher(study, researcher)
-    console.print(f"study {st.name}: researchers {', '.join(st.researchers)}")
+    show(message_dict(st), as_json, f"study {st.name}: researchers {', '.join(st.researchers)}")
 
 
 @study_app.command("list")
 @handle_errors("the coordinator")
 def study_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
     """Studies (operators: all; researchers: their own)."""
-    from google.protobuf.json_format import MessageToDict
-
     with _client(identity) as c:
         sts = c.studies()
     if as_json:
-        print_json([MessageToDict(s, preserving_proto_field_name=True) for s in sts])
+        print_json([message_dict(s) for s in sts])
         return
     print_table("studies", ["id", "name", "status", "accepted/min", "key", "researchers"],
                 [(s.study_id, s.name, s.status,
@@ -155,7 +175,7 @@ def study_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
 
 @study_app.command("show")
 @handle_errors("the coordinator")
-def study_show(study: str, identity: Path = IdentityOpt) -> None:
+def study_show(study: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
     """One study: members, their answers and datasets, key version."""
     with _client(identity) as c:
-        _print_study(c.study(study))
+        _show_study(c.study(study), as_json)

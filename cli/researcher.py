@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import IdentityOpt, JsonOpt, _client, _init_identity
+from cli.common import IdentityOpt, JsonOpt, _client, _init_identity, show
 from scifed.console import console, err_console, handle_errors, print_json, print_table
 from scifed.errors import UserError
 from scifed.states import JobStatus
@@ -21,9 +21,10 @@ model_app = typer.Typer(help="Models released by `train` jobs.", no_args_is_help
 @researcher_app.command("init")
 @handle_errors()
 def researcher_init(name: str = typer.Option(...), dir: Path = typer.Option(Path("."), "--dir"),
-                    coordinator: str = typer.Option("127.0.0.1:7443")) -> None:
+                    coordinator: str = typer.Option("127.0.0.1:7443"),
+                    as_json: bool = JsonOpt) -> None:
     """Make a researcher key pair (kept here) and a CSR for the operator to sign."""
-    _init_identity("researcher", name, dir, coordinator)
+    _init_identity("researcher", name, dir, coordinator, as_json)
 
 
 # -- catalog ---------------------------------------------------------------------------
@@ -100,19 +101,49 @@ def catalog_export(record_id: str,
 @job_app.command("submit")
 @handle_errors("the coordinator")
 def job_submit(spec: Path, identity: Path = IdentityOpt,
-               wait: bool = typer.Option(False, "--wait", help="Wait until it finishes")) -> None:
-    """Submit job.yaml; prints the job id."""
+               wait: bool = typer.Option(False, "--wait", help="Wait until it finishes"),
+               as_json: bool = JsonOpt) -> None:
+    """Submit job.yaml; prints the job id (with --json, the job as `job status` shows it)."""
     try:
         text = spec.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read {spec}: {exc.strerror}") from None
     with _client(identity) as c:
         job_id = c.submit(text, str(spec))
-        if wait:
-            info = c.wait(job_id)
-            if info.status == "failed":
-                raise UserError(f"job {job_id} failed: {info.error}")
+        info = c.wait(job_id) if wait else (c.job(job_id) if as_json else None)
+    if as_json:
+        print_json(_job_dict(info))
+        if info.status == "failed":
+            raise typer.Exit(1)
+        return
+    if info is not None and info.status == "failed":
+        raise UserError(f"job {job_id} failed: {info.error}")
     typer.echo(job_id)
+
+
+@job_app.command("list")
+@handle_errors("the coordinator")
+def job_list(study: str = typer.Option("", "--study", help="Only this study (name or id)"),
+             status: str = typer.Option("", "--status", help="Only jobs in this state: "
+                                        + " | ".join(s.value for s in JobStatus)),
+             limit: int = typer.Option(50, "--limit", min=1, help="At most this many"),
+             identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Your jobs, newest first: id, study, type, status, created."""
+    with _client(identity) as c:
+        jobs = c.jobs(study=study, status=status, limit=limit)
+    rows = [{"job": j.job_id, "study": j.study, "type": j.type, "status": j.status,
+             "phase": j.phase, "created": _iso(j.created_unix_ms),
+             "updated": _iso(j.updated_unix_ms)} for j in jobs]
+    show(rows, as_json, lambda: print_table(
+        f"{len(rows)} jobs", ["id", "study", "type", "status", "phase", "created"],
+        [(r["job"], r["study"], r["type"], r["status"], r["phase"], r["created"])
+         for r in rows]))
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else ""
 
 
 def _job_dict(info) -> dict:
@@ -142,13 +173,14 @@ def job_status(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
     """Where a job is, node by node."""
     with _client(identity) as c:
         info = c.job(job_id)
-    print_json(_job_dict(info)) if as_json else _print_job(info)
+    show(_job_dict(info), as_json, lambda: _print_job(info))
 
 
 @job_app.command("watch")
 @handle_errors("the coordinator")
-def job_watch(job_id: str, identity: Path = IdentityOpt) -> None:
-    """Follow a job live until it is done or failed."""
+def job_watch(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Follow a job live until it is done or failed (with --json, no live view: the final
+    state, and a training job's per-round metrics, as JSON)."""
     import time
 
     from rich.console import Group
@@ -156,6 +188,14 @@ def job_watch(job_id: str, identity: Path = IdentityOpt) -> None:
     from rich.progress import BarColumn, Progress, TextColumn
     from rich.table import Table
 
+    if as_json:
+        with _client(identity) as c:
+            info = c.wait(job_id, timeout=float("inf"))  # as long as the live view would
+            metrics = c.live_metrics(info) if info.progress else []
+        print_json({**_job_dict(info), "metrics": metrics})
+        if info.status == "failed":
+            raise typer.Exit(1)
+        return
     bar = Progress(TextColumn("rounds"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
     rounds, metrics, opened = None, [], 0
     with _client(identity) as c, Live(console=console, refresh_per_second=4) as live:
@@ -202,18 +242,20 @@ def _metrics_table(metrics: list[dict]):
 
 @job_app.command("resume")
 @handle_errors("the coordinator")
-def job_resume(job_id: str, identity: Path = IdentityOpt) -> None:
+def job_resume(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
     """Continue a training job interrupted by a coordinator restart."""
     with _client(identity) as c:
-        _print_job(c.resume(job_id))
+        info = c.resume(job_id)
+    show(_job_dict(info), as_json, lambda: _print_job(info))
 
 
 @job_app.command("cancel")
 @handle_errors("the coordinator")
-def job_cancel(job_id: str, identity: Path = IdentityOpt) -> None:
+def job_cancel(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
     """Stop a job that has not finished (a training job's Flower run is stopped)."""
     with _client(identity) as c:
-        _print_job(c.cancel(job_id))
+        info = c.cancel(job_id)
+    show(_job_dict(info), as_json, lambda: _print_job(info))
 
 
 @job_app.command("result")
@@ -268,8 +310,13 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
         return
     if verified is not None:
         _print_provenance(verified)
-    console.print(f"rows: {res.rows}; contributors: "
-                  f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}")
+    headline = getattr(res, "headline", None)  # a type's own first line (train), else:
+    console.print(headline() if headline else
+                  f"rows: {res.rows}; contributors: "
+                  f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}",
+                  highlight=False)
+    for name, text in res.meta.get("conventions", {}).items():
+        console.print(f"{name.replace('_', ' ')}: {text}", highlight=False)
     for name, df in res.tables().items():
         print_table(name, [str(c) for c in df.columns],
                     df.round(6).astype(object).where(df.notna(), "").values.tolist())
@@ -344,14 +391,16 @@ def _print_provenance(verified) -> None:
 
 @model_app.command("load")
 @handle_errors()
-def model_load(path: Path) -> None:
+def model_load(path: Path, as_json: bool = JsonOpt) -> None:
     """Open a model file from `scifed job result --out` and describe it."""
     from jobs.train.models import load_model_file
 
     model, info = load_model_file(path)
-    print_table(f"model {path}", ["field", "value"], [
-        ("kind", info.get("kind")), ("hidden", info.get("hidden")),
-        ("task", info.get("task")), ("features", ", ".join(info.get("features", []))),
-        ("label", info.get("label")), ("classes", ", ".join(map(str, info.get("classes") or []))),
-        ("parameters", sum(p.numel() for p in model.parameters())),
-        ("module", str(model).replace("\n", " "))])
+    data = {"path": str(path), "kind": info.get("kind"), "hidden": info.get("hidden"),
+            "task": info.get("task"), "features": list(info.get("features", [])),
+            "label": info.get("label"), "classes": info.get("classes"),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "module": str(model).replace("\n", " ")}
+    show(data, as_json, lambda: print_table(f"model {path}", ["field", "value"], [
+        (k, ", ".join(map(str, v)) if isinstance(v, list) else v)
+        for k, v in data.items() if k != "path"]))

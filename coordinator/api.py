@@ -93,6 +93,12 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
         return self._job(request.job_id, peer_identity(context).name)
 
     @user_errors
+    def ListJobs(self, request, context):
+        views = self.jobs.list_jobs(peer_identity(context).name, study=request.study,
+                                    status=request.status, limit=request.limit)
+        return pb.ListJobsReply(jobs=[self._info(v) for v in views])
+
+    @user_errors
     def GetResult(self, request, context):
         name = peer_identity(context).name
         return pb.ResultReply(job_id=request.job_id,
@@ -111,7 +117,10 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
         return self._job(request.job_id, name)
 
     def _job(self, job_id: str, researcher: str) -> pb.JobInfo:
-        v = self.jobs.get(job_id, researcher)
+        return self._info(self.jobs.get(job_id, researcher))
+
+    @staticmethod
+    def _info(v) -> pb.JobInfo:
         return pb.JobInfo(
             job_id=v.job_id, study=v.study, type=v.job_type, status=v.status,
             phase=str(v.phase), error=v.error,

@@ -200,6 +200,12 @@ class Client:
         crl = self.identity.path / "crl.pem"
         return tls.ca.read_bytes(), load_crl_serials(crl, tls.ca) if crl.exists() else set()
 
+    def jobs(self, *, study: str = "", status: str = "", limit: int = 0) -> list:
+        """This researcher's jobs, newest first (JobInfo summaries without tasks)."""
+        return list(self.stub.ListJobs(pb.ListJobsRequest(study=study, status=status,
+                                                          limit=limit),
+                                       timeout=self.timeout).jobs)
+
     def job(self, job_id: str):
         """The job's JobInfo, with each node's sealed refusal reason opened into the
         task's ``detail`` and the job's ``error`` (the coordinator holds only "refused

@@ -22,12 +22,13 @@ from typing import Any
 from sqlalchemy import select
 
 from coordinator import audit, catalog, studies
-from coordinator.db import Database, Job, JobProgress, JobTask, Node
+from coordinator.db import Database, Job, JobProgress, JobTask, Node, Study
 from coordinator.sessions import NodeOffline, NodeRevoked, NodeSessions
 from jobs import registry
 from jobs.base import JobCancelled, JobFailed, Run, StudyRef
 from jobs.spec import JobSpec, datasets_by_node, load_job, parse_job_dict, slug
 from scifed.errors import NotFound, Unavailable, UserError
+from scifed.filters import compile_filter
 from scifed.sealing import SealKeyClaim, refused_at, verify_claim
 from scifed.states import JobStatus, Phase, StudyStatus, TaskState
 from scifed.tasks import CancelNotice, Message, TaskHeader, TaskKind, Waiting
@@ -47,6 +48,10 @@ class TaskView:
     detail: str
     updated_ms: int
     sealed_reason: bytes = b""
+
+
+DEFAULT_JOB_LIST = 50   # jobs `ListJobs` returns unless asked for fewer or more
+MAX_JOB_LIST = 1000
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,12 @@ class JobDriver:
             if col not in types:
                 raise UserError(f"unknown column '{col}' in dataset {dataset} at node {node} "
                                 f"(columns: {', '.join(types)})")
+        if spec.filter:  # the node compiles it again, with its own grid rules
+            try:
+                compile_filter(spec.filter, types)
+            except UserError as exc:
+                raise UserError(f"{exc} in dataset {dataset} at node {node} (columns: "
+                                f"{', '.join(types)})") from None
 
     def _start(self, job_id: str) -> None:
         threading.Thread(target=self._run, args=(job_id,), daemon=True, name=job_id).start()
@@ -246,6 +257,36 @@ class JobDriver:
                                                 t.sealed_reason or b"") for t in tasks],
                            job.created_ms, job.updated_ms, list(job.contributors or []),
                            [(r, b) for r, b in progress])
+
+    def list_jobs(self, researcher: str, *, study: str = "", status: str = "",
+                  limit: int = 0) -> list[JobView]:
+        """``researcher``'s own jobs, newest first (no tasks or progress: `get` has
+        those); ``study`` by name or id and ``status`` narrow them."""
+        if limit < 0:
+            raise UserError(f"limit {limit}: give a positive number of jobs")
+        limit = min(limit or DEFAULT_JOB_LIST, MAX_JOB_LIST)
+        if status:
+            try:
+                status = JobStatus(status)
+            except ValueError:
+                raise UserError(f"status {status!r}: choose one of "
+                                f"{', '.join(s.value for s in JobStatus)}") from None
+        with self.db.session() as s:
+            names = dict(s.execute(select(Study.study_id, Study.name)).all())
+            query = select(Job).where(Job.researcher == researcher)
+            if study:
+                ids = [i for i, n in names.items() if study in (i, n)]
+                if not ids:
+                    raise NotFound(f"no study '{study}'")
+                query = query.where(Job.study_id.in_(ids))
+            if status:
+                query = query.where(Job.status == status)
+            jobs = s.scalars(query.order_by(Job.created_ms.desc()).limit(limit)).all()
+            return [JobView(j.job_id, names.get(j.study_id, j.study_id), j.job_type,
+                            JobStatus(j.status),
+                            Phase(j.phase, j.phase_round or 0, j.phase_rounds or 0),
+                            j.error, [], j.created_ms, j.updated_ms,
+                            list(j.contributors or []), []) for j in jobs]
 
     def sealed_result(self, job_id: str, researcher: str) -> bytes:
         with self.db.session() as s:

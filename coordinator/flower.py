@@ -45,6 +45,7 @@ from flwr.supercore.fab import Fab
 from flwr.supercore.protobuf.client import ProtobufCall, ProtobufRequestContext
 from flwr.supercore.runtime_version_compatibility import RuntimeVersionMetadata
 
+from scifed.config import FLOWER_PORT
 from scifed.errors import TrainingUnavailable, UserError
 from scifed.flower_apps import build_fab
 from scifed.supervisor import Supervised, flower_env, flower_executable
@@ -53,7 +54,7 @@ from scifed.tls import TlsFiles
 log = logging.getLogger("scifed.coordinator.flower")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Control API poll
 
-DEFAULT_PORT = 9093
+DEFAULT_PORT = FLOWER_PORT
 LOOPBACK = "127.0.0.1"
 
 

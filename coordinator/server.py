@@ -47,6 +47,7 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
     "/scifed.v1.CoordinatorApi/ListStudies": ANY_USER,
     "/scifed.v1.CoordinatorApi/SubmitJob": ("researcher",),
     "/scifed.v1.CoordinatorApi/GetJob": ("researcher",),
+    "/scifed.v1.CoordinatorApi/ListJobs": ("researcher",),
     "/scifed.v1.CoordinatorApi/GetResult": ("researcher",),
     "/scifed.v1.CoordinatorApi/ResumeJob": ("researcher",),
     "/scifed.v1.CoordinatorApi/CancelJob": ("researcher",),

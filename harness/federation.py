@@ -52,10 +52,10 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
 class LocalFederation:
     def __init__(self, root: Path, nodes: dict[str, str], *, heartbeat_seconds: float = 1.0,
                  offline_after_seconds: float = 3.0, task_timeout_seconds: float = 30.0,
-                 flower: bool = False) -> None:
+                 flower: bool = False, trainers: set[str] | None = None) -> None:
         """`nodes` maps node name to platform name. `flower`: the coordinator runs a
         Flower SuperLink and nodes a SuperNode each, for `train` jobs (slower to start, so
-        off unless needed)."""
+        off unless needed); `trainers`: only these nodes run one (default: all)."""
         self.root = Path(root).resolve()
         self.nodes = dict(nodes)
         self.port = free_port()
@@ -69,6 +69,7 @@ class LocalFederation:
         self.offline_after_seconds = offline_after_seconds
         self.task_timeout_seconds = task_timeout_seconds
         self.flower_port = free_port() if flower else None
+        self.trainers = set(nodes) if trainers is None else set(trainers)
         self.procs: dict[str, subprocess.Popen] = {}
 
     # -- set-up: exactly the commands a deployment runs ------------------------------------
@@ -97,19 +98,20 @@ class LocalFederation:
         self.logs.mkdir(exist_ok=True)
         self.cli("ca", "init", "--ca-dir", str(self.ca_dir), "--host", "127.0.0.1")
         self.cli("coordinator", "init", "--dir", str(self.coord_dir), "--ca-dir",
-                 str(self.ca_dir), "--listen", self.address)
+                 str(self.ca_dir), "--listen", self.address,
+                 "--flower-port", str(self.flower_port or 0))
         cfg = self.coord_dir / "coordinator.yaml"
         cfg.write_text(cfg.read_text() + f"heartbeat_seconds: {self.heartbeat_seconds}\n"
                        f"offline_after_seconds: {self.offline_after_seconds}\n"
-                       f"task_timeout_seconds: {self.task_timeout_seconds}\n"
-                       + (f"flower_port: {self.flower_port}\n" if self.flower_port else ""))
+                       f"task_timeout_seconds: {self.task_timeout_seconds}\n")
         for name, platform in self.nodes.items():
+            superlink = (f"127.0.0.1:{self.flower_port}"
+                         if self.flower_port and name in self.trainers else "none")
             self.cli("node", "init", "--name", name, "--platform", platform,
-                     "--coordinator", self.address, "--dir", str(self.node_dir(name)))
+                     "--coordinator", self.address, "--dir", str(self.node_dir(name)),
+                     "--flower-superlink", superlink)
             cfgp = self.node_config(name)
-            cfgp.write_text(cfgp.read_text() + "reconnect_max_seconds: 2.0\n"
-                            + (f"flower_superlink: 127.0.0.1:{self.flower_port}\n"
-                               if self.flower_port else ""))
+            cfgp.write_text(cfgp.read_text() + "reconnect_max_seconds: 2.0\n")
             self.enrol("node", name, self.node_dir(name))
         for role, directory, name in (("operator", self.operator_dir, "operator"),
                                       ("researcher", self.researcher_dir, "alice")):
@@ -234,15 +236,18 @@ class LocalFederation:
     def __exit__(self, *exc) -> None:
         self.stop_all()
 
-    def add_dataset(self, node: str, frame, meta: dict, name: str) -> None:
+    def add_dataset(self, node: str, frame, meta: dict, name: str, *,
+                    accept_violations: bool = False) -> None:
         """As the node's officer: put a table (pandas) into the data directory and register
-        it with its metadata (`scifed node dataset add`)."""
+        it with its metadata (`scifed node dataset add`; ``accept_violations``: even where
+        rows break its column dictionary)."""
         import yaml
 
         frame.to_csv(self.node_dir(node) / "data" / f"{name}.csv", index=False)
         meta_path = self.node_dir(node) / f"{name}.meta.yaml"
         meta_path.write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False))
-        self.node_cli(node, "dataset", "add", f"{name}.csv", "--meta", str(meta_path))
+        self.node_cli(node, "dataset", "add", f"{name}.csv", "--meta", str(meta_path),
+                      *(["--accept-violations"] if accept_violations else []))
 
     # -- studies ---------------------------------------------------------------------------
     def create_study(self, name: str, datasets: dict[str, str], *, purpose: str = "demo",

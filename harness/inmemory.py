@@ -204,12 +204,14 @@ class InMemoryFederation:
         self.coordinator.db.close()
 
     # -- the officers ---------------------------------------------------------------------
-    def add_dataset(self, node: str, frame, meta: dict, name: str) -> None:
-        """Put a table (pandas) into the node's data directory and register it."""
+    def add_dataset(self, node: str, frame, meta: dict, name: str, *,
+                    accept_violations: bool = False) -> None:
+        """Put a table (pandas) into the node's data directory and register it
+        (``accept_violations``: even where rows break its column dictionary)."""
         core = self.nodes[node]
         frame.to_csv(core.cfg.data_dir / f"{name}.csv", index=False)
         core.registry.add(f"{name}.csv", yaml.safe_dump(meta, allow_unicode=True),
-                          f"{name}.meta.yaml")
+                          f"{name}.meta.yaml", accept_violations=accept_violations)
         self.links[node].sync()
 
     def create_study(self, name: str, datasets: dict[str, str], *, min_nodes: int = 0,

@@ -235,8 +235,8 @@ def quorum(run: Run, answers: dict, failed: dict[str, str]) -> None:
     """Refuse to go on with fewer answers than the study needs."""
     if len(answers) < run.study.min_nodes:
         reasons = "; ".join(failed[n] for n in sorted(failed)) or "no node answered"
-        raise JobFailed(f"only {len(answers)} of the {run.study.min_nodes} nodes the study "
-                        f"needs answered: {reasons}")
+        raise JobFailed(f"{reasons} (so only {len(answers)} of the {run.study.min_nodes} "
+                        "nodes the study needs answered)")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ name                              value    what it bounds
 ``MAX_GROUP_COLUMNS``             10       ``stats``: columns of ``group_counts``
 ``MAX_CORRELATION_COLUMNS``       20       ``stats``: columns of ``correlation`` (n(n+1)/2
                                            pairs, 210 at most)
+``MAX_ROUND_THRESHOLDS``          1024     ``stats``: thresholds one counting round of the
+                                           quantile search asks of one column, over all
+                                           its probabilities (one ciphertext of counts)
+``MAX_TOTAL_ROUND_THRESHOLDS``    8192     ``stats``: the same over all columns of the
+                                           round; the release node plans within both, and
+                                           a node refuses a larger round
 ================================  =======  ==============================================
 
 The filter's own limits (2,000 characters, 32 levels) are in :mod:`scifed.filters`.
@@ -45,3 +51,5 @@ MAX_HISTOGRAM_EDGES = 200
 MAX_TOTAL_HISTOGRAM_EDGES = 500
 MAX_GROUP_COLUMNS = 10
 MAX_CORRELATION_COLUMNS = 20
+MAX_ROUND_THRESHOLDS = 1024
+MAX_TOTAL_ROUND_THRESHOLDS = 8192

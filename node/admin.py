@@ -60,13 +60,15 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
     def AddDataset(self, request, context):
         return reply(self.registry.add(request.path, request.meta_yaml,
                                        request.meta_name or "metadata", request.dataset_id,
-                                       actor=actor(context)))
+                                       actor=actor(context),
+                                       accept_violations=request.accept_violations))
 
     @user_errors
     def UpdateDataset(self, request, context):
         return reply(self.registry.update(request.dataset_id, request.meta_yaml,
                                           request.meta_name or "metadata", request.refresh_data,
-                                          actor=actor(context)))
+                                          actor=actor(context),
+                                          accept_violations=request.accept_violations))
 
     @user_errors
     def RemoveDataset(self, request, context):

@@ -11,17 +11,52 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.audit import AuditLog
+from node.constraints import Violation, check_constraints
 from node.profiling import check_file, profile_file
 from node.store import DatasetRow, NodeStore
-from scifed.errors import NotFound, UserError, excerpt
-from scifed.record import CatalogRecord, build_record, load_metadata, published_form
+from scifed.errors import NotFound, UserError, excerpt, join_problems
+from scifed.limits import MAX_MESSAGE_CHARS
+from scifed.record import (
+    CatalogRecord,
+    ConstraintViolation,
+    build_record,
+    check_metadata,
+    data_problems,
+    problem_report,
+    published_form,
+    record_fields,
+)
 
 
 def _change(record: CatalogRecord, path: str) -> dict:
-    """What the audit log keeps of a dataset change: identity, grade and checksum."""
-    return {"path": path, "sha256": record.distributions[0].sha256,
-            "grade": record.security_grade, "category": record.sharing_category,
-            "version": record.version}
+    """What the audit log keeps of a dataset change: identity, grade, checksum, and the
+    constraint violations an officer registered it with."""
+    change = {"path": path, "sha256": record.distributions[0].sha256,
+              "grade": record.security_grade, "category": record.sharing_category,
+              "version": record.version}
+    if record.constraint_violations:
+        change["constraint_violations"] = [v.model_dump() for v in
+                                           record.constraint_violations]
+    return change
+
+
+def _refusal(meta_name: str, path: Path, problems: list[str],
+             violations: list[Violation]) -> str:
+    """One message for everything wrong with a registration: the metadata's problems
+    (its own and what the data contradicts), then the rows breaking the dictionary."""
+    parts = []
+    if problems:
+        parts.append(problem_report(meta_name, problems, MAX_MESSAGE_CHARS // 2))
+    if violations:
+        noun = "constraint" if len(violations) == 1 else "constraints"
+        lines = join_problems([v.describe() for v in violations], MAX_MESSAGE_CHARS // 2,
+                              indent="  ")
+        parts.append(
+            f"{excerpt(path.name, 100)} breaks {len(violations)} {noun} of its column "
+            f"dictionary ({excerpt(meta_name, 100)}):\n{lines}\nfix the data or the "
+            "metadata, or register it anyway with --accept-violations (the counts are "
+            "recorded)")
+    return "\n".join(parts)
 
 
 def slugify(name: str) -> str:
@@ -60,23 +95,45 @@ class DatasetRegistry:
             raise UserError(f"{name}: no such file in the node's data directory")
         return full
 
-    def _build(self, path: Path, meta_yaml: str, meta_name: str, slug: str) -> CatalogRecord:
+    def _build(self, path: Path, meta_yaml: str, meta_name: str, slug: str,
+               accept_violations: bool) -> CatalogRecord:
+        """The catalog record, once the metadata, what it says about the file and the
+        column dictionary's constraints all hold; every problem of the three in one
+        UserError.
+
+        Rows breaking the dictionary refuse the registration (each column, constraint
+        and row count is named, never a value) unless the officer accepts them: then the
+        counts are kept in the record (and audited), for the catalog and the scorecard
+        to show. A dictionary that cannot apply to its data (a bound that is not a number
+        for a numeric column) is refused either way."""
         # The registration limits first, from the file's size and header alone: a file
         # too wide or too large is refused before anything reads it whole.
         check_file(path)
-        meta = load_metadata(meta_yaml, meta_name)
+        checked = check_metadata(meta_yaml, meta_name)
         profile = profile_file(path)
-        return build_record(meta, profile, node_id=self.node_name,
-                            platform_id=self.platform, slug=slug)
+        problems = [*checked.problems, *data_problems(checked, profile)]
+        dictionary = check_constraints(path, record_fields(checked, profile))
+        problems += dictionary.problems
+        violations = dictionary.violations
+        if problems or (violations and not accept_violations):
+            raise UserError(_refusal(meta_name, path, problems, violations))
+        assert checked.meta is not None  # no problems
+        record = build_record(checked.meta, profile, node_id=self.node_name,
+                              platform_id=self.platform, slug=slug)
+        if not violations:
+            return record
+        return record.model_copy(update={"constraint_violations": [
+            ConstraintViolation(column=v.column, constraint=v.constraint, rows=v.rows, of=v.of)
+            for v in violations]})
 
     def add(self, path: str, meta_yaml: str, meta_name: str, slug: str = "",
-            actor: str = "officer") -> DatasetRow:
+            actor: str = "officer", accept_violations: bool = False) -> DatasetRow:
         full = self.resolve_path(path)
         slug = slugify(slug or full.stem)
         if self.store.get_dataset(slug):
             raise UserError(f"dataset '{excerpt(slug, 100)}' is already registered; use "
                             "`scifed node dataset update` or choose another --id")
-        record = self._build(full, meta_yaml, meta_name, slug)
+        record = self._build(full, meta_yaml, meta_name, slug, accept_violations)
         rel = str(full.relative_to(self.data_dir))
         with self.store.tx() as con:
             self.store.insert_dataset(con, record.id, slug, rel, record.model_dump(mode="json"),
@@ -86,14 +143,15 @@ class DatasetRegistry:
         return self.get(record.id)
 
     def update(self, key: str, meta_yaml: str = "", meta_name: str = "",
-               refresh_data: bool = False, actor: str = "officer") -> DatasetRow:
+               refresh_data: bool = False, actor: str = "officer",
+               accept_violations: bool = False) -> DatasetRow:
         row = self.get(key)
         full = self.resolve_path(row.path)
         if not meta_yaml and not refresh_data:
             raise UserError("nothing to update: give --meta FILE and/or --refresh-data")
         text = meta_yaml or row.meta_yaml
         name = meta_name if meta_yaml else f"stored metadata of {row.slug}"
-        record = self._build(full, text, name, row.slug)
+        record = self._build(full, text, name, row.slug, accept_violations)
         if not refresh_data:
             # The officer changed only the description: the file must still be the one
             # that was registered, else the record would describe other data.

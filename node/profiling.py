@@ -110,6 +110,11 @@ class DataProfile:
         return descriptor
 
 
+def schema_type(sql_type: duckdb.typing.DuckDBPyType) -> str:
+    """The Table Schema type of a DuckDB column type (``any`` for nested types)."""
+    return _TYPE_MAP.get(sql_type.id, "any")
+
+
 def read_table(path: Path) -> str:
     """A DuckDB table expression for the file, usable as ``SELECT ... FROM {read_table(p)}``."""
     suffix = _check_path(path)
@@ -216,7 +221,7 @@ def profile_file(path: Path) -> DataProfile:
             relation = con.sql(f"SELECT * FROM {source}")
             names = relation.columns
             types = relation.types
-            kinds = [_TYPE_MAP.get(t.id, "any") for t in types]
+            kinds = [schema_type(t) for t in types]
             if not names:
                 raise UserError(f"{where}: no columns")
             if len(names) > MAX_FILE_COLUMNS:  # nested Parquet: checked above by leaves

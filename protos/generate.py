@@ -37,5 +37,5 @@ def generate(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    generate(ROOT)
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)
     print(f"generated stubs for {len(proto_files())} protos", file=sys.stderr)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # scifed.tls loads grpc: a config is read without it (the hea
 
 M = TypeVar("M", bound=BaseModel)
 
+FLOWER_PORT = 9093  # the Flower SuperLink's port unless coordinator.yaml says otherwise
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

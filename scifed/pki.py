@@ -234,7 +234,9 @@ def revoke(
         if v is not None
     )
     if not matches:
-        raise UserError(f"no active certificate with {wanted} in {ca_dir / 'issued.json'}")
+        active = sorted({e["name"] for e in index["certificates"] if not e["revoked"]})
+        raise UserError(f"no active certificate with {wanted} in {ca_dir / 'issued.json'} "
+                        f"(active names: {', '.join(active) or 'none'})")
     if len(matches) > 1:
         roles = ", ".join(sorted(e["role"] for e in matches))
         raise UserError(f"{len(matches)} active certificates match {wanted} ({roles}); give a role")

@@ -8,11 +8,15 @@ profile, file digest) and is validated again wherever a record crosses a boundar
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
 import re
+import types
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol, Self
 
@@ -209,27 +213,47 @@ Timestamp = Annotated[
 ]
 
 
+class _RuleViolations(ValueError):
+    """Several cross-field problems, each with its own field path, raised as one error."""
+
+    def __init__(self, problems: Problems) -> None:
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+        self.problems = problems
+
+
+def _raise_if(problems: Problems) -> None:
+    if problems:
+        raise _RuleViolations(problems)
+
+
+Problems = list[tuple[str, str]]  # (field path, message) pairs
+
+
 class _Model(BaseModel):
     """Closed shape: an unknown key is a typo the officer must hear about, not data to drop.
 
     Numbers become strings where text is expected, because YAML reads a subject code such
     as 180 as an integer.
+
+    Cross-field rules live in :meth:`_rules`, not in validators of their own, so that they
+    can also run over the parts of an input that did validate when others did not
+    (:func:`unreached_rule_problems`): every problem is reported in one pass.
     """
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
+    @classmethod
+    def _rules(cls, parts: Mapping[str, Any]) -> Problems:
+        """Cross-field problems among ``parts``, the fields that validated (by name).
 
-class _RuleViolations(ValueError):
-    """Several cross-field problems, each with its own field path, raised as one error."""
+        A field that is missing or invalid is absent from ``parts``, and each rule skips
+        when a field it reads is absent: that field's own error is reported instead."""
+        return []
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
-        self.problems = problems
-
-
-def _raise_if(problems: list[tuple[str, str]]) -> None:
-    if problems:
-        raise _RuleViolations(problems)
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        _raise_if(type(self)._rules(self.__dict__))
+        return self
 
 
 # -- parts of a record ----------------------------------------------------------------
@@ -266,13 +290,14 @@ class Agent(_Model):
     affiliation: Text | None = None
     type: Literal["person", "organization"] = "person"
 
-    @model_validator(mode="after")
-    def _person_details(self) -> Self:
-        if self.type == "person" and self.affiliation is None:
-            raise _RuleViolations([("affiliation", "required for a person")])
-        if self.type == "organization" and self.orcid is not None:
-            raise _RuleViolations([("orcid", "ORCID iDs identify persons, not organizations")])
-        return self
+    @classmethod
+    def _rules(cls, parts: Mapping[str, Any]) -> Problems:
+        kind = parts.get("type")
+        if kind == "person" and "affiliation" in parts and parts["affiliation"] is None:
+            return [("affiliation", "required for a person")]
+        if kind == "organization" and parts.get("orcid") is not None:
+            return [("orcid", "ORCID iDs identify persons, not organizations")]
+        return []
 
 
 class Organization(_Model):
@@ -311,24 +336,26 @@ class PersonalInfo(_Model):
     categories: list[PICategory] = []
     subjects_count: NonNegativeInt | None = None
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
+    @classmethod
+    def _rules(cls, parts: Mapping[str, Any]) -> Problems:
+        if not {"status", "sensitive", "categories"} <= parts.keys():
+            return []
+        status, sensitive, categories = parts["status"], parts["sensitive"], parts["categories"]
         problems = []
-        if self.status == "none":
-            if self.sensitive:
+        if status == "none":
+            if sensitive:
                 problems.append(("sensitive", "must be false when status is none"))
-            if self.categories:
+            if categories:
                 problems.append(("categories", "must be empty when status is none"))
-        elif self.categories and not self.sensitive:
-            listed = ", ".join(self.categories)
+        elif categories and not sensitive:
+            listed = ", ".join(categories)
             problems.append(
                 ("sensitive", f"must be true: {listed} is sensitive personal information "
                  "(PIPL Art. 28)")
             )
-        elif self.sensitive and not self.categories:
+        elif sensitive and not categories:
             problems.append(("categories", "name the kinds of sensitive personal information"))
-        _raise_if(problems)
-        return self
+        return problems
 
 
 class ConditionOfUse(_Model):
@@ -372,11 +399,12 @@ class GradeAssessment(_Model):
     assessed_on: dt.date
     next_review: dt.date
 
-    @model_validator(mode="after")
-    def _review_after_assessment(self) -> Self:
-        if self.next_review <= self.assessed_on:
-            raise _RuleViolations([("next_review", "must be after assessed_on")])
-        return self
+    @classmethod
+    def _rules(cls, parts: Mapping[str, Any]) -> Problems:
+        if {"next_review", "assessed_on"} <= parts.keys() and (
+                parts["next_review"] <= parts["assessed_on"]):
+            return [("next_review", "must be after assessed_on")]
+        return []
 
 
 class Approval(_Model):
@@ -388,11 +416,12 @@ class Approval(_Model):
     date: dt.date
     expires: dt.date | None = None
 
-    @model_validator(mode="after")
-    def _expires_after_date(self) -> Self:
-        if self.expires is not None and self.expires <= self.date:
-            raise _RuleViolations([("expires", "must be after date")])
-        return self
+    @classmethod
+    def _rules(cls, parts: Mapping[str, Any]) -> Problems:
+        if parts.get("expires") is not None and "date" in parts and (
+                parts["expires"] <= parts["date"]):
+            return [("expires", "must be after date")]
+        return []
 
 
 class DerivedFrom(_Model):
@@ -404,11 +433,11 @@ class TemporalCoverage(_Model):
     start: dt.date
     end: dt.date | None = None
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.end is not None and self.end < self.start:
-            raise _RuleViolations([("end", "is before start")])
-        return self
+    @classmethod
+    def _rules(cls, parts: Mapping[str, Any]) -> Problems:
+        if parts.get("end") is not None and "start" in parts and parts["end"] < parts["start"]:
+            return [("end", "is before start")]
+        return []
 
 
 class SpatialCoverage(_Model):
@@ -446,11 +475,12 @@ class Splits(_Model):
     kind: Literal["none", "predefined", "by_partition"]
     field: Text | None = None
 
-    @model_validator(mode="after")
-    def _field_for_split(self) -> Self:
-        if self.kind != "none" and self.field is None:
-            raise _RuleViolations([("field", f"required when kind is {self.kind}")])
-        return self
+    @classmethod
+    def _rules(cls, parts: Mapping[str, Any]) -> Problems:
+        kind = parts.get("kind")
+        if kind not in (None, "none") and "field" in parts and parts["field"] is None:
+            return [("field", f"required when kind is {kind}")]
+        return []
 
 
 class FederatedGroup(_Model):
@@ -492,6 +522,9 @@ class FieldMeta(_ColumnDescription):
     """A `fields:` entry of the metadata YAML."""
 
     description: Text
+    # The type the officer expects; registration refuses data whose column reads as
+    # another (an integer column satisfies number). The record keeps the measured type.
+    type: TableSchemaType | None = None
 
 
 class Field(_ColumnDescription):
@@ -506,6 +539,17 @@ class Field(_ColumnDescription):
     max: float | str | None = None
     mean: float | None = None
     std: float | None = None
+
+
+class ConstraintViolation(_Model):
+    """Rows of the data breaking a constraint of the column dictionary, found when the
+    dataset was registered anyway (``--accept-violations``). Counts only, never values."""
+
+    column: Text
+    constraint: Literal["type", "required", "enum", "minimum", "maximum", "pattern", "unique"]
+    # None in a record published above G1, where a count is an unchecked aggregate.
+    rows: NonNegativeInt | None = None
+    of: NonNegativeInt | None = None
 
 
 class Distribution(_Model):
@@ -584,48 +628,53 @@ class DatasetDescription(_Model):
 
 
 def _governance_problems(
-    record: DatasetDescription, columns: Mapping[str, _ColumnDescription]
-) -> list[tuple[str, str]]:
-    """Cross-field rules of governance §1.3 and §2.3–2.6, as (field path, message) pairs."""
-    grade, category = record.security_grade, record.sharing_category
-    problems: list[tuple[str, str]] = []
+    parts: Mapping[str, Any], columns: Mapping[str, _ColumnDescription]
+) -> Problems:
+    """Cross-field rules of governance §1.3 and §2.3–2.6 over the dataset-level ``parts``
+    that validated (see :meth:`_Model._rules`) and the ``columns`` that did."""
+    grade, category = parts.get("security_grade"), parts.get("sharing_category")
+    problems: Problems = []
 
-    if (grade, category) not in VALID_PAIRS:
-        allowed = " or ".join(allowed_categories(grade))
-        problems.append(
-            ("sharing_category", f"{category} is not allowed for {grade}; {grade} data may be "
-             f"{allowed} (governance §2.4)")
-        )
-    else:
-        defaults = ", ".join(default_delivery_methods(grade, category)) or "none"
-        for method in forbidden_delivery_methods(grade, category, record.delivery_methods):
+    if grade is not None and category is not None:
+        if (grade, category) not in VALID_PAIRS:
+            allowed = " or ".join(allowed_categories(grade))
             problems.append(
-                ("delivery_methods", f"{method} is forbidden for {grade} {category} data; an "
-                 f"officer may only narrow the defaults ({defaults}) (governance §2.6)")
+                ("sharing_category", f"{category} is not allowed for {grade}; {grade} data "
+                 f"may be {allowed} (governance §2.4)")
             )
+        elif "delivery_methods" in parts:
+            defaults = ", ".join(default_delivery_methods(grade, category)) or "none"
+            for method in forbidden_delivery_methods(grade, category, parts["delivery_methods"]):
+                problems.append(
+                    ("delivery_methods", f"{method} is forbidden for {grade} {category} data; "
+                     f"an officer may only narrow the defaults ({defaults}) (governance §2.6)")
+                )
 
-    pi = record.personal_info
-    floor = pi_floor(pi.status, pi.sensitive, pi.categories)
-    if floor is not None and grade_rank(grade) < grade_rank(floor.grade):
-        problems.append(
-            ("security_grade", f"{grade} is below the floor {floor.grade} required by "
-             f"{floor.reason} (governance §2.3)")
-        )
-    for name, column in columns.items():
-        if column.field_grade is not None and grade_rank(column.field_grade) > grade_rank(grade):
+    pi = parts.get("personal_info")
+    if pi is not None and grade is not None:
+        floor = pi_floor(pi.status, pi.sensitive, pi.categories)
+        if floor is not None and grade_rank(grade) < grade_rank(floor.grade):
             problems.append(
-                ("security_grade", f"{grade} is below {column.field_grade}, the field_grade of "
-                 f"column {name}: a dataset takes its highest column grade (就高从严, "
-                 "governance §2.3)")
+                ("security_grade", f"{grade} is below the floor {floor.grade} required by "
+                 f"{floor.reason} (governance §2.3)")
             )
+    if grade is not None:
+        for name, column in columns.items():
+            if column.field_grade is not None and (
+                    grade_rank(column.field_grade) > grade_rank(grade)):
+                problems.append(
+                    ("security_grade", f"{grade} is below {column.field_grade}, the field_grade "
+                     f"of column {name}: a dataset takes its highest column grade (就高从严, "
+                     "governance §2.3)")
+                )
 
-    if category == "CONDITIONAL" and not record.conditions_of_use:
+    if category == "CONDITIONAL" and parts.get("conditions_of_use") == []:
         problems.append(
             ("conditions_of_use", "required when sharing_category is CONDITIONAL "
              "(governance §1.3 #34)")
         )
-    assessment = record.grade_assessment
-    if requires_grade_assessment(grade):
+    if grade is not None and requires_grade_assessment(grade) and "grade_assessment" in parts:
+        assessment = parts["grade_assessment"]
         if assessment is None:
             problems.append(
                 ("grade_assessment", f"required for {grade}: G3 and above keep the GB/T 43697 "
@@ -636,7 +685,8 @@ def _governance_problems(
                 ("grade_assessment.next_review", f"must be within a year of assessed_on for "
                  f"{grade} (governance §2.3, review at least yearly for G3 and above)")
             )
-    if requires_approvals(grade, pi.status) and not record.approvals:
+    if (grade is not None and pi is not None and parts.get("approvals") == []
+            and requires_approvals(grade, pi.status)):
         reason = (
             f"personal_info.status is {pi.status}" if holds_personal_info(pi.status)
             else f"security_grade is {grade}"
@@ -645,18 +695,22 @@ def _governance_problems(
             ("approvals", f"required because {reason}: record the legal basis and approvals "
              "(governance §1.3 #40)")
         )
-    if record.dataset_type == "derived" and not record.derived_from:
+    if parts.get("dataset_type") == "derived" and parts.get("derived_from") == []:
         problems.append(
             ("derived_from", "required when dataset_type is derived (governance §1.3 #15)")
         )
 
-    for name, column in columns.items():
-        if column.role == "target" and name not in record.targets:
-            problems.append((f"fields.{name}.role", "is target, but the column is not in targets"))
-        elif name in record.targets and column.role not in (None, "target"):
-            problems.append(
-                (f"fields.{name}.role", f"is {column.role}, but the column is listed in targets")
-            )
+    if "targets" in parts:
+        targets = parts["targets"]
+        for name, column in columns.items():
+            if column.role == "target" and name not in targets:
+                problems.append(
+                    (f"fields.{name}.role", "is target, but the column is not in targets"))
+            elif name in targets and column.role not in (None, "target"):
+                problems.append(
+                    (f"fields.{name}.role", f"is {column.role}, but the column is listed in "
+                     "targets")
+                )
     return problems
 
 
@@ -665,10 +719,10 @@ class MetadataInput(DatasetDescription):
 
     fields: dict[str, FieldMeta] = {}
 
-    @model_validator(mode="after")
-    def _governance(self) -> Self:
-        _raise_if(_governance_problems(self, self.fields))
-        return self
+    @classmethod
+    def _rules(cls, parts: Mapping[str, Any]) -> Problems:
+        # The columns that validated, even when others did not: these rules are per column.
+        return _governance_problems(parts, parts.get("fields", {}))
 
 
 def schema_hash(fields: Iterable[Field]) -> str:
@@ -715,25 +769,29 @@ class CatalogRecord(DatasetDescription):
     schema_hash: Sha256
     stub: bool = False
     quality: dict[str, Any] | None = None
+    constraint_violations: list[ConstraintViolation] = []
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        columns = {f.name: f for f in self.fields}
-        problems = _governance_problems(self, columns)
-        if len(columns) < len(self.fields):
+    @classmethod
+    def _rules(cls, parts: Mapping[str, Any]) -> Problems:
+        if "fields" not in parts:  # column rules need the whole field list
+            return _governance_problems(parts, {})
+        fields = parts["fields"]
+        columns = {f.name: f for f in fields}
+        problems = _governance_problems(parts, columns)
+        if len(columns) < len(fields):
             problems.append(("fields", "column names must be unique"))
         problems += [
             ("targets", f"{name!r} is not a column of the dataset")
-            for name in self.targets
+            for name in parts.get("targets", [])
             if name not in columns
         ]
-        if self.schema_hash != schema_hash(self.fields):
+        if "schema_hash" in parts and parts["schema_hash"] != schema_hash(fields):
             problems.append(("schema_hash", "does not match the field list"))
-        match = _RECORD_ID.fullmatch(self.id)
-        if match and match["node"] and match["node"] != self.node_id:
-            problems.append(("id", f"names node {match['node']} but node_id is {self.node_id}"))
-        _raise_if(problems)
-        return self
+        match = _RECORD_ID.fullmatch(parts.get("id", ""))
+        node_id = parts.get("node_id")
+        if match and match["node"] and node_id is not None and match["node"] != node_id:
+            problems.append(("id", f"names node {match['node']} but node_id is {node_id}"))
+        return problems
 
 
 # -- error messages -------------------------------------------------------------------
@@ -781,29 +839,163 @@ def validation_problems(exc: ValidationError) -> list[str]:
     return lines
 
 
-def _report(subject: str, exc: ValidationError) -> str:
+@functools.cache
+def _field_model(model: type[_Model], name: str) -> type[_Model]:
+    """A model of the one field ``name`` of ``model``, to validate that field alone."""
+    info = model.model_fields[name]
+    return pydantic.create_model(f"{model.__name__}_{name}", __base__=_Model,
+                                 value=(info.annotation, info))
+
+
+def _nested_models(annotation: Any, value: Any) -> Iterable[tuple[str | int, type[_Model], Any]]:
+    """The parts of ``value`` that ``annotation`` (a field's type) declares as models:
+    the value itself, or the items of a list or a mapping of models."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, _Model):
+        yield "", annotation, value
+    elif origin in (typing.Union, types.UnionType):
+        for arg in args:
+            if arg is not type(None):
+                yield from _nested_models(arg, value)
+    elif origin is list and isinstance(value, list):
+        for i, item in enumerate(value):
+            for _, model, part in _nested_models(args[0], item):
+                yield i, model, part
+    elif origin is dict and isinstance(value, Mapping):
+        for key, item in value.items():
+            for _, model, part in _nested_models(args[1], item):
+                yield key, model, part
+
+
+def unreached_rule_problems(model: type[_Model], data: Any) -> Problems:
+    """The cross-field problems pydantic did not report because ``data`` failed first.
+
+    pydantic runs a model's rules only once all its fields validated, so an officer who
+    fixes one round of errors would meet the rules' problems in the next. This runs the
+    rules of every model that failed (at any depth) over the fields of it that did
+    validate, each field validated alone (:func:`_field_model`); rules whose fields are
+    missing or invalid skip. A mapping of models (the column dictionary) keeps the entries
+    that validated, since the rules over it are per entry.
+    """
+    if not isinstance(data, Mapping):
+        return []
+    parts: dict[str, Any] = {}
+    complete = set(data) <= set(model.model_fields)  # an unknown key fails the model too
+    problems: Problems = []
+    for name, info in model.model_fields.items():
+        if name not in data:
+            complete = complete and not info.is_required()
+            continue
+        try:
+            parts[name] = _field_model(model, name).model_validate({"value": data[name]}).value
+        except ValidationError:
+            complete = False
+            kept = {}
+            for key, part_model, part in _nested_models(info.annotation, data[name]):
+                prefix = name if key == "" else f"{name}.{key}" if isinstance(key, str) \
+                    else f"{name}[{key}]"
+                problems += [(f"{prefix}.{path}", message)
+                             for path, message in unreached_rule_problems(part_model, part)]
+                if isinstance(key, str) and key and typing.get_origin(info.annotation) is dict:
+                    try:
+                        kept[key] = part_model.model_validate(part)
+                    except ValidationError:
+                        pass
+            if kept:
+                parts[name] = kept
+    if complete:
+        return problems  # every field validated: pydantic ran (and reported) the rules
+    for name, info in model.model_fields.items():
+        if name not in data and not info.is_required():
+            parts[name] = info.get_default(call_default_factory=True, validated_data=parts)
+    return [*problems, *model._rules(parts)]
+
+
+def all_problems(model: type[_Model], data: Any, exc: ValidationError) -> list[str]:
+    """Every problem of ``data`` as a ``model``, in one pass: pydantic's, then the rules'
+    that pydantic did not reach."""
     lines = validation_problems(exc)
+    seen = set(lines)
+    for path, message in unreached_rule_problems(model, data):
+        line = f"{_path(path.split('.'))}: {message}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return lines
+
+
+def problem_report(subject: str, lines: Sequence[str], limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``subject: N problems`` and one indented line per problem, within ``limit``."""
     noun = "problem" if len(lines) == 1 else "problems"
     head = f"{excerpt(subject, 100)}: {len(lines)} {noun}"
-    return head + "\n" + join_problems(lines, MAX_MESSAGE_CHARS - len(head), indent="  ")
+    return head + "\n" + join_problems(lines, limit - len(head), indent="  ")
+
+
+def _report(subject: str, exc: ValidationError) -> str:
+    return problem_report(subject, validation_problems(exc))
 
 
 # -- entry points ---------------------------------------------------------------------
 
 
-def load_metadata(text: str, source_name: str) -> MetadataInput:
-    """Parse and validate an officer's metadata YAML; any problem is one UserError.
+@dataclasses.dataclass(frozen=True)
+class MetadataCheck:
+    """An officer's metadata YAML validated as far as it goes: ``meta`` when it has no
+    problem, else the ``problems``; in both cases the column entries that validated and
+    the columns it names, so that registration can also check what it says about the data
+    (:func:`data_problems`, the column dictionary) in the same pass."""
 
-    The text is held to :data:`scifed.limits.MAX_DOCUMENT_BYTES` and
-    :data:`~scifed.limits.MAX_DOCUMENT_DEPTH` before it is parsed further."""
+    meta: MetadataInput | None
+    problems: list[str]
+    columns: dict[str, FieldMeta]
+    column_names: list[str]
+    targets: list[str]
+    split_field: str | None
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def check_metadata(text: str, source_name: str) -> MetadataCheck:
+    """Parse and validate an officer's metadata YAML, collecting every problem.
+
+    Text that is no YAML mapping is one UserError at once. The text is held to
+    :data:`scifed.limits.MAX_DOCUMENT_BYTES` and :data:`~scifed.limits.MAX_DOCUMENT_DEPTH`
+    before it is parsed further."""
     data = parse_yaml_mapping(text, source_name, "metadata fields", allow_empty=False,
                               max_bytes=MAX_DOCUMENT_BYTES, max_depth=MAX_DOCUMENT_DEPTH)
     try:
-        return MetadataInput.model_validate(data)
+        meta = MetadataInput.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_report(source_name, exc)) from None
+        problems = all_problems(MetadataInput, data, exc)
     except RecursionError:  # parse_yaml_mapping bounds the depth; a net all the same
         raise UserError(f"{excerpt(source_name, 100)}: nested too deeply") from None
+    else:
+        split = meta.splits.field if meta.splits is not None else None
+        return MetadataCheck(meta, [], dict(meta.fields), list(meta.fields), list(meta.targets),
+                             split)
+    raw = data.get("fields")
+    raw = raw if isinstance(raw, Mapping) else {}
+    columns = {}
+    for name, entry in raw.items():
+        try:
+            columns[str(name)] = FieldMeta.model_validate(entry)
+        except ValidationError:
+            pass  # its problems are in the list
+    splits = data.get("splits")
+    split = splits.get("field") if isinstance(splits, Mapping) else None
+    return MetadataCheck(None, problems, columns, [str(n) for n in raw],
+                         _strings(data.get("targets")),
+                         split if isinstance(split, str) else None)
+
+
+def load_metadata(text: str, source_name: str) -> MetadataInput:
+    """Parse and validate an officer's metadata YAML; any problems are one UserError."""
+    checked = check_metadata(text, source_name)
+    if checked.meta is None:
+        raise UserError(problem_report(source_name, checked.problems))
+    return checked.meta
 
 
 class ColumnStats(Protocol):
@@ -848,7 +1040,7 @@ def _finite(value: float | str | None) -> float | str | None:
 
 
 def _field(column: ColumnStats, entry: FieldMeta | None, is_target: bool) -> Field:
-    described = entry.model_dump(exclude_none=True) if entry is not None else {}
+    described = entry.model_dump(exclude_none=True, exclude={"type"}) if entry else {}
     described["role"] = described.get("role") or ("target" if is_target else "feature")
     return Field(
         name=column.name,
@@ -863,6 +1055,39 @@ def _field(column: ColumnStats, entry: FieldMeta | None, is_target: bool) -> Fie
     )
 
 
+def data_problems(checked: MetadataCheck, profile: TableProfile) -> list[str]:
+    """What the metadata says about the data file that the file contradicts: a `fields:`
+    entry, target or split column the data lacks, a declared type it does not have."""
+    names = [column.name for column in profile.columns]
+    known = set(names)
+    listed = excerpt(", ".join(excerpt(name, 60) for name in names[:20]), 200)
+    problems = [
+        f"fields.{excerpt(name, 60)}: no such column in the data (columns: {listed})"
+        for name in checked.column_names
+        if name not in known
+    ]
+    problems += [f"targets: {excerpt_repr(name, 60)} is not a column of the data"
+                 for name in checked.targets if name not in known]
+    measured = {column.name: column.type for column in profile.columns}
+    problems += [
+        f"fields.{excerpt(name, 60)}.type: declared {entry.type}, but the data's column reads "
+        f"as {measured[name]}"
+        for name, entry in checked.columns.items()
+        if name in measured and entry.type is not None and entry.type != measured[name]
+        and not (entry.type == "number" and measured[name] == "integer")
+    ]
+    if checked.split_field is not None and checked.split_field not in known:
+        problems.append(f"splits.field: {excerpt_repr(checked.split_field, 60)} is not a "
+                        "column of the data")
+    return problems
+
+
+def record_fields(checked: MetadataCheck, profile: TableProfile) -> list[Field]:
+    """The record's columns: the node's profile with the officer's entries that validated."""
+    return [_field(column, checked.columns.get(column.name), column.name in checked.targets)
+            for column in profile.columns]
+
+
 def build_record(
     meta: MetadataInput, profile: TableProfile, *, node_id: str, platform_id: str, slug: str
 ) -> CatalogRecord:
@@ -871,29 +1096,17 @@ def build_record(
     The metadata must describe the file it is registered with: a `fields:` entry, target
     or split column that the data lacks is refused rather than published.
     """
-    names = [column.name for column in profile.columns]
-    known = set(names)
-    listed = excerpt(", ".join(excerpt(name, 60) for name in names[:20]), 200)
-    problems = [
-        f"fields.{excerpt(name, 60)}: no such column in the data (columns: {listed})"
-        for name in meta.fields
-        if name not in known
-    ]
-    problems += [f"targets: {excerpt_repr(name, 60)} is not a column of the data"
-                 for name in meta.targets if name not in known]
-    if meta.splits is not None and meta.splits.field is not None and meta.splits.field not in known:
-        problems.append(f"splits.field: {excerpt_repr(meta.splits.field, 60)} is not a column "
-                        "of the data")
+    split = meta.splits.field if meta.splits is not None else None
+    checked = MetadataCheck(meta, [], dict(meta.fields), list(meta.fields), list(meta.targets),
+                            split)
+    problems = data_problems(checked, profile)
     if problems:
         lines = join_problems(problems, indent="  ")
         raise UserError(f"metadata of dataset {slug!r} does not match its data:\n{lines}")
 
     record_id = f"urn:sdn:{node_id}:ds:{slug}"
     try:
-        fields = [
-            _field(column, meta.fields.get(column.name), column.name in meta.targets)
-            for column in profile.columns
-        ]
+        fields = record_fields(checked, profile)
         return CatalogRecord(
             **meta.model_dump(exclude={"fields"}),
             id=record_id,
@@ -925,7 +1138,7 @@ def published_form(record: CatalogRecord) -> dict[str, Any] | None:
     if mode == "stub":
         return {**record.model_dump(mode="json", include=set(STUB_KEYS)), "stub": True}
     if mode == "coarse":
-        return record.model_dump(mode="json", exclude={"fields"})
+        return record.model_dump(mode="json", exclude={"fields", "constraint_violations"})
     form = record.model_dump(mode="json")
     if grade_rank(record.security_grade) >= grade_rank(STATS_PUBLIC_UP_TO) + 1:
         # Column extremes are single records' values and moments are unchecked
@@ -933,4 +1146,7 @@ def published_form(record: CatalogRecord) -> dict[str, Any] | None:
         for column in form["fields"]:
             for key in COLUMN_STATS:
                 column[key] = None
+        # So are the row counts of violations: which constraint a column breaks, no more.
+        for violation in form["constraint_violations"]:
+            violation["rows"] = violation["of"] = None
     return form

@@ -49,7 +49,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "Q1a": ("completeness", "cell completeness"),
     "Q1b": ("completeness", "required-field completeness"),
     "Q1c": ("completeness", "target completeness"),
-    "Q2a": ("validity", "schema validity (frictionless)"),
+    "Q2a": ("validity", "schema validity (the column dictionary)"),
     "Q2b": ("validity", "structural validity"),
     "Q3a": ("uniqueness", "key uniqueness"),
     "Q3b": ("uniqueness", "exact-duplicate rate"),

@@ -84,15 +84,15 @@ def migration_connection(engine: Engine) -> Iterator[Connection]:
     """
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            connection.commit()
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        elif connection.dialect.name == "postgresql":
-            connection.execute(text(
-                "SELECT pg_advisory_xact_lock(hashtext('scifed coordinator schema'), "
-                "hashtext(coalesce(current_schema(), '')))"))
         try:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            elif connection.dialect.name == "postgresql":
+                connection.execute(text(
+                    "SELECT pg_advisory_xact_lock(hashtext('scifed coordinator schema'), "
+                    "hashtext(coalesce(current_schema(), '')))"))
             yield connection
             if sqlite:
                 broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()

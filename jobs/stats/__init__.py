@@ -4,8 +4,9 @@ rounds for quantiles).
 
 Files: ``spec`` (the ``stats:`` section), ``compute`` (the vector layout, a node's
 contribution with its local disclosure control, the release decode), ``dp`` (OpenDP
-noise per block), ``quantiles`` (the exact search), ``release`` (the release node's
-rounds), ``view`` (the researcher's tables and plots).
+noise per block), ``quantiles`` (the exact search), ``quantile_grid`` (the thresholds
+each of its rounds asks), ``release`` (the release node's rounds), ``view`` (the
+researcher's tables and plots).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from jobs.aggregate import AggregateJob
 from jobs.base import Limits, NextRound, Pooled, Released, Table
 from jobs.privacy import check_capacity
 from jobs.stats import compute, disclosure, dp, labels
-from jobs.stats.quantiles import count_le
+from jobs.stats.quantiles import check_round, count_le
 from jobs.stats.release import release
 from jobs.stats.spec import StatsSpec
 from scifed.filters import check_on_grid
@@ -100,8 +101,8 @@ class StatsJob(AggregateJob):
 
     def round(self, params: StatsSpec, table: Table, query: dict,
               limits: Limits) -> np.ndarray:
-        """Counts at thresholds (the quantile search and its rounding), or the labels
-        behind tags the release found held by at least k rows."""
+        """Counts at thresholds (the quantile search, at most MAX_ROUND_THRESHOLDS a
+        round), or the labels behind tags the release found held by at least k rows."""
         if "labels" in query:
             public = self._exact_public(params, limits)
             local = compute.local_labels(query["labels"], compute.vocabulary(table, params),
@@ -110,7 +111,7 @@ class StatsJob(AggregateJob):
                      for col, tags in sorted(query["labels"].items())]
         else:
             parts = [count_le(table, col, thresholds)
-                     for col, thresholds in sorted(query["thresholds"].items())]
+                     for col, thresholds in sorted(check_round(params, query).items())]
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def release(self, params: StatsSpec, pooled: Pooled) -> Released | NextRound:

@@ -13,7 +13,7 @@ privacy, labels come only from the declared enumeration, never from the data.
 Quantiles are order statistics, so each is one person's value unless bounded: a
 probability must lie in [a, 1 − a] with a = k / N (N the pooled count), so at least k
 values lie at or beyond it on each side; at G2 and above the minimum and maximum
-(p = 0, 1) are never released; and the value released is rounded to the coarsest of a
+(p = 0, 1) are never released; and the value released is rounded to the finest of a
 1-2-5 ladder of steps for which at least k pooled values fall within half a step of it.
 """
 
@@ -126,14 +126,17 @@ def quantile_margin(p: float, n: int, k: int) -> bool:
 LADDER = sorted(m * 10.0 ** e for e in range(-3, 10) for m in (1, 2, 5))
 
 
+def bucket(index: int, step: float) -> tuple[float, float]:
+    """Count thresholds (lo, hi) of the ladder bucket centred on ``index · step``: the
+    values within half a step of the centre (both ends included) are those in (lo, hi]."""
+    centre = index * step
+    return math.nextafter(centre - step / 2, -math.inf), centre + step / 2
+
+
 def rounding_thresholds(value: float) -> list[float]:
     """Count thresholds for the rounding ladder around ``value``: for each step, the
-    values within half a step of the rounded value are those in (lo, hi]."""
-    out = []
-    for step in LADDER:
-        centre = round(value / step) * step
-        out += [math.nextafter(centre - step / 2, -math.inf), centre + step / 2]
-    return out
+    bucket of the rounded value (:func:`bucket`)."""
+    return [t for step in LADDER for t in bucket(round(value / step), step)]
 
 
 def round_to_k_rows(value: float, counts_le: list[int], k: int) -> tuple[float, float]:

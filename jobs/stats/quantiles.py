@@ -4,140 +4,224 @@ Pandas' default quantile interpolates between two order statistics of the pooled
 h = (N−1)p, q = x_(⌊h⌋) + (h−⌊h⌋)(x_(⌊h⌋+1) − x_(⌊h⌋)). An order statistic x_(r) is the
 smallest t with count(x ≤ t) ≥ r+1, and counts add across nodes, so the release node can
 find it from pooled counts alone: each round every node counts its values ≤ each of a
-list of thresholds (one vector, summed under encryption), and the release node narrows a
-bracket (lo, hi] around every wanted order statistic.
+list of thresholds (one vector, summed under encryption), and the release node keeps
+every pooled count it has learnt. They bracket each wanted order statistic in (lo, hi].
 
-Brackets are split in the order-preserving integer image of float64 (``_key``), not in
-value space: 64 parts per round cut ~6 bits, values of any magnitude take the same number
-of rounds, and the search ends when lo and hi are adjacent floats, where x_(r) = hi
-exactly. Round 0 uses a signed decade grid so that the usual ranges are bracketed at
-once. All targets share each round, so the round count does not grow with the number of
-quantiles; a typical column needs about 10 rounds.
+Each round asks a grid of up to :data:`jobs.limits.MAX_ROUND_THRESHOLDS` thresholds
+per column, shared by its probabilities, and :data:`jobs.limits.MAX_TOTAL_ROUND_THRESHOLDS`
+over all columns (`quantile_grid.py` chooses them): a k-ary search, so a bracket shrinks
+by a factor of hundreds per round, not two. For an exact release (k ≤ 1) a quantile is
+done when its order statistics are pinned (lo and hi adjacent floats, x_(r) = hi). For a
+rounded release (k > 1) it is done as soon as the counts decide the rounding rule
+(`disclosure.round_to_k_rows`), usually before the order statistics are pinned: the grid
+lies on the rounding ladder's buckets, so no separate rounding round is needed. Values
+written with a few digits take 1–3 rounds; full-precision doubles at k ≤ 1 take more
+(counts give log2(thresholds + 1) bits per round, and a double has ~60).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
-import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from jobs.base import Table
+from jobs.limits import MAX_ROUND_THRESHOLDS, MAX_TOTAL_ROUND_THRESHOLDS
+from jobs.stats import quantile_grid as grid
 from jobs.stats.compute import pooled_count
-from jobs.stats.disclosure import quantile_margin
+from jobs.stats.disclosure import quantile_margin, rounding_thresholds
 from jobs.stats.spec import StatsSpec
-
-SPLIT = 64
-
-
-def _key(x: float) -> int:
-    """Order-preserving integer for a float64 (−0.0 and 0.0 share key 0)."""
-    bits = struct.unpack("<q", struct.pack("<d", x))[0]
-    return bits if bits >= 0 else -(bits & 0x7FFF_FFFF_FFFF_FFFF)
+from scifed.errors import UserError
 
 
-def _float(key: int) -> float:
-    bits = key if key >= 0 else (-key) | (1 << 63)
-    return struct.unpack("<d", struct.pack("<Q", bits))[0]
-
-
-_TOP = _key(math.inf)
-_BOTTOM = _key(-math.inf) - 1  # below every value; never sent as a threshold
-# Round 0: ±10^e for e in −6..15, 0 and +inf (its count checks the vector's pooled n), each
-# with the float just below it, so a value exactly on the grid (0 above all) is pinned at once.
-_DECADES = [0.0, math.inf, *(s * 10.0**e for e in range(-6, 16) for s in (1, -1))]
-_GRID = sorted({g for x in _DECADES for g in (x, math.nextafter(x, -math.inf))})
-
-
-@dataclass
-class _Target:
-    """One wanted order statistic: x_(rank) of ``column`` lies in (lo, hi] (as keys)."""
-
-    column: str
-    rank: int
-    lo: int = _BOTTOM
-    hi: int = _TOP
-
-    @property
-    def done(self) -> bool:
-        return self.hi - self.lo <= 1
-
-    def splits(self) -> list[float]:
-        if self.lo == _BOTTOM and self.hi == _TOP:
-            return _GRID
-        gap = self.hi - self.lo
-        keys = range(self.lo + 1, self.hi) if gap <= SPLIT else (
-            self.lo + gap * j // SPLIT for j in range(1, SPLIT))
-        return [_float(key) for key in keys]
+def _ranks(n: int, p: float) -> tuple[int, float]:
+    """(r, f): quantile p of n values is x_(r) + f·(x_(r+1) − x_(r)), as pandas."""
+    h = (n - 1) * p
+    r = math.floor(h)
+    return r, h - r
 
 
 @dataclass
 class QuantileSearch:
     """The release node's search state; JSON-serialisable so it can travel sealed between
-    rounds. ``refused`` gives the reason for each column whose quantiles are withheld."""
+    rounds. ``known``: per column, every (key, pooled count ≤ that threshold) learnt so
+    far, sorted, between the sentinels BOTTOM (0) and TOP (+inf, N). ``asked``: the keys
+    of this round's thresholds. ``guide``: per column, a released (mean, sd) to aim the
+    first grid with. ``refused`` gives the reason for each column whose quantiles are
+    withheld. ``budget``, ``total``: thresholds per column and over all columns a round
+    may ask (at most the limits)."""
 
     k: int
     n: dict[str, int]
     probs: dict[str, list[float]]
-    targets: list[_Target]
+    known: dict[str, list[list[int]]] = field(default_factory=dict)
+    asked: dict[str, list[int]] = field(default_factory=dict)
+    guide: dict[str, list[float]] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     rounds: int = 0
+    budget: int = MAX_ROUND_THRESHOLDS
+    total: int = MAX_TOTAL_ROUND_THRESHOLDS
 
     @classmethod
-    def start(cls, spec: StatsSpec, pooled_n: dict[str, int], *, k: int) -> QuantileSearch:
+    def start(cls, spec: StatsSpec, pooled_n: dict[str, int], *, k: int,
+              guide: dict[str, tuple[float, float]] | None = None,
+              budget: int = MAX_ROUND_THRESHOLDS,
+              total: int = MAX_TOTAL_ROUND_THRESHOLDS) -> QuantileSearch:
         """Plan the search; a column with pooled N < 2k (k > 1) gets no quantiles, and a
         probability outside [k/N, 1 − k/N] none either, since extreme quantiles would
-        come too close to single records."""
+        come too close to single records. ``guide``: (mean, sd) of columns whose moments
+        the job released (they only aim the grid; results never depend on them)."""
+        if not (1 <= budget <= MAX_ROUND_THRESHOLDS
+                and 1 <= total <= MAX_TOTAL_ROUND_THRESHOLDS):
+            raise ValueError(f"a round may ask 1 to {MAX_ROUND_THRESHOLDS} thresholds per "
+                             f"column, {MAX_TOTAL_ROUND_THRESHOLDS} in all")
         need = 2 * k if k > 1 else 1
         n: dict[str, int] = {}
         probs: dict[str, list[float]] = {}
         refused: dict[str, str] = {}
-        targets: list[_Target] = []
         for col, ps in spec.quantiles.items():
             if col not in pooled_n:
                 raise ValueError(f"no pooled count for quantile column {col!r}")
-            total = pooled_n[col]
-            if total < need:
-                refused[col] = (f"too few values for a quantile at k={k}" if total
+            held = pooled_n[col]
+            if held < need:
+                refused[col] = (f"too few values for a quantile at k={k}" if held
                                 else "no values")
                 continue
-            kept = [p for p in ps if quantile_margin(p, total, k)]
+            kept = [p for p in ps if quantile_margin(p, held, k)]
             if len(kept) < len(ps):  # name the probabilities asked, never a count
                 refused[col] = (f"probabilities too close to 0 or 1 for k={k} are not "
                                 "answered: " + ", ".join(str(p) for p in ps if p not in kept))
             if not kept:
                 continue
-            n[col], probs[col] = total, kept
-            ranks = set()
-            for p in kept:
-                h = (total - 1) * p
-                ranks.add(math.floor(h))
-                if h > math.floor(h):
-                    ranks.add(math.floor(h) + 1)
-            targets += [_Target(col, r) for r in sorted(ranks)]
-        return cls(k, n, probs, targets, refused)
+            n[col], probs[col] = held, kept
+        aims = {c: [float(m), float(sd)] for c, (m, sd) in (guide or {}).items()
+                if c in n and math.isfinite(m) and math.isfinite(sd) and sd > 0}
+        search = cls(k, n, probs, {c: [[grid.BOTTOM, 0], [grid.TOP, n[c]]] for c in n},
+                     guide=aims, refused=refused, budget=budget, total=total)
+        search.asked = search._plan()
+        return search
+
+    # -- what is known ---------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self._tables: dict[str, tuple[list[int], list[int]]] = {}  # not state: a cache
+
+    def _table(self, col: str) -> tuple[list[int], list[int]]:
+        """(keys, counts) known for ``col``, as two sorted lists."""
+        if col not in self._tables:
+            keys, counts = zip(*self.known[col], strict=True)
+            self._tables[col] = list(keys), list(counts)
+        return self._tables[col]
+
+    def _bracket(self, col: str, rank: int) -> tuple[int, int]:
+        """(lo, hi) keys with C(lo) ≤ rank < C(hi), the tightest known."""
+        keys, counts = self._table(col)
+        i = bisect.bisect_right(counts, rank)
+        return keys[i - 1], keys[i]
+
+    def _interval(self, col: str, p: float) -> tuple[float, float, list[tuple[int, int]]]:
+        """[lo, hi] holding quantile p of ``col`` (lo == hi: known exactly), and the
+        brackets of its order statistics not yet pinned."""
+        r, f = _ranks(self.n[col], p)
+        ranks = [r] if f == 0 else [r, r + 1]
+        brackets = [self._bracket(col, x) for x in ranks]
+        ends = [(grid.value(lo + 1), grid.value(hi)) for lo, hi in brackets]
+        open_ = [b for b in brackets if b[1] - b[0] > 1]
+        if f == 0:
+            lo, hi = ends[0][0], ends[0][1]
+        elif not open_:
+            lo = hi = _lerp(ends[0][1], ends[1][1], f)
+        elif not all(math.isfinite(x) for e in ends for x in e):
+            lo, hi = -math.inf, math.inf
+        else:  # float interpolation is monotone up to a few ulps: widen by those
+            lo, hi = _lerp(ends[0][0], ends[1][0], f), _lerp(ends[0][1], ends[1][1], f)
+            slack = 4 * math.ulp(max(abs(x) for e in ends for x in e))
+            lo, hi = lo - slack, hi + slack
+        return lo, hi, open_
+
+    def _decided(self, col: str, p: float) -> tuple[float, float] | None:
+        """(released value, step) once the counts decide it, else None. Step 0: exact
+        (k ≤ 1); inf: withheld."""
+        lo, hi, open_ = self._interval(col, p)
+        if self.k <= 1:
+            return None if open_ else (lo, 0.0)
+        keys, counts = self._table(col)
+        return grid.rounding(lo, hi, grid.count_bounds(keys, counts), self.k)
 
     @property
     def done(self) -> bool:
-        return all(t.done for t in self.targets)
+        return not any(self.asked.values())
+
+    # -- the next round ------------------------------------------------------------------
+    def _plan(self) -> dict[str, list[int]]:
+        """This round's threshold keys per column, within the budget."""
+        pending = {c: [p for p in ps if self._decided(c, p) is None]
+                   for c, ps in self.probs.items()}
+        pending = {c: ps for c, ps in pending.items() if ps}
+        if not pending:
+            return {}
+        share = max(1, min(self.budget, self.total // len(pending)))
+        plan = {}
+        for col in sorted(pending)[: self.total]:
+            keys = self._column_plan(col, pending[col], share)
+            if keys:
+                plan[col] = keys
+        return plan
+
+    def _column_plan(self, col: str, probs: list[float], budget: int) -> list[int]:
+        keys, _ = self._table(col)
+        known = set(keys)
+        must: list[float] = []
+        brackets: list[tuple[int, int]] = []
+        for p in probs:
+            lo, hi, open_ = self._interval(col, p)
+            if not open_:  # known exactly, the rule still open: its ladder's buckets
+                must += rounding_thresholds(lo)
+            brackets += open_
+        wanted = _fresh(must, known)[:budget]
+        merged: list[list[int]] = []
+        for lo, hi in sorted(set(brackets)):
+            if merged and lo < merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        left = budget - len(wanted)
+        if merged and merged[0] == [grid.BOTTOM, grid.TOP]:  # nothing known yet
+            first = grid.first_round(left // 4 if col in self.guide else left)
+            wanted += [grid.TOP, *_fresh(first, known | set(wanted))]  # C(inf) checks N
+            if col in self.guide:
+                mean, sd = self.guide[col]
+                fit = grid.ladder_grid if self.k > 1 else grid.decimal_grid
+                wanted += _fresh(fit(mean - 4 * sd, mean + 4 * sd, budget - len(wanted)),
+                                 known | set(wanted))
+            return sorted(wanted)[:budget]
+        merged = merged[: max(1, left // 2)]
+        for i, (lo, hi) in enumerate(merged):
+            share = (budget - len(wanted)) // (len(merged) - i)
+            vlo, vhi = grid.value(lo + 1), grid.value(hi)
+            # a rounded release needs the ladder's buckets; both need values on a
+            # decimal grid pinned (with ties ≥ k that decides the finest step at once)
+            aimed = grid.ladder_grid(vlo, vhi, share // 2) if self.k > 1 else []
+            aimed += grid.decimal_grid(vlo, vhi, (share - len(aimed)) * 7 // 8)
+            aimed = _fresh(aimed, known | set(wanted))[:share]
+            splits = grid.key_splits(lo, hi, share - len(aimed))
+            wanted += aimed + _fresh(splits, known | set(wanted) | set(aimed))
+        return sorted(set(wanted))[:budget]
 
     def thresholds(self) -> dict[str, list[float]]:
         """What every node counts this round: per column, sorted distinct thresholds."""
-        out: dict[str, set[float]] = {}
-        for t in self.targets:
-            if not t.done:
-                out.setdefault(t.column, set()).update(t.splits())
-        return {col: sorted(out[col]) for col in sorted(out)}
+        return {col: [grid.value(k) for k in keys] for col, keys in sorted(self.asked.items())}
 
     def update(self, pooled_counts: dict[str, list[int]]) -> None:
-        """Narrow every open bracket with this round's pooled counts (aligned with
-        :meth:`thresholds`). Raises ValueError if they cannot be true counts."""
+        """Learn this round's pooled counts (aligned with :meth:`thresholds`) and plan
+        the next. Raises ValueError if they cannot be true counts."""
         asked = self.thresholds()
         if set(pooled_counts) != set(asked):
             raise ValueError(f"counts for columns {sorted(pooled_counts)}, expected "
                              f"{sorted(asked)}")
+        learnt: dict[str, list[list[int]]] = {}
         for col, ts in asked.items():
             if len(pooled_counts[col]) != len(ts):
                 raise ValueError(f"{len(pooled_counts[col])} counts for {col!r}, expected "
@@ -150,47 +234,97 @@ class QuantileSearch:
                 raise ValueError(f"{col!r}: the nodes now hold {counts[-1]} values, the "
                                  f"statistics round counted {self.n[col]}; data or "
                                  "membership changed during the job")
-            keys = [_key(t) for t in ts]
-            for target in self.targets:
-                if target.column != col or target.done:
-                    continue
-                for key, count in zip(keys, counts, strict=True):
-                    if target.lo < key < target.hi:
-                        if count >= target.rank + 1:
-                            target.hi = key
-                        else:
-                            target.lo = key
+            table = dict(map(tuple, self.known[col]))
+            for k, c in zip(self.asked[col], counts, strict=True):
+                if table.setdefault(k, c) != c:
+                    raise ValueError(f"corrupted aggregate: counts of {col!r} contradict "
+                                     "an earlier round")
+            merged = sorted(table.items())
+            if any(b[1] < a[1] for a, b in zip(merged, merged[1:], strict=False)):
+                raise ValueError(f"corrupted aggregate: counts of {col!r} are not cumulative")
+            learnt[col] = [list(kc) for kc in merged]
+        self.known.update(learnt)  # all columns or none
+        self._tables.clear()
         self.rounds += 1
+        self.asked = self._plan()
 
-    def result(self) -> dict[str, dict[str, float]]:
-        """Column -> {str(p): quantile}, by pandas' linear interpolation."""
+    # -- the answer ------------------------------------------------------------------------
+    def result(self) -> dict[str, dict[str, float | None]]:
+        """Column -> {str(p): quantile}: exact, by pandas' linear interpolation (k ≤ 1),
+        or rounded by the ladder rule (k > 1; None where no step holds k values)."""
         if not self.done:
             raise ValueError("the quantile search has not finished")
-        value = {(t.column, t.rank): _float(t.hi) for t in self.targets}
-        out: dict[str, dict[str, float]] = {}
+        out: dict[str, dict[str, float | None]] = {}
         for col, ps in self.probs.items():
             out[col] = {}
             for p in ps:
-                h = (self.n[col] - 1) * p
-                r = math.floor(h)
-                a = value[(col, r)]
-                out[col][str(p)] = a if h == r else _lerp(a, value[(col, r + 1)], h - r)
+                decided = self._decided(col, p)
+                assert decided is not None
+                out[col][str(p)] = None if decided[1] == math.inf else decided[0]
+        return out
+
+    def resolution(self) -> dict[str, float]:
+        """Column -> the coarsest rounding step among its released quantiles (k > 1)."""
+        out: dict[str, float] = {}
+        for col, ps in self.probs.items():
+            for p in ps:
+                decided = self._decided(col, p)
+                assert decided is not None
+                out[col] = max(out.get(col, 0.0), decided[1])
         return out
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def from_json(cls, text: str) -> QuantileSearch:
-        state = json.loads(text)
-        state["targets"] = [_Target(**t) for t in state["targets"]]
-        return cls(**state)
+        return cls(**json.loads(text))
+
+
+def _fresh(thresholds: list[float], known: set[int]) -> list[int]:
+    """Keys of ``thresholds`` not yet known, in order, each once (−0.0 is 0.0)."""
+    out: list[int] = []
+    seen = set(known)
+    for t in thresholds:
+        k = grid.key(t)
+        if k not in seen and grid.BOTTOM < k <= grid.TOP:
+            seen.add(k)
+            out.append(k)
+    return out
 
 
 def _lerp(a: float, b: float, t: float) -> float:
     """numpy's interpolation, so results match pandas to the last bit where possible."""
     diff = b - a
     return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def check_round(spec: StatsSpec, query: dict) -> dict[str, list[float]]:
+    """A node's check of a counting round before it reads data: only the job's quantile
+    columns, numbers, at most :data:`MAX_ROUND_THRESHOLDS` thresholds per column and
+    :data:`MAX_TOTAL_ROUND_THRESHOLDS` in all."""
+    asked = query.get("thresholds")
+    if not isinstance(asked, dict) or not all(
+            isinstance(ts, list) and all(isinstance(t, int | float) and not isinstance(t, bool)
+                                         for t in ts) for ts in asked.values()):
+        raise UserError("stats.quantiles: a counting round must list numeric thresholds "
+                        "per column")
+    foreign = sorted(set(asked) - set(spec.quantiles))
+    if foreign:
+        raise UserError(f"stats.quantiles: a counting round asks for column(s) "
+                        f"{', '.join(map(repr, foreign))}, which the job does not ask "
+                        "quantiles of")
+    for col, ts in sorted(asked.items()):
+        if len(ts) > MAX_ROUND_THRESHOLDS:
+            raise UserError(f"stats.quantiles.{col}: a counting round asks {len(ts)} "
+                            f"thresholds of one column; at most {MAX_ROUND_THRESHOLDS} "
+                            "(MAX_ROUND_THRESHOLDS)")
+    total = sum(len(ts) for ts in asked.values())
+    if total > MAX_TOTAL_ROUND_THRESHOLDS:
+        raise UserError(f"stats.quantiles: a counting round asks {total} thresholds; at "
+                        f"most {MAX_TOTAL_ROUND_THRESHOLDS} over all columns "
+                        "(MAX_TOTAL_ROUND_THRESHOLDS)")
+    return asked
 
 
 def count_le(data: Table, column: str, thresholds: list[float]) -> np.ndarray:

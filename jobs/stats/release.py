@@ -1,16 +1,16 @@
 """The release node's side of a ``stats`` job: decode the pooled vector with the
 aggregate-level rules, then — where quantiles are asked — run the exact quantile search
-round by round (each round one more encrypted sum of counts, see `quantiles.py`), and —
-where undeclared group labels reached k rows — one last round that reveals them
-(`labels.py`)."""
+round by round (each round one more encrypted sum of counts on a grid of thresholds, see
+`quantiles.py`; where k > 1 the same rounds decide the rounding), and — where undeclared
+group labels reached k rows — one last round that reveals them (`labels.py`)."""
 
 from __future__ import annotations
 
 from jobs.base import NextRound, Pooled, Released
 from jobs.stats import compute, labels
-from jobs.stats.disclosure import round_to_k_rows, rounding_thresholds, withhold_rare_labels
+from jobs.stats.disclosure import withhold_rare_labels
 from jobs.stats.quantiles import QuantileSearch
-from jobs.stats.spec import StatsSpec
+from jobs.stats.spec import CONVENTIONS, StatsSpec
 from scifed.errors import UserError
 
 
@@ -18,19 +18,17 @@ def release(spec: StatsSpec, pooled: Pooled) -> Released | NextRound:
     total = pooled.totals["sum"]
     if pooled.state is not None and "labels" in pooled.state:
         return _revealed(pooled)
-    if pooled.state is not None and "rounding" in pooled.state:
-        return _rounded(pooled)
     if pooled.state is None:
         result = compute.decode(total, spec, pooled.vocab, k=pooled.k, noisy=bool(pooled.dp))
         search = None
         if spec.quantiles:
             pooled_n = compute.pooled_quantile_n(total, spec, pooled.vocab)
-            search = QuantileSearch.start(spec, pooled_n, k=pooled.k)
+            search = QuantileSearch.start(spec, pooled_n, k=pooled.k, guide=_guide(result))
     else:
         result = pooled.state["result"]
         search = QuantileSearch.from_json(pooled.state["search"])
         counts, offset = {}, 0
-        for col, thresholds in sorted(search.thresholds().items()):
+        for col, thresholds in search.thresholds().items():
             counts[col] = [compute.pooled_count(v, f"count of {col} below a threshold")
                            for v in total[offset:offset + len(thresholds)]]
             offset += len(thresholds)
@@ -43,37 +41,23 @@ def release(spec: StatsSpec, pooled: Pooled) -> Released | NextRound:
         if search.refused:
             notes = result.setdefault("suppression", {}).setdefault("notes", [])
             notes += [f"quantiles of {c}: {why}" for c, why in search.refused.items()]
-        exact = search.result()
-        if pooled.k > 1 and any(exact.values()):
-            # one more round: how many values lie near each quantile at each step
-            rounding = {c: sorted(v.items()) for c, v in exact.items() if v}
-            query = {c: [t for _, q in items for t in rounding_thresholds(q)]
-                     for c, items in rounding.items()}
-            return NextRound(query={"thresholds": query},
-                             state={"result": result, "rounding": rounding, "query": query})
-        result["quantiles"] = exact
+        result["quantiles"] = search.result()
+        if pooled.k > 1 and any(result["quantiles"].values()):
+            result["quantile_resolution"] = search.resolution()
     return _finish(result, pooled)
 
 
-def _rounded(pooled: Pooled) -> Released | NextRound:
-    """Each quantile at the finest 1-2-5 step at which at least k values share it."""
-    state, total = pooled.state, pooled.totals["sum"]
-    result, offset = state["result"], 0
-    quantiles: dict[str, dict[str, float | None]] = {}
-    resolution: dict[str, float] = {}
-    for col, thresholds in sorted(state["query"].items()):
-        counts = [compute.pooled_count(v, f"count of {col} near a quantile")
-                  for v in total[offset:offset + len(thresholds)]]
-        offset += len(thresholds)
-        per = len(thresholds) // len(state["rounding"][col])
-        quantiles[col] = {}
-        for i, (p, value) in enumerate(state["rounding"][col]):
-            released, step = round_to_k_rows(value, counts[i * per:(i + 1) * per], pooled.k)
-            quantiles[col][p] = None if step == float("inf") else released
-            resolution[col] = max(resolution.get(col, 0.0), step)
-    result["quantiles"] = quantiles
-    result["quantile_resolution"] = resolution
-    return _finish(result, pooled)
+def _guide(result: dict) -> dict[str, tuple[float, float]]:
+    """(mean, sd) of the columns whose moments this job releases anyway, to aim the
+    quantile search's first grid: nothing unreleased steers which thresholds are asked."""
+    out = {}
+    for col, m in result.get("columns", {}).items():
+        sd = m.get("std")
+        if sd is None and m.get("variance") is not None:
+            sd = m["variance"] ** 0.5
+        if m.get("mean") is not None and sd:
+            out[col] = (m["mean"], sd)
+    return out
 
 
 def _finish(result: dict, pooled: Pooled) -> Released | NextRound:
@@ -124,6 +108,7 @@ def _revealed(pooled: Pooled) -> Released:
 
 def _done(result: dict, pooled: Pooled) -> Released:
     withhold_rare_labels(result, pooled.record)
+    result.setdefault("meta", {})["conventions"] = dict(CONVENTIONS)
     if pooled.dp:
         result["privacy"] = pooled.dp
     return Released(result)

@@ -20,6 +20,18 @@ from scifed.errors import excerpt
 
 MAX_PROBABILITIES = 10  # quantile probabilities per column (governance §2.5)
 
+# How every released number is defined, stated in each result (``meta.conventions``) so a
+# reader need not guess which variance or which bin edge (docs/job-types.md, stats).
+CONVENTIONS = {
+    "variance": "sample variance, ddof = 1 (divides by n - 1, as pandas); std is its "
+                "square root",
+    "histogram_bins": "[a, b): a bin holds a <= x < b, except the last, which is closed "
+                      "[a, b] (as numpy); values outside the edges are counted as below or above",
+    "quantiles": "linear interpolation between order statistics (pandas' default, "
+                 "Hyndman-Fan type 7)",
+    "correlation": "Pearson, over the rows where both columns are present",
+}
+
 Measure = Literal["count", "sum", "mean", "variance", "std"]
 MEASURES: tuple[Measure, ...] = ("count", "sum", "mean", "variance", "std")
 

@@ -85,6 +85,9 @@ class StatsResult:
                  f"{self.rows} · contributors: "
                  f"{html.escape(', '.join(self.meta.get('contributors', [])))} · k = "
                  f"{self.meta.get('k')}</p>"]
+        if conventions := self.meta.get("conventions"):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
+                                          for k, v in conventions.items()) + "</ul>")
         for name, df in {**self.tables(), **(extra or {})}.items():
             parts.append(f"<h2>{html.escape(name)}</h2>{df.to_html(index=False)}")
         for col in self.histograms:

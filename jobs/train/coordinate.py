@@ -219,6 +219,20 @@ def _record_drops(driver: Driver, run: Run, dropped: dict[str, str],
             driver.task_state(run, node, "train", TaskState.FAILED, why)
 
 
+def _refuse_nodes_without_supernode(flower, targets: list[str]) -> None:
+    """Fail at once, naming them, if a node the job names runs no SuperNode: every target
+    has just answered the check, so it is connected and would have registered its
+    SuperNode key (`Register`) if its node.yaml set `flower_superlink`. Waiting for it
+    would only end in a timeout that reads like a network problem."""
+    registered = set(flower.node_ids())
+    if unconfigured := sorted(set(targets) - registered):
+        raise JobFailed(
+            f"node(s) {', '.join(unconfigured)} run no Flower SuperNode, so cannot train: "
+            "their officer sets flower_superlink (the coordinator's host and flower_port) "
+            "in node.yaml, e.g. with `scifed node init --flower-superlink HOST:PORT`, and "
+            "restarts the node")
+
+
 def run_training(driver: Driver, run: Run) -> bytes:
     """``TrainJob.coordinate``: every node the job names first checks it (`job.check`:
     policy, approvals, columns, labels, budget) and no Flower run starts unless all
@@ -241,11 +255,15 @@ def run_training(driver: Driver, run: Run) -> bytes:
     for node in targets:
         driver.task_state(run, node, "train", TaskState.PENDING)
     driver.set_phase(run, Phase("waiting for nodes"))
+    _refuse_nodes_without_supernode(flower, list(targets))
     online = flower.wait_online(list(targets), timeout=driver.task_timeout)
     if len(online) < min_nodes:
         missing = ", ".join(sorted(set(targets) - online))
         raise JobFailed(f"only {len(online)} of the job's nodes have their Flower SuperNode "
-                        f"connected (not: {missing}); training needs {min_nodes}")
+                        f"connected (not: {missing}) after {driver.task_timeout:.0f} s; "
+                        f"training needs {min_nodes}. Is the SuperLink address in that "
+                        "node's node.yaml (flower_superlink) reachable from it? Its log "
+                        "says why its SuperNode did not connect")
     published: set[int] = set()
 
     def progress(checkpoint: dict) -> None:

@@ -27,6 +27,31 @@ class TrainResult:
         return cls(pd.DataFrame(r.get("metrics", [])), r.get("epsilon", {}), r["model"],
                    r.get("meta", {}), r)
 
+    def headline(self) -> str:
+        """What `scifed job result` prints first: how many rounds trained what, the
+        released model's validation (after the last round) and who took part."""
+        info, df = self.model_info, self.metrics
+        rounds = int(df["round"].max()) if "round" in df and len(df) else 0
+        line = (f"train: {rounds} round(s) of a {info.get('kind')} ({info.get('task')}) on "
+                f"{len(info.get('features') or [])} feature(s) predicting "
+                f"{info.get('label')}")
+        names = [c for c in ("val_loss", "val_accuracy", "val_r2") if c in df]
+        validated = df.dropna(subset=names, how="all") if names else df.iloc[0:0]
+        if len(validated):
+            last = validated.iloc[-1]
+            shown = ", ".join(f"{c} {last[c]:.4f}" for c in names if pd.notna(last[c]))
+            rows = f" on {int(last['val_rows'])} rows" if pd.notna(last.get("val_rows")) \
+                else ""
+            line += f"; final validation (after round {int(last['round'])}{rows}): {shown}"
+        else:
+            line += "; no validation metrics (validation_split: 0)"
+        line += f"; contributors: {', '.join(self.meta.get('contributors', []))}"
+        if self.epsilon:
+            line += "; ε spent: " + ", ".join(
+                f"{n} {e:g}" if isinstance(e, int | float) else f"{n} {e}"
+                for n, e in self.epsilon.items())
+        return line
+
     def tables(self) -> dict[str, pd.DataFrame]:
         out = {"metrics": self.metrics}
         if self.epsilon:

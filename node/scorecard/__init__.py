@@ -65,7 +65,7 @@ __all__ = [
 
 
 def _tool_versions() -> dict[str, str]:
-    packages = ("scifed", "pandas", "numpy", "scikit-learn", "frictionless", "mlcroissant",
+    packages = ("scifed", "pandas", "numpy", "scikit-learn", "mlcroissant",
                 "duckdb")
     return {"python": platform.python_version(), **{p: version(p) for p in packages}}
 
@@ -109,8 +109,8 @@ def compute_scorecard(
     else:
         data = _Data.of(frame, record)
         metrics |= _completeness(data)
-        step("validating against the Table Schema (frictionless)")
-        metrics["Q2a"] = _validity(data)
+        step("checking the column dictionary's constraints")
+        metrics["Q2a"] = _validity(path, record)
         metrics |= _uniqueness(data)
         metrics["Q4a"] = _rules(data, rules)
         metrics |= _balance(data)

@@ -9,12 +9,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import frictionless
 import numpy as np
 import pandas as pd
 
+from node.constraints import check_constraints
 from node.data import DataFile
 from scifed.errors import UserError
 from scifed.record import CatalogRecord, Field
@@ -144,56 +143,21 @@ def _structure(frame: pd.DataFrame | None, problem: str | None, digest: str,
                    "schema and its sha256 matches the catalog")
 
 
-def _table_schema(fields: Iterable[Field]) -> dict[str, Any]:
-    """The record's columns as a Frictionless Table Schema descriptor."""
-    out = []
-    for f in fields:
-        entry: dict[str, Any] = {"name": f.name, "type": f.type}
-        if f.constraints is not None:
-            constraints = f.constraints.model_dump(exclude_none=True)
-            if constraints:
-                entry["constraints"] = constraints
-        out.append(entry)
-    return {"fields": out}
-
-
-def _validity(data: _Data) -> MetricResult:
-    """Q2a: cells breaking the declared type or constraints, by frictionless.
-
-    Rows are handed over as DuckDB read them, with missing codes already set to null, so
-    a missing cell is never a type error; `required` on a missing cell is Q1b's business.
-    """
-    names = list(data.fields)
-    part = data.frame[names]
-    present = part.notna()
-    cells = part.astype(object).where(present, None)
-    for name, field in data.fields.items():
-        if field.type == "date":
-            cells[name] = [v.date() if isinstance(v, pd.Timestamp) else v for v in cells[name]]
-        elif field.type == "datetime":
-            cells[name] = [v.to_pydatetime() if isinstance(v, pd.Timestamp) else v
-                           for v in cells[name]]
-    resource = frictionless.Resource(
-        data=[names, *cells.itertuples(index=False, name=None)],
-        schema=frictionless.Schema.from_descriptor(_table_schema(data.fields.values())),
-    )
-    report = resource.validate(limit_errors=present.size + 1)
-    column = {name: i for i, name in enumerate(names)}
-    bad: set[tuple[int, str]] = set()
-    kinds: dict[str, int] = {}
-    for error in report.tasks[0].errors:
-        if error.type not in ("type-error", "constraint-error", "unique-error"):
-            continue
-        row = error.row_number - 2  # frictionless counts the header as row 1
-        if present.iat[row, column[error.field_name]]:
-            bad.add((row, error.field_name))
-            kinds[error.field_name] = kinds.get(error.field_name, 0) + 1
-    total = int(present.to_numpy().sum())
-    detail = (f"{len(bad)} of {total} non-missing cells break the declared type or "
+def _validity(path: Path, record: CatalogRecord) -> MetricResult:
+    """Q2a: present cells breaking the record's type or constraints, counted by the check
+    registration makes (:func:`node.constraints.check_constraints`), with the declared
+    missing codes read as missing; a missing cell is never a type error, and `required`
+    on a missing cell is Q1b's business."""
+    check = check_constraints(path, record.fields)
+    bad = {c: k for c, k in check.bad_cells.items() if k}
+    total = check.present_cells
+    detail = (f"{sum(bad.values())} of {total} non-missing cells break the declared type or "
               "constraints")
-    if kinds:
-        detail += ": " + ", ".join(f"{c} {k}" for c, k in sorted(kinds.items()))
-    return measured("Q2a", 1.0 - len(bad) / total if total else 1.0, detail)
+    if bad:
+        detail += ": " + ", ".join(f"{c} {k}" for c, k in sorted(bad.items()))
+    if check.problems:
+        detail += "; not checked: " + "; ".join(check.problems)
+    return measured("Q2a", 1.0 - sum(bad.values()) / total if total else 1.0, detail)
 
 
 def _uniqueness(data: _Data) -> dict[str, MetricResult]:

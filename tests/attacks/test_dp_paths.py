@@ -32,10 +32,13 @@ DP_POLICY = "dp: {required: true, epsilon_per_query: 1.0, annual_budget: 20}\n"
 
 def dp_federation(root, table, meta) -> InMemoryFederation:
     """Three nodes holding ``table`` (split by its ``node`` column), DP required; the
-    study is keyed once all three have accepted."""
+    study is keyed once all three have accepted. A planted row outside the declared
+    enumeration is registered anyway (the officer accepts the violation): the labels
+    must still come from the enumeration."""
     fed = InMemoryFederation(root, list(NODES)).__enter__()
     for node in NODES:
-        fed.add_dataset(node, table[table.node == node].drop(columns="node"), meta, "staff")
+        fed.add_dataset(node, table[table.node == node].drop(columns="node"), meta, "staff",
+                        accept_violations=True)
         core = fed.nodes[node]
         core.gate.policies.set(core.registry.get("staff").record, DP_POLICY, "dp.yaml",
                                "officer")

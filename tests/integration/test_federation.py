@@ -242,7 +242,8 @@ def test_revoked_certificate_is_refused(fed):
 
     with Client(mallory) as c:
         assert c.whoami()["name"] == "mallory"
-        fed.cli("ca", "revoke", "mallory", "--role", "researcher", "--ca-dir", str(fed.ca_dir))
+        fed.cli("ca", "revoke", "--name", "mallory", "--role", "researcher", "--ca-dir",
+                str(fed.ca_dir))
         with pytest.raises(grpc.RpcError) as exc:
             c.search("")
         assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -289,7 +290,7 @@ def test_a_revoked_node_is_cut_off_at_once(fed):
     with fed.operator() as op:
         wait_for(lambda: online(op, "beta"), 20, "beta to be online")
         started = time.monotonic()
-        fed.cli("ca", "revoke", "beta", "--role", "node", "--ca-dir", str(fed.ca_dir))
+        fed.cli("ca", "revoke", "--name", "beta", "--role", "node", "--ca-dir", str(fed.ca_dir))
         wait_for(lambda: not online(op, "beta"), 10, "beta's stream to close")
         print(f"beta cut off {time.monotonic() - started:.2f} s after the revocation")
         time.sleep(3)  # its link retries: every attempt is refused

@@ -277,3 +277,42 @@ def test_bad_officer_input_gives_one_message(fed):
         out = fed.node_cli("biscoe", *args, check=False)
         assert out.returncode == 1 and needle in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
+
+
+def test_registration_checks_the_column_dictionary_against_the_data(fed, penguins_meta):
+    """Through `scifed node dataset add`: an Origin enumeration every car breaks is
+    refused with its count and nothing registered; --accept-violations registers it with
+    the count in the record; a metadata problem comes in the same message."""
+    from vega_datasets import data as vega
+
+    cars = vega.cars()
+    cars.to_csv(fed.node_dir("torgersen") / "data" / "cars.csv", index=False)
+    meta = {k: v for k, v in penguins_meta.items()
+            if k not in ("fields", "targets", "splits", "annotation")}
+    meta |= {"title": {"en": "Cars"}, "description": {"en": "Cars (vega_datasets)."},
+             "fields": {"Origin": {"description": "Region of manufacture.",
+                                   "constraints": {"enum": ["EU", "JP", "US"]}}}}
+    path = fed.node_dir("torgersen") / "cars.meta.yaml"
+
+    def add(meta: dict, *flags: str):
+        path.write_text(yaml.safe_dump(meta, allow_unicode=True))
+        return fed.node_cli("torgersen", "dataset", "add", "cars.csv", "--meta", str(path),
+                            *flags, check=False)
+
+    def registered() -> list[str]:
+        listed = json.loads(fed.node_cli("torgersen", "dataset", "list", "--json").stdout)
+        return [d["id"] for d in listed]
+
+    out = add({**meta, "version": "one"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "version: 'one' is not a MAJOR.MINOR.PATCH version" in out.stderr
+    assert f"column Origin: {len(cars)} of {len(cars)} rows break constraints.enum" in out.stderr
+    assert "USA" not in out.stderr and "--accept-violations" in out.stderr
+    assert "cars" not in registered()
+
+    out = add(meta, "--accept-violations")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(fed.node_cli("torgersen", "dataset", "show", "cars", "--json").stdout)
+    assert record["constraint_violations"] == [
+        {"column": "Origin", "constraint": "enum", "rows": len(cars), "of": len(cars)}]
+    fed.node_cli("torgersen", "dataset", "remove", "cars")

@@ -19,10 +19,14 @@ def stats_job(study: str = "penguins", nodes=tuple(ISLANDS), **stats) -> str:
                     stats=stats)
 
 
-def build(root, penguins, penguins_meta, **options) -> InMemoryFederation:
+def build(root, penguins, penguins_meta, accept_violations: bool = False,
+          **options) -> InMemoryFederation:
+    """``accept_violations``: register rows that break the column dictionary anyway (an
+    attack's planted row), as an officer may with ``--accept-violations``."""
     fed = InMemoryFederation(root, list(ISLANDS), **options).__enter__()
     for node, island in ISLANDS.items():
-        fed.add_dataset(node, penguins[penguins.island == island], penguins_meta, "penguins")
+        fed.add_dataset(node, penguins[penguins.island == island], penguins_meta, "penguins",
+                        accept_violations=accept_violations)
     fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
     return fed
 

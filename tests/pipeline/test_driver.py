@@ -39,7 +39,7 @@ def test_release_loop_runs_quantile_rounds_and_equals_pandas(fed, penguins):
     seen = tasks(fed, view.job_id)
     rounds = res["quantile_rounds"]
     # vocabulary, budget reservation, compute, the self-mask reveals once the set is final,
-    # then `rounds` counting rounds at every node (the quantile search and its rounding);
+    # then `rounds` counting rounds at every node (the quantile search on its grids);
     # the release at one node
     assert {p for _, p in seen} == {"vocabulary", "reserve", "compute", "unmask", "release",
                                     *(f"round {r}" for r in range(1, rounds + 1))}
@@ -677,3 +677,22 @@ def test_a_replayed_dp_task_stranded_by_a_restart_is_not_refunded(tmp_path, peng
         assert "budget.refund" not in [e.action for e in biscoe.audit.entries()]
     finally:
         fed.__exit__(None, None, None)
+
+
+def test_list_jobs_gives_a_researcher_their_own_jobs_newest_first(fed):
+    done = fed.run(stats_job(columns=["body_mass_g"]))[0].job_id
+    failed = fed.wait(fed.submit(stats_job(columns=["sex"])))  # not numeric: refused
+    assert failed.status == JobStatus.FAILED
+    jobs = fed.coordinator.jobs
+    mine = jobs.list_jobs("alice")
+    assert [v.job_id for v in mine][:2] == [failed.job_id, done]
+    assert [v.created_ms for v in mine] == sorted((v.created_ms for v in mine), reverse=True)
+    assert {v.study for v in mine} == {"penguins"} and mine[1].job_type == "stats"
+    assert [v.job_id for v in jobs.list_jobs("alice", status="failed")][0] == failed.job_id
+    assert done not in {v.job_id for v in jobs.list_jobs("alice", status="failed")}
+    assert [v.job_id for v in jobs.list_jobs("alice", limit=1)] == [failed.job_id]
+    assert jobs.list_jobs("bob") == []  # another researcher sees none of them
+    with pytest.raises(UserError, match="no study 'nope'"):
+        jobs.list_jobs("alice", study="nope")
+    with pytest.raises(UserError, match="status 'finished': choose one of"):
+        jobs.list_jobs("alice", status="finished")

@@ -62,10 +62,14 @@ def meta(penguins_meta: dict, *, enum: bool = True) -> dict:
     return {k: v for k, v in m.items() if v is not None}
 
 
-def federation(root, frame: pd.DataFrame, metadata: dict) -> InMemoryFederation:
+def federation(root, frame: pd.DataFrame, metadata: dict,
+               accept_violations: bool = False) -> InMemoryFederation:
+    """``accept_violations``: a planted undeclared level is registered anyway, as an
+    officer may with ``--accept-violations``; the release must still ignore it."""
     fed = InMemoryFederation(root, list(NODES)).__enter__()
     for node in NODES:
-        fed.add_dataset(node, frame[frame.node == node], metadata, "synth")
+        fed.add_dataset(node, frame[frame.node == node], metadata, "synth",
+                        accept_violations=accept_violations)
         core = fed.nodes[node]
         core.gate.policies.set(core.registry.get("synth").record, DP_POLICY, "dp.yaml",
                                "officer")
@@ -176,7 +180,7 @@ def test_under_dp_levels_are_the_declared_ones_whatever_the_rows_hold(tmp_path, 
     in the released layout: no term, no refusal, no count of it."""
     planted = frame.copy()
     planted.loc[planted.index[planted.node == "beta"][7], "grp"] = "zeta"
-    fed = federation(tmp_path, planted, meta(penguins_meta))
+    fed = federation(tmp_path, planted, meta(penguins_meta), accept_violations=True)
     try:
         result, refusal = attempt(fed, job(dp={"bounds": BOUNDS}))
     finally:

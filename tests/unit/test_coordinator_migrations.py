@@ -4,7 +4,9 @@ models never drift from the migrated schema without a revision."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -266,5 +268,50 @@ def test_a_migration_that_breaks_a_foreign_key_on_sqlite_is_rolled_back(
             with migrations.migration_connection(database.engine) as connection:
                 connection.execute(sa.text("DELETE FROM jobs"))
         assert set(rows(database)) == set(ROWS)
+    finally:
+        database.close()
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_one_after_the_other(
+    url: str,
+) -> None:
+    """A coordinator and an operator command starting together on an empty database:
+    one migrates, the others wait for it and find the schema current."""
+    start = threading.Barrier(4)
+
+    def open_database(_: int) -> str | None:
+        start.wait()
+        database = Database(url)
+        try:
+            return revision(database)
+        finally:
+            database.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(open_database, range(4))) == [migrations.head()] * 4
+
+
+def test_a_migration_that_fails_midway_changes_nothing(url: str) -> None:
+    """DDL included: a revision that fails half done leaves the database as it was."""
+    stored = made_by(FIRST_STUDIES, url)
+    engine = sa.create_engine(url)
+    try:
+        before = sorted(sa.inspect(engine).get_table_names())
+        with pytest.raises(ValueError, match="half done"):
+            with migrations.migration_connection(engine) as connection:
+                with Operations.context(MigrationContext.configure(connection)):
+                    op.create_table("half", sa.Column("x", sa.Integer))
+                    op.add_column("jobs", sa.Column("priority", sa.Integer))
+                    op.execute("DELETE FROM job_tasks")
+                raise ValueError("half done")
+        inspector = sa.inspect(engine)
+        assert sorted(inspector.get_table_names()) == before
+        assert "priority" not in {c["name"] for c in inspector.get_columns("jobs")}
+    finally:
+        engine.dispose()
+    database = Database(url)
+    try:
+        after = rows(database)
+        assert all({k: after[t][k] for k in row} == row for t, row in stored.items())
     finally:
         database.close()

@@ -245,7 +245,7 @@ def test_penguins_matches_pandas_sklearn_and_the_calibration(penguins_case, peng
     assert report.record_id == record.id
     assert report.data_sha256 == record.distributions[0].sha256
     assert report.mode == "fast" and report.computed_at == NOW
-    assert {"scikit-learn", "frictionless", "mlcroissant", "pandas"} <= set(report.tool_versions)
+    assert {"scikit-learn", "duckdb", "mlcroissant", "pandas"} <= set(report.tool_versions)
     assert list(report.metrics) == list(METRICS)
 
 
@@ -484,7 +484,7 @@ def test_progress_reports_the_long_steps(penguins_case):
     labels = penguins_case[3]
     assert labels[0] == "reading the data file"
     assert "trainability: permutation test (19 permutations)" in labels
-    assert "validating against the Table Schema (frictionless)" in labels
+    assert "checking the column dictionary's constraints" in labels
 
 
 # -- catalog and exports ----------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from scifed import grading
 from scifed.errors import UserError
 from scifed.record import (
     CatalogRecord,
+    FieldMeta,
+    MetadataInput,
     build_record,
     load_metadata,
     published_form,
@@ -283,3 +286,63 @@ def test_a_tampered_record_is_refused(penguins, penguins_meta):
     with pytest.raises(ValueError, match="schema_hash: does not match the field list"):
         CatalogRecord.model_validate(data)
 
+
+
+def test_every_problem_is_reported_in_one_pass(penguins_meta):
+    """Field errors, nested rules and dataset-level rules all in one refusal: pydantic alone
+    runs a model's rules only once its fields are valid, so each fix met a new round."""
+    fields = {**penguins_meta["fields"]}
+    fields["species"] = {**fields["species"], "role": "feature"}  # rule over targets
+    fields["sex"] = {**fields["sex"], "pi_kind": "nonsense"}  # a column field error
+    fields["year"] = {**fields["year"], "field_grade": "G3"}  # rule over the dataset grade
+    creators = [{"name": "A. Person", "orcid": "0000-0002-0258-9265"},  # bad digit, no affil.
+                *penguins_meta["creators"][1:]]
+    message = refusal(
+        penguins_meta, dataset_type=None, collection=None, classification=None,
+        lifecycle_stage=None, creators=creators, sharing_category="CONDITIONAL",
+        personal_info={"status": "none", "sensitive": True, "subjects_count": -1},
+        temporal_coverage={"start": "2009-01-01", "end": "2007-01-01"}, fields=fields)
+    lines = [line.strip() for line in message.splitlines()[1:]]
+    assert set(lines) == {
+        "dataset_type: required field is missing",
+        "collection: required field is missing",
+        "classification: required field is missing",
+        "lifecycle_stage: required field is missing",
+        "creators[0].orcid: '0000-0002-0258-9265' has a wrong check digit (ISO 7064 MOD 11-2)",
+        "creators[0].affiliation: required for a person",
+        "personal_info.subjects_count: Input should be greater than or equal to 0",
+        "personal_info.sensitive: must be false when status is none",
+        "temporal_coverage.end: is before start",
+        "fields.sex.pi_kind: Input should be 'none', 'direct_identifier', 'quasi_identifier' "
+        "or 'sensitive_attribute', got 'nonsense'",
+        "conditions_of_use: required when sharing_category is CONDITIONAL (governance §1.3 #34)",
+        "security_grade: G1 is below G3, the field_grade of column year: a dataset takes its "
+        "highest column grade (就高从严, governance §2.3)",
+        "fields.species.role: is feature, but the column is listed in targets",
+    }
+    assert message.splitlines()[0] == f"bad.yaml: {len(lines)} problems"
+
+
+def _readme_list(label: str) -> list[str]:
+    """The backquoted names of the README's list item that starts with ``label``
+    (up to its first parenthesis or colon after the label: the names in between are
+    its fields; nested mentions such as the constraints' keys are left out)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"^- {re.escape(label)}(.*?)(?=^- |^$)", readme, re.M | re.S)
+    assert match, f"README.md has no list item starting with {label!r}"
+    text = re.sub(r"\([^)]*\)", "", match.group(1).replace("\n", " "))
+    return re.findall(r"`([a-z_]+)`", text)
+
+
+def test_the_readme_lists_exactly_the_models_fields():
+    """The README's field lists against the record model: required, optional, column."""
+    fields = MetadataInput.model_fields
+    assert _readme_list("Required fields:") == [n for n, f in fields.items() if f.is_required()]
+    assert _readme_list("Optional fields") == [n for n, f in fields.items()
+                                              if not f.is_required()]
+    column = FieldMeta.model_fields
+    listed = _readme_list("Column fields")
+    required = [n for n, f in column.items() if f.is_required()]
+    assert listed[:len(required)] == required
+    assert sorted(listed[len(required):]) == sorted(n for n, f in column.items()
+                                                    if not f.is_required())

@@ -188,3 +188,27 @@ def test_metrics_history_decodes_pooled_sums():
     reg = np.array([4, 0.5, 0, 0.5, y.sum(), (y ** 2).sum(), 0, 0])
     (r0,) = metrics_history("regression", {}, reg, 0)
     assert r0["val_r2"] == pytest.approx(1 - 0.5 / 5.0)
+
+
+def test_a_train_result_heads_with_rounds_and_final_validation():
+    """`scifed job result` of a train job leads with what was trained, for how many
+    rounds, and the released model's validation (from the metrics history, the model
+    after the last round), not a stats-style row count."""
+    from jobs.train.view import TrainResult
+
+    sums = {1: np.array([10, 5.0, 6, 0, 0, 0, 40, 20.0]),
+            2: np.array([10, 2.0, 9, 0, 0, 0, 40, 8.0])}
+    final = np.array([10, 1.0, 10, 0, 0, 0, 0, 0])
+    raw = {"type": "train", "metrics": metrics_history("classification", sums, final, 2),
+           "epsilon": {"n1": 0.5}, "meta": {"contributors": ["n1", "n2"]},
+           "model": {"kind": "mlp", "task": "classification", "features": ["a", "b"],
+                     "label": "species"}}
+    line = TrainResult.from_json(raw).headline()
+    assert line.startswith("train: 2 round(s) of a mlp (classification) on 2 feature(s) "
+                           "predicting species")
+    assert "final validation (after round 2 on 10 rows): val_loss 0.1000, " \
+        "val_accuracy 1.0000" in line
+    assert "contributors: n1, n2" in line and "ε spent: n1 0.5" in line
+    raw["metrics"] = metrics_history("classification", sums, None, 2)  # no final evaluation
+    assert "(after round 1 on 10 rows): val_loss 0.2000, val_accuracy 0.9000" in \
+        TrainResult.from_json(raw).headline()

@@ -80,6 +80,11 @@ class CoordinatorApiStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/ListJobs',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsReply.FromString,
+                _registered_method=True)
         self.GetResult = channel.unary_unary(
                 '/scifed.v1.CoordinatorApi/GetResult',
                 request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
@@ -157,6 +162,13 @@ class CoordinatorApiServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """The caller's own jobs, newest first (summaries: no tasks, no progress).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetResult(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -224,6 +236,11 @@ def add_CoordinatorApiServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsReply.SerializeToString,
             ),
             'GetResult': grpc.unary_unary_rpc_method_handler(
                     servicer.GetResult,
@@ -484,6 +501,33 @@ class CoordinatorApi(object):
             '/scifed.v1.CoordinatorApi/GetJob',
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/ListJobs',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsReply.FromString,
             options,
             channel_credentials,
             insecure,

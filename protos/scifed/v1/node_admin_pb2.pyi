@@ -180,28 +180,32 @@ class StatusReply(_message.Message):
     def __init__(self, node_name: _Optional[str] = ..., platform: _Optional[str] = ..., coordinator: _Optional[str] = ..., connected: bool = ..., last_contact_unix_ms: _Optional[int] = ..., datasets: _Optional[int] = ..., published: _Optional[int] = ...) -> None: ...
 
 class AddDatasetRequest(_message.Message):
-    __slots__ = ("path", "meta_yaml", "meta_name", "dataset_id")
+    __slots__ = ("path", "meta_yaml", "meta_name", "dataset_id", "accept_violations")
     PATH_FIELD_NUMBER: _ClassVar[int]
     META_YAML_FIELD_NUMBER: _ClassVar[int]
     META_NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     path: str
     meta_yaml: str
     meta_name: str
     dataset_id: str
-    def __init__(self, path: _Optional[str] = ..., meta_yaml: _Optional[str] = ..., meta_name: _Optional[str] = ..., dataset_id: _Optional[str] = ...) -> None: ...
+    accept_violations: bool
+    def __init__(self, path: _Optional[str] = ..., meta_yaml: _Optional[str] = ..., meta_name: _Optional[str] = ..., dataset_id: _Optional[str] = ..., accept_violations: bool = ...) -> None: ...
 
 class UpdateDatasetRequest(_message.Message):
-    __slots__ = ("dataset_id", "meta_yaml", "meta_name", "refresh_data")
+    __slots__ = ("dataset_id", "meta_yaml", "meta_name", "refresh_data", "accept_violations")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     META_YAML_FIELD_NUMBER: _ClassVar[int]
     META_NAME_FIELD_NUMBER: _ClassVar[int]
     REFRESH_DATA_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     meta_yaml: str
     meta_name: str
     refresh_data: bool
-    def __init__(self, dataset_id: _Optional[str] = ..., meta_yaml: _Optional[str] = ..., meta_name: _Optional[str] = ..., refresh_data: bool = ...) -> None: ...
+    accept_violations: bool
+    def __init__(self, dataset_id: _Optional[str] = ..., meta_yaml: _Optional[str] = ..., meta_name: _Optional[str] = ..., refresh_data: bool = ..., accept_violations: bool = ...) -> None: ...
 
 class DatasetRef(_message.Message):
     __slots__ = ("dataset_id",)
