@@ -178,6 +178,10 @@ class Job(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger)
     sealed_result: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # how often a coordinator restart re-ran the job, and its study (key version and
+    # accepted members) when it first ran: a re-run in a changed study fails
+    restarts: Mapped[int | None] = mapped_column(Integer, default=0)  # null: none
+    run_study: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class JobTask(Base):

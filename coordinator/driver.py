@@ -39,6 +39,9 @@ log = logging.getLogger("scifed.coordinator.driver")
 MAX_WAIT_SECONDS = 30.0  # the longest a GetJob waits for a change
 MAX_WATCHERS = 32  # GetJob calls waiting at once; more answer at once
 MAX_WATCHED_JOBS = 10_000  # change counters kept (recent jobs)
+MAX_RESTARTS = 3
+"""How often coordinator restarts may re-run one job (a restartable type) before the
+next restart fails it: a job that keeps the coordinator from staying up stops."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class JobDriver:
         self._changed = threading.Condition()
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
+        restarted = []
         with db.session() as s:
             for job in list(s.scalars(select(Job).where(Job.status.in_(
                     (JobStatus.SUBMITTED, JobStatus.RUNNING))))):
@@ -98,11 +102,24 @@ class JobDriver:
                         "the coordinator restarted during the job; `scifed job resume "
                         f"{job.job_id}` continues from the last checkpoint")
                     continue
+                if kind is not None and kind.restartable and (job.restarts or 0) < MAX_RESTARTS:
+                    job.restarts = (job.restarts or 0) + 1
+                    job.status = JobStatus.SUBMITTED
+                    audit.append_in(s, "coordinator", "job.restart", job.job_id,
+                                    {"study_id": job.study_id, "restarts": job.restarts,
+                                     "phase": job.phase})
+                    restarted.append(job.job_id)
+                    continue
                 job.status = JobStatus.FAILED
-                job.error = "the coordinator restarted during the job"
+                job.error = "the coordinator restarted during the job" + (
+                    f", which it had re-run after {MAX_RESTARTS} restarts already: it is "
+                    "not run again" if kind is not None and kind.restartable else "")
                 _audit_end(s, job, "coordinator")
                 for node in datasets_by_node(parse_job_dict(job.spec)):
                     self._untold.setdefault(node, []).append((job.job_id, job.researcher))
+        for job_id in restarted:  # from its beginning: the nodes replay what they answered
+            log.info("job %s: re-run after a coordinator restart", job_id)
+            self._start(job_id)
 
     def node_connected(self, node: str) -> None:
         """A node opened its task stream: tell it of the jobs a restart ended, so their
@@ -500,6 +517,7 @@ class JobDriver:
                 spec = parse_job_dict(job.spec)
                 claim, researcher, study_id = job.seal_claim, job.researcher, job.study_id
             study = studies.get_study(self.db, study_id)
+            self._same_study(job_id, study)
             run = Run(job_id, StudyRef(study.study_id, study.name, study.key_version,
                                        study.lead_node or "", study.min_nodes,
                                        len(study.accepted)),
@@ -522,6 +540,24 @@ class JobDriver:
             self._ended_unreleased(job_id)
         finally:
             self._cancelled.discard(job_id)
+
+    def _same_study(self, job_id: str, study) -> None:
+        """Record the study a job first runs in (key version, accepted members); a re-run
+        after a restart in a study changed since fails, since its nodes would refuse
+        tasks that differ from those they answered (or mask for another set)."""
+        now = {"key_version": study.key_version, "members": sorted(study.accepted)}
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            first = job.run_study
+            if first is None:
+                job.run_study = now
+                return
+        if first != now:
+            was = (f"key version {first['key_version']}, members "
+                   f"{', '.join(first['members'])}")
+            raise JobFailed(f"study '{study.name}' changed while the coordinator restarted "
+                            f"(it ran in {was}; now key version {now['key_version']}, "
+                            f"members {', '.join(now['members'])}): the job is not re-run")
 
     def _ended_unreleased(self, job_id: str) -> None:
         with self.db.session() as s:

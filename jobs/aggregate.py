@@ -43,7 +43,13 @@ MAX_ROUNDS = 40  # a multi-round release (exact quantiles) needs ~4-6; more mean
 
 
 class AggregateJob(JobType):
-    """A job whose nodes each contribute one vector, summed under encryption."""
+    """A job whose nodes each contribute one vector, summed under encryption.
+
+    Restartable: every task it sends is made from the job's stored spec and study and
+    from the nodes' earlier replies, so a re-run after a coordinator restart sends the
+    same tasks and each node replays the answers it kept (node/gate.py)."""
+
+    restartable = True
 
     def wants_vocabulary(self, params: Any) -> bool:
         """Whether the layout depends on categories the nodes hold."""

@@ -272,6 +272,9 @@ class JobType(ABC):
     family: ClassVar[Family] = "agg"
     filter_refusal: ClassVar[str] = ""        # non-empty: no `filter`, and why
     resumable: ClassVar[bool] = False         # survives a coordinator restart (`job resume`)
+    # a coordinator restart re-runs it from its beginning under the same job id, by
+    # itself: every node replays what it answered (nothing computed or charged twice)
+    restartable: ClassVar[bool] = False
     needs_training: ClassVar[bool] = False    # needs the coordinator's Flower SuperLink
     guarded: ClassVar[bool] = True            # rows go through the differencing guard
     flower_app: ClassVar[FlowerApp | None] = None  # the app of a type run on Flower

@@ -70,6 +70,22 @@ class BudgetLedger:
                                    {"job_id": job_id, "epsilon": r["epsilon"]})
         return len(rows)
 
+    def strand(self, job_id: str, dataset_id: str) -> None:
+        """The job's charged answer here was stranded (never sent): refunded if the job
+        is said to end without asking for it again (:meth:`refund_stranded`)."""
+        with self.store.tx() as con:
+            con.execute("INSERT OR IGNORE INTO budget_stranded VALUES (?,?,?)",
+                        (job_id, dataset_id, now_ms()))
+
+    def refund_stranded(self, job_id: str, why: str) -> float:
+        """The job ended: refund each of its charges whose answer was stranded and never
+        handed out again (:meth:`refund` keeps one replayed since); the ε refunded."""
+        with self.store.tx() as con:
+            rows = con.execute("SELECT dataset_id FROM budget_stranded WHERE job_id=?",
+                               (job_id,)).fetchall()
+            con.execute("DELETE FROM budget_stranded WHERE job_id=?", (job_id,))
+        return sum(self.refund(job_id, r["dataset_id"], why) for r in rows)
+
     def refund(self, job_id: str, dataset_id: str, why: str) -> float:
         """Take back a charge whose output provably never left this node (``why`` says
         how that is known); the ε refunded (0 if there was no charge, or if the answer

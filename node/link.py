@@ -34,11 +34,13 @@ class Outbox:
     """Results waiting to go up the task stream, each tagged with the coordinator
     instance whose task it answers.
 
-    A coordinator that restarts has ended its jobs (they fail, or wait for `job resume`
-    with fresh tasks), so a result held for one of its tasks can never be used. When the
-    link registers with a new instance, such results are handed to ``on_stranded``
-    instead of being sent: one that carries a DP contribution never left the node, and
-    its charge can be refunded (node/runner.py).
+    The task that asked for a result held across a coordinator restart is gone with the
+    old instance: the new one re-runs an aggregate job and asks again (and gets the kept
+    answer), or it failed the job, or a `train` job waits for `job resume` with fresh
+    tasks. So when the link registers with a new instance, such results are handed to
+    ``on_stranded`` instead of being sent: one that carries a DP contribution never left
+    the node, and its charge is refunded if the job is then said to have ended without
+    asking again (node/runner.py).
     """
 
     def __init__(self, on_stranded: Callable[[pb.Task, pb.TaskResult], None]) -> None:

@@ -13,6 +13,7 @@ and only if none of those parties, nor this node, is revoked: else it is refused
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from node.studies import NodeStudies
 from protos.scifed.v1 import federation_pb2 as pb
 from scifed.errors import UserError
 from scifed.he import open_for_members, seal_for_members
-from scifed.sealing import refused_at
+from scifed.sealing import canonical_sha256, refused_at
 from scifed.tasks import (
     CancelNotice,
     CheckReply,
@@ -188,9 +189,22 @@ class NodeRunner:
     def vocabulary(self, req: TaskHeader) -> VocabReply:
         """Categories this node holds (group values, labels, ...), sealed for members."""
         adm = self.gate.admit(req, "vocab")
-        with self.gate.watched(adm), adm.open() as data:
-            values = adm.job.vocabulary(adm.params, data, adm.limits)
-        return VocabReply(vocabulary=seal_for_members(adm.key, VOCABULARY, req.job_id, values))
+        gate, digest = self.gate, self.gate.task_sha256(req, adm.row)
+        what = "it answered this job's vocabulary for another task"
+        with gate.replays_audited(req, adm.row.dataset_id, "vocab"):
+            with gate.store.tx() as con:
+                prior = gate.answered(con, adm, "vocab", digest, what)
+            if prior is not None:  # a retry (a re-run after a restart): the same blob
+                gate.retried(adm, "vocab")
+                return VocabReply.loads(prior)
+            with gate.watched(adm), adm.open() as data:
+                values = adm.job.vocabulary(adm.params, data, adm.limits)
+            reply = VocabReply(vocabulary=seal_for_members(adm.key, VOCABULARY, req.job_id,
+                                                           values))
+            raw = reply.dumps()
+            with gate.store.tx() as con:
+                kept = gate.keep(con, adm, "vocab", digest, raw, what)
+            return reply if kept is raw else VocabReply.loads(kept)
 
     def compute(self, req: ComputeRequest) -> ComputeReply:
         """This node's encrypted contribution, released once (see Gate.contribute)."""
@@ -232,13 +246,29 @@ class NodeRunner:
                             "further round is not one its release node sealed")
         publics = self.gate.masking_set(req, req.masking)
         self.gate.check_set(adm, publics)  # a round's counts are exact
-        with adm.open() as data:
-            vec = adm.job.round(adm.params, data, asked["query"], adm.limits)
-        blob = adm.key.encrypt(vec, mask=self.gate.mask(adm, publics, vec, "round",
-                                                        asked["round"]))
-        return CiphertextReply(ciphertext=blob, attestation=self.gate.attest(
-            adm, blob, self.gate.audit.head(), None, stage="round", round_no=asked["round"],
-            query=req.query, masked_with=sorted(publics)))
+        # one answer per round: a retry (a re-run after a restart) gets the same bytes,
+        # which the release node's kept step for them matches; another query is refused
+        gate, stage = self.gate, f"round:{asked['round']}"
+        digest = canonical_sha256({"query_sha256": hashlib.sha256(req.query).hexdigest(),
+                                   "masked_with": sorted(publics)})
+        what = f"it answered round {asked['round']} of this job for another query or set"
+        with gate.replays_audited(req, adm.row.dataset_id, stage):
+            with gate.store.tx() as con:
+                prior = gate.answered(con, adm, stage, digest, what)
+            if prior is not None:
+                gate.retried(adm, stage)
+                return CiphertextReply.loads(prior)
+            with adm.open() as data:
+                vec = adm.job.round(adm.params, data, asked["query"], adm.limits)
+            blob = adm.key.encrypt(vec, mask=gate.mask(adm, publics, vec, "round",
+                                                       asked["round"]))
+            reply = CiphertextReply(ciphertext=blob, attestation=gate.attest(
+                adm, blob, gate.audit.head(), None, stage="round", round_no=asked["round"],
+                query=req.query, masked_with=sorted(publics)))
+            raw = reply.dumps()
+            with gate.store.tx() as con:
+                kept = gate.keep(con, adm, stage, digest, raw, what)
+            return reply if kept is raw else CiphertextReply.loads(kept)
 
     def check(self, req: TaskHeader) -> CheckReply:
         """Everything a later step will check, charging nothing and releasing nothing."""
@@ -256,16 +286,23 @@ class NodeRunner:
         """The job ended without this node's answer being used (cancelled or failed):
         its running tasks stop (node/running.py), its approval requests leave the queue,
         its budget reservations are released. What it already charged stays charged: the
-        coordinator's word is not proof that the answer was never released."""
+        coordinator's word is not proof that the answer was never released — except a
+        DP answer this node knows it never sent (stranded by a coordinator restart, and
+        not asked for again since), whose charge is refunded."""
         interrupted = self.gate.running.end(req.job_id, "the job was cancelled or failed")
+        self.gate.ledger.refund_stranded(
+            req.job_id, "its result never left this node: the coordinator that asked for "
+                        "it restarted first, and the job ended without asking again")
         return Withdrawn(withdrawn=self.approvals.withdraw(req.job_id, req.researcher),
                          unreserved=self.gate.ledger.release_reservations(req.job_id),
                          interrupted=interrupted)
 
     def stranded(self, task: pb.Task, result: pb.TaskResult) -> None:
         """A result that never left this node: the coordinator that asked for it
-        restarted before the link could send it (node/link.py). A DP contribution it
-        holds was paid for but can never be decrypted, so its charge is refunded."""
+        restarted before the link could send it (node/link.py). The new coordinator may
+        re-run the job (a restartable type) and gets the kept answer when it asks again;
+        a DP contribution is marked stranded, so that its charge is refunded if the job
+        is said to end instead (:meth:`cancelled`)."""
         if task.kind != TaskKind.COMPUTE or not result.ok:
             return
         try:
@@ -276,7 +313,4 @@ class NodeRunner:
         except UserError as exc:
             log.warning("stranded result of task %s: %s", task.task_id, exc)
             return
-        self.gate.running.end(req.job_id, "the coordinator restarted")
-        self.gate.ledger.refund(req.job_id, row.dataset_id,
-                                "its result never left this node: the coordinator that "
-                                "asked for it restarted first")
+        self.gate.ledger.strand(req.job_id, row.dataset_id)

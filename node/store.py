@@ -172,8 +172,17 @@ CREATE TABLE IF NOT EXISTS job_answers (
     created_ms    INTEGER NOT NULL,
     PRIMARY KEY (job_id, dataset_id, stage)
 );
--- Jobs that ended unreleased here (node/running.py: cancelled, failed, stranded by a
--- coordinator restart): their late or replayed tasks are refused, across restarts.
+-- DP answers stranded by a coordinator restart (node/runner.py): paid for, never sent.
+-- A new coordinator may re-run the job and get the kept answer (then it left, and is a
+-- replay); if the job is said to have ended instead, the charge is refunded.
+CREATE TABLE IF NOT EXISTS budget_stranded (
+    job_id      TEXT NOT NULL,
+    dataset_id  TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (job_id, dataset_id)
+);
+-- Jobs that ended unreleased here (node/running.py: cancelled or failed): their late or
+-- replayed tasks are refused, across restarts.
 CREATE TABLE IF NOT EXISTS ended_jobs (
     job_id      TEXT PRIMARY KEY,
     why         TEXT NOT NULL,

@@ -4,10 +4,11 @@ payloads, refusals), through the real gate, release path and encryption."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
-from inmemory_cases import ISLANDS, build, stats_job
+from inmemory_cases import ISLANDS, build, job_yaml, stats_job
 
 from coordinator.db import Job, JobTask
 from coordinator.studies import get_study
@@ -288,31 +289,182 @@ def _compute_task(fed, node: str, job_id: str) -> pb.Task:
                    payload=ComputeRequest(**header.model_dump(), masking=masking).dumps())
 
 
-def _restart_coordinator(fed, core, old) -> None:
+def _restart_coordinator(fed, core, old, task_timeout: float = 1.0) -> None:
     import secrets
 
     from coordinator.driver import JobDriver
 
     core.link.instance = secrets.token_hex(8)  # a new process, a new instance id
-    core.jobs = JobDriver(core.db, core.sessions, old.ca_pem, task_timeout=1.0,
+    core.jobs = JobDriver(core.db, core.sessions, old.ca_pem, task_timeout=task_timeout,
                           approval_poll=0.05)
 
 
-def test_a_coordinator_restart_tells_each_node_when_it_reconnects(tmp_path, penguins,
-                                                                   penguins_meta):
-    """A DP job holds ε at two nodes and waits at the third when the coordinator dies;
-    the new coordinator fails the job and, as each node's stream opens again, the node
-    releases what it held for it: nothing is charged."""
+def _hold_at(core, kind: str, nth: int = 1):
+    """Hold the node's ``nth`` task of ``kind`` until released: (held: set once it holds
+    it, go: set it to let the task run)."""
+    held, go = threading.Event(), threading.Event()
+    inner, seen = core.runner.handlers[kind], []
+
+    def handler(payload: bytes) -> bytes:
+        seen.append(payload)
+        if len(seen) == nth:
+            held.set()
+            go.wait(60)
+        return inner(payload)
+
+    core.runner.handlers[kind] = handler
+    return held, go
+
+
+def _restart_while_held(fed, job_id: str, held, go):
+    """The coordinator dies while a node holds a task of the job; the task then runs
+    (its result waits for the dead instance), and a new coordinator starts and the
+    nodes reconnect. The new coordinator's driver."""
+    assert held.wait(60), "the job never reached the held task"
+    core, old = _coordinator_dies(fed, job_id)
+    go.set()
+    _restart_coordinator(fed, core, old, task_timeout=30.0)
+    for link in fed.links.values():
+        link.connect()
+    return core.jobs
+
+
+def _restarts(fed, job_id: str) -> int:
+    with fed.coordinator.db.session() as s:
+        return s.get(Job, job_id).restarts
+
+
+def _job_audit(core, job_id: str, action: str) -> list:
+    return [e for e in core.audit.entries() if e.action == action
+            and e.details.get("job_id") == job_id]
+
+
+def _result_body(res: dict) -> dict:
+    """A released result without what names its job and release (id, time, signature)."""
+    return {k: v for k, v in res.items() if k not in ("meta", "provenance", "signature")}
+
+
+def test_a_restart_during_a_dp_compute_resumes_the_job_charging_each_node_once(
+        tmp_path, penguins, penguins_meta):
+    """The coordinator dies while biscoe computes a DP job's contribution; the new one
+    re-runs the job by itself under the same id. Every node replays what it answered
+    (biscoe's answer was stranded by the restart, and is sent now): each computes and
+    draws its noise once, and is charged ε once."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        bounds = {"body_mass_g": [2500, 6500]}
+        held, go = _hold_at(fed.nodes["biscoe"], TaskKind.COMPUTE)
+        job_id = fed.submit(stats_job(columns=["body_mass_g", "flipper_length_mm"],
+                                      dp={"epsilon": 0.5, "bounds": {
+                                          **bounds, "flipper_length_mm": [150, 250]}}))
+        _restart_while_held(fed, job_id, held, go)
+        view = fed.wait(job_id)
+        assert view.status == JobStatus.DONE, view.error
+        assert _restarts(fed, job_id) == 1 and sorted(view.contributors) == sorted(ISLANDS)
+        res = fed.result_json(job_id)
+        exact = float(penguins.body_mass_g.sum())
+        scales = [max(b["scale"] for b in r["blocks"]) for r in res["privacy"].values()]
+        assert abs(res["columns"]["body_mass_g"]["sum"] - exact) < 10 * sum(
+            2 * b * b for b in scales) ** 0.5
+        for node, core in fed.nodes.items():
+            spent = [x for x in core.gate.ledger.spent() if x.researcher is None]
+            assert [(x.epsilon, x.charges) for x in spent] == [(0.5, 1)], node
+            assert len(_job_audit(core, job_id, "task.release")) == 1, node  # noised once
+            assert not _job_audit(core, job_id, "budget.refund"), node
+        retried = [e.details["stage"] for e in _job_audit(fed.nodes["biscoe"], job_id,
+                                                          "task.retry")]
+        assert "compute" in retried
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def test_a_restart_during_quantile_rounds_resumes_and_equals_pandas(tmp_path, penguins,
+                                                                    penguins_meta):
+    """The coordinator dies in the second counting round of an exact quantile search
+    (with group counts: a vocabulary phase): the re-run gets the kept vocabulary,
+    compute, first release step and first round from every node, so the release node
+    continues from the same state, and the result is pooled pandas'."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        held, go = _hold_at(fed.nodes["biscoe"], TaskKind.ROUND, nth=2)
+        job_id = fed.submit(stats_job(columns=["body_mass_g"],
+                                      quantiles={"body_mass_g": PROBS},
+                                      group_counts=["species"]))
+        _restart_while_held(fed, job_id, held, go)
+        view = fed.wait(job_id)
+        assert view.status == JobStatus.DONE, view.error
+        assert _restarts(fed, job_id) == 1
+        res = fed.result_json(job_id)
+        for p in PROBS:
+            assert res["quantiles"]["body_mass_g"][str(p)] == pytest.approx(
+                penguins.body_mass_g.quantile(p), rel=1e-9)
+        assert dict(zip(res["groups"]["species"]["values"],
+                        res["groups"]["species"]["counts"], strict=True)) \
+            == penguins.species.value_counts().to_dict()
+        for core in fed.nodes.values():
+            stages = {e.details["stage"] for e in _job_audit(core, job_id, "task.retry")}
+            assert {"vocab", "compute", "round:1"} <= stages
+            assert not _job_audit(core, job_id, "task.replay")
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def test_a_restart_during_a_quality_job_resumes_with_the_same_scorecard(tmp_path, penguins,
+                                                                        penguins_meta):
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        spec = job_yaml(study="penguins", type="quality",
+                        datasets={n: "penguins" for n in ISLANDS},
+                        quality={"target": "species"})
+        _, straight = fed.run(spec)
+        held, go = _hold_at(fed.nodes["dream"], TaskKind.COMPUTE)
+        job_id = fed.submit(spec)
+        _restart_while_held(fed, job_id, held, go)
+        view = fed.wait(job_id)
+        assert view.status == JobStatus.DONE, view.error
+        assert _restarts(fed, job_id) == 1
+        assert _result_body(fed.result_json(job_id)) == _result_body(straight)
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def _waiting_again(fed, job_id: str, since_ms: float) -> None:
+    """Wait until the re-run of a job waits at dream's officer again."""
+    deadline = time.monotonic() + 30
+    while True:
+        row = tasks(fed, job_id).get(("dream", "reserve"))
+        if row is not None and row.state == TaskState.WAITING and row.updated_ms >= since_ms:
+            return
+        assert time.monotonic() < deadline, "the re-run never reached dream's officer"
+        time.sleep(0.02)
+
+
+def test_a_job_restarted_more_than_max_restarts_fails_and_each_node_is_told(
+        tmp_path, penguins, penguins_meta):
+    """A DP job holds ε at two nodes and waits at dream's officer. Each coordinator
+    restart re-runs it (the nodes replay their reservation; dream's request stays in the
+    queue) up to MAX_RESTARTS times; the next restart fails it with that reason, and as
+    each node's stream opens again it releases what it held: nothing is charged."""
+    from coordinator.driver import MAX_RESTARTS
+
     fed = build(tmp_path, penguins, penguins_meta)
     try:
         record, job_id = _dp_job_held_at_dream(fed)
-        assert _reservations(fed.nodes["biscoe"], job_id) == 1
-        # The coordinator dies (its driver stops without telling any node, the job stays
-        # `running`), and a new one starts on the same database.
+        for n in range(1, MAX_RESTARTS + 1):
+            core, old = _coordinator_dies(fed, job_id)
+            since = time.time() * 1000
+            _restart_coordinator(fed, core, old, task_timeout=30.0)
+            assert _restarts(fed, job_id) == n
+            for link in fed.links.values():
+                link.connect()
+            _waiting_again(fed, job_id, since)
+            assert core.jobs.get(job_id, "alice").status == JobStatus.RUNNING
+            assert _reservations(fed.nodes["biscoe"], job_id) == 1
         core, old = _coordinator_dies(fed, job_id)
         _restart_coordinator(fed, core, old)
         view = core.jobs.get(job_id, "alice")
-        assert view.status == JobStatus.FAILED and "restarted" in view.error
+        assert view.status == JobStatus.FAILED
+        assert f"re-run after {MAX_RESTARTS} restarts" in view.error
         for link in fed.links.values():
             link.connect()
         deadline = time.monotonic() + 5
@@ -327,13 +479,41 @@ def test_a_coordinator_restart_tells_each_node_when_it_reconnects(tmp_path, peng
         fed.__exit__(None, None, None)
 
 
-def test_a_dp_result_stranded_by_a_coordinator_restart_is_refunded(tmp_path, penguins,
-                                                                   penguins_meta):
+def test_a_job_whose_study_changed_across_a_restart_fails_clearly(tmp_path, penguins,
+                                                                  penguins_meta):
+    """The study's key version moved on while the coordinator was down: the re-run
+    fails, naming the change, instead of sending tasks the nodes would refuse."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        record, job_id = _dp_job_held_at_dream(fed)
+        core, old = _coordinator_dies(fed, job_id)
+        with core.db.session() as s:
+            job = s.get(Job, job_id)
+            job.run_study = {**job.run_study, "key_version": job.run_study["key_version"] - 1}
+        _restart_coordinator(fed, core, old, task_timeout=30.0)
+        for link in fed.links.values():
+            link.connect()
+        view = fed.wait(job_id)
+        assert view.status == JobStatus.FAILED
+        assert "changed while the coordinator restarted" in view.error
+        assert "key version" in view.error
+        deadline = time.monotonic() + 5
+        while any(_reservations(c, job_id) for c in fed.nodes.values()):
+            assert time.monotonic() < deadline, "reservations were not released"
+            time.sleep(0.02)
+        _release_hold(fed, "dream", record)
+    finally:
+        fed.__exit__(None, None, None)
+
+
+def test_a_dp_result_stranded_by_a_restart_is_refunded_when_the_job_ends_unasked(
+        tmp_path, penguins, penguins_meta):
     """A node computes and charges a DP contribution while its coordinator is down; the
-    result waits in the link's outbox. The coordinator comes back as a new instance (the
-    job failed with the old one), so the result can never be used: the link drops it and
-    the node refunds its charge, audited. Without the refund the node had spent ε for a
-    job already marked failed."""
+    result waits in the link's outbox. The coordinator comes back as a new instance: the
+    link drops the result (the new one re-runs the job and would get the kept answer
+    again), and the node marks the charge stranded. The job is then cancelled before
+    the re-run asks biscoe again: the node refunds the charge, audited, since the
+    answer never left it."""
     fed = build(tmp_path, penguins, penguins_meta)
     try:
         record, job_id = _dp_job_held_at_dream(fed)
@@ -343,11 +523,19 @@ def test_a_dp_result_stranded_by_a_coordinator_restart_is_refunded(tmp_path, pen
         link.answer(_compute_task(fed, "biscoe", job_id), link.outbox.instance)
         assert _spent(biscoe) == 0.5  # charged; the result waits for the link
         assert not link.outbox.empty()
-        _restart_coordinator(fed, core, old)
-        assert core.jobs.get(job_id, "alice").status == JobStatus.FAILED
+        since = time.time() * 1000
+        _restart_coordinator(fed, core, old, task_timeout=30.0)
         for each in fed.links.values():
             each.connect()
         assert link.outbox.empty()
+        _waiting_again(fed, job_id, since)  # the re-run waits at dream's officer again
+        assert _spent(biscoe) == 0.5  # a re-run may still ask for the answer
+        core.jobs.cancel(job_id, "alice")
+        assert fed.wait(job_id).status == JobStatus.CANCELLED
+        deadline = time.monotonic() + 5
+        while _spent(biscoe):
+            assert time.monotonic() < deadline, "the stranded charge was not refunded"
+            time.sleep(0.02)
         assert all(_spent(c) == 0 for c in fed.nodes.values())
         refunds = [e for e in biscoe.audit.entries() if e.action == "budget.refund"]
         assert len(refunds) == 1 and refunds[0].details["job_id"] == job_id
@@ -459,9 +647,10 @@ def test_a_revoked_node_loses_its_stream_at_once_and_gets_no_more_tasks(tmp_path
 def test_a_replayed_dp_task_stranded_by_a_restart_is_not_refunded(tmp_path, penguins,
                                                                   penguins_meta):
     """A deviating coordinator re-sends a finished DP job's compute task while the
-    node's stream is down, then comes back as a new instance: the replayed answer is
-    stranded, but the same answer was delivered once already, so the charge stays (the
-    attack got the budget back and a second DP answer for free)."""
+    node's stream is down, then comes back as a new instance and says the job ended:
+    the replayed answer was stranded, but the same answer was delivered once already,
+    so the charge stays (the attack got the budget back and a second DP answer for
+    free)."""
     fed = build(tmp_path, penguins, penguins_meta)
     try:
         spec = stats_job(columns=["body_mass_g"],
@@ -470,7 +659,7 @@ def test_a_replayed_dp_task_stranded_by_a_restart_is_not_refunded(tmp_path, peng
         biscoe, link = fed.nodes["biscoe"], fed.links["biscoe"]
         spent = _spent(biscoe)
         assert spent == 0.5
-        from scifed.tasks import ComputeRequest
+        from scifed.tasks import CancelNotice, ComputeRequest
 
         replay = next(t for t in link.tasks if t.kind == TaskKind.COMPUTE
                       and ComputeRequest.loads(t.payload).job_id == view.job_id)
@@ -480,7 +669,12 @@ def test_a_replayed_dp_task_stranded_by_a_restart_is_not_refunded(tmp_path, peng
         _restart_coordinator(fed, fed.coordinator, fed.coordinator.jobs)
         link.connect()
         assert link.outbox.empty() and _spent(biscoe) == spent
+        ended = biscoe.runner.handle(pb.Task(
+            task_id="end", kind=TaskKind.CANCELLED,
+            payload=CancelNotice(job_id=view.job_id, researcher="alice").dumps()))
+        assert ended.ok and _spent(biscoe) == spent
         assert "budget.keep" in [e.action for e in biscoe.audit.entries()]
+        assert "budget.refund" not in [e.action for e in biscoe.audit.entries()]
     finally:
         fed.__exit__(None, None, None)
 
