@@ -157,6 +157,9 @@ def drop_at_first_compute(fed) -> dict[str, dict]:
         return answers, failed
 
     jobs.fanout = fanout
+    # nor does it tell the victim the job ended (an honest one does, and the victim then
+    # refuses every later task of the job, its reveal too)
+    jobs._ended_without = lambda job_id: None
     return seen
 
 
