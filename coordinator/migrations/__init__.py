@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -26,7 +27,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from scifed.errors import UserError
 
-SCRIPT_LOCATION = "coordinator:migrations"
+# this directory by its path, not as the resource "coordinator:migrations": a process
+# started in a directory that holds a folder named `coordinator` (a state directory) would
+# resolve that resource there
+SCRIPT_LOCATION = str(Path(__file__).resolve().parent)
 BASELINE = "0001"
 """The revision that writes out the schema of the last release before migrations."""
 

@@ -315,3 +315,21 @@ def test_a_migration_that_fails_midway_changes_nothing(url: str) -> None:
         assert all({k: after[t][k] for k in row} == row for t, row in stored.items())
     finally:
         database.close()
+
+
+def test_a_coordinator_started_beside_a_folder_named_coordinator_finds_its_migrations(
+        tmp_path):
+    """The coordinator's state directory is often called `coordinator`, and the process
+    runs from its parent: the migrations are found by their own path, not as a resource
+    of whatever `coordinator` the working directory offers."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "coordinator").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [sys.executable, "-c", "from coordinator.db import Database; "
+         "Database('sqlite:///coordinator/c.db'); print('migrated')"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "migrated" in run.stdout, run.stderr[-2000:]
