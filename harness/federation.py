@@ -18,6 +18,11 @@ from pathlib import Path
 from scifed.errors import UserError
 from scifed.states import StudyStatus
 
+# The CLI as the `scifed` entry point runs it: -P keeps the working directory (the
+# federation's root, which holds state folders named `coordinator` and after the nodes)
+# off sys.path, where a folder of a package's name would shadow the package.
+CLI = (sys.executable, "-P", "-m", "cli")
+
 
 def _die_with_parent() -> None:
     """Linux: the child gets SIGTERM when the process that started it dies, so a killed
@@ -91,7 +96,7 @@ class LocalFederation:
     # -- set-up: exactly the commands a deployment runs ------------------------------------
     def cli(self, *args: str, check: bool = True, timeout: float = 180,
             env: dict | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
+        proc = subprocess.run([*CLI, *args], capture_output=True,
                               text=True, timeout=timeout, cwd=self.root,
                               env={**os.environ, "COLUMNS": "200", **(env or {})})
         if check and proc.returncode != 0:
@@ -139,8 +144,7 @@ class LocalFederation:
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, key: str, *args: str) -> None:
         log = open(self.logs / f"{key}.log", "ab")  # noqa: SIM115 - owned by the process
-        self.procs[key] = subprocess.Popen([*self.command_prefix(key), sys.executable,
-                                            "-m", "cli", *args],
+        self.procs[key] = subprocess.Popen([*self.command_prefix(key), *CLI, *args],
                                            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
                                            preexec_fn=_die_with_parent)
 
