@@ -42,7 +42,8 @@ def _labels(values: np.ndarray, spec: TrainSpec, node: str, name: str) -> np.nda
         return values.astype(np.float32)
     assert spec.classes is not None  # TrainSpec guarantees it for classification
     index = {c: i for i, c in enumerate(spec.classes)}
-    mapped = np.array([index.get(str(v), -1) for v in values], dtype=np.int64)
+    mapped = np.array([index.get(label_text(v), index.get(str(v), -1)) for v in values],
+                      dtype=np.int64)
     outside = int((mapped < 0).sum())
     if outside:
         raise UserError(f"node {node}: some rows of {name} have a '{spec.label}' value "
@@ -53,3 +54,14 @@ def _labels(values: np.ndarray, spec: TrainSpec, node: str, name: str) -> np.nda
                         f"{name} than the job asks of every node ({spec.min_node_classes}, "
                         "min_node_classes)")
     return mapped
+
+
+def label_text(value: object) -> str:
+    """A label value as the text a class is named by (``spec.class_text``): booleans as
+    ``true``/``false`` and whole numbers without a decimal point, so ``classes: [0, 1]``
+    matches an integer column and one the file stores as floats (``1.0``) alike."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)

@@ -16,7 +16,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 
 def _nonblank(value: str) -> str:
@@ -25,7 +33,20 @@ def _nonblank(value: str) -> str:
     return value
 
 
+def class_text(value: object) -> object:
+    """A class as text: YAML reads ``classes: [0, 1, 2]`` as integers and ``[false, true]``
+    as booleans, and the node compares each label value by the same text
+    (``jobs.train.rows``), so ``0`` and ``"0"`` name the same class, as do ``true``
+    and ``"true"``. Anything else is left for the string check to refuse."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
 Column = Annotated[str, AfterValidator(_nonblank)]
+ClassName = Annotated[str, BeforeValidator(class_text), AfterValidator(_nonblank)]
 ModelKind = Literal["logistic_regression", "linear_regression", "mlp"]
 Task = Literal["classification", "regression"]
 
@@ -64,8 +85,9 @@ class TrainSpec(_Strict):
     features: list[Column] = Field(min_length=1)
     label: Column
     task: Task
-    classes: list[Column] | None = Field(
-        default=None, description="label values, in output order (classification only)")
+    classes: list[ClassName] | None = Field(
+        default=None, description="label values, in output order (classification only); "
+        "integers and booleans are kept as their text ('0', 'true')")
     model: ModelSpec
     rounds: int = Field(ge=1, le=200)
     local_epochs: int = Field(default=1, ge=1, le=50)

@@ -101,6 +101,26 @@ def test_spec_refusals(changes, needle):
         spec(**changes)
 
 
+def test_integer_and_boolean_classes_need_no_quotes_and_match_the_node_values():
+    """YAML reads `classes: [0, 1, 2]` as integers: they are accepted and kept as text, and
+    the node's integer, whole-float and boolean label values find their class."""
+    from jobs.train.rows import _labels
+
+    s = spec(classes=[0, 1, 2])
+    assert s.classes == ["0", "1", "2"]
+    assert TrainSpec.model_validate(s.model_dump()).classes == ["0", "1", "2"]
+    got = _labels(np.array([2, 0, 1, 1]), s, "n1", "d")
+    assert got.tolist() == [2, 0, 1, 1]
+    assert _labels(np.array([2.0, 0.0, 1.0]), s, "n1", "d").tolist() == [2, 0, 1]
+    b = spec(classes=[True, False])
+    assert b.classes == ["true", "false"]
+    assert _labels(np.array([False, True, True]), b, "n1", "d").tolist() == [1, 0, 0]
+    with pytest.raises(UserError, match="outside the job's classes"):
+        _labels(np.array([0, 3]), s, "n1", "d")
+    with pytest.raises(ValidationError, match="valid string"):
+        spec(classes=[0.5, 1.5])
+
+
 def test_fedavg_through_encrypted_sums_is_the_weighted_mean():
     key = StudyKey.generate()
     thetas = [np.array([0.5, -2.0, 3.25]), np.array([1.5, 0.0, -1.0])]
