@@ -10,6 +10,7 @@ import numpy as np
 from jobs.base import Limits, Table
 from jobs.train.spec import TrainSpec
 from scifed.errors import UserError
+from scifed.filters import compile_filter
 from scifed.record import NUMERIC_TYPES as _NUMERIC
 
 
@@ -27,14 +28,27 @@ def rows(spec: TrainSpec, table: Table, limits: Limits) -> tuple[np.ndarray, np.
     if wrong:
         raise UserError(f"node {node}: column(s) {', '.join(wrong)} of {name} are not "
                         "numeric; features (and a regression label) must be")
-    data = table.arrays(spec.referenced_columns())
+    derived = spec.derived_label()
+    conditions = [] if derived is None else [_condition(derived, types, limits)]
+    data = table.arrays(spec.referenced_columns(), conditions)
     features = np.column_stack([np.asarray(data[c], dtype=np.float32) for c in spec.features])
-    labels = _labels(np.asarray(data[spec.label]), spec, node, name)
+    values = data["?0"] if derived is not None else np.asarray(data[spec.label])
+    labels = _labels(values, spec, node, name)
     need = max(limits.k, 2)
     if len(labels) < need:
         raise UserError(f"node {node}: fewer than {need} usable rows in {name} match the "
                         "job; training needs at least that many")
     return features, labels
+
+
+def _condition(expr: str, types: dict[str, str], limits: Limits) -> tuple[str, list]:
+    """A derived label's SQL, checked as a filter is: known columns, matching constants,
+    and thresholds on the node's grid (a label threshold splits rows as a filter's does)."""
+    try:
+        return compile_filter(expr, types, limits.grid)
+    except UserError as exc:
+        raise UserError(f"node {limits.node}: label: "
+                        f"{str(exc).removeprefix('filter: ')}") from None
 
 
 def _labels(values: np.ndarray, spec: TrainSpec, node: str, name: str) -> np.ndarray:

@@ -121,6 +121,91 @@ def test_integer_and_boolean_classes_need_no_quotes_and_match_the_node_values():
         spec(classes=[0.5, 1.5])
 
 
+def _penguin_table(tmp_path, penguins):
+    from node.data import DataFile
+
+    path = tmp_path / "penguins.csv"
+    penguins.to_csv(path, index=False)
+    fields = [{"name": c, "type": "number" if penguins[c].dtype.kind in "fi" else "string"}
+              for c in penguins.columns]
+    return DataFile(path), {"fields": fields}
+
+
+def test_a_derived_label_is_computed_by_the_node_from_its_columns(tmp_path, penguins):
+    """`label: "body_mass_g > 4000"` trains a binary classifier: the node computes the
+    label per row (ground truth: pandas on the same rows), its columns are referenced
+    columns, and its threshold obeys the node's grid as a filter's does."""
+    from jobs.base import Limits
+    from jobs.train import TrainJob
+
+    s = spec(features=["bill_length_mm", "flipper_length_mm"], label="body_mass_g > 4000",
+             classes=None)
+    assert s.classes == ["false", "true"] and s.derived_label() == "body_mass_g > 4000"
+    assert s.referenced_columns() == ["bill_length_mm", "flipper_length_mm", "body_mass_g"]
+    table, record = _penguin_table(tmp_path, penguins)
+    with table:
+        grant = TrainJob().grant(s, table, Limits("n1", 1, record, grid={}))
+        complete = penguins.dropna(subset=s.referenced_columns())
+        np.testing.assert_allclose(grant.features,
+                                   complete[["bill_length_mm", "flipper_length_mm"]])
+        assert grant.labels.tolist() == (complete["body_mass_g"] > 4000).astype(int).tolist()
+        assert 0 < grant.labels.sum() < len(grant.labels)
+        off_grid = spec(features=["bill_length_mm"], label="body_mass_g > 4010", classes=None)
+        with pytest.raises(UserError, match="n1: label: .*4010"):
+            TrainJob().grant(off_grid, table, Limits("n1", 1, record, grid={}))
+        both = spec(features=["bill_length_mm"], classes=None,
+                    label="species == 'Adelie' and island in ['Dream', 'Biscoe']")
+        want = (complete.species.eq("Adelie") & complete.island.isin(["Dream", "Biscoe"]))
+        got = TrainJob().grant(both, table, Limits("n1", 1, record)).labels
+        assert got.sum() == (want & complete.bill_length_mm.notna()).sum() > 0
+        unknown = spec(features=["bill_length_mm"], label="mass > 4000", classes=None)
+        with pytest.raises(UserError, match="unknown column 'mass'"):
+            TrainJob().grant(unknown, table, Limits("n1", 1, record))
+    # with the job's filter too: its parameters and the label's stay apart
+    from node.data import DataFile
+    from scifed.filters import compile_filter
+
+    types = {f["name"]: f["type"] for f in record["fields"]}
+    with DataFile(tmp_path / "penguins.csv", compile_filter("year == 2008", types)) as table:
+        got = TrainJob().grant(s, table, Limits("n1", 1, record)).labels
+    subset = complete[complete.year == 2008]
+    assert got.tolist() == (subset["body_mass_g"] > 4000).astype(int).tolist()
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"label": "a > 1", "classes": None}, "computed from feature.*a"),
+    ({"label": "c > 1", "classes": ["no", "yes"]}, "classes are false and true"),
+    ({"label": "c > 1", "task": "regression", "classes": None,
+      "model": {"kind": "linear_regression"}}, "needs task: classification"),
+])
+def test_derived_label_refusals(changes, needle):
+    with pytest.raises(ValidationError, match=needle):
+        spec(**changes)
+
+
+def test_a_plain_column_label_is_not_a_condition():
+    for label in ("species", "Culmen Length (mm)", "a-b"):
+        s = spec(label=label)
+        assert s.derived_label() is None and s.label_columns() == [label]
+    assert spec(label="c > 1", classes=[True, False]).classes == ["true", "false"]
+
+
+def test_a_derived_label_is_checked_with_the_filter_before_the_nodes_are_asked():
+    """The coordinator compiles every filter-language field of a job against the catalog's
+    columns before it starts; a derived label is one, under its own field name."""
+    from jobs.spec import parse_job_dict
+
+    job = parse_job_dict({"study": "s", "type": "train", "datasets": {"n1": "d"},
+                          "filter": "year == 2008",
+                          "train": {**BASE, "label": "body_mass_g > 4000", "classes": None}})
+    assert job.conditions() == {"filter": "year == 2008", "train.label": "body_mass_g > 4000"}
+    assert job.to_dict()["train"]["classes"] == ["false", "true"]
+    assert parse_job_dict(job.to_dict()).params == job.params
+    plain = parse_job_dict({"study": "s", "type": "train", "datasets": {"n1": "d"},
+                            "train": BASE})
+    assert plain.conditions() == {}
+
+
 def test_fedavg_through_encrypted_sums_is_the_weighted_mean():
     key = StudyKey.generate()
     thetas = [np.array([0.5, -2.0, 3.25]), np.array([1.5, 0.0, -1.0])]
