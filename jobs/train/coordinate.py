@@ -165,10 +165,13 @@ def _follow(flower: Any, run_id: int, job_dir: Path, budget: float,
 
 def release_request(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
                     node: str) -> ReleaseRequest:
-    """What the release node decrypts and seals: the model, each round's metric sums,
-    the final evaluation."""
+    """What the release node decrypts and seals: each round's model (it releases the one
+    with the best pooled validation, which only it can read), each round's metric sums,
+    the final evaluation. A checkpoint from before models were kept has the last only."""
     blob = lambda name: (job_dir / name).read_bytes()  # noqa: E731
-    aggregates = {"model": blob(checkpoint["model_file"]),
+    models = checkpoint.get("model_files") or {str(checkpoint["round"]):
+                                               checkpoint["model_file"]}
+    aggregates = {**{f"model.{r}": blob(f) for r, f in models.items()},
                   "final_metrics": blob(checkpoint["final_metrics_file"]),
                   **{f"metrics.{r}": blob(f) for r, f in checkpoint["metrics_files"].items()}}
     return ReleaseRequest(

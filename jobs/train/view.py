@@ -29,7 +29,8 @@ class TrainResult:
 
     def headline(self) -> str:
         """What `scifed job result` prints first: how many rounds trained what, the
-        released model's validation (after the last round) and who took part."""
+        validation after the last round, which round's model is released (the best
+        validated, ``jobs.train.release``) with its validation, and who took part."""
         info, df = self.model_info, self.metrics
         rounds = int(df["round"].max()) if "round" in df and len(df) else 0
         line = (f"train: {rounds} round(s) of a {info.get('kind')} ({info.get('task')}) on "
@@ -45,6 +46,13 @@ class TrainResult:
             line += f"; final validation (after round {int(last['round'])}{rows}): {shown}"
         else:
             line += "; no validation metrics (validation_split: 0)"
+        if info.get("round") is not None:  # results from before a round was named lack it
+            line += f"; released model: after round {info['round']}"
+            chosen = df[df["round"] == info["round"]] if "round" in df else df.iloc[0:0]
+            shown = ", ".join(f"{c} {chosen.iloc[0][c]:.4f}" for c in names
+                              if len(chosen) and pd.notna(chosen.iloc[0][c]))
+            if info.get("selected_by"):
+                line += f" ({info['selected_by']}{': ' + shown if shown else ''})"
         line += f"; contributors: {', '.join(self.meta.get('contributors', []))}"
         if self.epsilon:
             line += "; ε spent: " + ", ".join(

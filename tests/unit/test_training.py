@@ -324,6 +324,38 @@ def test_a_train_result_heads_with_rounds_and_final_validation():
         TrainResult.from_json(raw).headline()
 
 
+def test_the_released_model_is_the_best_validated_round_and_says_so():
+    """Round 1's model validated better than round 2's (which overfit): the release node
+    releases round 1's, names it in `model.round` and the headline, and still reports
+    every round's metrics. Without validation it releases the last round's."""
+    from jobs.base import Pooled
+    from jobs.train.release import release
+    from jobs.train.view import TrainResult
+
+    s = spec()
+    n = len(model_to_vector(local.initial_model(s)))
+    theta = {1: np.arange(n, dtype=float), 2: -np.arange(n, dtype=float)}
+    totals = {"model.1": np.append(40 * theta[1], 40), "model.2": np.append(4 * theta[2], 4),
+              "metrics.1": np.array([10, 7.0, 5, 0, 0, 0, 40, 28.0]),
+              "metrics.2": np.array([10, 2.0, 9, 0, 0, 0, 40, 8.0]),
+              "final_metrics": np.array([10, 3.0, 8, 0, 0, 0, 0, 0])}
+    extra = {"rounds_done": 2, "epsilon": {}, "dropped": {}, "contributors_by_round": {}}
+    out = release(s, Pooled(totals, {}, 0, {}, ["n1"], extra=extra)).result
+    assert out["model"]["round"] == 1 and out["model"]["selected_by"] == "lowest val_loss"
+    got = TrainResult.from_json({**out, "meta": {"contributors": ["n1"]}})
+    np.testing.assert_allclose(model_to_vector(got.model()), theta[1])
+    assert [m["round"] for m in out["metrics"]] == [0, 1, 2]
+    line = got.headline()
+    assert "final validation (after round 2 on 10 rows): val_loss 0.3000" in line
+    assert "released model: after round 1 (lowest val_loss: val_loss 0.2000, " \
+        "val_accuracy 0.9000)" in line
+    blind = {k: (v if not k.startswith(("metrics", "final")) else v * [0, 0, 0, 0, 0, 0, 1, 1])
+             for k, v in totals.items()}
+    out = release(s, Pooled(blind, {}, 0, {}, ["n1"], extra=extra)).result
+    assert out["model"]["round"] == 2 and out["model"]["selected_by"] == "last round"
+    np.testing.assert_allclose(model_to_vector(TrainResult.from_json(out).model()), theta[2])
+
+
 class _DyingLink:
     """A SuperLink whose first run dies without a reason (as when the SuperLink crashes
     under it) and whose second completes; it records what the coordinator did, in order."""
