@@ -185,8 +185,15 @@ def release_request(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
 def _publish_round_metrics(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
                            node: str, published: set[int]) -> None:
     """Have the release node seal each new round's pooled metrics to the researcher
-    (`scifed job watch` opens them). A refusal costs the live view, never the job."""
-    for key, name in checkpoint["metrics_files"].items():
+    (`scifed job watch` opens them). A refusal costs the live view, never the job.
+
+    Round r's sums validate the model after round r-1, so the final evaluation (the
+    model after the last round) goes out as one more round, numbered last + 1, whose only
+    entry is that validation, under the last round."""
+    files = dict(checkpoint["metrics_files"])
+    if checkpoint.get("final_metrics_file"):
+        files[str(int(checkpoint["round"]) + 1)] = checkpoint["final_metrics_file"]
+    for key, name in files.items():
         r = int(key)
         if r in published:
             continue
@@ -316,6 +323,9 @@ def run_training(driver: Driver, run: Run) -> bytes:
         _reset_supernodes(driver, run, list(targets))
         raise
     _reset_supernodes(driver, run, sorted(checkpoint["dropped"]))
+    if checkpoint["active"]:  # the final evaluation, had the last poll not seen it
+        _publish_round_metrics(driver, run, job_dir, checkpoint,
+                               run.release_node(checkpoint["active"]), published)
     contributors = sorted(checkpoint["active"])
     for node in contributors:
         driver.task_state(run, node, "train", TaskState.DONE, f"{train.rounds} rounds")

@@ -195,14 +195,15 @@ def test_train_job_end_to_end_matches_pooled_sklearn(fed, tmp_path):
     with fed.researcher() as r:
         info = r.job(job_id)
         live = r.live_metrics(info)
-    assert [p.round for p in info.progress] == [1, 2, 3]
-    assert [m["round"] for m in live] == [0, 1, 2, 3] and "val_accuracy" not in live[3]
+    # 4: the final evaluation, the validation of the model after round 3
+    assert [p.round for p in info.progress] == [1, 2, 3, 4]
+    assert [m["round"] for m in live] == [0, 1, 2, 3] and "val_accuracy" in live[3]
     released = metrics.set_index("round")
     for m in live:
         for name in set(m) - {"round"}:
             assert m[name] == pytest.approx(released.loc[m["round"], name], rel=1e-9), name
     watched = fed.cli("job", "watch", job_id, *ident).stdout
-    assert "val_accuracy" in watched and f"{live[2]['val_accuracy']:.4f}" in watched
+    assert "val_accuracy" in watched and f"{live[3]['val_accuracy']:.4f}" in watched
 
 
 FOREIGN_APP = Path(__file__).resolve().parents[1] / "attacks" / "foreign_app"

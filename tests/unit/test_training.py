@@ -356,6 +356,55 @@ def test_the_released_model_is_the_best_validated_round_and_says_so():
     np.testing.assert_allclose(model_to_vector(TrainResult.from_json(out).model()), theta[2])
 
 
+def test_job_watch_gets_the_final_evaluation_as_the_last_rounds_validation(tmp_path):
+    """The final evaluation (the model after the last round) is published live like a
+    round, numbered last + 1, and decodes to the validation of the last round: `job
+    watch` merges it into that round's line instead of leaving it blank."""
+    from jobs.base import Pooled
+    from jobs.train.coordinate import _publish_round_metrics
+    from jobs.train.release import release
+    from scifed.tasks import TaskHeader
+
+    final = np.array([10, 1.0, 10, 0, 0, 0, 0, 0])
+    sums = {1: np.array([10, 5.0, 6, 0, 0, 0, 40, 20.0]),
+            2: np.array([10, 2.0, 9, 0, 0, 0, 40, 8.0])}
+    for name, blob in [("metrics-r1.ct", b"r1"), ("metrics-r2.ct", b"r2"),
+                       ("metrics-final.ct", b"fin")]:
+        (tmp_path / name).write_bytes(blob)
+    sent: list[tuple[int, bytes]] = []
+    header = TaskHeader(job_id="j", study_id="s", key_version=1, job_type="train",
+                        n_nodes=1, dataset="d", spec={})
+
+    class Driver:
+        def header(self, run, node):
+            return header
+
+        def send(self, node, kind, request, reply):
+            sent.append((request.round, request.aggregates["metrics"]))
+            return SimpleNamespace(sealed=b"sealed")
+
+        def progress(self, run, r, sealed):
+            pass
+
+    checkpoint = {"round": 2, "active": ["n1"], "final_metrics_file": None,
+                  "metrics_files": {"1": "metrics-r1.ct", "2": "metrics-r2.ct"}}
+    published: set[int] = set()
+    _publish_round_metrics(Driver(), None, tmp_path, checkpoint, "n1", published)
+    checkpoint["final_metrics_file"] = "metrics-final.ct"
+    _publish_round_metrics(Driver(), None, tmp_path, checkpoint, "n1", published)
+    assert sent == [(1, b"r1"), (2, b"r2"), (3, b"fin")]
+    live: dict[int, dict] = {}  # merged as the researcher's client does
+    for r, totals in [(1, sums[1]), (2, sums[2]), (3, final)]:
+        out = release(spec(), Pooled({"metrics": totals}, {}, 0, {}, ["n1"],
+                                     stage="progress", round=r)).result
+        for entry in out["metrics"]:
+            live.setdefault(entry["round"], {}).update(entry)
+    assert sorted(live) == [0, 1, 2]
+    assert live[2] == {"round": 2, "train_loss": 0.2, "val_rows": 10.0, "val_loss": 0.1,
+                       "val_accuracy": 1.0}
+    assert live[2] == metrics_history("classification", sums, final, 2)[2]
+
+
 class _DyingLink:
     """A SuperLink whose first run dies without a reason (as when the SuperLink crashes
     under it) and whose second completes; it records what the coordinator did, in order."""
