@@ -405,6 +405,35 @@ def test_job_watch_gets_the_final_evaluation_as_the_last_rounds_validation(tmp_p
     assert live[2] == metrics_history("classification", sums, final, 2)[2]
 
 
+def test_a_regression_learning_curve_plots_r2_on_its_own_fitted_axis():
+    """An MSE in label units and an R² <= 1 on one axis flattened R² to a line at zero:
+    R² has its own axis, fitted to the rounds' values (an initial model's R² far below
+    -1 is cut off, and said so), and the losses keep theirs."""
+    from jobs.train.view import TrainResult
+
+    metrics = [{"round": 0, "val_loss": 90000.0, "val_r2": -40.0},
+               {"round": 1, "train_loss": 9000.0, "val_loss": 1500.0, "val_r2": 0.61},
+               {"round": 2, "train_loss": 1400.0, "val_loss": 1200.0, "val_r2": 0.69},
+               {"round": 3, "train_loss": 1100.0, "val_loss": 1100.0, "val_r2": 0.72}]
+    result = TrainResult.from_json({"metrics": metrics, "model": {"task": "regression"}})
+    fig = result.learning_curve()
+    loss_ax, score_ax = fig.axes
+    (r2,) = score_ax.get_lines()
+    assert r2.get_label() == "val_r2" and list(r2.get_ydata()) == [-40.0, 0.61, 0.69, 0.72]
+    low, high = score_ax.get_ylim()
+    assert -1.3 < low < -1.0 and 0.72 < high < 0.9 and "not shown" in score_ax.get_ylabel()
+    assert {ln.get_label() for ln in loss_ax.get_lines()} == {"train_loss", "val_loss"}
+    assert loss_ax.get_yscale() == "log"  # 1100 .. 90000
+    later = TrainResult.from_json({"metrics": metrics[1:], "model": {}}).learning_curve()
+    low, high = later.axes[1].get_ylim()
+    assert 0.55 < low < 0.61 and 0.72 < high < 0.76  # fitted, not flattened at 0
+    assert later.axes[0].get_yscale() == "linear"
+    assert result.plot()[:4] == b"\x89PNG"
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 class _DyingLink:
     """A SuperLink whose first run dies without a reason (as when the SuperLink crashes
     under it) and whose second completes; it records what the coordinator did, in order."""
