@@ -398,6 +398,7 @@ def model_load(path: Path, as_json: bool = JsonOpt) -> None:
     data = {"path": str(path), "kind": info.get("kind"), "hidden": info.get("hidden"),
             "task": info.get("task"), "features": list(info.get("features", [])),
             "label": info.get("label"), "classes": info.get("classes"),
+            "round": info.get("round"), "selected_by": info.get("selected_by"),
             "parameters": sum(p.numel() for p in model.parameters()),
             "module": str(model).replace("\n", " ")}
     show(data, as_json, lambda: print_table(f"model {path}", ["field", "value"], [

@@ -189,12 +189,13 @@ class JobDriver:
             if col not in types:
                 raise UserError(f"unknown column '{col}' in dataset {dataset} at node {node} "
                                 f"(columns: {', '.join(types)})")
-        if spec.filter:  # the node compiles it again, with its own grid rules
-            try:
-                compile_filter(spec.filter, types)
+        for field, expr in spec.conditions().items():  # the node compiles them again,
+            try:                                        # with its own grid rules
+                compile_filter(expr, types)
             except UserError as exc:
-                raise UserError(f"{exc} in dataset {dataset} at node {node} (columns: "
-                                f"{', '.join(types)})") from None
+                what = str(exc).removeprefix("filter: ")
+                raise UserError(f"{field}: {what} in dataset {dataset} at node {node} "
+                                f"(columns: {', '.join(types)})") from None
 
     def _start(self, job_id: str) -> None:
         threading.Thread(target=self._run, args=(job_id,), daemon=True, name=job_id).start()

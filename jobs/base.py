@@ -68,8 +68,10 @@ class Table(Protocol):
     def frame(self) -> Any:
         """The whole file as a pandas DataFrame typed by the catalog record."""
 
-    def arrays(self, columns: list[str]) -> dict[str, np.ndarray]:
-        """The filtered rows where every listed column is present, as numpy arrays."""
+    def arrays(self, columns: list[str],
+               conditions: Sequence[tuple[str, list]] = ()) -> dict[str, np.ndarray]:
+        """The filtered rows where every listed column is present, as numpy arrays; each
+        condition (SQL, parameters) as a boolean array keyed ``?0``, ``?1``, …"""
 
     def masks(self, conditions: list[tuple[str, list]]) -> np.ndarray:
         """Rows × conditions (file order): filter AND each condition (SQL, parameters)."""

@@ -103,6 +103,16 @@ class JobSpec(Strict):
         """Columns named by the job's parameters (the filter's are checked when compiled)."""
         return self.params.referenced_columns()
 
+    def conditions(self) -> dict[str, str]:
+        """Each field holding an expression in the filter language (``scifed.filters``):
+        ``filter``, and those of the type's parameters (a training job's derived
+        ``label``), by field name; each is compiled against a dataset's columns."""
+        out = {"filter": self.filter} if self.filter else {}
+        derived = getattr(self.params, "derived_label", lambda: None)()
+        if derived:
+            out[f"{self.type}.label"] = derived
+        return out
+
     def to_dict(self) -> dict:
         """JSON-able, in the job.yaml form (``parse_job_dict`` reads it back)."""
         return self.model_dump(mode="json", exclude_unset=True)

@@ -204,14 +204,23 @@ class DataFile:
         sql = f"WITH d AS (SELECT {cols} FROM {self.source} WHERE {self.where}) {select}"
         return self._fetch(sql, [*self.where_params, *params], "fetchall")
 
-    def arrays(self, columns: list[str]) -> dict[str, np.ndarray]:
-        """The filtered rows where every listed column is present."""
+    def arrays(self, columns: list[str],
+               conditions: Sequence[tuple[str, list]] = ()) -> dict[str, np.ndarray]:
+        """The filtered rows where every listed column is present; with each condition
+        (SQL and parameters, from :func:`scifed.filters.compile_filter`) as a boolean
+        array under the key ``?0``, ``?1``, …, which no column is called here."""
         self.require(columns, "columns", numeric=False)
         present = " AND ".join(f"{quote_identifier(c)} IS NOT NULL" for c in columns)
-        cols = ", ".join(quote_identifier(c) for c in columns)
+        cols = ", ".join([*(quote_identifier(c) for c in columns),
+                          *(f"coalesce(({c}), false) AS \"?{i}\""
+                            for i, (c, _) in enumerate(conditions))])
         sql = f"SELECT {cols} FROM {self.source} WHERE ({self.where}) AND {present}"
-        data = self._fetch(sql, self.where_params, "fetchnumpy")
-        return {c: np.asarray(data[c]) for c in columns}
+        params = [p for _, ps in conditions for p in ps]
+        data = self._fetch(sql, [*params, *self.where_params], "fetchnumpy")
+        out = {c: np.asarray(data[c]) for c in columns}
+        out.update({f"?{i}": np.asarray(data[f"?{i}"], dtype=bool)
+                    for i in range(len(conditions))})
+        return out
 
     def frame(self) -> pd.DataFrame:
         """The whole file (no filter) as pandas."""

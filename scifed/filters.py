@@ -97,6 +97,27 @@ def compile_filter(expr: str, columns: dict[str, str],
     return sql, compiler.params
 
 
+def condition_columns(expr: str) -> list[str] | None:
+    """The columns a condition names, in order of first use; None where ``expr`` is not a
+    condition (a comparison, ``in``, ``is None``, and/or/not) but, say, a bare column
+    name, even one that is no identifier (``Culmen Length (mm)``). For fields that take
+    either a column or a condition, such as a training job's derived ``label``; the
+    condition itself is checked by :func:`compile_filter`, against the node's columns."""
+    if not isinstance(expr, str) or len(expr) > MAX_LENGTH:
+        return None
+    try:
+        text, quoted = _replace_backticks(expr)
+        tree = ast.parse(text.strip(), mode="eval")
+    except (UserError, SyntaxError, RecursionError, MemoryError, ValueError):
+        return None
+    body = tree.body
+    if not (isinstance(body, ast.Compare | ast.BoolOp)
+            or isinstance(body, ast.UnaryOp) and isinstance(body.op, ast.Not)):
+        return None
+    names = [quoted.get(n.id, n.id) for n in ast.walk(body) if isinstance(n, ast.Name)]
+    return list(dict.fromkeys(names))
+
+
 def _replace_backticks(expr: str) -> tuple[str, dict[str, str]]:
     """Swap each `quoted name` for a placeholder identifier the parser accepts."""
     prefix = "_bq"

@@ -165,10 +165,13 @@ def _follow(flower: Any, run_id: int, job_dir: Path, budget: float,
 
 def release_request(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
                     node: str) -> ReleaseRequest:
-    """What the release node decrypts and seals: the model, each round's metric sums,
-    the final evaluation."""
+    """What the release node decrypts and seals: each round's model (it releases the one
+    with the best pooled validation, which only it can read), each round's metric sums,
+    the final evaluation. A checkpoint from before models were kept has the last only."""
     blob = lambda name: (job_dir / name).read_bytes()  # noqa: E731
-    aggregates = {"model": blob(checkpoint["model_file"]),
+    models = checkpoint.get("model_files") or {str(checkpoint["round"]):
+                                               checkpoint["model_file"]}
+    aggregates = {**{f"model.{r}": blob(f) for r, f in models.items()},
                   "final_metrics": blob(checkpoint["final_metrics_file"]),
                   **{f"metrics.{r}": blob(f) for r, f in checkpoint["metrics_files"].items()}}
     return ReleaseRequest(
@@ -182,8 +185,15 @@ def release_request(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
 def _publish_round_metrics(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
                            node: str, published: set[int]) -> None:
     """Have the release node seal each new round's pooled metrics to the researcher
-    (`scifed job watch` opens them). A refusal costs the live view, never the job."""
-    for key, name in checkpoint["metrics_files"].items():
+    (`scifed job watch` opens them). A refusal costs the live view, never the job.
+
+    Round r's sums validate the model after round r-1, so the final evaluation (the
+    model after the last round) goes out as one more round, numbered last + 1, whose only
+    entry is that validation, under the last round."""
+    files = dict(checkpoint["metrics_files"])
+    if checkpoint.get("final_metrics_file"):
+        files[str(int(checkpoint["round"]) + 1)] = checkpoint["final_metrics_file"]
+    for key, name in files.items():
         r = int(key)
         if r in published:
             continue
@@ -313,6 +323,9 @@ def run_training(driver: Driver, run: Run) -> bytes:
         _reset_supernodes(driver, run, list(targets))
         raise
     _reset_supernodes(driver, run, sorted(checkpoint["dropped"]))
+    if checkpoint["active"]:  # the final evaluation, had the last poll not seen it
+        _publish_round_metrics(driver, run, job_dir, checkpoint,
+                               run.release_node(checkpoint["active"]), published)
     contributors = sorted(checkpoint["active"])
     for node in contributors:
         driver.task_state(run, node, "train", TaskState.DONE, f"{train.rounds} rounds")

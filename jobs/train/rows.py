@@ -10,6 +10,7 @@ import numpy as np
 from jobs.base import Limits, Table
 from jobs.train.spec import TrainSpec
 from scifed.errors import UserError
+from scifed.filters import compile_filter
 from scifed.record import NUMERIC_TYPES as _NUMERIC
 
 
@@ -27,9 +28,12 @@ def rows(spec: TrainSpec, table: Table, limits: Limits) -> tuple[np.ndarray, np.
     if wrong:
         raise UserError(f"node {node}: column(s) {', '.join(wrong)} of {name} are not "
                         "numeric; features (and a regression label) must be")
-    data = table.arrays(spec.referenced_columns())
+    derived = spec.derived_label()
+    conditions = [] if derived is None else [_condition(derived, types, limits)]
+    data = table.arrays(spec.referenced_columns(), conditions)
     features = np.column_stack([np.asarray(data[c], dtype=np.float32) for c in spec.features])
-    labels = _labels(np.asarray(data[spec.label]), spec, node, name)
+    values = data["?0"] if derived is not None else np.asarray(data[spec.label])
+    labels = _labels(values, spec, node, name)
     need = max(limits.k, 2)
     if len(labels) < need:
         raise UserError(f"node {node}: fewer than {need} usable rows in {name} match the "
@@ -37,12 +41,23 @@ def rows(spec: TrainSpec, table: Table, limits: Limits) -> tuple[np.ndarray, np.
     return features, labels
 
 
+def _condition(expr: str, types: dict[str, str], limits: Limits) -> tuple[str, list]:
+    """A derived label's SQL, checked as a filter is: known columns, matching constants,
+    and thresholds on the node's grid (a label threshold splits rows as a filter's does)."""
+    try:
+        return compile_filter(expr, types, limits.grid)
+    except UserError as exc:
+        raise UserError(f"node {limits.node}: label: "
+                        f"{str(exc).removeprefix('filter: ')}") from None
+
+
 def _labels(values: np.ndarray, spec: TrainSpec, node: str, name: str) -> np.ndarray:
     if spec.task == "regression":
         return values.astype(np.float32)
     assert spec.classes is not None  # TrainSpec guarantees it for classification
     index = {c: i for i, c in enumerate(spec.classes)}
-    mapped = np.array([index.get(str(v), -1) for v in values], dtype=np.int64)
+    mapped = np.array([index.get(label_text(v), index.get(str(v), -1)) for v in values],
+                      dtype=np.int64)
     outside = int((mapped < 0).sum())
     if outside:
         raise UserError(f"node {node}: some rows of {name} have a '{spec.label}' value "
@@ -53,3 +68,14 @@ def _labels(values: np.ndarray, spec: TrainSpec, node: str, name: str) -> np.nda
                         f"{name} than the job asks of every node ({spec.min_node_classes}, "
                         "min_node_classes)")
     return mapped
+
+
+def label_text(value: object) -> str:
+    """A label value as the text a class is named by (``spec.class_text``): booleans as
+    ``true``/``false`` and whole numbers without a decimal point, so ``classes: [0, 1]``
+    matches an integer column and one the file stores as floats (``1.0``) alike."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)

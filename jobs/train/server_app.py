@@ -8,9 +8,10 @@ round's message carries the previous round's summed model and its pooled metric 
 from round 2 on, nodes weigh their quantised updates by that round's pooled rows.
 
 It reads the job from ``run_config["job-dir"]`` (written by ``jobs.train.coordinate``),
-checkpoints the encrypted global model, pooled metric sums and per-node state after every
-round, and resumes from that checkpoint when started again on the same directory (a
-SuperLink restart fails in-flight Flower runs; the coordinator resubmits). A node that
+checkpoints the encrypted global model (every round's is kept, for the release node to
+pick the best validated one), pooled metric sums and per-node state after every round,
+and resumes from that checkpoint when started again on the same directory (a SuperLink
+restart fails in-flight Flower runs; the coordinator resubmits). A node that
 refuses, errs or stays silent for ``round_timeout`` leaves the run; the run goes on while
 at least ``min_nodes`` remain, otherwise it fails with the reasons in ``failure.json``.
 A node's refusal reaches this process sealed to the researcher: the run records only
@@ -116,7 +117,8 @@ class HEFedAvg(FedAvg):
             state.setdefault("sealed_reasons", {})
             return state
         return {"job_id": self.job["job_id"], "rounds": self.rounds, "round": 0,
-                "model_file": None, "metrics_files": {}, "final_metrics_file": None,
+                "model_file": None, "model_files": {}, "metrics_files": {},
+                "final_metrics_file": None,
                 "active": sorted(self.job["datasets"]), "dropped": {}, "sealed_reasons": {},
                 "contributors": {}, "epsilon": {}, "resumed_after": [], "flower_runs": [],
                 "round_seconds": {}, "complete": False}
@@ -163,16 +165,16 @@ class HEFedAvg(FedAvg):
         metrics = self._keep_metrics(server_round, good)
         model_file = f"model-r{server_round}.ct"
         write_bytes(self.job_dir / model_file, model)
-        previous = self.state["model_file"]
         self.state["model_file"], self.state["round"] = model_file, server_round
+        # every round's model stays: the release node, which alone can read the pooled
+        # validation, releases the best one (jobs.train.release)
+        self.state.setdefault("model_files", {})[str(server_round)] = model_file
         self.state["round_seconds"][str(server_round)] = time.monotonic() - self._round_started
         for name, msg in good.items():
             dp = msg.content.metric_records.get("dp")
             if dp is not None:
                 self.state["epsilon"][name] = float(dp["epsilon"])
         self._checkpoint()
-        if previous and previous != model_file:
-            (self.job_dir / previous).unlink(missing_ok=True)
         return _model_and_metrics(model, metrics), MetricRecord({"nodes": len(good)})
 
     def aggregate_evaluate(self, server_round: int,

@@ -9,6 +9,12 @@ the same numbers and the released model takes raw features (and, for regression 
 label listed, predicts in label units), because the scaling is part of the model. Scaling
 each node by its own statistics would give every node a different input space and is
 deliberately not offered.
+
+The ``label`` is a column, or a condition over columns in the filter language
+(``scifed.filters``), e.g. ``label: "body_mass_g > 4000"``: the node computes it for each
+row, giving a binary classification with ``classes: [false, true]`` (the default for such
+a label). Its columns count as referenced (they must exist, and rows missing one are
+skipped), and its thresholds follow the node's grid as a filter's do.
 """
 
 from __future__ import annotations
@@ -16,7 +22,17 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from scifed.filters import condition_columns
 
 
 def _nonblank(value: str) -> str:
@@ -25,7 +41,20 @@ def _nonblank(value: str) -> str:
     return value
 
 
+def class_text(value: object) -> object:
+    """A class as text: YAML reads ``classes: [0, 1, 2]`` as integers and ``[false, true]``
+    as booleans, and the node compares each label value by the same text
+    (``jobs.train.rows``), so ``0`` and ``"0"`` name the same class, as do ``true``
+    and ``"true"``. Anything else is left for the string check to refuse."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
 Column = Annotated[str, AfterValidator(_nonblank)]
+ClassName = Annotated[str, BeforeValidator(class_text), AfterValidator(_nonblank)]
 ModelKind = Literal["logistic_regression", "linear_regression", "mlp"]
 Task = Literal["classification", "regression"]
 
@@ -62,10 +91,12 @@ class TrainSpec(_Strict):
     """Parameters of a ``train`` job; columns must exist at every node."""
 
     features: list[Column] = Field(min_length=1)
-    label: Column
+    label: Column = Field(description="a column, or a condition over columns (a derived "
+                          "binary label, e.g. 'body_mass_g > 4000')")
     task: Task
-    classes: list[Column] | None = Field(
-        default=None, description="label values, in output order (classification only)")
+    classes: list[ClassName] | None = Field(
+        default=None, description="label values, in output order (classification only); "
+        "integers and booleans are kept as their text ('0', 'true')")
     model: ModelSpec
     rounds: int = Field(ge=1, le=200)
     local_epochs: int = Field(default=1, ge=1, le=50)
@@ -102,10 +133,32 @@ class TrainSpec(_Strict):
                              f"{', '.join(bad)}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_classes(cls, data: object) -> object:
+        """A derived label is false or true: those are its classes unless listed."""
+        if isinstance(data, dict) and data.get("classes") is None \
+                and condition_columns(data.get("label")) is not None \
+                and data.get("task") == "classification":
+            return {**data, "classes": ["false", "true"]}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.label in self.features:
             raise ValueError(f"the label '{self.label}' is also listed as a feature")
+        derived = self.label_columns()
+        if self.derived_label() is not None:
+            if self.task != "classification":
+                raise ValueError(f"the label '{self.label}' is a condition (false or true): "
+                                 "it needs task: classification")
+            if sorted(self.classes or []) != ["false", "true"]:
+                raise ValueError(f"the label '{self.label}' is a condition: its classes are "
+                                 "false and true (omit `classes`, or list [false, true])")
+            leak = [c for c in derived if c in self.features]
+            if leak:
+                raise ValueError(f"the label '{self.label}' is computed from feature(s) "
+                                 f"{', '.join(leak)}; remove them from `features`")
         scalable = [*self.features, *([self.label] if self.task == "regression" else [])]
         unknown = [c for c in self.standardize if c not in scalable]
         if unknown:
@@ -139,5 +192,14 @@ class TrainSpec(_Strict):
         predicts in label units through a fixed last layer, and trains on the scaled loss."""
         return self.standardize.get(self.label) if self.task == "regression" else None
 
+    def derived_label(self) -> str | None:
+        """The label's condition where it is derived (``body_mass_g > 4000``), else None."""
+        return self.label if condition_columns(self.label) is not None else None
+
+    def label_columns(self) -> list[str]:
+        """The columns the label is read from: the label itself, or its condition's."""
+        derived = condition_columns(self.label)
+        return [self.label] if derived is None else derived
+
     def referenced_columns(self) -> list[str]:
-        return [*self.features, self.label]
+        return list(dict.fromkeys([*self.features, *self.label_columns()]))

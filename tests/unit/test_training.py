@@ -101,6 +101,111 @@ def test_spec_refusals(changes, needle):
         spec(**changes)
 
 
+def test_integer_and_boolean_classes_need_no_quotes_and_match_the_node_values():
+    """YAML reads `classes: [0, 1, 2]` as integers: they are accepted and kept as text, and
+    the node's integer, whole-float and boolean label values find their class."""
+    from jobs.train.rows import _labels
+
+    s = spec(classes=[0, 1, 2])
+    assert s.classes == ["0", "1", "2"]
+    assert TrainSpec.model_validate(s.model_dump()).classes == ["0", "1", "2"]
+    got = _labels(np.array([2, 0, 1, 1]), s, "n1", "d")
+    assert got.tolist() == [2, 0, 1, 1]
+    assert _labels(np.array([2.0, 0.0, 1.0]), s, "n1", "d").tolist() == [2, 0, 1]
+    b = spec(classes=[True, False])
+    assert b.classes == ["true", "false"]
+    assert _labels(np.array([False, True, True]), b, "n1", "d").tolist() == [1, 0, 0]
+    with pytest.raises(UserError, match="outside the job's classes"):
+        _labels(np.array([0, 3]), s, "n1", "d")
+    with pytest.raises(ValidationError, match="valid string"):
+        spec(classes=[0.5, 1.5])
+
+
+def _penguin_table(tmp_path, penguins):
+    from node.data import DataFile
+
+    path = tmp_path / "penguins.csv"
+    penguins.to_csv(path, index=False)
+    fields = [{"name": c, "type": "number" if penguins[c].dtype.kind in "fi" else "string"}
+              for c in penguins.columns]
+    return DataFile(path), {"fields": fields}
+
+
+def test_a_derived_label_is_computed_by_the_node_from_its_columns(tmp_path, penguins):
+    """`label: "body_mass_g > 4000"` trains a binary classifier: the node computes the
+    label per row (ground truth: pandas on the same rows), its columns are referenced
+    columns, and its threshold obeys the node's grid as a filter's does."""
+    from jobs.base import Limits
+    from jobs.train import TrainJob
+
+    s = spec(features=["bill_length_mm", "flipper_length_mm"], label="body_mass_g > 4000",
+             classes=None)
+    assert s.classes == ["false", "true"] and s.derived_label() == "body_mass_g > 4000"
+    assert s.referenced_columns() == ["bill_length_mm", "flipper_length_mm", "body_mass_g"]
+    table, record = _penguin_table(tmp_path, penguins)
+    with table:
+        grant = TrainJob().grant(s, table, Limits("n1", 1, record, grid={}))
+        complete = penguins.dropna(subset=s.referenced_columns())
+        np.testing.assert_allclose(grant.features,
+                                   complete[["bill_length_mm", "flipper_length_mm"]])
+        assert grant.labels.tolist() == (complete["body_mass_g"] > 4000).astype(int).tolist()
+        assert 0 < grant.labels.sum() < len(grant.labels)
+        off_grid = spec(features=["bill_length_mm"], label="body_mass_g > 4010", classes=None)
+        with pytest.raises(UserError, match="n1: label: .*4010"):
+            TrainJob().grant(off_grid, table, Limits("n1", 1, record, grid={}))
+        both = spec(features=["bill_length_mm"], classes=None,
+                    label="species == 'Adelie' and island in ['Dream', 'Biscoe']")
+        want = (complete.species.eq("Adelie") & complete.island.isin(["Dream", "Biscoe"]))
+        got = TrainJob().grant(both, table, Limits("n1", 1, record)).labels
+        assert got.sum() == (want & complete.bill_length_mm.notna()).sum() > 0
+        unknown = spec(features=["bill_length_mm"], label="mass > 4000", classes=None)
+        with pytest.raises(UserError, match="unknown column 'mass'"):
+            TrainJob().grant(unknown, table, Limits("n1", 1, record))
+    # with the job's filter too: its parameters and the label's stay apart
+    from node.data import DataFile
+    from scifed.filters import compile_filter
+
+    types = {f["name"]: f["type"] for f in record["fields"]}
+    with DataFile(tmp_path / "penguins.csv", compile_filter("year == 2008", types)) as table:
+        got = TrainJob().grant(s, table, Limits("n1", 1, record)).labels
+    subset = complete[complete.year == 2008]
+    assert got.tolist() == (subset["body_mass_g"] > 4000).astype(int).tolist()
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"label": "a > 1", "classes": None}, "computed from feature.*a"),
+    ({"label": "c > 1", "classes": ["no", "yes"]}, "classes are false and true"),
+    ({"label": "c > 1", "task": "regression", "classes": None,
+      "model": {"kind": "linear_regression"}}, "needs task: classification"),
+])
+def test_derived_label_refusals(changes, needle):
+    with pytest.raises(ValidationError, match=needle):
+        spec(**changes)
+
+
+def test_a_plain_column_label_is_not_a_condition():
+    for label in ("species", "Culmen Length (mm)", "a-b"):
+        s = spec(label=label)
+        assert s.derived_label() is None and s.label_columns() == [label]
+    assert spec(label="c > 1", classes=[True, False]).classes == ["true", "false"]
+
+
+def test_a_derived_label_is_checked_with_the_filter_before_the_nodes_are_asked():
+    """The coordinator compiles every filter-language field of a job against the catalog's
+    columns before it starts; a derived label is one, under its own field name."""
+    from jobs.spec import parse_job_dict
+
+    job = parse_job_dict({"study": "s", "type": "train", "datasets": {"n1": "d"},
+                          "filter": "year == 2008",
+                          "train": {**BASE, "label": "body_mass_g > 4000", "classes": None}})
+    assert job.conditions() == {"filter": "year == 2008", "train.label": "body_mass_g > 4000"}
+    assert job.to_dict()["train"]["classes"] == ["false", "true"]
+    assert parse_job_dict(job.to_dict()).params == job.params
+    plain = parse_job_dict({"study": "s", "type": "train", "datasets": {"n1": "d"},
+                            "train": BASE})
+    assert plain.conditions() == {}
+
+
 def test_fedavg_through_encrypted_sums_is_the_weighted_mean():
     key = StudyKey.generate()
     thetas = [np.array([0.5, -2.0, 3.25]), np.array([1.5, 0.0, -1.0])]
@@ -217,6 +322,116 @@ def test_a_train_result_heads_with_rounds_and_final_validation():
     raw["metrics"] = metrics_history("classification", sums, None, 2)  # no final evaluation
     assert "(after round 1 on 10 rows): val_loss 0.2000, val_accuracy 0.9000" in \
         TrainResult.from_json(raw).headline()
+
+
+def test_the_released_model_is_the_best_validated_round_and_says_so():
+    """Round 1's model validated better than round 2's (which overfit): the release node
+    releases round 1's, names it in `model.round` and the headline, and still reports
+    every round's metrics. Without validation it releases the last round's."""
+    from jobs.base import Pooled
+    from jobs.train.release import release
+    from jobs.train.view import TrainResult
+
+    s = spec()
+    n = len(model_to_vector(local.initial_model(s)))
+    theta = {1: np.arange(n, dtype=float), 2: -np.arange(n, dtype=float)}
+    totals = {"model.1": np.append(40 * theta[1], 40), "model.2": np.append(4 * theta[2], 4),
+              "metrics.1": np.array([10, 7.0, 5, 0, 0, 0, 40, 28.0]),
+              "metrics.2": np.array([10, 2.0, 9, 0, 0, 0, 40, 8.0]),
+              "final_metrics": np.array([10, 3.0, 8, 0, 0, 0, 0, 0])}
+    extra = {"rounds_done": 2, "epsilon": {}, "dropped": {}, "contributors_by_round": {}}
+    out = release(s, Pooled(totals, {}, 0, {}, ["n1"], extra=extra)).result
+    assert out["model"]["round"] == 1 and out["model"]["selected_by"] == "lowest val_loss"
+    got = TrainResult.from_json({**out, "meta": {"contributors": ["n1"]}})
+    np.testing.assert_allclose(model_to_vector(got.model()), theta[1])
+    assert [m["round"] for m in out["metrics"]] == [0, 1, 2]
+    line = got.headline()
+    assert "final validation (after round 2 on 10 rows): val_loss 0.3000" in line
+    assert "released model: after round 1 (lowest val_loss: val_loss 0.2000, " \
+        "val_accuracy 0.9000)" in line
+    blind = {k: (v if not k.startswith(("metrics", "final")) else v * [0, 0, 0, 0, 0, 0, 1, 1])
+             for k, v in totals.items()}
+    out = release(s, Pooled(blind, {}, 0, {}, ["n1"], extra=extra)).result
+    assert out["model"]["round"] == 2 and out["model"]["selected_by"] == "last round"
+    np.testing.assert_allclose(model_to_vector(TrainResult.from_json(out).model()), theta[2])
+
+
+def test_job_watch_gets_the_final_evaluation_as_the_last_rounds_validation(tmp_path):
+    """The final evaluation (the model after the last round) is published live like a
+    round, numbered last + 1, and decodes to the validation of the last round: `job
+    watch` merges it into that round's line instead of leaving it blank."""
+    from jobs.base import Pooled
+    from jobs.train.coordinate import _publish_round_metrics
+    from jobs.train.release import release
+    from scifed.tasks import TaskHeader
+
+    final = np.array([10, 1.0, 10, 0, 0, 0, 0, 0])
+    sums = {1: np.array([10, 5.0, 6, 0, 0, 0, 40, 20.0]),
+            2: np.array([10, 2.0, 9, 0, 0, 0, 40, 8.0])}
+    for name, blob in [("metrics-r1.ct", b"r1"), ("metrics-r2.ct", b"r2"),
+                       ("metrics-final.ct", b"fin")]:
+        (tmp_path / name).write_bytes(blob)
+    sent: list[tuple[int, bytes]] = []
+    header = TaskHeader(job_id="j", study_id="s", key_version=1, job_type="train",
+                        n_nodes=1, dataset="d", spec={})
+
+    class Driver:
+        def header(self, run, node):
+            return header
+
+        def send(self, node, kind, request, reply):
+            sent.append((request.round, request.aggregates["metrics"]))
+            return SimpleNamespace(sealed=b"sealed")
+
+        def progress(self, run, r, sealed):
+            pass
+
+    checkpoint = {"round": 2, "active": ["n1"], "final_metrics_file": None,
+                  "metrics_files": {"1": "metrics-r1.ct", "2": "metrics-r2.ct"}}
+    published: set[int] = set()
+    _publish_round_metrics(Driver(), None, tmp_path, checkpoint, "n1", published)
+    checkpoint["final_metrics_file"] = "metrics-final.ct"
+    _publish_round_metrics(Driver(), None, tmp_path, checkpoint, "n1", published)
+    assert sent == [(1, b"r1"), (2, b"r2"), (3, b"fin")]
+    live: dict[int, dict] = {}  # merged as the researcher's client does
+    for r, totals in [(1, sums[1]), (2, sums[2]), (3, final)]:
+        out = release(spec(), Pooled({"metrics": totals}, {}, 0, {}, ["n1"],
+                                     stage="progress", round=r)).result
+        for entry in out["metrics"]:
+            live.setdefault(entry["round"], {}).update(entry)
+    assert sorted(live) == [0, 1, 2]
+    assert live[2] == {"round": 2, "train_loss": 0.2, "val_rows": 10.0, "val_loss": 0.1,
+                       "val_accuracy": 1.0}
+    assert live[2] == metrics_history("classification", sums, final, 2)[2]
+
+
+def test_a_regression_learning_curve_plots_r2_on_its_own_fitted_axis():
+    """An MSE in label units and an R² <= 1 on one axis flattened R² to a line at zero:
+    R² has its own axis, fitted to the rounds' values (an initial model's R² far below
+    -1 is cut off, and said so), and the losses keep theirs."""
+    from jobs.train.view import TrainResult
+
+    metrics = [{"round": 0, "val_loss": 90000.0, "val_r2": -40.0},
+               {"round": 1, "train_loss": 9000.0, "val_loss": 1500.0, "val_r2": 0.61},
+               {"round": 2, "train_loss": 1400.0, "val_loss": 1200.0, "val_r2": 0.69},
+               {"round": 3, "train_loss": 1100.0, "val_loss": 1100.0, "val_r2": 0.72}]
+    result = TrainResult.from_json({"metrics": metrics, "model": {"task": "regression"}})
+    fig = result.learning_curve()
+    loss_ax, score_ax = fig.axes
+    (r2,) = score_ax.get_lines()
+    assert r2.get_label() == "val_r2" and list(r2.get_ydata()) == [-40.0, 0.61, 0.69, 0.72]
+    low, high = score_ax.get_ylim()
+    assert -1.3 < low < -1.0 and 0.72 < high < 0.9 and "not shown" in score_ax.get_ylabel()
+    assert {ln.get_label() for ln in loss_ax.get_lines()} == {"train_loss", "val_loss"}
+    assert loss_ax.get_yscale() == "log"  # 1100 .. 90000
+    later = TrainResult.from_json({"metrics": metrics[1:], "model": {}}).learning_curve()
+    low, high = later.axes[1].get_ylim()
+    assert 0.55 < low < 0.61 and 0.72 < high < 0.76  # fitted, not flattened at 0
+    assert later.axes[0].get_yscale() == "linear"
+    assert result.plot()[:4] == b"\x89PNG"
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 class _DyingLink:
