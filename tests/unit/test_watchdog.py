@@ -131,6 +131,9 @@ def test_end_recorded_ends_what_a_killed_watchdog_left(tmp_path):
         orphan_start = watchdog.start_time(orphan)
         os.kill(proc.pid, signal.SIGKILL)  # the watchdog alone: the child gets PDEATHSIG
         proc.wait()
+        # the child is handling that SIGTERM (as a Flower server deactivating) when the
+        # stray is ended: it is waited for, not signalled again
+        wait_for(lambda: out.exists())
         assert watchdog.end_recorded(pidfile, grace=3.0) >= 1
         assert out.read_text() == "term\ndone\n"  # PDEATHSIG's SIGTERM, not doubled
         assert not running(orphan, orphan_start) and not pidfile.exists()
