@@ -125,7 +125,7 @@ class JobDriver:
         """A node opened its task stream: tell it of the jobs a restart ended, so their
         approval requests and budget reservations there are released."""
         with self._untold_lock:
-            jobs = self._untold.pop(node, [])
+            jobs = list(dict.fromkeys(self._untold.pop(node, [])))
         for job_id, researcher in jobs:
             self._notify_end(job_id, researcher, [node])
 
@@ -576,10 +576,20 @@ class JobDriver:
             job = s.get(Job, job_id)
             researcher, contributors = job.researcher, set(job.contributors or [])
             nodes = list(datasets_by_node(parse_job_dict(job.spec)))
+            # no answer at all (no sealed refusal): its stream may be dead without the
+            # coordinator knowing yet (a cut link), so a notice sent now can be lost
+            silent = {t.node_name for t in s.scalars(select(JobTask).where(
+                JobTask.job_id == job_id, JobTask.state == TaskState.FAILED))
+                if not t.sealed_reason}
         if contributors:  # a job type that names no contributors is told nothing
             left_out = [n for n in nodes if n not in contributors]
             if left_out:
                 self._notify_end(job_id, researcher, left_out)
+            with self._untold_lock:  # told again when its stream next opens
+                for node in sorted(silent & set(left_out)):
+                    told = self._untold.setdefault(node, [])
+                    if (job_id, researcher) not in told:
+                        told.append((job_id, researcher))
 
     def refusal(self, run: Run, node: str, phase: str, sealed: bytes) -> None:
         """A node refused ``phase`` of the job outside a fan-out (a training grant inside
