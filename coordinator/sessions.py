@@ -37,6 +37,9 @@ class Session:
         self.outbox: queue.Queue[pb.CoordinatorMessage] = queue.Queue()
         self.closed = threading.Event()
         self.pending: dict[str, Future] = {}
+        # a task is registered and a stream closed one at a time: a task queued while the
+        # stream closed would otherwise wait out the task timeout instead of failing
+        self.lock = threading.Lock()
         self.crl_sent = b""  # the CRL last sent down this stream with a heartbeat ack
 
 
@@ -75,11 +78,13 @@ class NodeSessions:
 
     @staticmethod
     def _close(session: Session, why: str) -> None:
-        session.closed.set()
-        for fut in list(session.pending.values()):
+        with session.lock:
+            session.closed.set()
+            pending = list(session.pending.values())
+            session.pending.clear()
+        for fut in pending:
             if not fut.done():
                 fut.set_exception(NodeOffline(f"node {session.node}: {why} before answering"))
-        session.pending.clear()
 
     def close_revoked(self, serials: frozenset[int]) -> list[str]:
         """Close every stream opened with a certificate now revoked; the nodes closed.
@@ -107,7 +112,10 @@ class NodeSessions:
             raise NodeOffline(f"node {node} is offline")
         task_id = uuid.uuid4().hex
         fut: Future = Future()
-        session.pending[task_id] = fut
+        with session.lock:
+            if session.closed.is_set():
+                raise NodeOffline(f"node {node} is offline")
+            session.pending[task_id] = fut
         certs = self.node_certs() if kind == TaskKind.RELEASE else {}
         session.outbox.put(pb.CoordinatorMessage(
             task=pb.Task(task_id=task_id, kind=kind, payload=payload,
@@ -116,6 +124,7 @@ class NodeSessions:
 
     @staticmethod
     def deliver(session: Session, result: pb.TaskResult) -> None:
-        fut = session.pending.pop(result.task_id, None)
+        with session.lock:
+            fut = session.pending.pop(result.task_id, None)
         if fut is not None and not fut.done():
             fut.set_result(result)
