@@ -17,6 +17,10 @@ catalog_app = typer.Typer(help="Search the federated catalog.", no_args_is_help=
 job_app = typer.Typer(help="Federated jobs (researcher).", no_args_is_help=True)
 model_app = typer.Typer(help="Models released by `train` jobs.", no_args_is_help=True)
 
+# A training job's pooled metrics per round, in the order `job watch` (and `scifed ui`)
+# show them.
+ROUND_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_r2")
+
 
 @researcher_app.command("init")
 @handle_errors()
@@ -78,18 +82,12 @@ def catalog_export(record_id: str,
                    out: Path | None = typer.Option(None, "--out", help="File; default stdout"),
                    identity: Path = IdentityOpt) -> None:
     """Export a record as DCAT-3 (rdflib) or Croissant JSON-LD (validated by mlcroissant)."""
-    import json
+    from scifed.exports.formats import export_format, export_record
 
-    from scifed.exports import to_croissant, to_dcat
-
-    if fmt not in ("dcat", "dcat-jsonld", "croissant"):
-        raise UserError(f"--format {fmt}: choose dcat, dcat-jsonld or croissant")
+    export_format(fmt)  # an unknown format is refused before anything is fetched
     with _client(identity) as c:
         record = c.record(record_id)
-    if fmt == "croissant":
-        text = json.dumps(to_croissant(record), indent=2, ensure_ascii=False)
-    else:
-        text = to_dcat([record], "turtle" if fmt == "dcat" else "json-ld")
+    text = export_record(record, fmt)
     if out:
         out.write_text(text, encoding="utf-8")
         console.print(f"wrote {out}")
@@ -228,8 +226,7 @@ def _metrics_table(metrics: list[dict]):
     """Per-round pooled metrics of a training job, as `job watch` shows them."""
     from rich.table import Table
 
-    names = [k for k in ("train_loss", "val_loss", "val_accuracy", "val_r2")
-             if any(k in m for m in metrics)]
+    names = [k for k in ROUND_METRICS if any(k in m for m in metrics)]
     table = Table(title="pooled metrics (validation: the model after that round)",
                   title_justify="left")
     for col in ("round", *names):
@@ -274,7 +271,7 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
     """Open the released result (sealed to you), check the release node's signature and
     provenance, and print or save it. A result that fails the check is refused."""
     from coordinator.client import load_spec_file
-    from jobs.views import load_result
+    from jobs.views import display_rows, headline, load_result
 
     own_spec = load_spec_file(spec) if spec else None
     with _client(identity) as c:
@@ -309,16 +306,11 @@ def job_result(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOp
         return
     if verified is not None:
         _print_provenance(verified)
-    headline = getattr(res, "headline", None)  # a type's own first line (train), else:
-    console.print(headline() if headline else
-                  f"rows: {res.rows}; contributors: "
-                  f"{', '.join(res.meta.get('contributors', []))}; k = {res.meta.get('k')}",
-                  highlight=False)
+    console.print(headline(res), highlight=False)
     for name, text in res.meta.get("conventions", {}).items():
         console.print(f"{name.replace('_', ' ')}: {text}", highlight=False)
     for name, df in res.tables().items():
-        print_table(name, [str(c) for c in df.columns],
-                    df.round(6).astype(object).where(df.notna(), "").values.tolist())
+        print_table(name, [str(c) for c in df.columns], display_rows(df))
 
 
 def _revocation_checked(client) -> str:

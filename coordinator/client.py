@@ -76,15 +76,22 @@ def spec_checks(spec: dict) -> dict:
             "spec_nodes": sorted(datasets_by_node(parse_job_dict(spec)))}
 
 
-def load_spec_file(path: Path) -> dict:
-    """A job.yaml as the coordinator stores it, for :meth:`Client.open_result`."""
+def load_spec_text(text: str, source: str) -> dict:
+    """A job spec (YAML text) validated as the coordinator validates it at submission,
+    in the form it stores (``JobSpec.to_dict()``); ``source`` names it in errors. What
+    `scifed job result --spec` and the researcher console's job form both check."""
     from jobs.spec import load_job
 
+    return load_job(text, source).to_dict()
+
+
+def load_spec_file(path: Path) -> dict:
+    """A job.yaml as the coordinator stores it, for :meth:`Client.open_result`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    return load_job(text, str(path)).to_dict()
+    return load_spec_text(text, str(path))
 
 
 class Client:

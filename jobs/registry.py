@@ -11,6 +11,7 @@ from scifed.errors import UserError
 
 if TYPE_CHECKING:
     from jobs.base import JobType
+    from scifed.grading import Access, CellDefaults
 
 REGISTRY: dict[str, JobType] = {}
 _version = [0]  # bumped on every change, so schemas built from the registry are rebuilt
@@ -44,3 +45,12 @@ def get(name: str) -> JobType:
 
 def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
+
+
+def cell_access(cell: CellDefaults) -> dict[str, Access]:
+    """How a (grade, category) cell of the policy matrix admits each registered job type
+    by default (its family's column: aggregates or federated learning). The node's policy
+    starts from it (an officer's override may only tighten it); the researcher console
+    shows it as what a dataset admits before any override."""
+    return {name: cell.agg if job.family == "agg" else cell.fl
+            for name, job in REGISTRY.items()}

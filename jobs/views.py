@@ -95,6 +95,22 @@ def provenance(meta: dict, rows: int | None = None) -> str:
             f" · k = {meta.get('k')} · job {html.escape(str(meta.get('job_id', '')))}")
 
 
+def headline(res: Any) -> str:
+    """A released result's first line: the type's own (``headline()``, e.g. ``train``'s),
+    else its rows, contributors and k — what `scifed job result` and the researcher
+    console print above the tables."""
+    own = getattr(res, "headline", None)
+    if own is not None:
+        return own()
+    return (f"rows: {res.rows}; contributors: {', '.join(res.meta.get('contributors', []))}; "
+            f"k = {res.meta.get('k')}")
+
+
+def display_rows(df: pd.DataFrame) -> list[list]:
+    """A result table's cells as shown to a person: rounded to 6 decimals, missing blank."""
+    return df.round(6).astype(object).where(df.notna(), "").values.tolist()
+
+
 def load_result(raw: dict) -> Any:
     """The right view of a released result, by the job type it carries."""
     from jobs import registry

@@ -139,7 +139,7 @@ def effective(grade: str, category: str, override: PolicyOverride | None = None,
                         "pair (governance §2.4)") from None
     cell = f"default {grade}/{category} (governance §2.6)"
     pol = EffectivePolicy(
-        grade, category, {j: d.agg if f == "agg" else d.fl for j, f in _families().items()},
+        grade, category, registry.cell_access(d),
         d.k, d.min_nodes, d.min_contributors, d.agg_dp_required, d.fl_dp_required,
         d.epsilon_per_query,
         d.annual_budget, d.annual_budget, d.delta, d.fl_epsilon_max, d.he_required,

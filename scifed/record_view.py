@@ -5,13 +5,14 @@ from __future__ import annotations
 from scifed.console import console, print_table
 
 
-def _text(v) -> str:
+def value_text(v) -> str:
+    """A record value as one line: a bilingual string both ways, lists and mappings joined."""
     if isinstance(v, dict) and set(v) <= {"zh", "en"}:
         return " / ".join(x for x in (v.get("zh"), v.get("en")) if x)
     if isinstance(v, list):
-        return ", ".join(_text(x) for x in v)
+        return ", ".join(value_text(x) for x in v)
     if isinstance(v, dict):
-        return ", ".join(f"{k}={_text(x)}" for k, x in v.items() if x not in (None, "", []))
+        return ", ".join(f"{k}={value_text(x)}" for k, x in v.items() if x not in (None, "", []))
     return "" if v is None else str(v)
 
 
@@ -23,8 +24,8 @@ SUMMARY_KEYS = ("id", "title", "description", "node_id", "platform_id", "securit
 
 
 def print_record(record: dict) -> None:
-    print_table(_text(record.get("title")) or record.get("id", ""), ["field", "value"],
-                [(k, _text(record[k])) for k in SUMMARY_KEYS if k in record])
+    print_table(value_text(record.get("title")) or record.get("id", ""), ["field", "value"],
+                [(k, value_text(record[k])) for k in SUMMARY_KEYS if k in record])
     fields = record.get("fields")
     if fields:
         print_table("columns", ["name", "type", "unit", "role", "missing", "min", "max", "mean"],

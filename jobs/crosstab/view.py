@@ -90,10 +90,14 @@ class CrosstabResult:
         ax.set_title("contingency table")
         return png(fig)
 
+    def plots(self) -> dict[str, bytes]:
+        """Each plot as PNG by its file name (what ``write`` saves, a console shows)."""
+        return {"heatmap.png": self.plot_heatmap()}
+
     def write(self, out: Path) -> list[Path]:
         """CSV per table, heatmap.png, result.json and report.html into ``out``."""
         return write_files(out, self.tables(), {
-            "heatmap.png": self.plot_heatmap(), "result.json": json.dumps(self.raw, indent=2),
+            **self.plots(), "result.json": json.dumps(self.raw, indent=2),
             "report.html": self.html()})
 
     def html(self, title: str = "") -> str:

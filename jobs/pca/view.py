@@ -73,11 +73,15 @@ class PcaResult:
         ax.set_title("loadings")
         return png(fig)
 
+    def plots(self) -> dict[str, bytes]:
+        """Each plot as PNG by its file name (what ``write`` saves, a console shows)."""
+        return {"scree.png": self.plot_scree(), "loadings.png": self.plot_loadings()}
+
     def write(self, out: Path) -> list[Path]:
         """CSV per table, scree.png, loadings.png, result.json and report.html."""
         return write_files(out, self.tables(), {
-            "scree.png": self.plot_scree(), "loadings.png": self.plot_loadings(),
-            "result.json": json.dumps(self.raw, indent=2), "report.html": self.html()})
+            **self.plots(), "result.json": json.dumps(self.raw, indent=2),
+            "report.html": self.html()})
 
     def html(self, title: str = "") -> str:
         lead = (f"principal components of the {html.escape(self.matrix)} matrix of "

@@ -45,6 +45,10 @@ class QualityResult:
             out |= {"classes": self.classes, "label_shift": self.label_shift}
         return out
 
+    def plots(self) -> dict[str, bytes]:
+        """None: a federated scorecard is read as its tables (metrics, dimensions)."""
+        return {}
+
     def write(self, out: Path) -> list[Path]:
         written = write_tables(self.tables(), out)
         (out / "result.json").write_text(json.dumps(self.raw, indent=2))

@@ -56,10 +56,14 @@ class RegressionResult:
                       title=f"{self.model.get('formula', '')} "
                             f"[{self.model.get('family', '')}]")
 
+    def plots(self) -> dict[str, bytes]:
+        """Each plot as PNG by its file name (what ``write`` saves, a console shows)."""
+        return {"forest.png": self.plot_forest()}
+
     def write(self, out: Path) -> list[Path]:
         """CSV per table, forest.png, result.json and report.html into ``out``."""
         return write_files(out, self.tables(), {
-            "forest.png": self.plot_forest(), "result.json": json.dumps(self.raw, indent=2),
+            **self.plots(), "result.json": json.dumps(self.raw, indent=2),
             "report.html": self.html()})
 
     def html(self, title: str = "") -> str:

@@ -68,12 +68,16 @@ class StatsResult:
         ax.set_title(f"{col}: federated histogram")
         return png(fig)
 
+    def plots(self) -> dict[str, bytes]:
+        """Each plot as PNG by its file name (what ``write`` saves, a console shows)."""
+        return {f"histogram_{col}.png": self.plot_histogram(col) for col in self.histograms}
+
     def write(self, out: Path) -> list[Path]:
         """CSV per table, PNG per histogram, result.json and report.html into `out`."""
         written = write_tables(self.tables(), out)
-        for col in self.histograms:
-            p = out / f"histogram_{col}.png"
-            p.write_bytes(self.plot_histogram(col))
+        for name, data in self.plots().items():
+            p = out / name
+            p.write_bytes(data)
             written.append(p)
         (out / "result.json").write_text(json.dumps(self.raw, indent=2))
         (out / "report.html").write_text(self.html())

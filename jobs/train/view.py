@@ -133,11 +133,15 @@ class TrainResult:
                       bbox_to_anchor=(0.5, -0.22), ncol=len(labels), frameon=False)
         return fig
 
+    def plots(self) -> dict[str, bytes]:
+        """Each plot as PNG by its file name (what ``write`` saves, a console shows)."""
+        return {"learning_curve.png": self.plot()}
+
     def write(self, out: Path) -> list[Path]:
         from jobs.train.models import save_model_file
 
         written = write_tables(self.tables(), out)
-        (out / "learning_curve.png").write_bytes(self.plot())
+        (out / "learning_curve.png").write_bytes(self.plots()["learning_curve.png"])
         save_model_file(self.model_info, out / "model.pt")
         slim = {k: v for k, v in self.raw.items() if k != "model"}
         (out / "result.json").write_text(json.dumps(slim, indent=2))
