@@ -8,6 +8,7 @@ from cli.ca import ca_app
 from cli.officer import app as node_app
 from cli.operator import coordinator_app, nodes_app, operator_app, study_app
 from cli.researcher import catalog_app, job_app, model_app, researcher_app
+from cli.ui.command import ui
 
 app = typer.Typer(help="scifed — federated sharing of scientific data.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -21,6 +22,7 @@ app.add_typer(nodes_app, name="nodes")
 app.add_typer(study_app, name="study")
 app.add_typer(job_app, name="job")
 app.add_typer(model_app, name="model")
+app.command("ui")(ui)
 
 
 @app.command()

@@ -26,6 +26,11 @@ def penguins_meta() -> dict:
     return yaml.safe_load((REPO / "configs" / "datasets" / "penguins.yaml").read_text())
 
 
+@pytest.fixture(scope="session")
+def weather_meta() -> dict:
+    return yaml.safe_load((REPO / "configs" / "datasets" / "seattle_weather.yaml").read_text())
+
+
 PG_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REQUIRE_POSTGRES = "SCIFED_REQUIRE_POSTGRES"

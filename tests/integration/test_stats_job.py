@@ -23,30 +23,12 @@ COLS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 EDGES = [2500, 3000, 3500, 4000, 4500, 5000, 5500, 6000, 6500]
 PROBS = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
 
-WEATHER_META = {
-    "title": {"en": "Seattle daily weather"},
-    "description": {"en": "Daily precipitation, temperature, wind and weather type."},
-    "keywords": ["weather", "Seattle", "climate"], "subjects": ["170"],
-    "dataset_type": "observational",
-    "creators": [{"name": "NOAA", "type": "organization"}],
-    "publisher": {"name": "NOAA"}, "contact_point": {"name": "desk", "email": "d@example.org"},
-    "data_officer": {"name": "officer", "email": "o@example.org"}, "license": "CC0-1.0",
-    "version": "1.0.0", "issued": "2020-01-01", "modified": "2020-01-01",
-    "collection": {"method": "weather station records", "timeframe": "2012-01/2015-12"},
-    "classification": {"discipline": "170", "subject_category": "natural_object",
-                       "domain": "科学数据/大气科学"},
-    "security_grade": "G1", "sharing_category": "OPEN",
-    "personal_info": {"status": "none", "sensitive": False, "categories": []},
-    "lifecycle_stage": "archived",
-}
-
-
 def job_yaml(**spec) -> str:
     return yaml.safe_dump(spec, sort_keys=False)
 
 
 @pytest.fixture(scope="module")
-def fed(tmp_path_factory, penguins, penguins_meta):
+def fed(tmp_path_factory, penguins, penguins_meta, weather_meta):
     fed = LocalFederation(tmp_path_factory.mktemp("stats"),
                           {n: f"Palmer {i}" for n, i in ISLANDS.items()},
                           task_timeout_seconds=6)
@@ -60,7 +42,7 @@ def fed(tmp_path_factory, penguins, penguins_meta):
             penguins[penguins.island == island].to_csv(ddir / "penguins.csv", index=False)
             weather[weather.date.dt.year.isin(YEARS[node])].to_csv(ddir / "weather.csv",
                                                                    index=False)
-            for name, meta in (("penguins", penguins_meta), ("weather", WEATHER_META)):
+            for name, meta in (("penguins", penguins_meta), ("weather", weather_meta)):
                 mp = fed.node_dir(node) / f"{name}.yaml"
                 mp.write_text(yaml.safe_dump(meta, allow_unicode=True))
                 fed.node_cli(node, "dataset", "add", f"{name}.csv", "--meta", str(mp))

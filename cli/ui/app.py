@@ -1,0 +1,193 @@
+"""The researcher console's pages (``scifed ui``), on the shared shell (scifed.web).
+
+Every page is a call of the researcher client the CLI uses (:class:`coordinator.client.
+Client`, over mTLS with the identity directory) and a template: the catalog
+(SearchCatalog), a dataset (GetRecord, its DCAT and Croissant exports), the job form
+(validated as `scifed job submit` validates, then SubmitJob), the researcher's jobs
+(ListJobs), one job's live progress (GetJob, polled by htmx) and its result (GetResult,
+opened and verified here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from fastapi import Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+import cli.ui.messages  # noqa: F401 - registers the console's interface text
+from cli.researcher import ROUND_METRICS
+from cli.ui import catalog, form
+from cli.ui.messages import phase_note, phase_text, state_text
+from cli.ui.results import Results
+from coordinator.client import Client
+from jobs import registry
+from scifed.errors import UserError
+from scifed.exports.formats import FORMATS, export_format, export_record
+from scifed.grading import Access
+from scifed.record_view import value_text
+from scifed.rpc import rpc_error_message
+from scifed.states import JobStatus
+from scifed.web.app import Console, png_data_uri
+
+NAV = [("/", "ui.nav.catalog"), ("/submit", "ui.nav.submit"), ("/jobs", "ui.nav.jobs")]
+ROLE = "researcher"
+ACCESS_KEYS = {Access.AUTO: "ui.access.A", Access.APPROVAL: "ui.access.R"}
+
+
+def stopped(status: str) -> bool:
+    """Nothing more will happen to the job without the researcher (a state this console
+    does not know, such as one a newer coordinator adds, is still going on)."""
+    try:
+        return JobStatus(status).stopped
+    except ValueError:
+        return False
+
+
+def iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ms else ""
+
+
+def localized(value, lang: str) -> str:
+    """A record value as text in the page's language: a bilingual string in ``lang``
+    (the other language where it has none), anything else as `catalog show` prints it."""
+    if isinstance(value, dict) and value and set(value) <= {"zh", "en"}:
+        return value.get(lang) or next(v for v in value.values() if v)
+    return value_text(value)
+
+
+def build(identity: Path, *, https: bool = False) -> tuple[Console, Client]:
+    """The console for the researcher of ``identity``; the client is the caller's to
+    close."""
+    client = Client(identity)
+    name = client.identity.cfg.name
+    if client.identity.cfg.role != ROLE:
+        client.close()
+        raise UserError(f"{identity} holds a {client.identity.cfg.role} identity; `scifed ui` "
+                        "is the researcher's console (make one with `scifed researcher init`)")
+    c = Console(title_key="ui.title", nav=NAV, packages=["cli.ui"], https=https)
+    c.enable_token_login(name, ROLE)
+    results = Results(client)
+    user = Depends(c.user)
+
+    def page(request: Request, template: str, **ctx) -> HTMLResponse:
+        return c.render(request, template, state_text=state_text, phase_text=phase_text,
+                        phase_note=phase_note, **ctx)
+
+    @c.app.get("/favicon.ico")
+    def favicon():  # none: a browser asks for one, and a 404 would be a console error
+        return Response(status_code=204)
+
+    # -- catalog ------------------------------------------------------------------------
+    @c.app.get("/", response_class=HTMLResponse)
+    def catalog_page(request: Request, s=user, q: str = "",
+                     grade: list[str] = Query([]), category: list[str] = Query([]),
+                     node: list[str] = Query([]), quality: list[str] = Query([]),
+                     job_type: list[str] = Query([]), keyword: str = ""):
+        sel = catalog.Selection(q.strip(), grade, category, node, quality, job_type,
+                                keyword.strip())
+        hits, facets = catalog.search(client, sel)
+        return page(request, "catalog.html", sel=sel, hits=hits, facets=facets)
+
+    # -- one dataset -------------------------------------------------------------------
+    @c.app.get("/dataset", response_class=HTMLResponse)
+    def dataset_page(request: Request, id: str, s=user):
+        record = client.record(id)
+        grade, cat = record.get("security_grade", ""), record.get("sharing_category", "")
+        lang = c.language(request)
+        return page(request, "dataset.html", record=record, rid=id, formats=FORMATS,
+                    job_types=catalog.admitted(grade, cat), access_keys=ACCESS_KEYS,
+                    text=lambda v: localized(v, lang))
+
+    @c.app.get("/dataset/export")
+    def dataset_export(id: str, format: str, s=user):
+        fmt = export_format(format)
+        body = export_record(client.record(id), fmt.name)
+        slug = id.rsplit(":", 1)[-1] or "dataset"
+        return Response(body, media_type=fmt.media_type, headers={
+            "Content-Disposition": f'attachment; filename="{slug}.{fmt.suffix}"'})
+
+    # -- the job form ------------------------------------------------------------------
+    def form_page(request: Request, f: form.JobForm, *, problem: str | None = None,
+                  valid: bool = False, status: int = 200) -> HTMLResponse:
+        studies = client.studies()
+        return page(request, "submit.html", status=status, f=f, studies=studies,
+                    types=registry.names(), problem=problem, valid=valid)
+
+    @c.app.get("/submit", response_class=HTMLResponse)
+    def submit_page(request: Request, s=user, dataset: str = "", study: str = ""):
+        chosen = [dataset] if dataset else []  # from a dataset page: its catalog id
+        return form_page(request, form.JobForm(study=study, datasets=chosen))
+
+    def posted(study: str = Form(""), type: str = Form(""), datasets: list[str] = Form([]),
+               filter: str = Form(""), params: str = Form("")) -> form.JobForm:
+        """The job form's fields, as posted (by the form, or by htmx as it is typed)."""
+        return form.JobForm(study.strip(), type.strip(), datasets, filter, params)
+
+    @c.app.post("/submit/check", response_class=HTMLResponse)
+    def submit_check(request: Request, s=user, f: form.JobForm = Depends(posted)):
+        """The form's problems as the researcher types (htmx), one message at once."""
+        try:
+            text = form.checked(f)
+        except UserError as exc:
+            return page(request, "form_check.html", problem=str(exc), text=None)
+        return page(request, "form_check.html", problem=None, text=text)
+
+    @c.app.post("/submit", response_class=HTMLResponse)
+    def submit(request: Request, s=user, f: form.JobForm = Depends(posted)):
+        try:
+            text = form.checked(f)
+            job_id = client.submit(text, form.SOURCE)
+        except UserError as exc:
+            return form_page(request, f, problem=str(exc), status=400)
+        except grpc.RpcError as exc:  # the coordinator's refusal, shown on the form
+            return form_page(request, f, problem=rpc_error_message(exc, "the coordinator"),
+                             status=400)
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+    # -- jobs --------------------------------------------------------------------------
+    @c.app.get("/jobs", response_class=HTMLResponse)
+    def jobs_page(request: Request, s=user, status: str = ""):
+        jobs = client.jobs(status=status, limit=200)
+        return page(request, "jobs.html", jobs=jobs, chosen=status,
+                    statuses=[x.value for x in JobStatus], iso=iso)
+
+    def job_context(job_id: str) -> dict:
+        info = client.job(job_id)
+        metrics = client.live_metrics(info) if info.progress else []
+        names = [k for k in ROUND_METRICS if any(k in m for m in metrics)]
+        return {"info": info, "done": stopped(info.status), "metrics": metrics,
+                "metric_names": names, "iso": iso}
+
+    @c.app.get("/jobs/{job_id}", response_class=HTMLResponse)
+    def job_page(request: Request, job_id: str, s=user):
+        return page(request, "job.html", **job_context(job_id))
+
+    @c.app.get("/jobs/{job_id}/progress", response_class=HTMLResponse)
+    def job_progress(request: Request, job_id: str, s=user):
+        return page(request, "job_progress.html", **job_context(job_id))
+
+    # -- results -----------------------------------------------------------------------
+    @c.app.get("/jobs/{job_id}/result", response_class=HTMLResponse)
+    def result_page(request: Request, job_id: str, s=user):
+        opened = results.get(job_id)
+        plots = {name: png_data_uri(data) for name, data in opened.plots().items()}
+        return page(request, "result.html", r=opened, plots=plots,
+                    files=list(opened.files()))
+
+    @c.app.get("/jobs/{job_id}/files/{name}")
+    def result_file(job_id: str, name: str, s=user):
+        opened = results.get(job_id)
+        if name == f"{job_id}.zip":
+            media, body = "application/zip", opened.zip()
+        else:
+            try:
+                media, body = opened.files()[name]
+            except KeyError:
+                raise UserError(f"job {job_id}: the result has no file {name!r}") from None
+        return Response(body, media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="{name}"'})
+
+    return c, client

@@ -1,0 +1,149 @@
+"""The researcher console's interface text, English and Chinese (scifed.web.i18n)."""
+
+from __future__ import annotations
+
+from scifed.web import i18n
+
+i18n.register({
+    "ui.title": ("Researcher console", "研究者控制台"),
+    "ui.nav.catalog": ("Catalog", "数据目录"),
+    "ui.nav.submit": ("New job", "新建作业"),
+    "ui.nav.jobs": ("My jobs", "我的作业"),
+    # catalog
+    "ui.catalog.title": ("Federated catalog", "联邦数据目录"),
+    "ui.catalog.search": ("Search", "搜索"),
+    "ui.catalog.query": ("Words in the title, description, keywords or columns",
+                         "标题、描述、关键词或字段中的词"),
+    "ui.catalog.keyword": ("Keyword", "关键词"),
+    "ui.catalog.found": ("{n} datasets", "{n} 个数据集"),
+    "ui.catalog.clear": ("Clear filters", "清除筛选"),
+    "ui.catalog.counts_note": ("Counts are over the datasets that match the words.",
+                               "计数针对与搜索词匹配的数据集。"),
+    "ui.facet.grade": ("Grade", "分级"),
+    "ui.facet.category": ("Sharing category", "共享类别"),
+    "ui.facet.node": ("Node", "节点"),
+    "ui.facet.quality": ("Quality grade", "质量等级"),
+    "ui.facet.job_type": ("Job type admitted", "允许的作业类型"),
+    "ui.facet.job_type_note": ("By the default policy of the dataset's grade and category; "
+                               "a node may tighten it.",
+                               "按数据集分级与类别的默认策略；节点可进一步收紧。"),
+    "ui.col.title": ("Title", "标题"),
+    "ui.col.node": ("Node", "节点"),
+    "ui.col.platform": ("Platform", "平台"),
+    "ui.col.grade": ("Grade", "分级"),
+    "ui.col.category": ("Category", "类别"),
+    "ui.col.rows": ("Rows", "行数"),
+    "ui.col.quality": ("Quality", "质量"),
+    "ui.stub": ("stub", "存根"),
+    # dataset
+    "ui.dataset.description": ("Description", "描述"),
+    "ui.dataset.facts": ("About this dataset", "数据集概况"),
+    "ui.dataset.quality": ("Quality (AI-readiness scorecard)", "质量（AI 就绪度评分）"),
+    "ui.dataset.no_quality": ("The node has published no quality report.",
+                              "该节点尚未发布质量报告。"),
+    "ui.dataset.score": ("Score {score} of 100, grade {grade}", "得分 {score}/100，等级 {grade}"),
+    "ui.dataset.dimension": ("Dimension", "维度"),
+    "ui.dataset.fields": ("Fields", "字段"),
+    "ui.dataset.stub_note": ("A catalog stub: the node publishes no description or fields "
+                             "for this CLOSED dataset.",
+                             "目录存根：该节点不公开此 CLOSED 数据集的描述或字段。"),
+    "ui.dataset.exports": ("Metadata downloads", "元数据下载"),
+    "ui.dataset.use": ("Use in a job", "用于作业"),
+    "ui.dataset.job_types": ("Job types admitted by default", "默认允许的作业类型"),
+    "ui.field.name": ("Name", "名称"),
+    "ui.field.type": ("Type", "类型"),
+    "ui.field.unit": ("Unit", "单位"),
+    "ui.field.role": ("Role", "角色"),
+    "ui.field.missing": ("Missing", "缺失"),
+    "ui.field.min": ("Min", "最小值"),
+    "ui.field.max": ("Max", "最大值"),
+    "ui.field.mean": ("Mean", "均值"),
+    "ui.fact.grade": ("Sensitivity grade", "敏感分级"),
+    "ui.fact.category": ("Sharing category", "共享类别"),
+    "ui.fact.node": ("Node", "节点"),
+    "ui.fact.platform": ("Platform", "平台"),
+    "ui.fact.rows": ("Rows", "行数"),
+    "ui.fact.keywords": ("Keywords", "关键词"),
+    "ui.fact.license": ("Licence", "许可"),
+    "ui.fact.version": ("Version", "版本"),
+    "ui.fact.delivery": ("Delivery methods", "交付方式"),
+    "ui.fact.conditions": ("Conditions of use", "使用条件"),
+    "ui.access.A": ("automatic", "自动"),
+    "ui.access.R": ("after approval", "需审批"),
+    # job form
+    "ui.form.title": ("Submit a federated job", "提交联邦作业"),
+    "ui.form.study": ("Study", "研究项目"),
+    "ui.form.type": ("Job type", "作业类型"),
+    "ui.form.datasets": ("Datasets (one per node)", "数据集（每个节点一个）"),
+    "ui.form.no_datasets": ("No study of yours has datasets attached yet.",
+                            "您的研究项目尚未关联数据集。"),
+    "ui.form.filter": ("Row filter (optional)", "行筛选（可选）"),
+    "ui.form.params": ("Parameters (YAML, the job type's section)",
+                       "参数（YAML，作业类型的配置段）"),
+    "ui.form.check": ("Check", "检查"),
+    "ui.form.valid": ("The job is valid: submit it.", "作业有效，可以提交。"),
+    "ui.form.yaml": ("As job.yaml", "对应的 job.yaml"),
+    # jobs
+    "ui.jobs.title": ("My jobs", "我的作业"),
+    "ui.jobs.all": ("All states", "全部状态"),
+    "ui.jobs.filter": ("Show", "显示"),
+    "ui.col.job": ("Job", "作业"),
+    "ui.col.study": ("Study", "研究项目"),
+    "ui.col.type": ("Type", "类型"),
+    "ui.col.phase": ("Phase", "阶段"),
+    "ui.col.created": ("Created", "创建时间"),
+    "ui.col.updated": ("Updated", "更新时间"),
+    "ui.col.detail": ("Detail", "详情"),
+    "ui.job.title": ("Job {job}", "作业 {job}"),
+    "ui.job.per_node": ("Per node", "各节点"),
+    "ui.job.rounds": ("Round {round} of {rounds}", "第 {round}/{rounds} 轮"),
+    "ui.job.live": ("Updating live.", "实时更新中。"),
+    "ui.job.failed": ("The job failed", "作业失败"),
+    "ui.job.see_result": ("Open the result", "查看结果"),
+    "ui.job.metrics": ("Pooled metrics per round", "每轮汇总指标"),
+    "ui.col.round": ("Round", "轮次"),
+    # result
+    "ui.result.title": ("Result of job {job}", "作业 {job} 的结果"),
+    "ui.result.verified": ("Verified", "已验证"),
+    "ui.result.tables": ("Tables", "表格"),
+    "ui.result.plots": ("Plots", "图表"),
+    "ui.result.downloads": ("Downloads", "下载"),
+    "ui.result.all_files": ("All files (zip)", "全部文件（zip）"),
+    "ui.result.conventions": ("Conventions", "约定"),
+    # states
+    "ui.status.submitted": ("submitted", "已提交"),
+    "ui.status.running": ("running", "运行中"),
+    "ui.status.done": ("done", "已完成"),
+    "ui.status.failed": ("failed", "失败"),
+    "ui.status.cancelled": ("cancelled", "已取消"),
+    "ui.status.interrupted": ("interrupted", "已中断"),
+    "ui.status.pending": ("pending", "等待中"),
+    "ui.status.waiting": ("waiting for approval", "等待审批"),
+    "ui.status.withheld": ("withheld at output review", "输出审核未放行"),
+    "ui.phase.in_output_review": ("in output review", "输出审核中"),
+    "ui.phase.note.in_output_review": (
+        "The pooled result waits for the data officer of a contributing node to release it "
+        "(the policy of its dataset asks for output review).",
+        "汇总结果正在等待贡献节点的数据官放行（其数据集的策略要求输出审核）。"),
+    "ui.login.started": ("Researcher console for {name}", "{name} 的研究者控制台"),
+})
+
+
+def phase_text(t: i18n.Translator, name: str, shown: str) -> str:
+    """A job's phase in the page's language where this console has words for its name
+    (``in output review``), else as the coordinator shows it (``round 2/5``)."""
+    key = "ui.phase." + name.replace(" ", "_")
+    return t(key) if key in i18n.catalog_keys() else shown
+
+
+def phase_note(t: i18n.Translator, name: str) -> str:
+    """What a phase means for the researcher, where there is more to say than its name."""
+    key = "ui.phase.note." + name.replace(" ", "_")
+    return t(key) if key in i18n.catalog_keys() else ""
+
+
+def state_text(t: i18n.Translator, state: str) -> str:
+    """A job's or task's state in the page's language; a state this console does not
+    know yet (one a newer coordinator adds) shows as its own words."""
+    key = f"ui.status.{state}"
+    return t(key) if key in i18n.catalog_keys() else state.replace("_", " ")

@@ -1,0 +1,221 @@
+"""The researcher console (`scifed ui`) in a real browser, against a real federation on
+loopback: a coordinator and three nodes over mTLS gRPC, the penguins split by island and
+Seattle's weather by year.
+
+The researcher searches the catalog with a facet, opens a dataset page and downloads its
+DCAT and Croissant files, submits a `stats` job from the form — first with a field the
+job type does not have, and sees the submission check's message, then a valid one —
+watches it run, and reads its result table, which must equal pandas on the pooled rows,
+and its histogram plot. Every page is saved as a screenshot."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import rdflib
+from playwright.sync_api import expect
+from vega_datasets import data as vega
+
+from cli.ui.app import build
+from harness.federation import CLI, LocalFederation, _die_with_parent
+from scifed.web import serve
+
+ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
+YEARS = {"biscoe": [2012], "dream": [2013], "torgersen": [2014, 2015]}
+COLS = ["bill_length_mm", "flipper_length_mm", "body_mass_g"]
+EDGES = [2500, 3500, 4500, 5500, 6500]
+
+# Seattle's weather graded G2 CONDITIONAL, so the grade facet has two values
+WEATHER = {"security_grade": "G2", "sharing_category": "CONDITIONAL",
+           "conditions_of_use": [{"code": "research_only", "text": "For research only."}]}
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory, penguins, penguins_meta, weather_meta):
+    fed = LocalFederation(tmp_path_factory.mktemp("resui"),
+                          {n: f"Palmer {i}" for n, i in ISLANDS.items()},
+                          task_timeout_seconds=6)
+    fed.setup()
+    fed.start_all()
+    weather = vega.seattle_weather()
+    weather["date"] = pd.to_datetime(weather["date"])
+    try:
+        for node, island in ISLANDS.items():
+            fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
+                            "penguins")
+            fed.add_dataset(node, weather[weather.date.dt.year.isin(YEARS[node])],
+                            {**weather_meta, **WEATHER}, "weather")
+        fed.node_cli("biscoe", "dataset", "quality", "penguins", "--fast")
+        fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
+        fed.penguins = penguins
+        yield fed
+    finally:
+        fed.stop_all()
+
+
+@pytest.fixture
+def console(fed):
+    app, client = build(fed.researcher_dir)
+    running = serve.start(app.app)
+    yield app, running.url
+    running.stop()
+    client.close()
+
+
+def cells(page, selector: str) -> pd.DataFrame:
+    """A rendered table as text cells, columns from its header."""
+    head = page.eval_on_selector_all(f"{selector} thead th", "els => els.map(e => e.innerText)")
+    rows = page.eval_on_selector_all(
+        f"{selector} tr:has(td)", "rs => rs.map(r => [...r.cells].map(c => c.innerText))")
+    return pd.DataFrame(rows, columns=head)
+
+
+def test_researcher_searches_submits_watches_and_reads_a_result(fed, console, page, shot,
+                                                                tmp_path):
+    app, url = console
+    df = fed.penguins
+    page.goto(f"{url}/login?token={app.sessions.login_token()}")
+
+    # -- the catalog, then a facet ------------------------------------------------------
+    assert page.inner_text("#found") == "6 datasets"
+    shot(page, "catalog")
+    with page.expect_response(lambda r: "grade=G2" in r.url):
+        page.check("#facet-grade input[value=G2]")
+    expect(page.locator("#found")).to_have_text("3 datasets")
+    found = cells(page, "#hits")
+    assert set(found["Grade"]) == {"G2"} and set(found["Node"]) == set(ISLANDS)
+    assert "grade=G2" in page.url  # the facet is in the address: shareable, reloadable
+    shot(page, "catalog-facet-G2")
+    page.uncheck("#facet-grade input[value=G2]")
+    expect(page.locator("#found")).to_have_text("6 datasets")
+
+    # -- a dataset page and its metadata downloads ---------------------------------------
+    page.click("#hits a[href*='biscoe%3Ads%3Apenguins']")
+    assert "urn:sdn:biscoe:ds:penguins" in page.inner_text("main")
+    facts = dict(zip(*[page.eval_on_selector_all(f"#facts tr {c}", "es => es.map(e => "
+                                                 "e.innerText)") for c in ("th", "td")],
+                     strict=True))
+    assert facts["Sensitivity grade"] == "G1" and facts["Sharing category"] == "OPEN"
+    assert facts["Rows"] == str((df.island == "Biscoe").sum())
+    with fed.researcher() as r:
+        quality = r.record("urn:sdn:biscoe:ds:penguins")["quality"]
+    assert page.inner_text("#quality-score") == (
+        f"Score {quality['score']:.1f} of 100, grade {quality['grade']}")
+    fields = cells(page, "#fields").set_index("Name")
+    biscoe = df[df.island == "Biscoe"]
+    assert fields.loc["body_mass_g", "Missing"] == str(biscoe.body_mass_g.isna().sum())
+    assert float(fields.loc["body_mass_g", "Mean"]) == pytest.approx(
+        biscoe.body_mass_g.mean(), rel=1e-5)
+    shot(page, "dataset")
+    with page.expect_download() as dl:
+        page.click("#exports a[href$='format=dcat']")
+    graph = rdflib.Graph().parse(dl.value.path(), format="turtle")
+    dcat = rdflib.Namespace("http://www.w3.org/ns/dcat#")
+    assert (None, rdflib.RDF.type, dcat.Dataset) in graph
+    assert dl.value.suggested_filename == "penguins.dcat.ttl"
+    with page.expect_download() as dl:
+        page.click("#exports a[href$='format=croissant']")
+    croissant = json.loads(open(dl.value.path(), encoding="utf-8").read())
+    described = {f["name"] for rs in croissant["recordSet"] for f in rs["field"]}
+    assert set(COLS) <= described
+
+    # -- the job form: a field the type lacks, then a valid job ----------------------------
+    page.click("text=Use in a job")
+    page.select_option("#study", "penguins")
+    page.select_option("#type", "stats")
+    for node in ISLANDS:
+        page.check(f"#datasets input[value='urn:sdn:{node}:ds:penguins']")
+    page.fill("#params", f"colums: {COLS}\n")
+    # checked as it is typed, with the message `scifed job submit` gives
+    expect(page.locator("#form-problem")).to_have_text(
+        "the job form: stats.colums: Extra inputs are not permitted")
+    shot(page, "form-invalid")
+    page.click("#submit-job")  # submitted anyway: refused with the same message, kept
+    assert "colums" in page.inner_text("p.problem")
+    assert page.input_value("#params").startswith("colums")
+    params = f"columns: {COLS}\nhistograms:\n  body_mass_g: {EDGES}\n"
+    page.fill("#params", params)
+    expect(page.locator("#form-valid")).to_be_visible()
+    shot(page, "form-valid")
+    page.click("#submit-job")
+
+    # -- live progress -------------------------------------------------------------------
+    page.wait_for_url("**/jobs/*")
+    job_id = page.url.rsplit("/", 1)[-1]
+    shot(page, "job-progress")
+    page.wait_for_selector("#job-status [data-status=done]", timeout=180_000)
+    assert cells(page, "#tasks")["State"].tolist() and page.url.endswith(job_id)
+    shot(page, "job-done")
+
+    # -- the result: the table equals pooled pandas, the histogram is drawn -----------------
+    page.click("#see-result")
+    assert "signed by node" in page.inner_text("#verified")
+    summary = cells(page, "table[data-table=summary]").set_index("column")
+    for col in COLS:
+        assert int(summary.loc[col, "count"]) == df[col].count()
+        assert float(summary.loc[col, "mean"]) == pytest.approx(df[col].mean(), abs=1e-6)
+        assert float(summary.loc[col, "variance"]) == pytest.approx(df[col].var(), rel=1e-6)
+    hist = cells(page, "table[data-table=histogram_body_mass_g]")
+    counts, _ = np.histogram(df.body_mass_g.dropna(), bins=EDGES)
+    assert hist["count"].astype(int).tolist() == counts.tolist()
+    src = page.get_attribute("img[data-plot='histogram_body_mass_g.png']", "src")
+    png = base64.b64decode(src.split(",", 1)[1])
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(png)).size == (600, 320)  # the stats view's own figure
+    shot(page, "result")
+    with page.expect_download() as dl:
+        page.click("#downloads a[href$='summary.csv']")
+    downloaded = pd.read_csv(dl.value.path()).set_index("column")
+    assert downloaded.loc["body_mass_g", "mean"] == pytest.approx(df.body_mass_g.mean())
+
+    # -- the job list, and the same page in Chinese -------------------------------------
+    page.goto(f"{url}/jobs")
+    listed = cells(page, "#jobs")
+    assert listed.iloc[0]["Job"] == job_id and listed.iloc[0]["State"] == "done"
+    shot(page, "jobs")
+    page.click("text=中文")
+    assert page.get_attribute("html", "lang") == "zh-CN"
+    assert "已完成" in page.inner_text("#jobs")
+    shot(page, "jobs-zh")
+    page.goto(f"{url}/jobs/{job_id}/result")
+    shot(page, "result-zh")
+    # the one refused submission is the only failed request; nothing broke the CSP
+    assert page.console_errors == [
+        "Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+
+
+def test_scifed_ui_prints_a_login_address_that_works_once(fed, browser, page, shot):
+    proc = subprocess.Popen([*CLI, "ui", "--identity", str(fed.researcher_dir), "--port", "0",
+                             "--json"], stdout=subprocess.PIPE, text=True, cwd=fed.root,
+                            preexec_fn=_die_with_parent)
+    try:
+        lines: list[str] = []
+        while True:  # the JSON object is printed once the socket is bound
+            line = proc.stdout.readline()
+            assert line, "scifed ui exited before printing its address"
+            lines.append(line)
+            try:
+                printed = json.loads("".join(lines))
+                break
+            except ValueError:
+                continue
+        assert printed["researcher"] == "alice"
+        assert printed["url"].startswith("http://127.0.0.1:")
+        page.goto(printed["login"])
+        assert page.inner_text("#found") == "6 datasets"
+        assert page.is_visible("text=Signed in as")
+        other = browser.new_page()  # the same address again, as someone else would
+        other.goto(printed["login"])
+        assert other.is_visible("text=Login failed") and not other.is_visible("#found")
+        shot(other, "login-refused")
+        other.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)
