@@ -127,7 +127,7 @@ def request_statement(*, researcher: str, record_id: str, dataset: str, method: 
         raise UserError("an access request needs a purpose (--purpose TEXT): the data "
                         "officer reads it")
     return {"researcher": researcher, "record_id": record_id, "dataset": dataset,
-            "method": method, "columns": sorted(set(columns)), "format": fmt,
+            "method": method, "columns": list(dict.fromkeys(columns)), "format": fmt,
             "purpose": purpose.strip(), "conditions_accepted": sorted(set(conditions_accepted)),
             "study": study, "nonce": nonce}
 

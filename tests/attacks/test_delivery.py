@@ -284,6 +284,6 @@ def test_the_extract_is_what_duckdb_gives_for_the_columns(fed):
     out = fed.root / "sub.csv"
     digest = ac.download(client, grant, out)
     assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
-    truth = pd.read_csv(core(fed).cfg.data_dir / "open.csv")[["age", "salary"]]
+    truth = pd.read_csv(core(fed).cfg.data_dir / "open.csv")[["salary", "age"]]
     pd.testing.assert_frame_equal(pd.read_csv(io.BytesIO(out.read_bytes())), truth)
     assert out.stat().st_size > CHUNK_BYTES // 4
