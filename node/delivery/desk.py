@@ -331,7 +331,7 @@ class Delivery:
         grant, row, seal_public = self._usable(ref, "in_node_service")
         query_sha = hashlib.sha256(ref.sql.encode()).hexdigest()
         record = row.record
-        k = self.policies.effective(record).min_cell_count
+        k = max(self.policies.effective(record).min_cell_count, service.MIN_GROUP)
         registered = record["distributions"][0]["sha256"]
         with DataFile(self.registry.data_path(row.dataset_id), version=registered) as data:
             cols = ", ".join(quote_identifier(c) for c in grant.columns)

@@ -32,6 +32,10 @@ AGGREGATES = {"count": "count", "count_star": "count", "sum": "sum", "avg": "avg
               "mean": "avg", "stddev": "stddev_samp", "stddev_samp": "stddev_samp",
               "variance": "var_samp", "var_samp": "var_samp"}
 _N = "__scifed_n"
+# The fewest rows an aggregate answer describes, whatever the cell's k: where the cell's
+# k is 1 (G1 OPEN) but rows are not allowed (the officer took download away, or an
+# embargo runs), a group of one row would still be a row.
+MIN_GROUP = 3
 
 
 def _refuse(why: str) -> UserError:

@@ -287,3 +287,37 @@ def test_the_extract_is_what_duckdb_gives_for_the_columns(fed):
     truth = pd.read_csv(core(fed).cfg.data_dir / "open.csv")[["salary", "age"]]
     pd.testing.assert_frame_equal(pd.read_csv(io.BytesIO(out.read_bytes())), truth)
     assert out.stat().st_size > CHUNK_BYTES // 4
+
+
+def _offline(fed, dataset: str, signer, *, as_name: str | None = None, **changed):
+    from harness.approvers import staff as people
+    from node.delivery import OFFLINE_DOMAIN, offline_statement
+    from scifed.approver_keys import sign
+    from scifed.chain import canonical
+
+    desk = core(fed).delivery
+    person = people(core(fed).approvals)[signer]
+    row = core(fed).registry.get(dataset)
+    fields = {"dataset_id": row.dataset_id, "recipient": "alice", "what": "all rows",
+              "sha256": "ab" * 32, "medium": "encrypted disk"}
+    statement = offline_statement(node=NODE, approver=person.name, key=person.fingerprint,
+                                  **fields)
+    signature = sign(person.key, statement, OFFLINE_DOMAIN)
+    return desk.record_offline(dataset=dataset, by=as_name or person.name,
+                               statement=canonical(statement), signature=signature,
+                               **{**{k: v for k, v in fields.items() if k != "dataset_id"},
+                                  **changed})
+
+
+def test_offline_transfer_records_only_what_the_officer_signed_where_the_cell_allows(fed):
+    recorded = _offline(fed, "closed", "officer")
+    assert recorded["by"] == "officer"
+    assert any(d["delivery_id"] == recorded["delivery_id"]
+               for d in audited(fed, "access.offline"))
+    with pytest.raises(UserError, match="never delivered"):
+        _offline(fed, "g5", "officer")
+    # a changed recipient, or another approver's name on the officer's signature
+    with pytest.raises(UserError, match="nothing was recorded"):
+        _offline(fed, "closed", "officer", recipient="mallory")
+    with pytest.raises(UserError, match="recorded by the data officer"):
+        _offline(fed, "closed", "officer", as_name="security")
