@@ -321,3 +321,34 @@ def test_offline_transfer_records_only_what_the_officer_signed_where_the_cell_al
         _offline(fed, "closed", "officer", recipient="mallory")
     with pytest.raises(UserError, match="recorded by the data officer"):
         _offline(fed, "closed", "officer", as_name="security")
+
+
+def test_a_denied_request_delivers_nothing(fed):
+    client = researcher_client(fed)
+    grant = ask(client, "cond", study="access")
+    approvals = core(fed).approvals
+    appr = next(a for a in approvals.list("pending") if a.job_id == grant.grant_id)
+    from harness.approvers import decide
+    from harness.approvers import staff as people
+    decide(approvals, people(approvals)["officer"], appr.approval_id, approve=False,
+           reason="purpose too broad")
+    (listed,) = [g for g in ac.list_access(client)[0] if g.grant_id == grant.grant_id]
+    assert listed.state == "denied" and listed.conditions == "purpose too broad"
+    with pytest.raises(UserError, match="the grant is denied"):
+        ac.manifest(client, grant)
+
+
+def test_a_revoked_researcher_gets_nothing_even_from_a_coordinator_that_relays(fed):
+    """The CA revokes carol; a deviating coordinator still relays her calls (in memory
+    the servicer is called without the interceptor that refuses her). The node, shown
+    the new CRL, refuses both her grant's download and a new request."""
+    from scifed.pki import revoke
+
+    carol = researcher_client(fed, "carol")
+    grant = ask(carol, "open", columns=["age"])
+    revoke(fed.ca_dir, name="carol", role="researcher")
+    fed.coordinator.crl_changed((fed.ca_dir / "crl.pem").read_bytes())
+    with pytest.raises(UserError, match="revoked"):
+        ac.download(carol, grant, fed.root / "carol.parquet")
+    with pytest.raises(UserError, match="revoked"):
+        ask(carol, "open", columns=["age"])
