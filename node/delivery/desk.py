@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import shutil
+import threading
 from pathlib import Path
 
 from node.approvals import Approvals, ApproverRegistry
@@ -81,6 +82,7 @@ class Delivery:
         self.grants = GrantBook(registry.store)
         self.ca_pem = cfg.tls.ca.read_bytes()
         self.extracts = cfg.state_dir / "deliveries"
+        self._preparing = threading.Lock()
 
     def handlers(self) -> dict:
         """The task handlers of delivery, beside the runner's job handlers."""
@@ -243,7 +245,9 @@ class Delivery:
     # -- download -----------------------------------------------------------------------
     def manifest(self, ref: GrantRef) -> SealedReply:
         grant, row, seal_public = self._usable(ref, "download")
-        signed = grant.extract or self._prepare(grant, row)
+        with self._preparing:  # one extract per grant, however many ask at once
+            grant = self.grants.get(grant.grant_id)
+            signed = grant.extract or self._prepare(grant, row)
         return SealedReply(sealed=seal(seal_public, canonical(signed).encode(),
                                        context=manifest_context(grant.grant_id)))
 

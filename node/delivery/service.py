@@ -19,7 +19,10 @@ cell's k.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
+import math
 
 import duckdb
 import pandas as pd
@@ -130,6 +133,24 @@ def aggregate_plan(node: dict) -> tuple[list[str], list[tuple[str, str | None, b
     return groups, aggregates
 
 
+def _plain(value: object) -> object:
+    """A DuckDB value as JSON carries it: dates and times as ISO text, decimals and
+    non-finite floats as numbers or null, anything else exotic as its text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dt.date | dt.time | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return str(value)
+
+
+def _rows(result: list[tuple]) -> list[list]:
+    return [[_plain(v) for v in r] for r in result]
+
+
 def run(frame: pd.DataFrame, sql: str, *, rows_allowed: bool, k: int) -> dict:
     """The answer to ``sql`` over the granted columns: {columns, rows, withheld, mode}."""
     con = sandbox(frame)
@@ -145,7 +166,7 @@ def run(frame: pd.DataFrame, sql: str, *, rows_allowed: bool, k: int) -> dict:
             if len(result) > MAX_ANSWER_ROWS:
                 raise UserError(f"in-node service: the answer has more than "
                                 f"{MAX_ANSWER_ROWS} rows; narrow the query or download")
-            return {"columns": columns, "rows": [list(r) for r in result], "withheld": 0,
+            return {"columns": columns, "rows": _rows(result), "withheld": 0,
                     "mode": "rows"}
         groups, aggregates = aggregate_plan(node)
         q = quote_identifier
@@ -164,7 +185,7 @@ def run(frame: pd.DataFrame, sql: str, *, rows_allowed: bool, k: int) -> dict:
         except duckdb.Error as exc:
             raise UserError(f"in-node service: {excerpt(str(exc).splitlines()[0])}") from None
         shown = len(parts)
-        kept = [list(r[:shown]) for r in result if all(n >= k for n in r[shown:])]
+        kept = _rows([r[:shown] for r in result if all(n >= k for n in r[shown:])])
         return {"columns": columns[:shown], "rows": kept, "withheld": len(result) - len(kept),
                 "mode": f"aggregates, groups of at least {k}"}
     finally:

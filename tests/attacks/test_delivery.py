@@ -270,6 +270,27 @@ def test_service_query_cannot_read_rows_of_a_cell_without_automatic_download(fed
     assert len(audited(fed, "access.refused")) >= len(attacks)
 
 
+def test_a_service_query_reaches_nothing_but_the_granted_columns(fed):
+    """On open data an answer may hold rows, but only of table `data` (the granted
+    columns): no file, no other table, no setting can be reached or changed."""
+    client = researcher_client(fed)
+    grant = ask(client, "open", method="in_node_service", columns=["age", "department"])
+    for sql in ["SELECT * FROM read_csv('/etc/passwd')",
+                f"SELECT * FROM read_csv('{core(fed).cfg.data_dir / 'open.csv'}')",
+                f"SELECT * FROM '{core(fed).cfg.state_dir / 'node.db'}'",
+                "SELECT * FROM glob('/*')",
+                "SET enable_external_access = true",
+                "ATTACH 'x.db'",
+                "SELECT salary FROM data"]:
+        with pytest.raises(UserError, match="in-node service"):
+            ac.query(client, grant, sql)
+    frame, said = ac.query(client, grant, "SELECT age, department FROM data "
+                           "WHERE age > 60 ORDER BY age")
+    truth = pd.read_csv(core(fed).cfg.data_dir / "open.csv").query("age > 60")
+    assert said["mode"] == "rows" and len(frame) == len(truth)
+    assert sorted(frame.age) == sorted(truth.age)
+
+
 def test_a_revoked_grant_delivers_nothing(fed):
     client = researcher_client(fed)
     grant = ask(client, "open", columns=["age"])
