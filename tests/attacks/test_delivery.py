@@ -119,6 +119,11 @@ def test_a_request_must_accept_the_conditions_and_be_signed_as_sent(fed):
                            signature=sign_request(statement, d, "alice"), claim=claim)
     with pytest.raises(UserError, match="changed after signing"):
         fed.coordinator.access._ask(NODE, "access.request", forged.dumps())
+    # replayed as signed, it is the same request: the same grant, not a second one
+    honest = AccessRequest(statement=statement, signature=sign_request(statement, d, "alice"),
+                           claim=claim).dumps()
+    first = fed.coordinator.access._ask(NODE, "access.request", honest)
+    assert fed.coordinator.access._ask(NODE, "access.request", honest) == first
     # nor may a researcher send a request signed in another's name
     with pytest.raises(UserError, match="not for the caller"):
         fed.coordinator.access.request("mallory", record_id("open"), forged.dumps())
