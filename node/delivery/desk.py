@@ -267,14 +267,12 @@ class Delivery:
         source = self.registry.data_path(row.dataset_id)
         registered = row.record["distributions"][0]["sha256"]
         if grant.columns:
+            tmp = out.with_suffix(".tmp")
+            target = str(tmp).replace("'", "''")
             with DataFile(source, version=registered) as data:
                 cols = ", ".join(quote_identifier(c) for c in grant.columns)
-                frame = data.con.sql(f"SELECT {cols} FROM {data.source}").df()  # noqa: S608
-            tmp = out.with_suffix(".tmp")
-            if grant.format == "parquet":
-                frame.to_parquet(tmp, index=False)
-            else:
-                frame.to_csv(tmp, index=False)
+                data.con.execute(f"COPY (SELECT {cols} FROM {data.source}) TO '{target}' "
+                                 f"(FORMAT {grant.format})")
             tmp.replace(out)
         else:
             shutil.copyfile(source, out)

@@ -163,3 +163,23 @@ def test_closed_data_only_by_a_recorded_offline_transfer(fed):
                for d in audit(fed, "access.offline"))
     verified = json.loads(fed.node_cli(NODE, "audit", "verify", "--json").stdout)
     assert verified["ok"]
+
+
+def test_the_officer_denies_and_revokes_from_the_command_line(fed):
+    held = researcher(fed, "access", "request", rid("cond"), "--purpose", "everything",
+                      "--accept-all", "--study", "delivery")
+    fed.node_cli(NODE, "access", "deny", held["grant_id"], "--reason", "purpose too broad",
+                 "--key", str(fed.approver(NODE)), "--passphrase-file",
+                 str(fed.passphrase_file))
+    mine = {g["grant_id"]: g for g in researcher(fed, "access", "list")["grants"]}
+    assert mine[held["grant_id"]]["state"] == "denied"
+    assert mine[held["grant_id"]]["conditions"] == "purpose too broad"
+    open_grant = researcher(fed, "access", "request", rid("open"), "--purpose", "x",
+                            "--accept-all", "--columns", "island")
+    fed.node_cli(NODE, "access", "revoke", open_grant["grant_id"], "--reason", "ended")
+    late = researcher(fed, "access", "download", open_grant["grant_id"], "--out",
+                      str(fed.root / "late.parquet"), check=False)
+    assert late.returncode == 1 and "revoked" in late.stderr
+    listed = json.loads(fed.node_cli(NODE, "access", "list", "--state", "revoked",
+                                     "--json").stdout)
+    assert [g["grant_id"] for g in listed] == [open_grant["grant_id"]]
