@@ -63,13 +63,12 @@ def access_request(record_id: str = typer.Argument(..., help="The dataset's cata
     from coordinator import access_client as ac
 
     with _client(identity) as c:
-        terms = ac.conditions(c.record(record_id))
-        accepted = [t["code"] for t in terms] if accept_all else accept
-        missing = [t for t in terms if t["code"] not in accepted]
-        if missing:
-            raise UserError("accept the dataset's conditions of use to request it: "
-                            + "; ".join(f"{t['code']} ({t['text']})" for t in missing)
-                            + " — give --accept CODE for each, or --accept-all")
+        record = c.record(record_id)
+        try:
+            accepted = ac.require_accepted(record, [t["code"] for t in ac.conditions(record)]
+                                           if accept_all else accept)
+        except UserError as exc:
+            raise UserError(f"{exc} — give --accept CODE for each, or --accept-all") from None
         grant = ac.request_access(c, record_id, method=method, purpose=purpose,
                                   accept=accepted, fmt=fmt, study=study,
                                   columns=[x.strip() for x in columns.split(",") if x.strip()])

@@ -49,6 +49,17 @@ def conditions(record: dict) -> list[dict]:
     return out
 
 
+def require_accepted(record: dict, accepted: Iterable[str]) -> list[str]:
+    """The codes a request accepts, once they cover every condition of use and the
+    licence of ``record``; else a UserError naming each one still to accept."""
+    accepted = list(accepted)
+    missing = [t for t in conditions(record) if t["code"] not in accepted]
+    if missing:
+        raise UserError("accept the dataset's conditions of use to request it: "
+                        + "; ".join(f"{t['code']} ({t['text']})" for t in missing))
+    return accepted
+
+
 def _study_id(client: Client, study: str) -> str:
     if not study:
         return ""

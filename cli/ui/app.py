@@ -13,13 +13,15 @@ from pathlib import Path
 
 import grpc
 from fastapi import Depends, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 import cli.ui.messages  # noqa: F401 - registers the console's interface text
 from cli.researcher import ROUND_METRICS
 from cli.ui import catalog, form
+from cli.ui.access import Downloads
 from cli.ui.messages import phase_note, phase_text, state_text
 from cli.ui.results import Results
+from coordinator import access_client as ac
 from coordinator.client import Client
 from jobs import registry
 from scifed.errors import UserError
@@ -30,7 +32,10 @@ from scifed.rpc import rpc_error_message
 from scifed.states import JobStatus
 from scifed.web.app import Console, png_data_uri
 
-NAV = [("/", "ui.nav.catalog"), ("/submit", "ui.nav.submit"), ("/jobs", "ui.nav.jobs")]
+NAV = [("/", "ui.nav.catalog"), ("/submit", "ui.nav.submit"), ("/jobs", "ui.nav.jobs"),
+       ("/access", "ui.nav.access")]
+# how a researcher may ask for a dataset (the record's delivery methods that deliver)
+REQUESTABLE = ("download", "in_node_service")
 ROLE = "researcher"
 ACCESS_KEYS = {Access.AUTO: "ui.access.A", Access.APPROVAL: "ui.access.R"}
 
@@ -58,9 +63,11 @@ def localized(value, lang: str) -> str:
     return value_text(value)
 
 
-def build(identity: Path, *, https: bool = False) -> tuple[Console, Client]:
+def build(identity: Path, *, https: bool = False,
+          downloads: Path | None = None) -> tuple[Console, Client]:
     """The console for the researcher of ``identity``; the client is the caller's to
-    close."""
+    close. Granted datasets are downloaded into ``downloads`` (default: ``downloads/``
+    in the identity directory)."""
     client = Client(identity)
     name = client.identity.cfg.name
     if client.identity.cfg.role != ROLE:
@@ -70,15 +77,12 @@ def build(identity: Path, *, https: bool = False) -> tuple[Console, Client]:
     c = Console(title_key="ui.title", nav=NAV, packages=["cli.ui"], https=https)
     c.enable_token_login(name, ROLE)
     results = Results(client)
+    deliveries = Downloads(client, downloads or Path(identity) / "downloads")
     user = Depends(c.user)
 
     def page(request: Request, template: str, **ctx) -> HTMLResponse:
         return c.render(request, template, state_text=state_text, phase_text=phase_text,
                         phase_note=phase_note, **ctx)
-
-    @c.app.get("/favicon.ico")
-    def favicon():  # none: a browser asks for one, and a 404 would be a console error
-        return Response(status_code=204)
 
     # -- catalog ------------------------------------------------------------------------
     @c.app.get("/", response_class=HTMLResponse)
@@ -189,5 +193,68 @@ def build(identity: Path, *, https: bool = False) -> tuple[Console, Client]:
                 raise UserError(f"job {job_id}: the result has no file {name!r}") from None
         return Response(body, media_type=media, headers={
             "Content-Disposition": f'attachment; filename="{name}"'})
+
+    # -- delivery: access requests, grants, downloads -------------------------------------
+    def request_page(request: Request, rid: str, *, problem: str | None = None,
+                     status: int = 200, **kept) -> HTMLResponse:
+        record = client.record(rid)
+        methods = [m for m in record.get("delivery_methods", []) if m in REQUESTABLE]
+        return page(request, "access_request.html", status=status, problem=problem,
+                    record=record, rid=rid, methods=methods, terms=ac.conditions(record),
+                    studies=client.studies(), kept=kept,
+                    text=lambda v: localized(v, c.language(request)))
+
+    @c.app.get("/access/request", response_class=HTMLResponse)
+    def access_request_page(request: Request, id: str, s=user):
+        return request_page(request, id)
+
+    @c.app.post("/access/request", response_class=HTMLResponse)
+    def access_request(request: Request, s=user, id: str = Form(...),
+                       method: str = Form("download"), purpose: str = Form(""),
+                       columns: list[str] = Form([]), format: str = Form("parquet"),
+                       study: str = Form(""), accept: list[str] = Form([])):
+        kept = {"method": method, "purpose": purpose, "columns": columns, "format": format,
+                "study": study, "accept": accept}
+        try:
+            if not purpose.strip():
+                raise UserError("say what you will use the data for (purpose)")
+            accepted = ac.require_accepted(client.record(id), accept)
+            grant = ac.request_access(client, id, method=method, purpose=purpose.strip(),
+                                      accept=accepted, columns=columns, fmt=format,
+                                      study=study)
+        except UserError as exc:
+            return request_page(request, id, problem=str(exc), status=400, **kept)
+        except grpc.RpcError as exc:
+            return request_page(request, id, problem=rpc_error_message(
+                exc, "the coordinator"), status=400, **kept)
+        return RedirectResponse(f"/access?new={grant.grant_id}", status_code=303)
+
+    @c.app.get("/access", response_class=HTMLResponse)
+    def access_page(request: Request, s=user, new: str = ""):
+        grants, unreached = ac.list_access(client)
+        return page(request, "access_list.html", grants=grants, unreached=unreached,
+                    new=new, when=iso)
+
+    @c.app.post("/access/{grant_id}/download")
+    def access_download(grant_id: str, s=user):
+        deliveries.start(grant_id)
+        return RedirectResponse(f"/access/{grant_id}/download", status_code=303)
+
+    @c.app.get("/access/{grant_id}/download", response_class=HTMLResponse)
+    def access_download_page(request: Request, grant_id: str, s=user):
+        return page(request, "access_download.html", d=deliveries.get(grant_id),
+                    grant_id=grant_id)
+
+    @c.app.get("/access/{grant_id}/download/progress", response_class=HTMLResponse)
+    def access_download_progress(request: Request, grant_id: str, s=user):
+        return page(request, "access_progress.html", d=deliveries.get(grant_id),
+                    grant_id=grant_id)
+
+    @c.app.get("/access/{grant_id}/file")
+    def access_file(grant_id: str, s=user):
+        d = deliveries.get(grant_id)
+        if d is None or not d.sha256:
+            raise UserError(f"grant {grant_id}: no verified download here yet")
+        return FileResponse(d.path, filename=d.path.name)
 
     return c, client

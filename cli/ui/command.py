@@ -19,6 +19,9 @@ def ui(identity: Path = IdentityOpt,
        tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Serve over TLS: "
                                             "certificate (PEM)"),
        tls_key: Path | None = typer.Option(None, "--tls-key", help="Serve over TLS: key (PEM)"),
+       downloads: Path | None = typer.Option(None, "--downloads", help="Folder for granted "
+                                             "datasets you download (default: downloads/ "
+                                             "in the identity directory)"),
        as_json: bool = JsonOpt) -> None:
     """The researcher console in a browser: search the catalog, submit jobs from a form,
     follow them live and open their results here, with your own key. Prints a one-time
@@ -27,7 +30,7 @@ def ui(identity: Path = IdentityOpt,
     from scifed.web import serve
 
     tls = serve.tls_files(host, tls_cert, tls_key)
-    console_app, client = build(identity, https=tls is not None)
+    console_app, client = build(identity, https=tls is not None, downloads=downloads)
     name = client.identity.cfg.name
     try:
         client.whoami()  # the coordinator answers this identity before anything listens

@@ -61,6 +61,9 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise UserError(f"the console cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
+    # listening already: a browser that opens the printed address before the server has
+    # started waits in the backlog instead of being refused
+    sock.listen(2048)
     return sock
 
 

@@ -6,11 +6,15 @@ The researcher searches the catalog with a facet, opens a dataset page and downl
 DCAT and Croissant files, submits a `stats` job from the form — first with a field the
 job type does not have, and sees the submission check's message, then a valid one —
 watches it run, and reads its result table, which must equal pandas on the pooled rows,
-and its histogram plot. Every page is saved as a screenshot."""
+and its histogram plot. Then they request access to an OPEN dataset (first without
+accepting its conditions of use), download it with its progress shown, and the sha256
+the page shows as verified is the node's own file's. Every page is saved as a
+screenshot."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import subprocess
@@ -60,8 +64,8 @@ def fed(tmp_path_factory, penguins, penguins_meta, weather_meta):
 
 
 @pytest.fixture
-def console(fed):
-    app, client = build(fed.researcher_dir)
+def console(fed, tmp_path):
+    app, client = build(fed.researcher_dir, downloads=tmp_path / "downloads")
     running = serve.start(app.app)
     yield app, running.url
     running.stop()
@@ -187,6 +191,44 @@ def test_researcher_searches_submits_watches_and_reads_a_result(fed, console, pa
     page.goto(f"{url}/jobs/{job_id}/result")
     shot(page, "result-zh")
     # the one refused submission is the only failed request; nothing broke the CSP
+    assert page.console_errors == [
+        "Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+
+
+def test_researcher_requests_access_and_downloads_a_verified_file(fed, console, page, shot):
+    app, url = console
+    page.goto(f"{url}/login?token={app.sessions.login_token()}")
+    page.goto(f"{url}/dataset?id=urn%3Asdn%3Abiscoe%3Ads%3Apenguins")
+    page.click("#request-link")
+    page.fill("#purpose", "teaching: body size of penguins")
+    page.check("#columns input[value=body_mass_g]")
+    page.click("#request-access")  # no condition of use accepted: refused, entries kept
+    assert "accept the dataset's conditions of use" in page.inner_text("p.problem")
+    assert page.input_value("#purpose") == "teaching: body size of penguins"
+    assert page.is_checked("#columns input[value=body_mass_g]")
+    shot(page, "access-request-refused")
+    page.uncheck("#columns input[value=body_mass_g]")  # the whole file
+    for box in page.query_selector_all("#conditions input"):
+        box.check()
+    page.click("#request-access")
+    grant = page.inner_text("#new-grant").rsplit(" ", 1)[-1]
+    row = page.locator(f"#grants tr[data-grant='{grant}']")
+    expect(row).to_contain_text("granted")  # OPEN G1: granted at once
+    shot(page, "access-grants")
+    row.locator("button.download").click()
+    expect(page.locator("#download-verified")).to_be_visible(timeout=120_000)
+    node_file = fed.node_dir("biscoe") / "data" / "penguins.csv"
+    truth = hashlib.sha256(node_file.read_bytes()).hexdigest()
+    assert page.inner_text("#download-sha256") == truth
+    saved = page.inner_text("#download-path")
+    assert hashlib.sha256(open(saved, "rb").read()).hexdigest() == truth
+    assert page.get_attribute("#download-bar", "value") == str(node_file.stat().st_size)
+    shot(page, "access-download")
+    with page.expect_download() as dl:
+        page.click("text=Save a copy from the browser")
+    assert hashlib.sha256(open(dl.value.path(), "rb").read()).hexdigest() == truth
+    page.click("text=中文")
+    shot(page, "access-download-zh")
     assert page.console_errors == [
         "Failed to load resource: the server responded with a status of 400 (Bad Request)"]
 

@@ -1,0 +1,80 @@
+"""Delivery in the researcher console: downloads of granted datasets, run here.
+
+A download is :func:`coordinator.access_client.download` — the same resumable,
+hash-verified transfer as `scifed access download` — on a thread of this process, so the
+page can follow it (htmx polls :meth:`Downloads.get`). The file goes to the console's
+downloads folder on this machine (``--downloads``, default ``downloads/`` in the
+identity directory), named by the dataset and the grant; an interrupted download of the
+same grant resumes from its verified chunks when it is started again."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from coordinator import access_client as ac
+from scifed.delivery import GrantView
+from scifed.errors import UserError
+
+
+@dataclass
+class Download:
+    grant_id: str
+    path: Path
+    done: int = 0
+    total: int = 0
+    sha256: str = ""   # set once the whole file matched the node's signed sha256
+    error: str = ""
+    running: bool = True
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0
+
+
+class Downloads:
+    def __init__(self, client, folder: Path) -> None:
+        self.client, self.folder = client, Path(folder)
+        self._lock = threading.Lock()
+        self._by_grant: dict[str, Download] = {}
+
+    def get(self, grant_id: str) -> Download | None:
+        with self._lock:
+            return self._by_grant.get(grant_id)
+
+    def start(self, grant_id: str) -> Download:
+        """Start (or resume) the download of a granted file; one at a time per grant."""
+        with self._lock:
+            running = self._by_grant.get(grant_id)
+            if running is not None and running.running:
+                return running
+        grant = ac.find_grant(self.client, grant_id)
+        if grant.state != "granted" or grant.method != "download":
+            raise UserError(f"grant {grant_id} is {grant.state} for {grant.method}: only a "
+                            "granted download can be downloaded")
+        m = ac.manifest(self.client, grant)  # its format names the file; checked again
+        slug = grant.record_id.rsplit(":", 1)[-1] or "dataset"
+        d = Download(grant_id, self.folder / f"{slug}-{grant_id}.{m['format']}",
+                     total=m["size"])
+        with self._lock:
+            self._by_grant[grant_id] = d
+        threading.Thread(target=self._run, args=(grant, d), daemon=True,
+                         name=f"download-{grant_id}").start()
+        return d
+
+    def _run(self, grant: GrantView, d: Download) -> None:
+        def progress(done: int, total: int) -> None:
+            d.done, d.total = done, total
+
+        try:
+            d.sha256 = ac.download(self.client, grant, d.path, progress=progress)
+        except UserError as exc:
+            d.error = str(exc)
+        except Exception as exc:  # a failed call: said on the page, resumable
+            from scifed.rpc import rpc_error_message
+
+            d.error = (rpc_error_message(exc, "the coordinator") if hasattr(exc, "code")
+                       else f"the download stopped: {type(exc).__name__}")
+        finally:
+            d.running = False
