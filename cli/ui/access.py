@@ -9,6 +9,7 @@ same grant resumes from its verified chunks when it is started again."""
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,13 @@ from pathlib import Path
 from coordinator import access_client as ac
 from scifed.delivery import GrantView
 from scifed.errors import UserError
+
+
+def safe_name(part: str) -> str:
+    """A piece of a file name from what the coordinator relayed (a record id, a grant id,
+    a format): letters, digits, ``.``, ``_`` and ``-`` only, never a path."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", part).lstrip(".")
+    return cleaned[:80] or "_"
 
 
 @dataclass
@@ -54,9 +62,9 @@ class Downloads:
             raise UserError(f"grant {grant_id} is {grant.state} for {grant.method}: only a "
                             "granted download can be downloaded")
         m = ac.manifest(self.client, grant)  # its format names the file; checked again
-        slug = grant.record_id.rsplit(":", 1)[-1] or "dataset"
-        d = Download(grant_id, self.folder / f"{slug}-{grant_id}.{m['format']}",
-                     total=m["size"])
+        name = (f"{safe_name(grant.record_id.rsplit(':', 1)[-1])}-{safe_name(grant_id)}."
+                f"{safe_name(str(m['format']))}")
+        d = Download(grant_id, self.folder / name, total=m["size"])
         with self._lock:
             self._by_grant[grant_id] = d
         threading.Thread(target=self._run, args=(grant, d), daemon=True,

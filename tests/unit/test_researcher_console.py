@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from cli.ui import catalog
+from cli.ui.access import safe_name
 from cli.ui.form import JobForm, checked, spec_text
 from jobs.spec import load_job
 from node.policy import effective
@@ -67,3 +68,12 @@ def test_ui_refuses_a_public_address_without_tls(tmp_path):
 def test_ui_refuses_a_directory_that_is_no_identity(tmp_path):
     out = CliRunner().invoke(app, ["ui", "--identity", str(tmp_path), "--port", "0"])
     assert out.exit_code == 1 and "not an identity directory" in out.output
+
+
+@pytest.mark.parametrize(("relayed", "kept"), [
+    ("penguins", "penguins"), ("gr-8496613d7296", "gr-8496613d7296"),
+    ("../../.ssh/authorized_keys", "_.._.ssh_authorized_keys"), ("..", "_"), ("", "_")])
+def test_a_download_is_named_inside_its_folder_whatever_the_coordinator_relays(
+        tmp_path, relayed, kept):
+    assert safe_name(relayed) == kept
+    assert (tmp_path / f"{safe_name(relayed)}.csv").parent == tmp_path
