@@ -16,6 +16,7 @@ from coordinator.api import CoordinatorApiServicer
 from coordinator.db import Database, Node
 from coordinator.driver import JobDriver
 from coordinator.link import NodeLinkServicer
+from coordinator.revocations import SeenCertificates
 from coordinator.sessions import NodeSessions
 from coordinator.studies import StudyKeys
 from protos.scifed.v1 import coordinator_pb2_grpc as api_pbg
@@ -51,6 +52,8 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
     "/scifed.v1.CoordinatorApi/GetResult": ("researcher",),
     "/scifed.v1.CoordinatorApi/ResumeJob": ("researcher",),
     "/scifed.v1.CoordinatorApi/CancelJob": ("researcher",),
+    "/scifed.v1.CoordinatorApi/ListAllJobs": ("operator",),
+    "/scifed.v1.CoordinatorApi/ListRevocations": ("operator",),
 }
 
 
@@ -81,7 +84,9 @@ class CoordinatorCore:
         self.link = NodeLinkServicer(self.db, self.sessions, self.keys, ca_pem,
                                      cfg.heartbeat_seconds, flower,
                                      on_connect=self.jobs.node_connected)
-        self.api = CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds)
+        self.seen = SeenCertificates()  # every caller's certificate, to name revocations
+        self.api = CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds,
+                                          crl=lambda: self.crl, seen=self.seen)
         self.flower = flower
         if self.crl_path is not None and self.crl_path.exists():
             self.crl_changed(self.crl_path.read_bytes())  # a broken CRL stops the start
@@ -137,7 +142,8 @@ class CoordinatorProcess:
         self._stop = threading.Event()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers),
-            interceptors=[AuthInterceptor(ROLE_RULES, revocations)],
+            interceptors=[AuthInterceptor(ROLE_RULES, revocations,
+                                          on_peer=self.core.seen.saw)],
             options=SERVER_OPTIONS)
         link_pbg.add_NodeLinkServicer_to_server(self.core.link, self.server)
         api_pbg.add_CoordinatorApiServicer_to_server(self.core.api, self.server)
