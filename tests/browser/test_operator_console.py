@@ -1,26 +1,26 @@
 """The operator's console in a real browser against a real federation on loopback: a
 coordinator and two nodes as processes with mTLS, a study, a released job and a refused
-one, a revoked researcher; the console is `scifed operator console`'s app with the
-operator's identity directory.
+one, a revoked researcher; the console is `scifed operator console` with the operator's
+identity directory, as a process.
 
-The operator logs in by the one-time address, sees both nodes online with the audit head
-each node itself holds, stops one node's process by its PID and watches the page (never
-reloaded) show it offline at a refresh; the studies page shows members, answers and key
-epoch as the coordinator has them; the jobs page shows each job's state and neither the
-result nor the reason the node sealed to the researcher; the revocations page names the
-revoked researcher with the serial the CA's own index holds. Every page is saved as a
-screenshot, in English and one in Chinese."""
+The operator logs in by the one-time address the console prints, sees both nodes online
+with the audit head each node itself holds, stops one node's process by its PID and
+watches the page (never reloaded) show it offline at a refresh; the studies page shows
+members, answers and key epoch as the coordinator has them; the jobs page shows each
+job's state and neither the result nor the reason the node sealed to the researcher; the
+revocations page names the revoked researcher with the serial the CA's own index holds.
+Every page is saved as a screenshot, in English and one in Chinese."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 import yaml
 
-from cli.opconsole.app import build
-from harness.federation import LocalFederation, wait_for
-from scifed.web import serve
+from harness.federation import CLI, LocalFederation, wait_for
 
 NODES = {"alpha": "Alpha Marine Lab", "beta": "Beta Polar Institute"}
 ISLAND = {"alpha": "Biscoe", "beta": "Dream"}
@@ -73,11 +73,25 @@ def fed(tmp_path_factory, penguins, penguins_meta):
 
 @pytest.fixture(scope="module")
 def opconsole(fed):
-    app = build(fed.operator_dir, refresh_s=REFRESH_S)
-    running = serve.start(app.app)
-    yield app, running.url
-    running.stop()
-    app.close()
+    """`scifed operator console` as the operator starts it, on a free port; yields the
+    one-time login address it prints. Stopped by its PID."""
+    proc = subprocess.Popen([*CLI, "operator", "console", "--identity", str(fed.operator_dir),
+                             "--port", "0", "--refresh", str(REFRESH_S), "--json"],
+                            cwd=fed.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        printed = ""
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                pytest.fail(f"the console did not start: {proc.stderr.read()}")
+            printed += line
+            if line.startswith("}"):
+                break
+        yield json.loads(printed)
+    finally:
+        proc.terminate()
+        proc.wait(15)
 
 
 def text_of(page, selector: str) -> str:
@@ -85,7 +99,7 @@ def text_of(page, selector: str) -> str:
 
 
 def test_operator_watches_the_federation(fed, opconsole, page, shot):
-    app, url = opconsole
+    url, login = opconsole["url"], opconsole["login"]
     assert fed.done_info.status == "done", fed.done_info.error
     assert fed.refused_info.status == "failed"
 
@@ -93,7 +107,7 @@ def test_operator_watches_the_federation(fed, opconsole, page, shot):
     page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
     page.goto(url + "/nodes")
     assert "/login" in page.url  # behind login
-    page.goto(f"{url}/login?token={app.sessions.login_token()}")
+    page.goto(login)  # the one-time address the console printed
     assert page.url.endswith("/nodes")
     assert page.evaluate("typeof htmx") == "object"
 
@@ -180,6 +194,14 @@ def test_operator_watches_the_federation(fed, opconsole, page, shot):
     assert "离线" in text_of(page, 'tr[data-node="beta"]')
     shot(page, "nodes-zh")
     assert missing == [] and page.console_errors == []
+
+
+def test_the_login_address_works_once(fed, opconsole, page):
+    """Whoever opens the printed address first is the operator; it opens nothing again."""
+    page.goto(opconsole["login"])
+    assert "/login" in page.url and page.is_visible("text=Login failed")
+    page.goto(opconsole["url"] + "/jobs")
+    assert "/login" in page.url
 
 
 def _numbers(result: dict) -> set[str]:
