@@ -41,6 +41,7 @@ def fed(tmp_path_factory, penguins, penguins_meta):
         for node, island in ISLAND.items():
             fed.add_dataset(node, penguins[penguins.island == island], penguins_meta,
                             "penguins")
+        fed.pooled = penguins[penguins.island.isin(ISLAND.values())].body_mass_g.dropna()
         fed.create_study("seabirds", {n: "penguins" for n in NODES},
                          purpose="penguin morphology across islands")
         spec = {"study": "seabirds", "type": "stats",
@@ -53,13 +54,9 @@ def fed(tmp_path_factory, penguins, penguins_meta):
             fed.refused_job = r.submit(job_yaml(**spec, stats={"columns": ["species"]}))
             fed.refused_info = r.wait(fed.refused_job, timeout=120)
         # mallory calls the coordinator once, then the CA revokes her certificate
-        mallory = fed.root / "mallory"
-        fed.cli("researcher", "init", "--name", "mallory", "--dir", str(mallory),
-                "--coordinator", fed.address)
-        fed.enrol("researcher", "mallory", mallory)
         from coordinator.client import Client
 
-        with Client(mallory) as c:
+        with Client(fed.add_researcher("mallory")) as c:
             assert c.whoami()["name"] == "mallory"
         fed.cli("ca", "revoke", "--name", "mallory", "--role", "researcher", "--ca-dir",
                 str(fed.ca_dir))
@@ -162,9 +159,10 @@ def test_operator_watches_the_federation(fed, opconsole, page, shot):
     assert "species" in reason and reason not in html
     opened = [t.detail for t in fed.refused_info.tasks if t.sealed_reason]
     assert opened and all(d and d not in html for d in opened)  # each node's own reason
-    released = _numbers(fed.result)
-    assert released  # the stats job released non-integer values (a mean, a variance)
-    assert not {v for v in released if v in html}, "a released value is on the jobs page"
+    body = fed.result["columns"]["body_mass_g"]  # what alice opened: pooled pandas's
+    assert body["mean"] == pytest.approx(fed.pooled.mean(), rel=1e-9)
+    for value in (body["mean"], body["std"]):
+        assert not [x for x in (repr(value), f"{value:.1f}", f"{value:.2f}") if x in html]
     with fed.operator() as op:  # the reply itself carries no tasks, progress or result
         listed = {j.job_id: j for j in op.all_jobs()}
     assert {fed.done_job, fed.refused_job} <= set(listed)
@@ -183,6 +181,11 @@ def test_operator_watches_the_federation(fed, opconsole, page, shot):
     row = text_of(page, f'tr[data-serial="{serial}"]')
     assert "mallory" in row and "researcher" in row
     assert "CRL number" in text_of(page, "#crl")
+    cli = json.loads(fed.cli("operator", "revocations", "--identity", str(fed.operator_dir),
+                             "--json").stdout)  # the page and the command show one list
+    shown = {el.get_attribute("data-serial") for el in page.query_selector_all("#revoked tr")
+             if el.get_attribute("data-serial")}
+    assert shown == {r["serial"] for r in cli["revoked"]} and serial in shown
     shot(page, "revocations")
 
     # -- the same page in Chinese --------------------------------------------------------
@@ -196,27 +199,14 @@ def test_operator_watches_the_federation(fed, opconsole, page, shot):
     assert missing == [] and page.console_errors == []
 
 
-def test_the_login_address_works_once(fed, opconsole, page):
-    """Whoever opens the printed address first is the operator; it opens nothing again."""
+def test_the_login_address_works_once_and_only_an_operator_serves_it(fed, opconsole, page):
+    """Whoever opens the printed address first is the operator; it opens nothing again.
+    A researcher's identity directory starts no operator console."""
+    refused = fed.cli("operator", "console", "--identity", str(fed.researcher_dir), "--port",
+                      "0", check=False)
+    assert refused.returncode == 1 and "needs an operator's" in refused.stderr
     page.goto(opconsole["login"])
     assert "/login" in page.url and page.is_visible("text=Login failed")
     page.goto(opconsole["url"] + "/jobs")
     assert "/login" in page.url
 
-
-def _numbers(result: dict) -> set[str]:
-    """The released statistics as the text a page would show them with."""
-    out: set[str] = set()
-
-    def walk(v) -> None:
-        if isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-        elif isinstance(v, float) and abs(v) > 10 and v != int(v):
-            out.update((f"{v:.2f}", f"{v:.4f}", repr(v)))
-
-    walk({k: v for k, v in result.items() if k not in ("meta", "provenance")})
-    return out

@@ -239,10 +239,7 @@ def test_roles_come_from_the_certificate(fed):
 
 
 def test_revoked_certificate_is_refused(fed):
-    mallory = fed.root / "mallory"
-    fed.cli("researcher", "init", "--name", "mallory", "--dir", str(mallory),
-            "--coordinator", fed.address)
-    fed.enrol("researcher", "mallory", mallory)
+    mallory = fed.add_researcher("mallory")
     from coordinator.client import Client
 
     with Client(mallory) as c:
