@@ -15,12 +15,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import grpc
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from cli import operator_views as views
 from cli.opconsole import messages  # noqa: F401 - registers the console's text
 from scifed.errors import UserError
+from scifed.rpc import rpc_error_message
 from scifed.states import JobStatus
 from scifed.web import i18n
 from scifed.web.app import Console
@@ -28,6 +30,7 @@ from scifed.web.app import Console
 NAV = [("/nodes", "op.nav.nodes"), ("/studies", "op.nav.studies"), ("/jobs", "op.nav.jobs"),
        ("/revocations", "op.nav.revocations")]
 PAGES = {"nodes", "studies", "jobs", "revocations"}
+CALL_TIMEOUT_S = 10.0
 
 
 def age_in(t: i18n.Translator, seconds: float | None) -> str:
@@ -59,7 +62,8 @@ class OperatorConsole(Console):
         self.templates.env.filters["utc"] = shown_time
         self.refresh_s = refresh_s
         self.operator = ident.cfg.name
-        self._client = client or Client(identity)  # one channel, reconnecting by itself
+        # one channel, reconnecting by itself; a refresh waits CALL_TIMEOUT_S at most
+        self._client = client or Client(identity, timeout=CALL_TIMEOUT_S)
         self.enable_token_login(self.operator, "operator")
         self._routes()
 
@@ -85,13 +89,21 @@ class OperatorConsole(Console):
     def _page(self, request: Request, page: str, live: bool) -> HTMLResponse:
         t = i18n.Translator(self.language(request))
         query = request.url.query
-        live_url = f"/{page}/live" + (f"?{query}" if query else "")
-        return self.render(
-            request, f"_{page}.html" if live else f"{page}.html", page=page,
-            refresh_s=f"{self.refresh_s:g}", live_url=live_url,
-            updated=time.strftime("%H:%M:%S", time.gmtime()),
-            age=lambda s: age_in(t, s), label=lambda kind, value: t(f"op.{kind}.{value}"),
-            **self._data(page, request))
+        ctx = {"page": page, "refresh_s": f"{self.refresh_s:g}",
+               "live_url": f"/{page}/live" + (f"?{query}" if query else ""),
+               "updated": time.strftime("%H:%M:%S", time.gmtime()),
+               "age": lambda s: age_in(t, s),
+               "label": lambda kind, value: t(f"op.{kind}.{value}")}
+        try:
+            data = self._data(page, request)
+        except grpc.RpcError as exc:
+            if not live:
+                raise  # the shell's error page: the service that failed
+            # the live part says so in place, and keeps asking at every refresh
+            return self.render(request, "_unreachable.html", **ctx,
+                               why=rpc_error_message(exc, "the coordinator"))
+        return self.render(request, f"_{page}.html" if live else f"{page}.html", **ctx,
+                           **data)
 
     def _routes(self) -> None:
         app, user = self.app, self.user

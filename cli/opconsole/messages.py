@@ -13,6 +13,8 @@ i18n.register({
     "op.nav.revocations": ("Revocations", "证书吊销"),
     "op.live": ("Updated live every {s} s; last update {at} UTC.",
                 "每 {s} 秒自动刷新；最近更新 {at}（UTC）。"),
+    "op.unreachable": ("The coordinator did not answer; this page keeps asking.",
+                       "协调方没有响应；本页面会持续重试。"),
     "op.nodes.title": ("Nodes", "节点"),
     "op.nodes.intro": ("Every node enrolled with the coordinator. A node is online while its "
                        "task stream is open and its heartbeats arrive; the audit head is the "

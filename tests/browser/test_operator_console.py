@@ -198,6 +198,14 @@ def test_operator_watches_the_federation(fed, opconsole, page, shot):
     shot(page, "nodes-zh")
     assert missing == [] and page.console_errors == []
 
+    # -- the coordinator stops: the page says so in place, and keeps asking --------------
+    page.click("text=English")
+    assert fed.stop("coordinator") == 0
+    page.wait_for_selector("#unreachable", timeout=30_000)
+    assert "cannot reach the coordinator" in text_of(page, "#unreachable")  # and why
+    assert page.evaluate("typeof htmx") == "object"
+    shot(page, "coordinator-unreachable")
+
 
 def test_the_login_address_works_once_and_only_an_operator_serves_it(fed, opconsole, page):
     """Whoever opens the printed address first is the operator; it opens nothing again.
