@@ -97,11 +97,9 @@ class OperatorConsole(Console):
         try:
             data = self._data(page, request)
         except grpc.RpcError as exc:
-            if not live:
-                raise  # the shell's error page: the service that failed
-            # the live part says so in place, and keeps asking at every refresh
-            return self.render(request, "_unreachable.html", **ctx,
-                               why=rpc_error_message(exc, "the coordinator"))
+            # said in place of the page's live part, which keeps asking at every refresh
+            return self.render(request, "_unreachable.html" if live else "unreachable.html",
+                               **ctx, why=rpc_error_message(exc, "the coordinator"))
         return self.render(request, f"_{page}.html" if live else f"{page}.html", **ctx,
                            **data)
 
