@@ -111,8 +111,10 @@ def operator_init(name: str = typer.Option(...), dir: Path = typer.Option(Path("
 @nodes_app.command("list")
 @handle_errors("the coordinator")
 def nodes_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
-    """Every enrolled node, online or offline, when it was last seen, and the latest head
-    of its audit chain the coordinator recorded (and how long ago it moved)."""
+    """Every enrolled node: online or not, last seen, version, latest audit head.
+
+    The audit head is the newest position of the node's audit chain the coordinator
+    recorded; its age is how long ago that head moved."""
     from cli import operator_views as views
 
     with _client(identity) as c:
@@ -209,8 +211,7 @@ def operator_jobs(study: str = typer.Option("", "--study", help="Only this study
 @operator_app.command("revocations")
 @handle_errors("the coordinator")
 def operator_revocations(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
-    """The CA's revocation list the coordinator enforces: each revoked certificate, named
-    where the coordinator has seen it."""
+    """The CA's revocation list the coordinator enforces, named where it can."""
     from cli import operator_views as views
 
     with _client(identity) as c:
@@ -238,8 +239,10 @@ def operator_console(identity: Path = IdentityOpt,
                      refresh: float = typer.Option(2.0, "--refresh", min=0.5, max=60,
                                                    help="Seconds between live updates"),
                      as_json: bool = JsonOpt) -> None:
-    """The operator's web console (nodes, studies, jobs, revocations), on this host with
-    the operator's identity; open the one-time address it prints."""
+    """The operator's web console: nodes, studies, jobs, revocations, live.
+
+    It runs on this host with the operator's identity directory; open the one-time
+    address it prints."""
     from cli.opconsole.app import build
     from scifed.web import serve
 
