@@ -63,3 +63,13 @@ def test_pages_behind_login_and_what_they_say(served):
         r = c.get("/revocations")  # a full page too, which keeps asking
         assert r.status_code == 200 and 'id="unreachable"' in r.text
         assert "<h1>Revocations</h1>" in r.text and 'hx-get="/revocations/live"' in r.text
+
+
+@pytest.mark.parametrize("seconds,en,zh", [(None, "never", "从未"), (4.9, "4 s", "4 秒"),
+                                           (125, "2 min", "2 分钟"), (7300, "2 h", "2 小时"),
+                                           (90000, "1 d", "1 天")])
+def test_ages_in_both_languages(seconds, en, zh):
+    from cli.opconsole.app import age_in
+    from scifed.web.i18n import Translator
+
+    assert (age_in(Translator("en"), seconds), age_in(Translator("zh"), seconds)) == (en, zh)
