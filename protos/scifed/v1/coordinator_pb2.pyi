@@ -282,3 +282,19 @@ class ListRevocationsReply(_message.Message):
     next_update_unix_ms: int
     revoked: _containers.RepeatedCompositeFieldContainer[RevokedCertificate]
     def __init__(self, has_crl: bool = ..., crl_number: _Optional[int] = ..., this_update_unix_ms: _Optional[int] = ..., next_update_unix_ms: _Optional[int] = ..., revoked: _Optional[_Iterable[_Union[RevokedCertificate, _Mapping]]] = ...) -> None: ...
+
+class AccessCall(_message.Message):
+    __slots__ = ("record_id", "payload")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    payload: bytes
+    def __init__(self, record_id: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class AccessAnswer(_message.Message):
+    __slots__ = ("payload", "unreached")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    UNREACHED_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    unreached: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, payload: _Optional[bytes] = ..., unreached: _Optional[_Iterable[str]] = ...) -> None: ...
