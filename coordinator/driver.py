@@ -71,6 +71,7 @@ class JobView:
     updated_ms: int
     contributors: list[str]
     progress: list[tuple[int, bytes]]  # (round, live result sealed to the researcher)
+    researcher: str = ""
 
 
 class JobDriver:
@@ -295,10 +296,11 @@ class JobDriver:
                 self._versions.popitem(last=False)
             self._changed.notify_all()
 
-    def list_jobs(self, researcher: str, *, study: str = "", status: str = "",
+    def list_jobs(self, researcher: str | None, *, study: str = "", status: str = "",
                   limit: int = 0) -> list[JobView]:
         """``researcher``'s own jobs, newest first (no tasks or progress: `get` has
-        those); ``study`` by name or id and ``status`` narrow them."""
+        those); ``study`` by name or id and ``status`` narrow them. ``researcher`` None:
+        every researcher's (the operator's view of the federation's work)."""
         if limit < 0:
             raise UserError(f"limit {limit}: give a positive number of jobs")
         limit = min(limit or DEFAULT_JOB_LIST, MAX_JOB_LIST)
@@ -310,7 +312,9 @@ class JobDriver:
                                 f"{', '.join(s.value for s in JobStatus)}") from None
         with self.db.session() as s:
             names = dict(s.execute(select(Study.study_id, Study.name)).all())
-            query = select(Job).where(Job.researcher == researcher)
+            query = select(Job)
+            if researcher is not None:
+                query = query.where(Job.researcher == researcher)
             if study:
                 ids = [i for i, n in names.items() if study in (i, n)]
                 if not ids:
@@ -323,7 +327,7 @@ class JobDriver:
                             JobStatus(j.status),
                             Phase(j.phase, j.phase_round or 0, j.phase_rounds or 0),
                             j.error, [], j.created_ms, j.updated_ms,
-                            list(j.contributors or []), []) for j in jobs]
+                            list(j.contributors or []), [], j.researcher) for j in jobs]
 
     def sealed_result(self, job_id: str, researcher: str) -> bytes:
         with self.db.session() as s:

@@ -19,6 +19,8 @@ class NodeStatus:
     last_seen_ms: int | None
     datasets: int
     software_version: str
+    # the latest audit chain head recorded for the node: (seq, hash, when it arrived)
+    audit_head: tuple[int, str, int] | None = None
 
 
 def upsert_node(
@@ -80,8 +82,14 @@ def list_nodes(db: Database, *, now_ms: int, offline_after_ms: int) -> list[Node
         .outerjoin(datasets, datasets.c.node_name == Node.name)
         .order_by(Node.name)
     )
+    latest = (select(AuditHead.node_name, func.max(AuditHead.seq).label("seq"))
+              .group_by(AuditHead.node_name).subquery())
+    heads_stmt = select(AuditHead).join(latest, (latest.c.node_name == AuditHead.node_name)
+                                        & (latest.c.seq == AuditHead.seq))
     with db.session() as session:
         rows = session.execute(stmt).all()
+        heads = {h.node_name: (h.seq, h.hash, h.received_ms)
+                 for h in session.scalars(heads_stmt)}
     return [
         NodeStatus(
             name=node.name,
@@ -92,6 +100,7 @@ def list_nodes(db: Database, *, now_ms: int, offline_after_ms: int) -> list[Node
             last_seen_ms=node.last_seen_ms,
             datasets=count,
             software_version=node.software_version,
+            audit_head=heads.get(node.name),
         )
         for node, count in rows
     ]

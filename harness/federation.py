@@ -141,6 +141,15 @@ class LocalFederation:
                      "--coordinator", self.address)
             self.enrol(role, name, directory)
 
+    def add_researcher(self, name: str) -> Path:
+        """Another researcher, enrolled as `alice` is (`researcher init`, `ca sign`); their
+        identity directory."""
+        directory = self.root / name
+        self.cli("researcher", "init", "--name", name, "--dir", str(directory),
+                 "--coordinator", self.address)
+        self.enrol("researcher", name, directory)
+        return directory
+
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, key: str, *args: str) -> None:
         log = open(self.logs / f"{key}.log", "ab")  # noqa: SIM115 - owned by the process

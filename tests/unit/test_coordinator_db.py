@@ -544,3 +544,17 @@ def test_sqlite_state_is_wal_without_a_sync_per_commit_and_serves_many_threads(t
             assert list(pool.map(hold, range(100))) == [1] * 100
     finally:
         db.close()
+
+
+def test_list_nodes_carries_the_latest_audit_head(db: Database) -> None:
+    """The operator sees each node's newest chain head and when it arrived; a head
+    reported again (every heartbeat) keeps its first arrival, so its age is how long the
+    chain has not moved."""
+    enrol(db, "alpha", "beta")
+    registry.record_audit_head(db, "alpha", 3, "c" * 64, 1_000)
+    registry.record_audit_head(db, "alpha", 7, "d" * 64, 2_000)
+    registry.record_audit_head(db, "alpha", 5, "e" * 64, 3_000)  # a late, older position
+    registry.record_audit_head(db, "alpha", 7, "d" * 64, 4_000)  # the same head again
+    heads = {n.name: n.audit_head
+             for n in registry.list_nodes(db, now_ms=5_000, offline_after_ms=500)}
+    assert heads == {"alpha": (7, "d" * 64, 2_000), "beta": None}
