@@ -175,10 +175,6 @@ class Console:
             return self.render(request, "error.html", status=502,
                                message=rpc_error_message(exc, "the service"))
 
-        @app.get("/favicon.ico")
-        async def favicon():  # none: a browser asks anyway, and a 404 is a console error
-            return Response(status_code=204)
-
         @app.get("/lang/{code}")
         async def language(code: str, next: str = "/"):
             resp = RedirectResponse(safe_next(next), status_code=303)
