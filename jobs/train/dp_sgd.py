@@ -101,15 +101,20 @@ def clipped_backward(model: nn.Sequential, x: torch.Tensor,
     loss = per_sample_loss_sum(h)
     grads = torch.autograd.grad(loss, outputs)
     layers = [m for m in model if isinstance(m, nn.Linear)]
-    norm_sq = torch.zeros(len(x), dtype=h.dtype)
+    norm_sq = None
     for layer, a, g in zip(layers, inputs, grads, strict=True):
-        a_sq = torch.einsum("ij,ij->i", a, a)
+        a_sq = torch.linalg.vecdot(a, a)
         if layer.bias is not None:
-            a_sq = a_sq + 1
-        norm_sq.addcmul_(a_sq, torch.einsum("ij,ij->i", g, g))
-    factor = (max_grad_norm / (norm_sq.sqrt_() + NORM_EPS)).clamp_(max=1.0)
+            a_sq.add_(1)
+        layer_sq = a_sq.mul_(torch.linalg.vecdot(g, g))
+        norm_sq = layer_sq if norm_sq is None else norm_sq.add_(layer_sq)
+    if norm_sq is None:
+        raise TypeError("fused DP-SGD needs a model with at least one nn.Linear layer")
+    # Opacus' factor min(1, C / (norm + 1e-6)), in place
+    factor = norm_sq.sqrt_().add_(NORM_EPS).reciprocal_().mul_(max_grad_norm).clamp_(max=1.0)
+    column = factor.unsqueeze(1)
     for layer, a, g in zip(layers, inputs, grads, strict=True):
-        scaled = g * factor[:, None]
+        scaled = g.mul(column)
         layer.weight.grad = scaled.t().mm(a)
         if layer.bias is not None:
             layer.bias.grad = scaled.sum(0)
