@@ -1,6 +1,7 @@
 """Fused DP-SGD (jobs.train.dp_sgd) against Opacus' standard hooks path and against a
 row-by-row autograd reference: the same clipped, noised gradient on the same batch for
-every zoo model kind, the same Poisson batches, the same accountant history and epsilon."""
+every zoo model kind, Poisson batches distributed as Opacus' sampler draws them, the
+same sample rate, accountant history and epsilon."""
 
 from __future__ import annotations
 
@@ -150,15 +151,14 @@ def test_an_empty_poisson_batch_still_steps_with_noise_and_is_accounted():
     assert accountant.history == [(SIGMA, 1 / 3, 1)]
 
 
-def test_poisson_batches_and_rates_are_those_of_make_private():
+def test_rates_are_those_of_make_private_and_batches_are_rows_of_the_split():
     x, y = batch("classification", n=200)
     model, twin = model_of("logreg"), model_of("logreg")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, ref_opt, ref_loader = PrivacyEngine(accountant="rdp").make_private(
             module=twin, optimizer=torch.optim.SGD(twin.parameters(), lr=0.1),
-            data_loader=DataLoader(TensorDataset(x, y), batch_size=32,
-                                   generator=torch.Generator().manual_seed(5)),
+            data_loader=DataLoader(TensorDataset(x, y), batch_size=32),
             noise_multiplier=SIGMA, max_grad_norm=C)
     ours = dp_sgd.make_private(model, torch.optim.SGD(model.parameters(), lr=0.1),
                                DataLoader(local.RowBatches(x, y), batch_size=32,
@@ -166,13 +166,65 @@ def test_poisson_batches_and_rates_are_those_of_make_private():
                                           generator=torch.Generator().manual_seed(5)),
                                noise_multiplier=SIGMA, max_grad_norm=C,
                                accountant=RDPAccountant())
-    assert ours.sample_rate == 1 / 7  # ceil(200 / 32) batches
+    assert ours.sample_rate == ref_loader.sample_rate == 1 / 7  # ceil(200 / 32) batches
     assert ours.optimizer.expected_batch_size == ref_opt.expected_batch_size == 28
+    assert ours.optimizer.noise_multiplier == SIGMA and ours.optimizer.max_grad_norm == C
+    assert isinstance(ours.loader.batch_sampler, dp_sgd.PoissonBatches)
+    batches = list(ours.loader)
+    assert len(batches) == len(ref_loader) == 7
+    rows = {tuple(r) for r in x.tolist()}
+    for xb, yb in batches:  # rows of the split, none twice, labels with their rows
+        assert len(xb) == len(yb) and len(set(map(tuple, xb.tolist()))) == len(xb)
+        assert {tuple(r) for r in xb.tolist()} <= rows
+    assert len({len(yb) for _, yb in batches}) > 1  # Poisson: the batch size varies
+
+
+def sampler_statistics(draw, n: int, trials: int) -> dict[str, np.ndarray | float]:
+    counts = np.zeros(n)
+    pair = np.zeros((4, 4))
     sizes = []
-    for (xa, ya), (xb, yb) in zip(ours.loader, ref_loader, strict=True):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-        sizes.append(len(ya))
-    assert len(set(sizes)) > 1  # Poisson: the batch size varies
+    for _ in range(trials):
+        chosen = np.zeros(n, dtype=bool)
+        chosen[np.asarray(draw(), dtype=np.int64)] = True
+        counts += chosen
+        pair += np.outer(chosen[:4], chosen[:4])
+        sizes.append(chosen.sum())
+    return {"rate": counts / trials, "pair": pair / trials, "mean": float(np.mean(sizes)),
+            "var": float(np.var(sizes))}
+
+
+class SmallChunks(dp_sgd.PoissonBatches):
+    """Draws gaps 3 at a time, so that every batch takes several rounds of the loop."""
+
+    def chunk(self) -> int:
+        return 3
+
+
+@pytest.mark.parametrize("sampler", [dp_sgd.PoissonBatches, SmallChunks])
+def test_poisson_batches_have_the_distribution_of_opacus_sampler(sampler):
+    """Each row in each batch independently with probability q (the sampling the
+    accountant assumes): per-row rates, pairwise co-inclusion and the Binomial batch size,
+    beside Opacus' own sampler measured the same way."""
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    n, q, trials = 40, 0.15, 20_000
+    ours = sampler(num_samples=n, sample_rate=q, generator=torch.Generator().manual_seed(1))
+    ref = UniformWithReplacementSampler(num_samples=n, sample_rate=q,
+                                        generator=torch.Generator().manual_seed(1))
+    for stats in (sampler_statistics(ours.draw, n, trials),
+                  sampler_statistics(lambda: next(iter(ref)), n, trials)):
+        sd = np.sqrt(q * (1 - q) / trials)
+        assert np.abs(stats["rate"] - q).max() < 4.5 * sd
+        off_diagonal = stats["pair"][~np.eye(4, dtype=bool)]
+        assert np.abs(off_diagonal - q * q).max() < 5 * np.sqrt(q * q / trials)
+        assert stats["mean"] == pytest.approx(n * q, abs=4 * np.sqrt(n * q / trials))
+        assert stats["var"] == pytest.approx(n * q * (1 - q), rel=0.05)
+    # ascending, in range, never a row twice, and some batches empty at a small rate
+    tiny = sampler(num_samples=5, sample_rate=0.05, generator=torch.Generator().manual_seed(2))
+    draws = [tiny.draw() for _ in range(2000)]
+    assert all(torch.equal(d, torch.unique(d)) and (d.numel() == 0 or int(d.max()) < 5)
+               for d in draws)
+    assert 0.7 < sum(d.numel() == 0 for d in draws) / 2000 < 0.85  # 0.95^5 = 0.77
 
 
 def test_epsilon_equals_opacus_standard_path_for_the_same_steps():
