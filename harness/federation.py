@@ -101,7 +101,8 @@ class LocalFederation:
 
     def each_node(self, step: Callable[[str], object], names: Iterable[str] | None = None) -> None:
         """``step(name)`` for every node (or ``names``), ``self.workers`` at a time; the
-        first failure is raised once all have run."""
+        first failure is raised once all have run. A step may run commands, never start a
+        process that outlives it (see :meth:`spawn_node`)."""
         names = list(self.nodes if names is None else names)
         if self.workers <= 1:
             for name in names:
@@ -176,9 +177,17 @@ class LocalFederation:
                  120 if self.flower_port else 30, "the coordinator to listen")
 
     def start_node(self, name: str) -> None:
+        self.spawn_node(name)
+        self.wait_node(name)
+
+    def spawn_node(self, name: str) -> None:
+        """Start node ``name``'s process (from this thread: a child's PDEATHSIG follows
+        the thread that forked it, so a pool thread's nodes would die with the thread)."""
         self._spawn(name, "node", "serve", "--config", str(self.node_config(name)))
+
+    def wait_node(self, name: str, timeout: float = 30) -> None:
         sock = self.node_dir(name) / "state" / "admin.sock"
-        wait_for(sock.exists, 30, f"node {name}'s admin socket")
+        wait_for(sock.exists, timeout, f"node {name}'s admin socket")
 
     def stop(self, key: str, sig: int = signal.SIGTERM) -> int:
         proc = self.procs.pop(key)
@@ -193,7 +202,22 @@ class LocalFederation:
 
     def start_all(self) -> None:
         self.start_coordinator()
-        self.each_node(self.start_node)
+        self.start_nodes()
+
+    def start_nodes(self) -> None:
+        if self.workers <= 1:
+            for name in self.nodes:
+                self.start_node(name)
+            return
+        # ``workers`` nodes starting at once, each spawned from this thread (spawn_node)
+        starting: list[str] = []
+        for name in self.nodes:
+            if len(starting) >= self.workers:
+                self.wait_node(starting.pop(0), 30 + 5 * self.workers)
+            self.spawn_node(name)
+            starting.append(name)
+        for name in starting:
+            self.wait_node(name, 30 + 5 * self.workers)
 
     def stop_all(self) -> None:
         for key in list(self.procs):
