@@ -103,7 +103,7 @@ def main(console: Console | None = None, n: int = 100_000) -> None:
                "items/s/core"),
         Figure("  CPU time, both parties on one core", ours["cpu"], plain["cpu"], "", "s"),
         Figure("  bytes per identifier, protocol core", ours["core"], plain["core"],
-               f"≤ {TARGET_BYTES} (ours before {ANCHOR_BYTES}; OpenMined 38)", "B/item"),
+               f"≤ {TARGET_BYTES} (X25519 reference {ANCHOR_BYTES}; OpenMined 38)", "B/item"),
         Figure("  bytes per identifier, as the federation relays it", ours["federation"],
                None, f"≤ {TARGET_BYTES}", "B/item"),
         Figure("  bytes per identifier, sealed, in the task's JSON", ours["json"], None, "",

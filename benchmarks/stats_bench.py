@@ -7,6 +7,7 @@ and what a node process holds in memory after the jobs."""
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -30,6 +31,7 @@ HUNDRED_WORKERS = 4  # nodes set up at once
 # 100 nodes each beating once a second are 100 coordinator transactions a second on a
 # 2-core machine; a deployment beats every few seconds or more
 HUNDRED_HEARTBEAT = 5.0
+HUNDRED_DIR = Path(__file__).resolve().parent.parent / "bench-out" / "stats100"
 
 
 def synthetic(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -156,10 +158,13 @@ def main(console: Console | None = None) -> None:
 def main_100(console: Console | None = None) -> None:
     """100 nodes, 100k rows: minutes of set-up, so only when asked."""
     console = console or Console()
-    with tempfile.TemporaryDirectory() as tmp, console.status(
-            "100 nodes: set up, start, register, accept, then the job"):
-        run = measure(Path(tmp), 100, ROWS, workers=HUNDRED_WORKERS,
+    shutil.rmtree(HUNDRED_DIR, ignore_errors=True)  # kept after a run: 100 nodes' logs
+    HUNDRED_DIR.mkdir(parents=True)
+    with console.status(f"100 nodes in {HUNDRED_DIR}: set up, start, register, accept, "
+                        "then the job"):
+        run = measure(HUNDRED_DIR, 100, ROWS, workers=HUNDRED_WORKERS,
                       heartbeat_seconds=HUNDRED_HEARTBEAT)
+    shutil.rmtree(HUNDRED_DIR / "fed100", ignore_errors=True)
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     figures = job_figures(run, "≤ 10") + memory_figures(run) + [
         Figure("  100 nodes: PSS of all node processes", run.memory["pss_total"] / 1024, None,
