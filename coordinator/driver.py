@@ -10,12 +10,14 @@ for each other under the study key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -400,17 +402,29 @@ class JobDriver:
         answers: dict[str, Any] = {}
         failed: dict[str, str] = {}
         sealed: dict[str, bytes] = {}
-        self._tasks(job_id, phase, [(node, TaskState.PENDING, "", None) for node in payloads])
+        raws = {node: payload.dumps() for node, payload in payloads.items()}
+        # Every online node gets its task at once and the rows say so in one transaction:
+        # a commit per node, from a thread per node, queued on SQLite's one writer (100
+        # nodes: 100 commits, and as many wake-ups of the job's watchers). A node that is
+        # offline (or revoked) is left to its thread, which waits for it as before.
+        sent: dict[str, Future] = {}
+        for node, raw in raws.items():
+            with contextlib.suppress(NodeOffline):
+                sent[node] = self.sessions.send(node, kind, raw)
+        self._tasks(job_id, phase, [(node, TaskState.RUNNING if node in sent
+                                     else TaskState.PENDING, "", None) for node in payloads])
 
         def one(node: str) -> None:
             approval_deadline = time.monotonic() + self.approval_timeout
             waited = False
-            raw = payloads[node].dumps()
+            raw = raws[node]
             while True:
                 try:
-                    fut = self._deliver(node, kind, raw, job_id)
-                    if not waited:  # while held, the row keeps saying what it waits for
-                        self._task(job_id, node, phase, TaskState.RUNNING)
+                    fut = sent.pop(node, None)
+                    if fut is None:
+                        fut = self._deliver(node, kind, raw, job_id)
+                        if not waited:  # while held, the row keeps saying what it waits for
+                            self._task(job_id, node, phase, TaskState.RUNNING)
                     res = fut.result(self.task_timeout)
                 except NodeOffline as exc:
                     failed[node] = (f"node {node} offline past the {self.task_timeout:.0f}s "
