@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.base import Driver, JobFailed, JobType, Run, quorum
+from jobs.base import Driver, JobFailed, JobType, Run, quorum, released
 from scifed.states import Phase
 from scifed.tasks import (
     MAX_ATTEMPTS,
@@ -99,8 +99,8 @@ class AggregateJob(JobType):
             if release_node not in out:
                 raise JobFailed(failed[release_node])
             answer: ReleaseReply = out[release_node]
-            if answer.sealed is not None:
-                return answer.sealed
+            if answer.sealed is not None or answer.withheld is not None:
+                return released(driver, run, release_node, answer)
             phase = Phase("round", round_no)
             driver.set_phase(run, phase)
             counts, failed = driver.fanout(

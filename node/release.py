@@ -25,8 +25,14 @@ Flower's sums (``aggregates``) unattested: their provenance says so (``unatteste
 May pooled results leave this node? One answer for every job type: the release node's
 own dataset in the study must admit the job as any task does (policy, and the officer's
 approval where the cell asks for one), and a cell that asks for the officer's review of
-outputs (``output_review``) releases nothing without that review. The coordinator, which
-relays the ciphertexts, can read none of it.
+outputs (``output_review``) releases nothing without that review (node/review.py): the
+signed result, after every disclosure rule, is held for the officer, and only a signed
+release lets those very bytes be sealed to the researcher; a withheld result is never
+sealed, only its reason. Live metrics of a training run are not released on such a cell
+(the final result, which holds them, is reviewed). A contributor whose own cell asks for
+review signs that in its attestation; until its officer can review what another node
+releases, this node refuses to release for it. The coordinator, which relays the
+ciphertexts, can read none of it.
 
 Nor does anything leave for a job with a revoked contributor: the release task carries
 each node's certificate as the coordinator knows it, and every contributor needs one
@@ -46,10 +52,12 @@ import numpy as np
 
 from jobs.base import NextRound, Pooled
 from jobs.spec import datasets_by_node
+from node.approvals import Waiting
 from node.audit import AuditLog
-from node.gate import Admission, Gate
+from node.gate import Admission, Gate, replay_refusal
 from node.masking import compute_stage, lone, revealed_masks
 from node.policy import pools_enough
+from node.review import PHASE, OutputReviews, Review
 from scifed import he
 from scifed.config import TlsConfig
 from scifed.errors import UserError
@@ -118,12 +126,13 @@ class Attested:
 
 class ReleasePath:
     def __init__(self, gate: Gate, audit: AuditLog, ca_pem: bytes,
-                 tls: TlsConfig | None = None) -> None:
+                 tls: TlsConfig | None = None, reviews: OutputReviews | None = None) -> None:
         self.gate = gate
         self.audit = audit
         self.ca_pem = ca_pem
         self.node = gate.node
         self.tls = tls or gate.studies.cfg.tls  # the certificate key results are signed with
+        self.reviews = reviews or OutputReviews(gate.store, gate.approvals)
 
     def check_contributors(self, crl: Crl, contributors: object, certs: dict[str, bytes],
                            job_id: str) -> None:
@@ -288,6 +297,13 @@ class ReleasePath:
                              f"attestation names (sha256 {digest[:16]}…, attested "
                              f"{st['ciphertext_sha256'][:16]}…)")
             statements[node] = st
+        asking = sorted(n for n, st in statements.items()
+                        if st["output_review"] and n != self.node)
+        if asking:
+            raise refuse(f"the policy of contributor {', '.join(asking)} asks for its "
+                         "officer's review of outputs, and a result this node releases "
+                         "cannot be put to another node's officer yet; run the job with "
+                         f"{asking[0]} as the study's lead (its release node), or without it")
         if envelope is None:
             k = max(st["k"] for st in statements.values())
             fewest = max(st["min_contributors"] for st in statements.values())
@@ -335,11 +351,13 @@ class ReleasePath:
 
     def release(self, req: ReleaseRequest) -> ReleaseReply:
         adm = self.gate.admit(req, "release", audit=False)
-        if adm.policy.output_review:
+        reviewed = adm.policy.output_review
+        if reviewed and req.stage == "progress":
             raise UserError(f"node {self.node}: results on {adm.policy.grade}/"
                             f"{adm.policy.category} data leave only after the data "
-                            f"officer's output review ({adm.policy.sources['output_review']}), "
-                            "which this node does not offer yet")
+                            f"officer's output review ({adm.policy.sources['output_review']})"
+                            ", so no live metrics are released; the final result, which "
+                            "holds them, is reviewed")
         rules = self._enough_contributors(req, adm)
         step, digest, what = self._step(req)
         with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
@@ -348,6 +366,13 @@ class ReleasePath:
         if prior is not None:  # a retry: the very reply this node gave, nothing new
             self.gate.retried(adm, step)
             return ReleaseReply.loads(prior)
+        if reviewed:  # held already: the officer's decision, not a new decode
+            held = self.reviews.find(req.job_id, adm.row.dataset_id, step)
+            if held is not None:
+                if held.task_sha256 != digest:
+                    with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
+                        raise replay_refusal(self.node, req.job_id, what)
+                return self._reviewed(req, adm, held, step, digest, what)
         key, job_id = adm.key, req.job_id
         envelope = open_for_members(key, STATE, job_id, req.state) if req.state else None
         if adm.job.needs_training:  # Flower's sums: no node attests them to this node
@@ -396,8 +421,22 @@ class ReleasePath:
         result[RESULT_PROVENANCE] = self._provenance(req, adm, rules, attested,
                                                      researcher=claim.name,
                                                      released_at=released_at)
+        if reviewed:
+            result[RESULT_PROVENANCE]["output_review"] = {
+                "node": self.node, "required_by": adm.policy.sources["output_review"]}
         signed = sign_result(result, node=self.node, cert_path=self.tls.cert,
                              key_path=self.tls.key)
+        if reviewed:  # the very bytes that would be sealed wait for the officer
+            plain = json.dumps(signed).encode()
+            held = self.reviews.hold(
+                job_id=job_id, dataset_id=adm.row.dataset_id, step=step, task_sha256=digest,
+                study_id=req.study_id, researcher=claim.name, job_type=adm.spec.type,
+                grade=adm.policy.grade, category=adm.policy.category,
+                why=(f"{adm.policy.grade}/{adm.policy.category} results are reviewed by the "
+                     f"officer before release ({adm.policy.sources['output_review']})"),
+                spec=req.spec, checks=self._checks(adm, rules),
+                result=plain, result_sha256=hashlib.sha256(plain).hexdigest())
+            return self._reviewed(req, adm, held, step, digest, what)
         final = req.stage == "final"
         context = result_context(job_id) if final else progress_context(job_id, req.round)
         sealed = seal(public, json.dumps(signed).encode(), context=context)
@@ -410,6 +449,54 @@ class ReleasePath:
                                    {"job_id": job_id, "researcher": claim.name,
                                     "contributors": req.contributors, "round": req.round,
                                     "result_sha256": result_digest(signed)})
+        return ReleaseReply.loads(kept)
+
+    @staticmethod
+    def _checks(adm: Admission, rules: dict) -> dict:
+        """The disclosure checks a held result passed, as the officer reviews them: the
+        pooling rule applied, this node's cell thresholds and their sources, DP."""
+        pol = adm.policy
+        return {"pooling": rules, "min_cell_count": pol.min_cell_count,
+                "min_contributors": pol.min_contributors,
+                "query_auditing": pol.query_auditing,
+                "dp": {"applied": adm.decision.dp, "epsilon": adm.decision.epsilon},
+                "sources": {n: pol.sources.get(n, "") for n in (
+                    "min_cell_count", "min_contributors", "query_auditing", "output_review")},
+                "suppression": "cells and statistics of fewer than k rows are suppressed "
+                               "by the job type's release rules before this review"}
+
+    def _reviewed(self, req: ReleaseRequest, adm: Admission, held: Review, step: str,
+                  digest: str, what: str) -> ReleaseReply:
+        """The answer to a release step under review: wait while the officer has not
+        decided; a released result's kept bytes sealed to the researcher (with its
+        release record); a withheld one's reason only, sealed to the researcher."""
+        job_id = req.job_id
+        if held.state == "pending":
+            raise Waiting(f"in output review at node {self.node} ({held.review_id}): its "
+                          "officer releases or withholds the pooled result", phase=PHASE)
+        public = researcher_key(req.researcher_claim, self.ca_pem, req.researcher)
+        if held.state == "released":
+            sealed = seal(public, held.result, context=result_context(job_id))
+            reply = ReleaseReply(sealed=sealed)
+        else:
+            reason = (f"node {self.node}: the result was withheld by the officer of node "
+                      f"{self.node} ({held.withheld_by()}): {held.reason()}")
+            reply = ReleaseReply(withheld=seal(public, reason.encode(),
+                                               context=refusal_context(job_id, self.node)))
+        with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
+            with self.gate.store.tx() as con:
+                prior = self.gate.answered(con, adm, step, digest, what)
+                if prior is not None:  # a concurrent copy of the task answered first
+                    return ReleaseReply.loads(prior)
+                kept = self.gate.keep(con, adm, step, digest, reply.dumps(), what)
+                details = {"job_id": job_id, "researcher": held.researcher,
+                           "contributors": req.contributors, "round": req.round,
+                           "review_id": held.review_id, "review": held.state}
+                if held.state == "released":
+                    details["result_sha256"] = result_digest(held.document())
+                    details["reviewed_by"] = [d["by"] for d in held.decisions if d["release"]]
+                AuditLog.append_in(con, "policy", "result.seal" if held.state == "released"
+                                   else "result.withheld", adm.row.dataset_id, details)
         return ReleaseReply.loads(kept)
 
     @staticmethod

@@ -72,7 +72,7 @@ def typed(request: type[Message], fn: Callable[[Message], Message]) -> TaskHandl
         try:
             return fn(request.loads(payload)).dumps()
         except Waiting as wait:
-            return WaitingReply(waiting=str(wait)).dumps()
+            return WaitingReply(waiting=str(wait), phase=wait.phase).dumps()
     return run
 
 

@@ -22,6 +22,7 @@ from node.link import CoordinatorLink
 from node.local_api import LocalApi, socket_path
 from node.policy import PolicyBook
 from node.release import ReleasePath
+from node.review import OutputReviews
 from node.runner import NodeRunner
 from node.store import NodeStore
 from node.studies import NodeStudies
@@ -59,8 +60,10 @@ class NodeCore:
         self.gate = Gate(node=cfg.name, registry=self.registry, studies=self.studies,
                          approvals=self.approvals, audit=self.audit,
                          policies=PolicyBook(self.store), ledger=BudgetLedger(self.store))
+        self.reviews = OutputReviews(self.store, self.approvals, cfg.output_review_hours)
         self.runner = NodeRunner(self.gate,
-                                 ReleasePath(self.gate, self.audit, cfg.tls.ca.read_bytes()),
+                                 ReleasePath(self.gate, self.audit, cfg.tls.ca.read_bytes(),
+                                             reviews=self.reviews),
                                  self.studies, self.approvals, extra=extra)
 
 
@@ -88,7 +91,8 @@ class NodeProcess:
             on_stranded=core.runner.stranded, trust=core.studies.trust)
         self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         admin_pbg.add_NodeAdminServicer_to_server(
-            NodeAdminServicer(core.registry, self.link, core.studies, core.approvals),
+            NodeAdminServicer(core.registry, self.link, core.studies, core.approvals,
+                              core.reviews),
             self.admin)
         # Apps on this host (the Flower ClientApp) reach data only through this socket.
         self.local_api = LocalApi(core.gate, cfg.state_dir,

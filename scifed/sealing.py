@@ -705,7 +705,9 @@ ATTESTATION_FIELDS = {"job_id": str, "stage": str, "round": int, "query_sha256":
                       "node": str, "study_id": str, "key_version": int, "researcher": str,
                       "spec_sha256": str, "ciphertext_sha256": str, "dataset": dict,
                       "audit_head": dict, "dp": (dict, type(None)), "k": int,
-                      "min_contributors": int, "masked_with": list, "attempt": int}
+                      "min_contributors": int, "masked_with": list, "attempt": int,
+                      # the contributor's own cell asks for its officer's output review
+                      "output_review": bool}
 _ATTESTATION_DOMAIN = b"scifed-contribution-v2\0"
 _DATASET_FIELDS = ("dataset_id", "record_id", "sha256", "version", "schema_hash")
 

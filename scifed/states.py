@@ -18,6 +18,8 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
     # the coordinator restarted under a job that can go on (`scifed job resume`)
     INTERRUPTED = "interrupted"
+    # the officer's output review at the release node withheld the result
+    WITHHELD = "withheld"
 
     @property
     def final(self) -> bool:
@@ -30,7 +32,8 @@ class JobStatus(StrEnum):
         return self in STOPPED
 
 
-FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED,
+                   JobStatus.WITHHELD})
 STOPPED = FINAL | {JobStatus.INTERRUPTED}
 
 

@@ -179,11 +179,15 @@ class ReleaseRequest(TaskHeader):
 
 
 class ReleaseReply(Message):
-    """Either the result sealed to the researcher, or one more round to run."""
+    """The result sealed to the researcher, one more round to run, or the reason the
+    officer's output review withheld the result."""
 
     sealed: B64 | None = None
     query: B64 | None = None
     state: B64 | None = None
+    # the officer's output review withheld the result: only its reason, sealed to the
+    # researcher (as a refusal's, scifed.sealing.refusal_context), leaves
+    withheld: B64 | None = None
 
 
 class CheckReply(Message):
@@ -192,7 +196,8 @@ class CheckReply(Message):
 
 
 class Waiting(Message):
-    waiting: str  # what the task waits for (the officer's approval)
+    waiting: str  # what the task waits for (the officer's approval, an output review)
+    phase: str = ""  # the job's phase meanwhile (e.g. "in output review"); "" keeps it
 
 
 class Reserved(Message):
