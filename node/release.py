@@ -432,8 +432,9 @@ class ReleasePath:
                 job_id=job_id, dataset_id=adm.row.dataset_id, step=step, task_sha256=digest,
                 study_id=req.study_id, researcher=claim.name, job_type=adm.spec.type,
                 grade=adm.policy.grade, category=adm.policy.category,
-                why=(f"{adm.policy.grade}/{adm.policy.category} results are reviewed by the "
-                     f"officer before release ({adm.policy.sources['output_review']})"),
+                why=(f"the policy of {adm.policy.grade}/{adm.policy.category} data asks "
+                     "for the officer's output review before a result leaves "
+                     f"({adm.policy.sources['output_review']})"),
                 spec=req.spec, checks=self._checks(adm, rules),
                 result=plain, result_sha256=hashlib.sha256(plain).hexdigest())
             return self._reviewed(req, adm, held, step, digest, what)
