@@ -301,8 +301,8 @@ class ReleasePath:
                         if st["output_review"] and n != self.node)
         if asking:
             raise refuse(f"the policy of contributor {', '.join(asking)} asks for its "
-                         "officer's review of outputs, and a result this node releases "
-                         "cannot be put to another node's officer yet; run the job with "
+                         "officer's output review, and a result this node releases cannot "
+                         "be put to another node's officer yet; run the job with "
                          f"{asking[0]} as the study's lead (its release node), or without it")
         if envelope is None:
             k = max(st["k"] for st in statements.values())

@@ -125,8 +125,9 @@ def people(fed, *, one_key_each: bool = False) -> dict[str, dict[str, Approver]]
 
 def test_the_officer_and_the_security_lead_with_their_own_keys_approve_g5(g5):
     """The control: two registered people, each signing with their own key, give a G5
-    task its two approvals, and the nodes compute (and charge ε). The release then waits
-    for the output review G5 results need, which no node offers yet."""
+    task its two approvals, and the nodes compute (and charge ε). The release node then
+    refuses to release: the other contributors' G5 cells ask for their own officers'
+    output review, which a result another node releases cannot get yet."""
     staff_ = people(g5)
     job_id = g5.submit(G5_JOB)
     for node, req in held(g5, job_id).items():

@@ -128,7 +128,7 @@ def test_a_reviewed_contributors_data_is_not_released_by_a_node_that_does_not_re
     job_id = routed.submit(JOB)
     view = run_approving(routed, job_id)
     assert view.status == JobStatus.FAILED, view
-    assert "the policy of contributor beta asks for its officer's review" in view.error
+    assert "the policy of contributor beta asks for its officer's output review" in view.error
     nothing_sealed(routed, job_id)
     refusals = [e for e in AuditLog(routed.nodes["alpha"].store).entries()
                 if e.action == "release.refuse" and e.details["job_id"] == job_id]
