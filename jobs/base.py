@@ -246,11 +246,12 @@ class JobWithheld(JobFailed):
     withheld, its reason sealed to the researcher on the release task's row."""
 
 
-def released(driver: Driver, run: Run, node: str, reply) -> bytes:
+def released(driver: Driver, run: Run, node: str, reply, phase: str = "release") -> bytes:
     """The sealed result of a final release reply (:class:`scifed.tasks.ReleaseReply`),
-    or the job ends withheld when ``node``'s output review withheld it."""
+    or the job ends withheld when ``node``'s output review withheld it (its reason, sealed
+    to the researcher, kept on the node's task row of ``phase``)."""
     if reply.withheld is not None:
-        driver.refusal(run, node, "release", reply.withheld)
+        driver.refusal(run, node, phase, reply.withheld)
         raise JobWithheld(refused_at(node))
     return reply.sealed
 

@@ -151,9 +151,13 @@ class OutputReviews:
 
     def hold(self, *, job_id: str, dataset_id: str, step: str, task_sha256: str,
              study_id: str, researcher: str, job_type: str, grade: str, category: str,
-             why: str, spec: dict, checks: dict, result: bytes, result_sha256: str) -> Review:
+             why: str, spec: dict, checks: dict, result: bytes, result_sha256: str,
+             own: bool = True) -> Review:
         """Open the review of a release step with the result that would be sealed (or the
-        one a concurrent copy of the task opened first), audited."""
+        one a concurrent copy of the task opened first), audited. ``own``: this node's
+        officer decides; else (only other contributors' officers review it) the result is
+        kept here as released by this node, so that the very bytes they review are the
+        ones sealed."""
         with self.store.tx() as con:
             r = con.execute("SELECT * FROM output_reviews WHERE job_id=? AND dataset_id=? "
                             "AND step=?", (job_id, dataset_id, step)).fetchone()
@@ -165,12 +169,15 @@ class OutputReviews:
                         "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (review_id, job_id, dataset_id, step, task_sha256, study_id,
                          researcher, job_type, grade, category, why, json.dumps(spec),
-                         json.dumps(checks), result, result_sha256, "pending", "[]", t,
-                         t + self.deadline_ms, None))
-            AuditLog.append_in(con, "policy", "review.request", dataset_id, {
-                "review_id": review_id, "job_id": job_id, "researcher": researcher,
-                "job_type": job_type, "reason": why, "result_sha256": result_sha256,
-                "expires_ms": t + self.deadline_ms})
+                         json.dumps(checks), result, result_sha256,
+                         "pending" if own else "released", "[]", t, t + self.deadline_ms,
+                         None if own else t))
+            AuditLog.append_in(con, "policy", "review.request" if own else "review.hold",
+                               dataset_id, {
+                                   "review_id": review_id, "job_id": job_id,
+                                   "researcher": researcher, "job_type": job_type,
+                                   "reason": why, "result_sha256": result_sha256,
+                                   "expires_ms": t + self.deadline_ms})
             return _row(con.execute("SELECT * FROM output_reviews WHERE review_id=?",
                                      (review_id,)).fetchone())
 

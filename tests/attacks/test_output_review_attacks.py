@@ -1,9 +1,11 @@
 """Attacks on the officer's output review, through the real pipeline (in memory).
 
 A result on a cell that asks for review leaves only after a registered approver's signed
-release of exactly that result. The attackers: a deviating coordinator that routes a
-reviewed contributor's data to a release node that does not ask its officer (or erases
-the contributor's signed flag), and one shell on the release node's host that tries to
+release of exactly that result, at the release node and at every contributor whose own
+cell asks for review. The attackers: a deviating coordinator that routes a reviewed
+contributor's data to a release node that does not ask its officer, and then skips the
+contributor's review, forges its verdict, moves one from another job, or erases the
+contributor's signed flag; and one shell on the release node's host that tries to
 release with a decision that is not the officer's — unsigned, by a key nobody
 registered, by the wrong role, for another job or another result, a signature of
 another kind, or one replayed — or to get a withheld result sealed after all.
@@ -13,6 +15,7 @@ the others G3 CONDITIONAL."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
@@ -20,6 +23,8 @@ import time
 import pytest
 import staff
 import yaml
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from staff import NODES, stats
 
 from coordinator.db import Job
@@ -41,7 +46,7 @@ from protos.scifed.v1 import node_admin_pb2 as pb
 from scifed.approver_keys import new_key, sign, sign_review
 from scifed.errors import UserError
 from scifed.states import JobStatus
-from scifed.tasks import ReleaseReply, ReleaseRequest, TaskKind
+from scifed.tasks import ReleaseReply, ReleaseRequest, ReviewReply, TaskKind
 
 JOB = stats(columns=["age", "salary"], measures=["count", "mean"])
 
@@ -120,33 +125,117 @@ def nothing_sealed(fed, job_id: str) -> None:
 
 
 # -- a deviating coordinator ------------------------------------------------------------
-def test_a_reviewed_contributors_data_is_not_released_by_a_node_that_does_not_review(
-        routed):
-    """beta's G4 cell asks its officer to review every output; the coordinator makes alpha
-    (a G3 node, which does not review) the release node. Before contributors signed
-    their cell's review in their attestations, alpha released beta's data unreviewed."""
+def deviate(fed, kind: str, change) -> None:
+    """The coordinator rewrites what it relays for tasks of ``kind``: ``change(payloads,
+    send)`` returns (answers, failed) in place of the honest fan-out ``send``."""
+    jobs = fed.coordinator.jobs
+    honest = jobs.fanout
+
+    def fanout(run, phase, k, payloads, reply):
+        if k == kind:
+            return change(payloads, lambda p: honest(run, phase, k, p, reply))
+        return honest(run, phase, k, payloads, reply)
+
+    jobs.fanout = fanout
+
+
+def beta_reviews(fed, job_id: str, *, release: bool = True, reason: str = "") -> None:
+    """alpha's result reaches beta's officer, who decides."""
+    view = run_approving(fed, job_id, lambda v: bool(fed.nodes["beta"].reviews.list(
+        "pending")))
+    assert not view.status.stopped, (view.status, view.error)
+    (review,) = fed.nodes["beta"].reviews.list("pending")
+    officer_reviews(fed.nodes["beta"].reviews, review.review_id, release=release,
+                    reason=reason)
+
+
+def test_a_reviewed_contributors_officer_reviews_what_another_node_releases(routed):
+    """beta's G4 cell asks its officer to review every output; alpha (a G3 node, which
+    does not review) releases. Before contributors signed their cell's review in their
+    attestations, alpha released beta's data unreviewed. Now beta's officer sees the
+    result first: withheld, the researcher reads beta's reason and nothing is sealed."""
+    job_id = routed.submit(JOB)
+    beta_reviews(routed, job_id, release=False, reason="salaries of a small department")
+    view = routed.wait(job_id)
+    assert view.status == JobStatus.WITHHELD, (view.status, view.error)
+    assert view.error == ("node beta: the result was withheld by the officer of node beta "
+                          "(officer, officer): salaries of a small department"), view.error
+    nothing_sealed(routed, job_id)
+
+
+def test_a_coordinator_that_skips_the_reviewer_gets_nothing(routed):
+    """The coordinator never sends beta its review task and asks alpha to seal anyway."""
+    deviate(routed, TaskKind.REVIEW, lambda payloads, send: ({}, {}))
     job_id = routed.submit(JOB)
     view = run_approving(routed, job_id)
     assert view.status == JobStatus.FAILED, view
-    assert "the policy of contributor beta asks for its officer's output review" in view.error
+    assert "still waits for the output review of beta" in view.error, view.error
     nothing_sealed(routed, job_id)
-    refusals = [e for e in AuditLog(routed.nodes["alpha"].store).entries()
-                if e.action == "release.refuse" and e.details["job_id"] == job_id]
-    assert refusals, "the refusal is audited at the release node"
+
+
+def forged(fed, job_id: str, signer: str, statement: dict) -> dict:
+    """A verdict of ``statement`` signed with ``signer``'s certificate key (a node's, or
+    the coordinator's own), in the shape of a verdict."""
+    from scifed.sealing import _RESULT_ALG, _VERDICT_DOMAIN, canonical_json
+
+    if signer == "coordinator":
+        key_path, cert = fed.ca_dir / "coordinator.key", fed.ca_dir / "coordinator.crt"
+    else:
+        tls = fed.nodes[signer].cfg.tls
+        key_path, cert = tls.key, tls.cert
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    sig = key.sign(_VERDICT_DOMAIN + canonical_json(statement), ec.ECDSA(hashes.SHA256()))
+    return {"statement": statement, "alg": _RESULT_ALG,
+            "value": base64.b64encode(sig).decode(), "cert_pem": cert.read_text()}
+
+
+@pytest.mark.parametrize("signer", ["coordinator", "gamma"])
+def test_a_forged_verdict_releases_nothing(routed, signer):
+    """The coordinator skips beta and hands alpha a verdict "release" of beta's it made
+    itself: signed with its own certificate, or with a colluding member's (gamma)."""
+    def fake(payloads, send):
+        req = payloads["beta"]
+        statement = {"job_id": req.job_id, "node": "beta", "release_node": "alpha",
+                     "result_sha256": req.result_sha256, "decision": "release",
+                     "review_id": "rv-0000000000", "reviewed_by": []}
+        return {"beta": ReviewReply(verdict=forged(routed, req.job_id, signer,
+                                                   statement))}, {}
+
+    deviate(routed, TaskKind.REVIEW, fake)
+    job_id = routed.submit(JOB)
+    view = run_approving(routed, job_id)
+    assert view.status == JobStatus.FAILED, view
+    assert "verdict of beta is signed with the certificate of" in view.error, view.error
+    nothing_sealed(routed, job_id)
+
+
+def test_a_verdict_moved_from_another_job_releases_nothing(routed):
+    """beta's officer released job 1's result; the coordinator keeps beta's signed
+    verdict and hands it to alpha for job 2 instead of asking beta."""
+    kept: dict = {}
+
+    def keep(payloads, send):
+        answers, failed = send(payloads)
+        kept.update(answers)
+        return answers, failed
+
+    deviate(routed, TaskKind.REVIEW, keep)
+    first = routed.submit(JOB)
+    beta_reviews(routed, first)
+    assert routed.wait(first).status == JobStatus.DONE
+    deviate(routed, TaskKind.REVIEW, lambda payloads, send: (kept, {}))
+    second = routed.submit(stats(columns=["age"], measures=["count", "mean"]))
+    view = run_approving(routed, second)
+    assert view.status == JobStatus.FAILED, view
+    assert "verdict of beta is of job" in view.error, view.error
+    nothing_sealed(routed, second)
 
 
 def test_the_coordinator_cannot_erase_a_contributors_review_flag(routed):
     """The coordinator rewrites beta's attestation to say its cell asks for no review
     (it relays the attestations, so it can change their bytes, not their signature)."""
-    jobs = routed.coordinator.jobs
-    honest = jobs.fanout
-
-    def fanout(run, phase, kind, payloads, reply):
-        if kind == TaskKind.RELEASE:
-            payloads = {n: erase_flag(p) for n, p in payloads.items()}
-        return honest(run, phase, kind, payloads, reply)
-
-    jobs.fanout = fanout
+    deviate(routed, TaskKind.RELEASE, lambda payloads, send: send(
+        {n: erase_flag(p) for n, p in payloads.items()}))
     job_id = routed.submit(JOB)
     view = run_approving(routed, job_id)
     assert view.status == JobStatus.FAILED, view

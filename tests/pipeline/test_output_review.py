@@ -202,3 +202,42 @@ def test_a_review_left_past_its_deadline_withholds_the_result(fed):
     (held,) = fed.nodes[REVIEWER].reviews.list()
     assert held.state == "expired"
     assert not sealed_anywhere(fed, job_id)
+
+
+def test_every_contributor_whose_cell_asks_reviews_before_the_result_leaves(
+        tmp_path, measured, penguins_meta):
+    """All three islands at G4 CLOSED: biscoe's officer reviews as the release node, then
+    the result goes sealed to dream and torgersen, whose officers each review exactly the
+    same bytes; biscoe seals it to the researcher only once both verdicts say release."""
+    fed = InMemoryFederation(tmp_path, list(ISLANDS)).__enter__()
+    try:
+        for node, island in ISLANDS.items():
+            fed.add_dataset(node, measured[measured.island == island],
+                            graded(penguins_meta, "G4", "CLOSED"), "penguins")
+        fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
+        job_id = fed.submit(JOB)
+        until(fed, job_id, in_review)
+        (own,) = fed.nodes[REVIEWER].reviews.list("pending")
+        officer_reviews(fed.nodes[REVIEWER].reviews, own.review_id)
+        others = {}
+        for node in ("dream", "torgersen"):
+            deadline = time.monotonic() + 60
+            while not fed.nodes[node].reviews.list("pending"):
+                assert time.monotonic() < deadline and not fed.job(job_id).status.stopped
+                time.sleep(0.05)
+            (others[node],) = fed.nodes[node].reviews.list("pending")
+            assert fed.job(job_id).phase.name == "in output review"
+            assert not sealed_anywhere(fed, job_id)
+        for node, review in others.items():  # the very result biscoe signed and holds
+            assert review.result == own.result and review.result_sha256 == own.result_sha256
+            assert "node biscoe releases the result" in review.why
+            officer_reviews(fed.nodes[node].reviews, review.review_id)
+        view = fed.wait(job_id)
+        assert view.status == JobStatus.DONE, view.error
+        res = fed.result_json(job_id)
+        assert res == own.document()
+        assert res["provenance"]["output_review"]["contributors"] == ["dream", "torgersen"]
+        assert res["columns"]["body_mass_g"]["mean"] == pytest.approx(
+            measured.body_mass_g.mean(), rel=1e-9)
+    finally:
+        fed.__exit__(None, None, None)
