@@ -328,6 +328,9 @@ class JobDriver:
     def sealed_result(self, job_id: str, researcher: str) -> bytes:
         with self.db.session() as s:
             job = self._job(s, job_id, researcher)
+            if job.status == JobStatus.WITHHELD:  # the reason is sealed to the researcher
+                raise UserError(f"job {job_id} has no result: an officer's output review "
+                                "withheld it (`scifed job status` shows the reason)")
             if job.status != JobStatus.DONE:
                 raise UserError(f"job {job_id} has no result: it is {job.status}"
                                 + (f" ({job.error})" if job.error else ""))
