@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from cli.common import JsonOpt, PassphraseFileOpt, approver_passphrase, show
-from cli.officer import ConfigOpt, KeyOpt, admin_stub
+from cli.common import JsonOpt, PassphraseFileOpt, show
+from cli.officer import ConfigOpt, KeyOpt, admin_stub, signing_approver
 from protos.scifed.v1 import node_admin_pb2 as pb
 from scifed.console import console, handle_errors, print_json, print_table
 from scifed.errors import UserError
@@ -51,6 +51,10 @@ def _print_review(v: dict) -> None:
     for name, records in v.get("view", {}).get("tables", {}).items():
         columns = list(records[0]) if records else []
         print_table(name, columns, [[rec.get(c) for c in columns] for rec in records])
+    figures = sorted(v.get("view", {}).get("plots", {}))
+    if figures:
+        console.print(f"figures: {', '.join(figures)} (`--out DIR` writes them)",
+                      highlight=False)
     console.print("disclosure checks applied:", highlight=False)
     print_json(v["checks"])
     console.print(f"result sha256 {v['result_sha256']} (what a decision signs)",
@@ -59,12 +63,21 @@ def _print_review(v: dict) -> None:
 
 @review_app.command("show")
 @handle_errors("the node")
-def review_show(review_id: str, config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
+def review_show(review_id: str,
+                out: Path | None = typer.Option(None, "--out", help="Also write the result's "
+                                                "figures (PNG) into this directory"),
+                config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """One held result as the researcher would get it: the job, the researcher, the
-    study's purpose, the dataset and its cell, why it is reviewed, the result's tables,
-    the disclosure checks applied, and the hash a decision signs."""
+    study's purpose, the dataset and its cell, why it is reviewed, the result's tables
+    and figures, the disclosure checks applied, and the hash a decision signs."""
+    import base64
+
     v = json.loads(admin_stub(config).ReviewShow(pb.ReviewRef(review_id=review_id),
                                                  timeout=60).json)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in v.get("view", {}).get("plots", {}).items():
+            (out / name).write_bytes(base64.b64decode(data))
     show(v, as_json, lambda: _print_review(v))
 
 
@@ -72,27 +85,14 @@ def _decide(review_id: str, release: bool, reason: str, key_path: Path,
             passphrase_file: Path | None, config: Path, as_json: bool) -> None:
     """Sign this one decision on this one result with the approver's key and send it;
     the node checks the signature against the registered key, and the role."""
-    from scifed.approver_keys import (
-        fingerprint,
-        load_key,
-        public_pem,
-        review_statement,
-        sign_review,
-    )
+    from scifed.approver_keys import review_statement, sign_review
     from scifed.chain import canonical
 
     stub = admin_stub(config)
     review = json.loads(stub.ReviewShow(pb.ReviewRef(review_id=review_id), timeout=60).json)
     if review["state"] != "pending":
         raise UserError(f"output review {review_id} is already {review['state']}")
-    key = load_key(key_path, approver_passphrase(passphrase_file, new=False))
-    fp = fingerprint(public_pem(key))
-    node = stub.Status(pb.StatusRequest(), timeout=10).node_name
-    people = json.loads(stub.ApproverList(pb.ApproverListRequest(), timeout=30).json)
-    me = next((p for p in people if p["fingerprint"] == fp), None)
-    if me is None:
-        raise UserError(f"the key {key_path} ({fp}) is not a registered approver at node "
-                        f"{node}: `scifed node approver list` shows who is")
+    key, fp, node, me = signing_approver(stub, key_path, passphrase_file)
     statement = review_statement(node=node, review=review, approver=me["name"], key=fp,
                                  release=release, reason=reason)
     r = stub.ReviewDecide(pb.ReviewDecision(

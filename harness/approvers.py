@@ -197,3 +197,21 @@ def officer_reviews(reviews, review_id: str, *, release: bool = True, reason: st
         review = reviews.decide(review_id, **review_signed(
             reviews, people["security_lead"], review_id, release=True))
     return review
+
+
+def approving_until(fed, job_id: str, predicate, timeout: float = 60):
+    """The job's view (as its researcher sees it) once ``predicate`` holds for it;
+    meanwhile every node's officer approves each request the job puts in its queue."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        view = fed.job(job_id)
+        if predicate(view):
+            return view
+        assert time.monotonic() < deadline, view
+        for core in fed.nodes.values():
+            for req in core.approvals.list("pending"):
+                if req.job_id == job_id:
+                    officer_approves(core.approvals, req.approval_id)
+        time.sleep(0.05)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.base import Driver, JobFailed, JobType, Run, quorum, released
-from scifed.states import Phase
+from scifed.states import IN_OUTPUT_REVIEW, Phase
 from scifed.tasks import (
     MAX_ATTEMPTS,
     CiphertextReply,
@@ -163,7 +163,7 @@ def _review(driver: Driver, run: Run, headers: dict, release_node: str,
     """Relay the result, sealed to each contributor whose own cell asks for its officer's
     output review, and collect their signed verdicts (the release node checks them); a
     withholding ends the job withheld, its reason sealed to the researcher."""
-    driver.set_phase(run, Phase("output review"))
+    driver.set_phase(run, Phase(IN_OUTPUT_REVIEW))
     replies, failed = driver.fanout(run, "output review", TaskKind.REVIEW, {
         n: ReviewRequest(**headers[n].model_dump(), release_node=release_node, sealed=blob,
                          result_sha256=answer.result_sha256)

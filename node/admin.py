@@ -256,7 +256,7 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
         if not request.full:
             return _json([r.summary() for r in reviews])
         purposes = self._purposes()
-        return _json([self.reviews.show(r.review_id, purposes) for r in reviews])
+        return _json([self.reviews.show(r.review_id, purposes, plots=False) for r in reviews])
 
     @user_errors
     def ReviewShow(self, request, context):

@@ -30,9 +30,11 @@ signed result, after every disclosure rule, is held for the officer, and only a 
 release lets those very bytes be sealed to the researcher; a withheld result is never
 sealed, only its reason. Live metrics of a training run are not released on such a cell
 (the final result, which holds them, is reviewed). A contributor whose own cell asks for
-review signs that in its attestation; until its officer can review what another node
-releases, this node refuses to release for it. The coordinator, which relays the
-ciphertexts, can read none of it.
+review signs that in its attestation: this node then seals the held result to it, the
+coordinator relays it, and the contributor answers a verdict signed by its node key
+after its own officer's decision (:meth:`ReleasePath.review`); the result is sealed to
+the researcher only once every such verdict says release. The coordinator, which relays
+the ciphertexts, can read none of it.
 
 Nor does anything leave for a job with a revoked contributor: the release task carries
 each node's certificate as the coordinator knows it, and every contributor needs one
@@ -501,9 +503,7 @@ class ReleasePath:
             sealed = seal(public, held.result, context=result_context(job_id))
             reply = ReleaseReply(sealed=sealed)
         else:
-            reason = (f"node {self.node}: the result was withheld by the officer of node "
-                      f"{self.node} ({held.withheld_by()}): {held.reason()}")
-            reply = ReleaseReply(withheld=seal(public, reason.encode(),
+            reply = ReleaseReply(withheld=seal(public, held.withheld_message(self.node),
                                                context=refusal_context(job_id, self.node)))
         with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
             with self.gate.store.tx() as con:
@@ -626,10 +626,9 @@ class ReleasePath:
         if release:
             return ReviewReply(verdict=verdict)
         public = researcher_key(req.researcher_claim, self.ca_pem, req.researcher)
-        reason = (f"node {self.node}: the result was withheld by the officer of node "
-                  f"{self.node} ({held.withheld_by()}): {held.reason()}")
         return ReviewReply(verdict=verdict, withheld=seal(
-            public, reason.encode(), context=refusal_context(job_id, self.node)))
+            public, held.withheld_message(self.node),
+            context=refusal_context(job_id, self.node)))
 
     @staticmethod
     def _step(req: ReleaseRequest) -> tuple[str, str, str]:

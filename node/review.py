@@ -32,13 +32,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from node.approvals import (
-    DUAL_FROM,
-    LIAISON_UP_TO,
-    OFFICER_FROM,
-    Approvals,
-    ApproverRegistry,
-)
+from node.approvals import DUAL_FROM, LIAISON_UP_TO, Approvals, ApproverRegistry
 from node.audit import AuditLog
 from node.store import NodeStore
 from scifed.approver_keys import (
@@ -50,11 +44,12 @@ from scifed.approver_keys import (
 )
 from scifed.errors import NotFound, UserError
 from scifed.grading import grade_rank
+from scifed.states import IN_OUTPUT_REVIEW
 from scifed.wire import now_ms
 
 STATES = ("pending", "released", "withheld", "expired")
 DEFAULT_DEADLINE_HOURS = 7 * 24.0
-PHASE = "in output review"  # the job's phase while a review holds its release
+PHASE = IN_OUTPUT_REVIEW  # the job's phase while a review holds its release
 
 
 @dataclass(frozen=True)
@@ -90,10 +85,12 @@ class Review:
             return "the output review's deadline passed without a decision"
         return next((d["reason"] for d in reversed(self.decisions) if not d["release"]), "")
 
-    def withheld_by(self) -> str:
-        """Whose decision withheld the result (for the researcher's message)."""
+    def withheld_message(self, node: str) -> bytes:
+        """What the researcher reads of a result ``node`` withheld (sealed to them)."""
         who = next((d for d in reversed(self.decisions) if not d["release"]), None)
-        return f"{who['by']}, {who['role']}" if who else "deadline"
+        by = f"{who['by']}, {who['role']}" if who else "deadline"
+        return (f"node {node}: the result was withheld by the officer of node {node} "
+                f"({by}): {self.reason()}").encode()
 
     def summary(self) -> dict:
         """The row without the result (a list's line)."""
@@ -113,19 +110,31 @@ def _row(r) -> Review:
                   r["created_ms"], r["expires_ms"], r["decided_ms"])
 
 
-def researcher_view(job_type: str, document: dict) -> dict[str, Any]:
+def researcher_view(job_type: str, document: dict, *, plots: bool = False) -> dict[str, Any]:
     """The pooled result as the job type's researcher view renders it: each table as
-    records (column -> value), for the officer's CLI and console. A type whose view
-    cannot render it (an old result) shows the result's JSON only."""
+    records (column -> value), and with ``plots`` the view's figures as base64 PNG, as
+    the researcher's `scifed job result --out` writes them, for the officer's CLI and
+    console. A type whose view cannot render it (an old result) shows the JSON only."""
+    import base64
+    import tempfile
+    from pathlib import Path
+
     from jobs import registry
 
     try:
         view = registry.get(job_type).view(document)
         tables = view.tables() if hasattr(view, "tables") else {}
+        figures: dict[str, str] = {}
+        if plots and hasattr(view, "write"):
+            with tempfile.TemporaryDirectory() as tmp:
+                for path in view.write(Path(tmp)):
+                    if path.suffix == ".png":
+                        figures[path.name] = base64.b64encode(path.read_bytes()).decode()
     except Exception as exc:  # noqa: BLE001 - the officer still sees the JSON
-        return {"tables": {}, "note": f"the {job_type} view could not render it: {exc}"}
+        return {"tables": {}, "plots": {},
+                "note": f"the {job_type} view could not render it: {exc}"}
     return {"tables": {name: json.loads(df.to_json(orient="records", date_format="iso"))
-                       for name, df in tables.items()}}
+                       for name, df in tables.items()}, "plots": figures}
 
 
 class OutputReviews:
@@ -210,18 +219,21 @@ class OutputReviews:
                 raise NotFound(f"no output review '{review_id}' at this node")
             return self._expire_in(con, _row(r))
 
-    def show(self, review_id: str, purposes: dict[str, str] | None = None) -> dict:
+    def show(self, review_id: str, purposes: dict[str, str] | None = None, *,
+             plots: bool = True) -> dict:
         """Everything the officer decides on: the job in readable form (its spec), the
         researcher, the study (and its purpose where the coordinator told it), the
         dataset and its cell, why the review is required, the disclosure checks the
         release applied, and the pooled result, both as the researcher's view renders it
-        and as the signed JSON that would be sealed."""
+        (its tables, and with ``plots`` its figures) and as the signed JSON that would be
+        sealed."""
         review = self.get(review_id)
         document = review.document()
         shown = {k: v for k, v in document.items() if k not in ("provenance", "signature")}
         return {**review.summary(),
                 "study_purpose": (purposes or {}).get(review.study_id, ""),
-                "result": shown, "view": researcher_view(review.job_type, document),
+                "result": shown,
+                "view": researcher_view(review.job_type, document, plots=plots),
                 "provenance": document.get("provenance", {})}
 
     def decide(self, review_id: str, *, release: bool, by: str, reason: str = "",
@@ -292,8 +304,6 @@ def _check_role(review: Review, name: str, role: str, key: str, release: bool) -
         raise UserError(f"a result of {review.grade} data is released by the officer; the "
                         f"security lead's release counts from {DUAL_FROM} on, beside the "
                         "officer's")
-    if release and role == "liaison" and rank >= grade_rank(OFFICER_FROM):
-        raise UserError(f"a result of {review.grade} data is released by the officer")
     for d in review.decisions:
         if d["release"] and (d["by"] == name or d["key"] == key):
             raise UserError(f"{d['by']} (key {d['key']}) already released {review.review_id}; "

@@ -53,6 +53,10 @@ class TaskState(StrEnum):
     FAILED = "failed"
 
 
+# The phase of a job whose result waits for an officer's output review (node/review.py).
+IN_OUTPUT_REVIEW = "in output review"
+
+
 @dataclass(frozen=True)
 class Phase:
     """Where a job is: a named step, and for multi-round steps which round of how many

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import time
 
 import pytest
 import staff
@@ -32,7 +31,7 @@ from harness.approvers import (
     AdminShell,
     Approver,
     Refused,
-    officer_approves,
+    approving_until,
     officer_reviews,
     register,
     review_request,
@@ -92,17 +91,7 @@ def routed(tmp_path):
 
 def run_approving(fed, job_id: str, stop=lambda view: False, timeout: float = 60):
     """Each officer approves the job's requests until the job stops (or ``stop``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        view = fed.job(job_id)
-        if view.status.stopped or stop(view):
-            return view
-        assert time.monotonic() < deadline, view
-        for core in fed.nodes.values():
-            for req in core.approvals.list("pending"):
-                if req.job_id == job_id:
-                    officer_approves(core.approvals, req.approval_id)
-        time.sleep(0.05)
+    return approving_until(fed, job_id, lambda v: v.status.stopped or stop(v), timeout)
 
 
 def held(fed, job_id: str):

@@ -19,7 +19,7 @@ import yaml
 from inmemory_cases import ISLANDS, stats_job
 from test_driver import _coordinator_dies, _restart_coordinator
 
-from harness.approvers import officer_approves, officer_reviews
+from harness.approvers import approving_until, officer_reviews
 from harness.inmemory import InMemoryFederation
 from scifed.errors import UserError
 from scifed.states import JobStatus, TaskState
@@ -69,20 +69,13 @@ def fed(tmp_path, measured, penguins_meta):
 
 
 def until(fed, job_id: str, predicate, timeout: float = 60):
-    """The job's view once ``predicate`` holds; meanwhile each officer approves the
-    job's requests (biscoe's G4 CLOSED cell holds every task for approval)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        view = fed.job(job_id)
-        if predicate(view):
-            return view
-        assert not view.status.stopped, (view.status, view.error)
-        assert time.monotonic() < deadline, view
-        for core in fed.nodes.values():
-            for req in core.approvals.list("pending"):
-                if req.job_id == job_id:
-                    officer_approves(core.approvals, req.approval_id)
-        time.sleep(0.05)
+    """The job's view once ``predicate`` holds (it must not stop before); meanwhile each
+    officer approves the job's requests (biscoe's G4 CLOSED cell holds every task)."""
+    def ready(view) -> bool:
+        assert predicate(view) or not view.status.stopped, (view.status, view.error)
+        return predicate(view)
+
+    return approving_until(fed, job_id, ready, timeout)
 
 
 def in_review(view) -> bool:
@@ -121,6 +114,7 @@ def test_a_g4_result_waits_for_the_officer_who_releases_what_pandas_computes(fed
     assert shown["checks"]["min_cell_count"] == 10
     summary = {r["column"]: r for r in shown["view"]["tables"]["summary"]}
     assert summary["body_mass_g"]["count"] == len(measured)
+    assert shown["view"]["plots"] == {}  # a summary and group counts: no figure
     assert [d for d in fed.nodes[REVIEWER].audit.entries()
             if d.action == "review.request" and d.details["job_id"] == job_id]
 
