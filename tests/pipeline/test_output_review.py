@@ -11,6 +11,7 @@ whose cells do not."""
 from __future__ import annotations
 
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -235,3 +236,66 @@ def test_every_contributor_whose_cell_asks_reviews_before_the_result_leaves(
             measured.body_mass_g.mean(), rel=1e-9)
     finally:
         fed.__exit__(None, None, None)
+
+
+def test_the_officer_approves_and_withholds_with_the_cli(fed, tmp_path):
+    """`scifed node approvals approve` and `scifed node review list|show|withhold --key`,
+    run in this process against biscoe's real admin servicer on its Unix socket; the
+    researcher then reads the reason the officer typed."""
+    from concurrent import futures
+
+    import grpc
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from harness.approvers import register
+    from node.admin import NodeAdminServicer
+    from protos.scifed.v1 import node_admin_pb2_grpc as pbg
+    from scifed.approver_keys import new_key, write_key
+    from scifed.config import write_config
+    from scifed.rpc import start_on_private_socket
+
+    core, link = fed.nodes[REVIEWER], fed.links[REVIEWER]
+    # what `node status` reads of a gRPC link (the CLI asks it for the node's name)
+    link.connected, link.last_contact_ms, link.published_count = True, 0, 1
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pbg.add_NodeAdminServicer_to_server(NodeAdminServicer(
+        core.registry, link, core.studies, core.approvals, core.reviews), server)
+    start_on_private_socket(server, core.cfg.socket_path)
+    try:
+        config = tmp_path / "node.yaml"
+        write_config(config, core.cfg)
+        key, phrase = tmp_path / "keys" / "wang.key", tmp_path / "phrase"
+        phrase.write_text("a passphrase of wang\n")
+        person = new_key()
+        write_key(key, person, b"a passphrase of wang")
+        register(core.approvals, "wang", "officer", person)
+        signing = ["--key", str(key), "--passphrase-file", str(phrase), "-c", str(config)]
+
+        def cli(*args: str):
+            out = CliRunner().invoke(app, ["node", *args, "--json"])
+            assert out.exit_code == 0, out.output
+            return json.loads(out.output)
+
+        job_id = fed.submit(JOB)
+        deadline = time.monotonic() + 60
+        while not (asked := [a for a in cli("approvals", "list", "-c", str(config))
+                             if a["job_id"] == job_id]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        approved = cli("approvals", "approve", asked[0]["approval_id"], *signing)
+        assert approved["state"] == "approved" and approved["signed_by"] == "wang"
+
+        until(fed, job_id, in_review)  # dream and torgersen admit it automatically (G3)
+        (listed,) = cli("review", "list", "-c", str(config))
+        assert (listed["job_id"], listed["state"]) == (job_id, "pending")
+        shown = cli("review", "show", listed["review_id"], "-c", str(config))
+        assert shown["result_sha256"] == listed["result_sha256"]
+        decided = cli("review", "withhold", listed["review_id"], "--reason",
+                      "group counts too fine for this study", *signing)
+        assert decided["state"] == "withheld" and decided["signed_by"] == "wang"
+        view = fed.wait(job_id)
+        assert view.status == JobStatus.WITHHELD
+        assert view.error.endswith("(wang, officer): group counts too fine for this study")
+    finally:
+        server.stop(None)
