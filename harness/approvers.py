@@ -158,7 +158,7 @@ class AdminShell:
     def __init__(self, fed, node: str, actor: str = "officer") -> None:
         core = fed.nodes[node]
         self.servicer = NodeAdminServicer(core.registry, fed.links[node], core.studies,
-                                          core.approvals, core.reviews)
+                                          core.approvals, reviews=core.reviews)
         self.context = _ShellContext(actor)
 
     def __call__(self, method: str, request):

@@ -260,7 +260,7 @@ def test_the_officer_approves_and_withholds_with_the_cli(fed, tmp_path):
     link.connected, link.last_contact_ms, link.published_count = True, 0, 1
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     pbg.add_NodeAdminServicer_to_server(NodeAdminServicer(
-        core.registry, link, core.studies, core.approvals, core.reviews), server)
+        core.registry, link, core.studies, core.approvals, reviews=core.reviews), server)
     start_on_private_socket(server, core.cfg.socket_path)
     try:
         config = tmp_path / "node.yaml"
