@@ -28,7 +28,7 @@ from coordinator import audit, catalog, studies
 from coordinator.db import Database, Job, JobProgress, JobTask, Node, Study
 from coordinator.sessions import NodeOffline, NodeRevoked, NodeSessions
 from jobs import registry
-from jobs.base import JobCancelled, JobFailed, Run, StudyRef
+from jobs.base import JobCancelled, JobFailed, JobWithheld, Run, StudyRef
 from jobs.spec import JobSpec, datasets_by_node, load_job, parse_job_dict, slug
 from scifed.errors import NotFound, Unavailable, UserError
 from scifed.filters import compile_filter
@@ -334,6 +334,9 @@ class JobDriver:
     def sealed_result(self, job_id: str, researcher: str) -> bytes:
         with self.db.session() as s:
             job = self._job(s, job_id, researcher)
+            if job.status == JobStatus.WITHHELD:  # the reason is sealed to the researcher
+                raise UserError(f"job {job_id} has no result: an officer's output review "
+                                "withheld it (`scifed job status` shows the reason)")
             if job.status != JobStatus.DONE:
                 raise UserError(f"job {job_id} has no result: it is {job.status}"
                                 + (f" ({job.error})" if job.error else ""))
@@ -453,8 +456,10 @@ class JobDriver:
                 if job_id in self._cancelled:
                     failed[node] = "the job was cancelled"
                     return
-                self._task(job_id, node, phase, TaskState.WAITING,
-                           Waiting.model_validate(body).waiting)
+                wait = Waiting.model_validate(body)
+                self._task(job_id, node, phase, TaskState.WAITING, wait.waiting)
+                if wait.phase:  # e.g. "in output review": what the researcher sees
+                    self._set(job_id, phase=wait.phase, phase_round=0, phase_rounds=0)
                 waited = True
                 time.sleep(self.approval_poll)
 
@@ -545,6 +550,10 @@ class JobDriver:
             self._end(job_id, status=JobStatus.DONE, phase="released", phase_round=0,
                       phase_rounds=0, sealed_result=sealed)
             self._ended_without(job_id)
+        except JobWithheld as exc:  # the reason is sealed to the researcher
+            self._end(job_id, status=JobStatus.WITHHELD, phase="withheld", phase_round=0,
+                      phase_rounds=0, error=str(exc))
+            self._ended_unreleased(job_id)
         except JobCancelled:
             with self.db.session() as s:
                 who = s.get(Job, job_id).researcher
