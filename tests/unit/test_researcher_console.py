@@ -77,3 +77,17 @@ def test_a_download_is_named_inside_its_folder_whatever_the_coordinator_relays(
         tmp_path, relayed, kept):
     assert safe_name(relayed) == kept
     assert (tmp_path / f"{safe_name(relayed)}.csv").parent == tmp_path
+
+
+def test_a_job_held_for_output_review_is_said_so_in_both_languages():
+    from cli.ui.messages import phase_note, phase_text, state_text
+    from scifed.states import IN_OUTPUT_REVIEW, JobStatus
+    from scifed.web.i18n import Translator
+
+    en, zh = Translator("en"), Translator("zh")
+    assert phase_text(en, IN_OUTPUT_REVIEW, IN_OUTPUT_REVIEW) == "in output review"
+    assert phase_text(zh, IN_OUTPUT_REVIEW, IN_OUTPUT_REVIEW) == "输出审核中"
+    assert "data officer" in phase_note(en, IN_OUTPUT_REVIEW)
+    assert phase_text(en, "round", "round 2/5") == "round 2/5"  # as the coordinator says
+    for status in JobStatus:  # every state has words in both languages
+        assert state_text(en, status) != state_text(zh, status)
