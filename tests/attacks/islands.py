@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import yaml
+from scipy import stats
 
 from harness.inmemory import InMemoryFederation
+from scifed.he import PLAIN_MODULUS
 
 ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
 EXACT = {"columns": ["body_mass_g"]}
@@ -37,3 +40,9 @@ def island_federation(tmp_path, penguins, penguins_meta,
         fed.__exit__(None, None, None)
         raise
     return fed
+
+
+def uniform(residues: np.ndarray) -> bool:
+    """Whether slot residues are indistinguishable from uniform in [0, t) (what a masked
+    contribution decrypts to): Kolmogorov-Smirnov, p > 1e-6."""
+    return stats.kstest(residues.astype(np.float64) / PLAIN_MODULUS, "uniform").pvalue > 1e-6

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from islands import EXACT, ISLANDS, island_federation, job
-from scipy import stats
+from islands import EXACT, ISLANDS, island_federation, job, uniform
 
 from coordinator import studies
 from coordinator.db import Node
@@ -63,10 +62,6 @@ def capture(fed, kind: TaskKind = TaskKind.COMPUTE) -> dict[str, dict]:
 
 def member_key(fed, node: str):
     return fed.nodes[node].studies.key(fed.study_id, 1)
-
-
-def uniform(residues: np.ndarray) -> bool:
-    return stats.kstest(residues.astype(np.float64) / PLAIN_MODULUS, "uniform").pvalue > 1e-6
 
 
 def steal(key, blob: bytes, fed) -> None:
