@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 import torch
 from flower_rounds import FEATURES, Rounds, Seen
-from islands import EXACT, ISLANDS, island_federation, job, uniform
+from islands import EXACT, ISLANDS, island_federation, job, pair_mask, uniform
 
-from coordinator.db import Node
 from jobs.spec import parse_job_dict
 from jobs.train import local
 from jobs.train.client_app import grant_request
@@ -33,7 +32,6 @@ from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
 from scifed import he, masks
 from scifed.errors import UserError
-from scifed.sealing import SealKeyClaim, load_seal_key, verify_claim
 
 CLASSES = ["Adelie", "Chinstrap", "Gentoo"]
 
@@ -93,23 +91,10 @@ def steal(fed, key, ciphertext: bytes, round_no: int) -> None:
                     f"{fit:.2f}")
 
 
-def pair_mask(fed, job_id: str, stage: str, round_no: int, slots: int) -> np.ndarray:
-    """The accomplice's own pairwise mask towards the victim (it can make it)."""
-    with fed.coordinator.db.session() as s:
-        claim = s.get(Node, fed.victim).seal_claim
-    victim_public = verify_claim(SealKeyClaim.from_dict(claim),
-                                 (fed.ca_dir / "ca.crt").read_bytes(),
-                                 expect_role="node", expect_name=fed.victim)
-    own = load_seal_key(fed.nodes[fed.accomplice].cfg.tls.key.parent)
-    context = "\0".join([job_id, stage, str(round_no), "1"]).encode()
-    return masks.pairwise_mask(own, fed.accomplice, {fed.victim: victim_public}, context,
-                               slots)
-
-
 def run(fed, job_id: str, **kw):
+    """Train ``job_id`` (its spec kept for :func:`accuracy`)."""
     grid, job_dir = fed.rounds.run(job_id, **kw)
-    fed.job_spec = json.loads((job_dir / "run.json").read_text())["job_spec"]
-    fed.job_spec = json.dumps(fed.job_spec)
+    fed.job_spec = json.dumps(json.loads((job_dir / "run.json").read_text())["job_spec"])
     return grid, job_dir
 
 
@@ -128,8 +113,8 @@ def test_a_member_with_the_coordinator_reads_no_round_update(fed):
             frame = he.parse(blob(seen, name))
             residues = key.residues(frame)
             assert uniform(residues), (round_no, name)
-            left = masks.add(residues, pair_mask(fed, "job-tm1", f"train.{name}#1", round_no,
-                                                 residues.size))
+            context = "\0".join(["job-tm1", f"train.{name}#1", str(round_no), "1"])
+            left = masks.add(residues, pair_mask(fed, context.encode(), residues.size))
             assert uniform(left), (round_no, name)
             with pytest.raises(UserError):
                 he.decode(frame, left)
