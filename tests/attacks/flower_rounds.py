@@ -133,6 +133,13 @@ class Rounds:
             lose: Callable[[Seen], bool] = lambda seen: False, **train) -> tuple[Grid, Path]:
         """Train ``job_id`` to the end; the grid (what the coordinator saw) and the job
         directory (its checkpoint and summed ciphertexts)."""
+        job_dir = self.prepare(job_id, min_nodes=min_nodes, **train)
+        grid = self.grid(lose=lose)
+        self.serve(job_dir, grid)
+        return grid, job_dir
+
+    def prepare(self, job_id: str, *, min_nodes: int = 2, **train) -> Path:
+        """The job directory the coordinator writes for the ServerApp."""
         fed = self.fed
         job_dir = self.tmp / job_id
         job_dir.mkdir(parents=True)
@@ -146,16 +153,24 @@ class Rounds:
             "researcher_claim": json.loads(fed.claim_json()), "seal_claims": claims})
         (job_dir / PUBLIC_CONTEXT_FILE).write_bytes(
             studies.get_study_public_context(fed.coordinator.db, fed.study_id))
-        grid = Grid({n: api.path for n, api in self.apis.items()}, lose=lose)
+        return job_dir
+
+    def grid(self, lose: Callable[[Seen], bool] = lambda seen: False,
+             nodes: list[str] | None = None) -> Grid:
+        """A grid over ``nodes`` (default: all three; a node left out is offline)."""
+        return Grid({n: api.path for n, api in self.apis.items()
+                     if nodes is None or n in nodes}, lose=lose)
+
+    def serve(self, job_dir: Path, grid: Grid, run_id: int = 1) -> None:
+        """One run of the ServerApp on ``job_dir`` (it resumes from a checkpoint)."""
         from flwr.supercore.task_identity import TaskIdentity
 
         before = (TaskIdentity._task_id, TaskIdentity._run_id,  # noqa: SLF001
                   TaskIdentity._node_id)  # noqa: SLF001
         # the ServerApp process's part
-        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, 0
         try:
-            HEFedAvg(job_dir, run_id=1).run(grid)
+            HEFedAvg(job_dir, run_id=run_id).run(grid)
         finally:
             (TaskIdentity._task_id, TaskIdentity._run_id,  # noqa: SLF001
              TaskIdentity._node_id) = before  # noqa: SLF001
-        return grid, job_dir

@@ -252,3 +252,56 @@ def test_the_node_decides_the_set_it_masks_for(fed):
         grant=grant_request(message), stage="train", attempt=1,
         contributors=sorted(pair)), timeout=30))
     assert "only for the set it masked for" in why, why
+
+
+class Crash(Exception):
+    """The SuperLink dies under the run (the coordinator then submits it again)."""
+
+
+def answers(fed, node: str, job_id: str, stage: str) -> bytes | None:
+    db = fed.nodes[node].cfg.state_dir / "node.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT output FROM job_answers WHERE job_id=? AND stage=?",
+                          (job_id, stage)).fetchone()
+    finally:
+        con.close()
+    return row[0] if row else None
+
+
+@pytest.mark.parametrize("resumed_with", ["every node", "the victim offline"])
+def test_a_resumed_run_repeats_the_attempt_of_the_same_set_or_takes_the_next(
+        fed, resumed_with):
+    """The run dies once every node answered attempt 1 of round 2, before the reveal. A
+    run resumed with the same nodes repeats attempt 1 (each node replays its masked
+    answer, byte for byte, and reveals for that set); one resumed with the victim offline
+    takes attempt 2 among the others, who record that they abandoned attempt 1, and the
+    victim's attempt 1 is never unmasked."""
+    rounds, job_id = fed.rounds, f"job-resume-{resumed_with.split()[1]}"
+    job_dir = rounds.prepare(job_id)
+
+    def crash(seen: Seen) -> bool:
+        if seen.kind == "train" and seen.round == 2 and seen.node == max(ISLANDS):
+            raise Crash  # every node answered attempt 1 (they are asked in name order)
+        return False
+
+    first = rounds.grid(lose=crash)
+    with pytest.raises(Crash):
+        rounds.serve(job_dir, first)
+    others = sorted(n for n in ISLANDS if n != fed.victim)
+    again = rounds.grid(nodes=None if resumed_with == "every node" else others)
+    rounds.serve(job_dir, again, run_id=2)
+    ck = checkpoint(job_dir)
+    assert ck["complete"] and ck["resumed_after"] == [1]
+    if resumed_with == "every node":
+        assert ck["attempts"]["2"] == {"attempt": 1, "set": sorted(ISLANDS)}
+        for node in ISLANDS:
+            assert blob(again.updates(node, 2)) == blob(first.updates(node, 2)), node
+        assert ck["contributors"]["2"] == sorted(ISLANDS)
+    else:
+        assert ck["attempts"]["2"] == {"attempt": 2, "set": others}
+        assert ck["contributors"]["2"] == others and fed.victim in ck["dropped"]
+        for node in others:
+            assert answers(fed, node, job_id, "unmask.train#2#1") == b"abandoned", node
+        assert answers(fed, fed.victim, job_id, "train#2#1") is not None  # it masked
+        assert answers(fed, fed.victim, job_id, "unmask.train#2#1") is None  # never shown
