@@ -158,7 +158,12 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
 
     @user_errors
     def SealUpdate(self, request: pb.SealUpdateRequest, context) -> pb.SealUpdateReply:
-        adm = self._admit(request.grant)
+        try:  # the policy may have changed since the grant: refused as a grant is
+            adm = self._admit(request.grant)
+        except (UserError, Waiting) as exc:
+            refusal = self._refusal(request.grant, str(exc))
+            return pb.SealUpdateReply(refused=refusal.reason,
+                                      sealed_reason=refusal.sealed_reason)
         try:
             masking = json.loads(request.masking_json or "{}")
             vectors = [Vector(v.name, np.load(io.BytesIO(v.values), allow_pickle=False),
@@ -177,7 +182,12 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
 
     @user_errors
     def RevealMask(self, request: pb.RevealMaskRequest, context) -> pb.RevealMaskReply:
-        adm = self._admit(request.grant)
+        try:
+            adm = self._admit(request.grant)
+        except (UserError, Waiting) as exc:
+            refusal = self._refusal(request.grant, str(exc))
+            return pb.RevealMaskReply(refused=refusal.reason,
+                                      sealed_reason=refusal.sealed_reason)
         return pb.RevealMaskReply(seed=self.rounds.reveal(
             adm, request.stage, request.grant.round, request.attempt,
             list(request.contributors)))

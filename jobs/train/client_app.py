@@ -83,14 +83,16 @@ def reveal(msg: Message, context: Context) -> Message:
     target = str(context.node_config["local-api"])
     with grpc.insecure_channel(target, options=_OPTIONS) as channel:
         try:
-            seed = pbg.NodeLocalStub(channel).RevealMask(pb.RevealMaskRequest(
+            reply = pbg.NodeLocalStub(channel).RevealMask(pb.RevealMaskRequest(
                 grant=request, stage=str(cfg["stage"]), attempt=int(cfg["attempt"]),
                 contributors=json.loads(str(cfg["contributors"]))),
-                timeout=GRANT_TIMEOUT_SECONDS).seed
+                timeout=GRANT_TIMEOUT_SECONDS)
         except grpc.RpcError as exc:
             return _api_failure(msg, target, exc, "reveal its self-mask")
-    return Message(RecordDict({STATUS: ConfigRecord({"ok": True, "reason": "", SEED: seed})}),
-                   reply_to=msg)
+    if reply.refused:  # "refused at node X"; the reason is sealed
+        return _refusal(msg, reply.refused, reply.sealed_reason)
+    return Message(RecordDict({STATUS: ConfigRecord({"ok": True, "reason": "",
+                                                     SEED: reply.seed})}), reply_to=msg)
 
 
 def _refusal(msg: Message, reason: str, sealed: bytes = b"") -> Message:
@@ -155,12 +157,16 @@ def serve(msg: Message, context: Context, *, final: bool,
         try:
             sealed = seal([]) if int(cfg.get("attempt", 1)) > 1 else None
             epsilon = None
+            if sealed is not None and sealed.refused:
+                return _refusal(msg, sealed.refused, sealed.sealed_reason)
             if sealed is None or not sealed.sealed:
                 vectors, report, epsilon = _compute(msg, grant, request,
                                                     open_key(grant.study_key), final=final)
                 if report is not None:  # spent, whatever becomes of the update
                     api.ReportTraining(report, timeout=GRANT_TIMEOUT_SECONDS)
                 sealed = seal(vectors)
+                if sealed.refused:  # "refused at node X"; the reason is sealed
+                    return _refusal(msg, sealed.refused, sealed.sealed_reason)
         except grpc.RpcError as exc:
             return _api_failure(msg, target, exc, "mask this node's update")
         except UserError as exc:  # e.g. diverged training: says what, quotes no data

@@ -275,8 +275,12 @@ class HEFedAvg(FedAvg):
                 continue
             status = None if reply.has_error() else reply.content.config_records[STATUS]
             seed = status.get(SEED) if status is not None and status["ok"] else None
+            sealed = status.get("sealed") if status is not None else None
             if isinstance(seed, bytes) and len(seed) == 32:
                 seeds[name] = seed
+            elif isinstance(sealed, bytes) and sealed:  # the node's refusal: no detail
+                self._drop(name, refused_at(name), sealed)
+                why[name] = refused_at(name)
             else:
                 why[name] = (reply.error.reason if reply.has_error() else
                              str(status["reason"]) if status is not None else "no seed")

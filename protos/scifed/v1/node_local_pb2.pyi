@@ -149,7 +149,7 @@ class SealUpdateRequest(_message.Message):
     def __init__(self, grant: _Optional[_Union[TrainingGrantRequest, _Mapping]] = ..., stage: _Optional[str] = ..., attempt: _Optional[int] = ..., masking_json: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[UpdateVector, _Mapping]]] = ...) -> None: ...
 
 class SealUpdateReply(_message.Message):
-    __slots__ = ("sealed", "ciphertexts", "attestation_json")
+    __slots__ = ("sealed", "ciphertexts", "attestation_json", "refused", "sealed_reason")
     class CiphertextsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,10 +160,14 @@ class SealUpdateReply(_message.Message):
     SEALED_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    SEALED_REASON_FIELD_NUMBER: _ClassVar[int]
     sealed: bool
     ciphertexts: _containers.ScalarMap[str, bytes]
     attestation_json: str
-    def __init__(self, sealed: bool = ..., ciphertexts: _Optional[_Mapping[str, bytes]] = ..., attestation_json: _Optional[str] = ...) -> None: ...
+    refused: str
+    sealed_reason: bytes
+    def __init__(self, sealed: bool = ..., ciphertexts: _Optional[_Mapping[str, bytes]] = ..., attestation_json: _Optional[str] = ..., refused: _Optional[str] = ..., sealed_reason: _Optional[bytes] = ...) -> None: ...
 
 class RevealMaskRequest(_message.Message):
     __slots__ = ("grant", "stage", "attempt", "contributors")
@@ -178,7 +182,11 @@ class RevealMaskRequest(_message.Message):
     def __init__(self, grant: _Optional[_Union[TrainingGrantRequest, _Mapping]] = ..., stage: _Optional[str] = ..., attempt: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RevealMaskReply(_message.Message):
-    __slots__ = ("seed",)
+    __slots__ = ("seed", "refused", "sealed_reason")
     SEED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    SEALED_REASON_FIELD_NUMBER: _ClassVar[int]
     seed: bytes
-    def __init__(self, seed: _Optional[bytes] = ...) -> None: ...
+    refused: str
+    sealed_reason: bytes
+    def __init__(self, seed: _Optional[bytes] = ..., refused: _Optional[str] = ..., sealed_reason: _Optional[bytes] = ...) -> None: ...
