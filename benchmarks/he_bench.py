@@ -3,8 +3,10 @@
 One table (``benchmarks.table``), each figure beside its baseline measured in the same
 run and the anchor of the performance notes, from these measurements:
 
-* model updates (quantised, two 16-bit-or-finer lanes per BFV slot) of 10 parties, beside
-  float32 plaintext summation and TenSEAL CKKS N=4096 [60, 49] (one real per slot, the
+* model updates (quantised, two 16-bit-or-finer lanes per BFV slot) of 10 parties, with
+  and without a training round's masks (pairwise towards the 9 others and a self-mask at
+  each node; the revealed self-masks taken off at the coordinator), beside float32
+  plaintext summation and TenSEAL CKKS N=4096 [60, 49] (one real per slot, the
   smallest set TenSEAL's vectors accept, and the route scifed took before);
 * exact statistics (4 limbs per value) of 3 parties, beside float64 summation.
 
@@ -93,6 +95,8 @@ def measure_updates(key: he.StudyKey, n: int, repeats: int) -> dict[str, dict[st
         "decrypt": best_cpu(lambda: key.decrypt(total), repeats) * us,
         "error": float(np.max(np.abs(key.decrypt(total) - truth)))}
 
+    out["scifed BFV, masked"] = measure_masked(key, vectors, truth, repeats)
+
     context = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=4096,
                          coeff_mod_bit_sizes=[60, 49], n_threads=1)
     context.global_scale = 2.0**40
@@ -139,6 +143,45 @@ def measure_updates(key: he.StudyKey, n: int, repeats: int) -> dict[str, dict[st
         "coordinator": best_cpu(plain, max(repeats, 5)) / parties * us, "decrypt": 0.0,
         "error": float(np.max(np.abs(plain() - truth)))}
     return out
+
+
+def measure_masked(key: he.StudyKey, vectors: list[np.ndarray], truth: np.ndarray,
+                   repeats: int) -> dict[str, float]:
+    """The same updates masked as a training round masks them (node/round_updates.py):
+    each node adds its pairwise masks towards the other parties and its self-mask before
+    encrypting; the coordinator sums, makes every party's revealed self-mask and takes
+    their sum off with the public context. Decryption is unchanged."""
+    n, parties = vectors[0].size, len(vectors)
+    slots = he.slots_for(he.QUANTISED, n, he.lanes_for(parties))
+    names = [f"node{i:02d}" for i in range(parties)]
+    seal_keys = {name: X25519PrivateKey.generate() for name in names}
+    publics = {name: k.public_key().public_bytes_raw() for name, k in seal_keys.items()}
+    seeds = {name: os.urandom(32) for name in names}
+    rng = np.random.default_rng(n + 1)
+    public, us = key.public_bytes(), 1e6 / n
+    blobs: list[bytes] = []
+
+    def encrypt() -> None:
+        blobs.clear()
+        for name, v in zip(names, vectors, strict=True):
+            mask = masks.add(masks.pairwise_mask(seal_keys[name], name, publics, b"round", slots),
+                             masks.named_mask(seeds[name], "model", slots))
+            blobs.append(key.encrypt_quantised(v, bound=1.0, capacity=parties, rng=rng,
+                                               mask=mask))
+
+    def coordinate() -> bytes:
+        total = he.sum_ciphertexts(public, blobs)
+        off = np.zeros(slots, dtype=np.uint64)
+        for seed in seeds.values():
+            off = masks.add(off, masks.named_mask(seed, "model", slots))
+        return he.subtract_plain(public, total, off)
+
+    enc = best_cpu(encrypt, repeats)
+    total = coordinate()
+    return {"bytes": len(blobs[0]) / n, "encrypt": enc / parties * us,
+            "coordinator": best_cpu(coordinate, repeats) / parties * us,
+            "decrypt": best_cpu(lambda: key.decrypt(total), repeats) * us,
+            "error": float(np.max(np.abs(key.decrypt(total) - truth)))}
 
 
 def measure_pool(key: he.StudyKey, n: int = POOL_PARAMS,

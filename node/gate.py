@@ -48,6 +48,8 @@ from node.budget import BudgetLedger
 from node.data import DataFile
 from node.datasets import DatasetRegistry
 from node.guard import LINEAR, NONLINEAR, audit_and_record
+from node.masking import ABANDONED as _ABANDONED
+from node.masking import REVEALED as _REVEALED
 from node.masking import (
     compute_stage,
     exact_slots,
@@ -82,8 +84,6 @@ _ASKS_OFFICER = {"vocab", "reserve", "exchange", "compute", "check"}
 _BOUND = {"vocab", "reserve", "exchange", "compute", "round", "release", "check"}
 # The study key's AEAD purpose for exchange blobs, and this node's own for job secrets.
 EXCHANGE, EXCHANGE_SECRET = "job-exchange", "job-exchange-secret"
-_ABANDONED = canonical_sha256({"attempt": "abandoned"})
-_REVEALED = canonical_sha256({"attempt": "revealed"})
 _ANY = None  # answered(): any digest (the caller reads what was answered)
 RULE = "one job, one answer per node and stage: nothing is computed, charged or released"
 

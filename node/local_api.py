@@ -15,6 +15,12 @@ the coordinator's SuperLink and ServerApp, and the coordinator sees no decision 
 node's reason goes sealed to the job's researcher (``node.release.seal_refusal``, as the
 runner seals a task's refusal); the coordinator stores it for the researcher's client.
 
+Each round's update leaves the node masked (node/round_updates.py): the ClientApp hands
+its plain update to ``SealUpdate`` with the set the round's message names, and the node
+verifies the set, masks, encrypts and attests; ``RevealMask`` gives the node's self-mask
+seed of an attempt once its set is final. The seal key, the job secret and the masks never
+leave this process.
+
 DP-SGD accounting lives here too: each round's ClientApp reports the accountant history,
 and the next grant hands it back, so ε composes over all rounds of a job (and over a run
 resumed from a checkpoint, or by a restarted executor): the ClientApp keeps no state
@@ -36,6 +42,7 @@ from node.approvals import Waiting
 from node.apps import AppTrust
 from node.gate import Gate
 from node.release import seal_refusal
+from node.round_updates import RoundUpdates, Vector
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
 from scifed.errors import UserError
@@ -73,6 +80,7 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
         self.registry = gate.registry
         self.node = gate.node
         self.ca_pem = ca_pem
+        self.rounds = RoundUpdates(gate)
 
     # -- RPCs ---------------------------------------------------------------------------
     @user_errors
@@ -86,20 +94,7 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
             return self._refusal(request, f"internal error at node {self.node}")
 
     def _grant(self, request: pb.TrainingGrantRequest) -> pb.TrainingGrantReply:
-        try:
-            spec = json.loads(request.spec_json)
-            header = TaskHeader(
-                job_id=request.job_id, study_id=request.study_id,
-                key_version=request.key_version, job_type=str(spec.get("type", "")),
-                researcher=request.researcher, n_nodes=max(request.n_nodes, 1),
-                dataset=request.dataset, spec=spec)
-        except (ValueError, AttributeError) as exc:
-            raise UserError(f"node {self.node}: malformed grant request: {exc}") from None
-        # as for every task from the coordinator: a recent CRL, the researcher not revoked
-        trust = self.gate.studies.trust
-        trust.check_researcher(trust.fresh(request.job_id), _claim(request), request.job_id,
-                               request.researcher)
-        adm = self.gate.admit(header, "grant", audit=request.round <= 1)
+        adm = self._admit(request, audit=request.round <= 1)
         if adm.decision.dp:  # once per job: a later round's charge replays the first
             self.gate.charge(adm, delta=adm.job.requested_delta(adm.params))
         with self.gate.watched(adm), adm.open() as data:  # rows it cannot use: a refusal
@@ -112,6 +107,23 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
             dp=pb.DpSettings(enabled=True, epsilon=dp["epsilon"], delta=dp["delta"],
                              max_grad_norm=dp["max_grad_norm"]) if dp else None,
             dp_history=self._history(request.job_id, adm.row.dataset_id))
+
+    def _admit(self, request: pb.TrainingGrantRequest, *, audit: bool = False):
+        """The gate's admission of the job a grant request names (as for every task from
+        the coordinator: a recent CRL, the researcher not revoked)."""
+        try:
+            spec = json.loads(request.spec_json)
+            header = TaskHeader(
+                job_id=request.job_id, study_id=request.study_id,
+                key_version=request.key_version, job_type=str(spec.get("type", "")),
+                researcher=request.researcher, n_nodes=max(request.n_nodes, 1),
+                dataset=request.dataset, spec=spec)
+        except (ValueError, AttributeError) as exc:
+            raise UserError(f"node {self.node}: malformed grant request: {exc}") from None
+        trust = self.gate.studies.trust
+        trust.check_researcher(trust.fresh(request.job_id), _claim(request), request.job_id,
+                               request.researcher)
+        return self.gate.admit(header, "grant", audit=audit)
 
     def _refusal(self, request: pb.TrainingGrantRequest, reason: str) -> pb.TrainingGrantReply:
         """A refusal that names this node only, with the reason sealed to the job's
@@ -143,6 +155,42 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
                         (request.job_id, row.dataset_id, request.round, request.examples,
                          request.epsilon_spent, request.delta, json.dumps(history), now_ms()))
         return pb.ReportTrainingReply(epsilon_spent=request.epsilon_spent)
+
+    @user_errors
+    def SealUpdate(self, request: pb.SealUpdateRequest, context) -> pb.SealUpdateReply:
+        try:  # the policy may have changed since the grant: refused as a grant is
+            adm = self._admit(request.grant)
+        except (UserError, Waiting) as exc:
+            refusal = self._refusal(request.grant, str(exc))
+            return pb.SealUpdateReply(refused=refusal.reason,
+                                      sealed_reason=refusal.sealed_reason)
+        try:
+            masking = json.loads(request.masking_json or "{}")
+            vectors = [Vector(v.name, np.load(io.BytesIO(v.values), allow_pickle=False),
+                              v.bound, v.capacity or 1) for v in request.vectors]
+        except ValueError as exc:
+            raise UserError(f"node {self.node}: malformed update: {exc}") from None
+        if not isinstance(masking, dict):
+            raise UserError(f"node {self.node}: the set to mask for is no JSON object")
+        sealed = self.rounds.seal(adm, request.stage, request.grant.round, request.attempt,
+                                  masking, vectors)
+        if sealed is None:
+            return pb.SealUpdateReply(sealed=False)
+        blobs, attestation = sealed
+        return pb.SealUpdateReply(sealed=True, ciphertexts=blobs,
+                                  attestation_json=json.dumps(attestation))
+
+    @user_errors
+    def RevealMask(self, request: pb.RevealMaskRequest, context) -> pb.RevealMaskReply:
+        try:
+            adm = self._admit(request.grant)
+        except (UserError, Waiting) as exc:
+            refusal = self._refusal(request.grant, str(exc))
+            return pb.RevealMaskReply(refused=refusal.reason,
+                                      sealed_reason=refusal.sealed_reason)
+        return pb.RevealMaskReply(seed=self.rounds.reveal(
+            adm, request.stage, request.grant.round, request.attempt,
+            list(request.contributors)))
 
     @user_errors
     def CheckApp(self, request: pb.CheckAppRequest, context) -> pb.CheckAppReply:

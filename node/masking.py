@@ -39,6 +39,14 @@ shares of the self-mask seeds, as in SecAgg, would; not built).
 Further rounds of a release (exact quantiles) use pairwise masks over the final
 contributors without self-masks: a dropout there fails the job anyway, so no attempt
 ever follows and nothing needs revealing.
+
+Training rounds (node/round_updates.py) follow the same rules per round: each attempt of
+a round masks the node's update pairwise for the attempt's set with a self-mask of the
+round and attempt (:func:`round_self_seed`), a later attempt masks the kept update afresh
+for the survivors, and a node reveals the self-mask of one attempt per round only. Its
+seed goes to the coordinator in clear, which takes the revealed masks off the sum with
+the public context: every member decrypts each round's model, so a seed sealed for the
+members would tell the coordinator-with-a-member no less.
 """
 
 from __future__ import annotations
@@ -52,10 +60,14 @@ import numpy as np
 from scifed import he, masks
 from scifed.errors import UserError
 from scifed.he import StudyKey, open_for_members, seal_for_members
-from scifed.sealing import SealKeyClaim, load_seal_key, verify_claim
+from scifed.sealing import SealKeyClaim, canonical_sha256, load_seal_key, verify_claim
 from scifed.tasks import TaskHeader
 
 UNMASK = "job-unmask"  # the study key's AEAD purpose for revealed self-mask seeds
+# What a node records of an attempt it left for a later one, or whose self-mask it revealed
+# (one record per attempt, first write wins: the one excludes the other).
+ABANDONED = canonical_sha256({"attempt": "abandoned"})
+REVEALED = canonical_sha256({"attempt": "revealed"})
 
 
 def mask_context(h: TaskHeader, stage: str, round_no: int = 0) -> bytes:
@@ -102,6 +114,17 @@ def pairwise(node: str, key_dir: Path, publics: dict[str, bytes], context: bytes
 
 def self_seed(job_secret: bytes, h: TaskHeader, attempt: int) -> bytes:
     return masks.self_seed(job_secret, mask_context(h, "self", attempt))
+
+
+def round_stage(stage: str, round_no: int, attempt: int | None = None) -> str:
+    """The answer's name of a training round's update (``attempt``: one attempt of it)."""
+    return f"{stage}#{round_no}" + (f"#{attempt}" if attempt is not None else "")
+
+
+def round_self_seed(job_secret: bytes, h: TaskHeader, stage: str, round_no: int,
+                    attempt: int) -> bytes:
+    """The seed of this node's self-masks of one attempt of a training round."""
+    return masks.self_seed(job_secret, mask_context(h, f"self\0{stage}#{attempt}", round_no))
 
 
 def lone_mask(job_secret: bytes, h: TaskHeader, stage: str, round_no: int,

@@ -521,6 +521,32 @@ def sum_ciphertexts(public_context: bytes, blobs: list[bytes]) -> bytes:
                         first.capacity, first.bound, out))
 
 
+def subtract_plain(public_context: bytes, blob: bytes, residues: np.ndarray) -> bytes:
+    """``blob`` with ``residues`` (mod t, one per used slot) taken off every slot, with the
+    public context only: how a sum's revealed self-masks come off before any member
+    decrypts it (:mod:`scifed.masks`). Subtracting a plaintext adds no noise."""
+    key_id = _public_context(public_context)
+    frame = _parse_ciphertext(blob)
+    if frame.key_id != key_id:
+        raise UserError("the ciphertext was encrypted under a different study key")
+    residues = np.asarray(residues, dtype=np.uint64)
+    if residues.shape != (frame.slots,) or np.any(residues >= PLAIN_MODULUS):
+        raise UserError(f"the masks to take off cover {residues.size} slots, the "
+                        f"ciphertext {frame.slots}")
+    padded = np.zeros(len(frame.chunks) * SLOTS, dtype=np.uint64)
+    padded[: residues.size] = residues
+    evaluator, encoder = _evaluator(), _encoder()
+    out = []
+    for j, chunk in enumerate(frame.chunks):
+        cipher = _load_chunk(chunk, 0)
+        plain = seal.Plaintext()
+        encoder.encode(padded[j * SLOTS : (j + 1) * SLOTS].tolist(), plain)
+        evaluator.sub_plain_inplace(cipher, plain)
+        out.append(_Scratch.dump(cipher))
+    return _frame(Frame(key_id, frame.encoding, frame.lanes, frame.n, frame.summands,
+                        frame.capacity, frame.bound, out))
+
+
 def context_is_private(data: bytes) -> bool:
     """True if ``data`` is a study's secret key, framed or raw SEAL bytes."""
     if data[: len(_CONTEXT_MAGIC)] == _CONTEXT_MAGIC:
@@ -714,6 +740,14 @@ def _evaluator() -> seal.Evaluator:
     if evaluator is None:
         evaluator = _evaluators.evaluator = seal.Evaluator(_context())
     return evaluator
+
+
+def _encoder() -> seal.BatchEncoder:
+    """This thread's batch encoder (public: it needs no key)."""
+    encoder = getattr(_evaluators, "encoder", None)
+    if encoder is None:
+        encoder = _evaluators.encoder = seal.BatchEncoder(_context())
+    return encoder
 
 
 def _load_chunk(chunk: bytes, index: int) -> seal.Ciphertext:

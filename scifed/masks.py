@@ -17,10 +17,10 @@ words become residues mod t by rejection (a word is kept only below the largest 
 of t under 2^64, so every residue is exactly uniform). Measured: ~2 GB/s of keystream per
 core, ~0.01 µs per slot and peer.
 
-Self-masks. A node may also add a mask from a seed only it knows (:func:`self_mask`),
-revealed for the sum only once the set of contributors is fixed (double masking, as in
-SecAgg): then revealing the pairwise masks of a node declared dropped does not expose a
-contribution the coordinator withheld.
+Self-masks. A node may also add a mask from a seed only it knows (:func:`self_mask`,
+:func:`named_mask` for a contribution of several vectors), revealed for the sum only once
+the set of contributors is fixed (double masking, as in SecAgg): then a node declared
+dropped, or an attempt abandoned for a later one, stays masked by the seeds never revealed.
 """
 
 from __future__ import annotations
@@ -90,6 +90,13 @@ def self_seed(secret: bytes, context: bytes) -> bytes:
 
 def self_mask(seed: bytes, n: int) -> np.ndarray:
     return residues(seed, n)
+
+
+def named_mask(seed: bytes, name: str, n: int) -> np.ndarray:
+    """The self-mask of the vector ``name`` of a contribution of several vectors (a
+    training round's model and metrics), all from the one seed the node reveals: each
+    vector gets a stream of its own, and whoever holds the seed makes the same one."""
+    return residues(self_seed(seed, b"vector\0" + name.encode()), n)
 
 
 def subtract(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

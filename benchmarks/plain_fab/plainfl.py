@@ -8,6 +8,7 @@ coordinator's supervised SuperLink, beside a real `train` job.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from jobs.train.client_app import serve
 from jobs.train.server_app import HEFedAvg
+from protos.scifed.v1 import node_local_pb2 as pb
 
 
 class PlainCodec:
@@ -31,7 +33,15 @@ class PlainCodec:
         return np.frombuffer(blob, dtype=np.float64).copy()
 
 
+def plain_seal(request: pb.SealUpdateRequest) -> pb.SealUpdateReply:
+    """The update as float64 bytes, unmasked (the node's SealUpdate masks and encrypts)."""
+    return pb.SealUpdateReply(sealed=bool(request.vectors), ciphertexts={
+        v.name: np.load(io.BytesIO(v.values)).tobytes() for v in request.vectors})
+
+
 class PlainFedAvg(HEFedAvg):
+    masked = False  # nothing to reveal or take off
+
     def _sum(self, blobs: list[bytes]) -> bytes:
         return np.sum([np.frombuffer(b, dtype=np.float64) for b in blobs], axis=0).tobytes()
 
@@ -41,12 +51,14 @@ clientapp = ClientApp()
 
 @clientapp.train()
 def train(msg: Message, context: Context) -> Message:
-    return serve(msg, context, final=False, open_key=lambda _: PlainCodec())
+    return serve(msg, context, final=False, open_key=lambda _: PlainCodec(),
+                 seal_with=plain_seal)
 
 
 @clientapp.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    return serve(msg, context, final=True, open_key=lambda _: PlainCodec())
+    return serve(msg, context, final=True, open_key=lambda _: PlainCodec(),
+                 seal_with=plain_seal)
 
 
 serverapp = ServerApp()

@@ -6,10 +6,12 @@ It holds nothing of its own: for every message it first asks the node's local AP
 training grant — the node's decision, the selected rows, the DP-SGD settings its policy
 requires, the study key and the accountant history — and touches no data when refused.
 It then decrypts the global model, measures it on this node's validation split, trains,
-and returns its update (exact in round 1, quantised after, weighted by the previous
-round's pooled rows) and metric sums encrypted under the study key (jobs.train.protocol),
-reporting what DP-SGD spent back to the node. Values the quantised update clips are
-counted in the node's log.
+and hands its update (exact in round 1, quantised after, weighted by the previous round's
+pooled rows) and metric sums to the node (``SealUpdate``), which masks them for the set
+the message names and encrypts them under the study key (jobs.train.protocol,
+node/round_updates.py); the app never holds the masks. It reports what DP-SGD spent back
+to the node. Values the quantised update clips are counted in the node's log. A
+``train.reveal`` message asks the node for its self-mask seed of a round's final set.
 
 Its reply goes through the coordinator, which sees no decision detail: a refused grant
 answers the node's public "refused at node X" with the reason as the node sealed it to the
@@ -35,13 +37,14 @@ from jobs.train.protocol import (
     CONFIG,
     METRICS,
     MODEL,
+    SEED,
     STATUS,
     Codec,
     average,
     blob_of,
     ciphertext,
-    contribution,
     pooled_rows,
+    update_values,
 )
 from jobs.train.spec import DPSpec, TrainSpec
 from protos.scifed.v1 import node_local_pb2 as pb
@@ -71,11 +74,44 @@ def evaluate(msg: Message, context: Context) -> Message:
     return serve(msg, context, final=True)
 
 
+@app.train("reveal")
+def reveal(msg: Message, context: Context) -> Message:
+    """This node's self-mask seed of an attempt whose set the ServerApp says is final; the
+    node decides whether to give it (node/round_updates.py)."""
+    request = grant_request(msg)
+    cfg = msg.content.config_records[CONFIG]
+    target = str(context.node_config["local-api"])
+    with grpc.insecure_channel(target, options=_OPTIONS) as channel:
+        try:
+            reply = pbg.NodeLocalStub(channel).RevealMask(pb.RevealMaskRequest(
+                grant=request, stage=str(cfg["stage"]), attempt=int(cfg["attempt"]),
+                contributors=json.loads(str(cfg["contributors"]))),
+                timeout=GRANT_TIMEOUT_SECONDS)
+        except grpc.RpcError as exc:
+            return _api_failure(msg, target, exc, "reveal its self-mask")
+    if reply.refused:  # "refused at node X"; the reason is sealed
+        return _refusal(msg, reply.refused, reply.sealed_reason)
+    return Message(RecordDict({STATUS: ConfigRecord({"ok": True, "reason": "",
+                                                     SEED: reply.seed})}), reply_to=msg)
+
+
 def _refusal(msg: Message, reason: str, sealed: bytes = b"") -> Message:
     """A reply without a contribution: a public reason, and (for the node's refusal) its
     reason sealed to the researcher, which the coordinator keeps for them."""
     status = ConfigRecord({"ok": False, "reason": reason, "sealed": sealed})
     return Message(RecordDict({STATUS: status}), reply_to=msg)
+
+
+def _api_failure(msg: Message, target: str, exc: grpc.RpcError, what: str) -> Message:
+    """The local API failed or refused a call: a transport failure names the socket; the
+    node's own answer stays in its log (it may say which rule refused)."""
+    if exc.code() in _TRANSPORT:
+        return _refusal(msg, f"the node's local API at {target} failed: "
+                             f"{exc.code().name} {exc.details()}")
+    log.error("the node's local API refused to %s: %s %s", what, exc.code().name,
+              exc.details())
+    return _refusal(msg, f"the node's local API answered {exc.code().name} when asked to "
+                         f"{what}; the node's log says why")
 
 
 def grant_request(msg: Message) -> pb.TrainingGrantRequest:
@@ -90,41 +126,77 @@ def grant_request(msg: Message) -> pb.TrainingGrantRequest:
 
 
 def serve(msg: Message, context: Context, *, final: bool,
-          open_key: Callable[[bytes], Codec] = StudyKey.from_secret_bytes) -> Message:
-    """Answer one train (or, if ``final``, evaluate) message for this node."""
+          open_key: Callable[[bytes], Codec] = StudyKey.from_secret_bytes,
+          seal_with: Callable[[pb.SealUpdateRequest], pb.SealUpdateReply] | None = None
+          ) -> Message:
+    """Answer one train (or, if ``final``, evaluate) message for this node: its update
+    leaves masked and encrypted by the node (``SealUpdate``; ``seal_with``: the
+    benchmark's plaintext twin's stand-in). A later attempt of a round first asks the node
+    for the update it kept, and trains only if there is none."""
     request = grant_request(msg)
+    cfg = msg.content.config_records[CONFIG]
+    stage = "evaluate" if final else "train"
     target = str(context.node_config["local-api"])
     with grpc.insecure_channel(target, options=_OPTIONS) as channel:
         api = pbg.NodeLocalStub(channel)
         try:
             grant = api.TrainingGrant(request, timeout=GRANT_TIMEOUT_SECONDS)
         except grpc.RpcError as exc:
-            if exc.code() in _TRANSPORT:
-                return _refusal(msg, f"the node's local API at {target} failed: "
-                                     f"{exc.code().name} {exc.details()}")
-            log.error("the node's local API refused the call: %s %s", exc.code().name,
-                      exc.details())
-            return _refusal(msg, f"the node's local API answered {exc.code().name}; "
-                                 "the node's log says why")
+            return _api_failure(msg, target, exc, "grant training")
         if not grant.allowed:  # "refused at node X"; the reason is sealed
             return _refusal(msg, grant.reason, grant.sealed_reason)
+
+        def seal(vectors: list[pb.UpdateVector]) -> pb.SealUpdateReply:
+            ask = pb.SealUpdateRequest(
+                grant=request, stage=stage, attempt=int(cfg.get("attempt", 1)),
+                masking_json=str(cfg.get("masking", "{}")), vectors=vectors)
+            if seal_with is not None:
+                return seal_with(ask)
+            return api.SealUpdate(ask, timeout=GRANT_TIMEOUT_SECONDS)
+
         try:
-            reply, report = _compute(msg, grant, request, open_key(grant.study_key),
-                                     final=final)
+            sealed = seal([]) if int(cfg.get("attempt", 1)) > 1 else None
+            epsilon = None
+            if sealed is not None and sealed.refused:
+                return _refusal(msg, sealed.refused, sealed.sealed_reason)
+            if sealed is None or not sealed.sealed:
+                vectors, report, epsilon = _compute(msg, grant, request,
+                                                    open_key(grant.study_key), final=final)
+                if report is not None:  # spent, whatever becomes of the update
+                    api.ReportTraining(report, timeout=GRANT_TIMEOUT_SECONDS)
+                sealed = seal(vectors)
+                if sealed.refused:  # "refused at node X"; the reason is sealed
+                    return _refusal(msg, sealed.refused, sealed.sealed_reason)
+        except grpc.RpcError as exc:
+            return _api_failure(msg, target, exc, "mask this node's update")
         except UserError as exc:  # e.g. diverged training: says what, quotes no data
             return _refusal(msg, str(exc))
         except Exception:  # a bug: its message may quote data, so it stays at the node
             log.exception("training at node %s failed", grant.node_name)
             return _refusal(msg, f"node {grant.node_name}: the ClientApp failed; the "
                                  "node's log says why")
-        if report is not None:
-            api.ReportTraining(report, timeout=GRANT_TIMEOUT_SECONDS)
-    return reply
+    content = RecordDict({
+        ARRAYS: ArrayRecord({name: ciphertext(blob)
+                             for name, blob in sorted(sealed.ciphertexts.items())}),
+        STATUS: ConfigRecord({"ok": True, "reason": "",
+                              "attestation": sealed.attestation_json})})
+    if epsilon is not None:
+        content["dp"] = MetricRecord({"epsilon": epsilon})
+    return Message(content, reply_to=msg)
+
+
+def _vector(name: str, values: np.ndarray, bound: float = 0.0,
+            capacity: int = 1) -> pb.UpdateVector:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(values, dtype=np.float64), allow_pickle=False)
+    return pb.UpdateVector(name=name, values=buf.getvalue(), bound=bound, capacity=capacity)
 
 
 def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGrantRequest,
-             key: Codec, *, final: bool) -> tuple[Message, pb.ReportTrainingRequest | None]:
-    """Everything after the grant: decrypt, evaluate, train, encrypt (torch loads here)."""
+             key: Codec, *, final: bool
+             ) -> tuple[list[pb.UpdateVector], pb.ReportTrainingRequest | None, float | None]:
+    """Everything after the grant: decrypt, evaluate, train (torch loads here). Returns the
+    plain update for the node to mask, the DP-SGD report and the ε spent so far."""
     import torch
 
     from jobs.train import local
@@ -145,10 +217,7 @@ def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGra
         vector_to_model(model, theta_start)
     validation = local.evaluate(model, data.x_val, data.y_val, spec.task)
     if final:
-        sums = np.concatenate([validation, [0.0, 0.0]])
-        content = RecordDict({ARRAYS: ArrayRecord({METRICS: ciphertext(key.encrypt(sums))}),
-                              STATUS: ConfigRecord({"ok": True, "reason": ""})})
-        return Message(content, reply_to=msg), None
+        return [_vector(METRICS, np.concatenate([validation, [0.0, 0.0]]))], None, None
 
     from jobs.train.models import model_to_vector
 
@@ -169,26 +238,22 @@ def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGra
         raise UserError(f"node {grant.node_name}: this round would bring the job's DP-SGD "
                         f"spending to ε={result.epsilon:.3f}, beyond its ε={dp.epsilon:g}; "
                         "nothing of it is released")
-    update, clipped = contribution(key, model_to_vector(model), result.n_train,
-                                   pooled=pooled, theta_start=theta_start,
-                                   capacity=request.n_nodes)
+    values, bound, clipped = update_values(model_to_vector(model), result.n_train,
+                                           pooled=pooled, theta_start=theta_start)
     if clipped:
         log.warning("node %s, round %d: %d value(s) of the update clipped to the round's "
                     "bound", grant.node_name, request.round, clipped)
+    cfg = msg.content.config_records[CONFIG]
+    capacity = int(cfg.get("capacity", request.n_nodes or 1))
     sums = np.concatenate([validation, [result.n_train, result.loss_sum]])
-    content = RecordDict({
-        ARRAYS: ArrayRecord({MODEL: ciphertext(update),
-                             METRICS: ciphertext(key.encrypt(sums))}),
-        STATUS: ConfigRecord({"ok": True, "reason": ""})})
-    if result.epsilon is not None:
-        content["dp"] = MetricRecord({"epsilon": result.epsilon})
     report = pb.ReportTrainingRequest(
         job_id=request.job_id, dataset=request.dataset, round=request.round,
         examples=result.n_train, epsilon_spent=result.epsilon or 0.0,
         delta=dp.delta if dp else 0.0,
         dp_history=[pb.AccountantStep(noise_multiplier=s, sample_rate=q, steps=k)
                     for s, q, k in result.history])
-    return Message(content, reply_to=msg), report
+    return ([_vector(MODEL, values, bound, capacity), _vector(METRICS, sums)], report,
+            result.epsilon)
 
 
 def _npy(data: bytes) -> np.ndarray:

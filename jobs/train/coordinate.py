@@ -80,9 +80,11 @@ def sealed_reasons(state: dict) -> dict[str, bytes]:
     return out
 
 
-def prepare_job_dir(flower: Any, run: Run, *, min_nodes: int, public_context: bytes) -> Path:
+def prepare_job_dir(flower: Any, run: Run, *, min_nodes: int, public_context: bytes,
+                    seal_claims: dict[str, dict]) -> Path:
     """Write what the ServerApp reads; an existing checkpoint is kept, so a resubmitted
-    job resumes."""
+    job resumes. ``seal_claims``: each node's certified seal key claim, which the round's
+    messages carry as the set the nodes mask their updates for."""
     if context_is_private(public_context):
         raise UserError("refusing to hand a secret study key to the ServerApp")
     job_dir = flower.jobs_dir / run.job_id
@@ -93,7 +95,8 @@ def prepare_job_dir(flower: Any, run: Run, *, min_nodes: int, public_context: by
         "key_version": run.study.key_version,
         "spec": run.spec.params.model_dump(mode="json"), "job_spec": run.spec.to_dict(),
         "datasets": run.targets, "filter": run.spec.filter or "", "min_nodes": min_nodes,
-        "researcher": run.researcher, "researcher_claim": run.claim})
+        "researcher": run.researcher, "researcher_claim": run.claim,
+        "seal_claims": seal_claims})
     (job_dir / FAILURE_FILE).unlink(missing_ok=True)
     return job_dir
 
@@ -281,7 +284,8 @@ def run_training(driver: Driver, run: Run) -> bytes:
     if refused:
         raise JobFailed("; ".join(refused[n] for n in sorted(refused)))
     job_dir = prepare_job_dir(flower, run, min_nodes=min_nodes,
-                              public_context=driver.public_context(run))
+                              public_context=driver.public_context(run),
+                              seal_claims=driver.seal_claims(list(targets)))
     for node in targets:
         driver.task_state(run, node, "train", TaskState.PENDING)
     driver.set_phase(run, Phase("waiting for nodes"))

@@ -17,6 +17,16 @@ Per round each node sends two ciphertexts under the study key:
   global model it *received* (round r's reply measures the model after round r-1) and
   training-loss sums of round r. A final ``evaluate`` message measures the last model.
 
+Both are masked under the encryption (node/masking.py, node/round_updates.py): each node
+hands its plain update to its node, which masks it pairwise for the nodes of the round's
+attempt (``masking`` in the message: their seal key claims) and with a self-mask of its
+own, so one update — or a sum over part of the set — decrypts to uniform residues. Once
+every node of the attempt has answered, the ServerApp asks each for its self-mask seed
+(:data:`REVEAL`), takes the masks off the sum with the public context, and the pairwise
+masks cancel in it. A node that drops before that makes the ServerApp try again among the
+survivors (``attempt`` + 1): each masks the update it kept afresh for them, without
+training again; the earlier attempt is never unmasked.
+
 The coordinator adds ciphertexts with the public context only; members decrypt.
 """
 
@@ -36,6 +46,10 @@ from scifed.errors import UserError
 STYPE = "scifed.he"
 ARRAYS, CONFIG, STATUS = "arrays", "config", "status"
 MODEL, METRICS = "model", "metrics"
+# The message asking a round's contributors for their self-mask seeds once its set is
+# final (node/round_updates.py); the seed comes back in the status record.
+REVEAL = "train.reveal"
+SEED = "seed"
 
 RUN_FILE = "run.json"                 # written by the coordinator: the job
 PUBLIC_CONTEXT_FILE = "public.ctx"    # the study's public BFV context
@@ -84,18 +98,16 @@ def update_bound(theta_start: np.ndarray) -> float:
     return 2.0 ** max(0, math.ceil(math.log2(largest))) if largest > 1.0 else 1.0
 
 
-def contribution(key: Codec, theta: np.ndarray, n: int, *, pooled: float | None = None,
-                 theta_start: np.ndarray | None = None, capacity: int = 1,
-                 rng: np.random.Generator | None = None) -> tuple[bytes, int]:
-    """A node's encrypted model update and how many of its values were clipped.
+def update_values(theta: np.ndarray, n: int, *, pooled: float | None = None,
+                  theta_start: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
+    """A node's plain model update, the bound to quantise it within (0: exact) and how
+    many of its values were clipped to that bound.
 
     Without the previous round's pooled rows (round 1): exact ``[n * theta, n]``. With
-    them: quantised ``[w * theta, w]``, w = n / pooled, clipped to
-    ``update_bound(theta_start)``, for a sum of at most ``capacity`` nodes (the round's
-    nodes; every contribution of a sum must name the same capacity)."""
+    them: ``[w * theta, w]``, w = n / pooled, clipped to ``update_bound(theta_start)``."""
     theta = np.asarray(theta, dtype=np.float64)
     if pooled is None:
-        return key.encrypt(np.append(n * theta, n)), 0
+        return np.append(n * theta, n), 0.0, 0
     if theta_start is None or theta_start.shape != theta.shape:
         raise UserError("a quantised round needs the start model it updates, of the same "
                         "shape")
@@ -108,6 +120,17 @@ def contribution(key: Codec, theta: np.ndarray, n: int, *, pooled: float | None 
     values = np.append(w * theta, w)
     clipped = int(np.count_nonzero(np.abs(values) > bound))
     np.clip(values, -bound, bound, out=values)
+    return values, bound, clipped
+
+
+def contribution(key: Codec, theta: np.ndarray, n: int, *, pooled: float | None = None,
+                 theta_start: np.ndarray | None = None, capacity: int = 1,
+                 rng: np.random.Generator | None = None) -> tuple[bytes, int]:
+    """:func:`update_values` encrypted without masks (what a node's masks go on: the
+    round's encoding), for a sum of at most ``capacity`` nodes; and the clipped count."""
+    values, bound, clipped = update_values(theta, n, pooled=pooled, theta_start=theta_start)
+    if not bound:
+        return key.encrypt(values), 0
     return key.encrypt_quantised(values, bound=bound, capacity=capacity, rng=rng), clipped
 
 

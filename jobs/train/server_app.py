@@ -35,6 +35,7 @@ from logging import INFO, WARNING
 from pathlib import Path
 
 import httpx
+import numpy as np
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
@@ -56,15 +57,19 @@ from jobs.train.protocol import (
     METRICS,
     MODEL,
     PUBLIC_CONTEXT_FILE,
+    REVEAL,
     RUN_FILE,
+    SEED,
     STATUS,
     blob_of,
     ciphertext,
     write_bytes,
     write_json,
 )
-from scifed.he import context_is_private, sum_ciphertexts
+from scifed import masks
+from scifed.he import context_is_private, parse, subtract_plain, sum_ciphertexts
 from scifed.sealing import refused_at
+from scifed.tasks import MAX_ATTEMPTS
 from scifed.wire import now_ms
 
 POLL_SECONDS = 0.1
@@ -81,7 +86,10 @@ class Superseded(Exception):
 
 
 class HEFedAvg(FedAvg):
-    """FedAvg whose aggregation is a homomorphic sum with the study's public context."""
+    """FedAvg whose aggregation is a homomorphic sum with the study's public context, of
+    contributions masked for each round's set of nodes."""
+
+    masked = True  # the benchmark's plaintext twin sums in clear, without masks
 
     def __init__(self, job_dir: Path, run_id: int = 0) -> None:
         self.job_dir = Path(job_dir)
@@ -94,6 +102,7 @@ class HEFedAvg(FedAvg):
         self.rounds = int(self.spec["rounds"])
         self.min_nodes = int(self.job["min_nodes"])
         self.timeout = float(self.spec["round_timeout"])
+        self.claims = self.job.get("seal_claims") or {}  # node -> its seal key claim
         super().__init__(fraction_train=1.0, fraction_evaluate=1.0,
                          min_train_nodes=self.min_nodes, min_evaluate_nodes=self.min_nodes,
                          min_available_nodes=self.min_nodes, arrayrecord_key=ARRAYS,
@@ -105,6 +114,7 @@ class HEFedAvg(FedAvg):
         self._round_started = time.monotonic()
         self._names: dict[int, str] = {}  # Flower node_id -> node name, this exchange
         self._sent: dict[str, str] = {}   # message id -> node name, this exchange
+        self._seeds: dict[str, bytes] = {}  # node -> self-mask seed, this round's sum
 
     # -- state -----------------------------------------------------------------------------
     def _load_checkpoint(self) -> dict:
@@ -160,8 +170,11 @@ class HEFedAvg(FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        good = self._accept(server_round, replies)
-        model = self._sum([blob_of(m.content[ARRAYS], MODEL) for m in good.values()])
+        """``replies``: the contributions of the round's final attempt, by node, whose
+        self-mask seeds :meth:`_contributions` collected."""
+        good = dict(replies)
+        model = self._unmasked(MODEL, [blob_of(m.content[ARRAYS], MODEL)
+                                       for m in good.values()])
         metrics = self._keep_metrics(server_round, good)
         model_file = f"model-r{server_round}.ct"
         write_bytes(self.job_dir / model_file, model)
@@ -179,7 +192,7 @@ class HEFedAvg(FedAvg):
 
     def aggregate_evaluate(self, server_round: int,
                            replies: Iterable[Message]) -> MetricRecord | None:
-        good = self._accept(server_round, replies)
+        good = dict(replies)
         self._keep_metrics(server_round, good, final=True)
         self.state["round_seconds"]["final"] = time.monotonic() - self._round_started
         self.state["complete"] = True
@@ -193,50 +206,151 @@ class HEFedAvg(FedAvg):
         arrays = self.global_arrays()
         for r in range(self.state["round"] + 1, self.rounds + 1):
             self._round_started = time.monotonic()
-            replies = self._exchange(grid, self.configure_train(r, arrays, ConfigRecord(),
-                                                                grid))
-            arrays, _ = self.aggregate_train(r, replies)
+            good = self._contributions(grid, r, arrays, MessageType.TRAIN)
+            arrays, _ = self.aggregate_train(r, good.items())
             log(INFO, "[ROUND %d/%d] %d node(s) contributed in %.1fs", r, self.rounds,
                 len(self.state["contributors"][str(r)]), self.state["round_seconds"][str(r)])
         if not self.state["complete"]:
             self._round_started = time.monotonic()
-            replies = self._exchange(grid, self.configure_evaluate(
-                self.rounds, arrays, ConfigRecord(), grid))
-            self.aggregate_evaluate(self.rounds, replies)
+            good = self._contributions(grid, self.rounds, arrays, MessageType.EVALUATE)
+            self.aggregate_evaluate(self.rounds, good.items())
             log(INFO, "final model evaluated by %s", ", ".join(self.state["active"]))
+
+    def _contributions(self, grid: Grid, server_round: int, arrays: ArrayRecord,
+                       kind: str) -> dict[str, Message]:
+        """One round's masked contributions, by node (jobs.train.protocol): attempts
+        until every node of one answers — a dropout makes the survivors try again — then
+        each contributor's self-mask seed of that attempt (``self._seeds``).
+
+        Attempts are numbered across resumed runs (the checkpoint keeps the last one and
+        its set): a resumed run repeats that attempt if its set is the one still active
+        (every node then replays its answer), else takes the next."""
+        stage = "evaluate" if kind == MessageType.EVALUATE else "train"
+        key = "final" if stage == "evaluate" else str(server_round)
+        attempts = self.state.setdefault("attempts", {})
+        while True:
+            messages = self._messages(server_round, arrays, ConfigRecord(), grid, kind)
+            asked = sorted(self._names.values())
+            last = attempts.get(key)
+            # the same set as the checkpoint's last attempt: the nodes replay their answers
+            attempt = 1 if last is None else last["attempt"] + (last["set"] != asked)
+            for message in messages:
+                message.content.config_records[CONFIG]["attempt"] = attempt
+            if attempt > MAX_ATTEMPTS:
+                raise self._fail(server_round, f"nodes kept dropping out: none of "
+                                 f"{MAX_ATTEMPTS} attempts of round {server_round} had "
+                                 "every node answer")
+            attempts[key] = {"attempt": attempt, "set": asked}
+            self._checkpoint()
+            good = self._accept(server_round, self._exchange(grid, messages))
+            if sorted(good) == asked:
+                break
+            log(WARNING, "round %d, attempt %d: %s dropped after the others masked for "
+                "them; the survivors try again", server_round, attempt,
+                ", ".join(sorted(set(asked) - set(good))))
+        self._seeds = self._reveal(grid, server_round, stage, attempt, good) if self.masked \
+            else {}
+        return good
+
+    def _reveal(self, grid: Grid, server_round: int, stage: str, attempt: int,
+                good: dict[str, Message]) -> dict[str, bytes]:
+        """Every contributor's self-mask seed of the final attempt. A node that gives none
+        fails the job: its mask cannot come off the sum without it, and no later attempt
+        may follow a revealed one (node/masking.py)."""
+        contributors = sorted(good)
+        messages = []
+        for node_id, name in self._names.items():
+            if name not in good:
+                continue
+            cfg = ConfigRecord({**self._node_config(name, server_round, attempt),
+                                "stage": stage, "contributors": json.dumps(contributors)})
+            messages.append(Message(content=RecordDict({CONFIG: cfg}), dst_node_id=node_id,
+                                    message_type=REVEAL, group_id=f"{server_round}-reveal",
+                                    ttl=self.timeout + TTL_MARGIN_SECONDS))
+        seeds: dict[str, bytes] = {}
+        why: dict[str, str] = {}
+        for reply in self._exchange(grid, messages):
+            name = self._sent.get(reply.metadata.reply_to_message_id)
+            if name is None:
+                continue
+            status = None if reply.has_error() else reply.content.config_records[STATUS]
+            seed = status.get(SEED) if status is not None and status["ok"] else None
+            sealed = status.get("sealed") if status is not None else None
+            if isinstance(seed, bytes) and len(seed) == 32:
+                seeds[name] = seed
+            elif isinstance(sealed, bytes) and sealed:  # the node's refusal: no detail
+                self._drop(name, refused_at(name), sealed)
+                why[name] = refused_at(name)
+            else:
+                why[name] = (reply.error.reason if reply.has_error() else
+                             str(status["reason"]) if status is not None else "no seed")
+        missing = [n for n in contributors if n not in seeds]
+        if missing:
+            for name in missing:
+                self._drop(name, f"round {server_round}: no self-mask seed "
+                                 f"({why.get(name, f'no reply within {self.timeout:.0f}s')})")
+            self._checkpoint()
+            raise self._fail(server_round, f"round {server_round}'s sum cannot be unmasked: "
+                             f"{', '.join(missing)} gave no self-mask seed of attempt "
+                             f"{attempt} ({'; '.join(f'{n}: {w}' for n, w in why.items())})")
+        return seeds
 
     # -- helpers -------------------------------------------------------------------------
     def _sum(self, blobs: list[bytes]) -> bytes:
         """The aggregation itself: a homomorphic sum, public context only."""
         return sum_ciphertexts(self.public_context, blobs)
 
+    def _unmasked(self, name: str, blobs: list[bytes]) -> bytes:
+        """The sum of the contributions' vector ``name`` with their revealed self-masks
+        taken off (public context only); their pairwise masks cancel in the sum."""
+        total = self._sum(blobs)
+        if not self.masked:
+            return total
+        slots = parse(total).slots
+        mask = np.zeros(slots, dtype=np.uint64)
+        for seed in self._seeds.values():
+            mask = masks.add(mask, masks.named_mask(seed, name, slots))
+        return subtract_plain(self.public_context, total, mask)
+
     def _messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                  grid: Grid, kind: str) -> list[Message]:
-        """One message per active node (each carries that node's dataset); nodes whose
-        SuperNode is not online leave the run first."""
+                  grid: Grid, kind: str, attempt: int = 1) -> list[Message]:
+        """One message per active node (each carries that node's dataset, and the set the
+        attempt masks for: the nodes' seal key claims); nodes whose SuperNode is not
+        online leave the run first."""
         online = {n.name: n.node_id for n in grid.get_nodes() if n.status == "online"}
         for name in list(self.state["active"]):
             if name not in online:
                 self._drop(name, "its Flower SuperNode is not connected")
         self._quorum(server_round)
         self._names = {online[name]: name for name in self.state["active"]}
+        masking = json.dumps({name: self.claims[name] for name in self._names.values()
+                              if name in self.claims})
         messages = []
         for node_id, name in self._names.items():
-            node_config = ConfigRecord({
-                **config, "job-id": self.job["job_id"], "study-id": self.job["study_id"],
-                "key-version": int(self.job["key_version"]),
-                "dataset": self.job["datasets"][name], "filter": self.job.get("filter") or "",
-                "spec": json.dumps(self.job["job_spec"]), "round": server_round,
-                "researcher": self.job.get("researcher", ""),
-                # public and CA-certified: the node seals a refusal's reason to it
-                "researcher-claim": json.dumps(self.job["researcher_claim"])
-                if self.job.get("researcher_claim") else "",
-                "n-nodes": len(self._names)})
+            node_config = ConfigRecord({**config, **self._node_config(name, server_round,
+                                                                      attempt),
+                                        "masking": masking})
             content = RecordDict({CONFIG: node_config, ARRAYS: arrays})
             messages.append(Message(content=content, dst_node_id=node_id, message_type=kind,
                                     group_id=str(server_round),
                                     ttl=self.timeout + TTL_MARGIN_SECONDS))
         return messages
+
+    def _node_config(self, name: str, server_round: int, attempt: int) -> dict:
+        """What every message of a round tells node ``name``: the job, its dataset there,
+        the round and attempt, and the researcher's claim."""
+        return {
+            "job-id": self.job["job_id"], "study-id": self.job["study_id"],
+            "key-version": int(self.job["key_version"]),
+            "dataset": self.job["datasets"][name], "filter": self.job.get("filter") or "",
+            "spec": json.dumps(self.job["job_spec"]), "round": server_round,
+            "attempt": attempt, "researcher": self.job.get("researcher", ""),
+            # public and CA-certified: the node seals a refusal's reason to it
+            "researcher-claim": json.dumps(self.job["researcher_claim"])
+            if self.job.get("researcher_claim") else "",
+            # the nodes asked (a node's policy may ask for more) and the most contributors
+            # any sum of the job has (every quantised update of a round names the same)
+            "n-nodes": len(self._names), "capacity": len(self.job["datasets"])}
 
     def _exchange(self, grid: Grid, messages: Iterable[Message]) -> list[Message]:
         """Push, then pull every POLL_SECONDS until all replied or the round times out."""
@@ -281,7 +395,8 @@ class HEFedAvg(FedAvg):
 
     def _keep_metrics(self, server_round: int, good: dict[str, Message],
                       final: bool = False) -> bytes:
-        metrics = self._sum([blob_of(m.content[ARRAYS], METRICS) for m in good.values()])
+        metrics = self._unmasked(METRICS, [blob_of(m.content[ARRAYS], METRICS)
+                                           for m in good.values()])
         name = "metrics-final.ct" if final else f"metrics-r{server_round}.ct"
         write_bytes(self.job_dir / name, metrics)
         if final:

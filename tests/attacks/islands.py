@@ -6,9 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import yaml
+from scipy import stats
 
+from coordinator.db import Node
 from harness.inmemory import InMemoryFederation
+from scifed import masks
+from scifed.he import PLAIN_MODULUS
+from scifed.sealing import SealKeyClaim, load_seal_key, verify_claim
 
 ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
 EXACT = {"columns": ["body_mass_g"]}
@@ -37,3 +43,23 @@ def island_federation(tmp_path, penguins, penguins_meta,
         fed.__exit__(None, None, None)
         raise
     return fed
+
+
+def uniform(residues: np.ndarray) -> bool:
+    """Whether slot residues are indistinguishable from uniform in [0, t) (what a masked
+    contribution decrypts to): Kolmogorov-Smirnov, p > 1e-6."""
+    return stats.kstest(residues.astype(np.float64) / PLAIN_MODULUS, "uniform").pvalue > 1e-6
+
+
+def pair_mask(fed, context: bytes, slots: int) -> np.ndarray:
+    """The accomplice's own pairwise mask towards the victim for ``context`` (job, stage,
+    round, key version), which it can make: what it adds to the victim's residues to take
+    its share of the victim's masks off."""
+    with fed.coordinator.db.session() as s:
+        claim = s.get(Node, fed.victim).seal_claim
+    victim_public = verify_claim(SealKeyClaim.from_dict(claim),
+                                 (fed.ca_dir / "ca.crt").read_bytes(),
+                                 expect_role="node", expect_name=fed.victim)
+    own = load_seal_key(fed.nodes[fed.accomplice].cfg.tls.key.parent)
+    return masks.pairwise_mask(own, fed.accomplice, {fed.victim: victim_public}, context,
+                               slots)

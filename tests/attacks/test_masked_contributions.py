@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from islands import EXACT, ISLANDS, island_federation, job
-from scipy import stats
+from islands import EXACT, ISLANDS, island_federation, job, pair_mask, uniform
 
 from coordinator import studies
-from coordinator.db import Node
 from protos.scifed.v1 import federation_pb2 as pb
 from scifed import he, masks
 from scifed.errors import UserError
 from scifed.he import PLAIN_MODULUS, sum_ciphertexts
 from scifed.sealing import (
-    SealKeyClaim,
     load_seal_key,
     open_sealed,
     refusal_context,
-    verify_claim,
 )
 from scifed.states import JobStatus
 from scifed.tasks import TaskHeader, TaskKind, UnmaskReply, UnmaskRequest
@@ -65,10 +61,6 @@ def member_key(fed, node: str):
     return fed.nodes[node].studies.key(fed.study_id, 1)
 
 
-def uniform(residues: np.ndarray) -> bool:
-    return stats.kstest(residues.astype(np.float64) / PLAIN_MODULUS, "uniform").pvalue > 1e-6
-
-
 def steal(key, blob: bytes, fed) -> None:
     """Fail the test if ``blob`` opens to the victim's statistics."""
     try:
@@ -94,15 +86,8 @@ def test_a_member_with_the_coordinator_reads_no_other_contribution(fed):
     frame = he.parse(blob)
     residues = key.residues(frame)
     assert uniform(residues)
-    with fed.coordinator.db.session() as s:
-        claim = s.get(Node, fed.victim).seal_claim
-    victim_public = verify_claim(SealKeyClaim.from_dict(claim),
-                                 (fed.ca_dir / "ca.crt").read_bytes(),
-                                 expect_role="node", expect_name=fed.victim)
-    own = load_seal_key(fed.nodes[fed.accomplice].cfg.tls.key.parent)
     context = "\0".join([view.job_id, "compute", "0", "1"]).encode()
-    theirs = masks.pairwise_mask(own, fed.accomplice, {fed.victim: victim_public}, context,
-                                 residues.size)
+    theirs = pair_mask(fed, context, residues.size)
     # the accomplice's mask towards the victim is the negation of the victim's towards it
     left = (residues + theirs) % np.uint64(PLAIN_MODULUS)
     assert uniform(left)
@@ -294,15 +279,8 @@ def test_a_masking_set_too_small_to_hide_a_contribution_is_refused(fed, shrink):
         frame = he.parse(got["blob"])
         residues = key.residues(frame)
         if len(small) == 2:
-            with fed.coordinator.db.session() as s:
-                claim = s.get(Node, fed.victim).seal_claim
-            victim_public = verify_claim(SealKeyClaim.from_dict(claim),
-                                         (fed.ca_dir / "ca.crt").read_bytes(),
-                                         expect_role="node", expect_name=fed.victim)
-            own = load_seal_key(fed.nodes[fed.accomplice].cfg.tls.key.parent)
             context = "\0".join([view.job_id, "compute", "0", "1"]).encode()
-            residues = masks.add(residues, masks.pairwise_mask(
-                own, fed.accomplice, {fed.victim: victim_public}, context, residues.size))
+            residues = masks.add(residues, pair_mask(fed, context, residues.size))
             if "seed" in got:
                 from node.masking import revealed_masks
                 residues = masks.subtract(residues, revealed_masks(

@@ -138,3 +138,51 @@ def test_quantised_updates_mask_and_sum(key, seal_keys) -> None:
         blobs.append(key.encrypt_quantised(vectors[m], bound=1.0, capacity=3, mask=mask))
     total = key.decrypt(sum_ciphertexts(key.public_bytes(), blobs))
     assert np.max(np.abs(total - sum(vectors.values()))) <= 3 * 2.0 / he.top_level(3)
+
+
+def test_masked_quantised_lanes_decode_exactly_at_full_headroom(key, seal_keys) -> None:
+    """Sixteen contributors (the most two 20-bit lanes hold) at the ends of the range, so
+    every lane sum reaches its top: pairwise masks and self-masks added mod t per slot,
+    the revealed self-masks taken off the sum with the public context
+    (:func:`scifed.he.subtract_plain`), and the sum decodes to exactly what the same levels
+    give unmasked — no carry from one lane into the other."""
+    names = [f"node{i:02d}" for i in range(he.MAX_TWO_LANE_SUMMANDS)]
+    keys = {n: X25519PrivateKey.from_private_bytes(hashlib.sha256(n.encode()).digest())
+            for n in names}
+    publics = _public(keys, names)
+    n_values, bound, capacity = 999, 2.0, len(names)
+    slots = he.slots_for(he.QUANTISED, n_values, he.lanes_for(capacity))
+    ends = np.resize([bound, -bound, bound, bound * (1 - 1e-12)], n_values)
+    masked, plain, seeds = [], [], []
+    for i, name in enumerate(names):
+        values = ends if i % 2 == 0 else np.random.default_rng(i).uniform(-bound, bound,
+                                                                           n_values)
+        seed = hashlib.sha256(b"self" + name.encode()).digest()
+        seeds.append(seed)
+        mask = masks.add(masks.pairwise_mask(keys[name], name, publics, CONTEXT, slots),
+                         masks.named_mask(seed, "model", slots))
+        masked.append(key.encrypt_quantised(values, bound=bound, capacity=capacity,
+                                            rng=np.random.default_rng(100 + i), mask=mask))
+        plain.append(key.encrypt_quantised(values, bound=bound, capacity=capacity,
+                                           rng=np.random.default_rng(100 + i)))
+    alone = key.residues(he.parse(masked[0]))
+    assert _uniform_p(alone) > 1e-6
+    total = sum_ciphertexts(key.public_bytes(), masked)
+    self_masks = np.zeros(slots, dtype=np.uint64)
+    for seed in seeds:
+        self_masks = masks.add(self_masks, masks.named_mask(seed, "model", slots))
+    assert _uniform_p(key.residues(he.parse(total))) > 1e-6  # self-masks still on
+    unmasked = he.subtract_plain(key.public_bytes(), total, self_masks)
+    expected = key.decrypt(sum_ciphertexts(key.public_bytes(), plain))
+    np.testing.assert_array_equal(key.decrypt(unmasked), expected)
+    with pytest.raises(UserError, match="cover"):
+        he.subtract_plain(key.public_bytes(), total, self_masks[:-1])
+
+
+def test_named_masks_differ_by_name_and_seed() -> None:
+    seed = bytes(32)
+    model = masks.named_mask(seed, "model", 1000)
+    assert np.array_equal(model, masks.named_mask(seed, "model", 1000))
+    assert not np.array_equal(model, masks.named_mask(seed, "metrics", 1000))
+    assert not np.array_equal(model, masks.named_mask(bytes(31) + b"\1", "model", 1000))
+    assert _uniform_p(model) > 1e-6 and model.max() < PLAIN_MODULUS

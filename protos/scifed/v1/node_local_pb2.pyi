@@ -121,3 +121,72 @@ class ReportTrainingReply(_message.Message):
     EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
     epsilon_spent: float
     def __init__(self, epsilon_spent: _Optional[float] = ...) -> None: ...
+
+class UpdateVector(_message.Message):
+    __slots__ = ("name", "values", "bound", "capacity")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    values: bytes
+    bound: float
+    capacity: int
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[bytes] = ..., bound: _Optional[float] = ..., capacity: _Optional[int] = ...) -> None: ...
+
+class SealUpdateRequest(_message.Message):
+    __slots__ = ("grant", "stage", "attempt", "masking_json", "vectors")
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MASKING_JSON_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    grant: TrainingGrantRequest
+    stage: str
+    attempt: int
+    masking_json: str
+    vectors: _containers.RepeatedCompositeFieldContainer[UpdateVector]
+    def __init__(self, grant: _Optional[_Union[TrainingGrantRequest, _Mapping]] = ..., stage: _Optional[str] = ..., attempt: _Optional[int] = ..., masking_json: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[UpdateVector, _Mapping]]] = ...) -> None: ...
+
+class SealUpdateReply(_message.Message):
+    __slots__ = ("sealed", "ciphertexts", "attestation_json", "refused", "sealed_reason")
+    class CiphertextsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    SEALED_REASON_FIELD_NUMBER: _ClassVar[int]
+    sealed: bool
+    ciphertexts: _containers.ScalarMap[str, bytes]
+    attestation_json: str
+    refused: str
+    sealed_reason: bytes
+    def __init__(self, sealed: bool = ..., ciphertexts: _Optional[_Mapping[str, bytes]] = ..., attestation_json: _Optional[str] = ..., refused: _Optional[str] = ..., sealed_reason: _Optional[bytes] = ...) -> None: ...
+
+class RevealMaskRequest(_message.Message):
+    __slots__ = ("grant", "stage", "attempt", "contributors")
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    grant: TrainingGrantRequest
+    stage: str
+    attempt: int
+    contributors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, grant: _Optional[_Union[TrainingGrantRequest, _Mapping]] = ..., stage: _Optional[str] = ..., attempt: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RevealMaskReply(_message.Message):
+    __slots__ = ("seed", "refused", "sealed_reason")
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    SEALED_REASON_FIELD_NUMBER: _ClassVar[int]
+    seed: bytes
+    refused: str
+    sealed_reason: bytes
+    def __init__(self, seed: _Optional[bytes] = ..., refused: _Optional[str] = ..., sealed_reason: _Optional[bytes] = ...) -> None: ...

@@ -49,6 +49,16 @@ class NodeLocalStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppReply.FromString,
                 _registered_method=True)
+        self.SealUpdate = channel.unary_unary(
+                '/scifed.v1.NodeLocal/SealUpdate',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.SealUpdateRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.SealUpdateReply.FromString,
+                _registered_method=True)
+        self.RevealMask = channel.unary_unary(
+                '/scifed.v1.NodeLocal/RevealMask',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.RevealMaskRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.RevealMaskReply.FromString,
+                _registered_method=True)
 
 
 class NodeLocalServicer(object):
@@ -77,6 +87,24 @@ class NodeLocalServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SealUpdate(self, request, context):
+        """A round's update of this node (its model and metric vectors), masked for the set of
+        nodes the round's attempt sums, encrypted under the study key and attested. The node
+        verifies the set and keeps the plain update, so a later attempt after a dropout masks
+        the same update afresh for the survivors (node/round_updates.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevealMask(self, request, context):
+        """This node's self-mask seed of a round's attempt, once that attempt's set is final:
+        only for the very set it masked for, and never for an attempt it abandoned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeLocalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +122,16 @@ def add_NodeLocalServicer_to_server(servicer, server):
                     servicer.CheckApp,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppReply.SerializeToString,
+            ),
+            'SealUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SealUpdate,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.SealUpdateRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.SealUpdateReply.SerializeToString,
+            ),
+            'RevealMask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevealMask,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.RevealMaskRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__local__pb2.RevealMaskReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +215,60 @@ class NodeLocal(object):
             '/scifed.v1.NodeLocal/CheckApp',
             protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_node__local__pb2.CheckAppReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SealUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeLocal/SealUpdate',
+            protos_dot_scifed_dot_v1_dot_node__local__pb2.SealUpdateRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__local__pb2.SealUpdateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevealMask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeLocal/RevealMask',
+            protos_dot_scifed_dot_v1_dot_node__local__pb2.RevealMaskRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__local__pb2.RevealMaskReply.FromString,
             options,
             channel_credentials,
             insecure,
