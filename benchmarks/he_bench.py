@@ -23,6 +23,7 @@ printed with the table.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
