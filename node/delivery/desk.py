@@ -24,6 +24,7 @@ from node.data import DataFile
 from node.datasets import DatasetRegistry
 from node.delivery import rules, service
 from node.delivery.grants import Grant, GrantBook
+from node.guard import audit_and_record
 from node.policy import PolicyBook
 from node.store import DatasetRow
 from node.studies import NodeStudies
@@ -341,16 +342,35 @@ class Delivery:
         with DataFile(self.registry.data_path(row.dataset_id), version=registered) as data:
             cols = ", ".join(quote_identifier(c) for c in grant.columns)
             frame = data.con.sql(f"SELECT {cols} FROM {data.source}").df()  # noqa: S608
+        what = f"query {query_sha[:12]}"
         try:
-            answer = service.run(frame, ref.sql, rows_allowed=rules.rows_allowed(
+            result = service.run(frame, ref.sql, rows_allowed=rules.rows_allowed(
                 record, _today()), k=k)
         except UserError as exc:
-            self._refuse(row.dataset_id, grant.researcher, f"query {query_sha[:12]}",
-                         str(exc), grant.grant_id)
+            self._refuse(row.dataset_id, grant.researcher, what, str(exc), grant.grant_id)
             raise
+        answer = result.body
         body = canonical({"grant_id": grant.grant_id, "query_sha256": query_sha, **answer})
         digest = hashlib.sha256(body.encode()).hexdigest()
+        try:
+            self._audited(grant, row, query_sha, result, k, registered, digest)
+        except UserError as exc:
+            self._refuse(row.dataset_id, grant.researcher, what, str(exc), grant.grant_id)
+            raise
+        return SealedReply(sealed=seal(seal_public, body.encode(),
+                                       context=answer_context(grant.grant_id, query_sha)))
+
+    def _audited(self, grant: Grant, row: DatasetRow, query_sha: str,
+                 result: service.Answer, k: int, registered: str, digest: str) -> None:
+        """In one transaction: the query auditor's check of an aggregate answer's groups
+        against every earlier exact answer on the dataset (service answers and federated
+        jobs alike, whoever asked), and the record of the delivery."""
+        answer = result.body
         with self.registry.store.tx() as con:
+            if result.sets is not None:
+                audit_and_record(con, job_id=f"{grant.grant_id}:{query_sha}",
+                                 dataset_id=row.dataset_id, sha256=registered,
+                                 sets=result.sets, k=k, node=self.node)
             GrantBook.deliver(con, grant_id=grant.grant_id, dataset_id=row.dataset_id,
                               recipient=grant.researcher, kind="answer", sha256=digest,
                               detail={"query_sha256": query_sha, "mode": answer["mode"],
@@ -360,8 +380,6 @@ class Delivery:
                                {"grant_id": grant.grant_id, "recipient": grant.researcher,
                                 "query_sha256": query_sha, "sha256": digest,
                                 "mode": answer["mode"], "withheld": answer["withheld"]})
-        return SealedReply(sealed=seal(seal_public, body.encode(),
-                                       context=answer_context(grant.grant_id, query_sha)))
 
     # -- the officer --------------------------------------------------------------------
     def officer_list(self, state: str = "") -> list[dict]:

@@ -1,0 +1,160 @@
+"""An attacker's review of delivery: a researcher (alone or colluding), a deviating
+coordinator that rewrites what it relays, and a researcher who tries to exhaust the
+node. Real node and coordinator cores, real PKI and sealing, the in-memory link; each
+attack is checked against the rows it tries to learn."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from staff import staff_meta, staff_table
+
+from coordinator import access_client as ac
+from harness.inmemory import InMemoryFederation, researcher_client
+from node.audit import AuditLog
+from node.delivery import service
+from scifed.errors import UserError
+
+NODE = "alpha"
+ACCEPT = ["no_reidentification", "license:CC0-1.0"]
+
+
+def tiers() -> pd.DataFrame:
+    """Staff whose salaries sit on a few scales, but for one person (row 5, the
+    director) who earns a salary of their own."""
+    table = staff_table().drop(columns="node")
+    table["salary"] = 50_000.0 + 10_000.0 * (table.index % 2)
+    table.loc[5, "salary"] = 123_456.78
+    return table
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    fed = InMemoryFederation(tmp_path_factory.mktemp("rtdeliver"), [NODE]).__enter__()
+    table = staff_table().drop(columns="node")
+    fed.add_dataset(NODE, table, staff_meta("G1", "OPEN"), "open")
+    for name, frame in (("cond", table), ("tiers", tiers()), ("diff", table)):
+        fed.add_dataset(NODE, frame, staff_meta("G2", "CONDITIONAL"), name)
+        fed.create_study(f"rt-{name}", {NODE: name})
+    fed.table = table
+    yield fed
+    fed.__exit__(None, None, None)
+
+
+def record_id(name: str) -> str:
+    return f"urn:sdn:{NODE}:ds:{name}"
+
+
+def core(fed):
+    return fed.nodes[NODE]
+
+
+def ask(client, name: str, method: str = "in_node_service", **kw):
+    kw.setdefault("accept", ACCEPT)
+    kw.setdefault("purpose", "methods paper")
+    if name != "open":
+        kw.setdefault("study", f"rt-{name}")
+    return ac.request_access(client, record_id(name), method=method, **kw)
+
+
+def audit_text(fed) -> str:
+    return "\n".join(str(e.details) for e in AuditLog(core(fed).store).entries())
+
+
+def test_distinct_aggregates_do_not_name_one_persons_value(fed):
+    """avg and stddev of the DISTINCT salaries of a group of many rows are the mean and
+    spread of its few distinct values: with two of them, each value comes out, the
+    director's own salary among them. Only count(DISTINCT ...) is answered."""
+    client = researcher_client(fed)
+    grant = ask(client, "tiers")
+    director = tiers().loc[5]
+    sql = ("SELECT department, avg(DISTINCT salary) AS a, stddev(DISTINCT salary) AS s, "
+           "count(DISTINCT salary) AS c FROM data GROUP BY department")
+    try:
+        frame, _ = ac.query(client, grant, sql)
+    except UserError as exc:
+        assert "DISTINCT" in str(exc)
+    else:  # the attack: solve for the three distinct values of the director's group
+        row = frame.set_index("department").loc[director.department]
+        assert row.c == 3
+        values = sorted(tiers().query("department == @director.department").salary.unique())
+        assert not math.isclose(row.a * 3 - sum(values[:2]), director.salary), \
+            "sum(DISTINCT) names the director's salary"
+    frame, _ = ac.query(client, grant, "SELECT department, count(DISTINCT salary) AS c "
+                        "FROM data GROUP BY department")
+    truth = tiers().groupby("department").salary.nunique()
+    assert frame.set_index("department").c.sort_index().tolist() == truth.tolist()
+
+
+def test_the_total_minus_the_shown_groups_is_not_a_withheld_persons_salary(fed):
+    """One director among 180 staff: grouped by title the director's group is withheld,
+    but the total of all salaries minus the shown titles' totals was that one salary.
+    The node audits service answers with the query auditor of federated jobs: an answer
+    that would leave fewer than k rows in some atom of everything answered is refused."""
+    client = researcher_client(fed)
+    grant = ask(client, "diff")
+    total, _ = ac.query(client, grant, "SELECT sum(salary) AS s FROM data")
+    assert total.s[0] == pytest.approx(fed.table.salary.sum())
+    try:
+        by_title, said = ac.query(client, grant, "SELECT title, sum(salary) AS s FROM data "
+                                  "GROUP BY title")
+    except UserError as exc:
+        assert "query auditing" in str(exc)
+        assert "1 row" not in str(exc)  # the refusal says nothing of counts
+    else:
+        assert said["withheld"] == 1
+        difference = total.s[0] - by_title.s.sum()
+        assert difference != pytest.approx(fed.table.loc[5, "salary"]), \
+            "the difference of two answers is the director's salary"
+    # a grouping whose groups all hold k rows is still answered, equal to pandas
+    frame, _ = ac.query(client, grant, "SELECT department, count(*) AS n FROM data "
+                        "GROUP BY department")
+    truth = fed.table.groupby("department").size()
+    assert frame.set_index("department").n.sort_index().tolist() == truth.tolist()
+
+
+def test_a_failing_query_sends_no_value_of_the_data_in_clear(fed):
+    """The answer is sealed to the researcher, but a refusal travels as text the
+    coordinator reads. DuckDB's error() and failing casts quote values of the data: a
+    coordinator that sends such queries under a researcher's grant (a GrantRef is not
+    signed) would read rows in the error, and so would the node's audit chain."""
+    client = researcher_client(fed)
+    grant = ask(client, "open", columns=["zip_code", "department"])
+    zips = set(fed.table.zip_code)
+    for sql in ["SELECT error(string_agg(zip_code, ',')) FROM data",
+                "SELECT CAST(department AS INTEGER) FROM data",
+                "SELECT zip_code::DATE FROM data"]:
+        with pytest.raises(UserError, match="in-node service") as exc:
+            fed.coordinator.access.relay("access.query", "alice", record_id("open"),
+                                         _ref(grant.grant_id, sql))
+        message = str(exc.value)
+        assert not any(z in message for z in zips), f"{sql}: {message}"
+        assert not any(d in message for d in fed.table.department.unique()), message
+    chain = audit_text(fed)
+    assert not any(z in chain for z in zips)
+    # an honest mistake still says what is wrong
+    with pytest.raises(UserError, match="salary"):
+        ac.query(client, grant, "SELECT salary FROM data")
+
+
+def _ref(grant_id: str, sql: str) -> bytes:
+    import json
+    return json.dumps({"grant_id": grant_id, "researcher": "alice", "sql": sql}).encode()
+
+
+def test_a_runaway_query_is_stopped(fed, monkeypatch):
+    """Where rows are allowed the researcher's text runs as written: a query that never
+    ends, or builds a result far beyond any answer, would hold the node's CPU and memory.
+    The node stops it at its time and size limits and says so."""
+    client = researcher_client(fed)
+    grant = ask(client, "open", columns=["age"])
+    monkeypatch.setattr(service, "QUERY_SECONDS", 1.0)
+    with pytest.raises(UserError, match="time limit"):
+        ac.query(client, grant, "SELECT count(*) FROM range(1000000000000) a")
+    monkeypatch.setattr(service, "QUERY_SECONDS", 600.0)
+    with pytest.raises(UserError, match="answer is larger"):
+        ac.query(client, grant, "SELECT repeat('x', 1000000) AS big FROM range(100)")
+    frame, said = ac.query(client, grant, "SELECT age FROM data WHERE age > 60")
+    assert len(frame) == (fed.table.age > 60).sum() and said["mode"] == "rows"
