@@ -15,6 +15,8 @@ from coordinator import access_client as ac
 from harness.inmemory import InMemoryFederation, researcher_client
 from node.audit import AuditLog
 from node.delivery import service
+from protos.scifed.v1 import coordinator_pb2 as pb
+from scifed.delivery import GrantsReply
 from scifed.errors import UserError
 
 NODE = "alpha"
@@ -142,6 +144,37 @@ def test_a_failing_query_sends_no_value_of_the_data_in_clear(fed):
 def _ref(grant_id: str, sql: str) -> bytes:
     import json
     return json.dumps({"grant_id": grant_id, "researcher": "alice", "sql": sql}).encode()
+
+
+def test_a_forged_listing_does_not_make_the_researcher_take_another_file(fed):
+    """The coordinator relays the grant listing unsigned. It swaps the columns of two of
+    alice's grants of the same dataset: she downloads what the listing shows as her grant
+    of age and gets the salary column, signed by the node for that grant. The client
+    checks that the node's manifest names the dataset, columns and format of the grant
+    the researcher was shown."""
+    client = researcher_client(fed)
+    age = ask(client, "open", method="download", columns=["age"])
+    salary = ask(client, "open", method="download", columns=["salary"])
+    shown = {age.grant_id: salary.columns, salary.grant_id: age.columns}
+
+    def swap(method, reply):
+        if method != "ListAccess":
+            return reply
+        grants = [g.model_copy(update={"columns": shown.get(g.grant_id, g.columns)})
+                  for g in GrantsReply.loads(reply.payload).grants]
+        return pb.AccessAnswer(payload=GrantsReply(grants=grants).dumps(),
+                               unreached=list(reply.unreached))
+    client.stub.tamper = swap
+    (believed,) = [g for g in ac.list_access(client)[0] if g.columns == ["age"]
+                   and g.grant_id in shown]
+    out = fed.root / "age.parquet"
+    try:
+        ac.download(client, believed.grant_id, out)
+    except UserError as exc:
+        assert "columns" in str(exc) and not out.exists()
+    else:
+        assert list(pd.read_parquet(out).columns) == ["age"], \
+            "the researcher accepted another grant's file as the one shown"
 
 
 def test_a_runaway_query_is_stopped(fed, monkeypatch):
