@@ -66,6 +66,12 @@ def offline_statement(*, node: str, dataset_id: str, recipient: str, what: str, 
             "sha256": sha256, "medium": medium, "approver": approver, "key": key}
 
 
+def _sealed_to(claim: dict) -> tuple[str, str]:
+    """Whom a request's deliveries are sealed to: the certificate and seal key (its
+    claim's signature differs each time it is made)."""
+    return str(claim.get("cert_pem")), str(claim.get("seal_public"))
+
+
 def _today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
 
@@ -148,6 +154,13 @@ class Delivery:
             except UserError as exc:
                 raise self._refuse(row.dataset_id, researcher, what, str(exc)) from None
         columns = list(statement["columns"]) or (names if method == "in_node_service" else [])
+        same = (row.dataset_id, method, columns, statement["format"], study,
+                _sealed_to(req.claim))
+        for earlier in self.grants.list(researcher=researcher):
+            if (earlier.dataset_id, earlier.method, earlier.columns, earlier.format,
+                    earlier.study, _sealed_to(earlier.request["claim"])) == same \
+                    and self._live(earlier):
+                return self._view(earlier)  # asked again: that grant, not another copy
         auto = admission.access is Access.AUTO
         with self.registry.store.tx() as con:
             grant_id = GrantBook.insert(
@@ -192,6 +205,11 @@ class Delivery:
         state = {"approved": "granted", "denied": "denied", "expired": "expired",
                  "withdrawn": "revoked"}.get(appr.state, "pending")
         return state, conditions, appr.expires_ms
+
+    def _live(self, grant: Grant) -> bool:
+        """Is the grant granted or waiting for the officer, and not expired?"""
+        state, _, expires = self._state(grant)
+        return state in ("granted", "pending") and (expires is None or expires >= now_ms())
 
     def _view(self, grant: Grant) -> GrantView:
         state, conditions, expires = self._state(grant)

@@ -177,6 +177,22 @@ def test_a_forged_listing_does_not_make_the_researcher_take_another_file(fed):
             "the researcher accepted another grant's file as the one shown"
 
 
+def test_the_same_request_again_is_not_a_new_copy_at_the_node(fed):
+    """Each request (a new nonce) made a new grant, and each grant's first manifest a
+    full copy of the data in the node's state directory: a loop of requests fills its
+    disk. The same request of a live grant (same researcher, dataset, method, columns,
+    format, study and key) is that grant."""
+    client = researcher_client(fed, "dora")
+    grants = {ask(client, "open", method="download", columns=["age", "salary"],
+                  purpose=f"paper {i}").grant_id for i in range(4)}
+    for g in grants:
+        ac.manifest(client, next(x for x in ac.list_access(client)[0] if x.grant_id == g))
+    assert len(grants) == 1, f"{len(grants)} grants and copies for one request"
+    # a different column set is a different grant
+    other = ask(client, "open", method="download", columns=["age"])
+    assert other.grant_id not in grants
+
+
 def test_a_runaway_query_is_stopped(fed, monkeypatch):
     """Where rows are allowed the researcher's text runs as written: a query that never
     ends, or builds a result far beyond any answer, would hold the node's CPU and memory.
