@@ -21,8 +21,9 @@ returned as row sets for the node's query auditor (:mod:`node.guard`): withholdi
 small groups one answer at a time does not stop the total of one answer minus the shown
 groups of another from being a withheld group's.
 
-Whatever the mode, a query runs under a time limit and a memory limit, and an answer
-holds at most :data:`scifed.delivery.MAX_ANSWER_BYTES`. An error raised while the query
+Whatever the mode, a query is at most :data:`MAX_QUERY_CHARS` long, runs under a time
+limit and a memory limit, sees no path of the node's host in DuckDB's settings, and an
+answer holds at most :data:`scifed.delivery.MAX_ANSWER_BYTES`. An error raised while the query
 *runs* may quote the data (a failed cast names the value, ``error()`` says what it is
 given) and a refusal travels in clear through the coordinator: only errors found before
 any row is read (parsing, binding) are passed on with DuckDB's words.
@@ -57,6 +58,8 @@ QUERY_SECONDS = 60.0  # the longest one query may run in the node
 QUERY_MEMORY_BYTES = 512 * 1024 * 1024  # what a query may use beyond its table
 QUERY_THREADS = 1  # a service query shares the node with its federated jobs
 _ROWS = "__scifed_rows"
+_NOWHERE = "/nonexistent"  # where DuckDB would look for extensions (never loaded)
+MAX_QUERY_CHARS = 20_000  # a query longer than this is refused before it is parsed
 # Errors DuckDB raises before it reads a row: their text quotes only the query.
 _BEFORE_ROWS = (duckdb.ParserException, duckdb.SyntaxException, duckdb.BinderException,
                 duckdb.CatalogException, duckdb.PermissionException)
@@ -87,7 +90,12 @@ def sandbox(frame: pd.DataFrame) -> duckdb.DuckDBPyConnection:
     table = int(frame.memory_usage(deep=True).sum())
     con.execute(f"SET memory_limit = '{2 * table + QUERY_MEMORY_BYTES}B'")
     con.execute(f"SET threads = {QUERY_THREADS}")
-    con.execute("SET temp_directory = ''")
+    # nothing on disk, and no path of the node's host in a setting or a message
+    for setting in ("temp_directory = ''", "secret_directory = ''", "home_directory = ''",
+                    f"extension_directory = '{_NOWHERE}'",
+                    "autoinstall_known_extensions = false",
+                    "autoload_known_extensions = false"):
+        con.execute(f"SET {setting}")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -95,6 +103,9 @@ def sandbox(frame: pd.DataFrame) -> duckdb.DuckDBPyConnection:
 
 def single_select(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
     """The parse tree of ``sql`` if it is exactly one SELECT statement."""
+    if len(sql) > MAX_QUERY_CHARS:
+        raise UserError(f"in-node service: the query has {len(sql)} characters, more than "
+                        f"the {MAX_QUERY_CHARS} the node parses")
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:

@@ -207,3 +207,26 @@ def test_a_runaway_query_is_stopped(fed, monkeypatch):
         ac.query(client, grant, "SELECT repeat('x', 1000000) AS big FROM range(100)")
     frame, said = ac.query(client, grant, "SELECT age FROM data WHERE age > 60")
     assert len(frame) == (fed.table.age > 60).sum() and said["mode"] == "rows"
+
+
+def test_a_query_learns_no_path_of_the_node_and_a_huge_one_is_not_parsed(fed):
+    """Where rows are allowed, DuckDB's own tables answer too: its settings named the
+    node's home directory (secret_directory) and its extension listing failed with the
+    home path in the message. A query of megabytes took the node seconds to parse."""
+    from pathlib import Path
+
+    client = researcher_client(fed)
+    grant = ask(client, "open", columns=["age"])
+    home = str(Path.home())
+    frame, _ = ac.query(client, grant, "SELECT name, value FROM duckdb_settings()")
+    assert frame.value.notna().any()
+    leaked = frame[frame.value.astype(str).str.contains(home, regex=False)]
+    assert leaked.empty, leaked.to_dict("records")
+    for sql in ("SELECT * FROM duckdb_extensions()", "SELECT * FROM duckdb_secrets()"):
+        try:
+            frame, _ = ac.query(client, grant, sql)
+            assert home not in frame.to_json()
+        except UserError as exc:
+            assert home not in str(exc)
+    with pytest.raises(UserError, match="more than the 20000"):
+        ac.query(client, grant, "SELECT " + " + ".join(["age"] * 50_000) + " FROM data")
