@@ -55,6 +55,7 @@ from scifed.wire import now_ms
 # An officer's record of an offline transfer is a statement of its own kind, signed
 # under its own domain (never valid as an approval decision or a registry change).
 OFFLINE_DOMAIN = b"scifed-offline-transfer-v1\n"
+_SOURCE = "source_sha256"  # beside a prepared download's signed manifest: its file's version
 OFFLINE_FIELDS = ("node", "dataset_id", "recipient", "what", "sha256", "medium",
                   "approver", "key")
 
@@ -70,6 +71,14 @@ def _sealed_to(claim: dict) -> tuple[str, str]:
     """Whom a request's deliveries are sealed to: the certificate and seal key (its
     claim's signature differs each time it is made)."""
     return str(claim.get("cert_pem")), str(claim.get("seal_public"))
+
+
+def _current(extract: dict | None, row: DatasetRow) -> bool:
+    """Was a grant's prepared download made from the dataset's file as registered now?
+    (An officer who refreshes a dataset, say to remove a withdrawn person's row, stops
+    every earlier extract of it.)"""
+    return extract is not None and \
+        extract.get(_SOURCE) == row.record["distributions"][0]["sha256"]
 
 
 def _today() -> str:
@@ -269,7 +278,9 @@ class Delivery:
         grant, row, seal_public = self._usable(ref, "download")
         with self._preparing:  # one extract per grant, however many ask at once
             grant = self.grants.get(grant.grant_id)
-            signed = grant.extract or self._prepare(grant, row)
+            extract = grant.extract if _current(grant.extract, row) else \
+                self._prepare(grant, row)
+        signed = {k: v for k, v in extract.items() if k != _SOURCE}
         return SealedReply(sealed=seal(seal_public, canonical(signed).encode(),
                                        context=manifest_context(grant.grant_id)))
 
@@ -314,8 +325,9 @@ class Delivery:
                     "chunks": len(digests), "chunk_sha256": digests}
         signed = sign_manifest(manifest, node=self.node, cert_path=self.cfg.tls.cert,
                                key_path=self.cfg.tls.key)
+        extract = {**signed, _SOURCE: registered}
         with self.registry.store.tx() as con:
-            GrantBook.update(con, grant.grant_id, extract=signed)
+            GrantBook.update(con, grant.grant_id, extract=extract)
             GrantBook.deliver(con, grant_id=grant.grant_id, dataset_id=row.dataset_id,
                               recipient=grant.researcher, kind="download",
                               sha256=manifest["sha256"],
@@ -325,13 +337,17 @@ class Delivery:
                                {"grant_id": grant.grant_id, "recipient": grant.researcher,
                                 "sha256": manifest["sha256"], "size": size,
                                 "columns": grant.columns})
-        return signed
+        return extract
 
     def chunk(self, ref: GrantRef) -> SealedReply:
-        grant, _, seal_public = self._usable(ref, "download")
+        grant, row, seal_public = self._usable(ref, "download")
         if grant.extract is None:
             raise UserError(f"node {self.node}: ask for grant {grant.grant_id}'s manifest "
                             "before its chunks")
+        if not _current(grant.extract, row):
+            raise UserError(f"node {self.node}: the dataset changed since grant "
+                            f"{grant.grant_id}'s download was prepared; run the download "
+                            "again for the data as it is now")
         manifest = grant.extract["manifest"]
         if not 0 <= ref.index < manifest["chunks"]:
             raise UserError(f"node {self.node}: grant {grant.grant_id} has chunks 0 to "

@@ -230,3 +230,29 @@ def test_a_query_learns_no_path_of_the_node_and_a_huge_one_is_not_parsed(fed):
             assert home not in str(exc)
     with pytest.raises(UserError, match="more than the 20000"):
         ac.query(client, grant, "SELECT " + " + ".join(["age"] * 50_000) + " FROM data")
+
+
+@pytest.mark.parametrize("columns", [[], ["person_id", "title"]])
+def test_a_download_prepared_before_the_officer_withdrew_a_row_does_not_deliver_it(
+        fed, columns):
+    """The first manifest freezes the grant's file at the node. The officer then removes
+    a person's row (consent withdrawn) and refreshes the dataset; the grant, prepared
+    before, went on delivering the frozen file with that row. A download is of the data
+    as registered now: a grant's extract of another version is prepared afresh."""
+    name = f"upd{len(columns)}"
+    table = fed.table.copy()
+    fed.add_dataset(NODE, table, staff_meta("G1", "OPEN"), name)
+    client = researcher_client(fed)
+    grant = ask(client, name, method="download", columns=columns, fmt="csv", study="")
+    ac.manifest(client, grant)  # prepared with the director's row
+    table.drop(index=5).to_csv(core(fed).cfg.data_dir / f"{name}.csv", index=False)
+    core(fed).registry.update(name, refresh_data=True)
+    out = fed.root / f"{name}.csv"
+    try:
+        ac.download(client, grant, out)
+    except UserError as exc:
+        assert "changed" in str(exc)
+        ac.download(client, grant, out)  # asked again: the data as it is now
+    got = pd.read_csv(out)
+    assert "director" not in set(got.title), "a withdrawn row was delivered"
+    assert len(got) == len(table) - 1
