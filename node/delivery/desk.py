@@ -55,6 +55,9 @@ from scifed.wire import now_ms
 # An officer's record of an offline transfer is a statement of its own kind, signed
 # under its own domain (never valid as an approval decision or a registry change).
 OFFLINE_DOMAIN = b"scifed-offline-transfer-v1\n"
+# Each grant may hold a copy of the data at the node (its prepared download): a bound on
+# live grants per researcher and dataset is a bound on that disk.
+MAX_LIVE_GRANTS = 16
 _SOURCE = "source_sha256"  # beside a prepared download's signed manifest: its file's version
 OFFLINE_FIELDS = ("node", "dataset_id", "recipient", "what", "sha256", "medium",
                   "approver", "key")
@@ -170,6 +173,14 @@ class Delivery:
                     earlier.study, _sealed_to(earlier.request["claim"])) == same \
                     and self._live(earlier):
                 return self._view(earlier)  # asked again: that grant, not another copy
+        live = sum(1 for g in self.grants.list(researcher=researcher)
+                   if g.dataset_id == row.dataset_id and self._live(g))
+        if live >= MAX_LIVE_GRANTS:
+            raise self._refuse(row.dataset_id, researcher, what,
+                               f"the researcher holds {live} live grants of this dataset, "
+                               f"the most one may hold ({MAX_LIVE_GRANTS} live grants); "
+                               "use one of them (`scifed access list`) or ask the officer "
+                               "to revoke those no longer needed")
         auto = admission.access is Access.AUTO
         with self.registry.store.tx() as con:
             grant_id = GrantBook.insert(

@@ -256,3 +256,26 @@ def test_a_download_prepared_before_the_officer_withdrew_a_row_does_not_deliver_
     got = pd.read_csv(out)
     assert "director" not in set(got.title), "a withdrawn row was delivered"
     assert len(got) == len(table) - 1
+
+
+def test_a_researcher_cannot_pile_up_grants_of_one_dataset(fed):
+    """Each distinct column subset is a grant of its own, and each grant's download a
+    copy at the node: one researcher looping over subsets would fill its disk. A
+    researcher holds at most MAX_LIVE_GRANTS live grants of a dataset."""
+    from itertools import combinations
+
+    from node.delivery.desk import MAX_LIVE_GRANTS
+
+    client = researcher_client(fed, "erin")
+    names = list(fed.table.columns)
+    subsets = [list(c) for n in (1, 2, 3) for c in combinations(names, n)]
+    assert len(subsets) > MAX_LIVE_GRANTS
+    for columns in subsets[:MAX_LIVE_GRANTS]:
+        ask(client, "open", method="download", columns=columns)
+    before = len(core(fed).delivery.grants.list(researcher="erin"))
+    with pytest.raises(UserError, match=f"{MAX_LIVE_GRANTS} live grants"):
+        ask(client, "open", method="download", columns=subsets[MAX_LIVE_GRANTS])
+    assert len(core(fed).delivery.grants.list(researcher="erin")) == before
+    # a revoked grant frees its place
+    core(fed).delivery.revoke(ac.list_access(client)[0][0].grant_id, "done", "officer")
+    ask(client, "open", method="download", columns=subsets[MAX_LIVE_GRANTS])
