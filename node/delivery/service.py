@@ -113,7 +113,7 @@ def single_select(con: duckdb.DuckDBPyConnection, sql: str) -> dict:
                         f"{excerpt(str(exc).splitlines()[0])}") from None
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
         raise UserError("in-node service: give exactly one read-only SELECT statement")
-    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
     if tree.get("error") or len(tree.get("statements", [])) != 1:
         raise UserError("in-node service: give exactly one read-only SELECT statement")
     return tree["statements"][0]["node"]
@@ -258,17 +258,23 @@ def run(frame: pd.DataFrame, sql: str, *, rows_allowed: bool, k: int) -> Answer:
                            "mode": "rows"}, None)
         groups, aggregates = aggregate_plan(node)
         q = quote_identifier
+        # each row's place in the table, in a column no granted column is named like
+        # (DuckDB's rowid gives way to a column of that name)
+        place = _ROWS
+        while place in frame.columns:
+            place += "_"
+        con.register("numbered", frame.assign(**{place: np.arange(len(frame))}))
         parts = [q(g) for g in groups]
         guards = [f"count(*) AS {_N}"]
-        members = [f"list(rowid) AS {_ROWS}"]
+        members = [f"list({q(place)}) AS {_ROWS}"]
         for i, (fn, column, distinct, alias) in enumerate(aggregates):
             arg = "*" if column is None else ("DISTINCT " if distinct else "") + q(column)
             parts.append(f"{fn}({arg}) AS {q(alias)}")
             if column is not None:
                 guards.append(f"count({q(column)}) AS {_N}{i}")
-                members.append(f"list(rowid) FILTER (WHERE {q(column)} IS NOT NULL) "
+                members.append(f"list({q(place)}) FILTER (WHERE {q(column)} IS NOT NULL) "
                                f"AS {_ROWS}{i}")
-        text = (f"SELECT {', '.join(parts + guards + members)} FROM data"
+        text = (f"SELECT {', '.join(parts + guards + members)} FROM numbered"
                 + (f" GROUP BY {', '.join(q(g) for g in groups)}" if groups else ""))
         result, columns = _fetch(con, text, len(frame) + 1, None)  # at most a group a row
         shown, counted = len(parts), len(parts) + len(guards)

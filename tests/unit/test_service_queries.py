@@ -58,11 +58,15 @@ def test_rows_of_every_type_travel_as_json():
         ["2020-01-02T00:00:00", "2020-01-02", None, None, 1.25]]
 
 
-def test_an_aggregate_answer_names_the_rows_of_each_group_it_shows():
+@pytest.mark.parametrize("extra", ["", "rowid", "__scifed_rows"])
+def test_an_aggregate_answer_names_the_rows_of_each_group_it_shows(extra):
     """The row sets handed to the query auditor: each shown group's rows, and its rows
-    with a value of each aggregated column, in the table's order (pandas as the truth)."""
+    with a value of each aggregated column, in the table's order (pandas as the truth),
+    whatever the other columns are named."""
     frame = pd.DataFrame({"g": ["a", "b", "a", "b", "a", "c"] * 3,
                           "x": [1.0, None, 2.0, 3.0, None, 4.0] * 3})
+    if extra:
+        frame[extra] = [100, 7] * 9
     got = service.run(frame, "SELECT g, sum(x) FROM data GROUP BY g", rows_allowed=False,
                       k=3)
     shown = [r[0] for r in got.body["rows"]]
