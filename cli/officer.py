@@ -363,20 +363,12 @@ def approvals_show(approval_id: str, config: Path = ConfigOpt,
         pb.ApprovalRef(approval_id=approval_id), timeout=30).json))
 
 
-def _decide(approval_id: str, approve: bool, reason: str, expires: str, key_path: Path,
-            passphrase_file: Path | None, config: Path, as_json: bool) -> None:
-    """Sign this one decision with the approver's key and send it; the node checks the
-    signature against the registered key and takes the role from its registry."""
-    from node.approvals import parse_expiry
-    from scifed.approver_keys import decision_statement, fingerprint, load_key, public_pem, sign
-    from scifed.chain import canonical
+def signing_approver(stub: pbg.NodeAdminStub, key_path: Path, passphrase_file: Path | None):
+    """The approver's key (its passphrase asked as the options say), its fingerprint, the
+    node's name and the registered approver it belongs to; one UserError where the key is
+    nobody's there."""
+    from scifed.approver_keys import fingerprint, load_key, public_pem
 
-    stub = admin_stub(config)
-    appr = json.loads(stub.ApprovalShow(pb.ApprovalRef(approval_id=approval_id),
-                                        timeout=30).json)
-    if appr["state"] != "pending":
-        raise UserError(f"approval {approval_id} is already {appr['state']}")
-    expires_ms = parse_expiry(expires) if approve else None
     key = load_key(key_path, approver_passphrase(passphrase_file, new=False))
     fp = fingerprint(public_pem(key))
     node = stub.Status(pb.StatusRequest(), timeout=10).node_name
@@ -385,6 +377,24 @@ def _decide(approval_id: str, approve: bool, reason: str, expires: str, key_path
     if me is None:
         raise UserError(f"the key {key_path} ({fp}) is not a registered approver at node "
                         f"{node}: `scifed node approver list` shows who is")
+    return key, fp, node, me
+
+
+def _decide(approval_id: str, approve: bool, reason: str, expires: str, key_path: Path,
+            passphrase_file: Path | None, config: Path, as_json: bool) -> None:
+    """Sign this one decision with the approver's key and send it; the node checks the
+    signature against the registered key and takes the role from its registry."""
+    from node.approvals import parse_expiry
+    from scifed.approver_keys import decision_statement, sign
+    from scifed.chain import canonical
+
+    stub = admin_stub(config)
+    appr = json.loads(stub.ApprovalShow(pb.ApprovalRef(approval_id=approval_id),
+                                        timeout=30).json)
+    if appr["state"] != "pending":
+        raise UserError(f"approval {approval_id} is already {appr['state']}")
+    expires_ms = parse_expiry(expires) if approve else None
+    key, fp, node, me = signing_approver(stub, key_path, passphrase_file)
     statement = decision_statement(node=node, approval=appr, approver=me["name"], key=fp,
                                    approve=approve, reason=reason, expires_ms=expires_ms)
     r = stub.ApprovalDecide(pb.ApprovalDecision(

@@ -37,14 +37,17 @@ import json
 import math
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
-import pandas as pd
 
 from scifed.delivery import MAX_ANSWER_BYTES, MAX_ANSWER_ROWS
 from scifed.errors import UserError, excerpt
 from scifed.filters import quote_identifier
+
+if TYPE_CHECKING:  # a node imports pandas only when a job needs it (test_node_imports)
+    import pandas as pd
 
 AGGREGATES = {"count": "count", "count_star": "count", "sum": "sum", "avg": "avg",
               "mean": "avg", "stddev": "stddev_samp", "stddev_samp": "stddev_samp",
