@@ -117,9 +117,21 @@ def manifest(client: Client, grant: GrantView) -> dict:
     plain = open_sealed(key, _call(client, "AccessManifest", grant),
                         context=manifest_context(grant.grant_id))
     ca_pem, revoked = client._trust()
-    return verify_manifest(json.loads(plain), ca_pem, node=grant.node,
-                           grant_id=grant.grant_id, researcher=client.identity.cfg.name,
-                           revoked=revoked)
+    m = verify_manifest(json.loads(plain), ca_pem, node=grant.node,
+                        grant_id=grant.grant_id, researcher=client.identity.cfg.name,
+                        revoked=revoked)
+    # the grant as listed came through the coordinator unsigned: the node's own word
+    # must name what the researcher was shown, or the file is another grant's
+    for field, shown in (("record_id", grant.record_id), ("columns", grant.columns)):
+        if m[field] != shown:
+            raise UserError(f"the node's manifest of grant {grant.grant_id} names {field} "
+                            f"{m[field]!r}, but the grant was listed with {shown!r}: the "
+                            "listing was changed on the way; nothing was downloaded")
+    if grant.columns and m["format"] != grant.format:
+        raise UserError(f"the node's manifest of grant {grant.grant_id} is {m['format']}, "
+                        f"but the grant was listed as {grant.format}; nothing was "
+                        "downloaded")
+    return m
 
 
 def _verified_prefix(part: Path, m: dict) -> int:

@@ -41,6 +41,7 @@ CHUNK_BYTES = 1024 * 1024  # one sealed, authenticated piece of a download
 METHODS = ("download", "in_node_service")  # what a researcher may ask for over the wire
 FORMATS = ("parquet", "csv")  # a column subset's file format
 MAX_ANSWER_ROWS = 100_000  # rows one in-node service answer may hold
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # its JSON, well inside one sealed gRPC message
 _ALG = "ecdsa-p256-sha256"
 _REQUEST_DOMAIN = b"scifed-access-request-v1\0"
 _MANIFEST_DOMAIN = b"scifed-delivery-manifest-v1\0"

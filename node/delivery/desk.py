@@ -24,6 +24,7 @@ from node.data import DataFile
 from node.datasets import DatasetRegistry
 from node.delivery import rules, service
 from node.delivery.grants import Grant, GrantBook
+from node.guard import audit_and_record
 from node.policy import PolicyBook
 from node.store import DatasetRow
 from node.studies import NodeStudies
@@ -54,6 +55,10 @@ from scifed.wire import now_ms
 # An officer's record of an offline transfer is a statement of its own kind, signed
 # under its own domain (never valid as an approval decision or a registry change).
 OFFLINE_DOMAIN = b"scifed-offline-transfer-v1\n"
+# Each grant may hold a copy of the data at the node (its prepared download): a bound on
+# live grants per researcher and dataset is a bound on that disk.
+MAX_LIVE_GRANTS = 16
+_SOURCE = "source_sha256"  # beside a prepared download's signed manifest: its file's version
 OFFLINE_FIELDS = ("node", "dataset_id", "recipient", "what", "sha256", "medium",
                   "approver", "key")
 
@@ -63,6 +68,20 @@ def offline_statement(*, node: str, dataset_id: str, recipient: str, what: str, 
     """What the officer signs to record one offline transfer."""
     return {"node": node, "dataset_id": dataset_id, "recipient": recipient, "what": what,
             "sha256": sha256, "medium": medium, "approver": approver, "key": key}
+
+
+def _sealed_to(claim: dict) -> tuple[str, str]:
+    """Whom a request's deliveries are sealed to: the certificate and seal key (its
+    claim's signature differs each time it is made)."""
+    return str(claim.get("cert_pem")), str(claim.get("seal_public"))
+
+
+def _current(extract: dict | None, row: DatasetRow) -> bool:
+    """Was a grant's prepared download made from the dataset's file as registered now?
+    (An officer who refreshes a dataset, say to remove a withdrawn person's row, stops
+    every earlier extract of it.)"""
+    return extract is not None and \
+        extract.get(_SOURCE) == row.record["distributions"][0]["sha256"]
 
 
 def _today() -> str:
@@ -147,6 +166,21 @@ class Delivery:
             except UserError as exc:
                 raise self._refuse(row.dataset_id, researcher, what, str(exc)) from None
         columns = list(statement["columns"]) or (names if method == "in_node_service" else [])
+        same = (row.dataset_id, method, columns, statement["format"], study,
+                _sealed_to(req.claim))
+        for earlier in self.grants.list(researcher=researcher):
+            if (earlier.dataset_id, earlier.method, earlier.columns, earlier.format,
+                    earlier.study, _sealed_to(earlier.request["claim"])) == same \
+                    and self._live(earlier):
+                return self._view(earlier)  # asked again: that grant, not another copy
+        live = sum(1 for g in self.grants.list(researcher=researcher)
+                   if g.dataset_id == row.dataset_id and self._live(g))
+        if live >= MAX_LIVE_GRANTS:
+            raise self._refuse(row.dataset_id, researcher, what,
+                               f"the researcher holds {live} live grants of this dataset, "
+                               f"the most one may hold ({MAX_LIVE_GRANTS} live grants); "
+                               "use one of them (`scifed access list`) or ask the officer "
+                               "to revoke those no longer needed")
         auto = admission.access is Access.AUTO
         with self.registry.store.tx() as con:
             grant_id = GrantBook.insert(
@@ -191,6 +225,11 @@ class Delivery:
         state = {"approved": "granted", "denied": "denied", "expired": "expired",
                  "withdrawn": "revoked"}.get(appr.state, "pending")
         return state, conditions, appr.expires_ms
+
+    def _live(self, grant: Grant) -> bool:
+        """Is the grant granted or waiting for the officer, and not expired?"""
+        state, _, expires = self._state(grant)
+        return state in ("granted", "pending") and (expires is None or expires >= now_ms())
 
     def _view(self, grant: Grant) -> GrantView:
         state, conditions, expires = self._state(grant)
@@ -250,7 +289,9 @@ class Delivery:
         grant, row, seal_public = self._usable(ref, "download")
         with self._preparing:  # one extract per grant, however many ask at once
             grant = self.grants.get(grant.grant_id)
-            signed = grant.extract or self._prepare(grant, row)
+            extract = grant.extract if _current(grant.extract, row) else \
+                self._prepare(grant, row)
+        signed = {k: v for k, v in extract.items() if k != _SOURCE}
         return SealedReply(sealed=seal(seal_public, canonical(signed).encode(),
                                        context=manifest_context(grant.grant_id)))
 
@@ -295,8 +336,9 @@ class Delivery:
                     "chunks": len(digests), "chunk_sha256": digests}
         signed = sign_manifest(manifest, node=self.node, cert_path=self.cfg.tls.cert,
                                key_path=self.cfg.tls.key)
+        extract = {**signed, _SOURCE: registered}
         with self.registry.store.tx() as con:
-            GrantBook.update(con, grant.grant_id, extract=signed)
+            GrantBook.update(con, grant.grant_id, extract=extract)
             GrantBook.deliver(con, grant_id=grant.grant_id, dataset_id=row.dataset_id,
                               recipient=grant.researcher, kind="download",
                               sha256=manifest["sha256"],
@@ -306,13 +348,17 @@ class Delivery:
                                {"grant_id": grant.grant_id, "recipient": grant.researcher,
                                 "sha256": manifest["sha256"], "size": size,
                                 "columns": grant.columns})
-        return signed
+        return extract
 
     def chunk(self, ref: GrantRef) -> SealedReply:
-        grant, _, seal_public = self._usable(ref, "download")
+        grant, row, seal_public = self._usable(ref, "download")
         if grant.extract is None:
             raise UserError(f"node {self.node}: ask for grant {grant.grant_id}'s manifest "
                             "before its chunks")
+        if not _current(grant.extract, row):
+            raise UserError(f"node {self.node}: the dataset changed since grant "
+                            f"{grant.grant_id}'s download was prepared; run the download "
+                            "again for the data as it is now")
         manifest = grant.extract["manifest"]
         if not 0 <= ref.index < manifest["chunks"]:
             raise UserError(f"node {self.node}: grant {grant.grant_id} has chunks 0 to "
@@ -341,16 +387,35 @@ class Delivery:
         with DataFile(self.registry.data_path(row.dataset_id), version=registered) as data:
             cols = ", ".join(quote_identifier(c) for c in grant.columns)
             frame = data.con.sql(f"SELECT {cols} FROM {data.source}").df()  # noqa: S608
+        what = f"query {query_sha[:12]}"
         try:
-            answer = service.run(frame, ref.sql, rows_allowed=rules.rows_allowed(
+            result = service.run(frame, ref.sql, rows_allowed=rules.rows_allowed(
                 record, _today()), k=k)
         except UserError as exc:
-            self._refuse(row.dataset_id, grant.researcher, f"query {query_sha[:12]}",
-                         str(exc), grant.grant_id)
+            self._refuse(row.dataset_id, grant.researcher, what, str(exc), grant.grant_id)
             raise
+        answer = result.body
         body = canonical({"grant_id": grant.grant_id, "query_sha256": query_sha, **answer})
         digest = hashlib.sha256(body.encode()).hexdigest()
+        try:
+            self._audited(grant, row, query_sha, result, k, registered, digest)
+        except UserError as exc:
+            self._refuse(row.dataset_id, grant.researcher, what, str(exc), grant.grant_id)
+            raise
+        return SealedReply(sealed=seal(seal_public, body.encode(),
+                                       context=answer_context(grant.grant_id, query_sha)))
+
+    def _audited(self, grant: Grant, row: DatasetRow, query_sha: str,
+                 result: service.Answer, k: int, registered: str, digest: str) -> None:
+        """In one transaction: the query auditor's check of an aggregate answer's groups
+        against every earlier exact answer on the dataset (service answers and federated
+        jobs alike, whoever asked), and the record of the delivery."""
+        answer = result.body
         with self.registry.store.tx() as con:
+            if result.sets is not None:
+                audit_and_record(con, job_id=f"{grant.grant_id}:{query_sha}",
+                                 dataset_id=row.dataset_id, sha256=registered,
+                                 sets=result.sets, k=k, node=self.node)
             GrantBook.deliver(con, grant_id=grant.grant_id, dataset_id=row.dataset_id,
                               recipient=grant.researcher, kind="answer", sha256=digest,
                               detail={"query_sha256": query_sha, "mode": answer["mode"],
@@ -360,8 +425,6 @@ class Delivery:
                                {"grant_id": grant.grant_id, "recipient": grant.researcher,
                                 "query_sha256": query_sha, "sha256": digest,
                                 "mode": answer["mode"], "withheld": answer["withheld"]})
-        return SealedReply(sealed=seal(seal_public, body.encode(),
-                                       context=answer_context(grant.grant_id, query_sha)))
 
     # -- the officer --------------------------------------------------------------------
     def officer_list(self, state: str = "") -> list[dict]:

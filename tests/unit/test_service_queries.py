@@ -17,11 +17,11 @@ def test_aggregates_equal_pandas_and_small_groups_are_withheld(penguins):
     got = service.run(penguins, "SELECT island, sex, count(*) AS n, avg(body_mass_g) AS m, "
                       "stddev(body_mass_g) AS s FROM data GROUP BY island, sex",
                       rows_allowed=False, k=10)
-    frame = pd.DataFrame(got["rows"], columns=got["columns"])
+    frame = pd.DataFrame(got.body["rows"], columns=got.body["columns"])
     truth = penguins.groupby(["island", "sex"], dropna=False).body_mass_g.agg(
         ["size", "count", "mean", "std"]).reset_index()
     kept = truth[(truth["size"] >= 10) & (truth["count"] >= 10)]
-    assert got["withheld"] == len(truth) - len(kept) > 0  # the NaN-sex groups are small
+    assert got.body["withheld"] == len(truth) - len(kept) > 0  # the NaN-sex groups are small
     merged = frame.merge(kept, on=["island", "sex"])
     assert len(merged) == len(kept) == len(frame)
     assert (merged.n == merged["size"]).all()
@@ -34,7 +34,7 @@ def test_a_group_with_enough_rows_but_few_values_of_the_column_is_withheld():
                           "x": [1.0, None, None, None, None, None] + [2.0] * 6})
     got = service.run(frame, "SELECT g, sum(x) FROM data GROUP BY g", rows_allowed=False,
                       k=5)
-    assert got["rows"] == [["b", 12.0]] and got["withheld"] == 1
+    assert got.body["rows"] == [["b", 12.0]] and got.body["withheld"] == 1
 
 
 @pytest.mark.parametrize("sql", ["SELECT g, x FROM data", "SELECT g, median(x) FROM data "
@@ -53,6 +53,35 @@ def test_rows_of_every_type_travel_as_json():
                           "x": [1.5, float("nan")], "s": ["a", None]})
     got = service.run(frame, "SELECT d, d::DATE AS day, x, s, 1.25::DECIMAL(5,2) AS c "
                       "FROM data ORDER BY d", rows_allowed=True, k=1)
-    assert json.loads(json.dumps(got, allow_nan=False))["rows"] == [
+    assert json.loads(json.dumps(got.body, allow_nan=False))["rows"] == [
         ["2020-01-01T00:00:00", "2020-01-01", 1.5, "a", 1.25],
         ["2020-01-02T00:00:00", "2020-01-02", None, None, 1.25]]
+
+
+@pytest.mark.parametrize("extra", ["", "rowid", "__scifed_rows"])
+def test_an_aggregate_answer_names_the_rows_of_each_group_it_shows(extra):
+    """The row sets handed to the query auditor: each shown group's rows, and its rows
+    with a value of each aggregated column, in the table's order (pandas as the truth),
+    whatever the other columns are named."""
+    frame = pd.DataFrame({"g": ["a", "b", "a", "b", "a", "c"] * 3,
+                          "x": [1.0, None, 2.0, 3.0, None, 4.0] * 3})
+    if extra:
+        frame[extra] = [100, 7] * 9
+    got = service.run(frame, "SELECT g, sum(x) FROM data GROUP BY g", rows_allowed=False,
+                      k=3)
+    shown = [r[0] for r in got.body["rows"]]
+    assert got.sets.shape == (len(frame), 2 * len(shown))
+    for i, g in enumerate(shown):
+        assert got.sets[:, 2 * i].tolist() == (frame.g == g).tolist()
+        assert got.sets[:, 2 * i + 1].tolist() == ((frame.g == g) & frame.x.notna()).tolist()
+
+
+@pytest.mark.parametrize("fn", ["sum", "avg", "stddev", "variance"])
+def test_distinct_is_refused_but_in_count(fn):
+    frame = pd.DataFrame({"g": ["a"] * 6, "x": [1.0] * 5 + [9.0]})
+    with pytest.raises(UserError, match="DISTINCT"):
+        service.run(frame, f"SELECT g, {fn}(DISTINCT x) FROM data GROUP BY g",
+                    rows_allowed=False, k=5)
+    got = service.run(frame, "SELECT g, count(DISTINCT x) AS c FROM data GROUP BY g",
+                      rows_allowed=False, k=5)
+    assert got.body["rows"] == [["a", 2]]
