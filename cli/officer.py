@@ -97,6 +97,29 @@ def serve(config: Path = ConfigOpt,
     run(load_config(config, NodeConfig))
 
 
+@app.command("console")
+@handle_errors("the node")
+def console_cmd(config: Path = ConfigOpt,
+                host: str = typer.Option("127.0.0.1", "--host",
+                                         help="Address to listen on (loopback by default)"),
+                port: int = typer.Option(8710, "--port", help="Port (0: any free one)"),
+                tls_cert: Path | None = typer.Option(None, "--tls-cert",
+                                                     help="Certificate, to serve over TLS"),
+                tls_key: Path | None = typer.Option(None, "--tls-key",
+                                                    help="Its private key"),
+                as_json: bool = JsonOpt) -> None:
+    """The node console in a browser, for officers, liaisons and security leads: they
+    log in with their approver key; serves until interrupted."""
+    from node.console.app import build
+    from scifed.web.serve import run, tls_files
+
+    tls = tls_files(host, tls_cert, tls_key)
+    nc = build(load_config(config, NodeConfig), https=tls is not None)
+    run(nc.app, host, port, tls, lambda url: show(
+        {"url": url, "node": nc.cfg.name}, as_json,
+        f"node console of [bold]{nc.cfg.name}[/] at {url} (Ctrl-C to stop)"))
+
+
 @app.command()
 @handle_errors("the node")
 def status(config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:

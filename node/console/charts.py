@@ -1,0 +1,68 @@
+"""The console's plots, as PNG bytes for ``png_data_uri`` (the CSP allows ``data:``
+images only): the scorecard's dimensions and the budget spent over time."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from jobs.views import figure, png
+
+STATUS_COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e", "n/a": "#8c959f"}
+
+
+def dimensions(report: dict) -> bytes:
+    """Each dimension's score (0-100) of the scorecard, with the overall score."""
+    dims = {k: v for k, v in report["dimensions"].items() if v is not None}
+    fig, ax = figure()
+    names = list(dims)[::-1]
+    ax.barh(names, [dims[n] for n in names], color="#1f6feb")
+    ax.axvline(report["score"], color="#0d2240", linestyle="--", linewidth=1,
+               label=f"score {report['score']:.1f}")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("dimension score")
+    ax.set_title(f"quality grade {report['grade']}")
+    ax.legend(loc="lower right", fontsize=8)
+    return png(fig)
+
+
+def metric_status(report: dict) -> bytes:
+    """How many metrics pass, warn, fail or do not apply, per dimension."""
+    per: dict[str, dict[str, int]] = {}
+    for m in report["metrics"].values():
+        per.setdefault(m["dimension"], {}).setdefault(m["status"], 0)
+        per[m["dimension"]][m["status"]] += 1
+    fig, ax = figure()
+    names = sorted(per)
+    left = [0] * len(names)
+    for status, colour in STATUS_COLOURS.items():
+        counts = [per[n].get(status, 0) for n in names]
+        ax.barh(names, counts, left=left, color=colour, label=status)
+        left = [a + b for a, b in zip(left, counts, strict=True)]
+    ax.set_xlabel("metrics")
+    ax.set_title("metric status by dimension")
+    ax.legend(loc="lower right", fontsize=8, ncols=4)
+    return png(fig)
+
+
+def budget_over_time(rows: list[dict]) -> bytes | None:
+    """Cumulative ε spent on each dataset this year, step by step, with its annual
+    budget as a dashed line; None when nothing was charged."""
+    charged = [r for r in rows if r.get("charges")]
+    if not charged:
+        return None
+    fig, ax = figure()
+    for r in charged:
+        times = [dt.datetime.fromtimestamp(c["ts_ms"] / 1000, dt.UTC) for c in r["charges"]]
+        total, ys = 0.0, []
+        for c in r["charges"]:
+            total += c["epsilon"]
+            ys.append(total)
+        line, = ax.step(times, ys, where="post", marker="o", label=r["dataset_id"])
+        if r["annual_budget"]:
+            ax.axhline(r["annual_budget"], color=line.get_color(), linestyle="--",
+                       linewidth=1)
+    ax.set_ylabel("ε spent (cumulative)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return png(fig)

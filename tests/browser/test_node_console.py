@@ -1,0 +1,204 @@
+"""The node console in a real browser, on a real federation on loopback (coordinator and
+two nodes as processes with mTLS): an officer logs in with their approver key (a wrong
+passphrase, an unknown name and someone else's key are each refused), registers a
+dataset from the form (two metadata problems shown at once, then fixed), reads its
+profile and scorecard, attaches it to a study, and approves a pending job on its
+G1/CLOSED cell, which then runs to a result that matches pandas on the same rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.federation import LocalFederation, wait_for
+from node.console.app import build
+from scifed.config import NodeConfig, load_config
+from scifed.states import StudyStatus
+from scifed.web import serve
+
+NODES = {"biscoe": "Palmer Biscoe", "dream": "Palmer Dream"}
+REPO = Path(__file__).resolve().parents[2]
+PASSPHRASE = "a passphrase for the test approvers"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory, penguins, penguins_meta):
+    fed = LocalFederation(tmp_path_factory.mktemp("console"), NODES, task_timeout_seconds=10)
+    fed.setup()
+    fed.start_all()
+    try:
+        fed.add_dataset("biscoe", penguins[penguins.island == "Biscoe"], penguins_meta,
+                        "penguins")
+        penguins[penguins.island == "Dream"].to_csv(
+            fed.node_dir("dream") / "data" / "penguins.csv", index=False)
+        fed.approver("dream")
+        fed.approver("dream", "li", "liaison")
+        yield fed
+    finally:
+        fed.stop_all()
+
+
+@pytest.fixture(scope="module")
+def console(fed):
+    nc = build(load_config(fed.node_config("dream"), NodeConfig))
+    running = serve.start(nc.app)
+    yield running.url
+    running.stop()
+
+
+def log_in(page, url: str, name: str, key, passphrase: str = PASSPHRASE) -> None:
+    page.goto(url + "/login")
+    page.fill("#name", name)
+    page.fill("#key_path", str(key))
+    page.fill("#passphrase", passphrase)
+    page.click("#login button[type=submit]")
+
+
+def pending(fed) -> list[dict]:
+    return json.loads(fed.node_cli("dream", "approvals", "list", "--json").stdout)
+
+
+def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, page, shot,
+                                                                 penguins):
+    url = console
+    officer = fed.approver("dream")
+    liaison = fed.approver("dream", "li", "liaison")
+
+    page.goto(url + "/datasets")
+    assert "/login" in page.url  # every page is behind login
+    shot(page, "login")
+    log_in(page, url, "officer", officer, "not the passphrase")
+    assert "wrong passphrase" in page.inner_text("[role=alert]")
+    shot(page, "login-wrong-passphrase")
+    log_in(page, url, "nobody", officer)
+    assert "No approver named nobody" in page.inner_text("[role=alert]")
+    log_in(page, url, "officer", liaison)
+    assert "registered to li, not to officer" in page.inner_text("[role=alert]")
+    assert page.context.cookies() == []  # no session for any of the three
+
+    log_in(page, url, "officer", officer)
+    assert page.url.endswith("/datasets")
+    assert page.is_visible("text=Signed in as")
+    assert "officer" in page.inner_text("header .who")
+    shot(page, "datasets-empty")
+
+    # Register from the form: two mistakes, both reported at once, then fixed.
+    page.click("text=Register a dataset")
+    meta = (REPO / "configs" / "datasets" / "penguins.yaml").read_text()
+    meta += "delivery_methods: [metadata_only, in_node_service]\n"
+    page.fill("#path", "penguins.csv")
+    page.fill("#title_en", "Penguins of Dream Island")
+    page.select_option("#security_grade", "G1")
+    page.select_option("#sharing_category", "CLOSED")
+    page.fill("#version", "one")
+    page.fill("#contact_email", "desk-at-example")
+    page.fill("#meta_yaml", meta)
+    page.click("#register button[type=submit]")
+    problems = page.locator("#problems li").all_inner_texts()
+    assert len(problems) == 2, problems
+    assert any(p.startswith("version:") for p in problems)
+    assert any(p.startswith("contact_point.email:") for p in problems)
+    shot(page, "register-two-problems")
+    assert page.input_value("#title_en") == "Penguins of Dream Island"  # nothing lost
+    page.fill("#version", "1.0.0")
+    page.fill("#contact_email", "desk@example.org")
+    page.click("#register button[type=submit]")
+    assert page.url.endswith("/datasets?registered=urn:sdn:dream:ds:penguins")
+    dream = penguins[penguins.island == "Dream"]
+    assert page.inner_text("#datasets").count("penguins") >= 1
+    assert str(len(dream)) in page.inner_text("#datasets")
+    shot(page, "datasets")
+
+    page.click("#datasets a:text('penguins')")
+    profile = page.inner_text("#profile")
+    assert "body_mass_g" in profile and str(int(dream.body_mass_g.isna().sum())) in profile
+    shot(page, "dataset-profile")
+    page.click("text=Quality scorecard")
+    page.fill("#metric", "Q5a")
+    page.click("#score button[type=submit]")
+    assert "justification" in page.inner_text("#error-message")  # an override says why
+    page.go_back()
+    page.fill("#metric", "")
+    page.click("#score button[type=submit]")
+    page.wait_for_selector("#quality-grade", timeout=300_000)
+    assert page.locator("img.plot").count() == 2
+    assert "Q1" in page.inner_text("#metrics")
+    shot(page, "scorecard")
+
+    page.click("header nav >> text=Policy")
+    assert "default G1/CLOSED" in page.inner_text("main")
+    shot(page, "policy")
+
+    # A study: dream attaches its dataset in the console, biscoe with the CLI.
+    with fed.operator() as op:
+        st = op.create_study("console", "species differences in body mass", ["biscoe",
+                                                                              "dream"], 0)
+        op.add_researcher("console", "alice")
+        fed.node_cli("biscoe", "studies", "accept", st.study_id, "--datasets", "penguins")
+        page.click("header nav >> text=Studies")
+        card = page.locator(f"#study-{st.study_id}")
+        card.locator("input[value='urn:sdn:dream:ds:penguins']").check()
+        card.locator("button[value=accept]").click()
+        assert "Study console" in page.inner_text("[role=status]")
+        wait_for(lambda: op.study("console").status == StudyStatus.ACTIVE, 60,
+                 "the study to become active")
+    page.reload()
+    shot(page, "studies")
+
+    # A job on dream's G1/CLOSED cell waits for approval; the officer approves it.
+    spec = ("study: console\ntype: stats\ndatasets: {biscoe: penguins, dream: penguins}\n"
+            "stats: {columns: [body_mass_g], measures: [count, mean]}\n")
+    with fed.researcher() as r:
+        job = r.submit(spec)
+        wait_for(lambda: pending(fed), 30, "the approval request at dream")
+        page.click("header nav >> text=Approvals")
+        assert job in page.inner_text("#approvals")
+        shot(page, "approvals")
+        page.click("#approvals a")
+        assert page.inner_text("#purpose") == "species differences in body mass"
+        assert "approval" in page.inner_text("#policy-decision")
+        assert "No DP noise" in page.inner_text("#privacy-cost")
+        assert "body_mass_g" in page.inner_text("#spec")
+        shot(page, "approval")
+        page.fill("#expires", "1d")
+        page.click("#approve button[type=submit]")
+        assert page.inner_text("#approval-state") == "approved"
+        assert "signed by officer" in page.inner_text("[role=status]")
+        shot(page, "approved")
+        info = r.wait(job, timeout=90)
+        assert info.status == "done", info.error
+        res = r.result(job)
+    pooled = penguins[penguins.island.isin(["Biscoe", "Dream"])].body_mass_g
+    assert res.summary.loc["body_mass_g", "count"] == pooled.count()
+    assert res.summary.loc["body_mass_g", "mean"] == pytest.approx(pooled.mean(), rel=1e-9)
+    (decided,) = [a for a in json.loads(fed.node_cli("dream", "approvals", "list", "--state",
+                                                     "all", "--json").stdout)]
+    assert decided["decisions"][0]["by"] == "officer"  # signed with the officer's key
+
+    page.click("header nav >> text=Budget")
+    assert "penguins" in page.inner_text("#budget")
+    shot(page, "budget")
+    page.click("header nav >> text=Audit log")
+    assert "approval.decide" in page.inner_text("#audit") or \
+        "approval" in page.inner_text("#audit")
+    page.fill("#q", "dataset.add")
+    page.click("#audit-filter button:text('Filter')")
+    rows = page.locator("#audit tr").count() - 1
+    assert rows == 1 and "officer" in page.inner_text("#audit")  # the console's actor
+    page.click("#audit-filter button[name=verify]")
+    assert "Audit chain intact" in page.inner_text("#verified")
+    shot(page, "audit")
+    with page.expect_download() as dl:
+        page.click("text=Export JSONL")
+    lines = open(dl.value.path(), encoding="utf-8").read().splitlines()
+    assert json.loads(lines[0])["seq"] == 1
+    page.click("header nav >> text=Alerts")
+    shot(page, "alerts")
+    page.click("text=中文")
+    assert page.inner_text("h1") == "告警"
+    shot(page, "alerts-zh")
+    page.click("header nav >> text=数据集")
+    shot(page, "datasets-zh")
+    assert page.console_errors == []
