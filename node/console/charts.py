@@ -11,11 +11,12 @@ STATUS_COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e", "n/a"
 
 
 def dimensions(report: dict) -> bytes:
-    """Each dimension's score (0-100) of the scorecard, with the overall score."""
+    """Each dimension's score of the scorecard (0-1, drawn as 0-100), with the overall
+    score (0-100)."""
     dims = {k: v for k, v in report["dimensions"].items() if v is not None}
     fig, ax = figure()
     names = list(dims)[::-1]
-    ax.barh(names, [dims[n] for n in names], color="#1f6feb")
+    ax.barh(names, [100 * dims[n] for n in names], color="#1f6feb")
     ax.axvline(report["score"], color="#0d2240", linestyle="--", linewidth=1,
                label=f"score {report['score']:.1f}")
     ax.set_xlim(0, 100)
@@ -40,7 +41,8 @@ def metric_status(report: dict) -> bytes:
         left = [a + b for a, b in zip(left, counts, strict=True)]
     ax.set_xlabel("metrics")
     ax.set_title("metric status by dimension")
-    ax.legend(loc="lower right", fontsize=8, ncols=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncols=4,
+              frameon=False)
     return png(fig)
 
 

@@ -18,7 +18,17 @@ from scifed.config import NodeConfig, load_config
 from scifed.states import StudyStatus
 from scifed.web import serve
 
-NODES = {"biscoe": "Palmer Biscoe", "dream": "Palmer Dream"}
+NODES = {"biscoe": "Palmer Biscoe", "dream": "Palmer Dream", "torgersen": "Palmer Torgersen"}
+# dream's second dataset: G4/CONDITIONAL, whose jobs need the officer (three nodes at least)
+CENSUS = {"security_grade": "G4", "sharing_category": "CONDITIONAL",
+          "conditions_of_use": [{"code": "no_reidentification",
+                                 "text": "No attempt to identify individual animals."}],
+          "grade_assessment": {
+              "factors": {"domain": "ecology", "scale": "population census"},
+              "impact_object": "organization_rights", "impact_degree": "general",
+              "rationale": "unpublished census of the platform", "assessed_by": "officer",
+              "assessed_on": "2026-01-15", "next_review": "2027-01-14"},
+          "approvals": [{"type": "important_data_filing", "ref": "F-1", "date": "2026-01-10"}]}
 REPO = Path(__file__).resolve().parents[2]
 PASSPHRASE = "a passphrase for the test approvers"
 
@@ -29,8 +39,11 @@ def fed(tmp_path_factory, penguins, penguins_meta):
     fed.setup()
     fed.start_all()
     try:
-        fed.add_dataset("biscoe", penguins[penguins.island == "Biscoe"], penguins_meta,
-                        "penguins")
+        for node in ("biscoe", "torgersen"):
+            fed.add_dataset(node, penguins[penguins.island == node.title()], penguins_meta,
+                            "penguins")
+        fed.add_dataset("dream", penguins[penguins.island == "Dream"],
+                        {**penguins_meta, **CENSUS}, "census")
         penguins[penguins.island == "Dream"].to_csv(
             fed.node_dir("dream") / "data" / "penguins.csv", index=False)
         fed.approver("dream")
@@ -56,8 +69,9 @@ def log_in(page, url: str, name: str, key, passphrase: str = PASSPHRASE) -> None
     page.click("#login button[type=submit]")
 
 
-def pending(fed) -> list[dict]:
-    return json.loads(fed.node_cli("dream", "approvals", "list", "--json").stdout)
+def pending(fed, dataset: str = "penguins") -> list[dict]:
+    return [a for a in json.loads(fed.node_cli("dream", "approvals", "list", "--json").stdout)
+            if a["dataset_id"].endswith(f":{dataset}")]
 
 
 def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, page, shot,
@@ -105,7 +119,7 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     page.fill("#version", "1.0.0")
     page.fill("#contact_email", "desk@example.org")
     page.click("#register button[type=submit]")
-    assert page.url.endswith("/datasets?registered=urn:sdn:dream:ds:penguins")
+    assert page.inner_text("[role=status]") == "Dataset urn:sdn:dream:ds:penguins registered."
     dream = penguins[penguins.island == "Dream"]
     assert page.inner_text("#datasets").count("penguins") >= 1
     assert str(len(dream)) in page.inner_text("#datasets")
@@ -144,7 +158,7 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
         assert "Study console" in page.inner_text("[role=status]")
         wait_for(lambda: op.study("console").status == StudyStatus.ACTIVE, 60,
                  "the study to become active")
-    page.reload()
+    page.goto(url + "/studies")
     shot(page, "studies")
 
     # A job on dream's G1/CLOSED cell waits for approval; the officer approves it.
@@ -185,8 +199,10 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
         "approval" in page.inner_text("#audit")
     page.fill("#q", "dataset.add")
     page.click("#audit-filter button:text('Filter')")
-    rows = page.locator("#audit tr").count() - 1
-    assert rows == 1 and "officer" in page.inner_text("#audit")  # the console's actor
+    added = page.locator("#audit tr", has_text="dataset.add").all_inner_texts()
+    shot(page, "audit-filtered")
+    assert len(added) == 2, page.inner_text("#audit")  # census by the CLI, penguins here
+    assert "officer" in next(r for r in added if "ds:penguins" in r)
     page.click("#audit-filter button[name=verify]")
     assert "Audit chain intact" in page.inner_text("#verified")
     shot(page, "audit")
@@ -201,4 +217,52 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     shot(page, "alerts-zh")
     page.click("header nav >> text=数据集")
     shot(page, "datasets-zh")
-    assert page.console_errors == []
+    # no script failed (the refusals above are pages with status 400/401, not errors)
+    assert [e for e in page.console_errors if not e.startswith("Failed to load")] == []
+
+
+def test_a_liaison_cannot_approve_what_needs_the_officer(fed, console, page, shot):
+    """G4 data needs the officer: the liaison's signed approval is refused by the node,
+    the console shows the node's reason, and the request stays pending; the officer's
+    approval then lets the job run, and the budget page shows the ε it charged."""
+    with fed.operator() as op:
+        st = op.create_study("census", "census trends", ["biscoe", "dream", "torgersen"], 0)
+        op.add_researcher("census", "alice")
+        for node, dataset in (("biscoe", "penguins"), ("dream", "census"),
+                              ("torgersen", "penguins")):
+            fed.node_cli(node, "studies", "accept", st.study_id, "--datasets", dataset)
+        wait_for(lambda: op.study("census").status == StudyStatus.ACTIVE, 60,
+                 "the study to become active")
+    spec = ("study: census\ntype: stats\n"
+            "datasets: {biscoe: penguins, dream: census, torgersen: penguins}\n"
+            "stats: {columns: [body_mass_g], measures: [count]}\n")
+    with fed.researcher() as r:
+        job = r.submit(spec)
+        wait_for(lambda: pending(fed, "census"), 60, "the approval request for census")
+        log_in(page, url := console, "li", fed.approver("dream", "li", "liaison"))
+        assert "li" in page.inner_text("header .who") and "liaison" in \
+            page.inner_text("header .who")
+        (req,) = pending(fed, "census")
+        page.goto(f"{url}/approvals/{req['approval_id']}")
+        assert "G4" in page.inner_text("main")
+        assert "ε = 0.5" in page.inner_text("#privacy-cost")  # the G4 cell's DP per query
+        page.click("#approve button[type=submit]")
+        assert "a liaison may decide up to G3" in page.inner_text("[role=alert]")
+        assert page.inner_text("#approval-state") == "pending"
+        shot(page, "liaison-refused")
+        (still,) = pending(fed, "census")
+        assert still["decisions"] == []
+
+        # The officer approves it: the job runs under the G4 cell's DP and is charged.
+        page.click("text=Log out")
+        log_in(page, url, "officer", fed.approver("dream"))
+        page.goto(f"{url}/approvals/{req['approval_id']}")
+        page.click("#approve button[type=submit]")
+        assert page.inner_text("#approval-state") == "approved"
+        info = r.wait(job, timeout=90)
+        assert info.status == "done", info.error
+    page.click("header nav >> text=Budget")
+    census = page.locator("#budget tr", has_text="ds:census").inner_text()
+    assert "0.5" in census and "alice 0.5" in census and "3.5" in census  # of 4.0 a year
+    assert page.is_visible("#budget-chart")
+    shot(page, "budget-charged")
