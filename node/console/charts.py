@@ -52,19 +52,30 @@ def budget_over_time(rows: list[dict]) -> bytes | None:
     charged = [r for r in rows if r.get("charges")]
     if not charged:
         return None
+    import matplotlib.dates as mdates
+
+    times = {r["dataset_id"]: [dt.datetime.fromtimestamp(c["ts_ms"] / 1000, dt.UTC)
+                               for c in r["charges"]] for r in charged}
+    now = dt.datetime.now(dt.UTC)
+    first = min(t[0] for t in times.values())
+    start = first - max((now - first) / 10, dt.timedelta(minutes=1))
     fig, ax = figure()
     for r in charged:
-        times = [dt.datetime.fromtimestamp(c["ts_ms"] / 1000, dt.UTC) for c in r["charges"]]
-        total, ys = 0.0, []
+        total, ys = 0.0, [0.0]
         for c in r["charges"]:
             total += c["epsilon"]
             ys.append(total)
-        line, = ax.step(times, ys, where="post", marker="o", label=r["dataset_id"])
+        xs = [start, *times[r["dataset_id"]], now]
+        line, = ax.step(xs, [*ys, total], where="post", label=r["dataset_id"])
+        ax.plot(xs[1:-1], ys[1:], "o", color=line.get_color())
         if r["annual_budget"]:
             ax.axhline(r["annual_budget"], color=line.get_color(), linestyle="--",
                        linewidth=1)
+    ax.set_xlim(start, now)
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_ylabel("ε spent (cumulative)")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
+    ax.legend(fontsize=8, loc="center left")
     return png(fig)

@@ -148,6 +148,7 @@ i18n.register({
     "bu.spent": ("Spent ε", "已用 ε"),
     "bu.left": ("Left ε", "剩余 ε"),
     "bu.per_researcher": ("Per researcher (cap {cap})", "按研究者（上限 {cap}）"),
+    "bu.left_inline": ("left", "剩余"),
     "bu.chart": ("ε spent over time", "ε 累计支出"),
     "bu.no_dp": ("No DP charges yet.", "尚无差分隐私支出。"),
     # audit

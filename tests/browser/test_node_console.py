@@ -144,6 +144,18 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     page.click("header nav >> text=Policy")
     assert "default G1/CLOSED" in page.inner_text("main")
     shot(page, "policy")
+    page.click("text=Effective policy of urn:sdn:dream:ds:penguins")
+    page.fill("#override", "min_cell_count: 1\n")  # loosening k = 3 is refused
+    page.click("#tighten button:text('Apply')")
+    assert "tighten" in page.inner_text("ul.problems")
+    k = page.locator("table.policy tr", has_text="min_cell_count")
+    assert k.locator("td").nth(1).inner_text() == "3"
+    page.fill("#override", "min_cell_count: 5\n")
+    page.click("#tighten button:text('Apply')")
+    assert "updated" in page.inner_text("[role=status]")
+    assert k.locator("td").nth(1).inner_text() == "5"
+    assert "override" in k.locator("td").nth(2).inner_text()
+    shot(page, "policy-tightened")
 
     # A study: dream attaches its dataset in the console, biscoe with the CLI.
     with fed.operator() as op:
