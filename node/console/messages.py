@@ -81,6 +81,7 @@ i18n.register({
     # quality
     "q.title": ("Quality scorecard of {id}", "{id} 的质量评分卡"),
     "q.run": ("Score the dataset", "评分"),
+    "q.running": ("Scoring…", "评分中……"),
     "q.fast": ("Fast (19 permutations instead of 99)", "快速（19 次置换而非 99 次）"),
     "q.override": ("Override a metric", "覆盖指标"),
     "q.metric": ("Metric (e.g. Q5a)", "指标（如 Q5a）"),

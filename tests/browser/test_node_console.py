@@ -75,7 +75,7 @@ def pending(fed, dataset: str = "penguins") -> list[dict]:
 
 
 def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, page, shot,
-                                                                 penguins):
+                                                                 penguins, tmp_path):
     url = console
     officer = fed.approver("dream")
     liaison = fed.approver("dream", "li", "liaison")
@@ -108,7 +108,8 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     page.select_option("#sharing_category", "CLOSED")
     page.fill("#version", "one")
     page.fill("#contact_email", "desk-at-example")
-    page.fill("#meta_yaml", meta)
+    (tmp_path / "dream.yaml").write_text(meta)
+    page.set_input_files("#meta_file", str(tmp_path / "dream.yaml"))  # the YAML, uploaded
     page.click("#register button[type=submit]")
     problems = page.locator("#problems li").all_inner_texts()
     assert len(problems) == 2, problems
@@ -116,6 +117,7 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     assert any(p.startswith("contact_point.email:") for p in problems)
     shot(page, "register-two-problems")
     assert page.input_value("#title_en") == "Penguins of Dream Island"  # nothing lost
+    assert page.input_value("#meta_yaml") == meta  # the upload, kept to edit
     page.fill("#version", "1.0.0")
     page.fill("#contact_email", "desk@example.org")
     page.click("#register button[type=submit]")

@@ -11,9 +11,18 @@ REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
 
 
 def install_all(nc) -> None:
-    from node.console.pages import alerts, approvals, audit, budget, datasets, policy, studies
+    from node.console.pages import (
+        alerts,
+        approvals,
+        audit,
+        budget,
+        datasets,
+        policy,
+        quality,
+        studies,
+    )
 
-    for module in (datasets, policy, approvals, budget, audit, studies, alerts):
+    for module in (datasets, quality, policy, approvals, budget, audit, studies, alerts):
         module.install(nc)
 
 

@@ -1,5 +1,5 @@
 """Datasets: the list, registration from a form (every problem the node finds, at
-once), a dataset's profile, and its quality scorecard with overrides."""
+once), and a dataset's profile (its scorecard: ``quality.py``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import yaml
 from fastapi import Depends, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from node.console import charts
 from node.console.pages import problem_list, refusal
 from protos.scifed.v1 import node_admin_pb2 as pb
 from scifed.errors import UserError
-from scifed.web.app import png_data_uri
 from scifed.web.sessions import Session
 
 GRADES = ("G1", "G2", "G3", "G4", "G5", "G6")
@@ -108,29 +106,3 @@ def install(nc) -> None:
         r = nc.admin(s).GetDataset(pb.DatasetRef(dataset_id=dataset_id), timeout=30)
         return nc.render(request, "dataset.html", summary=r.summary,
                          record=json.loads(r.record_json))
-
-    @app.get("/datasets/{dataset_id}/quality", response_class=HTMLResponse)
-    def quality_form(request: Request, dataset_id: str, s: Session = Depends(user)):
-        r = nc.admin(s).GetDataset(pb.DatasetRef(dataset_id=dataset_id), timeout=30)
-        return nc.render(request, "quality.html", summary=r.summary,
-                         record=json.loads(r.record_json), report=None, plots=[])
-
-    @app.post("/datasets/{dataset_id}/quality", response_class=HTMLResponse)
-    def quality(request: Request, dataset_id: str, s: Session = Depends(user),
-                fast: str = Form(""), metric: str = Form(""), justification: str = Form("")):
-        t = nc.t(request)
-        if metric.strip() and not justification.strip():
-            raise UserError(t("q.need_justification", metric=metric.strip()))
-        overrides = ([pb.QualityOverride(metric=metric.strip(),
-                                         justification=justification.strip())]
-                     if metric.strip() else [])
-        report = None
-        for msg in nc.admin(s).DatasetQuality(pb.QualityRequest(
-                dataset_id=dataset_id, fast=bool(fast), overrides=overrides), timeout=1800):
-            if msg.report_json:
-                report = json.loads(msg.report_json)
-        r = nc.admin(s).GetDataset(pb.DatasetRef(dataset_id=dataset_id), timeout=30)
-        plots = [png_data_uri(charts.dimensions(report)),
-                 png_data_uri(charts.metric_status(report))] if report else []
-        return nc.render(request, "quality.html", summary=r.summary,
-                         record=json.loads(r.record_json), report=report, plots=plots)

@@ -41,7 +41,7 @@ def install(nc) -> None:
                 override: str = Form(""), reset: str = Form("")):
         try:
             nc.admin(s).PolicySet(pb.PolicySetRequest(
-                dataset_id=dataset_id, yaml=override, source="the console's override form",
+                dataset_id=dataset_id, yaml=override, source=f"node console ({s.user})",
                 reset=bool(reset)), timeout=30)
         except grpc.RpcError as exc:
             return one(request, s, dataset_id, 400, override=override,
