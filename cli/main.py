@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cli.access import access_app, node_access_app
 from cli.ca import ca_app
 from cli.officer import app as node_app
 from cli.operator import coordinator_app, nodes_app, operator_app, study_app
@@ -21,6 +22,8 @@ app.add_typer(nodes_app, name="nodes")
 app.add_typer(study_app, name="study")
 app.add_typer(job_app, name="job")
 app.add_typer(model_app, name="model")
+app.add_typer(access_app, name="access")
+node_app.add_typer(node_access_app, name="access")
 
 
 @app.command()

@@ -8,19 +8,23 @@ import json
 import grpc
 
 from coordinator import catalog, registry, studies
+from coordinator.access import AccessRelay
 from coordinator.db import Database
 from coordinator.driver import JobDriver
 from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
 from protos.scifed.v1 import federation_pb2 as fpb
+from scifed.delivery import AccessKind
 from scifed.rpc import user_errors
 from scifed.tls import peer_identity
 from scifed.wire import now_ms
 
 
 class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
-    def __init__(self, db: Database, jobs: JobDriver, offline_after_seconds: float) -> None:
+    def __init__(self, db: Database, jobs: JobDriver, offline_after_seconds: float,
+                 access: AccessRelay | None = None) -> None:
         self.db = db
+        self.access = access
         self.jobs = jobs
         self.offline_after_ms = int(offline_after_seconds * 1000)
 
@@ -116,6 +120,34 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
         name = peer_identity(context).name
         self.jobs.cancel(request.job_id, name)
         return self._job(request.job_id, name)
+
+    # -- delivery (researcher): relayed to the dataset's node -------------------------------
+    @user_errors
+    def RequestAccess(self, request, context):
+        name = peer_identity(context).name
+        return pb.AccessAnswer(payload=self.access.request(name, request.record_id,
+                                                           request.payload))
+
+    @user_errors
+    def ListAccess(self, request, context):
+        payload, unreached = self.access.list(peer_identity(context).name, request.record_id)
+        return pb.AccessAnswer(payload=payload, unreached=unreached)
+
+    @user_errors
+    def AccessManifest(self, request, context):
+        return self._relay(AccessKind.MANIFEST, request, context)
+
+    @user_errors
+    def AccessChunk(self, request, context):
+        return self._relay(AccessKind.CHUNK, request, context)
+
+    @user_errors
+    def AccessQuery(self, request, context):
+        return self._relay(AccessKind.QUERY, request, context)
+
+    def _relay(self, kind: AccessKind, request, context) -> pb.AccessAnswer:
+        return pb.AccessAnswer(payload=self.access.relay(
+            kind, peer_identity(context).name, request.record_id, request.payload))
 
     def _job(self, job_id: str, researcher: str) -> pb.JobInfo:
         return self._info(self.jobs.get(job_id, researcher))

@@ -12,6 +12,7 @@ import grpc
 from sqlalchemy import select
 
 from coordinator import registry
+from coordinator.access import AccessRelay
 from coordinator.api import CoordinatorApiServicer
 from coordinator.db import Database, Node
 from coordinator.driver import JobDriver
@@ -51,6 +52,11 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
     "/scifed.v1.CoordinatorApi/GetResult": ("researcher",),
     "/scifed.v1.CoordinatorApi/ResumeJob": ("researcher",),
     "/scifed.v1.CoordinatorApi/CancelJob": ("researcher",),
+    "/scifed.v1.CoordinatorApi/RequestAccess": ("researcher",),
+    "/scifed.v1.CoordinatorApi/ListAccess": ("researcher",),
+    "/scifed.v1.CoordinatorApi/AccessManifest": ("researcher",),
+    "/scifed.v1.CoordinatorApi/AccessChunk": ("researcher",),
+    "/scifed.v1.CoordinatorApi/AccessQuery": ("researcher",),
 }
 
 
@@ -81,7 +87,9 @@ class CoordinatorCore:
         self.link = NodeLinkServicer(self.db, self.sessions, self.keys, ca_pem,
                                      cfg.heartbeat_seconds, flower,
                                      on_connect=self.jobs.node_connected)
-        self.api = CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds)
+        self.access = AccessRelay(self.db, self.sessions, cfg.task_timeout_seconds)
+        self.api = CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds,
+                                          self.access)
         self.flower = flower
         if self.crl_path is not None and self.crl_path.exists():
             self.crl_changed(self.crl_path.read_bytes())  # a broken CRL stops the start

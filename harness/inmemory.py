@@ -279,3 +279,45 @@ class InMemoryFederation:
         if view.status != JobStatus.DONE:
             raise AssertionError(f"job {job_id} {view.status}: {view.error}")
         return view, self.result_json(job_id)
+
+
+class _ServicerStub:
+    """The researcher API's stub, calling the coordinator's servicer in this process with
+    the researcher's certificate as the peer; ``tamper(method, reply)`` may change what
+    the coordinator sends back (a deviating coordinator)."""
+
+    def __init__(self, servicer, cert_pem: bytes, tamper=None) -> None:
+        self._servicer = servicer
+        self._context = _PeerContext(cert_pem)
+        self.tamper = tamper
+
+    def __getattr__(self, method: str):
+        def call(request, timeout: float | None = None):
+            del timeout
+            reply = getattr(self._servicer, method)(request, self._context)
+            return self.tamper(method, reply) if self.tamper is not None else reply
+        return call
+
+
+def researcher_client(fed: InMemoryFederation, name: str | None = None, tamper=None):
+    """A :class:`coordinator.client.Client` of the federation's researcher (or of another,
+    ``name``, enrolled on first use) whose calls reach the real coordinator core in
+    memory."""
+    import shutil
+
+    from coordinator.client import Client, ClientConfig, IdentityDir
+    from scifed.sealing import ensure_seal_key
+
+    name = name or fed.researcher
+    directory = fed.root / "researcher" / name
+    if not (directory / f"{name}.crt").exists():
+        fed._identity("researcher", name)
+    shutil.copy(fed.ca_dir / "ca.crt", directory / "ca.crt")
+    ensure_seal_key(directory)
+    client = Client.__new__(Client)
+    client.identity = IdentityDir(directory, ClientConfig(name=name, role="researcher",
+                                                          coordinator="in-memory"))
+    client.address, client.timeout = "in-memory", 30
+    client.stub = _ServicerStub(fed.coordinator.api,
+                                (directory / f"{name}.crt").read_bytes(), tamper)
+    return client

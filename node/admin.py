@@ -39,7 +39,9 @@ def reply(row: DatasetRow) -> pb.DatasetReply:
 
 class NodeAdminServicer(pbg.NodeAdminServicer):
     def __init__(self, registry: DatasetRegistry, link: CoordinatorLink,
-                 studies: NodeStudies, approvals: Approvals) -> None:
+                 studies: NodeStudies, approvals: Approvals, delivery=None) -> None:
+        """``delivery``: the node's delivery desk (node/delivery/), for the access RPCs."""
+        self.delivery = delivery
         self.registry = registry
         self.link = link
         self.studies = studies
@@ -254,6 +256,28 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
         if request.format == "croissant":
             return _json({r["id"]: to_croissant(r) for r in records})
         raise UserError(f"--format {request.format}: choose dcat, dcat-jsonld or croissant")
+
+    # -- delivery (node/delivery/) -------------------------------------------------------
+    @user_errors
+    def AccessList(self, request, context):
+        if request.deliveries:
+            return _json(self.delivery.deliveries())
+        return _json(self.delivery.officer_list(request.state))
+
+    @user_errors
+    def AccessShow(self, request, context):
+        return _json(self.delivery.officer_show(request.grant_id))
+
+    @user_errors
+    def AccessRevoke(self, request, context):
+        return _json(self.delivery.revoke(request.grant_id, request.reason, actor(context)))
+
+    @user_errors
+    def AccessRecordOffline(self, request, context):
+        return _json(self.delivery.record_offline(
+            dataset=request.dataset_id, recipient=request.recipient, what=request.what,
+            sha256=request.sha256, medium=request.medium, by=request.by,
+            statement=request.statement, signature=request.signature))
 
 
 def _countersignatures(request) -> list[dict]:

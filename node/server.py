@@ -16,6 +16,7 @@ from node.apps import AppTrust
 from node.audit import AuditLog
 from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
+from node.delivery import Delivery
 from node.flower import SuperNode
 from node.gate import Gate
 from node.link import CoordinatorLink
@@ -62,6 +63,9 @@ class NodeCore:
         self.runner = NodeRunner(self.gate,
                                  ReleasePath(self.gate, self.audit, cfg.tls.ca.read_bytes()),
                                  self.studies, self.approvals, extra=extra)
+        self.delivery = Delivery(cfg, self.registry, self.studies, self.approvals, self.audit,
+                                 self.gate.policies)
+        self.runner.handlers.update(self.delivery.handlers())
 
 
 class NodeProcess:
@@ -88,7 +92,8 @@ class NodeProcess:
             on_stranded=core.runner.stranded, trust=core.studies.trust)
         self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         admin_pbg.add_NodeAdminServicer_to_server(
-            NodeAdminServicer(core.registry, self.link, core.studies, core.approvals),
+            NodeAdminServicer(core.registry, self.link, core.studies, core.approvals,
+                              core.delivery),
             self.admin)
         # Apps on this host (the Flower ClientApp) reach data only through this socket.
         self.local_api = LocalApi(core.gate, cfg.state_dir,

@@ -244,3 +244,19 @@ class ResultReply(_message.Message):
     job_id: str
     sealed: bytes
     def __init__(self, job_id: _Optional[str] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+
+class AccessCall(_message.Message):
+    __slots__ = ("record_id", "payload")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    payload: bytes
+    def __init__(self, record_id: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class AccessAnswer(_message.Message):
+    __slots__ = ("payload", "unreached")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    UNREACHED_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    unreached: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, payload: _Optional[bytes] = ..., unreached: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -100,6 +100,31 @@ class CoordinatorApiStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
                 _registered_method=True)
+        self.RequestAccess = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/RequestAccess',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
+                _registered_method=True)
+        self.ListAccess = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/ListAccess',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
+                _registered_method=True)
+        self.AccessManifest = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/AccessManifest',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
+                _registered_method=True)
+        self.AccessChunk = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/AccessChunk',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
+                _registered_method=True)
+        self.AccessQuery = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/AccessQuery',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
+                _registered_method=True)
 
 
 class CoordinatorApiServicer(object):
@@ -189,6 +214,42 @@ class CoordinatorApiServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestAccess(self, request, context):
+        """Delivery of shareable data (scifed/delivery.py): each call is relayed to the node
+        that holds the dataset, which decides it; what comes back for the researcher is
+        sealed to them. A researcher's signed access request; the reply is the grant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccess(self, request, context):
+        """The caller's grants at every connected node (record_id empty) or at one dataset's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AccessManifest(self, request, context):
+        """A download's signed manifest, then its chunks one by one (resumable from any one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AccessChunk(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AccessQuery(self, request, context):
+        """One in-node service query under a grant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +317,31 @@ def add_CoordinatorApiServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.SerializeToString,
+            ),
+            'RequestAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestAccess,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.SerializeToString,
+            ),
+            'ListAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccess,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.SerializeToString,
+            ),
+            'AccessManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessManifest,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.SerializeToString,
+            ),
+            'AccessChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessChunk,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.SerializeToString,
+            ),
+            'AccessQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessQuery,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -609,6 +695,141 @@ class CoordinatorApi(object):
             '/scifed.v1.CoordinatorApi/CancelJob',
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/RequestAccess',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/ListAccess',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/AccessManifest',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/AccessChunk',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/AccessQuery',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessAnswer.FromString,
             options,
             channel_credentials,
             insecure,

@@ -260,3 +260,45 @@ class ListDatasetsReply(_message.Message):
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     datasets: _containers.RepeatedCompositeFieldContainer[DatasetSummary]
     def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetSummary, _Mapping]]] = ...) -> None: ...
+
+class AccessListRequest(_message.Message):
+    __slots__ = ("state", "deliveries")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    deliveries: bool
+    def __init__(self, state: _Optional[str] = ..., deliveries: bool = ...) -> None: ...
+
+class AccessRef(_message.Message):
+    __slots__ = ("grant_id",)
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    grant_id: str
+    def __init__(self, grant_id: _Optional[str] = ...) -> None: ...
+
+class AccessRevokeRequest(_message.Message):
+    __slots__ = ("grant_id", "reason")
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    grant_id: str
+    reason: str
+    def __init__(self, grant_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AccessOfflineRequest(_message.Message):
+    __slots__ = ("dataset_id", "recipient", "what", "sha256", "medium", "by", "statement", "signature")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    MEDIUM_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    recipient: str
+    what: str
+    sha256: str
+    medium: str
+    by: str
+    statement: str
+    signature: bytes
+    def __init__(self, dataset_id: _Optional[str] = ..., recipient: _Optional[str] = ..., what: _Optional[str] = ..., sha256: _Optional[str] = ..., medium: _Optional[str] = ..., by: _Optional[str] = ..., statement: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...

@@ -155,6 +155,26 @@ class NodeAdminStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ExportCatalogRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.AccessList = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AccessList',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessListRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.AccessShow = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AccessShow',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessRef.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.AccessRevoke = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AccessRevoke',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessRevokeRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.AccessRecordOffline = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AccessRecordOffline',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessOfflineRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
 
 
 class NodeAdminServicer(object):
@@ -314,6 +334,33 @@ class NodeAdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AccessList(self, request, context):
+        """Delivery of shareable data (node/delivery/): grants and what they delivered. An
+        access request the cell holds for approval is decided with ApprovalDecide.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AccessShow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AccessRevoke(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AccessRecordOffline(self, request, context):
+        """An offline transfer the officer made, signed with their approver key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -435,6 +482,26 @@ def add_NodeAdminServicer_to_server(servicer, server):
             'ExportCatalog': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportCatalog,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ExportCatalogRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AccessList': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessList,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessListRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AccessShow': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessShow,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessRef.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AccessRevoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessRevoke,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessRevokeRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AccessRecordOffline': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessRecordOffline,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessOfflineRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
             ),
     }
@@ -1085,6 +1152,114 @@ class NodeAdmin(object):
             target,
             '/scifed.v1.NodeAdmin/ExportCatalog',
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.ExportCatalogRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AccessList',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessListRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessShow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AccessShow',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessRef.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessRevoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AccessRevoke',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessRevokeRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessRecordOffline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AccessRecordOffline',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessOfflineRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,

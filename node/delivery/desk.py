@@ -1,0 +1,440 @@
+"""The node's delivery desk: a researcher's access requests, downloads and in-node
+service queries, and the officer's grants, offline transfers and revocations.
+
+Every call is decided again from the dataset's current record and cell
+(:mod:`node.delivery.rules`), the grant as this node recorded it, and the researcher's
+certificate (signed request, CRL): never from what the coordinator relays. Whatever a
+request says, the node delivers only the grant's columns by the grant's method to the
+grant's researcher, sealed to the seal key that researcher signed for; a refusal changes
+nothing but the audit chain, which records every grant, delivery and refusal with the
+recipient and the hash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import shutil
+import threading
+from pathlib import Path
+
+from node.approvals import Approvals, ApproverRegistry
+from node.audit import AuditLog
+from node.data import DataFile
+from node.datasets import DatasetRegistry
+from node.delivery import rules, service
+from node.delivery.grants import Grant, GrantBook
+from node.policy import PolicyBook
+from node.store import DatasetRow
+from node.studies import NodeStudies
+from scifed.approver_keys import b64, verifies
+from scifed.chain import canonical
+from scifed.config import NodeConfig
+from scifed.delivery import (
+    CHUNK_BYTES,
+    AccessKind,
+    AccessRequest,
+    GrantList,
+    GrantRef,
+    GrantsReply,
+    GrantView,
+    SealedReply,
+    answer_context,
+    chunk_context,
+    manifest_context,
+    sign_manifest,
+    verify_request,
+)
+from scifed.errors import NotFound, UserError
+from scifed.filters import quote_identifier
+from scifed.grading import Access
+from scifed.sealing import SealKeyClaim, seal
+from scifed.wire import now_ms
+
+# An officer's record of an offline transfer is a statement of its own kind, signed
+# under its own domain (never valid as an approval decision or a registry change).
+OFFLINE_DOMAIN = b"scifed-offline-transfer-v1\n"
+OFFLINE_FIELDS = ("node", "dataset_id", "recipient", "what", "sha256", "medium",
+                  "approver", "key")
+
+
+def offline_statement(*, node: str, dataset_id: str, recipient: str, what: str, sha256: str,
+                      medium: str, approver: str, key: str) -> dict:
+    """What the officer signs to record one offline transfer."""
+    return {"node": node, "dataset_id": dataset_id, "recipient": recipient, "what": what,
+            "sha256": sha256, "medium": medium, "approver": approver, "key": key}
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+class Delivery:
+    def __init__(self, cfg: NodeConfig, registry: DatasetRegistry, studies: NodeStudies,
+                 approvals: Approvals, audit: AuditLog, policies: PolicyBook) -> None:
+        self.cfg = cfg
+        self.node = cfg.name
+        self.registry = registry
+        self.studies = studies
+        self.approvals = approvals
+        self.audit = audit
+        self.policies = policies
+        self.grants = GrantBook(registry.store)
+        self.ca_pem = cfg.tls.ca.read_bytes()
+        self.extracts = cfg.state_dir / "deliveries"
+        self._preparing = threading.Lock()
+
+    def handlers(self) -> dict:
+        """The task handlers of delivery, beside the runner's job handlers."""
+        from node.runner import typed
+
+        return {AccessKind.REQUEST: typed(AccessRequest, self.request),
+                AccessKind.LIST: typed(GrantList, self.list),
+                AccessKind.MANIFEST: typed(GrantRef, self.manifest),
+                AccessKind.CHUNK: typed(GrantRef, self.chunk),
+                AccessKind.QUERY: typed(GrantRef, self.query)}
+
+    # -- refusals ---------------------------------------------------------------------
+    def _refuse(self, subject: str, researcher: str, what: str, reason: str,
+                grant_id: str | None = None) -> UserError:
+        """Audit a refusal (who asked for what, and why) and return it to raise."""
+        self.audit.append("policy", "access.refused", subject,
+                          {"researcher": researcher, "what": what, "reason": reason,
+                           "grant_id": grant_id})
+        return UserError(f"node {self.node} refuses {what}: {reason}")
+
+    def _row_for(self, record_id: str) -> DatasetRow:
+        for row in self.registry.list():
+            if row.record.get("id") == record_id or row.dataset_id == record_id:
+                return row
+        raise NotFound(f"no dataset '{record_id[:100]}' at node {self.node}")
+
+    # -- a researcher's request -------------------------------------------------------
+    def request(self, req: AccessRequest) -> GrantView:
+        statement, claim, _ = verify_request(req, self.ca_pem)
+        researcher = claim.name
+        crl = self.studies.trust.fresh(f"access:{researcher}")
+        self.studies.trust.check_researcher(crl, req.claim, "an access request", researcher)
+        for earlier in self.grants.list(researcher=researcher):
+            if earlier.request["statement"] == statement:  # a retry, or a relay's replay
+                return self._view(earlier)
+        row = self._row_for(str(statement["record_id"]))
+        record = row.record
+        method, what = statement["method"], f"{statement['method']} of {row.dataset_id}"
+        admission = rules.online_access(record, method, _today())
+        if admission.refused:
+            raise self._refuse(row.dataset_id, researcher, what, admission.reason)
+        names = [f["name"] for f in record.get("fields", [])]
+        unknown = [c for c in statement["columns"] if c not in names]
+        if unknown:
+            raise self._refuse(row.dataset_id, researcher, what,
+                               f"no column {', '.join(map(repr, unknown))} in the dataset")
+        required = {c["code"] for c in record.get("conditions_of_use", [])}
+        required.add(f"license:{record.get('license', '')}")
+        missing = sorted(required - set(statement["conditions_accepted"]))
+        if missing:
+            raise self._refuse(row.dataset_id, researcher, what,
+                               "the request does not accept the conditions of use "
+                               f"{', '.join(missing)} (read them with `scifed catalog show`)")
+        study = str(statement["study"])
+        if record["sharing_category"] == "CONDITIONAL":
+            if not study:
+                raise self._refuse(row.dataset_id, researcher, what,
+                                   "CONDITIONAL data is delivered within a study the "
+                                   "dataset is in: name it (--study)")
+            try:
+                self.studies.attached(study, row.dataset_id)
+            except UserError as exc:
+                raise self._refuse(row.dataset_id, researcher, what, str(exc)) from None
+        columns = list(statement["columns"]) or (names if method == "in_node_service" else [])
+        auto = admission.access is Access.AUTO
+        with self.registry.store.tx() as con:
+            grant_id = GrantBook.insert(
+                con, dataset_id=row.dataset_id, record_id=record["id"], researcher=researcher,
+                method=method, columns=columns, fmt=statement["format"],
+                purpose=statement["purpose"], study=study,
+                request={"statement": statement, "signature": b64(req.signature),
+                         "claim": req.claim},
+                state="granted" if auto else "pending", reason=admission.reason)
+            AuditLog.append_in(con, "policy", "access.granted" if auto else "access.held",
+                               row.dataset_id,
+                               {"grant_id": grant_id, "researcher": researcher,
+                                "method": method, "columns": columns,
+                                "purpose": statement["purpose"], "reason": admission.reason})
+        if not auto:
+            cols = ", ".join(columns) or "all columns"
+            appr = self.approvals.request(
+                job_id=grant_id, dataset_id=row.dataset_id, study_id=study,
+                job_type=f"access.{method}", researcher=researcher,
+                grade=record["security_grade"],
+                reason=f"{method} of {cols} for: {statement['purpose']}",
+                spec={"access": statement})
+            with self.registry.store.tx() as con:
+                GrantBook.update(con, grant_id, approval_id=appr.approval_id)
+        return self._view(self.grants.get(grant_id))
+
+    def _state(self, grant: Grant) -> tuple[str, str, int | None]:
+        """The grant's state now (the approval's, where it has one), its officer's
+        conditions and expiry."""
+        if grant.state in ("revoked", "denied") or grant.approval_id is None:
+            return grant.state, "", None
+        appr = self.approvals.request(job_id=grant.grant_id, dataset_id=grant.dataset_id,
+                                      study_id=grant.study, job_type=f"access.{grant.method}",
+                                      researcher=grant.researcher, grade="", reason="",
+                                      spec={}, create=False)
+        if appr is None:
+            return "pending", "", None
+        approved = [d for d in appr.decisions if d["approve"]]
+        denied = [d for d in appr.decisions if not d["approve"]]
+        conditions = approved[-1]["reason"] if approved else (denied[-1]["reason"]
+                                                              if denied else "")
+        state = {"approved": "granted", "denied": "denied", "expired": "expired",
+                 "withdrawn": "revoked"}.get(appr.state, "pending")
+        return state, conditions, appr.expires_ms
+
+    def _view(self, grant: Grant) -> GrantView:
+        state, conditions, expires = self._state(grant)
+        return GrantView(grant_id=grant.grant_id, node=self.node, dataset_id=grant.dataset_id,
+                         record_id=grant.record_id, researcher=grant.researcher,
+                         method=grant.method, columns=grant.columns, format=grant.format,
+                         state=state, reason=grant.reason, conditions=conditions,
+                         expires_ms=expires, created_ms=grant.created_ms)
+
+    def list(self, req: GrantList) -> GrantsReply:
+        return GrantsReply(grants=[self._view(g) for g in self.grants.list(
+            researcher=req.researcher)])
+
+    def _usable(self, ref: GrantRef, method: str) -> tuple[Grant, DatasetRow, bytes]:
+        """The grant, its dataset and the grantee's seal key, if the grant may deliver
+        by ``method`` now; else a refusal, audited."""
+        try:
+            grant = self.grants.get(ref.grant_id)
+        except NotFound:
+            raise self._refuse("access", ref.researcher, f"grant {ref.grant_id[:40]}",
+                               "there is no such grant at this node") from None
+        what = f"{method} under grant {grant.grant_id}"
+        if ref.researcher != grant.researcher:
+            raise self._refuse(grant.dataset_id, ref.researcher, what,
+                               "the grant is another researcher's", grant.grant_id)
+        if method != grant.method:
+            raise self._refuse(grant.dataset_id, ref.researcher, what,
+                               f"the grant is for {grant.method}, not {method}",
+                               grant.grant_id)
+        state, _, expires = self._state(grant)
+        if state != "granted":
+            raise self._refuse(grant.dataset_id, ref.researcher, what,
+                               f"the grant is {state}", grant.grant_id)
+        if expires is not None and expires < now_ms():
+            raise self._refuse(grant.dataset_id, ref.researcher, what, "the grant expired",
+                               grant.grant_id)
+        try:
+            row = self.registry.get(grant.dataset_id)
+        except NotFound:
+            raise self._refuse(grant.dataset_id, ref.researcher, what,
+                               "the dataset is no longer registered", grant.grant_id) from None
+        admission = rules.online_access(row.record, method, _today())
+        if admission.refused:
+            raise self._refuse(grant.dataset_id, ref.researcher, what, admission.reason,
+                               grant.grant_id)
+        if admission.access is Access.APPROVAL and grant.approval_id is None:
+            raise self._refuse(grant.dataset_id, ref.researcher, what,
+                               "the dataset now needs the officer's approval; request again",
+                               grant.grant_id)
+        claim = grant.request["claim"]
+        crl = self.studies.trust.fresh(f"access:{grant.researcher}")
+        self.studies.trust.check_researcher(crl, claim, grant.grant_id, grant.researcher)
+        return grant, row, SealKeyClaim.from_dict(claim).seal_public
+
+    # -- download -----------------------------------------------------------------------
+    def manifest(self, ref: GrantRef) -> SealedReply:
+        grant, row, seal_public = self._usable(ref, "download")
+        with self._preparing:  # one extract per grant, however many ask at once
+            grant = self.grants.get(grant.grant_id)
+            signed = grant.extract or self._prepare(grant, row)
+        return SealedReply(sealed=seal(seal_public, canonical(signed).encode(),
+                                       context=manifest_context(grant.grant_id)))
+
+    def _extract_path(self, grant: Grant) -> Path:
+        return self.extracts / f"{grant.grant_id}.{grant.format if grant.columns else 'data'}"
+
+    def _prepare(self, grant: Grant, row: DatasetRow) -> dict:
+        """Freeze what the grant delivers in the node's state directory (the registered
+        file, or the granted columns written by DuckDB), and sign its manifest."""
+        from scifed.at_rest import private_dir
+
+        private_dir(self.extracts)
+        out = self._extract_path(grant)
+        source = self.registry.data_path(row.dataset_id)
+        registered = row.record["distributions"][0]["sha256"]
+        if grant.columns:
+            tmp = out.with_suffix(".tmp")
+            target = str(tmp).replace("'", "''")
+            with DataFile(source, version=registered) as data:
+                cols = ", ".join(quote_identifier(c) for c in grant.columns)
+                data.con.execute(f"COPY (SELECT {cols} FROM {data.source}) TO '{target}' "
+                                 f"(FORMAT {grant.format})")
+            tmp.replace(out)
+        else:
+            shutil.copyfile(source, out)
+        digests, whole, size = [], hashlib.sha256(), 0
+        with out.open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                whole.update(chunk)
+                digests.append(hashlib.sha256(chunk).hexdigest())
+                size += len(chunk)
+        if not grant.columns and whole.hexdigest() != registered:
+            out.unlink(missing_ok=True)
+            raise UserError(f"node {self.node}: the file of {row.dataset_id} changed since "
+                            "it was registered; the officer updates the dataset first")
+        manifest = {"grant_id": grant.grant_id, "node": self.node,
+                    "dataset_id": row.dataset_id, "record_id": grant.record_id,
+                    "researcher": grant.researcher, "method": "download",
+                    "columns": grant.columns,
+                    "format": grant.format if grant.columns else Path(source).suffix[1:],
+                    "sha256": whole.hexdigest(), "size": size, "chunk_bytes": CHUNK_BYTES,
+                    "chunks": len(digests), "chunk_sha256": digests}
+        signed = sign_manifest(manifest, node=self.node, cert_path=self.cfg.tls.cert,
+                               key_path=self.cfg.tls.key)
+        with self.registry.store.tx() as con:
+            GrantBook.update(con, grant.grant_id, extract=signed)
+            GrantBook.deliver(con, grant_id=grant.grant_id, dataset_id=row.dataset_id,
+                              recipient=grant.researcher, kind="download",
+                              sha256=manifest["sha256"],
+                              detail={"size": size, "chunks": len(digests),
+                                      "columns": grant.columns, "format": manifest["format"]})
+            AuditLog.append_in(con, "policy", "access.download", row.dataset_id,
+                               {"grant_id": grant.grant_id, "recipient": grant.researcher,
+                                "sha256": manifest["sha256"], "size": size,
+                                "columns": grant.columns})
+        return signed
+
+    def chunk(self, ref: GrantRef) -> SealedReply:
+        grant, _, seal_public = self._usable(ref, "download")
+        if grant.extract is None:
+            raise UserError(f"node {self.node}: ask for grant {grant.grant_id}'s manifest "
+                            "before its chunks")
+        manifest = grant.extract["manifest"]
+        if not 0 <= ref.index < manifest["chunks"]:
+            raise UserError(f"node {self.node}: grant {grant.grant_id} has chunks 0 to "
+                            f"{manifest['chunks'] - 1}, not {ref.index}")
+        with self._extract_path(grant).open("rb") as f:
+            f.seek(ref.index * manifest["chunk_bytes"])
+            data = f.read(manifest["chunk_bytes"])
+        if hashlib.sha256(data).hexdigest() != manifest["chunk_sha256"][ref.index]:
+            raise UserError(f"node {self.node}: the prepared file of grant {grant.grant_id} "
+                            "changed at rest; the officer revokes it and the researcher "
+                            "asks again")
+        if ref.index == manifest["chunks"] - 1:
+            self.audit.append("policy", "access.download.served", grant.dataset_id,
+                              {"grant_id": grant.grant_id, "recipient": grant.researcher,
+                               "sha256": manifest["sha256"]})
+        return SealedReply(sealed=seal(seal_public, data, context=chunk_context(
+            grant.grant_id, manifest["sha256"], ref.index, manifest["chunks"])))
+
+    # -- in-node service ----------------------------------------------------------------
+    def query(self, ref: GrantRef) -> SealedReply:
+        grant, row, seal_public = self._usable(ref, "in_node_service")
+        query_sha = hashlib.sha256(ref.sql.encode()).hexdigest()
+        record = row.record
+        k = max(self.policies.effective(record).min_cell_count, service.MIN_GROUP)
+        registered = record["distributions"][0]["sha256"]
+        with DataFile(self.registry.data_path(row.dataset_id), version=registered) as data:
+            cols = ", ".join(quote_identifier(c) for c in grant.columns)
+            frame = data.con.sql(f"SELECT {cols} FROM {data.source}").df()  # noqa: S608
+        try:
+            answer = service.run(frame, ref.sql, rows_allowed=rules.rows_allowed(
+                record, _today()), k=k)
+        except UserError as exc:
+            self._refuse(row.dataset_id, grant.researcher, f"query {query_sha[:12]}",
+                         str(exc), grant.grant_id)
+            raise
+        body = canonical({"grant_id": grant.grant_id, "query_sha256": query_sha, **answer})
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        with self.registry.store.tx() as con:
+            GrantBook.deliver(con, grant_id=grant.grant_id, dataset_id=row.dataset_id,
+                              recipient=grant.researcher, kind="answer", sha256=digest,
+                              detail={"query_sha256": query_sha, "mode": answer["mode"],
+                                      "rows": len(answer["rows"]),
+                                      "withheld": answer["withheld"]})
+            AuditLog.append_in(con, "policy", "access.answer", row.dataset_id,
+                               {"grant_id": grant.grant_id, "recipient": grant.researcher,
+                                "query_sha256": query_sha, "sha256": digest,
+                                "mode": answer["mode"], "withheld": answer["withheld"]})
+        return SealedReply(sealed=seal(seal_public, body.encode(),
+                                       context=answer_context(grant.grant_id, query_sha)))
+
+    # -- the officer --------------------------------------------------------------------
+    def officer_list(self, state: str = "") -> list[dict]:
+        return [{**self._view(g).model_dump(), "purpose": g.purpose, "study": g.study,
+                 "approval_id": g.approval_id} for g in self.grants.list()
+                if not state or self._state(g)[0] == state]
+
+    def officer_show(self, grant_id: str) -> dict:
+        grant = self.grants.get(grant_id)
+        return {**self._view(grant).model_dump(), "purpose": grant.purpose,
+                "study": grant.study, "approval_id": grant.approval_id,
+                "request": grant.request["statement"],
+                "manifest": grant.extract["manifest"] if grant.extract else None,
+                "deliveries": self.grants.deliveries(grant_id)}
+
+    def deliveries(self) -> list[dict]:
+        return self.grants.deliveries()
+
+    def revoke(self, grant_id: str, reason: str, actor: str) -> dict:
+        if not reason.strip():
+            raise UserError("a revocation needs a reason (--reason TEXT)")
+        grant = self.grants.get(grant_id)
+        with self.registry.store.tx() as con:
+            GrantBook.update(con, grant_id, state="revoked", reason=reason)
+            AuditLog.append_in(con, actor, "access.revoked", grant.dataset_id,
+                               {"grant_id": grant_id, "researcher": grant.researcher,
+                                "reason": reason})
+        self._extract_path(grant).unlink(missing_ok=True)
+        return self.officer_show(grant_id)
+
+    def record_offline(self, *, dataset: str, recipient: str, what: str, sha256: str,
+                       medium: str, by: str, statement: str, signature: bytes) -> dict:
+        """Record an offline transfer the officer made, signed with their approver key;
+        nothing goes over the network. Refused where the cell admits none."""
+        import json
+
+        row = self.registry.get(dataset)
+        admission = rules.offline_access(row.record)
+        if admission.refused:
+            raise self._refuse(row.dataset_id, recipient, "an offline transfer",
+                               admission.reason)
+        if not (len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)):
+            raise UserError("--sha256: the lower-case hex sha256 of what was handed over")
+        for name, value in (("recipient", recipient), ("what", what), ("medium", medium)):
+            if not value.strip():
+                raise UserError(f"an offline transfer record needs --{name}")
+        try:
+            signed = json.loads(statement)
+        except ValueError:
+            raise UserError("the signed offline-transfer statement is not JSON") from None
+        with self.registry.store.tx() as con:
+            person = ApproverRegistry.active_in(con, by)
+            if person.role != "officer":
+                raise UserError(f"{person.name} is a {person.role}: an offline transfer is "
+                                "recorded by the data officer")
+            expected = offline_statement(node=self.node, dataset_id=row.dataset_id,
+                                         recipient=recipient, what=what, sha256=sha256,
+                                         medium=medium, approver=person.name,
+                                         key=person.fingerprint)
+            if signed != expected or not verifies(person.public_key, expected, signature,
+                                                  OFFLINE_DOMAIN):
+                raise UserError(f"the record is not signed by {person.name}'s registered key "
+                                f"{person.fingerprint} over exactly this transfer; nothing "
+                                "was recorded")
+            delivery_id = GrantBook.deliver(
+                con, grant_id=None, dataset_id=row.dataset_id, recipient=recipient,
+                kind="offline", sha256=sha256,
+                detail={"what": what, "medium": medium, "by": person.name,
+                        "key": person.fingerprint, "signature": b64(signature)})
+            AuditLog.append_in(con, person.name, "access.offline", row.dataset_id,
+                               {"delivery_id": delivery_id, "recipient": recipient,
+                                "what": what, "sha256": sha256, "medium": medium,
+                                "key": person.fingerprint, "signature": b64(signature)})
+        return {"delivery_id": delivery_id, "dataset_id": row.dataset_id,
+                "recipient": recipient, "what": what, "sha256": sha256, "medium": medium,
+                "by": person.name}

@@ -1,0 +1,221 @@
+"""Delivery of shareable data (governance §2.5 DL / SVC): what both sides compute alike.
+
+A researcher asks a node for a dataset through the coordinator; the node decides from
+the dataset's cell and delivers a download (a file or a column subset, in chunks) or
+answers in-node service queries. Everything here is what the node and the researcher's
+client must agree on byte for byte, so it lives once:
+
+* the task kinds and their JSON payloads (as :mod:`scifed.tasks` for jobs);
+* the researcher's signed access request: the node acts on the researcher's own word
+  (purpose, conditions accepted, method, columns), not on the relaying coordinator's;
+* the node's signed manifest of a download (sha256 of the whole file, its size, chunk
+  size and each chunk's sha256), which the client checks before it trusts a byte;
+* the contexts under which chunks, manifests and answers are sealed to the researcher,
+  each naming the grant (and chunk number), so the coordinator, which sees only these
+  ciphertexts, can neither read, swap, reorder nor replay one as another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from scifed.errors import UserError
+from scifed.pki import verify_certificate
+from scifed.sealing import (
+    SealKeyClaim,
+    _certified_key,
+    _signature_verifies,
+    canonical_json,
+    verify_claim,
+)
+from scifed.tasks import B64, Message
+
+CHUNK_BYTES = 1024 * 1024  # one sealed, authenticated piece of a download
+METHODS = ("download", "in_node_service")  # what a researcher may ask for over the wire
+FORMATS = ("parquet", "csv")  # a column subset's file format
+MAX_ANSWER_ROWS = 100_000  # rows one in-node service answer may hold
+_ALG = "ecdsa-p256-sha256"
+_REQUEST_DOMAIN = b"scifed-access-request-v1\0"
+_MANIFEST_DOMAIN = b"scifed-delivery-manifest-v1\0"
+REQUEST_FIELDS = ("researcher", "record_id", "dataset", "method", "columns", "format",
+                  "purpose", "conditions_accepted", "study", "nonce")
+MANIFEST_FIELDS = ("grant_id", "node", "dataset_id", "record_id", "researcher", "method",
+                   "columns", "format", "sha256", "size", "chunk_bytes", "chunks",
+                   "chunk_sha256")
+
+
+class AccessKind(StrEnum):
+    """Task kinds of delivery, beside the job kinds of :class:`scifed.tasks.TaskKind`."""
+
+    REQUEST = "access.request"    # decide a researcher's signed request: grant, hold, refuse
+    LIST = "access.list"          # the researcher's grants at this node
+    MANIFEST = "access.manifest"  # a download's signed manifest, sealed to the researcher
+    CHUNK = "access.chunk"        # one chunk of a download, sealed to the researcher
+    QUERY = "access.query"        # one in-node service query, answered sealed
+
+
+# -- payloads -------------------------------------------------------------------------
+class AccessRequest(Message):
+    """A researcher's request as it reaches the node: the signed statement and the seal
+    key claim (certificate included) that vouches for the signer and receives the data."""
+
+    statement: dict
+    signature: B64
+    claim: dict
+
+
+class GrantView(Message):
+    """A grant as the researcher sees it (no data, no path)."""
+
+    grant_id: str
+    node: str
+    dataset_id: str
+    record_id: str
+    researcher: str
+    method: str
+    columns: list[str]
+    format: str
+    state: str  # pending | granted | denied | expired | revoked
+    reason: str = ""
+    conditions: str = ""  # the officer's conditions of an approval
+    expires_ms: int | None = None
+    created_ms: int
+
+
+class GrantRef(Message):
+    """Which grant a manifest, chunk or query is for, and who the coordinator says asks
+    (the node checks it against the grant; what it sends is sealed to the grantee)."""
+
+    grant_id: str
+    researcher: str
+    index: int = 0  # a chunk's number
+    sql: str = ""   # a service query
+
+
+class GrantList(Message):
+    researcher: str
+
+
+class GrantsReply(Message):
+    grants: list[GrantView]
+
+
+class SealedReply(Message):
+    sealed: B64
+
+
+# -- the researcher's request ---------------------------------------------------------
+def request_statement(*, researcher: str, record_id: str, dataset: str, method: str,
+                      columns: list[str], fmt: str, purpose: str,
+                      conditions_accepted: list[str], study: str, nonce: str) -> dict:
+    """What a researcher signs: exactly one request. ``conditions_accepted`` are the
+    codes of the record's conditions of use (and its licence) the researcher accepts."""
+    if method not in METHODS:
+        raise UserError(f"no delivery method {method!r} over the network: choose "
+                        f"{' or '.join(METHODS)} (offline transfer is recorded by the "
+                        "data officer)")
+    if fmt not in FORMATS:
+        raise UserError(f"no format {fmt!r}: choose {' or '.join(FORMATS)}")
+    if not purpose.strip():
+        raise UserError("an access request needs a purpose (--purpose TEXT): the data "
+                        "officer reads it")
+    return {"researcher": researcher, "record_id": record_id, "dataset": dataset,
+            "method": method, "columns": list(dict.fromkeys(columns)), "format": fmt,
+            "purpose": purpose.strip(), "conditions_accepted": sorted(set(conditions_accepted)),
+            "study": study, "nonce": nonce}
+
+
+def sign_request(statement: dict, identity: Path, name: str) -> bytes:
+    """The researcher's ECDSA signature over the statement, with their certificate key."""
+    key, _ = _certified_key(identity / f"{name}.crt", identity / "researcher.key",
+                            role="researcher", name=name)
+    return key.sign(_REQUEST_DOMAIN + canonical_json(statement), ec.ECDSA(hashes.SHA256()))
+
+
+def verify_request(req: AccessRequest, ca_pem: bytes) -> tuple[dict, SealKeyClaim, bytes]:
+    """The statement, the researcher's claim and seal key, if the claim is the
+    certified researcher the statement names and the signature over it is theirs."""
+    statement = req.statement
+    if set(statement) != set(REQUEST_FIELDS):
+        raise UserError("the access request does not have the fields of one")
+    claim = SealKeyClaim.from_dict(req.claim)
+    seal_public = verify_claim(claim, ca_pem, expect_role="researcher",
+                               expect_name=str(statement["researcher"]))
+    if not _signature_verifies(claim.cert_pem, req.signature,
+                               _REQUEST_DOMAIN + canonical_json(statement),
+                               whose=f"researcher {statement['researcher']!r}'s"):
+        raise UserError(f"the access request is not signed by researcher "
+                        f"{statement['researcher']!r}: it was changed after signing")
+    return statement, claim, seal_public
+
+
+# -- the node's manifest --------------------------------------------------------------
+def sign_manifest(manifest: dict, *, node: str, cert_path: Path, key_path: Path) -> dict:
+    """The node's signed statement of a download it prepared."""
+    if set(manifest) != set(MANIFEST_FIELDS) or manifest["node"] != node:
+        raise UserError(f"node {node} signs only a manifest of its own download")
+    key, cert_pem = _certified_key(cert_path, key_path, role="node", name=node)
+    signature = key.sign(_MANIFEST_DOMAIN + canonical_json(manifest), ec.ECDSA(hashes.SHA256()))
+    return {"manifest": manifest, "alg": _ALG, "value": base64.b64encode(signature).decode(),
+            "cert_pem": cert_pem.decode()}
+
+
+def verify_manifest(signed: object, ca_pem: bytes, *, node: str, grant_id: str,
+                    researcher: str, revoked: frozenset[int] | set[int] = frozenset()) -> dict:
+    """The manifest, if node ``node`` signed it (a certificate the CA issued, not
+    revoked) for this grant and researcher; else a UserError naming what is wrong."""
+    what = f"the manifest of grant {grant_id}"
+    if not (isinstance(signed, dict) and isinstance(signed.get("manifest"), dict)
+            and all(isinstance(signed.get(k), str) for k in ("alg", "value", "cert_pem"))):
+        raise UserError(f"{what} is missing or malformed")
+    cert_pem = signed["cert_pem"].encode()
+    identity = verify_certificate(cert_pem, ca_pem, who=what)
+    if (identity.role, identity.name) != ("node", node):
+        raise UserError(f"{what} is signed by {identity.role} {identity.name!r}, not node "
+                        f"{node!r}")
+    if identity.serial in revoked:
+        raise UserError(f"{what} is signed with a revoked certificate of node {node!r}")
+    try:
+        signature = base64.b64decode(signed["value"], validate=True)
+    except binascii.Error:
+        raise UserError(f"{what}: its signature is not base64") from None
+    manifest = signed["manifest"]
+    if not _signature_verifies(cert_pem, signature, _MANIFEST_DOMAIN + canonical_json(manifest),
+                               whose=f"node {node!r}'s"):
+        raise UserError(f"the signature of {what} does not verify: it was altered after "
+                        f"node {node} signed it")
+    if set(manifest) != set(MANIFEST_FIELDS):
+        raise UserError(f"{what} does not have the fields of one")
+    for field, value in (("node", node), ("grant_id", grant_id), ("researcher", researcher)):
+        if manifest[field] != value:
+            raise UserError(f"{what} names {field} {manifest[field]!r}, not {value!r}")
+    if len(manifest["chunk_sha256"]) != manifest["chunks"]:
+        raise UserError(f"{what} lists {len(manifest['chunk_sha256'])} chunk digests for "
+                        f"{manifest['chunks']} chunks")
+    return manifest
+
+
+# -- what is sealed under which context ------------------------------------------------
+def manifest_context(grant_id: str) -> bytes:
+    return f"scifed-delivery-manifest|{grant_id}".encode()
+
+
+def chunk_context(grant_id: str, sha256: str, index: int, chunks: int) -> bytes:
+    """A chunk's context: the grant, the whole file's digest, its number and the count,
+    so a chunk opens only as itself, in its place, of this file."""
+    return f"scifed-delivery-chunk|{grant_id}|{sha256}|{index}/{chunks}".encode()
+
+
+def answer_context(grant_id: str, query_sha256: str) -> bytes:
+    return f"scifed-service-answer|{grant_id}|{query_sha256}".encode()
+
+
+def grants_json(grants: list[GrantView]) -> list[dict]:
+    return [json.loads(g.model_dump_json()) for g in grants]
