@@ -124,7 +124,10 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
         from node.gate import policy_decision
 
         appr = self.approvals.get(request.approval_id).as_dict()
-        spec = parse_job_dict(appr["spec"], f"job {appr['job_id']}")
+        try:
+            spec = parse_job_dict(appr["spec"], f"job {appr['job_id']}")
+        except UserError:  # not a job: an access request (node/delivery) held for approval
+            return _json({**appr, "decision": None})
         rec = self.registry.get(appr["dataset_id"]).record
         dec = policy_decision(spec, self.policies.effective(rec), rec,
                               len(datasets_by_node(spec)))

@@ -107,3 +107,25 @@ def signed_decision(stub: pbg.NodeAdminStub, approval_id: str, *, approve: bool,
         expires_unix_ms=expires_ms or 0, statement=canonical(statement),
         signature=sign(private, statement)), timeout=30)
     return json.loads(r.json), me
+
+
+def signed_offline_record(stub: pbg.NodeAdminStub, *, dataset_id: str, recipient: str,
+                          what: str, sha256: str, medium: str,
+                          key: Callable[[], Ed25519PrivateKey], key_label: str) -> dict:
+    """Record an offline transfer the officer made, signed with their approver key over
+    the node's statement of it (``node/delivery``); the node checks signature and role."""
+    from node.delivery import OFFLINE_DOMAIN, offline_statement
+    from scifed.approver_keys import sign
+    from scifed.chain import canonical
+
+    dataset = json.loads(stub.GetDataset(pb.DatasetRef(dataset_id=dataset_id),
+                                         timeout=30).record_json)["id"]
+    private = key()
+    me = registered_signer(stub, private, key_label)
+    statement = offline_statement(node=me.node, dataset_id=dataset, recipient=recipient,
+                                  what=what, sha256=sha256, medium=medium,
+                                  approver=me.name, key=me.fingerprint)
+    return json.loads(stub.AccessRecordOffline(pb.AccessOfflineRequest(
+        dataset_id=dataset_id, recipient=recipient, what=what, sha256=sha256, medium=medium,
+        by=me.name, statement=canonical(statement),
+        signature=sign(private, statement, OFFLINE_DOMAIN)), timeout=30).json)

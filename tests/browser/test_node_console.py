@@ -44,6 +44,9 @@ def fed(tmp_path_factory, penguins, penguins_meta):
                             "penguins")
         fed.add_dataset("dream", penguins[penguins.island == "Dream"],
                         {**penguins_meta, **CENSUS}, "census")
+        fed.add_dataset("dream", penguins[penguins.island == "Dream"], {
+            **penguins_meta, "security_grade": "G2", "sharing_category": "CONDITIONAL",
+            "conditions_of_use": [{"code": "cite", "text": "Cite Gorman et al."}]}, "cond")
         penguins[penguins.island == "Dream"].to_csv(
             fed.node_dir("dream") / "data" / "penguins.csv", index=False)
         fed.approver("dream")
@@ -215,7 +218,7 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     page.click("#audit-filter button:text('Filter')")
     added = page.locator("#audit tr", has_text="dataset.add").all_inner_texts()
     shot(page, "audit-filtered")
-    assert len(added) == 2, page.inner_text("#audit")  # census by the CLI, penguins here
+    assert len(added) == 3, page.inner_text("#audit")  # two by the CLI, penguins here
     assert "officer" in next(r for r in added if "ds:penguins" in r)
     page.click("#audit-filter button[name=verify]")
     assert "Audit chain intact" in page.inner_text("#verified")
@@ -280,3 +283,57 @@ def test_a_liaison_cannot_approve_what_needs_the_officer(fed, console, page, sho
     assert "0.5" in census and "alice 0.5" in census and "3.5" in census  # of 4.0 a year
     assert page.is_visible("#budget-chart")
     shot(page, "budget-charged")
+
+
+def test_an_officer_decides_access_and_records_an_offline_transfer(fed, console, page, shot):
+    """Delivery: a researcher's request for CONDITIONAL data waits; the officer approves
+    it in the console with conditions and an expiry, the download then equals the node's
+    column subset (pandas) and its hash is listed; CLOSED data leaves only by an offline
+    transfer, recorded here under the officer's signature."""
+    import hashlib
+
+    import pandas as pd
+
+    url = console
+    fed.create_study("delivery", {"dream": "cond"})
+    ident = ("--identity", str(fed.researcher_dir), "--json")
+    grant = json.loads(fed.cli(
+        "access", "request", "urn:sdn:dream:ds:cond", "--purpose", "morphometrics",
+        "--accept", "cite", "--accept", "license:CC0-1.0", "--study", "delivery",
+        "--columns", "species,body_mass_g", "--format", "csv", *ident).stdout)
+    assert grant["state"] == "pending"
+    log_in(page, url, "officer", fed.approver("dream"))
+    page.click("header nav >> text=Access")
+    assert grant["grant_id"] in page.inner_text("#grants")
+    page.click(f"#grants a:text('{grant['grant_id']}')")
+    assert page.inner_text("#grant-purpose") == "morphometrics"
+    shot(page, "access-request")
+    page.fill("#conditions", "no onward transfer")
+    page.fill("#grant-expires", "7d")
+    page.click("#grant-approve button[type=submit]")
+    assert page.inner_text("#grant-state") == "granted"
+    assert page.inner_text("#grant-conditions") == "no onward transfer"
+    out = fed.root / "cond.csv"
+    got = json.loads(fed.cli("access", "download", grant["grant_id"], "--out", str(out),
+                             *ident).stdout)
+    truth = pd.read_csv(fed.node_dir("dream") / "data" / "cond.csv")[["species",
+                                                                      "body_mass_g"]]
+    pd.testing.assert_frame_equal(pd.read_csv(out), truth)
+    assert got["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    page.reload()  # the decision was redirected to this page: a reload sends nothing again
+    assert got["sha256"] in page.inner_text("table.deliveries")
+    shot(page, "access-granted")
+
+    disk = (fed.node_dir("dream") / "data" / "penguins.csv").read_bytes()
+    page.click("text=Record an offline transfer")
+    page.select_option("#dataset_id", "urn:sdn:dream:ds:penguins")
+    page.fill("#recipient", "alice (Zhejiang Univ.)")
+    page.fill("#what", "penguins.csv, all columns")
+    page.fill("#medium", "encrypted USB disk, by hand")
+    page.fill("#sha256", hashlib.sha256(disk).hexdigest())
+    shot(page, "offline-form")
+    page.click("#offline button[type=submit]")
+    assert "recorded" in page.inner_text("[role=status]")
+    row = page.locator("table.deliveries tr", has_text=hashlib.sha256(disk).hexdigest())
+    assert "alice (Zhejiang Univ.)" in row.inner_text()
+    shot(page, "access")

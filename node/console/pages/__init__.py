@@ -12,6 +12,7 @@ REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
 
 def install_all(nc) -> None:
     from node.console.pages import (
+        access,
         alerts,
         approvals,
         audit,
@@ -22,7 +23,8 @@ def install_all(nc) -> None:
         studies,
     )
 
-    for module in (datasets, quality, policy, approvals, budget, audit, studies, alerts):
+    for module in (datasets, quality, policy, approvals, access, budget, audit, studies,
+                   alerts):
         module.install(nc)
 
 
@@ -40,6 +42,16 @@ def problem_list(message: str) -> list[str]:
     lines = [ln for ln in message.splitlines() if ln.strip()]
     items = [ln.strip().removeprefix("- ") for ln in lines if ln.startswith((" ", "\t"))]
     return items or lines
+
+
+def flash(session, text: str) -> None:
+    """A notice for the page a decision redirects to (kept server-side, shown once), so
+    that a reload never sends the decision again and no address can forge the notice."""
+    session.secrets["flash"] = text
+
+
+def take_flash(session) -> str | None:
+    return session.secrets.pop("flash", None)
 
 
 def when(ms: int | None) -> str:

@@ -6,15 +6,16 @@ with the logged-in approver's key, by the same function as the CLI
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import grpc
 import yaml
 from fastapi import Depends, Form, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from node import admin_client
 from node.console.app import KEY
-from node.console.pages import refusal, when
+from node.console.pages import flash, refusal, take_flash, when
 from protos.scifed.v1 import node_admin_pb2 as pb
 from scifed.errors import UserError
 from scifed.web.sessions import Session
@@ -46,7 +47,7 @@ def install(nc) -> None:
 
     @app.get("/approvals/{approval_id}", response_class=HTMLResponse)
     def approval(request: Request, approval_id: str, s: Session = Depends(user)):
-        return one(request, s, approval_id)
+        return one(request, s, approval_id, notice=take_flash(s))
 
     @app.post("/approvals/{approval_id}", response_class=HTMLResponse)
     def decide(request: Request, approval_id: str, s: Session = Depends(user),
@@ -65,5 +66,5 @@ def install(nc) -> None:
                 expires_ms=expires_ms, key=lambda: key, key_label=f"of {s.user}")
         except grpc.RpcError as exc:
             return one(request, s, approval_id, 400, problem=refusal(exc))
-        return one(request, s, approval_id,
-                   notice=t("ap.done", id=a["approval_id"], state=a["state"], name=me.name))
+        flash(s, t("ap.done", id=a["approval_id"], name=me.name))
+        return RedirectResponse(f"/approvals/{quote(a['approval_id'])}", status_code=303)
