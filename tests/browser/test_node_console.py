@@ -325,6 +325,7 @@ def test_an_officer_decides_access_and_records_an_offline_transfer(fed, console,
     shot(page, "access-granted")
 
     disk = (fed.node_dir("dream") / "data" / "penguins.csv").read_bytes()
+    page.click("header nav >> text=Access")
     page.click("text=Record an offline transfer")
     page.select_option("#dataset_id", "urn:sdn:dream:ds:penguins")
     page.fill("#recipient", "alice (Zhejiang Univ.)")
