@@ -22,7 +22,7 @@ def dimensions(report: dict) -> bytes:
     ax.set_xlim(0, 100)
     ax.set_xlabel("dimension score")
     ax.set_title(f"quality grade {report['grade']}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, frameon=False)
     return png(fig)
 
 

@@ -139,11 +139,15 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     page.click("#score button[type=submit]")
     assert "justification" in page.inner_text("#error-message")  # an override says why
     page.go_back()
-    page.fill("#metric", "")
+    page.fill("#metric", "Q5d")  # failed: a declared class (Gentoo) is absent
+    page.fill("#justification", "Gentoo do not breed on Dream Island")
     page.click("#score button[type=submit]")
-    page.wait_for_selector("#quality-grade", timeout=300_000)
+    page.wait_for_selector("#quality-grade", timeout=300_000)  # after the progress
     assert page.locator("img.plot").count() == 2
-    assert "Q1" in page.inner_text("#metrics")
+    assert "Q1a" in page.inner_text("#metrics")
+    overrides = page.inner_text("#overrides")
+    assert "Q5d (fail)" in overrides and "Gentoo do not breed on Dream Island" in overrides
+    assert "officer" in overrides  # who overrode it, from the console's login
     shot(page, "scorecard")
 
     page.click("header nav >> text=Policy")
