@@ -36,8 +36,9 @@ fuzz: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/scifed demo
 
+# AREAS="stats psi" runs only those areas; AREAS=stats100 the 100-node stats job
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	AREAS="$(AREAS)" $(PY) -m benchmarks
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache

@@ -1,7 +1,7 @@
 """Encrypted aggregation (``scifed.he``, ``scifed.masks``) beside its baselines.
 
-Two tables, one per encoding, each with the baseline measured in the same run and the
-anchor of docs' performance notes:
+One table (``benchmarks.table``), each figure beside its baseline measured in the same
+run and the anchor of the performance notes, from these measurements:
 
 * model updates (quantised, two 16-bit-or-finer lanes per BFV slot) of 10 parties, beside
   float32 plaintext summation and TenSEAL CKKS N=4096 [60, 49] (one real per slot, the
@@ -12,16 +12,15 @@ Times are CPU time of this one process, without the chunk pool (best of a few
 repetitions), per value; the coordinator's are per value *per party*. CPU time, not wall
 time, because the machines are shared: it is what one core spends, whatever else runs.
 
-A third table is about the chunk pool (``he.WORKERS`` processes): for a 1M-parameter
-update, wall time (best of N) with the pool beside one process measured in the same run,
-and that one process's CPU time. CPU time cannot show the pool's gain (it counts this
-process only), and wall time on a shared host includes whatever else runs, so the load
-average is printed with it.
+Then the chunk pool (``he.WORKERS`` processes): for a 1M-parameter update, wall time
+(best of N) with the pool beside one process measured in the same run, and that one
+process's CPU time. CPU time cannot show the pool's gain (it counts this process only),
+and wall time on a shared host includes whatever else runs, so the load average is
+printed with the table.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -29,14 +28,14 @@ import numpy as np
 import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from rich.console import Console
-from rich.table import Table
 
+from benchmarks.table import Figure, print_area
 from scifed import he, masks
 
 UPDATE_PARTIES = 10
 STAT_PARTIES = 3
-UPDATE_SIZES = {10_000: 5, 100_000: 3, 1_000_000: 1}
-STAT_SIZES = {1_000: 7, 10_000: 5, 100_000: 3}
+UPDATE_PARAMS, UPDATE_REPEATS = 1_000_000, 2
+STAT_VALUES, STAT_REPEATS = 100_000, 3
 # the targets of the aggregation issue (docs: performance anchors)
 ANCHOR = {"bytes": 4.0, "encrypt": 0.10, "coordinator": 0.01, "decrypt": 0.05,
           "error": 2e-4}
@@ -218,74 +217,65 @@ def round_ratio(r: dict[str, float], params: int = 1_000_000, parties: int = 10,
     return (train_s + crypto + up + down) / plain
 
 
-def main() -> None:
-    console = Console()
+def figures() -> list[Figure]:
+    """The HE area: a 1M-parameter update of 10 parties, the chunk pool, exact
+    statistics of 3 parties, the federation size the encoding holds, pairwise masks."""
     key = he.StudyKey.generate()
-    load = f"1-min load average {os.getloadavg()[0]:.1f}"
-    table = Table(title=(f"Model updates, {UPDATE_PARTIES} parties: BFV N={he.SLOTS}, one "
-                         f"{he.CIPHERTEXT_PRIME_BITS}-bit prime, t = {he.PLAIN_MODULUS} "
-                         f"(40 bits), {he.lanes_for(UPDATE_PARTIES)} lanes per slot, top "
-                         f"level {he.top_level(UPDATE_PARTIES):,}, seeded symmetric"),
-                  caption=("µs per parameter of CPU time, one process; coordinator per "
-                           "party; values uniform in [-1, 1]; anchor: the issue's targets. "
-                           f"{load}."))
-    for header in ("params", "scheme", "B/param", "encode+encrypt", "coordinator",
-                   "decrypt", "max |err| (sum of 10)"):
-        table.add_column(header, justify="right")
-    last: dict[str, float] = {}
-    for n, repeats in UPDATE_SIZES.items():
-        with he.workers(1):  # CPU time of this process is then all the work
-            rows = measure_updates(key, n, repeats)
-        for scheme, r in rows.items():
-            table.add_row(f"{n:.0e}", scheme, f"{r['bytes']:.3f}", f"{r['encrypt']:.3f}",
-                          f"{r['coordinator']:.4f}", f"{r['decrypt']:.3f}",
-                          f"{r['error']:.1e}")
-            if scheme == "scifed BFV":
-                last = r
-    table.add_row("", "anchor (target)", f"≤ {ANCHOR['bytes']}", f"≤ {ANCHOR['encrypt']}",
-                  f"≤ {ANCHOR['coordinator']}", f"≤ {ANCHOR['decrypt']}",
-                  f"≤ {ANCHOR['error']:.0e}")
-    console.print(table)
-    console.print(f"Round model, 1M parameters, 10 parties, 10 s training, 1 Gbit/s: HE "
-                  f"round / float32 round = {round_ratio(last):.3f} (anchor ≤ 1.05; "
-                  "modelled from this run's crypto and bytes, not a deployment).")
+    n = UPDATE_PARAMS
+    with he.workers(1):  # CPU time of this process is then all the work
+        rows = measure_updates(key, n, UPDATE_REPEATS)
+        stat = measure_stats(key, STAT_VALUES, STAT_REPEATS)
+    ours, ckks = rows["scifed BFV"], rows["TenSEAL CKKS [60,49]"]
+    pool = measure_pool(key)
+    one, many = pool["1 process, wall"], pool[f"{he.WORKERS} processes, wall"]
+    contributions = [key.encrypt(np.array([1.0, 2.0**-28, 2.0**50])) for _ in range(1000)]
+    public = key.public_bytes()
+    seconds = best_cpu(lambda: he.sum_ciphertexts(public, contributions), 1)
+    exact = np.array_equal(key.decrypt(he.sum_ciphertexts(public, contributions)),
+                           [1000.0, 1000 * 2.0**-28, 1000 * 2.0**50])
+    updates = f"{n:,}-parameter update, {UPDATE_PARTIES} parties"
+    return [
+        Figure(f"wire bytes per parameter ({updates})", ours["bytes"], ckks["bytes"],
+               f"≤ {ANCHOR['bytes']} (NVFlare CKKS 59.6)", "B/param"),
+        Figure("client encode+encrypt, CPU", ours["encrypt"], ckks["encrypt"],
+               f"≤ {ANCHOR['encrypt']} (TenSEAL CKKS 1.08)", "µs/param"),
+        Figure("coordinator deserialize+sum, CPU, per party", ours["coordinator"],
+               ckks["coordinator"], f"≤ {ANCHOR['coordinator']} (CKKS add 0.30)",
+               "µs/param"),
+        Figure("decrypt+decode, CPU", ours["decrypt"], ckks["decrypt"],
+               f"≤ {ANCHOR['decrypt']} (CKKS 0.73)", "µs/param"),
+        Figure("max |error| of the sum of 10 values in [-1, 1]", ours["error"], ckks["error"],
+               f"≤ {ANCHOR['error']:.0e}", "abs"),
+        Figure("HE round / float32 round (model: 1M params, 10 s training, 1 Gbit/s)",
+               round_ratio(ours), round_ratio(ckks), "≤ 1.05 (NVFlare ~1.20)", "ratio"),
+        Figure(f"encode+encrypt, wall, {he.WORKERS} processes (baseline: 1 process)",
+               many["encrypt"], one["encrypt"], f"≤ {ANCHOR['encrypt']}", "µs/param"),
+        Figure(f"decrypt, wall, {he.WORKERS} processes (baseline: 1 process)",
+               many["decrypt"], one["decrypt"], f"≤ {ANCHOR['decrypt']}", "µs/param"),
+        Figure(f"exact statistics ({STAT_VALUES:,} values, {STAT_PARTIES} parties): "
+               "bytes", stat["bytes"], None, "96 (the CKKS limbs it replaced)", "B/value"),
+        Figure("exact statistics: coordinator sum per party (baseline: numpy float64)",
+               stat["coordinator"], stat["plain"], "", "µs/value"),
+        Figure("exact statistics: max |error| (baseline: numpy float64)", stat["error"],
+               0.0, "exact on the 2^-28 grid", "abs"),
+        Figure("contributors one sum holds (refused beyond)", he.MAX_SUMMANDS, None,
+               "≥ 1,000 (issue 14)", "parties"),
+        Figure("1,000 contributors: coordinator sum, CPU", seconds * 1e3, None,
+               "exact" if exact else "NOT EXACT", "ms"),
+        Figure("pairwise masks, 99 peers, CPU", measure_masks(100_000, 99), None,
+               "0.0085 (AES-CTR masking floor)", "µs/slot/peer"),
+    ]
 
-    pool = Table(title=(f"Chunk pool: one {POOL_PARAMS:,}-parameter update, "
-                        f"{he.WORKERS} processes (min(4, cores)) beside one"),
-                 caption=(f"µs per parameter, best of {POOL_REPEATS}; sum per party (it stays "
-                          "in one process: memory-bound); anchor: the issue's targets "
-                          f"(CPU time of one core). {load}."))
-    for header in ("", "encode+encrypt", "sum", "decrypt"):
-        pool.add_column(header, justify="right")
-    for row, r in measure_pool(key).items():
-        pool.add_row(row, f"{r['encrypt']:.3f}", f"{r['sum']:.4f}", f"{r['decrypt']:.3f}")
-    pool.add_row("anchor (target)", f"≤ {ANCHOR['encrypt']}", f"≤ {ANCHOR['coordinator']}",
-                 f"≤ {ANCHOR['decrypt']}")
-    console.print(pool)
 
-    stats = Table(title=(f"Exact statistics, {STAT_PARTIES} parties: {he.LIMBS} limbs of "
-                         f"{he.LIMB_BITS} bits per value, 2^-{he.FRACTION_BITS} grid"),
-                  caption=("µs per value of CPU time, one process; coordinator per party. "
-                           f"The CKKS limbs this replaces cost 96 B per value. {load}."))
-    for header in ("values", "encrypt", "coordinator", "decrypt", "HE B/v", "numpy f64 sum",
-                   "max |err|"):
-        stats.add_column(header, justify="right")
-    for n, repeats in STAT_SIZES.items():
-        with he.workers(1):
-            r = measure_stats(key, n, repeats)
-        stats.add_row(f"{n:.0e}", f"{r['encrypt']:.3f}", f"{r['coordinator']:.4f}",
-                      f"{r['decrypt']:.3f}", f"{r['bytes']:.1f}", f"{r['plain']:.5f}",
-                      f"{r['error']:.1e}")
-    console.print(stats)
-
-    many = [key.encrypt(np.array([1.0, 2.0**-28, 2.0**50])) for _ in range(1000)]
-    seconds = best_cpu(lambda: he.sum_ciphertexts(key.public_bytes(), many), 1)
-    console.print(f"1,000 contributors: coordinator sum {seconds * 1e3:.0f} ms CPU, exact: "
-                  f"{np.array_equal(key.decrypt(he.sum_ciphertexts(key.public_bytes(), many)), [1000.0, 1000 * 2.0**-28, 1000 * 2.0**50])}; "  # noqa: E501
-                  f"the encoding refuses sums of more than {he.MAX_SUMMANDS}.")
-    for peers in (2, 9, 99):
-        console.print(f"Pairwise masks, {peers} peers: {measure_masks(100_000, peers):.4f} "
-                      "µs per slot and peer (ChaCha20, rejection to uniform mod t).")
+def main(console: Console | None = None) -> None:
+    print_area(console or Console(), f"HE encoding: BFV N={he.SLOTS}, one "
+               f"{he.CIPHERTEXT_PRIME_BITS}-bit prime, t = 40-bit prime, "
+               f"{he.lanes_for(UPDATE_PARTIES)} lanes per slot for {UPDATE_PARTIES} parties, "
+               "seeded symmetric", figures(),
+               "TenSEAL CKKS N=4096 [60, 49] (the encoding scifed used before) on the same "
+               "vectors, unless the figure names another",
+               "CPU time of one process unless it says wall; anchors: issue 14's targets "
+               "(best published figure in brackets).")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import os
 import time
 
 from rich.console import Console
-from rich.table import Table
 
+from benchmarks.table import Figure, print_area
 from jobs.psi import bfv, ecdh
 
 ANCHOR_RATE, ANCHOR_BYTES = 16_004, 48
@@ -92,36 +92,36 @@ def hash_join(a_ids: list[bytes], b_ids: list[bytes]) -> dict:
             "core": 32.0}
 
 
-def main(n: int = 100_000) -> None:
+def main(console: Console | None = None, n: int = 100_000) -> None:
     a_ids, b_ids = identifiers(n, 0), identifiers(n, n // 2)
     ours, plain = ecdh_psi(a_ids, b_ids), hash_join(a_ids, b_ids)
     filt = filter_values(a_ids, b_ids)
     assert ours["size"] == plain["size"] == n - n // 2, (ours["size"], plain["size"])
-    console = Console()
-    table = Table(title=f"psi: 2 parties × {n:,} identifiers, {n - n // 2:,} shared; CPU "
-                        f"time, both parties on one core; 1-min load average "
-                        f"{os.getloadavg()[0]:.1f}")
-    for header in ("method", "CPU s", "items/s/core", "B/item (core)",
-                   "B/item (federation)", "B/item (sealed, JSON)"):
-        table.add_column(header, justify="right")
-    table.add_row("ECDH-PSI X25519 (jobs/psi)", f"{ours['cpu']:.2f}", f"{ours['rate']:,.0f}",
-                  f"{ours['core']:.1f}", f"{ours['federation']:.1f}", f"{ours['json']:.1f}")
-    table.add_row("filter: + BFV values, 1 column (per id of A)", f"{filt['cpu']:.2f}",
-                  f"{filt['rate']:,.0f}", f"{filt['bytes']:.1f}", "", "")
-    table.add_row("hash join, no privacy (baseline)", f"{plain['cpu']:.2f}",
-                  f"{plain['rate']:,.0f}", f"{plain['core']:.0f}", "", "")
-    table.add_row("anchor: X25519 (OpenSSL), perf §5", "", f"{ANCHOR_RATE:,}",
-                  f"{ANCHOR_BYTES}", "", "")
-    table.add_row("target", "", f"≥ {TARGET_RATE:,}", f"≤ {TARGET_BYTES}", "", "")
-    table.add_row("OpenMined PSI 2.0.6 (P-256)", "", "not measured", "", "", "")
-    console.print(table)
-    console.print(f"Final values truncated to {ecdh.TRUNCATED} B: false-match chance ≤ "
-                  f"n_A·n_B·2^-{8 * ecdh.TRUNCATED} = {n * n / 2.0 ** (8 * ecdh.TRUNCATED):.1e}."
-                  " OpenMined PSI is not measured: its wheel downgrades protobuf below what "
-                  "scifed's gRPC stubs need, so it is not installed here.")
+    figures = [
+        Figure(f"ECDH-PSI X25519, 2 × {n:,} identifiers, both parties, CPU", ours["rate"],
+               plain["rate"], f"≥ {TARGET_RATE:,} (X25519 OpenSSL {ANCHOR_RATE:,})",
+               "items/s/core"),
+        Figure("  CPU time, both parties on one core", ours["cpu"], plain["cpu"], "", "s"),
+        Figure("  bytes per identifier, protocol core", ours["core"], plain["core"],
+               f"≤ {TARGET_BYTES} (X25519 reference {ANCHOR_BYTES}; OpenMined 38)", "B/item"),
+        Figure("  bytes per identifier, as the federation relays it", ours["federation"],
+               None, f"≤ {TARGET_BYTES}", "B/item"),
+        Figure("  bytes per identifier, sealed, in the task's JSON", ours["json"], None, "",
+               "B/item"),
+        Figure("  false-match chance of the truncated values",
+               n * n / 2.0 ** (8 * ecdh.TRUNCATED), None, "", "probability"),
+        Figure("PSI as a filter, + BFV values of 1 column (per identifier of A)",
+               filt["rate"], None, "", "items/s/core"),
+        Figure("  bytes per identifier of A", filt["bytes"], None, "", "B/item"),
+    ]
+    print_area(console or Console(), f"psi: 2 parties × {n:,} identifiers, {n - n // 2:,} "
+               "shared (jobs/psi's protocol core)", figures, "a plain hash join of the same "
+               "identifiers (BLAKE2b, set intersection, no privacy)", "OpenMined PSI is not "
+               "measured: its wheel downgrades protobuf below what scifed's gRPC stubs need. "
+               "Anchors: performance anchors §5, T10-T11.")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="identifiers per party")
-    main(parser.parse_args().n)
+    main(n=parser.parse_args().n)

@@ -10,19 +10,26 @@
 2. The BFV work inside one round — encrypt at each node, sum at the coordinator,
    decrypt — and ciphertext vs float32 bytes, for the penguins model and a wider MLP,
    in round 1's exact encoding and later rounds' quantised one.
-3. DP-SGD (Opacus, RDP accountant, Poisson sampling) epoch time vs plain PyTorch SGD on
-   the same data and model, one thread.
+3. DP-SGD (Opacus' RDP accountant, Poisson sampling and noise; per-sample clipping fused
+   into the backward pass) epoch CPU time vs plain PyTorch SGD on the same data and model,
+   one thread, at batch 64 and 256; beside the same two before (rows fetched one by one,
+   Opacus hooks mode), measured in the same run.
+
+``python -m benchmarks.train_bench dp`` runs one section (``rounds``, ``he``, ``dp``).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +59,8 @@ ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 ROUNDS = 3
 NOOP_ROUNDS = 5
+DP_EPOCHS = 5
+SECTIONS = ("rounds", "he", "dp")
 
 
 def penguin_job(pooled) -> str:
@@ -189,24 +198,99 @@ def synthetic(rows: int, features: int, seed: int = 0) -> tuple[np.ndarray, np.n
     return x, (x @ w + rng.normal(scale=2.0, size=(rows, 3))).argmax(axis=1)
 
 
-def epoch_seconds(x: np.ndarray, y: np.ndarray, model: dict, dp: bool) -> float:
-    """Median seconds per epoch of local.train (setup and noise calibration excluded)."""
-    spec = TrainSpec.model_validate({
+def dp_spec(x: np.ndarray, model: dict, batch: int, epochs: int) -> TrainSpec:
+    return TrainSpec.model_validate({
         "features": [f"f{i}" for i in range(x.shape[1])], "label": "y",
         "task": "classification", "classes": ["a", "b", "c"], "model": model, "rounds": 1,
-        "local_epochs": 1, "batch_size": 64, "lr": 0.1, "validation_split": 0.0,
-        **({"dp": {"epsilon": 3.0}} if dp else {})})
+        "local_epochs": epochs, "batch_size": batch, "lr": 0.1, "validation_split": 0.0,
+        "dp": {"epsilon": 3.0}})
+
+
+def previous_train(net: torch.nn.Module, data: local.LocalData, spec: TrainSpec,
+                   sigma: float | None) -> None:
+    """The training loop as it was before fused clipping, for comparison in the same run:
+    rows fetched one by one (``TensorDataset``), and under DP Opacus' hooks mode
+    (``make_private``: per-sample gradients materialised, then clipped), the same Poisson
+    sampling, noise and RDP accountant, epsilon read at the end."""
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size,
+                        shuffle=True, generator=torch.Generator().manual_seed(1))
+    optimizer = torch.optim.SGD(net.parameters(), lr=spec.lr, momentum=local.MOMENTUM)
+    engine = None
+    if sigma is not None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant="rdp")
+        net, optimizer, loader = engine.make_private(
+            module=net, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
+            max_grad_norm=1.0, poisson_sampling=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for _ in range(spec.local_epochs):
+            for xb, yb in loader:
+                optimizer.zero_grad()
+                loss = local.loss_fn(spec.task, net(xb), yb)
+                loss.backward()
+                optimizer.step()
+                loss.item()
+    if engine is not None:
+        engine.get_epsilon(1e-5)
+
+
+def epoch_cpu_seconds(x: np.ndarray, y: np.ndarray, model: dict, batch: int, path: str,
+                      epochs: int = DP_EPOCHS, repeats: int = 5) -> float:
+    """Median CPU seconds per epoch (one thread) of ``epochs`` local epochs in one call
+    (so the per-round setup and the final epsilon are shared by the epochs), after one
+    warm-up call. Paths: ``plain`` / ``dp`` (local.train now), ``plain-before`` /
+    ``hooks-before`` (:func:`previous_train`). Sigma is calibrated once, outside the timing."""
+    spec = dp_spec(x, model, batch, epochs)
+    assert spec.dp is not None
     data = local.split(x, y, spec, "bench")
-    history: list[tuple[float, float, int]] = []
+    sigma = local.noise_multiplier(spec, spec.dp, len(data.y_train))
+    history = [(sigma, 1 / math.ceil(len(data.y_train) / batch), 0)]
     times = []
-    for _ in range(4):
+    for _ in range(repeats + 1):
         net = local.initial_model(spec)
-        t = time.perf_counter()
-        result = local.train(net, data, spec, round_no=1, node="bench",
-                             dp=spec.dp, history=history)
-        times.append(time.perf_counter() - t)
-        history = result.history[:1]  # reuse sigma: time the epoch, not the calibration
+        t = time.process_time()
+        if path in ("plain", "dp"):
+            local.train(net, data, spec, round_no=1, node="bench",
+                        dp=spec.dp if path == "dp" else None, history=history)
+        else:
+            previous_train(net, data, spec, sigma if path == "hooks-before" else None)
+        times.append((time.process_time() - t) / epochs)
     return statistics.median(times[1:])
+
+
+def dp_table(console: Console) -> None:
+    """Section 3: DP-SGD epoch vs plain epoch, now and before, at batch 64 and 256."""
+    x, y = synthetic(20_000, 30)
+    table = Table(title=f"DP-SGD (eps=3, RDP, Poisson sampling) vs plain SGD: CPU seconds "
+                  f"per epoch, 1 thread, synthetic 20k x 30, {DP_EPOCHS} epochs per call; "
+                  "'before' = rows fetched one by one, Opacus hooks mode; anchor: DP-SGD "
+                  "<= 1.5x plain at batch >= 256", title_justify="left")
+    for col in ("model", "batch", "plain s", "DP-SGD s", "DP / plain", "anchor",
+                "before: plain s", "before: DP s", "before: DP / plain",
+                "DP now / DP before"):
+        table.add_column(col, justify="right")
+    for (label, model), batch in itertools.product(
+            (("logreg", {"kind": "logistic_regression"}),
+             ("mlp [64]", {"kind": "mlp", "hidden": [64]})), (64, 256)):
+        with console.status(f"epochs of {label} at batch {batch}"):
+            t = {path: epoch_cpu_seconds(x, y, model, batch, path)
+                 for path in ("plain", "dp", "plain-before", "hooks-before")}
+        n_params = len(model_to_vector(build_model(model, 30, 3)))
+        ratio = t["dp"] / t["plain"]
+        table.add_row(f"{label} ({n_params} params)", str(batch), f"{t['plain']:.4f}",
+                      f"{t['dp']:.4f}", f"{ratio:.2f}x",
+                      ("met" if ratio <= 1.5 else "MISSED") if batch >= 256 else "-",
+                      f"{t['plain-before']:.4f}", f"{t['hooks-before']:.4f}",
+                      f"{t['hooks-before'] / t['plain-before']:.2f}x",
+                      f"{t['dp'] / t['hooks-before']:.2f}x")
+    console.print(table)
+    console.print(f"load average (1, 5, 15 min) at the end: "
+                  f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 def round_times(checkpoint: dict) -> list[float]:
@@ -245,11 +329,25 @@ def rounds_table(console: Console) -> None:
                   f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
-def main() -> None:
+def main(sections: list[str] | None = None) -> None:
+    """Every section, or those named (``rounds``, ``he``, ``dp``)."""
+    wanted = set(sections or SECTIONS)
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown section(s) {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(SECTIONS)}")
     console = Console()
     torch.set_num_threads(1)
-    rounds_table(console)
+    if "rounds" in wanted:
+        rounds_table(console)
+    if "he" in wanted:
+        he_table(console)
+    if "dp" in wanted:
+        dp_table(console)
 
+
+def he_table(console: Console) -> None:
+    """Section 2: BFV work per round and ciphertext size."""
     table = Table(title="BFV work per round (3 nodes; encrypt is per node): round 1 exact, "
                   "later rounds quantised", title_justify="left")
     for col in ("model", "parameters", "round", "encrypt ms", "sum ms", "decrypt ms",
@@ -266,20 +364,6 @@ def main() -> None:
                       f"{c['bytes'] / c['plain_bytes']:.0f}x")
     console.print(table)
 
-    table = Table(title="DP-SGD (Opacus, eps=3) vs plain SGD: seconds per epoch, 1 thread, "
-                  "batch 64", title_justify="left")
-    for col in ("data", "model", "plain s", "DP-SGD s", "slowdown"):
-        table.add_column(col, justify="right")
-    x, y = synthetic(20_000, 30)
-    for label, model in (("logreg", {"kind": "logistic_regression"}),
-                         ("mlp [64]", {"kind": "mlp", "hidden": [64]})):
-        with console.status(f"epochs of {label}"):
-            plain, private = epoch_seconds(x, y, model, False), epoch_seconds(x, y, model, True)
-        n_params = len(model_to_vector(build_model(model, 30, 3)))
-        table.add_row(f"synthetic 20k x 30 ({n_params} params)", label, f"{plain:.3f}",
-                      f"{private:.3f}", f"{private / plain:.1f}x")
-    console.print(table)
-
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

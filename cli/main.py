@@ -9,11 +9,13 @@ from cli.ca import ca_app
 from cli.officer import app as node_app
 from cli.operator import coordinator_app, nodes_app, operator_app, study_app
 from cli.researcher import catalog_app, job_app, model_app, researcher_app
+from cli.review import review_app
 
 app = typer.Typer(help="scifed — federated sharing of scientific data.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(ca_app, name="ca")
 app.add_typer(coordinator_app, name="coordinator")
+node_app.add_typer(review_app, name="review")
 app.add_typer(node_app, name="node")
 app.add_typer(researcher_app, name="researcher")
 app.add_typer(operator_app, name="operator")

@@ -111,15 +111,21 @@ def operator_init(name: str = typer.Option(...), dir: Path = typer.Option(Path("
 @nodes_app.command("list")
 @handle_errors("the coordinator")
 def nodes_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
-    """Every enrolled node, online or offline, and when it was last seen."""
+    """Every enrolled node: online or not, last seen, version, latest audit head.
+
+    The audit head is the newest position of the node's audit chain the coordinator
+    recorded; its age is how long ago that head moved."""
+    from cli import operator_views as views
+
     with _client(identity) as c:
-        df = c.nodes()
-    if as_json:
-        print_json(df.to_dict(orient="records"))
-        return
-    print_table("nodes", ["name", "platform", "status", "last seen", "datasets", "version"],
-                [(r.name, r.platform, "[green]online[/]" if r.online else "[red]offline[/]",
-                  r.last_seen, r.datasets, r.version) for r in df.itertuples()])
+        rows = views.nodes(c)
+    show([views.as_dict(r) for r in rows], as_json, lambda: print_table(
+        "nodes", ["name", "platform", "status", "last seen", "datasets", "version",
+                  "audit head", "head age"],
+        [(r.name, r.platform, "[green]online[/]" if r.online else "[red]offline[/]",
+          r.last_seen, r.datasets, r.version,
+          "" if r.audit_seq is None else f"{r.audit_seq} {r.audit_hash[:12]}",
+          views.age_text(r.audit_head_age_s)) for r in rows]))
 
 
 # -- studies ---------------------------------------------------------------------------
@@ -162,15 +168,17 @@ def study_add_researcher(study: str, researcher: str, identity: Path = IdentityO
 @handle_errors("the coordinator")
 def study_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
     """Studies (operators: all; researchers: their own)."""
+    from cli import operator_views as views
+
     with _client(identity) as c:
         sts = c.studies()
     if as_json:
         print_json([message_dict(s) for s in sts])
         return
+    rows = views.study_rows(sts)
     print_table("studies", ["id", "name", "status", "accepted/min", "key", "researchers"],
-                [(s.study_id, s.name, s.status,
-                  f"{sum(m.state == 'accepted' for m in s.members)}/{s.min_nodes}",
-                  s.key_version, ", ".join(s.researchers)) for s in sts])
+                [(s.study_id, s.name, s.status, f"{s.accepted}/{s.min_nodes}",
+                  s.key_version, ", ".join(s.researchers)) for s in rows])
 
 
 @study_app.command("show")
@@ -179,3 +187,71 @@ def study_show(study: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt
     """One study: members, their answers and datasets, key version."""
     with _client(identity) as c:
         _show_study(c.study(study), as_json)
+
+
+# -- the operator's view of jobs and revocations, and the console ---------------------
+@operator_app.command("jobs")
+@handle_errors("the coordinator")
+def operator_jobs(study: str = typer.Option("", "--study", help="Only this study (name or id)"),
+                  status: str = typer.Option("", "--status", help="Only jobs in this state"),
+                  limit: int = typer.Option(50, "--limit", min=1, help="At most this many"),
+                  identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """Every researcher's jobs, newest first: their states (never their results)."""
+    from cli import operator_views as views
+
+    with _client(identity) as c:
+        rows = views.jobs(c, study=study, status=status, limit=limit)
+    show([views.as_dict(r) for r in rows], as_json, lambda: print_table(
+        f"{len(rows)} jobs", ["id", "study", "researcher", "type", "status", "phase",
+                              "created"],
+        [(r.job, r.study, r.researcher, r.type, r.status, r.phase, r.created)
+         for r in rows]))
+
+
+@operator_app.command("revocations")
+@handle_errors("the coordinator")
+def operator_revocations(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
+    """The CA's revocation list the coordinator enforces, named where it can."""
+    from cli import operator_views as views
+
+    with _client(identity) as c:
+        rev = views.revocations(c)
+    show(views.as_dict(rev), as_json, lambda: _print_revocations(rev))
+
+
+def _print_revocations(rev) -> None:
+    if not rev.has_crl:
+        console.print("the coordinator holds no CRL: it revokes nothing")
+        return
+    print_table(f"CRL number {rev.crl_number}, signed {rev.signed}",
+                ["serial", "name", "role", "revoked"],
+                [(r["serial"], r["name"] or "(not seen)", r["role"], r["revoked"])
+                 for r in rev.revoked])
+
+
+@operator_app.command("console")
+@handle_errors("the coordinator")
+def operator_console(identity: Path = IdentityOpt,
+                     host: str = typer.Option("127.0.0.1", "--host"),
+                     port: int = typer.Option(8470, "--port", min=0, max=65535),
+                     tls_cert: Path | None = typer.Option(None, "--tls-cert"),
+                     tls_key: Path | None = typer.Option(None, "--tls-key"),
+                     refresh: float = typer.Option(2.0, "--refresh", min=0.5, max=60,
+                                                   help="Seconds between live updates"),
+                     as_json: bool = JsonOpt) -> None:
+    """The operator's web console: nodes, studies, jobs, revocations, live.
+
+    It runs on this host with the operator's identity directory; open the one-time
+    address it prints."""
+    from cli.opconsole.app import build
+    from scifed.web import serve
+
+    tls = serve.tls_files(host, tls_cert, tls_key)
+    console_app = build(identity, refresh_s=refresh, https=tls is not None)
+
+    def announce(url: str) -> None:
+        login = f"{url}/login?token={console_app.sessions.login_token()}"
+        show({"url": url, "login": login}, as_json,
+             f"operator console at {url}\nopen {login} to log in (once); Ctrl-C stops it")
+
+    serve.run(console_app.app, host, port, tls, announce)

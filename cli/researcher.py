@@ -12,6 +12,9 @@ from scifed.console import console, err_console, handle_errors, print_json, prin
 from scifed.errors import UserError
 from scifed.states import JobStatus
 
+# ended without a result: failed, or withheld by an officer's output review
+UNRELEASED = (JobStatus.FAILED, JobStatus.WITHHELD)
+
 researcher_app = typer.Typer(help="Researcher identity.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Search the federated catalog.", no_args_is_help=True)
 job_app = typer.Typer(help="Federated jobs (researcher).", no_args_is_help=True)
@@ -113,11 +116,11 @@ def job_submit(spec: Path, identity: Path = IdentityOpt,
         info = c.wait(job_id) if wait else (c.job(job_id) if as_json else None)
     if as_json:
         print_json(_job_dict(info))
-        if info.status == "failed":
+        if info.status in UNRELEASED:
             raise typer.Exit(1)
         return
-    if info is not None and info.status == "failed":
-        raise UserError(f"job {job_id} failed: {info.error}")
+    if info is not None and info.status in UNRELEASED:
+        raise UserError(f"job {job_id} {info.status}: {info.error}")
     typer.echo(job_id)
 
 
@@ -157,7 +160,7 @@ def _job_dict(info) -> dict:
 
 
 def _print_job(info) -> None:
-    colour = {"done": "green", "failed": "red"}.get(info.status, "yellow")
+    colour = {"done": "green", "failed": "red", "withheld": "red"}.get(info.status, "yellow")
     console.print(f"job {info.job_id} ({info.type}, study {info.study}): "
                   f"[{colour}]{info.status}[/] {info.phase}")
     if info.error:
@@ -192,7 +195,7 @@ def job_watch(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt
             info = c.wait(job_id, timeout=float("inf"))  # as long as the live view would
             metrics = c.live_metrics(info) if info.progress else []
         print_json({**_job_dict(info), "metrics": metrics})
-        if info.status == "failed":
+        if info.status in UNRELEASED:
             raise typer.Exit(1)
         return
     bar = Progress(TextColumn("rounds"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
@@ -220,8 +223,8 @@ def job_watch(job_id: str, identity: Path = IdentityOpt, as_json: bool = JsonOpt
             if JobStatus(info.status).stopped:
                 break
             wait = 1.0
-    if info.status == "failed":
-        raise UserError(f"job {job_id} failed: {info.error}")
+    if info.status in UNRELEASED:
+        raise UserError(f"job {job_id} {info.status}: {info.error}")
 
 
 def _metrics_table(metrics: list[dict]):

@@ -4,17 +4,20 @@ interceptor; this module only answers)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import grpc
 
-from coordinator import catalog, registry, studies
+from coordinator import catalog, registry, revocations, studies
 from coordinator.access import AccessRelay
 from coordinator.db import Database
 from coordinator.driver import JobDriver
+from coordinator.revocations import SeenCertificates
 from protos.scifed.v1 import coordinator_pb2 as pb
 from protos.scifed.v1 import coordinator_pb2_grpc as pbg
 from protos.scifed.v1 import federation_pb2 as fpb
 from scifed.delivery import AccessKind
+from scifed.pki import Crl
 from scifed.rpc import user_errors
 from scifed.tls import peer_identity
 from scifed.wire import now_ms
@@ -22,11 +25,15 @@ from scifed.wire import now_ms
 
 class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
     def __init__(self, db: Database, jobs: JobDriver, offline_after_seconds: float,
-                 access: AccessRelay | None = None) -> None:
+                 access: AccessRelay | None = None, *,
+                 crl: Callable[[], Crl | None] = lambda: None,
+                 seen: SeenCertificates | None = None) -> None:
         self.db = db
         self.access = access
         self.jobs = jobs
         self.offline_after_ms = int(offline_after_seconds * 1000)
+        self.crl = crl  # the CA's newest CRL the coordinator holds (and forwards)
+        self.seen = seen or SeenCertificates()
 
     def WhoAmI(self, request, context):
         ident = peer_identity(context)
@@ -61,8 +68,22 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
         return pb.ListNodesReply(nodes=[
             pb.NodeInfo(name=n.name, platform=n.platform, online=n.online,
                         last_seen_unix_ms=n.last_seen_ms or 0, datasets=n.datasets,
-                        software_version=n.software_version or "")
+                        software_version=n.software_version or "",
+                        **_audit_fields(n.audit_head))
             for n in nodes])
+
+    def ListRevocations(self, request, context):
+        crl = self.crl()
+        if crl is None:
+            return pb.ListRevocationsReply(has_crl=False)
+        return pb.ListRevocationsReply(
+            has_crl=True, crl_number=crl.number,
+            this_update_unix_ms=int(crl.this_update.timestamp() * 1000),
+            next_update_unix_ms=int(crl.next_update.timestamp() * 1000)
+            if crl.next_update else 0,
+            revoked=[pb.RevokedCertificate(serial=f"{r.serial:x}", name=r.name, role=r.role,
+                                           revoked_unix_ms=r.revoked_ms)
+                     for r in revocations.revoked(crl, self.db, self.seen)])
 
     # -- studies (operator) -----------------------------------------------------------
     @user_errors
@@ -101,6 +122,15 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
     def ListJobs(self, request, context):
         views = self.jobs.list_jobs(peer_identity(context).name, study=request.study,
                                     status=request.status, limit=request.limit)
+        return pb.ListJobsReply(jobs=[self._info(v) for v in views])
+
+    @user_errors
+    def ListAllJobs(self, request, context):
+        """The operator's view: every job's state, never what a job released. Summaries
+        carry no tasks (where a node's sealed reason travels), no progress and no
+        result, whatever the request asks."""
+        views = self.jobs.list_jobs(None, study=request.study, status=request.status,
+                                    limit=request.limit)
         return pb.ListJobsReply(jobs=[self._info(v) for v in views])
 
     @user_errors
@@ -155,8 +185,8 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
     @staticmethod
     def _info(v) -> pb.JobInfo:
         return pb.JobInfo(
-            job_id=v.job_id, study=v.study, type=v.job_type, status=v.status,
-            phase=str(v.phase), error=v.error,
+            job_id=v.job_id, study=v.study, researcher=v.researcher, type=v.job_type,
+            status=v.status, phase=str(v.phase), error=v.error,
             phase_info=pb.Phase(name=v.phase.name, round=v.phase.round, rounds=v.phase.rounds),
             created_unix_ms=v.created_ms, updated_unix_ms=v.updated_ms,
             contributors=v.contributors,
@@ -164,3 +194,10 @@ class CoordinatorApiServicer(pbg.CoordinatorApiServicer):
             tasks=[pb.NodeTask(node=t.node, phase=t.phase, state=t.state, detail=t.detail,
                                updated_unix_ms=t.updated_ms, sealed_reason=t.sealed_reason)
                    for t in v.tasks])
+
+
+def _audit_fields(head: tuple[int, str, int] | None) -> dict:
+    if head is None:
+        return {}
+    seq, digest, received_ms = head
+    return {"audit_seq": seq, "audit_hash": digest, "audit_received_unix_ms": received_ms}

@@ -139,8 +139,25 @@ class Client:
             [{"name": n.name, "platform": n.platform, "online": n.online,
               "last_seen": pd.to_datetime(n.last_seen_unix_ms, unit="ms", utc=True)
               if n.last_seen_unix_ms else None,
-              "datasets": n.datasets, "version": n.software_version} for n in r.nodes],
-            columns=["name", "platform", "online", "last_seen", "datasets", "version"])
+              "datasets": n.datasets, "version": n.software_version,
+              "audit_seq": n.audit_seq if n.audit_hash else None,
+              "audit_hash": n.audit_hash or None,
+              "audit_received": pd.to_datetime(n.audit_received_unix_ms, unit="ms", utc=True)
+              if n.audit_received_unix_ms else None} for n in r.nodes],
+            columns=["name", "platform", "online", "last_seen", "datasets", "version",
+                     "audit_seq", "audit_hash", "audit_received"])
+
+    def all_jobs(self, *, study: str = "", status: str = "", limit: int = 0) -> list:
+        """Operators: every researcher's jobs, newest first (states only: JobInfo
+        summaries without tasks, progress or result)."""
+        return list(self.stub.ListAllJobs(pb.ListJobsRequest(study=study, status=status,
+                                                             limit=limit),
+                                          timeout=self.timeout).jobs)
+
+    def revocations(self):
+        """Operators: the CRL the coordinator enforces (ListRevocationsReply), each
+        revoked certificate named where the coordinator has seen it."""
+        return self.stub.ListRevocations(pb.ListRevocationsRequest(), timeout=self.timeout)
 
     # -- studies -------------------------------------------------------------------------
     def create_study(self, name: str, purpose: str, nodes: list[str], min_nodes: int = 0):

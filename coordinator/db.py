@@ -244,6 +244,7 @@ class CoordinatorAuditEntry(Base):
 
 
 POOL_SIZE, POOL_OVERFLOW = 16, 112  # SQLite connections kept, and more at a peak
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite write waits for another writer's lock
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -268,7 +269,7 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_MS)}")
         cursor.close()
 
     return engine

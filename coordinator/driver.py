@@ -10,12 +10,14 @@ for each other under the study key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ from coordinator import audit, catalog, studies
 from coordinator.db import Database, Job, JobProgress, JobTask, Node, Study
 from coordinator.sessions import NodeOffline, NodeRevoked, NodeSessions
 from jobs import registry
-from jobs.base import JobCancelled, JobFailed, Run, StudyRef
+from jobs.base import JobCancelled, JobFailed, JobWithheld, Run, StudyRef
 from jobs.spec import JobSpec, datasets_by_node, load_job, parse_job_dict, slug
 from scifed.errors import NotFound, Unavailable, UserError
 from scifed.filters import compile_filter
@@ -71,6 +73,7 @@ class JobView:
     updated_ms: int
     contributors: list[str]
     progress: list[tuple[int, bytes]]  # (round, live result sealed to the researcher)
+    researcher: str = ""
 
 
 class JobDriver:
@@ -295,10 +298,11 @@ class JobDriver:
                 self._versions.popitem(last=False)
             self._changed.notify_all()
 
-    def list_jobs(self, researcher: str, *, study: str = "", status: str = "",
+    def list_jobs(self, researcher: str | None, *, study: str = "", status: str = "",
                   limit: int = 0) -> list[JobView]:
         """``researcher``'s own jobs, newest first (no tasks or progress: `get` has
-        those); ``study`` by name or id and ``status`` narrow them."""
+        those); ``study`` by name or id and ``status`` narrow them. ``researcher`` None:
+        every researcher's (the operator's view of the federation's work)."""
         if limit < 0:
             raise UserError(f"limit {limit}: give a positive number of jobs")
         limit = min(limit or DEFAULT_JOB_LIST, MAX_JOB_LIST)
@@ -310,7 +314,9 @@ class JobDriver:
                                 f"{', '.join(s.value for s in JobStatus)}") from None
         with self.db.session() as s:
             names = dict(s.execute(select(Study.study_id, Study.name)).all())
-            query = select(Job).where(Job.researcher == researcher)
+            query = select(Job)
+            if researcher is not None:
+                query = query.where(Job.researcher == researcher)
             if study:
                 ids = [i for i, n in names.items() if study in (i, n)]
                 if not ids:
@@ -323,11 +329,14 @@ class JobDriver:
                             JobStatus(j.status),
                             Phase(j.phase, j.phase_round or 0, j.phase_rounds or 0),
                             j.error, [], j.created_ms, j.updated_ms,
-                            list(j.contributors or []), []) for j in jobs]
+                            list(j.contributors or []), [], j.researcher) for j in jobs]
 
     def sealed_result(self, job_id: str, researcher: str) -> bytes:
         with self.db.session() as s:
             job = self._job(s, job_id, researcher)
+            if job.status == JobStatus.WITHHELD:  # the reason is sealed to the researcher
+                raise UserError(f"job {job_id} has no result: an officer's output review "
+                                "withheld it (`scifed job status` shows the reason)")
             if job.status != JobStatus.DONE:
                 raise UserError(f"job {job_id} has no result: it is {job.status}"
                                 + (f" ({job.error})" if job.error else ""))
@@ -396,17 +405,29 @@ class JobDriver:
         answers: dict[str, Any] = {}
         failed: dict[str, str] = {}
         sealed: dict[str, bytes] = {}
-        self._tasks(job_id, phase, [(node, TaskState.PENDING, "", None) for node in payloads])
+        raws = {node: payload.dumps() for node, payload in payloads.items()}
+        # Every online node gets its task at once and the rows say so in one transaction:
+        # a commit per node, from a thread per node, queued on SQLite's one writer (100
+        # nodes: 100 commits, and as many wake-ups of the job's watchers). A node that is
+        # offline (or revoked) is left to its thread, which waits for it as before.
+        sent: dict[str, Future] = {}
+        for node, raw in raws.items():
+            with contextlib.suppress(NodeOffline):
+                sent[node] = self.sessions.send(node, kind, raw)
+        self._tasks(job_id, phase, [(node, TaskState.RUNNING if node in sent
+                                     else TaskState.PENDING, "", None) for node in payloads])
 
         def one(node: str) -> None:
             approval_deadline = time.monotonic() + self.approval_timeout
             waited = False
-            raw = payloads[node].dumps()
+            raw = raws[node]
             while True:
                 try:
-                    fut = self._deliver(node, kind, raw, job_id)
-                    if not waited:  # while held, the row keeps saying what it waits for
-                        self._task(job_id, node, phase, TaskState.RUNNING)
+                    fut = sent.pop(node, None)
+                    if fut is None:
+                        fut = self._deliver(node, kind, raw, job_id)
+                        if not waited:  # while held, the row keeps saying what it waits for
+                            self._task(job_id, node, phase, TaskState.RUNNING)
                     res = fut.result(self.task_timeout)
                 except NodeOffline as exc:
                     failed[node] = (f"node {node} offline past the {self.task_timeout:.0f}s "
@@ -435,8 +456,10 @@ class JobDriver:
                 if job_id in self._cancelled:
                     failed[node] = "the job was cancelled"
                     return
-                self._task(job_id, node, phase, TaskState.WAITING,
-                           Waiting.model_validate(body).waiting)
+                wait = Waiting.model_validate(body)
+                self._task(job_id, node, phase, TaskState.WAITING, wait.waiting)
+                if wait.phase:  # e.g. "in output review": what the researcher sees
+                    self._set(job_id, phase=wait.phase, phase_round=0, phase_rounds=0)
                 waited = True
                 time.sleep(self.approval_poll)
 
@@ -527,6 +550,10 @@ class JobDriver:
             self._end(job_id, status=JobStatus.DONE, phase="released", phase_round=0,
                       phase_rounds=0, sealed_result=sealed)
             self._ended_without(job_id)
+        except JobWithheld as exc:  # the reason is sealed to the researcher
+            self._end(job_id, status=JobStatus.WITHHELD, phase="withheld", phase_round=0,
+                      phase_rounds=0, error=str(exc))
+            self._ended_unreleased(job_id)
         except JobCancelled:
             with self.db.session() as s:
                 who = s.get(Job, job_id).researcher

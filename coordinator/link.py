@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import secrets
 import threading
@@ -21,6 +22,8 @@ from scifed.errors import UserError
 from scifed.sealing import SealKeyClaim, verify_claim
 from scifed.tls import peer_identity
 from scifed.wire import now_ms
+
+log = logging.getLogger("scifed.coordinator.link")
 
 
 class NodeLinkServicer(pbg.NodeLinkServicer):
@@ -120,9 +123,8 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
         the CA's CRL when it changed since the last ack on this stream (``session``; on
         every ack without one), so a revocation reaches idle nodes within a beat."""
         now = now_ms()
-        registry.touch(self.db, name, now)
-        if beat.audit_seq > 0 and beat.audit_hash:
-            registry.record_audit_head(self.db, name, beat.audit_seq, beat.audit_hash, now)
+        if not registry.beat(self.db, name, now, beat.audit_seq, beat.audit_hash):
+            log.warning("heartbeat of node %s not recorded: the database is busy", name)
         crl = self.sessions.crl_for(name)
         if session is not None:
             if crl == session.crl_sent:

@@ -17,6 +17,7 @@ from coordinator.api import CoordinatorApiServicer
 from coordinator.db import Database, Node
 from coordinator.driver import JobDriver
 from coordinator.link import NodeLinkServicer
+from coordinator.revocations import SeenCertificates
 from coordinator.sessions import NodeSessions
 from coordinator.studies import StudyKeys
 from protos.scifed.v1 import coordinator_pb2_grpc as api_pbg
@@ -52,6 +53,8 @@ ROLE_RULES: dict[str, tuple[str, ...]] = {
     "/scifed.v1.CoordinatorApi/GetResult": ("researcher",),
     "/scifed.v1.CoordinatorApi/ResumeJob": ("researcher",),
     "/scifed.v1.CoordinatorApi/CancelJob": ("researcher",),
+    "/scifed.v1.CoordinatorApi/ListAllJobs": ("operator",),
+    "/scifed.v1.CoordinatorApi/ListRevocations": ("operator",),
     "/scifed.v1.CoordinatorApi/RequestAccess": ("researcher",),
     "/scifed.v1.CoordinatorApi/ListAccess": ("researcher",),
     "/scifed.v1.CoordinatorApi/AccessManifest": ("researcher",),
@@ -87,9 +90,10 @@ class CoordinatorCore:
         self.link = NodeLinkServicer(self.db, self.sessions, self.keys, ca_pem,
                                      cfg.heartbeat_seconds, flower,
                                      on_connect=self.jobs.node_connected)
+        self.seen = SeenCertificates()  # every caller's certificate, to name revocations
         self.access = AccessRelay(self.db, self.sessions, cfg.task_timeout_seconds)
         self.api = CoordinatorApiServicer(self.db, self.jobs, cfg.offline_after_seconds,
-                                          self.access)
+                                          self.access, crl=lambda: self.crl, seen=self.seen)
         self.flower = flower
         if self.crl_path is not None and self.crl_path.exists():
             self.crl_changed(self.crl_path.read_bytes())  # a broken CRL stops the start
@@ -145,7 +149,8 @@ class CoordinatorProcess:
         self._stop = threading.Event()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers),
-            interceptors=[AuthInterceptor(ROLE_RULES, revocations)],
+            interceptors=[AuthInterceptor(ROLE_RULES, revocations,
+                                          on_peer=self.core.seen.saw)],
             options=SERVER_OPTIONS)
         link_pbg.add_NodeLinkServicer_to_server(self.core.link, self.server)
         api_pbg.add_CoordinatorApiServicer_to_server(self.core.api, self.server)

@@ -158,8 +158,60 @@ class AdminShell:
     def __init__(self, fed, node: str, actor: str = "officer") -> None:
         core = fed.nodes[node]
         self.servicer = NodeAdminServicer(core.registry, fed.links[node], core.studies,
-                                          core.approvals)
+                                          core.approvals, reviews=core.reviews)
         self.context = _ShellContext(actor)
 
     def __call__(self, method: str, request):
         return getattr(self.servicer, method)(request, self.context)
+
+
+def review_signed(reviews, person: Approver, review_id: str, *, release: bool = True,
+                  reason: str = "") -> dict:
+    """What `scifed node review release|withhold ID --key KEY` sends for ``person``: the
+    keywords of ``OutputReviews.decide`` (statement and signature over the review, and
+    the hash of its held result, as the node shows them)."""
+    from scifed.approver_keys import review_statement, sign_review
+
+    statement = review_statement(node=reviews.node, review=reviews.get(review_id).summary(),
+                                 approver=person.name, key=person.fingerprint,
+                                 release=release, reason=reason)
+    return {"release": release, "by": person.name, "reason": reason,
+            "statement": canonical(statement), "signature": sign_review(person.key, statement)}
+
+
+def review_request(review_id: str, decision: dict) -> pb.ReviewDecision:
+    """The same decision as the admin socket carries it."""
+    return pb.ReviewDecision(review_id=review_id, release=decision["release"],
+                             by=decision["by"], reason=decision["reason"],
+                             statement=decision["statement"],
+                             signature=decision["signature"])
+
+
+def officer_reviews(reviews, review_id: str, *, release: bool = True, reason: str = ""):
+    """The node's officer releases (or withholds) the held result, signed with their key;
+    a G5 result's release needs its security lead's signature too."""
+    people = staff(reviews.approvals)
+    review = reviews.decide(review_id, **review_signed(reviews, people["officer"], review_id,
+                                                       release=release, reason=reason))
+    if release and review.state == "pending":
+        review = reviews.decide(review_id, **review_signed(
+            reviews, people["security_lead"], review_id, release=True))
+    return review
+
+
+def approving_until(fed, job_id: str, predicate, timeout: float = 60):
+    """The job's view (as its researcher sees it) once ``predicate`` holds for it;
+    meanwhile every node's officer approves each request the job puts in its queue."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        view = fed.job(job_id)
+        if predicate(view):
+            return view
+        assert time.monotonic() < deadline, view
+        for core in fed.nodes.values():
+            for req in core.approvals.list("pending"):
+                if req.job_id == job_id:
+                    officer_approves(core.approvals, req.approval_id)
+        time.sleep(0.05)

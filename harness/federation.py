@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from scifed.errors import UserError
@@ -57,10 +58,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
 class LocalFederation:
     def __init__(self, root: Path, nodes: dict[str, str], *, heartbeat_seconds: float = 1.0,
                  offline_after_seconds: float = 3.0, task_timeout_seconds: float = 30.0,
-                 flower: bool = False, trainers: set[str] | None = None) -> None:
+                 flower: bool = False, trainers: set[str] | None = None,
+                 workers: int = 1) -> None:
         """`nodes` maps node name to platform name. `flower`: the coordinator runs a
         Flower SuperLink and nodes a SuperNode each, for `train` jobs (slower to start, so
-        off unless needed); `trainers`: only these nodes run one (default: all)."""
+        off unless needed); `trainers`: only these nodes run one (default: all).
+        `workers`: how many nodes are set up, started and accept a study at once (each
+        step is a CLI process or a node starting; a 100-node federation set up one node
+        at a time takes many minutes)."""
         self.root = Path(root).resolve()
         self.nodes = dict(nodes)
         self.port = free_port()
@@ -76,6 +81,7 @@ class LocalFederation:
         self.flower_port = free_port() if flower else None
         self.trainers = set(nodes) if trainers is None else set(trainers)
         self.procs: dict[str, subprocess.Popen] = {}
+        self.workers = workers
 
     # -- where each host is (a subclass may put hosts elsewhere, e.g. harness/netns.py) -----
     @property
@@ -92,6 +98,19 @@ class LocalFederation:
         """What runs process ``key`` (``coordinator`` or a node's name) on its host: here
         nothing, every host is this one."""
         return []
+
+    def each_node(self, step: Callable[[str], object], names: Iterable[str] | None = None) -> None:
+        """``step(name)`` for every node (or ``names``), ``self.workers`` at a time; the
+        first failure is raised once all have run. A step may run commands, never start a
+        process that outlives it (see :meth:`spawn_node`)."""
+        names = list(self.nodes if names is None else names)
+        if self.workers <= 1:
+            for name in names:
+                step(name)
+            return
+        with ThreadPoolExecutor(self.workers) as pool:
+            for future in [pool.submit(step, name) for name in names]:
+                future.result()
 
     # -- set-up: exactly the commands a deployment runs ------------------------------------
     def cli(self, *args: str, check: bool = True, timeout: float = 180,
@@ -126,20 +145,31 @@ class LocalFederation:
         cfg.write_text(cfg.read_text() + f"heartbeat_seconds: {self.heartbeat_seconds}\n"
                        f"offline_after_seconds: {self.offline_after_seconds}\n"
                        f"task_timeout_seconds: {self.task_timeout_seconds}\n")
-        for name, platform in self.nodes.items():
-            superlink = (self.fleet_address
-                         if self.flower_port and name in self.trainers else "none")
-            self.cli("node", "init", "--name", name, "--platform", platform,
-                     "--coordinator", self.address, "--dir", str(self.node_dir(name)),
-                     "--flower-superlink", superlink)
-            cfgp = self.node_config(name)
-            cfgp.write_text(cfgp.read_text() + "reconnect_max_seconds: 2.0\n")
-            self.enrol("node", name, self.node_dir(name))
+        self.each_node(self._init_node)
         for role, directory, name in (("operator", self.operator_dir, "operator"),
                                       ("researcher", self.researcher_dir, "alice")):
             self.cli(role, "init", "--name", name, "--dir", str(directory),
                      "--coordinator", self.address)
             self.enrol(role, name, directory)
+
+    def add_researcher(self, name: str) -> Path:
+        """Another researcher, enrolled as `alice` is (`researcher init`, `ca sign`); their
+        identity directory."""
+        directory = self.root / name
+        self.cli("researcher", "init", "--name", name, "--dir", str(directory),
+                 "--coordinator", self.address)
+        self.enrol("researcher", name, directory)
+        return directory
+
+    def _init_node(self, name: str) -> None:
+        superlink = (self.fleet_address
+                     if self.flower_port and name in self.trainers else "none")
+        self.cli("node", "init", "--name", name, "--platform", self.nodes[name],
+                 "--coordinator", self.address, "--dir", str(self.node_dir(name)),
+                 "--flower-superlink", superlink)
+        cfgp = self.node_config(name)
+        cfgp.write_text(cfgp.read_text() + "reconnect_max_seconds: 2.0\n")
+        self.enrol("node", name, self.node_dir(name))
 
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, key: str, *args: str) -> None:
@@ -156,9 +186,17 @@ class LocalFederation:
                  120 if self.flower_port else 30, "the coordinator to listen")
 
     def start_node(self, name: str) -> None:
+        self.spawn_node(name)
+        self.wait_node(name)
+
+    def spawn_node(self, name: str) -> None:
+        """Start node ``name``'s process (from this thread: a child's PDEATHSIG follows
+        the thread that forked it, so a pool thread's nodes would die with the thread)."""
         self._spawn(name, "node", "serve", "--config", str(self.node_config(name)))
+
+    def wait_node(self, name: str, timeout: float = 30) -> None:
         sock = self.node_dir(name) / "state" / "admin.sock"
-        wait_for(sock.exists, 30, f"node {name}'s admin socket")
+        wait_for(sock.exists, timeout, f"node {name}'s admin socket")
 
     def stop(self, key: str, sig: int = signal.SIGTERM) -> int:
         proc = self.procs.pop(key)
@@ -173,8 +211,22 @@ class LocalFederation:
 
     def start_all(self) -> None:
         self.start_coordinator()
+        self.start_nodes()
+
+    def start_nodes(self) -> None:
+        if self.workers <= 1:
+            for name in self.nodes:
+                self.start_node(name)
+            return
+        # ``workers`` nodes starting at once, each spawned from this thread (spawn_node)
+        starting: list[str] = []
         for name in self.nodes:
-            self.start_node(name)
+            if len(starting) >= self.workers:
+                self.wait_node(starting.pop(0), 30 + 5 * self.workers)
+            self.spawn_node(name)
+            starting.append(name)
+        for name in starting:
+            self.wait_node(name, 30 + 5 * self.workers)
 
     def stop_all(self) -> None:
         for key in list(self.procs):
@@ -284,8 +336,9 @@ class LocalFederation:
                 op.add_researcher(name, r)
             if not accept:
                 return st.study_id
-            for node, dataset in datasets.items():
-                self.node_cli(node, "studies", "accept", st.study_id, "--datasets", dataset)
+            self.each_node(lambda node: self.node_cli(node, "studies", "accept", st.study_id,
+                                                      "--datasets", datasets[node]),
+                           datasets)
             wait_for(lambda: op.study(name).status == StudyStatus.ACTIVE, timeout,
                      f"study {name} to become active")
         return st.study_id

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.base import Driver, JobFailed, JobType, Run, quorum
-from scifed.states import Phase
+from jobs.base import Driver, JobFailed, JobType, Run, quorum, released
+from scifed.states import IN_OUTPUT_REVIEW, Phase
 from scifed.tasks import (
     MAX_ATTEMPTS,
     CiphertextReply,
@@ -32,6 +32,8 @@ from scifed.tasks import (
     ReleaseReply,
     ReleaseRequest,
     Reserved,
+    ReviewReply,
+    ReviewRequest,
     RoundRequest,
     TaskKind,
     UnmaskReply,
@@ -91,7 +93,8 @@ class AggregateJob(JobType):
             dp={n: a.dp for n, a in computed.items() if a.dp},
             contributions=_contributions(computed, contributors),
             min_contributors=max(a.min_contributors for a in computed.values()),
-            study_members=run.study.members, attempt=attempt, reveals=reveals)
+            study_members=run.study.members, attempt=attempt, reveals=reveals,
+            reviewer_claims=masking)
         for round_no in range(1, MAX_ROUNDS + 1):
             driver.set_phase(run, Phase("release"))
             out, failed = driver.fanout(run, "release", TaskKind.RELEASE,
@@ -99,8 +102,19 @@ class AggregateJob(JobType):
             if release_node not in out:
                 raise JobFailed(failed[release_node])
             answer: ReleaseReply = out[release_node]
-            if answer.sealed is not None:
-                return answer.sealed
+            if answer.reviews:  # contributors' officers review the result first
+                request = request.model_copy(update={"verdicts": {
+                    **request.verdicts, **_review(driver, run, headers, release_node, answer)}})
+                out, failed = driver.fanout(run, "release", TaskKind.RELEASE,
+                                            {release_node: request}, ReleaseReply)
+                if release_node not in out:
+                    raise JobFailed(failed[release_node])
+                answer = out[release_node]
+                if answer.reviews:
+                    raise JobFailed(f"release node {release_node} still waits for the "
+                                    "output review of " + ", ".join(sorted(answer.reviews)))
+            if answer.sealed is not None or answer.withheld is not None:
+                return released(driver, run, release_node, answer)
             phase = Phase("round", round_no)
             driver.set_phase(run, phase)
             counts, failed = driver.fanout(
@@ -142,6 +156,25 @@ def _compute(driver: Driver, run: Run, headers: dict, nodes: list[str],
         why, asked = failed, sorted(computed)  # the survivors mask afresh for each other
     raise JobFailed(f"nodes kept dropping out: no attempt of {MAX_ATTEMPTS} had every node "
                     "it asked contribute")
+
+
+def _review(driver: Driver, run: Run, headers: dict, release_node: str,
+            answer: ReleaseReply) -> dict[str, dict]:
+    """Relay the result, sealed to each contributor whose own cell asks for its officer's
+    output review, and collect their signed verdicts (the release node checks them); a
+    withholding ends the job withheld, its reason sealed to the researcher."""
+    driver.set_phase(run, Phase(IN_OUTPUT_REVIEW))
+    replies, failed = driver.fanout(run, "output review", TaskKind.REVIEW, {
+        n: ReviewRequest(**headers[n].model_dump(), release_node=release_node, sealed=blob,
+                         result_sha256=answer.result_sha256)
+        for n, blob in answer.reviews.items()}, ReviewReply)
+    if failed:
+        raise JobFailed("; ".join(failed[n] for n in sorted(failed)))
+    for node in sorted(replies):
+        if replies[node].withheld is not None:
+            released(driver, run, node, ReleaseReply(withheld=replies[node].withheld),
+                     "output review")
+    return {n: r.verdict for n, r in replies.items()}
 
 
 def _reveal(driver: Driver, run: Run, headers: dict, contributors: list[str],

@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from scifed.errors import UserError
+from scifed.sealing import refused_at
 from scifed.states import Phase, TaskState
 from scifed.tasks import Message, TaskHeader, TaskKind
 
@@ -238,6 +239,21 @@ class Driver(Protocol):
 
 class JobFailed(UserError):
     """Ends a job with a reason the researcher sees."""
+
+
+class JobWithheld(JobFailed):
+    """The officer's output review at the release node withheld the result: the job ends
+    withheld, its reason sealed to the researcher on the release task's row."""
+
+
+def released(driver: Driver, run: Run, node: str, reply, phase: str = "release") -> bytes:
+    """The sealed result of a final release reply (:class:`scifed.tasks.ReleaseReply`),
+    or the job ends withheld when ``node``'s output review withheld it (its reason, sealed
+    to the researcher, kept on the node's task row of ``phase``)."""
+    if reply.withheld is not None:
+        driver.refusal(run, node, phase, reply.withheld)
+        raise JobWithheld(refused_at(node))
+    return reply.sealed
 
 
 class JobCancelled(Exception):

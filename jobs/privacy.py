@@ -15,7 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import opendp.prelude as dp
+import opendp.domains as dpd
+import opendp.measurements as dpm
+import opendp.metrics as dpx
+import opendp.mod
 from pydantic import Field, field_validator
 
 from jobs.fields import Name, Strict
@@ -23,9 +26,12 @@ from jobs.limits import MAX_JOB_COLUMNS
 from scifed.errors import UserError
 from scifed.he import MAX_ABS_VALUE
 
-dp.enable_features("contrib")
+# OpenDP's modules one by one, not ``opendp.prelude``: the prelude also loads its
+# scikit-learn, Polars and NumPy extras (scikit-learn and SciPy, ~160 MB of every node's
+# memory), and the Laplace mechanism needs none of them.
+opendp.mod.enable_features("contrib")
 
-MECHANISM = "Laplace (discrete for counts), OpenDP " + dp.__version__
+MECHANISM = "Laplace (discrete for counts), OpenDP " + opendp.mod.__version__
 NEIGHBOURING = "add or remove one row"
 
 
@@ -106,12 +112,12 @@ def add_laplace(vec: np.ndarray, blocks: list[Block], epsilon: float) -> list[di
     for blk in blocks:
         scale = blk.sensitivity / eps_each
         if blk.integer:
-            meas = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)),
-                                     dp.l1_distance(T=int), scale=scale)
+            meas = dpm.make_laplace(dpd.vector_domain(dpd.atom_domain(T=int)),
+                                    dpx.l1_distance(T=int), scale=scale)
             vec[blk.index] = meas([int(round(v)) for v in vec[blk.index]])
         else:
-            meas = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-                                     dp.l1_distance(T=float), scale=scale)
+            meas = dpm.make_laplace(dpd.vector_domain(dpd.atom_domain(T=float, nan=False)),
+                                    dpx.l1_distance(T=float), scale=scale)
             vec[blk.index] = meas([float(v) for v in vec[blk.index]])
     return [{"block": b.name, "sensitivity": b.sensitivity, "scale": b.sensitivity / eps_each}
             for b in blocks]

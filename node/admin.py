@@ -13,6 +13,7 @@ from node.budget import BudgetLedger
 from node.datasets import DatasetRegistry
 from node.link import CoordinatorLink
 from node.policy import PolicyBook
+from node.review import OutputReviews
 from node.store import DatasetRow
 from node.studies import NodeStudies
 from protos.scifed.v1 import federation_pb2 as fpb
@@ -39,13 +40,16 @@ def reply(row: DatasetRow) -> pb.DatasetReply:
 
 class NodeAdminServicer(pbg.NodeAdminServicer):
     def __init__(self, registry: DatasetRegistry, link: CoordinatorLink,
-                 studies: NodeStudies, approvals: Approvals, delivery=None) -> None:
-        """``delivery``: the node's delivery desk (node/delivery/), for the access RPCs."""
+                 studies: NodeStudies, approvals: Approvals, delivery=None,
+                 reviews: OutputReviews | None = None) -> None:
+        """``delivery``: the node's delivery desk (node/delivery/), for the access RPCs;
+        ``reviews``: its output-review queue (node/review.py)."""
         self.delivery = delivery
         self.registry = registry
         self.link = link
         self.studies = studies
         self.approvals = approvals
+        self.reviews = reviews or OutputReviews(registry.store, approvals)
         self.policies = PolicyBook(registry.store)
         self.ledger = BudgetLedger(registry.store)
         self.audit = AuditLog(registry.store)
@@ -281,6 +285,38 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
             dataset=request.dataset_id, recipient=request.recipient, what=request.what,
             sha256=request.sha256, medium=request.medium, by=request.by,
             statement=request.statement, signature=request.signature))
+
+
+    # -- the officer's output review (node/review.py) -------------------------------------
+    def _purposes(self) -> dict[str, str]:
+        """Each study's purpose as the coordinator tells it; none while it is offline
+        (the review itself is the node's own record and needs no coordinator)."""
+        try:
+            return {s.study_id: s.purpose for s in self.studies.list(self.link).studies}
+        except Exception:  # noqa: BLE001 - offline: the review shows without purposes
+            return {}
+
+    @user_errors
+    def ReviewList(self, request, context):
+        """The held (or decided) results; with ``full``, each as ReviewShow gives it."""
+        reviews = self.reviews.list(request.state or None)
+        if not request.full:
+            return _json([r.summary() for r in reviews])
+        purposes = self._purposes()
+        return _json([self.reviews.show(r.review_id, purposes, plots=False) for r in reviews])
+
+    @user_errors
+    def ReviewShow(self, request, context):
+        return _json(self.reviews.show(request.review_id, self._purposes()))
+
+    @user_errors
+    def ReviewDecide(self, request, context):
+        """Counts only with the approver's signature over this decision on this result;
+        the name in ``by`` says whose registered key must verify it."""
+        review = self.reviews.decide(request.review_id, release=request.release,
+                                     by=request.by, reason=request.reason,
+                                     statement=request.statement, signature=request.signature)
+        return _json(review.summary())
 
 
 def _countersignatures(request) -> list[dict]:

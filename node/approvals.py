@@ -94,7 +94,12 @@ class Approver:
 
 
 class Waiting(Exception):
-    """The task waits for a person (the approval queue); the coordinator asks again."""
+    """The task waits for a person (the approval queue, an output review); the
+    coordinator asks again. ``phase``: what the job's phase says meanwhile ("" keeps it)."""
+
+    def __init__(self, message: str, phase: str = "") -> None:
+        super().__init__(message)
+        self.phase = phase
 
 
 def _day(ms: int) -> str:

@@ -22,15 +22,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
-import pandas as pd
 
 from node.profiling import read_table
 from node.running import RunningJobs, Stopped
 from scifed.errors import UserError
 from scifed.filters import quote_identifier
+
+if TYPE_CHECKING:  # DuckDB imports pandas when a frame is asked for (~45 MB a node
+    import pandas as pd  # that never builds one does without)
 
 _NUMERIC_TYPES = {
     "tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint",

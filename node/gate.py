@@ -495,8 +495,10 @@ class Gate:
         """This node's signed statement of a contribution (:func:`scifed.sealing.
         sign_attestation`): the job, stage (and the round and query it answers), this
         node, the study key version, the ciphertext's sha256, the dataset it read, this
-        node's audit head at the release, the DP applied and this node's k and fewest
-        contributors. The release node sums only ciphertexts so attested."""
+        node's audit head at the release, the DP applied, this node's k and fewest
+        contributors, and whether its cell asks for its officer's output review (which
+        the release node must honour). The release node sums only ciphertexts so
+        attested."""
         h, rec = adm.header, adm.row.record
         statement = {
             "job_id": h.job_id, "stage": stage, "round": round_no,
@@ -510,7 +512,7 @@ class Gate:
                         "schema_hash": rec.get("schema_hash", "")},
             "audit_head": {"seq": head[0], "hash": head[1]}, "dp": dp, "k": adm.k,
             "min_contributors": adm.policy.min_contributors, "masked_with": masked_with,
-            "attempt": attempt}
+            "attempt": attempt, "output_review": adm.policy.output_review}
         tls = self.studies.cfg.tls
         return sign_attestation(statement, node=self.node, cert_path=tls.cert,
                                 key_path=tls.key)

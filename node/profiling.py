@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import frictionless
 
 from scifed.errors import UserError, excerpt
 from scifed.limits import (
@@ -106,6 +105,10 @@ class DataProfile:
             if self.media_type == MEDIA_TYPES[".parquet"]
             else list(CSV_MISSING_VALUES),
         }
+        # imported here: a node validates a schema when its officer registers a dataset,
+        # and frictionless (~25 MB) has no other use in a running node
+        import frictionless
+
         frictionless.Schema.from_descriptor(descriptor)
         return descriptor
 

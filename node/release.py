@@ -25,8 +25,16 @@ Flower's sums (``aggregates``) unattested: their provenance says so (``unatteste
 May pooled results leave this node? One answer for every job type: the release node's
 own dataset in the study must admit the job as any task does (policy, and the officer's
 approval where the cell asks for one), and a cell that asks for the officer's review of
-outputs (``output_review``) releases nothing without that review. The coordinator, which
-relays the ciphertexts, can read none of it.
+outputs (``output_review``) releases nothing without that review (node/review.py): the
+signed result, after every disclosure rule, is held for the officer, and only a signed
+release lets those very bytes be sealed to the researcher; a withheld result is never
+sealed, only its reason. Live metrics of a training run are not released on such a cell
+(the final result, which holds them, is reviewed). A contributor whose own cell asks for
+review signs that in its attestation: this node then seals the held result to it, the
+coordinator relays it, and the contributor answers a verdict signed by its node key
+after its own officer's decision (:meth:`ReleasePath.review`); the result is sealed to
+the researcher only once every such verdict says release. The coordinator, which relays
+the ciphertexts, can read none of it.
 
 Nor does anything leave for a job with a revoked contributor: the release task carries
 each node's certificate as the coordinator knows it, and every contributor needs one
@@ -46,10 +54,12 @@ import numpy as np
 
 from jobs.base import NextRound, Pooled
 from jobs.spec import datasets_by_node
+from node.approvals import Waiting
 from node.audit import AuditLog
-from node.gate import Admission, Gate
+from node.gate import Admission, Gate, replay_refusal
 from node.masking import compute_stage, lone, revealed_masks
 from node.policy import pools_enough
+from node.review import PHASE, OutputReviews, Review
 from scifed import he
 from scifed.config import TlsConfig
 from scifed.errors import UserError
@@ -61,16 +71,22 @@ from scifed.sealing import (
     attested_dataset,
     canonical_json,
     canonical_sha256,
+    load_seal_key,
+    open_sealed,
     progress_context,
     refusal_context,
     result_context,
     result_digest,
+    review_context,
     seal,
     sign_result,
+    sign_verdict,
     verify_attestation,
     verify_claim,
+    verify_result,
+    verify_verdict,
 )
-from scifed.tasks import ReleaseReply, ReleaseRequest
+from scifed.tasks import ReleaseReply, ReleaseRequest, ReviewReply, ReviewRequest
 
 VOCABULARY, STATE, QUERY = "job-vocabulary", "job-state", "job-query"
 UNATTESTED = ("a training job: the release decrypts the sums of a Flower run, whose "
@@ -114,16 +130,18 @@ class Attested:
     total: bytes
     attestations: dict[str, dict]
     round: int
+    reviewers: list[str]  # other contributors whose cells ask for their officer's review
 
 
 class ReleasePath:
     def __init__(self, gate: Gate, audit: AuditLog, ca_pem: bytes,
-                 tls: TlsConfig | None = None) -> None:
+                 tls: TlsConfig | None = None, reviews: OutputReviews | None = None) -> None:
         self.gate = gate
         self.audit = audit
         self.ca_pem = ca_pem
         self.node = gate.node
         self.tls = tls or gate.studies.cfg.tls  # the certificate key results are signed with
+        self.reviews = reviews or OutputReviews(gate.store, gate.approvals)
 
     def check_contributors(self, crl: Crl, contributors: object, certs: dict[str, bytes],
                            job_id: str) -> None:
@@ -288,6 +306,8 @@ class ReleasePath:
                              f"attestation names (sha256 {digest[:16]}…, attested "
                              f"{st['ciphertext_sha256'][:16]}…)")
             statements[node] = st
+        reviewers = sorted(n for n, st in statements.items()
+                           if st["output_review"] and n != self.node)
         if envelope is None:
             k = max(st["k"] for st in statements.values())
             fewest = max(st["min_contributors"] for st in statements.values())
@@ -310,7 +330,7 @@ class ReleasePath:
                                     [given[n].ciphertext for n in sorted(given)])
         except UserError as exc:
             raise refuse(str(exc)) from None
-        return Attested(total, attestations, envelope["round"] if envelope else 0)
+        return Attested(total, attestations, envelope["round"] if envelope else 0, reviewers)
 
     def _self_masks(self, req: ReleaseRequest, adm, envelope: dict | None,
                     total: bytes) -> np.ndarray | None:
@@ -335,11 +355,13 @@ class ReleasePath:
 
     def release(self, req: ReleaseRequest) -> ReleaseReply:
         adm = self.gate.admit(req, "release", audit=False)
-        if adm.policy.output_review:
+        reviewed = adm.policy.output_review
+        if reviewed and req.stage == "progress":
             raise UserError(f"node {self.node}: results on {adm.policy.grade}/"
                             f"{adm.policy.category} data leave only after the data "
-                            f"officer's output review ({adm.policy.sources['output_review']}), "
-                            "which this node does not offer yet")
+                            f"officer's output review ({adm.policy.sources['output_review']})"
+                            ", so no live metrics are released; the final result, which "
+                            "holds them, is reviewed")
         rules = self._enough_contributors(req, adm)
         step, digest, what = self._step(req)
         with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
@@ -348,6 +370,15 @@ class ReleasePath:
         if prior is not None:  # a retry: the very reply this node gave, nothing new
             self.gate.retried(adm, step)
             return ReleaseReply.loads(prior)
+        # held already (this node's officer, or other contributors', review it): their
+        # decisions, not a new decode
+        held = self.reviews.find(req.job_id, adm.row.dataset_id, step) \
+            if req.stage == "final" else None
+        if held is not None:
+            if held.task_sha256 != digest:
+                with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
+                    raise replay_refusal(self.node, req.job_id, what)
+            return self._reviewed(req, adm, held, step, digest, what)
         key, job_id = adm.key, req.job_id
         envelope = open_for_members(key, STATE, job_id, req.state) if req.state else None
         if adm.job.needs_training:  # Flower's sums: no node attests them to this node
@@ -384,6 +415,7 @@ class ReleasePath:
                 with self.gate.store.tx() as con:
                     kept = self.gate.keep(con, adm, step, digest, reply.dumps(), what)
             return ReleaseReply.loads(kept)
+        final_stage = req.stage == "final"
         claim = SealKeyClaim.from_dict(req.researcher_claim)
         public = researcher_key(req.researcher_claim, self.ca_pem, req.researcher)
         released_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -396,8 +428,31 @@ class ReleasePath:
         result[RESULT_PROVENANCE] = self._provenance(req, adm, rules, attested,
                                                      researcher=claim.name,
                                                      released_at=released_at)
+        others = attested.reviewers if attested and final_stage else []
+        if reviewed or others:
+            result[RESULT_PROVENANCE]["output_review"] = {
+                "node": self.node if reviewed else None,
+                "required_by": adm.policy.sources["output_review"] if reviewed else None,
+                "contributors": others}
         signed = sign_result(result, node=self.node, cert_path=self.tls.cert,
                              key_path=self.tls.key)
+        if reviewed or others:  # the very bytes that would be sealed wait for review
+            plain = json.dumps(signed).encode()
+            pol = adm.policy
+            why = [f"the policy of {pol.grade}/{pol.category} data asks for the officer's "
+                   f"output review before a result leaves ({pol.sources['output_review']})"
+                   ] if reviewed else []
+            if others:
+                why.append(f"the policy of contributor {', '.join(others)} asks for its "
+                           "officer's output review (each reviews it before this node "
+                           "seals it)")
+            held = self.reviews.hold(
+                job_id=job_id, dataset_id=adm.row.dataset_id, step=step, task_sha256=digest,
+                study_id=req.study_id, researcher=claim.name, job_type=adm.spec.type,
+                grade=pol.grade, category=pol.category, why="; ".join(why),
+                spec=req.spec, checks={**self._checks(adm, rules), "reviewers": others},
+                result=plain, result_sha256=hashlib.sha256(plain).hexdigest(), own=reviewed)
+            return self._reviewed(req, adm, held, step, digest, what)
         final = req.stage == "final"
         context = result_context(job_id) if final else progress_context(job_id, req.round)
         sealed = seal(public, json.dumps(signed).encode(), context=context)
@@ -411,6 +466,169 @@ class ReleasePath:
                                     "contributors": req.contributors, "round": req.round,
                                     "result_sha256": result_digest(signed)})
         return ReleaseReply.loads(kept)
+
+    @staticmethod
+    def _checks(adm: Admission, rules: dict) -> dict:
+        """The disclosure checks a held result passed, as the officer reviews them: the
+        pooling rule applied, this node's cell thresholds and their sources, DP."""
+        pol = adm.policy
+        return {"pooling": rules, "min_cell_count": pol.min_cell_count,
+                "min_contributors": pol.min_contributors,
+                "query_auditing": pol.query_auditing,
+                "dp": {"applied": adm.decision.dp, "epsilon": adm.decision.epsilon},
+                "sources": {n: pol.sources.get(n, "") for n in (
+                    "min_cell_count", "min_contributors", "query_auditing", "output_review")},
+                "suppression": "cells and statistics of fewer than k rows are suppressed "
+                               "by the job type's release rules before this review"}
+
+    def _reviewed(self, req: ReleaseRequest, adm: Admission, held: Review, step: str,
+                  digest: str, what: str) -> ReleaseReply:
+        """The answer to a release step under review: wait while the officer has not
+        decided; a released result's kept bytes sealed to the researcher (with its
+        release record); a withheld one's reason only, sealed to the researcher."""
+        job_id = req.job_id
+        if held.state == "pending":
+            raise Waiting(f"in output review at node {self.node} ({held.review_id}): its "
+                          "officer releases or withholds the pooled result", phase=PHASE)
+        public = researcher_key(req.researcher_claim, self.ca_pem, req.researcher)
+        if held.state == "released":
+            others = held.checks.get("reviewers", [])
+            missing = [n for n in others if n not in req.verdicts]
+            if missing:  # each reviewing contributor's officer first (relayed, sealed)
+                return ReleaseReply(reviews={
+                    n: seal(self._reviewer_key(req, adm, n), held.result,
+                            context=review_context(job_id, n)) for n in missing},
+                    result_sha256=held.result_sha256)
+            self._check_verdicts(req, adm, held, others)
+            sealed = seal(public, held.result, context=result_context(job_id))
+            reply = ReleaseReply(sealed=sealed)
+        else:
+            reply = ReleaseReply(withheld=seal(public, held.withheld_message(self.node),
+                                               context=refusal_context(job_id, self.node)))
+        with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
+            with self.gate.store.tx() as con:
+                prior = self.gate.answered(con, adm, step, digest, what)
+                if prior is not None:  # a concurrent copy of the task answered first
+                    return ReleaseReply.loads(prior)
+                kept = self.gate.keep(con, adm, step, digest, reply.dumps(), what)
+                details = {"job_id": job_id, "researcher": held.researcher,
+                           "contributors": req.contributors, "round": req.round,
+                           "review_id": held.review_id, "review": held.state}
+                if held.state == "released":
+                    details["result_sha256"] = result_digest(held.document())
+                    details["reviewed_by"] = [d["by"] for d in held.decisions if d["release"]]
+                AuditLog.append_in(con, "policy", "result.seal" if held.state == "released"
+                                   else "result.withheld", adm.row.dataset_id, details)
+        return ReleaseReply.loads(kept)
+
+    def _refused(self, adm: Admission, req: ReleaseRequest, reason: str) -> UserError:
+        """Refuse the release (one message, audited as ``release.refuse``)."""
+        message = f"node {self.node} releases nothing for job {req.job_id}: {reason}"
+        self.audit.append("policy", "release.refuse", adm.row.dataset_id,
+                          {"job_id": req.job_id, "researcher": req.researcher,
+                           "stage": req.stage, "reason": message})
+        return UserError(message)
+
+    def _reviewer_key(self, req: ReleaseRequest, adm: Admission, node: str) -> bytes:
+        """The seal key of reviewing contributor ``node``, as the federation CA certifies
+        it (the task carries every contributor's claim)."""
+        claim = req.reviewer_claims.get(node)
+        if not claim:
+            raise self._refused(adm, req, f"the task carries no seal key of contributor "
+                                f"{node}, whose officer must review the result")
+        try:
+            return verify_claim(SealKeyClaim.from_dict(claim), self.ca_pem,
+                                expect_role="node", expect_name=node)
+        except (UserError, ValueError, KeyError, TypeError) as exc:
+            raise self._refused(adm, req, f"the seal key given for contributor {node} is "
+                                f"not its own: {exc}") from None
+
+    def _check_verdicts(self, req: ReleaseRequest, adm: Admission, held: Review,
+                        others: list[str]) -> None:
+        """Every reviewing contributor's verdict on exactly the held result, signed by
+        that node, says release; else refused (a coordinator that skips a reviewer, or
+        forges or moves a verdict, gets nothing)."""
+        revoked = self.gate.studies.trust.fresh(req.job_id).serials
+        for node in others:
+            try:
+                st = verify_verdict(req.verdicts[node], self.ca_pem, node=node, expect={
+                    "job_id": req.job_id, "release_node": self.node,
+                    "result_sha256": held.result_sha256}, revoked=revoked)
+            except UserError as exc:
+                raise self._refused(adm, req, str(exc)) from None
+            if st["decision"] != "release":
+                raise self._refused(adm, req, f"the officer of contributor {node} withheld "
+                                    "the result")
+
+    def review(self, req: ReviewRequest) -> ReviewReply:
+        """As a contributor whose own cell asks for output review: the result another
+        node releases, sealed to this node, checked (signed by that release node, for
+        this job, its researcher and spec, holding this node's own attested
+        contribution), held for this node's officer; then this node's verdict, signed
+        with its node key, and a withholding's reason sealed to the researcher."""
+        adm = self.gate.admit(req, "release", audit=False)
+        job_id, said = req.job_id, f"node {self.node} reviews nothing for job {req.job_id}"
+        try:
+            plain = open_sealed(load_seal_key(self.tls.key.parent), req.sealed,
+                                context=review_context(job_id, self.node))
+        except UserError:
+            raise UserError(f"{said}: the result given was not sealed to this node for "
+                            "this job") from None
+        digest = hashlib.sha256(plain).hexdigest()
+        if digest != req.result_sha256:
+            raise UserError(f"{said}: the result given is not the one named (sha256 "
+                            f"{digest[:16]}…, named {req.result_sha256[:16]}…)")
+        try:
+            doc = json.loads(plain)
+            verified = verify_result(doc, self.ca_pem, job_id=job_id,
+                                     researcher=req.researcher,
+                                     spec_sha256=canonical_sha256(req.spec),
+                                     revoked=self.gate.studies.trust.fresh(job_id).serials)
+        except (ValueError, UserError) as exc:
+            raise UserError(f"{said}: {exc}") from None
+        if verified.signer != req.release_node:
+            raise UserError(f"{said}: the result is signed by node {verified.signer}, not "
+                            f"by its release node {req.release_node}")
+        if self.node not in dict(verified.attested):
+            raise UserError(f"{said}: the result does not hold this node's attested "
+                            "contribution")
+        step = f"review:{req.release_node}"
+        held = self.reviews.find(job_id, adm.row.dataset_id, step)
+        if held is None:
+            pol = adm.policy
+            held = self.reviews.hold(
+                job_id=job_id, dataset_id=adm.row.dataset_id, step=step, task_sha256=digest,
+                study_id=req.study_id, researcher=req.researcher, job_type=adm.spec.type,
+                grade=pol.grade, category=pol.category,
+                why=(f"this node contributed {pol.grade}/{pol.category} data, whose policy "
+                     "asks for the officer's output review "
+                     f"({pol.sources['output_review']}); node {req.release_node} releases "
+                     "the result"),
+                spec=req.spec, checks={"release_node": req.release_node,
+                                       "rules": verified.provenance.get("rules", {}),
+                                       "policy": verified.provenance.get("policy", {})},
+                result=plain, result_sha256=digest)
+        if held.task_sha256 != digest:
+            with self.gate.replays_audited(req, adm.row.dataset_id, "review"):
+                raise replay_refusal(self.node, job_id, "its officer reviews another result "
+                                     f"of this job from {req.release_node}")
+        if held.state == "pending":
+            raise Waiting(f"in output review at node {self.node} ({held.review_id}): its "
+                          "officer releases or withholds the pooled result", phase=PHASE)
+        release = held.state == "released"
+        verdict = sign_verdict({
+            "job_id": job_id, "node": self.node, "release_node": req.release_node,
+            "result_sha256": digest, "decision": "release" if release else "withhold",
+            "review_id": held.review_id,
+            "reviewed_by": [{"by": d["by"], "role": d["role"], "key": d["key"]}
+                            for d in held.decisions]},
+            node=self.node, cert_path=self.tls.cert, key_path=self.tls.key)
+        if release:
+            return ReviewReply(verdict=verdict)
+        public = researcher_key(req.researcher_claim, self.ca_pem, req.researcher)
+        return ReviewReply(verdict=verdict, withheld=seal(
+            public, held.withheld_message(self.node),
+            context=refusal_context(job_id, self.node)))
 
     @staticmethod
     def _step(req: ReleaseRequest) -> tuple[str, str, str]:

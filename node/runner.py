@@ -44,6 +44,7 @@ from scifed.tasks import (
     Message,
     ReleaseRequest,
     Reserved,
+    ReviewRequest,
     RoundRequest,
     TaskHeader,
     TaskKind,
@@ -63,7 +64,7 @@ TaskHandler = Callable[[bytes], bytes]
 # as restarting its SuperNode, trust nobody.)
 PEER_TRUST = frozenset({TaskKind.KEYGEN, TaskKind.VOCAB, TaskKind.COMPUTE, TaskKind.ROUND,
                         TaskKind.RELEASE, TaskKind.CHECK, TaskKind.RESERVE,
-                        TaskKind.EXCHANGE})
+                        TaskKind.EXCHANGE, TaskKind.REVIEW})
 
 
 def typed(request: type[Message], fn: Callable[[Message], Message]) -> TaskHandler:
@@ -72,7 +73,7 @@ def typed(request: type[Message], fn: Callable[[Message], Message]) -> TaskHandl
         try:
             return fn(request.loads(payload)).dumps()
         except Waiting as wait:
-            return WaitingReply(waiting=str(wait)).dumps()
+            return WaitingReply(waiting=str(wait), phase=wait.phase).dumps()
     return run
 
 
@@ -94,6 +95,7 @@ class NodeRunner:
             TaskKind.ROUND: typed(RoundRequest, self.round),
             TaskKind.UNMASK: typed(UnmaskRequest, self.unmask),
             TaskKind.RELEASE: typed(ReleaseRequest, release.release),
+            TaskKind.REVIEW: typed(ReviewRequest, release.review),
             TaskKind.CHECK: typed(TaskHeader, self.check),
             TaskKind.RESERVE: typed(TaskHeader, self.reserve),
             TaskKind.EXCHANGE: typed(ExchangeRequest, self.exchange),

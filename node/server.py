@@ -23,6 +23,7 @@ from node.link import CoordinatorLink
 from node.local_api import LocalApi, socket_path
 from node.policy import PolicyBook
 from node.release import ReleasePath
+from node.review import OutputReviews
 from node.runner import NodeRunner
 from node.store import NodeStore
 from node.studies import NodeStudies
@@ -60,8 +61,10 @@ class NodeCore:
         self.gate = Gate(node=cfg.name, registry=self.registry, studies=self.studies,
                          approvals=self.approvals, audit=self.audit,
                          policies=PolicyBook(self.store), ledger=BudgetLedger(self.store))
+        self.reviews = OutputReviews(self.store, self.approvals, cfg.output_review_hours)
         self.runner = NodeRunner(self.gate,
-                                 ReleasePath(self.gate, self.audit, cfg.tls.ca.read_bytes()),
+                                 ReleasePath(self.gate, self.audit, cfg.tls.ca.read_bytes(),
+                                             reviews=self.reviews),
                                  self.studies, self.approvals, extra=extra)
         self.delivery = Delivery(cfg, self.registry, self.studies, self.approvals, self.audit,
                                  self.gate.policies)
@@ -93,7 +96,7 @@ class NodeProcess:
         self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         admin_pbg.add_NodeAdminServicer_to_server(
             NodeAdminServicer(core.registry, self.link, core.studies, core.approvals,
-                              core.delivery),
+                              core.delivery, core.reviews),
             self.admin)
         # Apps on this host (the Flower ClientApp) reach data only through this socket.
         self.local_api = LocalApi(core.gate, cfg.state_dir,

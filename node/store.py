@@ -188,6 +188,33 @@ CREATE TABLE IF NOT EXISTS ended_jobs (
     why         TEXT NOT NULL,
     ended_ms    INTEGER NOT NULL
 );
+-- Pooled results held for the officer's output review before they are sealed to the
+-- researcher (node/review.py): the signed result exactly as it would be sealed (result,
+-- its sha256), the release step and inputs it was made from (step, task_sha256), and
+-- the signed decisions. A retry of the release finds it here, across restarts.
+CREATE TABLE IF NOT EXISTS output_reviews (
+    review_id     TEXT PRIMARY KEY,
+    job_id        TEXT NOT NULL,
+    dataset_id    TEXT NOT NULL,
+    step          TEXT NOT NULL,
+    task_sha256   TEXT NOT NULL,
+    study_id      TEXT NOT NULL,
+    researcher    TEXT NOT NULL,
+    job_type      TEXT NOT NULL,
+    grade         TEXT NOT NULL,
+    category      TEXT NOT NULL,
+    why           TEXT NOT NULL,
+    spec          TEXT NOT NULL,
+    checks        TEXT NOT NULL,
+    result        BLOB NOT NULL,
+    result_sha256 TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    decisions     TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    expires_ms    INTEGER NOT NULL,
+    decided_ms    INTEGER,
+    UNIQUE (job_id, dataset_id, step)
+);
 -- What each DP-SGD training round spent (node/local_api.py), so the accountant carries
 -- across rounds that each run in a fresh ClientApp process.
 CREATE TABLE IF NOT EXISTS training_reports (

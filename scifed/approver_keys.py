@@ -19,6 +19,12 @@ another kind (``change_statement``): the node, add or remove, the approver's nam
 and key, the registry's version and hash before the change, and the signer and their
 key. Each kind of statement is signed under its own domain, so a decision's signature
 never verifies as a registry change's countersignature, nor the other way round.
+
+The officer's output review of a pooled result (release or withhold, before it is sealed
+to the researcher) is a third kind (``review_statement``): the node, the review, its job,
+the sha256 of the very result that would be sealed, the approver and key, the decision
+and the reason. A release signed for one result never releases another one, of this job
+or any other.
 """
 
 from __future__ import annotations
@@ -53,6 +59,11 @@ CHANGE_DOMAIN = b"scifed-approver-registry-change-v1\n"
 CHANGE_FIELDS = ("node", "action", "name", "role", "key", "registry_version",
                  "registry_sha256", "signer", "signer_key")
 CHANGE_ACTIONS = ("add", "remove")
+# The officer's decision on a pooled result before it is sealed (output review).
+REVIEW_DOMAIN = b"scifed-output-review-decision-v1\n"
+REVIEW_FIELDS = ("node", "review_id", "job_id", "result_sha256", "approver", "key",
+                 "decision", "reason")
+REVIEW_DECISIONS = ("release", "withhold")
 # The roles whose countersignatures a registry change needs, and which are bootstrapped.
 DUAL_ROLES = ("officer", "security_lead")
 
@@ -193,6 +204,32 @@ def sign_change(key: Ed25519PrivateKey, statement: dict) -> bytes:
 
 def change_verifies(pem: str, statement: dict, signature: bytes) -> bool:
     return verifies(pem, statement, signature, CHANGE_DOMAIN)
+
+
+def review_statement(*, node: str, review: dict, approver: str, key: str, release: bool,
+                     reason: str) -> dict:
+    """What one output-review decision binds, from the review as the node records it:
+    ``review`` needs ``review_id``, ``job_id`` and ``result_sha256`` (the hash of the
+    signed result exactly as it would be sealed to the researcher)."""
+    return {"node": node, "review_id": review["review_id"], "job_id": review["job_id"],
+            "result_sha256": review["result_sha256"], "approver": approver, "key": key,
+            "decision": "release" if release else "withhold", "reason": reason}
+
+
+def sign_review(key: Ed25519PrivateKey, statement: dict) -> bytes:
+    return sign(key, statement, REVIEW_DOMAIN)
+
+
+def review_verifies(pem: str, statement: dict, signature: bytes) -> bool:
+    return verifies(pem, statement, signature, REVIEW_DOMAIN)
+
+
+def parse_review_statement(text: str) -> dict:
+    """The output-review statement a decision says it signed; a UserError unless it has
+    exactly the fields of one (an approval's or a registry change's is not one)."""
+    return _parse(text, REVIEW_FIELDS, "the review decision carries no valid signed "
+                  "statement", "sign it with `scifed node review release|withhold ID --key "
+                  "KEY`")
 
 
 def _parse(text: str, fields: tuple[str, ...], what: str, how: str) -> dict:

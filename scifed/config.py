@@ -59,6 +59,9 @@ class NodeConfig(_Strict):
         default=86400.0, gt=0, description="the oldest certificate revocation list (by the "
         "time the CA signed it) this node trusts: with an older one, or none, it refuses "
         "tasks that trust other parties (a study key, a researcher, contributors)")
+    output_review_hours: float = Field(
+        default=168.0, gt=0, description="how long a pooled result waits for the officer's "
+        "output review (where policy asks for one) before it is withheld unreleased")
     approvers: dict[str, Literal["officer", "liaison", "security_lead"]] = Field(
         default_factory=dict, description="deprecated, approves nothing: approvers are "
         "people with keys (`scifed node approver add NAME --role ROLE`); the node warns at "

@@ -353,6 +353,8 @@ class Crl:
     next_update: dt.datetime | None
     serials: frozenset[int]        # the revoked certificate serials
     der: bytes                     # the signed CRL as it travels
+    # when each serial was revoked, as the CA recorded it
+    revoked_on: tuple[tuple[int, dt.datetime], ...] = ()
 
     def age_seconds(self, now: dt.datetime | None = None) -> float:
         return ((now or dt.datetime.now(dt.UTC)) - self.this_update).total_seconds()
@@ -385,7 +387,8 @@ def load_crl(data: bytes, ca_cert_pem: bytes, *, source: str = "the CRL") -> Crl
     return Crl(number=number, this_update=crl.last_update_utc,
                next_update=crl.next_update_utc,
                serials=frozenset(r.serial_number for r in crl),
-               der=crl.public_bytes(serialization.Encoding.DER))
+               der=crl.public_bytes(serialization.Encoding.DER),
+               revoked_on=tuple((r.serial_number, r.revocation_date_utc) for r in crl))
 
 
 def newer_crl(current: Crl | None, offered: Crl) -> bool:

@@ -705,7 +705,9 @@ ATTESTATION_FIELDS = {"job_id": str, "stage": str, "round": int, "query_sha256":
                       "node": str, "study_id": str, "key_version": int, "researcher": str,
                       "spec_sha256": str, "ciphertext_sha256": str, "dataset": dict,
                       "audit_head": dict, "dp": (dict, type(None)), "k": int,
-                      "min_contributors": int, "masked_with": list, "attempt": int}
+                      "min_contributors": int, "masked_with": list, "attempt": int,
+                      # the contributor's own cell asks for its officer's output review
+                      "output_review": bool}
 _ATTESTATION_DOMAIN = b"scifed-contribution-v2\0"
 _DATASET_FIELDS = ("dataset_id", "record_id", "sha256", "version", "schema_hash")
 
@@ -721,9 +723,15 @@ def sign_attestation(statement: dict, *, node: str, cert_path: Path, key_path: P
     if statement.get("node") != node or set(statement) != set(ATTESTATION_FIELDS):
         raise UserError(f"node {node} attests only a statement of its own contribution "
                         "with the fields of one")
+    return _sign_node_statement(statement, _ATTESTATION_DOMAIN, node=node,
+                                cert_path=cert_path, key_path=key_path)
+
+
+def _sign_node_statement(statement: dict, domain: bytes, *, node: str, cert_path: Path,
+                         key_path: Path) -> dict:
     key, cert_pem = _certified_key(cert_path, key_path, role="node", name=node)
     signed = json.loads(canonical_json(statement))
-    signature = key.sign(attestation_message(signed), ec.ECDSA(hashes.SHA256()))
+    signature = key.sign(domain + canonical_json(signed), ec.ECDSA(hashes.SHA256()))
     return {"statement": signed, "alg": _RESULT_ALG,
             "value": base64.b64encode(signature).decode(), "cert_pem": cert_pem.decode()}
 
@@ -744,13 +752,23 @@ def verify_attestation(attestation: object, ca_cert_pem: bytes, *, node: str,
     statement verifies, the statement has the fields of one and says what ``expect``
     says (job, stage, round, study, key version, ...). The ciphertext's hash is the
     caller's to compare. Raises a UserError naming what is wrong."""
-    what = f"the attestation of {node}'s contribution"
-    if not (isinstance(attestation, dict) and isinstance(attestation.get("statement"), dict)
-            and all(isinstance(attestation.get(k), str) for k in ("alg", "value", "cert_pem"))):
+    return _verify_node_statement(
+        attestation, ca_cert_pem, node=node, expect=expect, revoked=revoked,
+        fields=ATTESTATION_FIELDS, domain=_ATTESTATION_DOMAIN,
+        what=f"the attestation of {node}'s contribution", kind="attestation")
+
+
+def _verify_node_statement(signed: object, ca_cert_pem: bytes, *, node: str, expect: dict,
+                           revoked: Collection[int], fields: dict, domain: bytes, what: str,
+                           kind: str) -> VerifiedAttestation:
+    """A statement ``node`` signed with its certificate key under ``domain`` (an
+    attestation, a review verdict), checked as :func:`verify_attestation` says."""
+    if not (isinstance(signed, dict) and isinstance(signed.get("statement"), dict)
+            and all(isinstance(signed.get(k), str) for k in ("alg", "value", "cert_pem"))):
         raise UserError(f"{what} is missing or malformed")
-    if attestation["alg"] != _RESULT_ALG:
-        raise UserError(f"{what} is signed with {attestation['alg']!r}, not {_RESULT_ALG}")
-    cert_pem = attestation["cert_pem"].encode()
+    if signed["alg"] != _RESULT_ALG:
+        raise UserError(f"{what} is signed with {signed['alg']!r}, not {_RESULT_ALG}")
+    cert_pem = signed["cert_pem"].encode()
     identity = verify_certificate(cert_pem, ca_cert_pem, who=what)
     if (identity.role, identity.name) != ("node", node):
         raise UserError(f"{what} is signed with the certificate of {identity.role} "
@@ -759,17 +777,17 @@ def verify_attestation(attestation: object, ca_cert_pem: bytes, *, node: str,
         raise UserError(f"{what} is signed with the certificate of node {node!r} (serial "
                         f"{identity.serial}), which has been revoked")
     try:
-        signature = base64.b64decode(attestation["value"], validate=True)
+        signature = base64.b64decode(signed["value"], validate=True)
     except binascii.Error:
         raise UserError(f"{what}: its signature is not base64") from None
-    statement = attestation["statement"]
-    if not _signature_verifies(cert_pem, signature, attestation_message(statement),
+    statement = signed["statement"]
+    if not _signature_verifies(cert_pem, signature, domain + canonical_json(statement),
                                whose=f"node {node!r}'s"):
-        raise UserError(f"the signature of {node}'s attestation does not verify: it was "
+        raise UserError(f"the signature of {node}'s {kind} does not verify: it was "
                         f"altered after {node} signed it")
-    if set(statement) != set(ATTESTATION_FIELDS) or not all(
+    if set(statement) != set(fields) or not all(
             isinstance(statement[k], t) and not (t is int and isinstance(statement[k], bool))
-            for k, t in ATTESTATION_FIELDS.items()):
+            for k, t in fields.items()):
         raise UserError(f"{what} does not have the fields of one")
     if statement["node"] != node:
         raise UserError(f"{what} names node {statement['node']!r}")
@@ -780,6 +798,40 @@ def verify_attestation(attestation: object, ca_cert_pem: bytes, *, node: str,
             raise UserError(f"{what} names {field} {statement[field]!r}, not "
                             f"{value!r} as this release")
     return VerifiedAttestation(node, identity.serial, statement)
+
+
+# -- output review by another contributor's officer --------------------------------------
+# A contributor whose own cell asks for output review receives the signed result sealed
+# to its seal key (``review_context``), has its officer decide, and answers the release
+# node with a verdict signed by its node key: the job, itself, the release node, the
+# sha256 of the very bytes it reviewed, release or withhold, its review and who decided.
+VERDICT_FIELDS = {"job_id": str, "node": str, "release_node": str, "result_sha256": str,
+                  "decision": str, "review_id": str, "reviewed_by": list}
+_VERDICT_DOMAIN = b"scifed-review-verdict-v1\0"
+
+
+def review_context(job_id: str, node: str) -> bytes:
+    """Binds a result sealed for ``node``'s output review to its job and that node."""
+    return f"scifed-review|{job_id}|{node}".encode()
+
+
+def sign_verdict(statement: dict, *, node: str, cert_path: Path, key_path: Path) -> dict:
+    """As a reviewing contributor: its verdict on a result (:data:`VERDICT_FIELDS`)."""
+    if statement.get("node") != node or set(statement) != set(VERDICT_FIELDS):
+        raise UserError(f"node {node} signs only a verdict of its own review with the "
+                        "fields of one")
+    return _sign_node_statement(statement, _VERDICT_DOMAIN, node=node, cert_path=cert_path,
+                                key_path=key_path)
+
+
+def verify_verdict(verdict: object, ca_cert_pem: bytes, *, node: str, expect: dict,
+                   revoked: Collection[int] = ()) -> dict:
+    """``node``'s verdict checked (signed by its certificate, for what ``expect`` says:
+    job, release node, result hash); its statement."""
+    return _verify_node_statement(
+        verdict, ca_cert_pem, node=node, expect=expect, revoked=revoked,
+        fields=VERDICT_FIELDS, domain=_VERDICT_DOMAIN,
+        what=f"the output-review verdict of {node}", kind="verdict").statement
 
 
 def attested_dataset(statement: dict) -> dict:

@@ -18,6 +18,8 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
     # the coordinator restarted under a job that can go on (`scifed job resume`)
     INTERRUPTED = "interrupted"
+    # the officer's output review at the release node withheld the result
+    WITHHELD = "withheld"
 
     @property
     def final(self) -> bool:
@@ -30,7 +32,8 @@ class JobStatus(StrEnum):
         return self in STOPPED
 
 
-FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED,
+                   JobStatus.WITHHELD})
 STOPPED = FINAL | {JobStatus.INTERRUPTED}
 
 
@@ -48,6 +51,10 @@ class TaskState(StrEnum):
     WAITING = "waiting"  # held in the node officer's approval queue
     DONE = "done"
     FAILED = "failed"
+
+
+# The phase of a job whose result waits for an officer's output review (node/review.py).
+IN_OUTPUT_REVIEW = "in output review"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class TaskKind(StrEnum):
     UNMASK = "job.unmask"          # a contributor reveals its self-mask once the set is final
     CANCELLED = "job.cancelled"    # withdraw the job's requests from the officers' queues
     FLOWER_RESET = "flower.reset"  # restart the SuperNode that may hold a stale run
+    REVIEW = "job.review"          # a contributor's officer reviews the result, sealed to it
 
 
 M = TypeVar("M", bound="Message")
@@ -173,17 +174,43 @@ class ReleaseRequest(TaskHeader):
     reveals: dict[str, B64] = {}  # each contributor's sealed self-mask seed of it
     aggregates: dict[str, B64] = {}  # pooled ciphertexts by name (training: Flower's sums)
     state: B64 | None = None     # the release node's own state of an earlier round, sealed
+    # the contributors' seal key claims (to seal the result to those that review it), and
+    # the verdicts of their reviews, signed by each (scifed.sealing.verify_verdict)
+    reviewer_claims: dict[str, dict] = {}
+    verdicts: dict[str, dict] = {}
     stage: Literal["final", "progress"] = "final"
     round: int = 0               # the round a progress release reports
     extra: dict = {}             # job-type fields in clear (no data: counts of rounds etc.)
 
 
 class ReleaseReply(Message):
-    """Either the result sealed to the researcher, or one more round to run."""
+    """The result sealed to the researcher, one more round to run, or the reason the
+    officer's output review withheld the result."""
 
     sealed: B64 | None = None
     query: B64 | None = None
     state: B64 | None = None
+    # the officer's output review withheld the result: only its reason, sealed to the
+    # researcher (as a refusal's, scifed.sealing.refusal_context), leaves
+    withheld: B64 | None = None
+    # contributors whose own cells ask for output review: the signed result sealed to each
+    # (scifed.sealing.review_context), and its sha256; the release node seals it to the
+    # researcher once each answers a verdict to release
+    reviews: dict[str, B64] = {}
+    result_sha256: str = ""
+
+
+class ReviewRequest(TaskHeader):
+    """A contributor's output review of the result another node releases."""
+
+    release_node: str
+    sealed: B64          # the signed result, sealed to this node's seal key
+    result_sha256: str   # of the plaintext: what the verdict names
+
+
+class ReviewReply(Message):
+    verdict: dict                 # signed by the reviewing node (scifed.sealing.sign_verdict)
+    withheld: B64 | None = None   # the officer's reason, sealed to the researcher
 
 
 class CheckReply(Message):
@@ -192,7 +219,8 @@ class CheckReply(Message):
 
 
 class Waiting(Message):
-    waiting: str  # what the task waits for (the officer's approval)
+    waiting: str  # what the task waits for (the officer's approval, an output review)
+    phase: str = ""  # the job's phase meanwhile (e.g. "in output review"); "" keeps it
 
 
 class Reserved(Message):

@@ -111,9 +111,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
     a method missing from the table is refused, so a new RPC is closed by default.
     """
 
-    def __init__(self, rules: dict[str, Iterable[str]], revocations: RevocationList) -> None:
+    def __init__(self, rules: dict[str, Iterable[str]], revocations: RevocationList,
+                 on_peer: Callable[[Identity], None] | None = None) -> None:
+        """``on_peer``: told every caller's identity (before any refusal), so a server can
+        name the certificates a CRL lists only by serial."""
         self._rules = {m: frozenset(r) for m, r in rules.items()}
         self._revocations = revocations
+        self._on_peer = on_peer
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails):
         handler = continuation(details)
@@ -123,6 +127,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
         def check(context: grpc.ServicerContext) -> None:
             ident = peer_identity(context)
+            if self._on_peer is not None:
+                self._on_peer(ident)
             if ident.serial in self._revocations.serials():
                 context.abort(grpc.StatusCode.UNAUTHENTICATED,
                               f"certificate of {ident.role} '{ident.name}' has been revoked")

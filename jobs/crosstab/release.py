@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import chi2_contingency
 
 from jobs.base import Pooled, Released
 from jobs.crosstab import disclosure
@@ -87,6 +86,9 @@ def _layer(layout: Layout, layer: str | None, cells: np.ndarray, flags: np.ndarr
 def chi_square(cells: np.ndarray, layout: Layout) -> tuple[dict | None, str]:
     """The test on the table without all-zero rows and columns; (None, why) if it has
     fewer than two of either."""
+    # here, not at the top: scipy.stats costs every node ~50 MB
+    from scipy.stats import chi2_contingency
+
     keep_r, keep_c = cells.sum(axis=1) > 0, cells.sum(axis=0) > 0
     table = cells[np.ix_(keep_r, keep_c)]
     if table.shape[0] < 2 or table.shape[1] < 2:

@@ -12,16 +12,19 @@ and so changes the size of the intersection by at most one.
 from __future__ import annotations
 
 import numpy as np
-import opendp.prelude as dp
+import opendp.domains as dpd
+import opendp.measurements as dpm
+import opendp.metrics as dpx
+import opendp.mod
 
-dp.enable_features("contrib")
+opendp.mod.enable_features("contrib")  # the modules, not the prelude: see jobs/privacy.py
 
 
 def add_noise(vec: np.ndarray, epsilon: float) -> dict:
     scale = 1.0 / epsilon
-    meas = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int),
-                             scale=scale)
+    meas = dpm.make_laplace(dpd.atom_domain(T=int), dpx.absolute_distance(T=int),
+                            scale=scale)
     vec[0] = float(meas(int(round(vec[0]))))
-    return {"mechanism": "discrete Laplace, OpenDP " + dp.__version__,
+    return {"mechanism": "discrete Laplace, OpenDP " + opendp.mod.__version__,
             "neighbouring": "add or remove one row", "sensitivity": 1,
             "epsilon": epsilon, "delta": 0.0, "scale": scale}

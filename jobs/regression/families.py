@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, gammaln, xlogy
 
 from scifed.errors import UserError
 
@@ -32,7 +31,13 @@ class Evaluated:
     extra: tuple[float, float, float] = (0.0, 0.0, 0.0)  # Gamma: Σlog(y/μ), Σy/μ, Σlog y
 
 
+# scipy.special is imported where a GLM evaluates, not with the module: every node
+# imports the job types, and most never fit a GLM.
+
+
 def _binomial(y: np.ndarray, eta: np.ndarray) -> Evaluated:
+    from scipy.special import expit, xlogy
+
     mu = np.clip(expit(eta), _EPS, 1 - _EPS)  # statsmodels clips the same way
     v = mu * (1 - mu)
     dev = 2 * float(np.sum(xlogy(y, y / mu) + xlogy(1 - y, (1 - y) / (1 - mu))))
@@ -41,6 +46,8 @@ def _binomial(y: np.ndarray, eta: np.ndarray) -> Evaluated:
 
 
 def _poisson(y: np.ndarray, eta: np.ndarray) -> Evaluated:
+    from scipy.special import gammaln, xlogy
+
     mu = np.maximum(np.exp(eta), _EPS)
     dev = 2 * float(np.sum(xlogy(y, y / mu) - (y - mu)))
     llf = float(np.sum(xlogy(y, mu) - mu - gammaln(y + 1)))
@@ -72,6 +79,8 @@ def link(family: str, mean: float) -> float:
 def gamma_llf(extra: tuple[float, float, float], n: int, scale: float) -> float:
     """Σ of statsmodels' Gamma ``loglike_obs`` at dispersion ``scale`` from the pooled
     Σlog(y/μ), Σy/μ and Σlog y."""
+    from scipy.special import gammaln
+
     log_ratio, ratio, log_y = extra
     a = 1.0 / scale
     return float(a * log_ratio - n * a * np.log(scale) - a * ratio - n * gammaln(a) - log_y)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 ALIAS_TOLERANCE = 1e-9  # residual variance share of a column explained by earlier ones
 
@@ -54,6 +53,7 @@ def solve(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def table(names: list[str], params: np.ndarray, cov: np.ndarray, *, df: float | None,
           confidence: float) -> list[dict]:
     """The coefficient table: t-based with ``df`` residual degrees of freedom, else z."""
+    from scipy import stats  # here, not at the top: scipy.stats costs every node ~50 MB
     se = np.sqrt(np.diag(cov))
     stat = params / se
     if df is None:
@@ -70,6 +70,7 @@ def table(names: list[str], params: np.ndarray, cov: np.ndarray, *, df: float | 
 def ols(names: list[str], n: int, sum_y: float, yty: float, xtx: np.ndarray,
         xty: np.ndarray, *, intercept: bool, confidence: float) -> dict:
     """An exact OLS fit from the pooled sufficient statistics, as statsmodels' OLS."""
+    from scipy import stats  # here, not at the top: scipy.stats costs every node ~50 MB
     p = len(names)
     beta, inv = solve(xtx, xty)
     rss = max(float(yty - 2 * beta @ xty + beta @ xtx @ beta), 0.0)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from jobs.base import NextRound, Pooled, Released
 from jobs.regression import disclosure as regression_rules
@@ -146,6 +145,7 @@ def _not_converged(spec: SurvivalSpec) -> str:
 
 def _result(spec: SurvivalSpec, names: list[str], lay, beta: np.ndarray, inv: np.ndarray,
             llf: float, null: float, state: dict, iterations: int) -> dict:
+    from scipy import stats  # here, not at the top: scipy.stats costs every node ~50 MB
     table = fit.table(names, beta, inv, df=None, confidence=spec.confidence)
     for row in table:
         row |= {"hazard_ratio": math.exp(row["estimate"]),

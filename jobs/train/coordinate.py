@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jobs.base import Driver, JobCancelled, JobFailed, Run
+from jobs.base import Driver, JobCancelled, JobFailed, Run, released
 from jobs.train import TrainJob
 from jobs.train.protocol import (
     CHECKPOINT_FILE,
@@ -337,4 +337,4 @@ def run_training(driver: Driver, run: Run) -> bytes:
                                 ReleaseReply)
     if release_node not in out:
         raise JobFailed(failed[release_node])
-    return out[release_node].sealed
+    return released(driver, run, release_node, out[release_node])

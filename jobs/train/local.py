@@ -1,5 +1,6 @@
 """One node's share of a federated round: split, evaluate, train — with PyTorch, and with
-Opacus DP-SGD when the node requires it.
+DP-SGD when the node requires it (Opacus' Poisson sampling, noise and RDP accountant,
+with per-sample clipping fused into the backward pass: ``jobs.train.dp_sgd``).
 
 DP-SGD accounting spans the whole job: the noise multiplier is calibrated once for all
 rounds x local epochs (same inputs give the same sigma in every round, whichever process runs it),
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -49,6 +49,25 @@ class LocalResult:
     loss_sum: float
     epsilon: float | None = None
     history: list[tuple[float, float, int]] = field(default_factory=list)
+
+
+class RowBatches(TensorDataset):
+    """The training split, handing out a batch of rows with one indexing per tensor.
+
+    A ``DataLoader`` otherwise fetches rows one by one and stacks them, which was most of
+    a plain epoch's time on tabular data. Which rows form a batch is still the sampler's
+    choice (shuffling, or Opacus' Poisson sampler under DP-SGD), so batches are the same
+    rows as before.
+    """
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[rows] for t in self.tensors)
+
+
+def _as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate function for :class:`RowBatches`: the batch is already stacked."""
+    return batch
 
 
 def split(x: np.ndarray, y: np.ndarray, spec: TrainSpec, node: str) -> LocalData:
@@ -111,39 +130,42 @@ def train(model: nn.Module, data: LocalData, spec: TrainSpec, *, round_no: int,
         seed = int.from_bytes(os.urandom(8), "little")
         torch.manual_seed(seed)  # Opacus draws its noise from the global generator
         generator.manual_seed(seed ^ 0x5DEECE66D)
-    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size,
-                        shuffle=True, generator=generator)
+    loader = DataLoader(RowBatches(data.x_train, data.y_train), batch_size=spec.batch_size,
+                        shuffle=True, generator=generator, collate_fn=_as_batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=MOMENTUM)
-    model.train()  # Opacus refuses a model in eval mode
-    engine = None
-    if dp is not None:
-        from opacus import PrivacyEngine
-
-        with warnings.catch_warnings():
-            # secure_mode needs torchcsprng, which does not build for current torch
-            warnings.filterwarnings("ignore", message="Secure RNG turned off")
-            engine = PrivacyEngine(accountant="rdp")
-        engine.accountant.history = list(history or [])
-        model, optimizer, loader = engine.make_private(
-            module=model, optimizer=optimizer, data_loader=loader,
-            noise_multiplier=noise_multiplier(spec, dp, n, history),
-            max_grad_norm=dp.max_grad_norm,
-            poisson_sampling=True)
+    model.train()
     target = spec.target_scaling()
     scale = 1.0 / target[1] ** 2 if target else 1.0
+    accountant = None
+    if dp is not None:
+        from opacus.accountants import RDPAccountant
+
+        from jobs.train import dp_sgd
+
+        accountant = RDPAccountant()
+        accountant.history = list(history or [])
+        private = dp_sgd.make_private(
+            model, optimizer, loader, accountant=accountant,
+            noise_multiplier=noise_multiplier(spec, dp, n, history),
+            max_grad_norm=dp.max_grad_norm)
+        optimizer, loader = private.optimizer, private.loader
     loss_sum, seen = 0.0, 0
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        for epoch in range(spec.local_epochs):
-            last = epoch == spec.local_epochs - 1
-            for xb, yb in loader:
-                optimizer.zero_grad()
+    for epoch in range(spec.local_epochs):
+        last = epoch == spec.local_epochs - 1
+        for xb, yb in loader:
+            optimizer.zero_grad(set_to_none=True)
+            if dp is None:
                 loss = loss_fn(spec.task, model(xb), yb, scale=scale)
                 loss.backward()
-                optimizer.step()
-                if last and len(yb):
-                    loss_sum += loss.item() * len(yb)
-                    seen += len(yb)
+                batch_loss = loss.item() * len(yb)
+            else:
+                batch_loss = dp_sgd.clipped_backward(
+                    model, xb, lambda out, yb=yb: loss_fn(spec.task, out, yb, "sum", scale),
+                    dp.max_grad_norm).item()
+            optimizer.step()
+            if last and len(yb):
+                loss_sum += batch_loss
+                seen += len(yb)
     # The last epoch's mean loss (in label units), scaled to n so pooled sums weight
     # nodes by size.
     result = LocalResult(n, loss_sum / scale / max(seen, 1) * n)
@@ -151,10 +173,10 @@ def train(model: nn.Module, data: LocalData, spec: TrainSpec, *, round_no: int,
     if not (math.isfinite(result.loss_sum) and torch.isfinite(params).all()):
         raise UserError(f"node {node}: training diverged in round {round_no}; lower `lr`, "
                         "or standardize the features (and a regression label)")
-    if engine is not None:
+    if accountant is not None:
         assert dp is not None
-        result.epsilon = float(engine.get_epsilon(dp.delta))
-        result.history = [(float(s), float(q), int(k)) for s, q, k in engine.accountant.history]
+        result.epsilon = float(accountant.get_epsilon(dp.delta))
+        result.history = [(float(s), float(q), int(k)) for s, q, k in accountant.history]
     return result
 
 

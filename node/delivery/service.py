@@ -23,11 +23,14 @@ import datetime as dt
 import decimal
 import json
 import math
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from scifed.delivery import MAX_ANSWER_ROWS
+
+if TYPE_CHECKING:  # a node imports pandas only when a job needs it (test_node_imports)
+    import pandas as pd
 from scifed.errors import UserError, excerpt
 from scifed.filters import quote_identifier
 

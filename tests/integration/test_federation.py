@@ -219,9 +219,10 @@ def test_plaintext_and_foreign_ca_are_refused(fed, tmp_path):
 def test_roles_come_from_the_certificate(fed):
     with fed.researcher() as r:
         assert r.whoami() == {"name": "alice", "role": "researcher"}
-        with pytest.raises(grpc.RpcError) as exc:
-            r.nodes()
-        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        for operators_only in (r.nodes, r.all_jobs, r.revocations):
+            with pytest.raises(grpc.RpcError) as exc:  # every job of every researcher, ...
+                operators_only()
+            assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
         link = fpbg.NodeLinkStub(r._channel)
         with pytest.raises(grpc.RpcError) as exc:
             link.SyncCatalog(fpb.SyncCatalogRequest(records_json=[]), timeout=5)
@@ -231,13 +232,14 @@ def test_roles_come_from_the_certificate(fed):
         assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with fed.operator() as op:
         assert set(op.nodes()["name"]) == set(NODES)
+        assert op.all_jobs() == [] and op.revocations().has_crl
+        with pytest.raises(grpc.RpcError) as exc:  # the operator never fetches a result
+            op.stub.GetResult(cpb.GetJobRequest(job_id="job-x"), timeout=5)
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_revoked_certificate_is_refused(fed):
-    mallory = fed.root / "mallory"
-    fed.cli("researcher", "init", "--name", "mallory", "--dir", str(mallory),
-            "--coordinator", fed.address)
-    fed.enrol("researcher", "mallory", mallory)
+    mallory = fed.add_researcher("mallory")
     from coordinator.client import Client
 
     with Client(mallory) as c:

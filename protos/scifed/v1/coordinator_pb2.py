@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.scifed.v1 import federation_pb2 as protos_dot_scifed_dot_v1_dot_federation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/scifed/v1/coordinator.proto\x12\tscifed.v1\x1a!protos/scifed/v1/federation.proto\"\x0f\n\rWhoAmIRequest\")\n\x0bWhoAmIReply\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\xae\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08subjects\x18\x02 \x03(\t\x12\x11\n\tplatforms\x18\x03 \x03(\t\x12\x0e\n\x06grades\x18\x04 \x03(\t\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x10\n\x08keywords\x18\x06 \x03(\t\x12\x0f\n\x07\x63olumns\x18\x07 \x03(\t\x12\r\n\x05limit\x18\x08 \x01(\x05\x12\x13\n\x0bmin_quality\x18\t \x01(\t\"\xb5\x01\n\tSearchHit\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\r\n\x05grade\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\x10\n\x08subjects\x18\x07 \x03(\t\x12\x0c\n\x04stub\x18\x08 \x01(\x08\x12\x14\n\x0crecord_count\x18\t \x01(\x03\x12\x0f\n\x07quality\x18\n \x01(\t\"1\n\x0bSearchReply\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.scifed.v1.SearchHit\"%\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\"0\n\x0bRecordReply\x12\x13\n\x0brecord_json\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"\x12\n\x10ListNodesRequest\"\x81\x01\n\x08NodeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x0e\n\x06online\x18\x03 \x01(\x08\x12\x19\n\x11last_seen_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x05 \x01(\x05\x12\x18\n\x10software_version\x18\x06 \x01(\t\"4\n\x0eListNodesReply\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.scifed.v1.NodeInfo\"U\n\x12\x43reateStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x11\n\tmin_nodes\x18\x04 \x01(\x05\"9\n\x14\x41\x64\x64ResearcherRequest\x12\r\n\x05study\x18\x01 \x01(\t\x12\x12\n\nresearcher\x18\x02 \x01(\t\"\x14\n\x12ListStudiesRequest\"9\n\x10ListStudiesReply\x12%\n\x07studies\x18\x01 \x03(\x0b\x32\x14.scifed.v1.StudyInfo\"Q\n\x10SubmitJobRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\x12\x11\n\tspec_name\x18\x02 \x01(\t\x12\x17\n\x0fseal_claim_json\x18\x03 \x01(\t\"0\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"?\n\x0fListJobsRequest\x12\r\n\x05study\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"1\n\rListJobsReply\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.scifed.v1.JobInfo\"v\n\x08NodeTask\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\x12\x15\n\rsealed_reason\x18\x06 \x01(\x0c\"\xa2\x02\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05study\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05phase\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\"\n\x05tasks\x18\x07 \x03(\x0b\x32\x13.scifed.v1.NodeTask\x12\x17\n\x0f\x63reated_unix_ms\x18\x08 \x01(\x03\x12\x17\n\x0fupdated_unix_ms\x18\t \x01(\x03\x12\x14\n\x0c\x63ontributors\x18\n \x03(\t\x12*\n\x08progress\x18\x0b \x03(\x0b\x32\x18.scifed.v1.RoundProgress\x12$\n\nphase_info\x18\x0c \x01(\x0b\x32\x10.scifed.v1.Phase\"4\n\x05Phase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\".\n\rRoundProgress\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"-\n\x0bResultReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"0\n\nAccessCall\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"2\n\x0c\x41\x63\x63\x65ssAnswer\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tunreached\x18\x02 \x03(\t2\x99\t\n\x0e\x43oordinatorApi\x12:\n\x06WhoAmI\x12\x18.scifed.v1.WhoAmIRequest\x1a\x16.scifed.v1.WhoAmIReply\x12\x41\n\rSearchCatalog\x12\x18.scifed.v1.SearchRequest\x1a\x16.scifed.v1.SearchReply\x12@\n\tGetRecord\x12\x1b.scifed.v1.GetRecordRequest\x1a\x16.scifed.v1.RecordReply\x12\x43\n\tListNodes\x12\x1b.scifed.v1.ListNodesRequest\x1a\x19.scifed.v1.ListNodesReply\x12\x42\n\x0b\x43reateStudy\x12\x1d.scifed.v1.CreateStudyRequest\x1a\x14.scifed.v1.StudyInfo\x12\x46\n\rAddResearcher\x12\x1f.scifed.v1.AddResearcherRequest\x1a\x14.scifed.v1.StudyInfo\x12I\n\x0bListStudies\x12\x1d.scifed.v1.ListStudiesRequest\x1a\x1b.scifed.v1.ListStudiesReply\x12<\n\tSubmitJob\x12\x1b.scifed.v1.SubmitJobRequest\x1a\x12.scifed.v1.JobInfo\x12\x36\n\x06GetJob\x12\x18.scifed.v1.GetJobRequest\x1a\x12.scifed.v1.JobInfo\x12@\n\x08ListJobs\x12\x1a.scifed.v1.ListJobsRequest\x1a\x18.scifed.v1.ListJobsReply\x12=\n\tGetResult\x12\x18.scifed.v1.GetJobRequest\x1a\x16.scifed.v1.ResultReply\x12\x39\n\tResumeJob\x12\x18.scifed.v1.GetJobRequest\x1a\x12.scifed.v1.JobInfo\x12\x39\n\tCancelJob\x12\x18.scifed.v1.GetJobRequest\x1a\x12.scifed.v1.JobInfo\x12?\n\rRequestAccess\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswer\x12<\n\nListAccess\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswer\x12@\n\x0e\x41\x63\x63\x65ssManifest\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswer\x12=\n\x0b\x41\x63\x63\x65ssChunk\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswer\x12=\n\x0b\x41\x63\x63\x65ssQuery\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/scifed/v1/coordinator.proto\x12\tscifed.v1\x1a!protos/scifed/v1/federation.proto\"\x0f\n\rWhoAmIRequest\")\n\x0bWhoAmIReply\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\xae\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08subjects\x18\x02 \x03(\t\x12\x11\n\tplatforms\x18\x03 \x03(\t\x12\x0e\n\x06grades\x18\x04 \x03(\t\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x10\n\x08keywords\x18\x06 \x03(\t\x12\x0f\n\x07\x63olumns\x18\x07 \x03(\t\x12\r\n\x05limit\x18\x08 \x01(\x05\x12\x13\n\x0bmin_quality\x18\t \x01(\t\"\xb5\x01\n\tSearchHit\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\r\n\x05grade\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\x10\n\x08subjects\x18\x07 \x03(\t\x12\x0c\n\x04stub\x18\x08 \x01(\x08\x12\x14\n\x0crecord_count\x18\t \x01(\x03\x12\x0f\n\x07quality\x18\n \x01(\t\"1\n\x0bSearchReply\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.scifed.v1.SearchHit\"%\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\"0\n\x0bRecordReply\x12\x13\n\x0brecord_json\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"\x12\n\x10ListNodesRequest\"\xc8\x01\n\x08NodeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x0e\n\x06online\x18\x03 \x01(\x08\x12\x19\n\x11last_seen_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x05 \x01(\x05\x12\x18\n\x10software_version\x18\x06 \x01(\t\x12\x11\n\taudit_seq\x18\x07 \x01(\x03\x12\x12\n\naudit_hash\x18\x08 \x01(\t\x12\x1e\n\x16\x61udit_received_unix_ms\x18\t \x01(\x03\"4\n\x0eListNodesReply\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.scifed.v1.NodeInfo\"U\n\x12\x43reateStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x11\n\tmin_nodes\x18\x04 \x01(\x05\"9\n\x14\x41\x64\x64ResearcherRequest\x12\r\n\x05study\x18\x01 \x01(\t\x12\x12\n\nresearcher\x18\x02 \x01(\t\"\x14\n\x12ListStudiesRequest\"9\n\x10ListStudiesReply\x12%\n\x07studies\x18\x01 \x03(\x0b\x32\x14.scifed.v1.StudyInfo\"Q\n\x10SubmitJobRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\x12\x11\n\tspec_name\x18\x02 \x01(\t\x12\x17\n\x0fseal_claim_json\x18\x03 \x01(\t\"0\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"?\n\x0fListJobsRequest\x12\r\n\x05study\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"1\n\rListJobsReply\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.scifed.v1.JobInfo\"v\n\x08NodeTask\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\x12\x15\n\rsealed_reason\x18\x06 \x01(\x0c\"\xb6\x02\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05study\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05phase\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\"\n\x05tasks\x18\x07 \x03(\x0b\x32\x13.scifed.v1.NodeTask\x12\x17\n\x0f\x63reated_unix_ms\x18\x08 \x01(\x03\x12\x17\n\x0fupdated_unix_ms\x18\t \x01(\x03\x12\x14\n\x0c\x63ontributors\x18\n \x03(\t\x12*\n\x08progress\x18\x0b \x03(\x0b\x32\x18.scifed.v1.RoundProgress\x12$\n\nphase_info\x18\x0c \x01(\x0b\x32\x10.scifed.v1.Phase\x12\x12\n\nresearcher\x18\r \x01(\t\"4\n\x05Phase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\".\n\rRoundProgress\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"-\n\x0bResultReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"\x18\n\x16ListRevocationsRequest\"Y\n\x12RevokedCertificate\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x17\n\x0frevoked_unix_ms\x18\x04 \x01(\x03\"\xa5\x01\n\x14ListRevocationsReply\x12\x0f\n\x07has_crl\x18\x01 \x01(\x08\x12\x12\n\ncrl_number\x18\x02 \x01(\x03\x12\x1b\n\x13this_update_unix_ms\x18\x03 \x01(\x03\x12\x1b\n\x13next_update_unix_ms\x18\x04 \x01(\x03\x12.\n\x07revoked\x18\x05 \x03(\x0b\x32\x1d.scifed.v1.RevokedCertificate\"0\n\nAccessCall\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"2\n\x0c\x41\x63\x63\x65ssAnswer\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tunreached\x18\x02 \x03(\t2\xb5\n\n\x0e\x43oordinatorApi\x12:\n\x06WhoAmI\x12\x18.scifed.v1.WhoAmIRequest\x1a\x16.scifed.v1.WhoAmIReply\x12\x41\n\rSearchCatalog\x12\x18.scifed.v1.SearchRequest\x1a\x16.scifed.v1.SearchReply\x12@\n\tGetRecord\x12\x1b.scifed.v1.GetRecordRequest\x1a\x16.scifed.v1.RecordReply\x12\x43\n\tListNodes\x12\x1b.scifed.v1.ListNodesRequest\x1a\x19.scifed.v1.ListNodesReply\x12\x42\n\x0b\x43reateStudy\x12\x1d.scifed.v1.CreateStudyRequest\x1a\x14.scifed.v1.StudyInfo\x12\x46\n\rAddResearcher\x12\x1f.scifed.v1.AddResearcherRequest\x1a\x14.scifed.v1.StudyInfo\x12I\n\x0bListStudies\x12\x1d.scifed.v1.ListStudiesRequest\x1a\x1b.scifed.v1.ListStudiesReply\x12<\n\tSubmitJob\x12\x1b.scifed.v1.SubmitJobRequest\x1a\x12.scifed.v1.JobInfo\x12\x36\n\x06GetJob\x12\x18.scifed.v1.GetJobRequest\x1a\x12.scifed.v1.JobInfo\x12@\n\x08ListJobs\x12\x1a.scifed.v1.ListJobsRequest\x1a\x18.scifed.v1.ListJobsReply\x12=\n\tGetResult\x12\x18.scifed.v1.GetJobRequest\x1a\x16.scifed.v1.ResultReply\x12\x39\n\tResumeJob\x12\x18.scifed.v1.GetJobRequest\x1a\x12.scifed.v1.JobInfo\x12\x39\n\tCancelJob\x12\x18.scifed.v1.GetJobRequest\x1a\x12.scifed.v1.JobInfo\x12\x43\n\x0bListAllJobs\x12\x1a.scifed.v1.ListJobsRequest\x1a\x18.scifed.v1.ListJobsReply\x12U\n\x0fListRevocations\x12!.scifed.v1.ListRevocationsRequest\x1a\x1f.scifed.v1.ListRevocationsReply\x12?\n\rRequestAccess\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswer\x12<\n\nListAccess\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswer\x12@\n\x0e\x41\x63\x63\x65ssManifest\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswer\x12=\n\x0b\x41\x63\x63\x65ssChunk\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswer\x12=\n\x0b\x41\x63\x63\x65ssQuery\x12\x15.scifed.v1.AccessCall\x1a\x17.scifed.v1.AccessAnswerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,39 +49,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTNODESREQUEST']._serialized_start=645
   _globals['_LISTNODESREQUEST']._serialized_end=663
   _globals['_NODEINFO']._serialized_start=666
-  _globals['_NODEINFO']._serialized_end=795
-  _globals['_LISTNODESREPLY']._serialized_start=797
-  _globals['_LISTNODESREPLY']._serialized_end=849
-  _globals['_CREATESTUDYREQUEST']._serialized_start=851
-  _globals['_CREATESTUDYREQUEST']._serialized_end=936
-  _globals['_ADDRESEARCHERREQUEST']._serialized_start=938
-  _globals['_ADDRESEARCHERREQUEST']._serialized_end=995
-  _globals['_LISTSTUDIESREQUEST']._serialized_start=997
-  _globals['_LISTSTUDIESREQUEST']._serialized_end=1017
-  _globals['_LISTSTUDIESREPLY']._serialized_start=1019
-  _globals['_LISTSTUDIESREPLY']._serialized_end=1076
-  _globals['_SUBMITJOBREQUEST']._serialized_start=1078
-  _globals['_SUBMITJOBREQUEST']._serialized_end=1159
-  _globals['_GETJOBREQUEST']._serialized_start=1161
-  _globals['_GETJOBREQUEST']._serialized_end=1209
-  _globals['_LISTJOBSREQUEST']._serialized_start=1211
-  _globals['_LISTJOBSREQUEST']._serialized_end=1274
-  _globals['_LISTJOBSREPLY']._serialized_start=1276
-  _globals['_LISTJOBSREPLY']._serialized_end=1325
-  _globals['_NODETASK']._serialized_start=1327
-  _globals['_NODETASK']._serialized_end=1445
-  _globals['_JOBINFO']._serialized_start=1448
-  _globals['_JOBINFO']._serialized_end=1738
-  _globals['_PHASE']._serialized_start=1740
-  _globals['_PHASE']._serialized_end=1792
-  _globals['_ROUNDPROGRESS']._serialized_start=1794
-  _globals['_ROUNDPROGRESS']._serialized_end=1840
-  _globals['_RESULTREPLY']._serialized_start=1842
-  _globals['_RESULTREPLY']._serialized_end=1887
-  _globals['_ACCESSCALL']._serialized_start=1889
-  _globals['_ACCESSCALL']._serialized_end=1937
-  _globals['_ACCESSANSWER']._serialized_start=1939
-  _globals['_ACCESSANSWER']._serialized_end=1989
-  _globals['_COORDINATORAPI']._serialized_start=1992
-  _globals['_COORDINATORAPI']._serialized_end=3169
+  _globals['_NODEINFO']._serialized_end=866
+  _globals['_LISTNODESREPLY']._serialized_start=868
+  _globals['_LISTNODESREPLY']._serialized_end=920
+  _globals['_CREATESTUDYREQUEST']._serialized_start=922
+  _globals['_CREATESTUDYREQUEST']._serialized_end=1007
+  _globals['_ADDRESEARCHERREQUEST']._serialized_start=1009
+  _globals['_ADDRESEARCHERREQUEST']._serialized_end=1066
+  _globals['_LISTSTUDIESREQUEST']._serialized_start=1068
+  _globals['_LISTSTUDIESREQUEST']._serialized_end=1088
+  _globals['_LISTSTUDIESREPLY']._serialized_start=1090
+  _globals['_LISTSTUDIESREPLY']._serialized_end=1147
+  _globals['_SUBMITJOBREQUEST']._serialized_start=1149
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1230
+  _globals['_GETJOBREQUEST']._serialized_start=1232
+  _globals['_GETJOBREQUEST']._serialized_end=1280
+  _globals['_LISTJOBSREQUEST']._serialized_start=1282
+  _globals['_LISTJOBSREQUEST']._serialized_end=1345
+  _globals['_LISTJOBSREPLY']._serialized_start=1347
+  _globals['_LISTJOBSREPLY']._serialized_end=1396
+  _globals['_NODETASK']._serialized_start=1398
+  _globals['_NODETASK']._serialized_end=1516
+  _globals['_JOBINFO']._serialized_start=1519
+  _globals['_JOBINFO']._serialized_end=1829
+  _globals['_PHASE']._serialized_start=1831
+  _globals['_PHASE']._serialized_end=1883
+  _globals['_ROUNDPROGRESS']._serialized_start=1885
+  _globals['_ROUNDPROGRESS']._serialized_end=1931
+  _globals['_RESULTREPLY']._serialized_start=1933
+  _globals['_RESULTREPLY']._serialized_end=1978
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=1980
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=2004
+  _globals['_REVOKEDCERTIFICATE']._serialized_start=2006
+  _globals['_REVOKEDCERTIFICATE']._serialized_end=2095
+  _globals['_LISTREVOCATIONSREPLY']._serialized_start=2098
+  _globals['_LISTREVOCATIONSREPLY']._serialized_end=2263
+  _globals['_ACCESSCALL']._serialized_start=2265
+  _globals['_ACCESSCALL']._serialized_end=2313
+  _globals['_ACCESSANSWER']._serialized_start=2315
+  _globals['_ACCESSANSWER']._serialized_end=2365
+  _globals['_COORDINATORAPI']._serialized_start=2368
+  _globals['_COORDINATORAPI']._serialized_end=3701
 # @@protoc_insertion_point(module_scope)

@@ -90,20 +90,26 @@ class ListNodesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("name", "platform", "online", "last_seen_unix_ms", "datasets", "software_version")
+    __slots__ = ("name", "platform", "online", "last_seen_unix_ms", "datasets", "software_version", "audit_seq", "audit_hash", "audit_received_unix_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HASH_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_RECEIVED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     platform: str
     online: bool
     last_seen_unix_ms: int
     datasets: int
     software_version: str
-    def __init__(self, name: _Optional[str] = ..., platform: _Optional[str] = ..., online: bool = ..., last_seen_unix_ms: _Optional[int] = ..., datasets: _Optional[int] = ..., software_version: _Optional[str] = ...) -> None: ...
+    audit_seq: int
+    audit_hash: str
+    audit_received_unix_ms: int
+    def __init__(self, name: _Optional[str] = ..., platform: _Optional[str] = ..., online: bool = ..., last_seen_unix_ms: _Optional[int] = ..., datasets: _Optional[int] = ..., software_version: _Optional[str] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ..., audit_received_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ListNodesReply(_message.Message):
     __slots__ = ("nodes",)
@@ -192,7 +198,7 @@ class NodeTask(_message.Message):
     def __init__(self, node: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., sealed_reason: _Optional[bytes] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "study", "type", "status", "phase", "error", "tasks", "created_unix_ms", "updated_unix_ms", "contributors", "progress", "phase_info")
+    __slots__ = ("job_id", "study", "type", "status", "phase", "error", "tasks", "created_unix_ms", "updated_unix_ms", "contributors", "progress", "phase_info", "researcher")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STUDY_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +211,7 @@ class JobInfo(_message.Message):
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     PHASE_INFO_FIELD_NUMBER: _ClassVar[int]
+    RESEARCHER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     study: str
     type: str
@@ -217,7 +224,8 @@ class JobInfo(_message.Message):
     contributors: _containers.RepeatedScalarFieldContainer[str]
     progress: _containers.RepeatedCompositeFieldContainer[RoundProgress]
     phase_info: Phase
-    def __init__(self, job_id: _Optional[str] = ..., study: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., created_unix_ms: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ..., progress: _Optional[_Iterable[_Union[RoundProgress, _Mapping]]] = ..., phase_info: _Optional[_Union[Phase, _Mapping]] = ...) -> None: ...
+    researcher: str
+    def __init__(self, job_id: _Optional[str] = ..., study: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., error: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., created_unix_ms: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ..., progress: _Optional[_Iterable[_Union[RoundProgress, _Mapping]]] = ..., phase_info: _Optional[_Union[Phase, _Mapping]] = ..., researcher: _Optional[str] = ...) -> None: ...
 
 class Phase(_message.Message):
     __slots__ = ("name", "round", "rounds")
@@ -244,6 +252,36 @@ class ResultReply(_message.Message):
     job_id: str
     sealed: bytes
     def __init__(self, job_id: _Optional[str] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+
+class ListRevocationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RevokedCertificate(_message.Message):
+    __slots__ = ("serial", "name", "role", "revoked_unix_ms")
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    serial: str
+    name: str
+    role: str
+    revoked_unix_ms: int
+    def __init__(self, serial: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., revoked_unix_ms: _Optional[int] = ...) -> None: ...
+
+class ListRevocationsReply(_message.Message):
+    __slots__ = ("has_crl", "crl_number", "this_update_unix_ms", "next_update_unix_ms", "revoked")
+    HAS_CRL_FIELD_NUMBER: _ClassVar[int]
+    CRL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    THIS_UPDATE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_UPDATE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    has_crl: bool
+    crl_number: int
+    this_update_unix_ms: int
+    next_update_unix_ms: int
+    revoked: _containers.RepeatedCompositeFieldContainer[RevokedCertificate]
+    def __init__(self, has_crl: bool = ..., crl_number: _Optional[int] = ..., this_update_unix_ms: _Optional[int] = ..., next_update_unix_ms: _Optional[int] = ..., revoked: _Optional[_Iterable[_Union[RevokedCertificate, _Mapping]]] = ...) -> None: ...
 
 class AccessCall(_message.Message):
     __slots__ = ("record_id", "payload")

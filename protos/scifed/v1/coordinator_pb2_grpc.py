@@ -100,6 +100,16 @@ class CoordinatorApiStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
                 _registered_method=True)
+        self.ListAllJobs = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/ListAllJobs',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsReply.FromString,
+                _registered_method=True)
+        self.ListRevocations = channel.unary_unary(
+                '/scifed.v1.CoordinatorApi/ListRevocations',
+                request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListRevocationsRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListRevocationsReply.FromString,
+                _registered_method=True)
         self.RequestAccess = channel.unary_unary(
                 '/scifed.v1.CoordinatorApi/RequestAccess',
                 request_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.AccessCall.SerializeToString,
@@ -214,6 +224,22 @@ class CoordinatorApiServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAllJobs(self, request, context):
+        """Operator only: every researcher's jobs, newest first, as ListJobs gives them (state
+        only: no tasks, no progress, no result, no node's sealed reason).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevocations(self, request, context):
+        """Operator only: the CA's revocation list the coordinator enforces, with the name and
+        role of each revoked certificate the coordinator has seen.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RequestAccess(self, request, context):
         """Delivery of shareable data (scifed/delivery.py): each call is relayed to the node
         that holds the dataset, which decides it; what comes back for the researcher is
@@ -317,6 +343,16 @@ def add_CoordinatorApiServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.SerializeToString,
+            ),
+            'ListAllJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAllJobs,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsReply.SerializeToString,
+            ),
+            'ListRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevocations,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListRevocationsRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListRevocationsReply.SerializeToString,
             ),
             'RequestAccess': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestAccess,
@@ -695,6 +731,60 @@ class CoordinatorApi(object):
             '/scifed.v1.CoordinatorApi/CancelJob',
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.GetJobRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_coordinator__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAllJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/ListAllJobs',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListJobsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.CoordinatorApi/ListRevocations',
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListRevocationsRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_coordinator__pb2.ListRevocationsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -302,3 +302,33 @@ class AccessOfflineRequest(_message.Message):
     statement: str
     signature: bytes
     def __init__(self, dataset_id: _Optional[str] = ..., recipient: _Optional[str] = ..., what: _Optional[str] = ..., sha256: _Optional[str] = ..., medium: _Optional[str] = ..., by: _Optional[str] = ..., statement: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ReviewListRequest(_message.Message):
+    __slots__ = ("state", "full")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    full: bool
+    def __init__(self, state: _Optional[str] = ..., full: bool = ...) -> None: ...
+
+class ReviewRef(_message.Message):
+    __slots__ = ("review_id",)
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    def __init__(self, review_id: _Optional[str] = ...) -> None: ...
+
+class ReviewDecision(_message.Message):
+    __slots__ = ("review_id", "release", "reason", "by", "statement", "signature")
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    release: bool
+    reason: str
+    by: str
+    statement: str
+    signature: bytes
+    def __init__(self, review_id: _Optional[str] = ..., release: bool = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., statement: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...

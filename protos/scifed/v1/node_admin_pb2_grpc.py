@@ -175,6 +175,21 @@ class NodeAdminStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessOfflineRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.ReviewList = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ReviewList',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ReviewListRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ReviewShow = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ReviewShow',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ReviewRef.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.ReviewDecide = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/ReviewDecide',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ReviewDecision.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
 
 
 class NodeAdminServicer(object):
@@ -361,6 +376,27 @@ class NodeAdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReviewList(self, request, context):
+        """The officer's output review (node/review.py): pooled results held before they are
+        sealed to the researcher, each shown as it would leave; a decision signed by a
+        registered approver's key over the result's hash releases or withholds it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewShow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewDecide(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -502,6 +538,21 @@ def add_NodeAdminServicer_to_server(servicer, server):
             'AccessRecordOffline': grpc.unary_unary_rpc_method_handler(
                     servicer.AccessRecordOffline,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessOfflineRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ReviewList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewList,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ReviewListRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ReviewShow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewShow,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ReviewRef.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'ReviewDecide': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewDecide,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.ReviewDecision.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
             ),
     }
@@ -1260,6 +1311,87 @@ class NodeAdmin(object):
             target,
             '/scifed.v1.NodeAdmin/AccessRecordOffline',
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessOfflineRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ReviewList',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ReviewListRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewShow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ReviewShow',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ReviewRef.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewDecide(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/ReviewDecide',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.ReviewDecision.SerializeToString,
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,74 @@
+"""The training and DP-SGD areas' tables, from ``benchmarks.train_bench``'s measurements
+(it measures; this module only picks its figures and lays them out with
+``benchmarks.table``, as every area does)."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from benchmarks import train_bench as tb
+from benchmarks.table import Figure, print_area
+
+MLP = ("mlp 30->[64,64]->3", 30 * 64 + 64 + 64 * 64 + 64 + 64 * 3 + 3)
+
+
+def training(console: Console | None = None) -> None:
+    """Round times of the penguin job (BFV) beside its plaintext twin and Flower's no-op
+    floor on the same deployment (SuperNode pacing on), and the BFV work of a round."""
+    console = console or Console()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {label: (ck, moved) for label, ck, moved in
+                tb.deployment(Path(tmp) / "fed", console, "on")}
+    median = {label: statistics.median(tb.round_times(ck)) for label, (ck, _) in runs.items()}
+    trips = {label: moved / len(ck["round_seconds"]) for label, (ck, moved) in runs.items()}
+    he, plain, floor = "BFV (scifed train)", "plaintext twin", "no-op (Flower floor)"
+    figures = [
+        Figure(f"penguin train round, 3 nodes (median of {tb.ROUNDS})", median[he],
+               median[plain], "≤ 3", "s"),
+        Figure("Flower's own no-op round, same deployment (floor)", median[floor], None, "",
+               "s"),
+        Figure("penguin round above the floor", median[he] - median[floor],
+               median[plain] - median[floor], "", "s"),
+        Figure("bytes per round-trip through the SuperLink", trips[he], trips[plain], "",
+               "B"),
+    ]
+    for (label, n_params), later in ((("logreg 4->3 (penguins)", 15), True), (MLP, False),
+                                     (MLP, True)):
+        c = tb.he_costs(n_params, later)
+        name = f"{label}, round {'2+' if later else '1'}"
+        figures += [
+            Figure(f"{name}: ciphertext bytes per parameter", c["bytes"] / n_params,
+                   c["plain_bytes"] / n_params, "≤ 4.0 (model updates)", "B/param"),
+            Figure(f"{name}: encrypt at a node + sum + decrypt",
+                   1000 * (c["encrypt"] + c["sum"] + c["decrypt"]), None, "", "ms"),
+        ]
+    print_area(console, "training: a train job on loopback (coordinator's SuperLink, 3 "
+               "nodes' SuperNodes, mTLS, pacing on)", figures, "the same app aggregating "
+               "in clear on the same SuperLink and SuperNodes; float32 for bytes",
+               "Anchor: issue 14 item 5.")
+
+
+def dpsgd(console: Console | None = None) -> None:
+    """Seconds per epoch of DP-SGD (Opacus) beside plain SGD on the same data and model."""
+    console = console or Console()
+    torch.set_num_threads(1)
+    x, y = tb.synthetic(20_000, 30)
+    figures = []
+    for label, model in (("logreg", {"kind": "logistic_regression"}),
+                         ("mlp [64]", {"kind": "mlp", "hidden": [64]})):
+        with console.status(f"epochs of {label}"):
+            plain = tb.epoch_seconds(x, y, model, False)
+            private = tb.epoch_seconds(x, y, model, True)
+        figures += [Figure(f"{label}: seconds per epoch, 20k × 30, 1 thread", private, plain,
+                           "", "s"),
+                    Figure(f"{label}: DP-SGD slowdown", private / plain, None,
+                           "≤ 1.5 at batch ≥ 256 (Opacus hooks 2.1-3.8)", "×")]
+    print_area(console, "DP-SGD: Opacus, ε = 3, RDP accountant, Poisson sampling "
+               "(benchmarks/train_bench.py)", figures, "plain PyTorch SGD, same data, "
+               "model and batch", "Anchor: issue 14 item 5, performance anchors T12.")
