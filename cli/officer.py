@@ -371,18 +371,6 @@ def approvals_show(approval_id: str, config: Path = ConfigOpt,
         pb.ApprovalRef(approval_id=approval_id), timeout=30).json))
 
 
-def signing_approver(stub: pbg.NodeAdminStub, key_path: Path, passphrase_file: Path | None):
-    """The approver's key (its passphrase asked as the options say), its fingerprint, the
-    node's name and the registered approver it belongs to; one UserError where the key is
-    nobody's there."""
-    from node.admin_client import registered_signer
-    from scifed.approver_keys import load_key
-
-    key = load_key(key_path, approver_passphrase(passphrase_file, new=False))
-    me = registered_signer(stub, key, str(key_path))
-    return key, me.fingerprint, me.node, {"name": me.name, "role": me.role}
-
-
 def _decide(approval_id: str, approve: bool, reason: str, expires: str, key_path: Path,
             passphrase_file: Path | None, config: Path, as_json: bool) -> None:
     """Sign this one decision with the approver's key and send it (the node checks the

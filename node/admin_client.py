@@ -129,3 +129,25 @@ def signed_offline_record(stub: pbg.NodeAdminStub, *, dataset_id: str, recipient
         dataset_id=dataset_id, recipient=recipient, what=what, sha256=sha256, medium=medium,
         by=me.name, statement=canonical(statement),
         signature=sign(private, statement, OFFLINE_DOMAIN)), timeout=30).json)
+
+
+def signed_review_decision(stub: pbg.NodeAdminStub, review_id: str, *, release: bool,
+                           reason: str, key: Callable[[], Ed25519PrivateKey],
+                           key_label: str) -> tuple[dict, Signer]:
+    """Release or withhold one held result (node/review.py), signed with the approver's
+    key over the result's hash as the node records it; the node checks key and role."""
+    from scifed.approver_keys import review_statement, sign_review
+    from scifed.chain import canonical
+
+    review = json.loads(stub.ReviewShow(pb.ReviewRef(review_id=review_id), timeout=60).json)
+    if review["state"] != "pending":
+        raise UserError(f"output review {review_id} is already {review['state']}")
+    private = key()
+    me = registered_signer(stub, private, key_label)
+    statement = review_statement(node=me.node, review=review, approver=me.name,
+                                 key=me.fingerprint, release=release, reason=reason)
+    r = stub.ReviewDecide(pb.ReviewDecision(
+        review_id=review_id, release=release, reason=reason, by=me.name,
+        statement=canonical(statement), signature=sign_review(private, statement)),
+        timeout=30)
+    return json.loads(r.json), me

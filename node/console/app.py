@@ -31,7 +31,8 @@ from scifed.web.app import Console, safe_next
 from scifed.web.sessions import Session
 
 NAV = [("/datasets", "node.nav.datasets"), ("/policy", "node.nav.policy"),
-       ("/approvals", "node.nav.approvals"), ("/access", "node.nav.access"),
+       ("/approvals", "node.nav.approvals"), ("/review", "node.nav.review"),
+       ("/access", "node.nav.access"),
        ("/budget", "node.nav.budget"),
        ("/audit", "node.nav.audit"), ("/studies", "node.nav.studies"),
        ("/alerts", "node.nav.alerts")]

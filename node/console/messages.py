@@ -9,6 +9,7 @@ i18n.register({
     "node.nav.datasets": ("Datasets", "数据集"),
     "node.nav.policy": ("Policy", "共享策略"),
     "node.nav.approvals": ("Approvals", "审批"),
+    "node.nav.review": ("Output review", "结果审核"),
     "node.nav.access": ("Access", "数据交付"),
     "node.nav.budget": ("Budget", "隐私预算"),
     "node.nav.audit": ("Audit log", "审计日志"),
@@ -146,6 +147,14 @@ i18n.register({
     "ap.access_request": ("an access request: decide it on its grant page",
                           "数据访问申请：请在授权页面处理"),
     "ap.created": ("Asked", "申请时间"),
+    # output review
+    "rv.title": ("Output review", "结果审核"),
+    "rv.id": ("Review", "审核"),
+    "rv.result": ("The pooled result, as it would leave", "将发布的汇总结果"),
+    "rv.checks": ("Disclosure checks applied", "已执行的披露控制检查"),
+    "rv.release": ("Release to the researcher", "发布给研究者"),
+    "rv.withhold": ("Withhold", "不予发布"),
+    "rv.done": ("Review {id}: {state}, signed by {name}.", "审核 {id}：{state}，签名人 {name}。"),
     # access requests and deliveries
     "ac.title": ("Access requests and deliveries", "数据访问申请与交付"),
     "ac.grant": ("Grant", "授权"),

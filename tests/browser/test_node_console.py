@@ -242,10 +242,15 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     assert [e for e in page.console_errors if not e.startswith("Failed to load")] == []
 
 
+def held(fed) -> list[dict]:
+    return json.loads(fed.node_cli("dream", "review", "list", "--json").stdout)
+
+
 def test_a_liaison_cannot_approve_what_needs_the_officer(fed, console, page, shot):
     """G4 data needs the officer: the liaison's signed approval is refused by the node,
     the console shows the node's reason, and the request stays pending; the officer's
-    approval then lets the job run, and the budget page shows the ε it charged."""
+    approval then lets the job run; its pooled result is held for the officer's output
+    review and released in the console; the budget page shows the ε it charged."""
     with fed.operator() as op:
         st = op.create_study("census", "census trends", ["biscoe", "dream", "torgersen"], 0)
         op.add_researcher("census", "alice")
@@ -280,6 +285,14 @@ def test_a_liaison_cannot_approve_what_needs_the_officer(fed, console, page, sho
         page.goto(f"{url}/approvals/{req['approval_id']}")
         page.click("#approve button[type=submit]")
         assert page.inner_text("#approval-state") == "approved"
+        # G4 is reviewed before it leaves: the officer sees the pooled result, releases it.
+        wait_for(lambda: held(fed), 90, "the result held for output review at dream")
+        page.click("header nav >> text=Output review")
+        page.click("#reviews a")
+        assert "body_mass_g" in page.inner_text("#review-result")
+        shot(page, "review")
+        page.click("#release button[type=submit]")
+        assert page.inner_text("#review-state") == "released"
         info = r.wait(job, timeout=90)
         assert info.status == "done", info.error
     page.click("header nav >> text=Budget")

@@ -20,11 +20,12 @@ def install_all(nc) -> None:
         datasets,
         policy,
         quality,
+        review,
         studies,
     )
 
-    for module in (datasets, quality, policy, approvals, access, budget, audit, studies,
-                   alerts):
+    for module in (datasets, quality, policy, approvals, review, access, budget, audit,
+                   studies, alerts):
         module.install(nc)
 
 
