@@ -287,7 +287,7 @@ def test_a_liaison_cannot_approve_what_needs_the_officer(fed, console, page, sho
         assert page.inner_text("#approval-state") == "approved"
         # G4 is reviewed before it leaves: the officer sees the pooled result, releases it.
         wait_for(lambda: held(fed), 90, "the result held for output review at dream")
-        page.click("header nav >> text=Output review")
+        page.click("header nav >> text=Review")
         page.click("#reviews a")
         assert "body_mass_g" in page.inner_text("#review-result")
         shot(page, "review")
