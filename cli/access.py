@@ -232,9 +232,8 @@ def node_access_record_offline(
         config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Record an offline transfer you made (nothing goes over the network), signed with
     your officer key; refused where the dataset's cell admits none."""
-    from node.delivery import OFFLINE_DOMAIN, offline_statement
-    from scifed.approver_keys import fingerprint, load_key, public_pem, sign
-    from scifed.chain import canonical
+    from node.admin_client import signed_offline_record
+    from scifed.approver_keys import load_key
 
     if file is not None:
         if sha256:
@@ -249,22 +248,9 @@ def node_access_record_offline(
         sha256 = digest.hexdigest()
     if not sha256:
         raise UserError("give the sha256 of what was handed over (--sha256 or --file)")
-    stub = admin_stub(config)
-    node = stub.Status(pb.StatusRequest(), timeout=10).node_name
-    dataset = json.loads(stub.GetDataset(pb.DatasetRef(dataset_id=dataset_id),
-                                         timeout=30).record_json)["id"]
-    signer = load_key(key, approver_passphrase(passphrase_file, new=False))
-    fp = fingerprint(public_pem(signer))
-    people = json.loads(stub.ApproverList(pb.ApproverListRequest(), timeout=30).json)
-    me = next((p for p in people if p["fingerprint"] == fp), None)
-    if me is None:
-        raise UserError(f"the key {key} ({fp}) is not a registered approver at node {node}")
-    statement = offline_statement(node=node, dataset_id=dataset, recipient=recipient,
-                                  what=what, sha256=sha256, medium=medium,
-                                  approver=me["name"], key=fp)
-    r = json.loads(stub.AccessRecordOffline(pb.AccessOfflineRequest(
-        dataset_id=dataset_id, recipient=recipient, what=what, sha256=sha256, medium=medium,
-        by=me["name"], statement=canonical(statement),
-        signature=sign(signer, statement, OFFLINE_DOMAIN)), timeout=30).json)
+    r = signed_offline_record(
+        admin_stub(config), dataset_id=dataset_id, recipient=recipient, what=what,
+        sha256=sha256, medium=medium, key_label=str(key),
+        key=lambda: load_key(key, approver_passphrase(passphrase_file, new=False)))
     show(r, as_json, f"offline transfer {r['delivery_id']} of {r['dataset_id']} to "
          f"{r['recipient']} recorded (sha256 {r['sha256'][:16]}…), signed by {r['by']}")

@@ -9,7 +9,6 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 import typer
 
 from cli.common import (
@@ -38,21 +37,6 @@ ConfigOpt = typer.Option(Path("node.yaml"), "--config", "-c", envvar="SCIFED_NOD
                          help="The node's config file.")
 
 
-class _Actor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Tells the node who is acting, for its audit log (on streaming calls too: the
-    quality assessment is one). A label only: approvals are signed with a key."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def _with_actor(self, continuation, details, request):
-        metadata = [*(details.metadata or []), ("scifed-actor", self.name)]
-        return continuation(details._replace(metadata=metadata), request)
-
-    intercept_unary_unary = _with_actor
-    intercept_unary_stream = _with_actor
-
-
 def acting_as() -> str:
     """The audit log's name for this account ($SCIFED_ACTOR, else the login name); it
     decides no approval (those are signed: `scifed node approvals approve --key`)."""
@@ -60,13 +44,11 @@ def acting_as() -> str:
 
 
 def admin_stub(config: Path) -> pbg.NodeAdminStub:
-    cfg = load_config(config, NodeConfig)
-    sock = cfg.socket_path
-    if not sock.exists():
-        raise UserError(f"node {cfg.name} is not running (no admin socket at {sock}); "
-                        f"start it with `scifed node serve --config {config}`")
-    channel = grpc.intercept_channel(grpc.insecure_channel(f"unix:{sock}"), _Actor(acting_as()))
-    return pbg.NodeAdminStub(channel)
+    from node.admin_client import acting, admin_channel
+
+    channel = admin_channel(load_config(config, NodeConfig),
+                            f"`scifed node serve --config {config}`")
+    return acting(channel, acting_as())
 
 
 @app.command()
@@ -113,6 +95,29 @@ def serve(config: Path = ConfigOpt,
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(load_config(config, NodeConfig))
+
+
+@app.command("console")
+@handle_errors("the node")
+def console_cmd(config: Path = ConfigOpt,
+                host: str = typer.Option("127.0.0.1", "--host",
+                                         help="Address to listen on (loopback by default)"),
+                port: int = typer.Option(8710, "--port", help="Port (0: any free one)"),
+                tls_cert: Path | None = typer.Option(None, "--tls-cert",
+                                                     help="Certificate, to serve over TLS"),
+                tls_key: Path | None = typer.Option(None, "--tls-key",
+                                                    help="Its private key"),
+                as_json: bool = JsonOpt) -> None:
+    """The node console in a browser, for officers, liaisons and security leads: they
+    log in with their approver key; serves until interrupted."""
+    from node.console.app import build
+    from scifed.web.serve import run, tls_files
+
+    tls = tls_files(host, tls_cert, tls_key)
+    nc = build(load_config(config, NodeConfig), https=tls is not None)
+    run(nc.app, host, port, tls, lambda url: show(
+        {"url": url, "node": nc.cfg.name}, as_json,
+        f"node console of [bold]{nc.cfg.name}[/] at {url} (Ctrl-C to stop)"))
 
 
 @app.command()
@@ -294,6 +299,9 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(budget_app, name="budget")
 app.add_typer(audit_app, name="audit")
+alerts_app = typer.Typer(help="Alerts for the officer (refused-query runs).",
+                         no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 
 def _print_policy(data: dict, as_json: bool) -> None:
@@ -363,50 +371,24 @@ def approvals_show(approval_id: str, config: Path = ConfigOpt,
         pb.ApprovalRef(approval_id=approval_id), timeout=30).json))
 
 
-def signing_approver(stub: pbg.NodeAdminStub, key_path: Path, passphrase_file: Path | None):
-    """The approver's key (its passphrase asked as the options say), its fingerprint, the
-    node's name and the registered approver it belongs to; one UserError where the key is
-    nobody's there."""
-    from scifed.approver_keys import fingerprint, load_key, public_pem
-
-    key = load_key(key_path, approver_passphrase(passphrase_file, new=False))
-    fp = fingerprint(public_pem(key))
-    node = stub.Status(pb.StatusRequest(), timeout=10).node_name
-    people = json.loads(stub.ApproverList(pb.ApproverListRequest(), timeout=30).json)
-    me = next((p for p in people if p["fingerprint"] == fp), None)
-    if me is None:
-        raise UserError(f"the key {key_path} ({fp}) is not a registered approver at node "
-                        f"{node}: `scifed node approver list` shows who is")
-    return key, fp, node, me
-
-
 def _decide(approval_id: str, approve: bool, reason: str, expires: str, key_path: Path,
             passphrase_file: Path | None, config: Path, as_json: bool) -> None:
-    """Sign this one decision with the approver's key and send it; the node checks the
-    signature against the registered key and takes the role from its registry."""
+    """Sign this one decision with the approver's key and send it (the node checks the
+    signature against the registered key and takes the role from its registry)."""
+    from node.admin_client import signed_decision
     from node.approvals import parse_expiry
-    from scifed.approver_keys import decision_statement, sign
-    from scifed.chain import canonical
+    from scifed.approver_keys import load_key
 
-    stub = admin_stub(config)
-    appr = json.loads(stub.ApprovalShow(pb.ApprovalRef(approval_id=approval_id),
-                                        timeout=30).json)
-    if appr["state"] != "pending":
-        raise UserError(f"approval {approval_id} is already {appr['state']}")
     expires_ms = parse_expiry(expires) if approve else None
-    key, fp, node, me = signing_approver(stub, key_path, passphrase_file)
-    statement = decision_statement(node=node, approval=appr, approver=me["name"], key=fp,
-                                   approve=approve, reason=reason, expires_ms=expires_ms)
-    r = stub.ApprovalDecide(pb.ApprovalDecision(
-        approval_id=approval_id, approve=approve, reason=reason, by=me["name"],
-        expires_unix_ms=expires_ms or 0, statement=canonical(statement),
-        signature=sign(key, statement)), timeout=30)
-    a = json.loads(r.json)
+    a, me = signed_decision(
+        admin_stub(config), approval_id, approve=approve, reason=reason,
+        expires_ms=expires_ms, key_label=str(key_path),
+        key=lambda: load_key(key_path, approver_passphrase(passphrase_file, new=False)))
     more = " (G5: it also needs the other of officer and security lead)" \
         if a["state"] == "pending" else ""
-    show({**a, "signed_by": me["name"], "role": me["role"], "key": fp}, as_json,
+    show({**a, "signed_by": me.name, "role": me.role, "key": me.fingerprint}, as_json,
          f"approval {a['approval_id']} for job {a['job_id']}: [bold]{a['state']}[/]"
-         f"{more}; signed by {me['name']} ({me['role']}, key {fp[:23]}…)")
+         f"{more}; signed by {me.name} ({me.role}, key {me.fingerprint[:23]}…)")
 
 
 KeyOpt = typer.Option(..., "--key", help="Your approver key (`scifed node approver add`)")
@@ -626,6 +608,23 @@ def budget_show(dataset_id: str = typer.Argument("", help="Default: every datase
                   "-" if r["left"] is None else f"{r['left']:g}",
                   ", ".join(f"{k}: {v:g}" for k, v in r["by_researcher"].items()))
                  for r in rows])
+
+
+@alerts_app.command("list")
+@handle_errors("the node")
+def alerts_list(state: str = typer.Option("open", help="open | cleared | all"),
+                config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Researchers whose refused queries reached the policy's allowance or run: their
+    jobs on the dataset wait for approval until the officer approves one."""
+    rows = json.loads(admin_stub(config).AlertsList(pb.AlertsListRequest(
+        state="" if state == "all" else state), timeout=30).json)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(f"alerts ({state})", ["id", "raised", "researcher", "dataset", "reason",
+                                      "state", "cleared"],
+                [(a["alert_id"], _ts(a["created_ms"]), a["researcher"], a["dataset_id"],
+                  a["reason"], a["state"], _ts(a["cleared_ms"] or 0) or "") for a in rows])
 
 
 @audit_app.command("list")

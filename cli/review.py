@@ -8,11 +8,10 @@ from pathlib import Path
 
 import typer
 
-from cli.common import JsonOpt, PassphraseFileOpt, show
-from cli.officer import ConfigOpt, KeyOpt, admin_stub, signing_approver
+from cli.common import JsonOpt, PassphraseFileOpt, approver_passphrase, show
+from cli.officer import ConfigOpt, KeyOpt, admin_stub
 from protos.scifed.v1 import node_admin_pb2 as pb
 from scifed.console import console, handle_errors, print_json, print_table
-from scifed.errors import UserError
 
 review_app = typer.Typer(help="Output review: pooled results held for the officer before "
                          "they leave (release or withhold, signed).", no_args_is_help=True)
@@ -85,25 +84,18 @@ def _decide(review_id: str, release: bool, reason: str, key_path: Path,
             passphrase_file: Path | None, config: Path, as_json: bool) -> None:
     """Sign this one decision on this one result with the approver's key and send it;
     the node checks the signature against the registered key, and the role."""
-    from scifed.approver_keys import review_statement, sign_review
-    from scifed.chain import canonical
+    from node.admin_client import signed_review_decision
+    from scifed.approver_keys import load_key
 
-    stub = admin_stub(config)
-    review = json.loads(stub.ReviewShow(pb.ReviewRef(review_id=review_id), timeout=60).json)
-    if review["state"] != "pending":
-        raise UserError(f"output review {review_id} is already {review['state']}")
-    key, fp, node, me = signing_approver(stub, key_path, passphrase_file)
-    statement = review_statement(node=node, review=review, approver=me["name"], key=fp,
-                                 release=release, reason=reason)
-    r = stub.ReviewDecide(pb.ReviewDecision(
-        review_id=review_id, release=release, reason=reason, by=me["name"],
-        statement=canonical(statement), signature=sign_review(key, statement)), timeout=30)
-    v = json.loads(r.json)
+    v, me = signed_review_decision(
+        admin_stub(config), review_id, release=release, reason=reason,
+        key_label=str(key_path),
+        key=lambda: load_key(key_path, approver_passphrase(passphrase_file, new=False)))
     more = " (G5: its release also needs the other of officer and security lead)" \
         if v["state"] == "pending" else ""
-    show({**v, "signed_by": me["name"], "role": me["role"], "key": fp}, as_json,
+    show({**v, "signed_by": me.name, "role": me.role, "key": me.fingerprint}, as_json,
          f"output review {v['review_id']} of job {v['job_id']}: [bold]{v['state']}[/]{more}; "
-         f"signed by {me['name']} ({me['role']}, key {fp[:23]}…)")
+         f"signed by {me.name} ({me.role}, key {me.fingerprint[:23]}…)")
 
 
 @review_app.command("release")

@@ -6,6 +6,7 @@ import json
 
 import grpc
 
+from node.alerts import RefusalMonitor
 from node.approvals import Approvals
 from node.audit import AuditLog
 from node.budget import BudgetLedger
@@ -52,6 +53,7 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
         self.policies = PolicyBook(registry.store)
         self.ledger = BudgetLedger(registry.store)
         self.audit = AuditLog(registry.store)
+        self.alerts = RefusalMonitor(registry.store)
 
     @user_errors
     def Status(self, request, context):
@@ -120,7 +122,22 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
 
     @user_errors
     def ApprovalShow(self, request, context):
-        return _json(self.approvals.get(request.approval_id).as_dict())
+        """The request with what this node's policy decides for it now, and the ε it
+        would spend (the privacy cost the approver weighs)."""
+        from jobs.spec import datasets_by_node, parse_job_dict
+        from node.gate import policy_decision
+
+        appr = self.approvals.get(request.approval_id).as_dict()
+        try:
+            spec = parse_job_dict(appr["spec"], f"job {appr['job_id']}")
+        except UserError:  # not a job: an access request (node/delivery) held for approval
+            return _json({**appr, "decision": None})
+        rec = self.registry.get(appr["dataset_id"]).record
+        dec = policy_decision(spec, self.policies.effective(rec), rec,
+                              len(datasets_by_node(spec)))
+        return _json({**appr, "decision": {"outcome": dec.outcome, "rule": dec.rule,
+                                           "reason": dec.reason, "dp": dec.dp,
+                                           "epsilon": dec.epsilon, "delta": dec.delta}})
 
     @user_errors
     def ApprovalDecide(self, request, context):
@@ -169,8 +186,13 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
                          else pol.annual_budget - total,
                          "researcher_budget": pol.researcher_budget,
                          "by_researcher": {s.researcher: s.epsilon for s in spent
-                                           if s.researcher is not None}})
+                                           if s.researcher is not None},
+                         "charges": self.ledger.charges(dataset.dataset_id)})
         return _json(rows)
+
+    @user_errors
+    def AlertsList(self, request, context):
+        return _json(self.alerts.list(request.state or None))
 
     @user_errors
     def AuditList(self, request, context):

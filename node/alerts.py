@@ -59,6 +59,14 @@ class RefusalMonitor:
             con.execute("DELETE FROM query_outcomes WHERE researcher=? AND dataset_id=?",
                         (researcher, dataset_id))
 
+    def list(self, state: str | None = None) -> list[dict]:
+        """The officer's alerts, newest first (``state``: open or cleared; None: all)."""
+        where, args = ("WHERE state=?", (state,)) if state else ("", ())
+        with self.store.tx() as con:
+            rows = con.execute(f"SELECT * FROM alerts {where} ORDER BY created_ms DESC",
+                               args).fetchall()
+        return [dict(r) for r in rows]
+
     def answered(self, researcher: str, dataset_id: str, job_id: str) -> None:
         """An answered query ends a run of refusals (the allowance still counts)."""
         with self.store.tx() as con:

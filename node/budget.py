@@ -201,3 +201,13 @@ class BudgetLedger:
             rows = con.execute(sql.format(who="NULL"), [this_year(), *args]).fetchall()
             rows += con.execute(sql.format(who="researcher"), [this_year(), *args]).fetchall()
         return [Spent(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def charges(self, dataset_id: str) -> list[dict]:
+        """This year's charges on a dataset in time order (when, who, ε), for the
+        officer's chart of spending over time."""
+        with self.store.tx() as con:
+            rows = con.execute("SELECT created_ms, researcher, epsilon, job_id FROM "
+                               "budget_charges WHERE year=? AND dataset_id=? ORDER BY "
+                               "created_ms", (this_year(), dataset_id)).fetchall()
+        return [{"ts_ms": r[0], "researcher": r[1], "epsilon": r[2], "job_id": r[3]}
+                for r in rows]

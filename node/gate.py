@@ -102,6 +102,19 @@ def data_sha256(row: DatasetRow) -> str:
     return (row.record.get("distributions") or [{}])[0].get("sha256", "")
 
 
+def policy_decision(spec: JobSpec, pol: EffectivePolicy, record: dict,
+                    n_nodes: int) -> Decision:
+    """What this node's policy decides for a job on a dataset, with the ε it would spend:
+    the researcher's per-query ε, or the node's own where policy requires DP and the job
+    gives what DP needs. The gate admits by it; the officer's approval queue shows it."""
+    job = spec.job
+    requested = job.requested_epsilon(spec.params)
+    if requested is None and job.wants_dp(spec.params) and pol.epsilon_per_query:
+        requested = pol.epsilon_per_query  # at this node's own per-query ε
+    return decide(pol, job_type=spec.type, n_nodes=n_nodes, record=record,
+                  requested_epsilon=requested)
+
+
 @dataclass(frozen=True)
 class Admission:
     """A task the node's policy admitted: what it may read and under which limits."""
@@ -309,13 +322,8 @@ class Gate:
         if spec.type != header.job_type:
             raise UserError(f"node {self.node}: the task names job type {header.job_type!r} "
                             f"but carries a {spec.type!r} spec")
-        job = spec.job
         pol = self.policies.effective(rec)
-        requested = job.requested_epsilon(spec.params)
-        if requested is None and job.wants_dp(spec.params) and pol.epsilon_per_query:
-            requested = pol.epsilon_per_query  # at this node's own per-query ε
-        dec = decide(pol, job_type=spec.type, n_nodes=header.n_nodes, record=rec,
-                     requested_epsilon=requested)
+        dec = policy_decision(spec, pol, rec, header.n_nodes)
         who = {"job_id": header.job_id, "study_id": header.study_id,
                "researcher": header.researcher, "job_type": spec.type,
                "outcome": dec.outcome, "rule": dec.rule, "reason": dec.reason}

@@ -383,5 +383,9 @@ def test_lowering_the_allowance_holds_a_researcher_already_past_it(store):
     assert [a["job_id"] for a in _alerts(store)] == ["j5"]
     assert monitor.open_alert("alice", "ds", "j6", allowance=2, run=3) is not None
     assert len(_alerts(store)) == 1  # one open alert, not one per task
+    assert [(a["researcher"], a["state"]) for a in monitor.list("open")] == [("alice", "open")]
     monitor.clear("alice", "ds", "j5")
     assert monitor.open_alert("alice", "ds", "j7", allowance=2, run=3) is None
+    (cleared,) = monitor.list("cleared")  # what `scifed node alerts list` and the console show
+    assert cleared["reason"] == "2 refused queries this year (allowance 2)"
+    assert cleared["cleared_ms"] >= cleared["created_ms"] and monitor.list("open") == []

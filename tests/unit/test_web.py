@@ -57,7 +57,8 @@ def logged_in(c: Console, url: str) -> httpx.Client:
 
 
 # Every console module that registers interface text; each console adds its own here.
-CONSOLE_MODULES: tuple[str, ...] = ("cli.opconsole.messages", "cli.ui.messages")
+CONSOLE_MODULES: tuple[str, ...] = ("node.console.messages", "cli.opconsole.messages",
+                                   "cli.ui.messages")
 TEMPLATE_KEY = re.compile(r"""\bt\(\s*["']([a-z0-9_.]+)["']""")
 
 

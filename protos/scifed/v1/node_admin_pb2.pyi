@@ -133,6 +133,12 @@ class BudgetRequest(_message.Message):
     dataset_id: str
     def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
 
+class AlertsListRequest(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    def __init__(self, state: _Optional[str] = ...) -> None: ...
+
 class AuditListRequest(_message.Message):
     __slots__ = ("since_seq", "limit")
     SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]

@@ -125,6 +125,11 @@ class NodeAdminStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.BudgetRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.AlertsList = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AlertsList',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AlertsListRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.AuditList = channel.unary_unary(
                 '/scifed.v1.NodeAdmin/AuditList',
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AuditListRequest.SerializeToString,
@@ -305,6 +310,13 @@ class NodeAdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlertsList(self, request, context):
+        """The refusal-run alerts (node/alerts.py) raised for the officer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AuditList(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -476,6 +488,11 @@ def add_NodeAdminServicer_to_server(servicer, server):
             'BudgetShow': grpc.unary_unary_rpc_method_handler(
                     servicer.BudgetShow,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.BudgetRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AlertsList': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlertsList,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AlertsListRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
             ),
             'AuditList': grpc.unary_unary_rpc_method_handler(
@@ -1024,6 +1041,33 @@ class NodeAdmin(object):
             target,
             '/scifed.v1.NodeAdmin/BudgetShow',
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.BudgetRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlertsList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AlertsList',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.AlertsListRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,

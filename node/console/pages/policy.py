@@ -1,0 +1,50 @@
+"""Policy: the effective cell of each dataset with the source of every value, and
+tightening it by an override (the node refuses one that loosens anything)."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse
+
+from node.console.pages import problem_list, refusal
+from protos.scifed.v1 import node_admin_pb2 as pb
+from scifed.web.sessions import Session
+
+
+def install(nc) -> None:
+    app, user = nc.app, nc.console.user
+
+    @app.get("/policy", response_class=HTMLResponse)
+    def policies(request: Request, s: Session = Depends(user)):
+        admin = nc.admin(s)
+        shown = [json.loads(admin.PolicyShow(pb.DatasetRef(dataset_id=d.dataset_id),
+                                             timeout=30).json)
+                 for d in admin.ListDatasets(pb.ListDatasetsRequest(), timeout=30).datasets]
+        return nc.render(request, "policy.html", policies=shown)
+
+    def one(request: Request, s: Session, dataset_id: str, status: int = 200, **ctx):
+        pol = json.loads(nc.admin(s).PolicyShow(pb.DatasetRef(dataset_id=dataset_id),
+                                                timeout=30).json)
+        ctx.setdefault("override", "")
+        ctx.setdefault("problems", [])
+        return nc.console.render(request, "policy_one.html", status=status, pol=pol, **ctx)
+
+    @app.get("/policy/{dataset_id}", response_class=HTMLResponse)
+    def policy(request: Request, dataset_id: str, s: Session = Depends(user)):
+        return one(request, s, dataset_id)
+
+    @app.post("/policy/{dataset_id}", response_class=HTMLResponse)
+    def tighten(request: Request, dataset_id: str, s: Session = Depends(user),
+                override: str = Form(""), reset: str = Form("")):
+        try:
+            nc.admin(s).PolicySet(pb.PolicySetRequest(
+                dataset_id=dataset_id, yaml=override, source=f"node console ({s.user})",
+                reset=bool(reset)), timeout=30)
+        except grpc.RpcError as exc:
+            return one(request, s, dataset_id, 400, override=override,
+                       problems=problem_list(refusal(exc)))
+        return one(request, s, dataset_id,
+                   notice=nc.t(request)("pol.saved", id=dataset_id))
