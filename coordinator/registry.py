@@ -77,10 +77,30 @@ def beat(db: Database, name: str, now_ms: int, audit_seq: int = 0,
         if audit_seq > 0 and audit_hash:
             record_audit_head(db, name, audit_seq, audit_hash, now_ms)
     except OperationalError as exc:
-        if "locked" not in str(exc.orig).lower() and "busy" not in str(exc.orig).lower():
+        if not _locked(exc):
             raise
         return False
     return True
+
+
+def result_head(db: Database, name: str, seq: int, digest: str, now_ms: int) -> bool:
+    """The audit head a task result carries; False when the database stayed locked past
+    its busy timeout. As with :func:`beat`, the next heartbeat reports the same head, so
+    skipping it loses nothing, whereas raising would end the node's task stream before
+    its result is delivered (the job then fails with "the node disconnected")."""
+    try:
+        record_audit_head(db, name, seq, digest, now_ms)
+    except OperationalError as exc:
+        if not _locked(exc):
+            raise
+        return False
+    return True
+
+
+def _locked(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" / "busy": another writer kept the lock too long."""
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text
 
 
 def reset_connections(db: Database) -> None:

@@ -588,3 +588,32 @@ def test_a_heartbeat_that_finds_the_database_locked_is_skipped_not_raised(
         assert node.last_seen_ms == 9_500 and node.audit_head == (4, "f" * 64, 9_500)
     finally:
         db.close()
+
+
+def test_a_results_audit_head_that_finds_the_database_locked_is_skipped_not_raised(
+        tmp_path, monkeypatch) -> None:
+    """The head a task result carries is written before the result is handed to the job;
+    a locked database there used to raise out of the stream's reader and end the stream,
+    so the job lost the node's answer. It is now reported lost (False), and recorded once
+    the lock is gone."""
+    import sqlite3
+
+    from coordinator import db as dbmod
+
+    monkeypatch.setattr(dbmod, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "coordinator.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        enrol(db, "alpha")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            assert registry.result_head(db, "alpha", 3, "e" * 64, 8_000) is False
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert registry.audit_heads(db, "alpha") == []
+        assert registry.result_head(db, "alpha", 3, "e" * 64, 8_100) is True
+        assert [(h.seq, h.hash) for h in registry.audit_heads(db, "alpha")] == [(3, "e" * 64)]
+    finally:
+        db.close()
