@@ -617,3 +617,30 @@ def test_a_results_audit_head_that_finds_the_database_locked_is_skipped_not_rais
         assert [(h.seq, h.hash) for h in registry.audit_heads(db, "alpha")] == [(3, "e" * 64)]
     finally:
         db.close()
+
+
+def test_heartbeats_from_many_streams_at_once_take_turns_and_are_all_recorded(
+        tmp_path, monkeypatch) -> None:
+    """Many nodes' reader threads beating at the same moment: with SQLite left to sort
+    them out, writers wait on its lock and, past the busy timeout, beats are lost; taking
+    turns in the coordinator, every one is recorded, even with a 1 ms busy timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coordinator import db as dbmod
+
+    monkeypatch.setattr(dbmod, "BUSY_TIMEOUT_MS", 1)
+    db = Database(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    names = [f"n{i:02d}" for i in range(48)]
+    try:
+        for name in names:
+            enrol(db, name)
+        with ThreadPoolExecutor(len(names)) as pool:
+            recorded = list(pool.map(
+                lambda i: registry.beat(db, names[i], 10_000 + i, 1, f"{i:064x}"),
+                range(len(names))))
+        assert recorded == [True] * len(names)
+        nodes = registry.list_nodes(db, now_ms=10_100, offline_after_ms=1_000)
+        assert [(n.last_seen_ms, n.audit_head[0]) for n in nodes] == [
+            (10_000 + i, 1) for i in range(len(names))]
+    finally:
+        db.close()
