@@ -96,9 +96,11 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
                         session.outbox.put(pb.CoordinatorMessage(
                             ack=self.heartbeat(name, msg.heartbeat, session)))
                     elif msg.HasField("result"):
-                        if msg.result.audit_seq:
-                            registry.record_audit_head(self.db, name, msg.result.audit_seq,
-                                                       msg.result.audit_hash, now_ms())
+                        if msg.result.audit_seq and not registry.result_head(
+                                self.db, name, msg.result.audit_seq, msg.result.audit_hash,
+                                now_ms()):
+                            log.warning("audit head of node %s's result not recorded: the "
+                                        "database is busy", name)
                         self.sessions.deliver(session, msg.result)
             except grpc.RpcError:
                 pass  # the stream ended; the finally below records it

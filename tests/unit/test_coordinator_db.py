@@ -588,3 +588,59 @@ def test_a_heartbeat_that_finds_the_database_locked_is_skipped_not_raised(
         assert node.last_seen_ms == 9_500 and node.audit_head == (4, "f" * 64, 9_500)
     finally:
         db.close()
+
+
+def test_a_results_audit_head_that_finds_the_database_locked_is_skipped_not_raised(
+        tmp_path, monkeypatch) -> None:
+    """The head a task result carries is written before the result is handed to the job;
+    a locked database there used to raise out of the stream's reader and end the stream,
+    so the job lost the node's answer. It is now reported lost (False), and recorded once
+    the lock is gone."""
+    import sqlite3
+
+    from coordinator import db as dbmod
+
+    monkeypatch.setattr(dbmod, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "coordinator.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        enrol(db, "alpha")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            assert registry.result_head(db, "alpha", 3, "e" * 64, 8_000) is False
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert registry.audit_heads(db, "alpha") == []
+        assert registry.result_head(db, "alpha", 3, "e" * 64, 8_100) is True
+        assert [(h.seq, h.hash) for h in registry.audit_heads(db, "alpha")] == [(3, "e" * 64)]
+    finally:
+        db.close()
+
+
+def test_heartbeats_from_many_streams_at_once_take_turns_and_are_all_recorded(
+        tmp_path, monkeypatch) -> None:
+    """Many nodes' reader threads beating at the same moment: with SQLite left to sort
+    them out, writers wait on its lock and, past the busy timeout, beats are lost; taking
+    turns in the coordinator, every one is recorded, even with a 1 ms busy timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coordinator import db as dbmod
+
+    monkeypatch.setattr(dbmod, "BUSY_TIMEOUT_MS", 1)
+    db = Database(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    names = [f"n{i:02d}" for i in range(48)]
+    try:
+        for name in names:
+            enrol(db, name)
+        with ThreadPoolExecutor(len(names)) as pool:
+            recorded = list(pool.map(
+                lambda i: registry.beat(db, names[i], 10_000 + i, 1, f"{i:064x}"),
+                range(len(names))))
+        assert recorded == [True] * len(names)
+        nodes = registry.list_nodes(db, now_ms=10_100, offline_after_ms=1_000)
+        assert [(n.last_seen_ms, n.audit_head[0]) for n in nodes] == [
+            (10_000 + i, 1) for i in range(len(names))]
+    finally:
+        db.close()
