@@ -386,6 +386,12 @@ class ReleasePath:
             totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
         else:
             attested = self._attested(req, adm, envelope)
+            if attested.reviewers and req.stage != "final":
+                # a release relabelled as live progress would skip their reviews
+                raise self._refused(adm, req, "the output review of contributor "
+                                    f"{', '.join(attested.reviewers)} comes before any "
+                                    "result leaves, so no live metrics are released; only "
+                                    "the final result, once reviewed")
             totals = {"sum": key.decrypt(attested.total, unmask=self._self_masks(
                 req, adm, envelope, attested.total))}
         state = envelope["state"] if envelope else None
