@@ -372,10 +372,11 @@ class ReleasePath:
             return ReleaseReply.loads(prior)
         # held already (this node's officer, or other contributors', review it): their
         # decisions, not a new decode
-        held = self.reviews.find(req.job_id, adm.row.dataset_id, step) \
+        held = (self.reviews.find(req.job_id, adm.row.dataset_id, step)
+                or self.reviews.withheld(req.job_id, adm.row.dataset_id)) \
             if req.stage == "final" else None
         if held is not None:
-            if held.task_sha256 != digest:
+            if held.step == step and held.task_sha256 != digest:
                 with self.gate.replays_audited(req, adm.row.dataset_id, "release"):
                     raise replay_refusal(self.node, req.job_id, what)
             return self._reviewed(req, adm, held, step, digest, what)
@@ -386,6 +387,12 @@ class ReleasePath:
             totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
         else:
             attested = self._attested(req, adm, envelope)
+            if attested.reviewers and req.stage != "final":
+                # a release relabelled as live progress would skip their reviews
+                raise self._refused(adm, req, "the output review of contributor "
+                                    f"{', '.join(attested.reviewers)} comes before any "
+                                    "result leaves, so no live metrics are released; only "
+                                    "the final result, once reviewed")
             totals = {"sum": key.decrypt(attested.total, unmask=self._self_masks(
                 req, adm, envelope, attested.total))}
         state = envelope["state"] if envelope else None
@@ -593,7 +600,8 @@ class ReleasePath:
             raise UserError(f"{said}: the result does not hold this node's attested "
                             "contribution")
         step = f"review:{req.release_node}"
-        held = self.reviews.find(job_id, adm.row.dataset_id, step)
+        held = (self.reviews.find(job_id, adm.row.dataset_id, step)
+                or self.reviews.withheld(job_id, adm.row.dataset_id))
         if held is None:
             pol = adm.policy
             held = self.reviews.hold(
@@ -608,7 +616,7 @@ class ReleasePath:
                                        "rules": verified.provenance.get("rules", {}),
                                        "policy": verified.provenance.get("policy", {})},
                 result=plain, result_sha256=digest)
-        if held.task_sha256 != digest:
+        if held.step == step and held.task_sha256 != digest:
             with self.gate.replays_audited(req, adm.row.dataset_id, "review"):
                 raise replay_refusal(self.node, job_id, "its officer reviews another result "
                                      f"of this job from {req.release_node}")

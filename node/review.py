@@ -158,6 +158,18 @@ class OutputReviews:
                 return None
             return self._expire_in(con, _row(r))
 
+    def withheld(self, job_id: str, dataset_id: str) -> Review | None:
+        """This dataset's earliest withholding (or expiry) of any review of the job:
+        once an officer withheld a job's output, it stays withheld whichever release
+        step or release node asks again (a coordinator that ends no job after a
+        withholding, and shops for another release node or round, gets no second
+        review)."""
+        with self.store.tx() as con:
+            r = con.execute("SELECT * FROM output_reviews WHERE job_id=? AND dataset_id=? "
+                            "AND state IN ('withheld', 'expired') ORDER BY decided_ms "
+                            "LIMIT 1", (job_id, dataset_id)).fetchone()
+        return _row(r) if r is not None else None
+
     def hold(self, *, job_id: str, dataset_id: str, step: str, task_sha256: str,
              study_id: str, researcher: str, job_type: str, grade: str, category: str,
              why: str, spec: dict, checks: dict, result: bytes, result_sha256: str,
