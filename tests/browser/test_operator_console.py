@@ -150,6 +150,8 @@ def test_operator_watches_the_federation(fed, opconsole, page, shot):
 
     # -- jobs: states, never a result or a node's sealed reason --------------------------
     page.click("nav >> text=Jobs")
+    # a loaded host may make one listing time out; the page keeps asking until it answers
+    page.wait_for_selector(f'tr[data-job="{fed.done_job}"]', timeout=90_000)
     done = text_of(page, f'tr[data-job="{fed.done_job}"]')
     refused = text_of(page, f'tr[data-job="{fed.refused_job}"]')
     assert "done" in done and "alice" in done and "stats" in done
