@@ -96,7 +96,8 @@ i18n.register({
         JobStatus.SUBMITTED: ("submitted", "已提交"), JobStatus.RUNNING: ("running", "运行中"),
         JobStatus.DONE: ("done", "已完成"), JobStatus.FAILED: ("failed", "失败"),
         JobStatus.CANCELLED: ("cancelled", "已取消"),
-        JobStatus.INTERRUPTED: ("interrupted", "已中断")}.items()},
+        JobStatus.INTERRUPTED: ("interrupted", "已中断"),
+        JobStatus.WITHHELD: ("withheld", "已扣留")}.items()},
     **{f"op.study.{s.value}": en_zh for s, en_zh in {
         StudyStatus.PENDING: ("pending", "待接受"), StudyStatus.KEYING: ("keying", "生成密钥中"),
         StudyStatus.ACTIVE: ("active", "进行中")}.items()},

@@ -73,3 +73,18 @@ def test_ages_in_both_languages(seconds, en, zh):
     from scifed.web.i18n import Translator
 
     assert (age_in(Translator("en"), seconds), age_in(Translator("zh"), seconds)) == (en, zh)
+
+
+def test_every_job_and_study_state_has_a_label_in_both_languages():
+    """The jobs page lists every state in its filter: a state without a label (one added
+    to scifed.states later, such as ``withheld``) would make the page fail whole."""
+    import cli.opconsole.messages  # noqa: F401  (registers the labels)
+    from scifed.states import JobStatus, StudyStatus
+    from scifed.web import i18n
+
+    for lang in i18n.LANGUAGES:
+        t = i18n.Translator(lang)
+        for s in JobStatus:
+            assert t(f"op.job.{s.value}")
+        for s in StudyStatus:
+            assert t(f"op.study.{s.value}")
