@@ -18,7 +18,6 @@ client must agree on byte for byte, so it lives once:
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -27,11 +26,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from scifed.errors import UserError
-from scifed.pki import verify_certificate
 from scifed.sealing import (
     SealKeyClaim,
     _certified_key,
     _signature_verifies,
+    _verify_node_statement,
     canonical_json,
     verify_claim,
 )
@@ -173,30 +172,11 @@ def verify_manifest(signed: object, ca_pem: bytes, *, node: str, grant_id: str,
     """The manifest, if node ``node`` signed it (a certificate the CA issued, not
     revoked) for this grant and researcher; else a UserError naming what is wrong."""
     what = f"the manifest of grant {grant_id}"
-    if not (isinstance(signed, dict) and isinstance(signed.get("manifest"), dict)
-            and all(isinstance(signed.get(k), str) for k in ("alg", "value", "cert_pem"))):
-        raise UserError(f"{what} is missing or malformed")
-    cert_pem = signed["cert_pem"].encode()
-    identity = verify_certificate(cert_pem, ca_pem, who=what)
-    if (identity.role, identity.name) != ("node", node):
-        raise UserError(f"{what} is signed by {identity.role} {identity.name!r}, not node "
-                        f"{node!r}")
-    if identity.serial in revoked:
-        raise UserError(f"{what} is signed with a revoked certificate of node {node!r}")
-    try:
-        signature = base64.b64decode(signed["value"], validate=True)
-    except binascii.Error:
-        raise UserError(f"{what}: its signature is not base64") from None
-    manifest = signed["manifest"]
-    if not _signature_verifies(cert_pem, signature, _MANIFEST_DOMAIN + canonical_json(manifest),
-                               whose=f"node {node!r}'s"):
-        raise UserError(f"the signature of {what} does not verify: it was altered after "
-                        f"node {node} signed it")
-    if set(manifest) != set(MANIFEST_FIELDS):
-        raise UserError(f"{what} does not have the fields of one")
-    for field, value in (("node", node), ("grant_id", grant_id), ("researcher", researcher)):
-        if manifest[field] != value:
-            raise UserError(f"{what} names {field} {manifest[field]!r}, not {value!r}")
+    manifest = _verify_node_statement(
+        signed, ca_pem, node=node, expect={"grant_id": grant_id, "researcher": researcher},
+        revoked=revoked, fields=dict.fromkeys(MANIFEST_FIELDS, object),
+        domain=_MANIFEST_DOMAIN, what=what, kind="manifest", body="manifest", alg=_ALG,
+        against="").statement
     if len(manifest["chunk_sha256"]) != manifest["chunks"]:
         raise UserError(f"{what} lists {len(manifest['chunk_sha256'])} chunk digests for "
                         f"{manifest['chunks']} chunks")

@@ -760,14 +760,16 @@ def verify_attestation(attestation: object, ca_cert_pem: bytes, *, node: str,
 
 def _verify_node_statement(signed: object, ca_cert_pem: bytes, *, node: str, expect: dict,
                            revoked: Collection[int], fields: dict, domain: bytes, what: str,
-                           kind: str) -> VerifiedAttestation:
+                           kind: str, body: str = "statement", alg: str = _RESULT_ALG,
+                           against: str = " as this release") -> VerifiedAttestation:
     """A statement ``node`` signed with its certificate key under ``domain`` (an
-    attestation, a review verdict), checked as :func:`verify_attestation` says."""
-    if not (isinstance(signed, dict) and isinstance(signed.get("statement"), dict)
+    attestation, a review verdict, a delivery's manifest — kept under ``body``), checked
+    as :func:`verify_attestation` says."""
+    if not (isinstance(signed, dict) and isinstance(signed.get(body), dict)
             and all(isinstance(signed.get(k), str) for k in ("alg", "value", "cert_pem"))):
         raise UserError(f"{what} is missing or malformed")
-    if signed["alg"] != _RESULT_ALG:
-        raise UserError(f"{what} is signed with {signed['alg']!r}, not {_RESULT_ALG}")
+    if signed["alg"] != alg:
+        raise UserError(f"{what} is signed with {signed['alg']!r}, not {alg}")
     cert_pem = signed["cert_pem"].encode()
     identity = verify_certificate(cert_pem, ca_cert_pem, who=what)
     if (identity.role, identity.name) != ("node", node):
@@ -780,7 +782,7 @@ def _verify_node_statement(signed: object, ca_cert_pem: bytes, *, node: str, exp
         signature = base64.b64decode(signed["value"], validate=True)
     except binascii.Error:
         raise UserError(f"{what}: its signature is not base64") from None
-    statement = signed["statement"]
+    statement = signed[body]
     if not _signature_verifies(cert_pem, signature, domain + canonical_json(statement),
                                whose=f"node {node!r}'s"):
         raise UserError(f"the signature of {node}'s {kind} does not verify: it was "
@@ -796,7 +798,7 @@ def _verify_node_statement(signed: object, ca_cert_pem: bytes, *, node: str, exp
     for field, value in expect.items():
         if canonical_json(statement[field]) != canonical_json(value):
             raise UserError(f"{what} names {field} {statement[field]!r}, not "
-                            f"{value!r} as this release")
+                            f"{value!r}{against}")
     return VerifiedAttestation(node, identity.serial, statement)
 
 
