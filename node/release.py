@@ -60,6 +60,7 @@ from node.gate import Admission, Gate, replay_refusal
 from node.masking import compute_stage, lone, revealed_masks
 from node.policy import pools_enough
 from node.review import PHASE, OutputReviews, Review
+from node.round_updates import verify_rounds
 from scifed import he
 from scifed.config import TlsConfig
 from scifed.errors import UserError
@@ -332,6 +333,47 @@ class ReleasePath:
             raise refuse(str(exc)) from None
         return Attested(total, attestations, envelope["round"] if envelope else 0, reviewers)
 
+    def _trained(self, req: ReleaseRequest, adm: Admission
+                 ) -> tuple[Attested, dict[str, np.ndarray], dict]:
+        """A training job's rounds made again here from their contributors' attested
+        updates (node/round_updates.py :func:`verify_rounds`) — never a sum of the
+        coordinator's making — and the pooled sums the job type releases; else refused,
+        audited. The contributors whose own cells ask for output review, in any round
+        that reached the released model or metrics, review it before it leaves."""
+        if req.aggregates:
+            raise self._refused(adm, req, "the task carries pooled sums of the "
+                                "coordinator's making; this node sums the rounds' attested "
+                                "updates itself")
+        expect = {"job_id": req.job_id, "study_id": req.study_id,
+                  "key_version": req.key_version, "researcher": req.researcher,
+                  "spec_sha256": canonical_sha256(req.spec), "dp": None}
+        try:
+            trained = verify_rounds(
+                req.rounds, key=adm.key, ca_pem=self.ca_pem,
+                revoked=self.gate.studies.trust.fresh(req.job_id).serials, expect=expect,
+                through=req.round if req.stage == "progress" else None)
+        except UserError as exc:
+            raise self._refused(adm, req, str(exc)) from None
+        totals, extra = trained.totals, dict(req.extra)
+        by_round = {k: v for k, v in trained.contributors.items() if k != "final"}
+        if req.stage == "progress":
+            totals = {"metrics": totals["final_metrics"] if "final" in trained.contributors
+                      else totals[f"metrics.{len(by_round)}"]}
+        else:
+            if "final" not in trained.contributors:
+                raise self._refused(adm, req, "the training rounds given hold no final "
+                                    "evaluation")
+            final = trained.contributors["final"]
+            if sorted(req.contributors) != final:
+                raise self._refused(adm, req, f"the task names contributors "
+                                    f"{', '.join(sorted(req.contributors))}; the final "
+                                    f"evaluation was made by {', '.join(final)}")
+            # what the result says of the rounds is what their attestations say
+            extra |= {"rounds_done": len(by_round), "contributors_by_round": by_round}
+        reviewers = [n for n in trained.flagged if n != self.node]
+        return (Attested(b"", trained.attestations, len(by_round), reviewers), totals,
+                extra)
+
     def _self_masks(self, req: ReleaseRequest, adm, envelope: dict | None,
                     total: bytes) -> np.ndarray | None:
         """The contributors' revealed self-masks of the attempt summed (node/masking.py);
@@ -382,24 +424,24 @@ class ReleasePath:
             return self._reviewed(req, adm, held, step, digest, what)
         key, job_id = adm.key, req.job_id
         envelope = open_for_members(key, STATE, job_id, req.state) if req.state else None
-        if adm.job.needs_training:  # Flower's sums: no node attests them to this node
-            attested = None
-            totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
+        if adm.job.needs_training:  # every round made again here from what nodes attest
+            attested, totals, extra = self._trained(req, adm)
         else:
-            attested = self._attested(req, adm, envelope)
-            if attested.reviewers and req.stage != "final":
-                # a release relabelled as live progress would skip their reviews
-                raise self._refused(adm, req, "the output review of contributor "
-                                    f"{', '.join(attested.reviewers)} comes before any "
-                                    "result leaves, so no live metrics are released; only "
-                                    "the final result, once reviewed")
+            attested, extra = self._attested(req, adm, envelope), req.extra
+        if attested.reviewers and req.stage != "final":
+            # live progress (or a release relabelled as it) would skip their reviews
+            raise self._refused(adm, req, "the output review of contributor "
+                                f"{', '.join(attested.reviewers)} comes before any "
+                                "result leaves, so no live metrics are released; only "
+                                "the final result, once reviewed")
+        if not adm.job.needs_training:
             totals = {"sum": key.decrypt(attested.total, unmask=self._self_masks(
                 req, adm, envelope, attested.total))}
         state = envelope["state"] if envelope else None
         pooled = Pooled(totals=totals, vocab=vocabulary_union(key, job_id, req.vocabularies),
                         k=req.k, dp=req.dp, contributors=req.contributors,
                         record=adm.row.record, state=state,
-                        stage=req.stage, round=req.round, extra=req.extra)
+                        stage=req.stage, round=req.round, extra=extra)
         try:
             out = adm.job.release(adm.params, pooled)
         except ValueError as exc:  # a corrupted aggregate: say so, release nothing
@@ -649,6 +691,7 @@ class ReleasePath:
         digest = canonical_sha256({
             "aggregates": {n: hashlib.sha256(b).hexdigest()
                            for n, b in sorted(req.aggregates.items())},
+            "rounds": {n: hashlib.sha256(b).hexdigest() for n, b in sorted(req.rounds.items())},
             "contributions": [[c.node, hashlib.sha256(c.ciphertext).hexdigest(),
                                canonical_sha256(c.attestation)]
                               for c in req.contributions],

@@ -707,7 +707,10 @@ ATTESTATION_FIELDS = {"job_id": str, "stage": str, "round": int, "query_sha256":
                       "audit_head": dict, "dp": (dict, type(None)), "k": int,
                       "min_contributors": int, "masked_with": list, "attempt": int,
                       # the contributor's own cell asks for its officer's output review
-                      "output_review": bool}
+                      "output_review": bool,
+                      # training rounds: the digest of the global model (and pooled
+                      # metrics) this update was trained from; "" elsewhere
+                      "trained_from": str}
 _ATTESTATION_DOMAIN = b"scifed-contribution-v2\0"
 _DATASET_FIELDS = ("dataset_id", "record_id", "sha256", "version", "schema_hash")
 
@@ -850,7 +853,12 @@ def _check_attestations(prov: dict, ca_cert_pem: bytes, what: str, signer: str,
     contributor attested. Returns (node, certificate serial) of each."""
     attestations = prov["attestations"]
     contributors = sorted(set(prov["contributors"]))
-    if not isinstance(attestations, dict) or sorted(attestations) != contributors:
+    # a training model: each node's latest round attestation, of every node whose update
+    # reached it — the final contributors and any that dropped after a round
+    trained = prov.get("job_type") == "train"
+    if not isinstance(attestations, dict) or (
+            not set(contributors) <= set(attestations) if trained
+            else sorted(attestations) != contributors):
         raise UserError(f"{what}: node {signer!r} signed attestations of "
                         f"{', '.join(sorted(attestations or {})) or 'no node'}, but names "
                         f"contributors {', '.join(contributors)}")
@@ -859,11 +867,16 @@ def _check_attestations(prov: dict, ca_cert_pem: bytes, what: str, signer: str,
     datasets, heads = prov.get("datasets") or {}, prov.get("audit_heads") or {}
     dp = prov.get("dp") or {}
     checked = []
-    for node in contributors:
+    for node in sorted(attestations) if trained else contributors:
+        given = attestations[node]
+        stage = given.get("statement") if trained and isinstance(given, dict) else None
+        stage = stage if isinstance(stage, dict) else {}
+        where = ({"stage": stage.get("stage")} if stage.get("stage") in ("train", "evaluate")
+                 else {"stage": "train or evaluate"}) if trained else {"stage": "compute",
+                                                                        "round": 0}
         try:
             v = verify_attestation(attestations[node], ca_cert_pem, node=node,
-                                   expect={**expect, "stage": "compute", "round": 0},
-                                   revoked=revoked)
+                                   expect={**expect, **where}, revoked=revoked)
         except UserError as exc:
             raise UserError(f"{what}: {exc}") from None
         st = v.statement

@@ -250,7 +250,31 @@ class HEFedAvg(FedAvg):
                 ", ".join(sorted(set(asked) - set(good))))
         self._seeds = self._reveal(grid, server_round, stage, attempt, good) if self.masked \
             else {}
+        self._keep_ledger(key, stage, server_round, attempt, good)
         return good
+
+    def _keep_ledger(self, key: str, stage: str, server_round: int, attempt: int,
+                     good: dict[str, Message]) -> None:
+        """What the round's sum is made of, for the release node to make it again
+        (node/round_updates.py ``verify_rounds``): every contributor's ciphertexts as it
+        sent them, its signed attestation and its revealed self-mask seed. The release
+        node sums and unmasks these itself and checks that the next round was trained
+        from exactly that sum, so a model that is not the sum of these updates, or of
+        another set or attempt, is refused at release (jobs.train.protocol)."""
+        b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+        contributions = {}
+        for name, msg in sorted(good.items()):
+            arrays = msg.content[ARRAYS]
+            attestation = msg.content.config_records[STATUS].get("attestation") or ""
+            contributions[name] = {
+                "ciphertexts": {n: b64(blob_of(arrays, n)) for n in sorted(arrays.keys())},
+                "attestation": json.loads(str(attestation)) if attestation else None}
+        ledger = {"stage": stage, "round": server_round, "attempt": attempt,
+                  "contributions": contributions,
+                  "seeds": {n: b64(seed) for n, seed in sorted(self._seeds.items())}}
+        name = "ledger-final.json" if key == "final" else f"ledger-r{server_round}.json"
+        write_bytes(self.job_dir / name, json.dumps(ledger).encode())
+        self.state.setdefault("ledger_files", {})[key] = name
 
     def _reveal(self, grid: Grid, server_round: int, stage: str, attempt: int,
                 good: dict[str, Message]) -> dict[str, bytes]:
