@@ -104,7 +104,8 @@ class AggregateJob(JobType):
             answer: ReleaseReply = out[release_node]
             if answer.reviews:  # contributors' officers review the result first
                 request = request.model_copy(update={"verdicts": {
-                    **request.verdicts, **contributor_reviews(driver, run, headers, release_node, answer)}})
+                    **request.verdicts,
+                    **contributor_reviews(driver, run, headers, release_node, answer)}})
                 out, failed = driver.fanout(run, "release", TaskKind.RELEASE,
                                             {release_node: request}, ReleaseReply)
                 if release_node not in out:

@@ -19,8 +19,21 @@ contributors and DP the task reports equal what the contributors attest; then it
 ciphertexts itself (:func:`scifed.he.sum_ciphertexts`). Anything else is refused with one
 message, audited (``release.refuse``), nothing released. The provenance lists, for every
 contributor, the dataset (sha256, version, schema hash) and audit head it attested, and the
-attestations themselves, so the researcher checks each signature. Training jobs release
-Flower's sums (``aggregates``) unattested: their provenance says so (``unattested``).
+attestations themselves, so the researcher checks each signature.
+
+Training jobs too (:meth:`ReleasePath._trained`): the release task carries, per round and
+for the final evaluation, every contributor's masked ciphertexts, its signed attestation
+and its revealed self-mask seed, as the ServerApp kept them — never a sum. This node
+checks them as a chain (node/round_updates.py :func:`verify_rounds`): each attestation
+for this job, stage, round and one attempt, masked for exactly the set of signers, over
+the very ciphertexts; the sums made and unmasked here; and every contributor of a round
+attests it trained from (``trained_from``) the model this node made of the round before.
+So a model the coordinator summed otherwise, of another attempt or set, or with a
+contributor's update hidden, is refused; and every node whose update reached any
+released model or metric — a node that dropped after round 1 included — is seen with
+its signed ``output_review`` flag. Those flags route the model to each such
+contributor's officer exactly as for aggregate jobs, whichever member the coordinator
+picked as release node, and live metrics are refused while any is carried.
 
 May pooled results leave this node? One answer for every job type: the release node's
 own dataset in the study must admit the job as any task does (policy, and the officer's
@@ -90,8 +103,6 @@ from scifed.sealing import (
 from scifed.tasks import ReleaseReply, ReleaseRequest, ReviewReply, ReviewRequest
 
 VOCABULARY, STATE, QUERY = "job-vocabulary", "job-state", "job-query"
-UNATTESTED = ("a training job: the release decrypts the sums of a Flower run, whose "
-              "contributions no node attests to the release node")
 
 
 def researcher_key(claim: dict, ca_pem: bytes, researcher: str) -> bytes:
@@ -194,32 +205,20 @@ class ReleasePath:
                 "pooling": pooling}
 
     def _provenance(self, req: ReleaseRequest, adm: Admission, rules: dict,
-                    attested: Attested | None, *, researcher: str, released_at: str) -> dict:
-        """What this node signs about a result besides the result itself: with
-        ``attested``, every contributor's dataset and audit head as it attested them, and
-        the attestations; without (training), this node's own dataset only."""
+                    attested: Attested, *, researcher: str, released_at: str) -> dict:
+        """What this node signs about a result besides the result itself: every
+        contributor's dataset and audit head as it attested them, and the attestations
+        (of a training model: each node's latest round attestation, of every node whose
+        update reached it)."""
         rec, pol = adm.row.record, adm.policy
-        dist = (rec.get("distributions") or [{}])[0]
         named = datasets_by_node(adm.spec)
-        provenance: dict = {}
-        if attested is not None:
-            statements = {n: a["statement"] for n, a in attested.attestations.items()}
-            datasets = {n: {"dataset": named.get(n, st["dataset"].get("dataset_id", "")),
-                            **attested_dataset(st), "source": f"attested by {n}"}
-                        for n, st in statements.items()}
-            provenance = {"audit_heads": {n: st["audit_head"] for n, st in statements.items()},
-                          "attestations": attested.attestations,
-                          "attested_rounds": attested.round}
-        else:
-            datasets = {n: {"dataset": named.get(n, ""), "source": "job spec"}
-                        for n in req.contributors}
-            datasets[self.node] = {"dataset": named.get(self.node, adm.row.dataset_id),
-                                   "record_id": rec.get("id", adm.row.dataset_id),
-                                   "sha256": dist.get("sha256", ""),
-                                   "version": rec.get("version", ""),
-                                   "schema_hash": rec.get("schema_hash", ""),
-                                   "source": "release node's catalog record"}
-            provenance = {"unattested": UNATTESTED}
+        statements = {n: a["statement"] for n, a in attested.attestations.items()}
+        datasets = {n: {"dataset": named.get(n, st["dataset"].get("dataset_id", "")),
+                        **attested_dataset(st), "source": f"attested by {n}"}
+                    for n, st in statements.items()}
+        provenance = {"audit_heads": {n: st["audit_head"] for n, st in statements.items()},
+                      "attestations": attested.attestations,
+                      "attested_rounds": attested.round}
         dp_setting = "fl_dp_required" if adm.job.family == "fl" else "agg_dp_required"
         settings = ("min_cell_count", "min_contributors", dp_setting, "epsilon_per_query")
         seq, head = self.audit.head()
@@ -449,13 +448,13 @@ class ReleasePath:
         if isinstance(out, NextRound):
             # the query carries its round; the state (this node's alone) what the next
             # step's contributions must be attested for, and the compute's attestations
-            round_no = (attested.round if attested else 0) + 1
+            round_no = attested.round + 1
             query = seal_for_members(key, QUERY, job_id, {"round": round_no,
                                                           "query": out.query})
             kept_state = {"state": out.state, "round": round_no,
                           "query_sha256": hashlib.sha256(query).hexdigest(),
                           "contributors": sorted(req.contributors),
-                          "attestations": attested.attestations if attested else {},
+                          "attestations": attested.attestations,
                           "k": req.k, "min_contributors": req.min_contributors,
                           "dp": req.dp}
             reply = ReleaseReply(state=seal_for_members(key, STATE, job_id, kept_state),
@@ -477,7 +476,7 @@ class ReleasePath:
         result[RESULT_PROVENANCE] = self._provenance(req, adm, rules, attested,
                                                      researcher=claim.name,
                                                      released_at=released_at)
-        others = attested.reviewers if attested and final_stage else []
+        others = attested.reviewers if final_stage else []
         if reviewed or others:
             result[RESULT_PROVENANCE]["output_review"] = {
                 "node": self.node if reviewed else None,

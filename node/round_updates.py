@@ -22,6 +22,26 @@ What it keeps in node.db (``job_answers``, under the job id):
 So the coordinator gets at most one attempt of a round unmasked, for one set, and a node
 it declares dropped while holding its ciphertext stays masked by the self-mask that node
 reveals only for the set it masked for.
+
+What the attestation binds (``Gate.attest``): job, stage, round, attempt, the set
+(``masked_with``), the ciphertexts, the node's ``output_review`` flag, and what the update
+was trained from (``trained_from``, kept with the plain update: the digest of the
+decrypted model and pooled metrics the ClientApp started from). At release
+(:func:`verify_rounds`, called by node/release.py) the release node makes every round's
+sum again from these and checks the chain, so a contributor's review requirement travels
+with the model whichever node releases it.
+
+Why the release node checks the chain once, rather than every node checking the round
+before at each round (nodes verifying, summing and unmasking round r's ciphertexts
+themselves): it is as strong for what is released — the ClientApp attests the digest of
+exactly what it decrypted, so a model that is not the attested sum of the round before,
+or is another attempt's or another run's, breaks the chain at the first round it was
+used — and it costs the rounds nothing: each round message still carries one summed
+model, not every contributor's ciphertexts (n contributors' × n nodes per round), and
+each attestation grows by one digest. The price is paid at release by the release node
+(every round's ciphertexts; docs/benchmarks.md), and the check is of the finished run,
+not as it goes: a deviating coordinator can still make nodes train on a foreign model
+(which the nodes' own data then meets), but no such model, nor its metrics, is released.
 """
 
 from __future__ import annotations

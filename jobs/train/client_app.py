@@ -9,7 +9,10 @@ It then decrypts the global model, measures it on this node's validation split, 
 and hands its update (exact in round 1, quantised after, weighted by the previous round's
 pooled rows) and metric sums to the node (``SealUpdate``), which masks them for the set
 the message names and encrypts them under the study key (jobs.train.protocol,
-node/round_updates.py); the app never holds the masks. It reports what DP-SGD spent back
+node/round_updates.py); the app never holds the masks. It also tells the node what it
+trained from (``trained_from``: the digest of the decrypted model and pooled metrics),
+which the node signs, so the release node can tell whether the model it releases is the
+chain of attested sums the rounds trained from. It reports what DP-SGD spent back
 to the node. Values the quantised update clips are counted in the node's log. A
 ``train.reveal`` message asks the node for its self-mask seed of a round's final set.
 

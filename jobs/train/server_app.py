@@ -8,8 +8,11 @@ round's message carries the previous round's summed model and its pooled metric 
 from round 2 on, nodes weigh their quantised updates by that round's pooled rows.
 
 It reads the job from ``run_config["job-dir"]`` (written by ``jobs.train.coordinate``),
-checkpoints the encrypted global model (every round's is kept, for the release node to
-pick the best validated one), pooled metric sums and per-node state after every round,
+checkpoints the encrypted global model (every round's is kept), pooled metric sums and
+per-node state after every round, and each round's contributions as they came
+(``ledger-r{r}.json``, ``ledger-final.json``: ciphertexts, signed attestations, revealed
+self-mask seeds), which the release node sums again itself (node/round_updates.py
+``verify_rounds``) before it picks the best validated model;
 and resumes from that checkpoint when started again on the same directory (a SuperLink
 restart fails in-flight Flower runs; the coordinator resubmits). A node that
 refuses, errs or stays silent for ``round_timeout`` leaves the run; the run goes on while
