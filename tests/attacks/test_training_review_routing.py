@@ -322,3 +322,10 @@ def test_the_coordinator_presents_a_model_that_is_not_the_attested_sum(fed, monk
     refused(fed, "job-sum", _with(honest, "2", ledger), "not the ones its attestation names")
     refused(fed, "job-sum", honest.model_copy(update={"aggregates": {"model.2": (
         job_dir / checkpoint["model_files"]["1"]).read_bytes()}}), "coordinator's making")
+    # malformed or missing rounds: one message naming what is wrong
+    without = {k: v for k, v in honest.rounds.items() if k != "1"}
+    refused(fed, "job-sum", honest.model_copy(update={"rounds": without}),
+            "are not rounds 1..R (got 2, final)")
+    refused(fed, "job-sum", honest.model_copy(update={"rounds": {**honest.rounds,
+                                                                 "2": b"[1, 2"}}),
+            "the record of round 2 is malformed")
