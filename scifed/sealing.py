@@ -568,8 +568,9 @@ class VerifiedResult:
     provenance: dict   # as signed
     spec_checked: bool = False  # the spec's hash was compared with the researcher's own
     # (node, certificate serial) of each contributor whose attestation of its contribution
-    # was checked; empty where the provenance lists none (a training job's, or a result
-    # released before contributions were attested)
+    # was checked (of a training model: every node whose round update reached it); empty
+    # where the provenance lists none (a result released before contributions were
+    # attested)
     attested: tuple[tuple[str, int], ...] = ()
 
     def summary(self) -> str:
@@ -598,9 +599,11 @@ def verify_result(document: object, ca_cert_pem: bytes, *, job_id: str,
     coordinator says); and, given the researcher's own spec (its :func:`canonical_sha256`
     and the nodes it names), the release is of that spec and its contributors are among
     those nodes. Where the provenance lists the contributors' attestations (every
-    aggregate job's does), each must verify for this job under a node certificate the CA
-    issued (not ``revoked``), one per contributor, and name the datasets, audit heads and
-    DP the provenance lists.
+    aggregate job's and training model's does), each must verify for this job under a
+    node certificate the CA issued (not ``revoked``), one per contributor (a training
+    model's: one per node whose round update reached it, a round or final-evaluation
+    attestation, every final contributor among them), and name the datasets, audit
+    heads and DP the provenance lists.
 
     Raises :class:`UnsignedResult` for a result without a signature, else a UserError
     naming what is wrong."""
