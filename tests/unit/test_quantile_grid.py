@@ -19,7 +19,7 @@ from jobs.limits import MAX_ROUND_THRESHOLDS, MAX_TOTAL_ROUND_THRESHOLDS
 from jobs.stats import StatsJob
 from jobs.stats import quantile_grid as grid
 from jobs.stats.disclosure import quantile_margin, round_to_k_rows, rounding_thresholds
-from jobs.stats.quantiles import QuantileSearch, count_le
+from jobs.stats.quantiles import SUM_DIGITS, QuantileSearch, count_le, round_vector
 from jobs.stats.spec import StatsSpec
 from node.data import DataFile
 from scifed.errors import UserError
@@ -58,13 +58,15 @@ def federate(paths: list[Path], spec: StatsSpec, df: pd.DataFrame, *, k: int,
     search = QuantileSearch.start(spec, {c: int(df[c].count()) for c in spec.quantiles},
                                   k=k, guide=aims, budget=budget)
     while not search.done:
-        asked = search.thresholds()
-        assert 0 < max(len(ts) for ts in asked.values()) <= budget
-        assert sum(len(ts) for ts in asked.values()) <= MAX_TOTAL_ROUND_THRESHOLDS
-        pooled = {c: np.sum([count_le(f, c, ts) for f in files], axis=0).tolist()
-                  for c, ts in asked.items()}
+        query = search.query()
+        size = {c: len(query["thresholds"].get(c, [])) + SUM_DIGITS * len(
+            query.get("sums", {}).get(c, [])) for c in {*query["thresholds"], *query.get("sums", {})}}
+        assert 0 < max(size.values()) <= budget
+        assert sum(size.values()) <= MAX_TOTAL_ROUND_THRESHOLDS
+        assert k <= 1 or "sums" not in query  # a rounded release never sums values
+        pooled = np.sum([round_vector(f, spec, query, k=k) for f in files], axis=0)
         search = QuantileSearch.from_json(search.to_json())  # travels sealed between rounds
-        search.update(pooled)
+        search.learn(pooled)
         assert search.rounds <= 20, "the search does not converge"
     for f in files:
         f.close()
