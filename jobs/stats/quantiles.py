@@ -37,7 +37,10 @@ from jobs.stats.spec import StatsSpec
 from scifed.errors import UserError
 
 SUM_DIGIT_BITS = 24
-SUM_DIGITS = 4  # a node's sum of key offsets in base 2^24 (< 2^96), each digit exact
+# a node's sums of key offsets d and of d² over a bracket, in base-2^24 digits (each
+# exact in the stats encoding, and their pooled sums too): Σd < 2^96, Σd² < 2^168
+POWER_DIGITS = (4, 7)
+SUM_DIGITS = sum(POWER_DIGITS)  # what one bracket costs in a round's vector
 SUM_ROWS = 64  # an exact release sums a bracket's keys once it holds at most this many
 
 
@@ -67,7 +70,6 @@ class QuantileSearch:
     refused: dict[str, str] = field(default_factory=dict)
     summed: dict[str, list[list[int]]] = field(default_factory=dict)
     tried: dict[str, list[list[int]]] = field(default_factory=dict)
-    candidates: dict[str, list[int]] = field(default_factory=dict)
     rounds: int = 0
     budget: int = MAX_ROUND_THRESHOLDS
     total: int = MAX_TOTAL_ROUND_THRESHOLDS
@@ -180,7 +182,8 @@ class QuantileSearch:
         share = max(1, min(self.budget, self.total // len(pending)))
         for col in sorted(pending)[: self.total]:
             sums = self._sum_plan(col, pending[col], share) if self.k <= 1 else []
-            lone = {(lo, hi) for lo, hi in sums if self._count(col, hi) - self._count(col, lo) == 1}
+            lone = {(lo, hi) for lo, hi in sums  # their sums decide them: no grid needed
+                    if self._count(col, hi) - self._count(col, lo) <= 2}
             keys = self._column_plan(col, pending[col], share - SUM_DIGITS * len(sums), lone)
             if keys:
                 self.asked[col] = keys
@@ -189,8 +192,8 @@ class QuantileSearch:
 
     def _sum_plan(self, col: str, probs: list[float], budget: int) -> list[tuple[int, int]]:
         """The open brackets of an exact release holding at most :data:`SUM_ROWS` pooled
-        values and not summed before: one value alone is then known from its sum, and a
-        tie of several (all equal) is proposed by their mean, checked by counts next."""
+        values and not summed before: Σd and Σd² of their key offsets d give one or two
+        values exactly, and several that are all equal (a tie: held·Σd² = (Σd)²)."""
         out: list[tuple[int, int]] = []
         tried = {tuple(b) for b in self.tried.get(col, [])}
         for p in probs:
@@ -203,11 +206,11 @@ class QuantileSearch:
     def _column_plan(self, col: str, probs: list[float], budget: int,
                      lone: set[tuple[int, int]] = frozenset()) -> list[int]:
         """Threshold keys for ``col``: the ladder buckets of quantiles known but not yet
-        decided, the candidates sums proposed, then grids inside each open bracket not
-        in ``lone`` (a bracket of one value, whose sum this round pins it)."""
+        decided, then grids inside each open bracket not in ``lone`` (one or two values,
+        which this round's sums pin)."""
         keys, _ = self._table(col)
         known = set(keys)
-        must: list[float] = [grid.value(k) for k in self.candidates.get(col, [])]
+        must: list[float] = []
         brackets: list[tuple[int, int]] = []
         for p in probs:
             lo, hi, open_ = self._interval(col, p)
@@ -268,19 +271,22 @@ class QuantileSearch:
         for col, brackets in sorted(self.summed.items()):
             sums[col] = []
             for _ in brackets:
-                digits = [pooled_count(v, f"a key sum of {col}")
-                          for v in total[offset:offset + SUM_DIGITS]]
-                sums[col].append(sum(d << (SUM_DIGIT_BITS * i) for i, d in enumerate(digits)))
-                offset += SUM_DIGITS
+                powers = []
+                for size in POWER_DIGITS:
+                    digits = [pooled_count(v, f"a key sum of {col}")
+                              for v in total[offset:offset + size]]
+                    powers.append(sum(d << (SUM_DIGIT_BITS * i) for i, d in enumerate(digits)))
+                    offset += size
+                sums[col].append(powers)
         if offset != len(total):
             raise ValueError(f"corrupted aggregate: a round of {len(total)} values, expected "
                              f"{offset}")
         self.update(counts, sums)
 
     def update(self, pooled_counts: dict[str, list[int]],
-               pooled_sums: dict[str, list[int]] | None = None) -> None:
+               pooled_sums: dict[str, list[list[int]]] | None = None) -> None:
         """Learn this round's pooled counts (aligned with :meth:`thresholds`) and key sums
-        (aligned with ``summed``), and plan the next. Raises ValueError if they cannot be
+        [Σd, Σd²] (aligned with ``summed``), and plan the next. Raises ValueError if they cannot be
         true counts and sums."""
         asked = self.thresholds()
         pooled_sums = pooled_sums or {}
@@ -291,7 +297,6 @@ class QuantileSearch:
             raise ValueError(f"sums for columns {sorted(pooled_sums)}, expected "
                              f"{sorted(self.summed)}")
         learnt: dict[str, list[list[int]]] = {}
-        candidates: dict[str, list[int]] = {}
         for col in sorted(set(asked) | set(self.summed)):
             ts = asked.get(col, [])
             given = pooled_counts.get(col, [])
@@ -311,16 +316,15 @@ class QuantileSearch:
             if len(pooled_sums.get(col, [])) != len(brackets):
                 raise ValueError(f"{len(pooled_sums.get(col, []))} sums for {col!r}, "
                                  f"expected {len(brackets)}")
-            for (lo, hi), total in zip(brackets, pooled_sums.get(col, []), strict=True):
-                below, held = table[lo], table[hi] - table[lo]
-                if not 0 <= total <= held * (hi - lo) or total < held:
-                    raise ValueError(f"corrupted aggregate: a key sum of {col!r} is outside "
-                                     "its bracket")
-                if held == 1:  # the one value of (lo, hi] is lo + its offset
-                    facts += [(lo + total - 1, below), (lo + total, below + 1)]
-                elif total % held == 0:  # if they are all equal, they equal the mean
-                    mean = lo + total // held
-                    candidates.setdefault(col, []).extend([mean - 1, mean])
+            for (lo, hi), powers in zip(brackets, pooled_sums.get(col, []), strict=True):
+                offsets = _offsets(table[hi] - table[lo], *powers, hi - lo)
+                if offsets is None:
+                    raise ValueError(f"corrupted aggregate: key sums of {col!r} no values "
+                                     "of their bracket can have")
+                below = table[lo]
+                for d in sorted(set(offsets)):  # C just below and at each value found
+                    facts += [(lo + d - 1, below), (lo + d, below + offsets.count(d))]
+                    below += offsets.count(d)
             for k, c in facts:
                 if table.setdefault(k, c) != c:
                     raise ValueError(f"corrupted aggregate: counts of {col!r} contradict "
@@ -332,7 +336,6 @@ class QuantileSearch:
         self.known.update(learnt)  # all columns or none
         for col, brackets in self.summed.items():
             self.tried.setdefault(col, []).extend(brackets)
-        self.candidates = candidates
         self._tables.clear()
         self.rounds += 1
         self._replan()
@@ -368,6 +371,22 @@ class QuantileSearch:
     @classmethod
     def from_json(cls, text: str) -> QuantileSearch:
         return cls(**json.loads(text))
+
+
+def _offsets(held: int, s1: int, s2: int, gap: int) -> list[int] | None:
+    """The key offsets d (1 ≤ d ≤ gap) of ``held`` values with Σd = s1 and Σd² = s2 where
+    these sums decide them: all equal (held·s2 = s1²) or two values; [] where they do
+    not, None where no such values exist (a corrupted aggregate)."""
+    if not (held <= s1 <= held * gap and s1 * s1 <= held * s2 <= held * held * gap * gap):
+        return None
+    if held * s2 == s1 * s1:
+        return [s1 // held] * held if s1 % held == 0 else None
+    if held == 2:  # d1 + d2 = s1, d1² + d2² = s2: d2 − d1 = √(2·s2 − s1²)
+        root = math.isqrt(2 * s2 - s1 * s1)
+        if root * root != 2 * s2 - s1 * s1 or (s1 - root) % 2 or not 1 <= (s1 - root) // 2:
+            return None
+        return [(s1 - root) // 2, (s1 + root) // 2]
+    return []
 
 
 def _fresh(thresholds: list[float], known: set[int]) -> list[int]:
@@ -482,14 +501,14 @@ def bracket_sums(data: Table, column: str, brackets: list[list[int]]) -> np.ndar
 def key_sums(values: np.ndarray, brackets: list[list[int]], column: str = "") -> np.ndarray:
     """:func:`bracket_sums` of the values given (non-missing)."""
     keys = _keys(values)
-    out = np.zeros(SUM_DIGITS * len(brackets))
     mask = (1 << SUM_DIGIT_BITS) - 1
-    for i, (lo, hi) in enumerate(brackets):
-        inside = keys[(keys > lo) & (keys <= hi)]
-        total = sum(int(x) for x in inside) - len(inside) * lo
-        if total >> (SUM_DIGIT_BITS * SUM_DIGITS):
-            raise UserError(f"stats.quantiles.{column}: a bracket sum is beyond "
-                            f"2^{SUM_DIGIT_BITS * SUM_DIGITS}")
-        out[SUM_DIGITS * i:SUM_DIGITS * (i + 1)] = [
-            (total >> (SUM_DIGIT_BITS * j)) & mask for j in range(SUM_DIGITS)]
-    return out
+    out: list[int] = []
+    for lo, hi in brackets:
+        offsets = [int(x) - lo for x in keys[(keys > lo) & (keys <= hi)]]
+        for power, size in zip((1, 2), POWER_DIGITS, strict=True):
+            total = sum(d ** power for d in offsets)
+            if total >> (SUM_DIGIT_BITS * size):
+                raise UserError(f"stats.quantiles.{column}: a bracket sum is beyond "
+                                f"2^{SUM_DIGIT_BITS * size}")
+            out += [(total >> (SUM_DIGIT_BITS * j)) & mask for j in range(size)]
+    return np.array(out, dtype=np.float64)
