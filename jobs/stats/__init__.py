@@ -102,7 +102,8 @@ class StatsJob(AggregateJob):
     def round(self, params: StatsSpec, table: Table, query: dict,
               limits: Limits) -> np.ndarray:
         """Counts at thresholds and, for an exact release, key sums over brackets (the
-        quantile search, at most MAX_ROUND_THRESHOLDS a round), or the labels behind tags the release found held by at least k rows."""
+        quantile search, at most MAX_ROUND_THRESHOLDS a round), or the labels behind tags
+        the release found held by at least k rows."""
         if "labels" in query:
             public = self._exact_public(params, limits)
             local = compute.local_labels(query["labels"], compute.vocabulary(table, params),

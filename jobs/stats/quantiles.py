@@ -15,8 +15,16 @@ done when its order statistics are pinned (lo and hi adjacent floats, x_(r) = hi
 rounded release (k > 1) it is done as soon as the counts decide the rounding rule
 (`disclosure.round_to_k_rows`), usually before the order statistics are pinned: the grid
 lies on the rounding ladder's buckets, so no separate rounding round is needed. Values
-written with a few digits take 1–3 rounds; full-precision doubles at k ≤ 1 take more
-(counts give log2(thresholds + 1) bits per round, and a double has ~60).
+written with a few digits take 1–3 rounds.
+
+Counts alone give log2(thresholds + 1) ≈ 10 bits per round, and a double has ~60, so an
+exact release of full-precision doubles would take ~9. An exact release therefore also
+asks, for each bracket holding at most :data:`SUM_ROWS` pooled values, the sums Σd and
+Σd² of the key offsets d = key(x) − lo of the values there (:func:`bracket_sums`, exact
+integer digits): one or two values, or a tie of several, are then known bit for bit in
+the round that sums them, and full-precision doubles take 3–4 rounds. Only an exact
+release asks them: a sum over a bracket holding one value is that value, which the
+release publishes anyway when k ≤ 1, and a node whose own k is above 1 refuses any sum.
 """
 
 from __future__ import annotations

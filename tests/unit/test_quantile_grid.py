@@ -59,8 +59,9 @@ def federate(paths: list[Path], spec: StatsSpec, df: pd.DataFrame, *, k: int,
                                   k=k, guide=aims, budget=budget)
     while not search.done:
         query = search.query()
-        size = {c: len(query["thresholds"].get(c, [])) + SUM_DIGITS * len(
-            query.get("sums", {}).get(c, [])) for c in {*query["thresholds"], *query.get("sums", {})}}
+        sums = query.get("sums", {})
+        size = {c: len(query["thresholds"].get(c, [])) + SUM_DIGITS * len(sums.get(c, []))
+                for c in {*query["thresholds"], *sums}}
         assert 0 < max(size.values()) <= budget
         assert sum(size.values()) <= MAX_TOTAL_ROUND_THRESHOLDS
         assert k <= 1 or "sums" not in query  # a rounded release never sums values
