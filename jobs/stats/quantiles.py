@@ -20,7 +20,7 @@ written with a few digits take 1–3 rounds.
 Counts alone give log2(thresholds + 1) ≈ 10 bits per round, and a double has ~60, so an
 exact release of full-precision doubles would take ~9. An exact release therefore also
 asks, for each bracket holding at most :data:`SUM_ROWS` pooled values, the sums Σd and
-Σd² of the key offsets d = key(x) − lo of the values there (:func:`bracket_sums`, exact
+Σd² of the key offsets d = key(x) − lo of the values there (:func:`key_sums`, exact
 integer digits): one or two values, or a tie of several, are then known bit for bit in
 the round that sums them, and full-precision doubles take 3–4 rounds. Only an exact
 release asks them: a sum over a bracket holding one value is that value, which the
@@ -463,26 +463,27 @@ def round_vector(data: Table, spec: StatsSpec, query: dict, *, k: int) -> np.nda
     """This node's answer to a counting round: its counts at each column's thresholds,
     then its key sums over each column's brackets (both in sorted column order)."""
     asked, sums = check_round(spec, query, k=k)
-    parts = [count_le(data, col, ts) for col, ts in sorted(asked.items())]
-    parts += [bracket_sums(data, col, bs) for col, bs in sorted(sums.items())]
+    values = {c: data.sorted_numbers(c) for c in sorted(set(asked) | set(sums))}
+    parts = [_counts(values[col], ts) for col, ts in sorted(asked.items())]
+    parts += [key_sums(values[col], bs, col) for col, bs in sorted(sums.items())]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def count_le(data: Table, column: str, thresholds: list[float]) -> np.ndarray:
-    """This node's counts of filtered non-missing values ≤ each threshold, in one query
-    (one sort of values and thresholds together), as float64 like the stats vector."""
-    data.require([column], "stats.quantiles", numeric=True)
+    """This node's counts of filtered non-missing values ≤ each threshold, as float64
+    like the stats vector (−0.0 and 0.0 compare equal, NaN thresholds count every value,
+    as DuckDB orders them)."""
+    return _counts(data.sorted_numbers(column), thresholds)
+
+
+def _counts(values: np.ndarray, thresholds: list[float]) -> np.ndarray:
+    """:func:`count_le` of sorted values."""
     if not thresholds:
         return np.zeros(0)
-    select = (
-        "SELECT cnt FROM (SELECT i, kind, sum(1 - kind) OVER (ORDER BY x, kind ROWS "
-        "UNBOUNDED PRECEDING) AS cnt FROM (SELECT c0 AS x, 0 AS kind, NULL::BIGINT AS i "
-        "FROM d WHERE c0 IS NOT NULL UNION ALL SELECT unnest(?::DOUBLE[]), 1, "
-        "unnest(range(?::BIGINT)))) WHERE kind = 1 ORDER BY i"
-    )
-    rows = data.query([data.number(column)], select,
-                      [[float(t) for t in thresholds], len(thresholds)])
-    return np.array([r[0] for r in rows], dtype=np.float64)
+    asked = np.asarray(thresholds, dtype=np.float64)
+    counts = np.searchsorted(values, asked, side="right").astype(np.float64)
+    counts[np.isnan(asked)] = values.size
+    return counts
 
 
 def _keys(values: np.ndarray) -> np.ndarray:
@@ -491,23 +492,11 @@ def _keys(values: np.ndarray) -> np.ndarray:
     return np.where(bits >= 0, bits, -(bits & np.int64(0x7FFF_FFFF_FFFF_FFFF)))
 
 
-def bracket_sums(data: Table, column: str, brackets: list[list[int]]) -> np.ndarray:
-    """Per bracket (lo, hi] of keys, this node's sum of key(x) − lo over its filtered
-    values x there, as :data:`SUM_DIGITS` base-2^24 digits (float64, exact): pooled, a
-    bracket holding one value gives that value's key, bit for bit."""
-    data.require([column], "stats.quantiles", numeric=True)
-    if not brackets:
-        return np.zeros(0)
-    where = " OR ".join("(c0 >= ? AND c0 <= ?)" for _ in brackets)
-    params = [x for lo, hi in brackets for x in (grid.value(max(lo, grid.BOTTOM + 1)),
-                                                 grid.value(hi))]
-    rows = data.query([data.number(column)],
-                      f"SELECT c0 FROM d WHERE c0 IS NOT NULL AND ({where})", params)
-    return key_sums(np.array([r[0] for r in rows], dtype=np.float64), brackets, column)
-
-
 def key_sums(values: np.ndarray, brackets: list[list[int]], column: str = "") -> np.ndarray:
-    """:func:`bracket_sums` of the values given (non-missing)."""
+    """Per bracket (lo, hi] of keys, the sums of d = key(x) − lo and of d² over the
+    ``values`` x there (this node's filtered non-missing values), as :data:`POWER_DIGITS`
+    base-2^24 digits (float64, exact): pooled, a bracket holding one value gives that
+    value's key, bit for bit."""
     keys = _keys(values)
     mask = (1 << SUM_DIGIT_BITS) - 1
     out: list[int] = []
