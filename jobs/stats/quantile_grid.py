@@ -7,7 +7,8 @@ not a bisection), chosen here from what is known so far:
 * first round, nothing known but N: a signed grid m·10^e (m = 1…9, or 1, 2, 5, or 1 as
   the budget allows, e = −12…15 where a whole round's budget is free, else −6…15) with
   the float just below each point, so a value on it is pinned at once; where the
-  researcher's job also released the column's mean and standard deviation, part of the budget goes to a fine grid over mean ± 4 sd;
+  researcher's job also released the column's mean and standard deviation, part of the
+  budget goes to a fine grid over mean ± 4 sd;
 * later rounds, inside each open bracket (lo, hi] of an order statistic: for a rounded
   release (k > 1), the ladder buckets (`disclosure.bucket`) of every step from the finest
   that fits, so that the bucket counts the rounding rule needs come in the same round and
