@@ -66,8 +66,10 @@ class QuantileSearch:
     far, sorted, between the sentinels BOTTOM (0) and TOP (+inf, N). ``asked``: the keys
     of this round's thresholds. ``guide``: per column, a released (mean, sd) to aim the
     first grid with. ``refused`` gives the reason for each column whose quantiles are
-    withheld. ``budget``, ``total``: thresholds per column and over all columns a round
-    may ask (at most the limits)."""
+    withheld. ``summed``: the brackets [lo, hi] of keys whose sums this round asks (an
+    exact release only); ``tried``: every bracket summed so far, never asked again.
+    ``budget``, ``total``: thresholds per column and over all columns a round may ask (at
+    most the limits; a bracket sum counts as :data:`SUM_DIGITS` of them)."""
 
     k: int
     n: dict[str, int]
