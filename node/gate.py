@@ -525,6 +525,10 @@ class Gate:
         node's self-mask seed and pairwise seeds both leave this node."""
         h = adm.header
         said = f"node {self.node} reveals nothing of attempt {attempt} of job {h.job_id}"
+        with self.store.tx() as con:
+            if self.answered(con, adm, f"unmask#{attempt}", _ANY, "") == b"abandoned":
+                raise replay_refusal(self.node, h.job_id, f"it abandoned attempt {attempt} "
+                                     "of this job for a later one")
         summed, left = sorted(set(contributors)), sorted(set(dropped))
         if (len(summed) != len(contributors) or len(left) != len(dropped)
                 or set(summed) & set(left) or sorted(summed + left) != masked_with):
