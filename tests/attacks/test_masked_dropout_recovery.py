@@ -9,16 +9,27 @@ removed from the sum"), and a node whose ciphertext never arrived cost a fresh a
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 import yaml
 from islands import uniform
 
 from harness.inmemory import InMemoryFederation
-from node.masking import REVEAL, recovered_masks, threshold
-from scifed import he, masks
+from node.masking import (
+    REVEAL,
+    compute_stage,
+    mask_context,
+    open_shares,
+    recovered_masks,
+    threshold,
+)
+from protos.scifed.v1 import federation_pb2 as pb
+from scifed import he, masks, shamir
 from scifed.errors import UserError
-from scifed.he import open_for_members
+from scifed.he import PLAIN_MODULUS, open_for_members
+from scifed.sealing import load_seal_key, open_sealed, refusal_context
 from scifed.states import JobStatus
 from scifed.tasks import TaskHeader, TaskKind, UnmaskRequest
 
@@ -115,103 +126,121 @@ def test_a_node_whose_ciphertext_never_arrives_leaves_the_sum_exact_over_the_sur
     check_exact(result, pooled(fed, survivors))
 
 
-def ask_unmask(fed, template: UnmaskRequest, node: str, seen, **update) -> object:
-    """Send ``node`` an unmask task like ``template`` (another view of the attempt)."""
-    compute = seen[TaskKind.COMPUTE]
-    boxes = {s: r.shares[node] for s, r in compute.items() if node in r.shares}
-    header = TaskHeader.model_validate({k: getattr(template, k)
-                                        for k in TaskHeader.model_fields})
-    ask = UnmaskRequest(**header.model_dump(), attempt=1,
-                        contributors=update.get("contributors", template.contributors),
-                        dropped=update.get("dropped", []), shares=boxes)
-    from protos.scifed.v1 import federation_pb2 as pb
-    return fed.nodes[node].runner.handle(pb.Task(task_id=f"view-{node}",
+def header_of(request) -> TaskHeader:
+    return TaskHeader.model_validate({k: getattr(request, k) for k in TaskHeader.model_fields})
+
+
+def ask_unmask(fed, template: UnmaskRequest, node: str, seen, contributors: list[str],
+               dropped: list[str]) -> str | None:
+    """Send ``node`` another view of attempt 1 (its share boxes and the set's claims as
+    the honest unmask carried them); its refusal's reason (sealed to the researcher), or
+    None where it answered."""
+    boxes = {s: r.shares[node] for s, r in seen[TaskKind.COMPUTE].items() if node in r.shares}
+    ask = UnmaskRequest(**header_of(template).model_dump(), attempt=1,
+                        contributors=contributors, dropped=dropped, shares=boxes,
+                        masking=template.masking)
+    done = fed.nodes[node].runner.handle(pb.Task(task_id=f"view-{node}",
                                                   kind=TaskKind.UNMASK, payload=ask.dumps()))
+    if done.ok:
+        return None
+    return open_sealed(load_seal_key(fed.researcher_dir), done.payload,
+                       context=refusal_context(template.job_id, node)).decode()
+
+
+def accomplice_view(fed, seen, template: UnmaskRequest, residues_size: int):
+    """What the accomplice holds of the victim's masks by itself: its own share of the
+    victim's self-mask seed (it opens its box) and its pairwise mask towards the victim."""
+    core = fed.nodes[fed.accomplice]
+    h = header_of(template)
+    publics = core.gate.masking_set(h, template.masking)
+    boxes = {s: r.shares[fed.accomplice] for s, r in seen[TaskKind.COMPUTE].items()
+             if fed.accomplice in r.shares}
+    share = open_shares(fed.accomplice, core.cfg.tls.key.parent, h, publics, 1, boxes,
+                        [fed.victim])[fed.victim]
+    own = load_seal_key(core.cfg.tls.key.parent)
+    pair = masks.pairwise_mask(own, fed.accomplice, {fed.victim: publics[fed.victim]},
+                               mask_context(h, compute_stage(1)), residues_size)
+    return share, pair, publics
 
 
 def test_a_live_node_declared_dropped_after_its_self_mask_shares_are_out_stays_masked(fed):
-    """The coordinator runs the job honestly (every node revealed shares of the victim's
+    """The coordinator runs the job honestly (every node answered shares of the victim's
     self-mask seed), keeps the victim's ciphertext, then says the victim dropped to get
-    each survivor's pairwise seed with it: every node refuses the second view, so the
-    accomplice holds the victim's self-mask but not all its pairwise masks."""
+    each survivor's pairwise seed with it: every honest node refuses the second view, so
+    the coordinator with the accomplice takes off the victim's self-mask and the
+    accomplice's pairwise mask, and reads uniform residues still."""
     seen = intercept(fed, lambda *a: None)
     view, result = fed.run(stats_job())
     assert view.status == JobStatus.DONE, view.error
     template = seen[f"{TaskKind.UNMASK}:asked"][fed.accomplice]
-    others = [n for n in NODES if n != fed.victim]
-    for node in others:
-        if node == fed.accomplice:
-            continue
-        refused = ask_unmask(fed, template, node, seen, contributors=others,
-                             dropped=[fed.victim])
-        assert not refused.ok
-    # what the coordinator with the accomplice can make of it: the victim's self-mask
-    # (from the honest reveals) and the accomplice's own pairwise mask with the victim
+    survivors = [n for n in NODES if n != fed.victim]
+    for node in survivors:
+        if node != fed.accomplice:
+            reason = ask_unmask(fed, template, node, seen, survivors, [fed.victim])
+            assert reason is not None and "another view of attempt 1" in reason, reason
     key = fed.nodes[fed.accomplice].studies.key(fed.study_id, 1)
-    blob = seen[TaskKind.COMPUTE][fed.victim].ciphertext
-    frame = he.parse(blob)
+    frame = he.parse(seen[TaskKind.COMPUTE][fed.victim].ciphertext)
     residues = key.residues(frame)
     reveals = {n: r.sealed for n, r in seen[TaskKind.UNMASK].items()}
-    own = recovered_masks(key, view.job_id, reveals, NODES, [], 1, residues.size,
-                          only=[fed.victim])
-    left = masks.subtract(residues, own)
+    self_mask = recovered_masks(key, view.job_id, reveals, NODES, [], 1, residues.size,
+                                only=[fed.victim])
+    _, pair, _ = accomplice_view(fed, seen, template, residues.size)
+    left = masks.add(masks.subtract(residues, self_mask), pair)  # its mask is the negation
     assert uniform(left)
     with pytest.raises(UserError):
         he.decode(frame, left)
 
 
 def test_a_coordinator_that_splits_the_views_cannot_have_both_kinds(fed):
-    """The coordinator tells the accomplice and one honest node that the victim dropped
-    (for their pairwise seeds with it) and the other two that it is in the sum (for shares
-    of its self-mask seed). Each honest node answers its one view: the victim's self-mask
-    has 1 + 2 = 3 = t shares, but two survivors' pairwise seeds with the victim are never
-    revealed, so its contribution stays masked; and each node refuses the other view."""
-    split = {"dropped": ["ant", "bee"], "summed": ["dog", "eel"]}
-    got: dict = {}
-
-    def change(kind, payloads, answers, failed):
-        if kind == TaskKind.UNMASK and not got:
-            got["payloads"] = payloads
-
-    seen = intercept(fed, change)
+    """The coordinator tells the accomplice and one honest node (bee) that the victim
+    dropped, for their pairwise seeds with it, and the two others (dog, eel) that it is
+    summed, for their shares of its seed. With the accomplice's own share that is
+    t = 3 shares: the victim's self-mask comes off. But dog's and eel's pairwise seeds
+    with the victim never leave them, so its ciphertext still reads uniform; the release
+    node refuses the mixed answers (and the failed job ends every node's part in it)."""
+    told_dropped = ["ant", "bee"]
     jobs = fed.coordinator.jobs
+    seen = intercept(fed, lambda *a: None)
     honest = jobs.fanout
+    asked: dict = {}
 
     def fanout(run, phase, kind, payloads, reply):
-        if kind == TaskKind.UNMASK and not got:
+        if kind == TaskKind.UNMASK and not asked:
             survivors = [n for n in NODES if n != fed.victim]
             payloads = {n: (r.model_copy(update={"contributors": survivors,
                                                  "dropped": [fed.victim]})
-                            if n in split["dropped"] else r)
+                            if n in told_dropped else r)
                         for n, r in payloads.items() if n != fed.victim}
+            asked.update(payloads)
         return honest(run, phase, kind, payloads, reply)
 
     jobs.fanout = fanout
     view = fed.wait(fed.submit(stats_job()))
-    assert view.status == JobStatus.FAILED  # the release node cannot unmask either view
+    assert view.status == JobStatus.FAILED
+    assert "is not one" in view.error, view.error  # the release node saw two views
     answered = seen[TaskKind.UNMASK]
+    assert sorted(answered) == ["ant", "bee", "dog", "eel"]
     key = fed.nodes[fed.accomplice].studies.key(fed.study_id, 1)
     opened = {n: open_for_members(key, REVEAL, view.job_id, r.sealed)
               for n, r in answered.items()}
-    pair_seeds = {n: o["pair"][fed.victim] for n, o in opened.items()
-                  if fed.victim in o.get("pair", {})}
-    assert set(pair_seeds) <= set(split["dropped"])  # dog and eel kept theirs
-    assert len({n for n, o in opened.items() if fed.victim in o.get("self", {})}) \
-        < threshold(len(NODES)) or len(pair_seeds) < len(NODES) - 1
-    # the victim's ciphertext, less everything the coordinator with the accomplice holds
-    blob = seen[TaskKind.COMPUTE][fed.victim].ciphertext
-    frame = he.parse(blob)
+    assert {n for n, o in opened.items() if fed.victim in o["pair"]} == set(told_dropped)
+    assert {n for n, o in opened.items() if fed.victim in o["self"]} == {"dog", "eel"}
+    # everything the coordinator with the accomplice now holds of the victim's masks
+    frame = he.parse(seen[TaskKind.COMPUTE][fed.victim].ciphertext)
     residues = key.residues(frame)
-    try:
-        own = recovered_masks(key, view.job_id, {n: answered[n].sealed for n in answered},
-                              NODES, [], 1, residues.size, only=[fed.victim])
-    except UserError:
-        own = np.zeros(residues.size, dtype=np.uint64)
-    assert uniform(masks.subtract(residues, own))
-    # and every honest node keeps its one view of the attempt
-    template = got["payloads"]["dog"]
-    assert not ask_unmask(fed, template, "dog", seen,
-                          contributors=[n for n in NODES if n != fed.victim],
-                          dropped=[fed.victim]).ok
-    assert not ask_unmask(fed, template, "bee", seen, contributors=NODES, dropped=[]).ok
-
+    share, pair, _ = accomplice_view(fed, seen, asked["dog"], residues.size)
+    order = sorted(NODES)
+    points = {order.index(n) + 1: base64.b64decode(opened[n]["self"][fed.victim])
+              for n in ("dog", "eel")}
+    points[order.index(fed.accomplice) + 1] = share
+    assert len(points) == threshold(len(NODES))
+    seed = shamir.combine(points, threshold(len(NODES)))  # the victim's self-mask seed
+    left = masks.subtract(residues, masks.self_mask(seed, residues.size))
+    left = masks.add(left, pair)
+    bee = base64.b64decode(opened["bee"]["pair"][fed.victim])
+    bee_stream = masks.residues(bee, residues.size)  # bee's mask towards the victim
+    left = masks.add(left, bee_stream if "bee" < fed.victim else
+                     (np.uint64(PLAIN_MODULUS) - bee_stream) % np.uint64(PLAIN_MODULUS))
+    assert uniform(left)
+    with pytest.raises(UserError):
+        he.decode(frame, left)
