@@ -367,3 +367,110 @@ def he_table(console: Console) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def release_costs(n_params: int, rounds: int = ROUNDS, nodes: int = 3,
+                  repeats: int = 3) -> dict[str, float]:
+    """What the release node's check of a training run costs (node/round_updates.py
+    ``verify_rounds``: every round's attested updates verified, summed, unmasked and
+    decrypted, and the chain of ``trained_from`` digests checked), beside what the
+    release did before (decrypt the sums the coordinator handed it); and the bytes of the
+    release task's rounds beside those sums, and what ``trained_from`` adds to each
+    round reply. Real CA, node certificates, attestations and self-masks; the pairwise
+    masks, which cancel in the sum and cost the check nothing, are left out."""
+    import base64
+    import hashlib
+
+    from jobs.train.protocol import average, start_digest, update_values
+    from node.round_updates import Vector, verify_rounds
+    from scifed import he, masks
+    from scifed.pki import init_ca, make_key_and_csr, sign_csr
+    from scifed.sealing import canonical_sha256, sign_attestation
+
+    key, rng = StudyKey.generate(), np.random.default_rng(0)
+    public = key.public_bytes()
+    names = [f"n{i}" for i in range(nodes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = Path(tmp) / "ca"
+        init_ca(ca)
+        certs = {}
+        for n in names:
+            d = Path(tmp) / n
+            csr = make_key_and_csr(d, name=n, role="node")
+            certs[n] = (sign_csr(ca, csr, role="node", out_path=d / "node.crt"),
+                        d / "node.key")
+        ca_pem = (ca / "ca.crt").read_bytes()
+        spec = {"type": "train"}
+        expect = {"job_id": "j", "study_id": "s", "key_version": 1, "researcher": "r",
+                  "spec_sha256": canonical_sha256(spec), "dp": None}
+        ledgers, sums_bytes, start, theta = {}, 0, "", rng.normal(size=n_params)
+        served: list[bytes] = []  # the unmasked sums the release decrypted before
+        model_sum = metrics_sum = None
+        for k in [*map(str, range(1, rounds + 1)), "final"]:
+            final = k == "final"
+            given, seeds, blobs_of = {}, {}, {}
+            for i, n in enumerate(names):
+                seed = rng.bytes(32)
+                vectors = [Vector("metrics", rng.normal(size=8))]
+                if not final:
+                    pooled = None if model_sum is None else float(metrics_sum[6])
+                    values, bound, _ = update_values(
+                        theta + rng.normal(scale=0.1, size=n_params), 100 + i,
+                        pooled=pooled, theta_start=None if pooled is None else theta)
+                    vectors.append(Vector("model", values, bound, nodes))
+                    vectors[0] = Vector("metrics", np.r_[rng.normal(size=6), 100 + i, 1.0])
+                blobs = {}
+                for v in vectors:
+                    mask = masks.named_mask(seed, v.name, v.slots)
+                    blobs[v.name] = (key.encrypt_quantised(v.values, bound=v.bound,
+                                                           capacity=v.capacity, mask=mask)
+                                     if v.bound else key.encrypt(v.values, mask=mask))
+                statement = {
+                    "job_id": "j", "stage": "evaluate" if final else "train",
+                    "round": rounds if final else int(k), "query_sha256": "", "node": n,
+                    "study_id": "s", "key_version": 1, "researcher": "r",
+                    "spec_sha256": expect["spec_sha256"],
+                    "ciphertext_sha256": hashlib.sha256(
+                        b"".join(blobs[x] for x in sorted(blobs))).hexdigest(),
+                    "dataset": {}, "audit_head": {"seq": 0, "hash": ""}, "dp": None, "k": 1,
+                    "min_contributors": 1, "masked_with": names, "attempt": 1,
+                    "output_review": False, "trained_from": start}
+                given[n] = {"ciphertexts": {x: base64.b64encode(b).decode()
+                                            for x, b in blobs.items()},
+                            "attestation": sign_attestation(statement, node=n,
+                                                            cert_path=certs[n][0],
+                                                            key_path=certs[n][1])}
+                seeds[n] = base64.b64encode(seed).decode()
+                blobs_of[n] = blobs
+            ledgers[k] = json.dumps({"stage": "evaluate" if final else "train",
+                                     "round": rounds if final else int(k), "attempt": 1,
+                                     "contributions": given, "seeds": seeds}).encode()
+            for name in blobs_of[names[0]]:  # what the ServerApp summed and unmasked
+                total = sum_ciphertexts(public, [blobs_of[n][name] for n in names])
+                slots = he.parse(total).slots
+                mask = np.zeros(slots, dtype=np.uint64)
+                for n in names:
+                    mask = masks.add(mask, masks.named_mask(base64.b64decode(seeds[n]),
+                                                            name, slots))
+                served.append(he.subtract_plain(public, total, mask))
+                sums_bytes += len(served[-1])
+                plain = key.decrypt(served[-1])
+                if name == "model":
+                    model_sum = plain
+                elif not final:
+                    metrics_sum = plain
+            if not final:
+                start, theta = start_digest(model_sum, metrics_sum), average(model_sum)
+        check, before = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            verify_rounds(ledgers, key=key, ca_pem=ca_pem, revoked=(), expect=expect)
+            check.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for total in served:
+                key.decrypt(total)
+            before.append(time.perf_counter() - t)
+    digest_field = len(', "trained_from": ""') + 64  # in the attestation's JSON
+    return {"check": statistics.median(check), "before": statistics.median(before),
+            "rounds_bytes": sum(len(b) for b in ledgers.values()), "sums_bytes": sums_bytes,
+            "per_reply": digest_field}

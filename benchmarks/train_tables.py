@@ -72,3 +72,25 @@ def dpsgd(console: Console | None = None) -> None:
     print_area(console, "DP-SGD: Opacus, ε = 3, RDP accountant, Poisson sampling "
                "(benchmarks/train_bench.py)", figures, "plain PyTorch SGD, same data, "
                "model and batch", "Anchor: issue 14 item 5, performance anchors T12.")
+
+
+def release(console: Console | None = None) -> None:
+    """The release node's check of a training run's attested rounds beside the release
+    before it (decrypting the coordinator's sums), and the bytes it adds."""
+    console = console or Console()
+    figures = []
+    for label, n_params in (("logreg 4->3 (penguins)", 15), MLP):
+        c = tb.release_costs(n_params)
+        name = f"{label}, 3 nodes, {tb.ROUNDS} rounds + final evaluation"
+        figures += [
+            Figure(f"{name}: release node's check of every round", 1000 * c["check"],
+                   1000 * c["before"], "", "ms"),
+            Figure(f"{name}: the release task's rounds", c["rounds_bytes"],
+                   c["sums_bytes"], "", "B"),
+            Figure(f"{name}: added to each node's round reply (trained_from)",
+                   c["per_reply"], None, "", "B"),
+        ]
+    print_area(console, "training release: the attested rounds checked at the release "
+               "node (node/round_updates.py verify_rounds)", figures,
+               "the release before: decrypting the sums the coordinator handed it",
+               "No anchor in the notes; the round trip itself is unchanged.")

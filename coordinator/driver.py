@@ -76,6 +76,16 @@ class JobView:
     researcher: str = ""
 
 
+def _view(job: Job, study_name: str, tasks: list[TaskView] | None = None,
+          progress: list[tuple[int, bytes]] | None = None) -> JobView:
+    """A job row as the researcher's and the operator's calls show it; tasks and progress
+    only where one job is asked for."""
+    return JobView(job.job_id, study_name, job.job_type, JobStatus(job.status),
+                   Phase(job.phase, job.phase_round or 0, job.phase_rounds or 0),
+                   job.error, tasks or [], job.created_ms, job.updated_ms,
+                   list(job.contributors or []), progress or [], job.researcher)
+
+
 class JobDriver:
     def __init__(self, db: Database, sessions: NodeSessions, ca_pem: bytes, *,
                  task_timeout: float, approval_timeout: float = 7 * 86400,
@@ -262,13 +272,10 @@ class JobDriver:
             progress = s.execute(select(JobProgress.round, JobProgress.sealed).where(
                 JobProgress.job_id == job_id).order_by(JobProgress.round)).all()
             study = studies.get_study(self.db, job.study_id)
-            return JobView(job.job_id, study.name, job.job_type, JobStatus(job.status),
-                           Phase(job.phase, job.phase_round or 0, job.phase_rounds or 0),
-                           job.error, [TaskView(t.node_name, t.phase, TaskState(t.state),
-                                                t.detail, t.updated_ms,
-                                                t.sealed_reason or b"") for t in tasks],
-                           job.created_ms, job.updated_ms, list(job.contributors or []),
-                           [(r, b) for r, b in progress])
+            return _view(job, study.name,
+                         [TaskView(t.node_name, t.phase, TaskState(t.state), t.detail,
+                                   t.updated_ms, t.sealed_reason or b"") for t in tasks],
+                         [(r, b) for r, b in progress])
 
     def watch(self, job_id: str, researcher: str | None, wait_seconds: float) -> JobView:
         """The job as :meth:`get` gives it, once it has changed (status, phase, a task's
@@ -325,11 +332,7 @@ class JobDriver:
             if status:
                 query = query.where(Job.status == status)
             jobs = s.scalars(query.order_by(Job.created_ms.desc()).limit(limit)).all()
-            return [JobView(j.job_id, names.get(j.study_id, j.study_id), j.job_type,
-                            JobStatus(j.status),
-                            Phase(j.phase, j.phase_round or 0, j.phase_rounds or 0),
-                            j.error, [], j.created_ms, j.updated_ms,
-                            list(j.contributors or []), [], j.researcher) for j in jobs]
+            return [_view(j, names.get(j.study_id, j.study_id)) for j in jobs]
 
     def sealed_result(self, job_id: str, researcher: str) -> bytes:
         with self.db.session() as s:
@@ -587,11 +590,14 @@ class JobDriver:
                             f"(it ran in {was}; now key version {now['key_version']}, "
                             f"members {', '.join(now['members'])}): the job is not re-run")
 
+    @staticmethod
+    def _who(job: Job) -> tuple[str, list[str]]:
+        """The job's researcher and the nodes its spec asks."""
+        return job.researcher, list(datasets_by_node(parse_job_dict(job.spec)))
+
     def _ended_unreleased(self, job_id: str) -> None:
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            researcher, nodes = job.researcher, list(datasets_by_node(
-                parse_job_dict(job.spec)))
+            researcher, nodes = self._who(s.get(Job, job_id))
         self._notify_end(job_id, researcher, nodes)
 
     def _ended_without(self, job_id: str) -> None:
@@ -601,8 +607,7 @@ class JobDriver:
         than left waiting for a job that is over."""
         with self.db.session() as s:
             job = s.get(Job, job_id)
-            researcher, contributors = job.researcher, set(job.contributors or [])
-            nodes = list(datasets_by_node(parse_job_dict(job.spec)))
+            (researcher, nodes), contributors = self._who(job), set(job.contributors or [])
             # no answer at all (no sealed refusal): its stream may be dead without the
             # coordinator knowing yet (a cut link), so a notice sent now can be lost
             silent = {t.node_name for t in s.scalars(select(JobTask).where(

@@ -107,7 +107,8 @@ class AggregateJob(JobType):
             answer: ReleaseReply = out[release_node]
             if answer.reviews:  # contributors' officers review the result first
                 request = request.model_copy(update={"verdicts": {
-                    **request.verdicts, **_review(driver, run, headers, release_node, answer)}})
+                    **request.verdicts,
+                    **contributor_reviews(driver, run, headers, release_node, answer)}})
                 out, failed = driver.fanout(run, "release", TaskKind.RELEASE,
                                             {release_node: request}, ReleaseReply)
                 if release_node not in out:
@@ -161,7 +162,7 @@ def _compute(driver: Driver, run: Run, headers: dict, nodes: list[str],
                     "it asked contribute")
 
 
-def _review(driver: Driver, run: Run, headers: dict, release_node: str,
+def contributor_reviews(driver: Driver, run: Run, headers: dict, release_node: str,
             answer: ReleaseReply) -> dict[str, dict]:
     """Relay the result, sealed to each contributor whose own cell asks for its officer's
     output review, and collect their signed verdicts (the release node checks them); a

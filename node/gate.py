@@ -567,14 +567,16 @@ class Gate:
 
     def attest(self, adm: Admission, blob: bytes, head: tuple[int, str], dp: dict | None, *,
                stage: str = "compute", round_no: int = 0, query: bytes = b"",
-               masked_with: list[str], attempt: int = 0) -> dict:
+               masked_with: list[str], attempt: int = 0, trained_from: str = "") -> dict:
         """This node's signed statement of a contribution (:func:`scifed.sealing.
         sign_attestation`): the job, stage (and the round and query it answers), this
         node, the study key version, the ciphertext's sha256, the dataset it read, this
         node's audit head at the release, the DP applied, this node's k and fewest
         contributors, and whether its cell asks for its officer's output review (which
-        the release node must honour). The release node sums only ciphertexts so
-        attested."""
+        the release node must honour); for a training round, what its update was trained
+        from (``trained_from``: the digest of the decrypted model it started from, which
+        the release node matches against the sum it makes of the round before). The
+        release node sums only ciphertexts so attested."""
         h, rec = adm.header, adm.row.record
         statement = {
             "job_id": h.job_id, "stage": stage, "round": round_no,
@@ -588,7 +590,8 @@ class Gate:
                         "schema_hash": rec.get("schema_hash", "")},
             "audit_head": {"seq": head[0], "hash": head[1]}, "dp": dp, "k": adm.k,
             "min_contributors": adm.policy.min_contributors, "masked_with": masked_with,
-            "attempt": attempt, "output_review": adm.policy.output_review}
+            "attempt": attempt, "output_review": adm.policy.output_review,
+            "trained_from": trained_from}
         tls = self.studies.cfg.tls
         return sign_attestation(statement, node=self.node, cert_path=tls.cert,
                                 key_path=tls.key)

@@ -173,7 +173,7 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
         if not isinstance(masking, dict):
             raise UserError(f"node {self.node}: the set to mask for is no JSON object")
         sealed = self.rounds.seal(adm, request.stage, request.grant.round, request.attempt,
-                                  masking, vectors)
+                                  masking, vectors, request.trained_from)
         if sealed is None:
             return pb.SealUpdateReply(sealed=False)
         blobs, attestation = sealed

@@ -19,8 +19,21 @@ contributors and DP the task reports equal what the contributors attest; then it
 ciphertexts itself (:func:`scifed.he.sum_ciphertexts`). Anything else is refused with one
 message, audited (``release.refuse``), nothing released. The provenance lists, for every
 contributor, the dataset (sha256, version, schema hash) and audit head it attested, and the
-attestations themselves, so the researcher checks each signature. Training jobs release
-Flower's sums (``aggregates``) unattested: their provenance says so (``unattested``).
+attestations themselves, so the researcher checks each signature.
+
+Training jobs too (:meth:`ReleasePath._trained`): the release task carries, per round and
+for the final evaluation, every contributor's masked ciphertexts, its signed attestation
+and its revealed self-mask seed, as the ServerApp kept them — never a sum. This node
+checks them as a chain (node/round_updates.py :func:`verify_rounds`): each attestation
+for this job, stage, round and one attempt, masked for exactly the set of signers, over
+the very ciphertexts; the sums made and unmasked here; and every contributor of a round
+attests it trained from (``trained_from``) the model this node made of the round before.
+So a model the coordinator summed otherwise, of another attempt or set, or with a
+contributor's update hidden, is refused; and every node whose update reached any
+released model or metric — a node that dropped after round 1 included — is seen with
+its signed ``output_review`` flag. Those flags route the model to each such
+contributor's officer exactly as for aggregate jobs, whichever member the coordinator
+picked as release node, and live metrics are refused while any is carried.
 
 May pooled results leave this node? One answer for every job type: the release node's
 own dataset in the study must admit the job as any task does (policy, and the officer's
@@ -66,6 +79,7 @@ from node.masking import (
 )
 from node.policy import pools_enough
 from node.review import PHASE, OutputReviews, Review
+from node.round_updates import verify_rounds
 from scifed import he
 from scifed.config import TlsConfig
 from scifed.errors import UserError
@@ -95,8 +109,6 @@ from scifed.sealing import (
 from scifed.tasks import ReleaseReply, ReleaseRequest, ReviewReply, ReviewRequest
 
 VOCABULARY, STATE, QUERY = "job-vocabulary", "job-state", "job-query"
-UNATTESTED = ("a training job: the release decrypts the sums of a Flower run, whose "
-              "contributions no node attests to the release node")
 
 
 def researcher_key(claim: dict, ca_pem: bytes, researcher: str) -> bytes:
@@ -199,32 +211,20 @@ class ReleasePath:
                 "pooling": pooling}
 
     def _provenance(self, req: ReleaseRequest, adm: Admission, rules: dict,
-                    attested: Attested | None, *, researcher: str, released_at: str) -> dict:
-        """What this node signs about a result besides the result itself: with
-        ``attested``, every contributor's dataset and audit head as it attested them, and
-        the attestations; without (training), this node's own dataset only."""
+                    attested: Attested, *, researcher: str, released_at: str) -> dict:
+        """What this node signs about a result besides the result itself: every
+        contributor's dataset and audit head as it attested them, and the attestations
+        (of a training model: each node's latest round attestation, of every node whose
+        update reached it)."""
         rec, pol = adm.row.record, adm.policy
-        dist = (rec.get("distributions") or [{}])[0]
         named = datasets_by_node(adm.spec)
-        provenance: dict = {}
-        if attested is not None:
-            statements = {n: a["statement"] for n, a in attested.attestations.items()}
-            datasets = {n: {"dataset": named.get(n, st["dataset"].get("dataset_id", "")),
-                            **attested_dataset(st), "source": f"attested by {n}"}
-                        for n, st in statements.items()}
-            provenance = {"audit_heads": {n: st["audit_head"] for n, st in statements.items()},
-                          "attestations": attested.attestations,
-                          "attested_rounds": attested.round}
-        else:
-            datasets = {n: {"dataset": named.get(n, ""), "source": "job spec"}
-                        for n in req.contributors}
-            datasets[self.node] = {"dataset": named.get(self.node, adm.row.dataset_id),
-                                   "record_id": rec.get("id", adm.row.dataset_id),
-                                   "sha256": dist.get("sha256", ""),
-                                   "version": rec.get("version", ""),
-                                   "schema_hash": rec.get("schema_hash", ""),
-                                   "source": "release node's catalog record"}
-            provenance = {"unattested": UNATTESTED}
+        statements = {n: a["statement"] for n, a in attested.attestations.items()}
+        datasets = {n: {"dataset": named.get(n, st["dataset"].get("dataset_id", "")),
+                        **attested_dataset(st), "source": f"attested by {n}"}
+                    for n, st in statements.items()}
+        provenance = {"audit_heads": {n: st["audit_head"] for n, st in statements.items()},
+                      "attestations": attested.attestations,
+                      "attested_rounds": attested.round}
         dp_setting = "fl_dp_required" if adm.job.family == "fl" else "agg_dp_required"
         settings = ("min_cell_count", "min_contributors", dp_setting, "epsilon_per_query")
         seq, head = self.audit.head()
@@ -342,6 +342,47 @@ class ReleasePath:
             raise refuse(str(exc)) from None
         return Attested(total, attestations, envelope["round"] if envelope else 0, reviewers)
 
+    def _trained(self, req: ReleaseRequest, adm: Admission
+                 ) -> tuple[Attested, dict[str, np.ndarray], dict]:
+        """A training job's rounds made again here from their contributors' attested
+        updates (node/round_updates.py :func:`verify_rounds`) — never a sum of the
+        coordinator's making — and the pooled sums the job type releases; else refused,
+        audited. The contributors whose own cells ask for output review, in any round
+        that reached the released model or metrics, review it before it leaves."""
+        if req.aggregates:
+            raise self._refused(adm, req, "the task carries pooled sums of the "
+                                "coordinator's making; this node sums the rounds' attested "
+                                "updates itself")
+        expect = {"job_id": req.job_id, "study_id": req.study_id,
+                  "key_version": req.key_version, "researcher": req.researcher,
+                  "spec_sha256": canonical_sha256(req.spec), "dp": None}
+        try:
+            trained = verify_rounds(
+                req.rounds, key=adm.key, ca_pem=self.ca_pem,
+                revoked=self.gate.studies.trust.fresh(req.job_id).serials, expect=expect,
+                through=req.round if req.stage == "progress" else None)
+        except UserError as exc:
+            raise self._refused(adm, req, str(exc)) from None
+        totals, extra = trained.totals, dict(req.extra)
+        by_round = {k: v for k, v in trained.contributors.items() if k != "final"}
+        if req.stage == "progress":
+            totals = {"metrics": totals["final_metrics"] if "final" in trained.contributors
+                      else totals[f"metrics.{len(by_round)}"]}
+        else:
+            if "final" not in trained.contributors:
+                raise self._refused(adm, req, "the training rounds given hold no final "
+                                    "evaluation")
+            final = trained.contributors["final"]
+            if sorted(req.contributors) != final:
+                raise self._refused(adm, req, f"the task names contributors "
+                                    f"{', '.join(sorted(req.contributors))}; the final "
+                                    f"evaluation was made by {', '.join(final)}")
+            # what the result says of the rounds is what their attestations say
+            extra |= {"rounds_done": len(by_round), "contributors_by_round": by_round}
+        reviewers = [n for n in trained.flagged if n != self.node]
+        return (Attested(b"", trained.attestations, len(by_round), reviewers), totals,
+                extra)
+
     def _self_masks(self, req: ReleaseRequest, adm, envelope: dict | None,
                     total: bytes) -> np.ndarray | None:
         """The contributors' revealed self-masks of the attempt summed (node/masking.py);
@@ -398,24 +439,24 @@ class ReleasePath:
             return self._reviewed(req, adm, held, step, digest, what)
         key, job_id = adm.key, req.job_id
         envelope = open_for_members(key, STATE, job_id, req.state) if req.state else None
-        if adm.job.needs_training:  # Flower's sums: no node attests them to this node
-            attested = None
-            totals = {name: key.decrypt(blob) for name, blob in req.aggregates.items()}
+        if adm.job.needs_training:  # every round made again here from what nodes attest
+            attested, totals, extra = self._trained(req, adm)
         else:
-            attested = self._attested(req, adm, envelope)
-            if attested.reviewers and req.stage != "final":
-                # a release relabelled as live progress would skip their reviews
-                raise self._refused(adm, req, "the output review of contributor "
-                                    f"{', '.join(attested.reviewers)} comes before any "
-                                    "result leaves, so no live metrics are released; only "
-                                    "the final result, once reviewed")
+            attested, extra = self._attested(req, adm, envelope), req.extra
+        if attested.reviewers and req.stage != "final":
+            # live progress (or a release relabelled as it) would skip their reviews
+            raise self._refused(adm, req, "the output review of contributor "
+                                f"{', '.join(attested.reviewers)} comes before any "
+                                "result leaves, so no live metrics are released; only "
+                                "the final result, once reviewed")
+        if not adm.job.needs_training:
             totals = {"sum": key.decrypt(attested.total, unmask=self._self_masks(
                 req, adm, envelope, attested.total))}
         state = envelope["state"] if envelope else None
         pooled = Pooled(totals=totals, vocab=vocabulary_union(key, job_id, req.vocabularies),
                         k=req.k, dp=req.dp, contributors=req.contributors,
                         record=adm.row.record, state=state,
-                        stage=req.stage, round=req.round, extra=req.extra)
+                        stage=req.stage, round=req.round, extra=extra)
         try:
             out = adm.job.release(adm.params, pooled)
         except ValueError as exc:  # a corrupted aggregate: say so, release nothing
@@ -423,13 +464,13 @@ class ReleasePath:
         if isinstance(out, NextRound):
             # the query carries its round; the state (this node's alone) what the next
             # step's contributions must be attested for, and the compute's attestations
-            round_no = (attested.round if attested else 0) + 1
+            round_no = attested.round + 1
             query = seal_for_members(key, QUERY, job_id, {"round": round_no,
                                                           "query": out.query})
             kept_state = {"state": out.state, "round": round_no,
                           "query_sha256": hashlib.sha256(query).hexdigest(),
                           "contributors": sorted(req.contributors),
-                          "attestations": attested.attestations if attested else {},
+                          "attestations": attested.attestations,
                           "k": req.k, "min_contributors": req.min_contributors,
                           "dp": req.dp}
             reply = ReleaseReply(state=seal_for_members(key, STATE, job_id, kept_state),
@@ -451,7 +492,7 @@ class ReleasePath:
         result[RESULT_PROVENANCE] = self._provenance(req, adm, rules, attested,
                                                      researcher=claim.name,
                                                      released_at=released_at)
-        others = attested.reviewers if attested and final_stage else []
+        others = attested.reviewers if final_stage else []
         if reviewed or others:
             result[RESULT_PROVENANCE]["output_review"] = {
                 "node": self.node if reviewed else None,
@@ -665,6 +706,7 @@ class ReleasePath:
         digest = canonical_sha256({
             "aggregates": {n: hashlib.sha256(b).hexdigest()
                            for n, b in sorted(req.aggregates.items())},
+            "rounds": {n: hashlib.sha256(b).hexdigest() for n, b in sorted(req.rounds.items())},
             "contributions": [[c.node, hashlib.sha256(c.ciphertext).hexdigest(),
                                canonical_sha256(c.attestation)]
                               for c in req.contributions],

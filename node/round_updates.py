@@ -22,13 +22,35 @@ What it keeps in node.db (``job_answers``, under the job id):
 So the coordinator gets at most one attempt of a round unmasked, for one set, and a node
 it declares dropped while holding its ciphertext stays masked by the self-mask that node
 reveals only for the set it masked for.
+
+What the attestation binds (``Gate.attest``): job, stage, round, attempt, the set
+(``masked_with``), the ciphertexts, the node's ``output_review`` flag, and what the update
+was trained from (``trained_from``, kept with the plain update: the digest of the
+decrypted model and pooled metrics the ClientApp started from). At release
+(:func:`verify_rounds`, called by node/release.py) the release node makes every round's
+sum again from these and checks the chain, so a contributor's review requirement travels
+with the model whichever node releases it.
+
+Why the release node checks the chain once, rather than every node checking the round
+before at each round (nodes verifying, summing and unmasking round r's ciphertexts
+themselves): it is as strong for what is released — the ClientApp attests the digest of
+exactly what it decrypted, so a model that is not the attested sum of the round before,
+or is another attempt's or another run's, breaks the chain at the first round it was
+used — and it costs the rounds nothing: each round message still carries one summed
+model, not every contributor's ciphertexts (n contributors' × n nodes per round), and
+each attestation grows by one digest. The price is paid at release by the release node
+(every round's ciphertexts; docs/benchmarks.md), and the check is of the finished run,
+not as it goes: a deviating coordinator can still make nodes train on a foreign model
+(which the nodes' own data then meets), but no such model, nor its metrics, is released.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,10 +67,11 @@ from node.masking import (
 )
 from scifed import he, masks
 from scifed.errors import UserError
-from scifed.sealing import canonical_sha256
+from scifed.sealing import canonical_sha256, verify_attestation
 from scifed.tasks import MAX_ATTEMPTS
 
 STAGES = ("train", "evaluate")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _PLAIN = canonical_sha256({"round": "plain update"})
 
 
@@ -69,10 +92,11 @@ class Vector:
         return he.slots_for(he.EXACT, self.values.size)
 
 
-def pack(vectors: list[Vector]) -> bytes:
+def pack(vectors: list[Vector], trained_from: str = "") -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **{v.name: np.asarray(v.values, dtype=np.float64) for v in vectors},
-             meta=np.array(json.dumps({v.name: [v.bound, v.capacity] for v in vectors})))
+             meta=np.array(json.dumps({v.name: [v.bound, v.capacity] for v in vectors})),
+             trained_from=np.array(trained_from))
     return buf.getvalue()
 
 
@@ -82,19 +106,30 @@ def unpack(data: bytes) -> list[Vector]:
         return [Vector(name, z[name], float(b), int(c)) for name, (b, c) in sorted(meta.items())]
 
 
+def kept_start(data: bytes) -> str:
+    """What a kept plain update was trained from ("" for an update kept before it was
+    recorded, or for round 1)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return str(z["trained_from"]) if "trained_from" in z.files else ""
+
+
 class RoundUpdates:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
     def seal(self, adm: Admission, stage: str, round_no: int, attempt: int,
-             masking: dict[str, dict], vectors: list[Vector]
+             masking: dict[str, dict], vectors: list[Vector], trained_from: str = ""
              ) -> tuple[dict[str, bytes], dict] | None:
         """The attempt's ciphertexts (by vector name) and this node's attestation; None if
-        no ``vectors`` are given and none are kept for the round (the app trains first)."""
+        no ``vectors`` are given and none are kept for the round (the app trains first).
+        ``trained_from``: what the update was trained from (kept with it, first write
+        wins, and signed in every attempt's attestation)."""
         gate, h = self.gate, adm.header
         said = f"node {gate.node} does not mask job {h.job_id}'s round {round_no}"
         if stage not in STAGES:
             raise UserError(f"{said}: no such stage {stage!r}")
+        if trained_from and not _HEX64.fullmatch(trained_from):
+            raise UserError(f"{said}: what the update was trained from is no sha256")
         if not 1 <= attempt <= MAX_ATTEMPTS:
             raise UserError(f"{said}: attempt {attempt} is not one of 1..{MAX_ATTEMPTS}")
         publics = gate.masking_set(h, masking)
@@ -122,7 +157,8 @@ class RoundUpdates:
                               f"it revealed its self-mask of attempt {before} of round "
                               f"{round_no} already, so it takes no later attempt")
                 if kept is None:
-                    kept = gate.keep(con, adm, plain, _PLAIN, pack(vectors), "")
+                    kept = gate.keep(con, adm, plain, _PLAIN,
+                                     pack(vectors, trained_from), "")
             root = round_self_seed(gate.job_secret(h.job_id), h, stage, round_no, attempt)
             key_dir = gate.studies.cfg.tls.key.parent
             blobs = {}
@@ -138,7 +174,8 @@ class RoundUpdates:
                                  if v.bound else adm.key.encrypt(v.values, mask=mask))
             attestation = gate.attest(adm, b"".join(blobs[n] for n in sorted(blobs)),
                                       gate.audit.head(), None, stage=stage, round_no=round_no,
-                                      masked_with=masked_with, attempt=attempt)
+                                      masked_with=masked_with, attempt=attempt,
+                                      trained_from=kept_start(kept))
             output = json.dumps({"ciphertexts": {n: base64.b64encode(b).decode()
                                                  for n, b in blobs.items()},
                                  "attestation": attestation}).encode()
@@ -176,3 +213,120 @@ def _answer(output: bytes) -> tuple[dict[str, bytes], dict]:
     data = json.loads(output)
     return ({n: base64.b64decode(b) for n, b in data["ciphertexts"].items()},
             data["attestation"])
+
+
+@dataclass(frozen=True)
+class TrainedRounds:
+    """A training run's rounds as the release node made them again from the attested
+    contributions (:func:`verify_rounds`)."""
+
+    totals: dict[str, np.ndarray]   # "model.r", "metrics.r", "final_metrics": unmasked sums
+    contributors: dict[str, list[str]]  # by round ("1".., "final"): who summed into it
+    attestations: dict[str, dict]   # each node's latest attestation (the provenance's)
+    flagged: list[str]              # contributors whose own cells ask for output review
+
+
+def verify_rounds(rounds: dict[str, bytes], *, key, ca_pem: bytes, revoked, expect: dict,
+                  through: int | None = None) -> TrainedRounds:
+    """Every round of a training run from what its contributors attested, checked as a
+    chain; raises a UserError naming the first thing wrong.
+
+    ``rounds``: by round "1".."R" (and "final", the evaluation of the last model), the
+    ServerApp's record of the round's final attempt (jobs.train.server_app
+    ``_keep_ledger``). Each round must be there, in order, none else (``through``: a
+    progress release's round, whose rounds are 1..through, or 1..through-1 and "final").
+    For each: every contributor's attestation verifies (CA, this job and spec, stage,
+    round, one attempt for all, ``masked_with`` the very set of signers) over the exact
+    ciphertexts given; each gave its self-mask seed; this node sums the ciphertexts
+    itself and takes the revealed masks off (the pairwise ones cancel over the set);
+    and every contributor of round r+1 (of "final") attests it was trained from
+    (evaluated) exactly the model and pooled metrics this node made of round r — round
+    1's from the spec's initial model. So the sums are of the attested updates, of the
+    attempt each contributor revealed (another attempt's sum does not unmask to the
+    model the next round trained from), and no contributor's data reached a released
+    model or metric without its signed ``output_review`` flag being read here."""
+    from jobs.train.protocol import MODEL, start_digest
+
+    said = "the training rounds given"
+    keys = sorted((k for k in rounds if k != "final"), key=lambda k: int(k)
+                  if k.isdigit() else -1)
+    numbers = [int(k) for k in keys if k.isdigit() and str(int(k)) == k]
+    if len(numbers) != len(keys) or numbers != list(range(1, len(keys) + 1)) or not keys:
+        raise UserError(f"{said} are not rounds 1..R (got {', '.join(sorted(rounds)) or 'none'})")
+    last = numbers[-1]
+    if through is not None and through not in (last, last + 1 if "final" in rounds else last):
+        raise UserError(f"{said} end at round {last}, not at the progress round {through}")
+    if through is not None and through == last and "final" in rounds:
+        raise UserError(f"{said} hold the final evaluation, not progress of round {through}")
+    order = [*keys, *(["final"] if "final" in rounds else [])]
+    public = key.public_bytes()
+    totals: dict[str, np.ndarray] = {}
+    contributors: dict[str, list[str]] = {}
+    latest: dict[str, dict] = {}
+    flagged: set[str] = set()
+    start = ""  # round 1 trains from the spec's initial model
+    for k in order:
+        final = k == "final"
+        stage, round_no = ("evaluate", last) if final else ("train", int(k))
+        what = "the final evaluation" if final else f"round {round_no}"
+        try:
+            ledger = json.loads(rounds[k])
+            attempt = int(ledger["attempt"])
+            given = ledger["contributions"]
+            seeds = {n: base64.b64decode(v, validate=True)
+                     for n, v in ledger["seeds"].items()}
+            if ledger["stage"] != stage or int(ledger["round"]) != round_no or \
+                    not isinstance(given, dict) or not given:
+                raise ValueError("not this round's record")
+            blobs = {n: {v: base64.b64decode(b, validate=True)
+                         for v, b in c["ciphertexts"].items()} for n, c in given.items()}
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise UserError(f"{said}: the record of {what} is malformed ({exc})") from None
+        signers = sorted(given)
+        names = ["metrics"] if final else ["metrics", MODEL]
+        for node in signers:
+            try:
+                st = verify_attestation(given[node]["attestation"], ca_pem, node=node,
+                                        expect={**expect, "stage": stage, "round": round_no,
+                                                "query_sha256": "", "attempt": attempt,
+                                                "masked_with": signers},
+                                        revoked=revoked).statement
+            except UserError as exc:
+                raise UserError(f"{said}, {what}: {exc}") from None
+            if sorted(blobs[node]) != names:
+                raise UserError(f"{said}, {what}: {node}'s update holds "
+                                f"{', '.join(sorted(blobs[node]))}, not {', '.join(names)}")
+            digest = hashlib.sha256(b"".join(blobs[node][n] for n in names)).hexdigest()
+            if digest != st["ciphertext_sha256"]:
+                raise UserError(f"{said}, {what}: the ciphertexts given as {node}'s are not "
+                                "the ones its attestation names")
+            if st["trained_from"] != start:
+                raise UserError(
+                    f"{said}, {what}: {node} attests it was "
+                    f"{'evaluating' if final else 'trained from'} another model than the "
+                    + ("spec's initial one" if not start else
+                       f"sum of round {round_no - (0 if final else 1)}'s attested updates"))
+            if sorted(seeds) != signers or any(len(s) != 32 for s in seeds.values()):
+                raise UserError(f"{said}, {what}: a self-mask seed per contributor is "
+                                "missing")
+            latest[node] = given[node]["attestation"]
+            if st["output_review"]:
+                flagged.add(node)
+        sums = {}
+        for name in names:
+            try:
+                total = he.sum_ciphertexts(public, [blobs[n][name] for n in signers])
+                slots = he.parse(total).slots
+                mask = np.zeros(slots, dtype=np.uint64)
+                for seed in seeds.values():
+                    mask = masks.add(mask, masks.named_mask(seed, name, slots))
+                sums[name] = key.decrypt(he.subtract_plain(public, total, mask))
+            except (UserError, ValueError) as exc:
+                raise UserError(f"{said}, {what}: its sum does not decrypt ({exc})") from None
+        contributors[k] = signers
+        if final:
+            totals["final_metrics"] = sums["metrics"]
+        else:
+            totals[f"model.{k}"], totals[f"metrics.{k}"] = sums[MODEL], sums["metrics"]
+            start = start_digest(sums[MODEL], sums["metrics"])
+    return TrainedRounds(totals, contributors, latest, sorted(flagged))

@@ -568,8 +568,9 @@ class VerifiedResult:
     provenance: dict   # as signed
     spec_checked: bool = False  # the spec's hash was compared with the researcher's own
     # (node, certificate serial) of each contributor whose attestation of its contribution
-    # was checked; empty where the provenance lists none (a training job's, or a result
-    # released before contributions were attested)
+    # was checked (of a training model: every node whose round update reached it); empty
+    # where the provenance lists none (a result released before contributions were
+    # attested)
     attested: tuple[tuple[str, int], ...] = ()
 
     def summary(self) -> str:
@@ -598,9 +599,11 @@ def verify_result(document: object, ca_cert_pem: bytes, *, job_id: str,
     coordinator says); and, given the researcher's own spec (its :func:`canonical_sha256`
     and the nodes it names), the release is of that spec and its contributors are among
     those nodes. Where the provenance lists the contributors' attestations (every
-    aggregate job's does), each must verify for this job under a node certificate the CA
-    issued (not ``revoked``), one per contributor, and name the datasets, audit heads and
-    DP the provenance lists.
+    aggregate job's and training model's does), each must verify for this job under a
+    node certificate the CA issued (not ``revoked``), one per contributor (a training
+    model's: one per node whose round update reached it, a round or final-evaluation
+    attestation, every final contributor among them), and name the datasets, audit
+    heads and DP the provenance lists.
 
     Raises :class:`UnsignedResult` for a result without a signature, else a UserError
     naming what is wrong."""
@@ -707,7 +710,10 @@ ATTESTATION_FIELDS = {"job_id": str, "stage": str, "round": int, "query_sha256":
                       "audit_head": dict, "dp": (dict, type(None)), "k": int,
                       "min_contributors": int, "masked_with": list, "attempt": int,
                       # the contributor's own cell asks for its officer's output review
-                      "output_review": bool}
+                      "output_review": bool,
+                      # training rounds: the digest of the global model (and pooled
+                      # metrics) this update was trained from; "" elsewhere
+                      "trained_from": str}
 _ATTESTATION_DOMAIN = b"scifed-contribution-v2\0"
 _DATASET_FIELDS = ("dataset_id", "record_id", "sha256", "version", "schema_hash")
 
@@ -850,7 +856,12 @@ def _check_attestations(prov: dict, ca_cert_pem: bytes, what: str, signer: str,
     contributor attested. Returns (node, certificate serial) of each."""
     attestations = prov["attestations"]
     contributors = sorted(set(prov["contributors"]))
-    if not isinstance(attestations, dict) or sorted(attestations) != contributors:
+    # a training model: each node's latest round attestation, of every node whose update
+    # reached it — the final contributors and any that dropped after a round
+    trained = prov.get("job_type") == "train"
+    if not isinstance(attestations, dict) or (
+            not set(contributors) <= set(attestations) if trained
+            else sorted(attestations) != contributors):
         raise UserError(f"{what}: node {signer!r} signed attestations of "
                         f"{', '.join(sorted(attestations or {})) or 'no node'}, but names "
                         f"contributors {', '.join(contributors)}")
@@ -859,11 +870,16 @@ def _check_attestations(prov: dict, ca_cert_pem: bytes, what: str, signer: str,
     datasets, heads = prov.get("datasets") or {}, prov.get("audit_heads") or {}
     dp = prov.get("dp") or {}
     checked = []
-    for node in contributors:
+    for node in sorted(attestations) if trained else contributors:
+        given = attestations[node]
+        stage = given.get("statement") if trained and isinstance(given, dict) else None
+        stage = stage if isinstance(stage, dict) else {}
+        where = ({"stage": stage.get("stage")} if stage.get("stage") in ("train", "evaluate")
+                 else {"stage": "train or evaluate"}) if trained else {"stage": "compute",
+                                                                        "round": 0}
         try:
             v = verify_attestation(attestations[node], ca_cert_pem, node=node,
-                                   expect={**expect, "stage": "compute", "round": 0},
-                                   revoked=revoked)
+                                   expect={**expect, **where}, revoked=revoked)
         except UserError as exc:
             raise UserError(f"{what}: {exc}") from None
         st = v.statement

@@ -182,7 +182,11 @@ class ReleaseRequest(TaskHeader):
     attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)  # the attempt the sum is of
     reveals: dict[str, B64] = {}  # each contributor's sealed self-mask seed (or view) of it
     dropped: list[str] = []  # masked for in the attempt, not summed (node/masking.py)
-    aggregates: dict[str, B64] = {}  # pooled ciphertexts by name (training: Flower's sums)
+    aggregates: dict[str, B64] = {}  # pooled ciphertexts by name (none for attested jobs)
+    # training jobs: each round's contributions as the ServerApp kept them (ciphertexts,
+    # attestations, revealed self-mask seeds; JSON), by round ("1".., and "final" for the
+    # final evaluation): the release node sums them itself (node/round_updates.py)
+    rounds: dict[str, B64] = {}
     state: B64 | None = None     # the release node's own state of an earlier round, sealed
     # the contributors' seal key claims (to seal the result to those that review it), and
     # the verdicts of their reviews, signed by each (scifed.sealing.verify_verdict)

@@ -9,7 +9,10 @@ It then decrypts the global model, measures it on this node's validation split, 
 and hands its update (exact in round 1, quantised after, weighted by the previous round's
 pooled rows) and metric sums to the node (``SealUpdate``), which masks them for the set
 the message names and encrypts them under the study key (jobs.train.protocol,
-node/round_updates.py); the app never holds the masks. It reports what DP-SGD spent back
+node/round_updates.py); the app never holds the masks. It also tells the node what it
+trained from (``trained_from``: the digest of the decrypted model and pooled metrics),
+which the node signs, so the release node can tell whether the model it releases is the
+chain of attested sums the rounds trained from. It reports what DP-SGD spent back
 to the node. Values the quantised update clips are counted in the node's log. A
 ``train.reveal`` message asks the node for its self-mask seed of a round's final set.
 
@@ -44,6 +47,7 @@ from jobs.train.protocol import (
     blob_of,
     ciphertext,
     pooled_rows,
+    start_digest,
     update_values,
 )
 from jobs.train.spec import DPSpec, TrainSpec
@@ -146,10 +150,11 @@ def serve(msg: Message, context: Context, *, final: bool,
         if not grant.allowed:  # "refused at node X"; the reason is sealed
             return _refusal(msg, grant.reason, grant.sealed_reason)
 
-        def seal(vectors: list[pb.UpdateVector]) -> pb.SealUpdateReply:
+        def seal(vectors: list[pb.UpdateVector], trained_from: str = "") -> pb.SealUpdateReply:
             ask = pb.SealUpdateRequest(
                 grant=request, stage=stage, attempt=int(cfg.get("attempt", 1)),
-                masking_json=str(cfg.get("masking", "{}")), vectors=vectors)
+                masking_json=str(cfg.get("masking", "{}")), vectors=vectors,
+                trained_from=trained_from)
             if seal_with is not None:
                 return seal_with(ask)
             return api.SealUpdate(ask, timeout=GRANT_TIMEOUT_SECONDS)
@@ -160,11 +165,11 @@ def serve(msg: Message, context: Context, *, final: bool,
             if sealed is not None and sealed.refused:
                 return _refusal(msg, sealed.refused, sealed.sealed_reason)
             if sealed is None or not sealed.sealed:
-                vectors, report, epsilon = _compute(msg, grant, request,
-                                                    open_key(grant.study_key), final=final)
+                vectors, report, epsilon, trained_from = _compute(
+                    msg, grant, request, open_key(grant.study_key), final=final)
                 if report is not None:  # spent, whatever becomes of the update
                     api.ReportTraining(report, timeout=GRANT_TIMEOUT_SECONDS)
-                sealed = seal(vectors)
+                sealed = seal(vectors, trained_from)
                 if sealed.refused:  # "refused at node X"; the reason is sealed
                     return _refusal(msg, sealed.refused, sealed.sealed_reason)
         except grpc.RpcError as exc:
@@ -194,9 +199,12 @@ def _vector(name: str, values: np.ndarray, bound: float = 0.0,
 
 def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGrantRequest,
              key: Codec, *, final: bool
-             ) -> tuple[list[pb.UpdateVector], pb.ReportTrainingRequest | None, float | None]:
+             ) -> tuple[list[pb.UpdateVector], pb.ReportTrainingRequest | None, float | None,
+                        str]:
     """Everything after the grant: decrypt, evaluate, train (torch loads here). Returns the
-    plain update for the node to mask, the DP-SGD report and the ε spent so far."""
+    plain update for the node to mask, the DP-SGD report, the ε spent so far, and what it
+    was trained from (:func:`jobs.train.protocol.start_digest` of the decrypted model and
+    pooled metrics the message carried), which the node attests."""
     import torch
 
     from jobs.train import local
@@ -211,19 +219,23 @@ def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGra
     data = local.split(_npy(grant.features), _npy(grant.labels), spec, grant.node_name)
     model = local.initial_model(spec)
     arrays = msg.content.array_records.get(ARRAYS, ArrayRecord())
-    theta_start = None
+    theta_start = model_sum = metrics_sum = None
     if MODEL in arrays:
-        theta_start = average(key.decrypt(blob_of(arrays, MODEL)))
+        model_sum = key.decrypt(blob_of(arrays, MODEL))
+        theta_start = average(model_sum)
         vector_to_model(model, theta_start)
+        if METRICS in arrays:
+            metrics_sum = key.decrypt(blob_of(arrays, METRICS))
+    trained_from = start_digest(model_sum, metrics_sum)
     validation = local.evaluate(model, data.x_val, data.y_val, spec.task)
     if final:
-        return [_vector(METRICS, np.concatenate([validation, [0.0, 0.0]]))], None, None
+        return ([_vector(METRICS, np.concatenate([validation, [0.0, 0.0]]))], None, None,
+                trained_from)
 
     from jobs.train.models import model_to_vector
 
-    pooled = None  # the previous round's pooled training rows weigh this round's update
-    if theta_start is not None and METRICS in arrays:
-        pooled = pooled_rows(key.decrypt(blob_of(arrays, METRICS)))
+    # the previous round's pooled training rows weigh this round's update
+    pooled = pooled_rows(metrics_sum) if metrics_sum is not None else None
 
     dp = None
     if grant.dp.enabled:
@@ -253,7 +265,7 @@ def _compute(msg: Message, grant: pb.TrainingGrantReply, request: pb.TrainingGra
         dp_history=[pb.AccountantStep(noise_multiplier=s, sample_rate=q, steps=k)
                     for s, q, k in result.history])
     return ([_vector(MODEL, values, bound, capacity), _vector(METRICS, sums)], report,
-            result.epsilon)
+            result.epsilon, trained_from)
 
 
 def _npy(data: bytes) -> np.ndarray:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobs.aggregate import contributor_reviews
 from jobs.base import Driver, JobCancelled, JobFailed, Run, released
 from jobs.train import TrainJob
 from jobs.train.protocol import (
@@ -168,21 +169,26 @@ def _follow(flower: Any, run_id: int, job_dir: Path, budget: float,
 
 def release_request(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
                     node: str) -> ReleaseRequest:
-    """What the release node decrypts and seals: each round's model (it releases the one
-    with the best pooled validation, which only it can read), each round's metric sums,
-    the final evaluation. A checkpoint from before models were kept has the last only."""
-    blob = lambda name: (job_dir / name).read_bytes()  # noqa: E731
-    models = checkpoint.get("model_files") or {str(checkpoint["round"]):
-                                               checkpoint["model_file"]}
-    aggregates = {**{f"model.{r}": blob(f) for r, f in models.items()},
-                  "final_metrics": blob(checkpoint["final_metrics_file"]),
-                  **{f"metrics.{r}": blob(f) for r, f in checkpoint["metrics_files"].items()}}
+    """What the release node sums, decrypts and seals: every round's contributions (it
+    makes each round's model and metric sums itself from them, and releases the model
+    with the best pooled validation, which only it can read) and the final evaluation's,
+    each with its contributors' attestations (node/round_updates.py)."""
     return ReleaseRequest(
         **driver.header(run, node).model_dump(), k=0, contributors=checkpoint["active"],
-        aggregates=aggregates,
+        rounds=ledgers(job_dir, checkpoint),
         extra={"rounds_done": checkpoint["round"], "dropped": checkpoint["dropped"],
                "contributors_by_round": checkpoint["contributors"],
                "epsilon": checkpoint["epsilon"]})
+
+
+def ledgers(job_dir: Path, checkpoint: dict, through: int | None = None
+            ) -> dict[str, bytes]:
+    """The rounds' contributions the ServerApp kept (jobs.train.server_app
+    ``_keep_ledger``), by round, up to round ``through`` (default: all, and the final
+    evaluation's once made)."""
+    files = checkpoint.get("ledger_files") or {}
+    return {key: (job_dir / name).read_bytes() for key, name in files.items()
+            if through is None or key != "final" and int(key) <= through}
 
 
 def _publish_round_metrics(driver: Driver, run: Run, job_dir: Path, checkpoint: dict,
@@ -196,15 +202,18 @@ def _publish_round_metrics(driver: Driver, run: Run, job_dir: Path, checkpoint: 
     files = dict(checkpoint["metrics_files"])
     if checkpoint.get("final_metrics_file"):
         files[str(int(checkpoint["round"]) + 1)] = checkpoint["final_metrics_file"]
-    for key, name in files.items():
+    for key in files:
         r = int(key)
         if r in published:
             continue
         published.add(r)
+        last = int(checkpoint["round"])
         request = ReleaseRequest(
             **driver.header(run, node).model_dump(), k=0, contributors=checkpoint["active"],
             stage="progress", round=r,
-            aggregates={"metrics": (job_dir / name).read_bytes()})
+            # the rounds up to r (the final evaluation's too for r = last + 1), whose
+            # contributors' review flags the release node reads itself
+            rounds=ledgers(job_dir, checkpoint, None if r > last else r))
         try:
             reply = driver.send(node, TaskKind.RELEASE, request, ReleaseReply)
             driver.progress(run, r, reply.sealed)
@@ -336,9 +345,22 @@ def run_training(driver: Driver, run: Run) -> bytes:
     release_node = run.release_node(contributors)
     driver.set_phase(run, Phase("release"))
     driver.set_contributors(run, contributors)
-    request = release_request(driver, run, job_dir, checkpoint, release_node)
-    out, failed = driver.fanout(run, "release", TaskKind.RELEASE, {release_node: request},
+    request = release_request(driver, run, job_dir, checkpoint, release_node).model_copy(
+        update={"reviewer_claims": driver.seal_claims(list(targets))})
+    answer = _release(driver, run, release_node, request)
+    if answer.reviews:  # contributors' officers review the model first, as for aggregates
+        request = request.model_copy(update={"verdicts": contributor_reviews(
+            driver, run, headers, release_node, answer)})
+        answer = _release(driver, run, release_node, request)
+        if answer.reviews:
+            raise JobFailed(f"release node {release_node} still waits for the output "
+                            "review of " + ", ".join(sorted(answer.reviews)))
+    return released(driver, run, release_node, answer)
+
+
+def _release(driver: Driver, run: Run, node: str, request: ReleaseRequest) -> ReleaseReply:
+    out, failed = driver.fanout(run, "release", TaskKind.RELEASE, {node: request},
                                 ReleaseReply)
-    if release_node not in out:
-        raise JobFailed(failed[release_node])
-    return released(driver, run, release_node, out[release_node])
+    if node not in out:
+        raise JobFailed(failed[node])
+    return out[node]

@@ -32,6 +32,7 @@ The coordinator adds ciphertexts with the public context only; members decrypt.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -81,6 +82,22 @@ class Codec(Protocol):
                           rng: np.random.Generator | None = None) -> bytes: ...
 
     def decrypt(self, blob: bytes) -> np.ndarray: ...
+
+
+def start_digest(model: np.ndarray | None, metrics: np.ndarray | None) -> str:
+    """What a round's update was trained from (or the final model evaluated), as the node
+    attests it (``trained_from``): the sha256 of the decrypted summed model and pooled
+    metrics the message carried, "" for none (round 1 starts from the spec's initial
+    model). The release node makes the same digest of the sum it makes itself of the
+    round before (node/round_updates.py ``verify_rounds``), so a model that is not the
+    sum of the attested updates is never the one the next round trained from."""
+    if model is None:
+        return ""
+    h = hashlib.sha256(b"scifed-train-start-v1\0")
+    for part in (model, metrics if metrics is not None else np.zeros(0)):
+        values = np.ascontiguousarray(np.asarray(part, dtype=np.float64))
+        h.update(len(values).to_bytes(8, "big") + values.tobytes())
+    return h.hexdigest()
 
 
 def pooled_rows(metrics: np.ndarray) -> float:

@@ -8,8 +8,11 @@ round's message carries the previous round's summed model and its pooled metric 
 from round 2 on, nodes weigh their quantised updates by that round's pooled rows.
 
 It reads the job from ``run_config["job-dir"]`` (written by ``jobs.train.coordinate``),
-checkpoints the encrypted global model (every round's is kept, for the release node to
-pick the best validated one), pooled metric sums and per-node state after every round,
+checkpoints the encrypted global model (every round's is kept), pooled metric sums and
+per-node state after every round, and each round's contributions as they came
+(``ledger-r{r}.json``, ``ledger-final.json``: ciphertexts, signed attestations, revealed
+self-mask seeds), which the release node sums again itself (node/round_updates.py
+``verify_rounds``) before it picks the best validated model;
 and resumes from that checkpoint when started again on the same directory (a SuperLink
 restart fails in-flight Flower runs; the coordinator resubmits). A node that
 refuses, errs or stays silent for ``round_timeout`` leaves the run; the run goes on while
@@ -250,7 +253,31 @@ class HEFedAvg(FedAvg):
                 ", ".join(sorted(set(asked) - set(good))))
         self._seeds = self._reveal(grid, server_round, stage, attempt, good) if self.masked \
             else {}
+        self._keep_ledger(key, stage, server_round, attempt, good)
         return good
+
+    def _keep_ledger(self, key: str, stage: str, server_round: int, attempt: int,
+                     good: dict[str, Message]) -> None:
+        """What the round's sum is made of, for the release node to make it again
+        (node/round_updates.py ``verify_rounds``): every contributor's ciphertexts as it
+        sent them, its signed attestation and its revealed self-mask seed. The release
+        node sums and unmasks these itself and checks that the next round was trained
+        from exactly that sum, so a model that is not the sum of these updates, or of
+        another set or attempt, is refused at release (jobs.train.protocol)."""
+        b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+        contributions = {}
+        for name, msg in sorted(good.items()):
+            arrays = msg.content[ARRAYS]
+            attestation = msg.content.config_records[STATUS].get("attestation") or ""
+            contributions[name] = {
+                "ciphertexts": {n: b64(blob_of(arrays, n)) for n in sorted(arrays.keys())},
+                "attestation": json.loads(str(attestation)) if attestation else None}
+        ledger = {"stage": stage, "round": server_round, "attempt": attempt,
+                  "contributions": contributions,
+                  "seeds": {n: b64(seed) for n, seed in sorted(self._seeds.items())}}
+        name = "ledger-final.json" if key == "final" else f"ledger-r{server_round}.json"
+        write_bytes(self.job_dir / name, json.dumps(ledger).encode())
+        self.state.setdefault("ledger_files", {})[key] = name
 
     def _reveal(self, grid: Grid, server_round: int, stage: str, attempt: int,
                 good: dict[str, Message]) -> dict[str, bytes]:

@@ -15,6 +15,7 @@ last, once jobs have brought every node its copy of the study key.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -183,13 +184,21 @@ def test_train_job_end_to_end_matches_pooled_sklearn(fed, tmp_path):
     assert sorted(checkpoint["active"]) == sorted(ISLANDS) and not checkpoint["dropped"]
     assert all(checkpoint["contributors"][str(r)] == sorted(ISLANDS) for r in (1, 2, 3))
     # The coordinator's side held only the public context and ciphertexts (beside the
-    # job and the checkpoint, which name files and nodes).
+    # job and the checkpoint, which name files and nodes, and each round's record of the
+    # nodes' ciphertexts, attestations and revealed self-mask seeds for the release node).
     shared = job_dir(fed, job_id)
     assert not context_is_private((shared / "public.ctx").read_bytes())
     blobs = sorted(shared.glob("*.ct"))
     assert len(blobs) >= 2 and all(b.read_bytes()[:4] == b"SFHC" for b in blobs)
+    ledgers = {f"ledger-r{r}.json" for r in (1, 2, 3)} | {"ledger-final.json"}
     assert {p.name for p in shared.iterdir()} - {b.name for b in blobs} == {
-        "public.ctx", "run.json", "checkpoint.json"}
+        "public.ctx", "run.json", "checkpoint.json", *ledgers}
+    for name in ledgers:
+        ledger = json.loads((shared / name).read_text())
+        assert sorted(ledger["contributions"]) == sorted(ISLANDS)
+        assert all(base64.b64decode(ct)[:4] == b"SFHC"
+                   for c in ledger["contributions"].values()
+                   for ct in c["ciphertexts"].values())
     # Each round's pooled metrics were sealed to the researcher as the job ran; they are
     # the numbers of the final result (whose last validation comes with the final model).
     with fed.researcher() as r:

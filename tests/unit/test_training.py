@@ -368,8 +368,8 @@ def test_job_watch_gets_the_final_evaluation_as_the_last_rounds_validation(tmp_p
     final = np.array([10, 1.0, 10, 0, 0, 0, 0, 0])
     sums = {1: np.array([10, 5.0, 6, 0, 0, 0, 40, 20.0]),
             2: np.array([10, 2.0, 9, 0, 0, 0, 40, 8.0])}
-    for name, blob in [("metrics-r1.ct", b"r1"), ("metrics-r2.ct", b"r2"),
-                       ("metrics-final.ct", b"fin")]:
+    for name, blob in [("ledger-r1.json", b"r1"), ("ledger-r2.json", b"r2"),
+                       ("ledger-final.json", b"fin")]:
         (tmp_path / name).write_bytes(blob)
     sent: list[tuple[int, bytes]] = []
     header = TaskHeader(job_id="j", study_id="s", key_version=1, job_type="train",
@@ -380,19 +380,23 @@ def test_job_watch_gets_the_final_evaluation_as_the_last_rounds_validation(tmp_p
             return header
 
         def send(self, node, kind, request, reply):
-            sent.append((request.round, request.aggregates["metrics"]))
+            # the rounds up to the one published, whose attestations the node checks
+            sent.append((request.round, request.rounds))
             return SimpleNamespace(sealed=b"sealed")
 
         def progress(self, run, r, sealed):
             pass
 
     checkpoint = {"round": 2, "active": ["n1"], "final_metrics_file": None,
-                  "metrics_files": {"1": "metrics-r1.ct", "2": "metrics-r2.ct"}}
+                  "metrics_files": {"1": "metrics-r1.ct", "2": "metrics-r2.ct"},
+                  "ledger_files": {"1": "ledger-r1.json", "2": "ledger-r2.json"}}
     published: set[int] = set()
     _publish_round_metrics(Driver(), None, tmp_path, checkpoint, "n1", published)
     checkpoint["final_metrics_file"] = "metrics-final.ct"
+    checkpoint["ledger_files"]["final"] = "ledger-final.json"
     _publish_round_metrics(Driver(), None, tmp_path, checkpoint, "n1", published)
-    assert sent == [(1, b"r1"), (2, b"r2"), (3, b"fin")]
+    assert sent == [(1, {"1": b"r1"}), (2, {"1": b"r1", "2": b"r2"}),
+                    (3, {"1": b"r1", "2": b"r2", "final": b"fin"})]
     live: dict[int, dict] = {}  # merged as the researcher's client does
     for r, totals in [(1, sums[1]), (2, sums[2]), (3, final)]:
         out = release(spec(), Pooled({"metrics": totals}, {}, 0, {}, ["n1"],

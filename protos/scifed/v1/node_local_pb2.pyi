@@ -135,18 +135,20 @@ class UpdateVector(_message.Message):
     def __init__(self, name: _Optional[str] = ..., values: _Optional[bytes] = ..., bound: _Optional[float] = ..., capacity: _Optional[int] = ...) -> None: ...
 
 class SealUpdateRequest(_message.Message):
-    __slots__ = ("grant", "stage", "attempt", "masking_json", "vectors")
+    __slots__ = ("grant", "stage", "attempt", "masking_json", "vectors", "trained_from")
     GRANT_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     MASKING_JSON_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FROM_FIELD_NUMBER: _ClassVar[int]
     grant: TrainingGrantRequest
     stage: str
     attempt: int
     masking_json: str
     vectors: _containers.RepeatedCompositeFieldContainer[UpdateVector]
-    def __init__(self, grant: _Optional[_Union[TrainingGrantRequest, _Mapping]] = ..., stage: _Optional[str] = ..., attempt: _Optional[int] = ..., masking_json: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[UpdateVector, _Mapping]]] = ...) -> None: ...
+    trained_from: str
+    def __init__(self, grant: _Optional[_Union[TrainingGrantRequest, _Mapping]] = ..., stage: _Optional[str] = ..., attempt: _Optional[int] = ..., masking_json: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[UpdateVector, _Mapping]]] = ..., trained_from: _Optional[str] = ...) -> None: ...
 
 class SealUpdateReply(_message.Message):
     __slots__ = ("sealed", "ciphertexts", "attestation_json", "refused", "sealed_reason")
