@@ -308,7 +308,24 @@ def figures() -> list[Figure]:
                "exact" if exact else "NOT EXACT", "ms"),
         Figure("pairwise masks, 99 peers, CPU", measure_masks(100_000, 99), None,
                "0.0085 (AES-CTR masking floor)", "µs/slot/peer"),
+        *share_figures(),
     ]
+
+
+def share_figures() -> list[Figure]:
+    """The t-of-n shares of the self-mask seeds (benchmarks/share_bench.py) beside the
+    direct reveal of each node's own seed they replaced."""
+    from benchmarks.share_bench import measure
+    out = []
+    for n in (3, 10):
+        r = measure(n)
+        what = f"self-mask seed shares, {n} nodes (baseline: direct seed reveal)"
+        out += [Figure(f"{what}: bytes per node per job", r["bytes"], r["bytes_direct"],
+                       "SecAgg: O(n) per node", "B"),
+                Figure(f"{what}: node CPU per job", r["ms"], r["ms_direct"], "", "ms"),
+                Figure(f"{what}: release node's unmask CPU (20-value stats vector)",
+                       r["release_ms"], r["release_ms_direct"], "", "ms")]
+    return out
 
 
 def main(console: Console | None = None) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.base import Driver, JobFailed, JobType, Run, quorum, released
+from scifed.masks import SHARED_FROM, threshold
 from scifed.states import IN_OUTPUT_REVIEW, Phase
 from scifed.tasks import (
     MAX_ATTEMPTS,
@@ -82,8 +83,10 @@ class AggregateJob(JobType):
         inbound = _exchange(driver, run, headers, nodes, steps) if steps else {}
         computed, attempt, masking = _compute(driver, run, headers, nodes, vocabularies,
                                               inbound, exact=bool(steps))
-        contributors = sorted(computed)  # `masking` is theirs, for the further rounds too
-        reveals = _reveal(driver, run, headers, contributors, attempt)
+        contributors = sorted(computed)
+        dropped = sorted(set(masking) - set(computed))  # masked for, answer never came
+        reveals = _reveal(driver, run, headers, computed, attempt, masking)
+        masking = {n: masking[n] for n in contributors}  # the further rounds' set
         driver.set_phase(run, Phase("aggregate"))
         driver.set_contributors(run, contributors)
         release_node = run.release_node(contributors)
@@ -94,7 +97,7 @@ class AggregateJob(JobType):
             contributions=_contributions(computed, contributors),
             min_contributors=max(a.min_contributors for a in computed.values()),
             study_members=run.study.members, attempt=attempt, reveals=reveals,
-            reviewer_claims=masking)
+            dropped=dropped, reviewer_claims=masking)
         for round_no in range(1, MAX_ROUNDS + 1):
             driver.set_phase(run, Phase("release"))
             out, failed = driver.fanout(run, "release", TaskKind.RELEASE,
@@ -152,8 +155,8 @@ def _compute(driver: Driver, run: Run, headers: dict, nodes: list[str],
         quorum(run, computed, failed)
         if exact:
             _all_answered(nodes, computed, failed)
-        if set(computed) == set(asked):
-            return computed, attempt, masking
+        if set(computed) == set(asked) or recoverable(len(asked), len(computed)):
+            return computed, attempt, masking  # the unmask takes the dropped out
         why, asked = failed, sorted(computed)  # the survivors mask afresh for each other
     raise JobFailed(f"nodes kept dropping out: no attempt of {MAX_ATTEMPTS} had every node "
                     "it asked contribute")
@@ -178,23 +181,41 @@ def contributor_reviews(driver: Driver, run: Run, headers: dict, release_node: s
     return {n: r.verdict for n, r in replies.items()}
 
 
-def _reveal(driver: Driver, run: Run, headers: dict, contributors: list[str],
-            attempt: int) -> dict[str, bytes]:
-    """The contributors' self-mask seeds of the final attempt, sealed for the release
-    node; all of them, or the sum cannot be unmasked (node/masking.py)."""
+def recoverable(masked: int, summed: int) -> bool:
+    """Whether an attempt masked for ``masked`` nodes, of which ``summed`` answered, is
+    unmasked as it is, the others left out by the survivors' seeds with them (a set of
+    three or more, with t + 1 survivors: node/masking.py), rather than by a fresh attempt."""
+    return masked >= SHARED_FROM and summed >= threshold(masked) + 1
+
+
+def _reveal(driver: Driver, run: Run, headers: dict, computed: dict[str, ComputeReply],
+            attempt: int, masking: dict[str, dict]) -> dict[str, bytes]:
+    """The contributors' answers to the unmask of the final attempt, sealed for the
+    release node (node/masking.py). A set of two: both self-mask seeds, or the sum cannot
+    be unmasked. Three or more: each one's shares of the others' seeds and its pairwise
+    seeds with the nodes whose answer never came; a node that drops here is still summed
+    (t shares of its seed suffice) while t + 1 answer and none was left out already."""
+    contributors = sorted(computed)
     if len(contributors) < 2:
         return {}
+    dropped = sorted(set(masking) - set(computed))
     driver.set_phase(run, Phase("unmask"))
     answers, failed = driver.fanout(run, "unmask", TaskKind.UNMASK, {
         n: UnmaskRequest(**headers[n].model_dump(), attempt=attempt,
-                         contributors=contributors) for n in contributors}, UnmaskReply)
+                         contributors=contributors, dropped=dropped, masking=masking,
+                         shares={s: r.shares[n] for s, r in computed.items()
+                                 if n in r.shares}) for n in contributors}, UnmaskReply)
     missing = sorted(set(contributors) - set(answers))
-    if missing:
-        raise JobFailed("a node dropped out after the set of contributors was final, so its "
-                        "self-mask cannot be removed from the sum: "
-                        + "; ".join(failed.get(n, f"node {n} did not answer")
-                                    for n in missing))
-    return {n: answers[n].sealed for n in contributors}
+    n, t = len(masking), threshold(len(masking))
+    if missing and (n < SHARED_FROM or dropped or len(answers) < t + 1):
+        need = ("every contributor's own seed" if n < SHARED_FROM else
+                "every survivor's pairwise seeds with the nodes left out" if dropped else
+                f"t + 1 = {t + 1} of the {n} nodes masked for to answer")
+        raise JobFailed(f"a node dropped out after the set of contributors was final, and "
+                        f"taking the masks off the sum needs {need}: "
+                        + "; ".join(failed.get(m, f"node {m} did not answer")
+                                    for m in missing))
+    return {m: answers[m].sealed for m in sorted(answers)}
 
 
 def _all_answered(nodes: list[str], answers: dict, failed: dict[str, str]) -> None:

@@ -51,15 +51,21 @@ from node.guard import LINEAR, NONLINEAR, audit_and_record
 from node.masking import ABANDONED as _ABANDONED
 from node.masking import REVEALED as _REVEALED
 from node.masking import (
+    SHARED_FROM,
     compute_stage,
     exact_slots,
     lone,
     lone_mask,
     mask_context,
     masking_set,
+    open_shares,
+    pair_seeds,
     pairwise,
     seal_seed,
+    seal_view,
     self_seed,
+    share_boxes,
+    threshold,
     with_self_mask,
 )
 from node.policy import Decision, EffectivePolicy, PolicyBook, decide, pools_enough
@@ -458,15 +464,29 @@ class Gate:
             answer = was.model_copy(update={
                 "ciphertext": blob,
                 "attestation": self.attest(adm, blob, self.audit.head(), was.dp,
-                                           masked_with=sorted(publics), attempt=attempt)})
+                                           masked_with=sorted(publics), attempt=attempt),
+                "shares": self.share_boxes(adm, publics, attempt)})
             with self.store.tx() as con:  # a concurrent copy of the task may answer first
                 return ComputeReply.loads(self.keep(con, adm, stage, digest, answer.dumps(),
                                                     what))
 
-    def reveal(self, adm: Admission, attempt: int, contributors: list[str]) -> bytes:
-        """This node's self-mask seed of ``attempt``, sealed for the members, once the
-        coordinator says the attempt's set is final: only if it is the very set this node
-        masked for, and never for an attempt it abandoned (node/masking.py)."""
+    def share_boxes(self, adm: Admission, publics: dict[str, bytes],
+                    attempt: int) -> dict[str, bytes]:
+        """This node's self-mask seed of ``attempt`` in t-of-n shares, each boxed for the
+        other node it is for (node/masking.py); none for a set of two or one."""
+        h = adm.header
+        return share_boxes(self.node, self.studies.cfg.tls.key.parent,
+                           self.job_secret(h.job_id), h, publics, attempt)
+
+    def reveal(self, adm: Admission, attempt: int, contributors: list[str],
+               dropped: list[str] | None = None, boxes: dict[str, bytes] | None = None,
+               masking: dict[str, dict] | None = None) -> bytes:
+        """This node's self-mask seed of ``attempt`` (a set of two), or its answer to
+        the view ``contributors`` / ``dropped`` of it (a set of three or more: shares of
+        the others' seeds, its pairwise seeds with the dropped), sealed for the members,
+        once the coordinator says the attempt's set is final: only for the very set this
+        node masked for, one view per attempt, and never for an attempt it abandoned
+        (node/masking.py)."""
         h = adm.header
         stage = compute_stage(attempt)
         what = f"it abandoned attempt {attempt} of this job for a later one"
@@ -480,6 +500,13 @@ class Gate:
                 raise UserError(f"node {self.node} reveals no mask of attempt {attempt} of "
                                 f"job {h.job_id}: it contributed alone, so it releases the "
                                 "sum itself")
+        if len(masked_with) >= SHARED_FROM:
+            return self._reveal_view(adm, attempt, masked_with, contributors, dropped or [],
+                                     boxes or {}, masking or {})
+        if dropped:
+            raise UserError(f"node {self.node} recovers no dropout of attempt {attempt} of "
+                            f"job {h.job_id}: a set of {len(masked_with)} shares no seeds")
+        with self.store.tx() as con:
             if sorted(contributors) != masked_with:
                 raise UserError(f"node {self.node} reveals its self-mask of attempt {attempt} "
                                 f"of job {h.job_id} only for the set it masked for "
@@ -488,6 +515,55 @@ class Gate:
             self.keep(con, adm, f"unmask#{attempt}", _REVEALED, b"revealed", what)
         seed = self_seed(self.job_secret(h.job_id), h, attempt)
         return seal_seed(adm.key, h.job_id, self.node, attempt, seed)
+
+    def _reveal_view(self, adm: Admission, attempt: int, masked_with: list[str],
+                     contributors: list[str], dropped: list[str],
+                     boxes: dict[str, bytes], masking: dict[str, dict]) -> bytes:
+        """This node's answer to one view of ``attempt`` (node/masking.py): for every
+        other contributor its share of that node's self-mask seed, for every dropped node
+        its own pairwise seed with it. One view per attempt: any other is refused, so no
+        node's self-mask seed and pairwise seeds both leave this node."""
+        h = adm.header
+        said = f"node {self.node} reveals nothing of attempt {attempt} of job {h.job_id}"
+        with self.store.tx() as con:
+            if self.answered(con, adm, f"unmask#{attempt}", _ANY, "") == b"abandoned":
+                raise replay_refusal(self.node, h.job_id, f"it abandoned attempt {attempt} "
+                                     "of this job for a later one")
+        summed, left = sorted(set(contributors)), sorted(set(dropped))
+        if (len(summed) != len(contributors) or len(left) != len(dropped)
+                or set(summed) & set(left) or sorted(summed + left) != masked_with):
+            raise UserError(f"{said}: the nodes summed ({', '.join(contributors)}) and "
+                            f"dropped ({', '.join(dropped) or 'none'}) are not, once each, "
+                            f"the set it masked for ({', '.join(masked_with)})")
+        if self.node not in summed:
+            raise UserError(f"{said}: the view says this node dropped, yet it is asked")
+        t = threshold(len(masked_with))
+        if len(summed) < t + 1:
+            raise UserError(f"{said}: {len(summed)} nodes are left of the "
+                            f"{len(masked_with)} it masked for, and each one's self-mask "
+                            f"seed needs t = {t} shares from the others (at least {t + 1} "
+                            "must remain)")
+        view = canonical_sha256({"contributors": summed, "dropped": left})
+        step = f"view#{attempt}"
+        what = (f"it answered another view of attempt {attempt} of this job: one view per "
+                "attempt, so no node's self-mask seed and pairwise seeds both leave it")
+        with self.store.tx() as con:
+            prior = self.answered(con, adm, step, view, what)
+        if prior is not None:
+            return prior
+        publics = self.masking_set(h, masking)
+        if sorted(publics) != masked_with:
+            raise UserError(f"{said}: the task carries the seal keys of "
+                            f"{', '.join(sorted(publics))}, not of the set it masked for")
+        key_dir = self.studies.cfg.tls.key.parent
+        shares = open_shares(self.node, key_dir, h, publics, attempt, boxes,
+                             [n for n in summed if n != self.node])
+        seeds = pair_seeds(self.node, key_dir, h, publics, attempt, left)
+        sealed = seal_view(adm.key, h.job_id, self.node, attempt, summed, left, shares, seeds)
+        with self.store.tx() as con:
+            self.keep(con, adm, f"unmask#{attempt}", _REVEALED, b"revealed",
+                      f"it abandoned attempt {attempt} of this job for a later one")
+            return self.keep(con, adm, step, view, sealed, what)
 
     def attest(self, adm: Admission, blob: bytes, head: tuple[int, str], dp: dict | None, *,
                stage: str = "compute", round_no: int = 0, query: bytes = b"",
@@ -581,7 +657,8 @@ class Gate:
                                 min_contributors=adm.policy.min_contributors,
                                 attestation=self.attest(adm, blob, head, dp,
                                                         masked_with=sorted(publics),
-                                                        attempt=1))
+                                                        attempt=1),
+                                shares=self.share_boxes(adm, publics, 1))
 
         with self.replays_audited(h, adm.row.dataset_id, "compute"):
             if adm.decision.dp:  # a retry is replayed from the charge (never charged twice)

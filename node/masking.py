@@ -32,9 +32,39 @@ takes attempt a + 1 records that it abandoned attempt a, and a node that reveale
 self-mask of attempt a refuses any later attempt (one record per node, first write wins).
 So a coordinator that declares a live node dropped and keeps its ciphertext gains
 nothing: the attempt that ciphertext belongs to is never unmasked, and every honest node
-unmasks at most one attempt, hence one set. A node that drops after the set is final (in
-the reveal itself) fails the job: its self-mask cannot be recovered without it (t-of-n
-shares of the self-mask seeds, as in SecAgg, would; not built).
+unmasks at most one attempt, hence one set.
+
+Dropouts within an attempt (recovery by t-of-n shares, as in SecAgg). In a set of
+n ≥ 3 nodes no node ever reveals its own self-mask seed. Each splits it (Shamir,
+:mod:`scifed.shamir`) into shares for the n − 1 others, any t = ⌊n/2⌋ + 1 of which give
+it back (:func:`threshold`), each share in a box only it and its holder can open
+(ChaCha20-Poly1305 under a key from X25519 between their certified seal keys, bound to
+the job, attempt, sender and holder): the boxes travel with its compute answer, and the
+coordinator hands each holder its own at the unmask. The unmask names a *view* of the
+attempt: the nodes whose ciphertexts are summed (U) and those masked for but not summed
+(D, whose answer never came). Each node of U answers, sealed for the members:
+
+* for every other node of U, its share of that node's self-mask seed;
+* for every node d of D, its own pairwise seed with d (which it knows: no share needed),
+  so the survivors' masks towards d come off the sum of U.
+
+The release node rebuilds each self-mask seed from t shares (more are checked to lie on
+one polynomial) and takes off Σ_U PRG(b_i) and the survivors' masks towards D. So a node
+that drops in the unmask itself is still in the sum, exactly (its seed comes from the
+others' shares), and a node whose answer never came is left out of it without a fresh
+attempt. The minimum: t + 1 nodes answering the unmask (each survivor's seed needs t
+holders besides itself), and every node of U when D is not empty (only it has its seeds
+with D); fewer fail the job, as do sets of two (the two direct seeds of today). Five
+nodes survive one dropout, ten three, a hundred 48; three survive none.
+
+Why a coordinator that says a live node V dropped learns nothing. To read V's
+ciphertext it needs V's self-mask seed (t shares) AND every other node's pairwise seed
+with V. Each node answers one view per attempt (first write wins, any other refused),
+so each honest node gives either its share of V's seed (V in U) or its pairwise seed
+with V (V in D), never both; V gives nothing of its own. If even one honest node put V in
+U, its pairwise seed with V stays secret; if every honest node put V in D, the
+coordinator holds only the shares of the members it colludes with — fewer than t as long
+as they are fewer than t (one member, in the trust model, for every n ≥ 3).
 
 Further rounds of a release (exact quantiles) use pairwise masks over the final
 contributors without self-masks: a dropout there fails the job anyway, so no attempt
@@ -57,13 +87,17 @@ from pathlib import Path
 
 import numpy as np
 
-from scifed import he, masks
+from scifed import he, masks, shamir
 from scifed.errors import UserError
 from scifed.he import StudyKey, open_for_members, seal_for_members
+from scifed.masks import SHARED_FROM, threshold
 from scifed.sealing import SealKeyClaim, canonical_sha256, load_seal_key, verify_claim
 from scifed.tasks import TaskHeader
 
+__all__ = ["SHARED_FROM", "threshold"]  # the coordinator's driver reads them from scifed
+
 UNMASK = "job-unmask"  # the study key's AEAD purpose for revealed self-mask seeds
+REVEAL = "job-unmask-shares"  # ... and for a node's shares and pairwise seeds of a view
 # What a node records of an attempt it left for a later one, or whose self-mask it revealed
 # (one record per attempt, first write wins: the one excludes the other).
 ABANDONED = canonical_sha256({"attempt": "abandoned"})
@@ -174,4 +208,121 @@ def revealed_masks(key: StudyKey, job_id: str, reveals: dict[str, bytes],
             raise UserError(f"the self-mask given as {node}'s is not one {node} revealed for "
                             f"attempt {attempt} of this job")
         total = masks.add(total, masks.self_mask(seed, slots))
+    return total
+
+
+def _box_key(own, node: str, peer: str, peer_public: bytes, h: TaskHeader,
+             attempt: int) -> bytes:
+    return masks.pair_seed(own, node, peer, peer_public,
+                           b"share\0" + mask_context(h, compute_stage(attempt)))
+
+
+def _box_aad(job_id: str, attempt: int, sender: str, holder: str) -> bytes:
+    return f"{job_id}\0{attempt}\0{sender}\0{holder}".encode()
+
+
+def share_boxes(node: str, key_dir: Path, job_secret: bytes, h: TaskHeader,
+                publics: dict[str, bytes], attempt: int) -> dict[str, bytes]:
+    """This node's self-mask seed of ``attempt``, split t-of-(n−1) for the other nodes of
+    the set, each share boxed for its holder; {} for a set of fewer than SHARED_FROM."""
+    if len(publics) < SHARED_FROM:
+        return {}
+    order = sorted(publics)
+    holders = [n for n in order if n != node]
+    seed = self_seed(job_secret, h, attempt)
+    randomness = masks.self_seed(job_secret, mask_context(h, "shares", attempt))
+    shares = shamir.split(seed, [order.index(n) + 1 for n in holders],
+                          threshold(len(order)), randomness)
+    own = _seal_key(key_dir)
+    return {n: he.seal_box(_box_key(own, node, n, publics[n], h, attempt),
+                           shares[order.index(n) + 1], _box_aad(h.job_id, attempt, node, n))
+            for n in holders}
+
+
+def open_shares(node: str, key_dir: Path, h: TaskHeader, publics: dict[str, bytes],
+                attempt: int, boxes: dict[str, bytes], senders: list[str]) -> dict[str, bytes]:
+    """The shares ``senders`` boxed for this node at ``attempt``; refuses a missing box or
+    one not made by its sender for this node and attempt."""
+    own, out = _seal_key(key_dir), {}
+    for sender in senders:
+        if sender not in boxes:
+            raise UserError(f"the task carries no share of node {sender}'s self-mask seed "
+                            f"for node {node}")
+        try:
+            out[sender] = he.open_box(_box_key(own, node, sender, publics[sender], h, attempt),
+                                      boxes[sender], _box_aad(h.job_id, attempt, sender, node))
+        except UserError:
+            raise UserError(f"the share given as node {sender}'s for node {node} was not "
+                            f"made by {sender} for this node and attempt {attempt}") from None
+    return out
+
+
+def pair_seeds(node: str, key_dir: Path, h: TaskHeader, publics: dict[str, bytes],
+               attempt: int, dropped: list[str]) -> dict[str, bytes]:
+    """This node's pairwise seeds of ``attempt`` with each node of ``dropped``."""
+    context = mask_context(h, compute_stage(attempt))
+    return {d: masks.pair_seed(_seal_key(key_dir), node, d, publics[d], context)
+            for d in dropped}
+
+
+def seal_view(key: StudyKey, job_id: str, node: str, attempt: int, contributors: list[str],
+              dropped: list[str], shares: dict[str, bytes], seeds: dict[str, bytes]) -> bytes:
+    """A node's answer to a view of an attempt, sealed for the members."""
+    b64 = base64.b64encode
+    return seal_for_members(key, REVEAL, job_id, {
+        "node": node, "attempt": attempt, "contributors": sorted(contributors),
+        "dropped": sorted(dropped),
+        "self": {n: b64(s).decode() for n, s in sorted(shares.items())},
+        "pair": {d: b64(s).decode() for d, s in sorted(seeds.items())}})
+
+
+def recovered_masks(key: StudyKey, job_id: str, reveals: dict[str, bytes],
+                    contributors: list[str], dropped: list[str], attempt: int, slots: int,
+                    only: list[str] | None = None) -> np.ndarray:
+    """What the contributors' masks leave in their sum, rebuilt from the nodes' answers to
+    one view (module docstring): Σ PRG(b_i) over ``contributors`` (``only``: those
+    nodes' self-masks alone) and the survivors' pairwise masks towards ``dropped``.
+    Refuses an answer to another view, too few shares, or shares that disagree."""
+    order = sorted([*contributors, *dropped])
+    t, view = threshold(len(order)), (sorted(contributors), sorted(dropped))
+    stray = sorted(set(reveals) - set(contributors))
+    if stray:
+        raise UserError(f"the task carries unmask answers of {', '.join(stray)}, which are "
+                        "not contributors")
+    opened = {}
+    for node in sorted(reveals):
+        try:
+            o = open_for_members(key, REVEAL, job_id, reveals[node])
+            ok = (o["node"] == node and o["attempt"] == attempt
+                  and (o["contributors"], o["dropped"]) == view)
+        except (UserError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise UserError(f"the unmask answer given as {node}'s is not one {node} gave for "
+                            f"attempt {attempt} with contributors {', '.join(view[0])}"
+                            + (f" and {', '.join(view[1])} dropped" if view[1] else ""))
+        opened[node] = o
+    total = np.zeros(slots, dtype=np.uint64)
+    for i in sorted(only if only is not None else contributors):
+        points = {}
+        for holder, o in opened.items():
+            if holder != i and i in o["self"]:
+                points[order.index(holder) + 1] = base64.b64decode(o["self"][i])
+        try:
+            seed = shamir.combine(points, t)
+        except UserError as exc:
+            raise UserError(f"the self-mask of {i} cannot come off the sum: {exc} "
+                            f"(t = {t} of the {len(order)} nodes masked for)") from None
+        total = masks.add(total, masks.self_mask(seed, slots))
+    if only is not None:
+        return total
+    modulus = np.uint64(he.PLAIN_MODULUS)
+    for d in sorted(dropped):
+        for k in sorted(contributors):
+            if k not in opened or d not in opened[k]["pair"]:
+                raise UserError(f"node {k}'s masks towards the dropped node {d} cannot come "
+                                f"off the sum: the task carries no pairwise seed of {k} with "
+                                f"{d}")
+            stream = masks.residues(base64.b64decode(opened[k]["pair"][d]), slots)
+            total = masks.add(total, stream if k < d else (modulus - stream) % modulus)
     return total

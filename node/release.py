@@ -70,7 +70,13 @@ from jobs.spec import datasets_by_node
 from node.approvals import Waiting
 from node.audit import AuditLog
 from node.gate import Admission, Gate, replay_refusal
-from node.masking import compute_stage, lone, revealed_masks
+from node.masking import (
+    SHARED_FROM,
+    compute_stage,
+    lone,
+    recovered_masks,
+    revealed_masks,
+)
 from node.policy import pools_enough
 from node.review import PHASE, OutputReviews, Review
 from node.round_updates import verify_rounds
@@ -280,8 +286,12 @@ class ReleasePath:
         expect = {"job_id": job_id, "study_id": req.study_id,
                   "key_version": req.key_version, "researcher": req.researcher,
                   "spec_sha256": canonical_sha256(req.spec),
-                  # masks cancel only over the very set each contributor masked for
-                  "masked_with": sorted(named)}
+                  # masks cancel only over the very set each contributor masked for (the
+                  # contributors, and any node masked for that dropped: node/masking.py)
+                  "masked_with": sorted([*named, *req.dropped])}
+        if set(req.dropped) & set(named) or len(set(req.dropped)) != len(req.dropped):
+            raise refuse("the task names a node both as a contributor and as dropped, or "
+                         "as dropped twice")
         if envelope is None:
             expect |= {"stage": "compute", "round": 0, "query_sha256": "",
                        "attempt": req.attempt}
@@ -388,6 +398,12 @@ class ReleasePath:
         if envelope is not None or len(req.contributors) < 2:
             return None
         try:
+            if len(req.contributors) + len(req.dropped) >= SHARED_FROM:
+                return recovered_masks(adm.key, req.job_id, req.reveals, req.contributors,
+                                       req.dropped, req.attempt, he.parse(total).slots)
+            if req.dropped:
+                raise UserError(f"a set of {len(req.contributors) + len(req.dropped)} "
+                                "recovers no dropped node")
             return revealed_masks(adm.key, req.job_id, req.reveals, req.contributors,
                                   req.attempt, he.parse(total).slots)
         except UserError as exc:
@@ -696,6 +712,7 @@ class ReleasePath:
                               for c in req.contributions],
             "vocabularies": [hashlib.sha256(v).hexdigest() for v in req.vocabularies],
             "contributors": req.contributors, "dp": req.dp, "k": req.k,
+            **({"dropped": req.dropped} if req.dropped else {}),
             "min_contributors": req.min_contributors, "study_members": req.study_members,
             "extra": req.extra})
         label = (f"progress of round {req.round}" if req.stage == "progress" else

@@ -225,7 +225,8 @@ class NodeRunner:
     def unmask(self, req: UnmaskRequest) -> UnmaskReply:
         """Reveal this node's self-mask of an attempt whose set is final (Gate.reveal)."""
         adm = self.gate.admit(req, "round", audit=False)
-        return UnmaskReply(sealed=self.gate.reveal(adm, req.attempt, req.contributors))
+        return UnmaskReply(sealed=self.gate.reveal(adm, req.attempt, req.contributors,
+                                                   req.dropped, req.shares, req.masking))
 
     def exchange(self, req: ExchangeRequest) -> ExchangeReply:
         """One step of a job's node-to-node protocol (Gate.exchange): the blobs the peers

@@ -82,6 +82,16 @@ def pairwise_mask(own: X25519PrivateKey, own_name: str, peers: Mapping[str, byte
     return total
 
 
+SHARED_FROM = 3  # sets of this many nodes or more share their self-mask seeds t-of-n
+
+
+def threshold(n: int) -> int:
+    """How many shares give back a self-mask seed in a set of ``n`` (node/masking.py):
+    ⌊n/2⌋ + 1, so the coordinator with fewer than t members never holds t shares of a
+    node's seed once any honest node has given its pairwise seed with that node instead."""
+    return n // 2 + 1
+
+
 def self_seed(secret: bytes, context: bytes) -> bytes:
     """A node's own mask seed for ``context``, from a secret only it holds."""
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,

@@ -128,6 +128,8 @@ class ComputeReply(Message):
     # job, stage, node, study key version, the ciphertext's sha256, its dataset, audit
     # head, DP, k and fewest contributors; kept with the answer, so a retry gets the same
     attestation: dict = {}
+    # its self-mask seed's shares, each boxed for the other node it names (node/masking.py)
+    shares: dict[str, B64] = {}
 
 
 class RoundRequest(TaskHeader):
@@ -136,14 +138,21 @@ class RoundRequest(TaskHeader):
 
 
 class UnmaskRequest(TaskHeader):
-    """The set of an attempt is final: reveal the self-mask of that attempt."""
+    """The set of an attempt is final: reveal the self-mask of that attempt (a set of
+    two), or answer this view of it (node/masking.py): the nodes summed, those masked for
+    but not summed, and the share boxes the others made for this node."""
 
     attempt: int = Field(ge=1, le=MAX_ATTEMPTS)
     contributors: list[str]
+    dropped: list[str] = []
+    shares: dict[str, B64] = {}  # sender -> its share boxed for this node
+    masking: dict[str, dict] = {}  # the seal key claims of the set (as ComputeRequest's)
 
 
 class UnmaskReply(Message):
-    sealed: B64  # the self-mask seed, sealed for the members (the release node opens it)
+    # the self-mask seed (a set of two), or the shares and pairwise seeds of the view,
+    # sealed for the members (the release node opens it)
+    sealed: B64
 
 
 class CiphertextReply(Message):
@@ -171,7 +180,8 @@ class ReleaseRequest(TaskHeader):
     # round the state continues); the release node checks and sums them itself
     contributions: list[Contribution] = []
     attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)  # the attempt the sum is of
-    reveals: dict[str, B64] = {}  # each contributor's sealed self-mask seed of it
+    reveals: dict[str, B64] = {}  # each contributor's sealed self-mask seed (or view) of it
+    dropped: list[str] = []  # masked for in the attempt, not summed (node/masking.py)
     aggregates: dict[str, B64] = {}  # pooled ciphertexts by name (none for attested jobs)
     # training jobs: each round's contributions as the ServerApp kept them (ciphertexts,
     # attestations, revealed self-mask seeds; JSON), by round ("1".., and "final" for the

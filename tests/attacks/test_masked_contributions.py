@@ -10,15 +10,18 @@ body mass exactly (seen on the code before them).
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 from islands import EXACT, ISLANDS, island_federation, job, pair_mask, uniform
 
 from coordinator import studies
+from node.masking import REVEAL, open_shares, self_seed
 from protos.scifed.v1 import federation_pb2 as pb
-from scifed import he, masks
+from scifed import he, masks, shamir
 from scifed.errors import UserError
-from scifed.he import PLAIN_MODULUS, sum_ciphertexts
+from scifed.he import PLAIN_MODULUS, open_for_members, sum_ciphertexts
 from scifed.sealing import (
     load_seal_key,
     open_sealed,
@@ -166,8 +169,9 @@ def test_a_node_declared_dropped_stays_masked(fed):
     """The deviating coordinator keeps the victim's attempt-1 ciphertext. With an
     accomplice's study key: the attempt-1 sum over all three is uniform (the self-masks
     are never revealed for it: the survivors abandoned attempt 1), a survivor refuses to
-    reveal attempt 1 after it took attempt 2, and the victim's own reveal of attempt 1
-    (it never heard of attempt 2) leaves the others' self-masks in the sum."""
+    reveal attempt 1 after it took attempt 2, and the victim's own answer for attempt 1
+    (it never heard of attempt 2: its shares of the others' self-mask seeds), with the
+    accomplice's own shares, still leaves the victim's self-mask in the sum."""
     seen = drop_at_first_compute(fed)
     view, _ = fed.run(job(EXACT))
     assert view.status == JobStatus.DONE, view.error
@@ -177,27 +181,48 @@ def test_a_node_declared_dropped_stays_masked(fed):
     steal(key, full, fed)
     residues = key.residues(he.parse(full))
     assert uniform(residues)
-    header = next(t for t in fed.links[fed.accomplice].tasks if t.kind == TaskKind.RESERVE
-                  and TaskHeader.loads(t.payload).job_id == view.job_id)
-    ask = UnmaskRequest(**TaskHeader.loads(header.payload).model_dump(), attempt=1,
-                        contributors=sorted(ISLANDS))
-    task = pb.Task(task_id="reveal-1", kind=TaskKind.UNMASK, payload=ask.dumps())
-    refused = fed.nodes[fed.accomplice].runner.handle(task)
+    everyone = sorted(ISLANDS)
+    claims = fed.coordinator.jobs.seal_claims(everyone)
+
+    def ask(node: str, task_id: str):
+        header = next(t for t in fed.links[node].tasks if t.kind == TaskKind.RESERVE
+                      and TaskHeader.loads(t.payload).job_id == view.job_id)
+        request = UnmaskRequest(**TaskHeader.loads(header.payload).model_dump(), attempt=1,
+                                contributors=everyone, masking=claims, shares={
+                                    s: r.shares[node] for s, r in first.items()
+                                    if node in r.shares})
+        return fed.nodes[node].runner.handle(pb.Task(task_id=task_id, kind=TaskKind.UNMASK,
+                                                     payload=request.dumps()))
+
+    refused = ask(fed.accomplice, "reveal-1")
     assert not refused.ok
     reason = open_sealed(load_seal_key(fed.researcher_dir), refused.payload,
                          context=refusal_context(view.job_id, fed.accomplice)).decode()
     assert "abandoned attempt 1" in reason, reason
-    header = next(t for t in fed.links[fed.victim].tasks if t.kind == TaskKind.RESERVE
-                  and TaskHeader.loads(t.payload).job_id == view.job_id)
-    ask = UnmaskRequest(**TaskHeader.loads(header.payload).model_dump(), attempt=1,
-                        contributors=sorted(ISLANDS))
-    revealed = fed.nodes[fed.victim].runner.handle(
-        pb.Task(task_id="reveal-2", kind=TaskKind.UNMASK, payload=ask.dumps()))
+    revealed = ask(fed.victim, "reveal-2")
     assert revealed.ok, revealed.error
-    seeds = {fed.victim: UnmaskReply.loads(revealed.payload).sealed}
-    from node.masking import revealed_masks
-    victims = revealed_masks(key, view.job_id, seeds, [fed.victim], 1, residues.size)
-    left = masks.subtract(residues, victims)
+    opened = open_for_members(key, REVEAL, view.job_id,
+                              UnmaskReply.loads(revealed.payload).sealed)
+    assert sorted(opened["self"]) == sorted(n for n in everyone if n != fed.victim)
+    # the accomplice's own shares (it opens its boxes) and its own seed
+    header = TaskHeader.loads(next(t for t in fed.links[fed.accomplice].tasks
+                                   if t.kind == TaskKind.RESERVE).payload)
+    core = fed.nodes[fed.accomplice]
+    publics = core.gate.masking_set(header, claims)
+    own = open_shares(fed.accomplice, core.cfg.tls.key.parent, header, publics, 1,
+                      {s: r.shares[fed.accomplice] for s, r in first.items()
+                       if fed.accomplice in r.shares},
+                      [n for n in everyone if n != fed.accomplice])
+    order = everyone
+    known = masks.self_mask(self_seed(core.gate.job_secret(view.job_id), header, 1),
+                            residues.size)
+    for other in (n for n in everyone if n not in (fed.victim, fed.accomplice)):
+        seed = shamir.combine({order.index(fed.victim) + 1: base64.b64decode(
+            opened["self"][other]), order.index(fed.accomplice) + 1: own[other]}, 2)
+        known = masks.add(known, masks.self_mask(seed, residues.size))
+    with pytest.raises(UserError):  # one share of the victim's seed: the accomplice's
+        shamir.combine({order.index(fed.accomplice) + 1: own[fed.victim]}, 2)
+    left = masks.subtract(residues, known)
     assert uniform(left)
     with pytest.raises(UserError):
         he.decode(he.parse(full), left)

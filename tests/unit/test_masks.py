@@ -186,3 +186,86 @@ def test_named_masks_differ_by_name_and_seed() -> None:
     assert not np.array_equal(model, masks.named_mask(seed, "metrics", 1000))
     assert not np.array_equal(model, masks.named_mask(bytes(31) + b"\1", "model", 1000))
     assert _uniform_p(model) > 1e-6 and model.max() < PLAIN_MODULUS
+
+
+def _share_set(tmp_path, n: int):
+    """n nodes with real seal keys, their self-mask share boxes of attempt 1."""
+    from node.masking import share_boxes
+    from scifed.sealing import ensure_seal_key
+    from scifed.tasks import TaskHeader
+
+    names = [f"n{i}" for i in range(n)]
+    h = TaskHeader(job_id="job-1", study_id="s", key_version=1, job_type="stats",
+                   n_nodes=n, dataset="d", spec={})
+    dirs = {m: tmp_path / m for m in names}
+    publics = {m: ensure_seal_key(dirs[m]) for m in names}
+    secrets = {m: bytes([i + 1]) * 32 for i, m in enumerate(names)}
+    boxes = {m: share_boxes(m, dirs[m], secrets[m], h, publics, 1) for m in names}
+    return names, h, dirs, publics, secrets, boxes
+
+
+def _answer(key, names, h, dirs, publics, boxes, node, summed, dropped):
+    from node.masking import open_shares, pair_seeds, seal_view
+    got = {s: b[node] for s, b in boxes.items() if node in b}
+    shares = open_shares(node, dirs[node], h, publics, 1, got,
+                         [m for m in summed if m != node])
+    return seal_view(key, h.job_id, node, 1, summed, dropped, shares,
+                     pair_seeds(node, dirs[node], h, publics, 1, dropped))
+
+
+def test_rebuilt_masks_are_what_the_survivors_put_on(tmp_path):
+    """Five nodes, one (n3) never contributes: the masks rebuilt from the survivors'
+    answers (t = 3 shares of each seed, their pairwise seeds with n3) equal the sum of the
+    survivors' own masks — pairwise towards all four others plus the self-mask — made
+    directly from the keys and seeds (ground truth)."""
+    from node.masking import (
+        compute_stage,
+        mask_context,
+        recovered_masks,
+        self_seed,
+        threshold,
+        with_self_mask,
+    )
+    from scifed.sealing import load_seal_key
+
+    names, h, dirs, publics, secrets, boxes = _share_set(tmp_path, 5)
+    assert threshold(5) == 3
+    key = he.StudyKey.generate()
+    summed, dropped, slots = [m for m in names if m != "n3"], ["n3"], 64
+    reveals = {m: _answer(key, names, h, dirs, publics, boxes, m, summed, dropped)
+               for m in summed}
+    truth = np.zeros(slots, dtype=np.uint64)
+    for m in summed:
+        pair = masks.pairwise_mask(load_seal_key(dirs[m]), m, publics,
+                                   mask_context(h, compute_stage(1)), slots)
+        truth = masks.add(truth, with_self_mask(pair, self_seed(secrets[m], h, 1), slots))
+    got = recovered_masks(key, h.job_id, reveals, summed, dropped, 1, slots)
+    assert np.array_equal(got, truth)
+    # one survivor's answer missing too: three answers leave two holders of each
+    # answering node's seed besides itself, fewer than t, so the release refuses
+    short = {m: r for m, r in reveals.items() if m != "n0"}
+    with pytest.raises(UserError, match="2 shares of a secret are given, 3 are needed"):
+        recovered_masks(key, h.job_id, short, summed, dropped, 1, slots)
+    # nobody left out at the compute and n0 silent in the unmask: four answers give every
+    # seed, n0's too, and the masks are all five nodes' self-masks (pairwise cancel)
+    answers = {m: _answer(key, names, h, dirs, publics, boxes, m, names, [])
+               for m in names if m != "n0"}
+    selves = np.zeros(slots, dtype=np.uint64)
+    for m in names:
+        selves = masks.add(selves, masks.self_mask(self_seed(secrets[m], h, 1), slots))
+    assert np.array_equal(recovered_masks(key, h.job_id, answers, names, [], 1, slots),
+                          selves)
+    # an answer to another view of the attempt is refused
+    other = answers["n1"]
+    with pytest.raises(UserError, match="not one n1 gave for attempt 1"):
+        recovered_masks(key, h.job_id, {**reveals, "n1": other}, summed, dropped, 1, slots)
+
+
+def test_a_box_opens_only_for_its_holder_from_its_sender(tmp_path):
+    from node.masking import open_shares
+    names, h, dirs, publics, _, boxes = _share_set(tmp_path, 3)
+    moved = {"n1": boxes["n1"]["n2"]}  # n1's box for n2, handed to n0 as n1's for n0
+    with pytest.raises(UserError, match="not made by n1 for this node"):
+        open_shares("n0", dirs["n0"], h, publics, 1, moved, ["n1"])
+    with pytest.raises(UserError, match="carries no share of node n2"):
+        open_shares("n0", dirs["n0"], h, publics, 1, {"n1": boxes["n1"]["n0"]}, ["n1", "n2"])
