@@ -298,3 +298,18 @@ def test_dp_training_still_learns():
     res = local.train(net, data, spec, round_no=1, node="n1", dp=spec.dp, history=[])
     val = local.evaluate(net, data.x_val, data.y_val, "classification")
     assert val[2] / val[0] > 0.9 and 0 < res.epsilon <= 8.0
+
+
+@pytest.mark.parametrize("history", [
+    [(1.1, 1 / 79, 395)],
+    [(0.8, 0.01, 1000), (1.3, 1 / 8, 24)],
+    [(2.0, 0.5, 1), (2.0, 0.5, 3), (0.6, 0.02, 500)],
+])
+def test_the_remembering_accountant_gives_opacus_epsilon_to_the_last_digit(history):
+    """dp_sgd.Accountant remembers each (rate, sigma)'s one-step RDP; epsilon and the best
+    order are still exactly Opacus' RDPAccountant's, asked twice (cold, then warm)."""
+    ours, theirs = dp_sgd.Accountant(), RDPAccountant()
+    ours.history, theirs.history = list(history), list(history)
+    for _ in range(2):
+        assert ours.get_privacy_spent(delta=1e-5) == theirs.get_privacy_spent(delta=1e-5)
+        assert ours.get_epsilon(1e-6) == theirs.get_epsilon(1e-6)
