@@ -200,18 +200,29 @@ class SmallChunks(dp_sgd.PoissonBatches):
         return 3
 
 
+def epochs_of(sampler: dp_sgd.PoissonBatches):
+    """Batches as a training loop takes them: whole epochs of the sampler (drawn a block
+    of batches at a time), one after the other."""
+    def batches():
+        while True:
+            yield from sampler
+    return batches().__next__
+
+
+@pytest.mark.parametrize("by", ["draw", "epochs"])
 @pytest.mark.parametrize("sampler", [dp_sgd.PoissonBatches, SmallChunks])
-def test_poisson_batches_have_the_distribution_of_opacus_sampler(sampler):
+def test_poisson_batches_have_the_distribution_of_opacus_sampler(sampler, by):
     """Each row in each batch independently with probability q (the sampling the
     accountant assumes): per-row rates, pairwise co-inclusion and the Binomial batch size,
-    beside Opacus' own sampler measured the same way."""
+    beside Opacus' own sampler measured the same way; batch by batch and as epochs."""
     from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
     n, q, trials = 40, 0.15, 20_000
     ours = sampler(num_samples=n, sample_rate=q, generator=torch.Generator().manual_seed(1))
     ref = UniformWithReplacementSampler(num_samples=n, sample_rate=q,
                                         generator=torch.Generator().manual_seed(1))
-    for stats in (sampler_statistics(ours.draw, n, trials),
+    take = ours.draw if by == "draw" else epochs_of(ours)
+    for stats in (sampler_statistics(take, n, trials),
                   sampler_statistics(lambda: next(iter(ref)), n, trials)):
         sd = np.sqrt(q * (1 - q) / trials)
         assert np.abs(stats["rate"] - q).max() < 4.5 * sd
@@ -221,7 +232,8 @@ def test_poisson_batches_have_the_distribution_of_opacus_sampler(sampler):
         assert stats["var"] == pytest.approx(n * q * (1 - q), rel=0.05)
     # ascending, in range, never a row twice, and some batches empty at a small rate
     tiny = sampler(num_samples=5, sample_rate=0.05, generator=torch.Generator().manual_seed(2))
-    draws = [tiny.draw() for _ in range(2000)]
+    take = tiny.draw if by == "draw" else epochs_of(tiny)
+    draws = [take() for _ in range(2000)]
     assert all(torch.equal(d, torch.unique(d)) and (d.numel() == 0 or int(d.max()) < 5)
                for d in draws)
     assert 0.7 < sum(d.numel() == 0 for d in draws) / 2000 < 0.85  # 0.95^5 = 0.77
