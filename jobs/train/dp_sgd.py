@@ -22,14 +22,18 @@ Opacus' hooks path, and the sampler's distribution against Opacus' sampler.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from opacus.accountants import IAccountant
+from opacus.accountants import IAccountant, RDPAccountant
+from opacus.accountants.analysis import rdp as rdp_analysis
 from opacus.data_loader import DPDataLoader
 from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.optimizers.optimizer import _check_processed_flag, _generate_noise, _mark_as_processed
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 from torch.utils.data import DataLoader
@@ -48,6 +52,34 @@ class ClippedSumOptimizer(DPOptimizerFastGradientClipping):
         for p in self.params:
             p.summed_grad = p.grad if p.summed_grad is None else p.summed_grad + p.grad
 
+    def pre_step(self, closure: Callable[[], float] | None = None) -> bool:
+        """Opacus' ``pre_step`` (accumulate, skip check, noise, scaling, accountant hook)
+        with the noise drawn as Opacus draws it (``_generate_noise`` per parameter, the
+        same generator, the same order) and the clipped sum added to it and scaled in
+        place: one tensor per parameter instead of three, and no per-step Python between.
+        The result is the same bits as ``(summed + noise) / expected_batch_size``."""
+        self.accumulate()
+        if self._check_skip_next_step():
+            self._is_last_step_skipped = True
+            return False
+        sigma = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)
+        std = sigma * self.max_grad_norm
+        divisor = (self.expected_batch_size * self.accumulated_iterations
+                   if self.loss_reduction == "mean" else 1)
+        for p in self.params:
+            summed = p.summed_grad
+            _check_processed_flag(summed)
+            noise = _generate_noise(std=std, reference=summed, generator=self.generator,
+                                    secure_mode=self.secure_mode)
+            p.grad = noise.add_(summed).view_as(p)
+            if divisor != 1:
+                p.grad.div_(divisor)
+            _mark_as_processed(summed)
+        if self.step_hook:
+            self.step_hook(self)
+        self._is_last_step_skipped = False
+        return True
+
 
 class PoissonBatches(UniformWithReplacementSampler):
     """Opacus' Poisson sampler (each row joins each batch independently with probability
@@ -62,21 +94,38 @@ class PoissonBatches(UniformWithReplacementSampler):
     """
 
     def __iter__(self) -> Iterator[torch.Tensor]:  # type: ignore[override]
-        for _ in range(self.steps):
-            yield self.draw()
+        """The epoch's batches, their gaps drawn for many batches in one tensor operation
+        (a batch's draw was mostly per-call overhead: 17 us of a 140 us plain step at
+        batch 256); a batch whose gaps run short is finished by :meth:`draw`'s loop."""
+        n, q = self.num_samples, self.sample_rate
+        if q >= 1:
+            for _ in range(self.steps):
+                yield torch.arange(n)
+            return
+        chunk = self.chunk()
+        per_block = max(1, BLOCK_DRAWS // chunk)
+        for start in range(0, self.steps, per_block):
+            count = min(per_block, self.steps - start)
+            rows = (torch.empty((count, chunk), dtype=torch.float64)
+                    .geometric_(q, generator=self.generator).cumsum_(1).sub_(1))
+            for row in rows:
+                inside = row[row < n]
+                if len(inside) == chunk:
+                    inside = torch.cat([inside, self.draw(after=int(inside[-1]))])
+                yield inside.long()
 
     def chunk(self) -> int:
         """Gaps drawn at a time: enough for almost every batch in one go (mean + 6 sd)."""
         expected = self.num_samples * self.sample_rate
         return int(expected + 6 * math.sqrt(expected) + 16)
 
-    def draw(self) -> torch.Tensor:
-        """One batch: the chosen row indices, ascending."""
+    def draw(self, after: int = -1) -> torch.Tensor:
+        """One batch (or its rows past ``after``): the chosen row indices, ascending."""
         n, q = self.num_samples, self.sample_rate
         if q >= 1:
-            return torch.arange(n)
+            return torch.arange(after + 1, n)
         chunk = self.chunk()
-        parts, last = [], -1
+        parts, last = [], after
         while True:
             gaps = torch.empty(chunk, dtype=torch.float64).geometric_(q, generator=self.generator)
             rows = gaps.cumsum_(0).add_(last)
@@ -86,6 +135,42 @@ class PoissonBatches(UniformWithReplacementSampler):
                 break
             last = int(inside[-1])
         return torch.cat(parts).long()
+
+
+# Gaps drawn in one tensor operation by PoissonBatches (8 MB of float64): whole epochs of
+# small data sets, blocks of batches of large ones.
+BLOCK_DRAWS = 1 << 20
+
+
+@functools.lru_cache(maxsize=64)
+def _rdp_per_step(sample_rate: float, noise_multiplier: float,
+                  orders: tuple[float, ...]) -> np.ndarray:
+    """Opacus' RDP of one step of the sampled Gaussian mechanism at each order."""
+    rdp = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier,
+                                   steps=1, orders=list(orders))
+    rdp.setflags(write=False)
+    return rdp
+
+
+class Accountant(RDPAccountant):
+    """Opacus' RDP accountant, its per-step RDP remembered per (sample rate, sigma).
+
+    ``compute_rdp(q, sigma, steps)`` is ``steps`` times the one-step RDP, and a job keeps
+    the same q and sigma in every round, so the node's long-lived executor computes the
+    one-step curve once (about 10 ms of series over 151 orders, which was a fifth of a
+    small model's plain epoch each round) and multiplies. Epsilon is Opacus' own
+    ``get_privacy_spent`` over the same sum: ``tests/unit/test_dp_sgd.py`` checks it
+    equals ``RDPAccountant``'s to the last digit."""
+
+    def get_privacy_spent(self, *, delta: float, alphas: list[float | int] | None = None
+                          ) -> tuple[float, float]:
+        if not self.history:
+            return 0, 0
+        orders = tuple(self.DEFAULT_ALPHAS if alphas is None else alphas)
+        rdp = sum(_rdp_per_step(q, sigma, orders) * steps for sigma, q, steps in self.history)
+        eps, best_alpha = rdp_analysis.get_privacy_spent(orders=list(orders), rdp=rdp,
+                                                         delta=delta)
+        return float(eps), float(best_alpha)
 
 
 @dataclass(frozen=True)

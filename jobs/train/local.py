@@ -138,11 +138,9 @@ def train(model: nn.Module, data: LocalData, spec: TrainSpec, *, round_no: int,
     scale = 1.0 / target[1] ** 2 if target else 1.0
     accountant = None
     if dp is not None:
-        from opacus.accountants import RDPAccountant
-
         from jobs.train import dp_sgd
 
-        accountant = RDPAccountant()
+        accountant = dp_sgd.Accountant()
         accountant.history = list(history or [])
         private = dp_sgd.make_private(
             model, optimizer, loader, accountant=accountant,

@@ -200,18 +200,29 @@ class SmallChunks(dp_sgd.PoissonBatches):
         return 3
 
 
+def epochs_of(sampler: dp_sgd.PoissonBatches):
+    """Batches as a training loop takes them: whole epochs of the sampler (drawn a block
+    of batches at a time), one after the other."""
+    def batches():
+        while True:
+            yield from sampler
+    return batches().__next__
+
+
+@pytest.mark.parametrize("by", ["draw", "epochs"])
 @pytest.mark.parametrize("sampler", [dp_sgd.PoissonBatches, SmallChunks])
-def test_poisson_batches_have_the_distribution_of_opacus_sampler(sampler):
+def test_poisson_batches_have_the_distribution_of_opacus_sampler(sampler, by):
     """Each row in each batch independently with probability q (the sampling the
     accountant assumes): per-row rates, pairwise co-inclusion and the Binomial batch size,
-    beside Opacus' own sampler measured the same way."""
+    beside Opacus' own sampler measured the same way; batch by batch and as epochs."""
     from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
     n, q, trials = 40, 0.15, 20_000
     ours = sampler(num_samples=n, sample_rate=q, generator=torch.Generator().manual_seed(1))
     ref = UniformWithReplacementSampler(num_samples=n, sample_rate=q,
                                         generator=torch.Generator().manual_seed(1))
-    for stats in (sampler_statistics(ours.draw, n, trials),
+    take = ours.draw if by == "draw" else epochs_of(ours)
+    for stats in (sampler_statistics(take, n, trials),
                   sampler_statistics(lambda: next(iter(ref)), n, trials)):
         sd = np.sqrt(q * (1 - q) / trials)
         assert np.abs(stats["rate"] - q).max() < 4.5 * sd
@@ -221,7 +232,8 @@ def test_poisson_batches_have_the_distribution_of_opacus_sampler(sampler):
         assert stats["var"] == pytest.approx(n * q * (1 - q), rel=0.05)
     # ascending, in range, never a row twice, and some batches empty at a small rate
     tiny = sampler(num_samples=5, sample_rate=0.05, generator=torch.Generator().manual_seed(2))
-    draws = [tiny.draw() for _ in range(2000)]
+    take = tiny.draw if by == "draw" else epochs_of(tiny)
+    draws = [take() for _ in range(2000)]
     assert all(torch.equal(d, torch.unique(d)) and (d.numel() == 0 or int(d.max()) < 5)
                for d in draws)
     assert 0.7 < sum(d.numel() == 0 for d in draws) / 2000 < 0.85  # 0.95^5 = 0.77
@@ -298,3 +310,18 @@ def test_dp_training_still_learns():
     res = local.train(net, data, spec, round_no=1, node="n1", dp=spec.dp, history=[])
     val = local.evaluate(net, data.x_val, data.y_val, "classification")
     assert val[2] / val[0] > 0.9 and 0 < res.epsilon <= 8.0
+
+
+@pytest.mark.parametrize("history", [
+    [(1.1, 1 / 79, 395)],
+    [(0.8, 0.01, 1000), (1.3, 1 / 8, 24)],
+    [(2.0, 0.5, 1), (2.0, 0.5, 3), (0.6, 0.02, 500)],
+])
+def test_the_remembering_accountant_gives_opacus_epsilon_to_the_last_digit(history):
+    """dp_sgd.Accountant remembers each (rate, sigma)'s one-step RDP; epsilon and the best
+    order are still exactly Opacus' RDPAccountant's, asked twice (cold, then warm)."""
+    ours, theirs = dp_sgd.Accountant(), RDPAccountant()
+    ours.history, theirs.history = list(history), list(history)
+    for _ in range(2):
+        assert ours.get_privacy_spent(delta=1e-5) == theirs.get_privacy_spent(delta=1e-5)
+        assert ours.get_epsilon(1e-6) == theirs.get_epsilon(1e-6)
