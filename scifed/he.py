@@ -174,7 +174,8 @@ class _Scratch:
     def load(cls, obj: Any, data: bytes) -> Any:
         path, fd = cls._file()
         os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
+        if os.fstat(fd).st_size != len(data):
+            os.ftruncate(fd, len(data))
         obj.load(_context(), path)
         return obj
 
@@ -320,18 +321,20 @@ def _pack60(words: np.ndarray) -> bytes:
     return out.tobytes()
 
 
-def _unpack60(data: bytes | np.ndarray, rows: int) -> np.ndarray:
-    """:func:`_pack60` undone: (rows, N) words."""
-    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes | memoryview) else data
-    raw = raw.reshape(-1, 15)
-    low = np.ascontiguousarray(raw[:, :8]).view("<u8").ravel()
-    padded = np.zeros((raw.shape[0], 8), dtype=np.uint8)
-    padded[:, :7] = raw[:, 8:]
-    high = padded.view("<u8").ravel()
-    out = np.empty((raw.shape[0], 2), dtype=np.uint64)
-    out[:, 0] = low & np.uint64((1 << 60) - 1)
-    out[:, 1] = (low >> np.uint64(60)) | (high << np.uint64(4))
+def _unpack60(data: bytes | np.ndarray, rows: int, offset: int = 0,
+              stride: int = _POLY_BYTES) -> np.ndarray:
+    """:func:`_pack60` undone: (rows, N) words from ``rows`` runs of 30,720 bytes that
+    start ``stride`` bytes apart from ``offset``. Read in place: each 15-byte pair is
+    two overlapping unaligned 8-byte loads (bytes 0-7 and 7-14), no copy of the wire."""
+    buffer = data if isinstance(data, bytes) else np.ascontiguousarray(data)
+    shape, strides = (rows, SLOTS // 2), (stride, 15)
+    low = np.ndarray(shape, dtype="<u8", buffer=buffer, offset=offset, strides=strides)
+    high = np.ndarray(shape, dtype="<u8", buffer=buffer, offset=offset + 7, strides=strides)
+    out = np.empty((rows, SLOTS // 2, 2), dtype=np.uint64)
+    np.bitwise_and(low, np.uint64((1 << 60) - 1), out=out[:, :, 0])
+    out[:, :, 1] = (low >> np.uint64(60)) | ((high >> np.uint64(8)) << np.uint64(4))
     return out.reshape(rows, SLOTS)
+
 
 _pool: tuple[int, ProcessPoolExecutor] | None = None  # (workers it serves, the pool)
 _pool_lock = threading.Lock()
@@ -827,11 +830,12 @@ def _seal_chunks(frame: Frame) -> list[bytes]:
     """Each chunk of a frame as SEAL's serialisation (what ``Ciphertext.load`` reads),
     its 60-bit words unpacked for all chunks at once."""
     count = len(frame.chunks)
-    rows = np.frombuffer(b"".join(frame.chunks), dtype=np.uint8).reshape(count, -1)
+    body = b"".join(frame.chunks)
     if frame.seeded:
-        first = _unpack60(rows[:, :_POLY_BYTES], count)
-        return [_to_seal(first[j], rows[j, _POLY_BYTES:].tobytes()) for j in range(count)]
-    both = _unpack60(rows.reshape(-1, _POLY_BYTES), 2 * count).reshape(count, 2, SLOTS)
+        first = _unpack60(body, count, stride=_SEEDED_CHUNK)
+        return [_to_seal(first[j], body[(j + 1) * _SEEDED_CHUNK - _SEED_BYTES :
+                                        (j + 1) * _SEEDED_CHUNK]) for j in range(count)]
+    both = _unpack60(body, 2 * count).reshape(count, 2, SLOTS)
     return [_to_seal(both[j], None) for j in range(count)]
 
 
