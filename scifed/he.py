@@ -31,7 +31,7 @@ encryption, :mod:`scifed.masks`, work for either):
   base-2^24 limbs (|limb| <= 2^23), one per slot. A sum of K <= 2048 limbs stays within
   2^34 < t/2, so the centred residue is the limb sum itself; carries then rebuild the value
   exactly on the 2^-28 grid (counts exact; the error of any sum is the input rounding,
-  <= K * 2^-29, plus at most one float64 rounding). 32 B per value, against 96 B for the
+  <= K * 2^-29, plus at most one float64 rounding). 30 B per value, against 96 B for the
   earlier CKKS limbs.
 * *quantised* (model updates): x in [-B, B] becomes an unsigned level in [0, top] by
   stochastic rounding (unbiased: E[level] is exact), and two levels share one slot in
