@@ -17,10 +17,12 @@ always wants a special prime for key switching ([60, 49] at least: 2 words per s
 never saves seeded ciphertexts. Encryption here is *symmetric and seeded*: every member
 holds the secret key anyway (docs/architecture.md, trust model), and SEAL then sends the
 second polynomial as a 64-byte PRNG seed, so a contribution costs one 60-bit word per slot
-(8 B) instead of two; the coordinator's ``load`` expands the seed without any key. A sum
-is saved whole (16 B per slot) and travels only to the member that decrypts it. The
-bindings read and write SEAL objects through file paths only, so (de)serialisation goes
-through a private scratch file on tmpfs (``_Scratch``).
+instead of two; the coordinator's ``load`` expands the seed without any key. The wire
+keeps each word in 60 bits (format 3; format 2, SEAL's own 64-bit serialisation, is
+refused by name): 7.5 B per slot and 64 B of seed per 4096 slots, i.e. 3.76 B per
+parameter with two lanes. A sum is kept whole (15 B per slot) and travels only to the
+member that decrypts it. The bindings read and write SEAL objects through file paths
+only, so (de)serialisation goes through a private scratch file on tmpfs (``_Scratch``).
 
 Two encodings share the frame (both are integers mod t per slot, so masks under the
 encryption, :mod:`scifed.masks`, work for either):
@@ -29,7 +31,7 @@ encryption, :mod:`scifed.masks`, work for either):
   base-2^24 limbs (|limb| <= 2^23), one per slot. A sum of K <= 2048 limbs stays within
   2^34 < t/2, so the centred residue is the limb sum itself; carries then rebuild the value
   exactly on the 2^-28 grid (counts exact; the error of any sum is the input rounding,
-  <= K * 2^-29, plus at most one float64 rounding). 32 B per value, against 96 B for the
+  <= K * 2^-29, plus at most one float64 rounding). 30 B per value, against 96 B for the
   earlier CKKS limbs.
 * *quantised* (model updates): x in [-B, B] becomes an unsigned level in [0, top] by
   stochastic rounding (unbiased: E[level] is exact), and two levels share one slot in
@@ -37,7 +39,7 @@ encryption, :mod:`scifed.masks`, work for either):
   2048. ``top`` is as fine as the capacity allows without a lane carrying into the next
   (:func:`top_level`): 2^16 - 1 for 16 contributors, 104,857 for 10 (measured: max error
   1.3e-4 on sums of 10 values in [-1, 1] over 10^6 slots, mean error 0 within 1e-7). With
-  two lanes a parameter costs 4.0 B on the wire: float32 parity.
+  two lanes a parameter costs 3.76 B on the wire, under float32's 4.
 
 A frame records its encoding, length, how many ciphertexts it sums and how many it may
 (its capacity); the coordinator refuses to add frames that differ in any of these, or to
@@ -79,6 +81,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import tenseal.sealapi as seal
+import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -102,11 +105,12 @@ EXACT, QUANTISED = 0, 1
 _KEY_ID_BYTES = 16
 _CONTEXT_MAGIC = b"SFHK"
 _CIPHERTEXT_MAGIC = b"SFHC"
-_VERSION = 2
+_VERSION = 2  # study contexts (keys)
+_CIPHERTEXT_VERSION = 3  # 60-bit words on the wire; 2 kept SEAL's own 64-bit serialisation
 _PUBLIC, _SECRET = 0, 1
 _CONTEXT_HEADER = struct.Struct(f"<4sBB{_KEY_ID_BYTES}s")
-# magic, version, key id, encoding, lanes, values, summands, capacity, chunks, bound
-_CIPHERTEXT_HEADER = struct.Struct(f"<4sB{_KEY_ID_BYTES}sBBQIIId")
+# magic, version, key id, encoding, lanes, values, summands, capacity, chunks, bound, seeded
+_CIPHERTEXT_HEADER = struct.Struct(f"<4sB{_KEY_ID_BYTES}sBBQIIIdB")
 _NONCE_BYTES = 12
 # cores this process may run on (its affinity mask, e.g. a container's or taskset's)
 WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -143,32 +147,35 @@ _HALF = PLAIN_MODULUS // 2
 
 class _Scratch:
     """SEAL's Python bindings save and load through file paths only: one private file per
-    thread on tmpfs (0600, removed at exit), reused for every ciphertext. Secret keys go
-    through a fresh file of their own, removed as soon as it is read."""
+    thread on tmpfs (0600, removed at exit), reused for every ciphertext and kept open, so
+    that moving a ciphertext's bytes in or out is one ``pwrite`` or ``pread``, not an open
+    and a close. Secret keys go through a fresh file of their own, removed as soon as it
+    is read."""
 
     _local = threading.local()
     _dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
     @classmethod
-    def path(cls) -> str:
-        path = getattr(cls._local, "path", None)
-        if path is None:
+    def _file(cls) -> tuple[str, int]:
+        file = getattr(cls._local, "file", None)
+        if file is None:
             fd, path = tempfile.mkstemp(prefix="scifed-he-", dir=cls._dir)
-            os.close(fd)
-            cls._local.path = path
+            file = cls._local.file = (path, fd)
             _SCRATCH_FILES.append(path)
-        return path
+        return file
 
     @classmethod
     def dump(cls, obj: Any) -> bytes:
-        path = cls.path()
-        obj.save(path)
-        return Path(path).read_bytes()
+        path, fd = cls._file()
+        obj.save(path)  # SEAL truncates and rewrites the same file
+        return os.pread(fd, os.fstat(fd).st_size, 0)
 
     @classmethod
     def load(cls, obj: Any, data: bytes) -> Any:
-        path = cls.path()
-        Path(path).write_bytes(data)
+        path, fd = cls._file()
+        os.pwrite(fd, data, 0)
+        if os.fstat(fd).st_size != len(data):
+            os.ftruncate(fd, len(data))
         obj.load(_context(), path)
         return obj
 
@@ -200,6 +207,134 @@ def _remove_scratch() -> None:
 import atexit  # noqa: E402 - beside the one thing it is for
 
 atexit.register(_remove_scratch)
+
+# The wire. SEAL serialises a ciphertext as its own header, some metadata, then its
+# polynomials as 64-bit words, compressed with zstd (the bindings cannot turn that off);
+# a seeded ciphertext carries the first polynomial and, for the second, the 64-byte seed
+# of the Blake2xb generator SEAL expands it from. Every word is below the 60-bit prime q,
+# so scifed's frame keeps just the words, 60 bits each, and the seed: 3.76 B per
+# parameter for two lanes instead of SEAL's 4.06 (its 64-bit words after zstd, which
+# finds almost nothing to take out of uniform words). SEAL's framing around the words is
+# fixed for fixed parameters: it is learnt once from SEAL itself (:func:`_seal_layout`)
+# and put back around the words before SEAL loads them, uncompressed.
+_POLY_BYTES = SLOTS * CIPHERTEXT_PRIME_BITS // 8  # one polynomial on the wire: 30,720 B
+_SEED_BYTES = 64
+_SEEDED_CHUNK = _POLY_BYTES + _SEED_BYTES  # a contribution's chunk: c0 and the seed of c1
+_FULL_CHUNK = 2 * _POLY_BYTES  # a sum's chunk: both polynomials
+_SEAL_HEADER = struct.Struct("<HBBBBHQ")  # magic, its size, version, compression, size
+_SEAL_MAGIC = 0xA15E
+_ZSTD, _NONE = seal.COMPR_MODE_TYPE.ZSTD.value, seal.COMPR_MODE_TYPE.NONE.value
+_inflaters = threading.local()
+
+
+def _seal_body(data: bytes) -> bytes:
+    """What follows SEAL's header in ``data`` (one saved object), uncompressed."""
+    magic, size, major, minor, mode, _, total = _SEAL_HEADER.unpack_from(data)
+    if magic != _SEAL_MAGIC or size != _SEAL_HEADER.size or total != len(data):
+        raise RuntimeError("SEAL wrote bytes this module cannot read")  # pragma: no cover
+    if mode == _NONE:
+        return data[size:]
+    if mode != _ZSTD:  # pragma: no cover - the wheel's SEAL compresses with zstd
+        raise RuntimeError(f"SEAL compressed with mode {mode}, which this module cannot read")
+    inflater = getattr(_inflaters, "zstd", None)
+    if inflater is None:  # zstandard's objects are not thread-safe: one per thread
+        inflater = _inflaters.zstd = zstandard.ZstdDecompressor()
+    return inflater.decompress(data[size:], max_output_size=2 * 8 * SLOTS + 4096)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """SEAL's bytes around a ciphertext's words, for these parameters."""
+
+    header: bytes  # the outer header's first 8 bytes, for uncompressed data
+    head: bytes  # metadata before the words of a full ciphertext (both polynomials)
+    seeded_head: bytes  # the same for a seeded one (its first polynomial only)
+    seed_head: bytes  # what comes between a seeded ciphertext's words and its seed
+
+
+@functools.lru_cache(maxsize=1)
+def _seal_layout() -> _Layout:
+    """Learn SEAL's layout from one seeded and one full ciphertext under a throwaway key
+    (the bytes depend only on the parameters), and check it is the one expected."""
+    context = _context()
+    plain = seal.Plaintext()
+    seal.BatchEncoder(context).encode([0] * SLOTS, plain)
+    encryptor = seal.Encryptor(context, seal.KeyGenerator(context).secret_key())
+    full = seal.Ciphertext()
+    encryptor.encrypt_symmetric(plain, full)
+    saved = _Scratch.dump(full)
+    full_body = _seal_body(saved)
+    seeded_body = _seal_body(_Scratch.dump(encryptor.encrypt_symmetric(plain)))
+    words = 8 * SLOTS
+    head = len(full_body) - 2 * words
+    tail = len(seeded_body) - head - words - _SEED_BYTES
+    if head <= 0 or tail <= 0:  # pragma: no cover - a SEAL with another layout
+        raise RuntimeError("SEAL's ciphertext layout is not the one this module knows")
+    header = bytearray(saved[:8])
+    header[5] = _NONE
+    return _Layout(bytes(header), full_body[:head], seeded_body[:head],
+                   seeded_body[head + words : head + words + tail])
+
+
+def _from_seal_seeded(data: bytes) -> tuple[np.ndarray, bytes]:
+    """A saved seeded ciphertext's first polynomial and seed."""
+    layout, body = _seal_layout(), _seal_body(data)
+    start = len(layout.seeded_head)
+    end = start + 8 * SLOTS
+    if (len(body) != end + len(layout.seed_head) + _SEED_BYTES
+            or body[:start] != layout.seeded_head
+            or body[end : end + len(layout.seed_head)] != layout.seed_head):
+        raise RuntimeError("SEAL saved a seeded ciphertext in another layout")  # pragma: no cover
+    return np.frombuffer(body, dtype="<u8", count=SLOTS, offset=start), body[-_SEED_BYTES:]
+
+
+def _from_seal_full(data: bytes) -> np.ndarray:
+    """A saved full ciphertext's two polynomials, (2, SLOTS)."""
+    layout, body = _seal_layout(), _seal_body(data)
+    start = len(layout.head)
+    if len(body) != start + 16 * SLOTS or body[:start] != layout.head:
+        raise RuntimeError("SEAL saved a ciphertext in another layout")  # pragma: no cover
+    return np.frombuffer(body, dtype="<u8", count=2 * SLOTS, offset=start).reshape(2, SLOTS)
+
+
+def _to_seal(words: np.ndarray, seed: bytes | None) -> bytes:
+    """SEAL's uncompressed serialisation of a ciphertext: a seeded one from its first
+    polynomial and seed, or a full one from both polynomials (``words`` of shape (2, N))."""
+    layout = _seal_layout()
+    if seed is None:
+        parts = [layout.head, words.astype("<u8", copy=False).tobytes()]
+    else:
+        parts = [layout.seeded_head, words.astype("<u8", copy=False).tobytes(),
+                 layout.seed_head, seed]
+    size = _SEAL_HEADER.size + sum(len(part) for part in parts)
+    return b"".join([layout.header, struct.pack("<Q", size), *parts])
+
+
+def _pack60(words: np.ndarray) -> bytes:
+    """Rows of N words below 2^60 as 60 bits each: two words in 15 bytes, little-endian."""
+    pairs = np.ascontiguousarray(words, dtype=np.uint64).reshape(-1, 2)
+    low = pairs[:, 0] | (pairs[:, 1] << np.uint64(60))
+    high = pairs[:, 1] >> np.uint64(4)
+    out = np.empty((pairs.shape[0], 15), dtype=np.uint8)
+    out[:, :8] = low.astype("<u8").view(np.uint8).reshape(-1, 8)
+    out[:, 8:] = high.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :7]
+    return out.tobytes()
+
+
+def _unpack60(data: bytes | np.ndarray, rows: int, offset: int = 0,
+              stride: int = _POLY_BYTES) -> np.ndarray:
+    """:func:`_pack60` undone: (rows, N) words from ``rows`` runs of 30,720 bytes that
+    start ``stride`` bytes apart from ``offset``. Read in place: each 15-byte pair is
+    two overlapping unaligned 8-byte loads (bytes 0-7 and 7-14), no copy of the wire."""
+    buffer = data if isinstance(data, bytes) else np.ascontiguousarray(data)
+    shape, strides = (rows, SLOTS // 2), (stride, 15)
+    low = np.ndarray(shape, dtype="<u8", buffer=buffer, offset=offset, strides=strides)
+    high = np.ndarray(shape, dtype="<u8", buffer=buffer, offset=offset + 7, strides=strides)
+    out = np.empty((rows, SLOTS // 2, 2), dtype=np.uint64)
+    np.bitwise_and(low, np.uint64((1 << 60) - 1), out=out[:, :, 0])
+    out[:, :, 1] = (low >> np.uint64(60)) | ((high >> np.uint64(8)) << np.uint64(4))
+    return out.reshape(rows, SLOTS)
+
 
 _pool: tuple[int, ProcessPoolExecutor] | None = None  # (workers it serves, the pool)
 _pool_lock = threading.Lock()
@@ -278,15 +413,18 @@ def _key_of(material: bytes) -> StudyKey:
     return StudyKey(_load_secret(material), material)
 
 
-def _encrypt_rows(key: StudyKey | bytes, rows: list[np.ndarray]) -> list[bytes]:
-    """Encrypt slot rows (in a pool process, ``key`` is the secret's material)."""
+def _encrypt_rows(key: StudyKey | bytes, rows: list[np.ndarray]
+                  ) -> list[tuple[np.ndarray, bytes]]:
+    """Encrypt slot rows to (first polynomial, seed) each (in a pool process, ``key`` is
+    the secret's material)."""
     key = key if isinstance(key, StudyKey) else _key_of(key)
     return [key._encrypt_chunk(row) for row in rows]  # noqa: SLF001 - this module's key
 
 
 def _decrypt_chunks(key: StudyKey | bytes, chunks: list[tuple[int, bytes]]
                     ) -> list[np.ndarray]:
-    """Decrypt numbered chunks to slot residues (as :func:`_encrypt_rows`)."""
+    """Decrypt numbered chunks (SEAL's serialisation, :func:`_seal_chunks`) to slot
+    residues (as :func:`_encrypt_rows`)."""
     key = key if isinstance(key, StudyKey) else _key_of(key)
     return [key._decrypt_chunk(item) for item in chunks]  # noqa: SLF001 - this module's key
 
@@ -315,7 +453,8 @@ class Frame:
     summands: int
     capacity: int
     bound: float
-    chunks: list[bytes]
+    chunks: list[bytes]  # per chunk: c0 in 60-bit words, then c1's seed (seeded) or c1
+    seeded: bool = False  # one contribution as encrypted, not a sum
 
     @property
     def slots(self) -> int:
@@ -428,14 +567,21 @@ class StudyKey:
                 raise UserError(f"the mask covers {mask.size} slots, the vector {residues.size}")
             residues = _add_mod(residues, mask)
         rows = [residues[start : start + SLOTS] for start in range(0, residues.size, SLOTS)]
-        chunks = _spread(self, _encrypt_rows, rows)
-        return _frame(Frame(self._key_id, encoding, lanes, n, 1, capacity, bound, chunks))
+        sealed = _spread(self, _encrypt_rows, rows)
+        body = np.empty((len(sealed), _SEEDED_CHUNK), dtype=np.uint8)
+        body[:, :_POLY_BYTES] = np.frombuffer(
+            _pack60(np.stack([words for words, _ in sealed])), dtype=np.uint8
+        ).reshape(len(sealed), _POLY_BYTES)
+        body[:, _POLY_BYTES:] = np.frombuffer(b"".join(seed for _, seed in sealed),
+                                              dtype=np.uint8).reshape(len(sealed), -1)
+        return _frame(Frame(self._key_id, encoding, lanes, n, 1, capacity, bound,
+                            _split(body.tobytes(), _SEEDED_CHUNK), seeded=True))
 
-    def _encrypt_chunk(self, row: np.ndarray) -> bytes:
+    def _encrypt_chunk(self, row: np.ndarray) -> tuple[np.ndarray, bytes]:
         tools = self._tools
         plain = seal.Plaintext()
         tools.encoder.encode(row.tolist(), plain)
-        return _Scratch.dump(tools.encryptor.encrypt_symmetric(plain))
+        return _from_seal_seeded(_Scratch.dump(tools.encryptor.encrypt_symmetric(plain)))
 
     def _decrypt_chunk(self, item: tuple[int, bytes]) -> np.ndarray:
         index, chunk = item
@@ -446,7 +592,7 @@ class StudyKey:
             tools.decryptor.decrypt(cipher, plain)
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"ciphertext does not decrypt under this study key: {exc}") from exc
-        return np.asarray(tools.encoder.decode_uint64(plain), dtype=np.uint64)
+        return np.fromiter(tools.encoder.decode_uint64(plain), dtype=np.uint64, count=SLOTS)
 
     def decrypt(self, blob: bytes, *, unmask: np.ndarray | None = None) -> np.ndarray:
         """Decrypt a blob (one contribution or a sum) back to float64 of the original
@@ -465,7 +611,7 @@ class StudyKey:
     def residues(self, frame: Frame) -> np.ndarray:
         """The slot values mod t of a parsed frame (its used slots only)."""
         plain = np.concatenate(_spread(self, _decrypt_chunks,
-                                       list(enumerate(frame.chunks))))
+                                       list(enumerate(_seal_chunks(frame)))))
         used = frame.slots
         if np.any(plain[used:]):
             raise UserError("decrypted values are not sums of contributions: the ciphertext "
@@ -511,14 +657,15 @@ def sum_ciphertexts(public_context: bytes, blobs: list[bytes]) -> bytes:
         raise UserError(f"refusing to sum {summands} contributions; this encoding is only "
                         f"exact up to {first.capacity}")
     evaluator = _evaluator()
-    out = []
+    streams = [_seal_chunks(frame) for frame in frames]
+    out = np.empty((len(first.chunks), 2, SLOTS), dtype=np.uint64)
     for j in range(len(first.chunks)):
-        total = _load_chunk(frames[0].chunks[j], 0)
-        for index, frame in enumerate(frames[1:], start=1):
-            evaluator.add_inplace(total, _load_chunk(frame.chunks[j], index))
-        out.append(_Scratch.dump(total))
+        total = _load_chunk(streams[0][j], 0)
+        for index, party in enumerate(streams[1:], start=1):
+            evaluator.add_inplace(total, _load_chunk(party[j], index))
+        out[j] = _from_seal_full(_Scratch.dump(total))
     return _frame(Frame(key_id, first.encoding, first.lanes, first.n, summands,
-                        first.capacity, first.bound, out))
+                        first.capacity, first.bound, _split(_pack60(out), _FULL_CHUNK)))
 
 
 def subtract_plain(public_context: bytes, blob: bytes, residues: np.ndarray) -> bytes:
@@ -536,15 +683,15 @@ def subtract_plain(public_context: bytes, blob: bytes, residues: np.ndarray) -> 
     padded = np.zeros(len(frame.chunks) * SLOTS, dtype=np.uint64)
     padded[: residues.size] = residues
     evaluator, encoder = _evaluator(), _encoder()
-    out = []
-    for j, chunk in enumerate(frame.chunks):
+    out = np.empty((len(frame.chunks), 2, SLOTS), dtype=np.uint64)
+    for j, chunk in enumerate(_seal_chunks(frame)):
         cipher = _load_chunk(chunk, 0)
         plain = seal.Plaintext()
         encoder.encode(padded[j * SLOTS : (j + 1) * SLOTS].tolist(), plain)
         evaluator.sub_plain_inplace(cipher, plain)
-        out.append(_Scratch.dump(cipher))
+        out[j] = _from_seal_full(_Scratch.dump(cipher))
     return _frame(Frame(key_id, frame.encoding, frame.lanes, frame.n, frame.summands,
-                        frame.capacity, frame.bound, out))
+                        frame.capacity, frame.bound, _split(_pack60(out), _FULL_CHUNK)))
 
 
 def context_is_private(data: bytes) -> bool:
@@ -666,25 +813,52 @@ def _dequantise(residues: np.ndarray, frame: Frame) -> np.ndarray:
 
 
 def _frame(frame: Frame) -> bytes:
-    header = _CIPHERTEXT_HEADER.pack(_CIPHERTEXT_MAGIC, _VERSION, frame.key_id, frame.encoding,
-                                     frame.lanes, frame.n, frame.summands, frame.capacity,
-                                     len(frame.chunks), frame.bound)
-    sizes = np.array([len(c) for c in frame.chunks], dtype="<u4").tobytes()
-    return b"".join([header, sizes, *frame.chunks])
+    header = _CIPHERTEXT_HEADER.pack(_CIPHERTEXT_MAGIC, _CIPHERTEXT_VERSION, frame.key_id,
+                                     frame.encoding, frame.lanes, frame.n, frame.summands,
+                                     frame.capacity, len(frame.chunks), frame.bound,
+                                     int(frame.seeded))
+    return b"".join([header, *frame.chunks])
+
+
+def _split(body: bytes | memoryview, size: int) -> list[memoryview]:
+    """``body`` as chunks of ``size`` bytes (views, not copies)."""
+    view = memoryview(body)
+    return [view[start : start + size] for start in range(0, len(body), size)]
+
+
+def _seal_chunks(frame: Frame) -> list[bytes]:
+    """Each chunk of a frame as SEAL's serialisation (what ``Ciphertext.load`` reads),
+    its 60-bit words unpacked for all chunks at once."""
+    count = len(frame.chunks)
+    body = b"".join(frame.chunks)
+    if frame.seeded:
+        first = _unpack60(body, count, stride=_SEEDED_CHUNK)
+        return [_to_seal(first[j], body[(j + 1) * _SEEDED_CHUNK - _SEED_BYTES :
+                                        (j + 1) * _SEEDED_CHUNK]) for j in range(count)]
+    both = _unpack60(body, 2 * count).reshape(count, 2, SLOTS)
+    return [_to_seal(both[j], None) for j in range(count)]
 
 
 def _parse_ciphertext(blob: bytes) -> Frame:
     """Split a framed blob, checking every field of the frame against the others."""
+    if len(blob) < len(_CIPHERTEXT_MAGIC) + 1:
+        raise UserError("not a scifed ciphertext: too short")
+    if blob[: len(_CIPHERTEXT_MAGIC)] != _CIPHERTEXT_MAGIC:
+        raise UserError("not a scifed ciphertext: bad magic")
+    version = blob[len(_CIPHERTEXT_MAGIC)]
+    if version == 2:
+        raise UserError("ciphertext format version 2 (SEAL's 64-bit words, scifed before "
+                        f"the 60-bit wire) is no longer read: encrypt it again, as format "
+                        f"{_CIPHERTEXT_VERSION}")
+    if version != _CIPHERTEXT_VERSION:
+        raise UserError(f"unsupported ciphertext version {version}")
     if len(blob) < _CIPHERTEXT_HEADER.size:
         raise UserError("not a scifed ciphertext: too short")
-    (magic, version, key_id, encoding, lanes, n, summands, capacity, n_chunks,
-     bound) = _CIPHERTEXT_HEADER.unpack_from(blob)
-    if magic != _CIPHERTEXT_MAGIC:
-        raise UserError("not a scifed ciphertext: bad magic")
-    if version != _VERSION:
-        raise UserError(f"unsupported ciphertext version {version}")
+    (_, _, key_id, encoding, lanes, n, summands, capacity, n_chunks, bound,
+     seeded) = _CIPHERTEXT_HEADER.unpack_from(blob)
     valid = (
         n >= 1 and 1 <= capacity <= MAX_SUMMANDS and 1 <= summands <= capacity
+        and (seeded == 0 or (seeded == 1 and summands == 1))
         and ((encoding == EXACT and lanes == 1 and bound == 0.0)
              or (encoding == QUANTISED and lanes == lanes_for(capacity)
                  and np.isfinite(bound) and bound > 0))
@@ -692,16 +866,11 @@ def _parse_ciphertext(blob: bytes) -> Frame:
     if not valid or n_chunks != -(-slots_for(encoding, n, lanes) // SLOTS):
         raise UserError("ciphertext header is inconsistent (encoding, length, chunks, "
                         "summands or capacity)")
-    start = _CIPHERTEXT_HEADER.size + 4 * n_chunks
-    if len(blob) < start:
-        raise UserError("ciphertext is truncated")
-    sizes = np.frombuffer(blob, dtype="<u4", count=n_chunks, offset=_CIPHERTEXT_HEADER.size)
-    ends = start + np.cumsum(sizes, dtype=np.int64)
-    if ends[-1] != len(blob):
-        raise UserError("ciphertext length does not match its chunk table")
-    starts = [start, *ends[:-1].tolist()]
-    chunks = [blob[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
-    return Frame(key_id, encoding, lanes, n, summands, capacity, bound, chunks)
+    size = _SEEDED_CHUNK if seeded else _FULL_CHUNK
+    if len(blob) != _CIPHERTEXT_HEADER.size + n_chunks * size:
+        raise UserError(f"ciphertext length {len(blob)} does not match its {n_chunks} chunks")
+    chunks = _split(memoryview(blob)[_CIPHERTEXT_HEADER.size :], size)
+    return Frame(key_id, encoding, lanes, n, summands, capacity, bound, chunks, bool(seeded))
 
 
 @functools.lru_cache(maxsize=1)

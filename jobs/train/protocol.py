@@ -6,7 +6,7 @@ Per round each node sends two ciphertexts under the study key:
 * ``model``: its parameters weighted, and the weight itself, so the sum decrypts to the
   example-weighted average (FedAvg) at the next round without n ever travelling in clear
   (:func:`contribution`). Round 1 sends ``[n * theta..., n]`` (n: its training rows) in
-  the exact encoding (32 B per value). Later rounds send ``[w * theta..., w]`` with
+  the exact encoding (30 B per value). Later rounds send ``[w * theta..., w]`` with
   w = n / N, N the pooled training rows of the previous round, in the quantised encoding
   (two 16-bit-or-finer levels per slot: 4.03 B per parameter). w <= 1 and the sum of the
   w is about 1, so every value fits one bound; the bound (:func:`update_bound`) comes
