@@ -3,8 +3,9 @@ loopback: a coordinator and three nodes over mTLS gRPC, the penguins split by is
 Seattle's weather by year.
 
 The researcher searches the catalog with a facet, opens a dataset page and downloads its
-DCAT and Croissant files, submits a `stats` job from the form — first with a field the
-job type does not have, and sees the submission check's message, then a valid one —
+DCAT and Croissant files, submits a `stats` job from the form's fields — first with two
+wrong values, and sees each one's message under its field and nothing submitted, then a
+valid one with its histogram edges in the advanced YAML box —
 watches it run, and reads its result table, which must equal pandas on the pooled rows,
 and its histogram plot. Then they request access to an OPEN dataset (first without
 accepting its conditions of use), download it with its progress shown, and the sha256
@@ -129,22 +130,37 @@ def test_researcher_searches_submits_watches_and_reads_a_result(fed, console, pa
     described = {f["name"] for rs in croissant["recordSet"] for f in rs["field"]}
     assert set(COLS) <= described
 
-    # -- the job form: a field the type lacks, then a valid job ----------------------------
+    # -- the job form: the stats fields, two wrong values, then a valid job ----------------
     page.click("text=Use in a job")
     page.select_option("#study", "penguins")
-    page.select_option("#type", "stats")
+    page.select_option("#type", "stats")  # the stats job's own fields come in (htmx)
+    expect(page.locator("#p-columns")).to_be_visible()
+    assert page.is_checked("#p-measures input[value=variance]")  # the spec's default
+    assert "histograms" in page.inner_text("#advanced-only")  # the YAML box holds those
     for node in ISLANDS:
         page.check(f"#datasets input[value='urn:sdn:{node}:ds:penguins']")
-    page.fill("#params", f"colums: {COLS}\n")
-    # checked as it is typed, with the message `scifed job submit` gives
-    expect(page.locator("#form-problem")).to_have_text(
-        "the job form: stats.colums: Extra inputs are not permitted")
+    page.fill("#p-columns", "bill_length_mm, bill_length_mm")
+    page.fill("#p-correlation", "body_mass_g")
+    # checked as it is typed, with the schema `scifed job submit` applies: both at once
+    expect(page.locator("#problem-p-columns")).to_have_text("duplicate column: bill_length_mm")
+    expect(page.locator("#problem-p-correlation")).to_have_text(
+        "list at least 2 columns to correlate")
     shot(page, "form-invalid")
-    page.click("#submit-job")  # submitted anyway: refused with the same message, kept
-    assert "colums" in page.inner_text("p.problem")
-    assert page.input_value("#params").startswith("colums")
-    params = f"columns: {COLS}\nhistograms:\n  body_mass_g: {EDGES}\n"
-    page.fill("#params", params)
+    with fed.researcher() as r:
+        before = len(r.jobs(limit=200))
+    page.click("#submit-job")  # submitted anyway: refused here, nothing sent, entries kept
+    expect(page.locator("#problem-p-columns")).to_have_text("duplicate column: bill_length_mm")
+    assert page.input_value("#p-columns") == "bill_length_mm, bill_length_mm"
+    with fed.researcher() as r:
+        assert len(r.jobs(limit=200)) == before
+    page.fill("#p-columns", ", ".join(COLS))
+    page.fill("#p-correlation", "")
+    page.click("#advanced summary")  # a key the type lacks, in the YAML box
+    page.fill("#params", f"histogram:\n  body_mass_g: {EDGES}\n")
+    expect(page.locator("#problem-params")).to_have_text(
+        "histogram: Extra inputs are not permitted")
+    expect(page.locator("#problem-p-columns")).to_have_text("")
+    page.fill("#params", f"histograms:\n  body_mass_g: {EDGES}\n")
     expect(page.locator("#form-valid")).to_be_visible()
     shot(page, "form-valid")
     page.click("#submit-job")
