@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 import cli.ui.messages  # noqa: F401 - registers the console's interface text
 from cli.researcher import ROUND_METRICS
 from cli.ui import catalog, form
-from cli.ui.access import Downloads
+from cli.ui.access import Downloads, service_query
 from cli.ui.messages import phase_note, phase_text, state_text
 from cli.ui.results import Results
 from coordinator import access_client as ac
@@ -281,6 +281,32 @@ def build(identity: Path, *, https: bool = False,
     def access_download_progress(request: Request, grant_id: str, s=user):
         return page(request, "access_progress.html", d=deliveries.get(grant_id),
                     grant_id=grant_id)
+
+    # -- queries inside the node, under an in_node_service grant --------------------------
+    def query_page(request: Request, grant_id: str, *, sql: str = "", answer=None,
+                   refusal: str | None = None, status: int = 200) -> HTMLResponse:
+        grant = ac.find_grant(client, grant_id)
+        return page(request, "access_query.html", status=status, grant=grant, sql=sql,
+                    answer=answer, refusal=refusal, when=iso)
+
+    @c.app.get("/access/{grant_id}/query", response_class=HTMLResponse)
+    def access_query_page(request: Request, grant_id: str, s=user):
+        return query_page(request, grant_id)
+
+    @c.app.post("/access/{grant_id}/query", response_class=HTMLResponse)
+    def access_query(request: Request, grant_id: str, s=user, sql: str = Form("")):
+        """Run the query; a refusal (SQL the node does not accept, a revoked or expired
+        grant) is shown in the node's words with the query kept to edit."""
+        try:
+            if not sql.strip():
+                raise UserError("write one SELECT over table data")
+            answer = service_query(client, grant_id, sql)
+        except UserError as exc:
+            return query_page(request, grant_id, sql=sql, refusal=str(exc), status=400)
+        except grpc.RpcError as exc:
+            return query_page(request, grant_id, sql=sql, status=400,
+                              refusal=rpc_error_message(exc, "the coordinator"))
+        return query_page(request, grant_id, sql=sql, answer=answer)
 
     @c.app.get("/access/{grant_id}/file")
     def access_file(grant_id: str, s=user):

@@ -37,6 +37,27 @@ i18n.register({
     "ui.access.resume": ("Resume the download", "继续下载"),
     "ui.access.not_started": ("No download of this grant has started here.",
                               "本机尚未开始下载此授权。"),
+    # queries inside the node
+    "ui.query.open": ("Query", "查询"),
+    "ui.query.title": ("Queries inside node {node}: {dataset}", "在节点 {node} 内查询：{dataset}"),
+    "ui.query.about": ("One SELECT over table data (the granted columns: {columns}). The "
+                       "query runs inside the node; its answer is sealed to you and opened "
+                       "on this machine.",
+                       "对表 data 的一条 SELECT 语句（已授权字段：{columns}）。查询在节点内执行；"
+                       "结果以您的密钥加密，仅在本机解开。"),
+    "ui.query.sql": ("Query (SQL)", "查询语句（SQL）"),
+    "ui.query.run": ("Run the query", "执行查询"),
+    "ui.query.refused": ("The node refused the query", "节点拒绝了该查询"),
+    "ui.query.answer": ("Answer", "结果"),
+    "ui.query.rows": ("{n} rows ({mode})", "{n} 行（{mode}）"),
+    "ui.query.mode.rows": ("rows", "明细行"),
+    "ui.query.mode.aggregate": ("aggregates, each group of at least {k} rows",
+                                "汇总结果，每组至少 {k} 行"),
+    "ui.query.withheld": ("{n} groups withheld: fewer rows than the dataset's minimum count",
+                          "{n} 个分组未返回：行数少于该数据集的最小计数"),
+    "ui.query.empty": ("The answer has no rows.", "结果中没有行。"),
+    "ui.query.not_granted": ("This grant is {state}: it answers no query.",
+                             "此授权状态为{state}，不能查询。"),
     "ui.col.grant": ("Grant", "授权"),
     "ui.col.dataset": ("Dataset", "数据集"),
     "ui.col.method": ("Method", "方式"),
