@@ -140,8 +140,13 @@ def test_researcher_searches_submits_watches_and_reads_a_result(fed, console, pa
     # -- the job form: the stats fields, two wrong values, then a valid job ----------------
     page.click("text=Use in a job")
     page.select_option("#study", "penguins")
-    page.select_option("#type", "stats")  # the stats job's own fields come in (htmx)
+    page.select_option("#type", "regression")  # each type brings its own fields (htmx)
+    expect(page.locator("#p-family")).to_be_visible()
+    assert page.locator("#p-family option").all_inner_texts()[1:] == [
+        "gaussian", "binomial", "poisson", "gamma"]
+    page.select_option("#type", "stats")
     expect(page.locator("#p-columns")).to_be_visible()
+    expect(page.locator("#p-family")).to_have_count(0)
     assert page.is_checked("#p-measures input[value=variance]")  # the spec's default
     assert "histograms" in page.inner_text("#advanced-only")  # the YAML box holds those
     for node in ISLANDS:
