@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scifed.errors import UserError, excerpt, join_problems
+from scifed.errors import Invalid, UserError, excerpt, join_problems
 from scifed.limits import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_VALUES
 
 if TYPE_CHECKING:  # scifed.tls loads grpc: a config is read without it (the health check)
@@ -104,18 +104,22 @@ def _resolve(value: Any, base: Path) -> Any:
     return value
 
 
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """Each problem of a pydantic error as ``(field.path, message)``, without pydantic's
+    URLs or inputs; the path is ``""`` for a problem of the whole document."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(excerpt(p, 60) for p in err["loc"])
+        out.append((where, excerpt(err["msg"].removeprefix("Value error, "))))
+    return out
+
+
 def format_validation_error(source: str, exc: ValidationError) -> str:
     """One line per problem: `source: field.path: message` (no pydantic URLs), each part
     an excerpt and as many lines as fit a short message (:func:`join_problems`)."""
     source = excerpt(source, 100)
-
-    def lines():
-        for err in exc.errors(include_url=False, include_input=False):
-            where = ".".join(excerpt(p, 60) for p in err["loc"]) or "(document)"
-            msg = err["msg"].removeprefix("Value error, ")
-            yield f"{source}: {excerpt(where, 120)}: {excerpt(msg)}"
-
-    return join_problems(lines())
+    return join_problems(f"{source}: {excerpt(where or '(document)', 120)}: {msg}"
+                         for where, msg in validation_problems(exc))
 
 
 class _TooDeep(Exception):
@@ -241,7 +245,7 @@ def validate_model(data: Any, source: str, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(source, exc)) from None
+        raise Invalid(format_validation_error(source, exc), validation_problems(exc)) from None
     except RecursionError:  # check_structure bounds the depth; pydantic must not recurse
         raise UserError(f"{excerpt(source, 100)}: nested too deeply") from None
 

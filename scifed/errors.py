@@ -13,6 +13,16 @@ class UserError(Exception):
     """A user mistake: one clear message, nothing changed."""
 
 
+class Invalid(UserError):
+    """Settings that failed validation: the one message, and each problem as
+    ``(where, message)`` (``where`` the dotted field path, ``""`` for the whole
+    document), so a form can show each problem beside its own field."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 class NotFound(UserError):
     """The named thing (dataset, study, job, record) does not exist."""
 

@@ -86,3 +86,32 @@ class Downloads:
                        else f"the download stopped: {type(exc).__name__}")
         finally:
             d.running = False
+
+
+@dataclass
+class Answer:
+    """A service query's answer as the page shows it: opened here, the columns and rows,
+    whether it is rows or aggregates, and how many groups the node withheld below k."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    mode: str      # as the node says it: "rows", "aggregates, groups of at least 5"
+    withheld: int
+
+    @property
+    def k(self) -> int | None:
+        """The least group the node answered, where the answer is aggregates."""
+        found = re.search(r"groups of at least (\d+)", self.mode)
+        return int(found[1]) if found else None
+
+
+def service_query(client, grant_id: str, sql: str) -> Answer:
+    """Ask one query inside the node under ``grant_id``, as this researcher (the client's
+    identity): the node answers sealed to them and it is opened on this machine. Every
+    console query goes through here, so how the call is signed and sealed stays in
+    :func:`coordinator.access_client.query`. The node's refusal is its UserError."""
+    frame, said = ac.query(client, grant_id, sql)
+    rows = [["" if v is None else str(v) for v in r] for r in frame.astype(object)
+            .where(frame.notna(), None).values.tolist()]
+    return Answer([str(c) for c in frame.columns], rows, str(said["mode"]),
+                  int(said["withheld"]))

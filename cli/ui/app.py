@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 import cli.ui.messages  # noqa: F401 - registers the console's interface text
 from cli.researcher import ROUND_METRICS
 from cli.ui import catalog, form
-from cli.ui.access import Downloads
+from cli.ui.access import Downloads, service_query
 from cli.ui.messages import phase_note, phase_text, state_text
 from cli.ui.results import Results
 from coordinator import access_client as ac
@@ -114,41 +114,73 @@ def build(identity: Path, *, https: bool = False,
             "Content-Disposition": f'attachment; filename="{slug}.{fmt.suffix}"'})
 
     # -- the job form ------------------------------------------------------------------
-    def form_page(request: Request, f: form.JobForm, *, problem: str | None = None,
-                  valid: bool = False, status: int = 200) -> HTMLResponse:
+    def form_context(f: form.JobForm, problems: dict[str, list[str]], *,
+                     fields_shown: bool = True) -> dict:
+        """What the form's templates need. ``slots``: where problems may be shown; a
+        page whose type fields are not (yet) those of the type gets those problems with
+        the job's own."""
+        fields = form.type_fields(f.type)
+        if not fields_shown:
+            problems = form.without_fields(problems)
+        return {"f": f, "fields": fields, "advanced_only": form.advanced_only(f.type),
+                "problems": problems,
+                "slots": [*form.ENVELOPE, form.ADVANCED, form.GENERAL,
+                          *(x.input_name for x in fields if fields_shown)]}
+
+    def form_page(request: Request, f: form.JobForm, *, problems: dict | None = None,
+                  status: int = 200) -> HTMLResponse:
         studies = client.studies()
-        return page(request, "submit.html", status=status, f=f, studies=studies,
-                    types=registry.names(), problem=problem, valid=valid)
+        return page(request, "submit.html", status=status, studies=studies,
+                    types=registry.names(), **form_context(f, problems or {}))
 
     @c.app.get("/submit", response_class=HTMLResponse)
-    def submit_page(request: Request, s=user, dataset: str = "", study: str = ""):
+    def submit_page(request: Request, s=user, dataset: str = "", study: str = "",
+                    type: str = ""):
         chosen = [dataset] if dataset else []  # from a dataset page: its catalog id
-        return form_page(request, form.JobForm(study=study, datasets=chosen))
+        return form_page(request, form.JobForm(study=study, type=type, datasets=chosen))
 
-    def posted(study: str = Form(""), type: str = Form(""), datasets: list[str] = Form([]),
-               filter: str = Form(""), params: str = Form("")) -> form.JobForm:
-        """The job form's fields, as posted (by the form, or by htmx as it is typed)."""
-        return form.JobForm(study.strip(), type.strip(), datasets, filter, params)
+    @c.app.get("/submit/fields", response_class=HTMLResponse)
+    def submit_fields(request: Request, s=user, type: str = ""):
+        """The chosen job type's fields (htmx swaps them in when the type changes)."""
+        return page(request, "form_fields.html", **form_context(form.JobForm(type=type), {}))
+
+    async def posted(request: Request) -> form.JobForm:
+        """The job form as posted (by the form, or by htmx as it is typed). The type's
+        fields are read only when the page showed that type's fields, so a checkbox
+        absent because its field was never on the page is not taken as unticked."""
+        data = await request.form()
+        job_type = str(data.get("type", "")).strip()
+        shown = data.get("fields_of") == job_type
+        values = {x.name: [str(v) for v in data.getlist(x.input_name)]
+                  for x in form.type_fields(job_type)} if shown else {}
+        return form.JobForm(str(data.get("study", "")).strip(), job_type,
+                            [str(v) for v in data.getlist("datasets")],
+                            str(data.get("filter", "")), str(data.get("params", "")), values,
+                            shown)
 
     @c.app.post("/submit/check", response_class=HTMLResponse)
     def submit_check(request: Request, s=user, f: form.JobForm = Depends(posted)):
-        """The form's problems as the researcher types (htmx), one message at once."""
+        """Every problem of the form as the researcher types (htmx): each under its field
+        (out-of-band swaps), or the job.yaml once it is valid."""
         try:
-            text = form.checked(f)
-        except UserError as exc:
-            return page(request, "form_check.html", problem=str(exc), text=None)
-        return page(request, "form_check.html", problem=None, text=text)
+            text, problems = form.checked(f), {}
+        except form.FormProblems as exc:
+            text, problems = None, exc.by_slot
+        return page(request, "form_check.html", text=text,
+                    **form_context(f, problems, fields_shown=f.shown))
 
     @c.app.post("/submit", response_class=HTMLResponse)
     def submit(request: Request, s=user, f: form.JobForm = Depends(posted)):
         try:
             text = form.checked(f)
             job_id = client.submit(text, form.SOURCE)
+        except form.FormProblems as exc:  # nothing is sent: every problem on the form
+            return form_page(request, f, problems=exc.by_slot, status=400)
         except UserError as exc:
-            return form_page(request, f, problem=str(exc), status=400)
+            return form_page(request, f, problems={form.GENERAL: [str(exc)]}, status=400)
         except grpc.RpcError as exc:  # the coordinator's refusal, shown on the form
-            return form_page(request, f, problem=rpc_error_message(exc, "the coordinator"),
-                             status=400)
+            return form_page(request, f, problems={form.GENERAL: [
+                rpc_error_message(exc, "the coordinator")]}, status=400)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     # -- jobs --------------------------------------------------------------------------
@@ -249,6 +281,32 @@ def build(identity: Path, *, https: bool = False,
     def access_download_progress(request: Request, grant_id: str, s=user):
         return page(request, "access_progress.html", d=deliveries.get(grant_id),
                     grant_id=grant_id)
+
+    # -- queries inside the node, under an in_node_service grant --------------------------
+    def query_page(request: Request, grant_id: str, *, sql: str = "", answer=None,
+                   refusal: str | None = None, status: int = 200) -> HTMLResponse:
+        grant = ac.find_grant(client, grant_id)
+        return page(request, "access_query.html", status=status, grant=grant, sql=sql,
+                    answer=answer, refusal=refusal, when=iso)
+
+    @c.app.get("/access/{grant_id}/query", response_class=HTMLResponse)
+    def access_query_page(request: Request, grant_id: str, s=user):
+        return query_page(request, grant_id)
+
+    @c.app.post("/access/{grant_id}/query", response_class=HTMLResponse)
+    def access_query(request: Request, grant_id: str, s=user, sql: str = Form("")):
+        """Run the query; a refusal (SQL the node does not accept, a revoked or expired
+        grant) is shown in the node's words with the query kept to edit."""
+        try:
+            if not sql.strip():
+                raise UserError("write one SELECT over table data")
+            answer = service_query(client, grant_id, sql)
+        except UserError as exc:
+            return query_page(request, grant_id, sql=sql, refusal=str(exc), status=400)
+        except grpc.RpcError as exc:
+            return query_page(request, grant_id, sql=sql, status=400,
+                              refusal=rpc_error_message(exc, "the coordinator"))
+        return query_page(request, grant_id, sql=sql, answer=answer)
 
     @c.app.get("/access/{grant_id}/file")
     def access_file(grant_id: str, s=user):

@@ -3,12 +3,16 @@ loopback: a coordinator and three nodes over mTLS gRPC, the penguins split by is
 Seattle's weather by year.
 
 The researcher searches the catalog with a facet, opens a dataset page and downloads its
-DCAT and Croissant files, submits a `stats` job from the form — first with a field the
-job type does not have, and sees the submission check's message, then a valid one —
+DCAT and Croissant files, submits a `stats` job from the form's fields — first with two
+wrong values, and sees each one's message under its field and nothing submitted, then a
+valid one with its histogram edges in the advanced YAML box —
 watches it run, and reads its result table, which must equal pandas on the pooled rows,
 and its histogram plot. Then they request access to an OPEN dataset (first without
 accepting its conditions of use), download it with its progress shown, and the sha256
-the page shows as verified is the node's own file's. Every page is saved as a
+the page shows as verified is the node's own file's. Last, they query a CONDITIONAL
+dataset inside its node under an in-node service grant: the answer table equals pandas
+on the node's rows, groups below the node's k withheld, and the node's refusals (SQL it
+does not accept, a revoked grant) are shown in its words. Every page is saved as a
 screenshot."""
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from vega_datasets import data as vega
 
 from cli.ui.app import build
 from harness.federation import CLI, LocalFederation, _die_with_parent
+from node.delivery.service import MIN_GROUP
+from node.policy import effective
 from scifed.web import serve
 
 ISLANDS = {"biscoe": "Biscoe", "dream": "Dream", "torgersen": "Torgersen"}
@@ -57,6 +63,8 @@ def fed(tmp_path_factory, penguins, penguins_meta, weather_meta):
                             {**weather_meta, **WEATHER}, "weather")
         fed.node_cli("biscoe", "dataset", "quality", "penguins", "--fast")
         fed.create_study("penguins", {n: "penguins" for n in ISLANDS})
+        fed.create_study("weather", {"biscoe": "weather"}, purpose="rain by season")
+        fed.weather = weather
         fed.penguins = penguins
         yield fed
     finally:
@@ -129,22 +137,42 @@ def test_researcher_searches_submits_watches_and_reads_a_result(fed, console, pa
     described = {f["name"] for rs in croissant["recordSet"] for f in rs["field"]}
     assert set(COLS) <= described
 
-    # -- the job form: a field the type lacks, then a valid job ----------------------------
+    # -- the job form: the stats fields, two wrong values, then a valid job ----------------
     page.click("text=Use in a job")
     page.select_option("#study", "penguins")
+    page.select_option("#type", "regression")  # each type brings its own fields (htmx)
+    expect(page.locator("#p-family")).to_be_visible()
+    assert page.locator("#p-family option").all_inner_texts()[1:] == [
+        "gaussian", "binomial", "poisson", "gamma"]
     page.select_option("#type", "stats")
+    expect(page.locator("#p-columns")).to_be_visible()
+    expect(page.locator("#p-family")).to_have_count(0)
+    assert page.is_checked("#p-measures input[value=variance]")  # the spec's default
+    assert "histograms" in page.inner_text("#advanced-only")  # the YAML box holds those
     for node in ISLANDS:
         page.check(f"#datasets input[value='urn:sdn:{node}:ds:penguins']")
-    page.fill("#params", f"colums: {COLS}\n")
-    # checked as it is typed, with the message `scifed job submit` gives
-    expect(page.locator("#form-problem")).to_have_text(
-        "the job form: stats.colums: Extra inputs are not permitted")
+    page.fill("#p-columns", "bill_length_mm, bill_length_mm")
+    page.fill("#p-correlation", "body_mass_g")
+    # checked as it is typed, with the schema `scifed job submit` applies: both at once
+    expect(page.locator("#problem-p-columns")).to_have_text("duplicate column: bill_length_mm")
+    expect(page.locator("#problem-p-correlation")).to_have_text(
+        "list at least 2 columns to correlate")
     shot(page, "form-invalid")
-    page.click("#submit-job")  # submitted anyway: refused with the same message, kept
-    assert "colums" in page.inner_text("p.problem")
-    assert page.input_value("#params").startswith("colums")
-    params = f"columns: {COLS}\nhistograms:\n  body_mass_g: {EDGES}\n"
-    page.fill("#params", params)
+    with fed.researcher() as r:
+        before = len(r.jobs(limit=200))
+    page.click("#submit-job")  # submitted anyway: refused here, nothing sent, entries kept
+    expect(page.locator("#problem-p-columns")).to_have_text("duplicate column: bill_length_mm")
+    assert page.input_value("#p-columns") == "bill_length_mm, bill_length_mm"
+    with fed.researcher() as r:
+        assert len(r.jobs(limit=200)) == before
+    page.fill("#p-columns", ", ".join(COLS))
+    page.fill("#p-correlation", "")
+    page.click("#advanced summary")  # a key the type lacks, in the YAML box
+    page.fill("#params", f"histogram:\n  body_mass_g: {EDGES}\n")
+    expect(page.locator("#problem-params")).to_have_text(
+        "histogram: Extra inputs are not permitted")
+    expect(page.locator("#problem-p-columns")).to_have_text("")
+    page.fill("#params", f"histograms:\n  body_mass_g: {EDGES}\n")
     expect(page.locator("#form-valid")).to_be_visible()
     shot(page, "form-valid")
     page.click("#submit-job")
@@ -231,6 +259,74 @@ def test_researcher_requests_access_and_downloads_a_verified_file(fed, console, 
     shot(page, "access-download-zh")
     assert page.console_errors == [
         "Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+
+
+def test_researcher_queries_inside_the_node_and_reads_the_answer(fed, console, page, shot):
+    app, url = console
+    page.goto(f"{url}/login?token={app.sessions.login_token()}")
+    page.goto(f"{url}/dataset?id=urn%3Asdn%3Abiscoe%3Ads%3Aweather")
+    page.click("#request-link")
+    page.select_option("#method", "in_node_service")
+    page.fill("#purpose", "rainy days by weather type")
+    page.select_option("#study", "weather")
+    for box in page.query_selector_all("#conditions input"):
+        box.check()
+    page.click("#request-access")
+    grant = page.inner_text("#new-grant").rsplit(" ", 1)[-1]
+    row = page.locator(f"#grants tr[data-grant='{grant}']")
+    expect(row).to_contain_text("granted")  # G2 CONDITIONAL service: automatic
+    row.locator("a.query").click()
+    assert page.inner_text("#grant-state") == "granted"
+    sql = ("SELECT weather, count(*) AS n, avg(precipitation) AS rain FROM data "
+           "GROUP BY weather")
+    page.fill("#sql", sql)
+    page.click("#run-query")
+
+    # the answer, opened here, equals pandas on the node's rows; small groups withheld
+    shard = fed.weather[fed.weather.date.dt.year.isin(YEARS["biscoe"])]
+    k = max(effective("G2", "CONDITIONAL").min_cell_count, MIN_GROUP)
+    truth = shard.groupby("weather").precipitation.agg(["count", "mean"])
+    shown, small = truth[truth["count"] >= k], truth[truth["count"] < k]
+    got = cells(page, "#answer").set_index("weather").sort_index()
+    assert got.index.tolist() == shown.index.tolist()
+    assert got["n"].astype(int).tolist() == shown["count"].tolist()
+    assert got["rain"].astype(float).round(6).tolist() == shown["mean"].round(6).tolist()
+    assert page.inner_text("#answer-note") == (
+        f"{len(shown)} rows (aggregates, each group of at least {k} rows)")
+    assert page.is_visible("#answer-withheld") == bool(len(small))
+    shot(page, "service-answer")
+    # groups of one row each (a day): every one is below k, so nothing comes out
+    page.fill("#sql", "SELECT date, avg(precipitation) AS rain FROM data GROUP BY date")
+    page.click("#run-query")
+    assert page.is_visible("#answer-empty")
+    assert page.inner_text("#answer-withheld").startswith(
+        f"{shard.date.nunique()} groups withheld")
+    shot(page, "service-withheld")
+    page.click("text=中文")  # the same query, asked again in Chinese
+    page.fill("#sql", sql)
+    page.click("#run-query")
+    assert page.inner_text("#answer-note") == (
+        f"{len(shown)} 行（汇总结果，每组至少 {k} 行）")
+    shot(page, "service-answer-zh")
+    page.click("header a.lang")
+
+    # SQL the node does not accept: its message, the query kept to edit
+    page.fill("#sql", "SELECT * FROM data")
+    page.click("#run-query")
+    assert page.inner_text("#query-reason").startswith("in-node service:")
+    assert page.input_value("#sql") == "SELECT * FROM data"
+    assert not page.is_visible("#answer")
+    shot(page, "service-refused")
+
+    # the officer revokes the grant: the node refuses the same honest query
+    fed.node_cli("biscoe", "access", "revoke", grant, "--reason", "study ended")
+    page.fill("#sql", sql)
+    page.click("#run-query")
+    assert "revoked" in page.inner_text("#query-reason")
+    assert page.inner_text("#grant-state") == "revoked"
+    shot(page, "service-revoked")
+    assert set(page.console_errors) == {
+        "Failed to load resource: the server responded with a status of 400 (Bad Request)"}
 
 
 def test_scifed_ui_prints_a_login_address_that_works_once(fed, browser, page, shot):

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 from cli.main import app
 from cli.ui import catalog
 from cli.ui.access import safe_name
-from cli.ui.form import JobForm, checked, spec_text
+from cli.ui.form import FormProblems, JobForm, advanced_only, checked, spec_text, type_fields
+from jobs import registry
 from jobs.spec import load_job
 from node.policy import effective
-from scifed.errors import UserError
+from scifed.errors import Invalid, UserError
 from scifed.grading import CELL_DEFAULTS, Access
 
 IDS = ["urn:sdn:biscoe:ds:penguins", "urn:sdn:dream:ds:penguins"]
@@ -31,23 +32,71 @@ def test_the_form_writes_the_job_yaml_a_researcher_would():
     assert load_job(checked(form), "form").to_dict() == by_hand.to_dict()
 
 
-@pytest.mark.parametrize(("form", "message"), [
+@pytest.mark.parametrize(("form", "slot", "message"), [
     (JobForm("penguins", "stats", IDS, "", "colums: [body_mass_g]"),
-     "stats.colums: Extra inputs are not permitted"),
+     "params", "colums: Extra inputs are not permitted"),
     (JobForm("penguins", "stats", IDS, "", "columns: [body_mass_g\n"),
-     "parameters: not YAML (line 2)"),
+     "params", "not YAML (line 2)"),
     (JobForm("penguins", "stats", IDS + ["urn:sdn:biscoe:ds:weather"], "", "columns: [x]"),
-     "node 'biscoe' is named twice"),
-    (JobForm("", "stats", IDS, "", "columns: [x]"), "study"),
+     "datasets", "node 'biscoe' is named twice"),
+    (JobForm("", "stats", IDS, "", "columns: [x]"), "study", "must not be empty"),
 ])
-def test_the_form_refuses_what_job_submit_refuses_with_its_message(form, message):
-    with pytest.raises(UserError) as refused:
+def test_the_form_refuses_what_job_submit_refuses_with_its_message(form, slot, message):
+    with pytest.raises(FormProblems) as refused:
         checked(form)
-    assert message in str(refused.value)
-    if "YAML" not in message:  # the same check and words as a job.yaml submitted
+    assert any(message in m for m in refused.value.by_slot[slot]), refused.value.by_slot
+    if slot != "params" or "YAML" not in message:  # what a job.yaml submitted is told
         with pytest.raises(UserError) as submitted:
             load_job(spec_text(form), "the job form")
-        assert str(submitted.value) == str(refused.value)
+        assert message in str(submitted.value)
+
+
+def test_the_fields_of_a_type_come_from_its_spec():
+    """Each parameter a simple field can hold is a field of its kind; the rest (mappings,
+    nested models) is left to the YAML box, so every parameter has a place."""
+    for name in registry.names():
+        shown = {f.name for f in type_fields(name)}
+        assert shown | set(advanced_only(name)) == set(registry.get(name).Spec.model_fields)
+    stats = {f.name: f for f in type_fields("stats")}
+    assert stats["columns"].kind == "list" and not stats["columns"].numeric
+    assert stats["measures"].kind == "choices"
+    assert stats["measures"].options == ("count", "sum", "mean", "variance", "std")
+    assert set(advanced_only("stats")) == {"histograms", "quantiles", "dp"}
+    regression = {f.name: f for f in type_fields("regression")}
+    assert regression["family"].kind == "choice" and regression["family"].default == "gaussian"
+    assert regression["intercept"].kind == "bool" and regression["max_iter"].kind == "number"
+    train = {f.name: f for f in type_fields("train")}
+    assert train["rounds"].required and "model" in advanced_only("train")
+
+
+def test_the_fields_fill_the_section_and_replace_the_yaml_keys():
+    form = JobForm("penguins", "stats", IDS, "", "columns: [x]\nhistograms:\n  y: [1, 2]\n",
+                   {"columns": ["bill_length_mm, body_mass_g"], "measures": ["mean", "std"],
+                    "correlation": [""]}, True)
+    spec = load_job(checked(form), "form").to_dict()["stats"]
+    assert spec == {"columns": ["bill_length_mm", "body_mass_g"], "measures": ["mean", "std"],
+                    "histograms": {"y": [1.0, 2.0]}}
+    # a number typed in a field is a number in the job.yaml
+    reg = JobForm("penguins", "regression", IDS, "", "",
+                  {"y": ["body_mass_g"], "x": ["flipper_length_mm"], "max_iter": ["20"],
+                   "intercept": []}, True)
+    assert load_job(checked(reg), "form").to_dict()["regression"] == {
+        "y": "body_mass_g", "x": ["flipper_length_mm"], "max_iter": 20, "intercept": False}
+
+
+def test_every_problem_of_the_fields_is_shown_at_once_under_its_field():
+    form = JobForm("", "stats", IDS, "", "", {"columns": ["body_mass_g, body_mass_g"],
+                                              "correlation": ["body_mass_g"]}, True)
+    with pytest.raises(FormProblems) as refused:
+        checked(form)
+    by_slot = refused.value.by_slot
+    assert by_slot["p.columns"] == ["duplicate column: body_mass_g"]
+    assert by_slot["p.correlation"] == ["list at least 2 columns to correlate"]
+    assert by_slot["study"] == ["must not be empty"]
+    # the same problems `scifed job submit` finds in the same job.yaml
+    with pytest.raises(Invalid) as submitted:
+        load_job(spec_text(form), "job.yaml")
+    assert len(submitted.value.problems) == 3
 
 
 def test_the_job_type_facet_is_what_the_node_policy_admits_by_default():
