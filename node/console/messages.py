@@ -254,6 +254,7 @@ i18n.register({
     "au.action": ("Action", "操作"),
     "au.subject": ("Subject", "对象"),
     "au.hash": ("Hash", "哈希"),
+    "au.details": ("Details", "详情"),
     # studies
     "st.title": ("Studies", "联合研究"),
     "st.name": ("Study", "研究"),
