@@ -501,13 +501,13 @@ def test_an_officer_denies_a_job_with_a_reason(fed, console, reviewed, page, sho
     page.click("header nav >> text=Audit log")
     page.fill("#q", "approval.deny")
     page.click("#audit-filter button:text('Filter')")
+    page.click("#audit-filter button[name=verify]")
+    assert "Audit chain intact" in page.inner_text("#verified")
     row = page.locator("#audit tr", has_text="approval.deny").first
     assert "officer" in row.inner_text()
     row.locator("summary").click()
     details = row.locator("pre.details").inner_text()
     assert reason in details and officer_key in details and "signature" in details
-    page.click("#audit-filter button[name=verify]")
-    assert "Audit chain intact" in page.inner_text("#verified")
     shot(page, "audit-denial")
 
 
@@ -562,6 +562,11 @@ def test_an_officer_withholds_a_result_under_review(fed, console, reviewed, page
             if e["details"]["job_id"] == job] == []
     page.goto(f"{url}/review?state=all")
     assert "withheld" in page.locator("#reviews tr", has_text=job).inner_text()
-    page.click("text=中文")
+    page.click("text=中文")  # the switch comes back to the path: all reviews again
+    page.goto(f"{url}/review?state=all")
     assert "不予发布" in page.locator("#reviews tr", has_text=job).inner_text()
     shot(page, "reviews-zh")
+    page.goto(f"{url}/review/{v['review_id']}")
+    checks = page.inner_text("#review-checks")  # the result's provenance, labelled
+    assert "发布节点" in checks and "最小单元计数（k）" in checks and "biscoe" in checks
+    shot(page, "review-zh")

@@ -34,9 +34,9 @@ CODE = re.compile(r"<(script|style|pre|code|textarea)\b.*?</\1>", re.S)
 TAG = re.compile(r"<[^>]*>", re.S)
 READ_ATTR = re.compile(r"""\b(?:alt|title|aria-label)=(["'])(.*?)\1""", re.S)
 WORD = re.compile(r"[A-Za-z]{2,}")
-# the product's name, a file format's, and the language switch, which names English in
+# the product's name, file formats, a hash's, and the language switch, which names English in
 # English
-NOT_ENGLISH_TEXT = {"scifed", "YAML", "English"}
+NOT_ENGLISH_TEXT = {"scifed", "YAML", "JSON", "SHA", "English"}
 
 
 def english_words(html: str) -> list[str]:
@@ -110,3 +110,35 @@ def test_the_policy_page_in_chinese_shows_english_only_in_its_data():
     english = render("policy_one.html", "en", pol=shown, override=text,
                      justification="x", problems=[])
     assert "set by ada" in english and "default" in english
+
+
+def test_a_results_disclosure_checks_are_labelled_in_chinese():
+    """The provenance of a result under review (node/release.py's checks), shown as a
+    table whose names are Chinese; the node's own sentences stay as it wrote them."""
+    import json
+
+    checks = {"release_node": "biscoe",
+              "rules": {"k": 10, "min_contributors": 3, "pooling": "3 contributors",
+                        "release": "dp at dream", "study_members": 3},
+              "policy": {"category": "OPEN", "dataset": "urn:sdn:biscoe:ds:penguins",
+                         "decision": "job_types.stats", "dp_required": False,
+                         "epsilon_per_query": None, "grade": "G1", "min_cell_count": 1,
+                         "min_contributors": 1, "node": "biscoe",
+                         "sources": {"min_cell_count": "default G1/OPEN (governance §2.6)"}}}
+    why = "this node contributed G4/CONDITIONAL data"
+    v = {"review_id": "rv-1", "state": "withheld", "job_id": "job-1", "job_type": "stats",
+         "researcher": "alice", "dataset_id": "urn:sdn:dream:ds:census", "grade": "G4",
+         "category": "CONDITIONAL", "study_purpose": "普查", "why": why,
+         "result_sha256": "ab" * 32, "view": {}, "checks": checks}
+    html = render("review.html", "zh", v=v, plots={}, checks=json.dumps(checks))
+    assert "发布节点" in html and "最小单元计数（k）" in html and "各值来源" in html
+    assert "不予发布" in html and "否" in html  # the state and dp_required: False
+    visible, data = html, []
+    for value in (why, "ab" * 32, "ada", "officer", "UTC", "job-1", "rv-1", "alice", "stats", "biscoe",
+                  "urn:sdn:dream:ds:census", "urn:sdn:biscoe:ds:penguins", "G4/CONDITIONAL",
+                  "G1", "OPEN", "job_types.stats", "3 contributors", "dp at dream",
+                  "default G1/OPEN (governance §2.6)"):
+        data.append(value)
+    for value in sorted(data, key=len, reverse=True):  # a name inside another last
+        visible = visible.replace(value, " ")
+    assert english_words(visible) == []
