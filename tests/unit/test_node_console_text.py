@@ -34,8 +34,8 @@ CODE = re.compile(r"<(script|style|pre|code|textarea)\b.*?</\1>", re.S)
 TAG = re.compile(r"<[^>]*>", re.S)
 READ_ATTR = re.compile(r"""\b(?:alt|title|aria-label)=(["'])(.*?)\1""", re.S)
 WORD = re.compile(r"[A-Za-z]{2,}")
-# the product's name, file formats, a hash's, and the language switch, which names English in
-# English
+# names, not English: the product's, file formats', the hash's, and the language switch,
+# which names English in English
 NOT_ENGLISH_TEXT = {"scifed", "YAML", "JSON", "SHA", "English"}
 
 
@@ -134,7 +134,8 @@ def test_a_results_disclosure_checks_are_labelled_in_chinese():
     assert "发布节点" in html and "最小单元计数（k）" in html and "各值来源" in html
     assert "不予发布" in html and "否" in html  # the state and dp_required: False
     visible, data = html, []
-    for value in (why, "ab" * 32, "ada", "officer", "UTC", "job-1", "rv-1", "alice", "stats", "biscoe",
+    for value in (why, "ab" * 32, "ada", "officer", "UTC", "job-1", "rv-1", "alice",
+                  "stats", "biscoe",
                   "urn:sdn:dream:ds:census", "urn:sdn:biscoe:ds:penguins", "G4/CONDITIONAL",
                   "G1", "OPEN", "job_types.stats", "3 contributors", "dp at dream",
                   "default G1/OPEN (governance §2.6)"):
