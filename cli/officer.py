@@ -326,10 +326,13 @@ def policy_show(dataset_id: str, config: Path = ConfigOpt,
 @handle_errors("the node")
 def policy_set(dataset_id: str, file: Path = typer.Option(..., "--file",
                                                           help="Override YAML (tighten only)"),
+               justification: str = typer.Option(
+                   "", "--justification", help="Why (kept with the override and audited)"),
                config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Tighten a dataset's policy; an override that loosens anything is refused."""
     r = admin_stub(config).PolicySet(pb.PolicySetRequest(
-        dataset_id=dataset_id, yaml=_read_meta(file), source=str(file)), timeout=30)
+        dataset_id=dataset_id, yaml=_read_meta(file), source=str(file),
+        justification=justification), timeout=30)
     _print_policy(json.loads(r.json), as_json)
 
 

@@ -104,7 +104,12 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
     @user_errors
     def PolicyShow(self, request, context):
         rec = self.registry.get(request.dataset_id).record
-        return _json({"dataset_id": rec["id"], **self.policies.effective(rec).as_dict()})
+        return self._policy(rec, self.policies.effective(rec))
+
+    def _policy(self, rec: dict, pol) -> object:
+        """The effective policy with the override in force (None where there is none)."""
+        return _json({"dataset_id": rec["id"], **pol.as_dict(),
+                      "override": self.policies.in_force(rec["id"])})
 
     @user_errors
     def PolicySet(self, request, context):
@@ -113,8 +118,8 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
             pol = self.policies.reset(rec, actor(context))
         else:
             pol = self.policies.set(rec, request.yaml, request.source or "override.yaml",
-                                    actor(context))
-        return _json({"dataset_id": rec["id"], **pol.as_dict()})
+                                    actor(context), request.justification.strip())
+        return self._policy(rec, pol)
 
     @user_errors
     def ApprovalsList(self, request, context):

@@ -96,24 +96,41 @@ class EffectivePolicy:
     refusal_allowance: int | None = None  # refused queries a year per researcher
     refusal_run: int | None = None        # refused queries in a row
     sources: dict[str, str] = field(default_factory=dict)
+    cell_source: str = ""      # the source of a value the matrix cell gives
+    override_source: str = ""  # the source of a value the officer's override gives
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(setting, value, where it came from) for `scifed node policy show`."""
-        out = [(f"job type {j}", self.job_types[j].name.lower(), self.sources[f"job_types.{j}"])
-               for j in self.job_types]
-        for name in ("min_cell_count", "min_nodes", "min_contributors", "agg_dp_required",
-                     "fl_dp_required",
-                     "epsilon_per_query", "annual_budget", "researcher_budget", "delta",
-                     "fl_epsilon_max", "he_required", "approval_required", "output_review",
-                     "query_auditing", "dual_approval", "refusal_allowance", "refusal_run"):
+        return [(r["setting"], r["value"], r["source"]) for r in self.settings()]
+
+    def settings(self) -> list[dict[str, str]]:
+        """Each setting with its value and source, and the same in words a console can
+        translate: ``key`` (``min_cell_count``, ``job_types.stats``) and ``origin``
+        (``default``: the matrix cell; ``auditing``: the standard value that switching
+        query auditing on brings; ``override``: the officer's override)."""
+        out = [{"setting": f"job type {j}", "key": f"job_types.{j}",
+                "value": self.job_types[j].name.lower(),
+                "source": self.sources[f"job_types.{j}"]} for j in self.job_types]
+        for name in SETTINGS:
             value = getattr(self, name)
-            out.append((name, "-" if value is None else str(value), self.sources[name]))
+            out.append({"setting": name, "key": name,
+                        "value": "-" if value is None else str(value),
+                        "source": self.sources[name]})
+        for r in out:
+            r["origin"] = ("default" if r["source"] == self.cell_source else "override"
+                           if r["source"] == self.override_source else "auditing")
         return out
 
     def as_dict(self) -> dict[str, Any]:
         return {"grade": self.grade, "category": self.category,
-                "settings": [{"setting": s, "value": v, "source": src}
-                             for s, v, src in self.rows()]}
+                "settings": self.settings()}
+
+
+# The settings of an effective policy besides its job types, in the order shown.
+SETTINGS = ("min_cell_count", "min_nodes", "min_contributors", "agg_dp_required",
+            "fl_dp_required", "epsilon_per_query", "annual_budget", "researcher_budget",
+            "delta", "fl_epsilon_max", "he_required", "approval_required", "output_review",
+            "query_auditing", "dual_approval", "refusal_allowance", "refusal_run")
 
 
 def load_override(text: str, source: str) -> PolicyOverride:
@@ -146,14 +163,11 @@ def effective(grade: str, category: str, override: PolicyOverride | None = None,
         False, d.output_review, d.query_auditing, d.dual_approval, d.refusal_allowance,
         d.refusal_run)
     pol.sources = {f"job_types.{j}": cell for j in pol.job_types}
-    pol.sources |= {n: cell for n in (
-        "min_cell_count", "min_nodes", "min_contributors", "agg_dp_required",
-        "fl_dp_required",
-        "epsilon_per_query", "annual_budget", "researcher_budget", "delta", "fl_epsilon_max",
-        "he_required", "approval_required", "output_review", "query_auditing",
-        "dual_approval", "refusal_allowance", "refusal_run")}
+    pol.sources |= {n: cell for n in SETTINGS}
+    pol.cell_source = cell
     if override is None:
         return pol
+    pol.override_source = source
 
     def loosens(name: str, new: Any, old: Any, why: str) -> UserError:
         return UserError(f"policy override {name}: {new} would loosen the default {old} of "
@@ -309,22 +323,34 @@ class PolicyBook:
             return None, ""
         return load_override(r["yaml"], r["source"]), r["source"]
 
+    def in_force(self, dataset_id: str) -> dict[str, Any] | None:
+        """The override in force as the officer wrote it — its YAML, where it came from,
+        who set it, when and why — for the console to show and prefill; None if none."""
+        with self.store.tx() as con:
+            r = con.execute("SELECT yaml, source, set_by, justification, updated_ms FROM "
+                            "policy_overrides WHERE dataset_id=?", (dataset_id,)).fetchone()
+        return None if r is None else dict(r)
+
     def effective(self, record: dict) -> EffectivePolicy:
         override, source = self.override(record["id"])
         return effective(record["security_grade"], record["sharing_category"], override,
                          f"override {source}" if source else "override")
 
-    def set(self, record: dict, text: str, source: str, actor: str) -> EffectivePolicy:
-        """Validate (may only tighten) and store; nothing is written if refused."""
+    def set(self, record: dict, text: str, source: str, actor: str,
+            justification: str = "") -> EffectivePolicy:
+        """Validate (may only tighten) and store, with who set it and why; nothing is
+        written if refused."""
         parsed = load_override(text, source)
         pol = effective(record["security_grade"], record["sharing_category"], parsed,
                         f"override {source}")
         with self.store.tx() as con:
-            con.execute("INSERT OR REPLACE INTO policy_overrides VALUES (?,?,?,?)",
-                        (record["id"], text, source, now_ms()))
+            con.execute("INSERT OR REPLACE INTO policy_overrides (dataset_id, yaml, source, "
+                        "updated_ms, set_by, justification) VALUES (?,?,?,?,?,?)",
+                        (record["id"], text, source, now_ms(), actor, justification))
             AuditLog.append_in(con, actor, "policy.set", record["id"],
-                               {"source": source, "override": parsed.model_dump(
-                                   exclude_none=True, exclude_defaults=True)})
+                               {"source": source, "justification": justification,
+                                "override": parsed.model_dump(exclude_none=True,
+                                                              exclude_defaults=True)})
         return pol
 
     def reset(self, record: dict, actor: str) -> EffectivePolicy:

@@ -40,12 +40,15 @@ CREATE TABLE IF NOT EXISTS studies (
     datasets    TEXT NOT NULL,
     answered_ms INTEGER NOT NULL
 );
--- The officer's per-dataset policy overrides (node/policy.py), as written.
+-- The officer's per-dataset policy overrides (node/policy.py), as written, with who set
+-- it and why (older databases gain the two columns, empty, when the node next opens them).
 CREATE TABLE IF NOT EXISTS policy_overrides (
-    dataset_id  TEXT PRIMARY KEY,
-    yaml        TEXT NOT NULL,
-    source      TEXT NOT NULL,
-    updated_ms  INTEGER NOT NULL
+    dataset_id    TEXT PRIMARY KEY,
+    yaml          TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    updated_ms    INTEGER NOT NULL,
+    set_by        TEXT NOT NULL DEFAULT '',
+    justification TEXT NOT NULL DEFAULT ''
 );
 -- Tasks held for a decision (node/approvals.py); one per (job, dataset).
 CREATE TABLE IF NOT EXISTS approvals (
@@ -257,7 +260,9 @@ CREATE TABLE IF NOT EXISTS study_keys (
     PRIMARY KEY (study_id, version)
 );
 """
-
+# Columns added to a table after databases with the table existed: (table, column, type).
+ADDED_COLUMNS = (("policy_overrides", "set_by", "TEXT NOT NULL DEFAULT ''"),
+                 ("policy_overrides", "justification", "TEXT NOT NULL DEFAULT ''"))
 
 POOL_IDLE = 8  # connections kept open between transactions
 
@@ -284,6 +289,10 @@ class NodeStore:
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+            for table, column, kind in ADDED_COLUMNS:
+                have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         finally:
             con.close()
 

@@ -51,6 +51,7 @@ register({
     "common.reason": ("Reason", "理由"),
     "common.state": ("State", "状态"),
     "common.signed_in_as": ("Signed in as", "当前用户"),
+    "common.sha256": ("sha256", "SHA-256 哈希"),
 })
 
 
@@ -80,6 +81,16 @@ class Translator:
         except KeyError:
             raise KeyError(f"interface text {key!r} has no {self.lang} translation") from None
         return text.format(**fields) if fields else text
+
+    def term(self, value: object, kind: str = "term") -> str:
+        """A word the node sends as data — a state (``pending``, ``withheld``), a delivery
+        method, a policy value — in this language: the catalog's ``term.<word>``. A value
+        without one (a name, a number, a word the catalog does not know yet) is shown as
+        it is, since it is data, not interface text; the tests check that every state and
+        method the node defines has its term. ``kind`` names another group of such words
+        (``chk``: the names in a result's disclosure checks)."""
+        text = str(value)
+        return _CATALOG[self.lang].get(f"{kind}.{text}", text)
 
 
 def check_catalog() -> list[str]:

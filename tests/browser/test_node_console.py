@@ -7,6 +7,7 @@ G1/CLOSED cell, which then runs to a result that matches pandas on the same rows
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -154,17 +155,59 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     assert "default G1/CLOSED" in page.inner_text("main")
     shot(page, "policy")
     page.click("text=Effective policy of urn:sdn:dream:ds:penguins")
+    policy_url = page.url
+    assert "No override" in page.inner_text("#no-override")
+    assert page.locator("#reset").count() == 0  # nothing to reset
+    k = page.locator("table.policy tr[data-key=min_cell_count]")
+    page.fill("#override", "min_cell_count: 5\n")  # no justification: refused, kept
+    page.click("#apply")
+    assert "justification" in page.inner_text("ul.problems")
+    assert page.input_value("#override") == "min_cell_count: 5\n"
+    why = "colonies under five nests identify their owners"
+    page.fill("#justification", why)
     page.fill("#override", "min_cell_count: 1\n")  # loosening k = 3 is refused
-    page.click("#tighten button:text('Apply')")
+    page.click("#apply")
     assert "tighten" in page.inner_text("ul.problems")
-    k = page.locator("table.policy tr", has_text="min_cell_count")
     assert k.locator("td").nth(1).inner_text() == "3"
+    assert "default" in k.locator("td").nth(2).inner_text()
     page.fill("#override", "min_cell_count: 5\n")
-    page.click("#tighten button:text('Apply')")
+    page.click("#apply")
     assert "updated" in page.inner_text("[role=status]")
     assert k.locator("td").nth(1).inner_text() == "5"
     assert "override" in k.locator("td").nth(2).inner_text()
+    assert "set by officer" in k.locator("td").nth(2).inner_text()
+    nodes = page.locator("table.policy tr[data-key=min_nodes]")
+    assert "default G1/CLOSED" in nodes.locator("td").nth(2).inner_text()
+    # the override in force, as the node keeps it: its YAML, who, when and why
+    assert page.inner_text("#override-yaml").strip() == "min_cell_count: 5"
+    assert page.inner_text("#override-by") == "officer"
+    assert page.inner_text("#override-why") == why
+    assert page.inner_text("#override-at").startswith(dt.datetime.now(dt.UTC).strftime("%Y-"))
+    shown = json.loads(fed.node_cli("dream", "policy", "show", "penguins", "--json").stdout)
+    assert shown["override"]["set_by"] == "officer"
+    assert shown["override"]["justification"] == why
+    assert {r["key"]: r["value"] for r in shown["settings"]}["min_cell_count"] == "5"
     shot(page, "policy-tightened")
+    page.goto(policy_url)  # a fresh visit: the form holds the override in force, to edit
+    assert page.input_value("#override") == "min_cell_count: 5\n"
+    assert page.input_value("#justification") == why
+    page.click("text=中文")
+    assert page.inner_text("#in-force h2") == "当前生效的覆盖"
+    assert "由 officer 设定" in k.locator("td").nth(2).inner_text()
+    assert "最小单元计数" in k.locator("td").nth(0).inner_text()
+    shot(page, "policy-zh")
+    page.click("text=English")
+    page.click("#reset")  # back to the cell's defaults
+    assert "reset" in page.inner_text("[role=status]")
+    assert page.is_visible("#no-override") and page.locator("#reset").count() == 0
+    assert k.locator("td").nth(1).inner_text() == "3"
+    assert "default G1/CLOSED" in k.locator("td").nth(2).inner_text()
+    assert json.loads(fed.node_cli("dream", "policy", "show", "penguins",
+                                   "--json").stdout)["override"] is None
+    page.fill("#override", "min_cell_count: 5\n")  # tightened again for what follows
+    page.fill("#justification", why)
+    page.click("#apply")
+    assert k.locator("td").nth(1).inner_text() == "5"
 
     # A study: dream attaches its dataset in the console, biscoe with the CLI.
     with fed.operator() as op:
@@ -355,3 +398,175 @@ def test_an_officer_decides_access_and_records_an_offline_transfer(fed, console,
     row = page.locator("table.deliveries tr", has_text=hashlib.sha256(disk).hexdigest())
     assert "alice (Zhejiang Univ.)" in row.inner_text()
     shot(page, "access")
+
+    # The same tables in Chinese: every label and every state or method word translated.
+    page.click("text=中文")
+    assert page.inner_text("h1") == "数据访问申请与交付"
+    listed = page.locator("#grants tr", has_text=grant["grant_id"]).inner_text()
+    assert "已授权" in listed and "granted" not in listed
+    kinds = page.locator("table.deliveries").inner_text()
+    assert "线下" in kinds and "下载" in kinds and "SHA-256 哈希" in kinds
+    shot(page, "access-zh")
+    page.click(f"#grants a:text('{grant['grant_id']}')")
+    assert page.inner_text("#grant-state") == "已授权"
+    assert "研究者签名的申请" in page.inner_text("main")
+    shot(page, "grant-zh")
+    page.goto(url + "/access-offline")
+    assert page.inner_text("h1") == "登记线下交付"
+    shot(page, "offline-zh")
+
+
+@pytest.fixture(scope="module")
+def reviewed(fed) -> str:
+    """A study over dream's G4 census: each job needs dream's officer, and its pooled
+    result their output review before it leaves."""
+    fed.create_study("reviewed", {"biscoe": "penguins", "dream": "census",
+                                  "torgersen": "penguins"}, purpose="census decline")
+    return "reviewed"
+
+
+@pytest.fixture
+def researcher_page(fed, browser, tmp_path):
+    """The researcher's own console (`scifed ui`) in a browser page of its own."""
+    from cli.ui.app import build as build_ui
+
+    app, client = build_ui(fed.researcher_dir, downloads=tmp_path / "downloads")
+    running = serve.start(app.app)
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    pg = ctx.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(f"{running.url}/login?token={app.sessions.login_token()}")
+    pg.ui_url = running.url
+    yield pg
+    ctx.close()
+    running.stop()
+    client.close()
+
+
+CENSUS_JOB = ("study: reviewed\ntype: stats\n"
+              "datasets: {biscoe: penguins, dream: census, torgersen: penguins}\n"
+              "stats: {columns: [body_mass_g], measures: [count]}\n")
+
+
+def audit_entries(fed, action: str) -> list[dict]:
+    return [e for e in json.loads(fed.node_cli("dream", "audit", "list", "--json").stdout)
+            if e["action"] == action]
+
+
+def test_an_officer_denies_a_job_with_a_reason(fed, console, reviewed, page, shot,
+                                               researcher_page):
+    """The officer denies a held job in the console with a reason: the researcher's
+    console shows the job failed with that reason from dream, nothing was computed, and
+    the audit log holds the decision signed with the officer's registered key."""
+    from scifed.approver_keys import fingerprint, load_key, public_pem
+
+    url = console
+    reason = "the census may not be pooled with Biscoe before its publication"
+    with fed.researcher() as r:
+        job = r.submit(CENSUS_JOB)
+        wait_for(lambda: [a for a in pending(fed, "census") if a["job_id"] == job], 60,
+                 "the approval request for the census job")
+        (req,) = [a for a in pending(fed, "census") if a["job_id"] == job]
+        log_in(page, url, "officer", fed.approver("dream"))
+        page.goto(f"{url}/approvals/{req['approval_id']}")
+        page.click("#deny button[type=submit]")  # a denial without a reason: refused
+        assert "needs a reason" in page.inner_text("#error-message")
+        assert pending(fed, "census")[0]["decisions"] == []
+        page.goto(f"{url}/approvals/{req['approval_id']}")
+        page.fill("#reason", reason)
+        shot(page, "deny-form")
+        page.click("#deny button[type=submit]")
+        assert page.inner_text("#approval-state") == "denied"
+        assert "signed by officer" in page.inner_text("[role=status]")
+        assert reason in page.inner_text("main")  # in the decisions so far
+        shot(page, "denied")
+        info = r.wait(job, timeout=90)
+    assert info.status == "failed" and reason in info.error
+
+    researcher_page.goto(f"{researcher_page.ui_url}/jobs/{job}")
+    researcher_page.wait_for_selector("#job-status [data-status=failed]")
+    error = researcher_page.inner_text("#job-error")
+    assert reason in error and "dream" in error and "denied" in error
+    assert researcher_page.locator("#see-result").count() == 0
+    shot(researcher_page, "researcher-sees-denied")
+    assert [c for c in audit_entries(fed, "budget.charge") if c["details"].get(
+        "job_id") == job] == []  # nothing was computed, nothing charged
+
+    (entry,) = [e for e in audit_entries(fed, "approval.deny")
+                if e["details"]["approval_id"] == req["approval_id"]]
+    officer_key = fingerprint(public_pem(load_key(fed.approver("dream"),
+                                                  PASSPHRASE.encode())))
+    assert entry["actor"] == "officer" and entry["details"]["key"] == officer_key
+    assert entry["details"]["reason"] == reason and entry["details"]["signature"]
+    page.click("header nav >> text=Audit log")
+    page.fill("#q", "approval.deny")
+    page.click("#audit-filter button:text('Filter')")
+    page.click("#audit-filter button[name=verify]")
+    assert "Audit chain intact" in page.inner_text("#verified")
+    row = page.locator("#audit tr", has_text="approval.deny").first
+    assert "officer" in row.inner_text()
+    row.locator("summary").click()
+    details = row.locator("pre.details").inner_text()
+    assert reason in details and officer_key in details and "signature" in details
+    shot(page, "audit-denial")
+
+
+def test_an_officer_withholds_a_result_under_review(fed, console, reviewed, page, shot,
+                                                    researcher_page):
+    """The officer approves a census job, then withholds its pooled result in output
+    review: the researcher's console shows the job withheld with no result to open, the
+    client has no result either, and the audit log holds the signed withholding over the
+    result's hash."""
+    url = console
+    reason = "the count of the census is below what the platform publishes"
+    with fed.researcher() as r:
+        job = r.submit(CENSUS_JOB)
+        wait_for(lambda: [a for a in pending(fed, "census") if a["job_id"] == job], 60,
+                 "the approval request for the census job")
+        (req,) = [a for a in pending(fed, "census") if a["job_id"] == job]
+        log_in(page, url, "officer", fed.approver("dream"))
+        page.goto(f"{url}/approvals/{req['approval_id']}")
+        page.click("#approve button[type=submit]")
+        assert page.inner_text("#approval-state") == "approved"
+        wait_for(lambda: [v for v in held(fed) if v["job_id"] == job], 90,
+                 "the census result held for output review")
+        (v,) = [v for v in held(fed) if v["job_id"] == job]
+        researcher_page.goto(f"{researcher_page.ui_url}/jobs/{job}")
+        researcher_page.wait_for_selector("#phase-note")  # "in output review"
+        shot(researcher_page, "researcher-sees-in-review")
+
+        page.goto(f"{url}/review/{v['review_id']}")
+        assert "body_mass_g" in page.inner_text("#review-result")
+        page.fill("#withhold-reason", reason)
+        shot(page, "withhold-form")
+        page.click("#withhold button[type=submit]")
+        assert page.inner_text("#review-state") == "withheld"
+        assert "withheld, signed by officer" in page.inner_text("[role=status]")
+        assert page.locator("#release").count() == 0  # decided: no second decision
+        shot(page, "withheld")
+        info = r.wait(job, timeout=90)
+        assert info.status == "withheld" and reason in info.error
+        with pytest.raises(Exception, match="withheld"):
+            r.result(job)  # nothing was released
+
+    researcher_page.goto(f"{researcher_page.ui_url}/jobs/{job}")
+    researcher_page.wait_for_selector("#job-status [data-status=withheld]")
+    assert reason in researcher_page.inner_text("#job-error")
+    assert researcher_page.locator("#see-result").count() == 0
+    shot(researcher_page, "researcher-sees-withheld")
+    (entry,) = [e for e in audit_entries(fed, "review.withhold")
+                if e["details"]["review_id"] == v["review_id"]]
+    assert entry["actor"] == "officer" and entry["details"]["reason"] == reason
+    assert entry["details"]["result_sha256"] == v["result_sha256"]
+    assert [e for e in audit_entries(fed, "review.release")
+            if e["details"]["job_id"] == job] == []
+    page.goto(f"{url}/review?state=all")
+    assert "withheld" in page.locator("#reviews tr", has_text=job).inner_text()
+    page.click("text=中文")  # the switch comes back to the path: all reviews again
+    page.goto(f"{url}/review?state=all")
+    assert "不予发布" in page.locator("#reviews tr", has_text=job).inner_text()
+    shot(page, "reviews-zh")
+    page.goto(f"{url}/review/{v['review_id']}")
+    checks = page.inner_text("#review-checks")  # the result's provenance, labelled
+    assert "发布节点" in checks and "最小单元计数（k）" in checks and "biscoe" in checks
+    shot(page, "review-zh")

@@ -311,3 +311,54 @@ def test_the_scorecard_and_the_policy_engine_read_one_k():
         assert min_cell_count(*cell) == effective(*cell).min_cell_count == \
             CELL_DEFAULTS[cell].k
     assert min_cell_count("G2", "OPEN") == 3  # governance §2.6, the G2/OPEN cell
+
+
+def test_each_setting_says_whether_the_cell_or_the_override_gave_it():
+    ov = load_override("min_cell_count: 20\nquery_auditing: true\n", "o.yaml")
+    rows = {r["key"]: r for r in effective("G1", "OPEN", ov, "override o.yaml").settings()}
+    assert rows["min_cell_count"]["origin"] == "override"
+    assert rows["min_cell_count"]["value"] == "20"
+    assert rows["min_nodes"]["origin"] == "default"
+    assert rows["job_types.stats"]["origin"] == "default"
+    assert rows["refusal_run"]["origin"] == "auditing"  # what switching auditing on brings
+    plain = effective("G1", "OPEN").settings()
+    assert {r["origin"] for r in plain} == {"default"}
+
+
+def test_the_override_in_force_keeps_its_yaml_author_time_and_justification(tmp_path):
+    import sqlite3
+
+    from node.audit import AuditLog
+    from node.policy import PolicyBook
+    from node.store import NodeStore
+
+    store = NodeStore(tmp_path / "node.db")
+    book = PolicyBook(store)
+    record = {"id": "urn:sdn:n:ds:x", "security_grade": "G2", "sharing_category": "OPEN"}
+    assert book.in_force(record["id"]) is None
+    text = "min_cell_count: 10  # small towns\n"
+    with pytest.raises(UserError, match="loosen"):
+        book.set(record, "min_cell_count: 1\n", "node console", "ada", "because")
+    assert book.in_force(record["id"]) is None  # nothing written for a refusal
+    book.set(record, text, "node console", "ada", "towns under 10 households")
+    got = book.in_force(record["id"])
+    assert (got["yaml"], got["set_by"], got["justification"], got["source"]) == (
+        text, "ada", "towns under 10 households", "node console")
+    assert got["updated_ms"] > 0
+    (entry,) = [e for e in AuditLog(store).entries() if e.action == "policy.set"]
+    assert entry.actor == "ada" and "towns under 10 households" in str(entry.details)
+    book.reset(record, "ada")
+    assert book.in_force(record["id"]) is None
+
+    # a database from before the override kept its author: opened, it gains the columns
+    old = tmp_path / "old.db"
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE policy_overrides (dataset_id TEXT PRIMARY KEY, yaml TEXT NOT "
+                "NULL, source TEXT NOT NULL, updated_ms INTEGER NOT NULL)")
+    con.execute("INSERT INTO policy_overrides VALUES (?,?,?,?)",
+                (record["id"], "min_nodes: 4\n", "strict.yaml", 5))
+    con.commit()
+    con.close()
+    kept = PolicyBook(NodeStore(old)).in_force(record["id"])
+    assert kept == {"yaml": "min_nodes: 4\n", "source": "strict.yaml", "set_by": "",
+                    "justification": "", "updated_ms": 5}

@@ -57,5 +57,5 @@ def install(nc) -> None:
                 key=lambda: key, key_label=f"of {s.user}")
         except grpc.RpcError as exc:
             return one(request, s, review_id, 400, problem=refusal(exc))
-        flash(s, t("rv.done", id=v["review_id"], state=v["state"], name=me.name))
+        flash(s, t("rv.done", id=v["review_id"], state=t.term(v["state"]), name=me.name))
         return RedirectResponse(f"/review/{quote(review_id)}", status_code=303)

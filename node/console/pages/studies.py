@@ -43,5 +43,5 @@ def install(nc) -> None:
             raise UserError(nc.t(request)("st.pick"))
         st = await run_in_threadpool(nc.admin(s).AnswerStudy, fpb.AnswerInvitationRequest(
             study_id=study_id, accept=accept, datasets=chosen if accept else []), timeout=60)
-        notice = nc.t(request)("st.answered", name=st.name, status=st.status)
+        notice = nc.t(request)("st.answered", name=st.name, status=nc.t(request).term(st.status))
         return await run_in_threadpool(page, request, s, notice=notice)

@@ -46,16 +46,18 @@ class JsonReply(_message.Message):
     def __init__(self, json: _Optional[str] = ...) -> None: ...
 
 class PolicySetRequest(_message.Message):
-    __slots__ = ("dataset_id", "yaml", "source", "reset")
+    __slots__ = ("dataset_id", "yaml", "source", "reset", "justification")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     YAML_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     yaml: str
     source: str
     reset: bool
-    def __init__(self, dataset_id: _Optional[str] = ..., yaml: _Optional[str] = ..., source: _Optional[str] = ..., reset: bool = ...) -> None: ...
+    justification: str
+    def __init__(self, dataset_id: _Optional[str] = ..., yaml: _Optional[str] = ..., source: _Optional[str] = ..., reset: bool = ..., justification: _Optional[str] = ...) -> None: ...
 
 class ApprovalsListRequest(_message.Message):
     __slots__ = ("state",)
