@@ -453,6 +453,18 @@ def audit_entries(fed, action: str) -> list[dict]:
             if e["action"] == action]
 
 
+def open_census_approval(fed, r, page, url) -> tuple[str, dict]:
+    """Submit the census job, wait for dream's approval request, and open it logged in as
+    dream's officer: the job id and the request."""
+    job = r.submit(CENSUS_JOB)
+    wait_for(lambda: [a for a in pending(fed, "census") if a["job_id"] == job], 60,
+             "the approval request for the census job")
+    (req,) = [a for a in pending(fed, "census") if a["job_id"] == job]
+    log_in(page, url, "officer", fed.approver("dream"))
+    page.goto(f"{url}/approvals/{req['approval_id']}")
+    return job, req
+
+
 def test_an_officer_denies_a_job_with_a_reason(fed, console, reviewed, page, shot,
                                                researcher_page):
     """The officer denies a held job in the console with a reason: the researcher's
@@ -463,12 +475,7 @@ def test_an_officer_denies_a_job_with_a_reason(fed, console, reviewed, page, sho
     url = console
     reason = "the census may not be pooled with Biscoe before its publication"
     with fed.researcher() as r:
-        job = r.submit(CENSUS_JOB)
-        wait_for(lambda: [a for a in pending(fed, "census") if a["job_id"] == job], 60,
-                 "the approval request for the census job")
-        (req,) = [a for a in pending(fed, "census") if a["job_id"] == job]
-        log_in(page, url, "officer", fed.approver("dream"))
-        page.goto(f"{url}/approvals/{req['approval_id']}")
+        job, req = open_census_approval(fed, r, page, url)
         page.click("#deny button[type=submit]")  # a denial without a reason: refused
         assert "needs a reason" in page.inner_text("#error-message")
         assert pending(fed, "census")[0]["decisions"] == []
@@ -520,12 +527,7 @@ def test_an_officer_withholds_a_result_under_review(fed, console, reviewed, page
     url = console
     reason = "the count of the census is below what the platform publishes"
     with fed.researcher() as r:
-        job = r.submit(CENSUS_JOB)
-        wait_for(lambda: [a for a in pending(fed, "census") if a["job_id"] == job], 60,
-                 "the approval request for the census job")
-        (req,) = [a for a in pending(fed, "census") if a["job_id"] == job]
-        log_in(page, url, "officer", fed.approver("dream"))
-        page.goto(f"{url}/approvals/{req['approval_id']}")
+        job, req = open_census_approval(fed, r, page, url)
         page.click("#approve button[type=submit]")
         assert page.inner_text("#approval-state") == "approved"
         wait_for(lambda: [v for v in held(fed) if v["job_id"] == job], 90,
