@@ -3,7 +3,11 @@ service queries, and the officer's grants, offline transfers and revocations.
 
 Every call is decided again from the dataset's current record and cell
 (:mod:`node.delivery.rules`), the grant as this node recorded it, and the researcher's
-certificate (signed request, CRL): never from what the coordinator relays. Whatever a
+certificate (signed request, CRL): never from what the coordinator relays. Each manifest,
+chunk and query is a call the researcher signed with the certificate the grant was made
+for, fresh and answered once, so the coordinator cannot spend a grant on its own; a
+query's SQL and the reason it is refused travel sealed, so the coordinator never reads
+them. Prepared downloads share one disk budget (``delivery_max_bytes``). Whatever a
 request says, the node delivers only the grant's columns by the grant's method to the
 grant's researcher, sealed to the seal key that researcher signed for; a refusal changes
 nothing but the audit chain, which records every grant, delivery and refusal with the
@@ -13,6 +17,7 @@ recipient and the hash.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import shutil
 import threading
@@ -32,6 +37,7 @@ from scifed.approver_keys import b64, verifies
 from scifed.chain import canonical
 from scifed.config import NodeConfig
 from scifed.delivery import (
+    CALL_MAX_AGE_MS,
     CHUNK_BYTES,
     AccessKind,
     AccessRequest,
@@ -43,13 +49,15 @@ from scifed.delivery import (
     answer_context,
     chunk_context,
     manifest_context,
+    query_context,
     sign_manifest,
+    verify_call,
     verify_request,
 )
 from scifed.errors import NotFound, UserError
 from scifed.filters import quote_identifier
 from scifed.grading import Access
-from scifed.sealing import SealKeyClaim, seal
+from scifed.sealing import SealKeyClaim, load_seal_key, make_claim, open_sealed, seal
 from scifed.wire import now_ms
 
 # An officer's record of an offline transfer is a statement of its own kind, signed
@@ -102,6 +110,13 @@ class Delivery:
         self.ca_pem = cfg.tls.ca.read_bytes()
         self.extracts = cfg.state_dir / "deliveries"
         self._preparing = threading.Lock()
+
+    @functools.cached_property
+    def _claim(self) -> dict:
+        """This node's seal key claim, which a researcher seals a service query to."""
+        tls = self.cfg.tls
+        return make_claim(tls.key.parent, name=self.node, role="node", cert_path=tls.cert,
+                          key_path=tls.key).to_dict()
 
     def handlers(self) -> dict:
         """The task handlers of delivery, beside the runner's job handlers."""
@@ -237,24 +252,44 @@ class Delivery:
                          record_id=grant.record_id, researcher=grant.researcher,
                          method=grant.method, columns=grant.columns, format=grant.format,
                          state=state, reason=grant.reason, conditions=conditions,
-                         expires_ms=expires, created_ms=grant.created_ms)
+                         expires_ms=expires, created_ms=grant.created_ms,
+                         node_claim=self._claim)
 
     def list(self, req: GrantList) -> GrantsReply:
         return GrantsReply(grants=[self._view(g) for g in self.grants.list(
             researcher=req.researcher)])
 
-    def _usable(self, ref: GrantRef, method: str) -> tuple[Grant, DatasetRow, bytes]:
-        """The grant, its dataset and the grantee's seal key, if the grant may deliver
-        by ``method`` now; else a refusal, audited."""
+    def _usable(self, ref: GrantRef, method: str,
+                what: str) -> tuple[Grant, DatasetRow, bytes, dict]:
+        """The grant, its dataset, the grantee's seal key and the researcher's signed
+        call (``what``: manifest, chunk or query), if the researcher made this call, for
+        the first time, and the grant may deliver by ``method`` now; else a refusal,
+        audited."""
         try:
             grant = self.grants.get(ref.grant_id)
         except NotFound:
             raise self._refuse("access", ref.researcher, f"grant {ref.grant_id[:40]}",
                                "there is no such grant at this node") from None
-        what = f"{method} under grant {grant.grant_id}"
+        said = f"{what} under grant {grant.grant_id}"
         if ref.researcher != grant.researcher:
-            raise self._refuse(grant.dataset_id, ref.researcher, what,
+            raise self._refuse(grant.dataset_id, ref.researcher, said,
                                "the grant is another researcher's", grant.grant_id)
+        try:
+            call = verify_call(ref, what=what, node=self.node, researcher=grant.researcher,
+                               cert_pem=str(grant.request["claim"]["cert_pem"]).encode(),
+                               now=now_ms())
+        except UserError as exc:
+            raise self._refuse(grant.dataset_id, ref.researcher, said, str(exc),
+                               grant.grant_id) from None
+        with self.registry.store.tx() as con:
+            first = GrantBook.first_call(con, nonce=call["nonce"], grant_id=grant.grant_id,
+                                         at_ms=call["at_ms"],
+                                         forget_before_ms=now_ms() - CALL_MAX_AGE_MS)
+        if not first:
+            raise self._refuse(grant.dataset_id, ref.researcher, said,
+                               "the call was made before (its nonce was seen): a signed "
+                               "call is answered once", grant.grant_id)
+        what = f"{method} under grant {grant.grant_id}"
         if method != grant.method:
             raise self._refuse(grant.dataset_id, ref.researcher, what,
                                f"the grant is for {grant.method}, not {method}",
@@ -282,11 +317,11 @@ class Delivery:
         claim = grant.request["claim"]
         crl = self.studies.trust.fresh(f"access:{grant.researcher}")
         self.studies.trust.check_researcher(crl, claim, grant.grant_id, grant.researcher)
-        return grant, row, SealKeyClaim.from_dict(claim).seal_public
+        return grant, row, SealKeyClaim.from_dict(claim).seal_public, call
 
     # -- download -----------------------------------------------------------------------
     def manifest(self, ref: GrantRef) -> SealedReply:
-        grant, row, seal_public = self._usable(ref, "download")
+        grant, row, seal_public, _ = self._usable(ref, "download", "manifest")
         with self._preparing:  # one extract per grant, however many ask at once
             grant = self.grants.get(grant.grant_id)
             extract = grant.extract if _current(grant.extract, row) else \
@@ -351,7 +386,8 @@ class Delivery:
         return extract
 
     def chunk(self, ref: GrantRef) -> SealedReply:
-        grant, row, seal_public = self._usable(ref, "download")
+        grant, row, seal_public, call = self._usable(ref, "download", "chunk")
+        index = call["index"]  # the chunk the researcher signed for
         if grant.extract is None:
             raise UserError(f"node {self.node}: ask for grant {grant.grant_id}'s manifest "
                             "before its chunks")
@@ -360,27 +396,42 @@ class Delivery:
                             f"{grant.grant_id}'s download was prepared; run the download "
                             "again for the data as it is now")
         manifest = grant.extract["manifest"]
-        if not 0 <= ref.index < manifest["chunks"]:
+        if not 0 <= index < manifest["chunks"]:
             raise UserError(f"node {self.node}: grant {grant.grant_id} has chunks 0 to "
-                            f"{manifest['chunks'] - 1}, not {ref.index}")
+                            f"{manifest['chunks'] - 1}, not {index}")
         with self._extract_path(grant).open("rb") as f:
-            f.seek(ref.index * manifest["chunk_bytes"])
+            f.seek(index * manifest["chunk_bytes"])
             data = f.read(manifest["chunk_bytes"])
-        if hashlib.sha256(data).hexdigest() != manifest["chunk_sha256"][ref.index]:
+        if hashlib.sha256(data).hexdigest() != manifest["chunk_sha256"][index]:
             raise UserError(f"node {self.node}: the prepared file of grant {grant.grant_id} "
                             "changed at rest; the officer revokes it and the researcher "
                             "asks again")
-        if ref.index == manifest["chunks"] - 1:
+        if index == manifest["chunks"] - 1:
             self.audit.append("policy", "access.download.served", grant.dataset_id,
                               {"grant_id": grant.grant_id, "recipient": grant.researcher,
                                "sha256": manifest["sha256"]})
         return SealedReply(sealed=seal(seal_public, data, context=chunk_context(
-            grant.grant_id, manifest["sha256"], ref.index, manifest["chunks"])))
+            grant.grant_id, manifest["sha256"], index, manifest["chunks"])))
 
     # -- in-node service ----------------------------------------------------------------
     def query(self, ref: GrantRef) -> SealedReply:
-        grant, row, seal_public = self._usable(ref, "in_node_service")
-        query_sha = hashlib.sha256(ref.sql.encode()).hexdigest()
+        grant, row, seal_public, call = self._usable(ref, "in_node_service", "query")
+        try:
+            sql = open_sealed(load_seal_key(self.cfg.tls.key.parent), ref.sealed_query,
+                              context=query_context(grant.grant_id, call["nonce"])).decode()
+        except (UserError, UnicodeDecodeError):
+            raise self._refuse(row.dataset_id, grant.researcher,
+                               f"a query under grant {grant.grant_id}", "the query is not "
+                               "sealed to this node for this call", grant.grant_id) from None
+        query_sha = hashlib.sha256(sql.encode()).hexdigest()
+
+        def sealed(body: dict) -> SealedReply:
+            """An answer or a refusal, sealed to the grantee: a refusal may quote the
+            query, which the coordinator never reads."""
+            return SealedReply(sealed=seal(seal_public, canonical(
+                {"grant_id": grant.grant_id, "query_sha256": query_sha, **body}).encode(),
+                context=answer_context(grant.grant_id, query_sha)))
+
         record = row.record
         k = max(self.policies.effective(record).min_cell_count, service.MIN_GROUP)
         registered = record["distributions"][0]["sha256"]
@@ -389,21 +440,17 @@ class Delivery:
             frame = data.con.sql(f"SELECT {cols} FROM {data.source}").df()  # noqa: S608
         what = f"query {query_sha[:12]}"
         try:
-            result = service.run(frame, ref.sql, rows_allowed=rules.rows_allowed(
+            result = service.run(frame, sql, rows_allowed=rules.rows_allowed(
                 record, _today()), k=k)
-        except UserError as exc:
-            self._refuse(row.dataset_id, grant.researcher, what, str(exc), grant.grant_id)
-            raise
-        answer = result.body
-        body = canonical({"grant_id": grant.grant_id, "query_sha256": query_sha, **answer})
-        digest = hashlib.sha256(body.encode()).hexdigest()
-        try:
+            answer = result.body
+            body = canonical({"grant_id": grant.grant_id, "query_sha256": query_sha,
+                              **answer})
+            digest = hashlib.sha256(body.encode()).hexdigest()
             self._audited(grant, row, query_sha, result, k, registered, digest)
         except UserError as exc:
             self._refuse(row.dataset_id, grant.researcher, what, str(exc), grant.grant_id)
-            raise
-        return SealedReply(sealed=seal(seal_public, body.encode(),
-                                       context=answer_context(grant.grant_id, query_sha)))
+            return sealed({"refused": str(exc)})
+        return sealed(answer)
 
     def _audited(self, grant: Grant, row: DatasetRow, query_sha: str,
                  result: service.Answer, k: int, registered: str, digest: str) -> None:

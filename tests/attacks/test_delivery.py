@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 
 import pandas as pd
 import pytest
@@ -146,9 +145,8 @@ def test_column_not_granted_is_not_delivered(fed):
     # the download grant is not a service grant, nor the other way round (changed method)
     with pytest.raises(UserError, match="is for download"):
         fed.coordinator.access.relay("access.query", "alice", record_id("open"),
-                                     json.dumps({"grant_id": grant.grant_id,
-                                                 "researcher": "alice",
-                                                 "sql": "SELECT * FROM data"}).encode())
+                                     ac.signed_ref(client, grant, "query",
+                                                   sql="SELECT * FROM data").dumps())
 
 
 def test_another_researchers_grant_delivers_nothing(fed):
