@@ -104,6 +104,10 @@ class GrantView(Message):
     # is sealed to, so the coordinator relays only its ciphertext
     node_claim: dict = {}
 
+    def shown(self) -> dict:
+        """The grant as a person reads it (without the node's key claim)."""
+        return self.model_dump(exclude={"node_claim"})
+
 
 class GrantRef(Message):
     """One call under a grant: the researcher's signed statement of it (``call``, see
@@ -284,4 +288,4 @@ def query_context(grant_id: str, nonce: str) -> bytes:
 
 
 def grants_json(grants: list[GrantView]) -> list[dict]:
-    return [json.loads(g.model_dump_json()) for g in grants]
+    return [json.loads(g.model_dump_json(exclude={"node_claim"})) for g in grants]

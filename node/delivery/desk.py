@@ -92,6 +92,10 @@ def _current(extract: dict | None, row: DatasetRow) -> bool:
         extract.get(_SOURCE) == row.record["distributions"][0]["sha256"]
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB ({n} bytes)"
+
+
 def _today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
 
@@ -110,6 +114,7 @@ class Delivery:
         self.ca_pem = cfg.tls.ca.read_bytes()
         self.extracts = cfg.state_dir / "deliveries"
         self._preparing = threading.Lock()
+        self.sweep()  # what expired while the node was down frees its disk at start
 
     @functools.cached_property
     def _claim(self) -> dict:
@@ -330,28 +335,66 @@ class Delivery:
         return SealedReply(sealed=seal(seal_public, canonical(signed).encode(),
                                        context=manifest_context(grant.grant_id)))
 
+    def sweep(self) -> None:
+        """Remove the prepared downloads of grants that deliver no more (revoked, denied,
+        expired) and what an interrupted preparation left: their disk is free again."""
+        if not self.extracts.exists():
+            return
+        for grant in self.grants.list():
+            if grant.extract is not None and not self._live(grant):
+                self._extract_path(grant).unlink(missing_ok=True)
+        for leftover in self.extracts.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+    def _prepared_bytes(self, *, besides: Path) -> int:
+        """The disk prepared downloads hold now (but ``besides``, about to be replaced)."""
+        return sum(p.stat().st_size for p in self.extracts.iterdir()
+                   if p.is_file() and p != besides)
+
+    def _within_budget(self, grant: Grant, row: DatasetRow, used: int, size: int) -> None:
+        bound = self.cfg.delivery_max_bytes
+        if used + size > bound:
+            raise self._refuse(
+                row.dataset_id, grant.researcher, f"download under grant {grant.grant_id}",
+                f"preparing it takes {_mib(size)}, but the prepared downloads of this "
+                f"node's grants hold {_mib(used)} of its bound of {_mib(bound)} "
+                "(delivery_max_bytes in node.yaml); the officer frees space by revoking "
+                "grants no longer needed (`scifed node access revoke GRANT --reason "
+                "TEXT`), and the files of expired grants are removed; then download "
+                "again", grant.grant_id)
+
     def _extract_path(self, grant: Grant) -> Path:
         return self.extracts / f"{grant.grant_id}.{grant.format if grant.columns else 'data'}"
 
     def _prepare(self, grant: Grant, row: DatasetRow) -> dict:
         """Freeze what the grant delivers in the node's state directory (the registered
-        file, or the granted columns written by DuckDB), and sign its manifest."""
+        file, or the granted columns written by DuckDB), and sign its manifest; refused,
+        with nothing left behind, where it would take prepared downloads beyond the
+        node's ``delivery_max_bytes``."""
         from scifed.at_rest import private_dir
 
         private_dir(self.extracts)
+        self.sweep()
         out = self._extract_path(grant)
+        tmp = out.with_suffix(".tmp")
         source = self.registry.data_path(row.dataset_id)
         registered = row.record["distributions"][0]["sha256"]
-        if grant.columns:
-            tmp = out.with_suffix(".tmp")
+        used = self._prepared_bytes(besides=out)
+        if not grant.columns:
+            self._within_budget(grant, row, used, source.stat().st_size)
+            shutil.copyfile(source, tmp)
+        else:
             target = str(tmp).replace("'", "''")
             with DataFile(source, version=registered) as data:
                 cols = ", ".join(quote_identifier(c) for c in grant.columns)
                 data.con.execute(f"COPY (SELECT {cols} FROM {data.source}) TO '{target}' "
                                  f"(FORMAT {grant.format})")
-            tmp.replace(out)
-        else:
-            shutil.copyfile(source, out)
+            try:
+                self._within_budget(grant, row, used, tmp.stat().st_size)
+            except UserError:
+                tmp.unlink(missing_ok=True)
+                raise
+        tmp.replace(out)
         digests, whole, size = [], hashlib.sha256(), 0
         with out.open("rb") as f:
             while chunk := f.read(CHUNK_BYTES):
@@ -475,13 +518,13 @@ class Delivery:
 
     # -- the officer --------------------------------------------------------------------
     def officer_list(self, state: str = "") -> list[dict]:
-        return [{**self._view(g).model_dump(), "purpose": g.purpose, "study": g.study,
+        return [{**self._view(g).shown(), "purpose": g.purpose, "study": g.study,
                  "approval_id": g.approval_id} for g in self.grants.list()
                 if not state or self._state(g)[0] == state]
 
     def officer_show(self, grant_id: str) -> dict:
         grant = self.grants.get(grant_id)
-        return {**self._view(grant).model_dump(), "purpose": grant.purpose,
+        return {**self._view(grant).shown(), "purpose": grant.purpose,
                 "study": grant.study, "approval_id": grant.approval_id,
                 "request": grant.request["statement"],
                 "manifest": grant.extract["manifest"] if grant.extract else None,
