@@ -72,7 +72,7 @@ def access_request(record_id: str = typer.Argument(..., help="The dataset's cata
         grant = ac.request_access(c, record_id, method=method, purpose=purpose,
                                   accept=accepted, fmt=fmt, study=study,
                                   columns=[x.strip() for x in columns.split(",") if x.strip()])
-    g = grant.model_dump()
+    g = grant.shown()
     show(g, as_json, f"grant [bold]{g['grant_id']}[/] at node {g['node']}: "
          f"[bold]{g['state']}[/] ({g['reason']})")
 
@@ -85,7 +85,7 @@ def access_list(identity: Path = IdentityOpt, as_json: bool = JsonOpt) -> None:
 
     with _client(identity) as c:
         grants, unreached = ac.list_access(c)
-    rows = [g.model_dump() for g in grants]
+    rows = [g.shown() for g in grants]
     if as_json:
         print_json({"grants": rows, "unreached": unreached})
         return

@@ -5,8 +5,10 @@ record) as tasks on that node's stream, and the node's answer comes back as it s
 The coordinator adds only what it knows for sure: the caller's name from their mTLS
 certificate (a request signed for another name is refused here, and the node checks the
 signature again) and, for a request naming a study, that the caller is one of its
-researchers. Chunks, manifests and answers are sealed by the node to the researcher; the
-coordinator relays ciphertext and keeps none of it.
+researchers. Each manifest, chunk and query call is signed by the researcher (the node
+checks it, so the coordinator cannot make one), a query's SQL is sealed to the node, and
+chunks, manifests, answers and query refusals are sealed by the node to the researcher;
+the coordinator relays ciphertext and keeps none of it.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class AccessRelay:
         return GrantsReply(grants=grants).dumps(), unreached
 
     def relay(self, kind: AccessKind, researcher: str, record_id: str, payload: bytes) -> bytes:
-        """A manifest, chunk or query call, in the caller's name."""
+        """A researcher's signed manifest, chunk or query call, with the caller's name as
+        its mTLS certificate says (the node checks both against the grant)."""
         ref = GrantRef.loads(payload)
         body = json.loads(ref.model_dump_json())
         return self._ask(self._node_of(record_id), kind,

@@ -1,6 +1,11 @@
 """The researcher's side of delivery, for the `scifed access` commands and the web
 console: request access, list grants, download a grant to a file, query in the node.
 
+Every call under a grant (manifest, chunk, query) is a statement the researcher signs
+(:func:`scifed.delivery.call_statement`), so the coordinator cannot make one on its own;
+a query's SQL is sealed to the node's seal key (its claim checked against the federation
+CA and the CRL), and its answer or refusal comes back sealed to the researcher.
+
 A download is checked before anything is trusted: the node's signed manifest (its
 certificate from the federation CA, for this grant and this researcher), each chunk
 opened with the researcher's seal key under the context of its grant, file digest and
@@ -28,14 +33,18 @@ from scifed.delivery import (
     GrantView,
     SealedReply,
     answer_context,
+    call_statement,
     chunk_context,
     manifest_context,
+    query_context,
     request_statement,
+    sign_call,
     sign_request,
     verify_manifest,
 )
 from scifed.errors import UserError
-from scifed.sealing import load_seal_key, make_claim, open_sealed
+from scifed.pki import identity_from_cert_pem
+from scifed.sealing import SealKeyClaim, load_seal_key, make_claim, open_sealed, seal, verify_claim
 
 Progress = Callable[[int, int], None]  # (bytes verified so far, total bytes)
 
@@ -104,8 +113,38 @@ def find_grant(client: Client, grant_id: str) -> GrantView:
     raise UserError(f"no grant '{grant_id}' of yours{more}; `scifed access list` shows them")
 
 
-def _call(client: Client, rpc: str, grant: GrantView, **ref) -> bytes:
-    payload = GrantRef(grant_id=grant.grant_id, researcher=grant.researcher, **ref).dumps()
+def node_seal_key(client: Client, grant: GrantView) -> bytes:
+    """The seal public key of the grant's node, from the claim the node signed (the
+    listing came through the coordinator: the claim must be the named node's, with a
+    certificate of the federation CA that is not revoked)."""
+    ca_pem, revoked = client._trust()
+    try:
+        claim = SealKeyClaim.from_dict(grant.node_claim)
+        public = verify_claim(claim, ca_pem, expect_role="node", expect_name=grant.node)
+    except (UserError, ValueError) as exc:
+        raise UserError(f"grant {grant.grant_id} carries no valid seal key of node "
+                        f"{grant.node} ({exc}); the query was not sent") from None
+    if identity_from_cert_pem(claim.cert_pem).serial in revoked:
+        raise UserError(f"node {grant.node}'s certificate is revoked; the query was not sent")
+    return public
+
+
+def signed_ref(client: Client, grant: GrantView, what: str, *, index: int = 0,
+               sql: str | None = None) -> GrantRef:
+    """One call under ``grant`` as the researcher signs it: ``what`` (manifest, chunk
+    ``index``, or query ``sql``, sealed to the node for this call only)."""
+    me, d = client.identity.cfg.name, client.identity.path
+    nonce = uuid.uuid4().hex
+    sealed = b"" if sql is None else seal(node_seal_key(client, grant), sql.encode(),
+                                          context=query_context(grant.grant_id, nonce))
+    statement = call_statement(grant_id=grant.grant_id, node=grant.node, researcher=me,
+                               what=what, index=index, sealed_query=sealed, nonce=nonce)
+    return GrantRef(grant_id=grant.grant_id, researcher=me, call=statement,
+                    signature=sign_call(statement, d, me), sealed_query=sealed)
+
+
+def _call(client: Client, rpc: str, grant: GrantView, what: str, **ref) -> bytes:
+    payload = signed_ref(client, grant, what, **ref).dumps()
     r = getattr(client.stub, rpc)(pb.AccessCall(record_id=grant.record_id, payload=payload),
                                   timeout=client.timeout)
     return SealedReply.loads(r.payload).sealed
@@ -114,7 +153,7 @@ def _call(client: Client, rpc: str, grant: GrantView, **ref) -> bytes:
 def manifest(client: Client, grant: GrantView) -> dict:
     """The grant's manifest, opened and verified (signed by its node for this grant)."""
     key = load_seal_key(client.identity.path)
-    plain = open_sealed(key, _call(client, "AccessManifest", grant),
+    plain = open_sealed(key, _call(client, "AccessManifest", grant, "manifest"),
                         context=manifest_context(grant.grant_id))
     ca_pem, revoked = client._trust()
     m = verify_manifest(json.loads(plain), ca_pem, node=grant.node,
@@ -176,7 +215,7 @@ def download(client: Client, grant: GrantView | str, out: Path,
         progress(done, m["size"])
     with part.open("ab") as f:
         for index in range(start, m["chunks"]):
-            sealed = _call(client, "AccessChunk", grant, index=index)
+            sealed = _call(client, "AccessChunk", grant, "chunk", index=index)
             try:
                 data = open_sealed(key, sealed, context=chunk_context(
                     grant.grant_id, m["sha256"], index, m["chunks"]))
@@ -207,14 +246,17 @@ def download(client: Client, grant: GrantView | str, out: Path,
 
 def query(client: Client, grant: GrantView | str, sql: str) -> tuple[pd.DataFrame, dict]:
     """Run one in-node service query under a grant; the answer as a DataFrame, and what
-    the node said of it (mode, groups withheld below k)."""
+    the node said of it (mode, groups withheld below k). The SQL goes sealed to the node
+    and the answer, or the node's reason for refusing it, comes back sealed to you."""
     if isinstance(grant, str):
         grant = find_grant(client, grant)
     sha = hashlib.sha256(sql.encode()).hexdigest()
     plain = json.loads(open_sealed(load_seal_key(client.identity.path),
-                                   _call(client, "AccessQuery", grant, sql=sql),
+                                   _call(client, "AccessQuery", grant, "query", sql=sql),
                                    context=answer_context(grant.grant_id, sha)))
     if plain.get("grant_id") != grant.grant_id or plain.get("query_sha256") != sha:
         raise UserError("the answer is not of this query under this grant")
+    if "refused" in plain:
+        raise UserError(str(plain["refused"]))
     frame = pd.DataFrame(plain["rows"], columns=plain["columns"])
     return frame, {"mode": plain["mode"], "withheld": plain["withheld"]}

@@ -62,6 +62,11 @@ class NodeConfig(_Strict):
     output_review_hours: float = Field(
         default=168.0, gt=0, description="how long a pooled result waits for the officer's "
         "output review (where policy asks for one) before it is withheld unreleased")
+    delivery_max_bytes: int = Field(
+        default=10 * 1024**3, gt=0, description="the most disk that prepared downloads "
+        "of all grants together may hold in state_dir/deliveries (a grant's download is a "
+        "copy of its data until the grant is revoked or expires); a download that would "
+        "go beyond it is refused")
     approvers: dict[str, Literal["officer", "liaison", "security_lead"]] = Field(
         default_factory=dict, description="deprecated, approves nothing: approvers are "
         "people with keys (`scifed node approver add NAME --role ROLE`); the node warns at "

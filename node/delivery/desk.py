@@ -3,7 +3,11 @@ service queries, and the officer's grants, offline transfers and revocations.
 
 Every call is decided again from the dataset's current record and cell
 (:mod:`node.delivery.rules`), the grant as this node recorded it, and the researcher's
-certificate (signed request, CRL): never from what the coordinator relays. Whatever a
+certificate (signed request, CRL): never from what the coordinator relays. Each manifest,
+chunk and query is a call the researcher signed with the certificate the grant was made
+for, fresh and answered once, so the coordinator cannot spend a grant on its own; a
+query's SQL and the reason it is refused travel sealed, so the coordinator never reads
+them. Prepared downloads share one disk budget (``delivery_max_bytes``). Whatever a
 request says, the node delivers only the grant's columns by the grant's method to the
 grant's researcher, sealed to the seal key that researcher signed for; a refusal changes
 nothing but the audit chain, which records every grant, delivery and refusal with the
@@ -13,6 +17,7 @@ recipient and the hash.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import shutil
 import threading
@@ -32,6 +37,7 @@ from scifed.approver_keys import b64, verifies
 from scifed.chain import canonical
 from scifed.config import NodeConfig
 from scifed.delivery import (
+    CALL_MAX_AGE_MS,
     CHUNK_BYTES,
     AccessKind,
     AccessRequest,
@@ -43,13 +49,15 @@ from scifed.delivery import (
     answer_context,
     chunk_context,
     manifest_context,
+    query_context,
     sign_manifest,
+    verify_call,
     verify_request,
 )
 from scifed.errors import NotFound, UserError
 from scifed.filters import quote_identifier
 from scifed.grading import Access
-from scifed.sealing import SealKeyClaim, seal
+from scifed.sealing import SealKeyClaim, load_seal_key, make_claim, open_sealed, seal
 from scifed.wire import now_ms
 
 # An officer's record of an offline transfer is a statement of its own kind, signed
@@ -84,6 +92,10 @@ def _current(extract: dict | None, row: DatasetRow) -> bool:
         extract.get(_SOURCE) == row.record["distributions"][0]["sha256"]
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB ({n} bytes)"
+
+
 def _today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
 
@@ -102,6 +114,14 @@ class Delivery:
         self.ca_pem = cfg.tls.ca.read_bytes()
         self.extracts = cfg.state_dir / "deliveries"
         self._preparing = threading.Lock()
+        self.sweep()  # what expired while the node was down frees its disk at start
+
+    @functools.cached_property
+    def _claim(self) -> dict:
+        """This node's seal key claim, which a researcher seals a service query to."""
+        tls = self.cfg.tls
+        return make_claim(tls.key.parent, name=self.node, role="node", cert_path=tls.cert,
+                          key_path=tls.key).to_dict()
 
     def handlers(self) -> dict:
         """The task handlers of delivery, beside the runner's job handlers."""
@@ -237,24 +257,44 @@ class Delivery:
                          record_id=grant.record_id, researcher=grant.researcher,
                          method=grant.method, columns=grant.columns, format=grant.format,
                          state=state, reason=grant.reason, conditions=conditions,
-                         expires_ms=expires, created_ms=grant.created_ms)
+                         expires_ms=expires, created_ms=grant.created_ms,
+                         node_claim=self._claim)
 
     def list(self, req: GrantList) -> GrantsReply:
         return GrantsReply(grants=[self._view(g) for g in self.grants.list(
             researcher=req.researcher)])
 
-    def _usable(self, ref: GrantRef, method: str) -> tuple[Grant, DatasetRow, bytes]:
-        """The grant, its dataset and the grantee's seal key, if the grant may deliver
-        by ``method`` now; else a refusal, audited."""
+    def _usable(self, ref: GrantRef, method: str,
+                what: str) -> tuple[Grant, DatasetRow, bytes, dict]:
+        """The grant, its dataset, the grantee's seal key and the researcher's signed
+        call (``what``: manifest, chunk or query), if the researcher made this call, for
+        the first time, and the grant may deliver by ``method`` now; else a refusal,
+        audited."""
         try:
             grant = self.grants.get(ref.grant_id)
         except NotFound:
             raise self._refuse("access", ref.researcher, f"grant {ref.grant_id[:40]}",
                                "there is no such grant at this node") from None
-        what = f"{method} under grant {grant.grant_id}"
+        said = f"{what} under grant {grant.grant_id}"
         if ref.researcher != grant.researcher:
-            raise self._refuse(grant.dataset_id, ref.researcher, what,
+            raise self._refuse(grant.dataset_id, ref.researcher, said,
                                "the grant is another researcher's", grant.grant_id)
+        try:
+            call = verify_call(ref, what=what, node=self.node, researcher=grant.researcher,
+                               cert_pem=str(grant.request["claim"]["cert_pem"]).encode(),
+                               now=now_ms())
+        except UserError as exc:
+            raise self._refuse(grant.dataset_id, ref.researcher, said, str(exc),
+                               grant.grant_id) from None
+        with self.registry.store.tx() as con:
+            first = GrantBook.first_call(con, nonce=call["nonce"], grant_id=grant.grant_id,
+                                         at_ms=call["at_ms"],
+                                         forget_before_ms=now_ms() - CALL_MAX_AGE_MS)
+        if not first:
+            raise self._refuse(grant.dataset_id, ref.researcher, said,
+                               "the call was made before (its nonce was seen): a signed "
+                               "call is answered once", grant.grant_id)
+        what = f"{method} under grant {grant.grant_id}"
         if method != grant.method:
             raise self._refuse(grant.dataset_id, ref.researcher, what,
                                f"the grant is for {grant.method}, not {method}",
@@ -282,11 +322,11 @@ class Delivery:
         claim = grant.request["claim"]
         crl = self.studies.trust.fresh(f"access:{grant.researcher}")
         self.studies.trust.check_researcher(crl, claim, grant.grant_id, grant.researcher)
-        return grant, row, SealKeyClaim.from_dict(claim).seal_public
+        return grant, row, SealKeyClaim.from_dict(claim).seal_public, call
 
     # -- download -----------------------------------------------------------------------
     def manifest(self, ref: GrantRef) -> SealedReply:
-        grant, row, seal_public = self._usable(ref, "download")
+        grant, row, seal_public, _ = self._usable(ref, "download", "manifest")
         with self._preparing:  # one extract per grant, however many ask at once
             grant = self.grants.get(grant.grant_id)
             extract = grant.extract if _current(grant.extract, row) else \
@@ -295,28 +335,66 @@ class Delivery:
         return SealedReply(sealed=seal(seal_public, canonical(signed).encode(),
                                        context=manifest_context(grant.grant_id)))
 
+    def sweep(self) -> None:
+        """Remove the prepared downloads of grants that deliver no more (revoked, denied,
+        expired) and what an interrupted preparation left: their disk is free again."""
+        if not self.extracts.exists():
+            return
+        for grant in self.grants.list():
+            if grant.extract is not None and not self._live(grant):
+                self._extract_path(grant).unlink(missing_ok=True)
+        for leftover in self.extracts.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+    def _prepared_bytes(self, *, besides: Path) -> int:
+        """The disk prepared downloads hold now (but ``besides``, about to be replaced)."""
+        return sum(p.stat().st_size for p in self.extracts.iterdir()
+                   if p.is_file() and p != besides)
+
+    def _within_budget(self, grant: Grant, row: DatasetRow, used: int, size: int) -> None:
+        bound = self.cfg.delivery_max_bytes
+        if used + size > bound:
+            raise self._refuse(
+                row.dataset_id, grant.researcher, f"download under grant {grant.grant_id}",
+                f"preparing it takes {_mib(size)}, but the prepared downloads of this "
+                f"node's grants hold {_mib(used)} of its bound of {_mib(bound)} "
+                "(delivery_max_bytes in node.yaml); the officer frees space by revoking "
+                "grants no longer needed (`scifed node access revoke GRANT --reason "
+                "TEXT`), and the files of expired grants are removed; then download "
+                "again", grant.grant_id)
+
     def _extract_path(self, grant: Grant) -> Path:
         return self.extracts / f"{grant.grant_id}.{grant.format if grant.columns else 'data'}"
 
     def _prepare(self, grant: Grant, row: DatasetRow) -> dict:
         """Freeze what the grant delivers in the node's state directory (the registered
-        file, or the granted columns written by DuckDB), and sign its manifest."""
+        file, or the granted columns written by DuckDB), and sign its manifest; refused,
+        with nothing left behind, where it would take prepared downloads beyond the
+        node's ``delivery_max_bytes``."""
         from scifed.at_rest import private_dir
 
         private_dir(self.extracts)
+        self.sweep()
         out = self._extract_path(grant)
+        tmp = out.with_suffix(".tmp")
         source = self.registry.data_path(row.dataset_id)
         registered = row.record["distributions"][0]["sha256"]
-        if grant.columns:
-            tmp = out.with_suffix(".tmp")
+        used = self._prepared_bytes(besides=out)
+        if not grant.columns:
+            self._within_budget(grant, row, used, source.stat().st_size)
+            shutil.copyfile(source, tmp)
+        else:
             target = str(tmp).replace("'", "''")
             with DataFile(source, version=registered) as data:
                 cols = ", ".join(quote_identifier(c) for c in grant.columns)
                 data.con.execute(f"COPY (SELECT {cols} FROM {data.source}) TO '{target}' "
                                  f"(FORMAT {grant.format})")
-            tmp.replace(out)
-        else:
-            shutil.copyfile(source, out)
+            try:
+                self._within_budget(grant, row, used, tmp.stat().st_size)
+            except UserError:
+                tmp.unlink(missing_ok=True)
+                raise
+        tmp.replace(out)
         digests, whole, size = [], hashlib.sha256(), 0
         with out.open("rb") as f:
             while chunk := f.read(CHUNK_BYTES):
@@ -351,7 +429,8 @@ class Delivery:
         return extract
 
     def chunk(self, ref: GrantRef) -> SealedReply:
-        grant, row, seal_public = self._usable(ref, "download")
+        grant, row, seal_public, call = self._usable(ref, "download", "chunk")
+        index = call["index"]  # the chunk the researcher signed for
         if grant.extract is None:
             raise UserError(f"node {self.node}: ask for grant {grant.grant_id}'s manifest "
                             "before its chunks")
@@ -360,27 +439,42 @@ class Delivery:
                             f"{grant.grant_id}'s download was prepared; run the download "
                             "again for the data as it is now")
         manifest = grant.extract["manifest"]
-        if not 0 <= ref.index < manifest["chunks"]:
+        if not 0 <= index < manifest["chunks"]:
             raise UserError(f"node {self.node}: grant {grant.grant_id} has chunks 0 to "
-                            f"{manifest['chunks'] - 1}, not {ref.index}")
+                            f"{manifest['chunks'] - 1}, not {index}")
         with self._extract_path(grant).open("rb") as f:
-            f.seek(ref.index * manifest["chunk_bytes"])
+            f.seek(index * manifest["chunk_bytes"])
             data = f.read(manifest["chunk_bytes"])
-        if hashlib.sha256(data).hexdigest() != manifest["chunk_sha256"][ref.index]:
+        if hashlib.sha256(data).hexdigest() != manifest["chunk_sha256"][index]:
             raise UserError(f"node {self.node}: the prepared file of grant {grant.grant_id} "
                             "changed at rest; the officer revokes it and the researcher "
                             "asks again")
-        if ref.index == manifest["chunks"] - 1:
+        if index == manifest["chunks"] - 1:
             self.audit.append("policy", "access.download.served", grant.dataset_id,
                               {"grant_id": grant.grant_id, "recipient": grant.researcher,
                                "sha256": manifest["sha256"]})
         return SealedReply(sealed=seal(seal_public, data, context=chunk_context(
-            grant.grant_id, manifest["sha256"], ref.index, manifest["chunks"])))
+            grant.grant_id, manifest["sha256"], index, manifest["chunks"])))
 
     # -- in-node service ----------------------------------------------------------------
     def query(self, ref: GrantRef) -> SealedReply:
-        grant, row, seal_public = self._usable(ref, "in_node_service")
-        query_sha = hashlib.sha256(ref.sql.encode()).hexdigest()
+        grant, row, seal_public, call = self._usable(ref, "in_node_service", "query")
+        try:
+            sql = open_sealed(load_seal_key(self.cfg.tls.key.parent), ref.sealed_query,
+                              context=query_context(grant.grant_id, call["nonce"])).decode()
+        except (UserError, UnicodeDecodeError):
+            raise self._refuse(row.dataset_id, grant.researcher,
+                               f"a query under grant {grant.grant_id}", "the query is not "
+                               "sealed to this node for this call", grant.grant_id) from None
+        query_sha = hashlib.sha256(sql.encode()).hexdigest()
+
+        def sealed(body: dict) -> SealedReply:
+            """An answer or a refusal, sealed to the grantee: a refusal may quote the
+            query, which the coordinator never reads."""
+            return SealedReply(sealed=seal(seal_public, canonical(
+                {"grant_id": grant.grant_id, "query_sha256": query_sha, **body}).encode(),
+                context=answer_context(grant.grant_id, query_sha)))
+
         record = row.record
         k = max(self.policies.effective(record).min_cell_count, service.MIN_GROUP)
         registered = record["distributions"][0]["sha256"]
@@ -389,21 +483,17 @@ class Delivery:
             frame = data.con.sql(f"SELECT {cols} FROM {data.source}").df()  # noqa: S608
         what = f"query {query_sha[:12]}"
         try:
-            result = service.run(frame, ref.sql, rows_allowed=rules.rows_allowed(
+            result = service.run(frame, sql, rows_allowed=rules.rows_allowed(
                 record, _today()), k=k)
-        except UserError as exc:
-            self._refuse(row.dataset_id, grant.researcher, what, str(exc), grant.grant_id)
-            raise
-        answer = result.body
-        body = canonical({"grant_id": grant.grant_id, "query_sha256": query_sha, **answer})
-        digest = hashlib.sha256(body.encode()).hexdigest()
-        try:
+            answer = result.body
+            body = canonical({"grant_id": grant.grant_id, "query_sha256": query_sha,
+                              **answer})
+            digest = hashlib.sha256(body.encode()).hexdigest()
             self._audited(grant, row, query_sha, result, k, registered, digest)
         except UserError as exc:
             self._refuse(row.dataset_id, grant.researcher, what, str(exc), grant.grant_id)
-            raise
-        return SealedReply(sealed=seal(seal_public, body.encode(),
-                                       context=answer_context(grant.grant_id, query_sha)))
+            return sealed({"refused": str(exc)})
+        return sealed(answer)
 
     def _audited(self, grant: Grant, row: DatasetRow, query_sha: str,
                  result: service.Answer, k: int, registered: str, digest: str) -> None:
@@ -428,13 +518,13 @@ class Delivery:
 
     # -- the officer --------------------------------------------------------------------
     def officer_list(self, state: str = "") -> list[dict]:
-        return [{**self._view(g).model_dump(), "purpose": g.purpose, "study": g.study,
+        return [{**self._view(g).shown(), "purpose": g.purpose, "study": g.study,
                  "approval_id": g.approval_id} for g in self.grants.list()
                 if not state or self._state(g)[0] == state]
 
     def officer_show(self, grant_id: str) -> dict:
         grant = self.grants.get(grant_id)
-        return {**self._view(grant).model_dump(), "purpose": grant.purpose,
+        return {**self._view(grant).shown(), "purpose": grant.purpose,
                 "study": grant.study, "approval_id": grant.approval_id,
                 "request": grant.request["statement"],
                 "manifest": grant.extract["manifest"] if grant.extract else None,

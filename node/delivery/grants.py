@@ -47,6 +47,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     detail       TEXT NOT NULL,
     at_ms        INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS access_calls (
+    nonce        TEXT PRIMARY KEY,  -- of a researcher's signed call, answered once
+    grant_id     TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL   -- the time the call was signed
+);
 """
 
 
@@ -107,6 +112,17 @@ class GrantBook:
                 value = json.dumps(value)
             con.execute(f"UPDATE access_grants SET {name}=? WHERE grant_id=?",  # noqa: S608
                         (value, grant_id))
+
+    @staticmethod
+    def first_call(con: sqlite3.Connection, *, nonce: str, grant_id: str, at_ms: int,
+                   forget_before_ms: int) -> bool:
+        """Record a signed call's nonce; False if it was seen before (a replay). Nonces
+        of calls signed before ``forget_before_ms`` are dropped: such calls are refused
+        as too old whatever their nonce, so the table holds one window of calls."""
+        con.execute("DELETE FROM access_calls WHERE at_ms < ?", (forget_before_ms,))
+        cur = con.execute("INSERT OR IGNORE INTO access_calls VALUES (?,?,?)",
+                          (nonce, grant_id, at_ms))
+        return cur.rowcount == 1
 
     def get(self, grant_id: str) -> Grant:
         with self.store.tx() as con:

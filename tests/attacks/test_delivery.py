@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 
 import pandas as pd
 import pytest
@@ -33,12 +32,13 @@ NODE = "alpha"
 ACCEPT = ["no_reidentification", "license:CC0-1.0"]
 GRADES = {"open": ("G1", "OPEN"), "cond": ("G2", "CONDITIONAL"),
           "g3": ("G3", "CONDITIONAL"), "g5": ("G5", "CONDITIONAL"),
-          "closed": ("G1", "CLOSED")}
+          "closed": ("G1", "CLOSED"), "closed2": ("G2", "CLOSED"),
+          "g5closed": ("G5", "CLOSED"), "g6": ("G6", "CLOSED")}
 
 
 def meta(grade: str, category: str) -> dict:
     m = staff_meta(grade, category)
-    if grade in ("G3", "G5"):
+    if grade in ("G3", "G5", "G6"):
         example = yaml.safe_load((REPO / "configs" / "datasets" /
                                   "contraception.yaml").read_text())
         m["grade_assessment"] = example["grade_assessment"]
@@ -146,9 +146,8 @@ def test_column_not_granted_is_not_delivered(fed):
     # the download grant is not a service grant, nor the other way round (changed method)
     with pytest.raises(UserError, match="is for download"):
         fed.coordinator.access.relay("access.query", "alice", record_id("open"),
-                                     json.dumps({"grant_id": grant.grant_id,
-                                                 "researcher": "alice",
-                                                 "sql": "SELECT * FROM data"}).encode())
+                                     ac.signed_ref(client, grant, "query",
+                                                   sql="SELECT * FROM data").dumps())
 
 
 def test_another_researchers_grant_delivers_nothing(fed):
@@ -347,6 +346,54 @@ def test_offline_transfer_records_only_what_the_officer_signed_where_the_cell_al
         _offline(fed, "closed", "officer", recipient="mallory")
     with pytest.raises(UserError, match="recorded by the data officer"):
         _offline(fed, "closed", "officer", as_name="security")
+
+
+def _signed_request(client, name: str, method: str) -> bytes:
+    statement = request_statement(researcher="alice", record_id=record_id(name),
+                                  dataset=record_id(name), method=method, columns=[],
+                                  fmt="parquet", purpose="x", conditions_accepted=ACCEPT,
+                                  study="", nonce=f"{name}-{method}")
+    d = client.identity.path
+    claim = make_claim(d, name="alice", role="researcher", cert_path=d / "alice.crt",
+                       key_path=d / "researcher.key").to_dict()
+    return AccessRequest(statement=statement, signature=sign_request(statement, d, "alice"),
+                         claim=claim).dumps()
+
+
+@pytest.mark.parametrize("name", ["closed", "closed2", "g5", "g5closed", "g6"])
+def test_closed_g5_and_g6_data_is_never_delivered_over_the_network(fed, name):
+    """Whatever the record declares (G1/G2 CLOSED and G5 CONDITIONAL declare the
+    in-node service), no request of these cells makes a grant: refused, audited. G6 is
+    not even in the catalog; sent to the node by a coordinator, it is refused there."""
+    client = researcher_client(fed)
+    before = len(core(fed).delivery.grants.list())
+    for method in ("download", "in_node_service"):
+        with pytest.raises(UserError, match=f"refuses {method}") as exc:
+            if name != "g6":
+                ask(client, name, method=method, study="")
+            else:
+                with pytest.raises(UserError, match="no catalog record"):
+                    ask(client, name, method=method, study="")
+                fed.coordinator.access._ask(NODE, "access.request",
+                                            _signed_request(client, name, method))
+        assert ("not delivered over the network" if name.startswith("closed")
+                else "never delivered") in str(exc.value)
+        assert any(d["what"] == f"{method} of {record_id(name)}"
+                   for d in audited(fed, "access.refused"))
+    assert len(core(fed).delivery.grants.list()) == before
+
+
+@pytest.mark.parametrize("name", ["closed", "closed2", "g5", "g5closed", "g6"])
+def test_only_g1_and_g2_closed_data_is_recorded_as_an_offline_transfer(fed, name):
+    offline = [d for d in core(fed).delivery.deliveries() if d["kind"] == "offline"]
+    if name in ("closed", "closed2"):
+        recorded = _offline(fed, name, "officer")
+        assert recorded["dataset_id"] == record_id(name)
+    else:
+        with pytest.raises(UserError, match="never delivered, offline included"):
+            _offline(fed, name, "officer")
+        after = [d for d in core(fed).delivery.deliveries() if d["kind"] == "offline"]
+        assert after == offline  # nothing recorded
 
 
 def test_a_denied_request_delivers_nothing(fed):
