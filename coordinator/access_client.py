@@ -259,4 +259,5 @@ def query(client: Client, grant: GrantView | str, sql: str) -> tuple[pd.DataFram
     if "refused" in plain:
         raise UserError(str(plain["refused"]))
     frame = pd.DataFrame(plain["rows"], columns=plain["columns"])
-    return frame, {"mode": plain["mode"], "withheld": plain["withheld"]}
+    return frame, {"mode": plain["mode"], "withheld": plain["withheld"],
+                   "k": plain.get("k")}

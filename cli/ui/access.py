@@ -97,12 +97,7 @@ class Answer:
     rows: list[list[str]]
     mode: str      # as the node says it: "rows", "aggregates, groups of at least 5"
     withheld: int
-
-    @property
-    def k(self) -> int | None:
-        """The least group the node answered, where the answer is aggregates."""
-        found = re.search(r"groups of at least (\d+)", self.mode)
-        return int(found[1]) if found else None
+    k: int | None = None  # the least group the node answered, where it answers aggregates
 
 
 def service_query(client, grant_id: str, sql: str) -> Answer:
@@ -114,4 +109,4 @@ def service_query(client, grant_id: str, sql: str) -> Answer:
     rows = [["" if v is None else str(v) for v in r] for r in frame.astype(object)
             .where(frame.notna(), None).values.tolist()]
     return Answer([str(c) for c in frame.columns], rows, str(said["mode"]),
-                  int(said["withheld"]))
+                  int(said["withheld"]), said.get("k"))

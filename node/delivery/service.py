@@ -288,6 +288,6 @@ def run(frame: pd.DataFrame, sql: str, *, rows_allowed: bool, k: int) -> Answer:
                 sets[np.asarray(ids or [], dtype=np.int64), g * len(members) + j] = True
         return Answer({"columns": columns[:shown], "rows": [r[:shown] for r in kept],
                        "withheld": len(result) - len(kept),
-                       "mode": f"aggregates, groups of at least {k}"}, sets)
+                       "mode": f"aggregates, groups of at least {k}", "k": k}, sets)
     finally:
         con.close()
