@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.base import Driver, JobFailed, JobType, Run, quorum, released
-from scifed.masks import SHARED_FROM, threshold
+from scifed.recovery import recoverable, shortfall
 from scifed.states import IN_OUTPUT_REVIEW, Phase
 from scifed.tasks import (
     MAX_ATTEMPTS,
@@ -181,13 +181,6 @@ def contributor_reviews(driver: Driver, run: Run, headers: dict, release_node: s
     return {n: r.verdict for n, r in replies.items()}
 
 
-def recoverable(masked: int, summed: int) -> bool:
-    """Whether an attempt masked for ``masked`` nodes, of which ``summed`` answered, is
-    unmasked as it is, the others left out by the survivors' seeds with them (a set of
-    three or more, with t + 1 survivors: node/masking.py), rather than by a fresh attempt."""
-    return masked >= SHARED_FROM and summed >= threshold(masked) + 1
-
-
 def _reveal(driver: Driver, run: Run, headers: dict, computed: dict[str, ComputeReply],
             attempt: int, masking: dict[str, dict]) -> dict[str, bytes]:
     """The contributors' answers to the unmask of the final attempt, sealed for the
@@ -206,11 +199,8 @@ def _reveal(driver: Driver, run: Run, headers: dict, computed: dict[str, Compute
                          shares={s: r.shares[n] for s, r in computed.items()
                                  if n in r.shares}) for n in contributors}, UnmaskReply)
     missing = sorted(set(contributors) - set(answers))
-    n, t = len(masking), threshold(len(masking))
-    if missing and (n < SHARED_FROM or dropped or len(answers) < t + 1):
-        need = ("every contributor's own seed" if n < SHARED_FROM else
-                "every survivor's pairwise seeds with the nodes left out" if dropped else
-                f"t + 1 = {t + 1} of the {n} nodes masked for to answer")
+    need = shortfall(len(masking), len(dropped), len(answers)) if missing else None
+    if need:
         raise JobFailed(f"a node dropped out after the set of contributors was final, and "
                         f"taking the masks off the sum needs {need}: "
                         + "; ".join(failed.get(m, f"node {m} did not answer")

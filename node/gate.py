@@ -61,6 +61,7 @@ from node.masking import (
     open_shares,
     pair_seeds,
     pairwise,
+    round_stage,
     seal_seed,
     seal_view,
     self_seed,
@@ -470,13 +471,14 @@ class Gate:
                 return ComputeReply.loads(self.keep(con, adm, stage, digest, answer.dumps(),
                                                     what))
 
-    def share_boxes(self, adm: Admission, publics: dict[str, bytes],
-                    attempt: int) -> dict[str, bytes]:
-        """This node's self-mask seed of ``attempt`` in t-of-n shares, each boxed for the
-        other node it is for (node/masking.py); none for a set of two or one."""
+    def share_boxes(self, adm: Admission, publics: dict[str, bytes], attempt: int, *,
+                    round_of: tuple[str, int] | None = None) -> dict[str, bytes]:
+        """This node's self-mask seed of ``attempt`` (of a training round: ``round_of``)
+        in t-of-n shares, each boxed for the other node it is for (node/masking.py); none
+        for a set of two or one."""
         h = adm.header
         return share_boxes(self.node, self.studies.cfg.tls.key.parent,
-                           self.job_secret(h.job_id), h, publics, attempt)
+                           self.job_secret(h.job_id), h, publics, attempt, round_of=round_of)
 
     def reveal(self, adm: Admission, attempt: int, contributors: list[str],
                dropped: list[str] | None = None, boxes: dict[str, bytes] | None = None,
@@ -501,7 +503,7 @@ class Gate:
                                 f"job {h.job_id}: it contributed alone, so it releases the "
                                 "sum itself")
         if len(masked_with) >= SHARED_FROM:
-            return self._reveal_view(adm, attempt, masked_with, contributors, dropped or [],
+            return self.reveal_view(adm, attempt, masked_with, contributors, dropped or [],
                                      boxes or {}, masking or {})
         if dropped:
             raise UserError(f"node {self.node} recovers no dropout of attempt {attempt} of "
@@ -516,19 +518,30 @@ class Gate:
         seed = self_seed(self.job_secret(h.job_id), h, attempt)
         return seal_seed(adm.key, h.job_id, self.node, attempt, seed)
 
-    def _reveal_view(self, adm: Admission, attempt: int, masked_with: list[str],
+    def reveal_view(self, adm: Admission, attempt: int, masked_with: list[str],
                      contributors: list[str], dropped: list[str],
-                     boxes: dict[str, bytes], masking: dict[str, dict]) -> bytes:
+                     boxes: dict[str, bytes], masking: dict[str, dict], *,
+                     round_of: tuple[str, int] | None = None) -> bytes:
         """This node's answer to one view of ``attempt`` (node/masking.py): for every
         other contributor its share of that node's self-mask seed, for every dropped node
         its own pairwise seed with it. One view per attempt: any other is refused, so no
-        node's self-mask seed and pairwise seeds both leave this node."""
+        node's self-mask seed and pairwise seeds both leave this node. ``round_of``:
+        the stage and round of a training round's attempt (node/round_updates.py)."""
         h = adm.header
-        said = f"node {self.node} reveals nothing of attempt {attempt} of job {h.job_id}"
+        if round_of is None:
+            said = f"node {self.node} reveals nothing of attempt {attempt} of job {h.job_id}"
+            unmask, step, of = f"unmask#{attempt}", f"view#{attempt}", "of this job"
+        else:
+            stage, round_no = round_of
+            said = (f"node {self.node} reveals nothing of attempt {attempt} of round "
+                    f"{round_no} of job {h.job_id}")
+            unmask = round_stage(f"unmask.{stage}", round_no, attempt)
+            step = round_stage(f"view.{stage}", round_no, attempt)
+            of = f"of round {round_no}"
         with self.store.tx() as con:
-            if self.answered(con, adm, f"unmask#{attempt}", _ANY, "") == b"abandoned":
+            if self.answered(con, adm, unmask, _ANY, "") == b"abandoned":
                 raise replay_refusal(self.node, h.job_id, f"it abandoned attempt {attempt} "
-                                     "of this job for a later one")
+                                     f"{of} for a later one")
         summed, left = sorted(set(contributors)), sorted(set(dropped))
         if (len(summed) != len(contributors) or len(left) != len(dropped)
                 or set(summed) & set(left) or sorted(summed + left) != masked_with):
@@ -544,8 +557,7 @@ class Gate:
                             f"seed needs t = {t} shares from the others (at least {t + 1} "
                             "must remain)")
         view = canonical_sha256({"contributors": summed, "dropped": left})
-        step = f"view#{attempt}"
-        what = (f"it answered another view of attempt {attempt} of this job: one view per "
+        what = (f"it answered another view of attempt {attempt} {of}: one view per "
                 "attempt, so no node's self-mask seed and pairwise seeds both leave it")
         with self.store.tx() as con:
             prior = self.answered(con, adm, step, view, what)
@@ -557,12 +569,13 @@ class Gate:
                             f"{', '.join(sorted(publics))}, not of the set it masked for")
         key_dir = self.studies.cfg.tls.key.parent
         shares = open_shares(self.node, key_dir, h, publics, attempt, boxes,
-                             [n for n in summed if n != self.node])
-        seeds = pair_seeds(self.node, key_dir, h, publics, attempt, left)
-        sealed = seal_view(adm.key, h.job_id, self.node, attempt, summed, left, shares, seeds)
+                             [n for n in summed if n != self.node], round_of=round_of)
+        seeds = pair_seeds(self.node, key_dir, h, publics, attempt, left, round_of=round_of)
+        sealed = seal_view(adm.key, h.job_id, self.node, attempt, summed, left, shares, seeds,
+                           round_of=round_of)
         with self.store.tx() as con:
-            self.keep(con, adm, f"unmask#{attempt}", _REVEALED, b"revealed",
-                      f"it abandoned attempt {attempt} of this job for a later one")
+            self.keep(con, adm, unmask, _REVEALED, b"revealed",
+                      f"it abandoned attempt {attempt} {of} for a later one")
             return self.keep(con, adm, step, view, sealed, what)
 
     def attest(self, adm: Admission, blob: bytes, head: tuple[int, str], dp: dict | None, *,

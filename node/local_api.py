@@ -176,9 +176,9 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
                                   masking, vectors, request.trained_from)
         if sealed is None:
             return pb.SealUpdateReply(sealed=False)
-        blobs, attestation = sealed
-        return pb.SealUpdateReply(sealed=True, ciphertexts=blobs,
-                                  attestation_json=json.dumps(attestation))
+        return pb.SealUpdateReply(sealed=True, ciphertexts=sealed.ciphertexts,
+                                  attestation_json=json.dumps(sealed.attestation),
+                                  shares=sealed.shares)
 
     @user_errors
     def RevealMask(self, request: pb.RevealMaskRequest, context) -> pb.RevealMaskReply:
@@ -188,9 +188,18 @@ class NodeLocalServicer(pbg.NodeLocalServicer):
             refusal = self._refusal(request.grant, str(exc))
             return pb.RevealMaskReply(refused=refusal.reason,
                                       sealed_reason=refusal.sealed_reason)
-        return pb.RevealMaskReply(seed=self.rounds.reveal(
-            adm, request.stage, request.grant.round, request.attempt,
-            list(request.contributors)))
+        try:
+            masking = json.loads(request.masking_json or "{}")
+        except ValueError:
+            masking = None
+        if not isinstance(masking, dict):
+            raise UserError(f"node {self.node}: the set masked for is no JSON object")
+        revealed = self.rounds.reveal(adm, request.stage, request.grant.round,
+                                      request.attempt, list(request.contributors),
+                                      list(request.dropped), dict(request.shares), masking)
+        return pb.RevealMaskReply(seed=revealed.seed, view=revealed.view,
+                                  answer_json=json.dumps(revealed.answer)
+                                  if revealed.answer is not None else "")
 
     @user_errors
     def CheckApp(self, request: pb.CheckAppRequest, context) -> pb.CheckAppReply:

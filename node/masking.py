@@ -91,6 +91,7 @@ from scifed import he, masks, shamir
 from scifed.errors import UserError
 from scifed.he import StudyKey, open_for_members, seal_for_members
 from scifed.masks import SHARED_FROM, threshold
+from scifed.recovery import answers_view, rebuilt_mask
 from scifed.sealing import SealKeyClaim, canonical_sha256, load_seal_key, verify_claim
 from scifed.tasks import TaskHeader
 
@@ -139,11 +140,12 @@ def masking_set(node: str, h: TaskHeader, claims: dict[str, dict],
 
 
 def pairwise(node: str, key_dir: Path, publics: dict[str, bytes], context: bytes,
-             slots: int) -> np.ndarray | None:
-    """This node's pairwise mask for ``slots`` slots, or None for a set of one."""
+             slots: int, name: str | None = None) -> np.ndarray | None:
+    """This node's pairwise mask for ``slots`` slots (of the vector ``name`` of a
+    training round's update), or None for a set of one."""
     if len(publics) < 2:
         return None
-    return masks.pairwise_mask(_seal_key(key_dir), node, publics, context, slots)
+    return masks.pairwise_mask(_seal_key(key_dir), node, publics, context, slots, name)
 
 
 def self_seed(job_secret: bytes, h: TaskHeader, attempt: int) -> bytes:
@@ -211,10 +213,36 @@ def revealed_masks(key: StudyKey, job_id: str, reveals: dict[str, bytes],
     return total
 
 
+def pair_context(h: TaskHeader, attempt: int, round_of: tuple[str, int] | None = None
+                 ) -> bytes:
+    """The context of an attempt's pairwise seeds: of a job's compute, or (``round_of``:
+    stage and round) of a training round, whose vectors expand one seed per pair
+    (:func:`scifed.masks.stream`)."""
+    if round_of is None:
+        return mask_context(h, compute_stage(attempt))
+    stage, round_no = round_of
+    return mask_context(h, f"{stage}#{attempt}", round_no)
+
+
+def own_seed(job_secret: bytes, h: TaskHeader, attempt: int,
+             round_of: tuple[str, int] | None = None) -> bytes:
+    """This node's self-mask seed of an attempt of a job's compute or of a training round."""
+    if round_of is None:
+        return self_seed(job_secret, h, attempt)
+    return round_self_seed(job_secret, h, round_of[0], round_of[1], attempt)
+
+
+def _label(attempt: int, round_of: tuple[str, int] | None) -> tuple[str, int]:
+    """What names an attempt's sum in its sharing contexts (stage, round)."""
+    if round_of is None:
+        return compute_stage(attempt), 0
+    return round_stage(round_of[0], round_of[1], attempt), round_of[1]
+
+
 def _box_key(own, node: str, peer: str, peer_public: bytes, h: TaskHeader,
-             attempt: int) -> bytes:
+             attempt: int, round_of: tuple[str, int] | None) -> bytes:
     return masks.pair_seed(own, node, peer, peer_public,
-                           b"share\0" + mask_context(h, compute_stage(attempt)))
+                           b"share\0" + mask_context(h, *_label(attempt, round_of)))
 
 
 def _box_aad(job_id: str, attempt: int, sender: str, holder: str) -> bytes:
@@ -222,35 +250,42 @@ def _box_aad(job_id: str, attempt: int, sender: str, holder: str) -> bytes:
 
 
 def share_boxes(node: str, key_dir: Path, job_secret: bytes, h: TaskHeader,
-                publics: dict[str, bytes], attempt: int) -> dict[str, bytes]:
-    """This node's self-mask seed of ``attempt``, split t-of-(n−1) for the other nodes of
-    the set, each share boxed for its holder; {} for a set of fewer than SHARED_FROM."""
+                publics: dict[str, bytes], attempt: int, *,
+                round_of: tuple[str, int] | None = None) -> dict[str, bytes]:
+    """This node's self-mask seed of ``attempt`` (of the training round ``round_of``:
+    stage and round), split t-of-(n−1) for the other nodes of the set, each share boxed
+    for its holder; {} for a set of fewer than SHARED_FROM."""
     if len(publics) < SHARED_FROM:
         return {}
     order = sorted(publics)
     holders = [n for n in order if n != node]
-    seed = self_seed(job_secret, h, attempt)
-    randomness = masks.self_seed(job_secret, mask_context(h, "shares", attempt))
+    seed = own_seed(job_secret, h, attempt, round_of)
+    label, round_no = _label(attempt, round_of)
+    randomness = masks.self_seed(job_secret, mask_context(h, "shares", attempt)
+                                 if round_of is None else
+                                 mask_context(h, "shares\0" + label, round_no))
     shares = shamir.split(seed, [order.index(n) + 1 for n in holders],
                           threshold(len(order)), randomness)
     own = _seal_key(key_dir)
-    return {n: he.seal_box(_box_key(own, node, n, publics[n], h, attempt),
+    return {n: he.seal_box(_box_key(own, node, n, publics[n], h, attempt, round_of),
                            shares[order.index(n) + 1], _box_aad(h.job_id, attempt, node, n))
             for n in holders}
 
 
 def open_shares(node: str, key_dir: Path, h: TaskHeader, publics: dict[str, bytes],
-                attempt: int, boxes: dict[str, bytes], senders: list[str]) -> dict[str, bytes]:
-    """The shares ``senders`` boxed for this node at ``attempt``; refuses a missing box or
-    one not made by its sender for this node and attempt."""
+                attempt: int, boxes: dict[str, bytes], senders: list[str], *,
+                round_of: tuple[str, int] | None = None) -> dict[str, bytes]:
+    """The shares ``senders`` boxed for this node at ``attempt`` (of ``round_of``);
+    refuses a missing box or one not made by its sender for this node and attempt."""
     own, out = _seal_key(key_dir), {}
     for sender in senders:
         if sender not in boxes:
             raise UserError(f"the task carries no share of node {sender}'s self-mask seed "
                             f"for node {node}")
         try:
-            out[sender] = he.open_box(_box_key(own, node, sender, publics[sender], h, attempt),
-                                      boxes[sender], _box_aad(h.job_id, attempt, sender, node))
+            out[sender] = he.open_box(
+                _box_key(own, node, sender, publics[sender], h, attempt, round_of),
+                boxes[sender], _box_aad(h.job_id, attempt, sender, node))
         except UserError:
             raise UserError(f"the share given as node {sender}'s for node {node} was not "
                             f"made by {sender} for this node and attempt {attempt}") from None
@@ -258,33 +293,35 @@ def open_shares(node: str, key_dir: Path, h: TaskHeader, publics: dict[str, byte
 
 
 def pair_seeds(node: str, key_dir: Path, h: TaskHeader, publics: dict[str, bytes],
-               attempt: int, dropped: list[str]) -> dict[str, bytes]:
-    """This node's pairwise seeds of ``attempt`` with each node of ``dropped``."""
-    context = mask_context(h, compute_stage(attempt))
+               attempt: int, dropped: list[str], *,
+               round_of: tuple[str, int] | None = None) -> dict[str, bytes]:
+    """This node's pairwise seeds of ``attempt`` (of ``round_of``) with each node of
+    ``dropped``."""
+    context = pair_context(h, attempt, round_of)
     return {d: masks.pair_seed(_seal_key(key_dir), node, d, publics[d], context)
             for d in dropped}
 
 
 def seal_view(key: StudyKey, job_id: str, node: str, attempt: int, contributors: list[str],
-              dropped: list[str], shares: dict[str, bytes], seeds: dict[str, bytes]) -> bytes:
-    """A node's answer to a view of an attempt, sealed for the members."""
+              dropped: list[str], shares: dict[str, bytes], seeds: dict[str, bytes], *,
+              round_of: tuple[str, int] | None = None) -> bytes:
+    """A node's answer to a view of an attempt (of the training round ``round_of``,
+    which it names), sealed for the members (its fields: :mod:`scifed.recovery`)."""
     b64 = base64.b64encode
+    where = {} if round_of is None else {"stage": round_of[0], "round": round_of[1]}
     return seal_for_members(key, REVEAL, job_id, {
-        "node": node, "attempt": attempt, "contributors": sorted(contributors),
+        "node": node, "attempt": attempt, **where, "contributors": sorted(contributors),
         "dropped": sorted(dropped),
         "self": {n: b64(s).decode() for n, s in sorted(shares.items())},
         "pair": {d: b64(s).decode() for d, s in sorted(seeds.items())}})
 
 
-def recovered_masks(key: StudyKey, job_id: str, reveals: dict[str, bytes],
-                    contributors: list[str], dropped: list[str], attempt: int, slots: int,
-                    only: list[str] | None = None) -> np.ndarray:
-    """What the contributors' masks leave in their sum, rebuilt from the nodes' answers to
-    one view (module docstring): Σ PRG(b_i) over ``contributors`` (``only``: those
-    nodes' self-masks alone) and the survivors' pairwise masks towards ``dropped``.
-    Refuses an answer to another view, too few shares, or shares that disagree."""
-    order = sorted([*contributors, *dropped])
-    t, view = threshold(len(order)), (sorted(contributors), sorted(dropped))
+def opened_views(key: StudyKey, job_id: str, reveals: dict[str, bytes],
+                 contributors: list[str], dropped: list[str], attempt: int, *,
+                 round_of: tuple[str, int] | None = None) -> dict[str, dict]:
+    """The nodes' sealed answers to one view of ``attempt`` (of ``round_of``), opened;
+    refuses an answer of a node that is no contributor, or one to another view, attempt,
+    round or job."""
     stray = sorted(set(reveals) - set(contributors))
     if stray:
         raise UserError(f"the task carries unmask answers of {', '.join(stray)}, which are "
@@ -293,36 +330,28 @@ def recovered_masks(key: StudyKey, job_id: str, reveals: dict[str, bytes],
     for node in sorted(reveals):
         try:
             o = open_for_members(key, REVEAL, job_id, reveals[node])
-            ok = (o["node"] == node and o["attempt"] == attempt
-                  and (o["contributors"], o["dropped"]) == view)
-        except (UserError, KeyError, TypeError):
-            ok = False
-        if not ok:
+        except UserError:
+            o = None
+        if o is None or not answers_view(o, node, attempt, contributors, dropped, round_of):
+            where = "" if round_of is None else f" of round {round_of[1]} ({round_of[0]})"
             raise UserError(f"the unmask answer given as {node}'s is not one {node} gave for "
-                            f"attempt {attempt} with contributors {', '.join(view[0])}"
-                            + (f" and {', '.join(view[1])} dropped" if view[1] else ""))
+                            f"attempt {attempt}{where} with contributors "
+                            f"{', '.join(sorted(contributors))}"
+                            + (f" and {', '.join(sorted(dropped))} dropped" if dropped else ""))
         opened[node] = o
-    total = np.zeros(slots, dtype=np.uint64)
-    for i in sorted(only if only is not None else contributors):
-        points = {}
-        for holder, o in opened.items():
-            if holder != i and i in o["self"]:
-                points[order.index(holder) + 1] = base64.b64decode(o["self"][i])
-        try:
-            seed = shamir.combine(points, t)
-        except UserError as exc:
-            raise UserError(f"the self-mask of {i} cannot come off the sum: {exc} "
-                            f"(t = {t} of the {len(order)} nodes masked for)") from None
-        total = masks.add(total, masks.self_mask(seed, slots))
-    if only is not None:
-        return total
-    modulus = np.uint64(he.PLAIN_MODULUS)
-    for d in sorted(dropped):
-        for k in sorted(contributors):
-            if k not in opened or d not in opened[k]["pair"]:
-                raise UserError(f"node {k}'s masks towards the dropped node {d} cannot come "
-                                f"off the sum: the task carries no pairwise seed of {k} with "
-                                f"{d}")
-            stream = masks.residues(base64.b64decode(opened[k]["pair"][d]), slots)
-            total = masks.add(total, stream if k < d else (modulus - stream) % modulus)
-    return total
+    return opened
+
+
+def recovered_masks(key: StudyKey, job_id: str, reveals: dict[str, bytes],
+                    contributors: list[str], dropped: list[str], attempt: int, slots: int,
+                    only: list[str] | None = None, *, name: str | None = None,
+                    round_of: tuple[str, int] | None = None) -> np.ndarray:
+    """What the contributors' masks leave in their sum, rebuilt from the nodes' sealed
+    answers to one view (module docstring; :func:`scifed.recovery.rebuilt_mask`): Σ
+    PRG(b_i) over ``contributors`` (``only``: those nodes' self-masks alone) and the
+    survivors' pairwise masks towards ``dropped``; ``name``: the vector of a training
+    round's update. Refuses an answer to another view, too few shares, or shares that
+    disagree."""
+    opened = opened_views(key, job_id, reveals, contributors, dropped, attempt,
+                          round_of=round_of)
+    return rebuilt_mask(opened, contributors, dropped, slots, name=name, only=only)

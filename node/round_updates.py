@@ -59,14 +59,18 @@ from jobs.spec import datasets_by_node
 from node.gate import Admission, Gate
 from node.masking import (
     ABANDONED,
+    REVEAL,
     REVEALED,
-    mask_context,
+    SHARED_FROM,
+    pair_context,
     pairwise,
+    recovered_masks,
     round_self_seed,
     round_stage,
 )
 from scifed import he, masks
 from scifed.errors import UserError
+from scifed.he import open_for_members
 from scifed.sealing import canonical_sha256, verify_attestation
 from scifed.tasks import MAX_ATTEMPTS
 
@@ -113,15 +117,36 @@ def kept_start(data: bytes) -> str:
         return str(z["trained_from"]) if "trained_from" in z.files else ""
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A node's answer to an attempt of a round."""
+
+    ciphertexts: dict[str, bytes]  # by vector name
+    attestation: dict              # signed: names the set masked for
+    shares: dict[str, bytes]       # a set of three or more: its self-mask seed's share
+    # boxes, by the node each is for (node/masking.py share_boxes); else empty
+
+
+@dataclass(frozen=True)
+class Revealed:
+    """A node's answer to the unmask of an attempt of a round."""
+
+    seed: bytes = b""  # a set of one or two: its self-mask seed of the attempt
+    view: bytes = b""  # three or more: its answer to the view, sealed for the members
+    answer: dict | None = None  # ... the same in clear, for the ServerApp (which takes
+    # the masks off the sum with the public context: module docstring)
+
+
 class RoundUpdates:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
 
     def seal(self, adm: Admission, stage: str, round_no: int, attempt: int,
              masking: dict[str, dict], vectors: list[Vector], trained_from: str = ""
-             ) -> tuple[dict[str, bytes], dict] | None:
-        """The attempt's ciphertexts (by vector name) and this node's attestation; None if
-        no ``vectors`` are given and none are kept for the round (the app trains first).
+             ) -> Sealed | None:
+        """The attempt's ciphertexts (by vector name), this node's attestation and, in a
+        set of three or more, the boxed shares of its self-mask seed; None if no
+        ``vectors`` are given and none are kept for the round (the app trains first).
         ``trained_from``: what the update was trained from (kept with it, first write
         wins, and signed in every attempt's attestation)."""
         gate, h = self.gate, adm.header
@@ -162,11 +187,10 @@ class RoundUpdates:
             root = round_self_seed(gate.job_secret(h.job_id), h, stage, round_no, attempt)
             key_dir = gate.studies.cfg.tls.key.parent
             blobs = {}
+            context = pair_context(h, attempt, (stage, round_no))
             for v in unpack(kept):
                 mask = masks.named_mask(root, v.name, v.slots)
-                pair = pairwise(gate.node, key_dir, publics,
-                                mask_context(h, f"{stage}.{v.name}#{attempt}", round_no),
-                                v.slots)
+                pair = pairwise(gate.node, key_dir, publics, context, v.slots, v.name)
                 if pair is not None:
                     mask = masks.add(mask, pair)
                 blobs[v.name] = (adm.key.encrypt_quantised(v.values, bound=v.bound,
@@ -176,18 +200,29 @@ class RoundUpdates:
                                       gate.audit.head(), None, stage=stage, round_no=round_no,
                                       masked_with=masked_with, attempt=attempt,
                                       trained_from=kept_start(kept))
-            output = json.dumps({"ciphertexts": {n: base64.b64encode(b).decode()
-                                                 for n, b in blobs.items()},
-                                 "attestation": attestation}).encode()
+            shares = gate.share_boxes(adm, publics, attempt, round_of=(stage, round_no))
+            b64 = base64.b64encode
+            output = json.dumps({"ciphertexts": {n: b64(b).decode() for n, b in blobs.items()},
+                                 "attestation": attestation,
+                                 "shares": {n: b64(b).decode() for n, b in shares.items()}
+                                 }).encode()
             with gate.store.tx() as con:  # a concurrent copy of the call may answer first
                 return _answer(gate.keep(con, adm, step, digest, output, what))
 
     def reveal(self, adm: Admission, stage: str, round_no: int, attempt: int,
-               contributors: list[str]) -> bytes:
-        """This node's self-mask seed of the attempt, for the attempt's final set: only
-        the very set it masked for, and never for an attempt it abandoned."""
+               contributors: list[str], dropped: list[str] | None = None,
+               boxes: dict[str, bytes] | None = None,
+               masking: dict[str, dict] | None = None) -> Revealed:
+        """This node's unmask of the attempt, once the ServerApp says its set is final:
+        in a set of one or two its self-mask seed, only for the very set it masked for;
+        in a set of three or more its answer to the view ``contributors`` / ``dropped``
+        (:meth:`node.gate.Gate.reveal_view`: its shares of the others' self-mask seeds,
+        opened from ``boxes``, and its pairwise seeds with the dropped; one view per
+        attempt; ``masking``: the set's seal key claims). Never for an attempt it
+        abandoned."""
         gate, h = self.gate, adm.header
         step = round_stage(stage, round_no, attempt)
+        what = f"it abandoned attempt {attempt} of round {round_no} for a later one"
         with gate.replays_audited(h, adm.row.dataset_id, step):
             with gate.store.tx() as con:
                 answer = gate.answered(con, adm, step, None, "")
@@ -195,24 +230,33 @@ class RoundUpdates:
                     raise UserError(f"node {gate.node} made no attempt {attempt} of round "
                                     f"{round_no} of job {h.job_id}, so it reveals nothing "
                                     "of it")
-                masked_with = _answer(answer)[1]["statement"]["masked_with"]
-                if sorted(contributors) != masked_with:
+            masked_with = _answer(answer).attestation["statement"]["masked_with"]
+            if len(masked_with) >= SHARED_FROM:
+                sealed = gate.reveal_view(adm, attempt, masked_with, contributors,
+                                          dropped or [], boxes or {}, masking or {},
+                                          round_of=(stage, round_no))
+                return Revealed(view=sealed,
+                                answer=open_for_members(adm.key, REVEAL, h.job_id, sealed))
+            with gate.store.tx() as con:
+                if sorted(contributors) != masked_with or dropped:
                     raise UserError(
                         f"node {gate.node} reveals its self-mask of attempt {attempt} of "
                         f"round {round_no} of job {h.job_id} only for the set it masked "
                         f"for ({', '.join(masked_with)}), not for "
-                        f"{', '.join(sorted(contributors)) or 'no node'}")
+                        f"{', '.join(sorted(contributors)) or 'no node'}"
+                        + (f" with {', '.join(sorted(dropped))} dropped (a set of "
+                           f"{len(masked_with)} shares no seeds)" if dropped else ""))
                 gate.keep(con, adm, round_stage(f"unmask.{stage}", round_no, attempt),
-                          REVEALED, b"revealed",
-                          f"it abandoned attempt {attempt} of round {round_no} for a "
-                          "later one")
-        return round_self_seed(gate.job_secret(h.job_id), h, stage, round_no, attempt)
+                          REVEALED, b"revealed", what)
+        return Revealed(seed=round_self_seed(gate.job_secret(h.job_id), h, stage, round_no,
+                                             attempt))
 
 
-def _answer(output: bytes) -> tuple[dict[str, bytes], dict]:
+def _answer(output: bytes) -> Sealed:
     data = json.loads(output)
-    return ({n: base64.b64decode(b) for n, b in data["ciphertexts"].items()},
-            data["attestation"])
+    return Sealed({n: base64.b64decode(b) for n, b in data["ciphertexts"].items()},
+                  data["attestation"],
+                  {n: base64.b64decode(b) for n, b in data.get("shares", {}).items()})
 
 
 @dataclass(frozen=True)
@@ -236,9 +280,13 @@ def verify_rounds(rounds: dict[str, bytes], *, key, ca_pem: bytes, revoked, expe
     ``_keep_ledger``). Each round must be there, in order, none else (``through``: a
     progress release's round, whose rounds are 1..through, or 1..through-1 and "final").
     For each: every contributor's attestation verifies (CA, this job and spec, stage,
-    round, one attempt for all, ``masked_with`` the very set of signers) over the exact
-    ciphertexts given; each gave its self-mask seed; this node sums the ciphertexts
-    itself and takes the revealed masks off (the pairwise ones cancel over the set);
+    round, one attempt for all, ``masked_with`` the very set of signers and of the nodes
+    the record says dropped) over the exact ciphertexts given; in a set of one or two
+    each gave its self-mask seed, in three or more each answering contributor's sealed
+    answer is to this very view of this round and attempt (U the signers, D the dropped)
+    and its shares lie on one polynomial per seed (node/masking.py recovered_masks);
+    this node sums the ciphertexts itself and takes the masks off (the pairwise ones
+    among the signers cancel; those towards D come off by the survivors' seeds);
     and every contributor of round r+1 (of "final") attests it was trained from
     (evaluated) exactly the model and pooled metrics this node made of round r — round
     1's from the spec's initial model. So the sums are of the attested updates, of the
@@ -273,8 +321,12 @@ def verify_rounds(rounds: dict[str, bytes], *, key, ca_pem: bytes, revoked, expe
             ledger = json.loads(rounds[k])
             attempt = int(ledger["attempt"])
             given = ledger["contributions"]
+            view = ledger.get("view")
             seeds = {n: base64.b64decode(v, validate=True)
-                     for n, v in ledger["seeds"].items()}
+                     for n, v in (ledger.get("seeds") or {}).items()}
+            dropped = sorted(view["dropped"]) if view is not None else []
+            answers = ({n: base64.b64decode(v, validate=True)
+                        for n, v in view["answers"].items()} if view is not None else {})
             if ledger["stage"] != stage or int(ledger["round"]) != round_no or \
                     not isinstance(given, dict) or not given:
                 raise ValueError("not this round's record")
@@ -283,13 +335,22 @@ def verify_rounds(rounds: dict[str, bytes], *, key, ca_pem: bytes, revoked, expe
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise UserError(f"{said}: the record of {what} is malformed ({exc})") from None
         signers = sorted(given)
+        masked_with = sorted([*signers, *dropped])
+        if len(set(masked_with)) != len(masked_with):
+            raise UserError(f"{said}, {what}: the record names a node both as contributor "
+                            "and as dropped, or as dropped twice")
+        if (view is not None) != (len(masked_with) >= SHARED_FROM):
+            raise UserError(f"{said}, {what}: a set of {len(masked_with)} is unmasked by "
+                            + ("the answers to a view (three or more)"
+                               if len(masked_with) >= SHARED_FROM else
+                               "its contributors' own seeds (one or two)"))
         names = ["metrics"] if final else ["metrics", MODEL]
         for node in signers:
             try:
                 st = verify_attestation(given[node]["attestation"], ca_pem, node=node,
                                         expect={**expect, "stage": stage, "round": round_no,
                                                 "query_sha256": "", "attempt": attempt,
-                                                "masked_with": signers},
+                                                "masked_with": masked_with},
                                         revoked=revoked).statement
             except UserError as exc:
                 raise UserError(f"{said}, {what}: {exc}") from None
@@ -306,7 +367,8 @@ def verify_rounds(rounds: dict[str, bytes], *, key, ca_pem: bytes, revoked, expe
                     f"{'evaluating' if final else 'trained from'} another model than the "
                     + ("spec's initial one" if not start else
                        f"sum of round {round_no - (0 if final else 1)}'s attested updates"))
-            if sorted(seeds) != signers or any(len(s) != 32 for s in seeds.values()):
+            if view is None and (sorted(seeds) != signers
+                                 or any(len(s) != 32 for s in seeds.values())):
                 raise UserError(f"{said}, {what}: a self-mask seed per contributor is "
                                 "missing")
             latest[node] = given[node]["attestation"]
@@ -317,9 +379,14 @@ def verify_rounds(rounds: dict[str, bytes], *, key, ca_pem: bytes, revoked, expe
             try:
                 total = he.sum_ciphertexts(public, [blobs[n][name] for n in signers])
                 slots = he.parse(total).slots
-                mask = np.zeros(slots, dtype=np.uint64)
-                for seed in seeds.values():
-                    mask = masks.add(mask, masks.named_mask(seed, name, slots))
+                if view is not None:  # t-of-n shares (node/masking.py)
+                    mask = recovered_masks(key, expect["job_id"], answers, signers, dropped,
+                                           attempt, slots, name=name,
+                                           round_of=(stage, round_no))
+                else:
+                    mask = np.zeros(slots, dtype=np.uint64)
+                    for seed in seeds.values():
+                        mask = masks.add(mask, masks.named_mask(seed, name, slots))
                 sums[name] = key.decrypt(he.subtract_plain(public, total, mask))
             except (UserError, ValueError) as exc:
                 raise UserError(f"{said}, {what}: its sum does not decrypt ({exc})") from None

@@ -68,18 +68,23 @@ def residues(seed: bytes, n: int) -> np.ndarray:
 
 
 def pairwise_mask(own: X25519PrivateKey, own_name: str, peers: Mapping[str, bytes],
-                  context: bytes, n: int) -> np.ndarray:
+                  context: bytes, n: int, name: str | None = None) -> np.ndarray:
     """Σ over ``peers`` (name -> X25519 public key) of ±PRG(seed) mod t: + towards a peer
-    whose name sorts after ours, − towards one before, so each pair's masks cancel."""
+    whose name sorts after ours, − towards one before, so each pair's masks cancel.
+    ``name``: the vector of a contribution of several (:func:`stream`)."""
     total = np.zeros(n, dtype=np.uint64)
-    modulus = np.uint64(PLAIN_MODULUS)
     for peer in sorted(peers):
         if peer == own_name:
             continue
-        stream = residues(pair_seed(own, own_name, peer, peers[peer], context), n)
-        total += stream if own_name < peer else (modulus - stream) % modulus
-        total[total >= modulus] -= modulus
+        seed = pair_seed(own, own_name, peer, peers[peer], context)
+        total = add(total, signed(stream(seed, n, name), own_name, peer))
     return total
+
+
+def signed(mask: np.ndarray, own_name: str, peer_name: str) -> np.ndarray:
+    """A pair's stream as ``own_name`` adds it: +stream towards a peer whose name sorts
+    after its own, −stream towards one before."""
+    return mask if own_name < peer_name else sub_mod(np.zeros_like(mask), mask)
 
 
 SHARED_FROM = 3  # sets of this many nodes or more share their self-mask seeds t-of-n
@@ -102,10 +107,17 @@ def self_mask(seed: bytes, n: int) -> np.ndarray:
     return residues(seed, n)
 
 
+def stream(seed: bytes, n: int, name: str | None = None) -> np.ndarray:
+    """The residues of ``seed``: of the vector ``name`` of a contribution of several
+    (:func:`named_mask`), or of the one vector of a contribution (``name`` None)."""
+    return residues(seed, n) if name is None else named_mask(seed, name, n)
+
+
 def named_mask(seed: bytes, name: str, n: int) -> np.ndarray:
     """The self-mask of the vector ``name`` of a contribution of several vectors (a
     training round's model and metrics), all from the one seed the node reveals: each
-    vector gets a stream of its own, and whoever holds the seed makes the same one."""
+    vector gets a stream of its own, and whoever holds the seed makes the same one. (A
+    training round's pairwise seeds expand the same way: one seed per pair and attempt.)"""
     return residues(self_seed(seed, b"vector\0" + name.encode()), n)
 
 

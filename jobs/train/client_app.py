@@ -14,7 +14,8 @@ trained from (``trained_from``: the digest of the decrypted model and pooled met
 which the node signs, so the release node can tell whether the model it releases is the
 chain of attested sums the rounds trained from. It reports what DP-SGD spent back
 to the node. Values the quantised update clips are counted in the node's log. A
-``train.reveal`` message asks the node for its self-mask seed of a round's final set.
+``train.reveal`` message asks the node for its unmask of a round's final set (its
+self-mask seed in a set of two; its answer to the view in three or more: jobs.train.protocol).
 
 Its reply goes through the coordinator, which sees no decision detail: a refused grant
 answers the node's public "refused at node X" with the reason as the node sealed it to the
@@ -24,6 +25,7 @@ what went wrong without quoting data; anything unexpected stays in the node's lo
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -36,12 +38,15 @@ from flwr.clientapp import ClientApp
 
 from jobs.spec import parse_job_dict
 from jobs.train.protocol import (
+    ANSWER,
     ARRAYS,
     CONFIG,
     METRICS,
     MODEL,
     SEED,
+    SHARES,
     STATUS,
+    VIEW,
     Codec,
     average,
     blob_of,
@@ -89,14 +94,19 @@ def reveal(msg: Message, context: Context) -> Message:
         try:
             reply = pbg.NodeLocalStub(channel).RevealMask(pb.RevealMaskRequest(
                 grant=request, stage=str(cfg["stage"]), attempt=int(cfg["attempt"]),
-                contributors=json.loads(str(cfg["contributors"]))),
+                contributors=json.loads(str(cfg["contributors"])),
+                dropped=json.loads(str(cfg.get("dropped", "[]"))),
+                shares={s: base64.b64decode(b) for s, b in
+                        json.loads(str(cfg.get(SHARES, "{}"))).items()},
+                masking_json=str(cfg.get("masking", "{}"))),
                 timeout=GRANT_TIMEOUT_SECONDS)
         except grpc.RpcError as exc:
             return _api_failure(msg, target, exc, "reveal its self-mask")
     if reply.refused:  # "refused at node X"; the reason is sealed
         return _refusal(msg, reply.refused, reply.sealed_reason)
-    return Message(RecordDict({STATUS: ConfigRecord({"ok": True, "reason": "",
-                                                     SEED: reply.seed})}), reply_to=msg)
+    return Message(RecordDict({STATUS: ConfigRecord({
+        "ok": True, "reason": "", SEED: reply.seed, VIEW: reply.view,
+        ANSWER: reply.answer_json})}), reply_to=msg)
 
 
 def _refusal(msg: Message, reason: str, sealed: bytes = b"") -> Message:
@@ -184,7 +194,10 @@ def serve(msg: Message, context: Context, *, final: bool,
         ARRAYS: ArrayRecord({name: ciphertext(blob)
                              for name, blob in sorted(sealed.ciphertexts.items())}),
         STATUS: ConfigRecord({"ok": True, "reason": "",
-                              "attestation": sealed.attestation_json})})
+                              "attestation": sealed.attestation_json,
+                              SHARES: json.dumps({n: base64.b64encode(b).decode()
+                                                  for n, b in sorted(sealed.shares.items())})
+                              })})
     if epsilon is not None:
         content["dp"] = MetricRecord({"epsilon": epsilon})
     return Message(content, reply_to=msg)

@@ -23,9 +23,14 @@ attempt (``masking`` in the message: their seal key claims) and with a self-mask
 own, so one update — or a sum over part of the set — decrypts to uniform residues. Once
 every node of the attempt has answered, the ServerApp asks each for its self-mask seed
 (:data:`REVEAL`), takes the masks off the sum with the public context, and the pairwise
-masks cancel in it. A node that drops before that makes the ServerApp try again among the
-survivors (``attempt`` + 1): each masks the update it kept afresh for them, without
-training again; the earlier attempt is never unmasked.
+masks cancel in it. In a set of three or more no seed leaves a node: each update
+carries its self-mask seed in t-of-n shares boxed for the others, and the unmask names a
+view (U summed, D whose update never came); each node of U answers with its shares of
+the others' seeds and its pairwise seeds with D (node/masking.py), so a node of U that
+drops in the unmask is still summed, and one whose update never came is left out without
+a new attempt while t + 1 answer. In a set of two, a node that drops before the reveal
+makes the ServerApp try again among the survivors (``attempt`` + 1): each masks the update
+it kept afresh for them, without training again; the earlier attempt is never unmasked.
 
 The coordinator adds ciphertexts with the public context only; members decrypt.
 """
@@ -47,10 +52,13 @@ from scifed.errors import UserError
 STYPE = "scifed.he"
 ARRAYS, CONFIG, STATUS = "arrays", "config", "status"
 MODEL, METRICS = "model", "metrics"
-# The message asking a round's contributors for their self-mask seeds once its set is
-# final (node/round_updates.py); the seed comes back in the status record.
+# The message asking a round's contributors for their unmask once its set is final
+# (node/round_updates.py): in a set of one or two each one's self-mask seed (``seed`` in
+# the status record); in three or more each one's answer to the view (``view``: sealed for
+# the members, ``answer``: the same in clear, JSON), from the share boxes the others made
+# for it (``shares`` in their update's status record, JSON of base64 by holder).
 REVEAL = "train.reveal"
-SEED = "seed"
+SEED, VIEW, ANSWER, SHARES = "seed", "view", "answer", "shares"
 
 RUN_FILE = "run.json"                 # written by the coordinator: the job
 PUBLIC_CONTEXT_FILE = "public.ctx"    # the study's public BFV context

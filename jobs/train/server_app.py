@@ -53,6 +53,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from jobs.train.protocol import (
+    ANSWER,
     ARRAYS,
     CHECKPOINT_FILE,
     CONFIG,
@@ -63,7 +64,9 @@ from jobs.train.protocol import (
     REVEAL,
     RUN_FILE,
     SEED,
+    SHARES,
     STATUS,
+    VIEW,
     blob_of,
     ciphertext,
     write_bytes,
@@ -71,6 +74,8 @@ from jobs.train.protocol import (
 )
 from scifed import masks
 from scifed.he import context_is_private, parse, subtract_plain, sum_ciphertexts
+from scifed.masks import SHARED_FROM
+from scifed.recovery import answers_view, rebuilt_mask, recoverable, shortfall
 from scifed.sealing import refused_at
 from scifed.tasks import MAX_ATTEMPTS
 from scifed.wire import now_ms
@@ -118,6 +123,8 @@ class HEFedAvg(FedAvg):
         self._names: dict[int, str] = {}  # Flower node_id -> node name, this exchange
         self._sent: dict[str, str] = {}   # message id -> node name, this exchange
         self._seeds: dict[str, bytes] = {}  # node -> self-mask seed, this round's sum
+        # a set of three or more: this round's view (U, D) and each answer to it
+        self._view: dict | None = None
 
     # -- state -----------------------------------------------------------------------------
     def _load_checkpoint(self) -> dict:
@@ -248,11 +255,19 @@ class HEFedAvg(FedAvg):
             good = self._accept(server_round, self._exchange(grid, messages))
             if sorted(good) == asked:
                 break
+            if self.masked and recoverable(len(asked), len(good)):
+                log(WARNING, "round %d, attempt %d: %s dropped after the others masked for "
+                    "them; the survivors' seeds with them take them out of the sum",
+                    server_round, attempt, ", ".join(sorted(set(asked) - set(good))))
+                break
             log(WARNING, "round %d, attempt %d: %s dropped after the others masked for "
                 "them; the survivors try again", server_round, attempt,
                 ", ".join(sorted(set(asked) - set(good))))
-        self._seeds = self._reveal(grid, server_round, stage, attempt, good) if self.masked \
-            else {}
+        self._seeds, self._view = {}, None
+        if self.masked and len(asked) >= SHARED_FROM:
+            self._view = self._reveal_view(grid, server_round, stage, attempt, good, asked)
+        elif self.masked:
+            self._seeds = self._reveal(grid, server_round, stage, attempt, good)
         self._keep_ledger(key, stage, server_round, attempt, good)
         return good
 
@@ -275,6 +290,10 @@ class HEFedAvg(FedAvg):
         ledger = {"stage": stage, "round": server_round, "attempt": attempt,
                   "contributions": contributions,
                   "seeds": {n: b64(seed) for n, seed in sorted(self._seeds.items())}}
+        if self._view is not None:  # each answer as sealed for the members
+            ledger["view"] = {"dropped": self._view["dropped"],
+                              "answers": {n: b64(v) for n, v in
+                                          sorted(self._view["sealed"].items())}}
         name = "ledger-final.json" if key == "final" else f"ledger-r{server_round}.json"
         write_bytes(self.job_dir / name, json.dumps(ledger).encode())
         self.state.setdefault("ledger_files", {})[key] = name
@@ -322,6 +341,73 @@ class HEFedAvg(FedAvg):
                              f"{attempt} ({'; '.join(f'{n}: {w}' for n, w in why.items())})")
         return seeds
 
+    def _reveal_view(self, grid: Grid, server_round: int, stage: str, attempt: int,
+                     good: dict[str, Message], asked: list[str]) -> dict:
+        """A set of three or more (node/masking.py): the view of the final attempt — U
+        the contributors whose update came, D the nodes masked for whose update did not —
+        and each node of U's answer to it, from the share boxes the others made for it.
+        A node of U that gives none is still summed while t + 1 answer and D is empty;
+        otherwise the job fails (no later attempt may follow a revealed view)."""
+        contributors, dropped = sorted(good), sorted(set(asked) - set(good))
+        boxes = {n: json.loads(str(m.content.config_records[STATUS].get(SHARES) or "{}"))
+                 for n, m in good.items()}
+        masking = json.dumps({n: self.claims[n] for n in asked if n in self.claims})
+        messages = []
+        for node_id, name in self._names.items():
+            if name not in good:
+                continue
+            cfg = ConfigRecord({**self._node_config(name, server_round, attempt),
+                                "stage": stage, "contributors": json.dumps(contributors),
+                                "dropped": json.dumps(dropped), "masking": masking,
+                                SHARES: json.dumps({s: b[name] for s, b in boxes.items()
+                                                    if name in b})})
+            messages.append(Message(content=RecordDict({CONFIG: cfg}), dst_node_id=node_id,
+                                    message_type=REVEAL, group_id=f"{server_round}-reveal",
+                                    ttl=self.timeout + TTL_MARGIN_SECONDS))
+        answers: dict[str, dict] = {}
+        sealed: dict[str, bytes] = {}
+        why: dict[str, str] = {}
+        round_of = (stage, server_round)
+        for reply in self._exchange(grid, messages):
+            name = self._sent.get(reply.metadata.reply_to_message_id)
+            if name is None:
+                continue
+            status = None if reply.has_error() else reply.content.config_records[STATUS]
+            if status is not None and status["ok"]:
+                try:
+                    answer = json.loads(str(status.get(ANSWER) or "null"))
+                except ValueError:
+                    answer = None
+                view = status.get(VIEW)
+                if isinstance(view, bytes) and view and isinstance(answer, dict) and \
+                        answers_view(answer, name, attempt, contributors, dropped, round_of):
+                    answers[name], sealed[name] = answer, view
+                    continue
+                why[name] = "its answer is not one to this view"
+            elif status is not None and isinstance(status.get("sealed"), bytes) \
+                    and status.get("sealed"):  # the node's refusal: no detail
+                self._drop(name, refused_at(name), status["sealed"])
+                why[name] = refused_at(name)
+            else:
+                why[name] = (reply.error.reason if reply.has_error() else
+                             str(status["reason"]) if status is not None else "no answer")
+        missing = [n for n in contributors if n not in answers]
+        need = shortfall(len(asked), len(dropped), len(answers)) if missing else None
+        for name in missing:  # summed still (by the others' shares) or the job fails
+            self._drop(name, f"round {server_round}: no unmask answer "
+                             f"({why.get(name, f'no reply within {self.timeout:.0f}s')})")
+        if need:
+            self._checkpoint()
+            raise self._fail(server_round, f"round {server_round}'s sum cannot be unmasked: "
+                             f"{', '.join(missing)} gave no answer to the unmask of attempt "
+                             f"{attempt}, and taking the masks off needs {need} "
+                             f"({'; '.join(f'{n}: {w}' for n, w in why.items())})")
+        if missing:
+            log(WARNING, "round %d: %s gave no unmask answer; the others' shares take "
+                "their self-masks off", server_round, ", ".join(missing))
+        return {"contributors": contributors, "dropped": dropped, "answers": answers,
+                "sealed": sealed}
+
     # -- helpers -------------------------------------------------------------------------
     def _sum(self, blobs: list[bytes]) -> bytes:
         """The aggregation itself: a homomorphic sum, public context only."""
@@ -334,6 +420,11 @@ class HEFedAvg(FedAvg):
         if not self.masked:
             return total
         slots = parse(total).slots
+        if self._view is not None:  # t-of-n shares, and the survivors' seeds with D
+            v = self._view
+            mask = rebuilt_mask(v["answers"], v["contributors"], v["dropped"], slots,
+                                name=name)
+            return subtract_plain(self.public_context, total, mask)
         mask = np.zeros(slots, dtype=np.uint64)
         for seed in self._seeds.values():
             mask = masks.add(mask, masks.named_mask(seed, name, slots))

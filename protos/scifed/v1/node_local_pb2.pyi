@@ -151,8 +151,15 @@ class SealUpdateRequest(_message.Message):
     def __init__(self, grant: _Optional[_Union[TrainingGrantRequest, _Mapping]] = ..., stage: _Optional[str] = ..., attempt: _Optional[int] = ..., masking_json: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[UpdateVector, _Mapping]]] = ..., trained_from: _Optional[str] = ...) -> None: ...
 
 class SealUpdateReply(_message.Message):
-    __slots__ = ("sealed", "ciphertexts", "attestation_json", "refused", "sealed_reason")
+    __slots__ = ("sealed", "ciphertexts", "attestation_json", "refused", "sealed_reason", "shares")
     class CiphertextsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    class SharesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -164,31 +171,50 @@ class SealUpdateReply(_message.Message):
     ATTESTATION_JSON_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     SEALED_REASON_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
     sealed: bool
     ciphertexts: _containers.ScalarMap[str, bytes]
     attestation_json: str
     refused: str
     sealed_reason: bytes
-    def __init__(self, sealed: bool = ..., ciphertexts: _Optional[_Mapping[str, bytes]] = ..., attestation_json: _Optional[str] = ..., refused: _Optional[str] = ..., sealed_reason: _Optional[bytes] = ...) -> None: ...
+    shares: _containers.ScalarMap[str, bytes]
+    def __init__(self, sealed: bool = ..., ciphertexts: _Optional[_Mapping[str, bytes]] = ..., attestation_json: _Optional[str] = ..., refused: _Optional[str] = ..., sealed_reason: _Optional[bytes] = ..., shares: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class RevealMaskRequest(_message.Message):
-    __slots__ = ("grant", "stage", "attempt", "contributors")
+    __slots__ = ("grant", "stage", "attempt", "contributors", "dropped", "shares", "masking_json")
+    class SharesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     GRANT_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    MASKING_JSON_FIELD_NUMBER: _ClassVar[int]
     grant: TrainingGrantRequest
     stage: str
     attempt: int
     contributors: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, grant: _Optional[_Union[TrainingGrantRequest, _Mapping]] = ..., stage: _Optional[str] = ..., attempt: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    shares: _containers.ScalarMap[str, bytes]
+    masking_json: str
+    def __init__(self, grant: _Optional[_Union[TrainingGrantRequest, _Mapping]] = ..., stage: _Optional[str] = ..., attempt: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., shares: _Optional[_Mapping[str, bytes]] = ..., masking_json: _Optional[str] = ...) -> None: ...
 
 class RevealMaskReply(_message.Message):
-    __slots__ = ("seed", "refused", "sealed_reason")
+    __slots__ = ("seed", "refused", "sealed_reason", "view", "answer_json")
     SEED_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     SEALED_REASON_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
     seed: bytes
     refused: str
     sealed_reason: bytes
-    def __init__(self, seed: _Optional[bytes] = ..., refused: _Optional[str] = ..., sealed_reason: _Optional[bytes] = ...) -> None: ...
+    view: bytes
+    answer_json: str
+    def __init__(self, seed: _Optional[bytes] = ..., refused: _Optional[str] = ..., sealed_reason: _Optional[bytes] = ..., view: _Optional[bytes] = ..., answer_json: _Optional[str] = ...) -> None: ...
