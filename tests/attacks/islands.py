@@ -51,10 +51,10 @@ def uniform(residues: np.ndarray) -> bool:
     return stats.kstest(residues.astype(np.float64) / PLAIN_MODULUS, "uniform").pvalue > 1e-6
 
 
-def pair_mask(fed, context: bytes, slots: int) -> np.ndarray:
+def pair_mask(fed, context: bytes, slots: int, name: str | None = None) -> np.ndarray:
     """The accomplice's own pairwise mask towards the victim for ``context`` (job, stage,
     round, key version), which it can make: what it adds to the victim's residues to take
-    its share of the victim's masks off."""
+    its share of the victim's masks off (``name``: of a training round's vector)."""
     with fed.coordinator.db.session() as s:
         claim = s.get(Node, fed.victim).seal_claim
     victim_public = verify_claim(SealKeyClaim.from_dict(claim),
@@ -62,4 +62,4 @@ def pair_mask(fed, context: bytes, slots: int) -> np.ndarray:
                                  expect_role="node", expect_name=fed.victim)
     own = load_seal_key(fed.nodes[fed.accomplice].cfg.tls.key.parent)
     return masks.pairwise_mask(own, fed.accomplice, {fed.victim: victim_public}, context,
-                               slots)
+                               slots, name)

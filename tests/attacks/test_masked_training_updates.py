@@ -12,6 +12,7 @@ over part of the set, it decrypts to residues uniform in [0, t).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import sqlite3
@@ -113,8 +114,8 @@ def test_a_member_with_the_coordinator_reads_no_round_update(fed):
             frame = he.parse(blob(seen, name))
             residues = key.residues(frame)
             assert uniform(residues), (round_no, name)
-            context = "\0".join(["job-tm1", f"train.{name}#1", str(round_no), "1"])
-            left = masks.add(residues, pair_mask(fed, context.encode(), residues.size))
+            context = "\0".join(["job-tm1", "train#1", str(round_no), "1"])
+            left = masks.add(residues, pair_mask(fed, context.encode(), residues.size, name))
             assert uniform(left), (round_no, name)
             with pytest.raises(UserError):
                 he.decode(frame, left)
@@ -213,14 +214,21 @@ def test_a_node_declared_dropped_stays_masked(fed):
                                   contributors=sorted(ISLANDS))
     why = refused(lambda: local_api(fed, fed.accomplice).RevealMask(reveal, timeout=30))
     assert "abandoned attempt 1 of round 2" in why, why
+    # the victim never heard of attempt 2 and answers attempt 1's view: its shares of the
+    # others' seeds, never its own seed (a set of three), so its update stays masked
     victim_ask = grid.updates(fed.victim, 2).message
-    seed = local_api(fed, fed.victim).RevealMask(pb.RevealMaskRequest(
+    boxes = {n: base64.b64decode(json.loads(str(
+        grid.updates(n, 2).reply.content["status"]["shares"]))[fed.victim])
+        for n in ISLANDS if n != fed.victim}
+    reply = local_api(fed, fed.victim).RevealMask(pb.RevealMaskRequest(
         grant=grant_request(victim_ask), stage="train", attempt=1,
-        contributors=sorted(ISLANDS)), timeout=30).seed
-    left = masks.subtract(difference, masks.named_mask(seed, MODEL, residues.size))
-    assert uniform(left)
-    with pytest.raises(UserError):
-        he.decode(he.Frame(**{**victims.__dict__, "summands": 1}), left)
+        contributors=sorted(ISLANDS), shares=boxes,
+        masking_json=str(victim_ask.content.config_records["config"]["masking"])),
+        timeout=30)
+    answer = json.loads(reply.answer_json)
+    assert not reply.seed and reply.view
+    assert sorted(answer["self"]) == sorted(n for n in ISLANDS if n != fed.victim)
+    assert fed.victim not in answer["self"] and not answer["pair"]
 
 
 def test_the_node_decides_the_set_it_masks_for(fed):
@@ -251,7 +259,7 @@ def test_the_node_decides_the_set_it_masks_for(fed):
     why = refused(lambda: api.RevealMask(pb.RevealMaskRequest(
         grant=grant_request(message), stage="train", attempt=1,
         contributors=sorted(pair)), timeout=30))
-    assert "only for the set it masked for" in why, why
+    assert "are not, once each, the set it masked for" in why, why
 
 
 class Crash(Exception):
