@@ -92,9 +92,9 @@ class Grid:
                     and s.round == round_no and s.attempt == attempt)
 
 
-def train_job(fed, **train) -> dict:
-    """A `train` job over the three islands, as the coordinator writes it for the
-    ServerApp (job spec as submitted)."""
+def train_job(fed, nodes=tuple(ISLANDS), **train) -> dict:
+    """A `train` job over ``nodes`` (the three islands), as the coordinator writes it for
+    the ServerApp (job spec as submitted)."""
     pooled = fed.pooled
     spec = {"features": FEATURES, "label": "species", "task": "classification",
             "classes": ["Adelie", "Chinstrap", "Gentoo"],
@@ -104,22 +104,23 @@ def train_job(fed, **train) -> dict:
             "standardize": {f: [float(pooled[f].mean()), float(pooled[f].std())]
                             for f in FEATURES}, **train}
     doc = {"study": "penguins", "type": "train",
-           "datasets": {n: "penguins" for n in ISLANDS}, "train": spec}
+           "datasets": {n: "penguins" for n in nodes}, "train": spec}
     return load_job(yaml.safe_dump(doc), "job.yaml").to_dict()
 
 
 class Rounds:
-    """Every island node's local API on its socket, and runs of the ServerApp over them."""
+    """Every node's local API on its socket (the islands', or ``nodes``), and runs of the
+    ServerApp over them."""
 
-    def __init__(self, fed, tmp_path: Path) -> None:
+    def __init__(self, fed, tmp_path: Path, nodes=tuple(ISLANDS)) -> None:
         from scifed.pki import refresh_crl
 
-        self.fed, self.tmp = fed, tmp_path
+        self.fed, self.tmp, self.nodes = fed, tmp_path, sorted(nodes)
         refresh_crl(fed.ca_dir)  # the CA's fresh CRL, as the coordinator forwards it
         crl = (fed.ca_dir / "crl.pem").read_bytes()
         ca = (fed.ca_dir / "ca.crt").read_bytes()
         self.apis = {}
-        for name in ISLANDS:
+        for name in self.nodes:
             core = fed.nodes[name]
             core.studies.trust.offer(crl, via="task")
             self.apis[name] = LocalApi(core.gate, core.cfg.state_dir, apps=None, ca_pem=ca)
@@ -143,12 +144,12 @@ class Rounds:
         fed = self.fed
         job_dir = self.tmp / job_id
         job_dir.mkdir(parents=True)
-        spec = train_job(fed, **train)
-        claims = fed.coordinator.jobs.seal_claims(sorted(ISLANDS))
+        spec = train_job(fed, self.nodes, **train)
+        claims = fed.coordinator.jobs.seal_claims(self.nodes)
         write_json(job_dir / RUN_FILE, {
             "job_id": job_id, "study_id": fed.study_id, "key_version": 1,
             "spec": spec["train"], "job_spec": spec,
-            "datasets": {n: "penguins" for n in ISLANDS}, "filter": "",
+            "datasets": {n: "penguins" for n in self.nodes}, "filter": "",
             "min_nodes": min_nodes, "researcher": fed.researcher,
             "researcher_claim": json.loads(fed.claim_json()), "seal_claims": claims})
         (job_dir / PUBLIC_CONTEXT_FILE).write_bytes(
@@ -157,7 +158,7 @@ class Rounds:
 
     def grid(self, lose: Callable[[Seen], bool] = lambda seen: False,
              nodes: list[str] | None = None) -> Grid:
-        """A grid over ``nodes`` (default: all three; a node left out is offline)."""
+        """A grid over ``nodes`` (default: all; a node left out is offline)."""
         return Grid({n: api.path for n, api in self.apis.items()
                      if nodes is None or n in nodes}, lose=lose)
 
