@@ -6,7 +6,8 @@ Five nodes hold the penguins (rows dealt round-robin), so t = ⌊5/2⌋ + 1 = 3 
 self-mask seed back and four answering recover one dropout (node/masking.py); three nodes
 survive none (t + 1 = 3 must answer). Before the t-of-n shares in training, each
 contributor revealed its own self-mask seed: a node that answered the round and then gave
-no seed failed the job ("round 1's sum cannot be unmasked: cat gave no self-mask seed").
+no seed failed the job (run on the code before: "round 1's sum cannot be unmasked: cat
+gave no self-mask seed of attempt 1").
 """
 
 from __future__ import annotations
