@@ -474,3 +474,81 @@ def release_costs(n_params: int, rounds: int = ROUNDS, nodes: int = 3,
     return {"check": statistics.median(check), "before": statistics.median(before),
             "rounds_bytes": sum(len(b) for b in ledgers.values()), "sums_bytes": sums_bytes,
             "per_reply": digest_field}
+
+
+def reveal_costs(n_params: int, nodes: int, repeats: int = 5) -> dict[str, float]:
+    """What the unmask of a training round costs with t-of-n shares (node/masking.py:
+    a set of three or more), beside the direct reveal of each node's own self-mask seed
+    it replaced (the baseline, still used by sets of two), measured in the same run with
+    the real functions, X25519 keys and study key (no network: the bytes are what
+    travels). Per node and round: CPU to split and box its seed at the update, and to
+    open its boxes and answer the view (sealed for the members and in clear), vs
+    deriving its seed; the bytes it sends and receives for it, vs 32. At the ServerApp:
+    CPU to rebuild every seed from the answers and make the model's and metrics' masks,
+    vs making them from revealed seeds."""
+    from jobs.train.protocol import METRICS, MODEL
+    from node.masking import REVEAL, open_shares, round_self_seed, seal_view, share_boxes
+    from scifed import he, masks
+    from scifed.he import open_for_members
+    from scifed.recovery import rebuilt_mask
+    from scifed.sealing import ensure_seal_key
+    from scifed.tasks import TaskHeader
+
+    def best(action) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            action()
+            times.append(time.process_time() - start)
+        return min(times)
+
+    key = StudyKey.generate()
+    names = [f"node{i:02d}" for i in range(nodes)]
+    h = TaskHeader(job_id="job-bench", study_id="s", key_version=1, job_type="train",
+                   n_nodes=nodes, dataset="d", spec={})
+    of = ("train", 2)
+    slots = {MODEL: he.slots_for(he.QUANTISED, n_params + 1, he.lanes_for(nodes)),
+             METRICS: he.slots_for(he.EXACT, 8)}
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {m: Path(tmp) / m for m in names}
+        publics = {m: ensure_seal_key(dirs[m]) for m in names}
+        secrets = {m: bytes([i + 1]) * 32 for i, m in enumerate(names)}
+        boxes = {m: share_boxes(m, dirs[m], secrets[m], h, publics, 1, round_of=of)
+                 for m in names}
+        me = names[0]
+
+        def answer(node: str) -> tuple[bytes, dict]:
+            got = {s: b[node] for s, b in boxes.items() if node in b}
+            shares = open_shares(node, dirs[node], h, publics, 1, got,
+                                 [m for m in names if m != node], round_of=of)
+            sealed = seal_view(key, h.job_id, node, 1, names, [], shares, {}, round_of=of)
+            return sealed, open_for_members(key, REVEAL, h.job_id, sealed)
+
+        node_s = best(lambda: share_boxes(me, dirs[me], secrets[me], h, publics, 1,
+                                          round_of=of)) + best(lambda: answer(me))
+        direct_s = best(lambda: round_self_seed(secrets[me], h, *of, 1))
+        answers = {m: answer(m) for m in names}
+        opened = {m: a[1] for m, a in answers.items()}
+        seeds = {m: round_self_seed(secrets[m], h, *of, 1) for m in names}
+
+        def rebuilt() -> dict:
+            return {v: rebuilt_mask(opened, names, [], s, name=v) for v, s in slots.items()}
+
+        def revealed() -> dict:
+            out = {}
+            for v, s in slots.items():
+                total = np.zeros(s, dtype=np.uint64)
+                for seed in seeds.values():
+                    total = masks.add(total, masks.named_mask(seed, v, s))
+                out[v] = total
+            return out
+
+        assert all(np.array_equal(a, b) for a, b in zip(rebuilt().values(),
+                                                         revealed().values(), strict=True))
+        server_s, server_direct_s = best(rebuilt), best(revealed)
+        inbound = sum(len(b[me]) for s, b in boxes.items() if me in b)
+        sealed, clear = answers[me]
+        return {"node_ms": node_s * 1e3, "node_ms_direct": direct_s * 1e3,
+                "server_ms": server_s * 1e3, "server_ms_direct": server_direct_s * 1e3,
+                "bytes": sum(map(len, boxes[me].values())) + inbound + len(sealed)
+                + len(json.dumps(clear)), "bytes_direct": 32}

@@ -48,9 +48,21 @@ def training(console: Console | None = None) -> None:
             Figure(f"{name}: encrypt at a node + sum + decrypt",
                    1000 * (c["encrypt"] + c["sum"] + c["decrypt"]), None, "", "ms"),
         ]
+    for nodes in (3, 5, 10):
+        c = tb.reveal_costs(15, nodes)
+        name = f"round unmask by t-of-n shares, {nodes} nodes (penguins model)"
+        figures += [
+            Figure(f"{name}: CPU per node (shares out, view answered)", c["node_ms"],
+                   c["node_ms_direct"], "", "ms"),
+            Figure(f"{name}: CPU at the ServerApp (seeds rebuilt, masks made)",
+                   c["server_ms"], c["server_ms_direct"], "", "ms"),
+            Figure(f"{name}: bytes per node", c["bytes"], c["bytes_direct"], "", "B"),
+        ]
     print_area(console, "training: a train job on loopback (coordinator's SuperLink, 3 "
                "nodes' SuperNodes, mTLS, pacing on)", figures, "the same app aggregating "
-               "in clear on the same SuperLink and SuperNodes; float32 for bytes",
+               "in clear on the same SuperLink and SuperNodes; float32 for bytes; for "
+               "the unmask by shares, the direct reveal of each node's own seed (sets of "
+               "two)",
                "Anchor: issue 14 item 5.")
 
 
