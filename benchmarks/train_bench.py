@@ -376,16 +376,20 @@ def release_costs(n_params: int, rounds: int = ROUNDS, nodes: int = 3,
     decrypted, and the chain of ``trained_from`` digests checked), beside what the
     release did before (decrypt the sums the coordinator handed it); and the bytes of the
     release task's rounds beside those sums, and what ``trained_from`` adds to each
-    round reply. Real CA, node certificates, attestations and self-masks; the pairwise
-    masks, which cancel in the sum and cost the check nothing, are left out."""
+    round reply. Real CA, node certificates, attestations and self-masks, and for three
+    or more nodes the real t-of-n shares and view answers each round is unmasked by
+    (node/masking.py); the pairwise masks, which cancel in the sum and cost the check
+    nothing, are left out."""
     import base64
     import hashlib
 
     from jobs.train.protocol import average, start_digest, update_values
+    from node.masking import SHARED_FROM, open_shares, round_self_seed, seal_view, share_boxes
     from node.round_updates import Vector, verify_rounds
     from scifed import he, masks
     from scifed.pki import init_ca, make_key_and_csr, sign_csr
-    from scifed.sealing import canonical_sha256, sign_attestation
+    from scifed.sealing import canonical_sha256, ensure_seal_key, sign_attestation
+    from scifed.tasks import TaskHeader
 
     key, rng = StudyKey.generate(), np.random.default_rng(0)
     public = key.public_bytes()
@@ -400,6 +404,10 @@ def release_costs(n_params: int, rounds: int = ROUNDS, nodes: int = 3,
             certs[n] = (sign_csr(ca, csr, role="node", out_path=d / "node.crt"),
                         d / "node.key")
         ca_pem = (ca / "ca.crt").read_bytes()
+        publics = {n: ensure_seal_key(Path(tmp) / f"seal-{n}") for n in names}
+        header = TaskHeader(job_id="j", study_id="s", key_version=1, job_type="train",
+                            n_nodes=nodes, dataset="d", spec={})
+        shared = nodes >= SHARED_FROM
         spec = {"type": "train"}
         expect = {"job_id": "j", "study_id": "s", "key_version": 1, "researcher": "r",
                   "spec_sha256": canonical_sha256(spec), "dp": None}
@@ -409,8 +417,14 @@ def release_costs(n_params: int, rounds: int = ROUNDS, nodes: int = 3,
         for k in [*map(str, range(1, rounds + 1)), "final"]:
             final = k == "final"
             given, seeds, blobs_of = {}, {}, {}
+            round_of = ("evaluate", rounds) if final else ("train", int(k))
+            boxes = {}
             for i, n in enumerate(names):
-                seed = rng.bytes(32)
+                secret = bytes([i + 1]) * 32
+                seed = round_self_seed(secret, header, *round_of, 1)
+                if shared:
+                    boxes[n] = share_boxes(n, Path(tmp) / f"seal-{n}", secret, header,
+                                           publics, 1, round_of=round_of)
                 vectors = [Vector("metrics", rng.normal(size=8))]
                 if not final:
                     pooled = None if model_sum is None else float(metrics_sum[6])
@@ -442,9 +456,20 @@ def release_costs(n_params: int, rounds: int = ROUNDS, nodes: int = 3,
                                                             key_path=certs[n][1])}
                 seeds[n] = base64.b64encode(seed).decode()
                 blobs_of[n] = blobs
-            ledgers[k] = json.dumps({"stage": "evaluate" if final else "train",
-                                     "round": rounds if final else int(k), "attempt": 1,
-                                     "contributions": given, "seeds": seeds}).encode()
+            record = {"stage": "evaluate" if final else "train",
+                      "round": rounds if final else int(k), "attempt": 1,
+                      "contributions": given, "seeds": seeds}
+            if shared:  # no seed leaves a node: each answers the view (U = all)
+                views = {}
+                for n in names:
+                    got = open_shares(n, Path(tmp) / f"seal-{n}", header, publics, 1,
+                                      {s: b[n] for s, b in boxes.items() if n in b},
+                                      [m for m in names if m != n], round_of=round_of)
+                    views[n] = base64.b64encode(seal_view(
+                        key, "j", n, 1, names, [], got, {}, round_of=round_of)).decode()
+                record = {**record, "seeds": {},
+                          "view": {"dropped": [], "answers": views}}
+            ledgers[k] = json.dumps(record).encode()
             for name in blobs_of[names[0]]:  # what the ServerApp summed and unmasked
                 total = sum_ciphertexts(public, [blobs_of[n][name] for n in names])
                 slots = he.parse(total).slots
