@@ -70,13 +70,20 @@ Further rounds of a release (exact quantiles) use pairwise masks over the final
 contributors without self-masks: a dropout there fails the job anyway, so no attempt
 ever follows and nothing needs revealing.
 
-Training rounds (node/round_updates.py) follow the same rules per round: each attempt of
-a round masks the node's update pairwise for the attempt's set with a self-mask of the
-round and attempt (:func:`round_self_seed`), a later attempt masks the kept update afresh
-for the survivors, and a node reveals the self-mask of one attempt per round only. Its
-seed goes to the coordinator in clear, which takes the revealed masks off the sum with
-the public context: every member decrypts each round's model, so a seed sealed for the
-members would tell the coordinator-with-a-member no less.
+Training rounds (node/round_updates.py) follow the same rules per round and stage: each
+attempt of a round masks the node's update pairwise for the attempt's set (one pair seed
+per attempt, :func:`pair_context`, expanded per vector by :func:`scifed.masks.stream`)
+with a self-mask of the round and attempt (:func:`round_self_seed`, :func:`own_seed`),
+and a later attempt masks the kept update afresh for the survivors. In a set of three or
+more the update carries the shares of that seed (:func:`share_boxes` with ``round_of``,
+the round's stage and number, which every sharing context, box and view answer names),
+and the reveal is a view as above (``Gate.reveal_view`` with ``round_of``: one view per
+attempt of a round); in a set of one or two the node reveals its seed of one attempt per
+round only. The answers go to the coordinator in clear as well as sealed for the members:
+the ServerApp takes the masks off each round's sum with the public context
+(:mod:`scifed.recovery`, the same rebuild the release node runs on the sealed answers of
+the round's ledger), and every member decrypts each round's model, so answers sealed for
+the members only would tell the coordinator-with-a-member no less.
 """
 
 from __future__ import annotations

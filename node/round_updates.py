@@ -1,5 +1,7 @@
 """A node's update of a training round, masked under the encryption for the round's set
-of contributors, and the reveal of its self-mask once that set is final (the rules are
+of contributors, and its unmask once that set is final: in a set of one or two its
+self-mask seed, in three or more its answer to one view of the attempt, from the t-of-n
+shares of the others' seeds its update's peers boxed for it (the rules are
 node/masking.py's; the ClientApp reaches both through the local API, node/local_api.py).
 
 Why in the node and not in the ClientApp: the seal key, the job secret and the masks stay
@@ -17,11 +19,17 @@ What it keeps in node.db (``job_answers``, under the job id):
 * ``{stage}#r#a``: the answer of attempt a (ciphertexts and the signed attestation, which
   names the set): a retry gets the same bytes, attempt a asked for another set is refused;
 * ``unmask.{stage}#r#a``: "abandoned" once a later attempt was taken, or "revealed" once
-  the self-mask seed went out — whichever comes first; the other is then refused.
+  the self-mask seed or a view answer went out — whichever comes first; the other is
+  then refused;
+* ``view.{stage}#r#a``: a set of three or more: its sealed answer to the one view of the
+  attempt it answered (any other view of it is refused, so no node's self-mask shares
+  and pairwise seeds both leave this node).
 
-So the coordinator gets at most one attempt of a round unmasked, for one set, and a node
-it declares dropped while holding its ciphertext stays masked by the self-mask that node
-reveals only for the set it masked for.
+So the coordinator gets at most one attempt of a round unmasked, for one view, and a
+node it declares dropped while holding its ciphertext stays masked by its self-mask: in a
+set of two the node reveals it only for the set it masked for; in three or more no honest
+node gives a share of it once it gave its pairwise seed with that node instead, and the
+coordinator with one member holds fewer than t shares.
 
 What the attestation binds (``Gate.attest``): job, stage, round, attempt, the set
 (``masked_with``), the ciphertexts, the node's ``output_review`` flag, and what the update
@@ -339,11 +347,6 @@ def verify_rounds(rounds: dict[str, bytes], *, key, ca_pem: bytes, revoked, expe
         if len(set(masked_with)) != len(masked_with):
             raise UserError(f"{said}, {what}: the record names a node both as contributor "
                             "and as dropped, or as dropped twice")
-        if (view is not None) != (len(masked_with) >= SHARED_FROM):
-            raise UserError(f"{said}, {what}: a set of {len(masked_with)} is unmasked by "
-                            + ("the answers to a view (three or more)"
-                               if len(masked_with) >= SHARED_FROM else
-                               "its contributors' own seeds (one or two)"))
         names = ["metrics"] if final else ["metrics", MODEL]
         for node in signers:
             try:
@@ -374,6 +377,11 @@ def verify_rounds(rounds: dict[str, bytes], *, key, ca_pem: bytes, revoked, expe
             latest[node] = given[node]["attestation"]
             if st["output_review"]:
                 flagged.add(node)
+        if (view is not None) != (len(masked_with) >= SHARED_FROM):
+            raise UserError(f"{said}, {what}: a set of {len(masked_with)} is unmasked by "
+                            + ("the answers to a view (three or more)"
+                               if len(masked_with) >= SHARED_FROM else
+                               "its contributors' own seeds (one or two)"))
         sums = {}
         for name in names:
             try:

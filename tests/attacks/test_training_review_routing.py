@@ -238,10 +238,12 @@ def _with(request: ReleaseRequest, key: str, ledger: dict) -> ReleaseRequest:
 
 
 def hide_flagged(request: ReleaseRequest, key: str) -> ReleaseRequest:
-    """Torgersen's contribution (and seed) left out of round ``key``'s record."""
+    """Torgersen's contribution (and seed, or answer to the view) left out of round
+    ``key``'s record."""
     ledger = _ledger(request, key)
     ledger["contributions"].pop(FLAGGED)
-    ledger["seeds"].pop(FLAGGED)
+    ledger["seeds"].pop(FLAGGED, None)
+    ledger.get("view", {}).get("answers", {}).pop(FLAGGED, None)  # a set of three
     return _with(request, key, ledger)
 
 
@@ -270,7 +272,8 @@ def test_the_coordinator_presents_another_attempt(fed):
     without it; the coordinator presents attempt 1 of round 2 (all three, with the
     seeds of attempt 2) as the round that was used — or the survivors' attempt 2 as if
     it were round 1. Refused: the other attempt's sum is not the model the next round
-    trained from, and the attestations name their round and attempt."""
+    trained from (nor, for a set of three, unmasked by seeds), and the attestations name
+    their round and attempt."""
     flag(fed)
     approve_training(fed, "job-attempt")
     job_dir = fed.rounds.tmp / "job-attempt"
@@ -288,8 +291,10 @@ def test_the_coordinator_presents_another_attempt(fed):
             "attestation": json.loads(str(s.reply.content["status"]["attestation"]))}
         for n, s in first.items()},
         "seeds": {**ledger["seeds"], FLAGGED: ledger["seeds"][RELEASE_NODE]}}
-    # attempt 1's self-masks were never revealed (the survivors took attempt 2)
-    refused(fed, "job-attempt", _with(honest, "2", swapped), "its sum does not decrypt")
+    # attempt 1 was never unmasked (the survivors took attempt 2): no node answered a
+    # view of it, and seeds do not unmask a set of three
+    refused(fed, "job-attempt", _with(honest, "2", swapped),
+            "a set of 3 is unmasked by the answers to a view")
     refused(fed, "job-attempt", _with(honest, "1", {**ledger, "round": 1}),
             "names round 2, not 1")
     # the honest run: Torgersen's round-1 update is in the model, so it still reviews
