@@ -335,12 +335,24 @@ class Delivery:
 
     def sweep(self) -> None:
         """Remove the prepared downloads of grants that deliver no more (revoked, denied,
-        expired) and what an interrupted preparation left: their disk is free again."""
+        expired) and what an interrupted preparation left: their disk is free again.
+        Runs at start, before each preparation and with every heartbeat
+        (``CoordinatorLink(housekeeping=...)``), so a grant that expires while the node
+        runs frees its disk within a beat; each removal is audited (grant, bytes)."""
         if not self.extracts.exists():
             return
         for grant in self.grants.list():
-            if grant.extract is not None and not self._live(grant):
-                self._extract_path(grant).unlink(missing_ok=True)
+            if grant.extract is None or self._live(grant):
+                continue
+            path = self._extract_path(grant)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue  # removed before (revoked, or an earlier sweep)
+            path.unlink(missing_ok=True)
+            self.audit.append("policy", "access.extract.removed", grant.dataset_id,
+                              {"grant_id": grant.grant_id, "researcher": grant.researcher,
+                               "bytes": size, "state": self._state(grant)[0]})
         for leftover in self.extracts.glob("*.tmp"):
             leftover.unlink(missing_ok=True)
 
