@@ -327,7 +327,8 @@ def policy_show(dataset_id: str, config: Path = ConfigOpt,
 def policy_set(dataset_id: str, file: Path = typer.Option(..., "--file",
                                                           help="Override YAML (tighten only)"),
                justification: str = typer.Option(
-                   "", "--justification", help="Why (kept with the override and audited)"),
+                   ..., "--justification",
+                   help="Why (required; kept with the override and audited)"),
                config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Tighten a dataset's policy; an override that loosens anything is refused."""
     r = admin_stub(config).PolicySet(pb.PolicySetRequest(

@@ -45,6 +45,7 @@ from scifed.delivery import (
 from scifed.errors import UserError
 from scifed.pki import identity_from_cert_pem
 from scifed.sealing import SealKeyClaim, load_seal_key, make_claim, open_sealed, seal, verify_claim
+from scifed.sentences import rebuild
 
 Progress = Callable[[int, int], None]  # (bytes verified so far, total bytes)
 
@@ -256,8 +257,8 @@ def query(client: Client, grant: GrantView | str, sql: str) -> tuple[pd.DataFram
                                    context=answer_context(grant.grant_id, sha)))
     if plain.get("grant_id") != grant.grant_id or plain.get("query_sha256") != sha:
         raise UserError("the answer is not of this query under this grant")
-    if "refused" in plain:
-        raise UserError(str(plain["refused"]))
+    if "refused" in plain:  # the node's sentence, with its key and fields where it sent them
+        raise UserError(rebuild(plain.get("refused_said")) or str(plain["refused"]))
     frame = pd.DataFrame(plain["rows"], columns=plain["columns"])
     return frame, {"mode": plain["mode"], "withheld": plain["withheld"],
                    "k": plain.get("k")}

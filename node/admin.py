@@ -22,6 +22,7 @@ from protos.scifed.v1 import node_admin_pb2_grpc as pbg
 from scifed.errors import NotFound, UserError
 from scifed.grading import publication_mode
 from scifed.rpc import user_errors
+from scifed.sentences import structure
 
 
 def summary(row: DatasetRow) -> pb.DatasetSummary:
@@ -116,6 +117,9 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
         rec = self.registry.get(request.dataset_id).record
         if request.reset:
             pol = self.policies.reset(rec, actor(context))
+        elif not request.justification.strip():  # before anything is read or changed
+            raise UserError(f"a policy override of {rec['id']} needs a justification: say "
+                            "why it is tightened (--justification TEXT); nothing changed")
         else:
             pol = self.policies.set(rec, request.yaml, request.source or "override.yaml",
                                     actor(context), request.justification.strip())
@@ -141,7 +145,8 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
         dec = policy_decision(spec, self.policies.effective(rec), rec,
                               len(datasets_by_node(spec)))
         return _json({**appr, "decision": {"outcome": dec.outcome, "rule": dec.rule,
-                                           "reason": dec.reason, "dp": dec.dp,
+                                           "reason": dec.reason,
+                                           "reason_said": structure(dec.reason), "dp": dec.dp,
                                            "epsilon": dec.epsilon, "delta": dec.delta}})
 
     @user_errors

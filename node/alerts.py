@@ -15,16 +15,25 @@ task. Applies where the dataset's policy audits queries (G2 and above by default
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 from node.audit import AuditLog
 from node.store import NodeStore
+from scifed.sentences import Said, rebuild, say, structure
 from scifed.wire import now_ms
 
 
 def _year_start_ms() -> int:
     start = dt.datetime(dt.datetime.now(dt.UTC).year, 1, 1, tzinfo=dt.UTC)
     return int(start.timestamp() * 1000)
+
+
+def _reason(row) -> str:
+    """An alert's reason as stored: its sentence where the row keeps its key and fields
+    (so a job held for it says it in the officer's language too), else its text."""
+    said = rebuild(json.loads(row["reason_said"])) if row["reason_said"] else None
+    return said if said is not None else row["reason"]
 
 
 class RefusalMonitor:
@@ -37,10 +46,10 @@ class RefusalMonitor:
         the researcher's refusals already reach the policy's numbers (they were
         tightened since the last refusal)."""
         with self.store.tx() as con:
-            r = con.execute("SELECT reason FROM alerts WHERE researcher=? AND dataset_id=? "
-                            "AND state='open'", (researcher, dataset_id)).fetchone()
+            r = con.execute("SELECT reason, reason_said FROM alerts WHERE researcher=? AND "
+                            "dataset_id=? AND state='open'", (researcher, dataset_id)).fetchone()
             if r is not None:
-                return r["reason"]
+                return _reason(r)
             return self._raise_if_spent(con, researcher, dataset_id, job_id, allowance, run)
 
     def clear(self, researcher: str, dataset_id: str, job_id: str) -> None:
@@ -65,7 +74,8 @@ class RefusalMonitor:
         with self.store.tx() as con:
             rows = con.execute(f"SELECT * FROM alerts {where} ORDER BY created_ms DESC",
                                args).fetchall()
-        return [dict(r) for r in rows]
+        return [{**dict(r), "reason_said": json.loads(r["reason_said"])
+                 if r["reason_said"] else None} for r in rows]
 
     def answered(self, researcher: str, dataset_id: str, job_id: str) -> None:
         """An answered query ends a run of refusals (the allowance still counts)."""
@@ -88,7 +98,7 @@ class RefusalMonitor:
 
     @staticmethod
     def _raise_if_spent(con, researcher: str, dataset_id: str, job_id: str, allowance: int,
-                        run: int) -> str | None:
+                        run: int) -> Said | None:
         """Open an alert (audited) if this year's refusals reach ``allowance`` or the
         latest run of them reaches ``run``; its reason, else None."""
         outcomes = [r["refused"] for r in con.execute(
@@ -97,15 +107,17 @@ class RefusalMonitor:
         streak = len(outcomes) - (max(i for i, o in enumerate(outcomes) if not o) + 1
                                   if 0 in outcomes else 0)
         total = sum(outcomes)
-        reason = (f"{total} refused queries this year (allowance {allowance})"
+        reason = (say("alert.allowance", total=total, allowance=allowance)
                   if total >= allowance else
-                  f"{streak} refused queries in a row (limit {run})" if streak >= run
+                  say("alert.run", streak=streak, run=run) if streak >= run
                   else None)
         if reason is None:
             return None
         alert_id = f"al-{uuid.uuid4().hex[:10]}"
-        con.execute("INSERT INTO alerts VALUES (?,?,?,?,?,?,?)",
-                    (alert_id, researcher, dataset_id, reason, "open", now_ms(), None))
+        con.execute("INSERT INTO alerts (alert_id, researcher, dataset_id, reason, state, "
+                    "created_ms, cleared_ms, reason_said) VALUES (?,?,?,?,?,?,?,?)",
+                    (alert_id, researcher, dataset_id, reason, "open", now_ms(), None,
+                     json.dumps(structure(reason))))
         AuditLog.append_in(con, "policy", "alert.raise", dataset_id,
                            {"alert_id": alert_id, "researcher": researcher,
                             "reason": reason, "job_id": job_id})

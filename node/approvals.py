@@ -46,6 +46,7 @@ from scifed.approver_keys import (
 from scifed.chain import canonical
 from scifed.errors import NotFound, UserError
 from scifed.grading import grade_rank
+from scifed.sentences import structure
 from scifed.wire import now_ms
 
 STATES = ("pending", "approved", "denied", "expired", "withdrawn")
@@ -73,6 +74,7 @@ class Approval:
     decisions: list[dict]
     expires_ms: int | None
     created_ms: int
+    reason_said: dict | None = None  # the reason's key and fields (scifed/sentences.py)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -299,7 +301,8 @@ def _row(r: sqlite3.Row) -> Approval:
     return Approval(r["approval_id"], r["job_id"], r["dataset_id"], r["study_id"],
                     r["job_type"], r["researcher"], r["grade"], r["reason"],
                     json.loads(r["spec"]), r["state"], json.loads(r["decisions"]),
-                    r["expires_ms"], r["created_ms"])
+                    r["expires_ms"], r["created_ms"],
+                    json.loads(r["reason_said"]) if r["reason_said"] else None)
 
 
 class Approvals:
@@ -325,9 +328,14 @@ class Approvals:
                 return None
             if r is None:
                 aid = f"ap-{uuid.uuid4().hex[:10]}"
-                con.execute("INSERT INTO approvals VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                said = structure(reason)
+                con.execute("INSERT INTO approvals (approval_id, job_id, dataset_id, "
+                            "study_id, job_type, researcher, grade, reason, spec, state, "
+                            "decisions, expires_ms, created_ms, reason_said) VALUES "
+                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                             (aid, job_id, dataset_id, study_id, job_type, researcher, grade,
-                             reason, json.dumps(spec), "pending", "[]", None, now_ms()))
+                             reason, json.dumps(spec), "pending", "[]", None, now_ms(),
+                             json.dumps(said) if said else None))
                 AuditLog.append_in(con, "policy", "approval.request", dataset_id,
                                    {"approval_id": aid, "job_id": job_id,
                                     "researcher": researcher, "job_type": job_type,

@@ -78,6 +78,7 @@ from scifed.errors import UserError
 from scifed.filters import compile_filter
 from scifed.he import StudyKey, open_box, seal_box
 from scifed.sealing import canonical_sha256, sign_attestation
+from scifed.sentences import say
 from scifed.tasks import ComputeReply, ExchangeReply, Inbound, TaskHeader
 from scifed.wire import now_ms
 
@@ -357,7 +358,7 @@ class Gate:
                 self.node, create=stage in _ASKS_OFFICER, job_id=header.job_id,
                 dataset_id=row.dataset_id, study_id=header.study_id, job_type=spec.type,
                 researcher=header.researcher, grade=rec["security_grade"],
-                reason=f"alert: {alert}", spec=header.spec)
+                reason=say("alert.held", alert=alert), spec=header.spec)
             self.alerts.clear(header.researcher, row.dataset_id, header.job_id)
         elif dec.outcome == "approval":
             self.approvals.require(

@@ -93,7 +93,7 @@ class CoordinatorLink:
                  sync_needed: threading.Event | None = None, supernode_key: str = "",
                  on_new_superlink: Callable[[], None] | None = None,
                  on_stranded: Callable[[pb.Task, pb.TaskResult], None] = lambda t, r: None,
-                 trust: PeerTrust) -> None:
+                 trust: PeerTrust, housekeeping: Callable[[], None] | None = None) -> None:
         """``handle``: runs one task (the node runner). ``sync_needed``:
         set it to republish the catalog (the dataset registry does on every change).
         ``supernode_key``: the SuperNode's public key, registered with the coordinator when
@@ -101,13 +101,16 @@ class CoordinatorLink:
         coordinator's Flower SuperLink is a new one. ``on_stranded(task, result)`` gets
         each result this link will never send: its task came from a coordinator instance
         that has since restarted, and the result had not left the node. ``trust``: the
-        node's CRL holder (``NodeStudies.trust``)."""
+        node's CRL holder (``NodeStudies.trust``). ``housekeeping`` runs with every
+        heartbeat (the node's one periodic loop): the delivery desk's sweep of the
+        prepared downloads of grants that expired meanwhile."""
         self.cfg = cfg
         self.trust = trust
         self.seal_claim = make_claim(cfg.tls.key.parent, name=cfg.name, role="node",
                                      cert_path=cfg.tls.cert, key_path=cfg.tls.key).to_dict()
         self.supernode_key = supernode_key
         self.on_new_superlink = on_new_superlink
+        self.housekeeping = housekeeping
         self._flower_epoch = ""
         self._published = published
         self.handle = handle
@@ -186,6 +189,12 @@ class CoordinatorLink:
     def _heartbeat(self) -> pb.Heartbeat:
         """A beat carries the audit chain head, so the coordinator anchors entries made
         between tasks (a policy change, an approval) within one heartbeat."""
+        if self.housekeeping is not None:
+            try:
+                self.housekeeping()
+            except (OSError, sqlite3.Error, UserError) as exc:  # the beat still goes
+                log.warning("housekeeping at the heartbeat failed, next beat retries: %s",
+                            _msg(exc) if isinstance(exc, UserError) else exc)
         beat = pb.Heartbeat(sent_unix_ms=int(time.time() * 1000))
         try:
             beat.audit_seq, beat.audit_hash = self.audit_head()

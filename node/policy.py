@@ -20,6 +20,7 @@ from node.audit import AuditLog
 from scifed.config import parse_model
 from scifed.errors import UserError
 from scifed.grading import CELL_DEFAULTS, REFUSAL_ALLOWANCE, REFUSAL_RUN, Access
+from scifed.sentences import say
 from scifed.wire import now_ms
 
 
@@ -154,7 +155,7 @@ def effective(grade: str, category: str, override: PolicyOverride | None = None,
     except KeyError:
         raise UserError(f"({grade}, {category}) is not a valid grade and sharing category "
                         "pair (governance §2.4)") from None
-    cell = f"default {grade}/{category} (governance §2.6)"
+    cell = say("src.cell", grade=grade, category=category)
     pol = EffectivePolicy(
         grade, category, registry.cell_access(d),
         d.k, d.min_nodes, d.min_contributors, d.agg_dp_required, d.fl_dp_required,
@@ -204,7 +205,7 @@ def effective(grade: str, category: str, override: PolicyOverride | None = None,
                             "default; set query_auditing: true too")
         if pol.query_auditing and getattr(pol, name) is None:  # switched on by the override
             setattr(pol, name, standard)
-            pol.sources[name] = f"default with query auditing ({pol.sources['query_auditing']})"
+            pol.sources[name] = say("src.auditing", src=pol.sources["query_auditing"])
         if new is not None:
             if new > getattr(pol, name):
                 raise loosens(name, new, getattr(pol, name),
@@ -254,30 +255,31 @@ def decide(pol: EffectivePolicy, *, job_type: str, n_nodes: int, record: dict,
     src = pol.sources.get(f"job_types.{job_type}", "")
     if access is X:
         return Decision("deny", f"job_types.{job_type}",
-                        f"{job_type} jobs are forbidden on {pol.grade}/{pol.category} "
-                        f"data ({src})")
+                        say("dec.forbidden", job_type=job_type, grade=pol.grade,
+                            category=pol.category, src=src))
     for appr in record.get("approvals") or []:
         expires = appr.get("expires")
         if expires and str(expires) < today:
-            return Decision("deny", "approvals", f"the dataset's {appr.get('type')} approval "
-                            f"{appr.get('ref')} expired on {expires}")
+            return Decision("deny", "approvals", say(
+                "dec.approval_expired", type=str(appr.get("type")), ref=str(appr.get("ref")),
+                expires=str(expires)))
     embargo = record.get("embargo_until")
     if embargo and str(embargo) > today:
-        return Decision("deny", "embargo_until", f"the dataset is under embargo until {embargo}")
+        return Decision("deny", "embargo_until", say("dec.embargo", embargo=str(embargo)))
     if n_nodes < pol.min_nodes:
-        return Decision("deny", "min_nodes", f"the job has {n_nodes} node(s); "
-                        f"{pol.grade}/{pol.category} data needs at least {pol.min_nodes} "
-                        f"({pol.sources['min_nodes']})")
+        return Decision("deny", "min_nodes", say(
+            "dec.min_nodes", n=n_nodes, grade=pol.grade, category=pol.category,
+            least=pol.min_nodes, src=pol.sources["min_nodes"]))
     family = _families().get(job_type, "agg")
     if family == "fl":  # DP-SGD: the researcher's ε for the whole run, under the cap
         dp = requested_epsilon is not None
         if pol.fl_dp_required and not dp:
-            return Decision("deny", "fl_dp_required", f"{pol.grade}/{pol.category} data "
-                            "trains only with DP-SGD; give the job dp.epsilon")
+            return Decision("deny", "fl_dp_required", say(
+                "dec.fl_dp", grade=pol.grade, category=pol.category))
         if dp and pol.fl_epsilon_max is not None and requested_epsilon > pol.fl_epsilon_max:
-            return Decision("deny", "dp.fl_epsilon_max", f"dp.epsilon {requested_epsilon} "
-                            f"exceeds the training cap ε={pol.fl_epsilon_max} "
-                            f"({pol.sources['fl_epsilon_max']})")
+            return Decision("deny", "dp.fl_epsilon_max", say(
+                "dec.fl_cap", eps=requested_epsilon, cap=pol.fl_epsilon_max,
+                src=pol.sources["fl_epsilon_max"]))
         epsilon = requested_epsilon
     else:
         dp = pol.agg_dp_required or requested_epsilon is not None
@@ -287,25 +289,23 @@ def decide(pol: EffectivePolicy, *, job_type: str, n_nodes: int, record: dict,
             # a DP answer skips the exact rules (k, the auditor): at a cell that has them,
             # only under an ε the officer caps and a budget that ends — else a researcher
             # could buy an almost exact answer with a large ε, as often as they like
-            return Decision("deny", "dp.budget", f"{pol.grade}/{pol.category} data answers "
-                            "under differential privacy only with a per-query ε cap and an "
-                            "annual budget set by its officer, and this dataset has none; "
-                            "drop dp (exact answers, under the disclosure rules)")
+            return Decision("deny", "dp.budget", say(
+                "dec.dp_budget", grade=pol.grade, category=pol.category))
         if dp:
             cap = pol.epsilon_per_query
             if cap is None and requested_epsilon is None:
-                return Decision("deny", "dp", "differential privacy needs an ε")
+                return Decision("deny", "dp", say("dec.dp_needs_eps"))
             epsilon = requested_epsilon if requested_epsilon is not None else cap
             if cap is not None and epsilon > cap:
-                return Decision("deny", "dp.epsilon_per_query", f"requested ε={epsilon} "
-                                f"exceeds the per-query cap ε={cap} "
-                                f"({pol.sources['epsilon_per_query']})")
+                return Decision("deny", "dp.epsilon_per_query", say(
+                    "dec.eps_cap", eps=epsilon, cap=cap, src=pol.sources["epsilon_per_query"]))
     needs = access is R or pol.approval_required or pol.output_review
     if needs:
-        why = (f"{job_type} on {pol.grade}/{pol.category} needs approval ({src})"
-               if access is R else "the dataset's policy requires the officer's approval")
+        why = (say("dec.needs_approval", job_type=job_type, grade=pol.grade,
+                   category=pol.category, src=src)
+               if access is R else say("dec.policy_approval"))
         return Decision("approval", "approval", why, dp, epsilon, pol.delta if dp else None)
-    return Decision("allow", f"job_types.{job_type}", f"allowed ({src})", dp, epsilon,
+    return Decision("allow", f"job_types.{job_type}", say("dec.allowed", src=src), dp, epsilon,
                     pol.delta if dp else None)
 
 
@@ -334,7 +334,8 @@ class PolicyBook:
     def effective(self, record: dict) -> EffectivePolicy:
         override, source = self.override(record["id"])
         return effective(record["security_grade"], record["sharing_category"], override,
-                         f"override {source}" if source else "override")
+                         say("src.override", source=source) if source
+                         else say("src.override_bare"))
 
     def set(self, record: dict, text: str, source: str, actor: str,
             justification: str = "") -> EffectivePolicy:
@@ -342,7 +343,7 @@ class PolicyBook:
         written if refused."""
         parsed = load_override(text, source)
         pol = effective(record["security_grade"], record["sharing_category"], parsed,
-                        f"override {source}")
+                        say("src.override", source=source))
         with self.store.tx() as con:
             con.execute("INSERT OR REPLACE INTO policy_overrides (dataset_id, yaml, source, "
                         "updated_ms, set_by, justification) VALUES (?,?,?,?,?,?)",

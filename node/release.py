@@ -106,6 +106,7 @@ from scifed.sealing import (
     verify_result,
     verify_verdict,
 )
+from scifed.sentences import say
 from scifed.tasks import ReleaseReply, ReleaseRequest, ReviewReply, ReviewRequest
 
 VOCABULARY, STATE, QUERY = "job-vocabulary", "job-state", "job-query"
@@ -198,17 +199,17 @@ class ReleasePath:
         noised = sorted(req.dp)
         if noised and len(noised) == len(req.contributors):
             # every contribution is noised: there is no exact share to take apart
-            return {**rules, "release": "dp", "pooling": "every contribution noised"}
+            return {**rules, "release": say("chk.release.dp"),
+                    "pooling": say("chk.pool.noised")}
         if not pools_enough(len(req.contributors), need, req.study_members):
             raise UserError(f"node {self.node}: an exact pooled result needs at least 3 "
                             "contributors (two only in a two-member study whose policies "
                             "all allow it), so that no contributor can read another's share")
         n = len(req.contributors)
-        pooling = ("one contributor" if n == 1 else
-                   "two contributors in a two-member study" if n == 2 else
-                   f"{n} contributors")
-        return {**rules, "release": f"dp at {', '.join(noised)}" if noised else "exact",
-                "pooling": pooling}
+        pooling = (say("chk.pool.one") if n == 1 else say("chk.pool.two") if n == 2 else
+                   say("chk.pool.n", n=n))
+        return {**rules, "release": say("chk.release.dp_at", nodes=", ".join(noised))
+                if noised else say("chk.release.exact"), "pooling": pooling}
 
     def _provenance(self, req: ReleaseRequest, adm: Admission, rules: dict,
                     attested: Attested, *, researcher: str, released_at: str) -> dict:
@@ -503,17 +504,16 @@ class ReleasePath:
         if reviewed or others:  # the very bytes that would be sealed wait for review
             plain = json.dumps(signed).encode()
             pol = adm.policy
-            why = [f"the policy of {pol.grade}/{pol.category} data asks for the officer's "
-                   f"output review before a result leaves ({pol.sources['output_review']})"
-                   ] if reviewed else []
+            why = [say("review.own", grade=pol.grade, category=pol.category,
+                       src=pol.sources["output_review"])] if reviewed else []
             if others:
-                why.append(f"the policy of contributor {', '.join(others)} asks for its "
-                           "officer's output review (each reviews it before this node "
-                           "seals it)")
+                why.append(say("review.others", nodes=", ".join(others)))
             held = self.reviews.hold(
                 job_id=job_id, dataset_id=adm.row.dataset_id, step=step, task_sha256=digest,
                 study_id=req.study_id, researcher=claim.name, job_type=adm.spec.type,
-                grade=pol.grade, category=pol.category, why="; ".join(why),
+                grade=pol.grade, category=pol.category,
+                why=say("review.both", first=why[0], second=why[1]) if len(why) == 2
+                else why[0],
                 spec=req.spec, checks={**self._checks(adm, rules), "reviewers": others},
                 result=plain, result_sha256=hashlib.sha256(plain).hexdigest(), own=reviewed)
             return self._reviewed(req, adm, held, step, digest, what)
@@ -542,8 +542,7 @@ class ReleasePath:
                 "dp": {"applied": adm.decision.dp, "epsilon": adm.decision.epsilon},
                 "sources": {n: pol.sources.get(n, "") for n in (
                     "min_cell_count", "min_contributors", "query_auditing", "output_review")},
-                "suppression": "cells and statistics of fewer than k rows are suppressed "
-                               "by the job type's release rules before this review"}
+                "suppression": say("chk.suppression")}
 
     def _reviewed(self, req: ReleaseRequest, adm: Admission, held: Review, step: str,
                   digest: str, what: str) -> ReleaseReply:
@@ -665,10 +664,8 @@ class ReleasePath:
                 job_id=job_id, dataset_id=adm.row.dataset_id, step=step, task_sha256=digest,
                 study_id=req.study_id, researcher=req.researcher, job_type=adm.spec.type,
                 grade=pol.grade, category=pol.category,
-                why=(f"this node contributed {pol.grade}/{pol.category} data, whose policy "
-                     "asks for the officer's output review "
-                     f"({pol.sources['output_review']}); node {req.release_node} releases "
-                     "the result"),
+                why=say("review.contributed", grade=pol.grade, category=pol.category,
+                        src=pol.sources["output_review"], release_node=req.release_node),
                 spec=req.spec, checks={"release_node": req.release_node,
                                        "rules": verified.provenance.get("rules", {}),
                                        "policy": verified.provenance.get("policy", {})},

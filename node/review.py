@@ -44,6 +44,7 @@ from scifed.approver_keys import (
 )
 from scifed.errors import NotFound, UserError
 from scifed.grading import grade_rank
+from scifed.sentences import structure
 from scifed.states import IN_OUTPUT_REVIEW
 from scifed.wire import now_ms
 
@@ -74,6 +75,9 @@ class Review:
     created_ms: int
     expires_ms: int
     decided_ms: int | None
+    # the key and fields of the node's sentences among ``why`` and ``checks`` (scifed/
+    # sentences.py): {"why": ..., "checks": {"pooling.release": ...}}, for the console
+    said: dict | None = None
 
     @property
     def decided(self) -> bool:
@@ -102,12 +106,26 @@ class Review:
         return json.loads(self.result)
 
 
+def sentences_in(checks: dict, at: str = "") -> dict[str, dict]:
+    """The node's sentences among a result's checks, by their dotted path (``pooling.
+    release``), as key and fields; the checks themselves are stored as their text."""
+    out: dict[str, dict] = {}
+    for name, value in checks.items():
+        path = f"{at}{name}"
+        if isinstance(value, dict):
+            out |= sentences_in(value, path + ".")
+        elif (said := structure(value)) is not None:
+            out[path] = said
+    return out
+
+
 def _row(r) -> Review:
     return Review(r["review_id"], r["job_id"], r["dataset_id"], r["step"], r["task_sha256"],
                   r["study_id"], r["researcher"], r["job_type"], r["grade"], r["category"],
                   r["why"], json.loads(r["spec"]), json.loads(r["checks"]), bytes(r["result"]),
                   r["result_sha256"], r["state"], json.loads(r["decisions"]),
-                  r["created_ms"], r["expires_ms"], r["decided_ms"])
+                  r["created_ms"], r["expires_ms"], r["decided_ms"],
+                  json.loads(r["why_said"]) if r["why_said"] else None)
 
 
 def researcher_view(job_type: str, document: dict, *, plots: bool = False) -> dict[str, Any]:
@@ -186,13 +204,17 @@ class OutputReviews:
                 return _row(r)
             review_id = f"rv-{uuid.uuid4().hex[:10]}"
             t = now_ms()
-            con.execute("INSERT INTO output_reviews VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            con.execute("INSERT INTO output_reviews (review_id, job_id, dataset_id, step, "
+                        "task_sha256, study_id, researcher, job_type, grade, category, why, "
+                        "spec, checks, result, result_sha256, state, decisions, created_ms, "
+                        "expires_ms, decided_ms, why_said) VALUES "
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (review_id, job_id, dataset_id, step, task_sha256, study_id,
                          researcher, job_type, grade, category, why, json.dumps(spec),
                          json.dumps(checks), result, result_sha256,
                          "pending" if own else "released", "[]", t, t + self.deadline_ms,
-                         None if own else t))
+                         None if own else t, json.dumps(
+                             {"why": structure(why), "checks": sentences_in(checks)})))
             AuditLog.append_in(con, "policy", "review.request" if own else "review.hold",
                                dataset_id, {
                                    "review_id": review_id, "job_id": job_id,

@@ -92,7 +92,8 @@ class NodeProcess:
             audit_head=core.audit.head, sync_needed=core.sync_needed,
             supernode_key=self.supernode.public_key_pem.decode() if self.supernode else "",
             on_new_superlink=self._restart_supernode if self.supernode else None,
-            on_stranded=core.runner.stranded, trust=core.studies.trust)
+            on_stranded=core.runner.stranded, trust=core.studies.trust,
+            housekeeping=core.delivery.sweep)
         self.admin = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         admin_pbg.add_NodeAdminServicer_to_server(
             NodeAdminServicer(core.registry, self.link, core.studies, core.approvals,

@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS approvals (
     decisions   TEXT NOT NULL,
     expires_ms  INTEGER,
     created_ms  INTEGER NOT NULL,
+    reason_said TEXT,            -- the reason's key and fields (scifed/sentences.py), JSON
     UNIQUE (job_id, dataset_id)
 );
 -- The people who decide approvals (node/approvals.py): name, role and Ed25519 public
@@ -118,7 +119,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     reason      TEXT NOT NULL,
     state       TEXT NOT NULL,
     created_ms  INTEGER NOT NULL,
-    cleared_ms  INTEGER
+    cleared_ms  INTEGER,
+    reason_said TEXT             -- the reason's key and fields (scifed/sentences.py), JSON
 );
 -- ε held for a job at every node before any node computes (node/budget.py): counted
 -- against the budget, turned into a charge when the node computes, dropped when the job
@@ -216,6 +218,7 @@ CREATE TABLE IF NOT EXISTS output_reviews (
     created_ms    INTEGER NOT NULL,
     expires_ms    INTEGER NOT NULL,
     decided_ms    INTEGER,
+    why_said      TEXT,          -- why's key and fields (scifed/sentences.py), JSON
     UNIQUE (job_id, dataset_id, step)
 );
 -- What each DP-SGD training round spent (node/local_api.py), so the accountant carries
@@ -262,7 +265,11 @@ CREATE TABLE IF NOT EXISTS study_keys (
 """
 # Columns added to a table after databases with the table existed: (table, column, type).
 ADDED_COLUMNS = (("policy_overrides", "set_by", "TEXT NOT NULL DEFAULT ''"),
-                 ("policy_overrides", "justification", "TEXT NOT NULL DEFAULT ''"))
+                 ("policy_overrides", "justification", "TEXT NOT NULL DEFAULT ''"),
+                 # a sentence's key and fields beside its English (scifed/sentences.py)
+                 ("approvals", "reason_said", "TEXT"),
+                 ("alerts", "reason_said", "TEXT"),
+                 ("output_reviews", "why_said", "TEXT"))
 
 POOL_IDLE = 8  # connections kept open between transactions
 

@@ -19,7 +19,7 @@ import cli.ui.messages  # noqa: F401 - registers the console's interface text
 from cli.researcher import ROUND_METRICS
 from cli.ui import catalog, form
 from cli.ui.access import Downloads, service_query
-from cli.ui.messages import phase_note, phase_text, state_text
+from cli.ui.messages import phase_note, phase_text
 from cli.ui.results import Results
 from coordinator import access_client as ac
 from coordinator.client import Client
@@ -81,7 +81,7 @@ def build(identity: Path, *, https: bool = False,
     user = Depends(c.user)
 
     def page(request: Request, template: str, **ctx) -> HTMLResponse:
-        return c.render(request, template, state_text=state_text, phase_text=phase_text,
+        return c.render(request, template, phase_text=phase_text,
                         phase_note=phase_note, **ctx)
 
     # -- catalog ------------------------------------------------------------------------
@@ -302,7 +302,10 @@ def build(identity: Path, *, https: bool = False,
                 raise UserError("write one SELECT over table data")
             answer = service_query(client, grant_id, sql)
         except UserError as exc:
-            return query_page(request, grant_id, sql=sql, refusal=str(exc), status=400)
+            # the node's sentence itself where it came with its key (shown in the page's
+            # language), else its text
+            said = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+            return query_page(request, grant_id, sql=sql, refusal=said, status=400)
         except grpc.RpcError as exc:
             return query_page(request, grant_id, sql=sql, status=400,
                               refusal=rpc_error_message(exc, "the coordinator"))

@@ -178,20 +178,6 @@ i18n.register({
     "ui.result.downloads": ("Downloads", "下载"),
     "ui.result.all_files": ("All files (zip)", "全部文件（zip）"),
     "ui.result.conventions": ("Conventions", "约定"),
-    # states
-    "ui.status.submitted": ("submitted", "已提交"),
-    "ui.status.running": ("running", "运行中"),
-    "ui.status.done": ("done", "已完成"),
-    "ui.status.failed": ("failed", "失败"),
-    "ui.status.cancelled": ("cancelled", "已取消"),
-    "ui.status.interrupted": ("interrupted", "已中断"),
-    "ui.status.pending": ("pending", "等待中"),
-    "ui.status.waiting": ("waiting for approval", "等待审批"),
-    "ui.status.granted": ("granted", "已授权"),
-    "ui.status.denied": ("denied", "已拒绝"),
-    "ui.status.expired": ("expired", "已过期"),
-    "ui.status.revoked": ("revoked", "已撤销"),
-    "ui.status.withheld": ("withheld at output review", "输出审核未放行"),
     "ui.phase.in_output_review": ("in output review", "输出审核中"),
     "ui.phase.note.in_output_review": (
         "The pooled result waits for the data officer of a contributing node to release it "
@@ -213,9 +199,3 @@ def phase_note(t: i18n.Translator, name: str) -> str:
     key = "ui.phase.note." + name.replace(" ", "_")
     return t(key) if key in i18n.catalog_keys() else ""
 
-
-def state_text(t: i18n.Translator, state: str) -> str:
-    """A job's or task's state in the page's language; a state this console does not
-    know yet (one a newer coordinator adds) shows as its own words."""
-    key = f"ui.status.{state}"
-    return t(key) if key in i18n.catalog_keys() else state.replace("_", " ")

@@ -209,6 +209,11 @@ i18n.register({
         "sources": ("Where each value comes from", "各值来源"),
         "agg_dp_required": ("Differential privacy required (aggregates)",
                             "须差分隐私（聚合）"),
+        "suppression": ("Suppression", "隐去规则"), "query_auditing": ("Query auditing",
+                                                                  "查询审计"),
+        "dp": ("Differential privacy", "差分隐私"), "applied": ("Applied", "已采用"),
+        "epsilon": ("ε", "ε"), "reviewers": ("Other reviewing nodes", "其他审核节点"),
+        "output_review": ("Output review", "输出审核"),
     }.items()},
     "rv.done": ("Review {id}: {state}, signed by {name}.", "审核 {id}：{state}，签名人 {name}。"),
     # access requests and deliveries
@@ -295,31 +300,4 @@ i18n.register({
     "al.raised": ("Raised", "时间"),
     "al.reason": ("Reason", "原因"),
     "al.cleared": ("Cleared", "解除时间"),
-    # words the node sends as data, shown through t.term (scifed/web/i18n.py)
-    **{f"term.{word}": pair for word, pair in {
-        # states of approvals, reviews, grants, alerts, studies
-        "pending": ("pending", "待处理"), "approved": ("approved", "已批准"),
-        "denied": ("denied", "已拒绝"), "expired": ("expired", "已过期"),
-        "withdrawn": ("withdrawn", "已撤回"), "released": ("released", "已发布"),
-        "withheld": ("withheld", "不予发布"), "granted": ("granted", "已授权"),
-        "revoked": ("revoked", "已撤销"), "open": ("open", "未解除"),
-        "cleared": ("cleared", "已解除"), "keying": ("keying", "生成密钥中"),
-        "active": ("active", "进行中"), "accepted": ("accepted", "已接受"),
-        "declined": ("declined", "已谢绝"),
-        # the policy's decisions and access words
-        "allow": ("allow", "允许"), "approval": ("approval", "需审批"),
-        "deny": ("deny", "拒绝"), "automatic": ("automatic", "自动"),
-        "auto": ("auto", "自动"),
-        "forbidden": ("forbidden", "禁止"), "True": ("yes", "是"), "False": ("no", "否"),
-        # delivery methods and kinds
-        "download": ("download", "下载"), "in_node_service": ("in-node service", "节点内服务"),
-        "metadata_only": ("metadata only", "仅元数据"),
-        "offline_transfer": ("offline transfer", "线下交付"), "offline": ("offline", "线下"),
-        "answer": ("query answer", "查询结果"),
-        # catalog publication modes
-        "full": ("full", "完整"), "coarse": ("coarse", "粗化"), "stub": ("stub", "仅存根"),
-        "none": ("none", "不发布"),
-        # scorecard statuses
-        "pass": ("pass", "通过"), "warn": ("warn", "警告"), "fail": ("fail", "未通过"),
-    }.items()},
 })

@@ -58,6 +58,7 @@ from scifed.errors import NotFound, UserError
 from scifed.filters import quote_identifier
 from scifed.grading import Access
 from scifed.sealing import SealKeyClaim, load_seal_key, make_claim, open_sealed, seal
+from scifed.sentences import say, structure
 from scifed.wire import now_ms
 
 # An officer's record of an offline transfer is a statement of its own kind, signed
@@ -140,7 +141,7 @@ class Delivery:
         self.audit.append("policy", "access.refused", subject,
                           {"researcher": researcher, "what": what, "reason": reason,
                            "grant_id": grant_id})
-        return UserError(f"node {self.node} refuses {what}: {reason}")
+        return UserError(say("desk.refuses", node=self.node, what=what, reason=reason))
 
     def _row_for(self, record_id: str) -> DatasetRow:
         for row in self.registry.list():
@@ -159,7 +160,8 @@ class Delivery:
                 return self._view(earlier)
         row = self._row_for(str(statement["record_id"]))
         record = row.record
-        method, what = statement["method"], f"{statement['method']} of {row.dataset_id}"
+        method = statement["method"]
+        what = say("desk.what.method", method=method, dataset=row.dataset_id)
         admission = rules.online_access(record, method, _today())
         if admission.refused:
             raise self._refuse(row.dataset_id, researcher, what, admission.reason)
@@ -167,20 +169,18 @@ class Delivery:
         unknown = [c for c in statement["columns"] if c not in names]
         if unknown:
             raise self._refuse(row.dataset_id, researcher, what,
-                               f"no column {', '.join(map(repr, unknown))} in the dataset")
+                               say("desk.unknown_columns",
+                                   columns=", ".join(map(repr, unknown))))
         required = {c["code"] for c in record.get("conditions_of_use", [])}
         required.add(f"license:{record.get('license', '')}")
         missing = sorted(required - set(statement["conditions_accepted"]))
         if missing:
             raise self._refuse(row.dataset_id, researcher, what,
-                               "the request does not accept the conditions of use "
-                               f"{', '.join(missing)} (read them with `scifed catalog show`)")
+                               say("desk.conditions", missing=", ".join(missing)))
         study = str(statement["study"])
         if record["sharing_category"] == "CONDITIONAL":
             if not study:
-                raise self._refuse(row.dataset_id, researcher, what,
-                                   "CONDITIONAL data is delivered within a study the "
-                                   "dataset is in: name it (--study)")
+                raise self._refuse(row.dataset_id, researcher, what, say("desk.study"))
             try:
                 self.studies.attached(study, row.dataset_id)
             except UserError as exc:
@@ -197,10 +197,7 @@ class Delivery:
                    if g.dataset_id == row.dataset_id and self._live(g))
         if live >= MAX_LIVE_GRANTS:
             raise self._refuse(row.dataset_id, researcher, what,
-                               f"the researcher holds {live} live grants of this dataset, "
-                               f"the most one may hold ({MAX_LIVE_GRANTS} live grants); "
-                               "use one of them (`scifed access list`) or ask the officer "
-                               "to revoke those no longer needed")
+                               say("desk.live_grants", live=live, most=MAX_LIVE_GRANTS))
         auto = admission.access is Access.AUTO
         with self.registry.store.tx() as con:
             grant_id = GrantBook.insert(
@@ -216,12 +213,13 @@ class Delivery:
                                 "method": method, "columns": columns,
                                 "purpose": statement["purpose"], "reason": admission.reason})
         if not auto:
-            cols = ", ".join(columns) or "all columns"
+            cols = ", ".join(columns) or say("access.all_columns")
             appr = self.approvals.request(
                 job_id=grant_id, dataset_id=row.dataset_id, study_id=study,
                 job_type=f"access.{method}", researcher=researcher,
                 grade=record["security_grade"],
-                reason=f"{method} of {cols} for: {statement['purpose']}",
+                reason=say("access.held", method=method, columns=cols,
+                           purpose=statement["purpose"]),
                 spec={"access": statement})
             with self.registry.store.tx() as con:
                 GrantBook.update(con, grant_id, approval_id=appr.approval_id)
@@ -273,12 +271,13 @@ class Delivery:
         try:
             grant = self.grants.get(ref.grant_id)
         except NotFound:
-            raise self._refuse("access", ref.researcher, f"grant {ref.grant_id[:40]}",
-                               "there is no such grant at this node") from None
-        said = f"{what} under grant {grant.grant_id}"
+            raise self._refuse("access", ref.researcher,
+                               say("desk.what.grant", grant=ref.grant_id[:40]),
+                               say("desk.no_grant")) from None
+        said = say("desk.what.call", call=what, grant=grant.grant_id)
         if ref.researcher != grant.researcher:
             raise self._refuse(grant.dataset_id, ref.researcher, said,
-                               "the grant is another researcher's", grant.grant_id)
+                               say("desk.not_theirs"), grant.grant_id)
         try:
             call = verify_call(ref, what=what, node=self.node, researcher=grant.researcher,
                                cert_pem=str(grant.request["claim"]["cert_pem"]).encode(),
@@ -292,32 +291,31 @@ class Delivery:
                                          forget_before_ms=now_ms() - CALL_MAX_AGE_MS)
         if not first:
             raise self._refuse(grant.dataset_id, ref.researcher, said,
-                               "the call was made before (its nonce was seen): a signed "
-                               "call is answered once", grant.grant_id)
-        what = f"{method} under grant {grant.grant_id}"
+                               say("desk.replayed"), grant.grant_id)
+        what = say("desk.what.call", call=method, grant=grant.grant_id)
         if method != grant.method:
             raise self._refuse(grant.dataset_id, ref.researcher, what,
-                               f"the grant is for {grant.method}, not {method}",
+                               say("desk.wrong_method", granted=grant.method, method=method),
                                grant.grant_id)
         state, _, expires = self._state(grant)
         if state != "granted":
             raise self._refuse(grant.dataset_id, ref.researcher, what,
-                               f"the grant is {state}", grant.grant_id)
+                               say("desk.state", state=state), grant.grant_id)
         if expires is not None and expires < now_ms():
-            raise self._refuse(grant.dataset_id, ref.researcher, what, "the grant expired",
+            raise self._refuse(grant.dataset_id, ref.researcher, what, say("desk.expired"),
                                grant.grant_id)
         try:
             row = self.registry.get(grant.dataset_id)
         except NotFound:
             raise self._refuse(grant.dataset_id, ref.researcher, what,
-                               "the dataset is no longer registered", grant.grant_id) from None
+                               say("desk.unregistered"), grant.grant_id) from None
         admission = rules.online_access(row.record, method, _today())
         if admission.refused:
             raise self._refuse(grant.dataset_id, ref.researcher, what, admission.reason,
                                grant.grant_id)
         if admission.access is Access.APPROVAL and grant.approval_id is None:
             raise self._refuse(grant.dataset_id, ref.researcher, what,
-                               "the dataset now needs the officer's approval; request again",
+                               say("desk.needs_approval"),
                                grant.grant_id)
         claim = grant.request["claim"]
         crl = self.studies.trust.fresh(f"access:{grant.researcher}")
@@ -337,12 +335,24 @@ class Delivery:
 
     def sweep(self) -> None:
         """Remove the prepared downloads of grants that deliver no more (revoked, denied,
-        expired) and what an interrupted preparation left: their disk is free again."""
+        expired) and what an interrupted preparation left: their disk is free again.
+        Runs at start, before each preparation and with every heartbeat
+        (``CoordinatorLink(housekeeping=...)``), so a grant that expires while the node
+        runs frees its disk within a beat; each removal is audited (grant, bytes)."""
         if not self.extracts.exists():
             return
         for grant in self.grants.list():
-            if grant.extract is not None and not self._live(grant):
-                self._extract_path(grant).unlink(missing_ok=True)
+            if grant.extract is None or self._live(grant):
+                continue
+            path = self._extract_path(grant)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue  # removed before (revoked, or an earlier sweep)
+            path.unlink(missing_ok=True)
+            self.audit.append("policy", "access.extract.removed", grant.dataset_id,
+                              {"grant_id": grant.grant_id, "researcher": grant.researcher,
+                               "bytes": size, "state": self._state(grant)[0]})
         for leftover in self.extracts.glob("*.tmp"):
             leftover.unlink(missing_ok=True)
 
@@ -464,8 +474,8 @@ class Delivery:
                               context=query_context(grant.grant_id, call["nonce"])).decode()
         except (UserError, UnicodeDecodeError):
             raise self._refuse(row.dataset_id, grant.researcher,
-                               f"a query under grant {grant.grant_id}", "the query is not "
-                               "sealed to this node for this call", grant.grant_id) from None
+                               say("desk.what.call", call="query", grant=grant.grant_id),
+                               say("desk.unsealed"), grant.grant_id) from None
         query_sha = hashlib.sha256(sql.encode()).hexdigest()
 
         def sealed(body: dict) -> SealedReply:
@@ -481,7 +491,7 @@ class Delivery:
         with DataFile(self.registry.data_path(row.dataset_id), version=registered) as data:
             cols = ", ".join(quote_identifier(c) for c in grant.columns)
             frame = data.con.sql(f"SELECT {cols} FROM {data.source}").df()  # noqa: S608
-        what = f"query {query_sha[:12]}"
+        what = say("desk.what.query", sha=query_sha[:12])
         try:
             result = service.run(frame, sql, rows_allowed=rules.rows_allowed(
                 record, _today()), k=k)
@@ -491,8 +501,10 @@ class Delivery:
             digest = hashlib.sha256(body.encode()).hexdigest()
             self._audited(grant, row, query_sha, result, k, registered, digest)
         except UserError as exc:
-            self._refuse(row.dataset_id, grant.researcher, what, str(exc), grant.grant_id)
-            return sealed({"refused": str(exc)})
+            reason = exc.args[0] if exc.args else str(exc)
+            self._refuse(row.dataset_id, grant.researcher, what, reason, grant.grant_id)
+            said = structure(reason)  # its key and fields too, for the researcher's console
+            return sealed({"refused": str(exc), **({"refused_said": said} if said else {})})
         return sealed(answer)
 
     def _audited(self, grant: Grant, row: DatasetRow, query_sha: str,
@@ -554,7 +566,7 @@ class Delivery:
         row = self.registry.get(dataset)
         admission = rules.offline_access(row.record)
         if admission.refused:
-            raise self._refuse(row.dataset_id, recipient, "an offline transfer",
+            raise self._refuse(row.dataset_id, recipient, say("desk.what.offline"),
                                admission.reason)
         if not (len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)):
             raise UserError("--sha256: the lower-case hex sha256 of what was handed over")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scifed.grading import Access, cell_policy, grade_rank
+from scifed.sentences import Said, say
 
 NEVER_FROM = "G5"
 OUTPUT_CHECKED = {("G3", "CONDITIONAL"), ("G4", "CONDITIONAL")}
@@ -29,7 +30,7 @@ OUTPUT_CHECKED = {("G3", "CONDITIONAL"), ("G4", "CONDITIONAL")}
 @dataclass(frozen=True)
 class Admission:
     access: Access
-    reason: str  # why refused, or what it waits for
+    reason: Said  # why refused, or what it waits for
 
     @property
     def refused(self) -> bool:
@@ -46,28 +47,23 @@ def online_access(record: dict, method: str, today: str) -> Admission:
     grade, category = _cell(record)
     cell = f"{grade} {category}"
     if grade_rank(grade) >= grade_rank(NEVER_FROM):
-        return Admission(Access.FORBIDDEN, f"{cell} data is never delivered ({grade} is "
-                         "important or core data); federated jobs are its only use")
+        return Admission(Access.FORBIDDEN, say("rule.never", cell=cell, grade=grade))
     if category == "CLOSED":
-        return Admission(Access.FORBIDDEN, f"{cell} data is not delivered over the network; "
-                         "where its cell allows it at all, the data officer arranges an "
-                         "offline transfer")
+        return Admission(Access.FORBIDDEN, say("rule.closed", cell=cell))
     if method == "in_node_service" and (grade, category) in OUTPUT_CHECKED:
-        return Admission(Access.FORBIDDEN, f"an in-node service on {cell} data needs the "
-                         "officer to check every output before release, which the service "
-                         "does not offer; use federated jobs")
+        return Admission(Access.FORBIDDEN, say("rule.service_checked", cell=cell))
     access = cell_policy(grade, category).delivery[method]  # type: ignore[index]
     if access is Access.FORBIDDEN:
-        return Admission(access, f"{method} is forbidden for {cell} data (governance §2.6)")
+        return Admission(access, say("rule.forbidden", method=method, cell=cell))
     if method not in record.get("delivery_methods", []):
-        return Admission(Access.FORBIDDEN, f"the data officer does not offer {method} for "
-                         f"this dataset (its delivery methods: "
-                         f"{', '.join(record.get('delivery_methods', [])) or 'none'})")
+        return Admission(Access.FORBIDDEN, say(
+            "rule.not_offered", method=method,
+            methods=", ".join(record.get("delivery_methods", [])) or "none"))
     embargo = record.get("embargo_until")
     if method == "download" and embargo and str(embargo) > today:
-        return Admission(Access.FORBIDDEN, f"the dataset is under embargo until {embargo}")
-    why = "automatic for " if access is Access.AUTO else "the data officer approves "
-    return Admission(access, why + f"{method} of {cell} data")
+        return Admission(Access.FORBIDDEN, say("rule.embargo", embargo=str(embargo)))
+    return Admission(access, say("rule.auto" if access is Access.AUTO else "rule.approves",
+                                 method=method, cell=cell))
 
 
 def rows_allowed(record: dict, today: str) -> bool:
@@ -82,19 +78,14 @@ def offline_access(record: dict) -> Admission:
     grade, category = _cell(record)
     cell = f"{grade} {category}"
     if grade_rank(grade) >= grade_rank(NEVER_FROM):
-        return Admission(Access.FORBIDDEN, f"{cell} data is never delivered, offline "
-                         "included")
+        return Admission(Access.FORBIDDEN, say("rule.offline_never", cell=cell))
     if category == "CLOSED":
         if grade_rank(grade) <= 2:  # the cells of §2.6 that admit approved access (SVC R)
-            return Admission(Access.APPROVAL, f"{cell}: an offline transfer recorded by the "
-                             "officer is its only delivery")
-        return Admission(Access.FORBIDDEN, f"{cell} data admits no delivery (governance §2.6)")
+            return Admission(Access.APPROVAL, say("rule.offline_only", cell=cell))
+        return Admission(Access.FORBIDDEN, say("rule.no_delivery", cell=cell))
     access = cell_policy(grade, category).delivery["offline_transfer"]
     if access is Access.FORBIDDEN:
-        return Admission(access, f"offline_transfer is forbidden for {cell} data "
-                         "(governance §2.6)")
+        return Admission(access, say("rule.offline_forbidden", cell=cell))
     if "offline_transfer" not in record.get("delivery_methods", []):
-        return Admission(Access.FORBIDDEN, "the data officer does not offer offline_transfer "
-                         "for this dataset")
-    return Admission(Access.APPROVAL, f"offline transfer of {cell} data, recorded by the "
-                     "officer")
+        return Admission(Access.FORBIDDEN, say("rule.offline_not_offered"))
+    return Admission(Access.APPROVAL, say("rule.offline", cell=cell))

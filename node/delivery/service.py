@@ -45,6 +45,7 @@ import numpy as np
 from scifed.delivery import MAX_ANSWER_BYTES, MAX_ANSWER_ROWS
 from scifed.errors import UserError, excerpt
 from scifed.filters import quote_identifier
+from scifed.sentences import say
 
 if TYPE_CHECKING:  # a node imports pandas only when a job needs it (test_node_imports)
     import pandas as pd
@@ -78,9 +79,8 @@ class Answer:
 
 
 def _refuse(why: str) -> UserError:
-    return UserError(f"in-node service: {why}; on this dataset a query is an aggregate: "
-                     "SELECT group columns and count/sum/avg/stddev/variance of columns "
-                     "FROM data GROUP BY those columns")
+    """A query that is not an aggregate the service answers, and what one looks like."""
+    return UserError(say("svc.aggregate_only", why=why))
 
 
 def sandbox(frame: pd.DataFrame) -> duckdb.DuckDBPyConnection:
@@ -160,8 +160,7 @@ def aggregate_plan(node: dict) -> tuple[list[str], list[tuple[str, str | None, b
         name = _column(expr)
         if name is not None:
             if name not in groups:
-                raise _refuse(f"column {name!r} is selected without being a group column "
-                              "(that would return rows)")
+                raise _refuse(say("svc.not_grouped", column=repr(name)))
             continue
         fn = str(expr.get("function_name", "")).lower()
         if expr.get("class") != "FUNCTION" or fn not in AGGREGATES or expr.get("schema") \
@@ -181,7 +180,7 @@ def aggregate_plan(node: dict) -> tuple[list[str], list[tuple[str, str | None, b
         aggregates.append((AGGREGATES[fn], column, bool(expr.get("distinct")),
                            expr.get("alias") or f"{fn}({column})"))
     if not aggregates:
-        raise _refuse("the query computes no aggregate")
+        raise _refuse(say("svc.no_aggregate"))
     return groups, aggregates
 
 

@@ -10,7 +10,9 @@ its own module, so this file holds only the shared ones.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping
+from typing import Any
 
 LANGUAGES = ("en", "zh")
 DEFAULT = "en"
@@ -88,9 +90,50 @@ class Translator:
         without one (a name, a number, a word the catalog does not know yet) is shown as
         it is, since it is data, not interface text; the tests check that every state and
         method the node defines has its term. ``kind`` names another group of such words
-        (``chk``: the names in a result's disclosure checks)."""
+        (``chk``: the names in a result's disclosure checks; ``researcher``: a word as the
+        researcher reads it, where that differs), which falls back to the shared term.
+        The words are in :mod:`scifed.web.terms`."""
         text = str(value)
-        return _CATALOG[self.lang].get(f"{kind}.{text}", text)
+        catalog = _CATALOG[self.lang]
+        return catalog.get(f"{kind}.{text}") or catalog.get(f"term.{text}", text)
+
+    def said(self, text: object, shape: object = None) -> str:
+        """A sentence the node built (:mod:`scifed.sentences`) in this language: ``text``
+        is its English as stored or sent, ``shape`` its key and fields beside it (or
+        ``text`` is the sentence itself). A text without them — a person's words, a
+        record older than its key — is shown as it was written."""
+        key, fields = _shape(text if shape is None else shape)
+        template = _CATALOG[self.lang].get(f"said.{key}") if key else None
+        if template is None:
+            return "" if text is None else str(text)
+        values = {name: self.said(None, v) if _shape(v)[0] else v
+                  for name, v in fields.items()}
+        try:
+            return _Filler(self).format(template, **values)
+        except (KeyError, IndexError, ValueError):  # fields of another version's sentence
+            return "" if text is None else str(text)
+
+
+def _shape(value: object) -> tuple[str | None, Mapping[str, Any]]:
+    """The key and fields of a sentence: a ``scifed.sentences.Said`` or its JSON form."""
+    if isinstance(value, Mapping):
+        key, fields = value.get("key"), value.get("fields")
+    else:
+        key, fields = getattr(value, "key", None), getattr(value, "fields", None)
+    if isinstance(key, str) and isinstance(fields, Mapping):
+        return key, fields
+    return None, {}
+
+
+class _Filler(string.Formatter):
+    """Fills a sentence's template; a field marked ``!t`` is a word shown as its term."""
+
+    def __init__(self, t: Translator) -> None:
+        self.t = t
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        return self.t.term(value) if conversion == "t" else super().convert_field(
+            value, conversion)
 
 
 def check_catalog() -> list[str]:
@@ -101,3 +144,7 @@ def check_catalog() -> list[str]:
 
 def catalog_keys() -> set[str]:
     return set(_CATALOG[DEFAULT])
+
+
+# the words every console shows as terms, registered once whichever console starts
+from scifed.web import terms  # noqa: E402, F401

@@ -101,3 +101,35 @@ def test_an_expired_grants_file_is_removed(fed):
     other = ask(alice)  # another grant's download needs the space
     ac.manifest(alice, other)
     assert list(prepared(fed)) == [f"{other.grant_id}.data"]
+
+
+def test_an_expired_grants_file_is_gone_after_one_heartbeat_without_a_restart(fed):
+    """The node's heartbeat (its one periodic loop, node/link.py) sweeps: a grant that
+    expires while the node runs frees its disk at the next beat, audited with the grant
+    and the bytes, with no new download and no restart."""
+    from node.link import CoordinatorLink
+
+    node = core(fed)
+    alice = researcher_client(fed)
+    grant = ask(alice, "cond")
+    appr = next(a for a in node.approvals.list("pending") if a.job_id == grant.grant_id)
+    officer_approves(node.approvals, appr.approval_id, expires_ms=None)
+    ac.manifest(alice, grant)
+    ((name, size),) = prepared(fed).items()
+    link = CoordinatorLink(node.cfg, published=list, handle=lambda task: None,
+                           audit_head=node.audit.head, trust=node.studies.trust,
+                           housekeeping=node.delivery.sweep)
+    link._heartbeat()  # a beat while the grant is live removes nothing
+    assert prepared(fed) == {name: size}
+    with node.store.tx() as con:  # the officer's approval runs out
+        con.execute("UPDATE approvals SET expires_ms=1 WHERE approval_id=?",
+                    (appr.approval_id,))
+    link._heartbeat()
+    assert prepared(fed) == {}
+    removed = [e.details for e in AuditLog(node.store).entries()
+               if e.action == "access.extract.removed"]
+    assert removed == [{"grant_id": grant.grant_id, "researcher": "alice", "bytes": size,
+                        "state": "expired"}]
+    link._heartbeat()  # removed once, audited once
+    assert len([e for e in AuditLog(node.store).entries()
+                if e.action == "access.extract.removed"]) == 1

@@ -66,7 +66,8 @@ def fed(network, tmp_path_factory, penguins, penguins_meta):
             policy = {**DP_POLICY, **({"approval_required": True} if node == CUT else {})}
             path = fed.node_dir(node) / "survey.policy.yaml"
             path.write_text(yaml.safe_dump(policy))
-            fed.node_cli(node, "policy", "set", "survey", "--file", str(path))
+            fed.node_cli(node, "policy", "set", "survey", "--file", str(path),
+                     "--justification", "tighter for this test")
         fed.create_study("pooled", {n: "penguins" for n in ISLANDS})
         fed.create_study("partition", {n: "survey" for n in ISLANDS}, min_nodes=2)
         fed.pooled = penguins

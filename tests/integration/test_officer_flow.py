@@ -43,7 +43,8 @@ def fed(tmp_path_factory, penguins, penguins_meta):
             fed.add_dataset(node, shard(penguins, island, grade), meta, "penguins")
         override = fed.node_dir("torgersen") / "policy.yaml"
         override.write_text(DP_OVERRIDE)
-        fed.node_cli("torgersen", "policy", "set", "penguins", "--file", str(override))
+        fed.node_cli("torgersen", "policy", "set", "penguins", "--file", str(override),
+                     "--justification", "tighter for this test")
         fed.create_study("approvals", {"biscoe": "penguins", "dream": "penguins"})
         fed.create_study("dp", {"biscoe": "penguins", "torgersen": "penguins"}, min_nodes=1)
         yield fed
@@ -73,6 +74,7 @@ def test_policy_show_names_sources_and_loosening_is_refused(fed):
     loose = fed.node_dir("biscoe") / "loose.yaml"
     loose.write_text("min_cell_count: 1\n")
     out = fed.node_cli("biscoe", "policy", "set", "penguins", "--file", str(loose),
+                     "--justification", "tighter for this test",
                        check=False)
     assert out.returncode == 1 and "min_cell_count" in out.stderr and "tighten" in out.stderr
     after = json.loads(fed.node_cli("biscoe", "policy", "show", "penguins", "--json").stdout)

@@ -365,7 +365,8 @@ def test_a_refusal_at_grant_time_reaches_the_coordinator_only_sealed(fed):
         with fed.researcher() as r:
             job_id = r.submit(job(fed, rounds=4, local_epochs=1, min_nodes=3))
             wait_for(lambda: rounds_done(r, job_id) >= 1, 300, "round 1 to be checkpointed")
-            fed.node_cli("dream", "policy", "set", "penguins", "--file", str(override))
+            fed.node_cli("dream", "policy", "set", "penguins", "--file", str(override),
+                     "--justification", "tighter for this test")
             info = r.wait(job_id, timeout=600)
             # The researcher's view: the client opens the node's sealed reason.
             assert info.status == "failed"
@@ -488,7 +489,8 @@ def test_every_node_checks_the_job_before_any_flower_run(fed):
     override = fed.node_dir("dream") / "policy.yaml"
     override.write_text("job_types:\n  train: approval\ndp:\n  annual_budget: 3\n"
                         "  researcher_budget: 2\n")
-    fed.node_cli("dream", "policy", "set", "penguins", "--file", str(override))
+    fed.node_cli("dream", "policy", "set", "penguins", "--file", str(override),
+                     "--justification", "tighter for this test")
 
     def spent() -> list:
         return json.loads(fed.node_cli("dream", "budget", "show", "--json").stdout)

@@ -129,7 +129,7 @@ def test_a_download_is_named_inside_its_folder_whatever_the_coordinator_relays(
 
 
 def test_a_job_held_for_output_review_is_said_so_in_both_languages():
-    from cli.ui.messages import phase_note, phase_text, state_text
+    from cli.ui.messages import phase_note, phase_text
     from scifed.states import IN_OUTPUT_REVIEW, JobStatus
     from scifed.web.i18n import Translator
 
@@ -139,4 +139,8 @@ def test_a_job_held_for_output_review_is_said_so_in_both_languages():
     assert "data officer" in phase_note(en, IN_OUTPUT_REVIEW)
     assert phase_text(en, "round", "round 2/5") == "round 2/5"  # as the coordinator says
     for status in JobStatus:  # every state has words in both languages
-        assert state_text(en, status) != state_text(zh, status)
+        assert en.term(status, "researcher") != zh.term(status, "researcher")
+    # the researcher reads a withholding as what it is to them; the officer's word stays
+    assert en.term("withheld", "researcher") == "withheld at output review"
+    assert zh.term("withheld", "researcher") == "输出审核未放行"
+    assert zh.term("withheld") == "不予发布" and zh.term("granted", "researcher") == "已授权"

@@ -1,0 +1,244 @@
+"""The node's own sentences — a policy decision's reason, a delivery refusal, an alert's
+reason, a note of a result's disclosure checks — as a message key plus its fields, in
+English and Chinese.
+
+A sentence is made with :func:`say`, which returns a :class:`Said`: a ``str`` whose text
+is the English sentence exactly as the node has always written it, so the CLI, the logs,
+the audit chain and every record that stores the text read as before, and which also
+keeps its key and fields. Where the sentence is stored or sent on, its structure goes
+beside the text (:func:`structure`, a small JSON dict), and a console renders it in the
+page's language with :meth:`scifed.web.i18n.Translator.said`; a record made before the
+sentence had a key shows its stored English text.
+
+In a template a field marked ``!t`` is a word the node sends as data (a delivery
+method, a state), shown through :meth:`~scifed.web.i18n.Translator.term` in the page's
+language; a field that is itself a :class:`Said` (a decision's source) is rendered in the
+same language. Names and numbers (datasets, researchers, grades) are data and shown as
+they are. Every key of this catalog is registered with :func:`scifed.web.i18n.register`
+under ``said.``, so the catalog check covers both languages.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from scifed.web import i18n
+
+PREFIX = "said."
+
+# key -> (English, Chinese). The English text is the node's sentence as it has always
+# read; changing it changes what the CLI and the logs say.
+CATALOG: dict[str, tuple[str, str]] = {
+    # where a policy value comes from (node/policy.py)
+    "src.cell": ("default {grade}/{category} (governance §2.6)",
+                 "{grade}/{category} 默认值（治理规范 §2.6）"),
+    "src.override": ("override {source}", "覆盖（{source}）"),
+    "src.override_bare": ("override", "覆盖"),
+    "src.auditing": ("default with query auditing ({src})", "开启查询审计后的默认值（{src}）"),
+    # the policy's decision on a task (node/policy.py decide)
+    "dec.forbidden": ("{job_type} jobs are forbidden on {grade}/{category} data ({src})",
+                      "{grade}/{category} 数据禁止 {job_type} 作业（{src}）"),
+    "dec.approval_expired": ("the dataset's {type} approval {ref} expired on {expires}",
+                             "该数据集的 {type} 批准 {ref} 已于 {expires} 过期"),
+    "dec.embargo": ("the dataset is under embargo until {embargo}",
+                    "该数据集在 {embargo} 之前处于禁发期"),
+    "dec.min_nodes": ("the job has {n} node(s); {grade}/{category} data needs at least "
+                      "{least} ({src})",
+                      "该作业有 {n} 个节点；{grade}/{category} 数据至少需要 {least} 个（{src}）"),
+    "dec.fl_dp": ("{grade}/{category} data trains only with DP-SGD; give the job dp.epsilon",
+                  "{grade}/{category} 数据只能以 DP-SGD 训练；请为作业设置 dp.epsilon"),
+    "dec.fl_cap": ("dp.epsilon {eps} exceeds the training cap ε={cap} ({src})",
+                   "dp.epsilon {eps} 超过训练上限 ε={cap}（{src}）"),
+    "dec.dp_budget": ("{grade}/{category} data answers under differential privacy only with "
+                      "a per-query ε cap and an annual budget set by its officer, and this "
+                      "dataset has none; drop dp (exact answers, under the disclosure rules)",
+                      "{grade}/{category} 数据仅在数据官设定了每次查询 ε 上限和年度预算时才以"
+                      "差分隐私回答，而此数据集没有设定；请去掉 dp（按披露控制规则给出精确结果）"),
+    "dec.dp_needs_eps": ("differential privacy needs an ε", "差分隐私需要给定 ε"),
+    "dec.eps_cap": ("requested ε={eps} exceeds the per-query cap ε={cap} ({src})",
+                    "申请的 ε={eps} 超过每次查询上限 ε={cap}（{src}）"),
+    "dec.needs_approval": ("{job_type} on {grade}/{category} needs approval ({src})",
+                           "{grade}/{category} 上的 {job_type} 作业需要审批（{src}）"),
+    "dec.policy_approval": ("the dataset's policy requires the officer's approval",
+                            "该数据集的策略要求数据官审批"),
+    "dec.allowed": ("allowed ({src})", "允许（{src}）"),
+    # an alert's reason (node/alerts.py), and a job held for it (node/gate.py)
+    "alert.allowance": ("{total} refused queries this year (allowance {allowance})",
+                        "本年度 {total} 次被拒查询（允许 {allowance} 次）"),
+    "alert.run": ("{streak} refused queries in a row (limit {run})",
+                  "连续 {streak} 次被拒查询（上限 {run} 次）"),
+    "alert.held": ("alert: {alert}", "告警：{alert}"),
+    # a held access request (node/delivery/desk.py)
+    "access.held": ("{method} of {columns} for: {purpose}",
+                    "{method!t}（{columns}），用途：{purpose}"),
+    "access.all_columns": ("all columns", "全部字段"),
+    # whether a dataset may be delivered (node/delivery/rules.py)
+    "rule.never": ("{cell} data is never delivered ({grade} is important or core data); "
+                   "federated jobs are its only use",
+                   "{cell} 数据从不交付（{grade} 为重要或核心数据）；只能用于联邦作业"),
+    "rule.closed": ("{cell} data is not delivered over the network; where its cell allows "
+                    "it at all, the data officer arranges an offline transfer",
+                    "{cell} 数据不通过网络交付；若其分级类别允许，由数据官安排线下交付"),
+    "rule.service_checked": ("an in-node service on {cell} data needs the officer to check "
+                             "every output before release, which the service does not "
+                             "offer; use federated jobs",
+                             "{cell} 数据的节点内服务要求数据官在发布前检查每个输出，而该服务"
+                             "不提供此检查；请使用联邦作业"),
+    "rule.forbidden": ("{method} is forbidden for {cell} data (governance §2.6)",
+                       "{cell} 数据禁止{method!t}（治理规范 §2.6）"),
+    "rule.not_offered": ("the data officer does not offer {method} for this dataset (its "
+                         "delivery methods: {methods})",
+                         "数据官未为此数据集提供{method!t}（其交付方式：{methods}）"),
+    "rule.embargo": ("the dataset is under embargo until {embargo}",
+                     "该数据集在 {embargo} 之前处于禁发期"),
+    "rule.auto": ("automatic for {method} of {cell} data", "{cell} 数据的{method!t}自动授权"),
+    "rule.approves": ("the data officer approves {method} of {cell} data",
+                      "{cell} 数据的{method!t}由数据官审批"),
+    "rule.offline_never": ("{cell} data is never delivered, offline included",
+                           "{cell} 数据从不交付，线下交付亦然"),
+    "rule.offline_only": ("{cell}: an offline transfer recorded by the officer is its only "
+                          "delivery", "{cell}：唯一的交付方式是由数据官登记的线下交付"),
+    "rule.no_delivery": ("{cell} data admits no delivery (governance §2.6)",
+                         "{cell} 数据不允许任何交付（治理规范 §2.6）"),
+    "rule.offline_forbidden": ("offline_transfer is forbidden for {cell} data (governance "
+                               "§2.6)", "{cell} 数据禁止线下交付（治理规范 §2.6）"),
+    "rule.offline_not_offered": ("the data officer does not offer offline_transfer for this "
+                                 "dataset", "数据官未为此数据集提供线下交付"),
+    "rule.offline": ("offline transfer of {cell} data, recorded by the officer",
+                     "{cell} 数据的线下交付，由数据官登记"),
+    # refusals of the delivery desk (node/delivery/desk.py)
+    "desk.refuses": ("node {node} refuses {what}: {reason}", "节点 {node} 拒绝{what}：{reason}"),
+    "desk.what.method": ("{method} of {dataset}", "{dataset} 的{method!t}"),
+    "desk.what.grant": ("grant {grant}", "授权 {grant}"),
+    "desk.what.call": ("{call} under grant {grant}", "授权 {grant} 下的{call!t}"),
+    "desk.what.query": ("query {sha}", "查询 {sha}"),
+    "desk.what.offline": ("an offline transfer", "线下交付"),
+    "desk.unknown_columns": ("no column {columns} in the dataset", "数据集中没有字段 {columns}"),
+    "desk.conditions": ("the request does not accept the conditions of use {missing} (read "
+                        "them with `scifed catalog show`)",
+                        "申请未接受使用条件 {missing}（可用 `scifed catalog show` 查看）"),
+    "desk.study": ("CONDITIONAL data is delivered within a study the dataset is in: name it "
+                   "(--study)",
+                   "CONDITIONAL 数据只在其所属的研究项目内交付：请指明研究项目（--study）"),
+    "desk.live_grants": ("the researcher holds {live} live grants of this dataset, the most "
+                         "one may hold ({most} live grants); use one of them (`scifed access "
+                         "list`) or ask the officer to revoke those no longer needed",
+                         "该研究者持有此数据集的 {live} 个有效授权，已达上限（{most} 个）；请使用"
+                         "其中之一（`scifed access list`），或请数据官撤销不再需要的授权"),
+    "desk.no_grant": ("there is no such grant at this node", "本节点没有此授权"),
+    "desk.not_theirs": ("the grant is another researcher's", "该授权属于另一位研究者"),
+    "desk.replayed": ("the call was made before (its nonce was seen): a signed call is "
+                      "answered once", "该调用已出现过（其随机数已使用）：每个签名调用只回答一次"),
+    "desk.wrong_method": ("the grant is for {granted}, not {method}",
+                          "该授权用于{granted!t}，而不是{method!t}"),
+    "desk.state": ("the grant is {state}", "该授权{state!t}"),
+    "desk.expired": ("the grant expired", "该授权已过期"),
+    "desk.unregistered": ("the dataset is no longer registered", "该数据集已不再登记"),
+    "desk.needs_approval": ("the dataset now needs the officer's approval; request again",
+                            "该数据集现在需要数据官审批；请重新申请"),
+    "desk.unsealed": ("the query is not sealed to this node for this call",
+                      "该查询未针对本次调用加密给本节点"),
+    # refusals of the in-node service (node/delivery/service.py)
+    "svc.aggregate_only": ("in-node service: {why}; on this dataset a query is an aggregate: "
+                           "SELECT group columns and count/sum/avg/stddev/variance of columns "
+                           "FROM data GROUP BY those columns",
+                           "节点内服务：{why}；此数据集上的查询须为汇总：SELECT 分组字段及字段的 "
+                           "count/sum/avg/stddev/variance，FROM data GROUP BY 这些分组字段"),
+    "svc.not_grouped": ("column {column} is selected without being a group column (that "
+                        "would return rows)",
+                        "字段 {column} 被选出但不是分组字段（那将返回明细行）"),
+    "svc.no_aggregate": ("the query computes no aggregate", "该查询没有计算任何汇总"),
+    # a result's disclosure checks (node/release.py)
+    "chk.pool.one": ("one contributor", "一个贡献方"),
+    "chk.pool.two": ("two contributors in a two-member study", "两方研究中的两个贡献方"),
+    "chk.pool.n": ("{n} contributors", "{n} 个贡献方"),
+    "chk.pool.noised": ("every contribution noised", "每个贡献均已加噪"),
+    "chk.release.exact": ("exact", "精确"),
+    "chk.release.dp": ("dp", "差分隐私"),
+    "chk.release.dp_at": ("dp at {nodes}", "在 {nodes} 加差分隐私噪声"),
+    "chk.suppression": ("cells and statistics of fewer than k rows are suppressed by the job "
+                        "type's release rules before this review",
+                        "少于 k 行的单元格和统计量已在本次审核前按作业类型的发布规则隐去"),
+    # why a result is held for output review (node/release.py)
+    "review.own": ("the policy of {grade}/{category} data asks for the officer's output "
+                   "review before a result leaves ({src})",
+                   "{grade}/{category} 数据的策略要求结果发出前经数据官输出审核（{src}）"),
+    "review.others": ("the policy of contributor {nodes} asks for its officer's output "
+                      "review (each reviews it before this node seals it)",
+                      "贡献方 {nodes} 的策略要求其数据官进行输出审核（本节点加密前由各方审核）"),
+    "review.contributed": ("this node contributed {grade}/{category} data, whose policy asks "
+                           "for the officer's output review ({src}); node {release_node} "
+                           "releases the result",
+                           "本节点贡献了 {grade}/{category} 数据，其策略要求数据官输出审核"
+                           "（{src}）；由节点 {release_node} 发布结果"),
+    "review.both": ("{first}; {second}", "{first}；{second}"),
+}
+
+i18n.register({PREFIX + key: pair for key, pair in CATALOG.items()})
+
+
+class _English(string.Formatter):
+    """Fills a sentence's English text: every field as its own text (a nested sentence's
+    English, a word as the node sends it)."""
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        return value if conversion == "t" else super().convert_field(value, conversion)
+
+
+_ENGLISH = _English()
+
+
+class Said(str):
+    """A sentence of the node: its English text, with its catalog ``key`` and ``fields``
+    (numbers, names, words, or nested sentences) kept to render it in another language."""
+
+    key: str
+    fields: dict[str, Any]
+
+    def __new__(cls, key: str, fields: Mapping[str, Any]) -> Said:
+        try:
+            english = CATALOG[key][0]
+        except KeyError:
+            raise KeyError(f"no sentence {key!r} in scifed/sentences.py") from None
+        self = super().__new__(cls, _ENGLISH.format(english, **fields))
+        self.key, self.fields = key, dict(fields)
+        return self
+
+    def __reduce__(self):  # copies and pickles keep the key and fields
+        return (Said, (self.key, self.fields))
+
+    def structure(self) -> dict[str, Any]:
+        return {"key": self.key, "fields": {
+            name: v.structure() if isinstance(v, Said) else v for name, v in self.fields.items()}}
+
+
+def say(key: str, **fields: Any) -> Said:
+    """The sentence ``key`` of the catalog with its fields."""
+    return Said(key, fields)
+
+
+def structure(text: object) -> dict[str, Any] | None:
+    """What goes beside a sentence's text where it is stored or sent: its key and fields
+    (JSON), or None for a plain text (a person's words, an older record)."""
+    return text.structure() if isinstance(text, Said) else None
+
+
+def rebuild(shape: object) -> Said | None:
+    """A :class:`Said` from its :func:`structure` (as read back from a record or a reply);
+    None where ``shape`` is not one this catalog knows (an older or a newer node's)."""
+    if not (isinstance(shape, Mapping) and isinstance(shape.get("key"), str)
+            and isinstance(shape.get("fields"), Mapping) and shape["key"] in CATALOG):
+        return None
+    fields = {}
+    for name, v in shape["fields"].items():
+        if isinstance(v, Mapping):
+            v = rebuild(v)
+            if v is None:
+                return None
+        fields[str(name)] = v
+    try:
+        return Said(shape["key"], fields)
+    except (KeyError, IndexError, ValueError):
+        return None
