@@ -96,12 +96,16 @@ class NodeLinkServicer(pbg.NodeLinkServicer):
                         session.outbox.put(pb.CoordinatorMessage(
                             ack=self.heartbeat(name, msg.heartbeat, session)))
                     elif msg.HasField("result"):
+                        # the job gets the result first: its audit head then waits its
+                        # turn with the other streams' writes (registry._stream_write),
+                        # which with 100 nodes answering at once queued every result of
+                        # a round behind the others' heads
+                        self.sessions.deliver(session, msg.result)
                         if msg.result.audit_seq and not registry.result_head(
                                 self.db, name, msg.result.audit_seq, msg.result.audit_hash,
                                 now_ms()):
                             log.warning("audit head of node %s's result not recorded: the "
                                         "database is busy", name)
-                        self.sessions.deliver(session, msg.result)
             except grpc.RpcError:
                 pass  # the stream ended; the finally below records it
             finally:
