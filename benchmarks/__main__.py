@@ -41,6 +41,8 @@ def _areas() -> dict[str, tuple[str, Callable[[Console], None], bool]]:
         "training": ("train rounds and their BFV work", run("train_tables", "training"),
                      True),
         "dpsgd": ("DP-SGD epoch vs plain SGD", run("train_tables", "dpsgd"), True),
+        "delivery": ("a delivery call's signature: sign + verify vs plain ECDSA",
+                     run("delivery_bench"), True),
         "trainrelease": ("a training release's check of the attested rounds",
                          run("train_tables", "release"), True),
     }

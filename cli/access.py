@@ -219,6 +219,23 @@ def node_access_revoke(grant_id: str, reason: str = typer.Option(..., "--reason"
     show(g, as_json, f"grant {g['grant_id']} of {g['researcher']}: [bold]revoked[/]")
 
 
+@node_access_app.command("expire")
+@handle_errors("the node")
+def node_access_expire(grant_id: str,
+                       expires: str = typer.Option(..., "--expires",
+                                                   help="When it ends: 30d, 12h, 2026-12-31"),
+                       reason: str = typer.Option(..., "--reason"),
+                       config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Set when a grant ends (an automatic grant, such as an in-node service, has no end
+    of its own); it may only come sooner."""
+    from node.approvals import parse_expiry
+
+    g = json.loads(admin_stub(config).AccessExpire(pb.AccessExpireRequest(
+        grant_id=grant_id, expires_unix_ms=parse_expiry(expires) or 0, reason=reason),
+        timeout=30).json)
+    show(g, as_json, f"grant {g['grant_id']} of {g['researcher']}: ends {expires}")
+
+
 @node_access_app.command("record-offline")
 @handle_errors("the node")
 def node_access_record_offline(

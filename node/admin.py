@@ -290,6 +290,11 @@ class NodeAdminServicer(pbg.NodeAdminServicer):
         return _json(self.delivery.revoke(request.grant_id, request.reason, actor(context)))
 
     @user_errors
+    def AccessExpire(self, request, context):
+        return _json(self.delivery.expire(request.grant_id, request.expires_unix_ms,
+                                          request.reason, actor(context)))
+
+    @user_errors
     def AccessRecordOffline(self, request, context):
         return _json(self.delivery.record_offline(
             dataset=request.dataset_id, recipient=request.recipient, what=request.what,

@@ -228,8 +228,10 @@ class Delivery:
     def _state(self, grant: Grant) -> tuple[str, str, int | None]:
         """The grant's state now (the approval's, where it has one), its officer's
         conditions and expiry."""
-        if grant.state in ("revoked", "denied") or grant.approval_id is None:
+        if grant.state in ("revoked", "denied"):
             return grant.state, "", None
+        if grant.approval_id is None:  # automatic: the end the officer set, if any
+            return grant.state, "", grant.expires_ms
         appr = self.approvals.request(job_id=grant.grant_id, dataset_id=grant.dataset_id,
                                       study_id=grant.study, job_type=f"access.{grant.method}",
                                       researcher=grant.researcher, grade="", reason="",
@@ -242,7 +244,8 @@ class Delivery:
                                                               if denied else "")
         state = {"approved": "granted", "denied": "denied", "expired": "expired",
                  "withdrawn": "revoked"}.get(appr.state, "pending")
-        return state, conditions, appr.expires_ms
+        ends = [e for e in (appr.expires_ms, grant.expires_ms) if e is not None]
+        return state, conditions, min(ends) if ends else None
 
     def _live(self, grant: Grant) -> bool:
         """Is the grant granted or waiting for the officer, and not expired?"""
@@ -555,6 +558,30 @@ class Delivery:
                                {"grant_id": grant_id, "researcher": grant.researcher,
                                 "reason": reason})
         self._extract_path(grant).unlink(missing_ok=True)
+        return self.officer_show(grant_id)
+
+    def expire(self, grant_id: str, expires_ms: int, reason: str, actor: str) -> dict:
+        """The officer sets when a grant ends — the only end an automatic grant (an
+        in-node service, an OPEN download) has; it may only come sooner than an end
+        already set. Audited; a call after it is refused as expired, and the sweep frees
+        its prepared download."""
+        if not reason.strip():
+            raise UserError("setting a grant's expiry needs a reason (--reason TEXT)")
+        if expires_ms <= 0:
+            raise UserError("--expires: give when the grant ends (e.g. 30d, 12h, 2026-12-31)")
+        grant = self.grants.get(grant_id)
+        state, _, ends = self._state(grant)
+        if state not in ("granted", "pending"):
+            raise UserError(f"grant {grant_id} is {state}: it has nothing left to expire")
+        if ends is not None and expires_ms > ends:
+            raise UserError(f"grant {grant_id} already ends at {ends} (unix ms); an expiry "
+                            "may only bring its end sooner; nothing changed")
+        with self.registry.store.tx() as con:
+            GrantBook.update(con, grant_id, expires_ms=expires_ms)
+            AuditLog.append_in(con, actor, "access.expiry", grant.dataset_id,
+                               {"grant_id": grant_id, "researcher": grant.researcher,
+                                "expires_ms": expires_ms, "reason": reason})
+        self.sweep()
         return self.officer_show(grant_id)
 
     def record_offline(self, *, dataset: str, recipient: str, what: str, sha256: str,

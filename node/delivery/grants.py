@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS access_grants (
     reason       TEXT NOT NULL,
     approval_id  TEXT,
     created_ms   INTEGER NOT NULL,
-    extract      TEXT             -- the prepared download's signed manifest (JSON)
+    extract      TEXT,            -- the prepared download's signed manifest (JSON)
+    expires_ms   INTEGER          -- the end the officer set (an automatic grant's only one)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     delivery_id  TEXT PRIMARY KEY,
@@ -72,6 +73,7 @@ class Grant:
     approval_id: str | None
     created_ms: int
     extract: dict | None
+    expires_ms: int | None = None  # the end the officer set, if any
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -83,7 +85,8 @@ def _grant(r: sqlite3.Row) -> Grant:
     return Grant(r["grant_id"], r["dataset_id"], r["record_id"], r["researcher"], r["method"],
                  json.loads(r["columns"]), r["format"], r["purpose"], r["study"],
                  json.loads(r["request"]), r["state"], r["reason"], r["approval_id"],
-                 r["created_ms"], json.loads(r["extract"]) if r["extract"] else None)
+                 r["created_ms"], json.loads(r["extract"]) if r["extract"] else None,
+                 r["expires_ms"])
 
 
 class GrantBook:
@@ -93,13 +96,19 @@ class GrantBook:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     con.execute(statement)
+            have = {r[1] for r in con.execute("PRAGMA table_info(access_grants)")}
+            if "expires_ms" not in have:  # a database older than officer-set expiries
+                con.execute("ALTER TABLE access_grants ADD COLUMN expires_ms INTEGER")
 
     @staticmethod
     def insert(con: sqlite3.Connection, *, dataset_id: str, record_id: str, researcher: str,
                method: str, columns: list[str], fmt: str, purpose: str, study: str,
                request: dict, state: str, reason: str) -> str:
         grant_id = f"gr-{uuid.uuid4().hex[:12]}"
-        con.execute("INSERT INTO access_grants VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        con.execute("INSERT INTO access_grants (grant_id, dataset_id, record_id, "
+                    "researcher, method, columns, format, purpose, study, request, state, "
+                    "reason, approval_id, created_ms, extract) VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (grant_id, dataset_id, record_id, researcher, method, json.dumps(columns),
                      fmt, purpose, study, json.dumps(request), state, reason, None, now_ms(),
                      None))

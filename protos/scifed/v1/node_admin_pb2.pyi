@@ -285,6 +285,16 @@ class AccessRevokeRequest(_message.Message):
     reason: str
     def __init__(self, grant_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class AccessExpireRequest(_message.Message):
+    __slots__ = ("grant_id", "expires_unix_ms", "reason")
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    grant_id: str
+    expires_unix_ms: int
+    reason: str
+    def __init__(self, grant_id: _Optional[str] = ..., expires_unix_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class AccessOfflineRequest(_message.Message):
     __slots__ = ("dataset_id", "recipient", "what", "sha256", "medium", "by", "statement", "signature")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]

@@ -170,6 +170,11 @@ class NodeAdminStub(object):
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessRevokeRequest.SerializeToString,
                 response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.AccessExpire = channel.unary_unary(
+                '/scifed.v1.NodeAdmin/AccessExpire',
+                request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessExpireRequest.SerializeToString,
+                response_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.AccessRecordOffline = channel.unary_unary(
                 '/scifed.v1.NodeAdmin/AccessRecordOffline',
                 request_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessOfflineRequest.SerializeToString,
@@ -369,6 +374,13 @@ class NodeAdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AccessExpire(self, request, context):
+        """The officer sets when a grant ends (an automatic grant has no expiry of its own).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AccessRecordOffline(self, request, context):
         """An offline transfer the officer made, signed with their approver key.
         """
@@ -533,6 +545,11 @@ def add_NodeAdminServicer_to_server(servicer, server):
             'AccessRevoke': grpc.unary_unary_rpc_method_handler(
                     servicer.AccessRevoke,
                     request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessRevokeRequest.FromString,
+                    response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
+            ),
+            'AccessExpire': grpc.unary_unary_rpc_method_handler(
+                    servicer.AccessExpire,
+                    request_deserializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessExpireRequest.FromString,
                     response_serializer=protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.SerializeToString,
             ),
             'AccessRecordOffline': grpc.unary_unary_rpc_method_handler(
@@ -1284,6 +1301,33 @@ class NodeAdmin(object):
             target,
             '/scifed.v1.NodeAdmin/AccessRevoke',
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessRevokeRequest.SerializeToString,
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AccessExpire(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scifed.v1.NodeAdmin/AccessExpire',
+            protos_dot_scifed_dot_v1_dot_node__admin__pb2.AccessExpireRequest.SerializeToString,
             protos_dot_scifed_dot_v1_dot_node__admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
