@@ -9,6 +9,7 @@ may declare a reply lost while keeping it (``lose``)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from jobs.train.client_app import app as client_app
 from jobs.train.protocol import PUBLIC_CONTEXT_FILE, RUN_FILE, write_json
 from jobs.train.server_app import HEFedAvg
 from node.local_api import LocalApi
+from node.round_updates import unpack
 
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 
@@ -175,3 +177,16 @@ class Rounds:
         finally:
             (TaskIdentity._task_id, TaskIdentity._run_id,  # noqa: SLF001
              TaskIdentity._node_id) = before  # noqa: SLF001
+
+
+def kept_updates(fed, node: str, job_id: str, round_no: int) -> dict:
+    """The plain update ``node`` recorded for the round (what it contributed), by vector
+    name, read from its node.db as the node keeps it."""
+    db = fed.nodes[node].cfg.state_dir / "node.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (output,) = con.execute("SELECT output FROM job_answers WHERE job_id=? AND stage=?",
+                                (job_id, f"plain.train#{round_no}")).fetchone()
+    finally:
+        con.close()
+    return {v.name: v for v in unpack(output)}

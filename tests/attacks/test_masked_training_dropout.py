@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 from types import SimpleNamespace
 
 import grpc
 import numpy as np
 import pytest
 import yaml
-from flower_rounds import FEATURES, Rounds, Seen
+from flower_rounds import FEATURES, Rounds, Seen, kept_updates
 from islands import uniform
 
 from coordinator import studies
@@ -31,7 +30,6 @@ from jobs.train.coordinate import release_request
 from jobs.train.protocol import ARRAYS, MODEL, REVEAL, average, blob_of
 from node.masking import REVEAL as SEALED_VIEW
 from node.masking import round_self_seed
-from node.round_updates import unpack
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
 from scifed import he, masks
@@ -71,18 +69,6 @@ def checkpoint(job_dir) -> dict:
     return json.loads((job_dir / "checkpoint.json").read_text())
 
 
-def kept(fed, node: str, job_id: str, round_no: int) -> dict:
-    """The plain update ``node`` recorded for the round (what it contributed)."""
-    db = fed.nodes[node].cfg.state_dir / "node.db"
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        (output,) = con.execute("SELECT output FROM job_answers WHERE job_id=? AND stage=?",
-                                (job_id, f"plain.train#{round_no}")).fetchone()
-    finally:
-        con.close()
-    return {v.name: v for v in unpack(output)}
-
-
 def key_of(fed, node: str = ACCOMPLICE):
     return fed.nodes[node].studies.key(fed.study_id, 1)
 
@@ -91,7 +77,7 @@ def assert_sum_of(fed, job_dir, job_id: str, round_no: int, nodes: list[str]) ->
     """Round ``round_no``'s model and metrics decrypt to the plain sum of ``nodes``'
     kept updates (exact in round 1, within one quantisation step each after)."""
     ck, key = checkpoint(job_dir), key_of(fed)
-    plain = {n: kept(fed, n, job_id, round_no) for n in nodes}
+    plain = {n: kept_updates(fed, n, job_id, round_no) for n in nodes}
     for name, files in ((MODEL, ck["model_files"]), ("metrics", ck["metrics_files"])):
         total = key.decrypt((job_dir / files[str(round_no)]).read_bytes())
         expected = np.sum([plain[n][name].values for n in nodes], axis=0)
@@ -237,7 +223,7 @@ def test_a_live_node_declared_dropped_in_training_stays_masked(fed):
     seed = round_self_seed(fed.nodes[VICTIM].gate.job_secret(job_id), h, "train", 1, 1)
     plain = he.decode(frame, masks.subtract(left, masks.named_mask(seed, MODEL,
                                                                    residues.size)))
-    np.testing.assert_allclose(plain, kept(fed, VICTIM, job_id, 1)[MODEL].values,
+    np.testing.assert_allclose(plain, kept_updates(fed, VICTIM, job_id, 1)[MODEL].values,
                                rtol=1e-12, atol=2.0**-26)
 
 

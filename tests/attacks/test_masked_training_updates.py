@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from flower_rounds import FEATURES, Rounds, Seen
+from flower_rounds import FEATURES, Rounds, Seen, kept_updates
 from islands import EXACT, ISLANDS, island_federation, job, pair_mask, uniform
 
 from jobs.spec import parse_job_dict
@@ -124,20 +124,6 @@ def test_a_member_with_the_coordinator_reads_no_round_update(fed):
     assert ck["contributors"] == {"1": sorted(ISLANDS), "2": sorted(ISLANDS)}
     theta = average(key.decrypt((job_dir / ck["model_file"]).read_bytes()))
     assert accuracy(fed, theta, fed.pooled) >= 0.9
-
-
-def kept_updates(fed, node: str, job_id: str, round_no: int) -> dict[str, np.ndarray]:
-    """The plain update ``node`` recorded for the round (what it contributed)."""
-    from node.round_updates import unpack
-
-    db = fed.nodes[node].cfg.state_dir / "node.db"
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        (output,) = con.execute("SELECT output FROM job_answers WHERE job_id=? AND stage=?",
-                                (job_id, f"plain.train#{round_no}")).fetchone()
-    finally:
-        con.close()
-    return {v.name: v for v in unpack(output)}
 
 
 @pytest.mark.parametrize("drop_round", [1, 2])
