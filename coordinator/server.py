@@ -186,6 +186,7 @@ class CoordinatorProcess:
 
     def stop(self) -> None:
         self._stop.set()
+        self.core.keys.stop()
         self.server.stop(grace=2).wait()
         if self.flower is not None:
             self.flower.stop()

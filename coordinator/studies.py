@@ -168,11 +168,16 @@ def sealed_share(db: Database, study_id: str, version: int, node: str) -> bytes:
 class StudyKeys:
     """Asks a lead node to (re)generate a study's key and stores what comes back."""
 
+    RETRY_FIRST_S = 2.0
+    RETRY_MAX_S = 60.0
+
     def __init__(self, db: Database, sessions: NodeSessions, timeout: float = 120) -> None:
         self.db = db
         self.sessions = sessions
         self.timeout = timeout
         self._lock = threading.Lock()
+        self._retry: threading.Timer | None = None
+        self._backoff = self.RETRY_FIRST_S
 
     def pending(self) -> list[str]:
         with self.db.session() as s:
@@ -188,13 +193,32 @@ class StudyKeys:
             for _ in range(3):  # membership may change while a key is being made
                 pending = self.pending()
                 if not pending:
+                    self._backoff = self.RETRY_FIRST_S
                     return
                 for study_id in pending:
                     try:
                         self._rotate(study_id)
-                    except Exception as exc:  # stays 'keying'; retried at the next connection
-                        log.warning("study %s: key generation postponed: %s", study_id, exc)
+                    except Exception as exc:  # stays 'keying': retried after a pause
+                        log.warning("study %s: key generation postponed (retried in %.0f s): "
+                                    "%s", study_id, self._backoff,
+                                    str(exc) or type(exc).__name__)
+                        self._retry_later()
                         return
+
+    def _retry_later(self) -> None:
+        """A lead that timed out under load or went offline must not leave a study keying
+        until some node happens to reconnect: try again after a pause that doubles up to
+        a minute (a connection still retries at once)."""
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = threading.Timer(self._backoff, self.rotate_pending)
+        self._retry.daemon = True
+        self._retry.start()
+        self._backoff = min(self._backoff * 2, self.RETRY_MAX_S)
+
+    def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
 
     def _rotate(self, study_id: str) -> None:
         with self.db.session() as s:

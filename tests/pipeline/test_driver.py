@@ -718,3 +718,28 @@ def test_list_jobs_gives_a_researcher_their_own_jobs_newest_first(fed):
         jobs.list_jobs("alice", study="nope")
     with pytest.raises(UserError, match="status 'finished': choose one of"):
         jobs.list_jobs("alice", status="finished")
+
+
+def test_a_study_whose_lead_answered_too_late_is_keyed_again_without_a_reconnection(
+        tmp_path, penguins, penguins_meta, caplog):
+    """Under load the lead's key generation may outlast the task timeout. The study then
+    stays keying only until the coordinator's own retry (before, it waited for some node
+    to reconnect, which a steady federation never does: the study never became active)."""
+    fed = build(tmp_path, penguins, penguins_meta)
+    try:
+        keys = fed.coordinator.keys
+        keys.timeout = 1e-6  # no lead answers in time
+        with caplog.at_level("WARNING", logger="scifed.coordinator.studies"):
+            with pytest.raises(TimeoutError):
+                fed.create_study("late", {n: "penguins" for n in ISLANDS}, timeout=1)
+        assert "key generation postponed (retried in 2 s): TimeoutError" in caplog.text
+        assert get_study(fed.coordinator.db, "late").status == "keying"
+        keys.timeout = 30  # the next attempt is answered: no node reconnected meanwhile
+        deadline = time.monotonic() + 30
+        while get_study(fed.coordinator.db, "late").status != "active":
+            assert time.monotonic() < deadline, "the study stayed keying"
+            time.sleep(0.05)
+        view, res = fed.run(stats_job("late", columns=["body_mass_g"]))
+        assert res["rows"] == len(penguins)
+    finally:
+        fed.__exit__(None, None, None)
