@@ -23,10 +23,12 @@ from islands import ISLANDS
 from coordinator import studies
 from jobs.spec import load_job
 from jobs.train.client_app import app as client_app
+from jobs.train.coordinate import release_request
 from jobs.train.protocol import PUBLIC_CONTEXT_FILE, RUN_FILE, write_json
 from jobs.train.server_app import HEFedAvg
 from node.local_api import LocalApi
 from node.round_updates import unpack
+from scifed.tasks import ReleaseRequest, TaskHeader
 
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 
@@ -190,3 +192,24 @@ def kept_updates(fed, node: str, job_id: str, round_no: int) -> dict:
     finally:
         con.close()
     return {v.name: v for v in unpack(output)}
+
+
+def task_header(fed, job_dir: Path, node: str, n_nodes: int) -> TaskHeader:
+    """The task header the coordinator gives ``node`` for the training job in ``job_dir``."""
+    run = json.loads((job_dir / "run.json").read_text())
+    return TaskHeader(
+        job_id=run["job_id"], study_id=fed.study_id, key_version=1, job_type="train",
+        researcher=fed.researcher, n_nodes=n_nodes, dataset="penguins",
+        spec=run["job_spec"],
+        key_share=studies.sealed_share(fed.coordinator.db, fed.study_id, 1, node),
+        researcher_claim=json.loads(fed.claim_json()))
+
+
+def coordinator_request(fed, job_dir: Path, checkpoint: dict, node: str,
+                        nodes: list[str]) -> ReleaseRequest:
+    """The release request the coordinator's own code makes for ``node``, every member of
+    ``nodes`` a possible reviewer."""
+    driver = SimpleNamespace(header=lambda run, n: task_header(fed, job_dir, n, len(nodes)))
+    request = release_request(driver, None, job_dir, checkpoint, node)
+    return request.model_copy(update={
+        "reviewer_claims": fed.coordinator.jobs.seal_claims(sorted(nodes))})

@@ -20,13 +20,12 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from flower_rounds import FEATURES, Rounds, Seen, kept_updates
+from flower_rounds import FEATURES, Rounds, Seen, kept_updates, task_header
+from flower_rounds import coordinator_request as shared_request
 from islands import uniform
 
-from coordinator import studies
 from harness.inmemory import InMemoryFederation
 from jobs.train.client_app import grant_request
-from jobs.train.coordinate import release_request
 from jobs.train.protocol import ARRAYS, MODEL, REVEAL, average, blob_of
 from node.masking import REVEAL as SEALED_VIEW
 from node.masking import round_self_seed
@@ -90,21 +89,12 @@ def assert_sum_of(fed, job_dir, job_id: str, round_no: int, nodes: list[str]) ->
 
 
 def header(fed, job_dir, node: str) -> TaskHeader:
-    run = json.loads((job_dir / "run.json").read_text())
-    return TaskHeader(
-        job_id=run["job_id"], study_id=fed.study_id, key_version=1, job_type="train",
-        researcher=fed.researcher, n_nodes=len(NODES), dataset="penguins",
-        spec=run["job_spec"],
-        key_share=studies.sealed_share(fed.coordinator.db, fed.study_id, 1, node),
-        researcher_claim=json.loads(fed.claim_json()))
+    return task_header(fed, job_dir, node, len(NODES))
 
 
 def coordinator_request(fed, job_dir) -> ReleaseRequest:
     """The release request the coordinator's own code makes."""
-    driver = SimpleNamespace(header=lambda run, n: header(fed, job_dir, n))
-    request = release_request(driver, None, job_dir, checkpoint(job_dir), RELEASE_NODE)
-    return request.model_copy(update={
-        "reviewer_claims": fed.coordinator.jobs.seal_claims(NODES)})
+    return shared_request(fed, job_dir, checkpoint(job_dir), RELEASE_NODE, NODES)
 
 
 def release(fed, job_dir, request: ReleaseRequest | None = None):

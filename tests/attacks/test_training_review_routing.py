@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import base64
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from flower_rounds import FEATURES, Rounds
+from flower_rounds import FEATURES, Rounds, task_header
+from flower_rounds import coordinator_request as shared_request
 from islands import EXACT, ISLANDS, island_federation, job
 
-from coordinator import studies
 from harness.approvers import officer_approves, officer_reviews
-from jobs.train.coordinate import ledgers, release_request
+from jobs.train.coordinate import ledgers
 from jobs.train.protocol import average
 from scifed.sealing import load_seal_key, open_result
 from scifed.tasks import (
@@ -89,22 +88,13 @@ def train(fed, job_id: str, **kw):
 
 def header(fed, job_dir, node: str) -> TaskHeader:
     """The task header the coordinator gives ``node`` for the job."""
-    run = json.loads((job_dir / "run.json").read_text())
-    return TaskHeader(
-        job_id=run["job_id"], study_id=fed.study_id, key_version=1, job_type="train",
-        researcher=fed.researcher, n_nodes=len(ISLANDS), dataset="penguins",
-        spec=run["job_spec"],
-        key_share=studies.sealed_share(fed.coordinator.db, fed.study_id, 1, node),
-        researcher_claim=json.loads(fed.claim_json()))
+    return task_header(fed, job_dir, node, len(ISLANDS))
 
 
 def coordinator_request(fed, job_dir, checkpoint, node: str = RELEASE_NODE
                         ) -> ReleaseRequest:
     """The release request the coordinator's own code makes for ``node``."""
-    driver = SimpleNamespace(header=lambda run, n: header(fed, job_dir, n))
-    request = release_request(driver, None, job_dir, checkpoint, node)
-    claims = fed.coordinator.jobs.seal_claims(sorted(ISLANDS))
-    return request.model_copy(update={"reviewer_claims": claims})
+    return shared_request(fed, job_dir, checkpoint, node, list(ISLANDS))
 
 
 def send(fed, node: str, kind: str, request):
