@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -430,8 +431,17 @@ def _seal_key(shared: bytes, eph_public: bytes, recipient_public: bytes, context
 def _certified_key(cert_path: Path, key_path: Path, *, role: str,
                    name: str) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
     """This party's certificate key and certificate PEM, checked to belong together and
-    to name ``role`` ``name``."""
-    cert_pem = _read(cert_path)
+    to name ``role`` ``name``. The files are read at every call (a renewed certificate
+    counts at once); their parse is kept by content, since parsing the certificate's
+    extensions was most of a signed delivery call (docs/benchmarks.md, delivery)."""
+    cert_pem, key_pem = _read(cert_path), _read(key_path)
+    return _parsed_certified_key(cert_pem, key_pem, role, name, str(cert_path),
+                                 str(key_path)), cert_pem
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_certified_key(cert_pem: bytes, key_pem: bytes, role: str, name: str,
+                          cert_path: str, key_path: str) -> ec.EllipticCurvePrivateKey:
     identity = identity_from_cert_pem(cert_pem)
     if (identity.role, identity.name) != (role, name):
         raise UserError(
@@ -439,7 +449,7 @@ def _certified_key(cert_path: Path, key_path: Path, *, role: str,
             f"not {role} {name!r}"
         )
     try:
-        key = serialization.load_pem_private_key(_read(key_path), password=None)
+        key = serialization.load_pem_private_key(key_pem, password=None)
     except (TypeError, ValueError):
         key = None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -447,7 +457,7 @@ def _certified_key(cert_path: Path, key_path: Path, *, role: str,
     cert = x509.load_pem_x509_certificate(cert_pem)
     if cert.public_key() != key.public_key():
         raise UserError(f"{key_path} is not the key of the certificate {cert_path}")
-    return key, cert_pem
+    return key
 
 
 def _claim_message(role: str, name: str, seal_public: bytes) -> bytes:
