@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import tempfile
 from pathlib import Path
@@ -67,23 +68,31 @@ def training(console: Console | None = None) -> None:
 
 
 def dpsgd(console: Console | None = None) -> None:
-    """Seconds per epoch of DP-SGD (Opacus) beside plain SGD on the same data and model."""
+    """CPU seconds per epoch of DP-SGD (Opacus' accountant and sampling, per-sample clipping
+    fused into the backward pass) beside plain SGD on the same data, model and batch, and
+    beside the Opacus hooks path scifed used before; CPU time of one thread, so the ratio
+    holds on a loaded machine."""
     console = console or Console()
     torch.set_num_threads(1)
     x, y = tb.synthetic(20_000, 30)
     figures = []
-    for label, model in (("logreg", {"kind": "logistic_regression"}),
-                         ("mlp [64]", {"kind": "mlp", "hidden": [64]})):
-        with console.status(f"epochs of {label}"):
-            plain = tb.epoch_seconds(x, y, model, False)
-            private = tb.epoch_seconds(x, y, model, True)
-        figures += [Figure(f"{label}: seconds per epoch, 20k × 30, 1 thread", private, plain,
-                           "", "s"),
-                    Figure(f"{label}: DP-SGD slowdown", private / plain, None,
-                           "≤ 1.5 at batch ≥ 256 (Opacus hooks 2.1-3.8)", "×")]
-    print_area(console, "DP-SGD: Opacus, ε = 3, RDP accountant, Poisson sampling "
+    for (label, model), batch in itertools.product(
+            (("logreg", {"kind": "logistic_regression"}),
+             ("mlp [64]", {"kind": "mlp", "hidden": [64]})), (64, 256)):
+        with console.status(f"epochs of {label} at batch {batch}"):
+            t = {path: tb.epoch_cpu_seconds(x, y, model, batch, path)
+                 for path in ("plain", "dp", "hooks-before")}
+        name = f"{label}, batch {batch}"
+        figures += [Figure(f"{name}: DP-SGD CPU s per epoch (baseline: plain SGD)", t["dp"],
+                           t["plain"], "", "s"),
+                    Figure(f"{name}: DP-SGD / plain (baseline: Opacus hooks / plain)",
+                           t["dp"] / t["plain"], t["hooks-before"] / t["plain"],
+                           "≤ 1.5" if batch >= 256 else "", "×")]
+    print_area(console, "DP-SGD: Opacus, ε = 3, RDP accountant, Poisson sampling, 20k × 30 "
+               f"synthetic, {tb.DP_EPOCHS} epochs per call, 1 thread, CPU time "
                "(benchmarks/train_bench.py)", figures, "plain PyTorch SGD, same data, "
-               "model and batch", "Anchor: issue 14 item 5, performance anchors T12.")
+               "model and batch", "Anchor: issue 14 item 5 (≤ 1.5 at batch ≥ 256), "
+               "performance anchors T12 (Opacus hooks 2.1-3.8).")
 
 
 def release(console: Console | None = None) -> None:
