@@ -61,6 +61,8 @@ class Grid:
     sockets: dict[str, Path]
     seen: list[Seen] = field(default_factory=list)
     lose: Callable[[Seen], bool] = lambda seen: False
+    # a deviating coordinator's change to what it sends a node: (node, message) -> message
+    rewrite: Callable[[str, Message], Message] = lambda name, msg: msg
     _replies: dict[str, Message] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,6 +82,7 @@ class Grid:
             context = Context(run_id=1, node_id=msg.metadata.dst_node_id,
                               node_config={"local-api": f"unix:{self.sockets[name]}"},
                               state=RecordDict(), run_config={})
+            msg = self.rewrite(name, msg)
             seen = Seen(name, msg, client_app(msg, context))
             self.seen.append(seen)
             if not self.lose(seen):
@@ -135,11 +138,15 @@ class Rounds:
             api.stop()
 
     def run(self, job_id: str, *, min_nodes: int = 2,
-            lose: Callable[[Seen], bool] = lambda seen: False, **train) -> tuple[Grid, Path]:
+            lose: Callable[[Seen], bool] = lambda seen: False,
+            rewrite: Callable[[str, Message], Message] | None = None,
+            **train) -> tuple[Grid, Path]:
         """Train ``job_id`` to the end; the grid (what the coordinator saw) and the job
         directory (its checkpoint and summed ciphertexts)."""
         job_dir = self.prepare(job_id, min_nodes=min_nodes, **train)
         grid = self.grid(lose=lose)
+        if rewrite is not None:
+            grid.rewrite = rewrite
         self.serve(job_dir, grid)
         return grid, job_dir
 

@@ -27,11 +27,12 @@ from islands import uniform
 from harness.inmemory import InMemoryFederation
 from jobs.train.client_app import grant_request
 from jobs.train.protocol import ARRAYS, MODEL, REVEAL, average, blob_of
+from jobs.train.server_app import TrainingFailed
 from node.masking import REVEAL as SEALED_VIEW
-from node.masking import round_self_seed
+from node.masking import open_shares, pair_seeds, round_self_seed, threshold
 from protos.scifed.v1 import node_local_pb2 as pb
 from protos.scifed.v1 import node_local_pb2_grpc as pbg
-from scifed import he, masks
+from scifed import he, masks, shamir
 from scifed.errors import UserError
 from scifed.he import seal_for_members
 from scifed.sealing import load_seal_key, open_result
@@ -271,3 +272,79 @@ def test_the_release_node_refuses_a_ledger_of_another_view_or_forged_shares(fed)
             "do not agree")
     _, answer = release(fed, job_dir, honest)  # the honest ledgers: released
     released_model(fed, job_id, answer)
+
+
+def test_a_coordinator_that_splits_a_rounds_views_cannot_have_both_kinds(fed):
+    """Round 1, every update in: the coordinator tells the accomplice and bee that the
+    victim dropped, for their pairwise seeds with it, and dog and eel that it is summed,
+    for their shares of its self-mask seed. With the accomplice's own share that is
+    t = 3 shares, so the victim's self-mask comes off; but dog's and eel's pairwise seeds
+    with the victim never leave them (each node answers one view of an attempt), so its
+    update still reads uniform. Positive control: the test, holding dog's and eel's keys,
+    takes their masks off too and reads the victim's kept update. The ServerApp's own
+    code then fails the round: two answers are to a view other than its own."""
+    told_dropped = [ACCOMPLICE, "bee"]
+    survivors = [n for n in NODES if n != VICTIM]
+
+    def split(name: str, msg):
+        cfg = msg.content.config_records.get("config")
+        if (msg.metadata.message_type == REVEAL and name in told_dropped
+                and cfg["stage"] == "train" and int(cfg["round"]) == 1):
+            cfg["contributors"], cfg["dropped"] = json.dumps(survivors), json.dumps([VICTIM])
+        return msg
+
+    job_id = "job-split"
+    job_dir = fed.rounds.prepare(job_id, min_nodes=3, rounds=1)
+    grid = fed.rounds.grid()
+    grid.rewrite = split
+    with pytest.raises(TrainingFailed, match="ant, bee gave no answer to the unmask"):
+        fed.rounds.serve(job_dir, grid)  # their answers are to another view than its own
+    answers = {s.node: json.loads(str(s.reply.content["status"]["answer"]))
+               for s in grid.seen if s.kind == REVEAL and s.round == 1
+               and s.message.content.config_records["config"]["stage"] == "train"
+               and s.reply.content["status"]["ok"]}
+    assert sorted(answers) == NODES  # each node answered the one view it was shown
+    assert {n for n, a in answers.items() if VICTIM in a["pair"]} == set(told_dropped)
+    assert {n for n, a in answers.items() if VICTIM in a["self"]} == {"dog", "eel"}
+    # everything the coordinator with the accomplice now holds of the victim's masks
+    ask = grid.updates(VICTIM, 1).message
+    masking = str(ask.content.config_records["config"]["masking"])
+    h = task_header(fed, job_dir, ACCOMPLICE, len(NODES))
+    core = fed.nodes[ACCOMPLICE]
+    publics = core.gate.masking_set(h, json.loads(masking))
+    boxes = {s.node: base64.b64decode(
+        json.loads(str(s.reply.content["status"]["shares"]))[ACCOMPLICE])
+        for s in grid.seen if s.kind == "train" and s.round == 1 and s.node != ACCOMPLICE}
+    own_share = open_shares(ACCOMPLICE, core.cfg.tls.key.parent, h, publics, 1, boxes,
+                            [VICTIM], round_of=("train", 1))[VICTIM]
+    order = sorted(NODES)
+    points = {order.index(n) + 1: base64.b64decode(answers[n]["self"][VICTIM])
+              for n in ("dog", "eel")}
+    points[order.index(ACCOMPLICE) + 1] = own_share
+    assert len(points) == threshold(len(NODES))
+    seed = shamir.combine(points, threshold(len(NODES)))  # the victim's self-mask seed
+    key = key_of(fed)
+    frame = he.parse(blob_of(grid.updates(VICTIM, 1).reply.content[ARRAYS], MODEL))
+    residues = key.residues(frame)
+    left = masks.subtract(residues, masks.named_mask(seed, MODEL, residues.size))
+
+    def towards_victim(node: str, pair_seed: bytes):
+        stream = masks.stream(pair_seed, residues.size, MODEL)
+        return masks.signed(stream, node, VICTIM)  # what the victim's own mask negates
+
+    for node in told_dropped:
+        left = masks.add(left, towards_victim(node, base64.b64decode(
+            answers[node]["pair"][VICTIM])))
+    assert uniform(left)
+    with pytest.raises(UserError):
+        he.decode(frame, left)
+    # positive control: dog's and eel's pairwise masks are all that is left on it
+    for node in ("dog", "eel"):
+        nh = task_header(fed, job_dir, node, len(NODES))
+        (pair,) = pair_seeds(node, fed.nodes[node].cfg.tls.key.parent, nh,
+                             fed.nodes[node].gate.masking_set(nh, json.loads(masking)), 1,
+                             [VICTIM], round_of=("train", 1)).values()
+        left = masks.add(left, towards_victim(node, pair))
+    np.testing.assert_allclose(he.decode(frame, left),
+                               kept_updates(fed, VICTIM, job_id, 1)[MODEL].values,
+                               rtol=1e-12, atol=2.0**-26)
