@@ -234,14 +234,19 @@ class HEFedAvg(FedAvg):
 
         Attempts are numbered across resumed runs (the checkpoint keeps the last one and
         its set): a resumed run repeats that attempt if its set is the one still active
-        (every node then replays its answer), else takes the next."""
+        (every node then replays its answer), else takes the next. Where the attempt's
+        view already went out (the checkpoint keeps it: ``_reveal_view``), the repeat
+        keeps that view — its dropped nodes stay out even if their answers come now —
+        since each node answers one view of an attempt and no attempt may follow it."""
         stage = "evaluate" if kind == MessageType.EVALUATE else "train"
         key = "final" if stage == "evaluate" else str(server_round)
         attempts = self.state.setdefault("attempts", {})
         while True:
-            messages = self._messages(server_round, arrays, ConfigRecord(), grid, kind)
-            asked = sorted(self._names.values())
             last = attempts.get(key)
+            shown = last.get("view") if last is not None else None
+            messages = self._messages(server_round, arrays, ConfigRecord(), grid, kind,
+                                      masked_for=last["set"] if shown else None)
+            asked = last["set"] if shown else sorted(self._names.values())
             # the same set as the checkpoint's last attempt: the nodes replay their answers
             attempt = 1 if last is None else last["attempt"] + (last["set"] != asked)
             for message in messages:
@@ -250,9 +255,24 @@ class HEFedAvg(FedAvg):
                 raise self._fail(server_round, f"nodes kept dropping out: none of "
                                  f"{MAX_ATTEMPTS} attempts of round {server_round} had "
                                  "every node answer")
-            attempts[key] = {"attempt": attempt, "set": asked}
+            attempts[key] = {"attempt": attempt, "set": asked,
+                             **({"view": shown} if shown else {})}
             self._checkpoint()
             good = self._accept(server_round, self._exchange(grid, messages))
+            if shown:  # the view already shown: its dropped nodes stay out
+                for name in shown["dropped"]:
+                    good.pop(name, None)
+                    if name in self.state["active"]:
+                        self._drop(name, f"round {server_round}: left out by the view its "
+                                   "attempt showed before the run stopped")
+                lost = sorted(set(shown["contributors"]) - set(good))
+                if lost:
+                    raise self._fail(server_round, f"round {server_round}'s attempt "
+                                     f"{attempt} showed the view summing "
+                                     f"{', '.join(shown['contributors'])} before the run "
+                                     f"stopped, and {', '.join(lost)} did not give its "
+                                     "update again: no attempt may follow a view")
+                break
             if sorted(good) == asked:
                 break
             if self.masked and recoverable(len(asked), len(good)):
@@ -349,6 +369,10 @@ class HEFedAvg(FedAvg):
         A node of U that gives none is still summed while t + 1 answer and D is empty;
         otherwise the job fails (no later attempt may follow a revealed view)."""
         contributors, dropped = sorted(good), sorted(set(asked) - set(good))
+        # kept before any node sees it: a resumed run must show the very same view
+        self.state["attempts"]["final" if stage == "evaluate" else str(server_round)][
+            "view"] = {"contributors": contributors, "dropped": dropped}
+        self._checkpoint()
         boxes = {n: json.loads(str(m.content.config_records[STATUS].get(SHARES) or "{}"))
                  for n, m in good.items()}
         masking = json.dumps({n: self.claims[n] for n in asked if n in self.claims})
@@ -431,23 +455,26 @@ class HEFedAvg(FedAvg):
         return subtract_plain(self.public_context, total, mask)
 
     def _messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                  grid: Grid, kind: str, attempt: int = 1) -> list[Message]:
+                  grid: Grid, kind: str, attempt: int = 1,
+                  masked_for: list[str] | None = None) -> list[Message]:
         """One message per active node (each carries that node's dataset, and the set the
-        attempt masks for: the nodes' seal key claims); nodes whose SuperNode is not
-        online leave the run first."""
+        attempt masks for: the nodes' seal key claims — the active nodes, or
+        ``masked_for`` when an attempt is repeated for the set it had); nodes whose
+        SuperNode is not online leave the run first."""
         online = {n.name: n.node_id for n in grid.get_nodes() if n.status == "online"}
         for name in list(self.state["active"]):
             if name not in online:
                 self._drop(name, "its Flower SuperNode is not connected")
         self._quorum(server_round)
         self._names = {online[name]: name for name in self.state["active"]}
-        masking = json.dumps({name: self.claims[name] for name in self._names.values()
+        masked_for = masked_for or list(self._names.values())
+        masking = json.dumps({name: self.claims[name] for name in masked_for
                               if name in self.claims})
         messages = []
         for node_id, name in self._names.items():
             node_config = ConfigRecord({**config, **self._node_config(name, server_round,
                                                                       attempt),
-                                        "masking": masking})
+                                        "masking": masking, "n-nodes": len(masked_for)})
             content = RecordDict({CONFIG: node_config, ARRAYS: arrays})
             messages.append(Message(content=content, dst_node_id=node_id, message_type=kind,
                                     group_id=str(server_round),

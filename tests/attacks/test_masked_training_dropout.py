@@ -143,7 +143,9 @@ def test_a_dropout_after_masking_leaves_the_round_exact_and_the_job_released(fed
     survivors = [n for n in NODES if n != VICTIM]
     summed = NODES if kind == REVEAL else survivors
     assert ck["complete"] and ck["contributors"]["1"] == summed
-    assert ck["attempts"]["1"] == {"attempt": 1, "set": NODES}  # no fresh attempt
+    assert ck["attempts"]["1"] == {"attempt": 1, "set": NODES,  # no fresh attempt
+                                   "view": {"contributors": summed,
+                                            "dropped": [] if kind == REVEAL else [VICTIM]}}
     assert ck["contributors"]["2"] == survivors and VICTIM in ck["dropped"]
     assert grid.updates(VICTIM, 1).reply.content["status"]["ok"]  # it masked
     assert_sum_of(fed, job_dir, job_id, 1, summed)
@@ -348,3 +350,43 @@ def test_a_coordinator_that_splits_a_rounds_views_cannot_have_both_kinds(fed):
     np.testing.assert_allclose(he.decode(frame, left),
                                kept_updates(fed, VICTIM, job_id, 1)[MODEL].values,
                                rtol=1e-12, atol=2.0**-26)
+
+
+class Crash(Exception):
+    """The ServerApp's process dies here."""
+
+
+def test_a_run_resumed_after_a_view_with_a_dropout_shows_the_same_view_again(fed):
+    """Round 1: the victim's update never comes, the survivors are shown the view with
+    the victim dropped, and the run dies once they answered it. The resumed run (every
+    node online again, the victim replaying its update) keeps that view: the victim stays
+    out, each survivor replays its answer, and the round's sum is the survivors' kept
+    updates. Before, the resumed run made the view with the victim summed, which every
+    survivor refused as a second view of the attempt, and the job failed."""
+    job_id = "job-resume-view"
+    survivors = [n for n in NODES if n != VICTIM]
+    job_dir = fed.rounds.prepare(job_id, min_nodes=3)
+
+    def first_run(seen: Seen) -> bool:
+        if seen.kind == REVEAL and seen.round == 1 and seen.node == max(survivors):
+            raise Crash  # every survivor answered the view (asked in name order)
+        return seen.node == VICTIM and seen.kind == "train" and seen.round == 1
+
+    first = fed.rounds.grid(lose=first_run)
+    with pytest.raises(Crash):
+        fed.rounds.serve(job_dir, first)
+    assert checkpoint(job_dir)["attempts"]["1"]["view"] == {"contributors": survivors,
+                                                            "dropped": [VICTIM]}
+    again = fed.rounds.grid()
+    fed.rounds.serve(job_dir, again, run_id=2)
+    ck = checkpoint(job_dir)
+    assert ck["complete"] and ck["resumed_after"] == [0]  # in round 1
+    assert ck["contributors"]["1"] == survivors
+    assert_sum_of(fed, job_dir, job_id, 1, survivors)
+    shown = [s for s in again.seen if s.kind == REVEAL and s.round == 1
+             and s.message.content.config_records["config"]["stage"] == "train"]
+    assert sorted(s.node for s in shown) == survivors
+    assert all(s.reply.content["status"]["ok"] for s in shown)
+    _, answer = release(fed, job_dir)
+    doc = released_model(fed, job_id, answer)
+    assert doc["meta"]["contributors_by_round"]["1"] == survivors

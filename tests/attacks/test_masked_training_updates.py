@@ -288,7 +288,8 @@ def test_a_resumed_run_repeats_the_attempt_of_the_same_set_or_takes_the_next(
     ck = checkpoint(job_dir)
     assert ck["complete"] and ck["resumed_after"] == [1]
     if resumed_with == "every node":
-        assert ck["attempts"]["2"] == {"attempt": 1, "set": sorted(ISLANDS)}
+        assert ck["attempts"]["2"] == {"attempt": 1, "set": sorted(ISLANDS), "view": {
+            "contributors": sorted(ISLANDS), "dropped": []}}
         for node in ISLANDS:
             assert blob(again.updates(node, 2)) == blob(first.updates(node, 2)), node
         assert ck["contributors"]["2"] == sorted(ISLANDS)
