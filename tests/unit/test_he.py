@@ -359,7 +359,7 @@ def _words(blob: bytes) -> np.ndarray:
 def test_the_sum_is_word_for_word_what_seal_adds(key: StudyKey, processes: int) -> None:
     """The coordinator adds the first polynomials in numpy and has SEAL expand only the
     seeds (on the pool for a long vector): its sum must be SEAL's own sum of the loaded
-    ciphertexts, every word, for fresh contributions and for a sum summed on."""
+    ciphertexts, every word, for fresh contributions, a sum summed on and sums alone."""
     rng = np.random.default_rng(11)
     n = 2 * SLOTS * he.PARALLEL_MIN_CHUNKS + 77  # 17 chunks of two lanes: the pool's size
     blobs = [key.encrypt_quantised(rng.uniform(-1, 1, n), bound=1.0, capacity=8, rng=rng)
@@ -367,10 +367,12 @@ def test_the_sum_is_word_for_word_what_seal_adds(key: StudyKey, processes: int) 
     with he.workers(processes):
         total = sum_ciphertexts(key.public_bytes(), blobs)
         again = sum_ciphertexts(key.public_bytes(), [total, blobs[0]])
+        sums = sum_ciphertexts(key.public_bytes(), [total, total])  # no seeds at all
         if processes > 1:
             assert he._process_pool()._processes  # the pool took a share
     np.testing.assert_array_equal(_words(total), _seal_sum_words(blobs))
     np.testing.assert_array_equal(_words(again), _seal_sum_words([total, blobs[0]]))
+    np.testing.assert_array_equal(_words(sums), _seal_sum_words([total, total]))
 
 
 def test_a_word_at_the_modulus_is_refused_naming_its_contribution(key: StudyKey) -> None:
