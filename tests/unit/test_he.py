@@ -333,3 +333,56 @@ def test_a_zeroed_contribution_sums_but_does_not_decrypt(key: StudyKey) -> None:
     zeroed = good[: len(good) - len(frame.chunks[0])] + bytes(len(frame.chunks[0]))
     with pytest.raises(UserError, match="corrupt"):
         key.decrypt(sum_ciphertexts(key.public_bytes(), [good, zeroed]))
+
+
+def _seal_sum_words(blobs: list[bytes]) -> np.ndarray:
+    """The reference: every chunk loaded through SEAL (which expands each seed itself) and
+    added with SEAL's evaluator, as (chunks, 2, N) words."""
+    frames = [he.parse(blob) for blob in blobs]
+    streams = [he._seal_chunks(frame) for frame in frames]
+    evaluator = he._evaluator()
+    rows = []
+    for j in range(len(frames[0].chunks)):
+        total = he._load_chunk(streams[0][j], 0)
+        for index, stream in enumerate(streams[1:], start=1):
+            evaluator.add_inplace(total, he._load_chunk(stream[j], index))
+        rows.append(he._from_seal_full(he._Scratch.dump(total)))
+    return np.stack(rows)
+
+
+def _words(blob: bytes) -> np.ndarray:
+    chunks = len(he.parse(blob).chunks)
+    return he._unpack60(blob, 2 * chunks, he._CIPHERTEXT_HEADER.size).reshape(chunks, 2, SLOTS)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_sum_is_word_for_word_what_seal_adds(key: StudyKey, processes: int) -> None:
+    """The coordinator adds the first polynomials in numpy and has SEAL expand only the
+    seeds (on the pool for a long vector): its sum must be SEAL's own sum of the loaded
+    ciphertexts, every word, for fresh contributions, a sum summed on and sums alone."""
+    rng = np.random.default_rng(11)
+    n = 2 * SLOTS * he.PARALLEL_MIN_CHUNKS + 77  # 17 chunks of two lanes: the pool's size
+    blobs = [key.encrypt_quantised(rng.uniform(-1, 1, n), bound=1.0, capacity=8, rng=rng)
+             for _ in range(3)]
+    with he.workers(processes):
+        total = sum_ciphertexts(key.public_bytes(), blobs)
+        again = sum_ciphertexts(key.public_bytes(), [total, blobs[0]])
+        sums = sum_ciphertexts(key.public_bytes(), [total, total])  # no seeds at all
+        if processes > 1:
+            assert he._process_pool()._processes  # the pool took a share
+    np.testing.assert_array_equal(_words(total), _seal_sum_words(blobs))
+    np.testing.assert_array_equal(_words(again), _seal_sum_words([total, blobs[0]]))
+    np.testing.assert_array_equal(_words(sums), _seal_sum_words([total, total]))
+
+
+def test_a_word_at_the_modulus_is_refused_naming_its_contribution(key: StudyKey) -> None:
+    """One first-polynomial word equal to q (the smallest that is no residue) in the
+    second contribution: the sum is refused and names that contribution."""
+    good = key.encrypt(np.ones(3))
+    words = he._unpack60(good, 1, he._CIPHERTEXT_HEADER.size, he._SEEDED_CHUNK).copy()
+    words[0, 5] = he._Q
+    start = he._CIPHERTEXT_HEADER.size
+    bad = good[:start] + he._pack60(words) + good[start + he._POLY_BYTES :]
+    assert len(bad) == len(good)
+    with pytest.raises(UserError, match="ciphertext 1 is no BFV ciphertext"):
+        sum_ciphertexts(key.public_bytes(), [good, bad])
