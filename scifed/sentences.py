@@ -174,6 +174,44 @@ CATALOG: dict[str, tuple[str, str]] = {
                            "本节点贡献了 {grade}/{category} 数据，其策略要求数据官输出审核"
                            "（{src}）；由节点 {release_node} 发布结果"),
     "review.both": ("{first}; {second}", "{first}；{second}"),
+    # a schema's generic problems, by pydantic error type (scifed/config.py
+    # validation_problems); the English shown is pydantic's own message, these English
+    # texts only name what the key says. A validator's own message has no key.
+    "pyd.missing": ("Field required", "必填项"),
+    "pyd.extra_forbidden": ("Extra inputs are not permitted", "不允许此项（不是该处的参数）"),
+    "pyd.string_type": ("Input should be a valid string", "应为文本"),
+    "pyd.int_type": ("Input should be a valid integer", "应为整数"),
+    "pyd.int_parsing": ("Input should be a valid integer", "应为整数"),
+    "pyd.int_from_float": ("Input should be a valid integer", "应为整数，不能有小数部分"),
+    "pyd.float_type": ("Input should be a valid number", "应为数值"),
+    "pyd.float_parsing": ("Input should be a valid number", "应为数值"),
+    "pyd.finite_number": ("Input should be a finite number", "应为有限数值"),
+    "pyd.bool_type": ("Input should be a valid boolean", "应为布尔值（true 或 false）"),
+    "pyd.bool_parsing": ("Input should be a valid boolean", "应为布尔值（true 或 false）"),
+    "pyd.list_type": ("Input should be a valid list", "应为列表"),
+    "pyd.tuple_type": ("Input should be a valid tuple", "应为元组"),
+    "pyd.dict_type": ("Input should be a valid dictionary", "应为映射（键: 值）"),
+    "pyd.literal_error": ("Input should be one of {choices}", "应为以下之一：{choices}"),
+    "pyd.enum": ("Input should be one of {choices}", "应为以下之一：{choices}"),
+    "pyd.greater_than": ("Input should be greater than {gt}", "应大于 {gt}"),
+    "pyd.greater_than_equal": ("Input should be greater than or equal to {ge}",
+                               "应大于或等于 {ge}"),
+    "pyd.less_than": ("Input should be less than {lt}", "应小于 {lt}"),
+    "pyd.less_than_equal": ("Input should be less than or equal to {le}", "应小于或等于 {le}"),
+    "pyd.too_short": ("should have at least {min_length} item(s), not {actual_length}",
+                      "至少应有 {min_length} 项，实际为 {actual_length} 项"),
+    "pyd.too_long": ("should have at most {max_length} item(s), not {actual_length}",
+                     "至多应有 {max_length} 项，实际为 {actual_length} 项"),
+    "pyd.string_too_short": ("String should have at least {min_length} characters",
+                             "至少应有 {min_length} 个字符"),
+    "pyd.string_too_long": ("String should have at most {max_length} characters",
+                            "至多应有 {max_length} 个字符"),
+    # the job form's own problems (cli/ui/form.py)
+    "form.at": ("{where}: {problem}", "{where}：{problem}"),
+    "form.too_long": ("longer than {limit} bytes (the limit of a job spec)",
+                      "超过 {limit} 字节（作业规格的上限）"),
+    "form.not_mapping": ("expected a mapping of {type} parameters, got a {got}",
+                         "应为 {type} 参数的映射（键: 值），实际为 {got}"),
 }
 
 i18n.register({PREFIX + key: pair for key, pair in CATALOG.items()})
@@ -206,8 +244,8 @@ class Said(str):
         self.key, self.fields = key, dict(fields)
         return self
 
-    def __reduce__(self):  # copies and pickles keep the key and fields
-        return (Said, (self.key, self.fields))
+    def __reduce__(self):  # copies and pickles keep the key, fields and text
+        return (worded, (str(self), self.key, self.fields))
 
     def structure(self) -> dict[str, Any]:
         return {"key": self.key, "fields": {
@@ -217,6 +255,32 @@ class Said(str):
 def say(key: str, **fields: Any) -> Said:
     """The sentence ``key`` of the catalog with its fields."""
     return Said(key, fields)
+
+
+def worded(text: str, key: str, fields: Mapping[str, Any]) -> Said:
+    """A sentence whose English is ``text`` as another library wrote it (pydantic's
+    message), with the catalog ``key`` and ``fields`` that say it in another language."""
+    if key not in CATALOG:
+        raise KeyError(f"no sentence {key!r} in scifed/sentences.py")
+    self = str.__new__(Said, text)
+    self.key, self.fields = key, dict(fields)
+    return self
+
+
+def pydantic_problem(err: Mapping[str, Any], message: str) -> str:
+    """``message`` (pydantic's, for the error ``err`` of ``ValidationError.errors()``) as
+    a sentence where its error type is a generic one (missing, wrong type, not one of the
+    choices, out of range); a validator's own message stays plain text."""
+    kind, ctx = err.get("type"), dict(err.get("ctx") or {})
+    if f"pyd.{kind}" not in CATALOG:
+        return message
+    if kind in ("literal_error", "enum"):  # "'a', 'b' or 'c'": the choices as a list
+        ctx = {"choices": str(ctx.get("expected", "")).replace(" or ", ", ")}
+    ctx.pop("field_type", None)
+    try:
+        return worded(message, f"pyd.{kind}", ctx)
+    except (KeyError, IndexError, ValueError):
+        return message
 
 
 def structure(text: object) -> dict[str, Any] | None:

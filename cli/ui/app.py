@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 
 import cli.ui.messages  # noqa: F401 - registers the console's interface text
 from cli.researcher import ROUND_METRICS
-from cli.ui import catalog, form
+from cli.ui import catalog, field_help, form
 from cli.ui.access import Downloads, service_query
 from cli.ui.messages import phase_note, phase_text
 from cli.ui.results import Results
@@ -123,7 +123,7 @@ def build(identity: Path, *, https: bool = False,
         if not fields_shown:
             problems = form.without_fields(problems)
         return {"f": f, "fields": fields, "advanced_only": form.advanced_only(f.type),
-                "problems": problems,
+                "problems": problems, "help_text": field_help.help_text,
                 "slots": [*form.ENVELOPE, form.ADVANCED, form.GENERAL,
                           *(x.input_name for x in fields if fields_shown)]}
 
