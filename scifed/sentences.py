@@ -20,6 +20,7 @@ under ``said.``, so the catalog check covers both languages.
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -206,6 +207,11 @@ CATALOG: dict[str, tuple[str, str]] = {
                              "至少应有 {min_length} 个字符"),
     "pyd.string_too_long": ("String should have at most {max_length} characters",
                             "至多应有 {max_length} 个字符"),
+    # the researcher's side of an access request (coordinator/access_client.py, cli/ui)
+    "access.accept": ("accept the dataset's conditions of use to request it: {missing}",
+                      "请先接受该数据集的使用条件再申请：{missing}"),
+    "access.purpose": ("say what you will use the data for (purpose)",
+                       "请说明数据将用于什么（用途）"),
     # the job form's own problems (cli/ui/form.py)
     "form.at": ("{where}: {problem}", "{where}：{problem}"),
     "form.too_long": ("longer than {limit} bytes (the limit of a job spec)",
@@ -283,10 +289,46 @@ def pydantic_problem(err: Mapping[str, Any], message: str) -> str:
         return message
 
 
+def of_error(exc: BaseException) -> str:
+    """What an error says: the sentence it was raised with (keeping its key and fields),
+    else its text."""
+    first = exc.args[0] if exc.args else None
+    return first if isinstance(first, Said) else str(exc)
+
+
 def structure(text: object) -> dict[str, Any] | None:
     """What goes beside a sentence's text where it is stored or sent: its key and fields
     (JSON), or None for a plain text (a person's words, an older record)."""
     return text.structure() if isinstance(text, Said) else None
+
+
+# the most a sentence's key and fields may take beside its text in a call's answer
+MAX_SAID_JSON = 8192
+
+
+def dumps(text: object) -> str:
+    """A sentence's key and fields as JSON, to send beside its text where a call answers
+    with text only (a task's refusal, a gRPC status); "" for a plain text or one too
+    large to send."""
+    shape = structure(text)
+    if shape is None:
+        return ""
+    out = json.dumps(shape, ensure_ascii=False, separators=(",", ":"), default=str)
+    return out if len(out.encode()) <= MAX_SAID_JSON else ""
+
+
+def loads(text: str, raw: str | bytes | None) -> str:
+    """``text`` as another party sent it, with the key and fields it sent beside it
+    (:func:`dumps`): a :class:`Said` whose English stays ``text`` where the key is one
+    this catalog knows, else ``text`` itself. What comes from another party is bounded
+    and checked: anything unreadable, too large or unknown leaves the plain text."""
+    if not raw or len(raw) > MAX_SAID_JSON:
+        return text
+    try:
+        said = rebuild(json.loads(raw))
+    except (ValueError, RecursionError):
+        return text
+    return text if said is None else worded(text, said.key, said.fields)
 
 
 def rebuild(shape: object) -> Said | None:
