@@ -110,7 +110,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "rule.offline": ("offline transfer of {cell} data, recorded by the officer",
                      "{cell} 数据的线下交付，由数据官登记"),
     # refusals of the delivery desk (node/delivery/desk.py)
-    "desk.refuses": ("node {node} refuses {what}: {reason}", "节点 {node} 拒绝{what}：{reason}"),
+    "desk.refuses": ("node {node} refuses {what}: {reason}", "节点 {node} 拒绝 {what}：{reason}"),
     "desk.what.method": ("{method} of {dataset}", "{dataset} 的{method!t}"),
     "desk.what.grant": ("grant {grant}", "授权 {grant}"),
     "desk.what.call": ("{call} under grant {grant}", "授权 {grant} 下的{call!t}"),

@@ -56,7 +56,7 @@ def test_the_node_sends_its_refusals_key_beside_its_english():
     said = sentences.of_error(exc)
     assert said.key == "desk.refuses"
     assert i18n.Translator("zh").said(said) == (
-        "节点 biscoe 拒绝urn:sdn:biscoe:ds:w 的下载：CONDITIONAL 数据只在其所属的研究项目内交付："
+        "节点 biscoe 拒绝 urn:sdn:biscoe:ds:w 的下载：CONDITIONAL 数据只在其所属的研究项目内交付："
         "请指明研究项目（--study）")
 
 
