@@ -23,12 +23,14 @@ from scifed.scorecard import (
     MetricResult,
     Task,
     checked,
+    joined,
     labels_of,
     mask_missing_codes,
     measured,
     not_applicable,
     target_task,
 )
+from scifed.sentences import say
 
 _CATEGORICAL = {"string", "boolean"}
 _NOT_FEATURES = {"id", "partition", "free_text"}
@@ -124,23 +126,22 @@ def _structure(frame: pd.DataFrame | None, problem: str | None, digest: str,
                record: CatalogRecord) -> MetricResult:
     """Q2b: the file parses, has exactly the declared columns, and is the catalogued file."""
     if frame is None:
-        return checked("Q2b", False, f"the file does not parse: {problem}")
+        return checked("Q2b", False, say("qual.q2b.unparsed", problem=problem))
     declared = [f.name for f in record.fields]
     missing = [c for c in declared if c not in frame.columns]
     extra = [c for c in frame.columns if c not in declared]
     problems = []
     if missing:
-        problems.append(f"columns missing from the file: {', '.join(missing)}")
+        problems.append(say("qual.q2b.missing", columns=", ".join(missing)))
     if extra:
-        problems.append(f"columns not in the schema: {', '.join(extra)}")
+        problems.append(say("qual.q2b.extra", columns=", ".join(extra)))
     catalogued = [d.sha256 for d in record.distributions]
     if digest not in catalogued:
-        problems.append(f"the file changed since it was catalogued: sha256 {digest[:12]}… "
-                        f"≠ {', '.join(s[:12] + '…' for s in catalogued) or 'none'}")
+        problems.append(say("qual.q2b.changed", digest=digest[:12], catalogued=", ".join(
+            s[:12] + "…" for s in catalogued) or "none"))
     if problems:
-        return checked("Q2b", False, "; ".join(problems))
-    return checked("Q2b", True, f"the file parses, its {len(declared)} columns match the "
-                   "schema and its sha256 matches the catalog")
+        return checked("Q2b", False, joined(problems))
+    return checked("Q2b", True, say("qual.q2b.ok", n=len(declared)))
 
 
 def _validity(path: Path, record: CatalogRecord) -> MetricResult:
@@ -177,10 +178,8 @@ def _uniqueness(data: _Data) -> dict[str, MetricResult]:
     space = math.prod(int(frame[c].nunique(dropna=False)) for c in frame.columns)
     if q3b.status == "fail" and space <= 10 * n:
         # Few discrete columns: identical rows are expected, not copies (rule †).
-        q3b = q3b.model_copy(update={
-            "status": "warn",
-            "detail": q3b.detail + f"; low-cardinality row space ({space} ≤ 10·n), so "
-                      "duplicates only warn"})
+        q3b = q3b.amended(status="warn", detail=q3b.detail + f"; low-cardinality row "
+                          f"space ({space} ≤ 10·n), so duplicates only warn")
     return {"Q3a": q3a, "Q3b": q3b}
 
 

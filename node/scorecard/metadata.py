@@ -21,7 +21,16 @@ from scifed.grading import (
     requires_grade_assessment,
 )
 from scifed.record import CatalogRecord
-from scifed.scorecard import BANDS, MetricResult, _result, checked, measured, not_applicable
+from scifed.scorecard import (
+    BANDS,
+    MetricResult,
+    _result,
+    checked,
+    joined,
+    measured,
+    not_applicable,
+)
+from scifed.sentences import say
 
 _REQUIRED = (
     "id", "title", "description", "keywords", "subjects", "dataset_type", "creators",
@@ -40,7 +49,7 @@ _PERIOD_DAYS = {
     "ANNUAL": 365.25, "BIENNIAL": 730.5,
 }
 
-_Q7A_TEXT = BANDS["Q7a"].text() + "; fail (gate) if a required field is empty"
+_Q7A_TEXT = say("qual.and", first=BANDS["Q7a"].text(), second=say("qual.q7a_gate"))
 
 
 def _filled(value: Any) -> bool:
@@ -77,14 +86,14 @@ def _metadata(record: CatalogRecord) -> MetricResult:
     filled = {name: _filled(getattr(record, name, None)) for name in weights}
     value = sum(w for name, w in weights.items() if filled[name]) / sum(weights.values())
     missing = [n for n in (*_REQUIRED, *conditional) if not filled[n]]
-    detail = f"{sum(filled.values())} of {len(weights)} fields filled"
+    detail = say("qual.q7a.filled", filled=sum(filled.values()), total=len(weights))
     if missing:
         reasons = [f"{n} ({conditional[n]})" if n in conditional else n for n in missing]
-        return _result("Q7a", value, "fail", f"{detail}; required but empty: "
-                       f"{', '.join(reasons)}", _Q7A_TEXT)
+        return _result("Q7a", value, "fail", say("qual.q7a.required", detail=detail,
+                                                 fields=", ".join(reasons)), _Q7A_TEXT)
     absent = [n for n in _RECOMMENDED if not filled[n]]
     if absent:
-        detail += f"; recommended but empty: {', '.join(absent)}"
+        detail = say("qual.q7a.recommended", detail=detail, fields=", ".join(absent))
     return measured("Q7a", value, detail)
 
 
@@ -110,31 +119,32 @@ def _croissant(record: CatalogRecord) -> MetricResult:
     except UserError as exc:
         return _result("Q7c", None, "fail", str(exc))
     if warnings:
-        return _result("Q7c", float(len(warnings)), "warn",
-                       f"{len(warnings)} warning(s): {'; '.join(warnings)}")
-    return _result("Q7c", 0.0, "pass", "validates with mlcroissant without errors or warnings")
+        return _result("Q7c", float(len(warnings)), "warn", say(
+            "qual.q7c.warnings", n=len(warnings), warnings="; ".join(warnings)))
+    return _result("Q7c", 0.0, "pass", say("qual.q7c.ok"))
 
 
 def _licence_problem(licence: str | None) -> str | None:
     """Why a licence does not count (None when it does)."""
     if not licence or not licence.strip():
-        return "no licence declared: the data cannot be reused lawfully"
+        return say("qual.q8a.none")
     if licence.startswith(("http://", "https://")):
         return None
     if licence.startswith("LicenseRef-"):
         if re.fullmatch(r"LicenseRef-SDN-[A-Za-z0-9.-]+", licence):
             return None
-        return f"{licence!r} is not a registered network licence (LicenseRef-SDN-*)"
+        return say("qual.q8a.not_network", licence=repr(licence))
     try:
         canonicalize_license_expression(licence)
     except InvalidLicenseExpression:
-        return f"{licence!r} is not an SPDX licence identifier"
+        return say("qual.q8a.not_spdx", licence=repr(licence))
     return None
 
 
 def _licence(record: CatalogRecord) -> MetricResult:
     problem = _licence_problem(record.license)
-    return checked("Q8a", problem is None, problem or f"licence {record.license}")
+    return checked("Q8a", problem is None, problem or say("qual.q8a.ok",
+                                                           licence=record.license))
 
 
 def _provenance(record: CatalogRecord) -> MetricResult:
@@ -158,20 +168,21 @@ def _governance(record: CatalogRecord, today: dt.date) -> MetricResult:
     grade, category = record.security_grade, record.sharing_category
     problems = []
     if (grade, category) not in VALID_PAIRS:
-        problems.append(f"{grade} {category} is not a valid (grade, category) pair")
+        problems.append(say("qual.q8c.pair", grade=grade, category=category))
     pi = record.personal_info
     floor = pi_floor(pi.status, pi.sensitive, pi.categories)
     if floor is not None and grade_rank(grade) < grade_rank(floor.grade):
-        problems.append(f"{grade} is below the floor {floor.grade} set by {floor.reason}")
+        problems.append(say("qual.q8c.floor", grade=grade, floor=floor.grade,
+                            reason=floor.reason))
     if requires_approvals(grade, pi.status) and not record.approvals:
-        problems.append("approvals are required but none is on file")
+        problems.append(say("qual.q8c.no_approvals"))
     expired = [f"{a.type} {a.ref}" for a in record.approvals if a.expires and a.expires < today]
     if expired:
-        problems.append(f"expired approvals: {', '.join(expired)}")
+        problems.append(say("qual.q8c.expired", approvals=", ".join(expired)))
     if problems:
-        return checked("Q8c", False, "; ".join(problems))
-    return checked("Q8c", True, f"{grade} {category}; PI {pi.status}; "
-                   f"{len(record.approvals)} approval(s) on file")
+        return checked("Q8c", False, joined(problems))
+    return checked("Q8c", True, say("qual.q8c.ok", grade=grade, category=category,
+                                    status=pi.status, n=len(record.approvals)))
 
 
 def _freshness(record: CatalogRecord, now: dt.datetime) -> MetricResult:
