@@ -107,9 +107,10 @@ def _dictionary(record: CatalogRecord) -> MetricResult:
         if gaps:
             lacking[f.name] = gaps
     n = len(record.fields)
-    detail = f"{n - len(lacking)} of {n} fields documented"
+    detail = say("qual.q7b", documented=n - len(lacking), n=n)
     if lacking:
-        detail += "; lacking: " + ", ".join(f"{c} ({'/'.join(g)})" for c, g in lacking.items())
+        detail = say("qual.q7b.lacking", detail=detail, fields=", ".join(
+            f"{c} ({'/'.join(g)})" for c, g in lacking.items()))
     return measured("Q7b", (n - len(lacking)) / n if n else 0.0, detail)
 
 
@@ -158,9 +159,9 @@ def _provenance(record: CatalogRecord) -> MetricResult:
     if record.dataset_type == "derived":
         items["derived_from"] = record.derived_from
     absent = [name for name, value in items.items() if not _filled(value)]
-    detail = f"{len(items) - len(absent)} of {len(items)} provenance items"
+    detail = say("qual.q8b", present=len(items) - len(absent), n=len(items))
     if absent:
-        detail += f"; absent: {', '.join(absent)}"
+        detail = say("qual.q8b.absent", detail=detail, absent=", ".join(absent))
     return measured("Q8b", 1.0 - len(absent) / len(items), detail)
 
 
@@ -188,7 +189,7 @@ def _governance(record: CatalogRecord, today: dt.date) -> MetricResult:
 def _freshness(record: CatalogRecord, now: dt.datetime) -> MetricResult:
     frequency = record.update_frequency
     if frequency not in _PERIOD_DAYS:
-        return not_applicable("Q11", f"no update period (update_frequency {frequency})")
+        return not_applicable("Q11", say("qual.q11.none", frequency=frequency))
     modified = record.modified
     if not isinstance(modified, dt.datetime):
         modified = dt.datetime.combine(modified, dt.time(), dt.UTC)
@@ -196,5 +197,5 @@ def _freshness(record: CatalogRecord, now: dt.datetime) -> MetricResult:
         modified = modified.replace(tzinfo=dt.UTC)
     days = (now - modified).total_seconds() / 86_400
     period = _PERIOD_DAYS[frequency]
-    return measured("Q11", days / period, f"{days:.0f} days since modified; "
-                    f"{frequency} period {period:g} days")
+    return measured("Q11", days / period, say("qual.q11", days=f"{days:.0f}",
+                                              frequency=frequency, period=f"{period:g}"))
