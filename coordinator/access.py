@@ -19,6 +19,7 @@ import json
 from coordinator import catalog, studies
 from coordinator.db import Database
 from coordinator.sessions import NodeSessions
+from scifed import sentences
 from scifed.delivery import AccessKind, AccessRequest, GrantList, GrantRef, GrantsReply
 from scifed.errors import NodeUnavailable, NotFound, UserError
 
@@ -42,8 +43,8 @@ class AccessRelay:
         except concurrent.futures.TimeoutError:
             raise NodeUnavailable(f"node {node} did not answer within "
                                   f"{self.timeout:.0f}s; try again") from None
-        if not result.ok:
-            raise UserError(result.error)
+        if not result.ok:  # the node's words, with its sentence's key to pass on
+            raise UserError(sentences.loads(result.error, result.error_said))
         return result.payload
 
     def request(self, researcher: str, record_id: str, payload: bytes) -> bytes:

@@ -45,7 +45,7 @@ from scifed.delivery import (
 from scifed.errors import UserError
 from scifed.pki import identity_from_cert_pem
 from scifed.sealing import SealKeyClaim, load_seal_key, make_claim, open_sealed, seal, verify_claim
-from scifed.sentences import rebuild
+from scifed.sentences import rebuild, say
 
 Progress = Callable[[int, int], None]  # (bytes verified so far, total bytes)
 
@@ -65,8 +65,8 @@ def require_accepted(record: dict, accepted: Iterable[str]) -> list[str]:
     accepted = list(accepted)
     missing = [t for t in conditions(record) if t["code"] not in accepted]
     if missing:
-        raise UserError("accept the dataset's conditions of use to request it: "
-                        + "; ".join(f"{t['code']} ({t['text']})" for t in missing))
+        raise UserError(say("access.accept", missing="; ".join(
+            f"{t['code']} ({t['text']})" for t in missing)))
     return accepted
 
 

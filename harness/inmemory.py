@@ -30,10 +30,11 @@ from coordinator.server import CoordinatorCore
 from node.link import Outbox
 from node.server import NodeCore
 from protos.scifed.v1 import federation_pb2 as pb
-from scifed import __version__
+from scifed import __version__, sentences
 from scifed.config import CoordinatorConfig, NodeConfig, TlsConfig
 from scifed.errors import UserError
 from scifed.pki import identity_from_cert_pem, init_ca, make_key_and_csr, sign_csr
+from scifed.rpc import SAID_KEY
 from scifed.sealing import load_seal_key, make_claim, open_refusals, open_sealed, result_context
 from scifed.states import JobStatus, StudyStatus
 from scifed.wire import now_ms
@@ -48,12 +49,17 @@ class _PeerContext:
 
     def __init__(self, cert_pem: bytes) -> None:
         self._cert = cert_pem
+        self._said: bytes | None = None
 
     def auth_context(self) -> dict:
         return {"x509_pem_cert": [self._cert]}
 
+    def set_trailing_metadata(self, metadata) -> None:
+        self._said = dict(metadata).get(SAID_KEY)
+
     def abort(self, code: grpc.StatusCode, details: str):
-        raise Aborted(details)
+        said, self._said = self._said, None  # a sentence's key, as gRPC would carry it
+        raise Aborted(sentences.loads(details, said))
 
     def is_active(self) -> bool:
         return True

@@ -29,6 +29,7 @@ from node.release import (
 )
 from node.studies import NodeStudies
 from protos.scifed.v1 import federation_pb2 as pb
+from scifed import sentences
 from scifed.errors import UserError
 from scifed.he import open_for_members, seal_for_members
 from scifed.sealing import canonical_sha256, refused_at
@@ -115,8 +116,8 @@ class NodeRunner:
             if task.kind in PEER_TRUST:
                 self.check_revocation(task)
             return pb.TaskResult(task_id=task.task_id, ok=True, payload=handler(task.payload))
-        except UserError as exc:
-            return self._refusal(task, str(exc))
+        except UserError as exc:  # the sentence itself where it is one, for its key
+            return self._refusal(task, sentences.of_error(exc))
         except RecursionError:
             return pb.TaskResult(task_id=task.task_id, ok=False,
                                  error=f"node {self.gate.node}: the task is nested too deeply")
@@ -150,8 +151,9 @@ class NodeRunner:
                                  error=f"{refused_at(node)} (the task carried no valid "
                                        "researcher key to seal the reason to; it is in "
                                        "the node's log)")
-        if sealed is None:
-            return pb.TaskResult(task_id=task.task_id, ok=False, error=reason)
+        if sealed is None:  # said in clear, with its key and fields for a console
+            return pb.TaskResult(task_id=task.task_id, ok=False, error=reason,
+                                 error_said=sentences.dumps(reason))
         return pb.TaskResult(task_id=task.task_id, ok=False, error=refused_at(node),
                              payload=sealed)
 

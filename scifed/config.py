@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scifed.errors import Invalid, UserError, excerpt, join_problems
 from scifed.limits import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_VALUES
+from scifed.sentences import pydantic_problem
 
 if TYPE_CHECKING:  # scifed.tls loads grpc: a config is read without it (the health check)
     from scifed.tls import TlsFiles
@@ -111,11 +112,14 @@ def _resolve(value: Any, base: Path) -> Any:
 
 def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
     """Each problem of a pydantic error as ``(field.path, message)``, without pydantic's
-    URLs or inputs; the path is ``""`` for a problem of the whole document."""
+    URLs or inputs; the path is ``""`` for a problem of the whole document. A generic
+    message (missing, wrong type, out of range) is a sentence with its key, which a
+    console shows in its page's language (:func:`scifed.sentences.pydantic_problem`)."""
     out = []
     for err in exc.errors(include_url=False, include_input=False):
         where = ".".join(excerpt(p, 60) for p in err["loc"])
-        out.append((where, excerpt(err["msg"].removeprefix("Value error, "))))
+        message = excerpt(err["msg"].removeprefix("Value error, "))
+        out.append((where, pydantic_problem(err, message)))
     return out
 
 

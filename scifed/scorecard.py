@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from scifed.errors import UserError
 from scifed.record import NUMERIC_TYPES as _NUMERIC
 from scifed.record import CatalogRecord, Field
+from scifed.sentences import Said, say, structure
 
 SCORECARD_VERSION = "1.0"
 CLASSIFICATION_MAX_DISTINCT = 20  # a numeric target with more distinct values is regressed
@@ -110,19 +111,17 @@ class Band:
             return "warn"
         return "fail"
 
-    def text(self) -> str:
+    def text(self) -> Said:
+        """The band as a sentence: ``pass ≥ 0.95; warn ≥ 0.8; fail < 0.8``."""
         ok = (">" if self.strict else "≥") if self.higher else ("<" if self.strict else "≤")
         below = ("≤" if self.strict else "<") if self.higher else ("≥" if self.strict else ">")
-        parts = [f"pass {ok} {self.good:g}"]
+        good = f"{self.good:g}"
         if self.fair is None:
-            parts.append(f"warn {below} {self.good:g} (never fails)")
-        elif self.fair == self.good:
-            parts.append(f"fail {below} {self.good:g}")
-        else:
-            worse = "<" if self.higher else ">"
-            parts += [f"warn {'≥' if self.higher else '≤'} {self.fair:g}",
-                      f"fail {worse} {self.fair:g}"]
-        return "; ".join(parts)
+            return say("qual.band.never", ok=ok, good=good, below=below)
+        if self.fair == self.good:
+            return say("qual.band.two", ok=ok, good=good, below=below)
+        return say("qual.band.three", ok=ok, good=good, at="≥" if self.higher else "≤",
+                   fair=f"{self.fair:g}", worse="<" if self.higher else ">")
 
 
 BANDS: dict[str, Band] = {
@@ -151,18 +150,11 @@ BANDS: dict[str, Band] = {
     "Q10a": Band(0.0, 0.05, higher=False),
     "Q11": Band(1.5, None, higher=False),
 }
-CHECKS: dict[str, str] = {  # metrics that are a yes/no check
-    "Q2b": "pass: the file parses, its header matches the schema and its sha256 matches "
-           "the catalog; fail otherwise",
-    "Q4c": "pass: every shard has the same schema_hash; fail otherwise",
-    "Q7c": "pass: 0 errors and 0 warnings; warn: warnings; fail: any error",
-    "Q8a": "pass: a valid SPDX id, a URL or LicenseRef-SDN-*; fail: absent or unknown",
-    "Q8c": "pass: valid (grade, category), PI floor met, approvals on file and current",
-    "Q10b": "pass: no identifier detected while personal_info.status is none or anonymized",
-}
+CHECKS: dict[str, Said] = {  # metrics that are a yes/no check
+    m: say(f"qual.check.{m}") for m in ("Q2b", "Q4c", "Q7c", "Q8a", "Q8c", "Q10b")}
 
 
-def threshold(metric: str) -> str:
+def threshold(metric: str) -> Said:
     """The threshold text reported beside a metric."""
     return BANDS[metric].text() if metric in BANDS else CHECKS[metric]
 
@@ -179,6 +171,25 @@ class MetricResult(BaseModel):
     status: Status
     threshold: str
     detail: str
+    # the key and fields of ``detail`` and ``threshold`` where they are sentences
+    # (scifed/sentences.py), for a console's language; a report scored before has none
+    said: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sentences(cls, data: Any) -> Any:
+        """Keep the structure of a text given as a sentence: the model stores text."""
+        if isinstance(data, dict):
+            made = {k: s for k in ("detail", "threshold") if (s := structure(data.get(k)))}
+            if made:
+                data = {**data, "said": {**(data.get("said") or {}), **made}}
+        return data
+
+    def amended(self, **update: Any) -> MetricResult:
+        """A copy with some fields changed; a text changed keeps no stale sentence (a
+        changed text given as a sentence brings its own)."""
+        said = {k: v for k, v in self.said.items() if k not in update}
+        return MetricResult.model_validate({**self.model_dump(), "said": said, **update})
 
 
 class GateResult(BaseModel):
@@ -216,6 +227,14 @@ def _result(metric: str, value: bool | float | None, status: Status, detail: str
     dimension, title = METRICS[metric]
     return MetricResult(dimension=dimension, title=title, value=value, status=status,
                         threshold=text or threshold(metric), detail=detail)
+
+
+def joined(parts: list[str]) -> str:
+    """Problems one after another (``a; b; c``) as one sentence, each keeping its key."""
+    out = parts[0]
+    for part in parts[1:]:
+        out = say("qual.and", first=out, second=part)
+    return out
 
 
 def measured(metric: str, value: float, detail: str, band: Band | None = None) -> MetricResult:
@@ -276,10 +295,9 @@ def _apply_overrides(metrics: dict[str, MetricResult], overrides: dict[str, str]
                             f"dataset ({result.detail}); there is nothing to override")
         out.append(Override(metric=metric, justification=justification.strip(),
                             original_status=result.status, by=officer))
-        metrics[metric] = result.model_copy(update={
-            "status": "pass",
-            "detail": f"{result.detail} [overridden from {result.status}: "
-                      f"{justification.strip()}]"})
+        metrics[metric] = result.amended(
+            status="pass", detail=f"{result.detail} [overridden from {result.status}: "
+                                  f"{justification.strip()}]")
     return out
 
 

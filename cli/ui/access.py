@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator import access_client as ac
+from scifed import sentences
 from scifed.delivery import GrantView
 from scifed.errors import UserError
 
@@ -33,7 +34,7 @@ class Download:
     done: int = 0
     total: int = 0
     sha256: str = ""   # set once the whole file matched the node's signed sha256
-    error: str = ""
+    error: str = ""    # in the node's words: a sentence where it came with its key
     running: bool = True
 
     @property
@@ -78,7 +79,7 @@ class Downloads:
         try:
             d.sha256 = ac.download(self.client, grant, d.path, progress=progress)
         except UserError as exc:
-            d.error = str(exc)
+            d.error = sentences.of_error(exc)
         except Exception as exc:  # a failed call: said on the page, resumable
             from scifed.rpc import rpc_error_message
 

@@ -17,13 +17,14 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 
 import cli.ui.messages  # noqa: F401 - registers the console's interface text
 from cli.researcher import ROUND_METRICS
-from cli.ui import catalog, form
+from cli.ui import catalog, field_help, form
 from cli.ui.access import Downloads, service_query
 from cli.ui.messages import phase_note, phase_text
 from cli.ui.results import Results
 from coordinator import access_client as ac
 from coordinator.client import Client
 from jobs import registry
+from scifed import sentences
 from scifed.errors import UserError
 from scifed.exports.formats import FORMATS, export_format, export_record
 from scifed.grading import Access
@@ -123,7 +124,7 @@ def build(identity: Path, *, https: bool = False,
         if not fields_shown:
             problems = form.without_fields(problems)
         return {"f": f, "fields": fields, "advanced_only": form.advanced_only(f.type),
-                "problems": problems,
+                "problems": problems, "help_text": field_help.help_text,
                 "slots": [*form.ENVELOPE, form.ADVANCED, form.GENERAL,
                           *(x.input_name for x in fields if fields_shown)]}
 
@@ -249,13 +250,14 @@ def build(identity: Path, *, https: bool = False,
                 "study": study, "accept": accept}
         try:
             if not purpose.strip():
-                raise UserError("say what you will use the data for (purpose)")
+                raise UserError(sentences.say("access.purpose"))
             accepted = ac.require_accepted(client.record(id), accept)
             grant = ac.request_access(client, id, method=method, purpose=purpose.strip(),
                                       accept=accepted, columns=columns, fmt=format,
                                       study=study)
         except UserError as exc:
-            return request_page(request, id, problem=str(exc), status=400, **kept)
+            return request_page(request, id, problem=sentences.of_error(exc), status=400,
+                                **kept)
         except grpc.RpcError as exc:
             return request_page(request, id, problem=rpc_error_message(
                 exc, "the coordinator"), status=400, **kept)
@@ -304,8 +306,8 @@ def build(identity: Path, *, https: bool = False,
         except UserError as exc:
             # the node's sentence itself where it came with its key (shown in the page's
             # language), else its text
-            said = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-            return query_page(request, grant_id, sql=sql, refusal=said, status=400)
+            return query_page(request, grant_id, sql=sql, refusal=sentences.of_error(exc),
+                              status=400)
         except grpc.RpcError as exc:
             return query_page(request, grant_id, sql=sql, status=400,
                               refusal=rpc_error_message(exc, "the coordinator"))

@@ -11,7 +11,10 @@ in replaces the same key of that YAML.
 :func:`spec_text` writes the form as the job.yaml the researcher would have written, and
 :func:`checked` validates it with the same schema the coordinator applies at submission
 (:func:`coordinator.client.load_spec_text`). Its problems come back as one
-:class:`FormProblems`: every problem at once, each under the field it names."""
+:class:`FormProblems`: every problem at once, each under the field it names. A problem is
+a sentence (:mod:`scifed.sentences`) where it has a key — the schema's generic ones and
+the form's own — so the page shows it in its language; a job type's validator speaks
+English only."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from coordinator.client import load_spec_text
 from jobs import registry
 from jobs.limits import MAX_SPEC_BYTES
 from scifed.errors import Invalid, UserError
+from scifed.sentences import say
 
 SOURCE = "the job form"
 PREFIX = "p."  # the form's names of the type's fields: ``p.columns``
@@ -172,8 +176,7 @@ class JobForm:
 
     def yaml_section(self) -> object:
         if len(self.params.encode()) > MAX_SPEC_BYTES:
-            raise FormProblems({ADVANCED: [f"longer than {MAX_SPEC_BYTES} bytes (the limit "
-                                           "of a job spec)"]})
+            raise FormProblems({ADVANCED: [say("form.too_long", limit=MAX_SPEC_BYTES)]})
         try:
             return yaml.safe_load(self.params) if self.params.strip() else {}
         except yaml.YAMLError as exc:
@@ -190,8 +193,8 @@ class JobForm:
         if not given:
             return section
         if not isinstance(section, dict):
-            raise FormProblems({ADVANCED: [f"expected a mapping of {self.type} parameters, "
-                                           f"got a {type(section).__name__}"]})
+            raise FormProblems({ADVANCED: [say("form.not_mapping", type=self.type,
+                                               got=type(section).__name__)]})
         return {**section, **given}
 
 
@@ -212,7 +215,8 @@ def without_fields(by_slot: dict[str, list[str]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for slot, messages in by_slot.items():
         if slot.startswith(PREFIX):
-            out.setdefault(GENERAL, []).extend(slot_label(slot) + m for m in messages)
+            out.setdefault(GENERAL, []).extend(
+                say("form.at", where=slot.removeprefix(PREFIX), problem=m) for m in messages)
         else:
             out.setdefault(slot, []).extend(messages)
     return out
@@ -257,7 +261,8 @@ def checked(form: JobForm) -> str:
         by_slot: dict[str, list[str]] = {}
         for where, message in exc.problems:
             slot, rest = _slot(where, form.type, names)
-            by_slot.setdefault(slot, []).append(f"{rest}: {message}" if rest else message)
+            by_slot.setdefault(slot, []).append(
+                say("form.at", where=rest, problem=message) if rest else message)
         raise FormProblems(by_slot) from None
     except FormProblems:
         raise

@@ -25,6 +25,7 @@ i18n.register({
     "ui.access.format": ("Format of a column subset", "部分字段的文件格式"),
     "ui.access.study": ("Study (needed for CONDITIONAL data)", "研究项目（CONDITIONAL 数据需要）"),
     "ui.access.conditions": ("Conditions of use: accept each", "使用条件：请逐项接受"),
+    "ui.access.licence": ("the licence {licence}", "许可协议 {licence}"),
     "ui.access.grants": ("My data access", "我的数据访问"),
     "ui.access.unreached": ("Nodes not reached: {nodes}", "未能连接的节点：{nodes}"),
     "ui.access.new": ("Request sent: grant {grant}", "申请已提交：授权 {grant}"),

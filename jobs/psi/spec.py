@@ -85,7 +85,8 @@ class PsiSpec(Strict):
     normalise: list[Normalise] = Field(
         default_factory=lambda: ["strip"],
         description="steps applied to text identifiers before hashing, in order")
-    dp: PsiDP | None = None
+    dp: PsiDP | None = Field(default=None, description="a noisy count or noisy sums: the "
+                             "ε asked for")
     values: PsiValues | None = Field(
         default=None, description="aggregate these columns of one node over the rows "
         "whose identifier every other node holds; without it, the size of the intersection")

@@ -338,9 +338,9 @@ def _classes(layout: QualityLayout, classes: slice, flags: slice, k: int, count:
             result = measured(metric, value, f"{kinds} classes pooled over "
                               f"{int((matrix.sum(axis=1) > 0).sum())} nodes")
             if withheld:
-                result = result.model_copy(update={
-                    "value": None, "detail": result.detail + "; value withheld: a pooled "
-                    f"class count is under k={k} (the status is released)"})
+                result = result.amended(value=None, detail=result.detail + "; value "
+                                        "withheld: a pooled class count is under "
+                                        f"k={k} (the status is released)")
             metrics[metric] = result
     else:
         for metric in ("Q5a", "Q5b", "Q5c"):

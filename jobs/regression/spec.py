@@ -28,12 +28,15 @@ class RegressionSpec(Strict):
     y: Name | None = Field(default=None, description="the response column")
     x: list[Name] = Field(default_factory=list,
                           description="predictors: column names or C(column)")
-    intercept: bool = True
-    family: Family = "gaussian"
-    max_iter: int = Field(default=MAX_ITER, ge=1, le=MAX_ITER)
+    intercept: bool = Field(default=True, description="fit a constant term")
+    family: Family = Field(default="gaussian", description="the GLM's error distribution "
+                           "(gaussian: ordinary least squares)")
+    max_iter: int = Field(default=MAX_ITER, ge=1, le=MAX_ITER,
+                          description="GLMs: most iterations of the fit")
     tol: float = Field(default=1e-8, gt=0, le=1e-3,
                        description="relative change of the deviance that ends the fit")
-    confidence: float = Field(default=0.95, ge=CONFIDENCE[0], le=CONFIDENCE[1])
+    confidence: float = Field(default=0.95, ge=CONFIDENCE[0], le=CONFIDENCE[1],
+                              description="level of the confidence intervals")
     offset: Name | None = Field(default=None, description="GLMs: a column added to the "
                                 "linear predictor with coefficient 1")
     exposure: Name | None = Field(default=None, description="log-link GLMs: a positive "

@@ -48,14 +48,18 @@ class StatsSpec(Strict):
 
     columns: list[Name] = Field(default_factory=list,
                                 description="numeric columns for count/sum/mean/variance/std")
-    measures: list[Measure] = Field(default_factory=lambda: list(MEASURES), min_length=1)
+    measures: list[Measure] = Field(default_factory=lambda: list(MEASURES), min_length=1,
+                                    description="which of them to release for `columns`")
     histograms: dict[Name, list[float]] = Field(default_factory=dict,
                                                 description="column -> bin edges")
     quantiles: dict[Name, list[float]] = Field(default_factory=dict,
                                                description="column -> probabilities")
-    group_counts: list[Name] = Field(default_factory=list)
-    correlation: list[Name] = Field(default_factory=list)
-    dp: DPRequest | None = None
+    group_counts: list[Name] = Field(default_factory=list,
+                                     description="columns whose combinations are counted")
+    correlation: list[Name] = Field(default_factory=list,
+                                    description="numeric columns to correlate pairwise")
+    dp: DPRequest | None = Field(default=None, description="noisy answers: the ε asked "
+                                 "for and the columns' clipping bounds")
 
     @field_validator("columns", "group_counts")
     @classmethod

@@ -34,7 +34,8 @@ class SurvivalSpec(Strict):
     bins: list[float] | int | None = Field(
         default=None, description="bin edges of the time axis, or a number of equal bins "
                                   "over the time column's declared range (default 20)")
-    confidence: float = Field(default=0.95, ge=CONFIDENCE[0], le=CONFIDENCE[1])
+    confidence: float = Field(default=0.95, ge=CONFIDENCE[0], le=CONFIDENCE[1],
+                              description="level of the confidence bands")
     dp: DPRequest | None = Field(default=None, description="noisy counts (Kaplan–Meier and "
                                  "log-rank only): the ε asked for")
     cox: list[str] | None = Field(

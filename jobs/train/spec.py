@@ -90,21 +90,26 @@ class DPSpec(_Strict):
 class TrainSpec(_Strict):
     """Parameters of a ``train`` job; columns must exist at every node."""
 
-    features: list[Column] = Field(min_length=1)
+    features: list[Column] = Field(min_length=1, description="the model's input columns")
     label: Column = Field(description="a column, or a condition over columns (a derived "
                           "binary label, e.g. 'body_mass_g > 4000')")
-    task: Task
+    task: Task = Field(description="what the label is: classes or a number")
     classes: list[ClassName] | None = Field(
         default=None, description="label values, in output order (classification only); "
         "integers and booleans are kept as their text ('0', 'true')")
-    model: ModelSpec
-    rounds: int = Field(ge=1, le=200)
-    local_epochs: int = Field(default=1, ge=1, le=50)
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    lr: float = Field(default=0.1, gt=0, le=10)
-    validation_split: float = Field(default=0.2, ge=0, le=0.5)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    dp: DPSpec | None = None
+    model: ModelSpec = Field(description="the zoo model: kind, and an MLP's hidden "
+                             "layer widths")
+    rounds: int = Field(ge=1, le=200, description="federated rounds of training")
+    local_epochs: int = Field(default=1, ge=1, le=50,
+                              description="passes over its rows each node makes per round")
+    batch_size: int = Field(default=32, ge=1, le=4096, description="rows per gradient step")
+    lr: float = Field(default=0.1, gt=0, le=10, description="learning rate")
+    validation_split: float = Field(default=0.2, ge=0, le=0.5, description="share of each "
+                                    "node's rows held out to measure the model")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1,
+                      description="seed of the initial weights and the splits")
+    dp: DPSpec | None = Field(default=None, description="DP-SGD: the ε for all rounds, "
+                              "δ and the gradient clipping norm")
     standardize: dict[Column, tuple[float, float]] = Field(
         default_factory=dict, description="feature -> (mean, std), e.g. from a stats job")
     min_nodes: int | None = Field(

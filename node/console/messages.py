@@ -97,6 +97,15 @@ i18n.register({
     "q.detail": ("Detail", "说明"),
     "q.gates": ("Gates", "门槛"),
     "q.gate_failed": ("Gate {metric} failed: {reason}", "门槛 {metric} 未通过：{reason}"),
+    # the scorecard's dimensions (scifed/scorecard.py DIMENSION_WEIGHTS), as terms
+    "dim.completeness": ("completeness", "完整性"), "dim.validity": ("validity", "有效性"),
+    "dim.uniqueness": ("uniqueness", "唯一性"), "dim.consistency": ("consistency", "一致性"),
+    "dim.balance": ("balance", "均衡性"), "dim.outliers": ("outliers", "离群值"),
+    "dim.documentation": ("documentation", "文档"),
+    "dim.licence_provenance": ("licence and provenance", "许可与来源"),
+    "dim.trainability": ("trainability", "可训练性"),
+    "dim.identifiability": ("identifiability", "可识别性"),
+    "dim.currentness": ("currentness", "时效性"),
     "q.overrides": ("Overrides", "覆盖"),
     "q.need_justification": ("An override needs a justification: say why {metric} is "
                              "overridden.", "覆盖须附理由：请说明为何覆盖 {metric}。"),

@@ -57,6 +57,7 @@ from scifed.scorecard import (
     _grade,
     not_applicable,
 )
+from scifed.sentences import say
 
 __all__ = [
     "DIMENSION_WEIGHTS", "GATES", "METRICS", "QualityReport", "compute_scorecard",
@@ -105,7 +106,7 @@ def compute_scorecard(
     data_metrics = ("Q1a", "Q1b", "Q1c", "Q2a", "Q3a", "Q3b", "Q4a", "Q5a", "Q5b", "Q5c",
                     "Q5d", "Q6", "Q9a", "Q9b", "Q9c", "Q9d", "Q10a", "Q10b")
     if frame is None:
-        metrics |= {m: not_applicable(m, "the data file does not parse") for m in data_metrics}
+        metrics |= {m: not_applicable(m, say("qual.na.unparsed")) for m in data_metrics}
     else:
         data = _Data.of(frame, record)
         metrics |= _completeness(data)
@@ -123,8 +124,7 @@ def compute_scorecard(
     step("checking the metadata and its Croissant export")
     metrics["Q4b"] = _units(record)
     for metric in FEDERATED_ONLY:
-        metrics[metric] = not_applicable(metric, "federated metric: computed across nodes by "
-                                         "the quality job")
+        metrics[metric] = not_applicable(metric, say("qual.na.federated"))
     metrics["Q7a"] = _metadata(record)
     metrics["Q7b"] = _dictionary(record)
     metrics["Q7c"] = _croissant(record)

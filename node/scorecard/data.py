@@ -23,12 +23,14 @@ from scifed.scorecard import (
     MetricResult,
     Task,
     checked,
+    joined,
     labels_of,
     mask_missing_codes,
     measured,
     not_applicable,
     target_task,
 )
+from scifed.sentences import say
 
 _CATEGORICAL = {"string", "boolean"}
 _NOT_FEATURES = {"id", "partition", "free_text"}
@@ -98,25 +100,25 @@ def _completeness(data: _Data) -> dict[str, MetricResult]:
     n, m = frame.shape
     missing = frame.isna().sum()
     out = {"Q1a": measured("Q1a", 1.0 - missing.sum() / (n * m) if n * m else 0.0,
-                           f"{int(missing.sum())} missing of {n * m} cells ({n} rows × "
-                           f"{m} columns; null or a declared missing code)")}
+                           say("qual.q1a", missing=int(missing.sum()), cells=n * m, n=n,
+                               m=m))}
     required = [f.name for f in data.fields.values()
                 if f.constraints is not None and f.constraints.required]
     if required and n:
         rates = {c: 1.0 - missing[c] / n for c in required}
         worst = min(rates, key=lambda c: rates[c])
-        out["Q1b"] = measured("Q1b", rates[worst], f"lowest: {worst} ({int(missing[worst])} "
-                              f"missing) among {len(required)} required field(s)")
+        out["Q1b"] = measured("Q1b", rates[worst], say(
+            "qual.q1b", worst=worst, missing=int(missing[worst]), n=len(required)))
     else:
-        out["Q1b"] = not_applicable("Q1b", "no field declares constraints.required")
+        out["Q1b"] = not_applicable("Q1b", say("qual.q1b.none"))
     targets = [t for t in data.record.targets if t in frame]
     if targets and n:
         rates = {t: 1.0 - missing[t] / n for t in targets}
         worst = min(rates, key=lambda t: rates[t])
-        out["Q1c"] = measured("Q1c", rates[worst],
-                              f"target {worst}: {int(missing[worst])} missing of {n}")
+        out["Q1c"] = measured("Q1c", rates[worst], say(
+            "qual.q1c", target=worst, missing=int(missing[worst]), n=n))
     else:
-        out["Q1c"] = not_applicable("Q1c", "no target declared")
+        out["Q1c"] = not_applicable("Q1c", say("qual.no_target"))
     return out
 
 
@@ -124,23 +126,22 @@ def _structure(frame: pd.DataFrame | None, problem: str | None, digest: str,
                record: CatalogRecord) -> MetricResult:
     """Q2b: the file parses, has exactly the declared columns, and is the catalogued file."""
     if frame is None:
-        return checked("Q2b", False, f"the file does not parse: {problem}")
+        return checked("Q2b", False, say("qual.q2b.unparsed", problem=problem))
     declared = [f.name for f in record.fields]
     missing = [c for c in declared if c not in frame.columns]
     extra = [c for c in frame.columns if c not in declared]
     problems = []
     if missing:
-        problems.append(f"columns missing from the file: {', '.join(missing)}")
+        problems.append(say("qual.q2b.missing", columns=", ".join(missing)))
     if extra:
-        problems.append(f"columns not in the schema: {', '.join(extra)}")
+        problems.append(say("qual.q2b.extra", columns=", ".join(extra)))
     catalogued = [d.sha256 for d in record.distributions]
     if digest not in catalogued:
-        problems.append(f"the file changed since it was catalogued: sha256 {digest[:12]}… "
-                        f"≠ {', '.join(s[:12] + '…' for s in catalogued) or 'none'}")
+        problems.append(say("qual.q2b.changed", digest=digest[:12], catalogued=", ".join(
+            s[:12] + "…" for s in catalogued) or "none"))
     if problems:
-        return checked("Q2b", False, "; ".join(problems))
-    return checked("Q2b", True, f"the file parses, its {len(declared)} columns match the "
-                   "schema and its sha256 matches the catalog")
+        return checked("Q2b", False, joined(problems))
+    return checked("Q2b", True, say("qual.q2b.ok", n=len(declared)))
 
 
 def _validity(path: Path, record: CatalogRecord) -> MetricResult:
@@ -166,21 +167,19 @@ def _uniqueness(data: _Data) -> dict[str, MetricResult]:
     keys = [f.name for f in data.fields.values() if f.role == "id"]
     if keys and n:
         distinct = len(frame[keys].dropna().drop_duplicates())
-        q3a = measured("Q3a", distinct / n, f"{distinct} distinct non-missing keys "
-                       f"({', '.join(keys)}) in {n} rows")
+        q3a = measured("Q3a", distinct / n, say("qual.q3a", distinct=distinct,
+                                                keys=", ".join(keys), n=n))
     else:
-        q3a = not_applicable("Q3a", "no key declared (no field with role id)")
+        q3a = not_applicable("Q3a", say("qual.q3a.none"))
     if not n:
-        return {"Q3a": q3a, "Q3b": not_applicable("Q3b", "the file has no rows")}
+        return {"Q3a": q3a, "Q3b": not_applicable("Q3b", say("qual.no_rows"))}
     duplicates = int(frame.duplicated().sum())
-    q3b = measured("Q3b", duplicates / n, f"{duplicates} rows repeat an earlier row exactly")
+    q3b = measured("Q3b", duplicates / n, say("qual.q3b", n=duplicates))
     space = math.prod(int(frame[c].nunique(dropna=False)) for c in frame.columns)
     if q3b.status == "fail" and space <= 10 * n:
         # Few discrete columns: identical rows are expected, not copies (rule †).
-        q3b = q3b.model_copy(update={
-            "status": "warn",
-            "detail": q3b.detail + f"; low-cardinality row space ({space} ≤ 10·n), so "
-                      "duplicates only warn"})
+        q3b = q3b.amended(status="warn", detail=q3b.detail + f"; low-cardinality row "
+                          f"space ({space} ≤ 10·n), so duplicates only warn")
     return {"Q3a": q3a, "Q3b": q3b}
 
 
@@ -200,7 +199,7 @@ def _rule_columns(rule: str, columns: Iterable[str]) -> list[str]:
 def _rules(data: _Data, rules: Sequence[str]) -> MetricResult:
     """Q4a: share of rows meeting each declared rule, among rows where it can be judged."""
     if not rules:
-        return not_applicable("Q4a", "no cross-field rules declared")
+        return not_applicable("Q4a", say("qual.q4a.none"))
     shares = []
     for rule in rules:
         names = _rule_columns(rule, data.frame.columns)
@@ -222,47 +221,48 @@ def _rules(data: _Data, rules: Sequence[str]) -> MetricResult:
 def _units(record: CatalogRecord) -> MetricResult:
     physical = [f for f in record.fields if _physical(f)]
     if not physical:
-        return not_applicable("Q4b", "no numeric measurement fields")
+        return not_applicable("Q4b", say("qual.q4b.none"))
     without = [f.name for f in physical if not f.unit]
-    detail = f"{len(physical) - len(without)} of {len(physical)} numeric measurement fields " \
-             "declare a unit"
+    detail = say("qual.q4b", with_unit=len(physical) - len(without), n=len(physical))
     if without:
-        detail += f"; none for: {', '.join(without)}"
+        detail = say("qual.q4b.without", detail=detail, fields=", ".join(without))
     return measured("Q4b", 1.0 - len(without) / len(physical), detail)
 
 
 def _balance(data: _Data) -> dict[str, MetricResult]:
     metrics = ("Q5a", "Q5b", "Q5c", "Q5d")
     if data.target is None:
-        return {m: not_applicable(m, "no target declared") for m in metrics}
+        return {m: not_applicable(m, say("qual.no_target")) for m in metrics}
     if data.task == "regression":
-        reason = (f"target {data.target} is numeric with more than "
-                  f"{CLASSIFICATION_MAX_DISTINCT} values (regression)")
+        reason = say("qual.q5.regression", target=data.target,
+                     most=CLASSIFICATION_MAX_DISTINCT)
         return {m: not_applicable(m, reason) for m in metrics}
     labels = labels_of(data.frame[data.target])
     if labels.empty:
-        return {m: not_applicable(m, f"target {data.target} has no values") for m in metrics}
+        return {m: not_applicable(m, say("qual.q5.empty", target=data.target))
+                for m in metrics}
     counts = labels.value_counts()
     p = counts.to_numpy() / counts.sum()
     k = len(counts)
     entropy = float(-(p * np.log(p)).sum() / math.log(k)) if k > 1 else 0.0
     out = {
-        "Q5a": measured("Q5a", entropy, f"{k} classes; entropy / ln {k}"),
-        "Q5b": measured("Q5b", float(counts.max() / counts.min()),
-                        f"largest {counts.index[0]} {counts.iloc[0]}, smallest "
-                        f"{counts.index[-1]} {counts.iloc[-1]}"),
-        "Q5c": measured("Q5c", float(counts.min()), f"class {counts.index[-1]}"),
+        "Q5a": measured("Q5a", entropy, say("qual.q5a", k=k)),
+        "Q5b": measured("Q5b", float(counts.max() / counts.min()), say(
+            "qual.q5b", largest=str(counts.index[0]), most=int(counts.iloc[0]),
+            smallest=str(counts.index[-1]), least=int(counts.iloc[-1]))),
+        "Q5c": measured("Q5c", float(counts.min()), say("qual.q5c",
+                                                        label=str(counts.index[-1]))),
     }
     field = data.fields[data.target]
     if field.constraints is not None and field.constraints.enum:
         declared = [str(v) for v in field.constraints.enum]
         absent = [v for v in declared if v not in counts.index]
-        detail = f"{len(declared) - len(absent)} of {len(declared)} declared classes occur"
+        detail = say("qual.q5d", occur=len(declared) - len(absent), n=len(declared))
         if absent:
-            detail += f"; absent: {', '.join(absent)}"
+            detail = say("qual.q5d.absent", detail=detail, absent=", ".join(absent))
         out["Q5d"] = measured("Q5d", 1.0 - len(absent) / len(declared), detail)
     else:
-        out["Q5d"] = not_applicable("Q5d", f"target {data.target} declares no enum")
+        out["Q5d"] = not_applicable("Q5d", say("qual.q5d.none", target=data.target))
     return out
 
 
@@ -283,9 +283,9 @@ def _outlier_rate(values: pd.Series) -> tuple[float, bool]:
 def _outliers(data: _Data) -> MetricResult:
     numeric, _ = data.features()
     if not numeric:
-        return not_applicable("Q6", "no numeric feature")
+        return not_applicable("Q6", say("qual.q6.none"))
     rates = {c: _outlier_rate(data.frame[c]) for c in numeric}
     worst = max(rates, key=lambda c: rates[c][0])
     detail = ", ".join(f"{c} {r:.4f}{' (log1p)' if logged else ''}"
                        for c, (r, logged) in sorted(rates.items(), key=lambda i: -i[1][0]))
-    return measured("Q6", rates[worst][0], f"max over numeric features: {detail}")
+    return measured("Q6", rates[worst][0], say("qual.q6", rates=detail))

@@ -10,6 +10,7 @@ import pandas as pd
 from node.scorecard.data import _CATEGORICAL, _Data
 from scifed.grading import VALID_PAIRS, min_cell_count
 from scifed.scorecard import MetricResult, checked, measured, not_applicable
+from scifed.sentences import say
 
 ANONYMIZATION_K = 10  # k-anonymity that backs an "anonymized" claim (governance §2.3)
 IDENTIFIER_SHARE = 0.5  # share of values matching a detector that flags a column (Q10b)
@@ -58,7 +59,7 @@ def _looks_personal(name: str, values: pd.Series) -> str | None:
 def _identifiers(data: _Data) -> MetricResult:
     status = data.record.personal_info.status
     if status not in ("none", "anonymized"):
-        return checked("Q10b", True, f"personal information is declared (status {status})")
+        return checked("Q10b", True, say("qual.q10b.declared", status=status))
     found = {}
     for name, field in data.fields.items():
         if field.pi_kind == "direct_identifier":
@@ -68,17 +69,16 @@ def _identifiers(data: _Data) -> MetricResult:
             if why:
                 found[name] = why
     if found:
-        return checked("Q10b", False, f"personal_info.status is {status}, but: " + "; ".join(
-            f"{c}: {why}" for c, why in found.items()))
-    return checked("Q10b", True, "no column looks like a name, ID-card number, phone or "
-                   "email")
+        return checked("Q10b", False, say("qual.q10b.found", status=status, found="; ".join(
+            f"{c}: {why}" for c, why in found.items())))
+    return checked("Q10b", True, say("qual.q10b.ok"))
 
 
 def _k_anonymity(data: _Data) -> MetricResult:
     record = data.record
     qis = [f.name for f in data.fields.values() if f.pi_kind == "quasi_identifier"]
     if not qis:
-        return not_applicable("Q10a", "no quasi-identifiers declared")
+        return not_applicable("Q10a", say("qual.q10a.none"))
     anonymized = record.personal_info.status == "anonymized"
     cell = (record.security_grade, record.sharing_category)
     # An invalid cell has no k of its own (Q8c fails it); use the anonymisation k.
@@ -88,11 +88,10 @@ def _k_anonymity(data: _Data) -> MetricResult:
     frame = data.frame
     sizes = frame.groupby(qis, dropna=False)[qis[0]].transform("size")
     share = float((sizes < k).mean()) if len(frame) else 0.0
-    result = measured("Q10a", share, f"share of rows in classes of fewer than k={k} rows "
-                      f"over {', '.join(qis)}")
+    detail = say("qual.q10a.share", k=k, columns=", ".join(qis))
+    result = measured("Q10a", share, detail)
     if result.status == "fail" and not anonymized:
         # Only a claim of anonymity can be refuted; identifiable data is graded as such.
-        return result.model_copy(update={
-            "status": "warn", "detail": result.detail + "; gate applies only to data "
-            "declared anonymized"})
+        return result.amended(status="warn",
+                              detail=say("qual.q10a.only_anonymized", detail=detail))
     return result

@@ -21,7 +21,16 @@ from scifed.grading import (
     requires_grade_assessment,
 )
 from scifed.record import CatalogRecord
-from scifed.scorecard import BANDS, MetricResult, _result, checked, measured, not_applicable
+from scifed.scorecard import (
+    BANDS,
+    MetricResult,
+    _result,
+    checked,
+    joined,
+    measured,
+    not_applicable,
+)
+from scifed.sentences import say
 
 _REQUIRED = (
     "id", "title", "description", "keywords", "subjects", "dataset_type", "creators",
@@ -40,7 +49,7 @@ _PERIOD_DAYS = {
     "ANNUAL": 365.25, "BIENNIAL": 730.5,
 }
 
-_Q7A_TEXT = BANDS["Q7a"].text() + "; fail (gate) if a required field is empty"
+_Q7A_TEXT = say("qual.and", first=BANDS["Q7a"].text(), second=say("qual.q7a_gate"))
 
 
 def _filled(value: Any) -> bool:
@@ -77,14 +86,14 @@ def _metadata(record: CatalogRecord) -> MetricResult:
     filled = {name: _filled(getattr(record, name, None)) for name in weights}
     value = sum(w for name, w in weights.items() if filled[name]) / sum(weights.values())
     missing = [n for n in (*_REQUIRED, *conditional) if not filled[n]]
-    detail = f"{sum(filled.values())} of {len(weights)} fields filled"
+    detail = say("qual.q7a.filled", filled=sum(filled.values()), total=len(weights))
     if missing:
         reasons = [f"{n} ({conditional[n]})" if n in conditional else n for n in missing]
-        return _result("Q7a", value, "fail", f"{detail}; required but empty: "
-                       f"{', '.join(reasons)}", _Q7A_TEXT)
+        return _result("Q7a", value, "fail", say("qual.q7a.required", detail=detail,
+                                                 fields=", ".join(reasons)), _Q7A_TEXT)
     absent = [n for n in _RECOMMENDED if not filled[n]]
     if absent:
-        detail += f"; recommended but empty: {', '.join(absent)}"
+        detail = say("qual.q7a.recommended", detail=detail, fields=", ".join(absent))
     return measured("Q7a", value, detail)
 
 
@@ -98,9 +107,10 @@ def _dictionary(record: CatalogRecord) -> MetricResult:
         if gaps:
             lacking[f.name] = gaps
     n = len(record.fields)
-    detail = f"{n - len(lacking)} of {n} fields documented"
+    detail = say("qual.q7b", documented=n - len(lacking), n=n)
     if lacking:
-        detail += "; lacking: " + ", ".join(f"{c} ({'/'.join(g)})" for c, g in lacking.items())
+        detail = say("qual.q7b.lacking", detail=detail, fields=", ".join(
+            f"{c} ({'/'.join(g)})" for c, g in lacking.items()))
     return measured("Q7b", (n - len(lacking)) / n if n else 0.0, detail)
 
 
@@ -110,31 +120,32 @@ def _croissant(record: CatalogRecord) -> MetricResult:
     except UserError as exc:
         return _result("Q7c", None, "fail", str(exc))
     if warnings:
-        return _result("Q7c", float(len(warnings)), "warn",
-                       f"{len(warnings)} warning(s): {'; '.join(warnings)}")
-    return _result("Q7c", 0.0, "pass", "validates with mlcroissant without errors or warnings")
+        return _result("Q7c", float(len(warnings)), "warn", say(
+            "qual.q7c.warnings", n=len(warnings), warnings="; ".join(warnings)))
+    return _result("Q7c", 0.0, "pass", say("qual.q7c.ok"))
 
 
 def _licence_problem(licence: str | None) -> str | None:
     """Why a licence does not count (None when it does)."""
     if not licence or not licence.strip():
-        return "no licence declared: the data cannot be reused lawfully"
+        return say("qual.q8a.none")
     if licence.startswith(("http://", "https://")):
         return None
     if licence.startswith("LicenseRef-"):
         if re.fullmatch(r"LicenseRef-SDN-[A-Za-z0-9.-]+", licence):
             return None
-        return f"{licence!r} is not a registered network licence (LicenseRef-SDN-*)"
+        return say("qual.q8a.not_network", licence=repr(licence))
     try:
         canonicalize_license_expression(licence)
     except InvalidLicenseExpression:
-        return f"{licence!r} is not an SPDX licence identifier"
+        return say("qual.q8a.not_spdx", licence=repr(licence))
     return None
 
 
 def _licence(record: CatalogRecord) -> MetricResult:
     problem = _licence_problem(record.license)
-    return checked("Q8a", problem is None, problem or f"licence {record.license}")
+    return checked("Q8a", problem is None, problem or say("qual.q8a.ok",
+                                                           licence=record.license))
 
 
 def _provenance(record: CatalogRecord) -> MetricResult:
@@ -148,9 +159,9 @@ def _provenance(record: CatalogRecord) -> MetricResult:
     if record.dataset_type == "derived":
         items["derived_from"] = record.derived_from
     absent = [name for name, value in items.items() if not _filled(value)]
-    detail = f"{len(items) - len(absent)} of {len(items)} provenance items"
+    detail = say("qual.q8b", present=len(items) - len(absent), n=len(items))
     if absent:
-        detail += f"; absent: {', '.join(absent)}"
+        detail = say("qual.q8b.absent", detail=detail, absent=", ".join(absent))
     return measured("Q8b", 1.0 - len(absent) / len(items), detail)
 
 
@@ -158,26 +169,27 @@ def _governance(record: CatalogRecord, today: dt.date) -> MetricResult:
     grade, category = record.security_grade, record.sharing_category
     problems = []
     if (grade, category) not in VALID_PAIRS:
-        problems.append(f"{grade} {category} is not a valid (grade, category) pair")
+        problems.append(say("qual.q8c.pair", grade=grade, category=category))
     pi = record.personal_info
     floor = pi_floor(pi.status, pi.sensitive, pi.categories)
     if floor is not None and grade_rank(grade) < grade_rank(floor.grade):
-        problems.append(f"{grade} is below the floor {floor.grade} set by {floor.reason}")
+        problems.append(say("qual.q8c.floor", grade=grade, floor=floor.grade,
+                            reason=floor.reason))
     if requires_approvals(grade, pi.status) and not record.approvals:
-        problems.append("approvals are required but none is on file")
+        problems.append(say("qual.q8c.no_approvals"))
     expired = [f"{a.type} {a.ref}" for a in record.approvals if a.expires and a.expires < today]
     if expired:
-        problems.append(f"expired approvals: {', '.join(expired)}")
+        problems.append(say("qual.q8c.expired", approvals=", ".join(expired)))
     if problems:
-        return checked("Q8c", False, "; ".join(problems))
-    return checked("Q8c", True, f"{grade} {category}; PI {pi.status}; "
-                   f"{len(record.approvals)} approval(s) on file")
+        return checked("Q8c", False, joined(problems))
+    return checked("Q8c", True, say("qual.q8c.ok", grade=grade, category=category,
+                                    status=pi.status, n=len(record.approvals)))
 
 
 def _freshness(record: CatalogRecord, now: dt.datetime) -> MetricResult:
     frequency = record.update_frequency
     if frequency not in _PERIOD_DAYS:
-        return not_applicable("Q11", f"no update period (update_frequency {frequency})")
+        return not_applicable("Q11", say("qual.q11.none", frequency=frequency))
     modified = record.modified
     if not isinstance(modified, dt.datetime):
         modified = dt.datetime.combine(modified, dt.time(), dt.UTC)
@@ -185,5 +197,5 @@ def _freshness(record: CatalogRecord, now: dt.datetime) -> MetricResult:
         modified = modified.replace(tzinfo=dt.UTC)
     days = (now - modified).total_seconds() / 86_400
     period = _PERIOD_DAYS[frequency]
-    return measured("Q11", days / period, f"{days:.0f} days since modified; "
-                    f"{frequency} period {period:g} days")
+    return measured("Q11", days / period, say("qual.q11", days=f"{days:.0f}",
+                                              frequency=frequency, period=f"{period:g}"))

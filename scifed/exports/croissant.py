@@ -28,6 +28,18 @@ _CROISSANT_TYPES = {
 RECORD_SET = "records"
 
 
+def _published_report(quality: dict[str, Any]) -> dict[str, Any]:
+    """A quality report as the export carries it: without each metric's ``said`` (the
+    key and fields of its texts, kept for the node console's language), which is no part
+    of the report a reader of the JSON-LD needs and which JSON-LD tools would walk."""
+    metrics = quality.get("metrics")
+    if not isinstance(metrics, dict):
+        return quality
+    return {**quality, "metrics": {
+        m: {k: v for k, v in r.items() if k != "said"} if isinstance(r, dict) else r
+        for m, r in metrics.items()}}
+
+
 def quality_statement(quality: dict[str, Any]) -> str:
     """One paragraph on a quality summary or report, for readers of rai:dataLimitations."""
     if "gates" in quality:  # a full report
@@ -169,7 +181,7 @@ def _governance_keys(record: CatalogRecord, jsonld: dict[str, Any]) -> None:
     if record.targets:
         jsonld["sdn:targetField"] = [f"{RECORD_SET}/{quote(t, safe='')}" for t in record.targets]
     if record.quality:
-        jsonld["sdn:qualityReport"] = record.quality
+        jsonld["sdn:qualityReport"] = _published_report(record.quality)
     units = {f.name: f.unit for f in record.fields if f.unit}
     for field in jsonld["recordSet"][0]["field"]:
         if field["name"] in units:

@@ -35,6 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from scifed.errors import UserError
+from scifed.sentences import of_error
 from scifed.web import i18n
 from scifed.web.sessions import COOKIE, Session, SessionStore
 
@@ -166,7 +167,7 @@ class Console:
 
         @app.exception_handler(UserError)
         async def user_error(request: Request, exc: UserError):
-            return self.render(request, "error.html", status=400, message=str(exc))
+            return self.render(request, "error.html", status=400, message=of_error(exc))
 
         @app.exception_handler(grpc.RpcError)
         async def rpc_error(request: Request, exc: grpc.RpcError):

@@ -43,6 +43,7 @@ TERMS: dict[str, tuple[str, str]] = {
     "none": ("none", "不发布"),
     # scorecard statuses
     "pass": ("pass", "通过"), "warn": ("warn", "警告"), "fail": ("fail", "未通过"),
+    "n/a": ("n/a", "不适用"),
 }
 
 # the researcher's own wording of a word, where it differs from the officer's

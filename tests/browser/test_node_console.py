@@ -150,6 +150,12 @@ def test_an_officer_registers_scores_and_approves_in_the_console(fed, console, p
     assert "Q5d (fail)" in overrides and "Gentoo do not breed on Dream Island" in overrides
     assert "officer" in overrides  # who overrode it, from the console's login
     shot(page, "scorecard")
+    page.click("text=中文")  # the same report in Chinese: dimensions, thresholds, gates
+    metrics = page.inner_text("#metrics")
+    assert "完整性" in metrics and "通过 ≥ 0.95；警告 ≥ 0.8；未通过 < 0.8" in metrics
+    assert "字段与模式一致，且 sha256 与目录一致" in metrics  # Q2b's detail, a gate's
+    shot(page, "scorecard-zh")
+    page.click("text=English")
 
     page.click("header nav >> text=Policy")
     assert "default G1/CLOSED" in page.inner_text("main")

@@ -21,8 +21,10 @@ import base64
 import hashlib
 import io
 import json
+import re
 import subprocess
 
+import grpc
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,6 +33,7 @@ from playwright.sync_api import expect
 from vega_datasets import data as vega
 
 from cli.ui.app import build
+from coordinator import access_client as ac
 from harness.federation import CLI, LocalFederation, _die_with_parent
 from node.delivery.service import MIN_GROUP
 from node.policy import effective
@@ -357,3 +360,46 @@ def test_scifed_ui_prints_a_login_address_that_works_once(fed, browser, page, sh
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_the_job_form_and_a_nodes_refusal_read_in_chinese(fed, console, page, shot):
+    """The form's help and its problems, and a refusal the node sends back through the
+    coordinator as a call's error, in Chinese; the CLI reads the same refusal in the
+    node's English."""
+    app, url = console
+    page.goto(f"{url}/login?token={app.sessions.login_token()}")
+    page.click("header a.lang")
+    assert page.get_attribute("html", "lang") == "zh-CN"
+    page.goto(f"{url}/submit?study=penguins&type=train")
+    expect(page.locator("#p-rounds")).to_be_visible()
+    helps = page.locator(".param small").all_inner_texts()
+    assert helps and all(re.search(r"[\u4e00-\u9fff]", h) for h in helps), helps
+    assert page.inner_text(".param[data-field=rounds] small") == "联邦训练的轮数"
+    page.check("#datasets input[value='urn:sdn:biscoe:ds:penguins']")
+    page.fill("#p-rounds", "0")
+    page.fill("#p-lr", "fast")
+    expect(page.locator("#problem-p-rounds")).to_have_text("应大于或等于 1")
+    expect(page.locator("#problem-p-lr")).to_have_text("应为数值")
+    expect(page.locator("#problem-p-features")).to_have_text("必填项")
+    shot(page, "form-zh")
+
+    # a CONDITIONAL dataset asked for without its study: the node refuses
+    rid = "urn:sdn:biscoe:ds:weather"
+    page.goto(f"{url}/access/request?id={rid.replace(':', '%3A')}")
+    page.click("#request-access")  # the console's own check first: no purpose
+    assert page.inner_text("p.problem") == "请说明数据将用于什么（用途）"
+    page.select_option("#method", "download")
+    page.fill("#purpose", "降水的季节变化")
+    for box in page.query_selector_all("#conditions input"):
+        box.check()
+    page.click("#request-access")
+    refused = page.inner_text("p.problem")
+    assert refused.startswith("节点 biscoe 拒绝") and "研究项目" in refused, refused
+    assert page.input_value("#purpose") == "降水的季节变化"
+    shot(page, "access-refused-zh")
+    with fed.researcher() as r, pytest.raises(grpc.RpcError) as caught:
+        ac.request_access(r, rid, method="download", purpose="rain",
+                          accept=[c["code"] for c in ac.conditions(r.record(rid))])
+    assert caught.value.details().startswith("node biscoe refuses download of")
+    assert set(page.console_errors) == {
+        "Failed to load resource: the server responded with a status of 400 (Bad Request)"}

@@ -7,6 +7,8 @@ numbers, grades) left in English."""
 from __future__ import annotations
 
 import json
+import re
+from html import unescape
 from types import SimpleNamespace
 
 import pandas as pd
@@ -190,3 +192,44 @@ def test_a_refused_service_query_is_chinese_on_the_researchers_page():
             "GROUP BY", "count/sum/avg/stddev/variance", "data", "count", "sum", "avg",
             "stddev", "variance", "x", "SQL"]
     assert left_in_english(html, data) == []
+
+
+def test_the_scorecards_gates_thresholds_and_dimensions_are_chinese(tmp_path, penguins,
+                                                                    penguins_meta):
+    """The quality page of the node console: each gate's detail, every threshold and every
+    dimension in Chinese, from the report as the node sends it (JSON); the report's
+    English reads as before."""
+    from node.scorecard import GATES, compute_scorecard
+    from tests.unit.test_quality import NOW, register
+
+    meta = {**penguins_meta, "license": "Not-A-Licence"}  # one gate fails: Q8a
+    path, record = register(tmp_path, "penguins", penguins.head(60), meta)
+    report = json.loads(compute_scorecard(path, record, fast=True, now=NOW)
+                        .model_dump_json())
+    metrics = report["metrics"]
+    assert metrics["Q8a"]["detail"] == "'Not-A-Licence' is not an SPDX licence identifier"
+    assert metrics["Q1a"]["threshold"] == "pass ≥ 0.95; warn ≥ 0.8; fail < 0.8"
+    assert metrics["Q2b"]["detail"].startswith("the file parses, its ")
+    zh = i18n.Translator("zh")
+    for m in GATES.values():  # every gate's detail is a sentence, said in Chinese
+        r = metrics[m]
+        shown = zh.said(r["detail"], r["said"].get("detail"))
+        assert shown != r["detail"] and re.search(r"[\u4e00-\u9fff]", shown), (m, shown)
+    html = node_page("quality.html", "zh", summary=SimpleNamespace(dataset_id="ds-1"),
+                     record={}, run=None, report=report, plots=[])
+    read = unescape(html)
+    assert "门槛 Q8a 未通过：'Not-A-Licence' 不是 SPDX 许可协议标识" in read
+    assert "通过 ≥ 0.95；警告 ≥ 0.8；未通过 < 0.8" in read and "完整性" in read
+    gate_rows = re.findall(r"<tr><td>(Q\w+)</td>.*?</tr>", html, re.S)
+    assert set(GATES.values()) <= set(gate_rows)
+    for row in re.findall(r"<tr><td>Q\w+</td>.*?</tr>", html, re.S):
+        metric = re.match(r"<tr><td>(Q\w+)</td>", row).group(1)
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        dimension, threshold = cells[1], cells[4]
+        named = ["sha256", "schema_hash", "SPDX", "LicenseRef-SDN-", "personal_info.status",
+                 "none", "anonymized", "mlcroissant", "Not-A-Licence", "G1", "OPEN"]  # names
+        assert english_words(dimension) == [], metric
+        assert left_in_english(threshold, named) == [], (metric, threshold)
+        if metric in GATES.values():
+            names = [f.name for f in record.fields]
+            assert left_in_english(cells[5], [*names, *named]) == [], (metric, cells[5])

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/scifed/v1/federation.proto\x12\tscifed.v1\"t\n\x0fRegisterRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x17\n\x0fseal_claim_json\x18\x03 \x01(\t\x12\x1c\n\x14supernode_public_key\x18\x04 \x01(\t\"\x8f\x01\n\rRegisterReply\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x02 \x01(\x05\x12\x1b\n\x13\x63oordinator_version\x18\x03 \x01(\t\x12\x14\n\x0c\x66lower_epoch\x18\x04 \x01(\t\x12\x10\n\x08instance\x18\x05 \x01(\t\x12\x0b\n\x03\x63rl\x18\x06 \x01(\x0c\"i\n\x0bNodeMessage\x12)\n\theartbeat\x18\x01 \x01(\x0b\x32\x14.scifed.v1.HeartbeatH\x00\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x15.scifed.v1.TaskResultH\x00\x42\x06\n\x04kind\"H\n\tHeartbeat\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x03\x12\x11\n\taudit_seq\x18\x02 \x01(\x03\x12\x12\n\naudit_hash\x18\x03 \x01(\t\"e\n\x12\x43oordinatorMessage\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x0f.scifed.v1.TaskH\x00\x12&\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.scifed.v1.HeartbeatAckH\x00\x42\x06\n\x04kind\"3\n\x0cHeartbeatAck\x12\x16\n\x0eserver_unix_ms\x18\x01 \x01(\x03\x12\x0b\n\x03\x63rl\x18\x02 \x01(\x0c\"\xa9\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x0b\n\x03\x63rl\x18\x04 \x01(\x0c\x12\x32\n\nnode_certs\x18\x05 \x03(\x0b\x32\x1e.scifed.v1.Task.NodeCertsEntry\x1a\x30\n\x0eNodeCertsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"p\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x11\n\taudit_seq\x18\x05 \x01(\x03\x12\x12\n\naudit_hash\x18\x06 \x01(\t\"*\n\x12SyncCatalogRequest\x12\x14\n\x0crecords_json\x18\x01 \x03(\t\"4\n\x10SyncCatalogReply\x12\x0f\n\x07indexed\x18\x01 \x01(\x05\x12\x0f\n\x07removed\x18\x02 \x01(\x05\"<\n\x0bStudyMember\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\"\xc5\x01\n\tStudyInfo\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x11\n\tmin_nodes\x18\x05 \x01(\x05\x12\'\n\x07members\x18\x06 \x03(\x0b\x32\x16.scifed.v1.StudyMember\x12\x13\n\x0bresearchers\x18\x07 \x03(\t\x12\x13\n\x0bkey_version\x18\x08 \x01(\x05\x12\x11\n\tlead_node\x18\t \x01(\t\"\x18\n\x16ListInvitationsRequest\"=\n\x14ListInvitationsReply\x12%\n\x07studies\x18\x01 \x03(\x0b\x32\x14.scifed.v1.StudyInfo\"M\n\x17\x41nswerInvitationRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x02 \x01(\x08\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\"\x13\n\x11\x41uditHeadsRequest\"@\n\tAuditHead\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x18\n\x10received_unix_ms\x18\x03 \x01(\x03\"6\n\x0f\x41uditHeadsReply\x12#\n\x05heads\x18\x01 \x03(\x0b\x32\x14.scifed.v1.AuditHead2\xcd\x03\n\x08NodeLink\x12@\n\x08Register\x12\x1a.scifed.v1.RegisterRequest\x1a\x18.scifed.v1.RegisterReply\x12G\n\nTaskStream\x12\x16.scifed.v1.NodeMessage\x1a\x1d.scifed.v1.CoordinatorMessage(\x01\x30\x01\x12I\n\x0bSyncCatalog\x12\x1d.scifed.v1.SyncCatalogRequest\x1a\x1b.scifed.v1.SyncCatalogReply\x12U\n\x0fListInvitations\x12!.scifed.v1.ListInvitationsRequest\x1a\x1f.scifed.v1.ListInvitationsReply\x12L\n\x10\x41nswerInvitation\x12\".scifed.v1.AnswerInvitationRequest\x1a\x14.scifed.v1.StudyInfo\x12\x46\n\nAuditHeads\x12\x1c.scifed.v1.AuditHeadsRequest\x1a\x1a.scifed.v1.AuditHeadsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/scifed/v1/federation.proto\x12\tscifed.v1\"t\n\x0fRegisterRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x17\n\x0fseal_claim_json\x18\x03 \x01(\t\x12\x1c\n\x14supernode_public_key\x18\x04 \x01(\t\"\x8f\x01\n\rRegisterReply\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x02 \x01(\x05\x12\x1b\n\x13\x63oordinator_version\x18\x03 \x01(\t\x12\x14\n\x0c\x66lower_epoch\x18\x04 \x01(\t\x12\x10\n\x08instance\x18\x05 \x01(\t\x12\x0b\n\x03\x63rl\x18\x06 \x01(\x0c\"i\n\x0bNodeMessage\x12)\n\theartbeat\x18\x01 \x01(\x0b\x32\x14.scifed.v1.HeartbeatH\x00\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x15.scifed.v1.TaskResultH\x00\x42\x06\n\x04kind\"H\n\tHeartbeat\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x03\x12\x11\n\taudit_seq\x18\x02 \x01(\x03\x12\x12\n\naudit_hash\x18\x03 \x01(\t\"e\n\x12\x43oordinatorMessage\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x0f.scifed.v1.TaskH\x00\x12&\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.scifed.v1.HeartbeatAckH\x00\x42\x06\n\x04kind\"3\n\x0cHeartbeatAck\x12\x16\n\x0eserver_unix_ms\x18\x01 \x01(\x03\x12\x0b\n\x03\x63rl\x18\x02 \x01(\x0c\"\xa9\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x0b\n\x03\x63rl\x18\x04 \x01(\x0c\x12\x32\n\nnode_certs\x18\x05 \x03(\x0b\x32\x1e.scifed.v1.Task.NodeCertsEntry\x1a\x30\n\x0eNodeCertsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x84\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x11\n\taudit_seq\x18\x05 \x01(\x03\x12\x12\n\naudit_hash\x18\x06 \x01(\t\x12\x12\n\nerror_said\x18\x07 \x01(\t\"*\n\x12SyncCatalogRequest\x12\x14\n\x0crecords_json\x18\x01 \x03(\t\"4\n\x10SyncCatalogReply\x12\x0f\n\x07indexed\x18\x01 \x01(\x05\x12\x0f\n\x07removed\x18\x02 \x01(\x05\"<\n\x0bStudyMember\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\"\xc5\x01\n\tStudyInfo\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x11\n\tmin_nodes\x18\x05 \x01(\x05\x12\'\n\x07members\x18\x06 \x03(\x0b\x32\x16.scifed.v1.StudyMember\x12\x13\n\x0bresearchers\x18\x07 \x03(\t\x12\x13\n\x0bkey_version\x18\x08 \x01(\x05\x12\x11\n\tlead_node\x18\t \x01(\t\"\x18\n\x16ListInvitationsRequest\"=\n\x14ListInvitationsReply\x12%\n\x07studies\x18\x01 \x03(\x0b\x32\x14.scifed.v1.StudyInfo\"M\n\x17\x41nswerInvitationRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x02 \x01(\x08\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\"\x13\n\x11\x41uditHeadsRequest\"@\n\tAuditHead\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x18\n\x10received_unix_ms\x18\x03 \x01(\x03\"6\n\x0f\x41uditHeadsReply\x12#\n\x05heads\x18\x01 \x03(\x0b\x32\x14.scifed.v1.AuditHead2\xcd\x03\n\x08NodeLink\x12@\n\x08Register\x12\x1a.scifed.v1.RegisterRequest\x1a\x18.scifed.v1.RegisterReply\x12G\n\nTaskStream\x12\x16.scifed.v1.NodeMessage\x1a\x1d.scifed.v1.CoordinatorMessage(\x01\x30\x01\x12I\n\x0bSyncCatalog\x12\x1d.scifed.v1.SyncCatalogRequest\x1a\x1b.scifed.v1.SyncCatalogReply\x12U\n\x0fListInvitations\x12!.scifed.v1.ListInvitationsRequest\x1a\x1f.scifed.v1.ListInvitationsReply\x12L\n\x10\x41nswerInvitation\x12\".scifed.v1.AnswerInvitationRequest\x1a\x14.scifed.v1.StudyInfo\x12\x46\n\nAuditHeads\x12\x1c.scifed.v1.AuditHeadsRequest\x1a\x1a.scifed.v1.AuditHeadsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,28 +49,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK']._serialized_end=819
   _globals['_TASK_NODECERTSENTRY']._serialized_start=771
   _globals['_TASK_NODECERTSENTRY']._serialized_end=819
-  _globals['_TASKRESULT']._serialized_start=821
-  _globals['_TASKRESULT']._serialized_end=933
-  _globals['_SYNCCATALOGREQUEST']._serialized_start=935
-  _globals['_SYNCCATALOGREQUEST']._serialized_end=977
-  _globals['_SYNCCATALOGREPLY']._serialized_start=979
-  _globals['_SYNCCATALOGREPLY']._serialized_end=1031
-  _globals['_STUDYMEMBER']._serialized_start=1033
-  _globals['_STUDYMEMBER']._serialized_end=1093
-  _globals['_STUDYINFO']._serialized_start=1096
-  _globals['_STUDYINFO']._serialized_end=1293
-  _globals['_LISTINVITATIONSREQUEST']._serialized_start=1295
-  _globals['_LISTINVITATIONSREQUEST']._serialized_end=1319
-  _globals['_LISTINVITATIONSREPLY']._serialized_start=1321
-  _globals['_LISTINVITATIONSREPLY']._serialized_end=1382
-  _globals['_ANSWERINVITATIONREQUEST']._serialized_start=1384
-  _globals['_ANSWERINVITATIONREQUEST']._serialized_end=1461
-  _globals['_AUDITHEADSREQUEST']._serialized_start=1463
-  _globals['_AUDITHEADSREQUEST']._serialized_end=1482
-  _globals['_AUDITHEAD']._serialized_start=1484
-  _globals['_AUDITHEAD']._serialized_end=1548
-  _globals['_AUDITHEADSREPLY']._serialized_start=1550
-  _globals['_AUDITHEADSREPLY']._serialized_end=1604
-  _globals['_NODELINK']._serialized_start=1607
-  _globals['_NODELINK']._serialized_end=2068
+  _globals['_TASKRESULT']._serialized_start=822
+  _globals['_TASKRESULT']._serialized_end=954
+  _globals['_SYNCCATALOGREQUEST']._serialized_start=956
+  _globals['_SYNCCATALOGREQUEST']._serialized_end=998
+  _globals['_SYNCCATALOGREPLY']._serialized_start=1000
+  _globals['_SYNCCATALOGREPLY']._serialized_end=1052
+  _globals['_STUDYMEMBER']._serialized_start=1054
+  _globals['_STUDYMEMBER']._serialized_end=1114
+  _globals['_STUDYINFO']._serialized_start=1117
+  _globals['_STUDYINFO']._serialized_end=1314
+  _globals['_LISTINVITATIONSREQUEST']._serialized_start=1316
+  _globals['_LISTINVITATIONSREQUEST']._serialized_end=1340
+  _globals['_LISTINVITATIONSREPLY']._serialized_start=1342
+  _globals['_LISTINVITATIONSREPLY']._serialized_end=1403
+  _globals['_ANSWERINVITATIONREQUEST']._serialized_start=1405
+  _globals['_ANSWERINVITATIONREQUEST']._serialized_end=1482
+  _globals['_AUDITHEADSREQUEST']._serialized_start=1484
+  _globals['_AUDITHEADSREQUEST']._serialized_end=1503
+  _globals['_AUDITHEAD']._serialized_start=1505
+  _globals['_AUDITHEAD']._serialized_end=1569
+  _globals['_AUDITHEADSREPLY']._serialized_start=1571
+  _globals['_AUDITHEADSREPLY']._serialized_end=1625
+  _globals['_NODELINK']._serialized_start=1628
+  _globals['_NODELINK']._serialized_end=2089
 # @@protoc_insertion_point(module_scope)

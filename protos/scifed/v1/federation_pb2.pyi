@@ -90,20 +90,22 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., payload: _Optional[bytes] = ..., crl: _Optional[bytes] = ..., node_certs: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "ok", "error", "payload", "audit_seq", "audit_hash")
+    __slots__ = ("task_id", "ok", "error", "payload", "audit_seq", "audit_hash", "error_said")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
     AUDIT_HASH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_SAID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     ok: bool
     error: str
     payload: bytes
     audit_seq: int
     audit_hash: str
-    def __init__(self, task_id: _Optional[str] = ..., ok: bool = ..., error: _Optional[str] = ..., payload: _Optional[bytes] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ...) -> None: ...
+    error_said: str
+    def __init__(self, task_id: _Optional[str] = ..., ok: bool = ..., error: _Optional[str] = ..., payload: _Optional[bytes] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ..., error_said: _Optional[str] = ...) -> None: ...
 
 class SyncCatalogRequest(_message.Message):
     __slots__ = ("records_json",)
