@@ -216,7 +216,10 @@ def run(script: str, argv: list[str] | None = None) -> Any:
 
 def write_launcher(bin_dir: Path, script: str) -> Path:
     """Write ``bin_dir/script``: Flower's ``script`` run through :func:`run` by this
-    interpreter. Its name stays Flower's, so process listings read as usual."""
+    interpreter. Its name stays Flower's, so process listings read as usual. The call is
+    under ``__main__``: a process the app spawns (the HE chunk pool) runs this file again
+    as ``__mp_main__``, and without the guard became a second ServerApp pulling the same
+    task, which the SuperLink refused (412), failing the run."""
     if script not in SCRIPTS:
         raise UserError(f"no Flower pacing for {script!r}; known: {', '.join(SCRIPTS)}")
     bin_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +229,8 @@ def write_launcher(bin_dir: Path, script: str) -> Path:
             "# (scifed/flower_pacing.py; SCIFED_FLOWER_PACING=off runs it stock).\n"
             "import sys\n\n"
             "from scifed.flower_pacing import run\n\n"
-            f"sys.exit(run({script!r}))\n")
+            "if __name__ == \"__main__\":\n"
+            f"    sys.exit(run({script!r}))\n")
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.chmod(0o755)

@@ -184,3 +184,20 @@ def test_the_launcher_runs_flowers_entry_point(tmp_path):
     out = subprocess.run([str(launcher), "--version"], capture_output=True, text=True,
                          env={**env, pacing.ENV: "fast"}, timeout=120)
     assert out.returncode != 0 and "SCIFED_FLOWER_PACING='fast'" in out.stderr
+
+
+@pytest.mark.parametrize("script", sorted(pacing.SCRIPTS))
+def test_a_process_the_app_spawns_does_not_run_flower_again(tmp_path, script):
+    """A spawned process (the HE chunk pool of a ServerApp or ClientApp summing or
+    encrypting a long vector) runs the parent's main file as ``__mp_main__``, as
+    ``runpy.run_path`` does here. Before the guard it ran Flower's entry point again: in a
+    ServerApp, a second process pulled the run's task and the SuperLink failed the run
+    ("412 Precondition Failed" on pull-task-input, a 1M-parameter model's first round)."""
+    launcher = pacing.write_launcher(tmp_path / "bin", script)
+    code = (f"import runpy; runpy.run_path({str(launcher)!r}, run_name='__mp_main__'); "
+            "print('imported only')")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0 and "imported only" in out.stdout, out.stderr[-2000:]
+    assert "with Flower pacing" not in out.stderr
