@@ -267,7 +267,12 @@ class JobDriver:
     def get(self, job_id: str, researcher: str | None) -> JobView:
         with self.db.session() as s:
             job = self._job(s, job_id, researcher)
-            tasks = s.scalars(select(JobTask).where(JobTask.job_id == job_id)
+            # columns, not ORM objects: a watched 100-node job has a thousand rows,
+            # read again at every change of the job
+            tasks = s.execute(select(JobTask.node_name, JobTask.phase, JobTask.state,
+                                     JobTask.detail, JobTask.updated_ms,
+                                     JobTask.sealed_reason)
+                              .where(JobTask.job_id == job_id)
                               .order_by(JobTask.updated_ms)).all()
             progress = s.execute(select(JobProgress.round, JobProgress.sealed).where(
                 JobProgress.job_id == job_id).order_by(JobProgress.round)).all()
@@ -284,11 +289,9 @@ class JobDriver:
         again): a long poll must not hold the server threads the nodes' streams use."""
         with self._changed:
             seen = self._versions.get(job_id, 0)
-        view = self.get(job_id, researcher)
-        if wait_seconds <= 0 or view.status.stopped:
-            return view
-        if not self._watchers.acquire(blocking=False):
-            return view
+        if wait_seconds <= 0 or self._stopped(job_id, researcher) \
+                or not self._watchers.acquire(blocking=False):
+            return self.get(job_id, researcher)
         try:
             with self._changed:
                 self._changed.wait_for(lambda: self._versions.get(job_id, 0) != seen,
@@ -296,6 +299,12 @@ class JobDriver:
         finally:
             self._watchers.release()
         return self.get(job_id, researcher)
+
+    def _stopped(self, job_id: str, researcher: str | None) -> bool:
+        """Whether the job has stopped (its row only: :meth:`watch` reads the whole view
+        once, after its wait)."""
+        with self.db.session() as s:
+            return JobStatus(self._job(s, job_id, researcher).status).stopped
 
     def _bump(self, job_id: str) -> None:
         """The job changed (after the commit): wake its watchers."""
@@ -526,8 +535,12 @@ class JobDriver:
         fan-out's start and end: one commit, not one per node)."""
         with self.db.session() as s:
             t = now_ms()
+            # the phase's rows in one read, not one per node (a fan-out's end is 100)
+            many = len(rows) > 1
+            held = {task.node_name: task for task in s.scalars(select(JobTask).where(
+                JobTask.job_id == job_id, JobTask.phase == phase))} if many else {}
             for node, state, detail, sealed_reason in rows:
-                task = s.get(JobTask, (job_id, node, phase))
+                task = held.get(node) if many else s.get(JobTask, (job_id, node, phase))
                 if task is None:
                     s.add(JobTask(job_id=job_id, node_name=node, phase=phase, state=state,
                                   detail=detail, sealed_reason=sealed_reason, updated_ms=t))

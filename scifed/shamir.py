@@ -27,6 +27,7 @@ one), and uniform to anyone without that key. A share is 33 bytes, big-endian.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -72,17 +73,50 @@ def split(secret: bytes, xs: Sequence[int], t: int, randomness: bytes) -> dict[i
     return out
 
 
-def _at(points: Sequence[tuple[int, int]], x0: int) -> int:
-    """The polynomial of degree < len(points) through ``points``, at ``x0`` (Lagrange)."""
-    total = 0
-    for j, (xj, yj) in enumerate(points):
-        num, den = 1, 1
-        for m, (xm, _) in enumerate(points):
+def _inverses(values: Sequence[int]) -> list[int]:
+    """1/v mod p for every v (non-zero mod p), with one modular inversion for them all
+    (prefix products, then back: Montgomery's trick)."""
+    prefix, acc = [], 1
+    for v in values:
+        prefix.append(acc)
+        acc = acc * v % PRIME
+    inv = pow(acc, -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % PRIME
+        inv = inv * values[i] % PRIME
+    return out
+
+
+@functools.lru_cache(maxsize=128)
+def _weights(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """The barycentric weights 1 / Π_{m≠j} (x_j − x_m) of the points at ``xs``. They
+    depend on the points' positions only: the release node rebuilds a hundred seeds
+    from shares held at (nearly) the same positions, and checks each extra share against
+    them, so the O(t²) part is made once, not once per share checked."""
+    dens = []
+    for j, xj in enumerate(xs):
+        d = 1
+        for m, xm in enumerate(xs):
             if m != j:
-                num = num * (x0 - xm) % PRIME
-                den = den * (xj - xm) % PRIME
-        total = (total + yj * num * pow(den, -1, PRIME)) % PRIME
-    return total
+                d = d * (xj - xm) % PRIME
+        dens.append(d)
+    return tuple(_inverses(dens))
+
+
+def _at(points: Sequence[tuple[int, int]], x0: int) -> int:
+    """The polynomial of degree < len(points) through ``points``, at ``x0`` (Lagrange, in
+    barycentric form: f(x0) = Π_m (x0 − x_m) · Σ_j w_j y_j / (x0 − x_j))."""
+    for x, y in points:
+        if (x - x0) % PRIME == 0:
+            return y % PRIME
+    weights = _weights(tuple(x for x, _ in points))
+    diffs = [(x0 - x) % PRIME for x, _ in points]
+    total, ell = 0, 1
+    for (_, y), w, inv, d in zip(points, weights, _inverses(diffs), diffs, strict=True):
+        total = (total + w * y % PRIME * inv) % PRIME
+        ell = ell * d % PRIME
+    return total * ell % PRIME
 
 
 def combine(shares: Mapping[int, bytes], t: int) -> bytes:

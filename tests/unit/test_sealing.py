@@ -100,6 +100,22 @@ def test_swapped_seal_key_refused(ca_dir: Path, tmp_path: Path) -> None:
         verify_claim(swapped, (ca_dir / "ca.crt").read_bytes(), expect_role="node")
 
 
+def test_a_claim_verified_before_does_not_vouch_for_an_altered_copy(ca_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """Claim checks are remembered (every task of a job carries the same claims): what is
+    remembered is the exact bytes, so a relay that swaps the seal key or the signature of
+    a claim a node accepted a moment ago is still refused."""
+    claim = _enrol(ca_dir, tmp_path / "a", "node-a", "node")
+    ca_pem = (ca_dir / "ca.crt").read_bytes()
+    for _ in range(2):
+        assert verify_claim(claim, ca_pem, expect_role="node") == claim.seal_public
+    other = _enrol(ca_dir, tmp_path / "b", "node-b", "node")
+    for altered in (dataclasses.replace(claim, seal_public=other.seal_public),
+                    dataclasses.replace(claim, signature=other.signature)):
+        with pytest.raises(UserError, match="signature over the seal key does not verify"):
+            verify_claim(altered, ca_pem, expect_role="node")
+
+
 def test_wrong_expectations_refused(ca_dir: Path, tmp_path: Path) -> None:
     claim = _enrol(ca_dir, tmp_path / "a", "node-a", "node")
     ca_pem = (ca_dir / "ca.crt").read_bytes()
