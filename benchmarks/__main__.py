@@ -40,6 +40,8 @@ def _areas() -> dict[str, tuple[str, Callable[[Console], None], bool]]:
         "regression": ("regression jobs end to end", run("regression_bench"), True),
         "training": ("train rounds and their BFV work", run("train_tables", "training"),
                      True),
+        "training1m": ("a 1M-parameter model's training round vs its plaintext twin",
+                       run("train_tables", "million"), True),
         "dpsgd": ("DP-SGD epoch vs plain SGD", run("train_tables", "dpsgd"), True),
         "delivery": ("a delivery call's signature: sign + verify vs plain ECDSA",
                      run("delivery_bench"), True),

@@ -63,15 +63,17 @@ DP_EPOCHS = 5
 SECTIONS = ("rounds", "he", "dp")
 
 
-def penguin_job(pooled) -> str:
-    """The job.yaml a researcher would submit."""
+def penguin_job(pooled, model: dict | None = None, lr: float = 0.5) -> str:
+    """The job.yaml a researcher would submit (``model``: the zoo model, by default the
+    logistic regression)."""
     return yaml.safe_dump({
         "study": "bench", "type": "train", "datasets": {n: "penguins" for n in ISLANDS},
         "train": {
             "features": FEATURES, "label": "species", "task": "classification",
             "classes": ["Adelie", "Chinstrap", "Gentoo"],
-            "model": {"kind": "logistic_regression"}, "rounds": ROUNDS, "local_epochs": 10,
-            "batch_size": 16, "lr": 0.5, "validation_split": 0.1, "min_node_classes": 1,
+            "model": model or {"kind": "logistic_regression"}, "rounds": ROUNDS,
+            "local_epochs": 10,
+            "batch_size": 16, "lr": lr, "validation_split": 0.1, "min_node_classes": 1,
             "min_nodes": len(ISLANDS),
             "standardize": {f: [float(pooled[f].mean()), float(pooled[f].std())]
                             for f in FEATURES}}})
@@ -106,9 +108,11 @@ def noop_floor(link: SuperLink, he_dir: Path) -> dict:
     return train_on_flower(link, job_dir, app_dir=NOOP_APP)
 
 
-def deployment(root: Path, console: Console, pacing: str) -> list[tuple[str, dict, int]]:
+def deployment(root: Path, console: Console, pacing: str, model: dict | None = None,
+               lr: float = 0.5) -> list[tuple[str, dict, int]]:
     """(label, final checkpoint, bytes moved) for the HE job, its plaintext twin and the
-    no-op app, with the nodes' SuperNodes launched with ``SCIFED_FLOWER_PACING=pacing``."""
+    no-op app, with the nodes' SuperNodes launched with ``SCIFED_FLOWER_PACING=pacing``
+    (``model``: the job's model, by default the penguins' logistic regression)."""
     penguins = palmerpenguins.load_penguins()
     meta = yaml.safe_load((REPO / "configs" / "datasets" / "penguins.yaml").read_text())
     fed = LocalFederation(root, {n: f"Palmer {i}" for n, i in ISLANDS.items()}, flower=True,
@@ -134,7 +138,7 @@ def deployment(root: Path, console: Console, pacing: str) -> list[tuple[str, dic
         with console.status(f"pacing {pacing}: {ROUNDS} rounds + final evaluation, BFV "
                             "(scifed train job)"):
             with fed.researcher() as r:
-                job_id = r.submit(penguin_job(penguins.dropna(subset=FEATURES)))
+                job_id = r.submit(penguin_job(penguins.dropna(subset=FEATURES), model, lr))
                 info = r.wait(job_id, timeout=900)
             if info.status != "done":
                 raise UserError(f"benchmark job {job_id} {info.status}: {info.error}")

@@ -67,6 +67,36 @@ def training(console: Console | None = None) -> None:
                "Anchor: issue 14 item 5.")
 
 
+# 4 -> 1000 -> 1000 -> 3: 1,009,003 parameters, the issue's 1M-parameter model
+MILLION = {"kind": "mlp", "hidden": [1000, 1000]}
+
+
+def million(console: Console | None = None) -> None:
+    """A training round of a 1M-parameter MLP on the penguins (BFV, pairwise masks, the
+    unmask) beside its plaintext twin and Flower's no-op floor, in one deployment."""
+    console = console or Console()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {label: (ck, moved) for label, ck, moved in
+                tb.deployment(Path(tmp) / "fed", console, "on", MILLION, lr=0.01)}
+    median = {label: statistics.median(tb.round_times(ck)) for label, (ck, _) in runs.items()}
+    trips = {label: moved / len(ck["round_seconds"]) for label, (ck, moved) in runs.items()}
+    he, plain, floor = "BFV (scifed train)", "plaintext twin", "no-op (Flower floor)"
+    params = 4 * 1000 + 1000 + 1000 * 1000 + 1000 + 1000 * 3 + 3
+    figures = [
+        Figure(f"{params:,}-parameter MLP: s per round (baseline: plaintext twin)",
+               median[he], median[plain], "", "s"),
+        Figure("HE round / plaintext round", median[he] / median[plain], None, "≤ 1.05", "×"),
+        Figure("Flower's no-op round, same deployment", median[floor], None, "", "s"),
+        Figure("bytes per round trip (baseline: plaintext twin)", trips[he], trips[plain],
+               "", "B"),
+    ]
+    print_area(console, f"1M-parameter training round, 3 nodes on loopback, {tb.ROUNDS} "
+               "rounds + final evaluation (benchmarks/train_bench.py deployment)", figures,
+               "the same app aggregating in clear, same SuperLink and SuperNodes",
+               "Anchor: issue 14 item 1 (HE round ≤ 1.05 × plaintext round).")
+
+
 def dpsgd(console: Console | None = None) -> None:
     """CPU seconds per epoch of DP-SGD (Opacus' accountant and sampling, per-sample clipping
     fused into the backward pass) beside plain SGD on the same data, model and batch, and
