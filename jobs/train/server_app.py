@@ -84,6 +84,12 @@ POLL_SECONDS = 0.1
 TTL_MARGIN_SECONDS = 60.0
 
 
+def _attempt_key(stage: str, server_round: int) -> str:
+    """Where the checkpoint keeps a round's attempts: by round, the final evaluation as
+    ``final``."""
+    return "final" if stage == "evaluate" else str(server_round)
+
+
 class TrainingFailed(Exception):
     """Too few nodes remain; the reason is in the job directory's failure.json."""
 
@@ -239,7 +245,7 @@ class HEFedAvg(FedAvg):
         keeps that view — its dropped nodes stay out even if their answers come now —
         since each node answers one view of an attempt and no attempt may follow it."""
         stage = "evaluate" if kind == MessageType.EVALUATE else "train"
-        key = "final" if stage == "evaluate" else str(server_round)
+        key = _attempt_key(stage, server_round)
         attempts = self.state.setdefault("attempts", {})
         while True:
             last = attempts.get(key)
@@ -370,8 +376,8 @@ class HEFedAvg(FedAvg):
         otherwise the job fails (no later attempt may follow a revealed view)."""
         contributors, dropped = sorted(good), sorted(set(asked) - set(good))
         # kept before any node sees it: a resumed run must show the very same view
-        self.state["attempts"]["final" if stage == "evaluate" else str(server_round)][
-            "view"] = {"contributors": contributors, "dropped": dropped}
+        self.state["attempts"][_attempt_key(stage, server_round)]["view"] = {
+            "contributors": contributors, "dropped": dropped}
         self._checkpoint()
         boxes = {n: json.loads(str(m.content.config_records[STATUS].get(SHARES) or "{}"))
                  for n, m in good.items()}
