@@ -272,6 +272,18 @@ def end_recorded(path: Path, grace: float = GRACE_SECONDS) -> int:
 
 
 # -- the watchdog process --------------------------------------------------------------------
+def readable(fds: list[int], timeout: float) -> list[int]:
+    """The descriptors of `fds` ready to read within `timeout` seconds.
+
+    poll(), not select(): a supervisor with many files open hands the watchdog a
+    lifeline numbered above 1024, which select() refuses ("filedescriptor out of range").
+    """
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return [fd for fd, _ in poller.poll(timeout * 1000)]
+
+
 class Watchdog:
     def __init__(self, command: list[str], lifeline: int, pidfile: Path,
                  grace: float = GRACE_SECONDS) -> None:
@@ -288,7 +300,7 @@ class Watchdog:
         self.stop_reason: str | None = None
         self._child_caught_term = False
 
-    # signals arrive on a self-pipe, so select() wakes at once
+    # signals arrive on a self-pipe, so the wait wakes at once
     def _on_stop(self, signum, _frame) -> None:
         self.stop_reason = self.stop_reason or signal.Signals(signum).name
 
@@ -342,7 +354,7 @@ class Watchdog:
             self._child_caught_term |= catches_sigterm(self.child.pid)
             self._save()
             try:
-                ready, _, _ = select.select([self.lifeline, wake_r], [], [], TICK_SECONDS)
+                ready = readable([self.lifeline, wake_r], TICK_SECONDS)
             except InterruptedError:
                 continue
             if wake_r in ready:
@@ -375,7 +387,7 @@ class Watchdog:
         deadline = time.monotonic() + self.grace
         while self.status is None and time.monotonic() < deadline:
             with contextlib.suppress(InterruptedError):
-                select.select([wake_r], [], [], 0.1)
+                readable([wake_r], 0.1)
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
             self._reap()
@@ -393,7 +405,7 @@ class Watchdog:
             for pid, t in tree.items():
                 send(pid, t, signal.SIGKILL)
             with contextlib.suppress(InterruptedError):
-                select.select([wake_r], [], [], 0.05)
+                readable([wake_r], 0.05)
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
         if read_record(self.pidfile) == self.record:

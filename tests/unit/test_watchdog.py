@@ -55,8 +55,12 @@ def wait_for(predicate, timeout: float = 10.0) -> float:
     return time.monotonic() - started
 
 
-def start(tmp_path: Path, grace: float = 3.0):
+def start(tmp_path: Path, grace: float = 3.0, lifeline_at: int | None = None):
     lifeline_r, lifeline_w = os.pipe()
+    if lifeline_at is not None:  # as a supervisor with many files open hands it over
+        os.dup2(lifeline_r, lifeline_at)
+        os.close(lifeline_r)
+        lifeline_r = lifeline_at
     pidfile, out = tmp_path / "child.pids", tmp_path / "child.out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "scifed.watchdog", "--lifeline", str(lifeline_r),
@@ -92,6 +96,24 @@ def test_the_lifeline_closing_ends_the_whole_tree_with_one_sigterm(tmp_path):
         assert proc.returncode == 0
         assert not running(orphan, orphan_start)
         assert not pidfile.exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_lifeline_numbered_above_1024_still_ends_the_tree(tmp_path):
+    """select() refuses a descriptor above 1024; a test worker with many sockets open
+    (or a coordinator with many nodes) hands the watchdog exactly such a lifeline."""
+    proc, lifeline, pidfile, out, orphan = start(tmp_path, lifeline_at=1500)
+    try:
+        wait_for(lambda: pidfile.exists() and orphan in dict(
+            map(tuple, watchdog.read_record(pidfile)["procs"])))
+        orphan_start = watchdog.start_time(orphan)
+        os.close(lifeline)
+        wait_for(lambda: proc.poll() is not None)
+        assert out.read_text() == "term\ndone\n"
+        assert proc.returncode == 0
+        assert not running(orphan, orphan_start)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
