@@ -277,6 +277,8 @@ def readable(fds: list[int], timeout: float) -> list[int]:
 
     poll(), not select(): a supervisor with many files open hands the watchdog a
     lifeline numbered above 1024, which select() refuses ("filedescriptor out of range").
+    A signal does not raise here: poll() is retried on EINTR (PEP 475), and the signal's
+    byte on the self-pipe ends the wait at once.
     """
     poller = select.poll()
     for fd in fds:
@@ -353,10 +355,7 @@ class Watchdog:
                 break
             self._child_caught_term |= catches_sigterm(self.child.pid)
             self._save()
-            try:
-                ready = readable([self.lifeline, wake_r], TICK_SECONDS)
-            except InterruptedError:
-                continue
+            ready = readable([self.lifeline, wake_r], TICK_SECONDS)
             if wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
@@ -386,8 +385,7 @@ class Watchdog:
                 send(pid, t, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         while self.status is None and time.monotonic() < deadline:
-            with contextlib.suppress(InterruptedError):
-                readable([wake_r], 0.1)
+            readable([wake_r], 0.1)
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
             self._reap()
@@ -404,8 +402,7 @@ class Watchdog:
                 return  # the pidfile stays, for the supervisor to try again
             for pid, t in tree.items():
                 send(pid, t, signal.SIGKILL)
-            with contextlib.suppress(InterruptedError):
-                readable([wake_r], 0.05)
+            readable([wake_r], 0.05)
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
         if read_record(self.pidfile) == self.record:

@@ -78,8 +78,11 @@ def running(pid: int, started: int) -> bool:
     return watchdog.is_running(pid, started)
 
 
-def test_the_lifeline_closing_ends_the_whole_tree_with_one_sigterm(tmp_path):
-    proc, lifeline, pidfile, out, orphan = start(tmp_path)
+# 1500: select() refuses a descriptor above 1024, and a supervisor with many sockets open
+# (a test worker, a coordinator with many nodes) hands the watchdog exactly such a lifeline.
+@pytest.mark.parametrize("lifeline_at", [None, 1500], ids=["low-fd", "fd-above-1024"])
+def test_the_lifeline_closing_ends_the_whole_tree_with_one_sigterm(tmp_path, lifeline_at):
+    proc, lifeline, pidfile, out, orphan = start(tmp_path, lifeline_at=lifeline_at)
     try:
         # The orphan (its own session, its parent gone) is the watchdog's now, and recorded.
         wait_for(lambda: watchdog._stat(orphan)[1] == proc.pid)
@@ -96,24 +99,6 @@ def test_the_lifeline_closing_ends_the_whole_tree_with_one_sigterm(tmp_path):
         assert proc.returncode == 0
         assert not running(orphan, orphan_start)
         assert not pidfile.exists()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def test_a_lifeline_numbered_above_1024_still_ends_the_tree(tmp_path):
-    """select() refuses a descriptor above 1024; a test worker with many sockets open
-    (or a coordinator with many nodes) hands the watchdog exactly such a lifeline."""
-    proc, lifeline, pidfile, out, orphan = start(tmp_path, lifeline_at=1500)
-    try:
-        wait_for(lambda: pidfile.exists() and orphan in dict(
-            map(tuple, watchdog.read_record(pidfile)["procs"])))
-        orphan_start = watchdog.start_time(orphan)
-        os.close(lifeline)
-        wait_for(lambda: proc.poll() is not None)
-        assert out.read_text() == "term\ndone\n"
-        assert proc.returncode == 0
-        assert not running(orphan, orphan_start)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
