@@ -149,6 +149,16 @@ class Network:
         self.made.clear()
 
 
+NO_NGINX = ("nginx is not installed: the multi-host federation's Fleet API proxy runs "
+            "deploy/'s nginx configuration (apt-get install nginx-light; .ci/run does)")
+
+
+def nginx_path() -> str | None:
+    """The nginx binary that fronts the Flower Fleet API, as in deployment; None without one."""
+    found = shutil.which("nginx") or "/usr/sbin/nginx"
+    return found if os.access(found, os.X_OK) else None
+
+
 class NetnsFederation(LocalFederation):
     """:class:`LocalFederation` with the coordinator and every node in a namespace of its
     own (:class:`Network`). With ``flower``, an nginx with deploy/'s proxy configuration
@@ -181,7 +191,9 @@ class NetnsFederation(LocalFederation):
 
     def _start_proxy(self) -> None:
         """deploy/'s nginx configuration, its ports, directories and PKI moved to ours."""
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        nginx = nginx_path()
+        if nginx is None:
+            raise RuntimeError(NO_NGINX)
         pki = self.ca_dir
         work = self.root / "proxy"
         work.mkdir(exist_ok=True)

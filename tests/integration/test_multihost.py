@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from harness.federation import wait_for
-from harness.netns import COORDINATOR, NetnsFederation, Network, unavailable
+from harness.netns import COORDINATOR, NO_NGINX, NetnsFederation, Network, nginx_path, unavailable
 from jobs.train.models import load_model_file
 
 pytestmark = pytest.mark.slow
@@ -42,6 +42,8 @@ def network():
     reason = unavailable()
     if reason:
         pytest.skip(f"multi-host test needs network namespaces: {reason}")
+    if nginx_path() is None:
+        pytest.skip(NO_NGINX)
     net = Network([COORDINATOR, *ISLANDS])
     try:
         net.create()
